@@ -1,0 +1,1 @@
+//! Certificates for Portcullis (work in progress).

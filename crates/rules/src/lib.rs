@@ -1,0 +1,1 @@
+//! Cloudflare's Rules language (work in progress).

@@ -1,0 +1,1 @@
+//! `portcullis rules` end to end (filled in with the rules engine).

@@ -1,0 +1,7 @@
+//! The workspace's one integration-test binary. Each module tests one capability end to end,
+//! through the real `portcullis` binary or the public crate APIs, with real peers (openssl, curl).
+
+mod support;
+
+mod pki;
+mod rules_cli;
