@@ -1,0 +1,28 @@
+//! Persistence for Portcullis.
+//!
+//! One [`Store`] over either SQLite (the embedded default: a file in the data directory, WAL mode) or PostgreSQL
+//! (for a fleet of edge nodes sharing one state). Versioned migrations run when a store is opened. Every write is one
+//! transaction that also bumps the change-feed generation and appends to the audit log, so nothing is ever
+//! half-written and every committed change is announced: within the process through [`Store::subscribe`], and on
+//! PostgreSQL across processes through `LISTEN/NOTIFY`.
+//!
+//! This crate does not speak HTTP, terminate TLS or evaluate rules: it stores records and says when they changed.
+//!
+//! Design note: one `Store` type over an enum of two connection pools, with each query written once and expanded for
+//! both backends by a macro, replaces a `Store` trait with two hand-written implementations. The SQL is the same text
+//! on both (`$1` placeholders, unix-second times, 0/1 flags), so a trait would only duplicate it.
+
+mod db;
+mod error;
+mod feed;
+mod ids;
+mod model;
+mod tokens;
+mod zones;
+
+#[cfg(test)]
+mod tests;
+
+pub use db::Store;
+pub use error::StoreError;
+pub use model::{Account, Actor, ApiToken, AuditEntry, TokenScope, Zone};

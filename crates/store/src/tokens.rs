@@ -1,0 +1,150 @@
+//! API tokens: random secrets shown once, stored as SHA-256.
+
+use base64::Engine as _;
+use sqlx::Row;
+
+use crate::Store;
+use crate::db::{commit_write, on_db};
+use crate::error::StoreError;
+use crate::ids::{new_id, now, random_bytes, sha256_hex};
+use crate::model::{Actor, ApiToken, TokenScope};
+
+/// Every secret starts with this, so that leaked tokens are easy to find with secret scanners.
+const SECRET_PREFIX: &str = "pct_";
+
+impl Store {
+    /// Creates a token and returns it with its secret. The secret is not stored and cannot be shown again.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        scope: TokenScope,
+        actor: &Actor,
+    ) -> Result<(ApiToken, String), StoreError> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(StoreError::Invalid(
+                "token name must be 1 to 200 characters".to_owned(),
+            ));
+        }
+        let secret = format!(
+            "{SECRET_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+        );
+        let token = ApiToken {
+            id: new_id(),
+            name: name.to_owned(),
+            scope,
+            created_on: now(),
+            revoked_on: None,
+        };
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO api_tokens (id, name, secret_sha256, scope, created_on) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&token.id)
+            .bind(&token.name)
+            .bind(sha256_hex(secret.as_bytes()))
+            .bind(scope.as_str())
+            .bind(token.created_on)
+            .execute(&mut *tx)
+            .await?;
+            commit_write!(
+                self,
+                tx,
+                actor,
+                "create",
+                "api_token",
+                &token.id,
+                scope.as_str()
+            );
+        });
+        Ok((token, secret))
+    }
+
+    /// The live (not revoked) token whose secret is `secret`, if any.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<ApiToken>, StoreError> {
+        if !secret.starts_with(SECRET_PREFIX) || secret.len() > 200 {
+            return Ok(None);
+        }
+        let hash = sha256_hex(secret.as_bytes());
+        on_db!(&self.db, |pool| {
+            let row = sqlx::query(
+                "SELECT id, name, scope, created_on, revoked_on FROM api_tokens \
+                 WHERE secret_sha256 = $1 AND revoked_on IS NULL",
+            )
+            .bind(&hash)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|row| {
+                token_from_parts(
+                    row.try_get("id")?,
+                    row.try_get("name")?,
+                    &row.try_get::<String, _>("scope")?,
+                    row.try_get("created_on")?,
+                    row.try_get("revoked_on")?,
+                )
+            })
+            .transpose()
+        })
+    }
+
+    /// All tokens, revoked ones included, oldest first.
+    pub async fn list_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        on_db!(&self.db, |pool| {
+            let rows = sqlx::query("SELECT id, name, scope, created_on, revoked_on FROM api_tokens ORDER BY created_on, id")
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    token_from_parts(
+                        row.try_get("id")?,
+                        row.try_get("name")?,
+                        &row.try_get::<String, _>("scope")?,
+                        row.try_get("created_on")?,
+                        row.try_get("revoked_on")?,
+                    )
+                })
+                .collect()
+        })
+    }
+
+    /// Revokes the token `id`; its secret stops working at once.
+    pub async fn revoke_token(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE api_tokens SET revoked_on = $1 WHERE id = $2 AND revoked_on IS NULL",
+            )
+            .bind(now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::not_found("live api token", id));
+            }
+            commit_write!(self, tx, actor, "revoke", "api_token", id, "");
+        });
+        Ok(())
+    }
+}
+
+fn token_from_parts(
+    id: String,
+    name: String,
+    scope: &str,
+    created_on: i64,
+    revoked_on: Option<i64>,
+) -> Result<ApiToken, StoreError> {
+    let scope = TokenScope::parse(scope).ok_or_else(|| {
+        StoreError::Invalid(format!("stored token {id} has unknown scope {scope:?}"))
+    })?;
+    Ok(ApiToken {
+        id,
+        name,
+        scope,
+        created_on,
+        revoked_on,
+    })
+}

@@ -1,0 +1,157 @@
+//! Zones.
+
+use sqlx::Row;
+
+use crate::Store;
+use crate::db::{commit_write, on_db};
+use crate::error::{StoreError, is_unique_violation};
+use crate::ids::{new_id, now};
+use crate::model::{Actor, Zone};
+
+/// The zone columns, as a macro so that queries stay `&'static str` (sqlx refuses SQL built at run time).
+macro_rules! zone_columns {
+    () => {
+        "id, account_id, name, status, created_on, modified_on"
+    };
+}
+
+impl Store {
+    /// Creates the zone `name` (a DNS name, stored lower-cased).
+    pub async fn create_zone(&self, name: &str, actor: &Actor) -> Result<Zone, StoreError> {
+        let name = normalize_dns_name(name)?;
+        let account = self.account().await?;
+        let at = now();
+        let zone = Zone {
+            id: new_id(),
+            account_id: account.id,
+            name,
+            status: "active".to_owned(),
+            created_on: at,
+            modified_on: at,
+        };
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO zones (id, account_id, name, status, created_on, modified_on) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&zone.id)
+            .bind(&zone.account_id)
+            .bind(&zone.name)
+            .bind(&zone.status)
+            .bind(zone.created_on)
+            .bind(zone.modified_on)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Err(err) if is_unique_violation(&err) => {
+                    return Err(StoreError::Conflict(format!(
+                        "zone {:?} already exists",
+                        zone.name
+                    )));
+                }
+                other => other?,
+            };
+            commit_write!(self, tx, actor, "create", "zone", &zone.id, &zone.name);
+        });
+        Ok(zone)
+    }
+
+    /// All zones, ordered by name.
+    pub async fn list_zones(&self) -> Result<Vec<Zone>, StoreError> {
+        on_db!(&self.db, |pool| {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                zone_columns!(),
+                " FROM zones ORDER BY name"
+            ))
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(zone_from_row).collect()
+        })
+    }
+
+    /// The zone with id `id`.
+    pub async fn zone(&self, id: &str) -> Result<Zone, StoreError> {
+        on_db!(&self.db, |pool| {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                zone_columns!(),
+                " FROM zones WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found("zone", id))?;
+            zone_from_row(&row)
+        })
+    }
+
+    /// Deletes the zone with id `id`.
+    pub async fn delete_zone(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let name: Option<String> =
+                sqlx::query_scalar("DELETE FROM zones WHERE id = $1 RETURNING name")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(name) = name else {
+                return Err(StoreError::not_found("zone", id));
+            };
+            commit_write!(self, tx, actor, "delete", "zone", id, &name);
+        });
+        Ok(())
+    }
+}
+
+fn zone_from_row<R: Row>(row: &R) -> Result<Zone, StoreError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(Zone {
+        id: row.try_get("id")?,
+        account_id: row.try_get("account_id")?,
+        name: row.try_get("name")?,
+        status: row.try_get("status")?,
+        created_on: row.try_get("created_on")?,
+        modified_on: row.try_get("modified_on")?,
+    })
+}
+
+/// Lower-cases and checks a DNS name: 1 to 253 characters, dot-separated labels of 1 to 63 letters, digits and
+/// hyphens, no label starting or ending with a hyphen, and no trailing dot.
+pub(crate) fn normalize_dns_name(name: &str) -> Result<String, StoreError> {
+    let lower = name.trim().to_ascii_lowercase();
+    let invalid = |why: &str| {
+        Err(StoreError::Invalid(format!(
+            "invalid DNS name {name:?}: {why}"
+        )))
+    };
+    if lower.is_empty() {
+        return invalid("it is empty");
+    }
+    if lower.len() > 253 {
+        return invalid("longer than 253 characters");
+    }
+    for label in lower.split('.') {
+        if label.is_empty() {
+            return invalid("empty label");
+        }
+        if label.len() > 63 {
+            return invalid("a label is longer than 63 characters");
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
+            return invalid(&format!("character {c:?} is not allowed"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return invalid("a label starts or ends with '-'");
+        }
+    }
+    Ok(lower)
+}
