@@ -18,6 +18,9 @@ pub enum StoreError {
     /// The write conflicts with an existing object (for example a duplicate name).
     #[error("{0}")]
     Conflict(String),
+    /// A configured limit or quota is reached; `code` is Cloudflare's error code for it.
+    #[error("{message}")]
+    LimitReached { code: u32, message: String },
     /// The input is not acceptable; the message names the problem.
     #[error("{0}")]
     Invalid(String),

@@ -12,17 +12,33 @@
 //! both backends by a macro, replaces a `Store` trait with two hand-written implementations. The SQL is the same text
 //! on both (`$1` placeholders, unix-second times, 0/1 flags), so a trait would only duplicate it.
 
+mod cas;
+mod client_certs;
+mod custom_certs;
 mod db;
+mod edge;
 mod error;
+mod events;
 mod feed;
+mod hostnames;
 mod ids;
 mod model;
+mod rulesets;
 mod tokens;
 mod zones;
 
 #[cfg(test)]
 mod tests;
 
+pub use cas::MAX_ASSOCIATED_HOSTNAMES;
+pub use client_certs::MAX_PER_PAGE;
 pub use db::Store;
 pub use error::StoreError;
-pub use model::{Account, Actor, ApiToken, AuditEntry, TokenScope, Zone};
+pub use events::MAX_EVENTS_PER_PAGE;
+pub use model::{
+    Account, Actor, ApiToken, AuditEntry, CaRef, ClientCertificate, ClientCertificateStatus,
+    CustomCertificate, EdgeState, EventFilter, Hostname, HostnameAssociation, ManagedCa,
+    ManagedCaStatus, MtlsCertificate, NewCustomCertificate, NewManagedCa, NewMtlsCertificate,
+    NewRule, Rule, Ruleset, SecurityEvent, TokenScope, Zone,
+};
+pub use rulesets::{MAX_RULES, Position};

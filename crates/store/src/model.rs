@@ -90,3 +90,325 @@ pub struct AuditEntry {
     pub object_id: String,
     pub detail: String,
 }
+
+/// A hostname the edge serves: its origin and per-host settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hostname {
+    pub id: String,
+    pub zone_id: String,
+    pub hostname: String,
+    pub origin: String,
+    /// Per-host settings (origin TLS, forwarding style, mTLS mode, limits) as JSON; validated by the admin layer.
+    pub settings: serde_json::Value,
+    pub created_on: i64,
+    pub modified_on: i64,
+}
+
+/// The state of a managed CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ManagedCaStatus {
+    /// Issues new certificates and is trusted. At most one CA is active.
+    Active,
+    /// Replaced by a newer CA but still trusted, so that certificates it issued keep working until it is retired.
+    Trusted,
+    /// No longer trusted.
+    Retired,
+}
+
+impl ManagedCaStatus {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ManagedCaStatus::Active => "active",
+            ManagedCaStatus::Trusted => "trusted",
+            ManagedCaStatus::Retired => "retired",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(ManagedCaStatus::Active),
+            "trusted" => Some(ManagedCaStatus::Trusted),
+            "retired" => Some(ManagedCaStatus::Retired),
+            _ => None,
+        }
+    }
+}
+
+/// A managed CA: its certificate and its sealed private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedCa {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    /// The CA certificate, PEM.
+    pub certificate: String,
+    /// The private key sealed with the master key (see `portcullis-pki`).
+    pub sealed_key: Vec<u8>,
+    pub key_type: String,
+    pub status: ManagedCaStatus,
+    /// The number of the last CRL issued by this CA.
+    pub crl_number: i64,
+    pub created_on: i64,
+    pub retired_on: Option<i64>,
+}
+
+/// A new managed CA to store.
+#[derive(Debug, Clone)]
+pub struct NewManagedCa {
+    /// The id the CA's certificate subject was made with.
+    pub id: String,
+    pub name: String,
+    pub certificate: String,
+    pub sealed_key: Vec<u8>,
+    pub key_type: String,
+}
+
+/// A bring-your-own CA (Cloudflare's `mtls_certificates` record), with an optional CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MtlsCertificate {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    pub ca: bool,
+    pub certificates: String,
+    pub issuer: String,
+    pub serial_number: String,
+    pub signature: String,
+    pub expires_on: i64,
+    pub uploaded_on: i64,
+    pub updated_at: i64,
+    /// The uploaded CRL, DER.
+    pub crl: Option<Vec<u8>>,
+    pub crl_updated_on: Option<i64>,
+}
+
+/// A new bring-your-own CA to store; its fields were computed from the PEM by `portcullis-pki`.
+#[derive(Debug, Clone)]
+pub struct NewMtlsCertificate {
+    pub name: String,
+    pub ca: bool,
+    pub certificates: String,
+    pub issuer: String,
+    pub serial_number: String,
+    pub signature: String,
+    pub expires_on: i64,
+}
+
+/// Which CA a hostname association names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CaRef {
+    /// The account's managed CA (every CA of it that is still trusted).
+    Managed,
+    /// A bring-your-own CA, by `mtls_certificates` id.
+    Mtls(String),
+}
+
+impl CaRef {
+    pub(crate) fn as_db(&self) -> &str {
+        match self {
+            CaRef::Managed => "managed",
+            CaRef::Mtls(id) => id,
+        }
+    }
+
+    pub(crate) fn from_db(s: String) -> Self {
+        if s == "managed" {
+            CaRef::Managed
+        } else {
+            CaRef::Mtls(s)
+        }
+    }
+}
+
+/// One hostname guarded by one CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostnameAssociation {
+    pub zone_id: String,
+    pub hostname: String,
+    pub ca: CaRef,
+}
+
+/// The status of an issued client certificate, with Cloudflare's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientCertificateStatus {
+    Active,
+    PendingRevocation,
+    Revoked,
+    PendingReactivation,
+}
+
+impl ClientCertificateStatus {
+    /// Cloudflare's name for the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientCertificateStatus::Active => "active",
+            ClientCertificateStatus::PendingRevocation => "pending_revocation",
+            ClientCertificateStatus::Revoked => "revoked",
+            ClientCertificateStatus::PendingReactivation => "pending_reactivation",
+        }
+    }
+
+    /// The status named `s`, if it is one.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(ClientCertificateStatus::Active),
+            "pending_revocation" => Some(ClientCertificateStatus::PendingRevocation),
+            "revoked" => Some(ClientCertificateStatus::Revoked),
+            "pending_reactivation" => Some(ClientCertificateStatus::PendingReactivation),
+            _ => None,
+        }
+    }
+
+    /// Whether a certificate in this status must be refused by the edge. A certificate on its way to revocation
+    /// is already refused: in Portcullis revocation takes effect at once.
+    pub fn is_revoked(self) -> bool {
+        matches!(
+            self,
+            ClientCertificateStatus::PendingRevocation | ClientCertificateStatus::Revoked
+        )
+    }
+}
+
+/// A client certificate issued by a managed CA, with Cloudflare's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    pub id: String,
+    pub zone_id: String,
+    pub ca_id: String,
+    pub certificate: String,
+    pub csr: String,
+    pub common_name: String,
+    pub country: String,
+    pub state: String,
+    pub location: String,
+    pub organization: String,
+    pub organizational_unit: String,
+    /// Lower hex.
+    pub ski: String,
+    /// Lower hex.
+    pub serial_number: String,
+    /// Lower hex.
+    pub fingerprint_sha256: String,
+    pub signature: String,
+    pub issued_on: i64,
+    pub expires_on: i64,
+    pub validity_days: i64,
+    pub status: ClientCertificateStatus,
+    pub revoked_on: Option<i64>,
+}
+
+/// A server certificate (and sealed key) the edge presents for the hostnames it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomCertificate {
+    pub id: String,
+    pub zone_id: String,
+    /// Leaf first, then intermediates, PEM.
+    pub certificate: String,
+    pub sealed_key: Vec<u8>,
+    /// The DNS names (SANs) the certificate covers, wildcards included.
+    pub hosts: Vec<String>,
+    pub issuer: String,
+    pub signature: String,
+    pub expires_on: i64,
+    pub uploaded_on: i64,
+    pub modified_on: i64,
+}
+
+/// A new server certificate to store.
+#[derive(Debug, Clone)]
+pub struct NewCustomCertificate {
+    pub certificate: String,
+    pub sealed_key: Vec<u8>,
+    pub hosts: Vec<String>,
+    pub issuer: String,
+    pub signature: String,
+    pub expires_on: i64,
+}
+
+/// A zone's entry-point ruleset for one phase, with its rules in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ruleset {
+    pub id: String,
+    pub zone_id: String,
+    pub phase: String,
+    pub name: String,
+    pub description: String,
+    pub version: i64,
+    pub last_updated: i64,
+    pub rules: Vec<Rule>,
+}
+
+/// One stored rule. The expression was compiled by the admin layer before it was stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub id: String,
+    pub description: String,
+    pub expression: String,
+    pub action: String,
+    pub action_parameters: Option<serde_json::Value>,
+    pub enabled: bool,
+    pub version: i64,
+    pub last_updated: i64,
+}
+
+/// A rule to store. Without an `id`, the store assigns one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRule {
+    pub id: Option<String>,
+    pub description: String,
+    pub expression: String,
+    pub action: String,
+    pub action_parameters: Option<serde_json::Value>,
+    pub enabled: bool,
+}
+
+/// One security event: a request the rules blocked or logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecurityEvent {
+    /// Assigned by the store; ignored on insert.
+    pub id: i64,
+    pub at: i64,
+    pub zone_id: Option<String>,
+    pub host: String,
+    pub method: String,
+    pub path: String,
+    pub client_ip: String,
+    pub action: String,
+    pub rule_id: Option<String>,
+    pub status_code: i64,
+    pub mtls_status: String,
+    pub cert_fingerprint_sha256: String,
+    pub cert_serial: String,
+}
+
+/// Which security events to list.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub zone_id: Option<String>,
+    pub host: Option<String>,
+    pub action: Option<String>,
+    pub mtls_status: Option<String>,
+    /// Only events with an id greater than this (for polling).
+    pub after_id: Option<i64>,
+    /// At most this many, newest first (capped at 1,000).
+    pub limit: u32,
+}
+
+/// Everything the edge needs, read in one consistent transaction: the binary compiles it into a snapshot.
+#[derive(Debug, Clone)]
+pub struct EdgeState {
+    pub generation: u64,
+    pub account: Account,
+    pub zones: Vec<Zone>,
+    pub hostnames: Vec<Hostname>,
+    pub associations: Vec<HostnameAssociation>,
+    /// Managed CAs that are active or still trusted.
+    pub managed_cas: Vec<ManagedCa>,
+    pub mtls_certificates: Vec<MtlsCertificate>,
+    /// Serial numbers (lower hex) of managed-CA certificates that must be refused, by CA id.
+    pub revoked_serials: Vec<(String, String)>,
+    pub custom_certificates: Vec<CustomCertificate>,
+    pub rulesets: Vec<Ruleset>,
+}

@@ -344,3 +344,698 @@ fn database_name_is_replaced_in_urls() {
         "postgresql:///n"
     );
 }
+
+fn sample_cert(zone_id: &str, ca_id: &str, n: u32) -> crate::ClientCertificate {
+    crate::ClientCertificate {
+        id: crate::ids::new_id(),
+        zone_id: zone_id.to_owned(),
+        ca_id: ca_id.to_owned(),
+        certificate: "-----BEGIN CERTIFICATE-----\n…".to_owned(),
+        csr: String::new(),
+        common_name: format!("device-{n}"),
+        country: "US".into(),
+        state: String::new(),
+        location: String::new(),
+        organization: "Acme".into(),
+        organizational_unit: String::new(),
+        ski: "aa".repeat(20),
+        serial_number: format!("{n:040x}"),
+        fingerprint_sha256: format!("{n:064x}"),
+        signature: "ECDSAWithSHA256".into(),
+        issued_on: 1_700_000_000 + i64::from(n),
+        expires_on: 2_000_000_000,
+        validity_days: 3650,
+        status: crate::ClientCertificateStatus::Active,
+        revoked_on: None,
+    }
+}
+
+fn sample_ca(name: &str) -> crate::NewManagedCa {
+    crate::NewManagedCa {
+        id: crate::ids::new_id(),
+        name: name.to_owned(),
+        certificate: format!("PEM of {name}"),
+        sealed_key: vec![1, 2, 3, 0, 255],
+        key_type: "p256".to_owned(),
+    }
+}
+
+fn sample_byo(name: &str) -> crate::NewMtlsCertificate {
+    crate::NewMtlsCertificate {
+        name: name.to_owned(),
+        ca: true,
+        certificates: "-----BEGIN CERTIFICATE-----\n…".to_owned(),
+        issuer: "CN=Example Root".to_owned(),
+        serial_number: "0a1b".to_owned(),
+        signature: "SHA256WithRSA".to_owned(),
+        expires_on: 2_000_000_000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostnames_live_in_their_zone() {
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let zone = store.create_zone("example.com", &a).await.expect("zone");
+        let settings = serde_json::json!({"mtls_mode": "request", "forwarding": "rfc9440"});
+        let host = store
+            .create_hostname(
+                &zone.id,
+                "API.example.com",
+                "http://127.0.0.1:9000",
+                settings.clone(),
+                &a,
+            )
+            .await
+            .expect("host");
+        assert_eq!(host.hostname, "api.example.com");
+        assert_eq!(
+            store
+                .hostname(&zone.id, &host.id)
+                .await
+                .expect("get")
+                .settings,
+            settings
+        );
+
+        let err = store
+            .create_hostname(
+                &zone.id,
+                "api.example.net",
+                "http://x",
+                serde_json::json!({}),
+                &a,
+            )
+            .await;
+        assert_eq!(
+            err.expect_err("other zone").to_string(),
+            "hostname \"api.example.net\" is not in zone \"example.com\""
+        );
+        let err = store
+            .create_hostname(
+                &zone.id,
+                "badexample.com",
+                "http://x",
+                serde_json::json!({}),
+                &a,
+            )
+            .await;
+        assert!(
+            err.is_err(),
+            "a suffix that is not a label boundary is not in the zone"
+        );
+        let err = store
+            .create_hostname(
+                &zone.id,
+                "api.example.com",
+                "http://x",
+                serde_json::json!({}),
+                &a,
+            )
+            .await;
+        assert_eq!(
+            err.expect_err("duplicate").to_string(),
+            "hostname \"api.example.com\" already exists"
+        );
+
+        let updated = store
+            .update_hostname(
+                &zone.id,
+                &host.id,
+                Some("https://origin.internal"),
+                None,
+                &a,
+            )
+            .await
+            .expect("update");
+        assert_eq!(updated.origin, "https://origin.internal");
+        assert_eq!(updated.settings, settings);
+        assert_eq!(
+            store.list_hostnames(&zone.id).await.expect("list"),
+            vec![updated]
+        );
+
+        store
+            .replace_hostname_associations(
+                &zone.id,
+                &crate::CaRef::Managed,
+                &["api.example.com".into()],
+                &a,
+            )
+            .await
+            .expect("assoc");
+        store
+            .delete_hostname(&zone.id, &host.id, &a)
+            .await
+            .expect("delete");
+        assert!(
+            store
+                .list_hostnames(&zone.id)
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        assert!(
+            store
+                .hostname_associations(&zone.id, &crate::CaRef::Managed)
+                .await
+                .expect("assoc")
+                .is_empty()
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_ca_rotation_keeps_the_old_ca_trusted_until_retired() {
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        assert_eq!(store.active_managed_ca().await.expect("none yet"), None);
+        let first = store
+            .add_managed_ca(sample_ca("first"), &a)
+            .await
+            .expect("first");
+        assert_eq!(first.sealed_key, vec![1, 2, 3, 0, 255]);
+        let second = store
+            .add_managed_ca(sample_ca("second"), &a)
+            .await
+            .expect("second");
+        assert_eq!(
+            store
+                .active_managed_ca()
+                .await
+                .expect("active")
+                .map(|c| c.id),
+            Some(second.id.clone())
+        );
+        let statuses: Vec<_> = store
+            .managed_cas()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|c| (c.name, c.status))
+            .collect();
+        assert!(statuses.contains(&("first".into(), crate::ManagedCaStatus::Trusted)));
+        assert!(statuses.contains(&("second".into(), crate::ManagedCaStatus::Active)));
+
+        let err = store
+            .retire_managed_ca(&second.id, &a)
+            .await
+            .expect_err("active");
+        assert_eq!(
+            err.to_string(),
+            "the active managed CA cannot be retired; rotate to a new CA first"
+        );
+        store
+            .retire_managed_ca(&first.id, &a)
+            .await
+            .expect("retire");
+        let state = store.load_edge_state().await.expect("state");
+        assert_eq!(
+            state
+                .managed_cas
+                .iter()
+                .map(|c| c.id.as_str())
+                .collect::<Vec<_>>(),
+            [second.id.as_str()]
+        );
+
+        assert_eq!(store.next_crl_number(&second.id).await.expect("crl 1"), 1);
+        assert_eq!(store.next_crl_number(&second.id).await.expect("crl 2"), 2);
+        assert!(matches!(
+            store.next_crl_number("nope").await,
+            Err(StoreError::NotFound { .. })
+        ));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byo_cas_have_a_limit_and_cannot_be_deleted_while_associated() {
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let zone = store.create_zone("example.com", &a).await.expect("zone");
+        let ca = store
+            .add_mtls_certificate(sample_byo("one"), 2, &a)
+            .await
+            .expect("one");
+        store
+            .add_mtls_certificate(sample_byo("two"), 2, &a)
+            .await
+            .expect("two");
+        match store.add_mtls_certificate(sample_byo("three"), 2, &a).await {
+            Err(StoreError::LimitReached {
+                code: 1489,
+                message,
+            }) => assert_eq!(message, "Hit maximum CA cert allocation."),
+            other => panic!("expected the CA limit, got {other:?}"),
+        }
+
+        let byo = crate::CaRef::Mtls(ca.id.clone());
+        let names = store
+            .replace_hostname_associations(
+                &zone.id,
+                &byo,
+                &[
+                    "b.example.com".into(),
+                    "a.example.com".into(),
+                    "a.example.com".into(),
+                ],
+                &a,
+            )
+            .await
+            .expect("associate");
+        assert_eq!(names, ["a.example.com", "b.example.com"]);
+        assert_eq!(
+            store
+                .mtls_certificate_associations(&ca.id)
+                .await
+                .expect("assocs")
+                .len(),
+            2
+        );
+        let err = store
+            .delete_mtls_certificate(&ca.id, &a)
+            .await
+            .expect_err("in use");
+        assert!(
+            err.to_string().contains("is associated with 2 hostname(s)"),
+            "{err}"
+        );
+
+        let unknown = crate::CaRef::Mtls("ffffffffffffffffffffffffffffffff".into());
+        assert!(matches!(
+            store
+                .replace_hostname_associations(&zone.id, &unknown, &[], &a)
+                .await,
+            Err(StoreError::NotFound { .. })
+        ));
+        let err = store
+            .replace_hostname_associations(&zone.id, &byo, &["x.other.org".into()], &a)
+            .await
+            .expect_err("zone");
+        assert_eq!(
+            err.to_string(),
+            "hostname \"x.other.org\" is not in zone \"example.com\""
+        );
+        assert_eq!(
+            store
+                .hostname_associations(&zone.id, &byo)
+                .await
+                .expect("unchanged")
+                .len(),
+            2,
+            "nothing half-written"
+        );
+
+        store
+            .set_mtls_certificate_crl(&ca.id, &[0x30, 0x03, 1, 2, 3], &a)
+            .await
+            .expect("crl");
+        assert_eq!(
+            store.mtls_certificate(&ca.id).await.expect("get").crl,
+            Some(vec![0x30, 0x03, 1, 2, 3])
+        );
+
+        assert!(
+            store
+                .replace_hostname_associations(&zone.id, &byo, &[], &a)
+                .await
+                .expect("clear")
+                .is_empty()
+        );
+        store
+            .delete_mtls_certificate(&ca.id, &a)
+            .await
+            .expect("delete");
+        assert_eq!(store.list_mtls_certificates().await.expect("list").len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_quota_pages_and_status() {
+    use crate::ClientCertificateStatus as S;
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let zone = store.create_zone("example.com", &a).await.expect("zone");
+        let ca = store.add_managed_ca(sample_ca("ca"), &a).await.expect("ca");
+        let certs: Vec<_> = (0..3).map(|n| sample_cert(&zone.id, &ca.id, n)).collect();
+        for cert in &certs {
+            store
+                .add_client_certificate(cert, 3, &a)
+                .await
+                .expect("issue");
+        }
+        match store
+            .add_client_certificate(&sample_cert(&zone.id, &ca.id, 9), 3, &a)
+            .await
+        {
+            Err(StoreError::LimitReached {
+                code: 1445,
+                message,
+            }) => {
+                assert_eq!(
+                    message,
+                    "Hit maximum certificate allocation: 3 certificates per zone are allowed"
+                )
+            }
+            other => panic!("expected the quota, got {other:?}"),
+        }
+
+        let (page, total) = store
+            .list_client_certificates(&zone.id, None, 1, 2)
+            .await
+            .expect("page 1");
+        assert_eq!(total, 3);
+        assert_eq!(
+            page.iter()
+                .map(|c| c.common_name.as_str())
+                .collect::<Vec<_>>(),
+            ["device-2", "device-1"]
+        );
+        let (page, _) = store
+            .list_client_certificates(&zone.id, None, 2, 2)
+            .await
+            .expect("page 2");
+        assert_eq!(page[0], certs[0]);
+
+        let revoked = store
+            .set_client_certificate_status(&zone.id, &certs[1].id, S::Active, S::Revoked, &a)
+            .await
+            .expect("revoke");
+        assert_eq!(revoked.status, S::Revoked);
+        assert!(revoked.revoked_on.is_some());
+        let err = store
+            .set_client_certificate_status(&zone.id, &certs[1].id, S::Active, S::Revoked, &a)
+            .await
+            .expect_err("stale");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "client_certificate {:?} is revoked, not active",
+                certs[1].id
+            )
+        );
+
+        // A revoked certificate frees its quota slot at once.
+        store
+            .add_client_certificate(&sample_cert(&zone.id, &ca.id, 9), 3, &a)
+            .await
+            .expect("slot freed");
+        let (revoked_list, total) = store
+            .list_client_certificates(&zone.id, Some(S::Revoked), 1, 50)
+            .await
+            .expect("filter");
+        assert_eq!((revoked_list.len(), total), (1, 1));
+
+        let state = store.load_edge_state().await.expect("state");
+        assert_eq!(
+            state.revoked_serials,
+            vec![(ca.id.clone(), certs[1].serial_number.clone())]
+        );
+
+        let back = store
+            .set_client_certificate_status(&zone.id, &certs[1].id, S::Revoked, S::Active, &a)
+            .await
+            .expect("reactivate");
+        assert_eq!((back.status, back.revoked_on), (S::Active, None));
+        assert!(
+            store
+                .load_edge_state()
+                .await
+                .expect("state")
+                .revoked_serials
+                .is_empty()
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_certificates_round_trip() {
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let zone = store.create_zone("example.com", &a).await.expect("zone");
+        let new = crate::NewCustomCertificate {
+            certificate: "PEM".into(),
+            sealed_key: vec![9; 40],
+            hosts: vec!["example.com".into(), "*.example.com".into()],
+            issuer: "CN=Edge CA".into(),
+            signature: "ECDSAWithSHA256".into(),
+            expires_on: 2_000_000_000,
+        };
+        let cert = store
+            .add_custom_certificate(&zone.id, new, &a)
+            .await
+            .expect("add");
+        assert_eq!(
+            store
+                .custom_certificate(&zone.id, &cert.id)
+                .await
+                .expect("get"),
+            cert
+        );
+        assert_eq!(
+            store
+                .list_custom_certificates(&zone.id)
+                .await
+                .expect("list"),
+            vec![cert.clone()]
+        );
+        assert_eq!(
+            store
+                .load_edge_state()
+                .await
+                .expect("state")
+                .custom_certificates,
+            vec![cert.clone()]
+        );
+        store
+            .delete_custom_certificate(&zone.id, &cert.id, &a)
+            .await
+            .expect("delete");
+        assert!(matches!(
+            store.custom_certificate(&zone.id, &cert.id).await,
+            Err(StoreError::NotFound { .. })
+        ));
+    })
+    .await;
+}
+
+fn rule(id: Option<&str>, expression: &str) -> crate::NewRule {
+    crate::NewRule {
+        id: id.map(str::to_owned),
+        description: format!("rule {expression}"),
+        expression: expression.to_owned(),
+        action: "block".to_owned(),
+        action_parameters: Some(serde_json::json!({"response": {"status_code": 401}})),
+        enabled: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rulesets_keep_rule_order_through_edits() {
+    use crate::Position;
+    const PHASE: &str = "http_request_firewall_custom";
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let zone = store.create_zone("example.com", &a).await.expect("zone");
+        assert_eq!(store.entrypoint(&zone.id, PHASE).await.expect("none"), None);
+        let rs = store
+            .put_entrypoint(
+                &zone.id,
+                PHASE,
+                "default",
+                "",
+                vec![rule(Some("r1"), "a"), rule(None, "b")],
+                &a,
+            )
+            .await
+            .expect("put");
+        assert_eq!(rs.version, 1);
+        let exprs = |rs: &crate::Ruleset| {
+            rs.rules
+                .iter()
+                .map(|r| r.expression.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(exprs(&rs), ["a", "b"]);
+        assert_eq!(
+            rs.rules[0].action_parameters,
+            Some(serde_json::json!({"response": {"status_code": 401}}))
+        );
+
+        let rs = store
+            .add_rule(
+                &zone.id,
+                &rs.id,
+                rule(Some("r0"), "first"),
+                Position::Index(1),
+                &a,
+            )
+            .await
+            .expect("add");
+        assert_eq!(exprs(&rs), ["first", "a", "b"]);
+        let rs = store
+            .add_rule(
+                &zone.id,
+                &rs.id,
+                rule(None, "after-a"),
+                Position::After("r1".into()),
+                &a,
+            )
+            .await
+            .expect("add");
+        assert_eq!(exprs(&rs), ["first", "a", "after-a", "b"]);
+        let rs = store
+            .add_rule(&zone.id, &rs.id, rule(None, "last"), Position::Last, &a)
+            .await
+            .expect("add");
+        assert_eq!(exprs(&rs).last().map(String::as_str), Some("last"));
+
+        let mut disabled = rule(None, "a2");
+        disabled.enabled = false;
+        let rs = store
+            .update_rule(
+                &zone.id,
+                &rs.id,
+                "r1",
+                disabled,
+                Some(Position::Before("r0".into())),
+                &a,
+            )
+            .await
+            .expect("update");
+        assert_eq!(exprs(&rs), ["a2", "first", "after-a", "b", "last"]);
+        assert_eq!(
+            (
+                rs.rules[0].id.as_str(),
+                rs.rules[0].enabled,
+                rs.rules[0].version
+            ),
+            ("r1", false, 2)
+        );
+
+        let rs = store
+            .delete_rule(&zone.id, &rs.id, "r0", &a)
+            .await
+            .expect("delete");
+        assert_eq!(exprs(&rs), ["a2", "after-a", "b", "last"]);
+        assert!(matches!(
+            store.delete_rule(&zone.id, &rs.id, "r0", &a).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        let err = store
+            .add_rule(
+                &zone.id,
+                &rs.id,
+                rule(Some("r1"), "dup"),
+                Position::Last,
+                &a,
+            )
+            .await
+            .expect_err("dup");
+        assert_eq!(err.to_string(), "rule id \"r1\" appears twice");
+        let err = store
+            .add_rule(
+                &zone.id,
+                &rs.id,
+                rule(None, "x"),
+                Position::After("nope".into()),
+                &a,
+            )
+            .await
+            .expect_err("pos");
+        assert_eq!(err.to_string(), "no rule \"nope\" to position against");
+
+        let state = store.load_edge_state().await.expect("state");
+        assert_eq!(state.rulesets.len(), 1);
+        assert_eq!(exprs(&state.rulesets[0]), ["a2", "after-a", "b", "last"]);
+
+        let rs = store
+            .put_entrypoint(&zone.id, PHASE, "default", "", vec![], &a)
+            .await
+            .expect("clear");
+        assert!(rs.rules.is_empty());
+        assert!(rs.version > 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_events_are_filtered_and_bounded() {
+    on_both(|store, _| async move {
+        let event = |n: i64, action: &str, host: &str| crate::SecurityEvent {
+            id: 0,
+            at: 1_700_000_000 + n,
+            zone_id: Some("z".into()),
+            host: host.into(),
+            method: "GET".into(),
+            path: format!("/p{n}"),
+            client_ip: "127.0.0.1".into(),
+            action: action.into(),
+            rule_id: Some("r".into()),
+            status_code: 403,
+            mtls_status: "absent".into(),
+            cert_fingerprint_sha256: String::new(),
+            cert_serial: String::new(),
+        };
+        let batch: Vec<_> = (0..10)
+            .map(|n| event(n, if n % 2 == 0 { "block" } else { "log" }, "a.example"))
+            .collect();
+        store
+            .record_security_events(&batch, 6)
+            .await
+            .expect("record");
+        let all = store
+            .list_security_events(&crate::EventFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(
+            all.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+            ["/p9", "/p8", "/p7", "/p6", "/p5", "/p4"]
+        );
+        let blocks = store
+            .list_security_events(&crate::EventFilter {
+                action: Some("block".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("blocks");
+        assert_eq!(blocks.len(), 3);
+        let newer = store
+            .list_security_events(&crate::EventFilter {
+                after_id: Some(all[1].id),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("after");
+        assert_eq!(newer, vec![all[0].clone()]);
+        let other_host = store
+            .list_security_events(&crate::EventFilter {
+                host: Some("b.example".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("host");
+        assert!(other_host.is_empty());
+        let before = store.generation().await.expect("generation");
+        store
+            .record_security_events(&[event(11, "block", "a.example")], 6)
+            .await
+            .expect("record");
+        assert_eq!(
+            store.generation().await.expect("generation"),
+            before,
+            "events are not configuration"
+        );
+    })
+    .await;
+}

@@ -1,0 +1,451 @@
+//! Certificate authorities: the managed CAs (with rotation), bring-your-own CAs (`mtls_certificates`, with CRLs),
+//! and hostname associations, which say which CAs guard which hostnames.
+
+use crate::Store;
+use crate::db::{RowExt, commit_write, on_db};
+use crate::error::StoreError;
+use crate::hostnames::check_hostname;
+use crate::ids::{new_id, now};
+use crate::model::{
+    Actor, CaRef, HostnameAssociation, ManagedCa, ManagedCaStatus, MtlsCertificate, NewManagedCa,
+    NewMtlsCertificate,
+};
+
+macro_rules! managed_ca_columns {
+    () => {
+        "id, account_id, name, certificate, sealed_key, key_type, status, crl_number, created_on, retired_on"
+    };
+}
+
+macro_rules! mtls_columns {
+    () => {
+        "id, account_id, name, ca, certificates, issuer, serial_number, signature, expires_on, uploaded_on, \
+         updated_at, crl, crl_updated_on"
+    };
+}
+
+/// Most hostnames one association call may name; keeps a single request's work bounded.
+pub const MAX_ASSOCIATED_HOSTNAMES: usize = 1_000;
+
+impl Store {
+    /// Stores a new managed CA and makes it the active one. The previously active CA stays trusted (rotation), so
+    /// certificates it issued keep working until it is retired.
+    pub async fn add_managed_ca(
+        &self,
+        ca: NewManagedCa,
+        actor: &Actor,
+    ) -> Result<ManagedCa, StoreError> {
+        let account = self.account().await?;
+        let record = ManagedCa {
+            id: ca.id,
+            account_id: account.id,
+            name: ca.name,
+            certificate: ca.certificate,
+            sealed_key: ca.sealed_key,
+            key_type: ca.key_type,
+            status: ManagedCaStatus::Active,
+            crl_number: 0,
+            created_on: now(),
+            retired_on: None,
+        };
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE managed_cas SET status = 'trusted' WHERE status = 'active'")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(concat!(
+                "INSERT INTO managed_cas (",
+                managed_ca_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ))
+            .bind(&record.id)
+            .bind(&record.account_id)
+            .bind(&record.name)
+            .bind(&record.certificate)
+            .bind(&record.sealed_key)
+            .bind(&record.key_type)
+            .bind(record.status.as_str())
+            .bind(record.crl_number)
+            .bind(record.created_on)
+            .bind(record.retired_on)
+            .execute(&mut *tx)
+            .await?;
+            commit_write!(
+                self,
+                tx,
+                actor,
+                "create",
+                "managed_ca",
+                &record.id,
+                &record.name
+            );
+        });
+        Ok(record)
+    }
+
+    /// All managed CAs, newest first.
+    pub async fn managed_cas(&self) -> Result<Vec<ManagedCa>, StoreError> {
+        on_db!(&self.db, |pool| {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                managed_ca_columns!(),
+                " FROM managed_cas ORDER BY created_on DESC, id"
+            ))
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(managed_ca_from_row).collect()
+        })
+    }
+
+    /// The managed CA that issues new certificates, if one has been created.
+    pub async fn active_managed_ca(&self) -> Result<Option<ManagedCa>, StoreError> {
+        Ok(self
+            .managed_cas()
+            .await?
+            .into_iter()
+            .find(|ca| ca.status == ManagedCaStatus::Active))
+    }
+
+    /// Stops trusting a managed CA that a rotation replaced. The active CA cannot be retired.
+    pub async fn retire_managed_ca(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM managed_cas WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match status.as_deref() {
+                None => return Err(StoreError::not_found("managed CA", id)),
+                Some("active") => {
+                    return Err(StoreError::Conflict(
+                        "the active managed CA cannot be retired; rotate to a new CA first"
+                            .to_owned(),
+                    ));
+                }
+                Some("retired") => {
+                    return Err(StoreError::Conflict(format!(
+                        "managed CA {id:?} is already retired"
+                    )));
+                }
+                Some(_) => {}
+            }
+            sqlx::query("UPDATE managed_cas SET status = 'retired', retired_on = $1 WHERE id = $2")
+                .bind(now())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            commit_write!(self, tx, actor, "retire", "managed_ca", id, "");
+        });
+        Ok(())
+    }
+
+    /// Takes the next CRL number of a managed CA. CRL numbers only grow, as RFC 5280 requires; taking one is not a
+    /// configuration change, so it bumps no generation.
+    pub async fn next_crl_number(&self, ca_id: &str) -> Result<i64, StoreError> {
+        on_db!(&self.db, |pool| {
+            let number: Option<i64> = sqlx::query_scalar(
+                "UPDATE managed_cas SET crl_number = crl_number + 1 WHERE id = $1 RETURNING crl_number",
+            )
+            .bind(ca_id)
+            .fetch_optional(pool)
+            .await?;
+            number.ok_or_else(|| StoreError::not_found("managed CA", ca_id))
+        })
+    }
+
+    /// Stores a bring-your-own CA. `limit` caps how many the account may hold (Cloudflare's error 1489 when hit).
+    pub async fn add_mtls_certificate(
+        &self,
+        new: NewMtlsCertificate,
+        limit: u32,
+        actor: &Actor,
+    ) -> Result<MtlsCertificate, StoreError> {
+        let account = self.account().await?;
+        let at = now();
+        let record = MtlsCertificate {
+            id: new_id(),
+            account_id: account.id,
+            name: new.name,
+            ca: new.ca,
+            certificates: new.certificates,
+            issuer: new.issuer,
+            serial_number: new.serial_number,
+            signature: new.signature,
+            expires_on: new.expires_on,
+            uploaded_on: at,
+            updated_at: at,
+            crl: None,
+            crl_updated_on: None,
+        };
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            // Lock the account row so that two uploads at once cannot both pass the limit (PostgreSQL; SQLite
+            // serialises writers anyway).
+            sqlx::query("UPDATE accounts SET name = name WHERE id = $1")
+                .bind(&record.account_id)
+                .execute(&mut *tx)
+                .await?;
+            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mtls_certificates")
+                .fetch_one(&mut *tx)
+                .await?;
+            if count >= i64::from(limit) {
+                return Err(StoreError::LimitReached {
+                    code: 1489,
+                    message: "Hit maximum CA cert allocation.".into(),
+                });
+            }
+            sqlx::query(concat!(
+                "INSERT INTO mtls_certificates (",
+                mtls_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            ))
+            .bind(&record.id)
+            .bind(&record.account_id)
+            .bind(&record.name)
+            .bind(i64::from(record.ca))
+            .bind(&record.certificates)
+            .bind(&record.issuer)
+            .bind(&record.serial_number)
+            .bind(&record.signature)
+            .bind(record.expires_on)
+            .bind(record.uploaded_on)
+            .bind(record.updated_at)
+            .bind(&record.crl)
+            .bind(record.crl_updated_on)
+            .execute(&mut *tx)
+            .await?;
+            commit_write!(
+                self,
+                tx,
+                actor,
+                "create",
+                "mtls_certificate",
+                &record.id,
+                &record.name
+            );
+        });
+        Ok(record)
+    }
+
+    /// All bring-your-own CAs, newest first.
+    pub async fn list_mtls_certificates(&self) -> Result<Vec<MtlsCertificate>, StoreError> {
+        on_db!(&self.db, |pool| {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                mtls_columns!(),
+                " FROM mtls_certificates ORDER BY uploaded_on DESC, id"
+            ))
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(mtls_from_row).collect()
+        })
+    }
+
+    /// The bring-your-own CA `id`.
+    pub async fn mtls_certificate(&self, id: &str) -> Result<MtlsCertificate, StoreError> {
+        on_db!(&self.db, |pool| {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                mtls_columns!(),
+                " FROM mtls_certificates WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found("mtls_certificate", id))?;
+            mtls_from_row(&row)
+        })
+    }
+
+    /// Deletes a bring-your-own CA; refused while any hostname is associated with it.
+    pub async fn delete_mtls_certificate(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let in_use: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM hostname_associations WHERE ca_ref = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if in_use > 0 {
+                return Err(StoreError::Conflict(format!(
+                    "mtls_certificate {id:?} is associated with {in_use} hostname(s); remove the associations first"
+                )));
+            }
+            let deleted = sqlx::query("DELETE FROM mtls_certificates WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Err(StoreError::not_found("mtls_certificate", id));
+            }
+            commit_write!(self, tx, actor, "delete", "mtls_certificate", id, "");
+        });
+        Ok(())
+    }
+
+    /// Sets (replaces) the CRL of a bring-your-own CA. The caller has checked its signature against the CA.
+    pub async fn set_mtls_certificate_crl(
+        &self,
+        id: &str,
+        crl_der: &[u8],
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let at = now();
+            let updated =
+                sqlx::query("UPDATE mtls_certificates SET crl = $1, crl_updated_on = $2, updated_at = $2 WHERE id = $3")
+                    .bind(crl_der)
+                    .bind(at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::not_found("mtls_certificate", id));
+            }
+            commit_write!(self, tx, actor, "set_crl", "mtls_certificate", id, "");
+        });
+        Ok(())
+    }
+
+    /// The hostnames of zone `zone_id` guarded by `ca`, sorted.
+    pub async fn hostname_associations(
+        &self,
+        zone_id: &str,
+        ca: &CaRef,
+    ) -> Result<Vec<String>, StoreError> {
+        self.zone(zone_id).await?;
+        on_db!(&self.db, |pool| {
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT hostname FROM hostname_associations WHERE zone_id = $1 AND ca_ref = $2 ORDER BY hostname",
+            )
+            .bind(zone_id)
+            .bind(ca.as_db())
+            .fetch_all(pool)
+            .await?;
+            Ok(names)
+        })
+    }
+
+    /// Replaces the list of hostnames of zone `zone_id` guarded by `ca` (Cloudflare's PUT semantics: an empty list
+    /// removes them all). Every hostname must lie in the zone. Returns the new list, sorted and deduplicated.
+    pub async fn replace_hostname_associations(
+        &self,
+        zone_id: &str,
+        ca: &CaRef,
+        hostnames: &[String],
+        actor: &Actor,
+    ) -> Result<Vec<String>, StoreError> {
+        if hostnames.len() > MAX_ASSOCIATED_HOSTNAMES {
+            return Err(StoreError::Invalid(format!(
+                "too many hostnames: {} (at most {MAX_ASSOCIATED_HOSTNAMES} per call)",
+                hostnames.len()
+            )));
+        }
+        let zone = self.zone(zone_id).await?;
+        let mut names = hostnames
+            .iter()
+            .map(|h| check_hostname(h, &zone.name))
+            .collect::<Result<Vec<_>, _>>()?;
+        names.sort();
+        names.dedup();
+        if let CaRef::Mtls(id) = ca {
+            self.mtls_certificate(id).await?;
+        }
+        let detail = format!("{}: {}", ca.as_db(), names.join(" "));
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM hostname_associations WHERE zone_id = $1 AND ca_ref = $2")
+                .bind(zone_id)
+                .bind(ca.as_db())
+                .execute(&mut *tx)
+                .await?;
+            let at = now();
+            for name in &names {
+                sqlx::query(
+                    "INSERT INTO hostname_associations (zone_id, hostname, ca_ref, created_on) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(zone_id)
+                .bind(name)
+                .bind(ca.as_db())
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            commit_write!(
+                self,
+                tx,
+                actor,
+                "replace",
+                "hostname_associations",
+                zone_id,
+                &detail
+            );
+        });
+        Ok(names)
+    }
+
+    /// Every association naming the bring-your-own CA `id`, across zones.
+    pub async fn mtls_certificate_associations(
+        &self,
+        id: &str,
+    ) -> Result<Vec<HostnameAssociation>, StoreError> {
+        self.mtls_certificate(id).await?;
+        on_db!(&self.db, |pool| {
+            let rows = sqlx::query(
+                "SELECT zone_id, hostname, ca_ref FROM hostname_associations WHERE ca_ref = $1 ORDER BY hostname",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(association_from_row).collect()
+        })
+    }
+}
+
+pub(crate) fn managed_ca_from_row(row: &impl RowExt) -> Result<ManagedCa, StoreError> {
+    let status = row.text("status")?;
+    Ok(ManagedCa {
+        id: row.text("id")?,
+        account_id: row.text("account_id")?,
+        name: row.text("name")?,
+        certificate: row.text("certificate")?,
+        sealed_key: row.bytes("sealed_key")?,
+        key_type: row.text("key_type")?,
+        status: ManagedCaStatus::parse(&status).ok_or_else(|| {
+            StoreError::Invalid(format!("stored managed CA has unknown status {status:?}"))
+        })?,
+        crl_number: row.int("crl_number")?,
+        created_on: row.int("created_on")?,
+        retired_on: row.opt_int("retired_on")?,
+    })
+}
+
+pub(crate) fn mtls_from_row(row: &impl RowExt) -> Result<MtlsCertificate, StoreError> {
+    Ok(MtlsCertificate {
+        id: row.text("id")?,
+        account_id: row.text("account_id")?,
+        name: row.text("name")?,
+        ca: row.flag("ca")?,
+        certificates: row.text("certificates")?,
+        issuer: row.text("issuer")?,
+        serial_number: row.text("serial_number")?,
+        signature: row.text("signature")?,
+        expires_on: row.int("expires_on")?,
+        uploaded_on: row.int("uploaded_on")?,
+        updated_at: row.int("updated_at")?,
+        crl: row.opt_bytes("crl")?,
+        crl_updated_on: row.opt_int("crl_updated_on")?,
+    })
+}
+
+pub(crate) fn association_from_row(row: &impl RowExt) -> Result<HostnameAssociation, StoreError> {
+    Ok(HostnameAssociation {
+        zone_id: row.text("zone_id")?,
+        hostname: row.text("hostname")?,
+        ca: CaRef::from_db(row.text("ca_ref")?),
+    })
+}

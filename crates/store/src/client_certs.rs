@@ -1,0 +1,232 @@
+//! Client certificates issued by the managed CAs: inventory, quota, and revocation status.
+
+use crate::Store;
+use crate::db::{RowExt, commit_write, on_db};
+use crate::error::StoreError;
+use crate::model::{Actor, ClientCertificate, ClientCertificateStatus};
+
+macro_rules! client_cert_columns {
+    () => {
+        "id, zone_id, ca_id, certificate, csr, common_name, country, state, location, organization, \
+         organizational_unit, ski, serial_number, fingerprint_sha256, signature, issued_on, expires_on, \
+         validity_days, status, revoked_on"
+    };
+}
+
+/// Largest page a list call returns.
+pub const MAX_PER_PAGE: u32 = 1_000;
+
+impl Store {
+    /// Stores a newly issued certificate. `quota` caps the zone's *active* certificates (Cloudflare's error 1445);
+    /// revoked ones do not count.
+    pub async fn add_client_certificate(
+        &self,
+        cert: &ClientCertificate,
+        quota: u32,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        self.zone(&cert.zone_id).await?;
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            // Lock the zone row so that concurrent issuances cannot overrun the quota (PostgreSQL; SQLite
+            // serialises writers anyway).
+            sqlx::query("UPDATE zones SET modified_on = modified_on WHERE id = $1")
+                .bind(&cert.zone_id)
+                .execute(&mut *tx)
+                .await?;
+            let active: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM client_certificates WHERE zone_id = $1 AND status = 'active'",
+            )
+            .bind(&cert.zone_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if active >= i64::from(quota) {
+                return Err(StoreError::LimitReached {
+                    code: 1445,
+                    message: format!(
+                        "Hit maximum certificate allocation: {quota} certificates per zone are allowed"
+                    ),
+                });
+            }
+            sqlx::query(concat!(
+                "INSERT INTO client_certificates (",
+                client_cert_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+            ))
+            .bind(&cert.id)
+            .bind(&cert.zone_id)
+            .bind(&cert.ca_id)
+            .bind(&cert.certificate)
+            .bind(&cert.csr)
+            .bind(&cert.common_name)
+            .bind(&cert.country)
+            .bind(&cert.state)
+            .bind(&cert.location)
+            .bind(&cert.organization)
+            .bind(&cert.organizational_unit)
+            .bind(&cert.ski)
+            .bind(&cert.serial_number)
+            .bind(&cert.fingerprint_sha256)
+            .bind(&cert.signature)
+            .bind(cert.issued_on)
+            .bind(cert.expires_on)
+            .bind(cert.validity_days)
+            .bind(cert.status.as_str())
+            .bind(cert.revoked_on)
+            .execute(&mut *tx)
+            .await?;
+            commit_write!(
+                self,
+                tx,
+                actor,
+                "create",
+                "client_certificate",
+                &cert.id,
+                &cert.common_name
+            );
+        });
+        Ok(())
+    }
+
+    /// One page of the zone's client certificates, newest first, optionally only those with `status`; with the
+    /// total count of matching certificates. Pages start at 1.
+    pub async fn list_client_certificates(
+        &self,
+        zone_id: &str,
+        status: Option<ClientCertificateStatus>,
+        page: u32,
+        per_page: u32,
+    ) -> Result<(Vec<ClientCertificate>, u64), StoreError> {
+        self.zone(zone_id).await?;
+        let per_page = per_page.clamp(1, MAX_PER_PAGE);
+        let offset = i64::from(page.max(1) - 1) * i64::from(per_page);
+        // '' matches every status: one query text serves both the filtered and the unfiltered list.
+        let status = status.map_or("", ClientCertificateStatus::as_str);
+        on_db!(&self.db, |pool| {
+            let total: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM client_certificates WHERE zone_id = $1 AND ($2 = '' OR status = $2)",
+            )
+            .bind(zone_id)
+            .bind(status)
+            .fetch_one(pool)
+            .await?;
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                client_cert_columns!(),
+                " FROM client_certificates WHERE zone_id = $1 AND ($2 = '' OR status = $2) \
+                 ORDER BY issued_on DESC, id LIMIT $3 OFFSET $4"
+            ))
+            .bind(zone_id)
+            .bind(status)
+            .bind(i64::from(per_page))
+            .bind(offset)
+            .fetch_all(pool)
+            .await?;
+            let certs = rows
+                .iter()
+                .map(client_cert_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((certs, u64::try_from(total).unwrap_or(0)))
+        })
+    }
+
+    /// The client certificate `id` of zone `zone_id`.
+    pub async fn client_certificate(
+        &self,
+        zone_id: &str,
+        id: &str,
+    ) -> Result<ClientCertificate, StoreError> {
+        on_db!(&self.db, |pool| {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                client_cert_columns!(),
+                " FROM client_certificates WHERE zone_id = $1 AND id = $2"
+            ))
+            .bind(zone_id)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found("client_certificate", id))?;
+            client_cert_from_row(&row)
+        })
+    }
+
+    /// Moves a certificate from status `from` to `to`, atomically: if its status is no longer `from` (someone else
+    /// changed it meanwhile), nothing is written and a conflict is returned. The caller decides which transitions
+    /// are allowed (`portcullis-pki`'s status machine).
+    pub async fn set_client_certificate_status(
+        &self,
+        zone_id: &str,
+        id: &str,
+        from: ClientCertificateStatus,
+        to: ClientCertificateStatus,
+        actor: &Actor,
+    ) -> Result<ClientCertificate, StoreError> {
+        let revoked_on = to.is_revoked().then(crate::ids::now);
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE client_certificates SET status = $1, revoked_on = $2 \
+                 WHERE zone_id = $3 AND id = $4 AND status = $5",
+            )
+            .bind(to.as_str())
+            .bind(revoked_on)
+            .bind(zone_id)
+            .bind(id)
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                tx.rollback().await?;
+                let current = self.client_certificate(zone_id, id).await?;
+                return Err(StoreError::Conflict(format!(
+                    "client_certificate {id:?} is {}, not {}",
+                    current.status.as_str(),
+                    from.as_str()
+                )));
+            }
+            let detail = format!("{} -> {}", from.as_str(), to.as_str());
+            commit_write!(
+                self,
+                tx,
+                actor,
+                "set_status",
+                "client_certificate",
+                id,
+                &detail
+            );
+        });
+        self.client_certificate(zone_id, id).await
+    }
+}
+
+pub(crate) fn client_cert_from_row(row: &impl RowExt) -> Result<ClientCertificate, StoreError> {
+    let status = row.text("status")?;
+    Ok(ClientCertificate {
+        id: row.text("id")?,
+        zone_id: row.text("zone_id")?,
+        ca_id: row.text("ca_id")?,
+        certificate: row.text("certificate")?,
+        csr: row.text("csr")?,
+        common_name: row.text("common_name")?,
+        country: row.text("country")?,
+        state: row.text("state")?,
+        location: row.text("location")?,
+        organization: row.text("organization")?,
+        organizational_unit: row.text("organizational_unit")?,
+        ski: row.text("ski")?,
+        serial_number: row.text("serial_number")?,
+        fingerprint_sha256: row.text("fingerprint_sha256")?,
+        signature: row.text("signature")?,
+        issued_on: row.int("issued_on")?,
+        expires_on: row.int("expires_on")?,
+        validity_days: row.int("validity_days")?,
+        status: ClientCertificateStatus::parse(&status).ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "stored client certificate has unknown status {status:?}"
+            ))
+        })?,
+        revoked_on: row.opt_int("revoked_on")?,
+    })
+}

@@ -1,0 +1,157 @@
+//! Server certificates the edge presents (Cloudflare's `custom_certificates`), with keys sealed at rest.
+
+use crate::Store;
+use crate::db::{RowExt, commit_write, on_db};
+use crate::error::StoreError;
+use crate::ids::{new_id, now};
+use crate::model::{Actor, CustomCertificate, NewCustomCertificate};
+
+macro_rules! custom_cert_columns {
+    () => {
+        "id, zone_id, certificate, sealed_key, hosts, issuer, signature, expires_on, uploaded_on, modified_on"
+    };
+}
+
+impl Store {
+    /// Stores a server certificate for zone `zone_id`.
+    pub async fn add_custom_certificate(
+        &self,
+        zone_id: &str,
+        new: NewCustomCertificate,
+        actor: &Actor,
+    ) -> Result<CustomCertificate, StoreError> {
+        self.zone(zone_id).await?;
+        let at = now();
+        let record = CustomCertificate {
+            id: new_id(),
+            zone_id: zone_id.to_owned(),
+            certificate: new.certificate,
+            sealed_key: new.sealed_key,
+            hosts: new.hosts,
+            issuer: new.issuer,
+            signature: new.signature,
+            expires_on: new.expires_on,
+            uploaded_on: at,
+            modified_on: at,
+        };
+        let hosts = serde_json::Value::from(record.hosts.clone()).to_string();
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(concat!(
+                "INSERT INTO custom_certificates (",
+                custom_cert_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ))
+            .bind(&record.id)
+            .bind(&record.zone_id)
+            .bind(&record.certificate)
+            .bind(&record.sealed_key)
+            .bind(&hosts)
+            .bind(&record.issuer)
+            .bind(&record.signature)
+            .bind(record.expires_on)
+            .bind(record.uploaded_on)
+            .bind(record.modified_on)
+            .execute(&mut *tx)
+            .await?;
+            commit_write!(
+                self,
+                tx,
+                actor,
+                "create",
+                "custom_certificate",
+                &record.id,
+                &hosts
+            );
+        });
+        Ok(record)
+    }
+
+    /// The zone's server certificates, newest first.
+    pub async fn list_custom_certificates(
+        &self,
+        zone_id: &str,
+    ) -> Result<Vec<CustomCertificate>, StoreError> {
+        self.zone(zone_id).await?;
+        on_db!(&self.db, |pool| {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                custom_cert_columns!(),
+                " FROM custom_certificates WHERE zone_id = $1 ORDER BY uploaded_on DESC, id"
+            ))
+            .bind(zone_id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(custom_cert_from_row).collect()
+        })
+    }
+
+    /// The server certificate `id` of zone `zone_id`.
+    pub async fn custom_certificate(
+        &self,
+        zone_id: &str,
+        id: &str,
+    ) -> Result<CustomCertificate, StoreError> {
+        on_db!(&self.db, |pool| {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                custom_cert_columns!(),
+                " FROM custom_certificates WHERE zone_id = $1 AND id = $2"
+            ))
+            .bind(zone_id)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found("custom_certificate", id))?;
+            custom_cert_from_row(&row)
+        })
+    }
+
+    /// Deletes the server certificate `id` of zone `zone_id`.
+    pub async fn delete_custom_certificate(
+        &self,
+        zone_id: &str,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let deleted =
+                sqlx::query("DELETE FROM custom_certificates WHERE zone_id = $1 AND id = $2")
+                    .bind(zone_id)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            if deleted == 0 {
+                return Err(StoreError::not_found("custom_certificate", id));
+            }
+            commit_write!(self, tx, actor, "delete", "custom_certificate", id, "");
+        });
+        Ok(())
+    }
+}
+
+pub(crate) fn custom_cert_from_row(row: &impl RowExt) -> Result<CustomCertificate, StoreError> {
+    let hosts = row.json("hosts")?;
+    let hosts = hosts
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(CustomCertificate {
+        id: row.text("id")?,
+        zone_id: row.text("zone_id")?,
+        certificate: row.text("certificate")?,
+        sealed_key: row.bytes("sealed_key")?,
+        hosts,
+        issuer: row.text("issuer")?,
+        signature: row.text("signature")?,
+        expires_on: row.int("expires_on")?,
+        uploaded_on: row.int("uploaded_on")?,
+        modified_on: row.int("modified_on")?,
+    })
+}

@@ -1,0 +1,204 @@
+//! Hostnames: what the edge serves, where it forwards, and per-host settings.
+
+use crate::Store;
+use crate::db::{RowExt, commit_write, on_db};
+use crate::error::{StoreError, is_unique_violation};
+use crate::ids::{new_id, now};
+use crate::model::{Actor, Hostname};
+use crate::zones::normalize_dns_name;
+
+macro_rules! hostname_columns {
+    () => {
+        "id, zone_id, hostname, origin, settings, created_on, modified_on"
+    };
+}
+
+/// Whether `hostname` is `zone` or a name under it: Cloudflare only lets a zone configure its own names.
+pub(crate) fn in_zone(hostname: &str, zone: &str) -> bool {
+    hostname == zone
+        || hostname
+            .strip_suffix(zone)
+            .is_some_and(|prefix| prefix.ends_with('.'))
+}
+
+/// Checks a hostname (wildcards not allowed) and that it lies in the zone named `zone`.
+pub(crate) fn check_hostname(hostname: &str, zone: &str) -> Result<String, StoreError> {
+    let hostname = normalize_dns_name(hostname)?;
+    if !in_zone(&hostname, zone) {
+        return Err(StoreError::Invalid(format!(
+            "hostname {hostname:?} is not in zone {zone:?}"
+        )));
+    }
+    Ok(hostname)
+}
+
+impl Store {
+    /// Adds `hostname` to the zone `zone_id`, forwarding to `origin`.
+    pub async fn create_hostname(
+        &self,
+        zone_id: &str,
+        hostname: &str,
+        origin: &str,
+        settings: serde_json::Value,
+        actor: &Actor,
+    ) -> Result<Hostname, StoreError> {
+        let zone = self.zone(zone_id).await?;
+        let hostname = check_hostname(hostname, &zone.name)?;
+        let at = now();
+        let record = Hostname {
+            id: new_id(),
+            zone_id: zone.id,
+            hostname,
+            origin: origin.to_owned(),
+            settings,
+            created_on: at,
+            modified_on: at,
+        };
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO hostnames (id, zone_id, hostname, origin, settings, created_on, modified_on) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&record.id)
+            .bind(&record.zone_id)
+            .bind(&record.hostname)
+            .bind(&record.origin)
+            .bind(record.settings.to_string())
+            .bind(record.created_on)
+            .bind(record.modified_on)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Err(err) if is_unique_violation(&err) => {
+                    return Err(StoreError::Conflict(format!(
+                        "hostname {:?} already exists",
+                        record.hostname
+                    )));
+                }
+                other => other?,
+            };
+            commit_write!(
+                self,
+                tx,
+                actor,
+                "create",
+                "hostname",
+                &record.id,
+                &record.hostname
+            );
+        });
+        Ok(record)
+    }
+
+    /// The zone's hostnames, ordered by name.
+    pub async fn list_hostnames(&self, zone_id: &str) -> Result<Vec<Hostname>, StoreError> {
+        on_db!(&self.db, |pool| {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                hostname_columns!(),
+                " FROM hostnames WHERE zone_id = $1 ORDER BY hostname"
+            ))
+            .bind(zone_id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(hostname_from_row).collect()
+        })
+    }
+
+    /// The hostname `id` of zone `zone_id`.
+    pub async fn hostname(&self, zone_id: &str, id: &str) -> Result<Hostname, StoreError> {
+        on_db!(&self.db, |pool| {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                hostname_columns!(),
+                " FROM hostnames WHERE zone_id = $1 AND id = $2"
+            ))
+            .bind(zone_id)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found("hostname", id))?;
+            hostname_from_row(&row)
+        })
+    }
+
+    /// Changes a hostname's origin and/or settings; `None` leaves a field as it is.
+    pub async fn update_hostname(
+        &self,
+        zone_id: &str,
+        id: &str,
+        origin: Option<&str>,
+        settings: Option<serde_json::Value>,
+        actor: &Actor,
+    ) -> Result<Hostname, StoreError> {
+        let mut record = self.hostname(zone_id, id).await?;
+        if let Some(origin) = origin {
+            record.origin = origin.to_owned();
+        }
+        if let Some(settings) = settings {
+            record.settings = settings;
+        }
+        record.modified_on = now();
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE hostnames SET origin = $1, settings = $2, modified_on = $3 WHERE zone_id = $4 AND id = $5",
+            )
+            .bind(&record.origin)
+            .bind(record.settings.to_string())
+            .bind(record.modified_on)
+            .bind(zone_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::not_found("hostname", id));
+            }
+            commit_write!(self, tx, actor, "update", "hostname", id, &record.hostname);
+        });
+        Ok(record)
+    }
+
+    /// Removes a hostname and its CA associations.
+    pub async fn delete_hostname(
+        &self,
+        zone_id: &str,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let name: Option<String> = sqlx::query_scalar(
+                "DELETE FROM hostnames WHERE zone_id = $1 AND id = $2 RETURNING hostname",
+            )
+            .bind(zone_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(name) = name else {
+                return Err(StoreError::not_found("hostname", id));
+            };
+            sqlx::query("DELETE FROM hostname_associations WHERE zone_id = $1 AND hostname = $2")
+                .bind(zone_id)
+                .bind(&name)
+                .execute(&mut *tx)
+                .await?;
+            commit_write!(self, tx, actor, "delete", "hostname", id, &name);
+        });
+        Ok(())
+    }
+}
+
+pub(crate) fn hostname_from_row(row: &impl RowExt) -> Result<Hostname, StoreError> {
+    Ok(Hostname {
+        id: row.text("id")?,
+        zone_id: row.text("zone_id")?,
+        hostname: row.text("hostname")?,
+        origin: row.text("origin")?,
+        settings: row.json("settings")?,
+        created_on: row.int("created_on")?,
+        modified_on: row.int("modified_on")?,
+    })
+}
