@@ -1,0 +1,310 @@
+//! `/zones/{zone_id}/hostnames` (Portcullis extension): the hostnames the edge serves, their origins and settings.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use portcullis_store::{Actor, Hostname};
+
+use crate::AdminState;
+use crate::api::{ApiError, ApiJson, ApiResult, ResultInfo, ok, ok_page, ok_status};
+use crate::time_fmt::rfc3339;
+use crate::zones::IdOnly;
+
+/// How the TLS layer treats client certificates on a hostname that has mTLS enabled (a CA associated).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsClientAuth {
+    /// Ask for a certificate but complete the handshake without one (Cloudflare's behaviour); rules decide.
+    #[default]
+    Request,
+    /// Fail the handshake unless a valid certificate is presented.
+    Require,
+}
+
+/// Which headers carry the client certificate to the origin. Client-sent copies of all of them are always removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateForwarding {
+    /// Nothing is forwarded.
+    #[default]
+    None,
+    /// `Cf-Client-Cert-Der-Base64` and `Cf-Client-Cert-Sha256`.
+    Cloudflare,
+    /// The 17 `cf-cert-*` headers of Cloudflare's managed transform.
+    CfCertHeaders,
+    /// RFC 9440 `Client-Cert` and `Client-Cert-Chain`.
+    Rfc9440,
+    /// Envoy's `X-Forwarded-Client-Cert`.
+    Xfcc,
+}
+
+/// Per-hostname settings, stored as JSON beside the hostname.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostnameSettings {
+    pub tls_client_auth: TlsClientAuth,
+    pub client_certificate_forwarding: CertificateForwarding,
+    /// Verify the origin's certificate (for `https://` origins).
+    pub origin_tls_verify: bool,
+    /// PEM of the CA(s) that issued the origin's certificate; the system's roots when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_ca: Option<String>,
+}
+
+impl HostnameSettings {
+    /// Reads stored settings; anything missing takes its default.
+    pub fn from_stored(value: &serde_json::Value) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(value.clone())
+    }
+}
+
+/// A hostname as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HostnameView {
+    pub id: String,
+    pub zone_id: String,
+    pub hostname: String,
+    pub origin: String,
+    #[serde(flatten)]
+    pub settings: HostnameSettings,
+    pub created_on: String,
+    pub modified_on: String,
+}
+
+fn view(host: Hostname) -> Result<HostnameView, ApiError> {
+    let settings = HostnameSettings::from_stored(&host.settings).map_err(ApiError::internal)?;
+    Ok(HostnameView {
+        id: host.id,
+        zone_id: host.zone_id,
+        hostname: host.hostname,
+        origin: host.origin,
+        settings,
+        created_on: rfc3339(host.created_on),
+        modified_on: rfc3339(host.modified_on),
+    })
+}
+
+/// `POST /zones/{zone_id}/hostnames` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateHostname {
+    pub hostname: String,
+    /// `http://host:port` or `https://host:port`.
+    pub origin: String,
+    #[serde(default)]
+    pub tls_client_auth: TlsClientAuth,
+    #[serde(default)]
+    pub client_certificate_forwarding: CertificateForwarding,
+    #[serde(default = "yes")]
+    pub origin_tls_verify: bool,
+    #[serde(default)]
+    pub origin_ca: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `PATCH /zones/{zone_id}/hostnames/{id}` body; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateHostname {
+    pub origin: Option<String>,
+    pub tls_client_auth: Option<TlsClientAuth>,
+    pub client_certificate_forwarding: Option<CertificateForwarding>,
+    pub origin_tls_verify: Option<bool>,
+    /// An empty string removes the origin CA.
+    pub origin_ca: Option<String>,
+}
+
+/// Checks an origin URL: `http` or `https`, a host, optionally a port, and nothing else.
+pub fn check_origin(origin: &str) -> Result<String, ApiError> {
+    let bad = |why: &str| {
+        Err(ApiError::invalid(format!(
+            "invalid origin {origin:?}: {why}"
+        )))
+    };
+    let uri: Uri = match origin.parse() {
+        Ok(uri) => uri,
+        Err(err) => return bad(&err.to_string()),
+    };
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return bad("the scheme must be http or https"),
+    }
+    let Some(authority) = uri.authority() else {
+        return bad("a host is required");
+    };
+    if authority.host().is_empty() {
+        return bad("a host is required");
+    }
+    if authority.as_str().contains('@') {
+        return bad("credentials in the URL are not supported");
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return bad("only scheme, host and port are allowed (no path or query)");
+    }
+    Ok(format!(
+        "{}://{}",
+        uri.scheme_str().unwrap_or("http"),
+        authority
+    ))
+}
+
+fn check_origin_ca(pem: &str) -> Result<(), ApiError> {
+    match portcullis_pki::pem::certificates_from_pem_or_der(pem.as_bytes()) {
+        Ok(certs) if !certs.is_empty() => Ok(()),
+        Ok(_) => Err(ApiError::invalid("invalid origin_ca: no certificate in it")),
+        Err(err) => Err(ApiError::invalid(format!("invalid origin_ca: {err}"))),
+    }
+}
+
+/// Add a hostname.
+#[utoipa::path(post, path = "/zones/{zone_id}/hostnames", tag = "hostnames", request_body = CreateHostname,
+    params(("zone_id" = String, Path, description = "Zone id")),
+    responses((status = 201, description = "The new hostname", body = HostnameView)))]
+pub async fn create_hostname(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path(zone_id): Path<String>,
+    ApiJson(body): ApiJson<CreateHostname>,
+) -> ApiResult {
+    let origin = check_origin(&body.origin)?;
+    if let Some(pem) = &body.origin_ca {
+        check_origin_ca(pem)?;
+    }
+    let settings = HostnameSettings {
+        tls_client_auth: body.tls_client_auth,
+        client_certificate_forwarding: body.client_certificate_forwarding,
+        origin_tls_verify: body.origin_tls_verify,
+        origin_ca: body.origin_ca,
+    };
+    let settings = serde_json::to_value(settings).map_err(ApiError::internal)?;
+    let host = state
+        .store
+        .create_hostname(&zone_id, &body.hostname, &origin, settings, &actor)
+        .await?;
+    Ok(ok_status(StatusCode::CREATED, view(host)?))
+}
+
+/// List a zone's hostnames.
+#[utoipa::path(get, path = "/zones/{zone_id}/hostnames", tag = "hostnames",
+    params(("zone_id" = String, Path, description = "Zone id")),
+    responses((status = 200, description = "The zone's hostnames", body = [HostnameView])))]
+pub async fn list_hostnames(
+    State(state): State<AdminState>,
+    Path(zone_id): Path<String>,
+) -> ApiResult {
+    state.store.zone(&zone_id).await?;
+    let hosts = state
+        .store
+        .list_hostnames(&zone_id)
+        .await?
+        .into_iter()
+        .map(view)
+        .collect::<Result<Vec<_>, _>>()?;
+    let info = ResultInfo::new(
+        1,
+        u32::try_from(hosts.len()).unwrap_or(u32::MAX).max(1),
+        hosts.len(),
+        hosts.len() as u64,
+    );
+    Ok(ok_page(hosts, info))
+}
+
+/// Get a hostname.
+#[utoipa::path(get, path = "/zones/{zone_id}/hostnames/{hostname_id}", tag = "hostnames",
+    params(("zone_id" = String, Path, description = "Zone id"), ("hostname_id" = String, Path, description = "Hostname id")),
+    responses((status = 200, description = "The hostname", body = HostnameView)))]
+pub async fn get_hostname(
+    State(state): State<AdminState>,
+    Path((zone_id, id)): Path<(String, String)>,
+) -> ApiResult {
+    Ok(ok(view(state.store.hostname(&zone_id, &id).await?)?))
+}
+
+/// Change a hostname's origin or settings.
+#[utoipa::path(patch, path = "/zones/{zone_id}/hostnames/{hostname_id}", tag = "hostnames", request_body = UpdateHostname,
+    params(("zone_id" = String, Path, description = "Zone id"), ("hostname_id" = String, Path, description = "Hostname id")),
+    responses((status = 200, description = "The updated hostname", body = HostnameView)))]
+pub async fn update_hostname(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path((zone_id, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<UpdateHostname>,
+) -> ApiResult {
+    let current = state.store.hostname(&zone_id, &id).await?;
+    let mut settings =
+        HostnameSettings::from_stored(&current.settings).map_err(ApiError::internal)?;
+    let origin = body.origin.as_deref().map(check_origin).transpose()?;
+    if let Some(mode) = body.tls_client_auth {
+        settings.tls_client_auth = mode;
+    }
+    if let Some(style) = body.client_certificate_forwarding {
+        settings.client_certificate_forwarding = style;
+    }
+    if let Some(verify) = body.origin_tls_verify {
+        settings.origin_tls_verify = verify;
+    }
+    match body.origin_ca {
+        Some(pem) if pem.trim().is_empty() => settings.origin_ca = None,
+        Some(pem) => {
+            check_origin_ca(&pem)?;
+            settings.origin_ca = Some(pem);
+        }
+        None => {}
+    }
+    let settings = serde_json::to_value(settings).map_err(ApiError::internal)?;
+    let host = state
+        .store
+        .update_hostname(&zone_id, &id, origin.as_deref(), Some(settings), &actor)
+        .await?;
+    Ok(ok(view(host)?))
+}
+
+/// Remove a hostname (and its CA associations).
+#[utoipa::path(delete, path = "/zones/{zone_id}/hostnames/{hostname_id}", tag = "hostnames",
+    params(("zone_id" = String, Path, description = "Zone id"), ("hostname_id" = String, Path, description = "Hostname id")),
+    responses((status = 200, description = "The removed hostname's id", body = IdOnly)))]
+pub async fn delete_hostname(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path((zone_id, id)): Path<(String, String)>,
+) -> ApiResult {
+    state.store.delete_hostname(&zone_id, &id, &actor).await?;
+    Ok(ok(IdOnly { id }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_origin;
+
+    #[test]
+    fn origins_are_checked() {
+        assert_eq!(
+            check_origin("http://127.0.0.1:8080").expect("ok"),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            check_origin("https://api.internal/").expect("ok"),
+            "https://api.internal"
+        );
+        let msg = |o: &str| check_origin(o).expect_err(o).message;
+        assert_eq!(
+            msg("ftp://x"),
+            "invalid origin \"ftp://x\": the scheme must be http or https"
+        );
+        assert_eq!(
+            msg("http://x/path"),
+            "invalid origin \"http://x/path\": only scheme, host and port are allowed (no path or query)"
+        );
+        assert_eq!(
+            msg("http://u:p@x"),
+            "invalid origin \"http://u:p@x\": credentials in the URL are not supported"
+        );
+        assert!(msg("not a url").starts_with("invalid origin \"not a url\": "));
+    }
+}

@@ -1,0 +1,156 @@
+//! Portcullis' admin API: Cloudflare's paths, field names and JSON envelope under `/client/v4`, so that scripts,
+//! cloudflare-go and Terraform with a custom base URL can drive Portcullis as they drive Cloudflare.
+//!
+//! What it does: authenticates API tokens, validates input (expressions are compiled, certificates parsed, CSRs
+//! checked) and writes to the store; every write is one store transaction, so a refused request leaves nothing
+//! behind. What it does not do: serve traffic or build the edge's snapshot — it never talks to the data plane; the
+//! binary rebuilds the snapshot from the store's change feed.
+
+mod api;
+mod associations;
+mod auth;
+mod events;
+mod hostnames;
+mod time_fmt;
+mod tokens;
+mod zones;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use portcullis_store::Store;
+
+pub use api::{ApiError, Envelope, ErrorItem, ResultInfo, codes};
+pub use hostnames::{CertificateForwarding, HostnameSettings, TlsClientAuth};
+
+/// Largest request body the API accepts.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Limits and options of the API.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Most active client certificates per zone (Cloudflare's error 1445 past it).
+    pub client_certificate_quota: u32,
+    /// Most bring-your-own CAs per account (Cloudflare's error 1489 past it).
+    pub mtls_certificate_limit: u32,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            client_certificate_quota: 100_000,
+            mtls_certificate_limit: 100,
+        }
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    pub store: Store,
+    pub settings: Arc<AdminSettings>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Portcullis admin API", description = "Cloudflare-compatible mTLS management API."),
+    servers((url = "/client/v4")),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API's routes and their OpenAPI description, from one list so that they cannot drift apart.
+fn api_routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(zones::create_zone, zones::list_zones))
+        .routes(routes!(zones::get_zone, zones::delete_zone))
+        .routes(routes!(
+            hostnames::create_hostname,
+            hostnames::list_hostnames
+        ))
+        .routes(routes!(
+            hostnames::get_hostname,
+            hostnames::update_hostname,
+            hostnames::delete_hostname
+        ))
+        .routes(routes!(
+            associations::get_associations,
+            associations::put_associations
+        ))
+        .routes(routes!(events::list_events))
+        .routes(routes!(tokens::create_token, tokens::list_tokens))
+        .routes(routes!(tokens::revoke_token))
+}
+
+/// The OpenAPI document of the whole API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+/// The admin router: `/client/v4/…` behind token authentication, plus the unauthenticated OpenAPI document.
+pub fn router(state: AdminState) -> Router {
+    let (api, spec) = api_routes().split_for_parts();
+    let spec = Arc::new(spec);
+    let api = api
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .with_state(state.clone());
+    Router::new()
+        .route(
+            "/client/v4/openapi.json",
+            get(move || {
+                let spec = spec.clone();
+                async move { axum::Json(spec.as_ref().clone()) }
+            }),
+        )
+        .nest("/client/v4", api)
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+async fn no_route() -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        codes::NO_ROUTE,
+        "No route for that URI",
+    )
+    .into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        codes::METHOD_NOT_ALLOWED,
+        "Method not allowed for this path",
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,405 @@
+//! API tests, in-process (`tower::ServiceExt::oneshot`) on a SQLite store.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use portcullis_store::{Actor, Store, TokenScope};
+
+use crate::{AdminSettings, AdminState, router};
+
+struct Api {
+    router: Router,
+    store: Store,
+    write: String,
+    read: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    async fn new() -> Api {
+        Api::with_settings(AdminSettings::default()).await
+    }
+
+    async fn with_settings(settings: AdminSettings) -> Api {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_sqlite(&dir.path().join("p.db"))
+            .await
+            .expect("store");
+        let (_, write) = store
+            .create_token("w", TokenScope::Write, &Actor::system())
+            .await
+            .expect("token");
+        let (_, read) = store
+            .create_token("r", TokenScope::Read, &Actor::system())
+            .await
+            .expect("token");
+        let router = router(AdminState {
+            store: store.clone(),
+            settings: std::sync::Arc::new(settings),
+        });
+        Api {
+            router,
+            store,
+            write,
+            read,
+            _dir: dir,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = match body {
+            Some(body) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_owned())),
+            None => req.body(Body::empty()),
+        }
+        .expect("request");
+        let resp = self.router.clone().oneshot(req).await.expect("response");
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, value)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(&self.write.clone()), None)
+            .await
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(
+            method,
+            path,
+            Some(&self.write.clone()),
+            Some(&body.to_string()),
+        )
+        .await
+    }
+
+    async fn zone(&self, name: &str) -> String {
+        let (status, body) = self
+            .send(Method::POST, "/client/v4/zones", json!({"name": name}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["result"]["id"].as_str().expect("zone id").to_owned()
+    }
+}
+
+fn error(body: &Value) -> (u64, String) {
+    assert_eq!(body["success"], json!(false), "{body}");
+    let e = &body["errors"][0];
+    (
+        e["code"].as_u64().expect("code"),
+        e["message"].as_str().expect("message").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_read_tokens_cannot_write() {
+    let api = Api::new().await;
+    let (status, body) = api.call(Method::GET, "/client/v4/zones", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        error(&body),
+        (10000, "Authentication error: missing bearer token".into())
+    );
+    let (status, body) = api
+        .call(Method::GET, "/client/v4/zones", Some("pct_nope"), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error(&body).0, 10000);
+
+    let read = api.read.clone();
+    let (status, body) = api
+        .call(Method::GET, "/client/v4/zones", Some(&read), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/client/v4/zones",
+            Some(&read),
+            Some(r#"{"name":"example.com"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(error(&body).0, 9109);
+    assert!(api.store.list_zones().await.expect("zones").is_empty());
+}
+
+#[tokio::test]
+async fn zones_follow_cloudflare_shapes() {
+    let api = Api::new().await;
+    let (status, body) = api
+        .send(
+            Method::POST,
+            "/client/v4/zones",
+            json!({"name": "Example.com", "type": "full"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(body["success"], json!(true));
+    assert_eq!(body["errors"], json!([]));
+    assert_eq!(body["messages"], json!([]));
+    let zone = &body["result"];
+    assert_eq!(zone["name"], "example.com");
+    assert_eq!(zone["status"], "active");
+    let id = zone["id"].as_str().expect("id");
+    assert!(zone["created_on"].as_str().expect("time").ends_with('Z'));
+
+    let (_, list) = api.get("/client/v4/zones").await;
+    assert_eq!(list["result"].as_array().expect("list").len(), 1);
+    assert_eq!(list["result_info"]["total_count"], 1);
+    let (status, got) = api.get(&format!("/client/v4/zones/{id}")).await;
+    assert_eq!((status, &got["result"]["id"]), (StatusCode::OK, &json!(id)));
+
+    let (status, body) = api
+        .send(
+            Method::POST,
+            "/client/v4/zones",
+            json!({"name": "example.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        error(&body),
+        (1409, "zone \"example.com\" already exists".into())
+    );
+
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/client/v4/zones/{id}"),
+            Some(&api.write.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = api.get(&format!("/client/v4/zones/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error(&body), (7003, format!("zone {id:?} not found")));
+}
+
+#[tokio::test]
+async fn bad_input_is_named_and_leaves_nothing() {
+    let api = Api::new().await;
+    let w = api.write.clone();
+    let cases: &[(&str, u16, u64, &str)] = &[
+        (
+            "{",
+            400,
+            6007,
+            "malformed JSON in request body: EOF while parsing an object at line 1 column 1",
+        ),
+        (
+            r#"{"name": 5}"#,
+            400,
+            6007,
+            "invalid request body: name: invalid type: integer `5`, expected a string at line 1 column 10",
+        ),
+        (
+            r#"{"name": "a.com", "colour": "red"}"#,
+            400,
+            6007,
+            "invalid request body: colour: unknown field `colour`, expected one of `name`, `account`, `type` at line 1 column 26",
+        ),
+        (
+            r#"{"name": "a_b.com"}"#,
+            400,
+            1400,
+            "invalid DNS name \"a_b.com\": character '_' is not allowed",
+        ),
+        (
+            r#"{"name": "a.com", "type": "partial"}"#,
+            400,
+            1400,
+            "zone type \"partial\" is not supported; use \"full\"",
+        ),
+    ];
+    for (body, status, code, message) in cases {
+        let (got_status, got) = api
+            .call(Method::POST, "/client/v4/zones", Some(&w), Some(body))
+            .await;
+        assert_eq!(got_status.as_u16(), *status, "{body}: {got}");
+        assert_eq!(error(&got), (*code, (*message).to_owned()), "{body}");
+    }
+    let huge = format!(r#"{{"name": "{}"}}"#, "a".repeat(crate::MAX_BODY_BYTES));
+    let (status, body) = api
+        .call(Method::POST, "/client/v4/zones", Some(&w), Some(&huge))
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        error(&body),
+        (
+            1413,
+            "request body is larger than the limit of 1048576 bytes".into()
+        )
+    );
+    assert!(api.store.list_zones().await.expect("zones").is_empty());
+
+    let (status, body) = api.get("/client/v4/nothing/here").await;
+    assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7000));
+    let (status, body) = api
+        .call(Method::PUT, "/client/v4/zones", Some(&w), Some("{}"))
+        .await;
+    assert_eq!(
+        (status, error(&body).0),
+        (StatusCode::METHOD_NOT_ALLOWED, 7001)
+    );
+}
+
+#[tokio::test]
+async fn hostnames_and_associations() {
+    let api = Api::new().await;
+    let zone = api.zone("example.com").await;
+    let base = format!("/client/v4/zones/{zone}");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &format!("{base}/hostnames"),
+            json!({"hostname": "api.example.com", "origin": "http://127.0.0.1:9000"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let host = &body["result"];
+    assert_eq!(host["tls_client_auth"], "request");
+    assert_eq!(host["client_certificate_forwarding"], "none");
+    assert_eq!(host["origin_tls_verify"], true);
+    let host_id = host["id"].as_str().expect("id").to_owned();
+
+    let (status, body) = api
+        .send(
+            Method::PATCH,
+            &format!("{base}/hostnames/{host_id}"),
+            json!({"tls_client_auth": "require", "client_certificate_forwarding": "rfc9440"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["tls_client_auth"], "require");
+    assert_eq!(body["result"]["client_certificate_forwarding"], "rfc9440");
+    assert_eq!(body["result"]["origin"], "http://127.0.0.1:9000");
+
+    let (status, body) = api
+        .send(
+            Method::PATCH,
+            &format!("{base}/hostnames/{host_id}"),
+            json!({"client_certificate_forwarding": "smoke-signals"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error(&body).1.contains("unknown variant `smoke-signals`"),
+        "{body}"
+    );
+
+    let path = format!("{base}/certificate_authorities/hostname_associations");
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &path,
+            json!({"hostnames": ["api.example.com"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"], json!({"hostnames": ["api.example.com"]}));
+    let (_, body) = api.get(&path).await;
+    assert_eq!(body["result"]["hostnames"], json!(["api.example.com"]));
+
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &path,
+            json!({"hostnames": ["api.example.org"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        error(&body).1,
+        "hostname \"api.example.org\" is not in zone \"example.com\""
+    );
+    let (status, body) = api
+        .get(&format!(
+            "{path}?mtls_certificate_id=ffffffffffffffffffffffffffffffff"
+        ))
+        .await;
+    assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7003));
+}
+
+#[tokio::test]
+async fn tokens_via_the_api_show_their_secret_once() {
+    let api = Api::new().await;
+    let (status, body) = api
+        .send(
+            Method::POST,
+            "/client/v4/user/tokens",
+            json!({"name": "ci", "scope": "read"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let secret = body["result"]["value"].as_str().expect("value").to_owned();
+    let id = body["result"]["id"].as_str().expect("id").to_owned();
+    let (status, _) = api
+        .call(Method::GET, "/client/v4/zones", Some(&secret), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, list) = api.get("/client/v4/user/tokens").await;
+    assert!(
+        list["result"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .all(|t| t.get("value").is_none())
+    );
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/client/v4/user/tokens/{id}"),
+            Some(&api.write.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = api
+        .call(Method::GET, "/client/v4/zones", Some(&secret), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn openapi_document_lists_every_route() {
+    let api = Api::new().await;
+    let (status, doc) = api
+        .call(Method::GET, "/client/v4/openapi.json", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = doc["paths"].as_object().expect("paths");
+    for path in [
+        "/zones",
+        "/zones/{zone_id}",
+        "/zones/{zone_id}/hostnames",
+        "/zones/{zone_id}/certificate_authorities/hostname_associations",
+        "/zones/{zone_id}/security/events",
+        "/user/tokens",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from {:?}",
+            paths.keys().collect::<Vec<_>>()
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! `/zones`: create, list, get and delete zones.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use portcullis_store::{Actor, Zone};
+
+use crate::AdminState;
+use crate::api::{ApiJson, ApiResult, ResultInfo, ok, ok_page, ok_status};
+use crate::time_fmt::rfc3339;
+
+/// The account a zone belongs to, as Cloudflare nests it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountRef {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A zone, with Cloudflare's field names.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ZoneView {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub paused: bool,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub account: AccountRef,
+    pub created_on: String,
+    pub modified_on: String,
+}
+
+pub fn zone_view(zone: Zone, account_name: &str) -> ZoneView {
+    ZoneView {
+        id: zone.id,
+        name: zone.name,
+        status: zone.status,
+        paused: false,
+        kind: "full".to_owned(),
+        account: AccountRef {
+            id: zone.account_id,
+            name: Some(account_name.to_owned()),
+        },
+        created_on: rfc3339(zone.created_on),
+        modified_on: rfc3339(zone.modified_on),
+    }
+}
+
+/// `POST /zones` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateZone {
+    /// The zone's DNS name, e.g. `example.com`.
+    pub name: String,
+    /// Accepted for Cloudflare compatibility; must be this server's account if given.
+    #[serde(default)]
+    pub account: Option<AccountRef>,
+    /// Accepted for Cloudflare compatibility; only `full` exists here.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+}
+
+/// Create a zone.
+#[utoipa::path(post, path = "/zones", tag = "zones", request_body = CreateZone,
+    responses((status = 201, description = "The new zone", body = ZoneView)))]
+pub async fn create_zone(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    ApiJson(body): ApiJson<CreateZone>,
+) -> ApiResult {
+    let account = state.store.account().await?;
+    if let Some(given) = &body.account
+        && given.id != account.id
+    {
+        return Err(crate::api::ApiError::invalid(format!(
+            "account.id {:?} is not this server's account {:?}",
+            given.id, account.id
+        )));
+    }
+    if let Some(kind) = body.kind.as_deref().filter(|k| *k != "full") {
+        return Err(crate::api::ApiError::invalid(format!(
+            "zone type {kind:?} is not supported; use \"full\""
+        )));
+    }
+    let zone = state.store.create_zone(&body.name, &actor).await?;
+    Ok(ok_status(
+        StatusCode::CREATED,
+        zone_view(zone, &account.name),
+    ))
+}
+
+/// List zones.
+#[utoipa::path(get, path = "/zones", tag = "zones",
+    responses((status = 200, description = "All zones", body = [ZoneView])))]
+pub async fn list_zones(State(state): State<AdminState>) -> ApiResult {
+    let account = state.store.account().await?;
+    let zones: Vec<_> = state
+        .store
+        .list_zones()
+        .await?
+        .into_iter()
+        .map(|z| zone_view(z, &account.name))
+        .collect();
+    let info = ResultInfo::new(
+        1,
+        u32::try_from(zones.len()).unwrap_or(u32::MAX).max(1),
+        zones.len(),
+        zones.len() as u64,
+    );
+    Ok(ok_page(zones, info))
+}
+
+/// Get a zone.
+#[utoipa::path(get, path = "/zones/{zone_id}", tag = "zones",
+    params(("zone_id" = String, Path, description = "Zone id")),
+    responses((status = 200, description = "The zone", body = ZoneView)))]
+pub async fn get_zone(State(state): State<AdminState>, Path(zone_id): Path<String>) -> ApiResult {
+    let account = state.store.account().await?;
+    Ok(ok(zone_view(
+        state.store.zone(&zone_id).await?,
+        &account.name,
+    )))
+}
+
+/// The `{id}` result of a delete.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IdOnly {
+    pub id: String,
+}
+
+/// Delete a zone and everything configured in it.
+#[utoipa::path(delete, path = "/zones/{zone_id}", tag = "zones",
+    params(("zone_id" = String, Path, description = "Zone id")),
+    responses((status = 200, description = "The deleted zone's id", body = IdOnly)))]
+pub async fn delete_zone(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path(zone_id): Path<String>,
+) -> ApiResult {
+    state.store.delete_zone(&zone_id, &actor).await?;
+    Ok(ok(IdOnly { id: zone_id }))
+}
