@@ -1,0 +1,334 @@
+//! Commands that manage a running server through its admin API: `zone`, `host`, `mtls`, `token`.
+//! Each prints a table for people, or the API's JSON result with `--json`, and fails with the API's message.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use hyper::Method;
+use serde_json::{Value, json};
+
+use crate::client::{ApiArgs, ApiClient, print_table, s};
+
+#[derive(Debug, clap::Args)]
+pub struct ZoneArgs {
+    #[command(subcommand)]
+    pub command: ZoneCommand,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ZoneCommand {
+    /// Create a zone (a DNS name under which hostnames are configured).
+    Add { name: String },
+    /// List zones.
+    List,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HostArgs {
+    #[command(subcommand)]
+    pub command: HostCommand,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum HostCommand {
+    /// Serve HOST and forward its requests to an origin.
+    Add {
+        host: String,
+        /// http://host:port or https://host:port.
+        #[arg(long)]
+        origin: String,
+        /// Zone id or name; by default the zone HOST belongs to.
+        #[arg(long)]
+        zone: Option<String>,
+        /// TLS-layer behaviour when mTLS is enabled: request (rules decide) or require (handshake fails).
+        #[arg(long, value_parser = ["request", "require"])]
+        tls_client_auth: Option<String>,
+        /// Forward the client certificate to the origin: none, cloudflare, cf_cert_headers, rfc9440, xfcc.
+        #[arg(long, value_parser = ["none", "cloudflare", "cf_cert_headers", "rfc9440", "xfcc"])]
+        forward_cert: Option<String>,
+    },
+    /// List hostnames, of one zone or of all.
+    List {
+        #[arg(long)]
+        zone: Option<String>,
+    },
+    /// Show one hostname.
+    Show { host: String },
+    /// Stop serving a hostname.
+    Remove { host: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MtlsArgs {
+    #[command(subcommand)]
+    pub command: MtlsCommand,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum MtlsCommand {
+    /// Ask clients of HOST for a certificate, verified against the managed CA or the CA given.
+    Enable {
+        host: String,
+        /// A bring-your-own CA (mtls_certificates id); the managed CA by default.
+        #[arg(long)]
+        ca: Option<String>,
+    },
+    /// Stop asking clients of HOST for a certificate (removes it from the CA given, or from the managed CA).
+    Disable {
+        host: String,
+        #[arg(long)]
+        ca: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub command: TokenCommand,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token; its secret is printed once.
+    Create {
+        #[arg(long, value_parser = ["read", "write"])]
+        scope: String,
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// List API tokens.
+    List,
+    /// Revoke an API token.
+    Revoke { id: String },
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub async fn zone(args: ZoneArgs) -> anyhow::Result<ExitCode> {
+    let api = ApiClient::new(&args.api)?;
+    match args.command {
+        ZoneCommand::Add { name } => {
+            let zone = api.send(Method::POST, "/zones", &json!({ "name": name })).await?.result;
+            if args.api.json {
+                print_json(&zone)?;
+            } else {
+                println!("created zone {} ({})", s(&zone, "name"), s(&zone, "id"));
+            }
+        }
+        ZoneCommand::List => {
+            let zones = api.get("/zones").await?.result;
+            if args.api.json {
+                print_json(&zones)?;
+            } else {
+                let rows: Vec<_> = array(&zones).iter().map(|z| vec![s(z, "id"), s(z, "name"), s(z, "status")]).collect();
+                print_table(&["ID", "NAME", "STATUS"], &rows);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn array(value: &Value) -> &[Value] {
+    value.as_array().map_or(&[], Vec::as_slice)
+}
+
+/// The zone named by id or name, or else the zone `host` lies in (the longest matching zone name).
+async fn find_zone(api: &ApiClient, zone: Option<&str>, host: Option<&str>) -> anyhow::Result<Value> {
+    let zones = api.get("/zones").await?.result;
+    let zones = array(&zones);
+    if let Some(wanted) = zone {
+        let wanted_lower = wanted.to_ascii_lowercase();
+        return zones
+            .iter()
+            .find(|z| s(z, "id") == wanted || s(z, "name") == wanted_lower)
+            .cloned()
+            .with_context(|| format!("no zone {wanted:?}"));
+    }
+    let host = host.map(str::to_ascii_lowercase).unwrap_or_default();
+    zones
+        .iter()
+        .filter(|z| {
+            let name = s(z, "name");
+            host == name || host.ends_with(&format!(".{name}"))
+        })
+        .max_by_key(|z| s(z, "name").len())
+        .cloned()
+        .with_context(|| format!("no zone contains {host:?}; create one with `portcullis zone add` or pass --zone"))
+}
+
+async fn find_host(api: &ApiClient, host: &str) -> anyhow::Result<(Value, Value)> {
+    let zone = find_zone(api, None, Some(host)).await?;
+    let hosts = api.get(&format!("/zones/{}/hostnames", s(&zone, "id"))).await?.result;
+    let wanted = host.to_ascii_lowercase();
+    let found = array(&hosts)
+        .iter()
+        .find(|h| s(h, "hostname") == wanted || s(h, "id") == host)
+        .cloned()
+        .with_context(|| format!("no hostname {host:?} in zone {}", s(&zone, "name")))?;
+    Ok((zone, found))
+}
+
+fn host_row(h: &Value) -> Vec<String> {
+    vec![
+        s(h, "hostname"),
+        s(h, "origin"),
+        s(h, "tls_client_auth"),
+        s(h, "client_certificate_forwarding"),
+        s(h, "id"),
+    ]
+}
+
+const HOST_HEADERS: [&str; 5] = ["HOSTNAME", "ORIGIN", "TLS_CLIENT_AUTH", "FORWARDING", "ID"];
+
+pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
+    let api = ApiClient::new(&args.api)?;
+    match args.command {
+        HostCommand::Add { host, origin, zone, tls_client_auth, forward_cert } => {
+            let zone = find_zone(&api, zone.as_deref(), Some(&host)).await?;
+            let mut body = json!({ "hostname": host, "origin": origin });
+            if let Some(mode) = tls_client_auth {
+                body["tls_client_auth"] = json!(mode);
+            }
+            if let Some(style) = forward_cert {
+                body["client_certificate_forwarding"] = json!(style);
+            }
+            let created = api.send(Method::POST, &format!("/zones/{}/hostnames", s(&zone, "id")), &body).await?.result;
+            if args.api.json {
+                print_json(&created)?;
+            } else {
+                println!("added {} → {} in zone {}", s(&created, "hostname"), s(&created, "origin"), s(&zone, "name"));
+            }
+        }
+        HostCommand::List { zone } => {
+            let zones: Vec<Value> = match zone {
+                Some(z) => vec![find_zone(&api, Some(&z), None).await?],
+                None => array(&api.get("/zones").await?.result).to_vec(),
+            };
+            let mut all = Vec::new();
+            for z in &zones {
+                all.extend(array(&api.get(&format!("/zones/{}/hostnames", s(z, "id"))).await?.result).iter().cloned());
+            }
+            if args.api.json {
+                print_json(&Value::Array(all))?;
+            } else {
+                print_table(&HOST_HEADERS, &all.iter().map(host_row).collect::<Vec<_>>());
+            }
+        }
+        HostCommand::Show { host } => {
+            let (zone, found) = find_host(&api, &host).await?;
+            if args.api.json {
+                print_json(&found)?;
+            } else {
+                let assoc = api
+                    .get(&format!("/zones/{}/certificate_authorities/hostname_associations", s(&zone, "id")))
+                    .await?
+                    .result;
+                let managed = array(&assoc["hostnames"]).iter().any(|h| h.as_str() == Some(s(&found, "hostname").as_str()));
+                for (key, value) in [
+                    ("hostname", s(&found, "hostname")),
+                    ("zone", s(&zone, "name")),
+                    ("origin", s(&found, "origin")),
+                    ("tls_client_auth", s(&found, "tls_client_auth")),
+                    ("client_certificate_forwarding", s(&found, "client_certificate_forwarding")),
+                    ("origin_tls_verify", s(&found, "origin_tls_verify")),
+                    ("managed_ca_mtls", managed.to_string()),
+                    ("id", s(&found, "id")),
+                ] {
+                    println!("{key:<30} {value}");
+                }
+            }
+        }
+        HostCommand::Remove { host } => {
+            let (zone, found) = find_host(&api, &host).await?;
+            api.delete(&format!("/zones/{}/hostnames/{}", s(&zone, "id"), s(&found, "id"))).await?;
+            println!("removed {}", s(&found, "hostname"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn mtls(args: MtlsArgs) -> anyhow::Result<ExitCode> {
+    let api = ApiClient::new(&args.api)?;
+    let (enable, host, ca) = match args.command {
+        MtlsCommand::Enable { host, ca } => (true, host, ca),
+        MtlsCommand::Disable { host, ca } => (false, host, ca),
+    };
+    let (zone, found) = find_host(&api, &host).await?;
+    let name = s(&found, "hostname");
+    let path = format!("/zones/{}/certificate_authorities/hostname_associations", s(&zone, "id"));
+    let query = ca.as_ref().map(|id| format!("?mtls_certificate_id={id}")).unwrap_or_default();
+    let current = api.get(&format!("{path}{query}")).await?.result;
+    let mut hostnames: Vec<String> =
+        array(&current["hostnames"]).iter().filter_map(|h| h.as_str().map(str::to_owned)).collect();
+    let present = hostnames.contains(&name);
+    match (enable, present) {
+        (true, true) | (false, false) => {
+            println!("{name}: nothing to change");
+            return Ok(ExitCode::SUCCESS);
+        }
+        (true, false) => hostnames.push(name.clone()),
+        (false, true) => hostnames.retain(|h| *h != name),
+    }
+    let mut body = json!({ "hostnames": hostnames });
+    if let Some(id) = &ca {
+        body["mtls_certificate_id"] = json!(id);
+    }
+    let result = api.send(Method::PUT, &path, &body).await?.result;
+    if args.api.json {
+        print_json(&result)?;
+    } else {
+        let ca_name = ca.map_or_else(|| "the managed CA".to_owned(), |id| format!("CA {id}"));
+        if enable {
+            println!("mTLS enabled on {name} with {ca_name}");
+        } else {
+            println!("mTLS disabled on {name} for {ca_name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
+    let api = ApiClient::new(&args.api)?;
+    match args.command {
+        TokenCommand::Create { scope, name } => {
+            let token = api.send(Method::POST, "/user/tokens", &json!({ "name": name, "scope": scope })).await?.result;
+            if args.api.json {
+                print_json(&token)?;
+            } else {
+                println!("created {} token {} ({}); its secret, shown once:", s(&token, "scope"), s(&token, "name"), s(&token, "id"));
+                println!("{}", s(&token, "value"));
+            }
+        }
+        TokenCommand::List => {
+            let tokens = api.get("/user/tokens").await?.result;
+            if args.api.json {
+                print_json(&tokens)?;
+            } else {
+                let rows: Vec<_> = array(&tokens)
+                    .iter()
+                    .map(|t| vec![s(t, "id"), s(t, "name"), s(t, "scope"), s(t, "status"), s(t, "issued_on")])
+                    .collect();
+                print_table(&["ID", "NAME", "SCOPE", "STATUS", "ISSUED_ON"], &rows);
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            if id.is_empty() {
+                bail!("a token id is required");
+            }
+            api.delete(&format!("/user/tokens/{id}")).await?;
+            println!("revoked token {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,189 @@
+//! `portcullis serve`: opens the store, bootstraps first-start state (master key, managed CA, admin token) and runs
+//! the admin listener until SIGTERM or Ctrl-C.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use portcullis_admin::{AdminSettings, AdminState};
+use portcullis_pki::{CaParams, ManagedCa, MasterKey};
+use portcullis_store::{Actor, NewManagedCa, Store, TokenScope};
+
+/// Options of `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Where Portcullis keeps its SQLite database, master key and admin token.
+    #[arg(long, env = "PORTCULLIS_DATA_DIR", default_value = "portcullis-data")]
+    pub data_dir: PathBuf,
+    /// Use this database instead of SQLite in the data directory (postgres://… for a fleet of nodes).
+    #[arg(long, env = "PORTCULLIS_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Address of the admin API. It carries secrets: keep it on localhost unless you know why not.
+    #[arg(long, env = "PORTCULLIS_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+    pub admin_listen: SocketAddr,
+    /// Most active client certificates per zone (Cloudflare's error 1445 past it).
+    #[arg(long, default_value_t = 100_000)]
+    pub client_certificate_quota: u32,
+    /// Most bring-your-own CAs (Cloudflare's error 1489 past it).
+    #[arg(long, default_value_t = 100)]
+    pub ca_limit: u32,
+}
+
+/// Everything `serve` starts from, ready to run.
+pub struct Bootstrapped {
+    pub store: Store,
+    pub master_key: Arc<MasterKey>,
+    /// The admin token's secret when this start created it (first start), so it can be shown once.
+    pub new_admin_token: Option<String>,
+}
+
+/// Creates the data directory, loads or makes the master key, opens the store, and creates the managed CA and the
+/// first admin token when they do not exist yet.
+pub async fn bootstrap(args: &ServeArgs) -> anyhow::Result<Bootstrapped> {
+    create_private_dir(&args.data_dir)?;
+    let master_key = Arc::new(load_master_key(&args.data_dir)?);
+    let store = match &args.database_url {
+        Some(url) => Store::open(url).await.with_context(|| "opening the database")?,
+        None => {
+            let path = args.data_dir.join("portcullis.db");
+            Store::open_sqlite(&path).await.with_context(|| format!("opening {}", path.display()))?
+        }
+    };
+
+    if store.active_managed_ca().await?.is_none() {
+        let now = time::OffsetDateTime::now_utc();
+        let ca = ManagedCa::create(&CaParams::default(), now).context("creating the managed CA")?;
+        store
+            .add_managed_ca(
+                NewManagedCa {
+                    id: ca.id().to_owned(),
+                    name: ca.name().to_owned(),
+                    certificate: ca.certificate_pem(),
+                    sealed_key: ca.sealed_key(&master_key),
+                    key_type: ca.key_type().as_str().to_owned(),
+                },
+                &Actor::system(),
+            )
+            .await?;
+        tracing::info!(ca = ca.name(), "created the managed CA");
+    }
+
+    let mut new_admin_token = None;
+    if store.list_tokens().await?.is_empty() {
+        let (token, secret) = store.create_token("admin", TokenScope::Write, &Actor::system()).await?;
+        // A token file left from an earlier database names a token that no longer exists: replace it.
+        let path = args.data_dir.join("admin-token");
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::warn!(path = %path.display(), "replaced a stale admin token file"),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).with_context(|| format!("removing {}", path.display())),
+        }
+        write_private_file(&path, format!("{secret}\n").as_bytes())?;
+        tracing::info!(token_id = token.id, "created the first admin token");
+        new_admin_token = Some(secret);
+    }
+    Ok(Bootstrapped { store, master_key, new_admin_token })
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let boot = bootstrap(&args).await?;
+    if let Some(secret) = &boot.new_admin_token {
+        // Shown once, on the first start; it is also in <data-dir>/admin-token (mode 0600).
+        println!("admin token (also written to {}): {secret}", args.data_dir.join("admin-token").display());
+    }
+    let state = AdminState {
+        store: boot.store.clone(),
+        settings: Arc::new(AdminSettings {
+            client_certificate_quota: args.client_certificate_quota,
+            mtls_certificate_limit: args.ca_limit,
+        }),
+    };
+    let listener = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin listener to {}", args.admin_listen))?;
+    let local = listener.local_addr()?;
+    if !local.ip().is_loopback() {
+        tracing::warn!(%local, "the admin API listens beyond localhost; protect it (firewall, TLS-terminating proxy)");
+    }
+    println!("admin API listening on http://{local}/client/v4");
+    tracing::info!(%local, backend = boot.store.backend(), "admin API listening");
+    axum::serve(listener, portcullis_admin::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("admin listener failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// The master key from `PORTCULLIS_MASTER_KEY`, else `<data-dir>/master.key`, made on the first start.
+fn load_master_key(data_dir: &Path) -> anyhow::Result<MasterKey> {
+    if let Ok(text) = std::env::var("PORTCULLIS_MASTER_KEY") {
+        return MasterKey::from_text(&text).context("PORTCULLIS_MASTER_KEY");
+    }
+    let path = data_dir.join("master.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => MasterKey::from_text(text.trim()).with_context(|| format!("reading {}", path.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let key = MasterKey::generate();
+            write_private_file(&path, format!("{}\n", key.to_hex()).as_bytes())?;
+            tracing::warn!(path = %path.display(), "generated a master key; back it up: CA keys cannot be unsealed without it");
+            Ok(key)
+        }
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).with_context(|| format!("creating the data directory {}", dir.display()))
+}
+
+/// Writes a secret to a new file readable only by its owner; refuses to overwrite an existing one.
+fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = match options.open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!("{} already exists; refusing to overwrite a secret", path.display())
+        }
+        Err(err) => return Err(err).with_context(|| format!("creating {}", path.display())),
+    };
+    file.write_all(contents).with_context(|| format!("writing {}", path.display()))?;
+    file.sync_all().with_context(|| format!("writing {}", path.display()))
+}
