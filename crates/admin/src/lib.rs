@@ -11,6 +11,7 @@ mod associations;
 mod auth;
 mod events;
 mod hostnames;
+mod rulesets;
 mod time_fmt;
 mod tokens;
 mod zones;
@@ -100,6 +101,9 @@ fn api_routes() -> OpenApiRouter<AdminState> {
             associations::get_associations,
             associations::put_associations
         ))
+        .routes(routes!(rulesets::get_entrypoint, rulesets::put_entrypoint))
+        .routes(routes!(rulesets::add_rule))
+        .routes(routes!(rulesets::update_rule, rulesets::delete_rule))
         .routes(routes!(events::list_events))
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))

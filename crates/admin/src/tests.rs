@@ -403,3 +403,116 @@ async fn openapi_document_lists_every_route() {
         );
     }
 }
+
+#[tokio::test]
+async fn rulesets_compile_on_write_and_keep_order() {
+    let api = Api::new().await;
+    let zone = api.zone("example.com").await;
+    let entry =
+        format!("/client/v4/zones/{zone}/rulesets/phases/http_request_firewall_custom/entrypoint");
+    let (status, body) = api.get(&entry).await;
+    assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7003));
+
+    let mtls = r#"(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/api"}"#;
+    let (status, body) = api
+        .send(Method::PUT, &entry, json!({"rules": [{"description": "mTLS-enforced authentication", "expression": mtls, "action": "block"}]}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rs = &body["result"];
+    assert_eq!(rs["phase"], "http_request_firewall_custom");
+    assert_eq!(rs["kind"], "zone");
+    assert_eq!(rs["version"], "1");
+    assert_eq!(rs["rules"][0]["expression"], mtls);
+    assert_eq!(rs["rules"][0]["enabled"], true);
+    let ruleset_id = rs["id"].as_str().expect("id").to_owned();
+    let first = rs["rules"][0]["id"].as_str().expect("rule id").to_owned();
+
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &entry,
+            json!({"rules": [{"expression": "http.hots eq \"a\"", "action": "block"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (code, message) = error(&body);
+    assert_eq!(code, 1400);
+    assert!(
+        message
+            .starts_with("rule 1 (no id): invalid expression: unknown field \"http.hots\" at 1:1"),
+        "{message}"
+    );
+    assert!(message.contains("did you mean \"http.host\"?"), "{message}");
+    assert!(
+        message.contains('^'),
+        "the caret diagnostic is included: {message}"
+    );
+    let (_, body) = api.get(&entry).await;
+    assert_eq!(
+        body["result"]["rules"].as_array().expect("rules").len(),
+        1,
+        "nothing half-written"
+    );
+
+    let rules = format!("/client/v4/zones/{zone}/rulesets/{ruleset_id}/rules");
+    let (status, body) = api
+        .send(Method::POST, &rules, json!({"expression": "http.host eq \"example.com\"", "action": "log", "position": {"index": 1}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let actions: Vec<_> = body["result"]["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| r["action"].clone())
+        .collect();
+    assert_eq!(actions, [json!("log"), json!("block")]);
+
+    let (status, body) = api
+        .send(Method::POST, &rules, json!({"expression": "true", "action": "block",
+            "action_parameters": {"response": {"status_code": 200, "content": "x", "content_type": "text/plain"}}}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error(&body).1.contains("invalid custom response"), "{body}");
+
+    let (status, body) = api
+        .send(
+            Method::PATCH,
+            &format!("{rules}/{first}"),
+            json!({"enabled": false, "position": {"before": ""}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let r0 = &body["result"]["rules"][0];
+    assert_eq!(
+        (r0["id"].as_str(), &r0["enabled"], &r0["version"]),
+        (Some(first.as_str()), &json!(false), &json!("2"))
+    );
+
+    let (status, body) = api
+        .call(
+            Method::DELETE,
+            &format!("{rules}/{first}"),
+            Some(&api.write.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["rules"].as_array().expect("rules").len(), 1);
+    let (status, body) = api
+        .call(
+            Method::DELETE,
+            &format!("{rules}/{first}"),
+            Some(&api.write.clone()),
+            None,
+        )
+        .await;
+    assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7003));
+
+    let (status, body) = api
+        .get(&format!(
+            "/client/v4/zones/{zone}/rulesets/phases/http_ratelimit/entrypoint"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(error(&body).1.contains("not supported"), "{body}");
+}

@@ -1,0 +1,461 @@
+//! Rulesets: `/zones/{zone_id}/rulesets/phases/http_request_firewall_custom/entrypoint` and the rule calls,
+//! in Cloudflare's shapes. Every write compiles the whole resulting ruleset first, so an invalid expression (reported
+//! with its caret diagnostic) or a bad custom response never reaches the store.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use portcullis_rules::{Action, ActionParameters, CompiledRuleset, RuleProblem, RulesetError};
+use portcullis_store::{Actor, NewRule, Position, Rule, Ruleset};
+
+use crate::AdminState;
+use crate::api::{ApiError, ApiJson, ApiResult, codes, ok};
+use crate::time_fmt::rfc3339;
+
+/// The only phase Portcullis evaluates.
+pub const PHASE: &str = "http_request_firewall_custom";
+
+/// A rule as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleView {
+    pub id: String,
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub version: String,
+    pub action: String,
+    pub expression: String,
+    pub description: String,
+    pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub action_parameters: Option<serde_json::Value>,
+    pub last_updated: String,
+}
+
+/// A ruleset as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RulesetView {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub kind: &'static str,
+    pub phase: String,
+    pub version: String,
+    pub last_updated: String,
+    pub rules: Vec<RuleView>,
+}
+
+fn rule_view(rule: Rule) -> RuleView {
+    RuleView {
+        reference: rule.id.clone(),
+        id: rule.id,
+        version: rule.version.to_string(),
+        action: rule.action,
+        expression: rule.expression,
+        description: rule.description,
+        enabled: rule.enabled,
+        action_parameters: rule.action_parameters,
+        last_updated: rfc3339(rule.last_updated),
+    }
+}
+
+fn ruleset_view(rs: Ruleset) -> RulesetView {
+    RulesetView {
+        id: rs.id,
+        name: rs.name,
+        description: rs.description,
+        kind: "zone",
+        phase: rs.phase,
+        version: rs.version.to_string(),
+        last_updated: rfc3339(rs.last_updated),
+        rules: rs.rules.into_iter().map(rule_view).collect(),
+    }
+}
+
+/// A rule in a request body.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleInput {
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Accepted for compatibility with Cloudflare exports; Portcullis uses `id`.
+    #[serde(default, rename = "ref")]
+    pub reference: Option<String>,
+    /// Accepted and ignored: versions are assigned by the server.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub version: Option<String>,
+    /// Accepted and ignored.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub last_updated: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    pub expression: String,
+    #[schema(value_type = String, example = "block")]
+    pub action: Action,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub action_parameters: Option<ActionParameters>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Where to put a new rule (POST) or move an existing one (PATCH).
+    #[serde(default)]
+    pub position: Option<PositionInput>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Cloudflare's `position`: exactly one of `before`, `after` or `index`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PositionInput {
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub index: Option<u32>,
+}
+
+impl PositionInput {
+    fn resolve(&self) -> Result<Position, ApiError> {
+        match (&self.before, &self.after, self.index) {
+            (Some(id), None, None) if id.is_empty() => Ok(Position::Index(1)),
+            (Some(id), None, None) => Ok(Position::Before(id.clone())),
+            (None, Some(id), None) if id.is_empty() => Ok(Position::Last),
+            (None, Some(id), None) => Ok(Position::After(id.clone())),
+            (None, None, Some(index)) => Ok(Position::Index(index)),
+            _ => Err(ApiError::invalid(
+                "position must have exactly one of before, after or index",
+            )),
+        }
+    }
+}
+
+fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::Block => "block",
+        Action::Log => "log",
+        Action::Skip => "skip",
+    }
+}
+
+impl RuleInput {
+    fn id(&self) -> Option<String> {
+        self.id
+            .clone()
+            .or_else(|| self.reference.clone())
+            .filter(|id| !id.is_empty())
+    }
+
+    fn to_new_rule(&self) -> Result<NewRule, ApiError> {
+        let action_parameters = match &self.action_parameters {
+            Some(params) => Some(serde_json::to_value(params).map_err(ApiError::internal)?),
+            None => None,
+        };
+        Ok(NewRule {
+            id: self.id(),
+            description: self.description.clone(),
+            expression: self.expression.clone(),
+            action: action_name(self.action).to_owned(),
+            action_parameters,
+            enabled: self.enabled,
+        })
+    }
+}
+
+/// The rules engine's view of a stored rule, to compile a whole ruleset before it is written.
+fn engine_rule(rule: &NewRule) -> Result<portcullis_rules::Rule, ApiError> {
+    let action = match rule.action.as_str() {
+        "block" => Action::Block,
+        "log" => Action::Log,
+        "skip" => Action::Skip,
+        other => {
+            return Err(ApiError::internal(format!(
+                "stored rule has unknown action {other:?}"
+            )));
+        }
+    };
+    let action_parameters = match &rule.action_parameters {
+        Some(v) => Some(serde_json::from_value(v.clone()).map_err(ApiError::internal)?),
+        None => None,
+    };
+    Ok(portcullis_rules::Rule {
+        id: rule.id.clone(),
+        description: rule.description.clone(),
+        expression: rule.expression.clone(),
+        action,
+        action_parameters,
+        enabled: rule.enabled,
+    })
+}
+
+fn stored_as_new(rule: &Rule) -> NewRule {
+    NewRule {
+        id: Some(rule.id.clone()),
+        description: rule.description.clone(),
+        expression: rule.expression.clone(),
+        action: rule.action.clone(),
+        action_parameters: rule.action_parameters.clone(),
+        enabled: rule.enabled,
+    }
+}
+
+/// Compiles `rules` as one ruleset; the error names the rule and, for expressions, shows the caret diagnostic.
+fn compile(rules: &[NewRule]) -> Result<(), ApiError> {
+    let ruleset = portcullis_rules::Ruleset {
+        rules: rules.iter().map(engine_rule).collect::<Result<_, _>>()?,
+    };
+    CompiledRuleset::compile(&ruleset)
+        .map(|_| ())
+        .map_err(|err| ruleset_error(&err, rules))
+}
+
+fn ruleset_error(err: &RulesetError, rules: &[NewRule]) -> ApiError {
+    let message = match (&err.problem, rules.get(err.index)) {
+        (RuleProblem::Expression(e), Some(rule)) => {
+            format!("{err}\n{}", e.render(&rule.expression))
+        }
+        _ => err.to_string(),
+    };
+    ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID, message)
+}
+
+/// `PUT …/entrypoint` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutEntrypoint {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Accepted for Cloudflare compatibility; must be `zone` if given.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Accepted for Cloudflare compatibility; must be this phase if given.
+    #[serde(default)]
+    pub phase: Option<String>,
+    pub rules: Vec<RuleInput>,
+}
+
+fn check_phase(phase: &str) -> Result<(), ApiError> {
+    if phase == PHASE {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            format!("phase {phase:?} is not supported; Portcullis evaluates {PHASE:?}"),
+        ))
+    }
+}
+
+/// Get the zone's entry-point ruleset of a phase.
+#[utoipa::path(get, path = "/zones/{zone_id}/rulesets/phases/{phase}/entrypoint", tag = "rulesets",
+    params(("zone_id" = String, Path, description = "Zone id"), ("phase" = String, Path, description = "http_request_firewall_custom")),
+    responses((status = 200, description = "The ruleset", body = RulesetView)))]
+pub async fn get_entrypoint(
+    State(state): State<AdminState>,
+    Path((zone_id, phase)): Path<(String, String)>,
+) -> ApiResult {
+    check_phase(&phase)?;
+    match state.store.entrypoint(&zone_id, &phase).await? {
+        Some(rs) => Ok(ok(ruleset_view(rs))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            format!("zone {zone_id:?} has no entry-point ruleset for {phase:?} yet; PUT one"),
+        )),
+    }
+}
+
+/// Create or replace the zone's entry-point ruleset of a phase.
+#[utoipa::path(put, path = "/zones/{zone_id}/rulesets/phases/{phase}/entrypoint", tag = "rulesets",
+    request_body = PutEntrypoint,
+    params(("zone_id" = String, Path, description = "Zone id"), ("phase" = String, Path, description = "http_request_firewall_custom")),
+    responses((status = 200, description = "The ruleset", body = RulesetView)))]
+pub async fn put_entrypoint(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path((zone_id, phase)): Path<(String, String)>,
+    ApiJson(body): ApiJson<PutEntrypoint>,
+) -> ApiResult {
+    check_phase(&phase)?;
+    if body.kind.as_deref().is_some_and(|k| k != "zone") {
+        return Err(ApiError::invalid("kind must be \"zone\""));
+    }
+    if body.phase.as_deref().is_some_and(|p| p != phase) {
+        return Err(ApiError::invalid(format!(
+            "phase in the body must be {phase:?}"
+        )));
+    }
+    if body.rules.iter().any(|r| r.position.is_some()) {
+        return Err(ApiError::invalid(
+            "position is only accepted when adding or moving one rule",
+        ));
+    }
+    let rules = body
+        .rules
+        .iter()
+        .map(RuleInput::to_new_rule)
+        .collect::<Result<Vec<_>, _>>()?;
+    compile(&rules)?;
+    let name = body.name.unwrap_or_else(|| "default".to_owned());
+    let description = body.description.unwrap_or_default();
+    let rs = state
+        .store
+        .put_entrypoint(&zone_id, &phase, &name, &description, rules, &actor)
+        .await?;
+    Ok(ok(ruleset_view(rs)))
+}
+
+/// Add a rule to a ruleset (at the end, or at `position`).
+#[utoipa::path(post, path = "/zones/{zone_id}/rulesets/{ruleset_id}/rules", tag = "rulesets",
+    request_body = RuleInput,
+    params(("zone_id" = String, Path, description = "Zone id"), ("ruleset_id" = String, Path, description = "Ruleset id")),
+    responses((status = 200, description = "The whole ruleset, with the new rule", body = RulesetView)))]
+pub async fn add_rule(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path((zone_id, ruleset_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<RuleInput>,
+) -> ApiResult {
+    let current = ruleset_by_id(&state, &zone_id, &ruleset_id).await?;
+    let new = body.to_new_rule()?;
+    let position = body
+        .position
+        .as_ref()
+        .map(PositionInput::resolve)
+        .transpose()?
+        .unwrap_or(Position::Last);
+    // Compile the ruleset as it will be (order does not change validity, so appending is enough to check).
+    let mut all: Vec<NewRule> = current.rules.iter().map(stored_as_new).collect();
+    all.push(new.clone());
+    compile(&all)?;
+    let rs = state
+        .store
+        .add_rule(&zone_id, &ruleset_id, new, position, &actor)
+        .await?;
+    Ok(ok(ruleset_view(rs)))
+}
+
+/// `PATCH …/rules/{rule_id}` body: fields to change; absent ones stay.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchRule {
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Accepted for compatibility (a GET result can be sent back); ignored.
+    #[serde(default, rename = "ref")]
+    #[allow(dead_code)]
+    pub reference: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub version: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub last_updated: Option<String>,
+    pub description: Option<String>,
+    pub expression: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub action: Option<Action>,
+    #[schema(value_type = Option<Object>)]
+    pub action_parameters: Option<ActionParameters>,
+    pub enabled: Option<bool>,
+    pub position: Option<PositionInput>,
+}
+
+/// Change a rule (and optionally move it).
+#[utoipa::path(patch, path = "/zones/{zone_id}/rulesets/{ruleset_id}/rules/{rule_id}", tag = "rulesets",
+    request_body = PatchRule,
+    params(("zone_id" = String, Path, description = "Zone id"), ("ruleset_id" = String, Path, description = "Ruleset id"),
+           ("rule_id" = String, Path, description = "Rule id")),
+    responses((status = 200, description = "The whole ruleset", body = RulesetView)))]
+pub async fn update_rule(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path((zone_id, ruleset_id, rule_id)): Path<(String, String, String)>,
+    ApiJson(body): ApiJson<PatchRule>,
+) -> ApiResult {
+    if body.id.as_deref().is_some_and(|id| id != rule_id) {
+        return Err(ApiError::invalid("a rule's id cannot be changed"));
+    }
+    let current = ruleset_by_id(&state, &zone_id, &ruleset_id).await?;
+    let existing = current
+        .rules
+        .iter()
+        .find(|r| r.id == rule_id)
+        .ok_or_else(|| ApiError::not_found("rule", &rule_id))?;
+    let mut updated = stored_as_new(existing);
+    if let Some(description) = body.description {
+        updated.description = description;
+    }
+    if let Some(expression) = body.expression {
+        updated.expression = expression;
+    }
+    if let Some(action) = body.action {
+        updated.action = action_name(action).to_owned();
+        if action != Action::Block {
+            updated.action_parameters = None;
+        }
+    }
+    if let Some(params) = body.action_parameters {
+        updated.action_parameters = Some(serde_json::to_value(params).map_err(ApiError::internal)?);
+    }
+    if let Some(enabled) = body.enabled {
+        updated.enabled = enabled;
+    }
+    let all: Vec<NewRule> = current
+        .rules
+        .iter()
+        .map(|r| {
+            if r.id == rule_id {
+                updated.clone()
+            } else {
+                stored_as_new(r)
+            }
+        })
+        .collect();
+    compile(&all)?;
+    let position = body
+        .position
+        .as_ref()
+        .map(PositionInput::resolve)
+        .transpose()?;
+    let rs = state
+        .store
+        .update_rule(&zone_id, &ruleset_id, &rule_id, updated, position, &actor)
+        .await?;
+    Ok(ok(ruleset_view(rs)))
+}
+
+/// Delete a rule.
+#[utoipa::path(delete, path = "/zones/{zone_id}/rulesets/{ruleset_id}/rules/{rule_id}", tag = "rulesets",
+    params(("zone_id" = String, Path, description = "Zone id"), ("ruleset_id" = String, Path, description = "Ruleset id"),
+           ("rule_id" = String, Path, description = "Rule id")),
+    responses((status = 200, description = "The whole ruleset, without the rule", body = RulesetView)))]
+pub async fn delete_rule(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path((zone_id, ruleset_id, rule_id)): Path<(String, String, String)>,
+) -> ApiResult {
+    let rs = state
+        .store
+        .delete_rule(&zone_id, &ruleset_id, &rule_id, &actor)
+        .await?;
+    Ok(ok(ruleset_view(rs)))
+}
+
+async fn ruleset_by_id(
+    state: &AdminState,
+    zone_id: &str,
+    ruleset_id: &str,
+) -> Result<Ruleset, ApiError> {
+    match state.store.entrypoint(zone_id, PHASE).await? {
+        Some(rs) if rs.id == ruleset_id => Ok(rs),
+        _ => Err(ApiError::not_found("ruleset", ruleset_id)),
+    }
+}
