@@ -131,7 +131,10 @@ pub async fn zone(args: ZoneArgs) -> anyhow::Result<ExitCode> {
             if args.api.json {
                 print_json(&zones)?;
             } else {
-                let rows: Vec<_> = array(&zones).iter().map(|z| vec![s(z, "id"), s(z, "name"), s(z, "status")]).collect();
+                let rows: Vec<_> = array(&zones)
+                    .iter()
+                    .map(|z| vec![s(z, "id"), s(z, "name"), s(z, "status")])
+                    .collect();
                 print_table(&["ID", "NAME", "STATUS"], &rows);
             }
         }
@@ -194,7 +197,13 @@ const HOST_HEADERS: [&str; 5] = ["HOSTNAME", "ORIGIN", "TLS_CLIENT_AUTH", "FORWA
 pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
     let api = ApiClient::new(&args.api)?;
     match args.command {
-        HostCommand::Add { host, origin, zone, tls_client_auth, forward_cert } => {
+        HostCommand::Add {
+            host,
+            origin,
+            zone,
+            tls_client_auth,
+            forward_cert,
+        } => {
             let zone = find_zone(&api, zone.as_deref(), Some(&host)).await?;
             let mut body = json!({ "hostname": host, "origin": origin });
             if let Some(mode) = tls_client_auth {
@@ -203,11 +212,19 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             if let Some(style) = forward_cert {
                 body["client_certificate_forwarding"] = json!(style);
             }
-            let created = api.send(Method::POST, &format!("/zones/{}/hostnames", s(&zone, "id")), &body).await?.result;
+            let created = api
+                .send(Method::POST, &format!("/zones/{}/hostnames", s(&zone, "id")), &body)
+                .await?
+                .result;
             if args.api.json {
                 print_json(&created)?;
             } else {
-                println!("added {} → {} in zone {}", s(&created, "hostname"), s(&created, "origin"), s(&zone, "name"));
+                println!(
+                    "added {} → {} in zone {}",
+                    s(&created, "hostname"),
+                    s(&created, "origin"),
+                    s(&zone, "name")
+                );
             }
         }
         HostCommand::List { zone } => {
@@ -217,7 +234,11 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             };
             let mut all = Vec::new();
             for z in &zones {
-                all.extend(array(&api.get(&format!("/zones/{}/hostnames", s(z, "id"))).await?.result).iter().cloned());
+                all.extend(
+                    array(&api.get(&format!("/zones/{}/hostnames", s(z, "id"))).await?.result)
+                        .iter()
+                        .cloned(),
+                );
             }
             if args.api.json {
                 print_json(&Value::Array(all))?;
@@ -231,16 +252,24 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
                 print_json(&found)?;
             } else {
                 let assoc = api
-                    .get(&format!("/zones/{}/certificate_authorities/hostname_associations", s(&zone, "id")))
+                    .get(&format!(
+                        "/zones/{}/certificate_authorities/hostname_associations",
+                        s(&zone, "id")
+                    ))
                     .await?
                     .result;
-                let managed = array(&assoc["hostnames"]).iter().any(|h| h.as_str() == Some(s(&found, "hostname").as_str()));
+                let managed = array(&assoc["hostnames"])
+                    .iter()
+                    .any(|h| h.as_str() == Some(s(&found, "hostname").as_str()));
                 for (key, value) in [
                     ("hostname", s(&found, "hostname")),
                     ("zone", s(&zone, "name")),
                     ("origin", s(&found, "origin")),
                     ("tls_client_auth", s(&found, "tls_client_auth")),
-                    ("client_certificate_forwarding", s(&found, "client_certificate_forwarding")),
+                    (
+                        "client_certificate_forwarding",
+                        s(&found, "client_certificate_forwarding"),
+                    ),
                     ("origin_tls_verify", s(&found, "origin_tls_verify")),
                     ("managed_ca_mtls", managed.to_string()),
                     ("id", s(&found, "id")),
@@ -251,7 +280,8 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         }
         HostCommand::Remove { host } => {
             let (zone, found) = find_host(&api, &host).await?;
-            api.delete(&format!("/zones/{}/hostnames/{}", s(&zone, "id"), s(&found, "id"))).await?;
+            api.delete(&format!("/zones/{}/hostnames/{}", s(&zone, "id"), s(&found, "id")))
+                .await?;
             println!("removed {}", s(&found, "hostname"));
         }
     }
@@ -266,11 +296,19 @@ pub async fn mtls(args: MtlsArgs) -> anyhow::Result<ExitCode> {
     };
     let (zone, found) = find_host(&api, &host).await?;
     let name = s(&found, "hostname");
-    let path = format!("/zones/{}/certificate_authorities/hostname_associations", s(&zone, "id"));
-    let query = ca.as_ref().map(|id| format!("?mtls_certificate_id={id}")).unwrap_or_default();
+    let path = format!(
+        "/zones/{}/certificate_authorities/hostname_associations",
+        s(&zone, "id")
+    );
+    let query = ca
+        .as_ref()
+        .map(|id| format!("?mtls_certificate_id={id}"))
+        .unwrap_or_default();
     let current = api.get(&format!("{path}{query}")).await?.result;
-    let mut hostnames: Vec<String> =
-        array(&current["hostnames"]).iter().filter_map(|h| h.as_str().map(str::to_owned)).collect();
+    let mut hostnames: Vec<String> = array(&current["hostnames"])
+        .iter()
+        .filter_map(|h| h.as_str().map(str::to_owned))
+        .collect();
     let present = hostnames.contains(&name);
     match (enable, present) {
         (true, true) | (false, false) => {
@@ -302,11 +340,19 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
     let api = ApiClient::new(&args.api)?;
     match args.command {
         TokenCommand::Create { scope, name } => {
-            let token = api.send(Method::POST, "/user/tokens", &json!({ "name": name, "scope": scope })).await?.result;
+            let token = api
+                .send(Method::POST, "/user/tokens", &json!({ "name": name, "scope": scope }))
+                .await?
+                .result;
             if args.api.json {
                 print_json(&token)?;
             } else {
-                println!("created {} token {} ({}); its secret, shown once:", s(&token, "scope"), s(&token, "name"), s(&token, "id"));
+                println!(
+                    "created {} token {} ({}); its secret, shown once:",
+                    s(&token, "scope"),
+                    s(&token, "name"),
+                    s(&token, "id")
+                );
                 println!("{}", s(&token, "value"));
             }
         }
@@ -317,7 +363,15 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
             } else {
                 let rows: Vec<_> = array(&tokens)
                     .iter()
-                    .map(|t| vec![s(t, "id"), s(t, "name"), s(t, "scope"), s(t, "status"), s(t, "issued_on")])
+                    .map(|t| {
+                        vec![
+                            s(t, "id"),
+                            s(t, "name"),
+                            s(t, "scope"),
+                            s(t, "status"),
+                            s(t, "issued_on"),
+                        ]
+                    })
                     .collect();
                 print_table(&["ID", "NAME", "SCOPE", "STATUS", "ISSUED_ON"], &rows);
             }

@@ -70,9 +70,8 @@ fn certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 
 fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let now = match &args.at {
-        Some(text) => OffsetDateTime::parse(text, &Rfc3339).with_context(|| {
-            format!("--at {text:?} is not an RFC 3339 time such as 2030-01-01T00:00:00Z")
-        })?,
+        Some(text) => OffsetDateTime::parse(text, &Rfc3339)
+            .with_context(|| format!("--at {text:?} is not an RFC 3339 time such as 2030-01-01T00:00:00Z"))?,
         None => OffsetDateTime::now_utc(),
     };
     let mut chain = certificates(&args.cert)?;
@@ -89,10 +88,7 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     for path in &args.crl {
         let data = read(path)?;
         if args.ca.is_empty() {
-            bail!(
-                "{}: a CRL needs the CA that signed it (--ca)",
-                path.display()
-            );
+            bail!("{}: a CRL needs the CA that signed it (--ca)", path.display());
         }
         builder
             .add_crl(&data)
@@ -107,20 +103,13 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             let value = match value {
                 FactValue::Bool(b) => serde_json::Value::Bool(*b),
                 FactValue::Str(s) => serde_json::Value::String((*s).to_owned()),
-                FactValue::Array(items) => serde_json::Value::Array(
-                    items
-                        .iter()
-                        .cloned()
-                        .map(serde_json::Value::String)
-                        .collect(),
-                ),
+                FactValue::Array(items) => {
+                    serde_json::Value::Array(items.iter().cloned().map(serde_json::Value::String).collect())
+                }
             };
             map.insert((*name).to_owned(), value);
         }
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::Value::Object(map))?
-        );
+        println!("{}", serde_json::to_string_pretty(&serde_json::Value::Object(map))?);
     } else {
         let width = fields.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
         for (name, value) in &fields {

@@ -50,10 +50,8 @@ pub fn run(args: RulesArgs) -> anyhow::Result<ExitCode> {
                 let (name, text) = spec
                     .split_once('=')
                     .with_context(|| format!("--field {spec:?}: expected NAME=VALUE"))?;
-                let (id, value) =
-                    parse_field_value(name, text).with_context(|| format!("--field {spec:?}"))?;
-                ctx.set(id, value)
-                    .with_context(|| format!("--field {spec:?}"))?;
+                let (id, value) = parse_field_value(name, text).with_context(|| format!("--field {spec:?}"))?;
+                ctx.set(id, value).with_context(|| format!("--field {spec:?}"))?;
             }
             let Some(program) = compile_or_report(&expression) else {
                 return Ok(ExitCode::from(2));

@@ -90,13 +90,19 @@ impl ApiClient {
             }
             None => Bytes::new(),
         };
-        let req = req.body(Full::new(payload)).with_context(|| format!("building the request to {url}"))?;
+        let req = req
+            .body(Full::new(payload))
+            .with_context(|| format!("building the request to {url}"))?;
         let resp = tokio::time::timeout(Duration::from_secs(60), self.http.request(req))
             .await
             .map_err(|_| anyhow!("{method} {url}: no answer within 60 s"))?
             .with_context(|| format!("{method} {url}: cannot reach the admin API (is `portcullis serve` running?)"))?;
         let status = resp.status();
-        let bytes = resp.into_body().collect().await.with_context(|| format!("{method} {url}: reading the answer"))?;
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .with_context(|| format!("{method} {url}: reading the answer"))?;
         let envelope: Value = serde_json::from_slice(&bytes.to_bytes())
             .with_context(|| format!("{method} {url}: the answer (HTTP {status}) is not JSON"))?;
         if envelope["success"] != Value::Bool(true) {
@@ -114,7 +120,10 @@ impl ApiClient {
             }
             bail!("{}", messages.join("; "));
         }
-        Ok(ApiResponse { result: envelope["result"].clone(), result_info: envelope.get("result_info").cloned() })
+        Ok(ApiResponse {
+            result: envelope["result"].clone(),
+            result_info: envelope.get("result_info").cloned(),
+        })
     }
 }
 

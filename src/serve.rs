@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// Most bring-your-own CAs (Cloudflare's error 1489 past it).
     #[arg(long, default_value_t = 100)]
     pub ca_limit: u32,
+    /// Public base URL under which `/crl/<ca-id>.crl` is reachable; written into issued certificates as their CRL
+    /// distribution point. Without it, certificates carry none.
+    #[arg(long, env = "PORTCULLIS_CRL_BASE_URL")]
+    pub crl_base_url: Option<String>,
 }
 
 /// Everything `serve` starts from, ready to run.
@@ -48,7 +52,9 @@ pub async fn bootstrap(args: &ServeArgs) -> anyhow::Result<Bootstrapped> {
         Some(url) => Store::open(url).await.with_context(|| "opening the database")?,
         None => {
             let path = args.data_dir.join("portcullis.db");
-            Store::open_sqlite(&path).await.with_context(|| format!("opening {}", path.display()))?
+            Store::open_sqlite(&path)
+                .await
+                .with_context(|| format!("opening {}", path.display()))?
         }
     };
 
@@ -84,22 +90,31 @@ pub async fn bootstrap(args: &ServeArgs) -> anyhow::Result<Bootstrapped> {
         tracing::info!(token_id = token.id, "created the first admin token");
         new_admin_token = Some(secret);
     }
-    Ok(Bootstrapped { store, master_key, new_admin_token })
+    Ok(Bootstrapped {
+        store,
+        master_key,
+        new_admin_token,
+    })
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let boot = bootstrap(&args).await?;
     if let Some(secret) = &boot.new_admin_token {
         // Shown once, on the first start; it is also in <data-dir>/admin-token (mode 0600).
-        println!("admin token (also written to {}): {secret}", args.data_dir.join("admin-token").display());
+        println!(
+            "admin token (also written to {}): {secret}",
+            args.data_dir.join("admin-token").display()
+        );
     }
-    let state = AdminState {
-        store: boot.store.clone(),
-        settings: Arc::new(AdminSettings {
+    let state = AdminState::new(
+        boot.store.clone(),
+        AdminSettings {
             client_certificate_quota: args.client_certificate_quota,
             mtls_certificate_limit: args.ca_limit,
-        }),
-    };
+            crl_base_url: args.crl_base_url.clone(),
+        },
+        boot.master_key.clone(),
+    );
     let listener = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding the admin listener to {}", args.admin_listen))?;
@@ -168,7 +183,9 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).with_context(|| format!("creating the data directory {}", dir.display()))
+    builder
+        .create(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))
 }
 
 /// Writes a secret to a new file readable only by its owner; refuses to overwrite an existing one.
@@ -184,6 +201,7 @@ fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         }
         Err(err) => return Err(err).with_context(|| format!("creating {}", path.display())),
     };
-    file.write_all(contents).with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents)
+        .with_context(|| format!("writing {}", path.display()))?;
     file.sync_all().with_context(|| format!("writing {}", path.display()))
 }

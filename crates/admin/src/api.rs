@@ -183,12 +183,10 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { kind, id } => ApiError::not_found(kind, &id),
             StoreError::Conflict(message) => ApiError::conflict(message),
             StoreError::Invalid(message) => ApiError::invalid(message),
-            StoreError::LimitReached { code, message } => {
-                ApiError::new(StatusCode::BAD_REQUEST, code, message)
+            StoreError::LimitReached { code, message } => ApiError::new(StatusCode::BAD_REQUEST, code, message),
+            other @ (StoreError::UnsupportedUrl(_) | StoreError::Database(_) | StoreError::Migrate(_)) => {
+                ApiError::internal(other)
             }
-            other @ (StoreError::UnsupportedUrl(_)
-            | StoreError::Database(_)
-            | StoreError::Migrate(_)) => ApiError::internal(other),
         }
     }
 }
@@ -236,16 +234,14 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             codes::MALFORMED_JSON,
             "the request body must be JSON with Content-Type: application/json",
         ),
-        JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                codes::TOO_LARGE,
-                format!(
-                    "request body is larger than the limit of {} bytes",
-                    crate::MAX_BODY_BYTES
-                ),
-            )
-        }
+        JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::TOO_LARGE,
+            format!(
+                "request body is larger than the limit of {} bytes",
+                crate::MAX_BODY_BYTES
+            ),
+        ),
         other => ApiError::new(other.status(), codes::MALFORMED_JSON, other.body_text()),
     }
 }

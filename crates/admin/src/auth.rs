@@ -11,11 +11,7 @@ use crate::AdminState;
 use crate::api::{ApiError, codes};
 
 /// Checks the request's token and its scope, then passes the request on with the caller's [`Actor`] attached.
-pub async fn require_token(
-    State(state): State<AdminState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+pub async fn require_token(State(state): State<AdminState>, mut req: Request, next: Next) -> Response {
     let Some(secret) = bearer(&req) else {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,

@@ -122,11 +122,7 @@ pub struct UpdateHostname {
 
 /// Checks an origin URL: `http` or `https`, a host, optionally a port, and nothing else.
 pub fn check_origin(origin: &str) -> Result<String, ApiError> {
-    let bad = |why: &str| {
-        Err(ApiError::invalid(format!(
-            "invalid origin {origin:?}: {why}"
-        )))
-    };
+    let bad = |why: &str| Err(ApiError::invalid(format!("invalid origin {origin:?}: {why}")));
     let uri: Uri = match origin.parse() {
         Ok(uri) => uri,
         Err(err) => return bad(&err.to_string()),
@@ -147,11 +143,7 @@ pub fn check_origin(origin: &str) -> Result<String, ApiError> {
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return bad("only scheme, host and port are allowed (no path or query)");
     }
-    Ok(format!(
-        "{}://{}",
-        uri.scheme_str().unwrap_or("http"),
-        authority
-    ))
+    Ok(format!("{}://{}", uri.scheme_str().unwrap_or("http"), authority))
 }
 
 fn check_origin_ca(pem: &str) -> Result<(), ApiError> {
@@ -194,10 +186,7 @@ pub async fn create_hostname(
 #[utoipa::path(get, path = "/zones/{zone_id}/hostnames", tag = "hostnames",
     params(("zone_id" = String, Path, description = "Zone id")),
     responses((status = 200, description = "The zone's hostnames", body = [HostnameView])))]
-pub async fn list_hostnames(
-    State(state): State<AdminState>,
-    Path(zone_id): Path<String>,
-) -> ApiResult {
+pub async fn list_hostnames(State(state): State<AdminState>, Path(zone_id): Path<String>) -> ApiResult {
     state.store.zone(&zone_id).await?;
     let hosts = state
         .store
@@ -219,10 +208,7 @@ pub async fn list_hostnames(
 #[utoipa::path(get, path = "/zones/{zone_id}/hostnames/{hostname_id}", tag = "hostnames",
     params(("zone_id" = String, Path, description = "Zone id"), ("hostname_id" = String, Path, description = "Hostname id")),
     responses((status = 200, description = "The hostname", body = HostnameView)))]
-pub async fn get_hostname(
-    State(state): State<AdminState>,
-    Path((zone_id, id)): Path<(String, String)>,
-) -> ApiResult {
+pub async fn get_hostname(State(state): State<AdminState>, Path((zone_id, id)): Path<(String, String)>) -> ApiResult {
     Ok(ok(view(state.store.hostname(&zone_id, &id).await?)?))
 }
 
@@ -237,8 +223,7 @@ pub async fn update_hostname(
     ApiJson(body): ApiJson<UpdateHostname>,
 ) -> ApiResult {
     let current = state.store.hostname(&zone_id, &id).await?;
-    let mut settings =
-        HostnameSettings::from_stored(&current.settings).map_err(ApiError::internal)?;
+    let mut settings = HostnameSettings::from_stored(&current.settings).map_err(ApiError::internal)?;
     let origin = body.origin.as_deref().map(check_origin).transpose()?;
     if let Some(mode) = body.tls_client_auth {
         settings.tls_client_auth = mode;

@@ -9,6 +9,8 @@
 mod api;
 mod associations;
 mod auth;
+mod byoca;
+mod certs;
 mod events;
 mod hostnames;
 mod rulesets;
@@ -16,7 +18,8 @@ mod time_fmt;
 mod tokens;
 mod zones;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -28,6 +31,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use portcullis_pki::MasterKey;
 use portcullis_store::Store;
 
 pub use api::{ApiError, Envelope, ErrorItem, ResultInfo, codes};
@@ -43,6 +47,9 @@ pub struct AdminSettings {
     pub client_certificate_quota: u32,
     /// Most bring-your-own CAs per account (Cloudflare's error 1489 past it).
     pub mtls_certificate_limit: u32,
+    /// Public base URL of this admin listener's `/crl/…` path, written into issued certificates as their CRL
+    /// distribution point; none when unset.
+    pub crl_base_url: Option<String>,
 }
 
 impl Default for AdminSettings {
@@ -50,15 +57,34 @@ impl Default for AdminSettings {
         AdminSettings {
             client_certificate_quota: 100_000,
             mtls_certificate_limit: 100,
+            crl_base_url: None,
         }
     }
 }
+
+/// Built CRLs by CA id: (store generation at build time, DER).
+type CrlCache = HashMap<String, (u64, Vec<u8>)>;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AdminState {
     pub store: Store,
     pub settings: Arc<AdminSettings>,
+    /// Unseals managed-CA keys for issuing and CRL signing.
+    pub master_key: Arc<MasterKey>,
+    /// Built CRLs by CA id, with the store generation they were built at.
+    crl_cache: Arc<Mutex<CrlCache>>,
+}
+
+impl AdminState {
+    pub fn new(store: Store, settings: AdminSettings, master_key: Arc<MasterKey>) -> Self {
+        AdminState {
+            store,
+            settings: Arc::new(settings),
+            master_key,
+            crl_cache: Arc::default(),
+        }
+    }
 }
 
 #[derive(OpenApi)]
@@ -88,22 +114,32 @@ fn api_routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(zones::create_zone, zones::list_zones))
         .routes(routes!(zones::get_zone, zones::delete_zone))
-        .routes(routes!(
-            hostnames::create_hostname,
-            hostnames::list_hostnames
-        ))
+        .routes(routes!(hostnames::create_hostname, hostnames::list_hostnames))
         .routes(routes!(
             hostnames::get_hostname,
             hostnames::update_hostname,
             hostnames::delete_hostname
         ))
-        .routes(routes!(
-            associations::get_associations,
-            associations::put_associations
-        ))
+        .routes(routes!(associations::get_associations, associations::put_associations))
         .routes(routes!(rulesets::get_entrypoint, rulesets::put_entrypoint))
         .routes(routes!(rulesets::add_rule))
         .routes(routes!(rulesets::update_rule, rulesets::delete_rule))
+        .routes(routes!(
+            certs::create_client_certificate,
+            certs::list_client_certificates
+        ))
+        .routes(routes!(
+            certs::get_client_certificate,
+            certs::patch_client_certificate,
+            certs::revoke_client_certificate
+        ))
+        .routes(routes!(certs::list_managed_cas))
+        .routes(routes!(certs::rotate_managed_ca))
+        .routes(routes!(certs::retire_managed_ca))
+        .routes(routes!(byoca::upload, byoca::list))
+        .routes(routes!(byoca::get, byoca::delete))
+        .routes(routes!(byoca::associations))
+        .routes(routes!(byoca::put_crl))
         .routes(routes!(events::list_events))
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
@@ -119,10 +155,7 @@ pub fn router(state: AdminState) -> Router {
     let (api, spec) = api_routes().split_for_parts();
     let spec = Arc::new(spec);
     let api = api
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
         .with_state(state.clone());
     Router::new()
         .route(
@@ -132,19 +165,18 @@ pub fn router(state: AdminState) -> Router {
                 async move { axum::Json(spec.as_ref().clone()) }
             }),
         )
+        // CRLs are public: whoever verifies our certificates must be able to fetch them.
+        .route("/crl/{file}", get(certs::crl))
+        .route("/client/v4/crl/{file}", get(certs::crl))
         .nest("/client/v4", api)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
 }
 
 async fn no_route() -> Response {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        codes::NO_ROUTE,
-        "No route for that URI",
-    )
-    .into_response()
+    ApiError::new(StatusCode::NOT_FOUND, codes::NO_ROUTE, "No route for that URI").into_response()
 }
 
 async fn method_not_allowed() -> Response {

@@ -174,9 +174,7 @@ fn engine_rule(rule: &NewRule) -> Result<portcullis_rules::Rule, ApiError> {
         "log" => Action::Log,
         "skip" => Action::Skip,
         other => {
-            return Err(ApiError::internal(format!(
-                "stored rule has unknown action {other:?}"
-            )));
+            return Err(ApiError::internal(format!("stored rule has unknown action {other:?}")));
         }
     };
     let action_parameters = match &rule.action_parameters {
@@ -288,9 +286,7 @@ pub async fn put_entrypoint(
         return Err(ApiError::invalid("kind must be \"zone\""));
     }
     if body.phase.as_deref().is_some_and(|p| p != phase) {
-        return Err(ApiError::invalid(format!(
-            "phase in the body must be {phase:?}"
-        )));
+        return Err(ApiError::invalid(format!("phase in the body must be {phase:?}")));
     }
     if body.rules.iter().any(|r| r.position.is_some()) {
         return Err(ApiError::invalid(
@@ -420,11 +416,7 @@ pub async fn update_rule(
         })
         .collect();
     compile(&all)?;
-    let position = body
-        .position
-        .as_ref()
-        .map(PositionInput::resolve)
-        .transpose()?;
+    let position = body.position.as_ref().map(PositionInput::resolve).transpose()?;
     let rs = state
         .store
         .update_rule(&zone_id, &ruleset_id, &rule_id, updated, position, &actor)
@@ -442,18 +434,11 @@ pub async fn delete_rule(
     Extension(actor): Extension<Actor>,
     Path((zone_id, ruleset_id, rule_id)): Path<(String, String, String)>,
 ) -> ApiResult {
-    let rs = state
-        .store
-        .delete_rule(&zone_id, &ruleset_id, &rule_id, &actor)
-        .await?;
+    let rs = state.store.delete_rule(&zone_id, &ruleset_id, &rule_id, &actor).await?;
     Ok(ok(ruleset_view(rs)))
 }
 
-async fn ruleset_by_id(
-    state: &AdminState,
-    zone_id: &str,
-    ruleset_id: &str,
-) -> Result<Ruleset, ApiError> {
+async fn ruleset_by_id(state: &AdminState, zone_id: &str, ruleset_id: &str) -> Result<Ruleset, ApiError> {
     match state.store.entrypoint(zone_id, PHASE).await? {
         Some(rs) if rs.id == ruleset_id => Ok(rs),
         _ => Err(ApiError::not_found("ruleset", ruleset_id)),

@@ -26,9 +26,7 @@ impl Api {
 
     async fn with_settings(settings: AdminSettings) -> Api {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open_sqlite(&dir.path().join("p.db"))
-            .await
-            .expect("store");
+        let store = Store::open_sqlite(&dir.path().join("p.db")).await.expect("store");
         let (_, write) = store
             .create_token("w", TokenScope::Write, &Actor::system())
             .await
@@ -37,10 +35,13 @@ impl Api {
             .create_token("r", TokenScope::Read, &Actor::system())
             .await
             .expect("token");
-        let router = router(AdminState {
-            store: store.clone(),
-            settings: std::sync::Arc::new(settings),
-        });
+        let state = AdminState::new(
+            store.clone(),
+            settings,
+            std::sync::Arc::new(portcullis_pki::MasterKey::generate()),
+        );
+        bootstrap_ca(&state).await;
+        let router = router(state);
         Api {
             router,
             store,
@@ -50,13 +51,7 @@ impl Api {
         }
     }
 
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&str>,
-    ) -> (StatusCode, Value) {
+    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<&str>) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(token) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -71,33 +66,45 @@ impl Api {
         let resp = self.router.clone().oneshot(req).await.expect("response");
         let status = resp.status();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        let value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        let value =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
         (status, value)
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(Method::GET, path, Some(&self.write.clone()), None)
-            .await
+        self.call(Method::GET, path, Some(&self.write.clone()), None).await
     }
 
     async fn send(&self, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(
-            method,
-            path,
-            Some(&self.write.clone()),
-            Some(&body.to_string()),
-        )
-        .await
+        self.call(method, path, Some(&self.write.clone()), Some(&body.to_string()))
+            .await
     }
 
     async fn zone(&self, name: &str) -> String {
-        let (status, body) = self
-            .send(Method::POST, "/client/v4/zones", json!({"name": name}))
-            .await;
+        let (status, body) = self.send(Method::POST, "/client/v4/zones", json!({"name": name})).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["result"]["id"].as_str().expect("zone id").to_owned()
     }
+}
+
+/// What `portcullis serve` does on first start: create the managed CA.
+async fn bootstrap_ca(state: &AdminState) {
+    let ca = portcullis_pki::ManagedCa::create(&portcullis_pki::CaParams::default(), time::OffsetDateTime::now_utc())
+        .expect("CA");
+    state
+        .store
+        .add_managed_ca(
+            portcullis_store::NewManagedCa {
+                id: ca.id().to_owned(),
+                name: ca.name().to_owned(),
+                certificate: ca.certificate_pem(),
+                sealed_key: ca.sealed_key(&state.master_key),
+                key_type: ca.key_type().as_str().to_owned(),
+            },
+            &Actor::system(),
+        )
+        .await
+        .expect("store CA");
 }
 
 fn error(body: &Value) -> (u64, String) {
@@ -118,16 +125,12 @@ async fn tokens_are_required_and_read_tokens_cannot_write() {
         error(&body),
         (10000, "Authentication error: missing bearer token".into())
     );
-    let (status, body) = api
-        .call(Method::GET, "/client/v4/zones", Some("pct_nope"), None)
-        .await;
+    let (status, body) = api.call(Method::GET, "/client/v4/zones", Some("pct_nope"), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(error(&body).0, 10000);
 
     let read = api.read.clone();
-    let (status, body) = api
-        .call(Method::GET, "/client/v4/zones", Some(&read), None)
-        .await;
+    let (status, body) = api.call(Method::GET, "/client/v4/zones", Some(&read), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = api
         .call(
@@ -169,17 +172,10 @@ async fn zones_follow_cloudflare_shapes() {
     assert_eq!((status, &got["result"]["id"]), (StatusCode::OK, &json!(id)));
 
     let (status, body) = api
-        .send(
-            Method::POST,
-            "/client/v4/zones",
-            json!({"name": "example.com"}),
-        )
+        .send(Method::POST, "/client/v4/zones", json!({"name": "example.com"}))
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        error(&body),
-        (1409, "zone \"example.com\" already exists".into())
-    );
+    assert_eq!(error(&body), (1409, "zone \"example.com\" already exists".into()));
 
     let (status, _) = api
         .call(
@@ -232,35 +228,23 @@ async fn bad_input_is_named_and_leaves_nothing() {
         ),
     ];
     for (body, status, code, message) in cases {
-        let (got_status, got) = api
-            .call(Method::POST, "/client/v4/zones", Some(&w), Some(body))
-            .await;
+        let (got_status, got) = api.call(Method::POST, "/client/v4/zones", Some(&w), Some(body)).await;
         assert_eq!(got_status.as_u16(), *status, "{body}: {got}");
         assert_eq!(error(&got), (*code, (*message).to_owned()), "{body}");
     }
     let huge = format!(r#"{{"name": "{}"}}"#, "a".repeat(crate::MAX_BODY_BYTES));
-    let (status, body) = api
-        .call(Method::POST, "/client/v4/zones", Some(&w), Some(&huge))
-        .await;
+    let (status, body) = api.call(Method::POST, "/client/v4/zones", Some(&w), Some(&huge)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(
         error(&body),
-        (
-            1413,
-            "request body is larger than the limit of 1048576 bytes".into()
-        )
+        (1413, "request body is larger than the limit of 1048576 bytes".into())
     );
     assert!(api.store.list_zones().await.expect("zones").is_empty());
 
     let (status, body) = api.get("/client/v4/nothing/here").await;
     assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7000));
-    let (status, body) = api
-        .call(Method::PUT, "/client/v4/zones", Some(&w), Some("{}"))
-        .await;
-    assert_eq!(
-        (status, error(&body).0),
-        (StatusCode::METHOD_NOT_ALLOWED, 7001)
-    );
+    let (status, body) = api.call(Method::PUT, "/client/v4/zones", Some(&w), Some("{}")).await;
+    assert_eq!((status, error(&body).0), (StatusCode::METHOD_NOT_ALLOWED, 7001));
 }
 
 #[tokio::test]
@@ -302,18 +286,11 @@ async fn hostnames_and_associations() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        error(&body).1.contains("unknown variant `smoke-signals`"),
-        "{body}"
-    );
+    assert!(error(&body).1.contains("unknown variant `smoke-signals`"), "{body}");
 
     let path = format!("{base}/certificate_authorities/hostname_associations");
     let (status, body) = api
-        .send(
-            Method::PUT,
-            &path,
-            json!({"hostnames": ["api.example.com"]}),
-        )
+        .send(Method::PUT, &path, json!({"hostnames": ["api.example.com"]}))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["result"], json!({"hostnames": ["api.example.com"]}));
@@ -321,11 +298,7 @@ async fn hostnames_and_associations() {
     assert_eq!(body["result"]["hostnames"], json!(["api.example.com"]));
 
     let (status, body) = api
-        .send(
-            Method::PUT,
-            &path,
-            json!({"hostnames": ["api.example.org"]}),
-        )
+        .send(Method::PUT, &path, json!({"hostnames": ["api.example.org"]}))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(
@@ -333,9 +306,7 @@ async fn hostnames_and_associations() {
         "hostname \"api.example.org\" is not in zone \"example.com\""
     );
     let (status, body) = api
-        .get(&format!(
-            "{path}?mtls_certificate_id=ffffffffffffffffffffffffffffffff"
-        ))
+        .get(&format!("{path}?mtls_certificate_id=ffffffffffffffffffffffffffffffff"))
         .await;
     assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7003));
 }
@@ -353,9 +324,7 @@ async fn tokens_via_the_api_show_their_secret_once() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let secret = body["result"]["value"].as_str().expect("value").to_owned();
     let id = body["result"]["id"].as_str().expect("id").to_owned();
-    let (status, _) = api
-        .call(Method::GET, "/client/v4/zones", Some(&secret), None)
-        .await;
+    let (status, _) = api.call(Method::GET, "/client/v4/zones", Some(&secret), None).await;
     assert_eq!(status, StatusCode::OK);
     let (_, list) = api.get("/client/v4/user/tokens").await;
     assert!(
@@ -374,18 +343,14 @@ async fn tokens_via_the_api_show_their_secret_once() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = api
-        .call(Method::GET, "/client/v4/zones", Some(&secret), None)
-        .await;
+    let (status, _) = api.call(Method::GET, "/client/v4/zones", Some(&secret), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
 async fn openapi_document_lists_every_route() {
     let api = Api::new().await;
-    let (status, doc) = api
-        .call(Method::GET, "/client/v4/openapi.json", None, None)
-        .await;
+    let (status, doc) = api.call(Method::GET, "/client/v4/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
     let paths = doc["paths"].as_object().expect("paths");
     for path in [
@@ -408,14 +373,17 @@ async fn openapi_document_lists_every_route() {
 async fn rulesets_compile_on_write_and_keep_order() {
     let api = Api::new().await;
     let zone = api.zone("example.com").await;
-    let entry =
-        format!("/client/v4/zones/{zone}/rulesets/phases/http_request_firewall_custom/entrypoint");
+    let entry = format!("/client/v4/zones/{zone}/rulesets/phases/http_request_firewall_custom/entrypoint");
     let (status, body) = api.get(&entry).await;
     assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7003));
 
     let mtls = r#"(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/api"}"#;
     let (status, body) = api
-        .send(Method::PUT, &entry, json!({"rules": [{"description": "mTLS-enforced authentication", "expression": mtls, "action": "block"}]}))
+        .send(
+            Method::PUT,
+            &entry,
+            json!({"rules": [{"description": "mTLS-enforced authentication", "expression": mtls, "action": "block"}]}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let rs = &body["result"];
@@ -438,15 +406,11 @@ async fn rulesets_compile_on_write_and_keep_order() {
     let (code, message) = error(&body);
     assert_eq!(code, 1400);
     assert!(
-        message
-            .starts_with("rule 1 (no id): invalid expression: unknown field \"http.hots\" at 1:1"),
+        message.starts_with("rule 1 (no id): invalid expression: unknown field \"http.hots\" at 1:1"),
         "{message}"
     );
     assert!(message.contains("did you mean \"http.host\"?"), "{message}");
-    assert!(
-        message.contains('^'),
-        "the caret diagnostic is included: {message}"
-    );
+    assert!(message.contains('^'), "the caret diagnostic is included: {message}");
     let (_, body) = api.get(&entry).await;
     assert_eq!(
         body["result"]["rules"].as_array().expect("rules").len(),
@@ -456,7 +420,11 @@ async fn rulesets_compile_on_write_and_keep_order() {
 
     let rules = format!("/client/v4/zones/{zone}/rulesets/{ruleset_id}/rules");
     let (status, body) = api
-        .send(Method::POST, &rules, json!({"expression": "http.host eq \"example.com\"", "action": "log", "position": {"index": 1}}))
+        .send(
+            Method::POST,
+            &rules,
+            json!({"expression": "http.host eq \"example.com\"", "action": "log", "position": {"index": 1}}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let actions: Vec<_> = body["result"]["rules"]
@@ -468,8 +436,12 @@ async fn rulesets_compile_on_write_and_keep_order() {
     assert_eq!(actions, [json!("log"), json!("block")]);
 
     let (status, body) = api
-        .send(Method::POST, &rules, json!({"expression": "true", "action": "block",
-            "action_parameters": {"response": {"status_code": 200, "content": "x", "content_type": "text/plain"}}}))
+        .send(
+            Method::POST,
+            &rules,
+            json!({"expression": "true", "action": "block",
+            "action_parameters": {"response": {"status_code": 200, "content": "x", "content_type": "text/plain"}}}),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error(&body).1.contains("invalid custom response"), "{body}");

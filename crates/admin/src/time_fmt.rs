@@ -6,10 +6,8 @@ use time::macros::format_description;
 /// `unix` seconds as `YYYY-MM-DDTHH:MM:SSZ`; out-of-range values are clamped to the epoch.
 pub fn rfc3339(unix: i64) -> String {
     let at = OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    at.format(format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
-    ))
-    .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+    at.format(format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z"))
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
 }
 
 #[cfg(test)]

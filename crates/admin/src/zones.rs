@@ -88,10 +88,7 @@ pub async fn create_zone(
         )));
     }
     let zone = state.store.create_zone(&body.name, &actor).await?;
-    Ok(ok_status(
-        StatusCode::CREATED,
-        zone_view(zone, &account.name),
-    ))
+    Ok(ok_status(StatusCode::CREATED, zone_view(zone, &account.name)))
 }
 
 /// List zones.
@@ -121,10 +118,7 @@ pub async fn list_zones(State(state): State<AdminState>) -> ApiResult {
     responses((status = 200, description = "The zone", body = ZoneView)))]
 pub async fn get_zone(State(state): State<AdminState>, Path(zone_id): Path<String>) -> ApiResult {
     let account = state.store.account().await?;
-    Ok(ok(zone_view(
-        state.store.zone(&zone_id).await?,
-        &account.name,
-    )))
+    Ok(ok(zone_view(state.store.zone(&zone_id).await?, &account.name)))
 }
 
 /// The `{id}` result of a delete.

@@ -7,8 +7,7 @@ use crate::error::StoreError;
 use crate::hostnames::check_hostname;
 use crate::ids::{new_id, now};
 use crate::model::{
-    Actor, CaRef, HostnameAssociation, ManagedCa, ManagedCaStatus, MtlsCertificate, NewManagedCa,
-    NewMtlsCertificate,
+    Actor, CaRef, HostnameAssociation, ManagedCa, ManagedCaStatus, MtlsCertificate, NewManagedCa, NewMtlsCertificate,
 };
 
 macro_rules! managed_ca_columns {
@@ -30,11 +29,7 @@ pub const MAX_ASSOCIATED_HOSTNAMES: usize = 1_000;
 impl Store {
     /// Stores a new managed CA and makes it the active one. The previously active CA stays trusted (rotation), so
     /// certificates it issued keep working until it is retired.
-    pub async fn add_managed_ca(
-        &self,
-        ca: NewManagedCa,
-        actor: &Actor,
-    ) -> Result<ManagedCa, StoreError> {
+    pub async fn add_managed_ca(&self, ca: NewManagedCa, actor: &Actor) -> Result<ManagedCa, StoreError> {
         let account = self.account().await?;
         let record = ManagedCa {
             id: ca.id,
@@ -70,15 +65,7 @@ impl Store {
             .bind(record.retired_on)
             .execute(&mut *tx)
             .await?;
-            commit_write!(
-                self,
-                tx,
-                actor,
-                "create",
-                "managed_ca",
-                &record.id,
-                &record.name
-            );
+            commit_write!(self, tx, actor, "create", "managed_ca", &record.id, &record.name);
         });
         Ok(record)
     }
@@ -110,23 +97,19 @@ impl Store {
     pub async fn retire_managed_ca(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let status: Option<String> =
-                sqlx::query_scalar("SELECT status FROM managed_cas WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let status: Option<String> = sqlx::query_scalar("SELECT status FROM managed_cas WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
             match status.as_deref() {
                 None => return Err(StoreError::not_found("managed CA", id)),
                 Some("active") => {
                     return Err(StoreError::Conflict(
-                        "the active managed CA cannot be retired; rotate to a new CA first"
-                            .to_owned(),
+                        "the active managed CA cannot be retired; rotate to a new CA first".to_owned(),
                     ));
                 }
                 Some("retired") => {
-                    return Err(StoreError::Conflict(format!(
-                        "managed CA {id:?} is already retired"
-                    )));
+                    return Err(StoreError::Conflict(format!("managed CA {id:?} is already retired")));
                 }
                 Some(_) => {}
             }
@@ -215,15 +198,7 @@ impl Store {
             .bind(record.crl_updated_on)
             .execute(&mut *tx)
             .await?;
-            commit_write!(
-                self,
-                tx,
-                actor,
-                "create",
-                "mtls_certificate",
-                &record.id,
-                &record.name
-            );
+            commit_write!(self, tx, actor, "create", "mtls_certificate", &record.id, &record.name);
         });
         Ok(record)
     }
@@ -262,11 +237,10 @@ impl Store {
     pub async fn delete_mtls_certificate(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let in_use: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM hostname_associations WHERE ca_ref = $1")
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let in_use: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hostname_associations WHERE ca_ref = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
             if in_use > 0 {
                 return Err(StoreError::Conflict(format!(
                     "mtls_certificate {id:?} is associated with {in_use} hostname(s); remove the associations first"
@@ -286,23 +260,19 @@ impl Store {
     }
 
     /// Sets (replaces) the CRL of a bring-your-own CA. The caller has checked its signature against the CA.
-    pub async fn set_mtls_certificate_crl(
-        &self,
-        id: &str,
-        crl_der: &[u8],
-        actor: &Actor,
-    ) -> Result<(), StoreError> {
+    pub async fn set_mtls_certificate_crl(&self, id: &str, crl_der: &[u8], actor: &Actor) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             let at = now();
-            let updated =
-                sqlx::query("UPDATE mtls_certificates SET crl = $1, crl_updated_on = $2, updated_at = $2 WHERE id = $3")
-                    .bind(crl_der)
-                    .bind(at)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+            let updated = sqlx::query(
+                "UPDATE mtls_certificates SET crl = $1, crl_updated_on = $2, updated_at = $2 WHERE id = $3",
+            )
+            .bind(crl_der)
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             if updated == 0 {
                 return Err(StoreError::not_found("mtls_certificate", id));
             }
@@ -312,11 +282,7 @@ impl Store {
     }
 
     /// The hostnames of zone `zone_id` guarded by `ca`, sorted.
-    pub async fn hostname_associations(
-        &self,
-        zone_id: &str,
-        ca: &CaRef,
-    ) -> Result<Vec<String>, StoreError> {
+    pub async fn hostname_associations(&self, zone_id: &str, ca: &CaRef) -> Result<Vec<String>, StoreError> {
         self.zone(zone_id).await?;
         on_db!(&self.db, |pool| {
             let names: Vec<String> = sqlx::query_scalar(
@@ -375,24 +341,13 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            commit_write!(
-                self,
-                tx,
-                actor,
-                "replace",
-                "hostname_associations",
-                zone_id,
-                &detail
-            );
+            commit_write!(self, tx, actor, "replace", "hostname_associations", zone_id, &detail);
         });
         Ok(names)
     }
 
     /// Every association naming the bring-your-own CA `id`, across zones.
-    pub async fn mtls_certificate_associations(
-        &self,
-        id: &str,
-    ) -> Result<Vec<HostnameAssociation>, StoreError> {
+    pub async fn mtls_certificate_associations(&self, id: &str) -> Result<Vec<HostnameAssociation>, StoreError> {
         self.mtls_certificate(id).await?;
         on_db!(&self.db, |pool| {
             let rows = sqlx::query(
@@ -415,9 +370,8 @@ pub(crate) fn managed_ca_from_row(row: &impl RowExt) -> Result<ManagedCa, StoreE
         certificate: row.text("certificate")?,
         sealed_key: row.bytes("sealed_key")?,
         key_type: row.text("key_type")?,
-        status: ManagedCaStatus::parse(&status).ok_or_else(|| {
-            StoreError::Invalid(format!("stored managed CA has unknown status {status:?}"))
-        })?,
+        status: ManagedCaStatus::parse(&status)
+            .ok_or_else(|| StoreError::Invalid(format!("stored managed CA has unknown status {status:?}")))?,
         crl_number: row.int("crl_number")?,
         created_on: row.int("created_on")?,
         retired_on: row.opt_int("retired_on")?,

@@ -34,18 +34,15 @@ impl Store {
                 .bind(&cert.zone_id)
                 .execute(&mut *tx)
                 .await?;
-            let active: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM client_certificates WHERE zone_id = $1 AND status = 'active'",
-            )
-            .bind(&cert.zone_id)
-            .fetch_one(&mut *tx)
-            .await?;
+            let active: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM client_certificates WHERE zone_id = $1 AND status = 'active'")
+                    .bind(&cert.zone_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
             if active >= i64::from(quota) {
                 return Err(StoreError::LimitReached {
                     code: 1445,
-                    message: format!(
-                        "Hit maximum certificate allocation: {quota} certificates per zone are allowed"
-                    ),
+                    message: format!("Hit maximum certificate allocation: {quota} certificates per zone are allowed"),
                 });
             }
             sqlx::query(concat!(
@@ -122,20 +119,13 @@ impl Store {
             .bind(offset)
             .fetch_all(pool)
             .await?;
-            let certs = rows
-                .iter()
-                .map(client_cert_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
+            let certs = rows.iter().map(client_cert_from_row).collect::<Result<Vec<_>, _>>()?;
             Ok((certs, u64::try_from(total).unwrap_or(0)))
         })
     }
 
     /// The client certificate `id` of zone `zone_id`.
-    pub async fn client_certificate(
-        &self,
-        zone_id: &str,
-        id: &str,
-    ) -> Result<ClientCertificate, StoreError> {
+    pub async fn client_certificate(&self, zone_id: &str, id: &str) -> Result<ClientCertificate, StoreError> {
         on_db!(&self.db, |pool| {
             let row = sqlx::query(concat!(
                 "SELECT ",
@@ -162,7 +152,8 @@ impl Store {
         to: ClientCertificateStatus,
         actor: &Actor,
     ) -> Result<ClientCertificate, StoreError> {
-        let revoked_on = to.is_revoked().then(crate::ids::now);
+        // Only an active certificate is accepted by the edge; every other status refuses it from this moment.
+        let revoked_on = (to != ClientCertificateStatus::Active).then(crate::ids::now);
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             let updated = sqlx::query(
@@ -187,17 +178,28 @@ impl Store {
                 )));
             }
             let detail = format!("{} -> {}", from.as_str(), to.as_str());
-            commit_write!(
-                self,
-                tx,
-                actor,
-                "set_status",
-                "client_certificate",
-                id,
-                &detail
-            );
+            commit_write!(self, tx, actor, "set_status", "client_certificate", id, &detail);
         });
         self.client_certificate(zone_id, id).await
+    }
+}
+
+impl Store {
+    /// Serial numbers (lower hex) and revocation times of the certificates of managed CA `ca_id` that the edge
+    /// refuses (any status but `active`): what its CRL lists.
+    pub async fn revoked_client_certificates(&self, ca_id: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        on_db!(&self.db, |pool| {
+            let rows = sqlx::query(
+                "SELECT serial_number, COALESCE(revoked_on, issued_on) AS revoked_on FROM client_certificates \
+                 WHERE ca_id = $1 AND status <> 'active' ORDER BY serial_number",
+            )
+            .bind(ca_id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| Ok((r.text("serial_number")?, r.int("revoked_on")?)))
+                .collect()
+        })
     }
 }
 
@@ -222,11 +224,9 @@ pub(crate) fn client_cert_from_row(row: &impl RowExt) -> Result<ClientCertificat
         issued_on: row.int("issued_on")?,
         expires_on: row.int("expires_on")?,
         validity_days: row.int("validity_days")?,
-        status: ClientCertificateStatus::parse(&status).ok_or_else(|| {
-            StoreError::Invalid(format!(
-                "stored client certificate has unknown status {status:?}"
-            ))
-        })?,
+        status: status
+            .parse()
+            .map_err(|_| StoreError::Invalid(format!("stored client certificate has unknown status {status:?}")))?,
         revoked_on: row.opt_int("revoked_on")?,
     })
 }

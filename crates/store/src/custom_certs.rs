@@ -54,24 +54,13 @@ impl Store {
             .bind(record.modified_on)
             .execute(&mut *tx)
             .await?;
-            commit_write!(
-                self,
-                tx,
-                actor,
-                "create",
-                "custom_certificate",
-                &record.id,
-                &hosts
-            );
+            commit_write!(self, tx, actor, "create", "custom_certificate", &record.id, &hosts);
         });
         Ok(record)
     }
 
     /// The zone's server certificates, newest first.
-    pub async fn list_custom_certificates(
-        &self,
-        zone_id: &str,
-    ) -> Result<Vec<CustomCertificate>, StoreError> {
+    pub async fn list_custom_certificates(&self, zone_id: &str) -> Result<Vec<CustomCertificate>, StoreError> {
         self.zone(zone_id).await?;
         on_db!(&self.db, |pool| {
             let rows = sqlx::query(concat!(
@@ -87,11 +76,7 @@ impl Store {
     }
 
     /// The server certificate `id` of zone `zone_id`.
-    pub async fn custom_certificate(
-        &self,
-        zone_id: &str,
-        id: &str,
-    ) -> Result<CustomCertificate, StoreError> {
+    pub async fn custom_certificate(&self, zone_id: &str, id: &str) -> Result<CustomCertificate, StoreError> {
         on_db!(&self.db, |pool| {
             let row = sqlx::query(concat!(
                 "SELECT ",
@@ -108,21 +93,15 @@ impl Store {
     }
 
     /// Deletes the server certificate `id` of zone `zone_id`.
-    pub async fn delete_custom_certificate(
-        &self,
-        zone_id: &str,
-        id: &str,
-        actor: &Actor,
-    ) -> Result<(), StoreError> {
+    pub async fn delete_custom_certificate(&self, zone_id: &str, id: &str, actor: &Actor) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let deleted =
-                sqlx::query("DELETE FROM custom_certificates WHERE zone_id = $1 AND id = $2")
-                    .bind(zone_id)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+            let deleted = sqlx::query("DELETE FROM custom_certificates WHERE zone_id = $1 AND id = $2")
+                .bind(zone_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             if deleted == 0 {
                 return Err(StoreError::not_found("custom_certificate", id));
             }
@@ -136,11 +115,7 @@ pub(crate) fn custom_cert_from_row(row: &impl RowExt) -> Result<CustomCertificat
     let hosts = row.json("hosts")?;
     let hosts = hosts
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
     Ok(CustomCertificate {
         id: row.text("id")?,

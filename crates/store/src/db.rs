@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::watch;
 
 use crate::error::StoreError;
@@ -41,11 +39,10 @@ pub(crate) use on_db;
 /// Expands inside an `on_db!` body, where `$tx` is that backend's transaction.
 macro_rules! commit_write {
     ($store:expr, $tx:ident, $actor:expr, $action:expr, $object_type:expr, $object_id:expr, $detail:expr) => {{
-        let generation: i64 = sqlx::query_scalar(
-            "UPDATE generation SET value = value + 1 WHERE id = 1 RETURNING value",
-        )
-        .fetch_one(&mut *$tx)
-        .await?;
+        let generation: i64 =
+            sqlx::query_scalar("UPDATE generation SET value = value + 1 WHERE id = 1 RETURNING value")
+                .fetch_one(&mut *$tx)
+                .await?;
         sqlx::query(
             "INSERT INTO audit_log (at, token_id, action, object_type, object_id, detail) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -204,15 +201,7 @@ impl Store {
             .await?
             .rows_affected();
             if inserted == 1 {
-                commit_write!(
-                    self,
-                    tx,
-                    Actor::system(),
-                    "create",
-                    "account",
-                    &id,
-                    "first start"
-                );
+                commit_write!(self, tx, Actor::system(), "create", "account", &id, "first start");
             } else {
                 tx.rollback().await?;
             }

@@ -33,21 +33,22 @@ impl Store {
                 name: account.text("name")?,
                 created_on: account.int("created_on")?,
             };
-            let zones = sqlx::query("SELECT id, account_id, name, status, created_on, modified_on FROM zones ORDER BY name")
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| {
-                    Ok(Zone {
-                        id: r.text("id")?,
-                        account_id: r.text("account_id")?,
-                        name: r.text("name")?,
-                        status: r.text("status")?,
-                        created_on: r.int("created_on")?,
-                        modified_on: r.int("modified_on")?,
+            let zones =
+                sqlx::query("SELECT id, account_id, name, status, created_on, modified_on FROM zones ORDER BY name")
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        Ok(Zone {
+                            id: r.text("id")?,
+                            account_id: r.text("account_id")?,
+                            name: r.text("name")?,
+                            status: r.text("status")?,
+                            created_on: r.int("created_on")?,
+                            modified_on: r.int("modified_on")?,
+                        })
                     })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
+                    .collect::<Result<Vec<_>, StoreError>>()?;
             let hostnames = sqlx::query(
                 "SELECT id, zone_id, hostname, origin, settings, created_on, modified_on FROM hostnames ORDER BY hostname",
             )
@@ -84,7 +85,7 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
             let revoked_serials = sqlx::query(
                 "SELECT ca_id, serial_number FROM client_certificates \
-                 WHERE status IN ('revoked', 'pending_revocation') ORDER BY ca_id, serial_number",
+                 WHERE status <> 'active' ORDER BY ca_id, serial_number",
             )
             .fetch_all(&mut *tx)
             .await?
@@ -119,11 +120,7 @@ impl Store {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-            let index: HashMap<String, usize> = rulesets
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (r.id.clone(), i))
-                .collect();
+            let index: HashMap<String, usize> = rulesets.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
             let rules = sqlx::query(
                 "SELECT ruleset_id, id, description, expression, action, action_parameters, enabled, version, \
                  last_updated FROM rules ORDER BY ruleset_id, position",

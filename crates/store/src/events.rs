@@ -12,11 +12,7 @@ pub const MAX_EVENTS_PER_PAGE: u32 = 1_000;
 
 impl Store {
     /// Appends `events` in one transaction, then drops the oldest so that at most `retain` remain.
-    pub async fn record_security_events(
-        &self,
-        events: &[SecurityEvent],
-        retain: u64,
-    ) -> Result<(), StoreError> {
+    pub async fn record_security_events(&self, events: &[SecurityEvent], retain: u64) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -61,10 +57,7 @@ impl Store {
     }
 
     /// Events matching `filter`, newest first.
-    pub async fn list_security_events(
-        &self,
-        filter: &EventFilter,
-    ) -> Result<Vec<SecurityEvent>, StoreError> {
+    pub async fn list_security_events(&self, filter: &EventFilter) -> Result<Vec<SecurityEvent>, StoreError> {
         let limit = i64::from(filter.limit.clamp(1, MAX_EVENTS_PER_PAGE));
         on_db!(&self.db, |pool| {
             // '' (or 0 for after_id) disables a filter, so one query text serves every combination.

@@ -28,10 +28,7 @@ pub(crate) fn announce(changes: &watch::Sender<u64>, generation: i64) {
     });
 }
 
-pub(crate) fn spawn_listener(
-    pool: PgPool,
-    changes: watch::Sender<u64>,
-) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn_listener(pool: PgPool, changes: watch::Sender<u64>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             if let Err(err) = listen(&pool, &changes).await {

@@ -15,10 +15,7 @@ macro_rules! hostname_columns {
 
 /// Whether `hostname` is `zone` or a name under it: Cloudflare only lets a zone configure its own names.
 pub(crate) fn in_zone(hostname: &str, zone: &str) -> bool {
-    hostname == zone
-        || hostname
-            .strip_suffix(zone)
-            .is_some_and(|prefix| prefix.ends_with('.'))
+    hostname == zone || hostname.strip_suffix(zone).is_some_and(|prefix| prefix.ends_with('.'))
 }
 
 /// Checks a hostname (wildcards not allowed) and that it lies in the zone named `zone`.
@@ -78,15 +75,7 @@ impl Store {
                 }
                 other => other?,
             };
-            commit_write!(
-                self,
-                tx,
-                actor,
-                "create",
-                "hostname",
-                &record.id,
-                &record.hostname
-            );
+            commit_write!(self, tx, actor, "create", "hostname", &record.id, &record.hostname);
         });
         Ok(record)
     }
@@ -162,21 +151,15 @@ impl Store {
     }
 
     /// Removes a hostname and its CA associations.
-    pub async fn delete_hostname(
-        &self,
-        zone_id: &str,
-        id: &str,
-        actor: &Actor,
-    ) -> Result<(), StoreError> {
+    pub async fn delete_hostname(&self, zone_id: &str, id: &str, actor: &Actor) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let name: Option<String> = sqlx::query_scalar(
-                "DELETE FROM hostnames WHERE zone_id = $1 AND id = $2 RETURNING hostname",
-            )
-            .bind(zone_id)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let name: Option<String> =
+                sqlx::query_scalar("DELETE FROM hostnames WHERE zone_id = $1 AND id = $2 RETURNING hostname")
+                    .bind(zone_id)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             let Some(name) = name else {
                 return Err(StoreError::not_found("hostname", id));
             };

@@ -36,9 +36,8 @@ pub use db::Store;
 pub use error::StoreError;
 pub use events::MAX_EVENTS_PER_PAGE;
 pub use model::{
-    Account, Actor, ApiToken, AuditEntry, CaRef, ClientCertificate, ClientCertificateStatus,
-    CustomCertificate, EdgeState, EventFilter, Hostname, HostnameAssociation, ManagedCa,
-    ManagedCaStatus, MtlsCertificate, NewCustomCertificate, NewManagedCa, NewMtlsCertificate,
-    NewRule, Rule, Ruleset, SecurityEvent, TokenScope, Zone,
+    Account, Actor, ApiToken, AuditEntry, CaRef, ClientCertificate, ClientCertificateStatus, CustomCertificate,
+    EdgeState, EventFilter, Hostname, HostnameAssociation, ManagedCa, ManagedCaStatus, MtlsCertificate,
+    NewCustomCertificate, NewManagedCa, NewMtlsCertificate, NewRule, Rule, Ruleset, SecurityEvent, TokenScope, Zone,
 };
 pub use rulesets::{MAX_RULES, Position};

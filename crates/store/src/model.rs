@@ -213,11 +213,7 @@ impl CaRef {
     }
 
     pub(crate) fn from_db(s: String) -> Self {
-        if s == "managed" {
-            CaRef::Managed
-        } else {
-            CaRef::Mtls(s)
-        }
+        if s == "managed" { CaRef::Managed } else { CaRef::Mtls(s) }
     }
 }
 
@@ -229,47 +225,8 @@ pub struct HostnameAssociation {
     pub ca: CaRef,
 }
 
-/// The status of an issued client certificate, with Cloudflare's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientCertificateStatus {
-    Active,
-    PendingRevocation,
-    Revoked,
-    PendingReactivation,
-}
-
-impl ClientCertificateStatus {
-    /// Cloudflare's name for the status.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClientCertificateStatus::Active => "active",
-            ClientCertificateStatus::PendingRevocation => "pending_revocation",
-            ClientCertificateStatus::Revoked => "revoked",
-            ClientCertificateStatus::PendingReactivation => "pending_reactivation",
-        }
-    }
-
-    /// The status named `s`, if it is one.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "active" => Some(ClientCertificateStatus::Active),
-            "pending_revocation" => Some(ClientCertificateStatus::PendingRevocation),
-            "revoked" => Some(ClientCertificateStatus::Revoked),
-            "pending_reactivation" => Some(ClientCertificateStatus::PendingReactivation),
-            _ => None,
-        }
-    }
-
-    /// Whether a certificate in this status must be refused by the edge. A certificate on its way to revocation
-    /// is already refused: in Portcullis revocation takes effect at once.
-    pub fn is_revoked(self) -> bool {
-        matches!(
-            self,
-            ClientCertificateStatus::PendingRevocation | ClientCertificateStatus::Revoked
-        )
-    }
-}
+/// The status of an issued client certificate, with Cloudflare's names (`portcullis-pki` owns the status machine).
+pub use portcullis_pki::CertificateStatus as ClientCertificateStatus;
 
 /// A client certificate issued by a managed CA, with Cloudflare's fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -407,7 +364,7 @@ pub struct EdgeState {
     /// Managed CAs that are active or still trusted.
     pub managed_cas: Vec<ManagedCa>,
     pub mtls_certificates: Vec<MtlsCertificate>,
-    /// Serial numbers (lower hex) of managed-CA certificates that must be refused, by CA id.
+    /// Serial numbers (lower hex) of managed-CA certificates that must be refused (any status but `active`), by CA id.
     pub revoked_serials: Vec<(String, String)>,
     pub custom_certificates: Vec<CustomCertificate>,
     pub rulesets: Vec<Ruleset>,

@@ -31,11 +31,7 @@ pub enum Position {
 
 impl Store {
     /// The zone's entry-point ruleset for `phase`, if one exists.
-    pub async fn entrypoint(
-        &self,
-        zone_id: &str,
-        phase: &str,
-    ) -> Result<Option<Ruleset>, StoreError> {
+    pub async fn entrypoint(&self, zone_id: &str, phase: &str) -> Result<Option<Ruleset>, StoreError> {
         self.zone(zone_id).await?;
         on_db!(&self.db, |pool| {
             let row = sqlx::query(
@@ -64,10 +60,7 @@ impl Store {
                 description: row.text("description")?,
                 version: row.int("version")?,
                 last_updated: row.int("last_updated")?,
-                rules: rules
-                    .iter()
-                    .map(rule_from_row)
-                    .collect::<Result<_, _>>()?,
+                rules: rules.iter().map(rule_from_row).collect::<Result<_, _>>()?,
             }))
         })
     }
@@ -240,23 +233,19 @@ impl Store {
 
     /// Writes `ruleset.rules` back, in order, if the ruleset's version is still the one read (else a conflict:
     /// two concurrent edits must not silently lose one).
-    async fn rewrite_rules(
-        &self,
-        ruleset: Ruleset,
-        actor: &Actor,
-        action: &str,
-    ) -> Result<Ruleset, StoreError> {
+    async fn rewrite_rules(&self, ruleset: Ruleset, actor: &Actor, action: &str) -> Result<Ruleset, StoreError> {
         let at = now();
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let updated =
-                sqlx::query("UPDATE rulesets SET version = version + 1, last_updated = $1 WHERE id = $2 AND version = $3")
-                    .bind(at)
-                    .bind(&ruleset.id)
-                    .bind(ruleset.version)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+            let updated = sqlx::query(
+                "UPDATE rulesets SET version = version + 1, last_updated = $1 WHERE id = $2 AND version = $3",
+            )
+            .bind(at)
+            .bind(&ruleset.id)
+            .bind(ruleset.version)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             if updated == 0 {
                 return Err(StoreError::Conflict(format!(
                     "ruleset {:?} changed while this edit was being made; retry",
@@ -286,15 +275,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            commit_write!(
-                self,
-                tx,
-                actor,
-                action,
-                "ruleset",
-                &ruleset.id,
-                &ruleset.phase
-            );
+            commit_write!(self, tx, actor, action, "ruleset", &ruleset.id, &ruleset.phase);
         });
         self.ruleset_by_id(&ruleset.zone_id, &ruleset.id).await
     }
@@ -317,10 +298,7 @@ fn check_unique_ids(rules: &[Rule]) -> Result<(), StoreError> {
     let mut ids: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
     ids.sort_unstable();
     match ids.windows(2).find(|w| w[0] == w[1]) {
-        Some(w) => Err(StoreError::Invalid(format!(
-            "rule id {:?} appears twice",
-            w[0]
-        ))),
+        Some(w) => Err(StoreError::Invalid(format!("rule id {:?} appears twice", w[0]))),
         None => Ok(()),
     }
 }
@@ -337,9 +315,7 @@ fn resolve_position(rules: &[Rule], position: &Position) -> Result<usize, StoreE
         Position::Index(0) => {
             return Err(StoreError::Invalid("position index starts at 1".to_owned()));
         }
-        Position::Index(i) => usize::try_from(*i - 1)
-            .unwrap_or(usize::MAX)
-            .min(rules.len()),
+        Position::Index(i) => usize::try_from(*i - 1).unwrap_or(usize::MAX).min(rules.len()),
         Position::Before(id) => find(id)?,
         Position::After(id) => find(id)? + 1,
     })
@@ -347,14 +323,10 @@ fn resolve_position(rules: &[Rule], position: &Position) -> Result<usize, StoreE
 
 pub(crate) fn rule_from_row(row: &impl RowExt) -> Result<Rule, StoreError> {
     let action_parameters = match row.opt_text("action_parameters")? {
-        Some(text) => {
-            Some(
-                serde_json::from_str(&text).map_err(|err| sqlx::Error::ColumnDecode {
-                    index: "action_parameters".to_owned(),
-                    source: Box::new(err),
-                })?,
-            )
-        }
+        Some(text) => Some(serde_json::from_str(&text).map_err(|err| sqlx::Error::ColumnDecode {
+            index: "action_parameters".to_owned(),
+            source: Box::new(err),
+        })?),
         None => None,
     };
     Ok(Rule {

@@ -127,24 +127,15 @@ async fn account_is_created_once_and_survives_reopen() {
 async fn zones_create_list_get_delete() {
     on_both(|store, _| async move {
         let actor = Actor::token("0123456789abcdef0123456789abcdef");
-        let zone = store
-            .create_zone("Example.COM", &actor)
-            .await
-            .expect("create");
+        let zone = store.create_zone("Example.COM", &actor).await.expect("create");
         assert_eq!(zone.name, "example.com");
         assert_eq!(zone.status, "active");
         assert_eq!(store.zone(&zone.id).await.expect("get"), zone);
 
-        let err = store
-            .create_zone("example.com", &actor)
-            .await
-            .expect_err("duplicate");
+        let err = store.create_zone("example.com", &actor).await.expect_err("duplicate");
         assert_eq!(err.to_string(), "zone \"example.com\" already exists");
 
-        store
-            .create_zone("a.example.net", &actor)
-            .await
-            .expect("second zone");
+        store.create_zone("a.example.net", &actor).await.expect("second zone");
         let names: Vec<_> = store
             .list_zones()
             .await
@@ -156,14 +147,8 @@ async fn zones_create_list_get_delete() {
 
         store.delete_zone(&zone.id, &actor).await.expect("delete");
         let err = store.zone(&zone.id).await.expect_err("gone");
-        assert!(
-            matches!(err, StoreError::NotFound { kind: "zone", .. }),
-            "{err}"
-        );
-        let err = store
-            .delete_zone(&zone.id, &actor)
-            .await
-            .expect_err("second delete");
+        assert!(matches!(err, StoreError::NotFound { kind: "zone", .. }), "{err}");
+        let err = store.delete_zone(&zone.id, &actor).await.expect_err("second delete");
         assert_eq!(err.to_string(), format!("zone {:?} not found", zone.id));
 
         let audit = store.audit_log(10).await.expect("audit");
@@ -175,10 +160,7 @@ async fn zones_create_list_get_delete() {
             actions[..3],
             [("delete", "zone"), ("create", "zone"), ("create", "zone")]
         );
-        assert_eq!(
-            audit[0].token_id.as_deref(),
-            Some("0123456789abcdef0123456789abcdef")
-        );
+        assert_eq!(audit[0].token_id.as_deref(), Some("0123456789abcdef0123456789abcdef"));
         assert_eq!(audit[0].object_id, zone.id);
     })
     .await;
@@ -190,20 +172,11 @@ async fn bad_zone_names_are_refused_with_the_reason() {
         let cases = [
             ("", "invalid DNS name \"\": it is empty"),
             ("a..b", "invalid DNS name \"a..b\": empty label"),
-            (
-                "-a.com",
-                "invalid DNS name \"-a.com\": a label starts or ends with '-'",
-            ),
-            (
-                "a_b.com",
-                "invalid DNS name \"a_b.com\": character '_' is not allowed",
-            ),
+            ("-a.com", "invalid DNS name \"-a.com\": a label starts or ends with '-'"),
+            ("a_b.com", "invalid DNS name \"a_b.com\": character '_' is not allowed"),
         ];
         for (name, message) in cases {
-            let err = store
-                .create_zone(name, &Actor::system())
-                .await
-                .expect_err(name);
+            let err = store.create_zone(name, &Actor::system()).await.expect_err(name);
             assert_eq!(err.to_string(), message);
         }
         let long_label = format!("{}.com", "a".repeat(64));
@@ -212,8 +185,7 @@ async fn bad_zone_names_are_refused_with_the_reason() {
             .await
             .expect_err("long label");
         assert!(
-            err.to_string()
-                .ends_with("a label is longer than 63 characters"),
+            err.to_string().ends_with("a label is longer than 63 characters"),
             "{err}"
         );
         assert!(
@@ -232,17 +204,11 @@ async fn tokens_authenticate_until_revoked() {
             .await
             .expect("create");
         assert!(secret.starts_with("pct_"));
-        assert_eq!(
-            store.authenticate(&secret).await.expect("auth"),
-            Some(token.clone())
-        );
+        assert_eq!(store.authenticate(&secret).await.expect("auth"), Some(token.clone()));
         assert_eq!(store.authenticate("pct_wrong").await.expect("auth"), None);
         assert_eq!(store.authenticate("").await.expect("auth"), None);
 
-        store
-            .revoke_token(&token.id, &Actor::system())
-            .await
-            .expect("revoke");
+        store.revoke_token(&token.id, &Actor::system()).await.expect("revoke");
         assert_eq!(store.authenticate(&secret).await.expect("auth"), None);
         let listed = store.list_tokens().await.expect("list");
         assert_eq!(listed.len(), 1);
@@ -286,9 +252,7 @@ async fn every_write_bumps_the_generation_and_notifies_subscribers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_on_one_postgres_handle_reaches_another_within_a_second() {
     let Ok(admin_url) = std::env::var("PORTCULLIS_TEST_DATABASE_URL") else {
-        eprintln!(
-            "PORTCULLIS_TEST_DATABASE_URL is not set: the cross-node PostgreSQL test did not run"
-        );
+        eprintln!("PORTCULLIS_TEST_DATABASE_URL is not set: the cross-node PostgreSQL test did not run");
         return;
     };
     let (scratch, url) = PgScratch::new(&admin_url).await;
@@ -311,14 +275,8 @@ async fn a_write_on_one_postgres_handle_reaches_another_within_a_second() {
             .await
             .expect("node b saw the write within a second")
             .expect("feed open");
-        eprintln!(
-            "cross-node change reached node b after {:?}",
-            written_at.elapsed()
-        );
-        assert_eq!(
-            node_b.list_zones().await.expect("list on b")[0].name,
-            "fleet.example"
-        );
+        eprintln!("cross-node change reached node b after {:?}", written_at.elapsed());
+        assert_eq!(node_b.list_zones().await.expect("list on b")[0].name, "fleet.example");
     }
     scratch.drop_db().await;
 }
@@ -339,10 +297,7 @@ fn database_name_is_replaced_in_urls() {
         "postgres://u@h:5/n?sslmode=disable"
     );
     assert_eq!(url_with_database("postgres://u@h", "n"), "postgres://u@h/n");
-    assert_eq!(
-        url_with_database("postgresql:///postgres", "n"),
-        "postgresql:///n"
-    );
+    assert_eq!(url_with_database("postgresql:///postgres", "n"), "postgresql:///n");
 }
 
 fn sample_cert(zone_id: &str, ca_id: &str, n: u32) -> crate::ClientCertificate {
@@ -410,48 +365,23 @@ async fn hostnames_live_in_their_zone() {
             .expect("host");
         assert_eq!(host.hostname, "api.example.com");
         assert_eq!(
-            store
-                .hostname(&zone.id, &host.id)
-                .await
-                .expect("get")
-                .settings,
+            store.hostname(&zone.id, &host.id).await.expect("get").settings,
             settings
         );
 
         let err = store
-            .create_hostname(
-                &zone.id,
-                "api.example.net",
-                "http://x",
-                serde_json::json!({}),
-                &a,
-            )
+            .create_hostname(&zone.id, "api.example.net", "http://x", serde_json::json!({}), &a)
             .await;
         assert_eq!(
             err.expect_err("other zone").to_string(),
             "hostname \"api.example.net\" is not in zone \"example.com\""
         );
         let err = store
-            .create_hostname(
-                &zone.id,
-                "badexample.com",
-                "http://x",
-                serde_json::json!({}),
-                &a,
-            )
+            .create_hostname(&zone.id, "badexample.com", "http://x", serde_json::json!({}), &a)
             .await;
-        assert!(
-            err.is_err(),
-            "a suffix that is not a label boundary is not in the zone"
-        );
+        assert!(err.is_err(), "a suffix that is not a label boundary is not in the zone");
         let err = store
-            .create_hostname(
-                &zone.id,
-                "api.example.com",
-                "http://x",
-                serde_json::json!({}),
-                &a,
-            )
+            .create_hostname(&zone.id, "api.example.com", "http://x", serde_json::json!({}), &a)
             .await;
         assert_eq!(
             err.expect_err("duplicate").to_string(),
@@ -459,42 +389,19 @@ async fn hostnames_live_in_their_zone() {
         );
 
         let updated = store
-            .update_hostname(
-                &zone.id,
-                &host.id,
-                Some("https://origin.internal"),
-                None,
-                &a,
-            )
+            .update_hostname(&zone.id, &host.id, Some("https://origin.internal"), None, &a)
             .await
             .expect("update");
         assert_eq!(updated.origin, "https://origin.internal");
         assert_eq!(updated.settings, settings);
-        assert_eq!(
-            store.list_hostnames(&zone.id).await.expect("list"),
-            vec![updated]
-        );
+        assert_eq!(store.list_hostnames(&zone.id).await.expect("list"), vec![updated]);
 
         store
-            .replace_hostname_associations(
-                &zone.id,
-                &crate::CaRef::Managed,
-                &["api.example.com".into()],
-                &a,
-            )
+            .replace_hostname_associations(&zone.id, &crate::CaRef::Managed, &["api.example.com".into()], &a)
             .await
             .expect("assoc");
-        store
-            .delete_hostname(&zone.id, &host.id, &a)
-            .await
-            .expect("delete");
-        assert!(
-            store
-                .list_hostnames(&zone.id)
-                .await
-                .expect("list")
-                .is_empty()
-        );
+        store.delete_hostname(&zone.id, &host.id, &a).await.expect("delete");
+        assert!(store.list_hostnames(&zone.id).await.expect("list").is_empty());
         assert!(
             store
                 .hostname_associations(&zone.id, &crate::CaRef::Managed)
@@ -511,21 +418,11 @@ async fn managed_ca_rotation_keeps_the_old_ca_trusted_until_retired() {
     on_both(|store, _| async move {
         let a = Actor::system();
         assert_eq!(store.active_managed_ca().await.expect("none yet"), None);
-        let first = store
-            .add_managed_ca(sample_ca("first"), &a)
-            .await
-            .expect("first");
+        let first = store.add_managed_ca(sample_ca("first"), &a).await.expect("first");
         assert_eq!(first.sealed_key, vec![1, 2, 3, 0, 255]);
-        let second = store
-            .add_managed_ca(sample_ca("second"), &a)
-            .await
-            .expect("second");
+        let second = store.add_managed_ca(sample_ca("second"), &a).await.expect("second");
         assert_eq!(
-            store
-                .active_managed_ca()
-                .await
-                .expect("active")
-                .map(|c| c.id),
+            store.active_managed_ca().await.expect("active").map(|c| c.id),
             Some(second.id.clone())
         );
         let statuses: Vec<_> = store
@@ -538,25 +435,15 @@ async fn managed_ca_rotation_keeps_the_old_ca_trusted_until_retired() {
         assert!(statuses.contains(&("first".into(), crate::ManagedCaStatus::Trusted)));
         assert!(statuses.contains(&("second".into(), crate::ManagedCaStatus::Active)));
 
-        let err = store
-            .retire_managed_ca(&second.id, &a)
-            .await
-            .expect_err("active");
+        let err = store.retire_managed_ca(&second.id, &a).await.expect_err("active");
         assert_eq!(
             err.to_string(),
             "the active managed CA cannot be retired; rotate to a new CA first"
         );
-        store
-            .retire_managed_ca(&first.id, &a)
-            .await
-            .expect("retire");
+        store.retire_managed_ca(&first.id, &a).await.expect("retire");
         let state = store.load_edge_state().await.expect("state");
         assert_eq!(
-            state
-                .managed_cas
-                .iter()
-                .map(|c| c.id.as_str())
-                .collect::<Vec<_>>(),
+            state.managed_cas.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
             [second.id.as_str()]
         );
 
@@ -575,19 +462,12 @@ async fn byo_cas_have_a_limit_and_cannot_be_deleted_while_associated() {
     on_both(|store, _| async move {
         let a = Actor::system();
         let zone = store.create_zone("example.com", &a).await.expect("zone");
-        let ca = store
-            .add_mtls_certificate(sample_byo("one"), 2, &a)
-            .await
-            .expect("one");
-        store
-            .add_mtls_certificate(sample_byo("two"), 2, &a)
-            .await
-            .expect("two");
+        let ca = store.add_mtls_certificate(sample_byo("one"), 2, &a).await.expect("one");
+        store.add_mtls_certificate(sample_byo("two"), 2, &a).await.expect("two");
         match store.add_mtls_certificate(sample_byo("three"), 2, &a).await {
-            Err(StoreError::LimitReached {
-                code: 1489,
-                message,
-            }) => assert_eq!(message, "Hit maximum CA cert allocation."),
+            Err(StoreError::LimitReached { code: 1489, message }) => {
+                assert_eq!(message, "Hit maximum CA cert allocation.")
+            }
             other => panic!("expected the CA limit, got {other:?}"),
         }
 
@@ -596,38 +476,22 @@ async fn byo_cas_have_a_limit_and_cannot_be_deleted_while_associated() {
             .replace_hostname_associations(
                 &zone.id,
                 &byo,
-                &[
-                    "b.example.com".into(),
-                    "a.example.com".into(),
-                    "a.example.com".into(),
-                ],
+                &["b.example.com".into(), "a.example.com".into(), "a.example.com".into()],
                 &a,
             )
             .await
             .expect("associate");
         assert_eq!(names, ["a.example.com", "b.example.com"]);
         assert_eq!(
-            store
-                .mtls_certificate_associations(&ca.id)
-                .await
-                .expect("assocs")
-                .len(),
+            store.mtls_certificate_associations(&ca.id).await.expect("assocs").len(),
             2
         );
-        let err = store
-            .delete_mtls_certificate(&ca.id, &a)
-            .await
-            .expect_err("in use");
-        assert!(
-            err.to_string().contains("is associated with 2 hostname(s)"),
-            "{err}"
-        );
+        let err = store.delete_mtls_certificate(&ca.id, &a).await.expect_err("in use");
+        assert!(err.to_string().contains("is associated with 2 hostname(s)"), "{err}");
 
         let unknown = crate::CaRef::Mtls("ffffffffffffffffffffffffffffffff".into());
         assert!(matches!(
-            store
-                .replace_hostname_associations(&zone.id, &unknown, &[], &a)
-                .await,
+            store.replace_hostname_associations(&zone.id, &unknown, &[], &a).await,
             Err(StoreError::NotFound { .. })
         ));
         let err = store
@@ -664,10 +528,7 @@ async fn byo_cas_have_a_limit_and_cannot_be_deleted_while_associated() {
                 .expect("clear")
                 .is_empty()
         );
-        store
-            .delete_mtls_certificate(&ca.id, &a)
-            .await
-            .expect("delete");
+        store.delete_mtls_certificate(&ca.id, &a).await.expect("delete");
         assert_eq!(store.list_mtls_certificates().await.expect("list").len(), 1);
     })
     .await;
@@ -682,19 +543,13 @@ async fn client_certificates_quota_pages_and_status() {
         let ca = store.add_managed_ca(sample_ca("ca"), &a).await.expect("ca");
         let certs: Vec<_> = (0..3).map(|n| sample_cert(&zone.id, &ca.id, n)).collect();
         for cert in &certs {
-            store
-                .add_client_certificate(cert, 3, &a)
-                .await
-                .expect("issue");
+            store.add_client_certificate(cert, 3, &a).await.expect("issue");
         }
         match store
             .add_client_certificate(&sample_cert(&zone.id, &ca.id, 9), 3, &a)
             .await
         {
-            Err(StoreError::LimitReached {
-                code: 1445,
-                message,
-            }) => {
+            Err(StoreError::LimitReached { code: 1445, message }) => {
                 assert_eq!(
                     message,
                     "Hit maximum certificate allocation: 3 certificates per zone are allowed"
@@ -709,9 +564,7 @@ async fn client_certificates_quota_pages_and_status() {
             .expect("page 1");
         assert_eq!(total, 3);
         assert_eq!(
-            page.iter()
-                .map(|c| c.common_name.as_str())
-                .collect::<Vec<_>>(),
+            page.iter().map(|c| c.common_name.as_str()).collect::<Vec<_>>(),
             ["device-2", "device-1"]
         );
         let (page, _) = store
@@ -732,10 +585,7 @@ async fn client_certificates_quota_pages_and_status() {
             .expect_err("stale");
         assert_eq!(
             err.to_string(),
-            format!(
-                "client_certificate {:?} is revoked, not active",
-                certs[1].id
-            )
+            format!("client_certificate {:?} is revoked, not active", certs[1].id)
         );
 
         // A revoked certificate frees its quota slot at once.
@@ -760,14 +610,7 @@ async fn client_certificates_quota_pages_and_status() {
             .await
             .expect("reactivate");
         assert_eq!((back.status, back.revoked_on), (S::Active, None));
-        assert!(
-            store
-                .load_edge_state()
-                .await
-                .expect("state")
-                .revoked_serials
-                .is_empty()
-        );
+        assert!(store.load_edge_state().await.expect("state").revoked_serials.is_empty());
     })
     .await;
 }
@@ -785,30 +628,14 @@ async fn custom_certificates_round_trip() {
             signature: "ECDSAWithSHA256".into(),
             expires_on: 2_000_000_000,
         };
-        let cert = store
-            .add_custom_certificate(&zone.id, new, &a)
-            .await
-            .expect("add");
+        let cert = store.add_custom_certificate(&zone.id, new, &a).await.expect("add");
+        assert_eq!(store.custom_certificate(&zone.id, &cert.id).await.expect("get"), cert);
         assert_eq!(
-            store
-                .custom_certificate(&zone.id, &cert.id)
-                .await
-                .expect("get"),
-            cert
-        );
-        assert_eq!(
-            store
-                .list_custom_certificates(&zone.id)
-                .await
-                .expect("list"),
+            store.list_custom_certificates(&zone.id).await.expect("list"),
             vec![cert.clone()]
         );
         assert_eq!(
-            store
-                .load_edge_state()
-                .await
-                .expect("state")
-                .custom_certificates,
+            store.load_edge_state().await.expect("state").custom_certificates,
             vec![cert.clone()]
         );
         store
@@ -854,12 +681,7 @@ async fn rulesets_keep_rule_order_through_edits() {
             .await
             .expect("put");
         assert_eq!(rs.version, 1);
-        let exprs = |rs: &crate::Ruleset| {
-            rs.rules
-                .iter()
-                .map(|r| r.expression.clone())
-                .collect::<Vec<_>>()
-        };
+        let exprs = |rs: &crate::Ruleset| rs.rules.iter().map(|r| r.expression.clone()).collect::<Vec<_>>();
         assert_eq!(exprs(&rs), ["a", "b"]);
         assert_eq!(
             rs.rules[0].action_parameters,
@@ -867,13 +689,7 @@ async fn rulesets_keep_rule_order_through_edits() {
         );
 
         let rs = store
-            .add_rule(
-                &zone.id,
-                &rs.id,
-                rule(Some("r0"), "first"),
-                Position::Index(1),
-                &a,
-            )
+            .add_rule(&zone.id, &rs.id, rule(Some("r0"), "first"), Position::Index(1), &a)
             .await
             .expect("add");
         assert_eq!(exprs(&rs), ["first", "a", "b"]);
@@ -909,42 +725,23 @@ async fn rulesets_keep_rule_order_through_edits() {
             .expect("update");
         assert_eq!(exprs(&rs), ["a2", "first", "after-a", "b", "last"]);
         assert_eq!(
-            (
-                rs.rules[0].id.as_str(),
-                rs.rules[0].enabled,
-                rs.rules[0].version
-            ),
+            (rs.rules[0].id.as_str(), rs.rules[0].enabled, rs.rules[0].version),
             ("r1", false, 2)
         );
 
-        let rs = store
-            .delete_rule(&zone.id, &rs.id, "r0", &a)
-            .await
-            .expect("delete");
+        let rs = store.delete_rule(&zone.id, &rs.id, "r0", &a).await.expect("delete");
         assert_eq!(exprs(&rs), ["a2", "after-a", "b", "last"]);
         assert!(matches!(
             store.delete_rule(&zone.id, &rs.id, "r0", &a).await,
             Err(StoreError::NotFound { .. })
         ));
         let err = store
-            .add_rule(
-                &zone.id,
-                &rs.id,
-                rule(Some("r1"), "dup"),
-                Position::Last,
-                &a,
-            )
+            .add_rule(&zone.id, &rs.id, rule(Some("r1"), "dup"), Position::Last, &a)
             .await
             .expect_err("dup");
         assert_eq!(err.to_string(), "rule id \"r1\" appears twice");
         let err = store
-            .add_rule(
-                &zone.id,
-                &rs.id,
-                rule(None, "x"),
-                Position::After("nope".into()),
-                &a,
-            )
+            .add_rule(&zone.id, &rs.id, rule(None, "x"), Position::After("nope".into()), &a)
             .await
             .expect_err("pos");
         assert_eq!(err.to_string(), "no rule \"nope\" to position against");
@@ -984,10 +781,7 @@ async fn security_events_are_filtered_and_bounded() {
         let batch: Vec<_> = (0..10)
             .map(|n| event(n, if n % 2 == 0 { "block" } else { "log" }, "a.example"))
             .collect();
-        store
-            .record_security_events(&batch, 6)
-            .await
-            .expect("record");
+        store.record_security_events(&batch, 6).await.expect("record");
         let all = store
             .list_security_events(&crate::EventFilter {
                 limit: 100,

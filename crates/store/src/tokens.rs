@@ -22,9 +22,7 @@ impl Store {
     ) -> Result<(ApiToken, String), StoreError> {
         let name = name.trim();
         if name.is_empty() || name.len() > 200 {
-            return Err(StoreError::Invalid(
-                "token name must be 1 to 200 characters".to_owned(),
-            ));
+            return Err(StoreError::Invalid("token name must be 1 to 200 characters".to_owned()));
         }
         let secret = format!(
             "{SECRET_PREFIX}{}",
@@ -49,15 +47,7 @@ impl Store {
             .bind(token.created_on)
             .execute(&mut *tx)
             .await?;
-            commit_write!(
-                self,
-                tx,
-                actor,
-                "create",
-                "api_token",
-                &token.id,
-                scope.as_str()
-            );
+            commit_write!(self, tx, actor, "create", "api_token", &token.id, scope.as_str());
         });
         Ok((token, secret))
     }
@@ -92,9 +82,10 @@ impl Store {
     /// All tokens, revoked ones included, oldest first.
     pub async fn list_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
         on_db!(&self.db, |pool| {
-            let rows = sqlx::query("SELECT id, name, scope, created_on, revoked_on FROM api_tokens ORDER BY created_on, id")
-                .fetch_all(pool)
-                .await?;
+            let rows =
+                sqlx::query("SELECT id, name, scope, created_on, revoked_on FROM api_tokens ORDER BY created_on, id")
+                    .fetch_all(pool)
+                    .await?;
             rows.iter()
                 .map(|row| {
                     token_from_parts(
@@ -113,14 +104,12 @@ impl Store {
     pub async fn revoke_token(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let updated = sqlx::query(
-                "UPDATE api_tokens SET revoked_on = $1 WHERE id = $2 AND revoked_on IS NULL",
-            )
-            .bind(now())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let updated = sqlx::query("UPDATE api_tokens SET revoked_on = $1 WHERE id = $2 AND revoked_on IS NULL")
+                .bind(now())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             if updated == 0 {
                 return Err(StoreError::not_found("live api token", id));
             }
@@ -137,9 +126,8 @@ fn token_from_parts(
     created_on: i64,
     revoked_on: Option<i64>,
 ) -> Result<ApiToken, StoreError> {
-    let scope = TokenScope::parse(scope).ok_or_else(|| {
-        StoreError::Invalid(format!("stored token {id} has unknown scope {scope:?}"))
-    })?;
+    let scope = TokenScope::parse(scope)
+        .ok_or_else(|| StoreError::Invalid(format!("stored token {id} has unknown scope {scope:?}")))?;
     Ok(ApiToken {
         id,
         name,

@@ -45,10 +45,7 @@ impl Store {
             .await;
             match inserted {
                 Err(err) if is_unique_violation(&err) => {
-                    return Err(StoreError::Conflict(format!(
-                        "zone {:?} already exists",
-                        zone.name
-                    )));
+                    return Err(StoreError::Conflict(format!("zone {:?} already exists", zone.name)));
                 }
                 other => other?,
             };
@@ -60,13 +57,9 @@ impl Store {
     /// All zones, ordered by name.
     pub async fn list_zones(&self) -> Result<Vec<Zone>, StoreError> {
         on_db!(&self.db, |pool| {
-            let rows = sqlx::query(concat!(
-                "SELECT ",
-                zone_columns!(),
-                " FROM zones ORDER BY name"
-            ))
-            .fetch_all(pool)
-            .await?;
+            let rows = sqlx::query(concat!("SELECT ", zone_columns!(), " FROM zones ORDER BY name"))
+                .fetch_all(pool)
+                .await?;
             rows.iter().map(zone_from_row).collect()
         })
     }
@@ -74,15 +67,11 @@ impl Store {
     /// The zone with id `id`.
     pub async fn zone(&self, id: &str) -> Result<Zone, StoreError> {
         on_db!(&self.db, |pool| {
-            let row = sqlx::query(concat!(
-                "SELECT ",
-                zone_columns!(),
-                " FROM zones WHERE id = $1"
-            ))
-            .bind(id)
-            .fetch_optional(pool)
-            .await?
-            .ok_or_else(|| StoreError::not_found("zone", id))?;
+            let row = sqlx::query(concat!("SELECT ", zone_columns!(), " FROM zones WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+                .ok_or_else(|| StoreError::not_found("zone", id))?;
             zone_from_row(&row)
         })
     }
@@ -91,11 +80,10 @@ impl Store {
     pub async fn delete_zone(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let name: Option<String> =
-                sqlx::query_scalar("DELETE FROM zones WHERE id = $1 RETURNING name")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let name: Option<String> = sqlx::query_scalar("DELETE FROM zones WHERE id = $1 RETURNING name")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
             let Some(name) = name else {
                 return Err(StoreError::not_found("zone", id));
             };
@@ -125,11 +113,7 @@ where
 /// hyphens, no label starting or ending with a hyphen, and no trailing dot.
 pub(crate) fn normalize_dns_name(name: &str) -> Result<String, StoreError> {
     let lower = name.trim().to_ascii_lowercase();
-    let invalid = |why: &str| {
-        Err(StoreError::Invalid(format!(
-            "invalid DNS name {name:?}: {why}"
-        )))
-    };
+    let invalid = |why: &str| Err(StoreError::Invalid(format!("invalid DNS name {name:?}: {why}")));
     if lower.is_empty() {
         return invalid("it is empty");
     }
@@ -143,10 +127,7 @@ pub(crate) fn normalize_dns_name(name: &str) -> Result<String, StoreError> {
         if label.len() > 63 {
             return invalid("a label is longer than 63 characters");
         }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
-        {
+        if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
             return invalid(&format!("character {c:?} is not allowed"));
         }
         if label.starts_with('-') || label.ends_with('-') {

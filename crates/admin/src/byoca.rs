@@ -1,0 +1,255 @@
+//! Bring-your-own CAs: `/accounts/{account_id}/mtls_certificates`, in Cloudflare's shape, plus the Portcullis
+//! extension `PUT …/{id}/crl` (Cloudflare checks no CRLs for uploaded CAs; Portcullis does).
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+
+use portcullis_store::{Actor, MtlsCertificate, NewMtlsCertificate};
+
+use crate::AdminState;
+use crate::api::{ApiError, ApiJson, ApiResult, ResultInfo, ok, ok_page, ok_status};
+use crate::certs::check_account;
+use crate::time_fmt::rfc3339;
+use crate::zones::IdOnly;
+
+/// Cloudflare's `mtls_certificates` object, with the CRL state Portcullis adds.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MtlsCertificateView {
+    pub id: String,
+    pub name: String,
+    pub ca: bool,
+    pub certificates: String,
+    pub issuer: String,
+    pub serial_number: String,
+    pub signature: String,
+    pub expires_on: String,
+    pub uploaded_on: String,
+    pub updated_at: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// When a CRL was last uploaded (Portcullis extension).
+    pub crl_updated_on: Option<String>,
+}
+
+fn view(cert: MtlsCertificate) -> MtlsCertificateView {
+    MtlsCertificateView {
+        id: cert.id,
+        name: cert.name,
+        ca: cert.ca,
+        certificates: cert.certificates,
+        issuer: cert.issuer,
+        serial_number: cert.serial_number,
+        signature: cert.signature,
+        expires_on: rfc3339(cert.expires_on),
+        uploaded_on: rfc3339(cert.uploaded_on),
+        updated_at: rfc3339(cert.updated_at),
+        kind: "custom",
+        crl_updated_on: cert.crl_updated_on.map(rfc3339),
+    }
+}
+
+/// Upload body, as Cloudflare's.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadCa {
+    /// Must be `true`: Portcullis stores CAs only.
+    pub ca: bool,
+    /// PEM: the CA that issues your client certificates (intermediates after it, if any).
+    pub certificates: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Not accepted: the edge only needs the CA certificate, and a CA key is better kept elsewhere.
+    #[serde(default)]
+    pub private_key: Option<String>,
+}
+
+/// Upload a CA.
+#[utoipa::path(post, path = "/accounts/{account_id}/mtls_certificates", tag = "mtls certificates",
+    request_body = UploadCa,
+    params(("account_id" = String, Path, description = "Account id")),
+    responses((status = 201, description = "The stored CA", body = MtlsCertificateView)))]
+pub async fn upload(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path(account_id): Path<String>,
+    ApiJson(body): ApiJson<UploadCa>,
+) -> ApiResult {
+    check_account(&state, &account_id).await?;
+    if !body.ca {
+        return Err(ApiError::invalid("only CA certificates (\"ca\": true) can be uploaded"));
+    }
+    if body.private_key.as_deref().is_some_and(|k| !k.trim().is_empty()) {
+        return Err(ApiError::invalid(
+            "private_key is not accepted: Portcullis needs only the CA certificate",
+        ));
+    }
+    let name = body.name.unwrap_or_default();
+    let uploaded = portcullis_pki::parse_ca_bundle(&body.certificates, &name, OffsetDateTime::now_utc())
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let r = &uploaded.record;
+    let expires_on = OffsetDateTime::parse(&r.expires_on, &Rfc3339)
+        .map_err(ApiError::internal)?
+        .unix_timestamp();
+    let stored = state
+        .store
+        .add_mtls_certificate(
+            NewMtlsCertificate {
+                name: r.name.clone(),
+                ca: true,
+                certificates: r.certificates.clone(),
+                issuer: r.issuer.clone(),
+                serial_number: r.serial_number.clone(),
+                signature: r.signature.clone(),
+                expires_on,
+            },
+            state.settings.mtls_certificate_limit,
+            &actor,
+        )
+        .await?;
+    Ok(ok_status(StatusCode::CREATED, view(stored)))
+}
+
+/// List uploaded CAs.
+#[utoipa::path(get, path = "/accounts/{account_id}/mtls_certificates", tag = "mtls certificates",
+    params(("account_id" = String, Path, description = "Account id")),
+    responses((status = 200, description = "The uploaded CAs", body = [MtlsCertificateView])))]
+pub async fn list(State(state): State<AdminState>, Path(account_id): Path<String>) -> ApiResult {
+    check_account(&state, &account_id).await?;
+    let certs: Vec<_> = state
+        .store
+        .list_mtls_certificates()
+        .await?
+        .into_iter()
+        .map(view)
+        .collect();
+    let info = ResultInfo::new(
+        1,
+        u32::try_from(certs.len()).unwrap_or(u32::MAX).max(1),
+        certs.len(),
+        certs.len() as u64,
+    );
+    Ok(ok_page(certs, info))
+}
+
+/// Get an uploaded CA.
+#[utoipa::path(get, path = "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}", tag = "mtls certificates",
+    params(("account_id" = String, Path, description = "Account id"), ("mtls_certificate_id" = String, Path, description = "CA id")),
+    responses((status = 200, description = "The CA", body = MtlsCertificateView)))]
+pub async fn get(State(state): State<AdminState>, Path((account_id, id)): Path<(String, String)>) -> ApiResult {
+    check_account(&state, &account_id).await?;
+    Ok(ok(view(state.store.mtls_certificate(&id).await?)))
+}
+
+/// Delete an uploaded CA; refused while hostnames are associated with it.
+#[utoipa::path(delete, path = "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}", tag = "mtls certificates",
+    params(("account_id" = String, Path, description = "Account id"), ("mtls_certificate_id" = String, Path, description = "CA id")),
+    responses((status = 200, description = "The deleted CA's id", body = IdOnly)))]
+pub async fn delete(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path((account_id, id)): Path<(String, String)>,
+) -> ApiResult {
+    check_account(&state, &account_id).await?;
+    state.store.delete_mtls_certificate(&id, &actor).await?;
+    Ok(ok(IdOnly { id }))
+}
+
+/// One service using a CA.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssociationView {
+    /// Always `ssl_client_certificates`: hostname mTLS is the one service here.
+    pub service: &'static str,
+    pub status: &'static str,
+    pub zone_id: String,
+    pub hostname: String,
+}
+
+/// Where an uploaded CA is used.
+#[utoipa::path(get, path = "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/associations", tag = "mtls certificates",
+    params(("account_id" = String, Path, description = "Account id"), ("mtls_certificate_id" = String, Path, description = "CA id")),
+    responses((status = 200, description = "The hostnames using the CA", body = [AssociationView])))]
+pub async fn associations(
+    State(state): State<AdminState>,
+    Path((account_id, id)): Path<(String, String)>,
+) -> ApiResult {
+    check_account(&state, &account_id).await?;
+    let list: Vec<_> = state
+        .store
+        .mtls_certificate_associations(&id)
+        .await?
+        .into_iter()
+        .map(|a| AssociationView {
+            service: "ssl_client_certificates",
+            status: "active",
+            zone_id: a.zone_id,
+            hostname: a.hostname,
+        })
+        .collect();
+    let info = ResultInfo::new(
+        1,
+        u32::try_from(list.len()).unwrap_or(u32::MAX).max(1),
+        list.len(),
+        list.len() as u64,
+    );
+    Ok(ok_page(list, info))
+}
+
+/// `PUT …/{id}/crl` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadCrl {
+    /// The CRL as PEM (`-----BEGIN X509 CRL-----`) or base64 DER.
+    pub crl: String,
+}
+
+/// The CRL's facts after upload.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CrlView {
+    pub mtls_certificate_id: String,
+    pub entries: usize,
+    pub this_update: String,
+    pub next_update: Option<String>,
+}
+
+/// Upload (replace) the CRL of an uploaded CA; its signature must verify against the CA.
+#[utoipa::path(put, path = "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/crl", tag = "mtls certificates",
+    request_body = UploadCrl,
+    params(("account_id" = String, Path, description = "Account id"), ("mtls_certificate_id" = String, Path, description = "CA id")),
+    responses((status = 200, description = "The accepted CRL", body = CrlView)))]
+pub async fn put_crl(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path((account_id, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<UploadCrl>,
+) -> ApiResult {
+    check_account(&state, &account_id).await?;
+    let ca = state.store.mtls_certificate(&id).await?;
+    let ca_der = portcullis_pki::pem::certificates_from_pem_or_der(ca.certificates.as_bytes())
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal("stored CA has no certificate"))?;
+    let text = body.crl.trim();
+    let bytes = if text.starts_with("-----BEGIN") {
+        text.as_bytes().to_vec()
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| ApiError::invalid("crl must be PEM (-----BEGIN X509 CRL-----) or base64 DER"))?
+    };
+    let crl = portcullis_pki::check_crl_for_ca(&ca_der, &bytes).map_err(|e| ApiError::invalid(e.to_string()))?;
+    state.store.set_mtls_certificate_crl(&id, &crl.der, &actor).await?;
+    let fmt = |t: OffsetDateTime| rfc3339(t.unix_timestamp());
+    Ok(ok(CrlView {
+        mtls_certificate_id: id,
+        entries: crl.entries,
+        this_update: fmt(crl.this_update),
+        next_update: crl.next_update.map(fmt),
+    }))
+}

@@ -1,0 +1,567 @@
+//! Client certificates (`/zones/{zone_id}/client_certificates`), the managed CA (`/accounts/{account_id}/managed_ca`)
+//! and its CRL (`/crl/{ca_id}.crl`, unauthenticated, for CRL distribution points).
+//!
+//! Issuance runs in `portcullis-pki` with the active managed CA, unsealed with the master key for the call and
+//! dropped after it. A generated private key is returned once and never stored.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, ToSchema};
+
+use portcullis_pki::{
+    CaParams, CertificateAuthorityRef, CertificateStatus, ClientCertificateRecord, CrlParams, GeneratedKeyRequest,
+    IssueOptions, KeyType, ManagedCa, RevokedEntry, StatusAction, SubjectAltNames, SubjectFields,
+};
+use portcullis_store::{Actor, ClientCertificate, ManagedCaStatus, NewManagedCa};
+
+use crate::AdminState;
+use crate::api::{ApiError, ApiJson, ApiQuery, ApiResult, ResultInfo, ok, ok_page, ok_status};
+use crate::time_fmt::rfc3339;
+
+/// How long a published CRL stays valid; clients re-fetch before then, and every revocation makes a new one.
+const CRL_VALIDITY: time::Duration = time::Duration::days(7);
+
+/// The active managed CA, unsealed.
+async fn issuing_ca(state: &AdminState) -> Result<ManagedCa, ApiError> {
+    let stored = state
+        .store
+        .active_managed_ca()
+        .await?
+        .ok_or_else(|| ApiError::conflict("there is no managed CA yet; start the server once to create it"))?;
+    unseal(state, &stored)
+}
+
+fn unseal(state: &AdminState, stored: &portcullis_store::ManagedCa) -> Result<ManagedCa, ApiError> {
+    let key_type: KeyType = stored.key_type.parse().map_err(ApiError::internal)?;
+    let der = portcullis_pki::pem::single_from_pem_or_der(stored.certificate.as_bytes(), "CERTIFICATE")
+        .map_err(ApiError::internal)?;
+    ManagedCa::from_sealed(&stored.id, key_type, &der, &stored.sealed_key, &state.master_key).map_err(|err| {
+        ApiError::internal(format!(
+            "cannot unseal managed CA {} (wrong master key?): {err}",
+            stored.id
+        ))
+    })
+}
+
+fn unix(text: &str) -> Result<i64, ApiError> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(OffsetDateTime::unix_timestamp)
+        .map_err(ApiError::internal)
+}
+
+/// The store's row for a record pki issued.
+fn stored(record: &ClientCertificateRecord, zone_id: &str) -> Result<ClientCertificate, ApiError> {
+    Ok(ClientCertificate {
+        id: record.id.clone(),
+        zone_id: zone_id.to_owned(),
+        ca_id: record.certificate_authority.id.clone(),
+        certificate: record.certificate.clone(),
+        csr: record.csr.clone(),
+        common_name: record.common_name.clone(),
+        country: record.country.clone(),
+        state: record.state.clone(),
+        location: record.location.clone(),
+        organization: record.organization.clone(),
+        organizational_unit: record.organizational_unit.clone(),
+        ski: record.ski.clone(),
+        serial_number: record.serial_number.clone(),
+        fingerprint_sha256: record.fingerprint_sha256.clone(),
+        signature: record.signature.clone(),
+        issued_on: unix(&record.issued_on)?,
+        expires_on: unix(&record.expires_on)?,
+        validity_days: i64::from(record.validity_days),
+        status: record.status,
+        revoked_on: None,
+    })
+}
+
+/// Cloudflare's record for a stored certificate.
+async fn record(state: &AdminState, cert: ClientCertificate) -> Result<ClientCertificateRecord, ApiError> {
+    let cas = state.store.managed_cas().await?;
+    let ca_name = cas
+        .iter()
+        .find(|ca| ca.id == cert.ca_id)
+        .map(|ca| ca.name.clone())
+        .unwrap_or_default();
+    Ok(ClientCertificateRecord {
+        id: cert.id,
+        certificate: cert.certificate,
+        csr: cert.csr,
+        common_name: cert.common_name,
+        country: cert.country,
+        state: cert.state,
+        location: cert.location,
+        organization: cert.organization,
+        organizational_unit: cert.organizational_unit,
+        ski: cert.ski,
+        serial_number: cert.serial_number,
+        fingerprint_sha256: cert.fingerprint_sha256,
+        signature: cert.signature,
+        issued_on: rfc3339(cert.issued_on),
+        expires_on: rfc3339(cert.expires_on),
+        status: cert.status,
+        validity_days: u32::try_from(cert.validity_days).unwrap_or(0),
+        certificate_authority: CertificateAuthorityRef {
+            id: cert.ca_id,
+            name: ca_name,
+        },
+    })
+}
+
+/// Key generation request (Portcullis extension).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateKey {
+    /// `p256` (default), `p384`, `rsa2048` or `rsa3072`.
+    #[serde(rename = "type", default = "default_key_type")]
+    pub key_type: String,
+}
+
+fn default_key_type() -> String {
+    "p256".to_owned()
+}
+
+/// `POST /zones/{zone_id}/client_certificates` body: Cloudflare's `{csr, validity_days}`, or (extension)
+/// `generate_key` with subject fields.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClientCertificate {
+    /// PEM CSR; its subject and SANs are copied.
+    pub csr: Option<String>,
+    /// 1 to 5,475; 3,650 by default.
+    pub validity_days: Option<u32>,
+    pub generate_key: Option<GenerateKey>,
+    pub common_name: Option<String>,
+    pub country: Option<String>,
+    pub state: Option<String>,
+    pub location: Option<String>,
+    pub organization: Option<String>,
+    pub organizational_unit: Option<String>,
+    /// SANs for a generated key: `{"dns": [...], "uri": [...], "email": [...]}`.
+    #[schema(value_type = Option<Object>)]
+    pub subject_alt_names: Option<SubjectAltNames>,
+    /// With a generated key: also return a PKCS#12 bundle (base64) protected by this password.
+    pub pkcs12_password: Option<String>,
+}
+
+/// The created certificate: Cloudflare's record, plus the generated key and bundle when Portcullis made the key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedCertificate {
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub record: ClientCertificateRecord,
+    /// PKCS#8 PEM; shown once, never stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// PKCS#12 (base64), when `pkcs12_password` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pkcs12: Option<String>,
+}
+
+/// Issue a client certificate.
+#[utoipa::path(post, path = "/zones/{zone_id}/client_certificates", tag = "client certificates",
+    request_body = CreateClientCertificate,
+    params(("zone_id" = String, Path, description = "Zone id")),
+    responses((status = 201, description = "The certificate (and a generated key, once)", body = CreatedCertificate)))]
+pub async fn create_client_certificate(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path(zone_id): Path<String>,
+    ApiJson(body): ApiJson<CreateClientCertificate>,
+) -> ApiResult {
+    state.store.zone(&zone_id).await?;
+    let ca = issuing_ca(&state).await?;
+    let options = IssueOptions {
+        validity_days: body.validity_days.unwrap_or(portcullis_pki::ca::DEFAULT_VALIDITY_DAYS),
+        crl_distribution_point: state
+            .settings
+            .crl_base_url
+            .as_ref()
+            .map(|base| format!("{}/crl/{}.crl", base.trim_end_matches('/'), ca.id())),
+    };
+    let now = OffsetDateTime::now_utc();
+    let subject_given = [
+        &body.common_name,
+        &body.country,
+        &body.state,
+        &body.location,
+        &body.organization,
+    ]
+    .iter()
+    .any(|f| f.is_some())
+        || body.organizational_unit.is_some()
+        || body.subject_alt_names.is_some();
+    let (record, private_key, pkcs12) = match (&body.csr, &body.generate_key) {
+        (Some(_), Some(_)) => return Err(ApiError::invalid("give either csr or generate_key, not both")),
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "csr is required (or, as a Portcullis extension, generate_key)",
+            ));
+        }
+        (Some(csr), None) => {
+            if subject_given || body.pkcs12_password.is_some() {
+                return Err(ApiError::invalid(
+                    "with a csr, the subject comes from the CSR: remove the subject fields and pkcs12_password",
+                ));
+            }
+            let issued = ca
+                .issue_from_csr(csr.as_bytes(), &options, now)
+                .map_err(|e| ApiError::invalid(e.to_string()))?;
+            (issued.record, None, None)
+        }
+        (None, Some(generate)) => {
+            let key_type: KeyType = generate
+                .key_type
+                .parse()
+                .map_err(|e: portcullis_pki::PkiError| ApiError::invalid(e.to_string()))?;
+            let request = GeneratedKeyRequest {
+                key_type,
+                subject: SubjectFields {
+                    common_name: body.common_name.clone().unwrap_or_default(),
+                    country: body.country.clone().unwrap_or_default(),
+                    state: body.state.clone().unwrap_or_default(),
+                    location: body.location.clone().unwrap_or_default(),
+                    organization: body.organization.clone().unwrap_or_default(),
+                    organizational_unit: body.organizational_unit.clone().unwrap_or_default(),
+                },
+                sans: body.subject_alt_names.clone().unwrap_or_default(),
+            };
+            let issued = ca
+                .issue_with_generated_key(&request, &options, now)
+                .map_err(|e| ApiError::invalid(e.to_string()))?;
+            let pkcs12 = match &body.pkcs12_password {
+                Some(password) => {
+                    let bundle = issued
+                        .to_pkcs12(password, &issued.record.common_name, &[ca.certificate_der()])
+                        .map_err(|e| ApiError::invalid(e.to_string()))?;
+                    Some(base64::engine::general_purpose::STANDARD.encode(bundle))
+                }
+                None => None,
+            };
+            (
+                issued.record.clone(),
+                Some(String::clone(&issued.private_key_pem)),
+                pkcs12,
+            )
+        }
+    };
+    let row = stored(&record, &zone_id)?;
+    state
+        .store
+        .add_client_certificate(&row, state.settings.client_certificate_quota, &actor)
+        .await?;
+    Ok(ok_status(
+        StatusCode::CREATED,
+        CreatedCertificate {
+            record,
+            private_key,
+            pkcs12,
+        },
+    ))
+}
+
+/// List filters and pages, as Cloudflare takes them.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// `all` (default), `active`, `pending_revocation`, `pending_reactivation` or `revoked`.
+    pub status: Option<String>,
+    pub page: Option<u32>,
+    pub per_page: Option<u32>,
+    pub limit: Option<u32>,
+    pub offset: Option<u32>,
+}
+
+/// List client certificates.
+#[utoipa::path(get, path = "/zones/{zone_id}/client_certificates", tag = "client certificates",
+    params(("zone_id" = String, Path, description = "Zone id"), ListQuery),
+    responses((status = 200, description = "A page of certificates", body = [Object])))]
+pub async fn list_client_certificates(
+    State(state): State<AdminState>,
+    Path(zone_id): Path<String>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> ApiResult {
+    let status = match query.status.as_deref() {
+        None | Some("all") => None,
+        Some(s) => Some(s.parse::<CertificateStatus>().map_err(|_| {
+            ApiError::invalid(format!(
+                "unknown status {s:?}: use all, active, pending_revocation, pending_reactivation or revoked"
+            ))
+        })?),
+    };
+    let per_page = query
+        .per_page
+        .or(query.limit)
+        .unwrap_or(20)
+        .clamp(1, portcullis_store::MAX_PER_PAGE);
+    let page = match (query.page, query.offset) {
+        (Some(page), _) => page.max(1),
+        (None, Some(offset)) => offset / per_page + 1,
+        (None, None) => 1,
+    };
+    let (certs, total) = state
+        .store
+        .list_client_certificates(&zone_id, status, page, per_page)
+        .await?;
+    let mut records = Vec::with_capacity(certs.len());
+    for cert in certs {
+        records.push(record(&state, cert).await?);
+    }
+    let info = ResultInfo::new(page, per_page, records.len(), total);
+    Ok(ok_page(records, info))
+}
+
+/// Get a client certificate.
+#[utoipa::path(get, path = "/zones/{zone_id}/client_certificates/{client_certificate_id}", tag = "client certificates",
+    params(("zone_id" = String, Path, description = "Zone id"), ("client_certificate_id" = String, Path, description = "Certificate id")),
+    responses((status = 200, description = "The certificate", body = Object)))]
+pub async fn get_client_certificate(
+    State(state): State<AdminState>,
+    Path((zone_id, id)): Path<(String, String)>,
+) -> ApiResult {
+    let cert = state.store.client_certificate(&zone_id, &id).await?;
+    Ok(ok(record(&state, cert).await?))
+}
+
+/// `PATCH` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchClientCertificate {
+    /// `true` restores a revoked certificate.
+    pub reactivate: bool,
+}
+
+async fn change_status(state: &AdminState, zone_id: &str, id: &str, action: StatusAction, actor: &Actor) -> ApiResult {
+    let current = state.store.client_certificate(zone_id, id).await?;
+    let next = portcullis_pki::transition(current.status, action).map_err(|e| ApiError::conflict(e.to_string()))?;
+    let updated = state
+        .store
+        .set_client_certificate_status(zone_id, id, current.status, next, actor)
+        .await?;
+    Ok(ok(record(state, updated).await?))
+}
+
+/// Reactivate a revoked certificate (takes effect at once).
+#[utoipa::path(patch, path = "/zones/{zone_id}/client_certificates/{client_certificate_id}", tag = "client certificates",
+    request_body = PatchClientCertificate,
+    params(("zone_id" = String, Path, description = "Zone id"), ("client_certificate_id" = String, Path, description = "Certificate id")),
+    responses((status = 200, description = "The certificate", body = Object)))]
+pub async fn patch_client_certificate(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path((zone_id, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<PatchClientCertificate>,
+) -> ApiResult {
+    if !body.reactivate {
+        return Err(ApiError::invalid(
+            "the only change a PATCH makes is {\"reactivate\": true}",
+        ));
+    }
+    change_status(&state, &zone_id, &id, StatusAction::Reactivate, &actor).await
+}
+
+/// Revoke a certificate (takes effect at once; the certificate stays listed and can be reactivated).
+#[utoipa::path(delete, path = "/zones/{zone_id}/client_certificates/{client_certificate_id}", tag = "client certificates",
+    params(("zone_id" = String, Path, description = "Zone id"), ("client_certificate_id" = String, Path, description = "Certificate id")),
+    responses((status = 200, description = "The certificate", body = Object)))]
+pub async fn revoke_client_certificate(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path((zone_id, id)): Path<(String, String)>,
+) -> ApiResult {
+    change_status(&state, &zone_id, &id, StatusAction::Revoke, &actor).await
+}
+
+/// A managed CA as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ManagedCaView {
+    pub id: String,
+    pub name: String,
+    /// `active` (issues), `trusted` (replaced but still accepted) or `retired`.
+    pub status: String,
+    pub key_type: String,
+    /// PEM: give it to your origins or clients that want to verify what Portcullis issued.
+    pub certificate: String,
+    pub created_on: String,
+    /// Path of the CRL on the admin listener.
+    pub crl_path: String,
+}
+
+fn ca_view(ca: portcullis_store::ManagedCa) -> ManagedCaView {
+    ManagedCaView {
+        crl_path: format!("/crl/{}.crl", ca.id),
+        id: ca.id,
+        name: ca.name,
+        status: match ca.status {
+            ManagedCaStatus::Active => "active",
+            ManagedCaStatus::Trusted => "trusted",
+            ManagedCaStatus::Retired => "retired",
+        }
+        .to_owned(),
+        key_type: ca.key_type,
+        certificate: ca.certificate,
+        created_on: rfc3339(ca.created_on),
+    }
+}
+
+pub(crate) async fn check_account(state: &AdminState, account_id: &str) -> Result<(), ApiError> {
+    if state.store.account().await?.id == account_id {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("account", account_id))
+    }
+}
+
+/// The managed CAs, newest first: the active one and any still trusted after a rotation.
+#[utoipa::path(get, path = "/accounts/{account_id}/managed_ca", tag = "managed CA",
+    params(("account_id" = String, Path, description = "Account id")),
+    responses((status = 200, description = "The managed CAs", body = [ManagedCaView])))]
+pub async fn list_managed_cas(State(state): State<AdminState>, Path(account_id): Path<String>) -> ApiResult {
+    check_account(&state, &account_id).await?;
+    let cas: Vec<_> = state.store.managed_cas().await?.into_iter().map(ca_view).collect();
+    let info = ResultInfo::new(
+        1,
+        u32::try_from(cas.len()).unwrap_or(u32::MAX).max(1),
+        cas.len(),
+        cas.len() as u64,
+    );
+    Ok(ok_page(cas, info))
+}
+
+/// `POST …/managed_ca/rotate` body.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateCa {
+    /// `p256` (default), `p384`, `rsa2048`, `rsa3072` or `rsa4096`.
+    pub key_type: Option<String>,
+    /// Goes into the new CA's `O=`.
+    pub organization: Option<String>,
+}
+
+/// Create a new managed CA that issues from now on; the previous one stays trusted until retired.
+#[utoipa::path(post, path = "/accounts/{account_id}/managed_ca/rotate", tag = "managed CA",
+    request_body = RotateCa,
+    params(("account_id" = String, Path, description = "Account id")),
+    responses((status = 201, description = "The new active CA", body = ManagedCaView)))]
+pub async fn rotate_managed_ca(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path(account_id): Path<String>,
+    ApiJson(body): ApiJson<RotateCa>,
+) -> ApiResult {
+    check_account(&state, &account_id).await?;
+    let key_type = match &body.key_type {
+        Some(k) => k.parse::<KeyType>().map_err(|e| ApiError::invalid(e.to_string()))?,
+        None => KeyType::P256,
+    };
+    let params = CaParams {
+        organization: body.organization,
+        key_type,
+        ..CaParams::default()
+    };
+    let ca = ManagedCa::create(&params, OffsetDateTime::now_utc()).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let stored = state
+        .store
+        .add_managed_ca(
+            NewManagedCa {
+                id: ca.id().to_owned(),
+                name: ca.name().to_owned(),
+                certificate: ca.certificate_pem(),
+                sealed_key: ca.sealed_key(&state.master_key),
+                key_type: ca.key_type().as_str().to_owned(),
+            },
+            &actor,
+        )
+        .await?;
+    Ok(ok_status(StatusCode::CREATED, ca_view(stored)))
+}
+
+/// Stop trusting a managed CA that a rotation replaced.
+#[utoipa::path(delete, path = "/accounts/{account_id}/managed_ca/{ca_id}", tag = "managed CA",
+    params(("account_id" = String, Path, description = "Account id"), ("ca_id" = String, Path, description = "Managed CA id")),
+    responses((status = 200, description = "The retired CA", body = ManagedCaView)))]
+pub async fn retire_managed_ca(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path((account_id, ca_id)): Path<(String, String)>,
+) -> ApiResult {
+    check_account(&state, &account_id).await?;
+    state.store.retire_managed_ca(&ca_id, &actor).await?;
+    let ca = state
+        .store
+        .managed_cas()
+        .await?
+        .into_iter()
+        .find(|ca| ca.id == ca_id)
+        .ok_or_else(|| ApiError::not_found("managed CA", &ca_id))?;
+    Ok(ok(ca_view(ca)))
+}
+
+/// The CRL of managed CA `{ca_id}`, DER (`application/pkix-crl`), without authentication: CRL distribution points
+/// must be fetchable by anyone who verifies our certificates. It is rebuilt only after configuration changes.
+pub async fn crl(State(state): State<AdminState>, Path(file): Path<String>) -> Response {
+    match crl_der(&state, &file).await {
+        Ok(der) => (
+            [
+                (header::CONTENT_TYPE, "application/pkix-crl"),
+                (header::CACHE_CONTROL, "max-age=60"),
+            ],
+            der,
+        )
+            .into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn crl_der(state: &AdminState, file: &str) -> Result<Vec<u8>, ApiError> {
+    let ca_id = file
+        .strip_suffix(".crl")
+        .ok_or_else(|| ApiError::not_found("CRL", file))?;
+    let generation = state.store.generation().await?;
+    if let Some((built_at, der)) = state.crl_cache.lock().unwrap_or_else(|e| e.into_inner()).get(ca_id)
+        && *built_at == generation
+    {
+        return Ok(der.clone());
+    }
+    let stored = state
+        .store
+        .managed_cas()
+        .await?
+        .into_iter()
+        .find(|ca| ca.id == ca_id && ca.status != ManagedCaStatus::Retired)
+        .ok_or_else(|| ApiError::not_found("CRL", file))?;
+    let ca = unseal(state, &stored)?;
+    let revoked = state.store.revoked_client_certificates(ca_id).await?;
+    let entries = revoked
+        .iter()
+        .map(|(serial, at)| {
+            Ok(RevokedEntry {
+                serial: portcullis_pki::hex_decode(serial)
+                    .ok_or_else(|| ApiError::internal(format!("stored serial {serial:?} is not hex")))?,
+                revoked_at: OffsetDateTime::from_unix_timestamp(*at).map_err(ApiError::internal)?,
+                reason: None,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let number = state.store.next_crl_number(ca_id).await?;
+    let now = OffsetDateTime::now_utc();
+    let params = CrlParams {
+        crl_number: u64::try_from(number).unwrap_or(0),
+        this_update: now,
+        next_update: now + CRL_VALIDITY,
+    };
+    let crl = ca.build_crl(&params, &entries).map_err(ApiError::internal)?;
+    let der = crl.der().to_vec();
+    state
+        .crl_cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(ca_id.to_owned(), (generation, der.clone()));
+    Ok(der)
+}

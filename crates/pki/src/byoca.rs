@@ -1,0 +1,197 @@
+//! Bring-your-own CA: validating an uploaded CA bundle and CRLs for it.
+//!
+//! An upload must contain only `CERTIFICATE` blocks (private keys and CSRs are refused by name),
+//! every certificate must have `basicConstraints CA:TRUE`, be signed with RSA or ECDSA over
+//! SHA-1/256/384/512 (Cloudflare's list) and be valid at upload time. The first certificate is the
+//! issuing CA and describes the `mtls_certificates` record. A CRL uploaded for a BYO CA must be
+//! signed by that CA. Nothing is stored here.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
+use x509_parser::revocation_list::CertificateRevocationList;
+
+use crate::der;
+use crate::dn;
+use crate::error::{PkiError, Result};
+use crate::keys;
+use crate::pem;
+
+/// Cloudflare's `mtls_certificates` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MtlsCertificateRecord {
+    pub id: String,
+    pub ca: bool,
+    /// The bundle as normalized PEM.
+    pub certificates: String,
+    pub expires_on: String,
+    /// Issuer DN of the first certificate (Cloudflare style, see [`crate::dn::cloudflare`]).
+    pub issuer: String,
+    pub name: String,
+    /// Decimal, as Cloudflare's API shows BYO CA serials.
+    pub serial_number: String,
+    pub signature: String,
+    pub uploaded_on: String,
+}
+
+/// A validated upload.
+#[derive(Debug, Clone)]
+pub struct UploadedCa {
+    pub record: MtlsCertificateRecord,
+    /// DER of every certificate, issuing CA first.
+    pub certificates_der: Vec<Vec<u8>>,
+}
+
+/// A CRL whose signature was checked against its CA.
+#[derive(Debug, Clone)]
+pub struct UploadedCrl {
+    pub der: Vec<u8>,
+    pub this_update: OffsetDateTime,
+    pub next_update: Option<OffsetDateTime>,
+    pub entries: usize,
+    /// Revoked serials, magnitude without leading zeros.
+    pub revoked_serials: Vec<Vec<u8>>,
+}
+
+const ALLOWED_SIGNATURES: [&str; 8] = [
+    "SHA1WithRSA",
+    "SHA256WithRSA",
+    "SHA384WithRSA",
+    "SHA512WithRSA",
+    "ECDSAWithSHA1",
+    "ECDSAWithSHA256",
+    "ECDSAWithSHA384",
+    "ECDSAWithSHA512",
+];
+
+/// Validates an uploaded CA bundle (PEM) and builds its record.
+pub fn parse_ca_bundle(pem_text: &str, name: &str, now: OffsetDateTime) -> Result<UploadedCa> {
+    let blocks = pem::parse_blocks(pem_text)?;
+    if blocks.is_empty() {
+        return Err(PkiError::Pem("no -----BEGIN CERTIFICATE----- block found".into()));
+    }
+    for (i, b) in blocks.iter().enumerate() {
+        match b.label.as_str() {
+            "CERTIFICATE" => {}
+            l if l.contains("PRIVATE KEY") => {
+                return Err(PkiError::InvalidParameter(format!(
+                    "block {} is a private key ({l}); the certificates field takes CA certificates only",
+                    i + 1
+                )));
+            }
+            l if l.contains("CERTIFICATE REQUEST") => {
+                return Err(PkiError::InvalidParameter(format!(
+                    "block {} is a certificate signing request; the certificates field takes CA certificates only",
+                    i + 1
+                )));
+            }
+            l => {
+                return Err(PkiError::InvalidParameter(format!(
+                    "block {} is a {l}; the certificates field takes CA certificates only",
+                    i + 1
+                )));
+            }
+        }
+    }
+    let mut record = None;
+    for (i, b) in blocks.iter().enumerate() {
+        let n = i + 1;
+        let (rest, cert) =
+            X509Certificate::from_der(&b.der).map_err(|e| PkiError::Certificate(format!("certificate {n}: {e}")))?;
+        if !rest.is_empty() {
+            return Err(PkiError::Certificate(format!("certificate {n}: trailing data")));
+        }
+        let subject = dn::cloudflare(cert.subject());
+        match cert.basic_constraints() {
+            Ok(Some(bc)) if bc.value.ca => {}
+            Ok(_) => {
+                return Err(PkiError::NotCa(format!(
+                    "certificate {n} ({subject}) lacks basicConstraints CA:TRUE; upload the CA that issued your client certificates, not a client certificate"
+                )));
+            }
+            Err(e) => return Err(PkiError::Certificate(format!("certificate {n}: {e}"))),
+        }
+        let sig = keys::signature_name_or_oid(&cert.signature_algorithm);
+        if !ALLOWED_SIGNATURES.contains(&sig.as_str()) {
+            return Err(PkiError::UnsupportedSignature(format!(
+                "certificate {n} ({subject}) is signed with {sig}; allowed are RSA and ECDSA with SHA-1/256/384/512"
+            )));
+        }
+        let not_before = der::from_timestamp(cert.validity().not_before.timestamp());
+        let not_after = der::from_timestamp(cert.validity().not_after.timestamp());
+        if now > not_after {
+            return Err(PkiError::CaValidity(format!(
+                "certificate {n} ({subject}) expired on {}",
+                der::rfc3339(not_after)
+            )));
+        }
+        if now < not_before {
+            return Err(PkiError::CaValidity(format!(
+                "certificate {n} ({subject}) is not valid before {}",
+                der::rfc3339(not_before)
+            )));
+        }
+        if record.is_none() {
+            record = Some(MtlsCertificateRecord {
+                id: der::random_id(),
+                ca: true,
+                certificates: String::new(),
+                expires_on: der::rfc3339(not_after),
+                issuer: dn::cloudflare(cert.issuer()),
+                name: name.to_owned(),
+                serial_number: der::decimal(der::strip_leading_zeros(cert.raw_serial())),
+                signature: sig,
+                uploaded_on: der::rfc3339(now),
+            });
+        }
+    }
+    let mut record = record.ok_or_else(|| PkiError::Pem("no certificate found".into()))?;
+    record.certificates = blocks.iter().map(|b| pem::encode("CERTIFICATE", &b.der)).collect();
+    Ok(UploadedCa {
+        record,
+        certificates_der: blocks.into_iter().map(|b| b.der).collect(),
+    })
+}
+
+/// Checks that `crl` (PEM or DER) is a well-formed CRL signed by `ca_der`.
+pub fn check_crl_for_ca(ca_der: &[u8], crl: &[u8]) -> Result<UploadedCrl> {
+    let crl_der = pem::single_from_pem_or_der(crl, "X509 CRL").map_err(|e| PkiError::Crl(e.to_string()))?;
+    check_crl_der(ca_der, &crl_der)
+}
+
+pub(crate) fn check_crl_der(ca_der: &[u8], crl_der: &[u8]) -> Result<UploadedCrl> {
+    let (_, ca) = X509Certificate::from_der(ca_der).map_err(|e| PkiError::Certificate(format!("CA: {e}")))?;
+    let (rest, parsed) = CertificateRevocationList::from_der(crl_der)
+        .map_err(|e| PkiError::Crl(format!("cannot parse the DER ({e})")))?;
+    if !rest.is_empty() {
+        return Err(PkiError::Crl(format!("{} trailing bytes after the CRL", rest.len())));
+    }
+    let tbs = &parsed.tbs_cert_list;
+    if tbs.issuer.as_raw() != ca.subject().as_raw() {
+        return Err(PkiError::CrlIssuer(format!(
+            "it was issued by {}, not by {}",
+            dn::cloudflare(&tbs.issuer),
+            dn::cloudflare(ca.subject())
+        )));
+    }
+    keys::verify_signed_data(
+        ca.public_key(),
+        &parsed.signature_algorithm,
+        tbs.as_ref(),
+        &parsed.signature_value.data,
+    )
+    .map_err(|e| PkiError::CrlIssuer(format!("its signature does not verify with the CA's key: {e}")))?;
+    let revoked_serials: Vec<Vec<u8>> = tbs
+        .revoked_certificates
+        .iter()
+        .map(|r| der::strip_leading_zeros(r.raw_serial()).to_vec())
+        .collect();
+    Ok(UploadedCrl {
+        der: crl_der.to_vec(),
+        this_update: der::from_timestamp(tbs.this_update.timestamp()),
+        next_update: tbs.next_update.map(|t| der::from_timestamp(t.timestamp())),
+        entries: revoked_serials.len(),
+        revoked_serials,
+    })
+}

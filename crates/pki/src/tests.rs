@@ -1,0 +1,674 @@
+//! Unit tests that need a CA: issuance, sealing, CRLs, BYO CA, verification and facts together.
+
+use time::{Duration, OffsetDateTime, macros::datetime};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
+
+use crate::*;
+
+const RSA1024_CSR: &str = include_str!("../tests/data/rsa1024.csr");
+const SECP256K1_CSR: &str = include_str!("../tests/data/secp256k1.csr");
+
+fn now() -> OffsetDateTime {
+    datetime!(2026-03-01 12:00:00 UTC)
+}
+
+fn ca() -> ManagedCa {
+    ManagedCa::create(
+        &CaParams {
+            organization: Some("Acme, Inc.".into()),
+            ..CaParams::default()
+        },
+        now(),
+    )
+    .unwrap()
+}
+
+fn csr_pem(params: rcgen::CertificateParams, key: &rcgen::KeyPair) -> String {
+    params.serialize_request(key).unwrap().pem().unwrap()
+}
+
+fn subject_csr() -> (String, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec!["device-1.example.com".to_owned()]).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CountryName, "US");
+    p.distinguished_name.push(rcgen::DnType::StateOrProvinceName, "Texas");
+    p.distinguished_name.push(rcgen::DnType::LocalityName, "Austin");
+    p.distinguished_name.push(rcgen::DnType::OrganizationName, "Access");
+    p.distinguished_name
+        .push(rcgen::DnType::OrganizationalUnitName, "Access Admins");
+    p.distinguished_name.push(rcgen::DnType::CommonName, "James Royal");
+    p.subject_alt_names
+        .push(rcgen::SanType::URI("spiffe://example.org/device/1".try_into().unwrap()));
+    p.subject_alt_names
+        .push(rcgen::SanType::Rfc822Name("james@example.com".try_into().unwrap()));
+    (csr_pem(p, &key), key)
+}
+
+fn der(c: &[u8]) -> CertificateDer<'static> {
+    CertificateDer::from(c.to_vec())
+}
+
+#[test]
+fn managed_ca_has_clear_subject_and_is_a_ca() {
+    for key_type in [KeyType::P256, KeyType::P384, KeyType::Rsa2048] {
+        let ca = ManagedCa::create(
+            &CaParams {
+                key_type,
+                organization: Some("Org".into()),
+                ..Default::default()
+            },
+            now(),
+        )
+        .unwrap();
+        assert_eq!(ca.id().len(), 32);
+        assert_eq!(ca.name(), format!("Portcullis Managed CA {}", &ca.id()[..8]));
+        let (_, cert) = X509Certificate::from_der(ca.certificate_der()).unwrap();
+        assert!(cert.is_ca());
+        assert_eq!(dn::cloudflare(cert.subject()), format!("CN={},O=Org", ca.name()));
+        assert!(ca.certificate_pem().starts_with("-----BEGIN CERTIFICATE-----\n"));
+    }
+}
+
+#[test]
+fn sealed_key_round_trip_and_wrong_master_key() {
+    let ca = ca();
+    let master = MasterKey::generate();
+    let sealed = ca.sealed_key(&master);
+    let again = ManagedCa::from_sealed(ca.id(), ca.key_type(), ca.certificate_der(), &sealed, &master).unwrap();
+    assert_eq!(again.name(), ca.name());
+    // The reloaded CA can still issue.
+    again
+        .issue_with_generated_key(&generated("x"), &IssueOptions::default(), now())
+        .unwrap();
+
+    let err = ManagedCa::from_sealed(
+        ca.id(),
+        ca.key_type(),
+        ca.certificate_der(),
+        &sealed,
+        &MasterKey::generate(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot unseal the CA private key: wrong master key, or the sealed data was changed or belongs to another CA"
+    );
+    let other = ManagedCa::create(&CaParams::default(), now()).unwrap();
+    let err = ManagedCa::from_sealed(ca.id(), ca.key_type(), other.certificate_der(), &sealed, &master).unwrap_err();
+    assert!(err.to_string().contains("does not match the CA certificate"), "{err}");
+}
+
+fn generated(cn: &str) -> GeneratedKeyRequest {
+    GeneratedKeyRequest {
+        key_type: KeyType::P256,
+        subject: SubjectFields {
+            common_name: cn.into(),
+            country: "US".into(),
+            ..Default::default()
+        },
+        sans: SubjectAltNames {
+            dns: vec!["a.example".into()],
+            uri: vec![],
+            email: vec![],
+        },
+    }
+}
+
+#[test]
+fn generated_key_certificate_record_and_extensions() {
+    let ca = ca();
+    let issued = ca
+        .issue_with_generated_key(&generated("device 7"), &IssueOptions::default(), now())
+        .unwrap();
+    let r = &issued.record;
+    assert_eq!(r.id.len(), 32);
+    assert!(r.id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert_eq!(r.csr, "");
+    assert_eq!(r.common_name, "device 7");
+    assert_eq!(r.country, "US");
+    assert_eq!(r.signature, "ECDSAWithSHA256");
+    assert_eq!(r.issued_on, "2026-03-01T12:00:00Z");
+    assert_eq!(r.expires_on, "2036-02-27T12:00:00Z");
+    assert_eq!(r.validity_days, 3650);
+    assert_eq!(r.status, CertificateStatus::Active);
+    assert_eq!(r.serial_number.len(), 40, "20-byte serial");
+    assert!(u8::from_str_radix(&r.serial_number[..2], 16).unwrap() < 0x80);
+    assert_eq!(r.certificate_authority, ca.authority_ref());
+    assert!(issued.private_key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert!(!format!("{issued:?}").contains("BEGIN PRIVATE KEY"));
+
+    let (_, cert) = X509Certificate::from_der(&issued.der).unwrap();
+    assert!(!cert.is_ca());
+    assert_eq!(cert.basic_constraints().unwrap().map(|b| b.value.ca), Some(false));
+    let ku = cert.key_usage().unwrap().unwrap().value;
+    assert!(ku.digital_signature() && !ku.key_cert_sign());
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.client_auth && !eku.server_auth);
+    let (_, ca_cert) = X509Certificate::from_der(ca.certificate_der()).unwrap();
+    let ca_ski = facts::subject_key_id(&ca_cert).unwrap().to_vec();
+    assert_eq!(r.ski, hex_lower(facts::subject_key_id(&cert).unwrap()));
+    let json = serde_json_value(r);
+    assert!(json.contains("\"status\":\"active\""), "{json}");
+    assert!(json.contains("\"certificate_authority\":{\"id\":"), "{json}");
+    let back: ClientCertificateRecord = serde_json::from_str(&json).unwrap();
+    assert_eq!(&back, r);
+    let facts = compute_facts(
+        &[der(&issued.der)],
+        &[IssuerInfo::from_der(ca.certificate_der()).unwrap()],
+    );
+    assert_eq!(facts.cert_issuer_ski, hex_upper(&ca_ski));
+    assert_eq!(facts.cert_serial, r.serial_number.to_uppercase());
+    assert_eq!(facts.cert_fingerprint_sha256, r.fingerprint_sha256);
+}
+
+fn serde_json_value<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap()
+}
+
+#[test]
+fn validity_days_bounds() {
+    let ca = ca();
+    for days in [0, 5476] {
+        let err = ca
+            .issue_with_generated_key(
+                &generated("x"),
+                &IssueOptions {
+                    validity_days: days,
+                    ..Default::default()
+                },
+                now(),
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("validity_days must be between 1 and 5475 (got {days})")
+        );
+    }
+    let short = ManagedCa::create(
+        &CaParams {
+            validity_days: 30,
+            ..Default::default()
+        },
+        now(),
+    )
+    .unwrap();
+    let err = short
+        .issue_with_generated_key(&generated("x"), &IssueOptions::default(), now())
+        .unwrap_err();
+    assert!(err.to_string().contains("would outlive the CA"), "{err}");
+}
+
+#[test]
+fn csr_subject_and_sans_are_copied() {
+    let ca = ca();
+    let (pem, _) = subject_csr();
+    let issued = ca
+        .issue_from_csr(
+            pem.as_bytes(),
+            &IssueOptions {
+                validity_days: 30,
+                crl_distribution_point: Some("http://crl.example/ca.crl".into()),
+            },
+            now(),
+        )
+        .unwrap();
+    let r = &issued.record;
+    assert_eq!(
+        (
+            &*r.common_name,
+            &*r.country,
+            &*r.state,
+            &*r.location,
+            &*r.organization,
+            &*r.organizational_unit
+        ),
+        ("James Royal", "US", "Texas", "Austin", "Access", "Access Admins")
+    );
+    assert!(r.csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+    let f = compute_facts(&[der(&issued.der)], &[]);
+    assert_eq!(
+        f.cert_subject_dn,
+        "CN=James Royal,OU=Access Admins,O=Access,L=Austin,ST=Texas,C=US"
+    );
+    assert_eq!(
+        f.cert_subject_dn_legacy,
+        "/C=US/ST=Texas/L=Austin/O=Access/OU=Access Admins/CN=James Royal"
+    );
+    assert_eq!(f.san_dns, vec!["device-1.example.com"]);
+    assert_eq!(f.san_uri, vec!["spiffe://example.org/device/1"]);
+    assert_eq!(f.san_email, vec!["james@example.com"]);
+}
+
+#[test]
+fn csr_with_bad_signature_is_refused() {
+    let ca = ca();
+    let (pem_text, _) = subject_csr();
+    let mut der = pem::parse_blocks(&pem_text).unwrap().remove(0).der;
+    let last = der.len() - 3;
+    der[last] ^= 0x55;
+    let err = ca.issue_from_csr(&der, &IssueOptions::default(), now()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "CSR signature is invalid: the signature does not match the public key"
+    );
+}
+
+#[test]
+fn weak_and_unsupported_keys_are_refused() {
+    let ca = ca();
+    let err = ca
+        .issue_from_csr(RSA1024_CSR.as_bytes(), &IssueOptions::default(), now())
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unsupported or weak key: RSA key of 1024 bits is too small; at least 2048 bits are required"
+    );
+    let err = ca
+        .issue_from_csr(SECP256K1_CSR.as_bytes(), &IssueOptions::default(), now())
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unsupported or weak key: elliptic curve secp256k1 is not supported; use P-256 or P-384"
+    );
+}
+
+#[test]
+fn garbage_and_truncated_csrs() {
+    let ca = ca();
+    let err = ca
+        .issue_from_csr(b"hello", &IssueOptions::default(), now())
+        .unwrap_err();
+    assert!(err.to_string().starts_with("malformed CSR: "), "{err}");
+    let (pem_text, _) = subject_csr();
+    let der = pem::parse_blocks(&pem_text).unwrap().remove(0).der;
+    let err = ca
+        .issue_from_csr(&der[..der.len() / 2], &IssueOptions::default(), now())
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("malformed CSR: cannot parse the DER"),
+        "{err}"
+    );
+    let err = ca
+        .issue_from_csr(
+            b"-----BEGIN CERTIFICATE REQUEST-----\n%%%%\n-----END CERTIFICATE REQUEST-----\n",
+            &IssueOptions::default(),
+            now(),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("not valid base64"), "{err}");
+}
+
+#[test]
+fn verification_outcomes() {
+    let ca = ca();
+    let other = ManagedCa::create(&CaParams::default(), now()).unwrap();
+    let issued = ca
+        .issue_with_generated_key(
+            &generated("x"),
+            &IssueOptions {
+                validity_days: 30,
+                ..Default::default()
+            },
+            now(),
+        )
+        .unwrap();
+    let chain = [der(&issued.der)];
+
+    let mut b = VerifierBuilder::new();
+    b.add_anchor(other.certificate_der()).unwrap();
+    let ca_index = b.add_anchor(ca.certificate_der()).unwrap();
+    let verifier = b.build();
+    let v = verifier.verify(&chain, now() + Duration::hours(1));
+    assert_eq!(
+        (v.verified, v.revoked, v.reason.as_str(), v.status),
+        (true, false, "SUCCESS", AuthStatus::Ok)
+    );
+    assert!(v.is_trusted());
+
+    let v = verifier.verify(&chain, now() + Duration::days(31));
+    assert_eq!(
+        (v.verified, v.reason.as_str(), v.status),
+        (false, "FAILED:certificate has expired", AuthStatus::Expired)
+    );
+    let v = verifier.verify(&chain, now() - Duration::days(1));
+    assert_eq!(
+        (v.verified, v.reason.as_str(), v.status),
+        (false, "FAILED:certificate is not yet valid", AuthStatus::NotYetValid)
+    );
+
+    let mut b = VerifierBuilder::new();
+    b.add_anchor(other.certificate_der()).unwrap();
+    let v = b.build().verify(&chain, now());
+    assert_eq!(
+        (v.verified, v.reason.as_str()),
+        (false, "FAILED:unable to get local issuer certificate")
+    );
+    let v = Verifier::empty().verify(&[der(ca.certificate_der())], now());
+    assert_eq!(
+        (v.reason.as_str(), v.status),
+        ("FAILED:self signed certificate", AuthStatus::Untrusted)
+    );
+
+    // A certificate that is itself an anchor (self-signed, uploaded as its own CA) verifies, as in OpenSSL.
+    let mut b = VerifierBuilder::new();
+    b.add_anchor(other.certificate_der()).unwrap();
+    let v = b.build().verify(&[der(other.certificate_der())], now());
+    assert_eq!((v.verified, v.reason.as_str()), (true, "SUCCESS"));
+
+    // Revoked by the store's serial set: still verified (Cloudflare semantics), and revoked.
+    let mut b = VerifierBuilder::new();
+    let i = b.add_anchor(ca.certificate_der()).unwrap();
+    assert_eq!(i, 0);
+    let serial = hex_decode(&issued.record.serial_number);
+    b.revoke_serials(i, [serial]).unwrap();
+    let v = b.build().verify(&chain, now());
+    assert_eq!((v.verified, v.revoked, v.status), (true, true, AuthStatus::Revoked));
+    assert!(!v.is_trusted());
+    let _ = ca_index;
+}
+
+fn hex_decode(s: &str) -> Vec<u8> {
+    der::unhex(s).unwrap()
+}
+
+#[test]
+fn crl_revokes_and_is_checked_against_its_ca() {
+    let ca = ca();
+    let issued = ca
+        .issue_with_generated_key(&generated("x"), &IssueOptions::default(), now())
+        .unwrap();
+    let entries = vec![
+        RevokedEntry {
+            serial: hex_decode(&issued.record.serial_number),
+            revoked_at: now(),
+            reason: Some(RevocationReason::KeyCompromise),
+        },
+        RevokedEntry {
+            serial: vec![0x00, 0x80, 0x01],
+            revoked_at: now(),
+            reason: None,
+        },
+    ];
+    let crl = ca
+        .build_crl(
+            &CrlParams {
+                crl_number: 7,
+                this_update: now(),
+                next_update: now() + Duration::days(7),
+            },
+            &entries,
+        )
+        .unwrap();
+    assert!(crl.pem().starts_with("-----BEGIN X509 CRL-----"));
+    let checked = check_crl_for_ca(ca.certificate_der(), crl.pem().as_bytes()).unwrap();
+    assert_eq!(checked.entries, 2);
+    assert_eq!(checked.revoked_serials[1], vec![0x80, 0x01]);
+
+    let mut b = VerifierBuilder::new();
+    b.add_anchor(ca.certificate_der()).unwrap();
+    assert_eq!(b.add_crl(crl.der()).unwrap(), 2);
+    let v = b.build().verify(&[der(&issued.der)], now());
+    assert_eq!((v.verified, v.revoked), (true, true));
+
+    let other = ManagedCa::create(&CaParams::default(), now()).unwrap();
+    let err = check_crl_for_ca(other.certificate_der(), crl.der()).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("CRL does not belong to this CA: it was issued by"),
+        "{err}"
+    );
+    let mut b = VerifierBuilder::new();
+    b.add_anchor(other.certificate_der()).unwrap();
+    let err = b.add_crl(crl.der()).unwrap_err();
+    assert!(
+        err.to_string().contains("not issued by any of the trust anchors"),
+        "{err}"
+    );
+    let err = check_crl_for_ca(ca.certificate_der(), &crl.der()[..40]).unwrap_err();
+    assert!(err.to_string().starts_with("malformed CRL"), "{err}");
+
+    let err = ca
+        .build_crl(
+            &CrlParams {
+                crl_number: 1,
+                this_update: now(),
+                next_update: now(),
+            },
+            &[],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("nextUpdate must be after thisUpdate"));
+    // An empty CRL is still a valid, signed CRL.
+    let empty = ca
+        .build_crl(
+            &CrlParams {
+                crl_number: 1,
+                this_update: now(),
+                next_update: now() + Duration::days(1),
+            },
+            &[],
+        )
+        .unwrap();
+    assert_eq!(check_crl_for_ca(ca.certificate_der(), empty.der()).unwrap().entries, 0);
+}
+
+#[test]
+fn rsa_and_p384_cas_sign_crls_and_certs() {
+    for (key_type, sig) in [(KeyType::Rsa2048, "SHA256WithRSA"), (KeyType::P384, "ECDSAWithSHA384")] {
+        let ca = ManagedCa::create(
+            &CaParams {
+                key_type,
+                ..Default::default()
+            },
+            now(),
+        )
+        .unwrap();
+        let issued = ca
+            .issue_with_generated_key(&generated("x"), &IssueOptions::default(), now())
+            .unwrap();
+        assert_eq!(issued.record.signature, sig);
+        let crl = ca
+            .build_crl(
+                &CrlParams {
+                    crl_number: 1,
+                    this_update: now(),
+                    next_update: now() + Duration::days(1),
+                },
+                &[],
+            )
+            .unwrap();
+        check_crl_for_ca(ca.certificate_der(), crl.der()).unwrap();
+    }
+}
+
+#[test]
+fn byo_ca_bundle_validation() {
+    let ca = ca();
+    let up = parse_ca_bundle(&ca.certificate_pem(), "my ca", now()).unwrap();
+    assert_eq!(up.record.issuer, format!("CN={},O=Acme\\, Inc.", ca.name()));
+    assert_eq!(up.record.signature, "ECDSAWithSHA256");
+    assert!(up.record.ca);
+    assert!(up.record.serial_number.bytes().all(|b| b.is_ascii_digit()));
+    assert_eq!(up.record.uploaded_on, "2026-03-01T12:00:00Z");
+
+    let leaf = ca
+        .issue_with_generated_key(&generated("leafy"), &IssueOptions::default(), now())
+        .unwrap();
+    let err = parse_ca_bundle(&leaf.record.certificate, "x", now()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "not a CA certificate: certificate 1 (CN=leafy,C=US) lacks basicConstraints CA:TRUE; upload the CA that issued your client certificates, not a client certificate"
+    );
+    let err = parse_ca_bundle(
+        &format!("{}{}", ca.certificate_pem(), leaf.private_key_pem.as_str()),
+        "x",
+        now(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("block 2 is a private key (PRIVATE KEY)"),
+        "{err}"
+    );
+    let (csr, _) = subject_csr();
+    let err = parse_ca_bundle(&csr, "x", now()).unwrap_err();
+    assert!(err.to_string().contains("is a certificate signing request"), "{err}");
+    let err = parse_ca_bundle("garbage", "x", now()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid PEM: no -----BEGIN CERTIFICATE----- block found"
+    );
+
+    let short = ManagedCa::create(
+        &CaParams {
+            validity_days: 1,
+            ..Default::default()
+        },
+        now(),
+    )
+    .unwrap();
+    let err = parse_ca_bundle(&short.certificate_pem(), "x", now() + Duration::days(2)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "CA certificate is not valid now: certificate 1 (CN={}) expired on 2026-03-02T12:00:00Z",
+            short.name()
+        )
+    );
+    let mut truncated = ca.certificate_der().to_vec();
+    truncated.truncate(truncated.len() / 2);
+    let err = parse_ca_bundle(&pem::encode("CERTIFICATE", &truncated), "x", now()).unwrap_err();
+    assert!(
+        err.to_string().starts_with("malformed certificate: certificate 1:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn facts_formats() {
+    let ca = ca();
+    let issued = ca
+        .issue_with_generated_key(&generated("x"), &IssueOptions::default(), now())
+        .unwrap();
+    let mut b = VerifierBuilder::new();
+    b.add_anchor(ca.certificate_der()).unwrap();
+    let verifier = b.build();
+    let chain = [der(&issued.der), der(ca.certificate_der())];
+    let f = verifier.client_auth(&chain, now());
+    assert!(f.cert_presented && f.cert_verified && !f.cert_revoked);
+    assert_eq!(f.cert_not_before, "Mar  1 12:00:00 2026 GMT");
+    assert_eq!(f.cert_not_after, "Feb 27 12:00:00 2036 GMT");
+    assert!(f.cert_rfc9440.starts_with(":MII") && f.cert_rfc9440.ends_with(':'));
+    assert_eq!(f.cert_chain_rfc9440.matches(':').count(), 2);
+    assert_eq!(f.cert_issuer_dn, format!("CN={},O=Acme\\, Inc.", ca.name()));
+    assert_eq!(f.cert_issuer_dn_legacy, format!("/O=Acme, Inc./CN={}", ca.name()));
+    assert_eq!(f.verify_result, "SUCCESS");
+    assert_eq!(f.fields().len(), 26);
+    assert_eq!(f.fields().iter().filter(|(n, _)| n.starts_with("cf.")).count(), 21);
+
+    // Over the limits: the values are empty and the flags are set.
+    let big_leaf = vec![0x30; RFC9440_LEAF];
+    let big = vec![der(&big_leaf), der(&vec![0x30; 7000]), der(&vec![0x30; 7000])];
+    let f = compute_facts(&big, &[]);
+    assert!(f.cert_rfc9440_too_large && f.cert_rfc9440.is_empty());
+    assert!(f.cert_chain_rfc9440_too_large && f.cert_chain_rfc9440.is_empty());
+}
+
+const RFC9440_LEAF: usize = 8000;
+
+#[test]
+fn pkcs12_bundle_opens() {
+    let ca = ca();
+    let issued = ca
+        .issue_with_generated_key(&generated("phone"), &IssueOptions::default(), now())
+        .unwrap();
+    let p12 = issued.to_pkcs12("s3cret", "phone", &[ca.certificate_der()]).unwrap();
+    let store = p12_keystore::KeyStore::from_pkcs12(&p12, "s3cret", p12_keystore::Pkcs12ImportPolicy::Relaxed).unwrap();
+    let (_, chain) = store.private_key_chain().unwrap();
+    assert_eq!(chain.certs().len(), 2);
+    assert!(p12_keystore::KeyStore::from_pkcs12(&p12, "wrong", p12_keystore::Pkcs12ImportPolicy::Relaxed).is_err());
+    let err = issued.to_pkcs12("", "x", &[]).unwrap_err();
+    assert_eq!(err.to_string(), "PKCS#12 export failed: the password must not be empty");
+}
+
+#[test]
+fn csr_with_extension_requests_rcgen_would_refuse_is_signed() {
+    let ca = ca();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "ext");
+    p.custom_extensions.push(rcgen::CustomExtension::from_oid_content(
+        &[1, 2, 3, 4],
+        vec![0x05, 0x00],
+    ));
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let issued = ca
+        .issue_from_csr(csr_pem(p, &key).as_bytes(), &IssueOptions::default(), now())
+        .unwrap();
+    let (_, cert) = X509Certificate::from_der(&issued.der).unwrap();
+    assert!(!cert.is_ca(), "the CA decides the extensions, not the CSR");
+}
+
+/// Untrusted input must never panic: every truncation and a bit flip at every position of a
+/// certificate, a CSR and a CRL go through the parsers, the verifier and the facts.
+#[test]
+fn mangled_inputs_do_not_panic() {
+    let ca = ca();
+    let issued = ca
+        .issue_with_generated_key(&generated("x"), &IssueOptions::default(), now())
+        .unwrap();
+    let (csr_pem, _) = subject_csr();
+    let csr = pem::parse_blocks(&csr_pem).unwrap().remove(0).der;
+    let crl = ca
+        .build_crl(
+            &CrlParams {
+                crl_number: 3,
+                this_update: now(),
+                next_update: now() + Duration::days(1),
+            },
+            &[RevokedEntry {
+                serial: vec![1, 2, 3],
+                revoked_at: now(),
+                reason: Some(RevocationReason::Superseded),
+            }],
+        )
+        .unwrap();
+    let mut b = VerifierBuilder::new();
+    b.add_anchor(ca.certificate_der()).unwrap();
+    let verifier = b.build();
+    let anchors = [IssuerInfo::from_der(ca.certificate_der()).unwrap()];
+
+    let variants = |data: &[u8]| -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = (0..data.len()).map(|n| data[..n].to_vec()).collect();
+        for i in 0..data.len() {
+            let mut flipped = data.to_vec();
+            flipped[i] ^= 0x81;
+            out.push(flipped);
+        }
+        out
+    };
+    for cert in variants(&issued.der) {
+        let chain = [der(&cert), der(&cert)];
+        let _ = verifier.client_auth(&chain, now());
+        let _ = compute_facts(&chain, &anchors);
+        let _ = parse_ca_bundle(&pem::encode("CERTIFICATE", &cert), "x", now());
+        let _ = VerifierBuilder::new().add_anchor(&cert);
+    }
+    for bad in variants(&csr) {
+        let _ = ca.issue_from_csr(&bad, &IssueOptions::default(), now());
+    }
+    for bad in variants(crl.der()) {
+        let _ = check_crl_for_ca(ca.certificate_der(), &bad);
+    }
+}
+
+#[test]
+fn shared_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ManagedCa>();
+    assert_send_sync::<Verifier>();
+    assert_send_sync::<MasterKey>();
+    assert_send_sync::<ClientAuthFacts>();
+}

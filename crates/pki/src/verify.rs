@@ -1,0 +1,399 @@
+//! Verifying a presented client chain against a set of trust anchors, the Cloudflare way.
+//!
+//! A [`Verifier`] is built once per trust configuration (any mix of managed and BYO CAs, their CRLs
+//! and the store's revoked serials) and is `Send + Sync`; [`Verifier::verify`] costs one
+//! rustls-webpki path build plus a hash-set lookup, so it can run per connection.
+//!
+//! Semantics (Cloudflare's): `verified` is true for a valid chain (client-auth EKU, validity at the
+//! given time, signatures up to an anchor) even when the certificate is revoked; `revoked` is true
+//! only for a verified certificate whose serial is revoked by a CRL of the anchor or by the anchor's
+//! revoked-serial set. Revocation is checked for the certificate the anchor issued directly (the
+//! leaf, or the top intermediate); CRLs of intermediates are not supported. CRL signatures are
+//! checked once, when added, and CRL `nextUpdate` is not enforced. A presented certificate that is
+//! byte-for-byte one of the anchors (a self-signed certificate uploaded as its own CA) is accepted
+//! within its validity period, as OpenSSL does. Failure reasons use OpenSSL's
+//! wording as Cloudflare shows it (`FAILED:certificate has expired`, …).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
+use serde::Serialize;
+use time::OffsetDateTime;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
+
+use crate::byoca;
+use crate::der;
+use crate::error::{PkiError, Result};
+use crate::facts::{self, ClientAuthFacts, IssuerInfo};
+use crate::pem;
+
+/// The log status (Cloudflare's `ClientMTLSAuthStatus`, plus `revoked`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthStatus {
+    Ok,
+    Absent,
+    Untrusted,
+    NotYetValid,
+    Expired,
+    /// Portcullis' addition: verified but revoked.
+    Revoked,
+}
+
+impl AuthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthStatus::Ok => "ok",
+            AuthStatus::Absent => "absent",
+            AuthStatus::Untrusted => "untrusted",
+            AuthStatus::NotYetValid => "notyetvalid",
+            AuthStatus::Expired => "expired",
+            AuthStatus::Revoked => "revoked",
+        }
+    }
+}
+
+/// The outcome of verifying one presented chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub presented: bool,
+    pub verified: bool,
+    pub revoked: bool,
+    /// `SUCCESS`, `NONE` or `FAILED:<reason>`.
+    pub reason: String,
+    pub status: AuthStatus,
+}
+
+impl Verdict {
+    pub fn absent() -> Verdict {
+        Verdict {
+            presented: false,
+            verified: false,
+            revoked: false,
+            reason: "NONE".into(),
+            status: AuthStatus::Absent,
+        }
+    }
+
+    fn failed(reason: &str, status: AuthStatus) -> Verdict {
+        Verdict {
+            presented: true,
+            verified: false,
+            revoked: false,
+            reason: format!("FAILED:{reason}"),
+            status,
+        }
+    }
+
+    /// Verified and not revoked: what "let it in" means.
+    pub fn is_trusted(&self) -> bool {
+        self.verified && !self.revoked
+    }
+}
+
+struct Anchor {
+    der: Vec<u8>,
+    revoked: HashSet<Vec<u8>>,
+}
+
+/// Collects trust anchors, CRLs and revoked serials, then builds a [`Verifier`].
+#[derive(Default)]
+pub struct VerifierBuilder {
+    anchors: Vec<Anchor>,
+}
+
+impl VerifierBuilder {
+    pub fn new() -> Self {
+        VerifierBuilder::default()
+    }
+
+    /// Adds one CA certificate (DER) as a trust anchor and returns its index.
+    pub fn add_anchor(&mut self, der: &[u8]) -> Result<usize> {
+        let (rest, _) =
+            X509Certificate::from_der(der).map_err(|e| PkiError::Certificate(format!("trust anchor: {e}")))?;
+        if !rest.is_empty() {
+            return Err(PkiError::Certificate(
+                "trust anchor: trailing data after the certificate".into(),
+            ));
+        }
+        webpki::anchor_from_trusted_cert(&CertificateDer::from(der))
+            .map_err(|e| PkiError::Certificate(format!("trust anchor: {e}")))?;
+        self.anchors.push(Anchor {
+            der: der.to_vec(),
+            revoked: HashSet::new(),
+        });
+        Ok(self.anchors.len() - 1)
+    }
+
+    /// Adds every certificate in `data` (PEM bundle or one DER certificate); returns how many.
+    pub fn add_anchors_pem_or_der(&mut self, data: &[u8]) -> Result<usize> {
+        let certs = pem::certificates_from_pem_or_der(data)?;
+        for der in &certs {
+            self.add_anchor(der)?;
+        }
+        Ok(certs.len())
+    }
+
+    /// Marks serials (big-endian magnitude, e.g. from the store) as revoked for anchor `index`.
+    pub fn revoke_serials<I, S>(&mut self, index: usize, serials: I) -> Result<()>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<[u8]>,
+    {
+        let anchor = self
+            .anchors
+            .get_mut(index)
+            .ok_or_else(|| PkiError::InvalidParameter(format!("no trust anchor with index {index}")))?;
+        anchor.revoked.extend(
+            serials
+                .into_iter()
+                .map(|s| der::strip_leading_zeros(s.as_ref()).to_vec()),
+        );
+        Ok(())
+    }
+
+    /// Adds a CRL (PEM or DER). Its signature must verify against an anchor with the CRL's issuer
+    /// name; its serials are then revoked for that anchor.
+    pub fn add_crl(&mut self, crl: &[u8]) -> Result<usize> {
+        let crl_der = pem::single_from_pem_or_der(crl, "X509 CRL").map_err(|e| PkiError::Crl(e.to_string()))?;
+        let mut last_err = None;
+        for anchor in &mut self.anchors {
+            match byoca::check_crl_der(&anchor.der, &crl_der) {
+                Ok(parsed) => {
+                    anchor.revoked.extend(parsed.revoked_serials);
+                    return Ok(parsed.entries);
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(match last_err {
+            Some(PkiError::CrlIssuer(_)) | None => PkiError::CrlIssuer(
+                "it was not issued by any of the trust anchors (issuer name or signature does not match)".into(),
+            ),
+            Some(other) => other,
+        })
+    }
+
+    pub fn build(self) -> Verifier {
+        let mut anchors = Vec::with_capacity(self.anchors.len());
+        let mut infos = Vec::with_capacity(self.anchors.len());
+        let mut revoked = Vec::with_capacity(self.anchors.len());
+        let mut ders = Vec::with_capacity(self.anchors.len());
+        for a in self.anchors {
+            // Both were checked in add_anchor; skip rather than panic if that ever changes.
+            let cert = CertificateDer::from(a.der.as_slice());
+            let Ok(ta) = webpki::anchor_from_trusted_cert(&cert) else {
+                continue;
+            };
+            let Ok(info) = IssuerInfo::from_der(&a.der) else {
+                continue;
+            };
+            anchors.push(ta.to_owned());
+            infos.push(info);
+            revoked.push(a.revoked);
+            ders.push(a.der);
+        }
+        Verifier {
+            anchors,
+            infos,
+            revoked,
+            ders,
+        }
+    }
+}
+
+/// Prepared trust anchors and revocation data. Cheap to call per connection; `Send + Sync`.
+pub struct Verifier {
+    anchors: Vec<TrustAnchor<'static>>,
+    infos: Vec<IssuerInfo>,
+    revoked: Vec<HashSet<Vec<u8>>>,
+    ders: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("anchors", &self.anchors.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_time(now: OffsetDateTime) -> UnixTime {
+    UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(now.unix_timestamp()).unwrap_or(0)))
+}
+
+fn is_self_issued(der: &[u8]) -> bool {
+    X509Certificate::from_der(der)
+        .map(|(_, c)| c.subject().as_raw() == c.issuer().as_raw())
+        .unwrap_or(false)
+}
+
+impl Verifier {
+    /// A verifier with no anchors: every presented certificate is untrusted.
+    pub fn empty() -> Verifier {
+        VerifierBuilder::new().build()
+    }
+
+    pub fn anchor_count(&self) -> usize {
+        self.anchors.len()
+    }
+
+    /// Verifies `chain` (leaf first, then the client's intermediates) at `now`.
+    pub fn verify(&self, chain: &[CertificateDer<'_>], now: OffsetDateTime) -> Verdict {
+        let Some(leaf) = chain.first() else {
+            return Verdict::absent();
+        };
+        let Ok(ee) = webpki::EndEntityCert::try_from(leaf) else {
+            return Verdict::failed("unable to decode certificate", AuthStatus::Untrusted);
+        };
+        let intermediates = &chain[1..];
+        let result = ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &self.anchors,
+            intermediates,
+            unix_time(now),
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        );
+        match result {
+            Ok(path) => {
+                let anchor = path.anchor();
+                let index = self.anchors.iter().position(|a| {
+                    a.subject.as_ref() == anchor.subject.as_ref()
+                        && a.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
+                });
+                // The path runs from the leaf's issuer up to the anchor, so the last one is the anchor's child.
+                let issued_by_anchor = path
+                    .intermediate_certificates()
+                    .next_back()
+                    .map(|c| c.serial())
+                    .unwrap_or(ee.serial());
+                let revoked = index
+                    .and_then(|i| self.revoked.get(i))
+                    .is_some_and(|set| set.contains(der::strip_leading_zeros(issued_by_anchor)));
+                Verdict {
+                    presented: true,
+                    verified: true,
+                    revoked,
+                    reason: "SUCCESS".into(),
+                    status: if revoked { AuthStatus::Revoked } else { AuthStatus::Ok },
+                }
+            }
+            Err(webpki::Error::CaUsedAsEndEntity) if self.ders.iter().any(|d| d.as_slice() == leaf.as_ref()) => {
+                self.pinned_self_signed(leaf.as_ref(), now)
+            }
+            Err(err) => {
+                let (reason, status) = failure(&err, chain);
+                Verdict::failed(reason, status)
+            }
+        }
+    }
+
+    /// A presented certificate that is itself one of the trust anchors (typically a self-signed
+    /// `openssl req -x509` certificate, which is CA:TRUE, uploaded as its own CA). OpenSSL, and so
+    /// Cloudflare, accepts it when it is in its validity period and its EKU allows client auth;
+    /// webpki refuses CA certificates as end entities, so this case is checked here.
+    fn pinned_self_signed(&self, leaf: &[u8], now: OffsetDateTime) -> Verdict {
+        let Ok((_, cert)) = X509Certificate::from_der(leaf) else {
+            return Verdict::failed("unable to decode certificate", AuthStatus::Untrusted);
+        };
+        let t = now.unix_timestamp();
+        if t < cert.validity().not_before.timestamp() {
+            return Verdict::failed("certificate is not yet valid", AuthStatus::NotYetValid);
+        }
+        if t > cert.validity().not_after.timestamp() {
+            return Verdict::failed("certificate has expired", AuthStatus::Expired);
+        }
+        match cert.extended_key_usage() {
+            Ok(None) => {}
+            Ok(Some(eku)) if eku.value.client_auth || eku.value.any => {}
+            _ => return Verdict::failed("unsupported certificate purpose", AuthStatus::Untrusted),
+        }
+        let serial = der::strip_leading_zeros(cert.raw_serial());
+        let revoked = self
+            .ders
+            .iter()
+            .position(|d| d.as_slice() == leaf)
+            .and_then(|i| self.revoked.get(i))
+            .is_some_and(|set| set.contains(serial));
+        Verdict {
+            presented: true,
+            verified: true,
+            revoked,
+            reason: "SUCCESS".into(),
+            status: if revoked { AuthStatus::Revoked } else { AuthStatus::Ok },
+        }
+    }
+
+    /// All `cf.tls_client_auth.*` and `portcullis.tls_client_auth.*` values for `chain` at `now`.
+    pub fn client_auth(&self, chain: &[CertificateDer<'_>], now: OffsetDateTime) -> ClientAuthFacts {
+        let mut facts = facts::compute_facts(chain, &self.infos);
+        facts.apply(&self.verify(chain, now));
+        facts
+    }
+}
+
+/// OpenSSL's wording for a webpki error, and the log status.
+fn failure(err: &webpki::Error, chain: &[CertificateDer<'_>]) -> (&'static str, AuthStatus) {
+    use webpki::Error as E;
+    let leaf_self_issued = || chain.first().is_some_and(|c| is_self_issued(c.as_ref()));
+    match err {
+        // `openssl req -x509` makes CA:TRUE certificates, so webpki may object to the CA flag
+        // before it finds no issuer; OpenSSL (and Cloudflare) call both "self signed".
+        E::UnknownIssuer | E::CaUsedAsEndEntity if leaf_self_issued() => {
+            ("self signed certificate", AuthStatus::Untrusted)
+        }
+        E::CertExpired { .. } => ("certificate has expired", AuthStatus::Expired),
+        E::CertNotValidYet { .. } => ("certificate is not yet valid", AuthStatus::NotYetValid),
+        E::UnknownIssuer | E::MaximumPathDepthExceeded | E::MaximumPathBuildCallsExceeded => {
+            let reason = if chain.get(1..).unwrap_or(&[]).iter().any(|c| is_self_issued(c.as_ref())) {
+                "self signed certificate in certificate chain"
+            } else {
+                "unable to get local issuer certificate"
+            };
+            (reason, AuthStatus::Untrusted)
+        }
+        E::InvalidSignatureForPublicKey
+        | E::UnsupportedSignatureAlgorithmContext(_)
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
+        | E::SignatureAlgorithmMismatch => ("certificate signature failure", AuthStatus::Untrusted),
+        E::RequiredEkuNotFoundContext(_) | E::CaUsedAsEndEntity | E::EmptyEkuExtension => {
+            ("unsupported certificate purpose", AuthStatus::Untrusted)
+        }
+        E::EndEntityUsedAsCa => ("invalid CA certificate", AuthStatus::Untrusted),
+        E::PathLenConstraintViolated => ("path length constraint exceeded", AuthStatus::Untrusted),
+        E::NameConstraintViolation => ("permitted subtree violation", AuthStatus::Untrusted),
+        E::CertRevoked => ("certificate revoked", AuthStatus::Revoked),
+        E::UnsupportedCriticalExtension => ("unhandled critical extension", AuthStatus::Untrusted),
+        E::BadDer | E::BadDerTime | E::TrailingData(_) | E::InvalidCertValidity | E::MalformedExtensions => {
+            ("unable to decode certificate", AuthStatus::Untrusted)
+        }
+        _ => ("certificate rejected", AuthStatus::Untrusted),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifier_is_send_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Verifier>();
+    }
+
+    #[test]
+    fn absent_and_garbage() {
+        let v = Verifier::empty();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        assert_eq!(v.verify(&[], now), Verdict::absent());
+        let verdict = v.verify(&[CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])], now);
+        assert_eq!(verdict.reason, "FAILED:unable to decode certificate");
+        let facts = v.client_auth(&[], now);
+        assert_eq!(facts, ClientAuthFacts::default());
+        assert_eq!(facts.verify_result, "NONE");
+    }
+}

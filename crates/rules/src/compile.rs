@@ -1,0 +1,1054 @@
+//! Type checker and compiler: syntax tree to [`Program`], a tree of pre-resolved field ids and
+//! precompiled matchers (sorted sets, `memmem` finders, regexes, wildcard patterns).
+//!
+//! Everything that can fail fails here, with a span: unknown names, type mismatches, bad
+//! literals, invalid regexes. A compiled [`Program`] evaluates without errors (see `eval`).
+
+use std::cmp::Ordering;
+use std::net::IpAddr;
+
+use memchr::memmem;
+
+use crate::error::CompileError;
+use crate::funcs::{Replacement, Wildcard};
+use crate::parse::{self, CmpOp, Index, Node, NodeKind, Rhs, Span, StrLit};
+use crate::schema::{self, FieldId, FieldSet, Kind, fields};
+use crate::types::{Type, Value};
+
+/// Biggest compiled regex program, in bytes; keeps a pasted pattern from eating memory.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// A compiled expression: immutable, `Send + Sync`, cheap to evaluate many times.
+#[derive(Debug)]
+pub struct Program {
+    pub(crate) root: Expr,
+    reads: FieldSet,
+}
+
+impl Program {
+    /// The fields the expression reads; the proxy needs to fill only these.
+    pub fn fields(&self) -> &FieldSet {
+        &self.reads
+    }
+
+    /// Host names this program can only match, when it is `http.host eq "…"` or
+    /// `http.host in {…}`, alone or as a conjunct of a top-level `and`.
+    pub(crate) fn host_keys(&self) -> Option<Vec<Vec<u8>>> {
+        fn keys(e: &Expr) -> Option<Vec<Vec<u8>>> {
+            match e {
+                Expr::Compare { lhs, m, each: false } if matches!(**lhs, Expr::Field(id, _) if id == fields::HTTP_HOST) => {
+                    match m {
+                        Matcher::Cmp(CmpOp::Eq, Value::Bytes(v)) => Some(vec![v.clone()]),
+                        Matcher::InBytes(set) => Some(set.iter().map(|v| v.to_vec()).collect()),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            }
+        }
+        match &self.root {
+            Expr::And(items) => items.iter().find_map(keys),
+            other => keys(other),
+        }
+    }
+}
+
+/// Compiles `src` against the Portcullis schema ([`crate::schema()`]).
+pub fn compile(src: &str) -> Result<Program, CompileError> {
+    let ast = parse::parse(src)?;
+    let mut checker = Checker {
+        src,
+        reads: FieldSet::new(),
+    };
+    let root = checker.boolean(&ast)?;
+    Ok(Program {
+        root,
+        reads: checker.reads,
+    })
+}
+
+/// Compiled expression node. Types were checked, so evaluation only matches on shapes.
+#[derive(Debug)]
+pub(crate) enum Expr {
+    Const(Value),
+    Field(FieldId, Kind),
+    Not(Box<Expr>),
+    /// `not` over an `Array<Boolean>`, element by element.
+    NotEach(Box<Expr>),
+    And(Box<[Expr]>),
+    Or(Box<[Expr]>),
+    Xor(Box<[Expr]>),
+    /// `each`: `lhs` is an array unpacked with `[*]`; the result is an `Array<Boolean>`.
+    Compare {
+        lhs: Box<Expr>,
+        m: Matcher,
+        each: bool,
+    },
+    Index(Box<Expr>, usize),
+    MapGet(Box<Expr>, Box<[u8]>),
+    /// The values of a map, as an array (`map[*]`).
+    MapValues(Box<Expr>),
+    /// `each`: the first argument is an unpacked array; the function runs per element.
+    Call {
+        f: Func,
+        args: Box<[Expr]>,
+        each: bool,
+    },
+}
+
+/// A comparison's right-hand side, compiled.
+#[derive(Debug)]
+pub(crate) enum Matcher {
+    Cmp(CmpOp, Value),
+    Contains(Box<memmem::Finder<'static>>),
+    Regex(regex::bytes::Regex),
+    Wildcard(Wildcard),
+    /// Sorted and deduplicated, for binary search.
+    InBytes(Box<[Box<[u8]>]>),
+    InInt(Box<[(i64, i64)]>),
+    InIp(Box<[(IpAddr, IpAddr)]>),
+}
+
+#[derive(Debug)]
+pub(crate) enum JsonKey {
+    Name(String),
+    Pos(usize),
+}
+
+#[derive(Debug)]
+pub(crate) enum Func {
+    Any,
+    All,
+    Concat,
+    StartsWith,
+    EndsWith,
+    Len,
+    Lower,
+    Upper,
+    UrlDecode {
+        recursive: bool,
+        unicode: bool,
+    },
+    ToString,
+    Substring,
+    Split {
+        sep: Box<[u8]>,
+        limit: usize,
+    },
+    Join,
+    RemoveBytes,
+    LookupJsonString(Box<[JsonKey]>),
+    LookupJsonInteger(Box<[JsonKey]>),
+    Cidr {
+        v4: u8,
+        v6: u8,
+    },
+    DecodeBase64,
+    WildcardReplace {
+        pattern: Wildcard,
+        replacement: Replacement,
+    },
+}
+
+/// Functions this engine implements.
+pub const FUNCTIONS: &[&str] = &[
+    "any",
+    "all",
+    "cidr",
+    "cidr6",
+    "concat",
+    "decode_base64",
+    "ends_with",
+    "join",
+    "len",
+    "lookup_json_integer",
+    "lookup_json_string",
+    "lower",
+    "remove_bytes",
+    "split",
+    "starts_with",
+    "substring",
+    "to_string",
+    "upper",
+    "url_decode",
+    "wildcard_replace",
+];
+
+/// Cloudflare functions that exist but make no sense (or are not offered) at the Portcullis edge.
+const UNSUPPORTED_FUNCTIONS: &[&str] = &[
+    "regex_replace",
+    "remove_query_args",
+    "uuidv4",
+    "is_timed_hmac_valid_v0",
+    "encode_base64",
+    "bit_slice",
+    "has_key",
+    "has_value",
+];
+
+struct Typed {
+    expr: Expr,
+    ty: Type,
+    /// The value is an element of an array unpacked with `[*]`, not yet consumed by a
+    /// comparison or function.
+    each: bool,
+}
+
+struct Checker<'s> {
+    src: &'s str,
+    reads: FieldSet,
+}
+
+/// The parameter type list of a String parameter.
+const STR: &[Type] = &[Type::Bytes];
+
+/// Parameters from this position on are literals compiled into the function, not evaluated.
+fn literal_params_from(name: &str, nargs: usize) -> usize {
+    match name {
+        "url_decode"
+        | "split"
+        | "lookup_json_string"
+        | "lookup_json_integer"
+        | "cidr"
+        | "cidr6"
+        | "wildcard_replace" => 1.min(nargs),
+        _ => nargs,
+    }
+}
+
+fn bool_ty() -> Type {
+    Type::Bool
+}
+
+impl Checker<'_> {
+    fn err(&self, span: Span, msg: impl Into<String>) -> CompileError {
+        CompileError::new(self.src, span, msg)
+    }
+
+    /// Checks a node that must be a plain Boolean.
+    fn boolean(&mut self, n: &Node) -> Result<Expr, CompileError> {
+        let t = self.check(n)?;
+        if t.each {
+            return Err(self
+                .err(
+                    n.span.clone(),
+                    format!("expected a Boolean, found an unpacked {} ([*])", t.ty),
+                )
+                .with_hint("[*] works inside a function call, e.g. any(field[*] == \"value\")"));
+        }
+        if t.ty != Type::Bool {
+            let err = self.err(n.span.clone(), format!("expected a Boolean, found {}", t.ty));
+            return Err(match t.ty {
+                Type::Array(ref e) if **e == Type::Bool => err.with_hint("wrap it in any(…) or all(…)"),
+                _ => err,
+            });
+        }
+        Ok(t.expr)
+    }
+
+    // Checking recurses once per nesting level, so `check` and the helpers it recurses through
+    // stay small; the bulky, non-recursive work sits in separate `inline(never)` functions.
+    // Unoptimised builds give every temporary its own stack slot, which made a 64-level
+    // expression overflow a 2 MiB thread stack before this split.
+    fn check(&mut self, n: &Node) -> Result<Typed, CompileError> {
+        match &n.kind {
+            NodeKind::Or(items) | NodeKind::And(items) | NodeKind::Xor(items) => {
+                let mut exprs = Vec::with_capacity(items.len());
+                for item in items {
+                    exprs.push(self.boolean(item)?);
+                }
+                Ok(Self::logic(&n.kind, exprs))
+            }
+            NodeKind::Not(inner) => {
+                let t = self.check(inner)?;
+                self.not(t, inner.span.clone())
+            }
+            NodeKind::Index {
+                base,
+                index,
+                index_span,
+            } => {
+                let b = self.check(base)?;
+                self.index(b, index, index_span.clone())
+            }
+            NodeKind::Compare { lhs, op, op_span, rhs } => {
+                let l = self.check(lhs)?;
+                self.compare(l, *op, op_span.clone(), rhs)
+            }
+            NodeKind::Call { name, name_span, args } => {
+                self.call_prelude(name, name_span.clone(), args.len(), n.span.clone())?;
+                let literal_from = literal_params_from(name, args.len());
+                let mut typed = Vec::with_capacity(literal_from);
+                for arg in &args[..literal_from] {
+                    typed.push(self.check(arg)?);
+                }
+                self.call(name, name_span.clone(), args, typed)
+            }
+            _ => self.leaf(n),
+        }
+    }
+
+    #[inline(never)]
+    fn logic(kind: &NodeKind, exprs: Vec<Expr>) -> Typed {
+        let exprs = exprs.into_boxed_slice();
+        let expr = match kind {
+            NodeKind::Or(_) => Expr::Or(exprs),
+            NodeKind::And(_) => Expr::And(exprs),
+            _ => Expr::Xor(exprs),
+        };
+        Typed {
+            expr,
+            ty: Type::Bool,
+            each: false,
+        }
+    }
+
+    #[inline(never)]
+    fn not(&self, t: Typed, span: Span) -> Result<Typed, CompileError> {
+        match (&t.ty, t.each) {
+            (Type::Bool, false) => Ok(Typed {
+                expr: Expr::Not(Box::new(t.expr)),
+                ty: Type::Bool,
+                each: false,
+            }),
+            (Type::Array(e), false) if **e == Type::Bool => Ok(Typed {
+                expr: Expr::NotEach(Box::new(t.expr)),
+                ty: t.ty,
+                each: false,
+            }),
+            _ => Err(self.err(span, format!("`not` needs a Boolean, found {}", describe(&t)))),
+        }
+    }
+
+    #[inline(never)]
+    fn leaf(&mut self, n: &Node) -> Result<Typed, CompileError> {
+        let plain = |expr, ty| Typed { expr, ty, each: false };
+        match &n.kind {
+            NodeKind::Bool(b) => Ok(plain(Expr::Const(Value::Bool(*b)), bool_ty())),
+            NodeKind::Int(i) => Ok(plain(Expr::Const(Value::Int(*i)), Type::Int)),
+            NodeKind::Str(s) => {
+                let bytes = self.unescape_basic(s)?;
+                Ok(plain(Expr::Const(Value::Bytes(bytes)), Type::Bytes))
+            }
+            NodeKind::Ident(name) => {
+                let Some(field) = schema::field_by_name(name) else {
+                    return Err(self.unknown_field(name, n.span.clone()));
+                };
+                self.reads.insert(field.id());
+                Ok(plain(Expr::Field(field.id(), field.kind()), field.ty()))
+            }
+            _ => Err(self.err(n.span.clone(), "unexpected expression")),
+        }
+    }
+
+    #[inline(never)]
+    fn compare(&mut self, l: Typed, op: CmpOp, op_span: Span, rhs: &Rhs) -> Result<Typed, CompileError> {
+        let m = self.matcher(&l.ty, op, op_span, rhs)?;
+        let ty = if l.each {
+            Type::Array(Box::new(Type::Bool))
+        } else {
+            Type::Bool
+        };
+        Ok(Typed {
+            expr: Expr::Compare {
+                lhs: Box::new(l.expr),
+                m,
+                each: l.each,
+            },
+            ty,
+            each: false,
+        })
+    }
+
+    fn unknown_field(&self, name: &str, span: Span) -> CompileError {
+        if FUNCTIONS.contains(&name) {
+            return self
+                .err(span, format!("{name} is a function, not a field"))
+                .with_hint(format!("call it: {name}(…)"));
+        }
+        let err = self.err(span, format!("unknown field \"{name}\""));
+        match crate::suggest(name, schema::schema().iter().map(|f| f.name())) {
+            Some(s) => err.with_hint(format!("did you mean \"{s}\"?")),
+            None => err.with_hint("`portcullis rules fields` lists the fields"),
+        }
+    }
+
+    #[inline(never)]
+    fn index(&mut self, b: Typed, index: &Index, span: Span) -> Result<Typed, CompileError> {
+        if b.each {
+            return Err(self.err(span, "cannot index an element unpacked with [*]"));
+        }
+        match (b.ty, index) {
+            (Type::Array(elem), Index::Int(i)) => {
+                let i =
+                    usize::try_from(*i).map_err(|_| self.err(span.clone(), "array indexes must not be negative"))?;
+                Ok(Typed {
+                    expr: Expr::Index(Box::new(b.expr), i),
+                    ty: *elem,
+                    each: false,
+                })
+            }
+            (Type::Array(elem), Index::Star) => Ok(Typed {
+                expr: b.expr,
+                ty: *elem,
+                each: true,
+            }),
+            (Type::Map(elem), Index::Key(k)) => {
+                let key = self.unescape_basic(k)?;
+                Ok(Typed {
+                    expr: Expr::MapGet(Box::new(b.expr), key.into_boxed_slice()),
+                    ty: *elem,
+                    each: false,
+                })
+            }
+            (Type::Map(elem), Index::Star) => Ok(Typed {
+                expr: Expr::MapValues(Box::new(b.expr)),
+                ty: *elem,
+                each: true,
+            }),
+            (ty @ Type::Array(_), Index::Key(_)) => Err(self.err(
+                span,
+                format!("{ty} is indexed by position ([0]) or [*], not by a string key"),
+            )),
+            (ty @ Type::Map(_), Index::Int(_)) => Err(self.err(
+                span,
+                format!("{ty} is indexed by a string key ([\"name\"]) or [*], not by a position"),
+            )),
+            (ty, _) => Err(self.err(span, format!("{ty} cannot be indexed"))),
+        }
+    }
+
+    fn unescape_basic(&self, s: &StrLit) -> Result<Vec<u8>, CompileError> {
+        if s.raw {
+            return Ok(s.body.as_bytes().to_vec());
+        }
+        let b = s.body.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] != b'\\' {
+                out.push(b[i]);
+                i += 1;
+                continue;
+            }
+            let at = s.body_start + i;
+            match b.get(i + 1) {
+                Some(b'"') => out.push(b'"'),
+                Some(b'\\') => out.push(b'\\'),
+                Some(b'x') => {
+                    let hex = b.get(i + 2..i + 4).and_then(|h| std::str::from_utf8(h).ok());
+                    match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                        Some(v) => {
+                            out.push(v);
+                            i += 4;
+                            continue;
+                        }
+                        None => {
+                            return Err(self.err(
+                                at..(at + 4).min(s.body_start + b.len()),
+                                "invalid escape: \\x needs two hex digits",
+                            ));
+                        }
+                    }
+                }
+                _ => {
+                    let len = s.body[i + 1..].chars().next().map_or(1, |c| c.len_utf8() + 1);
+                    return Err(self
+                        .err(at..at + len, "invalid escape in string")
+                        .with_hint("quoted strings accept \\\", \\\\ and \\xHH; raw strings r\"…\" take text as is"));
+                }
+            }
+            i += 2;
+        }
+        Ok(out)
+    }
+
+    /// For `matches` and `wildcard`: only `\"` is an escape of the string; other backslashes
+    /// belong to the regex or wildcard syntax, as Cloudflare documents.
+    fn unescape_pattern(s: &StrLit) -> String {
+        if s.raw {
+            s.body.clone()
+        } else {
+            s.body.replace("\\\"", "\"")
+        }
+    }
+
+    fn rhs_str<'r>(&self, ty: &Type, op: CmpOp, rhs: &'r Rhs) -> Result<&'r StrLit, CompileError> {
+        match rhs {
+            Rhs::Str(s) => Ok(s),
+            other => Err(self.mismatch(ty, op, other)),
+        }
+    }
+
+    fn mismatch(&self, ty: &Type, op: CmpOp, rhs: &Rhs) -> CompileError {
+        let found = match rhs {
+            Rhs::Str(_) => "String",
+            Rhs::Word(w, _) => classify_word(w),
+            Rhs::Set(..) => "a set",
+            Rhs::List(_) => "a list",
+        };
+        if let Rhs::Word(w, span) = rhs
+            && (schema::field_by_name(w).is_some() || w.contains('('))
+        {
+            return self.err(
+                span.clone(),
+                format!("the right side of `{}` must be a literal value, not `{w}`", op.name()),
+            );
+        }
+        if found == "invalid value" {
+            let w = match rhs {
+                Rhs::Word(w, _) => w.as_str(),
+                _ => "",
+            };
+            let err = self.err(rhs.span(), format!("invalid value `{w}` for comparison with {ty}"));
+            return match ty {
+                Type::Bytes => err.with_hint("strings are quoted: \"…\""),
+                _ => err,
+            };
+        }
+        self.err(
+            rhs.span(),
+            format!("type mismatch: `{}` cannot compare {ty} with {found}", op.name()),
+        )
+    }
+
+    fn matcher(&mut self, ty: &Type, op: CmpOp, op_span: Span, rhs: &Rhs) -> Result<Matcher, CompileError> {
+        if let Rhs::List(_) = rhs {
+            return Err(self
+                .err(rhs.span(), "lists are not supported")
+                .with_hint("use an inline set: in {…}"));
+        }
+        let unsupported = |this: &Self| {
+            let works_on = match op {
+                CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge => "String and Integer",
+                CmpOp::Contains | CmpOp::Matches | CmpOp::Wildcard | CmpOp::StrictWildcard => "String",
+                _ => "String, Integer and IP address",
+            };
+            let err = this.err(
+                op_span.clone(),
+                format!("`{}` is not supported for {ty}; it works on {works_on}", op.name()),
+            );
+            match ty {
+                Type::Array(_) | Type::Map(_) => {
+                    err.with_hint("pick an element ([0], [\"key\"]) or use [*] inside any(…) or all(…)")
+                }
+                _ => err,
+            }
+        };
+        match (ty, op) {
+            (Type::Bytes, CmpOp::In) => {
+                let Rhs::Set(items, span) = rhs else {
+                    return Err(self.mismatch(ty, op, rhs));
+                };
+                if items.is_empty() {
+                    return Err(self.err(span.clone(), "empty set"));
+                }
+                let mut set = Vec::with_capacity(items.len());
+                for item in items {
+                    let s = self.rhs_str(ty, op, item)?;
+                    set.push(self.unescape_basic(s)?.into_boxed_slice());
+                }
+                set.sort();
+                set.dedup();
+                Ok(Matcher::InBytes(set.into_boxed_slice()))
+            }
+            (Type::Bytes, CmpOp::Eq | CmpOp::Ne | CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge) => {
+                let s = self.rhs_str(ty, op, rhs)?;
+                Ok(Matcher::Cmp(op, Value::Bytes(self.unescape_basic(s)?)))
+            }
+            (Type::Bytes, CmpOp::Contains) => {
+                let s = self.rhs_str(ty, op, rhs)?;
+                let needle = self.unescape_basic(s)?;
+                Ok(Matcher::Contains(Box::new(memmem::Finder::new(&needle).into_owned())))
+            }
+            (Type::Bytes, CmpOp::Matches) => {
+                let s = self.rhs_str(ty, op, rhs)?;
+                let pattern = Self::unescape_pattern(s);
+                regex::bytes::RegexBuilder::new(&pattern)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .dfa_size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                    .map(Matcher::Regex)
+                    .map_err(|e| {
+                        let detail = match e {
+                            regex::Error::CompiledTooBig(_) => {
+                                format!("regular expression too big: over the {REGEX_SIZE_LIMIT}-byte limit")
+                            }
+                            other => {
+                                let text = other.to_string();
+                                let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+                                format!(
+                                    "invalid regular expression: {}",
+                                    last.trim().trim_start_matches("error: ")
+                                )
+                            }
+                        };
+                        self.err(s.span.clone(), detail)
+                    })
+            }
+            (Type::Bytes, CmpOp::Wildcard | CmpOp::StrictWildcard) => {
+                let s = self.rhs_str(ty, op, rhs)?;
+                let pattern = Self::unescape_pattern(s);
+                Wildcard::parse(pattern.as_bytes(), op == CmpOp::StrictWildcard)
+                    .map(Matcher::Wildcard)
+                    .map_err(|e| self.err(s.span.clone(), format!("invalid wildcard pattern: {e}")))
+            }
+            (Type::Int, CmpOp::Eq | CmpOp::Ne | CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge) => match rhs {
+                Rhs::Word(w, _) => match w.parse::<i64>() {
+                    Ok(v) => Ok(Matcher::Cmp(op, Value::Int(v))),
+                    Err(_) => Err(self.mismatch(ty, op, rhs)),
+                },
+                _ => Err(self.mismatch(ty, op, rhs)),
+            },
+            (Type::Int, CmpOp::In) => {
+                let Rhs::Set(items, span) = rhs else {
+                    return Err(self.mismatch(ty, op, rhs));
+                };
+                if items.is_empty() {
+                    return Err(self.err(span.clone(), "empty set"));
+                }
+                let mut ranges = Vec::with_capacity(items.len());
+                for item in items {
+                    let Rhs::Word(w, wspan) = item else {
+                        return Err(self.mismatch(ty, op, item));
+                    };
+                    let range = match w.split_once("..") {
+                        Some((a, b)) => a.parse::<i64>().ok().zip(b.parse::<i64>().ok()),
+                        None => w.parse::<i64>().ok().map(|v| (v, v)),
+                    };
+                    match range {
+                        Some((a, b)) if a <= b => ranges.push((a, b)),
+                        Some(_) => {
+                            return Err(
+                                self.err(wspan.clone(), format!("empty range `{w}`: the start is after the end"))
+                            );
+                        }
+                        None => return Err(self.mismatch(ty, op, item)),
+                    }
+                }
+                ranges.sort_unstable();
+                Ok(Matcher::InInt(ranges.into_boxed_slice()))
+            }
+            (Type::Ip, CmpOp::Eq | CmpOp::Ne) => match rhs {
+                Rhs::Word(w, span) => match w.parse::<IpAddr>() {
+                    Ok(ip) => Ok(Matcher::Cmp(op, Value::Ip(ip.to_canonical()))),
+                    Err(_) if w.parse::<ipnet::IpNet>().is_ok() || w.contains("..") => Err(self
+                        .err(
+                            span.clone(),
+                            format!("`{}` compares single addresses, not ranges", op.name()),
+                        )
+                        .with_hint(format!("use a set: ip.src in {{{w}}}"))),
+                    Err(_) => Err(self.mismatch(ty, op, rhs)),
+                },
+                _ => Err(self.mismatch(ty, op, rhs)),
+            },
+            (Type::Ip, CmpOp::In) => {
+                let Rhs::Set(items, span) = rhs else {
+                    return Err(self.mismatch(ty, op, rhs));
+                };
+                if items.is_empty() {
+                    return Err(self.err(span.clone(), "empty set"));
+                }
+                let mut ranges = Vec::with_capacity(items.len());
+                for item in items {
+                    let Rhs::Word(w, wspan) = item else {
+                        return Err(self.mismatch(ty, op, item));
+                    };
+                    ranges.push(self.ip_range(w, wspan.clone(), ty, op, item)?);
+                }
+                ranges.sort_unstable();
+                Ok(Matcher::InIp(ranges.into_boxed_slice()))
+            }
+            (Type::Bool, CmpOp::Eq | CmpOp::Ne) => match rhs {
+                Rhs::Word(w, _) if w == "true" || w == "false" => Ok(Matcher::Cmp(op, Value::Bool(w == "true"))),
+                _ => Err(self.mismatch(ty, op, rhs)),
+            },
+            _ => Err(unsupported(self)),
+        }
+    }
+
+    fn ip_range(
+        &self,
+        w: &str,
+        span: Span,
+        ty: &Type,
+        op: CmpOp,
+        item: &Rhs,
+    ) -> Result<(IpAddr, IpAddr), CompileError> {
+        if let Some((a, b)) = w.split_once("..") {
+            let (Ok(a), Ok(b)) = (a.parse::<IpAddr>(), b.parse::<IpAddr>()) else {
+                return Err(self.err(span, format!("invalid IP range `{w}`")));
+            };
+            if a.is_ipv4() != b.is_ipv4() {
+                return Err(self.err(span, format!("IP range `{w}` mixes IPv4 and IPv6")));
+            }
+            if a > b {
+                return Err(self.err(span, format!("empty range `{w}`: the start is after the end")));
+            }
+            return Ok((a, b));
+        }
+        if let Ok(ip) = w.parse::<IpAddr>() {
+            let ip = ip.to_canonical();
+            return Ok((ip, ip));
+        }
+        if w.contains('/') {
+            return match w.parse::<ipnet::IpNet>() {
+                Ok(net) => Ok((net.network(), net.broadcast())),
+                Err(_) => Err(self.err(span, format!("invalid CIDR `{w}`"))),
+            };
+        }
+        Err(self.mismatch(ty, op, item))
+    }
+
+    #[inline(never)]
+    fn call_prelude(&self, name: &str, name_span: Span, nargs: usize, span: Span) -> Result<(), CompileError> {
+        if !FUNCTIONS.contains(&name) {
+            if UNSUPPORTED_FUNCTIONS.contains(&name) {
+                return Err(self.err(name_span, format!("function {name}() is not supported by Portcullis")));
+            }
+            let err = self.err(name_span, format!("unknown function {name}()"));
+            return Err(match crate::suggest(name, FUNCTIONS.iter().copied()) {
+                Some(s) => err.with_hint(format!("did you mean {s}()?")),
+                None => err,
+            });
+        }
+        let arity = |min: usize, max: usize| -> Result<(), CompileError> {
+            if nargs < min || nargs > max {
+                let want = match (min, max) {
+                    (a, b) if a == b => format!("{a} argument{}", if a == 1 { "" } else { "s" }),
+                    (a, usize::MAX) => {
+                        format!("at least {a} argument{}", if a == 1 { "" } else { "s" })
+                    }
+                    (a, b) => format!("{a} to {b} arguments"),
+                };
+                return Err(CompileError::new(
+                    self.src,
+                    span.clone(),
+                    format!("{name}() takes {want}, found {}", nargs),
+                ));
+            }
+            Ok(())
+        };
+        match name {
+            "any" | "all" | "len" | "lower" | "upper" | "to_string" | "decode_base64" => arity(1, 1)?,
+            "starts_with" | "ends_with" | "join" | "remove_bytes" => arity(2, 2)?,
+            "url_decode" => arity(1, 2)?,
+            "substring" => arity(2, 3)?,
+            "split" | "cidr" => arity(3, 3)?,
+            "cidr6" => arity(2, 2)?,
+            "wildcard_replace" => arity(3, 4)?,
+            "concat" => arity(1, usize::MAX)?,
+            "lookup_json_string" | "lookup_json_integer" => arity(2, usize::MAX)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn call(&mut self, name: &str, name_span: Span, args: &[Node], typed: Vec<Typed>) -> Result<Typed, CompileError> {
+        if let Some(i) = typed.iter().skip(1).position(|t| t.each).map(|i| i + 1) {
+            return Err(self.err(
+                args[i].span.clone(),
+                "[*] can only be used in the first argument of a function",
+            ));
+        }
+        let each = typed.first().is_some_and(|t| t.each);
+        let expect = |this: &Self, i: usize, want: &[Type]| -> Result<(), CompileError> {
+            let t = &typed[i];
+            if want.contains(&t.ty) {
+                return Ok(());
+            }
+            let names: Vec<String> = want.iter().map(ToString::to_string).collect();
+            Err(this.err(
+                args[i].span.clone(),
+                format!(
+                    "argument {} of {name}() must be {}, found {}",
+                    i + 1,
+                    names.join(" or "),
+                    describe(t)
+                ),
+            ))
+        };
+        let ret: Type;
+        let f = match name {
+            "any" | "all" => {
+                // `any(bools[*])` means `any(bools)`: an unpacked expression evaluates to its array.
+                let ok = if typed[0].each {
+                    typed[0].ty == Type::Bool
+                } else {
+                    typed[0].ty == Type::Array(Box::new(Type::Bool))
+                };
+                if !ok {
+                    return Err(self
+                        .err(
+                            args[0].span.clone(),
+                            format!(
+                                "argument 1 of {name}() must be Array<Boolean>, found {}",
+                                describe(&typed[0])
+                            ),
+                        )
+                        .with_hint(format!("compare each element: {name}(field[*] == \"value\")")));
+                }
+                ret = Type::Bool;
+                if name == "any" { Func::Any } else { Func::All }
+            }
+            "concat" => {
+                let first = typed[0].ty.clone();
+                if !matches!(first, Type::Bytes | Type::Array(_)) {
+                    expect(self, 0, STR)?;
+                }
+                for i in 1..typed.len() {
+                    expect(self, i, std::slice::from_ref(&first))?;
+                }
+                ret = first;
+                Func::Concat
+            }
+            "starts_with" | "ends_with" => {
+                expect(self, 0, STR)?;
+                expect(self, 1, STR)?;
+                ret = Type::Bool;
+                if name == "starts_with" {
+                    Func::StartsWith
+                } else {
+                    Func::EndsWith
+                }
+            }
+            "len" => {
+                if !matches!(typed[0].ty, Type::Bytes | Type::Array(_) | Type::Map(_)) {
+                    expect(self, 0, STR)?;
+                }
+                ret = Type::Int;
+                Func::Len
+            }
+            "lower" | "upper" | "decode_base64" => {
+                expect(self, 0, STR)?;
+                ret = Type::Bytes;
+                match name {
+                    "lower" => Func::Lower,
+                    "upper" => Func::Upper,
+                    _ => Func::DecodeBase64,
+                }
+            }
+            "to_string" => {
+                expect(self, 0, &[Type::Int, Type::Bool, Type::Ip])?;
+                ret = Type::Bytes;
+                Func::ToString
+            }
+            "substring" => {
+                expect(self, 0, STR)?;
+                for i in 1..typed.len() {
+                    expect(self, i, &[Type::Int])?;
+                }
+                ret = Type::Bytes;
+                Func::Substring
+            }
+            "join" => {
+                expect(self, 0, &[Type::array_of_bytes()])?;
+                expect(self, 1, STR)?;
+                ret = Type::Bytes;
+                Func::Join
+            }
+            "remove_bytes" => {
+                expect(self, 0, STR)?;
+                expect(self, 1, STR)?;
+                ret = Type::Bytes;
+                Func::RemoveBytes
+            }
+            "url_decode" => {
+                expect(self, 0, STR)?;
+                let (mut recursive, mut unicode) = (false, false);
+                if let Some(opt) = args.get(1) {
+                    for c in self.lit_str(name, 2, opt)? {
+                        match c {
+                            b'r' => recursive = true,
+                            b'u' => unicode = true,
+                            _ => {
+                                return Err(self.err(
+                                    opt.span.clone(),
+                                    "url_decode() options are \"r\" (recursive) and \"u\" (%uXXXX)",
+                                ));
+                            }
+                        }
+                    }
+                }
+                ret = Type::Bytes;
+                Func::UrlDecode { recursive, unicode }
+            }
+            "split" => {
+                expect(self, 0, STR)?;
+                let sep = self.lit_str(name, 2, &args[1])?;
+                if sep.is_empty() {
+                    return Err(self.err(args[1].span.clone(), "the separator of split() must not be empty"));
+                }
+                let limit = self.lit_int(name, 3, &args[2], 1, 128)?;
+                ret = Type::array_of_bytes();
+                Func::Split {
+                    sep: sep.into_boxed_slice(),
+                    limit: usize::try_from(limit).unwrap_or(1),
+                }
+            }
+            "lookup_json_string" | "lookup_json_integer" => {
+                expect(self, 0, STR)?;
+                let mut keys = Vec::new();
+                for (i, arg) in args.iter().enumerate().skip(1) {
+                    keys.push(match &arg.kind {
+                        NodeKind::Str(lit) => {
+                            JsonKey::Name(String::from_utf8_lossy(&self.unescape_basic(lit)?).into_owned())
+                        }
+                        NodeKind::Int(n) => JsonKey::Pos(
+                            usize::try_from(*n)
+                                .map_err(|_| self.err(arg.span.clone(), "JSON array positions must not be negative"))?,
+                        ),
+                        _ => {
+                            return Err(self.err(
+                                arg.span.clone(),
+                                format!("argument {} of {name}() must be a string or integer literal", i + 1),
+                            ));
+                        }
+                    });
+                }
+                if name == "lookup_json_string" {
+                    ret = Type::Bytes;
+                    Func::LookupJsonString(keys.into_boxed_slice())
+                } else {
+                    ret = Type::Int;
+                    Func::LookupJsonInteger(keys.into_boxed_slice())
+                }
+            }
+            "cidr" | "cidr6" => {
+                expect(self, 0, &[Type::Ip])?;
+                let (v4, v6) = if name == "cidr" {
+                    (
+                        self.lit_int(name, 2, &args[1], 1, 32)?,
+                        self.lit_int(name, 3, &args[2], 1, 128)?,
+                    )
+                } else {
+                    (32, self.lit_int(name, 2, &args[1], 1, 128)?)
+                };
+                ret = Type::Ip;
+                Func::Cidr {
+                    v4: u8::try_from(v4).unwrap_or(32),
+                    v6: u8::try_from(v6).unwrap_or(128),
+                }
+            }
+            "wildcard_replace" => {
+                expect(self, 0, STR)?;
+                let case_sensitive = match args.get(3) {
+                    None => false,
+                    Some(flags) => {
+                        let f = self.lit_str(name, 4, flags)?;
+                        match f.as_slice() {
+                            b"" => false,
+                            b"s" => true,
+                            _ => {
+                                return Err(self.err(
+                                    flags.span.clone(),
+                                    "the only wildcard_replace() flag is \"s\" (case-sensitive)",
+                                ));
+                            }
+                        }
+                    }
+                };
+                let pattern_text = self.lit_pattern(name, 2, &args[1])?;
+                let pattern = Wildcard::parse(pattern_text.as_bytes(), case_sensitive)
+                    .map_err(|e| self.err(args[1].span.clone(), format!("invalid wildcard pattern: {e}")))?;
+                let replacement_text = self.lit_str(name, 3, &args[2])?;
+                let replacement = Replacement::parse(&replacement_text, pattern.stars())
+                    .map_err(|e| self.err(args[2].span.clone(), format!("invalid replacement: {e}")))?;
+                ret = Type::Bytes;
+                Func::WildcardReplace { pattern, replacement }
+            }
+            _ => return Err(self.err(name_span, format!("unknown function {name}()"))),
+        };
+        let each = each && !matches!(f, Func::Any | Func::All);
+        let exprs: Box<[Expr]> = typed.into_iter().map(|t| t.expr).collect();
+        let ty = if each { Type::Array(Box::new(ret)) } else { ret };
+        Ok(Typed {
+            expr: Expr::Call { f, args: exprs, each },
+            ty,
+            each: false,
+        })
+    }
+
+    fn lit_str(&self, func: &str, pos: usize, n: &Node) -> Result<Vec<u8>, CompileError> {
+        match &n.kind {
+            NodeKind::Str(s) => self.unescape_basic(s),
+            _ => Err(self.err(
+                n.span.clone(),
+                format!("argument {pos} of {func}() must be a string literal"),
+            )),
+        }
+    }
+
+    fn lit_pattern(&self, func: &str, pos: usize, n: &Node) -> Result<String, CompileError> {
+        match &n.kind {
+            NodeKind::Str(s) => Ok(Self::unescape_pattern(s)),
+            _ => Err(self.err(
+                n.span.clone(),
+                format!("argument {pos} of {func}() must be a string literal"),
+            )),
+        }
+    }
+
+    fn lit_int(&self, func: &str, pos: usize, n: &Node, min: i64, max: i64) -> Result<i64, CompileError> {
+        match &n.kind {
+            NodeKind::Int(v) if (min..=max).contains(v) => Ok(*v),
+            NodeKind::Int(v) => Err(self.err(
+                n.span.clone(),
+                format!("argument {pos} of {func}() must be between {min} and {max}, found {v}"),
+            )),
+            _ => Err(self.err(
+                n.span.clone(),
+                format!("argument {pos} of {func}() must be an integer literal"),
+            )),
+        }
+    }
+}
+
+fn describe(t: &Typed) -> String {
+    if t.each {
+        format!("an unpacked {} ([*])", t.ty)
+    } else {
+        t.ty.to_string()
+    }
+}
+
+/// What an unquoted literal looks like, for type-mismatch messages.
+fn classify_word(w: &str) -> &'static str {
+    if w == "true" || w == "false" {
+        "Boolean"
+    } else if w.parse::<i64>().is_ok() {
+        "Integer"
+    } else if w.parse::<IpAddr>().is_ok() {
+        "IP address"
+    } else if w.parse::<ipnet::IpNet>().is_ok() {
+        "CIDR"
+    } else if let Some((a, b)) = w.split_once("..") {
+        if a.parse::<i64>().is_ok() && b.parse::<i64>().is_ok() {
+            "Integer range"
+        } else if a.parse::<IpAddr>().is_ok() && b.parse::<IpAddr>().is_ok() {
+            "IP range"
+        } else {
+            "invalid value"
+        }
+    } else {
+        "invalid value"
+    }
+}
+
+/// Compares `v` with `lit` for `op`; values of different types never match.
+pub(crate) fn cmp_holds(op: CmpOp, ord: Option<Ordering>) -> bool {
+    match (op, ord) {
+        (_, None) => false,
+        (CmpOp::Eq, Some(o)) => o == Ordering::Equal,
+        (CmpOp::Ne, Some(o)) => o != Ordering::Equal,
+        (CmpOp::Lt, Some(o)) => o == Ordering::Less,
+        (CmpOp::Le, Some(o)) => o != Ordering::Greater,
+        (CmpOp::Gt, Some(o)) => o == Ordering::Greater,
+        (CmpOp::Ge, Some(o)) => o != Ordering::Less,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

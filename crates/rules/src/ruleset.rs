@@ -1,0 +1,333 @@
+//! Rulesets: ordered rules with actions, in Cloudflare's JSON shape, compiled into a
+//! [`CompiledRuleset`] that evaluates in first-match order.
+//!
+//! Actions: `block` (terminating; optional custom response), `skip` (stops evaluation of the
+//! remaining rules; nothing else is skipped, as there are no other phases here) and `log`
+//! (recorded, evaluation continues). Disabled rules are compiled (so they are validated) but
+//! never evaluated.
+//!
+//! Rules whose expression pins `http.host` (a top-level `http.host eq "…"` or
+//! `http.host in {…}` conjunct) are indexed by host, so a request only evaluates the rules for
+//! its host plus the rules that do not pin one, still in ruleset order.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::compile::{Program, compile};
+use crate::error::CompileError;
+use crate::schema::{Context, FieldSet, fields};
+use crate::types::Value;
+
+/// Largest custom response body, in bytes (Cloudflare: "up to 2 KB").
+pub const MAX_RESPONSE_BYTES: usize = 2048;
+
+/// Content types a custom block response may have.
+pub const RESPONSE_CONTENT_TYPES: &[&str] = &["text/html", "text/plain", "application/json", "text/xml"];
+
+/// What a rule does when its expression matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Refuse the request (403, or the custom response). Terminating.
+    Block,
+    /// Record the match and continue.
+    Log,
+    /// Stop evaluating the remaining rules; the request proceeds.
+    Skip,
+}
+
+/// A custom response for `block`: `{"status_code":403,"content":"…","content_type":"application/json"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockResponse {
+    /// 400 to 499.
+    pub status_code: u16,
+    /// The body, at most [`MAX_RESPONSE_BYTES`].
+    pub content: String,
+    /// One of [`RESPONSE_CONTENT_TYPES`].
+    pub content_type: String,
+}
+
+/// `action_parameters` of a rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionParameters {
+    /// Custom response of a `block` rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<BlockResponse>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One rule, as in Cloudflare's rulesets API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Optional identifier; must be unique within the ruleset when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// The Rules language expression.
+    pub expression: String,
+    /// What to do on a match.
+    pub action: Action,
+    /// Action parameters (`block`'s custom response).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_parameters: Option<ActionParameters>,
+    /// Disabled rules are ignored. Defaults to `true`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// An ordered list of rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ruleset {
+    /// The rules, evaluated in order.
+    pub rules: Vec<Rule>,
+}
+
+/// Why a rule of a ruleset is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleProblem {
+    /// The expression does not compile.
+    #[error("invalid expression: {0}")]
+    Expression(CompileError),
+    /// The custom response is invalid.
+    #[error("invalid custom response: {0}")]
+    Response(String),
+    /// Two rules share an id.
+    #[error("duplicate rule id \"{0}\"")]
+    DuplicateId(String),
+}
+
+/// A ruleset failed to compile: which rule and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rule {} ({}): {problem}", .index + 1, .id.as_deref().map_or_else(|| "no id".to_owned(), |id| format!("id \"{id}\"")))]
+pub struct RulesetError {
+    /// 0-based position of the rule.
+    pub index: usize,
+    /// The rule's id, if it has one.
+    pub id: Option<String>,
+    /// What is wrong.
+    pub problem: RuleProblem,
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+pub struct CompiledRule {
+    rule: Rule,
+    program: Program,
+}
+
+impl CompiledRule {
+    /// The rule as written.
+    pub fn rule(&self) -> &Rule {
+        &self.rule
+    }
+
+    /// Its compiled expression.
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// Its action.
+    pub fn action(&self) -> Action {
+        self.rule.action
+    }
+
+    /// The custom block response, if any.
+    pub fn response(&self) -> Option<&BlockResponse> {
+        self.rule.action_parameters.as_ref().and_then(|p| p.response.as_ref())
+    }
+}
+
+/// The result of evaluating a ruleset for one request.
+#[derive(Debug, Default)]
+pub struct Verdict<'r> {
+    /// The first matching `block` or `skip` rule, which ended evaluation.
+    pub terminal: Option<&'r CompiledRule>,
+    /// Matching `log` rules before it, in order.
+    pub logged: Vec<&'r CompiledRule>,
+}
+
+impl Verdict<'_> {
+    /// Whether the request is blocked.
+    pub fn is_blocked(&self) -> bool {
+        self.terminal.is_some_and(|r| r.action() == Action::Block)
+    }
+}
+
+/// A compiled, immutable ruleset. `Send + Sync`: build once, share (e.g. in an `Arc`) across
+/// all connections.
+#[derive(Debug)]
+pub struct CompiledRuleset {
+    rules: Vec<CompiledRule>,
+    /// Enabled rules pinned to hosts, by host; ascending rule positions.
+    by_host: HashMap<Vec<u8>, Vec<u32>>,
+    /// Enabled rules not pinned to a host; ascending rule positions.
+    unpinned: Vec<u32>,
+    reads: FieldSet,
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<CompiledRuleset>();
+    assert_send_sync::<Program>();
+};
+
+fn validate_response(rule: &Rule) -> Result<(), String> {
+    let Some(resp) = rule.action_parameters.as_ref().and_then(|p| p.response.as_ref()) else {
+        return Ok(());
+    };
+    if rule.action != Action::Block {
+        return Err("only block rules can have a custom response".into());
+    }
+    if !(400..=499).contains(&resp.status_code) {
+        return Err(format!(
+            "status_code must be between 400 and 499, found {}",
+            resp.status_code
+        ));
+    }
+    if !RESPONSE_CONTENT_TYPES.contains(&resp.content_type.as_str()) {
+        return Err(format!(
+            "content_type must be one of {}, found \"{}\"",
+            RESPONSE_CONTENT_TYPES.join(", "),
+            resp.content_type
+        ));
+    }
+    if resp.content.len() > MAX_RESPONSE_BYTES {
+        return Err(format!(
+            "content is {} bytes, the limit is {MAX_RESPONSE_BYTES} bytes",
+            resp.content.len()
+        ));
+    }
+    Ok(())
+}
+
+impl CompiledRuleset {
+    /// Compiles and validates every rule (disabled ones too), reporting the first problem.
+    pub fn compile(ruleset: &Ruleset) -> Result<CompiledRuleset, RulesetError> {
+        let mut rules = Vec::with_capacity(ruleset.rules.len());
+        let mut ids = HashSet::new();
+        let mut by_host: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
+        let mut unpinned = Vec::new();
+        let mut reads = FieldSet::new();
+        for (index, rule) in ruleset.rules.iter().enumerate() {
+            let fail = |problem| RulesetError {
+                index,
+                id: rule.id.clone(),
+                problem,
+            };
+            if let Some(id) = &rule.id
+                && !ids.insert(id.as_str())
+            {
+                return Err(fail(RuleProblem::DuplicateId(id.clone())));
+            }
+            let program = compile(&rule.expression).map_err(|e| fail(RuleProblem::Expression(e)))?;
+            validate_response(rule).map_err(|e| fail(RuleProblem::Response(e)))?;
+            let pos = u32::try_from(index).map_err(|_| fail(RuleProblem::Response("too many rules".into())))?;
+            if rule.enabled {
+                reads.extend(program.fields());
+                match program.host_keys() {
+                    Some(hosts) => {
+                        for host in hosts {
+                            let list = by_host.entry(host).or_default();
+                            // `in {"a" "a"}` was deduplicated, but keep positions unique anyway.
+                            if list.last() != Some(&pos) {
+                                list.push(pos);
+                            }
+                        }
+                    }
+                    None => unpinned.push(pos),
+                }
+            }
+            rules.push(CompiledRule {
+                rule: rule.clone(),
+                program,
+            });
+        }
+        Ok(CompiledRuleset {
+            rules,
+            by_host,
+            unpinned,
+            reads,
+        })
+    }
+
+    /// The rules, in order.
+    pub fn rules(&self) -> &[CompiledRule] {
+        &self.rules
+    }
+
+    /// Every field the enabled rules read; the proxy needs to fill only these.
+    pub fn fields(&self) -> &FieldSet {
+        &self.reads
+    }
+
+    /// Evaluates the enabled rules in order until a `block` or `skip` rule matches.
+    pub fn eval(&self, ctx: &Context) -> Verdict<'_> {
+        let host: &[u8] = match ctx.get(fields::HTTP_HOST) {
+            Some(Value::Bytes(h)) => h,
+            _ => b"",
+        };
+        let pinned: &[u32] = self.by_host.get(host).map_or(&[], Vec::as_slice);
+        let mut verdict = Verdict::default();
+        // Merge the two ascending lists so rules run in ruleset order.
+        let (mut i, mut j) = (0, 0);
+        loop {
+            let next = match (pinned.get(i), self.unpinned.get(j)) {
+                (Some(a), Some(b)) if a < b => {
+                    i += 1;
+                    *a
+                }
+                (Some(a), None) => {
+                    i += 1;
+                    *a
+                }
+                (_, Some(b)) => {
+                    j += 1;
+                    *b
+                }
+                (None, None) => break,
+            };
+            let Some(rule) = self.rules.get(next as usize) else {
+                continue;
+            };
+            if !rule.program.eval(ctx) {
+                continue;
+            }
+            match rule.action() {
+                Action::Log => verdict.logged.push(rule),
+                Action::Block | Action::Skip => {
+                    verdict.terminal = Some(rule);
+                    break;
+                }
+            }
+        }
+        verdict
+    }
+
+    /// Reference evaluation without the host index (every enabled rule in order); for tests.
+    #[doc(hidden)]
+    pub fn eval_linear(&self, ctx: &Context) -> Verdict<'_> {
+        let mut verdict = Verdict::default();
+        for rule in self.rules.iter().filter(|r| r.rule.enabled) {
+            if !rule.program.eval(ctx) {
+                continue;
+            }
+            match rule.action() {
+                Action::Log => verdict.logged.push(rule),
+                Action::Block | Action::Skip => {
+                    verdict.terminal = Some(rule);
+                    break;
+                }
+            }
+        }
+        verdict
+    }
+}
+
+#[cfg(test)]
+mod tests;

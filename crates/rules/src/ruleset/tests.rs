@@ -1,0 +1,223 @@
+//! Rulesets: order, actions, validation, serde shape and the host index.
+
+use proptest::prelude::*;
+
+use crate::tests::ctx;
+use crate::{Action, ActionParameters, BlockResponse, CompiledRuleset, Rule, RuleProblem, Ruleset};
+
+fn rule(id: &str, expression: &str, action: Action) -> Rule {
+    Rule {
+        id: Some(id.to_owned()),
+        description: String::new(),
+        expression: expression.to_owned(),
+        action,
+        action_parameters: None,
+        enabled: true,
+    }
+}
+
+fn ids(v: &crate::Verdict<'_>) -> (Option<String>, Vec<String>) {
+    let id = |r: &crate::CompiledRule| r.rule().id.clone().unwrap_or_default();
+    (v.terminal.map(id), v.logged.iter().map(|r| id(r)).collect())
+}
+
+#[test]
+fn first_match_order_with_log_skip_and_disabled_rules() {
+    let mut disabled = rule("off", "true", Action::Block);
+    disabled.enabled = false;
+    let rs = Ruleset {
+        rules: vec![
+            disabled,
+            rule("log-all", "true", Action::Log),
+            rule("skip-health", r#"http.request.uri.path eq "/health""#, Action::Skip),
+            rule("log-api", r#"starts_with(http.request.uri.path, "/api")"#, Action::Log),
+            rule("mtls", "not cf.tls_client_auth.cert_verified", Action::Block),
+            rule("after", "true", Action::Block),
+        ],
+    };
+    let c = CompiledRuleset::compile(&rs).expect("valid");
+    let v = c.eval(&ctx(&[("http.request.uri.path", "/health")]));
+    assert_eq!(ids(&v), (Some("skip-health".into()), vec!["log-all".into()]));
+    assert!(!v.is_blocked());
+    let v = c.eval(&ctx(&[("http.request.uri.path", "/api/x")]));
+    assert_eq!(ids(&v), (Some("mtls".into()), vec!["log-all".into(), "log-api".into()]));
+    assert!(v.is_blocked());
+    let v = c.eval(&ctx(&[
+        ("http.request.uri.path", "/"),
+        ("cf.tls_client_auth.cert_verified", "true"),
+    ]));
+    assert_eq!(ids(&v), (Some("after".into()), vec!["log-all".into()]));
+}
+
+#[test]
+fn custom_responses_are_validated() {
+    let with = |status: u16, ct: &str, body: String, action: Action| {
+        let mut r = rule("r", "true", action);
+        r.action_parameters = Some(ActionParameters {
+            response: Some(BlockResponse {
+                status_code: status,
+                content: body,
+                content_type: ct.to_owned(),
+            }),
+        });
+        CompiledRuleset::compile(&Ruleset { rules: vec![r] })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(with(403, "application/json", "{}".into(), Action::Block), Ok(()));
+    assert_eq!(with(499, "text/xml", "x".repeat(2048), Action::Block), Ok(()));
+    assert_eq!(
+        with(500, "text/html", String::new(), Action::Block),
+        Err("rule 1 (id \"r\"): invalid custom response: status_code must be between 400 and 499, found 500".into())
+    );
+    assert_eq!(
+        with(399, "text/html", String::new(), Action::Block),
+        Err("rule 1 (id \"r\"): invalid custom response: status_code must be between 400 and 499, found 399".into())
+    );
+    assert_eq!(
+        with(403, "text/csv", String::new(), Action::Block),
+        Err("rule 1 (id \"r\"): invalid custom response: content_type must be one of text/html, text/plain, application/json, text/xml, found \"text/csv\"".into())
+    );
+    assert_eq!(
+        with(403, "text/plain", "x".repeat(2049), Action::Block),
+        Err("rule 1 (id \"r\"): invalid custom response: content is 2049 bytes, the limit is 2048 bytes".into())
+    );
+    assert_eq!(
+        with(403, "text/plain", String::new(), Action::Log),
+        Err("rule 1 (id \"r\"): invalid custom response: only block rules can have a custom response".into())
+    );
+}
+
+#[test]
+fn invalid_rules_name_the_rule() {
+    let rs = Ruleset {
+        rules: vec![
+            rule("a", "true", Action::Log),
+            rule("b", "http.hots eq \"x\"", Action::Block),
+        ],
+    };
+    let e = CompiledRuleset::compile(&rs).expect_err("unknown field");
+    assert_eq!(e.index, 1);
+    assert!(matches!(e.problem, RuleProblem::Expression(_)));
+    assert_eq!(
+        e.to_string(),
+        "rule 2 (id \"b\"): invalid expression: unknown field \"http.hots\" at 1:1; did you mean \"http.host\"?"
+    );
+    let dup = Ruleset {
+        rules: vec![rule("a", "true", Action::Log), rule("a", "true", Action::Log)],
+    };
+    assert_eq!(
+        CompiledRuleset::compile(&dup).expect_err("duplicate").to_string(),
+        "rule 2 (id \"a\"): duplicate rule id \"a\""
+    );
+}
+
+#[test]
+fn serde_uses_cloudflare_field_names() {
+    let json = r#"{"rules":[{"description":"mTLS-enforced authentication","expression":"(not cf.tls_client_auth.cert_verified and http.request.uri.path in {\"/api\"})","action":"block","action_parameters":{"response":{"status_code":403,"content":"{\"error\":\"client certificate required\"}","content_type":"application/json"}},"enabled":true},{"id":"l","expression":"true","action":"log"}]}"#;
+    let rs: Ruleset = serde_json::from_str(json).expect("Cloudflare's rule shape parses");
+    assert_eq!(rs.rules[0].action, Action::Block);
+    assert_eq!(
+        rs.rules[0]
+            .action_parameters
+            .as_ref()
+            .and_then(|p| p.response.as_ref())
+            .map(|r| r.status_code),
+        Some(403)
+    );
+    assert!(rs.rules[1].enabled, "enabled defaults to true");
+    let back: serde_json::Value = serde_json::to_value(&rs).expect("serializes");
+    assert_eq!(
+        back["rules"][0]["action_parameters"]["response"]["content_type"],
+        "application/json"
+    );
+    assert_eq!(back["rules"][1]["action"], "log");
+    assert_eq!(back["rules"][1]["id"], "l");
+    assert!(back["rules"][0].get("id").is_none());
+    let again: Ruleset = serde_json::from_value(back).expect("round-trips");
+    assert_eq!(again, rs);
+    let c = CompiledRuleset::compile(&rs).expect("valid");
+    let v = c.eval(&ctx(&[("http.request.uri.path", "/api")]));
+    assert_eq!(
+        v.terminal.and_then(|r| r.response()).map(|r| r.content.as_str()),
+        Some("{\"error\":\"client certificate required\"}")
+    );
+    assert!(serde_json::from_str::<Rule>(r#"{"expression":"true","action":"managed_challenge"}"#).is_err());
+}
+
+#[test]
+fn fields_of_a_ruleset_are_the_union_of_enabled_rules() {
+    let mut off = rule("off", "ip.src eq 1.2.3.4", Action::Block);
+    off.enabled = false;
+    let rs = Ruleset {
+        rules: vec![
+            rule("a", r#"http.host eq "a""#, Action::Block),
+            rule("b", "ssl", Action::Log),
+            off,
+        ],
+    };
+    let c = CompiledRuleset::compile(&rs).expect("valid");
+    let names: Vec<&str> = c.fields().iter().map(|f| f.field().name()).collect();
+    assert_eq!(names, ["http.host", "ssl"]);
+}
+
+fn host_rules() -> impl Strategy<Value = Vec<(u8, u8, u8)>> {
+    // (host shape, path, action) per rule; shapes cover eq, in, unpinned and `or` forms.
+    proptest::collection::vec((0u8..6, 0u8..3, 0u8..3), 0..24)
+}
+
+fn expression(shape: u8, path: u8) -> String {
+    let p = format!(r#"starts_with(http.request.uri.path, "/p{path}")"#);
+    match shape {
+        0 => format!(r#"http.host eq "h{path}" and {p}"#),
+        1 => format!(r#"{p} and http.host in {{"h0" "h{path}"}}"#),
+        2 => p,
+        3 => format!(r#"http.host eq "h1" or {p}"#),
+        4 => format!(r#"not http.host eq "h2" and {p}"#),
+        _ => r#"http.host in {"h2"}"#.to_owned(),
+    }
+}
+
+proptest! {
+    /// The host index gives exactly the verdict of a linear scan.
+    #[test]
+    fn host_index_keeps_first_match_semantics(rules in host_rules(), host in 0u8..4, path in 0u8..3) {
+        let rules: Vec<Rule> = rules
+            .iter()
+            .enumerate()
+            .map(|(i, (shape, p, action))| {
+                let action = [Action::Block, Action::Log, Action::Skip][usize::from(*action)];
+                let mut r = rule(&i.to_string(), &expression(*shape, *p), action);
+                r.enabled = i % 7 != 3;
+                r
+            })
+            .collect();
+        let c = CompiledRuleset::compile(&Ruleset { rules }).expect("valid");
+        let cx = ctx(&[("http.host", &format!("h{host}")), ("http.request.uri.path", &format!("/p{path}/x"))]);
+        prop_assert_eq!(ids(&c.eval(&cx)), ids(&c.eval_linear(&cx)));
+    }
+}
+
+#[test]
+fn thousand_host_rules_pick_the_right_one() {
+    let rules: Vec<Rule> = (0..1000)
+        .map(|i| {
+            rule(
+                &format!("r{i}"),
+                &format!(r#"http.host eq "h{i}.example.com" and starts_with(http.request.uri.path, "/p{i}")"#),
+                Action::Block,
+            )
+        })
+        .collect();
+    let c = CompiledRuleset::compile(&Ruleset { rules }).expect("valid");
+    let v = c.eval(&ctx(&[
+        ("http.host", "h777.example.com"),
+        ("http.request.uri.path", "/p777/x"),
+    ]));
+    assert_eq!(ids(&v).0.as_deref(), Some("r777"));
+    let v = c.eval(&ctx(&[
+        ("http.host", "h777.example.com"),
+        ("http.request.uri.path", "/p778"),
+    ]));
+    assert_eq!(ids(&v).0, None);
+}
