@@ -185,15 +185,18 @@ impl ClientAuthFacts {
                 "cf.tls_client_auth.cert_chain_rfc9440_too_large",
                 Bool(self.cert_chain_rfc9440_too_large),
             ),
-            (
-                "portcullis.tls_client_auth.cert_verify_result",
-                Str(&self.verify_result),
-            ),
+            ("portcullis.tls_client_auth.verify_error", Str(self.verify_error())),
             ("portcullis.tls_client_auth.cert_status", Str(self.status.as_str())),
             ("portcullis.tls_client_auth.cert_san_dns", Array(&self.san_dns)),
             ("portcullis.tls_client_auth.cert_san_uri", Array(&self.san_uri)),
             ("portcullis.tls_client_auth.cert_san_email", Array(&self.san_email)),
         ]
+    }
+
+    /// Why verification failed, OpenSSL-style (`certificate has expired`); `""` when the certificate verified or
+    /// none was presented. The rule field `portcullis.tls_client_auth.verify_error`.
+    pub fn verify_error(&self) -> &str {
+        self.verify_result.strip_prefix("FAILED:").unwrap_or("")
     }
 
     /// Copies a verification result in.

@@ -16,6 +16,35 @@ macro_rules! rule_columns {
     };
 }
 
+/// Inserts `$rules` in order as the rules of `$ruleset_id`, inside an `on_db!` body's transaction `$tx`.
+macro_rules! insert_rules {
+    ($tx:ident, $ruleset_id:expr, $rules:expr) => {
+        for (position, rule) in $rules.iter().enumerate() {
+            sqlx::query(concat!(
+                "INSERT INTO rules (ruleset_id, position, ",
+                rule_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ))
+            .bind($ruleset_id)
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .bind(&rule.id)
+            .bind(&rule.description)
+            .bind(&rule.expression)
+            .bind(&rule.action)
+            .bind(
+                rule.action_parameters
+                    .as_ref()
+                    .map(|v: &serde_json::Value| v.to_string()),
+            )
+            .bind(i64::from(rule.enabled))
+            .bind(rule.version)
+            .bind(rule.last_updated)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    };
+}
+
 /// Where a new rule goes in its ruleset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Position {
@@ -119,25 +148,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            for (position, rule) in rules.iter().enumerate() {
-                sqlx::query(concat!(
-                    "INSERT INTO rules (ruleset_id, position, ",
-                    rule_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                ))
-                .bind(&ruleset_id)
-                .bind(i64::try_from(position).unwrap_or(i64::MAX))
-                .bind(&rule.id)
-                .bind(&rule.description)
-                .bind(&rule.expression)
-                .bind(&rule.action)
-                .bind(rule.action_parameters.as_ref().map(|v| v.to_string()))
-                .bind(i64::from(rule.enabled))
-                .bind(rule.version)
-                .bind(rule.last_updated)
-                .execute(&mut *tx)
-                .await?;
-            }
+            insert_rules!(tx, &ruleset_id, &rules);
             commit_write!(self, tx, actor, "replace", "ruleset", &ruleset_id, phase);
         });
         self.entrypoint(zone_id, phase)
@@ -256,25 +267,7 @@ impl Store {
                 .bind(&ruleset.id)
                 .execute(&mut *tx)
                 .await?;
-            for (position, rule) in ruleset.rules.iter().enumerate() {
-                sqlx::query(concat!(
-                    "INSERT INTO rules (ruleset_id, position, ",
-                    rule_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                ))
-                .bind(&ruleset.id)
-                .bind(i64::try_from(position).unwrap_or(i64::MAX))
-                .bind(&rule.id)
-                .bind(&rule.description)
-                .bind(&rule.expression)
-                .bind(&rule.action)
-                .bind(rule.action_parameters.as_ref().map(|v| v.to_string()))
-                .bind(i64::from(rule.enabled))
-                .bind(rule.version)
-                .bind(rule.last_updated)
-                .execute(&mut *tx)
-                .await?;
-            }
+            insert_rules!(tx, &ruleset.id, &ruleset.rules);
             commit_write!(self, tx, actor, action, "ruleset", &ruleset.id, &ruleset.phase);
         });
         self.ruleset_by_id(&ruleset.zone_id, &ruleset.id).await

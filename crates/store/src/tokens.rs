@@ -1,10 +1,9 @@
 //! API tokens: random secrets shown once, stored as SHA-256.
 
 use base64::Engine as _;
-use sqlx::Row;
 
 use crate::Store;
-use crate::db::{commit_write, on_db};
+use crate::db::{RowExt, commit_write, on_db};
 use crate::error::StoreError;
 use crate::ids::{new_id, now, random_bytes, sha256_hex};
 use crate::model::{Actor, ApiToken, TokenScope};
@@ -66,16 +65,7 @@ impl Store {
             .bind(&hash)
             .fetch_optional(pool)
             .await?;
-            row.map(|row| {
-                token_from_parts(
-                    row.try_get("id")?,
-                    row.try_get("name")?,
-                    &row.try_get::<String, _>("scope")?,
-                    row.try_get("created_on")?,
-                    row.try_get("revoked_on")?,
-                )
-            })
-            .transpose()
+            row.as_ref().map(token_from_row).transpose()
         })
     }
 
@@ -86,17 +76,7 @@ impl Store {
                 sqlx::query("SELECT id, name, scope, created_on, revoked_on FROM api_tokens ORDER BY created_on, id")
                     .fetch_all(pool)
                     .await?;
-            rows.iter()
-                .map(|row| {
-                    token_from_parts(
-                        row.try_get("id")?,
-                        row.try_get("name")?,
-                        &row.try_get::<String, _>("scope")?,
-                        row.try_get("created_on")?,
-                        row.try_get("revoked_on")?,
-                    )
-                })
-                .collect()
+            rows.iter().map(token_from_row).collect()
         })
     }
 
@@ -119,20 +99,16 @@ impl Store {
     }
 }
 
-fn token_from_parts(
-    id: String,
-    name: String,
-    scope: &str,
-    created_on: i64,
-    revoked_on: Option<i64>,
-) -> Result<ApiToken, StoreError> {
-    let scope = TokenScope::parse(scope)
+fn token_from_row(row: &impl RowExt) -> Result<ApiToken, StoreError> {
+    let id = row.text("id")?;
+    let scope = row.text("scope")?;
+    let scope = TokenScope::parse(&scope)
         .ok_or_else(|| StoreError::Invalid(format!("stored token {id} has unknown scope {scope:?}")))?;
     Ok(ApiToken {
         id,
-        name,
+        name: row.text("name")?,
         scope,
-        created_on,
-        revoked_on,
+        created_on: row.int("created_on")?,
+        revoked_on: row.opt_int("revoked_on")?,
     })
 }
