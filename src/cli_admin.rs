@@ -111,7 +111,7 @@ pub enum TokenCommand {
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -123,7 +123,7 @@ pub async fn zone(args: ZoneArgs) -> anyhow::Result<ExitCode> {
             if args.api.json {
                 print_json(&zone)?;
             } else {
-                println!("created zone {} ({})", s(&zone, "name"), s(&zone, "id"));
+                outln!("created zone {} ({})", s(&zone, "name"), s(&zone, "id"));
             }
         }
         ZoneCommand::List => {
@@ -219,7 +219,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             if args.api.json {
                 print_json(&created)?;
             } else {
-                println!(
+                outln!(
                     "added {} → {} in zone {}",
                     s(&created, "hostname"),
                     s(&created, "origin"),
@@ -274,7 +274,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
                     ("managed_ca_mtls", managed.to_string()),
                     ("id", s(&found, "id")),
                 ] {
-                    println!("{key:<30} {value}");
+                    outln!("{key:<30} {value}");
                 }
             }
         }
@@ -282,7 +282,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             let (zone, found) = find_host(&api, &host).await?;
             api.delete(&format!("/zones/{}/hostnames/{}", s(&zone, "id"), s(&found, "id")))
                 .await?;
-            println!("removed {}", s(&found, "hostname"));
+            outln!("removed {}", s(&found, "hostname"));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -312,7 +312,7 @@ pub async fn mtls(args: MtlsArgs) -> anyhow::Result<ExitCode> {
     let present = hostnames.contains(&name);
     match (enable, present) {
         (true, true) | (false, false) => {
-            println!("{name}: nothing to change");
+            outln!("{name}: nothing to change");
             return Ok(ExitCode::SUCCESS);
         }
         (true, false) => hostnames.push(name.clone()),
@@ -328,9 +328,9 @@ pub async fn mtls(args: MtlsArgs) -> anyhow::Result<ExitCode> {
     } else {
         let ca_name = ca.map_or_else(|| "the managed CA".to_owned(), |id| format!("CA {id}"));
         if enable {
-            println!("mTLS enabled on {name} with {ca_name}");
+            outln!("mTLS enabled on {name} with {ca_name}");
         } else {
-            println!("mTLS disabled on {name} for {ca_name}");
+            outln!("mTLS disabled on {name} for {ca_name}");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -347,13 +347,13 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
             if args.api.json {
                 print_json(&token)?;
             } else {
-                println!(
+                outln!(
                     "created {} token {} ({}); its secret, shown once:",
                     s(&token, "scope"),
                     s(&token, "name"),
                     s(&token, "id")
                 );
-                println!("{}", s(&token, "value"));
+                outln!("{}", s(&token, "value"));
             }
         }
         TokenCommand::List => {
@@ -381,7 +381,7 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
                 bail!("a token id is required");
             }
             api.delete(&format!("/user/tokens/{id}")).await?;
-            println!("revoked token {id}");
+            outln!("revoked token {id}");
         }
     }
     Ok(ExitCode::SUCCESS)

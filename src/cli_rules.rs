@@ -38,7 +38,7 @@ pub fn run(args: RulesArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         RulesCommand::Check { expression } => Ok(match compile_or_report(&expression) {
             Some(_) => {
-                println!("ok");
+                outln!("ok");
                 ExitCode::SUCCESS
             }
             None => ExitCode::from(2),
@@ -56,7 +56,7 @@ pub fn run(args: RulesArgs) -> anyhow::Result<ExitCode> {
             let Some(program) = compile_or_report(&expression) else {
                 return Ok(ExitCode::from(2));
             };
-            println!("{}", program.eval(&ctx));
+            outln!("{}", program.eval(&ctx));
             Ok(ExitCode::SUCCESS)
         }
         RulesCommand::Fields => {
@@ -67,7 +67,7 @@ pub fn run(args: RulesArgs) -> anyhow::Result<ExitCode> {
             let name_w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
             let ty_w = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
             for (name, ty, description) in rows {
-                println!("{name:<name_w$}  {ty:<ty_w$}  {description}");
+                outln!("{name:<name_w$}  {ty:<ty_w$}  {description}");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -33,7 +33,8 @@ pub struct ApiArgs {
 /// A connected client.
 pub struct ApiClient {
     base: String,
-    token: String,
+    /// The token, or why there is none.
+    token: Result<String, String>,
     http: Client<HttpConnector, Full<Bytes>>,
 }
 
@@ -49,14 +50,19 @@ impl ApiClient {
         if !base.starts_with("http://") {
             bail!("--api must be an http:// URL (the admin API listens on plain HTTP, normally on localhost)");
         }
+        // A missing token is reported by the first call that needs one: public paths (`get_raw`) do not.
         let token = match &args.token {
-            Some(token) => token.trim().to_owned(),
+            Some(token) => Ok(token.trim().to_owned()),
             None => {
                 let path = args.data_dir.join("admin-token");
                 std::fs::read_to_string(&path)
-                    .with_context(|| format!("no --token or PORTCULLIS_TOKEN, and cannot read {}", path.display()))?
-                    .trim()
-                    .to_owned()
+                    .map(|text| text.trim().to_owned())
+                    .map_err(|err| {
+                        format!(
+                            "no --token or PORTCULLIS_TOKEN, and cannot read {}: {err}",
+                            path.display()
+                        )
+                    })
             }
         };
         let mut connector = HttpConnector::new();
@@ -77,12 +83,40 @@ impl ApiClient {
         self.call(Method::DELETE, path, None).await
     }
 
+    /// GETs `path` at the server's root (not under `/client/v4`), without a token, and returns the body's bytes:
+    /// for public files such as `/crl/<ca-id>.crl`.
+    pub async fn get_raw(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(&url)
+            .body(Full::new(Bytes::new()))
+            .with_context(|| format!("building the request to {url}"))?;
+        let resp = tokio::time::timeout(Duration::from_secs(60), self.http.request(req))
+            .await
+            .map_err(|_| anyhow!("GET {url}: no answer within 60 s"))?
+            .with_context(|| format!("GET {url}: cannot reach the server (is `portcullis serve` running?)"))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .with_context(|| format!("GET {url}: reading the answer"))?
+            .to_bytes();
+        if !status.is_success() {
+            let envelope: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Err(ApiFailure::from_envelope(status.as_u16(), &envelope, &format!("GET {path}")).into());
+        }
+        Ok(bytes.to_vec())
+    }
+
     async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<ApiResponse> {
+        let token = self.token.as_ref().map_err(|why| anyhow!("{why}"))?;
         let url = format!("{}/client/v4{path}", self.base);
         let mut req = Request::builder()
             .method(method.clone())
             .uri(&url)
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token));
+            .header(header::AUTHORIZATION, format!("Bearer {token}"));
         let payload = match body {
             Some(body) => {
                 req = req.header(header::CONTENT_TYPE, "application/json");
@@ -106,19 +140,7 @@ impl ApiClient {
         let envelope: Value = serde_json::from_slice(&bytes.to_bytes())
             .with_context(|| format!("{method} {url}: the answer (HTTP {status}) is not JSON"))?;
         if envelope["success"] != Value::Bool(true) {
-            let messages: Vec<String> = envelope["errors"]
-                .as_array()
-                .map(|errors| {
-                    errors
-                        .iter()
-                        .map(|e| format!("{} (code {})", e["message"].as_str().unwrap_or("?"), e["code"]))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if messages.is_empty() {
-                bail!("{method} {path}: HTTP {status}");
-            }
-            bail!("{}", messages.join("; "));
+            return Err(ApiFailure::from_envelope(status.as_u16(), &envelope, &format!("{method} {path}")).into());
         }
         Ok(ApiResponse {
             result: envelope["result"].clone(),
@@ -126,6 +148,54 @@ impl ApiClient {
         })
     }
 }
+
+/// An error the API answered with: its HTTP status and its errors' messages and codes. Commands that need to tell
+/// "not found" from other failures downcast to it.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub status: u16,
+    message: String,
+}
+
+impl ApiFailure {
+    fn from_envelope(status: u16, envelope: &Value, what: &str) -> ApiFailure {
+        let errors = envelope["errors"].as_array().map_or(&[][..], Vec::as_slice);
+        let messages: Vec<String> = errors
+            .iter()
+            .map(|e| {
+                let message = e["message"].as_str().unwrap_or("?");
+                // A multi-line message (a rule expression's caret diagnostic) keeps its lines exactly as sent: the
+                // code goes after the first one.
+                let (first, rest) = message.split_once('\n').unwrap_or((message, ""));
+                let mut line = format!("{first} (code {})", e["code"]);
+                if !rest.is_empty() {
+                    line.push('\n');
+                    line.push_str(rest.trim_end());
+                }
+                line
+            })
+            .collect();
+        let message = if messages.is_empty() {
+            format!("{what}: HTTP {status}")
+        } else {
+            messages.join("; ")
+        };
+        ApiFailure { status, message }
+    }
+
+    /// Whether `err` is the API saying that the object does not exist (HTTP 404).
+    pub fn is_not_found(err: &anyhow::Error) -> bool {
+        err.downcast_ref::<ApiFailure>().is_some_and(|f| f.status == 404)
+    }
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiFailure {}
 
 /// Prints rows as aligned columns under a header.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
@@ -146,7 +216,7 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
             }
         }
-        println!("{}", out.trim_end());
+        outln!("{}", out.trim_end());
     };
     line(headers.to_vec());
     for row in rows {
@@ -161,4 +231,69 @@ pub fn s(value: &Value, key: &str) -> String {
         Value::Null => String::new(),
         other => other.to_string(),
     }
+}
+
+/// Prints `value` as indented JSON (the `--json` output).
+pub fn print_json(value: &Value) -> anyhow::Result<()> {
+    outln!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// The items of a JSON array, or none.
+pub fn array(value: &Value) -> &[Value] {
+    value.as_array().map_or(&[], Vec::as_slice)
+}
+
+/// The server's zones.
+pub async fn zones(api: &ApiClient) -> anyhow::Result<Vec<Value>> {
+    Ok(array(&api.get("/zones").await?.result).to_vec())
+}
+
+/// The zone named by id or name, or else the only zone there is.
+pub async fn zone_or_only(api: &ApiClient, zone: Option<&str>) -> anyhow::Result<Value> {
+    let all = zones(api).await?;
+    match zone {
+        Some(wanted) => {
+            let lower = wanted.to_ascii_lowercase();
+            all.into_iter()
+                .find(|z| s(z, "id") == wanted || s(z, "name") == lower)
+                .with_context(|| format!("no zone {wanted:?}"))
+        }
+        None => match <[Value; 1]>::try_from(all) {
+            Ok([only]) => Ok(only),
+            Err(all) if all.is_empty() => bail!("there is no zone yet; create one with `portcullis zone add NAME`"),
+            Err(all) => bail!(
+                "there are {} zones ({}); say which with --zone",
+                all.len(),
+                all.iter().map(|z| s(z, "name")).collect::<Vec<_>>().join(", ")
+            ),
+        },
+    }
+}
+
+/// The account id, as every zone carries it (`account.id`); the API has no other way to learn it.
+pub async fn account_id(api: &ApiClient) -> anyhow::Result<String> {
+    zones(api)
+        .await?
+        .iter()
+        .map(|z| s(&z["account"], "id"))
+        .find(|id| !id.is_empty())
+        .context("the account id comes from a zone, and there is none yet; create one with `portcullis zone add NAME`")
+}
+
+/// A line such as `page 2 of 3 (20 of 45 certificates; more with --page)` from a list's `result_info`, when the list
+/// has more than one page or a later page was asked for.
+pub fn page_footer(info: Option<&Value>, noun: &str) -> Option<String> {
+    let info = info?;
+    let total_pages = info["total_pages"].as_u64()?;
+    if total_pages <= 1 && info["page"].as_u64().unwrap_or(1) <= 1 {
+        return None;
+    }
+    let page = info["page"].as_u64().unwrap_or(1);
+    Some(format!(
+        "page {page} of {total_pages} ({} of {} {noun}{})",
+        info["count"].as_u64().unwrap_or(0),
+        info["total_count"].as_u64().unwrap_or(0),
+        if page < total_pages { "; more with --page" } else { "" }
+    ))
 }

@@ -1,7 +1,27 @@
 //! The `portcullis` binary: command line, wiring and exit codes. Library crates hold the logic.
 
+/// `println!` for command output, except that a closed stdout (`portcullis … | head`) ends the program quietly
+/// instead of panicking.
+macro_rules! outln {
+    () => {
+        $crate::write_stdout(format_args!(""), true)
+    };
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*), true)
+    };
+}
+
+/// `print!` with the same treatment of a closed stdout as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*), false)
+    };
+}
+
 mod cli_admin;
+mod cli_ca;
 mod cli_cert;
+mod cli_rule;
 mod cli_rules;
 mod client;
 mod serve;
@@ -32,8 +52,12 @@ enum Command {
     Token(cli_admin::TokenArgs),
     /// Check, evaluate and list the fields of rule expressions (offline).
     Rules(cli_rules::RulesArgs),
-    /// Client certificates: inspect what the edge would see (offline).
+    /// Client certificates: issue, list, revoke and reactivate them on a running server, or inspect one offline.
     Cert(cli_cert::CertArgs),
+    /// The managed CA (show, rotate, retire, CRLs) and bring-your-own CAs of a running server.
+    Ca(cli_ca::CaArgs),
+    /// Custom rules (the http_request_firewall_custom phase) of a zone of a running server.
+    Rule(cli_rule::RuleArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +71,8 @@ fn main() -> ExitCode {
         Command::Host(args) => block_on(cli_admin::host(args)),
         Command::Mtls(args) => block_on(cli_admin::mtls(args)),
         Command::Token(args) => block_on(cli_admin::token(args)),
+        Command::Ca(args) => block_on(cli_ca::ca(args)),
+        Command::Rule(args) => block_on(cli_rule::rule(args)),
     };
     match result {
         Ok(code) => code,
@@ -76,4 +102,19 @@ fn init_logging() {
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Writes command output. When the reader has gone away (a pipe into `head`), there is nobody left to tell anything:
+/// exit 0 as other Unix tools do. Any other write failure is an error (exit 2).
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let result = stdout.write_fmt(args).and_then(|()| if newline { stdout.write_all(b"\n") } else { Ok(()) });
+    if let Err(err) = result {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to standard output: {err}");
+        std::process::exit(2);
+    }
 }

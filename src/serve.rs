@@ -101,7 +101,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let boot = bootstrap(&args).await?;
     if let Some(secret) = &boot.new_admin_token {
         // Shown once, on the first start; it is also in <data-dir>/admin-token (mode 0600).
-        println!(
+        outln!(
             "admin token (also written to {}): {secret}",
             args.data_dir.join("admin-token").display()
         );
@@ -122,7 +122,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !local.ip().is_loopback() {
         tracing::warn!(%local, "the admin API listens beyond localhost; protect it (firewall, TLS-terminating proxy)");
     }
-    println!("admin API listening on http://{local}/client/v4");
+    outln!("admin API listening on http://{local}/client/v4");
     tracing::info!(%local, backend = boot.store.backend(), "admin API listening");
     axum::serve(listener, portcullis_admin::router(state))
         .with_graceful_shutdown(shutdown_signal())

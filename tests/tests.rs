@@ -3,5 +3,6 @@
 
 mod support;
 
+mod cli;
 mod pki;
 mod rules_cli;

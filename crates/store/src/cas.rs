@@ -16,6 +16,14 @@ macro_rules! managed_ca_columns {
     };
 }
 
+/// Active first, then still-trusted, then retired; newest first within each. Creation times are whole seconds, so
+/// the status is what makes "the current CA first" deterministic across a rotation within one second.
+macro_rules! managed_ca_order {
+    () => {
+        "CASE status WHEN 'active' THEN 0 WHEN 'trusted' THEN 1 ELSE 2 END, created_on DESC, id"
+    };
+}
+
 macro_rules! mtls_columns {
     () => {
         "id, account_id, name, ca, certificates, issuer, serial_number, signature, expires_on, uploaded_on, \
@@ -70,13 +78,14 @@ impl Store {
         Ok(record)
     }
 
-    /// All managed CAs, newest first.
+    /// All managed CAs: the active one first, then those still trusted, then retired ones, newest first in each.
     pub async fn managed_cas(&self) -> Result<Vec<ManagedCa>, StoreError> {
         on_db!(&self.db, |pool| {
             let rows = sqlx::query(concat!(
                 "SELECT ",
                 managed_ca_columns!(),
-                " FROM managed_cas ORDER BY created_on DESC, id"
+                " FROM managed_cas ORDER BY ",
+                managed_ca_order!()
             ))
             .fetch_all(pool)
             .await?;

@@ -152,10 +152,61 @@ impl Store {
         to: ClientCertificateStatus,
         actor: &Actor,
     ) -> Result<ClientCertificate, StoreError> {
+        self.change_client_certificate_status(zone_id, id, from, to, None, actor)
+            .await
+    }
+
+    /// Like [`Store::set_client_certificate_status`], but a move to `active` is refused with Cloudflare's error 1445
+    /// when the zone already has `quota` active certificates (checked in the same transaction as the update, under
+    /// the zone's row lock, like [`Store::add_client_certificate`]), so reactivation cannot overrun the quota.
+    pub async fn set_client_certificate_status_within_quota(
+        &self,
+        zone_id: &str,
+        id: &str,
+        from: ClientCertificateStatus,
+        to: ClientCertificateStatus,
+        quota: u32,
+        actor: &Actor,
+    ) -> Result<ClientCertificate, StoreError> {
+        self.change_client_certificate_status(zone_id, id, from, to, Some(quota), actor)
+            .await
+    }
+
+    async fn change_client_certificate_status(
+        &self,
+        zone_id: &str,
+        id: &str,
+        from: ClientCertificateStatus,
+        to: ClientCertificateStatus,
+        quota: Option<u32>,
+        actor: &Actor,
+    ) -> Result<ClientCertificate, StoreError> {
         // Only an active certificate is accepted by the edge; every other status refuses it from this moment.
         let revoked_on = (to != ClientCertificateStatus::Active).then(crate::ids::now);
+        let quota = quota.filter(|_| to == ClientCertificateStatus::Active && from != ClientCertificateStatus::Active);
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
+            if let Some(quota) = quota {
+                sqlx::query("UPDATE zones SET modified_on = modified_on WHERE id = $1")
+                    .bind(zone_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let active: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM client_certificates WHERE zone_id = $1 AND status = 'active'",
+                )
+                .bind(zone_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if active >= i64::from(quota) {
+                    tx.rollback().await?;
+                    return Err(StoreError::LimitReached {
+                        code: 1445,
+                        message: format!(
+                            "Hit maximum certificate allocation: {quota} certificates per zone are allowed"
+                        ),
+                    });
+                }
+            }
             let updated = sqlx::query(
                 "UPDATE client_certificates SET status = $1, revoked_on = $2 \
                  WHERE zone_id = $3 AND id = $4 AND status = $5",

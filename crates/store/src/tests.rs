@@ -535,6 +535,47 @@ async fn byo_cas_have_a_limit_and_cannot_be_deleted_while_associated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactivation_respects_the_quota() {
+    use crate::ClientCertificateStatus as S;
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let zone = store.create_zone("example.com", &a).await.expect("zone");
+        let ca = store.add_managed_ca(sample_ca("ca"), &a).await.expect("ca");
+        let first = sample_cert(&zone.id, &ca.id, 1);
+        store.add_client_certificate(&first, 1, &a).await.expect("issue");
+        store
+            .set_client_certificate_status_within_quota(&zone.id, &first.id, S::Active, S::Revoked, 1, &a)
+            .await
+            .expect("revoke");
+        store
+            .add_client_certificate(&sample_cert(&zone.id, &ca.id, 2), 1, &a)
+            .await
+            .expect("the slot is free");
+        match store
+            .set_client_certificate_status_within_quota(&zone.id, &first.id, S::Revoked, S::Active, 1, &a)
+            .await
+        {
+            Err(StoreError::LimitReached { code: 1445, message }) => assert_eq!(
+                message,
+                "Hit maximum certificate allocation: 1 certificates per zone are allowed"
+            ),
+            other => panic!("expected the quota, got {other:?}"),
+        }
+        assert_eq!(
+            store.client_certificate(&zone.id, &first.id).await.expect("get").status,
+            S::Revoked,
+            "nothing changed"
+        );
+        let back = store
+            .set_client_certificate_status_within_quota(&zone.id, &first.id, S::Revoked, S::Active, 2, &a)
+            .await
+            .expect("room under a larger quota");
+        assert_eq!(back.status, S::Active);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_quota_pages_and_status() {
     use crate::ClientCertificateStatus as S;
     on_both(|store, _| async move {

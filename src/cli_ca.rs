@@ -1,0 +1,291 @@
+//! `portcullis ca …`: the managed CA (show, rotate, retire, its CRL) and bring-your-own CAs (upload, list, delete,
+//! their CRLs) of a running server, through its admin API.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use hyper::Method;
+use serde_json::{Value, json};
+
+use crate::client::{ApiArgs, ApiClient, account_id, array, print_json, print_table, s};
+
+#[derive(Debug, clap::Args)]
+pub struct CaArgs {
+    #[command(subcommand)]
+    pub command: CaCommand,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CaCommand {
+    /// List the managed CAs: the active one (it issues) and any still trusted after a rotation.
+    Show {
+        /// Print only the active CA's certificate (PEM), e.g. for origins that verify forwarded certificates.
+        #[arg(long)]
+        pem: bool,
+    },
+    /// Make a new managed CA that issues from now on; the current one stays trusted until `ca retire`.
+    Rotate {
+        /// Key type of the new CA [default: p256].
+        #[arg(long, value_parser = ["p256", "p384", "rsa2048", "rsa3072", "rsa4096"])]
+        key_type: Option<String>,
+        /// Organization (O=) of the new CA.
+        #[arg(long)]
+        organization: Option<String>,
+    },
+    /// Stop trusting a managed CA that a rotation replaced; certificates it issued stop working.
+    Retire {
+        /// The managed CA's id (see `ca show`).
+        id: String,
+    },
+    /// Upload your own CA certificate (PEM; intermediates after it) to verify client certificates against.
+    Upload {
+        /// A name to recognise it by.
+        #[arg(long)]
+        name: String,
+        /// The CA certificate, PEM.
+        #[arg(value_name = "FILE.pem")]
+        file: PathBuf,
+    },
+    /// List the uploaded CAs.
+    ListUploaded,
+    /// Delete an uploaded CA (refused while hostnames use it: `mtls disable HOST --ca ID` first).
+    DeleteUploaded {
+        /// The uploaded CA's id (see `ca list-uploaded`).
+        id: String,
+    },
+    /// Fetch a managed CA's CRL, or give an uploaded CA its CRL.
+    ///
+    /// `ca crl ID --out FILE` downloads the current CRL (DER) of the managed CA ID from the server's public
+    /// /crl/ID.crl and writes it to FILE, replacing FILE (a CRL is refreshed, not kept).
+    ///
+    /// `ca crl ID --upload FILE` sends FILE (PEM or DER, signed by that CA) as the CRL of the uploaded CA ID,
+    /// replacing its previous CRL; the edge then refuses the certificates it lists.
+    Crl(CrlArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("direction").required(true).args(["out", "upload"])))]
+pub struct CrlArgs {
+    /// A managed CA's id (with --out) or an uploaded CA's id (with --upload).
+    pub id: String,
+    /// Download the managed CA's CRL (DER) into FILE.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Upload FILE (a PEM or DER CRL) as the uploaded CA's CRL.
+    #[arg(long, value_name = "FILE")]
+    pub upload: Option<PathBuf>,
+}
+
+/// Refuses ids that would change the request's path.
+fn check_id(id: &str) -> anyhow::Result<()> {
+    if id.is_empty() || id.contains(['/', '?', '#', '%']) {
+        bail!("{id:?} is not a CA id");
+    }
+    Ok(())
+}
+
+const CA_HEADERS: [&str; 5] = ["ID", "NAME", "STATUS", "KEY_TYPE", "CREATED_ON"];
+
+fn ca_row(ca: &Value) -> Vec<String> {
+    vec![
+        s(ca, "id"),
+        s(ca, "name"),
+        s(ca, "status"),
+        s(ca, "key_type"),
+        s(ca, "created_on"),
+    ]
+}
+
+pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
+    let api = ApiClient::new(&args.api)?;
+    let json = args.api.json;
+    match args.command {
+        CaCommand::Show { pem } => {
+            let account = account_id(&api).await?;
+            let cas = api.get(&format!("/accounts/{account}/managed_ca")).await?.result;
+            if json {
+                print_json(&cas)?;
+            } else if pem {
+                let active = array(&cas)
+                    .iter()
+                    .find(|ca| s(ca, "status") == "active")
+                    .context("the server has no active managed CA")?;
+                out!("{}", s(active, "certificate"));
+            } else {
+                print_table(&CA_HEADERS, &array(&cas).iter().map(ca_row).collect::<Vec<_>>());
+            }
+        }
+        CaCommand::Rotate { key_type, organization } => {
+            let account = account_id(&api).await?;
+            let mut body = json!({});
+            if let Some(key_type) = key_type {
+                body["key_type"] = json!(key_type);
+            }
+            if let Some(organization) = organization {
+                body["organization"] = json!(organization);
+            }
+            let ca = api
+                .send(Method::POST, &format!("/accounts/{account}/managed_ca/rotate"), &body)
+                .await?
+                .result;
+            if json {
+                print_json(&ca)?;
+            } else {
+                outln!(
+                    "new active managed CA {} ({}, {}); the previous one stays trusted until `portcullis ca retire ID`",
+                    s(&ca, "name"),
+                    s(&ca, "id"),
+                    s(&ca, "key_type")
+                );
+            }
+        }
+        CaCommand::Retire { id } => {
+            check_id(&id)?;
+            let account = account_id(&api).await?;
+            let ca = api
+                .delete(&format!("/accounts/{account}/managed_ca/{id}"))
+                .await?
+                .result;
+            if json {
+                print_json(&ca)?;
+            } else {
+                outln!(
+                    "retired managed CA {} ({}): status {}",
+                    s(&ca, "name"),
+                    s(&ca, "id"),
+                    s(&ca, "status")
+                );
+            }
+        }
+        CaCommand::Upload { name, file } => {
+            let pem = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {} as PEM text", file.display()))?;
+            let account = account_id(&api).await?;
+            let uploaded = api
+                .send(
+                    Method::POST,
+                    &format!("/accounts/{account}/mtls_certificates"),
+                    &json!({ "ca": true, "certificates": pem, "name": name }),
+                )
+                .await?
+                .result;
+            if json {
+                print_json(&uploaded)?;
+            } else {
+                outln!(
+                    "uploaded CA {} ({}), issuer {}, expires {}; use it with `portcullis mtls enable HOST --ca {}`",
+                    s(&uploaded, "name"),
+                    s(&uploaded, "id"),
+                    s(&uploaded, "issuer"),
+                    s(&uploaded, "expires_on"),
+                    s(&uploaded, "id")
+                );
+            }
+        }
+        CaCommand::ListUploaded => {
+            let account = account_id(&api).await?;
+            let list = api.get(&format!("/accounts/{account}/mtls_certificates")).await?.result;
+            if json {
+                print_json(&list)?;
+            } else {
+                let rows: Vec<_> = array(&list)
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            s(c, "id"),
+                            s(c, "name"),
+                            s(c, "issuer"),
+                            s(c, "serial_number"),
+                            s(c, "expires_on"),
+                            s(c, "crl_updated_on"),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &["ID", "NAME", "ISSUER", "SERIAL", "EXPIRES_ON", "CRL_UPDATED_ON"],
+                    &rows,
+                );
+            }
+        }
+        CaCommand::DeleteUploaded { id } => {
+            check_id(&id)?;
+            let account = account_id(&api).await?;
+            let deleted = api
+                .delete(&format!("/accounts/{account}/mtls_certificates/{id}"))
+                .await?
+                .result;
+            if json {
+                print_json(&deleted)?;
+            } else {
+                outln!("deleted uploaded CA {id}");
+            }
+        }
+        CaCommand::Crl(crl) => {
+            check_id(&crl.id)?;
+            match (crl.out, crl.upload) {
+                (Some(out), _) => {
+                    let der = api.get_raw(&format!("/crl/{}.crl", crl.id)).await?;
+                    replace_file(&out, &der)?;
+                    if json {
+                        print_json(&json!({ "id": crl.id, "file": out, "bytes": der.len() }))?;
+                    } else {
+                        outln!(
+                            "wrote the CRL of managed CA {} to {} ({} bytes)",
+                            crl.id,
+                            out.display(),
+                            der.len()
+                        );
+                    }
+                }
+                (None, Some(file)) => {
+                    let data = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                    let text = match std::str::from_utf8(&data) {
+                        Ok(text) if text.trim_start().starts_with("-----BEGIN") => text.to_owned(),
+                        _ => portcullis_pki::pem::encode("X509 CRL", &data),
+                    };
+                    let account = account_id(&api).await?;
+                    let result = api
+                        .send(
+                            Method::PUT,
+                            &format!("/accounts/{account}/mtls_certificates/{}/crl", crl.id),
+                            &json!({ "crl": text }),
+                        )
+                        .await?
+                        .result;
+                    if json {
+                        print_json(&result)?;
+                    } else {
+                        outln!(
+                            "uploaded a CRL with {} revoked certificate(s) for CA {} (this update {}, next update {})",
+                            s(&result, "entries"),
+                            crl.id,
+                            s(&result, "this_update"),
+                            match s(&result, "next_update") {
+                                next if next.is_empty() => "none".to_owned(),
+                                next => next,
+                            }
+                        );
+                    }
+                }
+                (None, None) => bail!("give --out FILE or --upload FILE"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `contents` to `path` through a temporary file and a rename, so readers never see half a file.
+fn replace_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+}

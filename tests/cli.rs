@@ -1,0 +1,703 @@
+//! The control-plane commands (`zone`, `host`, `mtls`, `token`, `cert`, `ca`, `rule`) end to end: each test starts a
+//! real `portcullis serve`, drives it through the real binary, and checks the results with `openssl`.
+
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::support::{Server, openssl};
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+#[track_caller]
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
+    stdout(o)
+}
+
+/// Asserts the CLI's failure exit code (2) and returns stderr.
+#[track_caller]
+fn fails(o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "expected exit 2\nstdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+    stderr(o)
+}
+
+#[track_caller]
+fn json(o: &Output) -> Value {
+    let text = ok(o);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+}
+
+#[track_caller]
+fn openssl_ok(dir: &Path, args: &[&str]) -> String {
+    let out = openssl(dir, args);
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    format!("{}{}", stdout(&out), stderr(&out))
+}
+
+fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
+    value[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string {key:?} in {value}"))
+}
+
+fn items(value: &Value) -> &[Value] {
+    value.as_array().unwrap_or_else(|| panic!("not an array: {value}"))
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).expect("the file exists").permissions().mode() & 0o777
+}
+
+/// A server with the zone example.com.
+fn server_with_zone() -> Server {
+    let server = Server::start();
+    let out = ok(&server.cli(&["zone", "add", "example.com"]));
+    assert!(out.starts_with("created zone example.com ("), "{out}");
+    server
+}
+
+#[test]
+fn zones_hosts_and_mtls() {
+    let server = server_with_zone();
+    let list = ok(&server.cli(&["zone", "list"]));
+    assert!(list.starts_with("ID"), "{list}");
+    assert!(list.contains("example.com"), "{list}");
+    let zones = json(&server.cli(&["zone", "list", "--json"]));
+    assert_eq!(items(&zones).len(), 1);
+    assert_eq!(str_of(&zones[0], "name"), "example.com");
+
+    let added = ok(&server.cli(&["host", "add", "api.example.com", "--origin", "http://127.0.0.1:9"]));
+    assert_eq!(
+        added,
+        "added api.example.com → http://127.0.0.1:9 in zone example.com\n"
+    );
+    let hosts = ok(&server.cli(&["host", "list"]));
+    assert!(
+        hosts
+            .lines()
+            .any(|l| l.starts_with("api.example.com") && l.contains("http://127.0.0.1:9")),
+        "{hosts}"
+    );
+    let hosts = json(&server.cli(&["host", "list", "--json"]));
+    assert_eq!(str_of(&hosts[0], "hostname"), "api.example.com");
+
+    let managed_mtls = |expected: &str| {
+        let show = ok(&server.cli(&["host", "show", "api.example.com"]));
+        let line = show
+            .lines()
+            .find(|l| l.starts_with("managed_ca_mtls"))
+            .unwrap_or_else(|| panic!("{show}"));
+        assert!(line.ends_with(expected), "{show}");
+    };
+    managed_mtls("false");
+    let enabled = ok(&server.cli(&["mtls", "enable", "api.example.com"]));
+    assert_eq!(enabled, "mTLS enabled on api.example.com with the managed CA\n");
+    managed_mtls("true");
+    let disabled = ok(&server.cli(&["mtls", "disable", "api.example.com"]));
+    assert_eq!(disabled, "mTLS disabled on api.example.com for the managed CA\n");
+    managed_mtls("false");
+
+    assert_eq!(
+        ok(&server.cli(&["host", "remove", "api.example.com"])),
+        "removed api.example.com\n"
+    );
+    assert!(!ok(&server.cli(&["host", "list"])).contains("api.example.com"));
+    let err = fails(&server.cli(&["host", "show", "api.example.com"]));
+    assert!(err.contains("no hostname \"api.example.com\""), "{err}");
+
+    // With two zones, commands that need one ask for --zone.
+    ok(&server.cli(&["zone", "add", "example.org"]));
+    let err = fails(&server.cli(&["cert", "create", "--cn", "x", "--out", "two-zones"]));
+    assert!(err.contains("say which with --zone"), "{err}");
+    assert!(!server.dir.path().join("two-zones").exists());
+    let err = fails(&server.cli(&["rule", "add-mtls", "--path", "/x", "--zone", "nope.example"]));
+    assert!(err.contains("no zone \"nope.example\""), "{err}");
+}
+
+#[test]
+fn cert_create_with_a_generated_key_verifies_with_openssl() {
+    let server = server_with_zone();
+    let dir = server.dir.path();
+    let out = ok(&server.cli(&[
+        "cert",
+        "create",
+        "--cn",
+        "alice",
+        "--org",
+        "Acme",
+        "--ou",
+        "Payments",
+        "--dns",
+        "alice.example.com",
+        "--email",
+        "alice@example.com",
+        "--key-type",
+        "p384",
+        "--validity-days",
+        "30",
+        "--p12-password",
+        "s3cret",
+        "--out",
+        "alice",
+    ]));
+    assert!(out.starts_with("issued certificate "), "{out}");
+    assert!(out.contains("(CN=alice, O=Acme, OU=Payments)"), "{out}");
+    for file in ["cert.pem", "ca.pem", "key.pem", "bundle.p12"] {
+        assert!(out.contains(&format!("wrote alice/{file}\n")), "{out}");
+    }
+    let alice = dir.join("alice");
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&alice.join("key.pem")), 0o600);
+        assert_eq!(mode(&alice.join("bundle.p12")), 0o600);
+    }
+    let key = std::fs::read_to_string(alice.join("key.pem")).expect("key.pem");
+    assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "{key}");
+
+    let verified = openssl_ok(
+        &alice,
+        &["verify", "-CAfile", "ca.pem", "-purpose", "sslclient", "cert.pem"],
+    );
+    assert!(verified.contains("cert.pem: OK"), "{verified}");
+    let text = openssl_ok(&alice, &["x509", "-in", "cert.pem", "-noout", "-text"]);
+    assert!(text.contains("CN = alice") || text.contains("CN=alice"), "{text}");
+    assert!(text.contains("DNS:alice.example.com"), "{text}");
+    assert!(text.contains("email:alice@example.com"), "{text}");
+    assert!(text.contains("NIST CURVE: P-384"), "{text}");
+    // The key belongs to the certificate.
+    let cert_pub = openssl_ok(&alice, &["x509", "-in", "cert.pem", "-noout", "-pubkey"]);
+    let key_pub = openssl_ok(&alice, &["pkey", "-in", "key.pem", "-pubout"]);
+    assert_eq!(cert_pub, key_pub);
+
+    let p12 = openssl_ok(
+        &alice,
+        &[
+            "pkcs12",
+            "-in",
+            "bundle.p12",
+            "-info",
+            "-nodes",
+            "-passin",
+            "pass:s3cret",
+        ],
+    );
+    assert!(p12.contains("BEGIN CERTIFICATE"), "{p12}");
+    assert!(p12.contains("PRIVATE KEY-----"), "{p12}");
+    let wrong = openssl(
+        &alice,
+        &[
+            "pkcs12",
+            "-in",
+            "bundle.p12",
+            "-info",
+            "-nodes",
+            "-passin",
+            "pass:wrong",
+        ],
+    );
+    assert!(!wrong.status.success(), "a wrong password opened the bundle");
+
+    // Existing files are never overwritten, and nothing is issued when they would be.
+    let before = json(&server.cli(&["cert", "list", "--json"]));
+    assert_eq!(items(&before).len(), 1);
+    let err = fails(&server.cli(&["cert", "create", "--cn", "again", "--out", "alice"]));
+    assert!(err.contains("already exists; refusing to overwrite"), "{err}");
+    assert_eq!(items(&json(&server.cli(&["cert", "list", "--json"]))).len(), 1);
+    assert_eq!(std::fs::read_to_string(alice.join("key.pem")).expect("key.pem"), key);
+
+    // --json prints the API's record without the key, which goes only to key.pem.
+    let created = json(&server.cli(&["cert", "create", "--cn", "bob", "--json", "--out", "bob"]));
+    assert_eq!(str_of(&created, "common_name"), "bob");
+    assert_eq!(str_of(&created, "status"), "active");
+    assert!(created.get("private_key").is_none(), "{created}");
+    assert!(dir.join("bob/key.pem").exists());
+    assert!(!dir.join("bob/bundle.p12").exists());
+
+    // Pages: the footer comes from the API's result_info.
+    let first = ok(&server.cli(&["cert", "list", "--per-page", "1"]));
+    assert_eq!(first.lines().count(), 3, "{first}");
+    assert!(
+        first.ends_with("page 1 of 2 (1 of 2 certificates; more with --page)\n"),
+        "{first}"
+    );
+    let second = ok(&server.cli(&["cert", "list", "--per-page", "1", "--page", "2"]));
+    assert!(second.ends_with("page 2 of 2 (1 of 2 certificates)\n"), "{second}");
+    assert_ne!(first.lines().nth(1), second.lines().nth(1));
+    let all = ok(&server.cli(&["cert", "list"]));
+    assert_eq!(all.lines().count(), 3, "{all}");
+    assert!(!all.contains("page"), "{all}");
+}
+
+#[test]
+fn cert_from_a_csr_lifecycle_and_the_crl() {
+    let server = server_with_zone();
+    let dir = server.dir.path();
+    openssl_ok(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "device.key",
+            "-out",
+            "device.csr",
+            "-subj",
+            "/CN=device-17/O=Widgets Ltd",
+        ],
+    );
+    let out = ok(&server.cli(&["cert", "create", "--csr", "device.csr", "--out", "device"]));
+    assert!(out.contains("(CN=device-17, O=Widgets Ltd)"), "{out}");
+    assert!(!out.contains("key.pem"), "{out}");
+    let device = dir.join("device");
+    assert!(!device.join("key.pem").exists());
+    let verified = openssl_ok(
+        &device,
+        &["verify", "-CAfile", "ca.pem", "-purpose", "sslclient", "cert.pem"],
+    );
+    assert!(verified.contains("cert.pem: OK"), "{verified}");
+    // A CSR and subject fields do not go together.
+    let err = fails(&server.cli(&["cert", "create", "--csr", "device.csr", "--cn", "x"]));
+    assert!(err.contains("cannot be used with"), "{err}");
+
+    let list = ok(&server.cli(&["cert", "list"]));
+    let header = list.lines().next().expect("a header");
+    assert!(header.starts_with("ID") && header.contains("COMMON_NAME") && header.contains("SERIAL"));
+    let row = list
+        .lines()
+        .find(|l| l.contains("device-17"))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(row.contains("Widgets Ltd") && row.ends_with("active"), "{list}");
+    let certs = json(&server.cli(&["cert", "list", "--json"]));
+    let id = str_of(&certs[0], "id").to_owned();
+    let serial = str_of(&certs[0], "serial_number").to_owned();
+    assert!(row.starts_with(&id) && row.contains(&serial), "{row}");
+
+    let status_of = |id: &str| {
+        let show = ok(&server.cli(&["cert", "show", id]));
+        show.lines()
+            .find_map(|l| l.strip_prefix("status"))
+            .unwrap_or_else(|| panic!("{show}"))
+            .trim()
+            .to_owned()
+    };
+    let revoked = ok(&server.cli(&["cert", "revoke", &id]));
+    assert_eq!(
+        revoked,
+        format!("revoked {id} (CN=device-17, O=Widgets Ltd): status revoked\n")
+    );
+    assert_eq!(status_of(&id), "revoked");
+    let only_revoked = json(&server.cli(&["cert", "list", "--status", "revoked", "--json"]));
+    assert_eq!(items(&only_revoked).len(), 1);
+    assert_eq!(
+        items(&json(&server.cli(&["cert", "list", "--status", "active", "--json"]))).len(),
+        0
+    );
+
+    // The managed CA's CRL lists the revoked serial and verifies against the CA.
+    let cas = json(&server.cli(&["ca", "show", "--json"]));
+    let ca_id = str_of(&cas[0], "id").to_owned();
+    let written = ok(&server.cli(&["ca", "crl", &ca_id, "--out", "ca.crl"]));
+    assert!(
+        written.starts_with(&format!("wrote the CRL of managed CA {ca_id} to ca.crl")),
+        "{written}"
+    );
+    let crl_verify = openssl_ok(
+        dir,
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            "ca.crl",
+            "-CAfile",
+            "device/ca.pem",
+            "-noout",
+        ],
+    );
+    assert!(crl_verify.contains("verify OK"), "{crl_verify}");
+    let crl_text = openssl_ok(dir, &["crl", "-inform", "DER", "-in", "ca.crl", "-noout", "-text"]);
+    let wanted = serial.to_ascii_uppercase();
+    assert!(
+        crl_text.contains(wanted.trim_start_matches("00")),
+        "{serial} not in\n{crl_text}"
+    );
+    // openssl itself now refuses the certificate.
+    openssl_ok(dir, &["crl", "-inform", "DER", "-in", "ca.crl", "-out", "ca-crl.pem"]);
+    let refused = openssl(
+        dir,
+        &[
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            "device/ca.pem",
+            "-CRLfile",
+            "ca-crl.pem",
+            "device/cert.pem",
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(stdout(&refused).contains("revoked") || stderr(&refused).contains("revoked"));
+
+    let reactivated = ok(&server.cli(&["cert", "reactivate", &id]));
+    assert!(reactivated.ends_with("status active\n"), "{reactivated}");
+    assert_eq!(status_of(&id), "active");
+    // Downloading again replaces the file; the serial is gone.
+    ok(&server.cli(&["ca", "crl", &ca_id, "--out", "ca.crl"]));
+    let crl_text = openssl_ok(dir, &["crl", "-inform", "DER", "-in", "ca.crl", "-noout", "-text"]);
+    assert!(crl_text.contains("No Revoked Certificates"), "{crl_text}");
+    // The CRL is public: no token is needed to fetch it.
+    ok(&server.cli_without_token(&["ca", "crl", &ca_id, "--out", "public.crl"]));
+    assert_eq!(
+        std::fs::read(dir.join("public.crl")).expect("public.crl"),
+        std::fs::read(dir.join("ca.crl")).expect("ca.crl")
+    );
+    let err = fails(&server.cli_without_token(&["ca", "show"]));
+    assert!(err.contains("no --token or PORTCULLIS_TOKEN, and cannot read"), "{err}");
+
+    let shown = json(&server.cli(&["cert", "show", &id, "--json"]));
+    assert_eq!(str_of(&shown, "serial_number"), serial);
+    let pem = ok(&server.cli(&["cert", "show", &id, "--pem"]));
+    assert_eq!(pem, std::fs::read_to_string(device.join("cert.pem")).expect("cert.pem"));
+    let err = fails(&server.cli(&["cert", "revoke", "0123456789abcdef0123456789abcdef"]));
+    assert!(err.contains("no client certificate"), "{err}");
+    let err = fails(&server.cli(&["ca", "crl", "0123456789abcdef", "--out", "x.crl"]));
+    assert!(err.contains("not found (code 7003)"), "{err}");
+}
+
+#[test]
+fn ca_rotation_and_uploaded_cas() {
+    let server = server_with_zone();
+    let dir = server.dir.path();
+    let first = json(&server.cli(&["ca", "show", "--json"]));
+    assert_eq!(items(&first).len(), 1);
+    let old_id = str_of(&first[0], "id").to_owned();
+
+    let rotated = ok(&server.cli(&["ca", "rotate", "--key-type", "p384"]));
+    assert!(rotated.starts_with("new active managed CA "), "{rotated}");
+    let table = ok(&server.cli(&["ca", "show"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("ID") && lines[0].contains("KEY_TYPE"), "{table}");
+    assert!(
+        lines.iter().any(|l| l.contains("active") && l.contains("p384")),
+        "{table}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with(&old_id) && l.contains("trusted")),
+        "{table}"
+    );
+
+    // New certificates come from the new CA, and ca.pem is that CA.
+    let pem = ok(&server.cli(&["ca", "show", "--pem"]));
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    ok(&server.cli(&["cert", "create", "--cn", "after-rotation", "--out", "c"]));
+    assert_eq!(std::fs::read_to_string(dir.join("c/ca.pem")).expect("ca.pem"), pem);
+    let verified = openssl_ok(dir, &["verify", "-CAfile", "c/ca.pem", "c/cert.pem"]);
+    assert!(verified.contains("OK"), "{verified}");
+
+    let retired = ok(&server.cli(&["ca", "retire", &old_id]));
+    assert!(retired.ends_with("status retired\n"), "{retired}");
+    let cas = json(&server.cli(&["ca", "show", "--json"]));
+    let old = items(&cas)
+        .iter()
+        .find(|ca| str_of(ca, "id") == old_id)
+        .expect("the old CA is still listed");
+    assert_eq!(str_of(old, "status"), "retired");
+
+    // A CA of our own, made by openssl, with an openssl-made CRL.
+    openssl_ok(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "own-ca.key",
+            "-out",
+            "own-ca.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=Own Test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    std::fs::write(
+        dir.join("ca.cnf"),
+        "[ca]\ndefault_ca = own\n[own]\ndatabase = index.txt\ncrlnumber = crlnumber\ndefault_md = sha256\n\
+         default_crl_days = 7\n",
+    )
+    .expect("ca.cnf");
+    std::fs::write(dir.join("index.txt"), "").expect("index.txt");
+    std::fs::write(dir.join("crlnumber"), "01\n").expect("crlnumber");
+    openssl_ok(
+        dir,
+        &[
+            "ca",
+            "-config",
+            "ca.cnf",
+            "-gencrl",
+            "-keyfile",
+            "own-ca.key",
+            "-cert",
+            "own-ca.pem",
+            "-out",
+            "own.crl",
+        ],
+    );
+    openssl_ok(
+        dir,
+        &["crl", "-in", "own.crl", "-outform", "DER", "-out", "own.crl.der"],
+    );
+
+    let uploaded = ok(&server.cli(&["ca", "upload", "--name", "own", "own-ca.pem"]));
+    assert!(uploaded.starts_with("uploaded CA own ("), "{uploaded}");
+    let list = json(&server.cli(&["ca", "list-uploaded", "--json"]));
+    assert_eq!(items(&list).len(), 1);
+    let up_id = str_of(&list[0], "id").to_owned();
+    assert!(list[0]["crl_updated_on"].is_null(), "{list}");
+    let table = ok(&server.cli(&["ca", "list-uploaded"]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&up_id) && l.contains("Own Test CA")),
+        "{table}"
+    );
+
+    let pem_crl = ok(&server.cli(&["ca", "crl", &up_id, "--upload", "own.crl"]));
+    assert!(
+        pem_crl.starts_with("uploaded a CRL with 0 revoked certificate(s)"),
+        "{pem_crl}"
+    );
+    let der_crl = json(&server.cli(&["ca", "crl", &up_id, "--upload", "own.crl.der", "--json"]));
+    assert_eq!(der_crl["entries"], 0);
+    assert_eq!(str_of(&der_crl, "mtls_certificate_id"), up_id);
+    let list = json(&server.cli(&["ca", "list-uploaded", "--json"]));
+    assert!(list[0]["crl_updated_on"].is_string(), "{list}");
+    // A CRL signed by another CA is refused with the API's message.
+    let active = items(&cas)
+        .iter()
+        .find(|ca| str_of(ca, "status") == "active")
+        .expect("an active managed CA");
+    ok(&server.cli(&["ca", "crl", str_of(active, "id"), "--out", "managed.crl"]));
+    let err = fails(&server.cli(&["ca", "crl", &up_id, "--upload", "managed.crl"]));
+    assert!(err.contains("(code 1400)"), "{err}");
+    // --out and --upload: exactly one.
+    let usage = server.cli(&["ca", "crl", &up_id]);
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(stderr(&usage).contains("--out"), "{}", stderr(&usage));
+
+    let deleted = ok(&server.cli(&["ca", "delete-uploaded", &up_id]));
+    assert_eq!(deleted, format!("deleted uploaded CA {up_id}\n"));
+    assert_eq!(items(&json(&server.cli(&["ca", "list-uploaded", "--json"]))).len(), 0);
+}
+
+#[test]
+fn rules_add_list_toggle_and_remove() {
+    let server = server_with_zone();
+    // No entry-point ruleset yet: an empty list, not an error.
+    assert_eq!(
+        ok(&server.cli(&["rule", "list"])),
+        "ID  ENABLED  ACTION  DESCRIPTION  EXPRESSION\n"
+    );
+    assert_eq!(json(&server.cli(&["rule", "list", "--json"])), Value::Array(vec![]));
+
+    let expected = r#"(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/api" "/odd\"path\\"} and http.host in {"api.example.com"}"#;
+    let added = ok(&server.cli(&[
+        "rule",
+        "add-mtls",
+        "--path",
+        "/api",
+        "/odd\"path\\",
+        "--host",
+        "api.example.com",
+    ]));
+    assert!(added.starts_with("added rule "), "{added}");
+    assert!(
+        added.ends_with(&format!("(block) to zone example.com: {expected}\n")),
+        "{added}"
+    );
+    let rules = json(&server.cli(&["rule", "list", "--json"]));
+    assert_eq!(items(&rules).len(), 1);
+    let mtls_id = str_of(&rules[0], "id").to_owned();
+    assert_eq!(str_of(&rules[0], "expression"), expected);
+    assert_eq!(str_of(&rules[0], "action"), "block");
+    assert_eq!(str_of(&rules[0], "description"), "mTLS-enforced authentication");
+    assert_eq!(rules[0]["enabled"], true);
+    let table = ok(&server.cli(&["rule", "list"]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&mtls_id) && l.contains("mTLS-enforced authentication")),
+        "{table}"
+    );
+
+    // An invalid expression: the API's caret diagnostic, as sent, and nothing added.
+    let bad = server.cli(&[
+        "rule",
+        "add",
+        "--expression",
+        r#"http.hots eq "x""#,
+        "--action",
+        "block",
+    ]);
+    let err = fails(&bad);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains("(code 1400)"), "{err}");
+    assert!(err.contains("1 | http.hots eq \"x\"\n"), "{err}");
+    assert!(err.contains("  | ^^^^^^^^^\n"), "{err}");
+    assert!(err.contains("did you mean \"http.host\"?"), "{err}");
+    assert_eq!(items(&json(&server.cli(&["rule", "list", "--json"]))).len(), 1);
+
+    let added = json(&server.cli(&[
+        "rule",
+        "add",
+        "--expression",
+        r#"http.request.uri.path eq "/health""#,
+        "--action",
+        "skip",
+        "--description",
+        "health checks",
+        "--json",
+    ]));
+    // --json prints the API's result: the whole ruleset.
+    assert_eq!(items(&added["rules"]).len(), 2);
+    let custom = json(&server.cli(&[
+        "rule",
+        "add",
+        "--expression",
+        r#"http.request.uri.path eq "/admin""#,
+        "--action",
+        "block",
+        "--status",
+        "401",
+        "--content-type",
+        "application/json",
+        "--body",
+        r#"{"error":"client certificate required"}"#,
+        "--json",
+    ]));
+    let custom = &custom["rules"][2];
+    assert_eq!(custom["action_parameters"]["response"]["status_code"], 401);
+    assert_eq!(
+        custom["action_parameters"]["response"]["content_type"],
+        "application/json"
+    );
+    let err = fails(&server.cli(&[
+        "rule",
+        "add",
+        "--expression",
+        "true",
+        "--action",
+        "log",
+        "--status",
+        "401",
+    ]));
+    assert!(err.contains("needs --action block"), "{err}");
+
+    let enabled_of = |id: &str| {
+        let rules = json(&server.cli(&["rule", "list", "--json"]));
+        items(&rules)
+            .iter()
+            .find(|r| str_of(r, "id") == id)
+            .map(|r| r["enabled"].clone())
+            .unwrap_or_else(|| panic!("no rule {id} in {rules}"))
+    };
+    assert_eq!(
+        ok(&server.cli(&["rule", "disable", &mtls_id])),
+        format!("disabled rule {mtls_id} in zone example.com\n")
+    );
+    assert_eq!(enabled_of(&mtls_id), false);
+    let table = ok(&server.cli(&["rule", "list"]));
+    assert!(
+        table.lines().any(|l| l.starts_with(&mtls_id) && l.contains(" false ")),
+        "{table}"
+    );
+    ok(&server.cli(&["rule", "enable", &mtls_id]));
+    assert_eq!(enabled_of(&mtls_id), true);
+
+    assert_eq!(
+        ok(&server.cli(&["rule", "remove", &mtls_id])),
+        format!("removed rule {mtls_id} from zone example.com\n")
+    );
+    let rules = json(&server.cli(&["rule", "list", "--json"]));
+    assert_eq!(items(&rules).len(), 2);
+    assert!(items(&rules).iter().all(|r| str_of(r, "id") != mtls_id));
+    let err = fails(&server.cli(&["rule", "remove", &mtls_id]));
+    assert!(err.contains(&format!("no rule \"{mtls_id}\" in any zone")), "{err}");
+}
+
+#[test]
+fn a_read_token_cannot_write() {
+    let server = server_with_zone();
+    let token = json(&server.cli(&["token", "create", "--scope", "read", "--name", "viewer", "--json"]));
+    let secret = str_of(&token, "value").to_owned();
+    let tokens = ok(&server.cli(&["token", "list"]));
+    assert!(
+        tokens.lines().any(|l| l.contains("viewer") && l.contains("read")),
+        "{tokens}"
+    );
+
+    let read = ok(&server.cli(&["zone", "list", "--token", &secret]));
+    assert!(read.contains("example.com"), "{read}");
+    for args in [
+        &["zone", "add", "example.net"][..],
+        &["cert", "create", "--cn", "x", "--out", "ro"],
+        &["rule", "add-mtls", "--path", "/api"],
+        &["ca", "rotate"],
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--token", &secret]);
+        let err = fails(&server.cli(&args));
+        assert!(
+            err.contains("error: Unauthorized to access requested resource: this token has read scope (code 9109)"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!server.dir.path().join("ro/cert.pem").exists());
+    let zones = json(&server.cli(&["zone", "list", "--json"]));
+    assert_eq!(items(&zones).len(), 1);
+
+    let err = fails(&server.cli(&["zone", "list", "--token", "pct_not-a-token"]));
+    assert!(err.contains("(code 10000)"), "{err}");
+}
