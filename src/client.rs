@@ -271,14 +271,14 @@ pub async fn zone_or_only(api: &ApiClient, zone: Option<&str>) -> anyhow::Result
     }
 }
 
-/// The account id, as every zone carries it (`account.id`); the API has no other way to learn it.
+/// The account id, from `GET /accounts` (there is exactly one account).
 pub async fn account_id(api: &ApiClient) -> anyhow::Result<String> {
-    zones(api)
-        .await?
-        .iter()
-        .map(|z| s(&z["account"], "id"))
-        .find(|id| !id.is_empty())
-        .context("the account id comes from a zone, and there is none yet; create one with `portcullis zone add NAME`")
+    let accounts = api.get("/accounts").await?.result;
+    array(&accounts)
+        .first()
+        .map(|a| s(a, "id"))
+        .filter(|id| !id.is_empty())
+        .context("the server lists no account")
 }
 
 /// A line such as `page 2 of 3 (20 of 45 certificates; more with --page)` from a list's `result_info`, when the list

@@ -109,7 +109,9 @@ fn init_logging() {
 pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
-    let result = stdout.write_fmt(args).and_then(|()| if newline { stdout.write_all(b"\n") } else { Ok(()) });
+    let result = stdout
+        .write_fmt(args)
+        .and_then(|()| if newline { stdout.write_all(b"\n") } else { Ok(()) });
     if let Err(err) = result {
         if err.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);

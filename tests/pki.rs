@@ -515,7 +515,10 @@ fn inspect_exit_codes_and_output() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["portcullis.tls_client_auth.verify_error"], "certificate has expired");
+    assert_eq!(
+        json["portcullis.tls_client_auth.verify_error"],
+        "certificate has expired"
+    );
     assert_eq!(json["portcullis.tls_client_auth.cert_status"], "expired");
 
     let out = portcullis(&["cert", "inspect", &path("good.pem")]);
@@ -773,7 +776,10 @@ fn every_fact_is_a_rule_field_of_the_same_type() {
     use portcullis_pki::FactValue;
     let facts = portcullis_pki::ClientAuthFacts::default();
     let names: Vec<&str> = facts.fields().iter().map(|(name, _)| *name).collect();
-    assert_eq!(names.iter().filter(|n| n.starts_with("cf.tls_client_auth.")).count(), 21);
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("cf.tls_client_auth.")).count(),
+        21
+    );
     for (name, value) in facts.fields() {
         let field = portcullis_rules::field_by_name(name).unwrap_or_else(|| panic!("{name} is not a rule field"));
         let want = match value {

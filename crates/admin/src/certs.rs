@@ -342,7 +342,14 @@ async fn change_status(state: &AdminState, zone_id: &str, id: &str, action: Stat
     let next = portcullis_pki::transition(current.status, action).map_err(|e| ApiError::conflict(e.to_string()))?;
     let updated = state
         .store
-        .set_client_certificate_status(zone_id, id, current.status, next, actor)
+        .set_client_certificate_status_within_quota(
+            zone_id,
+            id,
+            current.status,
+            next,
+            state.settings.client_certificate_quota,
+            actor,
+        )
         .await?;
     Ok(ok(record(state, updated).await?))
 }

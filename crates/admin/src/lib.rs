@@ -6,11 +6,13 @@
 //! behind. What it does not do: serve traffic or build the edge's snapshot — it never talks to the data plane; the
 //! binary rebuilds the snapshot from the store's change feed.
 
+mod accounts;
 mod api;
 mod associations;
 mod auth;
 mod byoca;
 mod certs;
+mod custom_certs;
 mod events;
 mod hostnames;
 mod rulesets;
@@ -112,6 +114,7 @@ impl utoipa::Modify for BearerAuth {
 /// The API's routes and their OpenAPI description, from one list so that they cannot drift apart.
 fn api_routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(accounts::list_accounts))
         .routes(routes!(zones::create_zone, zones::list_zones))
         .routes(routes!(zones::get_zone, zones::delete_zone))
         .routes(routes!(hostnames::create_hostname, hostnames::list_hostnames))
@@ -132,6 +135,14 @@ fn api_routes() -> OpenApiRouter<AdminState> {
             certs::get_client_certificate,
             certs::patch_client_certificate,
             certs::revoke_client_certificate
+        ))
+        .routes(routes!(
+            custom_certs::create_custom_certificate,
+            custom_certs::list_custom_certificates
+        ))
+        .routes(routes!(
+            custom_certs::get_custom_certificate,
+            custom_certs::delete_custom_certificate
         ))
         .routes(routes!(certs::list_managed_cas))
         .routes(routes!(certs::rotate_managed_ca))
@@ -190,3 +201,5 @@ async fn method_not_allowed() -> Response {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_certs;

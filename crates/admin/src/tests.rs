@@ -11,20 +11,21 @@ use portcullis_store::{Actor, Store, TokenScope};
 
 use crate::{AdminSettings, AdminState, router};
 
-struct Api {
-    router: Router,
-    store: Store,
-    write: String,
-    read: String,
+pub(crate) struct Api {
+    pub(crate) router: Router,
+    pub(crate) store: Store,
+    pub(crate) master_key: std::sync::Arc<portcullis_pki::MasterKey>,
+    pub(crate) write: String,
+    pub(crate) read: String,
     _dir: tempfile::TempDir,
 }
 
 impl Api {
-    async fn new() -> Api {
+    pub(crate) async fn new() -> Api {
         Api::with_settings(AdminSettings::default()).await
     }
 
-    async fn with_settings(settings: AdminSettings) -> Api {
+    pub(crate) async fn with_settings(settings: AdminSettings) -> Api {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open_sqlite(&dir.path().join("p.db")).await.expect("store");
         let (_, write) = store
@@ -35,23 +36,27 @@ impl Api {
             .create_token("r", TokenScope::Read, &Actor::system())
             .await
             .expect("token");
-        let state = AdminState::new(
-            store.clone(),
-            settings,
-            std::sync::Arc::new(portcullis_pki::MasterKey::generate()),
-        );
+        let master_key = std::sync::Arc::new(portcullis_pki::MasterKey::generate());
+        let state = AdminState::new(store.clone(), settings, master_key.clone());
         bootstrap_ca(&state).await;
         let router = router(state);
         Api {
             router,
             store,
+            master_key,
             write,
             read,
             _dir: dir,
         }
     }
 
-    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<&str>) -> (StatusCode, Value) {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(token) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -71,16 +76,16 @@ impl Api {
         (status, value)
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, Some(&self.write.clone()), None).await
     }
 
-    async fn send(&self, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn send(&self, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(method, path, Some(&self.write.clone()), Some(&body.to_string()))
             .await
     }
 
-    async fn zone(&self, name: &str) -> String {
+    pub(crate) async fn zone(&self, name: &str) -> String {
         let (status, body) = self.send(Method::POST, "/client/v4/zones", json!({"name": name})).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["result"]["id"].as_str().expect("zone id").to_owned()
@@ -107,7 +112,7 @@ async fn bootstrap_ca(state: &AdminState) {
         .expect("store CA");
 }
 
-fn error(body: &Value) -> (u64, String) {
+pub(crate) fn error(body: &Value) -> (u64, String) {
     assert_eq!(body["success"], json!(false), "{body}");
     let e = &body["errors"][0];
     (
@@ -309,6 +314,16 @@ async fn hostnames_and_associations() {
         .get(&format!("{path}?mtls_certificate_id=ffffffffffffffffffffffffffffffff"))
         .await;
     assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7003));
+}
+
+#[tokio::test]
+async fn the_account_is_listed() {
+    let api = Api::new().await;
+    let (status, body) = api.get("/client/v4/accounts").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let account = api.store.account().await.expect("account");
+    assert_eq!(body["result"][0]["id"], json!(account.id));
+    assert_eq!(body["result_info"]["total_count"], 1);
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 //! - [`ca`]: the managed CA (create, rotate by creating another, seal the private key at rest)
 //!   and issuance of client certificates from a CSR or from a freshly generated key;
 //! - [`seal`]: AES-256-GCM sealing of CA private keys under a 32-byte master key;
+//! - [`server`]: validation of uploaded server certificates and keys (`custom_certificates`) and sealing their keys;
 //! - [`status`]: the client-certificate status machine with Cloudflare's status names;
 //! - [`crl`]: CRL v2 encoding and signing, fast enough for 100,000 entries;
 //! - [`byoca`]: validation of uploaded ("bring your own") CA bundles and their CRLs;
@@ -26,6 +27,7 @@ pub mod dn;
 pub mod facts;
 pub mod pem;
 pub mod seal;
+pub mod server;
 pub mod status;
 pub mod verify;
 
@@ -42,6 +44,7 @@ pub use error::PkiError;
 pub use facts::{ClientAuthFacts, FactValue, IssuerInfo, RFC9440_CHAIN_LIMIT, RFC9440_LEAF_LIMIT, compute_facts};
 pub use keys::KeyType;
 pub use seal::MasterKey;
+pub use server::{ServerCertificate, parse_server_certificate};
 pub use status::{CertificateStatus, StatusAction, transition};
 pub use verify::{AuthStatus, Verdict, Verifier, VerifierBuilder};
 

@@ -1,0 +1,1315 @@
+//! Certificate-side API tests, in-process on SQLite with real cryptography: CSRs, CAs and CRLs are made by the
+//! `openssl` command line in a temporary directory, and what the API returns is checked with it again.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use axum::http::{Method, StatusCode};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::AdminSettings;
+use crate::tests::{Api, error};
+
+/// A temporary directory to run `openssl` in.
+struct Tmp(tempfile::TempDir);
+
+impl Tmp {
+    fn new() -> Tmp {
+        Tmp(tempfile::tempdir().expect("tempdir"))
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+
+    fn write(&self, name: &str, contents: impl AsRef<[u8]>) {
+        std::fs::write(self.path(name), contents).expect("write");
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).expect("read")
+    }
+
+    /// Runs `openssl args…` in the directory; panics with its output unless it succeeds. Returns stdout + stderr.
+    fn openssl(&self, args: &[&str]) -> String {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(self.0.path())
+            .output()
+            .expect("run openssl");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "openssl {args:?} failed: {text}");
+        text
+    }
+
+    /// A CSR (PEM) for a new key of `newkey` (`ec` for P-256, or `rsa:2048`) with `subject`.
+    fn csr(&self, name: &str, newkey: &str, subject: &str) -> String {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let mut args = vec!["req", "-new", "-newkey", newkey];
+        if newkey == "ec" {
+            args.extend(["-pkeyopt", "ec_paramgen_curve:P-256"]);
+        }
+        args.extend(["-nodes", "-keyout", &key, "-out", &csr, "-subj", subject]);
+        self.openssl(&args);
+        self.read(&csr)
+    }
+
+    /// A self-signed CA (`{name}.pem`, `{name}.key`).
+    fn ca(&self, name: &str, subject: &str) -> String {
+        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-subj",
+            subject,
+            "-days",
+            "30",
+        ]);
+        self.read(&pem)
+    }
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_owned()
+}
+
+fn result_shape(v: &Value) -> BTreeMap<String, &'static str> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .iter()
+        .map(|(k, v)| {
+            let t = match v {
+                Value::Null => "null",
+                Value::Bool(_) => "bool",
+                Value::Number(_) => "number",
+                Value::String(_) => "string",
+                Value::Array(_) => "array",
+                Value::Object(_) => "object",
+            };
+            (k.clone(), t)
+        })
+        .collect()
+}
+
+fn shape(pairs: &[(&str, &'static str)]) -> BTreeMap<String, &'static str> {
+    pairs.iter().map(|(k, t)| ((*k).to_owned(), *t)).collect()
+}
+
+async fn account(api: &Api) -> String {
+    api.store.account().await.expect("account").id
+}
+
+/// The managed CAs as listed by the API.
+async fn managed_cas(api: &Api) -> Vec<Value> {
+    let account = account(api).await;
+    let (status, body) = api.get(&format!("/client/v4/accounts/{account}/managed_ca")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["result"].as_array().expect("list").clone()
+}
+
+async fn delete(api: &Api, path: &str) -> (StatusCode, Value) {
+    api.call(Method::DELETE, path, Some(&api.write.clone()), None).await
+}
+
+#[tokio::test]
+async fn client_certificates_from_openssl_csrs_copy_the_subject() {
+    let api = Api::new().await;
+    let tmp = Tmp::new();
+    let zone = api.zone("example.com").await;
+    let ca = &managed_cas(&api).await[0];
+    tmp.write("ca.pem", s(&ca["certificate"]));
+    for (name, newkey, signature) in [("ec", "ec", "ECDSAWithSHA256"), ("rsa", "rsa:2048", "ECDSAWithSHA256")] {
+        let subject = format!("/C=GB/ST=London/L=Camden/O=Acme Ltd/OU=Devices/CN=device-{name}");
+        let csr = tmp.csr(name, newkey, &subject);
+        let (status, body) = api
+            .send(
+                Method::POST,
+                &format!("/client/v4/zones/{zone}/client_certificates"),
+                json!({"csr": csr, "validity_days": 30}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let r = &body["result"];
+        assert_eq!(r["common_name"], format!("device-{name}"));
+        assert_eq!(
+            (&r["country"], &r["state"], &r["location"]),
+            (&json!("GB"), &json!("London"), &json!("Camden"))
+        );
+        assert_eq!(
+            (&r["organization"], &r["organizational_unit"]),
+            (&json!("Acme Ltd"), &json!("Devices"))
+        );
+        assert_eq!(r["status"], "active");
+        assert_eq!(r["validity_days"], 30);
+        assert_eq!(r["signature"], signature, "signed by the P-256 managed CA");
+        assert_eq!(r["csr"], csr);
+        assert_eq!(r["certificate_authority"]["id"], ca["id"]);
+        assert!(r.get("private_key").is_none(), "no key for a CSR");
+
+        // The certificate is real: openssl verifies it against the managed CA, and it holds the CSR's key.
+        tmp.write(&format!("{name}.crt"), s(&r["certificate"]));
+        let out = tmp.openssl(&["verify", "-CAfile", "ca.pem", &format!("{name}.crt")]);
+        assert!(out.contains(": OK"), "{out}");
+        let cert_key = tmp.openssl(&["x509", "-in", &format!("{name}.crt"), "-noout", "-pubkey"]);
+        let csr_key = tmp.openssl(&["pkey", "-in", &format!("{name}.key"), "-pubout"]);
+        assert_eq!(cert_key, csr_key);
+        let subject_line = tmp.openssl(&["x509", "-in", &format!("{name}.crt"), "-noout", "-subject"]);
+        assert!(
+            subject_line.contains(&format!("OU = Devices, CN = device-{name}")),
+            "{subject_line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn generated_keys_are_returned_once_with_a_pkcs12() {
+    let api = Api::new().await;
+    let tmp = Tmp::new();
+    let zone = api.zone("example.com").await;
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &format!("/client/v4/zones/{zone}/client_certificates"),
+            json!({"generate_key": {"type": "p256"}, "common_name": "gen-1", "organization": "Acme",
+                   "pkcs12_password": "s3cret"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let r = &body["result"];
+    let key = s(&r["private_key"]);
+    assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "{key}");
+    let p12 = base64::engine::general_purpose::STANDARD
+        .decode(s(&r["pkcs12"]))
+        .expect("pkcs12 is base64");
+    tmp.write("c.p12", p12);
+    let out = tmp.openssl(&[
+        "pkcs12",
+        "-in",
+        "c.p12",
+        "-passin",
+        "pass:s3cret",
+        "-nokeys",
+        "-clcerts",
+    ]);
+    assert!(out.contains("CN = gen-1"), "the bundle holds the certificate: {out}");
+    tmp.write("k.pem", &key);
+    tmp.write("c.pem", s(&r["certificate"]));
+    assert_eq!(
+        tmp.openssl(&["pkey", "-in", "k.pem", "-pubout"]),
+        tmp.openssl(&["x509", "-in", "c.pem", "-noout", "-pubkey"]),
+        "the returned key is the certificate's"
+    );
+    assert_eq!(r["csr"], "");
+
+    let id = s(&r["id"]);
+    let (status, got) = api
+        .get(&format!("/client/v4/zones/{zone}/client_certificates/{id}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got["result"]["id"], json!(id));
+    assert!(got["result"].get("private_key").is_none() && got["result"].get("pkcs12").is_none());
+    let raw = got.to_string();
+    assert!(!raw.contains("PRIVATE KEY"), "{raw}");
+}
+
+#[tokio::test]
+async fn client_certificate_input_errors_name_the_field() {
+    let api = Api::new().await;
+    let tmp = Tmp::new();
+    let zone = api.zone("example.com").await;
+    let path = format!("/client/v4/zones/{zone}/client_certificates");
+    let csr = tmp.csr("a", "ec", "/CN=a");
+    for days in [0, 5476] {
+        let (status, body) = api
+            .send(Method::POST, &path, json!({"csr": csr, "validity_days": days}))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            error(&body),
+            (1400, format!("validity_days must be between 1 and 5475 (got {days})"))
+        );
+    }
+    let (status, body) = api
+        .send(Method::POST, &path, json!({"csr": "not a csr", "validity_days": 30}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (code, message) = error(&body);
+    assert_eq!(code, 1400);
+    assert!(
+        message.contains("CERTIFICATE REQUEST") || message.contains("CSR"),
+        "{message}"
+    );
+    let garbage = "-----BEGIN CERTIFICATE REQUEST-----\nMIIBaGVsbG8=\n-----END CERTIFICATE REQUEST-----\n";
+    let (status, body) = api.send(Method::POST, &path, json!({"csr": garbage})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error(&body).1.starts_with("malformed CSR"), "{body}");
+    let (status, body) = api.send(Method::POST, &path, json!({"generate_key": {}})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error(&body).1, "invalid parameter: the subject needs a common name");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &path,
+            json!({"generate_key": {"type": "dsa"}, "common_name": "x"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error(&body).1.contains("unknown key type \"dsa\""), "{body}");
+    let (total, _) = api
+        .store
+        .list_client_certificates(&zone, None, 1, 10)
+        .await
+        .map(|(c, t)| (t, c))
+        .expect("list");
+    assert_eq!(total, 0, "nothing was stored");
+}
+
+#[tokio::test]
+async fn listing_revoking_reactivating_and_the_quota() {
+    let api = Api::with_settings(AdminSettings {
+        client_certificate_quota: 2,
+        ..AdminSettings::default()
+    })
+    .await;
+    let zone = api.zone("example.com").await;
+    let path = format!("/client/v4/zones/{zone}/client_certificates");
+    let create = |cn: &'static str| {
+        let path = path.clone();
+        let api = &api;
+        async move {
+            api.send(
+                Method::POST,
+                &path,
+                json!({"generate_key": {}, "common_name": cn, "validity_days": 7}),
+            )
+            .await
+        }
+    };
+    let (status, first) = create("one").await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let first = s(&first["result"]["id"]);
+    let (status, _) = create("two").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = create("three").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        error(&body),
+        (
+            1445,
+            "Hit maximum certificate allocation: 2 certificates per zone are allowed".into()
+        )
+    );
+
+    // Revoke: status revoked; a second revoke is a conflict with a message.
+    let (status, body) = delete(&api, &format!("{path}/{first}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["status"], "revoked");
+    let (status, body) = delete(&api, &format!("{path}/{first}")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (code, message) = error(&body);
+    assert_eq!(code, 1409);
+    assert!(message.contains("already revoked"), "{message}");
+
+    // The revoked certificate freed a slot.
+    let (status, body) = create("three").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let (status, list) = api.get(&format!("{path}?status=active")).await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<_> = list["result"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|c| s(&c["common_name"]))
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(
+        names.contains(&"two".to_owned()) && names.contains(&"three".to_owned()),
+        "{names:?}"
+    );
+    assert_eq!(list["result_info"]["total_count"], 2);
+    let (_, list) = api.get(&format!("{path}?status=revoked")).await;
+    assert_eq!(list["result"][0]["id"], json!(first));
+    assert_eq!(list["result_info"]["count"], 1);
+
+    let (_, page1) = api.get(&format!("{path}?per_page=2&page=1")).await;
+    assert_eq!(
+        page1["result_info"],
+        json!({"page": 1, "per_page": 2, "count": 2, "total_count": 3, "total_pages": 2})
+    );
+    let (_, page2) = api.get(&format!("{path}?status=all&per_page=2&page=2")).await;
+    assert_eq!(page2["result_info"]["count"], 1);
+    assert_eq!(page2["result"].as_array().expect("list").len(), 1);
+    let mut ids: Vec<_> = page1["result"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .chain(page2["result"].as_array().expect("list"))
+        .map(|c| s(&c["id"]))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "pages do not overlap");
+    let (status, body) = api.get(&format!("{path}?status=lost")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error(&body).1.contains("unknown status \"lost\""), "{body}");
+
+    // Reactivating needs a free slot: the quota is full again.
+    let (status, body) = api
+        .send(Method::PATCH, &format!("{path}/{first}"), json!({"reactivate": true}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error(&body).0, 1445);
+    let (_, two) = api.get(&format!("{path}?status=active")).await;
+    let other = s(&two["result"][0]["id"]);
+    let (status, _) = delete(&api, &format!("{path}/{other}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = api
+        .send(Method::PATCH, &format!("{path}/{first}"), json!({"reactivate": true}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["status"], "active");
+    let (status, body) = api
+        .send(Method::PATCH, &format!("{path}/{first}"), json!({"reactivate": true}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+}
+
+#[tokio::test]
+async fn the_crl_lists_revoked_serials_and_verifies_with_openssl() {
+    let api = Api::with_settings(AdminSettings {
+        crl_base_url: Some("https://pki.example.net/".into()),
+        ..AdminSettings::default()
+    })
+    .await;
+    let tmp = Tmp::new();
+    let zone = api.zone("example.com").await;
+    let ca = &managed_cas(&api).await[0];
+    let ca_id = s(&ca["id"]);
+    tmp.write("ca.pem", s(&ca["certificate"]));
+    let path = format!("/client/v4/zones/{zone}/client_certificates");
+    let mut issued = Vec::new();
+    for cn in ["keep", "revoke"] {
+        let (status, body) = api
+            .send(Method::POST, &path, json!({"generate_key": {}, "common_name": cn}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        issued.push(body["result"].clone());
+    }
+    tmp.write("leaf.pem", s(&issued[0]["certificate"]));
+    let text = tmp.openssl(&["x509", "-in", "leaf.pem", "-noout", "-text"]);
+    assert!(text.contains("X509v3 CRL Distribution Points"), "{text}");
+    assert!(
+        text.contains(&format!("URI:https://pki.example.net/crl/{ca_id}.crl")),
+        "{text}"
+    );
+
+    let (status, _) = delete(&api, &format!("{path}/{}", s(&issued[1]["id"]))).await;
+    assert_eq!(status, StatusCode::OK);
+    // No token: CRLs are public.
+    let resp = {
+        use axum::body::Body;
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let req = axum::http::Request::builder()
+            .uri(format!("/crl/{ca_id}.crl"))
+            .body(Body::empty())
+            .expect("request");
+        let resp = api.router.clone().oneshot(req).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["content-type"], "application/pkix-crl");
+        resp.into_body().collect().await.expect("body").to_bytes()
+    };
+    tmp.write("ca.crl", &resp);
+    let out = tmp.openssl(&["crl", "-inform", "DER", "-in", "ca.crl", "-CAfile", "ca.pem", "-noout"]);
+    assert!(out.contains("verify OK"), "{out}");
+    let text = tmp.openssl(&["crl", "-inform", "DER", "-in", "ca.crl", "-noout", "-text"]);
+    let revoked = s(&issued[1]["serial_number"]).to_ascii_uppercase();
+    let kept = s(&issued[0]["serial_number"]).to_ascii_uppercase();
+    assert!(text.contains(&format!("Serial Number: {revoked}")), "{text}");
+    assert!(!text.contains(&kept), "{text}");
+
+    let (status, body) = api
+        .call(Method::GET, "/crl/ffffffffffffffffffffffffffffffff.crl", None, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error(&body).0, 7003);
+    let (status, body) = api.call(Method::GET, &format!("/crl/{ca_id}"), None, None).await;
+    assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7003));
+}
+
+#[tokio::test]
+async fn managed_ca_rotation_and_retirement() {
+    let api = Api::new().await;
+    let tmp = Tmp::new();
+    let account = account(&api).await;
+    let base = format!("/client/v4/accounts/{account}/managed_ca");
+    let before = managed_cas(&api).await;
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0]["status"], "active");
+    assert!(s(&before[0]["certificate"]).starts_with("-----BEGIN CERTIFICATE-----"));
+    let old = s(&before[0]["id"]);
+    assert_eq!(before[0]["crl_path"], format!("/crl/{old}.crl"));
+
+    let (status, body) = api.send(Method::POST, &format!("{base}/rotate"), json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let new = s(&body["result"]["id"]);
+    assert_ne!(new, old);
+    assert_eq!(body["result"]["status"], "active");
+    let after = managed_cas(&api).await;
+    let status_of = |id: &str| {
+        after
+            .iter()
+            .find(|c| c["id"] == json!(id))
+            .map(|c| s(&c["status"]))
+            .unwrap_or_default()
+    };
+    assert_eq!((status_of(&new), status_of(&old)), ("active".into(), "trusted".into()));
+
+    // New certificates come from the new CA.
+    let zone = api.zone("example.com").await;
+    let (status, cert) = api
+        .send(
+            Method::POST,
+            &format!("/client/v4/zones/{zone}/client_certificates"),
+            json!({"generate_key": {}, "common_name": "after-rotation"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{cert}");
+    assert_eq!(cert["result"]["certificate_authority"]["id"], json!(new));
+    tmp.write("new.pem", s(&body["result"]["certificate"]));
+    tmp.write("old.pem", s(&before[0]["certificate"]));
+    tmp.write("leaf.pem", s(&cert["result"]["certificate"]));
+    assert!(
+        tmp.openssl(&["verify", "-CAfile", "new.pem", "leaf.pem"])
+            .contains(": OK")
+    );
+    let refused = Command::new("openssl")
+        .args(["verify", "-CAfile", "old.pem", "leaf.pem"])
+        .current_dir(tmp.0.path())
+        .output()
+        .expect("openssl");
+    assert!(!refused.status.success(), "the old CA did not issue it");
+
+    let (status, body) = delete(&api, &format!("{base}/{new}")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(error(&body).1.contains("active"), "{body}");
+    let (status, body) = delete(&api, &format!("{base}/{old}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["status"], "retired");
+    assert_eq!(body["result"]["id"], json!(old));
+    // A retired CA publishes no CRL any more.
+    let (status, _) = api.call(Method::GET, &format!("/crl/{old}.crl"), None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let wrong = "/client/v4/accounts/0123456789abcdef0123456789abcdef/managed_ca";
+    let (status, body) = api.get(wrong).await;
+    assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7003));
+    let (status, body) = api.send(Method::POST, &format!("{wrong}/rotate"), json!({})).await;
+    assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7003));
+    assert_eq!(managed_cas(&api).await.len(), 2, "the refused rotation created nothing");
+}
+
+#[tokio::test]
+async fn bring_your_own_ca_lifecycle() {
+    let api = Api::with_settings(AdminSettings {
+        mtls_certificate_limit: 1,
+        ..AdminSettings::default()
+    })
+    .await;
+    let tmp = Tmp::new();
+    let account = account(&api).await;
+    let base = format!("/client/v4/accounts/{account}/mtls_certificates");
+    let ca_pem = tmp.ca("byo", "/CN=Test BYO CA/O=Acme");
+
+    // A leaf certificate is not a CA.
+    tmp.openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.pem",
+        "-subj",
+        "/CN=just-a-leaf",
+        "-days",
+        "30",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+    ]);
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &base,
+            json!({"ca": true, "certificates": tmp.read("leaf.pem")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = error(&body).1;
+    assert!(
+        message.contains("CN=just-a-leaf") && message.contains("lacks basicConstraints CA:TRUE"),
+        "{message}"
+    );
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &base,
+            json!({"ca": true, "certificates": ca_pem, "private_key": tmp.read("byo.key")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error(&body).1.contains("private_key is not accepted"), "{body}");
+
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &base,
+            json!({"ca": true, "certificates": ca_pem, "name": "byo"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let r = &body["result"];
+    let id = s(&r["id"]);
+    assert_eq!(
+        (&r["ca"], &r["name"], &r["type"]),
+        (&json!(true), &json!("byo"), &json!("custom"))
+    );
+    assert_eq!(r["issuer"], "O=Acme,CN=Test BYO CA");
+    assert_eq!(r["signature"], "ECDSAWithSHA256");
+    assert_eq!(r["certificates"], ca_pem);
+    let serial_hex = tmp.openssl(&["x509", "-in", "byo.pem", "-noout", "-serial"]);
+    let serial_hex = serial_hex.trim().trim_start_matches("serial=");
+    assert_eq!(
+        s(&r["serial_number"]),
+        decimal_of_hex(serial_hex),
+        "decimal, as Cloudflare shows BYO CA serials"
+    );
+    assert_eq!(r["crl_updated_on"], Value::Null);
+
+    // The limit of 1 is reached.
+    let other = tmp.ca("other", "/CN=Other CA");
+    let (status, body) = api
+        .send(Method::POST, &base, json!({"ca": true, "certificates": other}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error(&body), (1489, "Hit maximum CA cert allocation.".into()));
+
+    // Associate a hostname; deleting the CA is then refused until the association is gone.
+    let zone = api.zone("example.com").await;
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &format!("/client/v4/zones/{zone}/hostnames"),
+            json!({"hostname": "api.example.com", "origin": "http://127.0.0.1:9000"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let assoc = format!("/client/v4/zones/{zone}/certificate_authorities/hostname_associations");
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &assoc,
+            json!({"hostnames": ["api.example.com"], "mtls_certificate_id": id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["result"],
+        json!({"hostnames": ["api.example.com"], "mtls_certificate_id": id})
+    );
+    let (_, body) = api.get(&format!("{assoc}?mtls_certificate_id={id}")).await;
+    assert_eq!(body["result"]["hostnames"], json!(["api.example.com"]));
+    let (_, body) = api.get(&assoc).await;
+    assert_eq!(body["result"]["hostnames"], json!([]), "the managed CA has none");
+    let (status, body) = api.get(&format!("{base}/{id}/associations")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["result"],
+        json!([{"service": "ssl_client_certificates", "status": "active", "zone_id": zone,
+                "hostname": "api.example.com"}])
+    );
+    let (status, body) = delete(&api, &format!("{base}/{id}")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        error(&body)
+            .1
+            .ends_with("is associated with 1 hostname(s); remove the associations first"),
+        "{body}"
+    );
+
+    // A CRL made by `openssl ca`, with one revoked certificate.
+    tmp.write(
+        "ca.cnf",
+        "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ncrlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 30\n",
+    );
+    tmp.write("index.txt", "");
+    tmp.write("crlnumber", "01\n");
+    let client_csr = tmp.csr("client", "ec", "/CN=byo-client");
+    assert!(client_csr.contains("CERTIFICATE REQUEST"));
+    tmp.openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "byo.pem",
+        "-CAkey",
+        "byo.key",
+        "-CAcreateserial",
+        "-out",
+        "client.pem",
+        "-days",
+        "7",
+    ]);
+    let conf = ["-config", "ca.cnf", "-keyfile", "byo.key", "-cert", "byo.pem"];
+    tmp.openssl(&[&["ca"][..], &conf, &["-revoke", "client.pem"]].concat());
+    tmp.openssl(&[&["ca"][..], &conf, &["-gencrl", "-out", "byo.crl"]].concat());
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &format!("{base}/{id}/crl"),
+            json!({"crl": tmp.read("byo.crl")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["entries"], 1);
+    assert_eq!(body["result"]["mtls_certificate_id"], json!(id));
+    let (_, got) = api.get(&format!("{base}/{id}")).await;
+    assert!(got["result"]["crl_updated_on"].is_string(), "{got}");
+
+    // A CRL signed by another CA is refused.
+    tmp.write("index2.txt", "");
+    tmp.write("crlnumber2", "01\n");
+    tmp.write(
+        "other.cnf",
+        "[ca]\ndefault_ca = d\n[d]\ndatabase = index2.txt\ncrlnumber = crlnumber2\ndefault_md = sha256\ndefault_crl_days = 30\n",
+    );
+    tmp.openssl(&[
+        "ca",
+        "-config",
+        "other.cnf",
+        "-keyfile",
+        "other.key",
+        "-cert",
+        "other.pem",
+        "-gencrl",
+        "-out",
+        "other.crl",
+    ]);
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &format!("{base}/{id}/crl"),
+            json!({"crl": tmp.read("other.crl")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        error(&body).1,
+        "CRL does not belong to this CA: it was issued by CN=Other CA, not by O=Acme,CN=Test BYO CA"
+    );
+
+    // Remove the association; then the CA can go.
+    let (status, _) = api
+        .send(Method::PUT, &assoc, json!({"hostnames": [], "mtls_certificate_id": id}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = delete(&api, &format!("{base}/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"], json!({"id": id}));
+    let (status, body) = api.get(&format!("{base}/{id}")).await;
+    assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7003));
+}
+
+/// Decimal digits of a hex number (for serials up to 160 bits).
+fn decimal_of_hex(hex: &str) -> String {
+    let mut digits: Vec<u32> = vec![0];
+    for c in hex.chars() {
+        let mut carry = c.to_digit(16).expect("hex digit");
+        for d in &mut digits {
+            let v = *d * 16 + carry;
+            *d = v % 10;
+            carry = v / 10;
+        }
+        while carry > 0 {
+            digits.push(carry % 10);
+            carry /= 10;
+        }
+    }
+    while digits.len() > 1 && digits.last() == Some(&0) {
+        digits.pop();
+    }
+    digits
+        .iter()
+        .rev()
+        .map(|d| char::from_digit(*d, 10).expect("digit"))
+        .collect()
+}
+
+/// `openssl req -x509` for a server certificate with DNS SANs (CA:FALSE, as a server certificate must be).
+fn server_cert(tmp: &Tmp, name: &str, key_args: &[&str], sans: &str) -> String {
+    let pem = format!("{name}.pem");
+    let san = format!("subjectAltName={sans}");
+    let mut args = vec!["req", "-x509"];
+    args.extend_from_slice(key_args);
+    args.extend([
+        "-out",
+        &pem,
+        "-subj",
+        "/CN=www.example.com",
+        "-days",
+        "30",
+        "-addext",
+        &san,
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+    ]);
+    tmp.openssl(&args);
+    tmp.read(&pem)
+}
+
+#[tokio::test]
+async fn custom_certificates_upload_list_get_delete_and_seal_the_key() {
+    let api = Api::new().await;
+    let tmp = Tmp::new();
+    let zone = api.zone("example.com").await;
+    let base = format!("/client/v4/zones/{zone}/custom_certificates");
+
+    // PKCS#8 EC key made with the certificate.
+    let cert = server_cert(
+        &tmp,
+        "www",
+        &[
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "www.key",
+        ],
+        "DNS:www.example.com,DNS:*.example.com",
+    );
+    let key = tmp.read("www.key");
+    assert!(key.contains("BEGIN PRIVATE KEY"));
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &base,
+            json!({"certificate": cert, "private_key": key, "bundle_method": "ubiquitous", "type": "sni_custom"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let raw = body.to_string();
+    assert!(!raw.contains("PRIVATE KEY") && !raw.contains("private_key"), "{raw}");
+    let r = &body["result"];
+    let id = s(&r["id"]);
+    assert_eq!(
+        result_shape(r),
+        shape(&[
+            ("id", "string"),
+            ("zone_id", "string"),
+            ("hosts", "array"),
+            ("issuer", "string"),
+            ("signature", "string"),
+            ("status", "string"),
+            ("bundle_method", "string"),
+            ("expires_on", "string"),
+            ("uploaded_on", "string"),
+            ("modified_on", "string"),
+            ("priority", "number"),
+        ])
+    );
+    assert_eq!(r["hosts"], json!(["www.example.com", "*.example.com"]));
+    assert_eq!(r["zone_id"], json!(zone));
+    assert_eq!(r["issuer"], "CN=www.example.com");
+    assert_eq!(r["signature"], "ECDSAWithSHA256");
+    assert_eq!(r["status"], "active");
+    let end = tmp.openssl(&["x509", "-in", "www.pem", "-noout", "-enddate"]);
+    let end = time::PrimitiveDateTime::parse(
+        end.trim().trim_start_matches("notAfter=").trim_end_matches(" GMT"),
+        time::macros::format_description!("[month repr:short] [day padding:space] [hour]:[minute]:[second] [year]"),
+    )
+    .expect("openssl date")
+    .assume_utc();
+    assert_eq!(r["expires_on"], crate::time_fmt::rfc3339(end.unix_timestamp()));
+
+    // The stored key is sealed: not the PKCS#8 bytes, and it opens to them with the master key.
+    let uploaded = portcullis_pki::pem::single_from_pem_or_der(key.as_bytes(), "PRIVATE KEY").expect("pkcs8");
+    let row = api.store.custom_certificate(&zone, &id).await.expect("row");
+    let opened =
+        portcullis_pki::server::unseal_key(&api.master_key, &row.certificate, &row.sealed_key).expect("unseal");
+    for plain in [&uploaded, &*opened] {
+        assert_ne!(&row.sealed_key, plain);
+        assert!(!row.sealed_key.windows(plain.len()).any(|w| w == plain.as_slice()));
+    }
+    assert!(!String::from_utf8_lossy(&row.sealed_key).contains("PRIVATE KEY"));
+    // What opens is a PKCS#8 key (openssl reads it) with the uploaded key's public half.
+    tmp.write("opened.der", opened.as_slice());
+    assert_eq!(
+        tmp.openssl(&["pkey", "-inform", "DER", "-in", "opened.der", "-pubout"]),
+        tmp.openssl(&["pkey", "-in", "www.key", "-pubout"])
+    );
+    assert!(portcullis_pki::seal::unseal(&api.master_key, &id, &row.sealed_key).is_err());
+
+    // A key that is not the certificate's.
+    tmp.openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        "other.key",
+    ]);
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &base,
+            json!({"certificate": cert, "private_key": tmp.read("other.key")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        error(&body),
+        (
+            1400,
+            "invalid parameter: private_key does not match the certificate: its public key differs from the certificate's"
+                .into()
+        )
+    );
+
+    // SEC1 EC and PKCS#1 RSA keys.
+    tmp.openssl(&[
+        "ecparam",
+        "-genkey",
+        "-name",
+        "prime256v1",
+        "-noout",
+        "-out",
+        "sec1.key",
+    ]);
+    assert!(tmp.read("sec1.key").contains("BEGIN EC PRIVATE KEY"));
+    let sec1 = server_cert(&tmp, "sec1", &["-key", "sec1.key"], "DNS:api.example.com");
+    tmp.openssl(&["genrsa", "-traditional", "-out", "rsa.key", "2048"]);
+    assert!(tmp.read("rsa.key").contains("BEGIN RSA PRIVATE KEY"));
+    let rsa = server_cert(&tmp, "rsa", &["-key", "rsa.key"], "DNS:rsa.example.com");
+    for (cert, key, host, sig) in [
+        (&sec1, "sec1.key", "api.example.com", "ECDSAWithSHA256"),
+        (&rsa, "rsa.key", "rsa.example.com", "SHA256WithRSA"),
+    ] {
+        let (status, body) = api
+            .send(
+                Method::POST,
+                &base,
+                json!({"certificate": cert, "private_key": tmp.read(key)}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{key}: {body}");
+        assert_eq!(body["result"]["hosts"], json!([host]));
+        assert_eq!(body["result"]["signature"], sig);
+    }
+
+    // Refusals that name the problem.
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &base,
+            json!({"certificate": cert, "private_key": key, "bundle_method": "best"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error(&body).1.contains("bundle_method \"best\""), "{body}");
+    let elsewhere = server_cert(&tmp, "org", &["-key", "sec1.key"], "DNS:www.example.org");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &base,
+            json!({"certificate": elsewhere, "private_key": tmp.read("sec1.key")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        error(&body).1,
+        "the certificate covers no hostname in zone \"example.com\" (it covers www.example.org)"
+    );
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &base,
+            json!({"certificate": "garbage", "private_key": key}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error(&body).1.contains("no -----BEGIN CERTIFICATE----- block"),
+        "{body}"
+    );
+    let ca = tmp.ca("ca", "/CN=www.example.com");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &base,
+            json!({"certificate": ca, "private_key": tmp.read("ca.key")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error(&body).1.contains("is a CA certificate"), "{body}");
+
+    // List, get, delete.
+    let (status, list) = api.get(&base).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["result_info"]["total_count"], 3);
+    let listed = list.to_string();
+    assert!(
+        !listed.contains("PRIVATE KEY") && !listed.contains("sealed"),
+        "{listed}"
+    );
+    let (_, page) = api.get(&format!("{base}?per_page=2&page=2")).await;
+    assert_eq!(page["result_info"]["count"], 1);
+    assert_eq!(page["result_info"]["total_pages"], 2);
+    let (status, got) = api.get(&format!("{base}/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got["result"]["hosts"], json!(["www.example.com", "*.example.com"]));
+    let (status, body) = delete(&api, &format!("{base}/{id}")).await;
+    assert_eq!((status, &body["result"]), (StatusCode::OK, &json!({"id": id})));
+    let (status, body) = api.get(&format!("{base}/{id}")).await;
+    assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7003));
+    let (status, body) = delete(&api, &format!("{base}/{id}")).await;
+    assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7003));
+    let (status, body) = api
+        .get("/client/v4/zones/ffffffffffffffffffffffffffffffff/custom_certificates")
+        .await;
+    assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7003));
+}
+
+/// The JSON objects have exactly Cloudflare's field names and JSON types (cloudflare-mtls.md 1.6, 2.2, 3.3, 4.3).
+/// Portcullis extensions, each documented on its type, are listed here by name and nowhere else:
+/// - client certificates: `private_key` and `pkcs12`, only in the create response when Portcullis generated the key;
+/// - `mtls_certificates`: `crl_updated_on` (Portcullis checks CRLs for uploaded CAs).
+#[tokio::test]
+async fn json_objects_have_cloudflares_field_names_and_types() {
+    let api = Api::new().await;
+    let tmp = Tmp::new();
+    let zone = api.zone("example.com").await;
+
+    // 1.6: client certificate.
+    let client_certificate = shape(&[
+        ("id", "string"),
+        ("certificate", "string"),
+        ("certificate_authority", "object"),
+        ("common_name", "string"),
+        ("country", "string"),
+        ("state", "string"),
+        ("location", "string"),
+        ("organization", "string"),
+        ("organizational_unit", "string"),
+        ("csr", "string"),
+        ("expires_on", "string"),
+        ("issued_on", "string"),
+        ("fingerprint_sha256", "string"),
+        ("serial_number", "string"),
+        ("signature", "string"),
+        ("ski", "string"),
+        ("status", "string"),
+        ("validity_days", "number"),
+    ]);
+    let csr = tmp.csr(
+        "c",
+        "ec",
+        "/C=US/ST=CA/L=Somewhere/O=Organization/OU=Organizational Unit/CN=Cloudflare",
+    );
+    let path = format!("/client/v4/zones/{zone}/client_certificates");
+    let (status, created) = api
+        .send(Method::POST, &path, json!({"csr": csr, "validity_days": 3650}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(result_shape(&created["result"]), client_certificate);
+    assert_eq!(
+        result_shape(&created["result"]["certificate_authority"]),
+        shape(&[("id", "string"), ("name", "string")])
+    );
+    let id = s(&created["result"]["id"]);
+    let (_, got) = api.get(&format!("{path}/{id}")).await;
+    assert_eq!(result_shape(&got["result"]), client_certificate);
+    let (_, list) = api.get(&path).await;
+    assert_eq!(result_shape(&list["result"][0]), client_certificate);
+    let envelope = shape(&[
+        ("success", "bool"),
+        ("errors", "array"),
+        ("messages", "array"),
+        ("result", "array"),
+        ("result_info", "object"),
+    ]);
+    assert_eq!(result_shape(&list), envelope);
+    assert_eq!(
+        result_shape(&list["result_info"]),
+        shape(&[
+            ("page", "number"),
+            ("per_page", "number"),
+            ("count", "number"),
+            ("total_count", "number"),
+            ("total_pages", "number"),
+        ])
+    );
+    let (status, generated) = api
+        .send(
+            Method::POST,
+            &path,
+            json!({"generate_key": {}, "common_name": "gen", "pkcs12_password": "pw"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{generated}");
+    let mut with_key = client_certificate.clone();
+    with_key.insert("private_key".into(), "string");
+    with_key.insert("pkcs12".into(), "string");
+    assert_eq!(result_shape(&generated["result"]), with_key);
+    let (status, error_body) = api.get(&format!("{path}/nope")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        result_shape(&error_body),
+        shape(&[
+            ("success", "bool"),
+            ("errors", "array"),
+            ("messages", "array"),
+            ("result", "null"),
+        ])
+    );
+    assert_eq!(
+        result_shape(&error_body["errors"][0]),
+        shape(&[("code", "number"), ("message", "string")])
+    );
+
+    // 3.3: mtls_certificates.
+    let account = account(&api).await;
+    let ca_pem = tmp.ca("byo", "/CN=Compat CA");
+    let (status, byo) = api
+        .send(
+            Method::POST,
+            &format!("/client/v4/accounts/{account}/mtls_certificates"),
+            json!({"ca": true, "certificates": ca_pem, "name": "compat"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{byo}");
+    let mtls = shape(&[
+        ("id", "string"),
+        ("ca", "bool"),
+        ("certificates", "string"),
+        ("expires_on", "string"),
+        ("issuer", "string"),
+        ("name", "string"),
+        ("serial_number", "string"),
+        ("signature", "string"),
+        ("uploaded_on", "string"),
+        ("updated_at", "string"),
+        ("type", "string"),
+        // Portcullis extension: null until a CRL is uploaded.
+        ("crl_updated_on", "null"),
+    ]);
+    assert_eq!(result_shape(&byo["result"]), mtls);
+    let byo_id = s(&byo["result"]["id"]);
+    let (_, list) = api
+        .get(&format!("/client/v4/accounts/{account}/mtls_certificates"))
+        .await;
+    assert_eq!(result_shape(&list["result"][0]), mtls);
+
+    // 2.2: hostname associations.
+    let (status, _) = api
+        .send(
+            Method::POST,
+            &format!("/client/v4/zones/{zone}/hostnames"),
+            json!({"hostname": "api.example.com", "origin": "http://127.0.0.1:9000"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let assoc = format!("/client/v4/zones/{zone}/certificate_authorities/hostname_associations");
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &assoc,
+            json!({"hostnames": ["api.example.com"], "mtls_certificate_id": byo_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        result_shape(&body["result"]),
+        shape(&[("hostnames", "array"), ("mtls_certificate_id", "string")])
+    );
+    let (_, body) = api.get(&format!("{assoc}?mtls_certificate_id={byo_id}")).await;
+    assert_eq!(
+        result_shape(&body["result"]),
+        shape(&[("hostnames", "array"), ("mtls_certificate_id", "string")])
+    );
+    let (_, body) = api.get(&assoc).await;
+    assert_eq!(result_shape(&body["result"]), shape(&[("hostnames", "array")]));
+
+    // 4.3: a ruleset with one rule.
+    let entry = format!("/client/v4/zones/{zone}/rulesets/phases/http_request_firewall_custom/entrypoint");
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &entry,
+            json!({"rules": [{
+                "description": "mTLS-enforced authentication",
+                "expression": "(not cf.tls_client_auth.cert_verified and http.request.uri.path in {\"/api\"})",
+                "action": "block",
+                "action_parameters": {"response": {"status_code": 403,
+                    "content": "{\"error\":\"client certificate required\"}", "content_type": "application/json"}},
+                "enabled": true
+            }]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ruleset = shape(&[
+        ("id", "string"),
+        ("name", "string"),
+        ("description", "string"),
+        ("kind", "string"),
+        ("phase", "string"),
+        ("version", "string"),
+        ("last_updated", "string"),
+        ("rules", "array"),
+    ]);
+    let rule = shape(&[
+        ("id", "string"),
+        ("ref", "string"),
+        ("version", "string"),
+        ("action", "string"),
+        ("expression", "string"),
+        ("description", "string"),
+        ("enabled", "bool"),
+        ("action_parameters", "object"),
+        ("last_updated", "string"),
+    ]);
+    for body in [body.clone(), api.get(&entry).await.1] {
+        assert_eq!(result_shape(&body["result"]), ruleset);
+        assert_eq!(body["result"]["rules"].as_array().expect("rules").len(), 1);
+        assert_eq!(result_shape(&body["result"]["rules"][0]), rule);
+        assert_eq!(
+            result_shape(&body["result"]["rules"][0]["action_parameters"]["response"]),
+            shape(&[
+                ("status_code", "number"),
+                ("content", "string"),
+                ("content_type", "string")
+            ])
+        );
+    }
+}
+
+/// Every route of `api_routes()` is in `/client/v4/openapi.json`, with its method, and nothing else is: the list
+/// below is written out by hand, the document must equal it, and every entry must reach a handler in the router.
+#[tokio::test]
+async fn openapi_lists_every_route_of_the_router() {
+    const ROUTES: &[(&str, &str)] = &[
+        ("get", "/accounts"),
+        ("get", "/zones"),
+        ("post", "/zones"),
+        ("get", "/zones/{zone_id}"),
+        ("delete", "/zones/{zone_id}"),
+        ("get", "/zones/{zone_id}/hostnames"),
+        ("post", "/zones/{zone_id}/hostnames"),
+        ("get", "/zones/{zone_id}/hostnames/{hostname_id}"),
+        ("patch", "/zones/{zone_id}/hostnames/{hostname_id}"),
+        ("delete", "/zones/{zone_id}/hostnames/{hostname_id}"),
+        ("get", "/zones/{zone_id}/certificate_authorities/hostname_associations"),
+        ("put", "/zones/{zone_id}/certificate_authorities/hostname_associations"),
+        ("get", "/zones/{zone_id}/rulesets/phases/{phase}/entrypoint"),
+        ("put", "/zones/{zone_id}/rulesets/phases/{phase}/entrypoint"),
+        ("post", "/zones/{zone_id}/rulesets/{ruleset_id}/rules"),
+        ("patch", "/zones/{zone_id}/rulesets/{ruleset_id}/rules/{rule_id}"),
+        ("delete", "/zones/{zone_id}/rulesets/{ruleset_id}/rules/{rule_id}"),
+        ("get", "/zones/{zone_id}/client_certificates"),
+        ("post", "/zones/{zone_id}/client_certificates"),
+        ("get", "/zones/{zone_id}/client_certificates/{client_certificate_id}"),
+        ("patch", "/zones/{zone_id}/client_certificates/{client_certificate_id}"),
+        ("delete", "/zones/{zone_id}/client_certificates/{client_certificate_id}"),
+        ("get", "/zones/{zone_id}/custom_certificates"),
+        ("post", "/zones/{zone_id}/custom_certificates"),
+        ("get", "/zones/{zone_id}/custom_certificates/{custom_certificate_id}"),
+        ("delete", "/zones/{zone_id}/custom_certificates/{custom_certificate_id}"),
+        ("get", "/zones/{zone_id}/security/events"),
+        ("get", "/accounts/{account_id}/managed_ca"),
+        ("post", "/accounts/{account_id}/managed_ca/rotate"),
+        ("delete", "/accounts/{account_id}/managed_ca/{ca_id}"),
+        ("get", "/accounts/{account_id}/mtls_certificates"),
+        ("post", "/accounts/{account_id}/mtls_certificates"),
+        ("get", "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}"),
+        (
+            "delete",
+            "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}",
+        ),
+        (
+            "get",
+            "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/associations",
+        ),
+        (
+            "put",
+            "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/crl",
+        ),
+        ("get", "/user/tokens"),
+        ("post", "/user/tokens"),
+        ("delete", "/user/tokens/{token_id}"),
+    ];
+    let api = Api::new().await;
+    let (status, doc) = api.call(Method::GET, "/client/v4/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                documented.push((method.clone(), path.clone()));
+                assert!(
+                    item[method]["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                    "{method} {path} documents its responses"
+                );
+            }
+        }
+    }
+    documented.sort();
+    let mut expected: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
+    expected.sort();
+    assert_eq!(documented, expected);
+
+    // Each documented route reaches a handler (no 7000 "No route" or 7001 "Method not allowed"). Placeholder ids
+    // point at nothing, so no call changes anything.
+    let fake = "ffffffffffffffffffffffffffffffff";
+    for (method, path) in ROUTES {
+        let uri = format!(
+            "/client/v4{}",
+            path.replace("{phase}", "http_request_firewall_custom")
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { fake } else { seg })
+                .collect::<Vec<_>>()
+                .join("/")
+        );
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        let body = (method != Method::GET && method != Method::DELETE).then_some("{}");
+        let (status, resp) = api.call(method.clone(), &uri, Some(&api.write.clone()), body).await;
+        let code = resp["errors"][0]["code"].as_u64();
+        assert!(
+            !matches!(code, Some(7000 | 7001)) && status != StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {uri} did not reach a handler: {status} {resp}"
+        );
+    }
+}
