@@ -115,6 +115,7 @@ impl utoipa::Modify for BearerAuth {
 fn api_routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(accounts::list_accounts))
+        .routes(routes!(accounts::audit_logs))
         .routes(routes!(zones::create_zone, zones::list_zones))
         .routes(routes!(zones::get_zone, zones::delete_zone))
         .routes(routes!(hostnames::create_hostname, hostnames::list_hostnames))

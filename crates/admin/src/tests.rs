@@ -327,6 +327,33 @@ async fn the_account_is_listed() {
 }
 
 #[tokio::test]
+async fn every_write_is_in_the_audit_log_with_its_token() {
+    let api = Api::new().await;
+    let zone = api.zone("audit.example").await;
+    let account = api.store.account().await.expect("account").id;
+    let token_id = api
+        .store
+        .authenticate(&api.write)
+        .await
+        .expect("auth")
+        .expect("token")
+        .id;
+    let (status, body) = api
+        .get(&format!("/client/v4/accounts/{account}/audit_logs?per_page=1"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let entry = &body["result"][0];
+    assert_eq!(entry["action"]["type"], "create");
+    assert_eq!(entry["resource"], json!({"type": "zone", "id": zone}));
+    assert_eq!(entry["actor"], json!({"type": "token", "id": token_id}));
+    assert_eq!(entry["metadata"]["detail"], "audit.example");
+    let (status, body) = api
+        .get("/client/v4/accounts/ffffffffffffffffffffffffffffffff/audit_logs")
+        .await;
+    assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7003));
+}
+
+#[tokio::test]
 async fn tokens_via_the_api_show_their_secret_once() {
     let api = Api::new().await;
     let (status, body) = api

@@ -1223,6 +1223,7 @@ async fn json_objects_have_cloudflares_field_names_and_types() {
 async fn openapi_lists_every_route_of_the_router() {
     const ROUTES: &[(&str, &str)] = &[
         ("get", "/accounts"),
+        ("get", "/accounts/{account_id}/audit_logs"),
         ("get", "/zones"),
         ("post", "/zones"),
         ("get", "/zones/{zone_id}"),
