@@ -50,6 +50,9 @@ pub enum HostCommand {
         /// Forward the client certificate to the origin: none, cloudflare, cf_cert_headers, rfc9440, xfcc.
         #[arg(long, value_parser = ["none", "cloudflare", "cf_cert_headers", "rfc9440", "xfcc"])]
         forward_cert: Option<String>,
+        /// Speak HTTP/2 to the origin (h2c prior knowledge for http:// origins); gRPC origins need it.
+        #[arg(long)]
+        origin_h2: bool,
     },
     /// List hostnames, of one zone or of all.
     List {
@@ -203,6 +206,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             zone,
             tls_client_auth,
             forward_cert,
+            origin_h2,
         } => {
             let zone = find_zone(&api, zone.as_deref(), Some(&host)).await?;
             let mut body = json!({ "hostname": host, "origin": origin });
@@ -211,6 +215,9 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             }
             if let Some(style) = forward_cert {
                 body["client_certificate_forwarding"] = json!(style);
+            }
+            if origin_h2 {
+                body["origin_http2"] = json!(true);
             }
             let created = api
                 .send(Method::POST, &format!("/zones/{}/hostnames", s(&zone, "id")), &body)

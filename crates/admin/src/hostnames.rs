@@ -42,7 +42,7 @@ pub enum CertificateForwarding {
 }
 
 /// Per-hostname settings, stored as JSON beside the hostname.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostnameSettings {
     pub tls_client_auth: TlsClientAuth,
@@ -52,6 +52,22 @@ pub struct HostnameSettings {
     /// PEM of the CA(s) that issued the origin's certificate; the system's roots when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin_ca: Option<String>,
+    /// Speak HTTP/2 to the origin: with prior knowledge (h2c) to `http://` origins, by ALPN to `https://` ones.
+    /// gRPC origins need it.
+    pub origin_http2: bool,
+}
+
+impl Default for HostnameSettings {
+    /// Verification of the origin's certificate is on unless turned off.
+    fn default() -> Self {
+        HostnameSettings {
+            tls_client_auth: TlsClientAuth::default(),
+            client_certificate_forwarding: CertificateForwarding::default(),
+            origin_tls_verify: true,
+            origin_ca: None,
+            origin_http2: false,
+        }
+    }
 }
 
 impl HostnameSettings {
@@ -102,6 +118,8 @@ pub struct CreateHostname {
     pub origin_tls_verify: bool,
     #[serde(default)]
     pub origin_ca: Option<String>,
+    #[serde(default)]
+    pub origin_http2: bool,
 }
 
 fn yes() -> bool {
@@ -118,6 +136,7 @@ pub struct UpdateHostname {
     pub origin_tls_verify: Option<bool>,
     /// An empty string removes the origin CA.
     pub origin_ca: Option<String>,
+    pub origin_http2: Option<bool>,
 }
 
 /// Checks an origin URL: `http` or `https`, a host, optionally a port, and nothing else.
@@ -173,6 +192,7 @@ pub async fn create_hostname(
         client_certificate_forwarding: body.client_certificate_forwarding,
         origin_tls_verify: body.origin_tls_verify,
         origin_ca: body.origin_ca,
+        origin_http2: body.origin_http2,
     };
     let settings = serde_json::to_value(settings).map_err(ApiError::internal)?;
     let host = state
@@ -233,6 +253,9 @@ pub async fn update_hostname(
     }
     if let Some(verify) = body.origin_tls_verify {
         settings.origin_tls_verify = verify;
+    }
+    if let Some(http2) = body.origin_http2 {
+        settings.origin_http2 = http2;
     }
     match body.origin_ca {
         Some(pem) if pem.trim().is_empty() => settings.origin_ca = None,

@@ -38,6 +38,7 @@ use portcullis_store::Store;
 
 pub use api::{ApiError, Envelope, ErrorItem, ResultInfo, codes};
 pub use hostnames::{CertificateForwarding, HostnameSettings, TlsClientAuth};
+pub use rulesets::{PHASE as FIREWALL_PHASE, compile_stored as compile_stored_rules};
 
 /// Largest request body the API accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

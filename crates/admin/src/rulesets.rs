@@ -212,6 +212,20 @@ fn compile(rules: &[NewRule]) -> Result<(), ApiError> {
         .map_err(|err| ruleset_error(&err, rules))
 }
 
+/// Compiles a zone's stored rules for the edge. They were compiled when written, so an error here means the rules
+/// engine changed under stored data; the message names the rule.
+pub fn compile_stored(rules: &[Rule]) -> Result<CompiledRuleset, String> {
+    let rules: Vec<NewRule> = rules.iter().map(stored_as_new).collect();
+    let ruleset = portcullis_rules::Ruleset {
+        rules: rules
+            .iter()
+            .map(engine_rule)
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.message)?,
+    };
+    CompiledRuleset::compile(&ruleset).map_err(|e| e.to_string())
+}
+
 fn ruleset_error(err: &RulesetError, rules: &[NewRule]) -> ApiError {
     let message = match (&err.problem, rules.get(err.index)) {
         (RuleProblem::Expression(e), Some(rule)) => {
