@@ -24,6 +24,7 @@ mod cli_cert;
 mod cli_rule;
 mod cli_rules;
 mod client;
+mod edge;
 mod serve;
 
 use std::process::ExitCode;

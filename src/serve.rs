@@ -11,6 +11,10 @@ use portcullis_admin::{AdminSettings, AdminState};
 use portcullis_pki::{CaParams, ManagedCa, MasterKey};
 use portcullis_store::{Actor, NewManagedCa, Store, TokenScope};
 
+use arc_swap::ArcSwap;
+
+use crate::edge::{self, DevEdgeCa, EdgeBuilder, StoreEvents};
+
 /// Options of `serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -20,6 +24,13 @@ pub struct ServeArgs {
     /// Use this database instead of SQLite in the data directory (postgres://… for a fleet of nodes).
     #[arg(long, env = "PORTCULLIS_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Address of the edge (TLS) listener.
+    #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Hostname whose configuration answers handshakes without SNI or with an unknown one; without it they are
+    /// refused.
+    #[arg(long, env = "PORTCULLIS_DEFAULT_HOST")]
+    pub default_host: Option<String>,
     /// Address of the admin API. It carries secrets: keep it on localhost unless you know why not.
     #[arg(long, env = "PORTCULLIS_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
@@ -101,10 +112,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let boot = bootstrap(&args).await?;
     if let Some(secret) = &boot.new_admin_token {
         // Shown once, on the first start; it is also in <data-dir>/admin-token (mode 0600).
-        outln!(
-            "admin token (also written to {}): {secret}",
-            args.data_dir.join("admin-token").display()
-        );
+        outln!("admin token (also written to {}): {secret}", args.data_dir.join("admin-token").display());
     }
     let state = AdminState::new(
         boot.store.clone(),
@@ -115,19 +123,57 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         boot.master_key.clone(),
     );
-    let listener = tokio::net::TcpListener::bind(args.admin_listen)
+
+    // The edge serves from a snapshot; build the first one before accepting anything.
+    let builder = Arc::new(EdgeBuilder {
+        master_key: boot.master_key.clone(),
+        dev_ca: DevEdgeCa::load_or_create(&args.data_dir, &boot.master_key)?,
+        default_host: args.default_host.as_ref().map(|h| h.to_ascii_lowercase()),
+    });
+    outln!(
+        "development edge CA (for hosts without an uploaded certificate; curl --cacert): {}",
+        builder.dev_ca.cert_path.display()
+    );
+    let first = edge::rebuild(&boot.store, &builder).await.context("building the edge configuration")?;
+    let snapshot = Arc::new(ArcSwap::from_pointee(first));
+    tokio::spawn(edge::keep_current(boot.store.clone(), builder.clone(), snapshot.clone()));
+    let events = StoreEvents::start(boot.store.clone());
+
+    let edge_listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the edge listener to {}", args.listen))?;
+    let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding the admin listener to {}", args.admin_listen))?;
-    let local = listener.local_addr()?;
-    if !local.ip().is_loopback() {
-        tracing::warn!(%local, "the admin API listens beyond localhost; protect it (firewall, TLS-terminating proxy)");
+    let admin_local = admin_listener.local_addr()?;
+    if !admin_local.ip().is_loopback() {
+        tracing::warn!(%admin_local, "the admin API listens beyond localhost; protect it (firewall, TLS-terminating proxy)");
     }
-    outln!("admin API listening on http://{local}/client/v4");
-    tracing::info!(%local, backend = boot.store.backend(), "admin API listening");
-    axum::serve(listener, portcullis_admin::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("admin listener failed")?;
+    outln!("edge listening on https://{}", edge_listener.local_addr()?);
+    outln!("admin API listening on http://{admin_local}/client/v4");
+    tracing::info!(%admin_local, backend = boot.store.backend(), "admin API listening");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let edge = portcullis_proxy::serve(
+        edge_listener,
+        snapshot,
+        portcullis_proxy::ProxyConfig::default(),
+        events,
+        stopped(stop_rx.clone()),
+    );
+    let admin = axum::serve(admin_listener, portcullis_admin::router(state))
+        .with_graceful_shutdown(stopped(stop_rx))
+        .into_future();
+    let (edge, admin) = tokio::join!(edge, admin);
+    edge.context("edge listener failed")?;
+    admin.context("admin listener failed")?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -204,4 +250,14 @@ fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     file.write_all(contents)
         .with_context(|| format!("writing {}", path.display()))?;
     file.sync_all().with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes a secret file readable only by its owner, replacing any earlier one.
+pub fn write_private_file_replacing(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("removing {}", path.display())),
+    }
+    write_private_file(path, contents)
 }

@@ -1,0 +1,65 @@
+//! Limits and timeouts of the data plane, with safe defaults. See the HTTP/2 abuse-protection
+//! notes in the dependency research for why each value is what it is.
+
+use std::time::Duration;
+
+/// Limits for [`crate::serve`].
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// One deadline over reading the ClientHello and finishing the handshake.
+    pub handshake_timeout: Duration,
+    /// HTTP/1.1: time to receive a request's headers.
+    pub h1_header_read_timeout: Duration,
+    /// HTTP/1.1: most headers in a request.
+    pub h1_max_headers: usize,
+    /// HTTP/1.1: read buffer (bounds the header block); at least 8192.
+    pub h1_max_buf_size: usize,
+    /// HTTP/2: concurrent streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: streams reset before being accepted before GOAWAY (Rapid Reset).
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2: streams we reset for protocol errors before GOAWAY.
+    pub h2_max_local_error_reset_streams: usize,
+    /// HTTP/2: header block size.
+    pub h2_max_header_list_size: u32,
+    /// HTTP/2: PING interval; the connection closes if a PING is not answered in `h2_keep_alive_timeout`.
+    pub h2_keep_alive_interval: Duration,
+    pub h2_keep_alive_timeout: Duration,
+    /// Connecting to the origin.
+    pub upstream_connect_timeout: Duration,
+    /// From sending the request to the origin until its response headers arrive.
+    pub upstream_response_timeout: Duration,
+    /// A connection with no request in progress and none started for this long is closed
+    /// gracefully (GOAWAY for HTTP/2). hyper has no idle timeout of its own.
+    pub idle_timeout: Duration,
+    /// Connections are closed gracefully after this long, so no client holds one forever.
+    pub max_connection_age: Duration,
+    /// Most client connections open at once; accepting pauses at the limit. At most `u32::MAX`.
+    pub max_connections: usize,
+    /// On shutdown, how long in-flight connections may take to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            handshake_timeout: Duration::from_secs(10),
+            h1_header_read_timeout: Duration::from_secs(10),
+            h1_max_headers: 100,
+            h1_max_buf_size: 64 * 1024,
+            h2_max_concurrent_streams: 128,
+            h2_max_pending_accept_reset_streams: 20,
+            h2_max_local_error_reset_streams: 256,
+            // Forwarded certificate headers add a few KiB.
+            h2_max_header_list_size: 32 * 1024,
+            h2_keep_alive_interval: Duration::from_secs(30),
+            h2_keep_alive_timeout: Duration::from_secs(10),
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_response_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
+            max_connection_age: Duration::from_secs(3600),
+            max_connections: 10_000,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}

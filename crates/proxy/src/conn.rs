@@ -1,0 +1,115 @@
+//! What the proxy knows about one client connection after the handshake: the host it was
+//! accepted for, the peer's certificate chain, the TLS version and cipher, and the certificate
+//! facts, cached per snapshot generation.
+//!
+//! Facts are computed once per connection and recomputed only when a newer snapshot is in
+//! service, so a revocation reaches long-lived HTTP/2 connections at their next request without
+//! re-verifying the chain on every request. Does not decide anything; see `handler`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use portcullis_pki::ClientAuthFacts;
+use rustls::pki_types::CertificateDer;
+use time::OffsetDateTime;
+
+use crate::snapshot::{Host, Snapshot};
+
+/// One accepted TLS connection.
+#[derive(Debug)]
+pub(crate) struct ConnInfo {
+    /// The host chosen at the handshake (by SNI, or the default host).
+    pub host_name: String,
+    pub peer_chain: Vec<CertificateDer<'static>>,
+    pub tls_version: &'static str,
+    pub tls_cipher: String,
+    pub remote: SocketAddr,
+    pub local_port: u16,
+    /// (snapshot generation, facts computed with that snapshot's verifier).
+    facts: Mutex<Option<(u64, Arc<ClientAuthFacts>)>>,
+    /// For the idle timeout: when the connection started, requests in progress, and when the
+    /// last one started (milliseconds after `started`).
+    started: Instant,
+    active: AtomicUsize,
+    last_request_ms: AtomicU64,
+}
+
+/// Marks a request in progress until dropped.
+pub(crate) struct RequestGuard(Arc<ConnInfo>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn absent() -> Arc<ClientAuthFacts> {
+    static ABSENT: OnceLock<Arc<ClientAuthFacts>> = OnceLock::new();
+    ABSENT.get_or_init(|| Arc::new(ClientAuthFacts::default())).clone()
+}
+
+impl ConnInfo {
+    pub(crate) fn new(
+        host_name: String,
+        peer_chain: Vec<CertificateDer<'static>>,
+        tls_version: &'static str,
+        tls_cipher: String,
+        remote: SocketAddr,
+        local_port: u16,
+    ) -> ConnInfo {
+        ConnInfo {
+            host_name,
+            peer_chain,
+            tls_version,
+            tls_cipher,
+            remote,
+            local_port,
+            facts: Mutex::new(None),
+            started: Instant::now(),
+            active: AtomicUsize::new(0),
+            last_request_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a request start; the request counts as in progress until the guard drops.
+    pub(crate) fn request_started(self: &Arc<Self>) -> RequestGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_request_ms.fetch_max(ms, Ordering::Relaxed);
+        RequestGuard(self.clone())
+    }
+
+    /// When the connection becomes idle if nothing else happens.
+    pub(crate) fn idle_deadline(&self, idle_timeout: Duration) -> Instant {
+        self.started + Duration::from_millis(self.last_request_ms.load(Ordering::Relaxed)) + idle_timeout
+    }
+
+    /// No request in progress and none started within `idle_timeout`.
+    pub(crate) fn is_idle(&self, idle_timeout: Duration) -> bool {
+        self.active.load(Ordering::Relaxed) == 0 && Instant::now() >= self.idle_deadline(idle_timeout)
+    }
+
+    /// The certificate facts under `snapshot`'s trust configuration for `host`.
+    pub(crate) fn facts(&self, snapshot: &Snapshot, host: &Host) -> Arc<ClientAuthFacts> {
+        let Some(mtls) = &host.mtls else {
+            // No client auth was offered, so no certificate can have been presented.
+            return absent();
+        };
+        if let Ok(guard) = self.facts.lock()
+            && let Some((generation, facts)) = guard.as_ref()
+            && *generation == snapshot.generation
+        {
+            return facts.clone();
+        }
+        // Computed outside the lock: concurrent streams may both compute once, which is harmless.
+        let facts = Arc::new(mtls.verifier.client_auth(&self.peer_chain, OffsetDateTime::now_utc()));
+        if let Ok(mut guard) = self.facts.lock() {
+            *guard = Some((snapshot.generation, facts.clone()));
+        }
+        facts
+    }
+}

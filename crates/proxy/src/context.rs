@@ -1,0 +1,187 @@
+//! Fills a rules [`Context`] for one request, only with the fields the ruleset reads.
+//!
+//! Field values follow Cloudflare's definitions: `http.host` without the port, header names
+//! lower-cased in the map, query arguments split on `&` and `=` and not percent-decoded,
+//! `http.request.full_uri` with the `https` scheme. Does not evaluate anything.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use http::request::Parts;
+use http::{HeaderMap, Version};
+use portcullis_pki::{ClientAuthFacts, FactValue};
+use portcullis_rules::{Context, FieldId, FieldSet, Value, field_by_name, fields};
+
+use crate::conn::ConnInfo;
+
+/// What the context needs beyond the request head.
+pub(crate) struct RequestFacts<'a> {
+    /// Host from `:authority` / `Host`, port removed, lower-cased.
+    pub host: &'a str,
+    pub conn: &'a ConnInfo,
+    pub cert: &'a ClientAuthFacts,
+    /// (service, method) for a gRPC request.
+    pub grpc: Option<(&'a str, &'a str)>,
+}
+
+/// The field ids of `ClientAuthFacts::fields()`, in its order; resolved once.
+fn fact_ids() -> &'static [Option<FieldId>] {
+    static IDS: OnceLock<Vec<Option<FieldId>>> = OnceLock::new();
+    IDS.get_or_init(|| {
+        ClientAuthFacts::default()
+            .fields()
+            .iter()
+            .map(|(name, _)| field_by_name(name).map(|f| f.id()))
+            .collect()
+    })
+}
+
+fn fact_value(v: FactValue<'_>) -> Value {
+    match v {
+        FactValue::Bool(b) => Value::Bool(b),
+        FactValue::Str(s) => Value::from(s),
+        FactValue::Array(items) => Value::Array(items.iter().map(|s| Value::from(s.as_str())).collect()),
+    }
+}
+
+pub(crate) fn version_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "",
+    }
+}
+
+/// All values of a header joined with `sep`, as raw bytes.
+fn joined(headers: &HeaderMap, name: http::header::HeaderName, sep: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, v) in headers.get_all(name).iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(sep);
+        }
+        out.extend_from_slice(v.as_bytes());
+    }
+    out
+}
+
+fn query_args(query: &str) -> BTreeMap<Vec<u8>, Value> {
+    let mut map: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if let Value::Array(list) = map
+            .entry(k.as_bytes().to_vec())
+            .or_insert_with(|| Value::Array(Vec::new()))
+        {
+            list.push(Value::from(v));
+        }
+    }
+    map
+}
+
+/// Fills `ctx` with every field in `wanted`.
+pub(crate) fn fill(ctx: &mut Context, wanted: &FieldSet, req: &Parts, rf: &RequestFacts<'_>) {
+    // `set` fails only for a mistyped value, which this code never produces; ignore the Result.
+    let mut set = |id: FieldId, value: Value| {
+        if wanted.contains(id) {
+            let _ = ctx.set(id, value);
+        }
+    };
+    let path = req.uri.path();
+    let query = req.uri.query().unwrap_or("");
+    let uri = req.uri.path_and_query().map_or(path, |pq| pq.as_str());
+
+    set(fields::HTTP_HOST, Value::from(rf.host));
+    set(fields::HTTP_REQUEST_METHOD, Value::from(req.method.as_str()));
+    set(fields::HTTP_REQUEST_URI, Value::from(uri));
+    set(fields::HTTP_REQUEST_URI_PATH, Value::from(path));
+    set(fields::HTTP_REQUEST_URI_QUERY, Value::from(query));
+    if wanted.contains(fields::HTTP_REQUEST_URI_ARGS) {
+        set(fields::HTTP_REQUEST_URI_ARGS, Value::Map(query_args(query)));
+    }
+    if wanted.contains(fields::HTTP_REQUEST_FULL_URI) {
+        set(
+            fields::HTTP_REQUEST_FULL_URI,
+            Value::from(format!("https://{}{uri}", rf.host).as_str()),
+        );
+    }
+    set(fields::HTTP_REQUEST_VERSION, Value::from(version_name(req.version)));
+    if wanted.contains(fields::HTTP_REQUEST_HEADERS) {
+        let mut map: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
+        for (name, value) in &req.headers {
+            if let Value::Array(list) = map
+                .entry(name.as_str().as_bytes().to_vec())
+                .or_insert_with(|| Value::Array(Vec::new()))
+            {
+                list.push(Value::from(value.as_bytes()));
+            }
+        }
+        set(fields::HTTP_REQUEST_HEADERS, Value::Map(map));
+    }
+    if wanted.contains(fields::HTTP_REQUEST_HEADERS_NAMES) {
+        let names = req.headers.iter().map(|(n, _)| Value::from(n.as_str())).collect();
+        set(fields::HTTP_REQUEST_HEADERS_NAMES, Value::Array(names));
+    }
+    if wanted.contains(fields::HTTP_REQUEST_HEADERS_VALUES) {
+        let values = req.headers.iter().map(|(_, v)| Value::from(v.as_bytes())).collect();
+        set(fields::HTTP_REQUEST_HEADERS_VALUES, Value::Array(values));
+    }
+    if wanted.contains(fields::HTTP_USER_AGENT) {
+        set(
+            fields::HTTP_USER_AGENT,
+            Value::Bytes(joined(&req.headers, http::header::USER_AGENT, b", ")),
+        );
+    }
+    if wanted.contains(fields::HTTP_COOKIE) {
+        // HTTP/2 clients may split cookies over several fields; they rejoin with "; " (RFC 9113 8.2.3).
+        set(
+            fields::HTTP_COOKIE,
+            Value::Bytes(joined(&req.headers, http::header::COOKIE, b"; ")),
+        );
+    }
+    if wanted.contains(fields::HTTP_REFERER) {
+        set(
+            fields::HTTP_REFERER,
+            Value::Bytes(joined(&req.headers, http::header::REFERER, b", ")),
+        );
+    }
+    set(fields::IP_SRC, Value::Ip(rf.conn.remote.ip().to_canonical()));
+    set(fields::SSL, Value::Bool(true));
+    set(fields::CF_TLS_VERSION, Value::from(rf.conn.tls_version));
+    set(fields::CF_TLS_CIPHER, Value::from(rf.conn.tls_cipher.as_str()));
+    set(fields::CF_EDGE_SERVER_PORT, Value::Int(i64::from(rf.conn.local_port)));
+    for ((_, value), id) in rf.cert.fields().into_iter().zip(fact_ids()) {
+        if let Some(id) = id
+            && wanted.contains(*id)
+        {
+            set(*id, fact_value(value));
+        }
+    }
+    let (service, method) = rf.grpc.unwrap_or(("", ""));
+    set(fields::PORTCULLIS_GRPC_SERVICE, Value::from(service));
+    set(fields::PORTCULLIS_GRPC_METHOD, Value::from(method));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fact_has_a_field() {
+        assert!(fact_ids().iter().all(Option::is_some));
+        assert_eq!(fact_ids().len(), 26);
+    }
+
+    #[test]
+    fn args() {
+        let m = query_args("a=1&b&a=2&&c=x=y");
+        assert_eq!(
+            m.get(&b"a"[..]),
+            Some(&Value::Array(vec![Value::from("1"), Value::from("2")]))
+        );
+        assert_eq!(m.get(&b"b"[..]), Some(&Value::Array(vec![Value::from("")])));
+        assert_eq!(m.get(&b"c"[..]), Some(&Value::Array(vec![Value::from("x=y")])));
+    }
+}

@@ -1,0 +1,386 @@
+//! Forwarding an allowed request to the host's origin: header hygiene (hop-by-hop headers,
+//! spoofed certificate headers, `X-Forwarded-*`), the host's certificate-forwarding style, and the
+//! pooled upstream clients. Bodies and trailers stream through untouched; nothing is buffered.
+//!
+//! Supported origins: `http://` (HTTP/1.1, or h2c with prior knowledge for gRPC) and `https://`
+//! (HTTP/1.1 or HTTP/2 by ALPN). Not here: WebSocket/`Upgrade`, retries, upstream mTLS.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use portcullis_pki::ClientAuthFacts;
+
+use crate::config::ProxyConfig;
+use crate::conn::ConnInfo;
+use crate::origin_tls::{HttpsConnector, OriginTls};
+use crate::respond;
+use crate::snapshot::{Forwarding, Host};
+
+/// The body type of every response the proxy sends.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// The 17 headers of Cloudflare's "Add TLS client auth headers" managed transform.
+pub const CF_CERT_HEADERS: [&str; 17] = [
+    "cf-cert-revoked",
+    "cf-cert-verified",
+    "cf-cert-presented",
+    "cf-cert-issuer-dn",
+    "cf-cert-subject-dn",
+    "cf-cert-issuer-dn-rfc2253",
+    "cf-cert-subject-dn-rfc2253",
+    "cf-cert-issuer-dn-legacy",
+    "cf-cert-subject-dn-legacy",
+    "cf-cert-serial",
+    "cf-cert-issuer-serial",
+    "cf-cert-fingerprint-sha256",
+    "cf-cert-fingerprint-sha1",
+    "cf-cert-not-before",
+    "cf-cert-not-after",
+    "cf-cert-ski",
+    "cf-cert-issuer-ski",
+];
+
+/// Certificate headers the proxy alone may set; client-sent copies are always removed.
+pub const CERT_HEADERS: [&str; 5] = [
+    "cf-client-cert-der-base64",
+    "cf-client-cert-sha256",
+    "client-cert",
+    "client-cert-chain",
+    "x-forwarded-client-cert",
+];
+
+/// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded (`te: trailers` is re-added).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// A header value from arbitrary text: bytes a header cannot carry (controls) become `?`.
+fn value(text: &str) -> Option<HeaderValue> {
+    HeaderValue::from_bytes(text.as_bytes()).ok().or_else(|| {
+        let cleaned: Vec<u8> = text
+            .bytes()
+            .map(|b| if b < 0x20 && b != b'\t' || b == 0x7f { b'?' } else { b })
+            .collect();
+        HeaderValue::from_bytes(&cleaned).ok()
+    })
+}
+
+fn put(headers: &mut HeaderMap, name: &'static str, text: &str) {
+    if let Some(v) = value(text) {
+        headers.insert(HeaderName::from_static(name), v);
+    }
+}
+
+fn bool_text(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
+}
+
+/// XFCC quoting as Envoy does it: a value with `,;="` is double-quoted and its `"` escaped; a
+/// backslash is kept as is, so a DN's own `\,` escapes survive.
+fn xfcc_value(v: &str) -> String {
+    if v.contains([',', ';', '=', '"']) {
+        format!("\"{}\"", v.replace('"', "\\\""))
+    } else {
+        v.to_owned()
+    }
+}
+
+/// Removes client-sent certificate headers and adds the host's style.
+pub(crate) fn certificate_headers(
+    headers: &mut HeaderMap,
+    style: Forwarding,
+    facts: &ClientAuthFacts,
+    leaf: Option<&[u8]>,
+) {
+    for name in CERT_HEADERS.iter().chain(CF_CERT_HEADERS.iter()) {
+        headers.remove(*name);
+    }
+    let trusted = facts.cert_verified && !facts.cert_revoked;
+    match style {
+        Forwarding::None => {}
+        Forwarding::Cloudflare => {
+            if let Some(der) = leaf {
+                put(
+                    headers,
+                    "cf-client-cert-der-base64",
+                    &base64::engine::general_purpose::STANDARD.encode(der),
+                );
+                put(headers, "cf-client-cert-sha256", &facts.cert_fingerprint_sha256);
+            }
+        }
+        Forwarding::CfCertHeaders => {
+            let f = facts;
+            let values: [&str; 17] = [
+                bool_text(f.cert_revoked),
+                bool_text(f.cert_verified),
+                bool_text(f.cert_presented),
+                &f.cert_issuer_dn,
+                &f.cert_subject_dn,
+                &f.cert_issuer_dn_rfc2253,
+                &f.cert_subject_dn_rfc2253,
+                &f.cert_issuer_dn_legacy,
+                &f.cert_subject_dn_legacy,
+                &f.cert_serial,
+                &f.cert_issuer_serial,
+                &f.cert_fingerprint_sha256,
+                &f.cert_fingerprint_sha1,
+                &f.cert_not_before,
+                &f.cert_not_after,
+                &f.cert_ski,
+                &f.cert_issuer_ski,
+            ];
+            for (name, text) in CF_CERT_HEADERS.into_iter().zip(values) {
+                put(headers, name, text);
+            }
+        }
+        Forwarding::Rfc9440 => {
+            // Cloudflare's recommended transform rules (8.3): only a trusted certificate, never a truncated one.
+            if trusted && !facts.cert_rfc9440_too_large && !facts.cert_rfc9440.is_empty() {
+                put(headers, "client-cert", &facts.cert_rfc9440);
+                if !facts.cert_chain_rfc9440.is_empty() && !facts.cert_chain_rfc9440_too_large {
+                    put(headers, "client-cert-chain", &facts.cert_chain_rfc9440);
+                }
+            }
+        }
+        Forwarding::Xfcc => {
+            // As Envoy does for validated certificates only, so an origin can trust the header as is.
+            if trusted {
+                let mut xfcc = format!(
+                    "Hash={};Subject={}",
+                    facts.cert_fingerprint_sha256,
+                    xfcc_value(&facts.cert_subject_dn_rfc2253)
+                );
+                for uri in &facts.san_uri {
+                    xfcc.push_str(";URI=");
+                    xfcc.push_str(&xfcc_value(uri));
+                }
+                for dns in &facts.san_dns {
+                    xfcc.push_str(";DNS=");
+                    xfcc.push_str(&xfcc_value(dns));
+                }
+                put(headers, "x-forwarded-client-cert", &xfcc);
+            }
+        }
+    }
+}
+
+fn client_builder(http2: bool) -> hyper_util::client::legacy::Builder {
+    let mut b = Client::builder(TokioExecutor::new());
+    b.pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(TokioTimer::new())
+        .http2_only(http2);
+    b
+}
+
+/// The pooled upstream clients, shared by all connections and snapshots.
+pub(crate) struct Upstream {
+    http1: Client<HttpConnector, Incoming>,
+    h2c: Client<HttpConnector, Incoming>,
+    /// One client per distinct origin TLS setting ([`OriginTls`] key), created on first use, so
+    /// pools survive snapshot reloads.
+    https: Mutex<HashMap<String, Client<HttpsConnector, Incoming>>>,
+    connector: HttpConnector,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    pub(crate) fn new(config: &ProxyConfig) -> Upstream {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.upstream_connect_timeout));
+        connector.set_nodelay(true);
+        Upstream {
+            http1: client_builder(false).build(connector.clone()),
+            h2c: client_builder(true).build(connector.clone()),
+            https: Mutex::new(HashMap::new()),
+            connector,
+            connect_timeout: config.upstream_connect_timeout,
+            response_timeout: config.upstream_response_timeout,
+        }
+    }
+
+    fn https_client(&self, tls: &OriginTls, http2: bool) -> Client<HttpsConnector, Incoming> {
+        let build =
+            || client_builder(http2).build(HttpsConnector::new(self.connector.clone(), tls, self.connect_timeout));
+        match self.https.lock() {
+            Ok(mut map) => map.entry(tls.key.clone()).or_insert_with(build).clone(),
+            // A poisoned map only costs pooling.
+            Err(_) => build(),
+        }
+    }
+
+    /// Sends `req` to `host`'s origin and returns its response, or a 502/504 that names nothing
+    /// internal.
+    pub(crate) async fn forward(
+        &self,
+        req: Request<Incoming>,
+        host: &Host,
+        conn: &ConnInfo,
+        facts: &ClientAuthFacts,
+        request_host: &str,
+    ) -> Response<Body> {
+        let (mut parts, body) = req.into_parts();
+        let downstream_version = parts.version;
+        let original_host = parts.uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        });
+
+        let wants_trailers = parts.headers.get_all(header::TE).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
+        });
+        strip_hop_by_hop(&mut parts.headers);
+        if wants_trailers {
+            parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        certificate_headers(
+            &mut parts.headers,
+            host.forwarding,
+            facts,
+            conn.peer_chain.first().map(|c| c.as_ref()),
+        );
+
+        let client_ip = conn.remote.ip().to_canonical().to_string();
+        // Earlier X-Forwarded-For fields are folded, in order, into one value ending with the client.
+        let mut xff: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        xff.push(&client_ip);
+        let xff = xff.join(", ");
+        put(&mut parts.headers, "x-forwarded-for", &xff);
+        parts
+            .headers
+            .insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        put(&mut parts.headers, "x-forwarded-host", request_host);
+
+        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let uri = Uri::builder()
+            .scheme(host.origin.scheme.clone())
+            .authority(host.origin.authority.clone())
+            .path_and_query(path)
+            .build();
+        let Ok(uri) = uri else {
+            return respond::status_page(http::StatusCode::BAD_REQUEST, downstream_version);
+        };
+        parts.uri = uri;
+
+        if host.origin.http2 {
+            parts.version = Version::HTTP_2;
+            // HTTP/2 carries the authority in the URI; a Host field would contradict it.
+            parts.headers.remove(header::HOST);
+        } else {
+            parts.version = Version::HTTP_11;
+            // Keep the client's Host so the origin sees the name it was asked for.
+            if let Some(h) = original_host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+                parts.headers.insert(header::HOST, h);
+            }
+        }
+
+        let request = Request::from_parts(parts, body);
+        let sent = match &host.origin.tls {
+            Some(tls) => self.https_client(tls, host.origin.http2).request(request),
+            None if host.origin.http2 => self.h2c.request(request),
+            None => self.http1.request(request),
+        };
+        match tokio::time::timeout(self.response_timeout, sent).await {
+            Err(_) => respond::status_page(http::StatusCode::GATEWAY_TIMEOUT, downstream_version),
+            Ok(Err(e)) => {
+                tracing::warn!(host = %host.hostname, error = %e, connect = e.is_connect(), "origin request failed");
+                respond::status_page(http::StatusCode::BAD_GATEWAY, downstream_version)
+            }
+            Ok(Ok(resp)) => {
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                parts.version = downstream_version;
+                Response::from_parts(parts, body.boxed())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("1"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn spoofed_headers_removed_for_every_style() {
+        for style in [
+            Forwarding::None,
+            Forwarding::Cloudflare,
+            Forwarding::CfCertHeaders,
+            Forwarding::Rfc9440,
+            Forwarding::Xfcc,
+        ] {
+            let mut h = HeaderMap::new();
+            for name in CERT_HEADERS.iter().chain(CF_CERT_HEADERS.iter()) {
+                h.insert(*name, HeaderValue::from_static("spoofed"));
+            }
+            certificate_headers(&mut h, style, &ClientAuthFacts::default(), None);
+            assert!(h.values().all(|v| v != "spoofed"), "{style:?}");
+        }
+    }
+
+    #[test]
+    fn xfcc_quoting() {
+        assert_eq!(xfcc_value("CN=a,O=b"), "\"CN=a,O=b\"");
+        assert_eq!(xfcc_value("a\"b"), "\"a\\\"b\"");
+        assert_eq!(xfcc_value("spiffe://x/y"), "spiffe://x/y");
+    }
+}

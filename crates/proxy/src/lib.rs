@@ -1,0 +1,50 @@
+//! Portcullis' data plane as a library: TLS termination with a per-SNI `ServerConfig`,
+//! client-certificate facts per connection, Cloudflare-style rules per request, and forwarding
+//! of HTTP/1.1, HTTP/2 and gRPC to origins.
+//!
+//! - [`snapshot`]: the immutable [`Snapshot`] (hosts, TLS configs, trust, origins, rulesets)
+//!   that the binary builds from the store and publishes through an `ArcSwap`;
+//! - [`tls`]: per-host `ServerConfig`s and the `Request`/`Require` client verifiers;
+//! - [`serve`]: the accept loop, handshake, HTTP server, graceful shutdown;
+//! - request handling (internal): SNI/Host check (421), rules context, block or forward;
+//! - [`forward`]: header hygiene, certificate forwarding styles, pooled upstream clients;
+//! - [`origin_tls`]: TLS to `https://` origins;
+//! - [`events`]: security events for blocked and logged requests.
+//!
+//! What it does not do: read the store or run the reload loop (the binary does), upstream mTLS,
+//! WebSocket upgrades, access logs beyond `tracing` events, rate limits.
+
+mod conn;
+mod context;
+mod handler;
+mod respond;
+mod server;
+
+pub mod config;
+pub mod events;
+pub mod forward;
+pub mod origin_tls;
+pub mod snapshot;
+pub mod tls;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::ProxyConfig;
+pub use events::{EventSink, NoEvents, SecurityEvent, VecSink};
+pub use forward::{CERT_HEADERS, CF_CERT_HEADERS};
+pub use origin_tls::OriginTls;
+pub use server::serve;
+pub use snapshot::{Forwarding, Host, HostParams, Mtls, Origin, Snapshot, TrustedCa};
+pub use tls::{MtlsMode, ServerCert};
+
+/// Errors from building configuration or serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Invalid host configuration (certificate, key, origin, …).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The listener failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}

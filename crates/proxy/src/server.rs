@@ -1,0 +1,247 @@
+//! Accepting connections: the connection limit, the TLS handshake with a per-SNI config, then
+//! HTTP/1.1 or HTTP/2 (hyper-util's auto builder) with the limits of [`ProxyConfig`], and a
+//! graceful drain on shutdown, an idle timeout and a maximum connection age.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::{Instant, timeout_at};
+use tokio_rustls::LazyConfigAcceptor;
+
+use crate::ProxyError;
+use crate::config::ProxyConfig;
+use crate::conn::ConnInfo;
+use crate::events::EventSink;
+use crate::forward::Upstream;
+use crate::handler::{self, Shared};
+use crate::snapshot::Snapshot;
+use crate::tls;
+
+/// A fatal `unrecognized_name` alert as a plaintext TLS record, for a ClientHello no host answers.
+const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+
+fn http_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        // Without a timer hyper silently disables header_read_timeout.
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.h1_header_read_timeout)
+        .max_headers(config.h1_max_headers)
+        .max_buf_size(config.h1_max_buf_size.max(8192))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(Some(config.h2_max_pending_accept_reset_streams))
+        .max_local_error_reset_streams(Some(config.h2_max_local_error_reset_streams))
+        .max_header_list_size(config.h2_max_header_list_size)
+        .keep_alive_interval(Some(config.h2_keep_alive_interval))
+        .keep_alive_timeout(config.h2_keep_alive_timeout);
+    b
+}
+
+/// Serves TLS clients on `listener` until `shutdown` completes, then stops accepting, asks every
+/// connection to finish (GOAWAY for HTTP/2, no more keep-alive for HTTP/1.1) and waits up to
+/// [`ProxyConfig::drain_timeout`] for them.
+///
+/// hyper-util's `GracefulShutdown` is not used because it hides the connection, and the idle
+/// timeout and maximum age need to call `graceful_shutdown` on it too; the connection semaphore
+/// doubles as the drain counter instead.
+pub async fn serve(
+    listener: TcpListener,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    config: ProxyConfig,
+    events: Arc<dyn EventSink>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let max = u32::try_from(config.max_connections)
+        .ok()
+        .filter(|m| *m > 0 && (*m as usize) <= Semaphore::MAX_PERMITS)
+        .ok_or_else(|| ProxyError::Config("max_connections must be between 1 and 2^32-1".into()))?;
+    let shared = Arc::new(Shared {
+        snapshot,
+        events,
+        upstream: Upstream::new(&config),
+    });
+    let builder = Arc::new(http_builder(&config));
+    let limiter = Arc::new(Semaphore::new(max as usize));
+    let (stop, stopping) = watch::channel(false);
+    let timers = Timers {
+        handshake: config.handshake_timeout,
+        // A zero timeout would make the idle check spin.
+        idle: config.idle_timeout.max(Duration::from_millis(100)),
+        max_age: config.max_connection_age,
+    };
+    tokio::pin!(shutdown);
+    loop {
+        // Take a permit before accepting, so at the limit new clients wait in the listen backlog.
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = limiter.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (tcp, remote) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let builder = builder.clone();
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            connection(tcp, remote, shared, &builder, stopping, timers).await;
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    // Every connection holds a permit until it ends: holding them all means all have ended.
+    if tokio::time::timeout(config.drain_timeout, limiter.acquire_many(max))
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached with connections still open");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Timers {
+    handshake: Duration,
+    idle: Duration,
+    max_age: Duration,
+}
+
+async fn connection(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    shared: Arc<Shared>,
+    builder: &auto::Builder<TokioExecutor>,
+    mut stopping: watch::Receiver<bool>,
+    timers: Timers,
+) {
+    let local_port = tcp.local_addr().map(|a| a.port()).unwrap_or(0);
+    let _ = tcp.set_nodelay(true);
+    let accepted_at = Instant::now();
+    let deadline = accepted_at + timers.handshake;
+    let start = match timeout_at(
+        deadline,
+        LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp),
+    )
+    .await
+    {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "bad ClientHello");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "handshake timeout");
+            return;
+        }
+    };
+    let sni = start.client_hello().server_name().map(str::to_owned);
+    let snapshot = shared.snapshot.load_full();
+    let Some(host) = snapshot.host_for_sni(sni.as_deref()).cloned() else {
+        tracing::debug!(%remote, sni = sni.as_deref().unwrap_or(""), "no host for SNI");
+        let mut io = start.io;
+        let _ = timeout_at(deadline, io.write_all(&UNRECOGNIZED_NAME_ALERT)).await;
+        return;
+    };
+    let tls = match timeout_at(deadline, start.into_stream(host.server_config.clone())).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, host = %host.hostname, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, host = %host.hostname, "handshake timeout");
+            return;
+        }
+    };
+    let session = tls.get_ref().1;
+    let chain = session
+        .peer_certificates()
+        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
+    let conn = Arc::new(ConnInfo::new(
+        host.hostname.clone(),
+        chain,
+        tls::version_name(session.protocol_version()),
+        tls::cipher_name(session.negotiated_cipher_suite()),
+        remote,
+        local_port,
+    ));
+    // Verify once now, so the first request does not pay for it.
+    let _ = conn.facts(&snapshot, &host);
+    drop(snapshot);
+
+    let service = {
+        let conn = conn.clone();
+        service_fn(move |req| {
+            let shared = shared.clone();
+            let conn = conn.clone();
+            async move {
+                let _in_progress = conn.request_started();
+                Ok::<_, Infallible>(handler::handle(req, shared, conn.clone()).await)
+            }
+        })
+    };
+    let served = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(served);
+    let max_age = accepted_at + timers.max_age;
+    let mut closing = *stopping.borrow();
+    if closing {
+        served.as_mut().graceful_shutdown();
+    }
+    loop {
+        let now = Instant::now();
+        let mut idle_at = conn.idle_deadline(timers.idle);
+        if idle_at <= now {
+            // Past the deadline but a request is in progress: look again one period later.
+            idle_at = now + timers.idle;
+        }
+        tokio::select! {
+            result = served.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%remote, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            // A dropped sender also means shutdown.
+            _ = stopping.changed(), if !closing => {
+                closing = true;
+                served.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(max_age), if !closing => {
+                closing = true;
+                served.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(idle_at), if !closing => {
+                if conn.is_idle(timers.idle) {
+                    closing = true;
+                    served.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}

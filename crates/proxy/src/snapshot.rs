@@ -1,0 +1,235 @@
+//! The immutable configuration the data plane serves from: hosts by SNI, each with its TLS
+//! config, client-certificate trust, origin, forwarding style and compiled ruleset.
+//!
+//! The binary builds a [`Snapshot`] from the store and publishes it through an
+//! `ArcSwap<Snapshot>`; every new connection and every request loads the newest one, so a reload
+//! never interrupts traffic and a revocation reaches open connections at their next request.
+//! Nothing here does I/O.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::Uri;
+use portcullis_pki::Verifier;
+use portcullis_rules::CompiledRuleset;
+use rustls::pki_types::CertificateDer;
+
+use crate::ProxyError;
+use crate::origin_tls::OriginTls;
+use crate::tls::{self, MtlsMode, ServerCert};
+
+/// Everything the proxy serves, at one store generation.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// The store generation this snapshot was built from; connections recompute their
+    /// certificate facts when it changes.
+    pub generation: u64,
+    /// Hosts by lower-case name (the SNI they are reached by).
+    pub hosts: HashMap<String, Arc<Host>>,
+    /// The host used when the ClientHello has no SNI or an unknown one; without it such
+    /// handshakes are refused with an `unrecognized_name` alert.
+    pub default_host: Option<String>,
+}
+
+impl Snapshot {
+    /// An empty snapshot at `generation`.
+    pub fn new(generation: u64) -> Snapshot {
+        Snapshot {
+            generation,
+            ..Snapshot::default()
+        }
+    }
+
+    /// Adds (or replaces) a host under its lower-case name.
+    pub fn insert(&mut self, host: Host) {
+        self.hosts.insert(host.hostname.clone(), Arc::new(host));
+    }
+
+    /// The host for a ClientHello's SNI, falling back to the default host.
+    pub fn host_for_sni(&self, sni: Option<&str>) -> Option<&Arc<Host>> {
+        let by_sni = sni.and_then(|s| {
+            // SNI is case-insensitive; avoid an allocation when it is already lower-case.
+            if s.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.hosts.get(&s.to_ascii_lowercase())
+            } else {
+                self.hosts.get(s)
+            }
+        });
+        by_sni.or_else(|| self.default_host.as_ref().and_then(|d| self.hosts.get(d)))
+    }
+}
+
+/// Client-certificate policy of a host.
+#[derive(Debug, Clone)]
+pub struct Mtls {
+    /// Trust anchors, CRLs and revoked serials, prepared once per snapshot.
+    pub verifier: Arc<Verifier>,
+    pub mode: MtlsMode,
+}
+
+/// One trusted CA as the store holds it, for [`Mtls::from_cas`].
+#[derive(Debug, Clone, Copy)]
+pub struct TrustedCa<'a> {
+    /// The CA certificate(s): PEM (a bundle may hold several) or one DER certificate.
+    pub certificates: &'a [u8],
+    /// An uploaded CRL (PEM or DER) for these CAs, if any.
+    pub crl: Option<&'a [u8]>,
+    /// Serial numbers (hex, either case) this CA's certificates must be refused for.
+    pub revoked_serials: &'a [String],
+}
+
+impl Mtls {
+    /// Builds the verifier for `cas` and returns the policy together with the CA certificates
+    /// (for the certificate-request hints), ready for [`HostParams::mtls`]. Hosts that trust the
+    /// same CAs may share one `Arc<Verifier>` instead of calling this per host.
+    pub fn from_cas(mode: MtlsMode, cas: &[TrustedCa<'_>]) -> Result<(Mtls, Vec<CertificateDer<'static>>), ProxyError> {
+        let mut builder = portcullis_pki::VerifierBuilder::new();
+        let mut hints = Vec::new();
+        for ca in cas {
+            let ders = portcullis_pki::pem::certificates_from_pem_or_der(ca.certificates)
+                .map_err(|e| ProxyError::Config(format!("trusted CA: {e}")))?;
+            let mut serials = Vec::with_capacity(ca.revoked_serials.len());
+            for s in ca.revoked_serials {
+                let bytes = portcullis_pki::hex_decode(s)
+                    .ok_or_else(|| ProxyError::Config(format!("revoked serial {s:?} is not hex")))?;
+                serials.push(bytes);
+            }
+            for der in ders {
+                let index = builder
+                    .add_anchor(&der)
+                    .map_err(|e| ProxyError::Config(format!("trusted CA: {e}")))?;
+                builder
+                    .revoke_serials(index, &serials)
+                    .map_err(|e| ProxyError::Config(format!("trusted CA: {e}")))?;
+                hints.push(CertificateDer::from(der));
+            }
+            if let Some(crl) = ca.crl {
+                builder
+                    .add_crl(crl)
+                    .map_err(|e| ProxyError::Config(format!("CRL: {e}")))?;
+            }
+        }
+        Ok((
+            Mtls {
+                verifier: Arc::new(builder.build()),
+                mode,
+            },
+            hints,
+        ))
+    }
+}
+
+/// Where requests go.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// `http` or `https`. The request's path and query are appended as received (a path in the
+    /// origin URL is ignored).
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// Speak HTTP/2: with prior knowledge (h2c) to `http` origins, by ALPN `h2` to `https` ones.
+    /// gRPC origins need it.
+    pub http2: bool,
+    /// TLS settings, for `https` origins.
+    pub tls: Option<OriginTls>,
+}
+
+impl Origin {
+    /// Parses `http://host:port` or `https://host:port`. For `https`, `ca_pem` is the CA that
+    /// issues the origin's certificate (`None`: the public web roots) and `verify: false` accepts
+    /// any certificate; both are ignored for `http`.
+    pub fn new(url: &str, http2: bool, ca_pem: Option<&[u8]>, verify: bool) -> Result<Origin, ProxyError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| ProxyError::Config(format!("origin {url:?}: {e}")))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| ProxyError::Config(format!("origin {url:?}: no scheme")))?;
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| ProxyError::Config(format!("origin {url:?}: no host")))?;
+        let tls = if scheme == http::uri::Scheme::HTTPS {
+            Some(OriginTls::new(ca_pem, verify, http2)?)
+        } else if scheme == http::uri::Scheme::HTTP {
+            None
+        } else {
+            return Err(ProxyError::Config(format!(
+                "origin {url:?}: the scheme must be http or https"
+            )));
+        };
+        Ok(Origin {
+            scheme,
+            authority,
+            http2,
+            tls,
+        })
+    }
+}
+
+/// How the client certificate is passed to the origin. Client-sent copies of every one of these
+/// headers are removed whatever the setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Forwarding {
+    /// Nothing is added.
+    #[default]
+    None,
+    /// `Cf-Client-Cert-Der-Base64` and `Cf-Client-Cert-Sha256` (Cloudflare's Access headers).
+    Cloudflare,
+    /// The 17 `cf-cert-*` headers of Cloudflare's managed transform.
+    CfCertHeaders,
+    /// RFC 9440 `Client-Cert` and `Client-Cert-Chain`, only for a verified, unrevoked certificate.
+    Rfc9440,
+    /// Envoy's `X-Forwarded-Client-Cert`.
+    Xfcc,
+}
+
+/// One protected hostname.
+#[derive(Debug)]
+pub struct Host {
+    /// Lower-case host name; also the SNI it answers.
+    pub hostname: String,
+    /// For security events; the proxy does not interpret it.
+    pub zone_id: Option<String>,
+    pub server_config: Arc<rustls::ServerConfig>,
+    pub mtls: Option<Mtls>,
+    pub origin: Origin,
+    pub forwarding: Forwarding,
+    /// The zone's ruleset.
+    pub ruleset: Arc<CompiledRuleset>,
+}
+
+/// Everything needed to build a [`Host`].
+#[derive(Debug)]
+pub struct HostParams {
+    pub hostname: String,
+    pub zone_id: Option<String>,
+    pub cert: ServerCert,
+    /// The policy plus the CA certificates whose subjects are sent as hints (normally the same
+    /// CAs the verifier trusts).
+    pub mtls: Option<(Mtls, Vec<CertificateDer<'static>>)>,
+    pub origin: Origin,
+    pub forwarding: Forwarding,
+    pub ruleset: Arc<CompiledRuleset>,
+}
+
+impl Host {
+    /// Builds the host and its `ServerConfig` (TLS 1.2+1.3, ALPN h2/http1.1, client auth per
+    /// the mTLS policy).
+    pub fn new(params: HostParams) -> Result<Host, ProxyError> {
+        let client_auth = params
+            .mtls
+            .as_ref()
+            .map(|(m, cas)| (m.mode, m.verifier.clone(), cas.as_slice()));
+        let server_config = tls::server_config(params.cert, client_auth)?;
+        Ok(Host {
+            hostname: params.hostname.to_ascii_lowercase(),
+            zone_id: params.zone_id,
+            server_config,
+            mtls: params.mtls.map(|(m, _)| m),
+            origin: params.origin,
+            forwarding: params.forwarding,
+            ruleset: params.ruleset,
+        })
+    }
+}

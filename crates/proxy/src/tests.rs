@@ -1,0 +1,1249 @@
+//! End-to-end tests: real TLS handshakes against the proxy on 127.0.0.1, client certificates
+//! from a test `ManagedCa`, and an in-process echo origin (HTTP/1.1 and h2c) that returns the
+//! request headers it received as JSON, or a gRPC body with trailers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use portcullis_pki::{
+    CaParams, ClientAuthFacts, GeneratedKeyRequest, IssueOptions, ManagedCa, SubjectAltNames, SubjectFields, Verifier,
+    VerifierBuilder,
+};
+use portcullis_rules::{Action, BlockResponse, CompiledRuleset, Rule, Ruleset};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use serde_json::Value as Json;
+use time::OffsetDateTime;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_rustls::client::TlsStream;
+
+use crate::{
+    EventSink, Forwarding, Host, HostParams, Mtls, MtlsMode, Origin, ProxyConfig, ServerCert, Snapshot, TrustedCa,
+    VecSink,
+};
+
+const DEFAULT_RULE: &str = r#"(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/api"}"#;
+
+// ---------------------------------------------------------------------------------------------
+// Certificates
+
+struct ServerPki {
+    cert: ServerCert,
+    ca_der: CertificateDer<'static>,
+    ca_pem: String,
+}
+
+fn server_pki(names: &[&str]) -> ServerPki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Test Server CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf_params = rcgen::CertificateParams::new(names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    ServerPki {
+        cert: ServerCert {
+            chain: vec![leaf.der().clone()],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        },
+        ca_der: ca_cert.der().clone(),
+        ca_pem: ca_cert.pem(),
+    }
+}
+
+fn managed_ca() -> ManagedCa {
+    ManagedCa::create(&CaParams::default(), OffsetDateTime::now_utc()).unwrap()
+}
+
+struct ClientCert {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    serial_hex: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn issue(ca: &ManagedCa, cn: &str, sans: SubjectAltNames) -> ClientCert {
+    let issued = ca
+        .issue_with_generated_key(
+            &GeneratedKeyRequest {
+                subject: SubjectFields {
+                    common_name: cn.into(),
+                    organization: "Acme, Inc.".into(),
+                    country: "US".into(),
+                    ..SubjectFields::default()
+                },
+                sans,
+                ..GeneratedKeyRequest::default()
+            },
+            &IssueOptions::default(),
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+    ClientCert {
+        chain: vec![CertificateDer::from(issued.der.clone())],
+        key: PrivateKeyDer::from_pem_slice(issued.private_key_pem.as_bytes()).unwrap(),
+        serial_hex: issued.record.serial_number.clone(),
+        cert_pem: issued.record.certificate.clone(),
+        key_pem: issued.private_key_pem.to_string(),
+    }
+}
+
+fn verifier(ca: &ManagedCa, revoked: &[&str]) -> Arc<Verifier> {
+    let mut b = VerifierBuilder::new();
+    let i = b.add_anchor(ca.certificate_der()).unwrap();
+    let serials: Vec<Vec<u8>> = revoked.iter().map(|s| portcullis_pki::hex_decode(s).unwrap()).collect();
+    b.revoke_serials(i, serials).unwrap();
+    Arc::new(b.build())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The origin
+
+type OriginBody = BoxBody<Bytes, Infallible>;
+
+async fn echo(req: Request<Incoming>) -> Result<Response<OriginBody>, Infallible> {
+    let grpc = req
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let (parts, body) = req.into_parts();
+    if parts.uri.path() == "/slow" {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    if grpc {
+        let reply = Full::new(Bytes::from_static(b"\0\0\0\0\x02hi")).with_trailers(async {
+            let mut t = HeaderMap::new();
+            t.insert("grpc-status", HeaderValue::from_static("0"));
+            t.insert("grpc-message", HeaderValue::from_static("ok"));
+            Some(Ok(t))
+        });
+        let mut resp = Response::new(reply.boxed());
+        resp.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/grpc"));
+        return Ok(resp);
+    }
+    let mut headers = serde_json::Map::new();
+    for (name, value) in &parts.headers {
+        let entry = headers
+            .entry(name.as_str().to_owned())
+            .or_insert_with(|| Json::Array(vec![]));
+        if let Json::Array(list) = entry {
+            list.push(Json::String(String::from_utf8_lossy(value.as_bytes()).into_owned()));
+        }
+    }
+    let json = serde_json::json!({
+        "method": parts.method.as_str(),
+        "uri": parts.uri.to_string(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(json.to_string())).boxed());
+    resp.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    Ok(resp)
+}
+
+async fn start_origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service_fn(echo))
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// An echo origin over TLS (ALPN h2 and http/1.1) with a certificate for `localhost`.
+async fn start_tls_origin() -> (SocketAddr, ServerPki) {
+    let pki = server_pki(&["localhost"]);
+    let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(pki.cert.chain.clone(), pki.cert.key.clone_key())
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service_fn(echo))
+                    .await;
+            });
+        }
+    });
+    (addr, pki)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proxy
+
+fn ruleset(rules: &[(&str, Action, Option<BlockResponse>)]) -> Arc<CompiledRuleset> {
+    let rules = rules
+        .iter()
+        .enumerate()
+        .map(|(i, (expr, action, response))| Rule {
+            id: Some(format!("rule{i}")),
+            description: String::new(),
+            expression: (*expr).to_owned(),
+            action: *action,
+            action_parameters: response
+                .clone()
+                .map(|r| portcullis_rules::ActionParameters { response: Some(r) }),
+            enabled: true,
+        })
+        .collect();
+    Arc::new(CompiledRuleset::compile(&Ruleset { rules }).unwrap())
+}
+
+fn default_rules() -> Arc<CompiledRuleset> {
+    ruleset(&[(DEFAULT_RULE, Action::Block, None)])
+}
+
+struct HostSpec {
+    name: &'static str,
+    mtls: Option<(MtlsMode, Arc<Verifier>, Vec<u8>)>,
+    h2c: bool,
+    forwarding: Forwarding,
+    rules: Arc<CompiledRuleset>,
+    origin: Option<Origin>,
+}
+
+impl HostSpec {
+    fn new(name: &'static str, ca: &ManagedCa) -> HostSpec {
+        HostSpec {
+            name,
+            mtls: Some((MtlsMode::Request, verifier(ca, &[]), ca.certificate_der().to_vec())),
+            h2c: false,
+            forwarding: Forwarding::None,
+            rules: default_rules(),
+            origin: None,
+        }
+    }
+}
+
+fn build_snapshot(generation: u64, server: &ServerPki, origin: SocketAddr, specs: Vec<HostSpec>) -> Snapshot {
+    let mut snap = Snapshot::new(generation);
+    for spec in specs {
+        let host = Host::new(HostParams {
+            hostname: spec.name.to_owned(),
+            zone_id: Some("zone1".into()),
+            cert: server.cert.clone(),
+            mtls: spec
+                .mtls
+                .map(|(mode, verifier, ca)| (Mtls { verifier, mode }, vec![CertificateDer::from(ca)])),
+            origin: spec
+                .origin
+                .unwrap_or_else(|| Origin::new(&format!("http://{origin}"), spec.h2c, None, false).unwrap()),
+            forwarding: spec.forwarding,
+            ruleset: spec.rules,
+        })
+        .unwrap();
+        snap.insert(host);
+    }
+    snap
+}
+
+struct Proxy {
+    addr: SocketAddr,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    events: Arc<VecSink>,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<Result<(), crate::ProxyError>>,
+}
+
+async fn start_proxy(snapshot: Snapshot) -> Proxy {
+    start_proxy_with(
+        snapshot,
+        ProxyConfig {
+            drain_timeout: Duration::from_secs(5),
+            ..ProxyConfig::default()
+        },
+    )
+    .await
+}
+
+async fn start_proxy_with(snapshot: Snapshot, config: ProxyConfig) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+    let events = Arc::new(VecSink::default());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let sink: Arc<dyn EventSink> = events.clone();
+    let done = tokio::spawn(crate::serve(listener, snapshot.clone(), config, sink, async move {
+        let _ = stopped.await;
+    }));
+    Proxy {
+        addr,
+        snapshot,
+        events,
+        stop: Some(stop),
+        done,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+
+fn client_config(server: &ServerPki, cert: Option<&ClientCert>, alpn: &[u8], sni: bool) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server.ca_der.clone()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match cert {
+        Some(c) => builder
+            .with_client_auth_cert(c.chain.clone(), c.key.clone_key())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![alpn.to_vec()];
+    config.enable_sni = sni;
+    Arc::new(config)
+}
+
+async fn tls_connect(
+    proxy: &Proxy,
+    server: &ServerPki,
+    sni: &str,
+    cert: Option<&ClientCert>,
+    alpn: &[u8],
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(proxy.addr).await?;
+    let connector = tokio_rustls::TlsConnector::from(client_config(server, cert, alpn, true));
+    connector
+        .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
+        .await
+}
+
+/// An HTTP/1.1 connection with a given client config; also says whether the session resumed.
+async fn h1_with(proxy: &Proxy, config: Arc<rustls::ClientConfig>, sni: &str) -> (H1, Option<rustls::HandshakeKind>) {
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
+        .await
+        .unwrap();
+    let kind = tls.get_ref().1.handshake_kind();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    (H1(sender), kind)
+}
+
+type ReqBody = BoxBody<Bytes, Infallible>;
+
+struct H1(hyper::client::conn::http1::SendRequest<ReqBody>);
+struct H2(hyper::client::conn::http2::SendRequest<ReqBody>);
+
+async fn h1(proxy: &Proxy, server: &ServerPki, sni: &str, cert: Option<&ClientCert>) -> H1 {
+    let tls = tls_connect(proxy, server, sni, cert, b"http/1.1").await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    H1(sender)
+}
+
+async fn h2(proxy: &Proxy, server: &ServerPki, sni: &str, cert: Option<&ClientCert>) -> H2 {
+    let tls = tls_connect(proxy, server, sni, cert, b"h2").await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    H2(sender)
+}
+
+fn empty() -> ReqBody {
+    Empty::new().boxed()
+}
+
+/// Status and body (as text).
+async fn read(resp: Response<Incoming>) -> (StatusCode, HeaderMap, String) {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+impl H1 {
+    async fn get(&mut self, host: &str, path: &str, extra: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+        let mut b = Request::get(path).header("host", host);
+        for (k, v) in extra {
+            b = b.header(*k, *v);
+        }
+        let resp = self.0.send_request(b.body(empty()).unwrap()).await.unwrap();
+        read(resp).await
+    }
+}
+
+impl H2 {
+    async fn get(&mut self, authority: &str, path: &str) -> (StatusCode, HeaderMap, String) {
+        let req = Request::get(format!("https://{authority}{path}"))
+            .body(empty())
+            .unwrap();
+        let resp = self.0.send_request(req).await.unwrap();
+        read(resp).await
+    }
+
+    /// A unary gRPC call; returns the status, headers, body and trailers.
+    async fn grpc(&mut self, authority: &str, path: &str) -> (StatusCode, HeaderMap, Bytes, Option<HeaderMap>) {
+        let req = Request::post(format!("https://{authority}{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(Bytes::from_static(b"\0\0\0\0\x01x")).boxed())
+            .unwrap();
+        let resp = self.0.send_request(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let collected = resp.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        (status, headers, collected.to_bytes(), trailers)
+    }
+}
+
+fn origin_headers(body: &str) -> serde_json::Map<String, Json> {
+    let json: Json = serde_json::from_str(body).unwrap_or_else(|e| panic!("origin JSON ({e}): {body}"));
+    json["headers"].as_object().unwrap().clone()
+}
+
+fn header<'a>(headers: &'a serde_json::Map<String, Json>, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v[0].as_str())
+}
+
+fn facts_for(ca: &ManagedCa, cert: &ClientCert) -> ClientAuthFacts {
+    verifier(ca, &[]).client_auth(&cert.chain, OffsetDateTime::now_utc())
+}
+
+struct World {
+    ca: ManagedCa,
+    server: ServerPki,
+    origin: SocketAddr,
+}
+
+async fn world() -> World {
+    World {
+        ca: managed_ca(),
+        server: server_pki(&[
+            "api.test",
+            "other.test",
+            "cf.test",
+            "cfh.test",
+            "rfc.test",
+            "xfcc.test",
+            "grpc.test",
+        ]),
+        origin: start_origin().await,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test]
+async fn valid_cert_is_allowed_and_no_cert_is_blocked() {
+    let w = world().await;
+    let proxy = start_proxy(build_snapshot(
+        1,
+        &w.server,
+        w.origin,
+        vec![HostSpec::new("api.test", &w.ca)],
+    ))
+    .await;
+    let good = issue(&w.ca, "good", SubjectAltNames::default());
+
+    let mut c = h1(&proxy, &w.server, "api.test", Some(&good)).await;
+    let (status, _, body) = c.get("api.test", "/api", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let headers = origin_headers(&body);
+    assert_eq!(header(&headers, "x-forwarded-proto"), Some("https"));
+    assert_eq!(header(&headers, "x-forwarded-host"), Some("api.test"));
+    assert_eq!(header(&headers, "x-forwarded-for"), Some("127.0.0.1"));
+    let (_, _, body) = c
+        .get(
+            "api.test",
+            "/api",
+            &[
+                ("x-forwarded-for", "10.0.0.1"),
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "evil.test"),
+            ],
+        )
+        .await;
+    let headers = origin_headers(&body);
+    assert_eq!(header(&headers, "x-forwarded-for"), Some("10.0.0.1, 127.0.0.1"));
+    assert_eq!(header(&headers, "x-forwarded-proto"), Some("https"));
+    assert_eq!(header(&headers, "x-forwarded-host"), Some("api.test"));
+    assert_eq!(header(&headers, "host"), Some("api.test"));
+
+    let mut anon = h1(&proxy, &w.server, "api.test", None).await;
+    let (status, headers, body) = anon.get("api.test", "/api", &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(body.contains("403 Forbidden"), "{body}");
+    assert!(!body.contains("rule") && !body.contains("tls_client_auth"));
+    // An unprotected path stays open without a certificate, on the same connection.
+    let (status, _, _) = anon.get("api.test", "/public", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let events = proxy.events.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].action, "block");
+    assert_eq!(events[0].rule_id.as_deref(), Some("rule0"));
+    assert_eq!(events[0].mtls_status, "absent");
+    assert_eq!(events[0].status_code, 403);
+    assert_eq!(events[0].path, "/api");
+}
+
+#[tokio::test]
+async fn cert_from_another_ca_is_blocked() {
+    let w = world().await;
+    let proxy = start_proxy(build_snapshot(
+        1,
+        &w.server,
+        w.origin,
+        vec![HostSpec::new("api.test", &w.ca)],
+    ))
+    .await;
+    let stranger = issue(&managed_ca(), "stranger", SubjectAltNames::default());
+    let mut c = h2(&proxy, &w.server, "api.test", Some(&stranger)).await;
+    let (status, _, _) = c.get("api.test", "/api").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(proxy.events.events()[0].mtls_status, "untrusted");
+}
+
+#[tokio::test]
+async fn revocation_reaches_an_open_http2_connection() {
+    let w = world().await;
+    let proxy = start_proxy(build_snapshot(
+        1,
+        &w.server,
+        w.origin,
+        vec![HostSpec::new("api.test", &w.ca)],
+    ))
+    .await;
+    let cert = issue(&w.ca, "soon-revoked", SubjectAltNames::default());
+    let mut c = h2(&proxy, &w.server, "api.test", Some(&cert)).await;
+    let (status, _, _) = c.get("api.test", "/api").await;
+    assert_eq!(status, StatusCode::OK);
+
+    let mut spec = HostSpec::new("api.test", &w.ca);
+    spec.mtls = Some((
+        MtlsMode::Request,
+        verifier(&w.ca, &[&cert.serial_hex]),
+        w.ca.certificate_der().to_vec(),
+    ));
+    proxy
+        .snapshot
+        .store(Arc::new(build_snapshot(2, &w.server, w.origin, vec![spec])));
+
+    let (status, _, _) = c.get("api.test", "/api").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(proxy.events.events()[0].mtls_status, "revoked");
+}
+
+#[tokio::test]
+async fn require_mode_refuses_the_handshake_without_a_trusted_cert() {
+    let w = world().await;
+    let mut spec = HostSpec::new("api.test", &w.ca);
+    spec.mtls = Some((MtlsMode::Require, verifier(&w.ca, &[]), w.ca.certificate_der().to_vec()));
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
+
+    // With TLS 1.3 the client finishes first; the server's refusal arrives as an alert on first use.
+    for cert in [None, Some(issue(&managed_ca(), "stranger", SubjectAltNames::default()))] {
+        let refused = match tls_connect(&proxy, &w.server, "api.test", cert.as_ref(), b"http/1.1").await {
+            Err(_) => true,
+            Ok(tls) => match hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(tls)).await {
+                Err(_) => true,
+                Ok((mut sender, conn)) => {
+                    tokio::spawn(conn);
+                    let req = Request::get("/public")
+                        .header("host", "api.test")
+                        .body(empty())
+                        .unwrap();
+                    sender.send_request(req).await.is_err()
+                }
+            },
+        };
+        assert!(refused, "handshake accepted with {:?}", cert.is_some());
+    }
+
+    let good = issue(&w.ca, "good", SubjectAltNames::default());
+    let mut c = h1(&proxy, &w.server, "api.test", Some(&good)).await;
+    assert_eq!(c.get("api.test", "/api", &[]).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn sni_host_mismatch_is_misdirected() {
+    let w = world().await;
+    let snap = build_snapshot(
+        1,
+        &w.server,
+        w.origin,
+        vec![HostSpec::new("api.test", &w.ca), HostSpec::new("other.test", &w.ca)],
+    );
+    let proxy = start_proxy(snap).await;
+    let good = issue(&w.ca, "good", SubjectAltNames::default());
+    let mut c = h1(&proxy, &w.server, "api.test", Some(&good)).await;
+    assert_eq!(
+        c.get("other.test", "/api", &[]).await.0,
+        StatusCode::MISDIRECTED_REQUEST
+    );
+    // Port and case do not matter.
+    assert_eq!(c.get("API.test:443", "/api", &[]).await.0, StatusCode::OK);
+    let mut c2 = h2(&proxy, &w.server, "api.test", Some(&good)).await;
+    assert_eq!(c2.get("other.test", "/api").await.0, StatusCode::MISDIRECTED_REQUEST);
+}
+
+#[tokio::test]
+async fn unknown_sni_is_refused_without_a_default_host() {
+    let w = world().await;
+    let proxy = start_proxy(build_snapshot(
+        1,
+        &w.server,
+        w.origin,
+        vec![HostSpec::new("api.test", &w.ca)],
+    ))
+    .await;
+    let err = tls_connect(&proxy, &w.server, "cf.test", None, b"http/1.1").await;
+    let err = err.expect_err("handshake must fail");
+    assert!(
+        err.to_string().contains("UnrecognisedName") || err.to_string().contains("nrecogni"),
+        "{err}"
+    );
+
+    // With a default host, an unknown SNI lands there (and its mTLS Host check applies).
+    let mut snap = build_snapshot(2, &w.server, w.origin, vec![HostSpec::new("api.test", &w.ca)]);
+    snap.default_host = Some("api.test".into());
+    proxy.snapshot.store(Arc::new(snap));
+    let mut c = h1(&proxy, &w.server, "cf.test", None).await;
+    assert_eq!(c.get("api.test", "/public", &[]).await.0, StatusCode::OK);
+}
+
+const SPOOFED: [(&str, &str); 6] = [
+    ("client-cert", ":AAAA:"),
+    ("client-cert-chain", ":AAAA:"),
+    ("cf-cert-verified", "true"),
+    ("cf-client-cert-sha256", "00"),
+    ("cf-client-cert-der-base64", "AAAA"),
+    ("x-forwarded-client-cert", "Hash=00;Subject=\"CN=admin\""),
+];
+
+#[tokio::test]
+async fn spoofed_certificate_headers_never_reach_the_origin() {
+    let w = world().await;
+    let mut cf = HostSpec::new("cf.test", &w.ca);
+    cf.forwarding = Forwarding::Cloudflare;
+    let mut rfc = HostSpec::new("rfc.test", &w.ca);
+    rfc.forwarding = Forwarding::Rfc9440;
+    let proxy = start_proxy(build_snapshot(
+        1,
+        &w.server,
+        w.origin,
+        vec![HostSpec::new("api.test", &w.ca), cf, rfc],
+    ))
+    .await;
+    let stranger = issue(&managed_ca(), "stranger", SubjectAltNames::default());
+    for name in ["api.test", "cf.test", "rfc.test"] {
+        for cert in [None, Some(&stranger)] {
+            let mut c = h1(&proxy, &w.server, name, cert).await;
+            let (status, _, body) = c.get(name, "/public", &SPOOFED).await;
+            assert_eq!(status, StatusCode::OK);
+            let headers = origin_headers(&body);
+            for (spoofed, _) in SPOOFED {
+                let seen = header(&headers, spoofed);
+                let legit = name == "cf.test" && cert.is_some() && spoofed.starts_with("cf-client-cert");
+                assert!(
+                    seen.is_none() || legit,
+                    "{name}: {spoofed} reached the origin: {seen:?}"
+                );
+                if let Some(v) = seen {
+                    assert!(v != "00" && v != "AAAA", "{name}: spoofed {spoofed}");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn forwarding_styles_carry_the_facts() {
+    let w = world().await;
+    let specs = [
+        ("cf.test", Forwarding::Cloudflare),
+        ("cfh.test", Forwarding::CfCertHeaders),
+        ("rfc.test", Forwarding::Rfc9440),
+        ("xfcc.test", Forwarding::Xfcc),
+    ]
+    .into_iter()
+    .map(|(name, style)| {
+        let mut s = HostSpec::new(name, &w.ca);
+        s.forwarding = style;
+        s
+    })
+    .collect();
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, specs)).await;
+    let cert = issue(
+        &w.ca,
+        "svc-a",
+        SubjectAltNames {
+            dns: vec!["svc-a.internal".into()],
+            uri: vec!["spiffe://acme/svc-a".into()],
+            email: vec![],
+        },
+    );
+    let f = facts_for(&w.ca, &cert);
+    assert!(f.cert_verified && !f.cert_revoked);
+
+    let fetch = |name: &'static str, cert: Option<&ClientCert>| {
+        let proxy = &proxy;
+        let server = &w.server;
+        let cert = cert.map(|c| ClientCert {
+            chain: c.chain.clone(),
+            key: c.key.clone_key(),
+            serial_hex: c.serial_hex.clone(),
+            cert_pem: c.cert_pem.clone(),
+            key_pem: c.key_pem.clone(),
+        });
+        async move {
+            let mut c = h2(proxy, server, name, cert.as_ref()).await;
+            let (status, _, body) = c.get(name, "/public").await;
+            assert_eq!(status, StatusCode::OK);
+            origin_headers(&body)
+        }
+    };
+
+    let h = fetch("cf.test", Some(&cert)).await;
+    use base64::Engine as _;
+    let der_b64 = base64::engine::general_purpose::STANDARD.encode(cert.chain[0].as_ref());
+    assert_eq!(header(&h, "cf-client-cert-der-base64"), Some(der_b64.as_str()));
+    assert_eq!(
+        header(&h, "cf-client-cert-sha256"),
+        Some(f.cert_fingerprint_sha256.as_str())
+    );
+    let h = fetch("cf.test", None).await;
+    assert!(header(&h, "cf-client-cert-der-base64").is_none());
+
+    let h = fetch("cfh.test", Some(&cert)).await;
+    let expected: [(&str, &str); 17] = [
+        ("cf-cert-revoked", "false"),
+        ("cf-cert-verified", "true"),
+        ("cf-cert-presented", "true"),
+        ("cf-cert-issuer-dn", &f.cert_issuer_dn),
+        ("cf-cert-subject-dn", &f.cert_subject_dn),
+        ("cf-cert-issuer-dn-rfc2253", &f.cert_issuer_dn_rfc2253),
+        ("cf-cert-subject-dn-rfc2253", &f.cert_subject_dn_rfc2253),
+        ("cf-cert-issuer-dn-legacy", &f.cert_issuer_dn_legacy),
+        ("cf-cert-subject-dn-legacy", &f.cert_subject_dn_legacy),
+        ("cf-cert-serial", &f.cert_serial),
+        ("cf-cert-issuer-serial", &f.cert_issuer_serial),
+        ("cf-cert-fingerprint-sha256", &f.cert_fingerprint_sha256),
+        ("cf-cert-fingerprint-sha1", &f.cert_fingerprint_sha1),
+        ("cf-cert-not-before", &f.cert_not_before),
+        ("cf-cert-not-after", &f.cert_not_after),
+        ("cf-cert-ski", &f.cert_ski),
+        ("cf-cert-issuer-ski", &f.cert_issuer_ski),
+    ];
+    for (name, value) in expected {
+        assert_eq!(header(&h, name), Some(value), "{name}");
+    }
+    assert!(f.cert_subject_dn.contains("CN=svc-a"), "{}", f.cert_subject_dn);
+    let h = fetch("cfh.test", None).await;
+    assert_eq!(header(&h, "cf-cert-presented"), Some("false"));
+    assert_eq!(header(&h, "cf-cert-subject-dn"), Some(""));
+
+    let h = fetch("rfc.test", Some(&cert)).await;
+    assert_eq!(header(&h, "client-cert"), Some(f.cert_rfc9440.as_str()));
+    assert_eq!(header(&h, "client-cert").unwrap(), format!(":{der_b64}:"));
+    assert!(header(&h, "client-cert-chain").is_none(), "no intermediates were sent");
+    let stranger = issue(&managed_ca(), "stranger", SubjectAltNames::default());
+    let h = fetch("rfc.test", Some(&stranger)).await;
+    assert!(
+        header(&h, "client-cert").is_none(),
+        "untrusted certificates are not forwarded"
+    );
+
+    let h = fetch("xfcc.test", Some(&cert)).await;
+    let xfcc = header(&h, "x-forwarded-client-cert").unwrap();
+    assert_eq!(
+        xfcc,
+        format!(
+            "Hash={};Subject=\"{}\";URI=spiffe://acme/svc-a;DNS=svc-a.internal",
+            f.cert_fingerprint_sha256, f.cert_subject_dn_rfc2253
+        )
+    );
+    let h = fetch("xfcc.test", None).await;
+    assert!(header(&h, "x-forwarded-client-cert").is_none());
+}
+
+fn grpc_spec(ca: &ManagedCa) -> HostSpec {
+    let mut spec = HostSpec::new("grpc.test", ca);
+    spec.h2c = true;
+    spec.rules = ruleset(&[(
+        r#"(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and portcullis.grpc.service eq "helloworld.Greeter""#,
+        Action::Block,
+        None,
+    )]);
+    spec
+}
+
+#[tokio::test]
+async fn blocked_grpc_calls_get_a_grpc_status() {
+    let w = world().await;
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![grpc_spec(&w.ca)])).await;
+
+    let mut anon = h2(&proxy, &w.server, "grpc.test", None).await;
+    let (status, headers, body, trailers) = anon.grpc("grpc.test", "/helloworld.Greeter/SayHello").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/grpc");
+    assert_eq!(headers["grpc-status"], "16");
+    assert!(headers.contains_key("grpc-message"));
+    assert!(body.is_empty() && trailers.is_none(), "trailers-only");
+
+    let stranger = issue(&managed_ca(), "stranger", SubjectAltNames::default());
+    let mut c = h2(&proxy, &w.server, "grpc.test", Some(&stranger)).await;
+    let (status, headers, _, _) = c.grpc("grpc.test", "/helloworld.Greeter/SayHello").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["grpc-status"], "7");
+
+    // Another service is not covered by the rule and reaches the origin.
+    let (_, headers, _, trailers) = c.grpc("grpc.test", "/other.Service/Call").await;
+    assert!(!headers.contains_key("grpc-status"));
+    assert_eq!(trailers.unwrap()["grpc-status"], "0");
+}
+
+#[tokio::test]
+async fn allowed_grpc_call_streams_body_and_trailers() {
+    let w = world().await;
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![grpc_spec(&w.ca)])).await;
+    let good = issue(&w.ca, "good", SubjectAltNames::default());
+    let mut c = h2(&proxy, &w.server, "grpc.test", Some(&good)).await;
+    for _ in 0..3 {
+        let (status, headers, body, trailers) = c.grpc("grpc.test", "/helloworld.Greeter/SayHello").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["content-type"], "application/grpc");
+        assert_eq!(&body[..], b"\0\0\0\0\x02hi");
+        let trailers = trailers.expect("trailers");
+        assert_eq!(trailers["grpc-status"], "0");
+        assert_eq!(trailers["grpc-message"], "ok");
+    }
+}
+
+#[tokio::test]
+async fn custom_block_response_log_rules_and_tls_fields() {
+    let w = world().await;
+    let mut spec = HostSpec::new("api.test", &w.ca);
+    spec.rules = ruleset(&[
+        (
+            r#"cf.tls_version eq "TLSv1.3" and cf.tls_cipher ne "" and ssl"#,
+            Action::Log,
+            None,
+        ),
+        (r#"http.request.uri.args["skip"][0] eq "1""#, Action::Skip, None),
+        (
+            r#"not cf.tls_client_auth.cert_presented and http.request.method eq "GET""#,
+            Action::Block,
+            Some(BlockResponse {
+                status_code: 401,
+                content: r#"{"error":"certificate required"}"#.into(),
+                content_type: "application/json".into(),
+            }),
+        ),
+    ]);
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
+    let mut c = h1(&proxy, &w.server, "api.test", None).await;
+    let (status, headers, body) = c.get("api.test", "/x", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(body, r#"{"error":"certificate required"}"#);
+    let (status, _, _) = c.get("api.test", "/x?skip=1", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let actions: Vec<&str> = proxy.events.events().iter().map(|e| e.action).collect();
+    assert_eq!(actions, ["log", "block", "log"]);
+}
+
+#[tokio::test]
+async fn origin_down_is_502_without_details() {
+    let w = world().await;
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let proxy = start_proxy(build_snapshot(
+        1,
+        &w.server,
+        dead,
+        vec![HostSpec::new("api.test", &w.ca)],
+    ))
+    .await;
+    let mut c = h1(&proxy, &w.server, "api.test", None).await;
+    let (status, _, body) = c.get("api.test", "/public", &[]).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(!body.contains("127.0.0.1") && !body.contains("refused"), "{body}");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_stops_accepting_and_returns() {
+    let w = world().await;
+    let mut proxy = start_proxy(build_snapshot(
+        1,
+        &w.server,
+        w.origin,
+        vec![HostSpec::new("api.test", &w.ca)],
+    ))
+    .await;
+    let mut c = h2(&proxy, &w.server, "api.test", None).await;
+    assert_eq!(c.get("api.test", "/public").await.0, StatusCode::OK);
+    let _ = proxy.stop.take().unwrap().send(());
+    let done = tokio::time::timeout(Duration::from_secs(10), &mut proxy.done).await;
+    assert!(matches!(done, Ok(Ok(Ok(())))), "{done:?}");
+    assert!(TcpStream::connect(proxy.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn https_origins_http1_and_h2_with_origin_ca() {
+    let w = world().await;
+    let (addr, origin_pki) = start_tls_origin().await;
+    let url = format!("https://localhost:{}", addr.port());
+    let ca = origin_pki.ca_pem.as_bytes();
+    let wrong_ca = w.server.ca_pem.as_bytes();
+
+    let mut api = HostSpec::new("api.test", &w.ca);
+    api.origin = Some(Origin::new(&url, false, Some(ca), true).unwrap());
+    let mut grpc = grpc_spec(&w.ca);
+    grpc.origin = Some(Origin::new(&url, true, Some(ca), true).unwrap());
+    let mut wrong = HostSpec::new("other.test", &w.ca);
+    wrong.origin = Some(Origin::new(&url, false, Some(wrong_ca), true).unwrap());
+    let mut unverified = HostSpec::new("cf.test", &w.ca);
+    unverified.origin = Some(Origin::new(&url, false, Some(wrong_ca), false).unwrap());
+    let proxy = start_proxy(build_snapshot(
+        1,
+        &w.server,
+        w.origin,
+        vec![api, grpc, wrong, unverified],
+    ))
+    .await;
+    let good = issue(&w.ca, "good", SubjectAltNames::default());
+
+    let mut c = h2(&proxy, &w.server, "api.test", Some(&good)).await;
+    let (status, _, body) = c.get("api.test", "/api?x=1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let json: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["version"], "HTTP/1.1");
+    assert_eq!(json["uri"], "/api?x=1");
+    assert_eq!(header(&origin_headers(&body), "host"), Some("api.test"));
+
+    let mut g = h2(&proxy, &w.server, "grpc.test", Some(&good)).await;
+    let (status, _, body, trailers) = g.grpc("grpc.test", "/helloworld.Greeter/SayHello").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"\0\0\0\0\x02hi");
+    assert_eq!(trailers.expect("trailers")["grpc-status"], "0");
+
+    let mut c = h1(&proxy, &w.server, "other.test", None).await;
+    let (status, _, body) = c.get("other.test", "/public", &[]).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_GATEWAY,
+        "an origin certificate from the wrong CA is refused"
+    );
+    assert!(!body.contains("certificate"), "{body}");
+
+    let mut c = h1(&proxy, &w.server, "cf.test", None).await;
+    assert_eq!(c.get("cf.test", "/public", &[]).await.0, StatusCode::OK);
+}
+
+#[test]
+fn origin_urls() {
+    assert!(Origin::new("ftp://x", false, None, true).is_err());
+    assert!(Origin::new("/relative", false, None, true).is_err());
+    assert!(Origin::new("https://x", false, Some(b"not pem"), true).is_err());
+    let o = Origin::new("https://example.com", true, None, true).unwrap();
+    assert!(o.tls.is_some() && o.http2);
+    let o = Origin::new("http://127.0.0.1:8080/ignored", false, None, true).unwrap();
+    assert!(o.tls.is_none());
+    assert_eq!(o.authority.as_str(), "127.0.0.1:8080");
+}
+
+#[tokio::test]
+async fn resumed_sessions_keep_the_client_certificate() {
+    let w = world().await;
+    let mut spec = HostSpec::new("cfh.test", &w.ca);
+    spec.forwarding = Forwarding::CfCertHeaders;
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
+    let good = issue(&w.ca, "good", SubjectAltNames::default());
+    let config = client_config(&w.server, Some(&good), b"http/1.1", true);
+
+    let (mut c, kind) = h1_with(&proxy, config.clone(), "cfh.test").await;
+    assert_eq!(kind, Some(rustls::HandshakeKind::Full));
+    assert_eq!(c.get("cfh.test", "/api", &[]).await.0, StatusCode::OK);
+
+    let (mut c, kind) = h1_with(&proxy, config, "cfh.test").await;
+    assert_eq!(kind, Some(rustls::HandshakeKind::Resumed));
+    let (status, _, body) = c.get("cfh.test", "/api", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let headers = origin_headers(&body);
+    assert_eq!(header(&headers, "cf-cert-verified"), Some("true"));
+    assert_eq!(
+        header(&headers, "cf-cert-serial"),
+        Some(facts_for(&w.ca, &good).cert_serial.as_str())
+    );
+}
+
+#[tokio::test]
+async fn tls_version_cipher_and_client_ip_fields() {
+    let w = world().await;
+    let mut spec = HostSpec::new("api.test", &w.ca);
+    spec.rules = ruleset(&[
+        (
+            r#"cf.tls_version eq "TLSv1.2" and cf.tls_cipher in {"ECDHE-ECDSA-AES128-GCM-SHA256" "ECDHE-ECDSA-AES256-GCM-SHA384" "ECDHE-ECDSA-CHACHA20-POLY1305"}"#,
+            Action::Log,
+            None,
+        ),
+        (
+            r#"cf.tls_version eq "TLSv1.3" and cf.tls_cipher in {"AEAD-AES128-GCM-SHA256" "AEAD-AES256-GCM-SHA384" "AEAD-CHACHA20-POLY1305-SHA256"}"#,
+            Action::Log,
+            None,
+        ),
+        (
+            r#"ip.src eq 127.0.0.1 and ssl and http.request.version eq "HTTP/1.1" and cf.edge.server_port gt 0 and http.request.full_uri eq "https://api.test/api?a=1" and http.request.headers["x-test"][0] eq "yes""#,
+            Action::Log,
+            None,
+        ),
+        (
+            r#"cf.tls_client_auth.cert_verified and portcullis.tls_client_auth.cert_status eq "ok" and portcullis.tls_client_auth.cert_san_dns[0] eq "a.internal""#,
+            Action::Log,
+            None,
+        ),
+    ]);
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
+    let good = issue(
+        &w.ca,
+        "good",
+        SubjectAltNames {
+            dns: vec!["a.internal".into()],
+            ..SubjectAltNames::default()
+        },
+    );
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(w.server.ca_der.clone()).unwrap();
+    let mut tls12 = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(good.chain.clone(), good.key.clone_key())
+        .unwrap();
+    tls12.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let (mut c, _) = h1_with(&proxy, Arc::new(tls12), "api.test").await;
+    assert_eq!(
+        c.get("api.test", "/api?a=1", &[("x-test", "yes")]).await.0,
+        StatusCode::OK
+    );
+    let rules: Vec<String> = proxy.events.events().into_iter().filter_map(|e| e.rule_id).collect();
+    assert_eq!(rules, ["rule0", "rule2", "rule3"]);
+
+    let mut c = h1(&proxy, &w.server, "api.test", None).await;
+    assert_eq!(c.get("api.test", "/", &[]).await.0, StatusCode::OK);
+    let rules: Vec<String> = proxy.events.events().into_iter().filter_map(|e| e.rule_id).collect();
+    assert_eq!(rules, ["rule0", "rule2", "rule3", "rule1"]);
+}
+
+/// curl (OpenSSL) as a real client, over HTTP/2 and HTTP/1.1; skipped when curl is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_with_and_without_a_certificate() {
+    if std::process::Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("curl not found; skipping");
+        return;
+    }
+    let w = world().await;
+    let proxy = start_proxy(build_snapshot(
+        1,
+        &w.server,
+        w.origin,
+        vec![HostSpec::new("api.test", &w.ca)],
+    ))
+    .await;
+    let good = issue(&w.ca, "good", SubjectAltNames::default());
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    std::fs::write(path("ca.pem"), &w.server.ca_pem).unwrap();
+    std::fs::write(path("cert.pem"), &good.cert_pem).unwrap();
+    std::fs::write(path("key.pem"), &good.key_pem).unwrap();
+    let port = proxy.addr.port();
+    let curl = |extra: Vec<String>| {
+        let mut args = vec![
+            "-sS".to_owned(),
+            "-o".into(),
+            "/dev/null".into(),
+            "-w".into(),
+            "%{http_code} %{http_version}".into(),
+            "--cacert".into(),
+            path("ca.pem"),
+            "--resolve".into(),
+            format!("api.test:{port}:127.0.0.1"),
+        ];
+        args.extend(extra);
+        args.push(format!("https://api.test:{port}/api"));
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("curl").args(&args).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    let with_cert = vec!["--cert".to_owned(), path("cert.pem"), "--key".into(), path("key.pem")];
+    assert_eq!(curl(with_cert.clone()).await.unwrap(), "200 2");
+    let mut h1 = with_cert;
+    h1.push("--http1.1".into());
+    assert_eq!(curl(h1).await.unwrap(), "200 1.1");
+    assert_eq!(curl(vec![]).await.unwrap(), "403 2");
+}
+
+#[tokio::test]
+async fn idle_and_old_connections_are_closed() {
+    let w = world().await;
+    let snap = || build_snapshot(1, &w.server, w.origin, vec![HostSpec::new("api.test", &w.ca)]);
+    let proxy = start_proxy_with(
+        snap(),
+        ProxyConfig {
+            idle_timeout: Duration::from_millis(300),
+            ..ProxyConfig::default()
+        },
+    )
+    .await;
+    let mut c = h2(&proxy, &w.server, "api.test", None).await;
+    assert_eq!(c.get("api.test", "/public").await.0, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        c.get("api.test", "/public").await.0,
+        StatusCode::OK,
+        "activity resets the idle timer"
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(c.0.ready().await.is_err(), "idle connection still open");
+
+    let proxy = start_proxy_with(
+        snap(),
+        ProxyConfig {
+            max_connection_age: Duration::from_millis(300),
+            ..ProxyConfig::default()
+        },
+    )
+    .await;
+    let mut c = h1(&proxy, &w.server, "api.test", None).await;
+    for _ in 0..3 {
+        assert_eq!(c.get("api.test", "/public", &[]).await.0, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(c.0.ready().await.is_err(), "old connection still open");
+}
+
+#[tokio::test]
+async fn mtls_from_store_shaped_cas() {
+    let w = world().await;
+    let good = issue(&w.ca, "good", SubjectAltNames::default());
+    let revoked = issue(&w.ca, "revoked", SubjectAltNames::default());
+    let ca_pem = w.ca.certificate_pem();
+    let serials = vec![revoked.serial_hex.clone()];
+    let (mtls, hints) = Mtls::from_cas(
+        MtlsMode::Request,
+        &[TrustedCa {
+            certificates: ca_pem.as_bytes(),
+            crl: None,
+            revoked_serials: &serials,
+        }],
+    )
+    .unwrap();
+    assert_eq!(hints.len(), 1);
+    let now = OffsetDateTime::now_utc();
+    assert!(mtls.verifier.verify(&good.chain, now).is_trusted());
+    let v = mtls.verifier.verify(&revoked.chain, now);
+    assert!(v.verified && v.revoked);
+
+    let bad = [TrustedCa {
+        certificates: b"not a certificate",
+        crl: None,
+        revoked_serials: &[],
+    }];
+    assert!(Mtls::from_cas(MtlsMode::Require, &bad).is_err());
+}
+
+#[test]
+fn sni_lookup_is_case_insensitive_and_falls_back() {
+    let mut snap = Snapshot::new(1);
+    assert!(snap.host_for_sni(Some("a.test")).is_none());
+    let pki = server_pki(&["a.test"]);
+    let host = Host::new(HostParams {
+        hostname: "A.test".into(),
+        zone_id: None,
+        cert: pki.cert.clone(),
+        mtls: None,
+        origin: Origin::new("http://127.0.0.1:1", false, None, true).unwrap(),
+        forwarding: Forwarding::None,
+        ruleset: default_rules(),
+    })
+    .unwrap();
+    snap.insert(host);
+    assert_eq!(snap.host_for_sni(Some("A.TEST")).unwrap().hostname, "a.test");
+    assert!(snap.host_for_sni(None).is_none());
+    snap.default_host = Some("a.test".into());
+    assert!(snap.host_for_sni(Some("b.test")).is_some());
+}
+
+#[tokio::test]
+async fn large_bodies_stream_and_slow_origins_time_out() {
+    let w = world().await;
+    let proxy = start_proxy_with(
+        build_snapshot(1, &w.server, w.origin, vec![HostSpec::new("api.test", &w.ca)]),
+        ProxyConfig {
+            upstream_response_timeout: Duration::from_millis(300),
+            ..ProxyConfig::default()
+        },
+    )
+    .await;
+    let mut c = h2(&proxy, &w.server, "api.test", None).await;
+    let big = "x".repeat(1 << 20);
+    let req = Request::post("https://api.test/upload")
+        .body(Full::new(Bytes::from(big.clone())).boxed())
+        .unwrap();
+    let (status, _, body) = read(c.0.send_request(req).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let json: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["method"], "POST");
+    assert_eq!(json["body"].as_str().unwrap().len(), big.len());
+
+    let (status, _, body) = c.get("api.test", "/slow").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(body, "504 Gateway Timeout\n");
+}

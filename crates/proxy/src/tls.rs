@@ -1,0 +1,226 @@
+//! TLS for one host: its `rustls::ServerConfig` and the client-certificate verifiers behind it.
+//!
+//! Both verifiers check proof of possession (the client's handshake signature against the
+//! presented leaf) with the crypto provider's algorithms, so a client can never claim a
+//! certificate whose key it does not hold. They differ in what they accept:
+//! - [`MtlsMode::Request`]: client auth is offered but optional, and *any* chain is accepted at the
+//!   handshake; trust is decided later, per request, by the rules (`cf.tls_client_auth.*`).
+//!   This is Cloudflare's model, and it lets a rule answer with a readable 403 instead of an alert.
+//! - [`MtlsMode::Require`]: a certificate is mandatory and the handshake fails unless the
+//!   host's [`portcullis_pki::Verifier`] says verified and not revoked.
+//!
+//! Not here: choosing the host by SNI (see `server`), computing facts (see `conn`).
+
+use std::sync::Arc;
+
+use portcullis_pki::{AuthStatus, Verifier};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{NoClientAuth, ServerConfig};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use time::OffsetDateTime;
+
+use crate::ProxyError;
+
+/// How a host treats client certificates at the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MtlsMode {
+    /// Ask for a certificate, accept any (or none); the rules decide per request.
+    Request,
+    /// Refuse the handshake unless a certificate is presented, verifies and is not revoked.
+    Require,
+}
+
+/// The crypto provider every config uses (aws-lc-rs, rustls' default).
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The client-certificate verifier for a host with mTLS.
+#[derive(Debug)]
+pub(crate) struct ClientVerifier {
+    mode: MtlsMode,
+    /// Sent in the CertificateRequest so clients (browsers, curl) pick a matching certificate.
+    hints: Vec<DistinguishedName>,
+    verifier: Arc<Verifier>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientVerifier {
+    pub(crate) fn new(
+        mode: MtlsMode,
+        verifier: Arc<Verifier>,
+        ca_certs: &[CertificateDer<'_>],
+        provider: &CryptoProvider,
+    ) -> ClientVerifier {
+        // A RootCertStore is the simplest correct way to get the DER subjects rustls wants; a CA
+        // that does not parse gives no hint (the pki verifier already refused or accepted it).
+        let mut store = rustls::RootCertStore::empty();
+        for ca in ca_certs {
+            let _ = store.add(ca.clone());
+        }
+        ClientVerifier {
+            mode,
+            hints: store.subjects(),
+            verifier,
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+}
+
+fn to_offset(now: UnixTime) -> OffsetDateTime {
+    let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mode == MtlsMode::Require
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if self.mode == MtlsMode::Request {
+            return Ok(ClientCertVerified::assertion());
+        }
+        let mut chain = Vec::with_capacity(intermediates.len() + 1);
+        chain.push(end_entity.clone());
+        chain.extend(intermediates.iter().cloned());
+        let verdict = self.verifier.verify(&chain, to_offset(now));
+        if verdict.is_trusted() {
+            return Ok(ClientCertVerified::assertion());
+        }
+        let err = match verdict.status {
+            AuthStatus::Revoked => CertificateError::Revoked,
+            AuthStatus::Expired => CertificateError::Expired,
+            AuthStatus::NotYetValid => CertificateError::NotValidYet,
+            AuthStatus::Ok | AuthStatus::Absent | AuthStatus::Untrusted => CertificateError::UnknownIssuer,
+        };
+        Err(rustls::Error::InvalidCertificate(err))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A host's server certificate: the chain (leaf first) and its private key.
+#[derive(Debug)]
+pub struct ServerCert {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for ServerCert {
+    fn clone(&self) -> Self {
+        ServerCert {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl ServerCert {
+    /// From PEM: a certificate chain (leaf first) and a PKCS#8, PKCS#1 or SEC1 private key.
+    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<ServerCert, ProxyError> {
+        use rustls::pki_types::pem::PemObject;
+        let chain = CertificateDer::pem_slice_iter(chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ProxyError::Config(format!("server certificate: {e}")))?;
+        if chain.is_empty() {
+            return Err(ProxyError::Config(
+                "server certificate: no CERTIFICATE in the PEM".into(),
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| ProxyError::Config(format!("server key: {e}")))?;
+        Ok(ServerCert { chain, key })
+    }
+}
+
+/// Builds a host's `ServerConfig`: TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`, the server
+/// certificate, and (when `client_auth` is given) the client-certificate policy.
+pub(crate) fn server_config(
+    cert: ServerCert,
+    client_auth: Option<(MtlsMode, Arc<Verifier>, &[CertificateDer<'_>])>,
+) -> Result<Arc<ServerConfig>, ProxyError> {
+    let provider = provider();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ProxyError::Config(format!("TLS versions: {e}")))?;
+    let builder = match client_auth {
+        Some((mode, verifier, cas)) => {
+            builder.with_client_cert_verifier(Arc::new(ClientVerifier::new(mode, verifier, cas, &provider)))
+        }
+        None => builder.with_client_cert_verifier(Arc::new(NoClientAuth)),
+    };
+    let mut config = builder
+        .with_single_cert(cert.chain, cert.key)
+        .map_err(|e| ProxyError::Config(format!("server certificate: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Per-host configs mean per-host session caches, so a session never resumes on another host.
+    Ok(Arc::new(config))
+}
+
+/// Cloudflare's `cf.tls_version` spelling.
+pub(crate) fn version_name(version: Option<rustls::ProtocolVersion>) -> &'static str {
+    match version {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "",
+    }
+}
+
+/// Cloudflare's `cf.tls_cipher` spelling (BoringSSL names, e.g. `AEAD-AES128-GCM-SHA256`), with
+/// the IANA name as a fallback for suites Cloudflare does not list.
+pub(crate) fn cipher_name(suite: Option<rustls::SupportedCipherSuite>) -> String {
+    use rustls::CipherSuite as C;
+    let Some(suite) = suite else {
+        return String::new();
+    };
+    let id = suite.suite();
+    let name = match id {
+        C::TLS13_AES_128_GCM_SHA256 => "AEAD-AES128-GCM-SHA256",
+        C::TLS13_AES_256_GCM_SHA384 => "AEAD-AES256-GCM-SHA384",
+        C::TLS13_CHACHA20_POLY1305_SHA256 => "AEAD-CHACHA20-POLY1305-SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
+        other => return other.as_str().unwrap_or("").to_owned(),
+    };
+    name.to_owned()
+}

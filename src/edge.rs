@@ -1,0 +1,340 @@
+//! The edge's wiring: builds the proxy's immutable `Snapshot` from the store's `EdgeState`, keeps it current from the
+//! change feed (the binary is the only writer of snapshots), and batches security events into the store.
+//!
+//! A snapshot that fails to build is logged and counted, and the previous one stays in service. Hosts without an
+//! uploaded server certificate get one from a local development CA (with a warning), so that a fresh install works.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use arc_swap::ArcSwap;
+use portcullis_admin::{CertificateForwarding, FIREWALL_PHASE, HostnameSettings, TlsClientAuth, compile_stored_rules};
+use portcullis_pki::{MasterKey, VerifierBuilder};
+use portcullis_proxy::{EventSink, Forwarding, Host, HostParams, Mtls, MtlsMode, Origin, ServerCert, Snapshot};
+use portcullis_rules::CompiledRuleset;
+use portcullis_store::{CaRef, EdgeState, Store};
+use tokio::sync::mpsc;
+
+/// A CA made on this machine for hosts that have no uploaded certificate; for development only.
+pub struct DevEdgeCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// Where its certificate is written, for `curl --cacert`.
+    pub cert_path: PathBuf,
+    /// Leaf certificates already made, by hostname, so reloads reuse them.
+    leaves: Mutex<HashMap<String, (String, String)>>,
+}
+
+impl DevEdgeCa {
+    /// Loads the development CA from `data_dir` (its key sealed with the master key), or makes one.
+    pub fn load_or_create(data_dir: &Path, master: &MasterKey) -> anyhow::Result<DevEdgeCa> {
+        const SEAL_ID: &str = "edge-dev-ca";
+        let cert_path = data_dir.join("edge-dev-ca.pem");
+        let key_path = data_dir.join("edge-dev-ca.key.sealed");
+        let (cert_pem, key) = match (std::fs::read_to_string(&cert_path), std::fs::read(&key_path)) {
+            (Ok(pem), Ok(sealed)) => {
+                let pkcs8 = portcullis_pki::seal::unseal(master, SEAL_ID, &sealed)
+                    .with_context(|| format!("unsealing {} (another master key?)", key_path.display()))?;
+                let key = rcgen::KeyPair::try_from(pkcs8.as_slice()).context("the development CA key")?;
+                (pem, key)
+            }
+            _ => {
+                let key = rcgen::KeyPair::generate().context("making the development CA key")?;
+                let mut params = rcgen::CertificateParams::default();
+                params.distinguished_name = rcgen::DistinguishedName::new();
+                params.distinguished_name.push(rcgen::DnType::CommonName, "Portcullis development edge CA");
+                params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+                params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+                let now = time::OffsetDateTime::now_utc();
+                params.not_before = now - time::Duration::hours(1);
+                params.not_after = now + time::Duration::days(3650);
+                let cert = params.self_signed(&key).context("making the development CA")?;
+                let sealed = portcullis_pki::seal::seal(master, SEAL_ID, &key.serialize_der());
+                crate::serve::write_private_file_replacing(&key_path, &sealed)?;
+                std::fs::write(&cert_path, cert.pem()).with_context(|| format!("writing {}", cert_path.display()))?;
+                (cert.pem(), key)
+            }
+        };
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&cert_pem, key).context("reading the development CA")?;
+        Ok(DevEdgeCa { issuer, cert_path, leaves: Mutex::default() })
+    }
+
+    /// A server certificate (chain PEM, key PEM) for `hostname`.
+    fn leaf(&self, hostname: &str) -> anyhow::Result<(String, String)> {
+        let mut leaves = self.leaves.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pair) = leaves.get(hostname) {
+            return Ok(pair.clone());
+        }
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(vec![hostname.to_owned()])?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, hostname);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(397);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let pair = (cert.pem(), key.serialize_pem());
+        leaves.insert(hostname.to_owned(), pair.clone());
+        tracing::warn!(hostname, "no uploaded server certificate: serving one from the development edge CA");
+        Ok(pair)
+    }
+}
+
+/// What the snapshot builder needs besides the store's state.
+pub struct EdgeBuilder {
+    pub master_key: Arc<MasterKey>,
+    pub dev_ca: DevEdgeCa,
+    /// Host used for handshakes without SNI or with an unknown one.
+    pub default_host: Option<String>,
+}
+
+/// Whether the certificate name `pattern` (maybe `*.example.com`) covers `hostname`.
+fn covers(pattern: &str, hostname: &str) -> bool {
+    let pattern = pattern.to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => hostname.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+        None => pattern == hostname,
+    }
+}
+
+impl EdgeBuilder {
+    /// Compiles `state` into a snapshot. Any invalid piece fails the whole build, naming the host.
+    pub fn build(&self, state: &EdgeState) -> anyhow::Result<Snapshot> {
+        let mut rulesets: HashMap<&str, Arc<CompiledRuleset>> = HashMap::new();
+        for rs in state.rulesets.iter().filter(|rs| rs.phase == FIREWALL_PHASE) {
+            let compiled = compile_stored_rules(&rs.rules)
+                .map_err(|e| anyhow!("zone {}: stored rules do not compile: {e}", rs.zone_id))?;
+            rulesets.insert(rs.zone_id.as_str(), Arc::new(compiled));
+        }
+        let empty = Arc::new(
+            CompiledRuleset::compile(&portcullis_rules::Ruleset::default()).map_err(|e| anyhow!("{e}"))?,
+        );
+        let mut snapshot = Snapshot::new(state.generation);
+        for host in &state.hostnames {
+            let built = self
+                .host(state, host, rulesets.get(host.zone_id.as_str()).cloned().unwrap_or_else(|| empty.clone()))
+                .with_context(|| format!("hostname {}", host.hostname))?;
+            snapshot.insert(built);
+        }
+        snapshot.default_host = self.default_host.clone().filter(|h| snapshot.hosts.contains_key(h));
+        Ok(snapshot)
+    }
+
+    fn host(
+        &self,
+        state: &EdgeState,
+        host: &portcullis_store::Hostname,
+        ruleset: Arc<CompiledRuleset>,
+    ) -> anyhow::Result<Host> {
+        let settings = HostnameSettings::from_stored(&host.settings).context("stored settings")?;
+        let origin = Origin::new(
+            &host.origin,
+            settings.origin_http2,
+            settings.origin_ca.as_deref().map(str::as_bytes),
+            settings.origin_tls_verify,
+        )?;
+        let forwarding = match settings.client_certificate_forwarding {
+            CertificateForwarding::None => Forwarding::None,
+            CertificateForwarding::Cloudflare => Forwarding::Cloudflare,
+            CertificateForwarding::CfCertHeaders => Forwarding::CfCertHeaders,
+            CertificateForwarding::Rfc9440 => Forwarding::Rfc9440,
+            CertificateForwarding::Xfcc => Forwarding::Xfcc,
+        };
+        Ok(Host::new(HostParams {
+            hostname: host.hostname.clone(),
+            zone_id: Some(host.zone_id.clone()),
+            cert: self.server_cert(state, host)?,
+            mtls: self.mtls(state, host, &settings)?,
+            origin,
+            forwarding,
+            ruleset,
+        })?)
+    }
+
+    /// The newest uploaded certificate of the zone that covers the hostname, else a development one.
+    fn server_cert(&self, state: &EdgeState, host: &portcullis_store::Hostname) -> anyhow::Result<ServerCert> {
+        let uploaded = state
+            .custom_certificates
+            .iter()
+            .filter(|c| c.zone_id == host.zone_id)
+            .find(|c| c.hosts.iter().any(|pattern| covers(pattern, &host.hostname)));
+        let (chain_pem, key_pem) = match uploaded {
+            Some(cert) => {
+                let pkcs8 = portcullis_pki::server::unseal_key(&self.master_key, &cert.certificate, &cert.sealed_key)
+                    .with_context(|| format!("unsealing the key of custom certificate {}", cert.id))?;
+                (cert.certificate.clone(), portcullis_pki::pem::encode("PRIVATE KEY", &pkcs8))
+            }
+            None => self.dev_ca.leaf(&host.hostname)?,
+        };
+        Ok(ServerCert::from_pem(chain_pem.as_bytes(), key_pem.as_bytes())?)
+    }
+
+    /// The host's client-certificate policy: the CAs associated with it (the managed CAs still trusted, with the
+    /// serials revoked through the API; uploaded CAs, with their CRLs), or none when no CA is associated.
+    fn mtls(
+        &self,
+        state: &EdgeState,
+        host: &portcullis_store::Hostname,
+        settings: &HostnameSettings,
+    ) -> anyhow::Result<Option<(Mtls, Vec<portcullis_pki::CertificateDer<'static>>)>> {
+        let cas: Vec<&CaRef> = state
+            .associations
+            .iter()
+            .filter(|a| a.zone_id == host.zone_id && a.hostname == host.hostname)
+            .map(|a| &a.ca)
+            .collect();
+        if cas.is_empty() {
+            return Ok(None);
+        }
+        let mut builder = VerifierBuilder::new();
+        let mut hints = Vec::new();
+        for ca in cas {
+            match ca {
+                CaRef::Managed => {
+                    for managed in &state.managed_cas {
+                        let der = portcullis_pki::pem::single_from_pem_or_der(managed.certificate.as_bytes(), "CERTIFICATE")?;
+                        let index = builder.add_anchor(&der)?;
+                        let serials = state
+                            .revoked_serials
+                            .iter()
+                            .filter(|(ca_id, _)| *ca_id == managed.id)
+                            .filter_map(|(_, serial)| portcullis_pki::hex_decode(serial));
+                        builder.revoke_serials(index, serials)?;
+                        hints.push(portcullis_pki::CertificateDer::from(der));
+                    }
+                }
+                CaRef::Mtls(id) => {
+                    let Some(uploaded) = state.mtls_certificates.iter().find(|m| &m.id == id) else {
+                        continue;
+                    };
+                    for der in portcullis_pki::pem::certificates_from_pem_or_der(uploaded.certificates.as_bytes())? {
+                        builder.add_anchor(&der)?;
+                        hints.push(portcullis_pki::CertificateDer::from(der));
+                    }
+                    if let Some(crl) = &uploaded.crl {
+                        builder.add_crl(crl).with_context(|| format!("the CRL of uploaded CA {id}"))?;
+                    }
+                }
+            }
+        }
+        let mode = match settings.tls_client_auth {
+            TlsClientAuth::Request => MtlsMode::Request,
+            TlsClientAuth::Require => MtlsMode::Require,
+        };
+        Ok(Some((Mtls { verifier: Arc::new(builder.build()), mode }, hints)))
+    }
+}
+
+/// Snapshot builds that failed (the old snapshot stayed in service).
+pub static FAILED_BUILDS: AtomicU64 = AtomicU64::new(0);
+
+/// Rebuilds and publishes the snapshot after every change-feed event, until the feed closes.
+pub async fn keep_current(store: Store, builder: Arc<EdgeBuilder>, snapshot: Arc<ArcSwap<Snapshot>>) {
+    let mut feed = store.subscribe();
+    loop {
+        // Mark before reading, so that a write landing during the build wakes the next round.
+        feed.mark_unchanged();
+        match rebuild(&store, &builder).await {
+            Ok(next) => {
+                tracing::info!(generation = next.generation, hosts = next.hosts.len(), "edge snapshot published");
+                snapshot.store(Arc::new(next));
+            }
+            Err(err) => {
+                FAILED_BUILDS.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = format!("{err:#}"), "edge snapshot build failed; the previous one stays");
+            }
+        }
+        if feed.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Loads the store's state and builds a snapshot from it.
+pub async fn rebuild(store: &Store, builder: &EdgeBuilder) -> anyhow::Result<Snapshot> {
+    let state = store.load_edge_state().await?;
+    builder.build(&state)
+}
+
+/// Batches security events into the store without ever making a request wait: the request path only does a
+/// `try_send`; a full queue drops (and counts) the event.
+pub struct StoreEvents {
+    tx: mpsc::Sender<portcullis_proxy::SecurityEvent>,
+    pub dropped: AtomicU64,
+}
+
+/// Most events kept in the store.
+const EVENT_RETENTION: u64 = 100_000;
+
+impl StoreEvents {
+    /// Starts the writer task; it flushes every second or every 500 events.
+    pub fn start(store: Store) -> Arc<StoreEvents> {
+        let (tx, mut rx) = mpsc::channel::<portcullis_proxy::SecurityEvent>(10_000);
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            loop {
+                let first = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
+                match first {
+                    Ok(Some(event)) => batch.push(event),
+                    Ok(None) => break,
+                    Err(_) => {}
+                }
+                while batch.len() < 500 {
+                    match rx.try_recv() {
+                        Ok(event) => batch.push(event),
+                        Err(_) => break,
+                    }
+                }
+                if batch.is_empty() {
+                    continue;
+                }
+                let rows: Vec<portcullis_store::SecurityEvent> = batch.drain(..).map(to_row).collect();
+                if let Err(err) = store.record_security_events(&rows, EVENT_RETENTION).await {
+                    tracing::warn!(error = %err, lost = rows.len(), "could not store security events");
+                }
+            }
+        });
+        Arc::new(StoreEvents { tx, dropped: AtomicU64::new(0) })
+    }
+}
+
+fn to_row(e: portcullis_proxy::SecurityEvent) -> portcullis_store::SecurityEvent {
+    portcullis_store::SecurityEvent {
+        id: 0,
+        at: e.at,
+        zone_id: e.zone_id,
+        host: e.host,
+        method: e.method,
+        path: e.path,
+        client_ip: e.client_ip,
+        action: e.action.to_owned(),
+        rule_id: e.rule_id,
+        status_code: i64::from(e.status_code),
+        mtls_status: e.mtls_status.to_owned(),
+        cert_fingerprint_sha256: e.cert_fingerprint_sha256,
+        cert_serial: e.cert_serial,
+    }
+}
+
+impl EventSink for StoreEvents {
+    fn record(&self, event: portcullis_proxy::SecurityEvent) {
+        if self.tx.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wildcards_cover_one_label() {
+        assert!(super::covers("*.example.com", "api.example.com"));
+        assert!(!super::covers("*.example.com", "a.b.example.com"));
+        assert!(!super::covers("*.example.com", "example.com"));
+        assert!(super::covers("API.example.com", "api.example.com"));
+    }
+}
