@@ -13,7 +13,8 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use arc_swap::ArcSwap;
 use portcullis_admin::{CertificateForwarding, FIREWALL_PHASE, HostnameSettings, TlsClientAuth, compile_stored_rules};
-use portcullis_pki::{MasterKey, VerifierBuilder};
+use portcullis_pki::MasterKey;
+use portcullis_proxy::snapshot::TrustedCa;
 use portcullis_proxy::{EventSink, Forwarding, Host, HostParams, Mtls, MtlsMode, Origin, ServerCert, Snapshot};
 use portcullis_rules::CompiledRuleset;
 use portcullis_store::{CaRef, EdgeState, Store};
@@ -45,7 +46,9 @@ impl DevEdgeCa {
                 let key = rcgen::KeyPair::generate().context("making the development CA key")?;
                 let mut params = rcgen::CertificateParams::default();
                 params.distinguished_name = rcgen::DistinguishedName::new();
-                params.distinguished_name.push(rcgen::DnType::CommonName, "Portcullis development edge CA");
+                params
+                    .distinguished_name
+                    .push(rcgen::DnType::CommonName, "Portcullis development edge CA");
                 params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
                 params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
                 let now = time::OffsetDateTime::now_utc();
@@ -59,7 +62,11 @@ impl DevEdgeCa {
             }
         };
         let issuer = rcgen::Issuer::from_ca_cert_pem(&cert_pem, key).context("reading the development CA")?;
-        Ok(DevEdgeCa { issuer, cert_path, leaves: Mutex::default() })
+        Ok(DevEdgeCa {
+            issuer,
+            cert_path,
+            leaves: Mutex::default(),
+        })
     }
 
     /// A server certificate (chain PEM, key PEM) for `hostname`.
@@ -79,7 +86,10 @@ impl DevEdgeCa {
         let cert = params.signed_by(&key, &self.issuer)?;
         let pair = (cert.pem(), key.serialize_pem());
         leaves.insert(hostname.to_owned(), pair.clone());
-        tracing::warn!(hostname, "no uploaded server certificate: serving one from the development edge CA");
+        tracing::warn!(
+            hostname,
+            "no uploaded server certificate: serving one from the development edge CA"
+        );
         Ok(pair)
     }
 }
@@ -96,7 +106,9 @@ pub struct EdgeBuilder {
 fn covers(pattern: &str, hostname: &str) -> bool {
     let pattern = pattern.to_ascii_lowercase();
     match pattern.strip_prefix("*.") {
-        Some(suffix) => hostname.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+        Some(suffix) => hostname
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
         None => pattern == hostname,
     }
 }
@@ -110,13 +122,19 @@ impl EdgeBuilder {
                 .map_err(|e| anyhow!("zone {}: stored rules do not compile: {e}", rs.zone_id))?;
             rulesets.insert(rs.zone_id.as_str(), Arc::new(compiled));
         }
-        let empty = Arc::new(
-            CompiledRuleset::compile(&portcullis_rules::Ruleset::default()).map_err(|e| anyhow!("{e}"))?,
-        );
+        let empty =
+            Arc::new(CompiledRuleset::compile(&portcullis_rules::Ruleset::default()).map_err(|e| anyhow!("{e}"))?);
         let mut snapshot = Snapshot::new(state.generation);
         for host in &state.hostnames {
             let built = self
-                .host(state, host, rulesets.get(host.zone_id.as_str()).cloned().unwrap_or_else(|| empty.clone()))
+                .host(
+                    state,
+                    host,
+                    rulesets
+                        .get(host.zone_id.as_str())
+                        .cloned()
+                        .unwrap_or_else(|| empty.clone()),
+                )
                 .with_context(|| format!("hostname {}", host.hostname))?;
             snapshot.insert(built);
         }
@@ -166,7 +184,10 @@ impl EdgeBuilder {
             Some(cert) => {
                 let pkcs8 = portcullis_pki::server::unseal_key(&self.master_key, &cert.certificate, &cert.sealed_key)
                     .with_context(|| format!("unsealing the key of custom certificate {}", cert.id))?;
-                (cert.certificate.clone(), portcullis_pki::pem::encode("PRIVATE KEY", &pkcs8))
+                (
+                    cert.certificate.clone(),
+                    portcullis_pki::pem::encode("PRIVATE KEY", &pkcs8),
+                )
             }
             None => self.dev_ca.leaf(&host.hostname)?,
         };
@@ -190,33 +211,26 @@ impl EdgeBuilder {
         if cas.is_empty() {
             return Ok(None);
         }
-        let mut builder = VerifierBuilder::new();
-        let mut hints = Vec::new();
+        let mut revoked: HashMap<&str, Vec<String>> = HashMap::new();
+        for (ca_id, serial) in &state.revoked_serials {
+            revoked.entry(ca_id.as_str()).or_default().push(serial.clone());
+        }
+        let none = Vec::new();
+        let mut trusted = Vec::new();
         for ca in cas {
             match ca {
-                CaRef::Managed => {
-                    for managed in &state.managed_cas {
-                        let der = portcullis_pki::pem::single_from_pem_or_der(managed.certificate.as_bytes(), "CERTIFICATE")?;
-                        let index = builder.add_anchor(&der)?;
-                        let serials = state
-                            .revoked_serials
-                            .iter()
-                            .filter(|(ca_id, _)| *ca_id == managed.id)
-                            .filter_map(|(_, serial)| portcullis_pki::hex_decode(serial));
-                        builder.revoke_serials(index, serials)?;
-                        hints.push(portcullis_pki::CertificateDer::from(der));
-                    }
-                }
+                CaRef::Managed => trusted.extend(state.managed_cas.iter().map(|managed| TrustedCa {
+                    certificates: managed.certificate.as_bytes(),
+                    crl: None,
+                    revoked_serials: revoked.get(managed.id.as_str()).unwrap_or(&none),
+                })),
                 CaRef::Mtls(id) => {
-                    let Some(uploaded) = state.mtls_certificates.iter().find(|m| &m.id == id) else {
-                        continue;
-                    };
-                    for der in portcullis_pki::pem::certificates_from_pem_or_der(uploaded.certificates.as_bytes())? {
-                        builder.add_anchor(&der)?;
-                        hints.push(portcullis_pki::CertificateDer::from(der));
-                    }
-                    if let Some(crl) = &uploaded.crl {
-                        builder.add_crl(crl).with_context(|| format!("the CRL of uploaded CA {id}"))?;
+                    if let Some(uploaded) = state.mtls_certificates.iter().find(|m| &m.id == id) {
+                        trusted.push(TrustedCa {
+                            certificates: uploaded.certificates.as_bytes(),
+                            crl: uploaded.crl.as_deref(),
+                            revoked_serials: &none,
+                        });
                     }
                 }
             }
@@ -225,7 +239,7 @@ impl EdgeBuilder {
             TlsClientAuth::Request => MtlsMode::Request,
             TlsClientAuth::Require => MtlsMode::Require,
         };
-        Ok(Some((Mtls { verifier: Arc::new(builder.build()), mode }, hints)))
+        Ok(Some(Mtls::from_cas(mode, &trusted)?))
     }
 }
 
@@ -240,12 +254,19 @@ pub async fn keep_current(store: Store, builder: Arc<EdgeBuilder>, snapshot: Arc
         feed.mark_unchanged();
         match rebuild(&store, &builder).await {
             Ok(next) => {
-                tracing::info!(generation = next.generation, hosts = next.hosts.len(), "edge snapshot published");
+                tracing::info!(
+                    generation = next.generation,
+                    hosts = next.hosts.len(),
+                    "edge snapshot published"
+                );
                 snapshot.store(Arc::new(next));
             }
             Err(err) => {
                 FAILED_BUILDS.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = format!("{err:#}"), "edge snapshot build failed; the previous one stays");
+                tracing::error!(
+                    error = format!("{err:#}"),
+                    "edge snapshot build failed; the previous one stays"
+                );
             }
         }
         if feed.changed().await.is_err() {
@@ -298,7 +319,10 @@ impl StoreEvents {
                 }
             }
         });
-        Arc::new(StoreEvents { tx, dropped: AtomicU64::new(0) })
+        Arc::new(StoreEvents {
+            tx,
+            dropped: AtomicU64::new(0),
+        })
     }
 }
 

@@ -24,6 +24,7 @@ mod cli_cert;
 mod cli_rule;
 mod cli_rules;
 mod client;
+mod demo;
 mod edge;
 mod serve;
 
@@ -41,8 +42,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run Portcullis: the admin API (and, as it lands, the edge).
+    /// Run Portcullis: the edge (TLS) listener and the admin API.
     Serve(serve::ServeArgs),
+    /// Try Portcullis: a ready-made mTLS setup for `localhost` with an echo origin and a client certificate.
+    Demo(demo::DemoArgs),
     /// Zones of a running server.
     Zone(cli_admin::ZoneArgs),
     /// Hostnames of a running server: origins and per-host settings.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Rules(args) => cli_rules::run(args),
         Command::Cert(args) => cli_cert::run(args),
         Command::Serve(args) => block_on(async { serve::run(args).await.map(|()| ExitCode::SUCCESS) }),
+        Command::Demo(args) => block_on(async { demo::run(args).await.map(|()| ExitCode::SUCCESS) }),
         Command::Zone(args) => block_on(cli_admin::zone(args)),
         Command::Host(args) => block_on(cli_admin::host(args)),
         Command::Mtls(args) => block_on(cli_admin::mtls(args)),

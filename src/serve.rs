@@ -108,11 +108,34 @@ pub async fn bootstrap(args: &ServeArgs) -> anyhow::Result<Bootstrapped> {
     })
 }
 
+/// A started server: both listeners bound and serving.
+pub struct Running {
+    pub edge_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub dev_ca_path: PathBuf,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Waits until the server stops (SIGTERM or Ctrl-C, after draining).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("the server task failed")?
+    }
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let boot = bootstrap(&args).await?;
+    start(&args).await?.wait().await
+}
+
+/// Bootstraps, builds the first edge snapshot, binds both listeners and serves in the background.
+pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
+    let boot = bootstrap(args).await?;
     if let Some(secret) = &boot.new_admin_token {
         // Shown once, on the first start; it is also in <data-dir>/admin-token (mode 0600).
-        outln!("admin token (also written to {}): {secret}", args.data_dir.join("admin-token").display());
+        outln!(
+            "admin token (also written to {}): {secret}",
+            args.data_dir.join("admin-token").display()
+        );
     }
     let state = AdminState::new(
         boot.store.clone(),
@@ -130,13 +153,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         dev_ca: DevEdgeCa::load_or_create(&args.data_dir, &boot.master_key)?,
         default_host: args.default_host.as_ref().map(|h| h.to_ascii_lowercase()),
     });
+    let dev_ca_path = builder.dev_ca.cert_path.clone();
     outln!(
         "development edge CA (for hosts without an uploaded certificate; curl --cacert): {}",
-        builder.dev_ca.cert_path.display()
+        dev_ca_path.display()
     );
-    let first = edge::rebuild(&boot.store, &builder).await.context("building the edge configuration")?;
+    let first = edge::rebuild(&boot.store, &builder)
+        .await
+        .context("building the edge configuration")?;
     let snapshot = Arc::new(ArcSwap::from_pointee(first));
-    tokio::spawn(edge::keep_current(boot.store.clone(), builder.clone(), snapshot.clone()));
+    tokio::spawn(edge::keep_current(
+        boot.store.clone(),
+        builder.clone(),
+        snapshot.clone(),
+    ));
     let events = StoreEvents::start(boot.store.clone());
 
     let edge_listener = tokio::net::TcpListener::bind(args.listen)
@@ -145,13 +175,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding the admin listener to {}", args.admin_listen))?;
-    let admin_local = admin_listener.local_addr()?;
-    if !admin_local.ip().is_loopback() {
-        tracing::warn!(%admin_local, "the admin API listens beyond localhost; protect it (firewall, TLS-terminating proxy)");
+    let edge_addr = edge_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    if !admin_addr.ip().is_loopback() {
+        tracing::warn!(%admin_addr, "the admin API listens beyond localhost; protect it (firewall, TLS-terminating proxy)");
     }
-    outln!("edge listening on https://{}", edge_listener.local_addr()?);
-    outln!("admin API listening on http://{admin_local}/client/v4");
-    tracing::info!(%admin_local, backend = boot.store.backend(), "admin API listening");
+    outln!("edge listening on https://{edge_addr}");
+    outln!("admin API listening on http://{admin_addr}/client/v4");
+    tracing::info!(%edge_addr, %admin_addr, backend = boot.store.backend(), "listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -171,11 +202,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let admin = axum::serve(admin_listener, portcullis_admin::router(state))
         .with_graceful_shutdown(stopped(stop_rx))
         .into_future();
-    let (edge, admin) = tokio::join!(edge, admin);
-    edge.context("edge listener failed")?;
-    admin.context("admin listener failed")?;
-    tracing::info!("stopped");
-    Ok(())
+    let task = tokio::spawn(async move {
+        let (edge, admin) = tokio::join!(edge, admin);
+        edge.context("edge listener failed")?;
+        admin.context("admin listener failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    });
+    Ok(Running {
+        edge_addr,
+        admin_addr,
+        dev_ca_path,
+        task,
+    })
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -260,4 +299,10 @@ pub fn write_private_file_replacing(path: &Path, contents: &[u8]) -> anyhow::Res
         Err(err) => return Err(err).with_context(|| format!("removing {}", path.display())),
     }
     write_private_file(path, contents)
+}
+
+/// Eight random hex characters, for names of scratch directories.
+pub fn random_suffix() -> String {
+    let key = MasterKey::generate();
+    key.to_hex()[..8].to_owned()
 }

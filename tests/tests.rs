@@ -4,5 +4,6 @@
 mod support;
 
 mod cli;
+mod edge;
 mod pki;
 mod rules_cli;

@@ -32,6 +32,8 @@ const PORTCULLIS_ENV: &[&str] = &[
     "PORTCULLIS_MASTER_KEY",
     "PORTCULLIS_CRL_BASE_URL",
     "PORTCULLIS_P12_PASSWORD",
+    "PORTCULLIS_LISTEN",
+    "PORTCULLIS_DEFAULT_HOST",
 ];
 
 /// A `portcullis serve` child process with its own data directory, killed when dropped.
@@ -40,24 +42,31 @@ pub struct Server {
     child: std::process::Child,
     /// The admin listener's port.
     pub port: u16,
+    /// The edge (TLS) listener's port.
+    pub edge_port: u16,
     /// Scratch space of the test; the server's data directory is `data` inside it.
     pub dir: tempfile::TempDir,
 }
 
 #[allow(dead_code)]
 impl Server {
-    /// Starts a server on a free localhost port and waits (up to 60 s) until it says where it listens.
+    /// Starts a server on free localhost ports and waits (up to 60 s) until it says where it listens.
     pub fn start() -> Server {
+        Server::start_with(scratch(), &[], &[])
+    }
+
+    /// Starts a server with its data in `dir/data`, `extra` arguments after `serve`, and `env` set.
+    pub fn start_with(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Server {
         use std::io::BufRead as _;
 
-        let dir = scratch();
         let log_path = dir.path().join("server.log");
         let log = std::fs::File::create(&log_path).expect("a server log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
         command
             .args(["serve", "--data-dir"])
             .arg(dir.path().join("data"))
-            .args(["--admin-listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("RUST_LOG", "warn,portcullis=info")
             .current_dir(dir.path())
             .stdin(std::process::Stdio::null())
@@ -66,6 +75,7 @@ impl Server {
         for name in PORTCULLIS_ENV {
             command.env_remove(name);
         }
+        command.envs(env.iter().copied());
         let mut child = command.spawn().expect("portcullis serve starts");
         let stdout = child.stdout.take().expect("the server's stdout");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -78,10 +88,17 @@ impl Server {
         });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let mut seen = Vec::new();
+        let mut edge_port = None;
         let port = loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
+                    if let Some(port) = line
+                        .strip_prefix("edge listening on https://127.0.0.1:")
+                        .and_then(|p| p.parse::<u16>().ok())
+                    {
+                        edge_port = Some(port);
+                    }
                     if let Some(port) = line
                         .strip_prefix("admin API listening on http://127.0.0.1:")
                         .and_then(|rest| rest.strip_suffix("/client/v4"))
@@ -101,7 +118,13 @@ impl Server {
                 }
             }
         };
-        Server { child, port, dir }
+        let edge_port = edge_port.unwrap_or_else(|| panic!("the server did not report its edge address: {seen:?}"));
+        Server {
+            child,
+            port,
+            edge_port,
+            dir,
+        }
     }
 
     /// The server's data directory (it holds `admin-token`).
@@ -154,4 +177,58 @@ pub fn openssl(dir: &std::path::Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .output()
         .expect("openssl runs (Debian's openssl package)")
+}
+
+/// A minimal HTTP/1.1 origin on 127.0.0.1: answers every request with `200` and the request head it received as the
+/// body (so tests can see exactly which headers reached the origin). Runs until the test process ends.
+#[allow(dead_code)]
+pub fn echo_origin() -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the echo origin");
+    let port = listener.local_addr().expect("its address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = String::from_utf8_lossy(&head).to_lowercase();
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes());
+            });
+        }
+    });
+    port
+}
+
+/// Runs `curl -s -o BODY_FILE -w %{http_code} ARGS` in `dir`; returns (exit code, HTTP status, body).
+#[allow(dead_code)]
+pub fn curl(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let body_path = dir.join(format!("curl-body-{call}"));
+    let out = Command::new("curl")
+        .current_dir(dir)
+        .args(["-s", "--max-time", "20", "-o"])
+        .arg(&body_path)
+        .args(["-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let body = std::fs::read_to_string(&body_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&body_path);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        body,
+    )
 }

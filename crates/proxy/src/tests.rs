@@ -1247,3 +1247,133 @@ async fn large_bodies_stream_and_slow_origins_time_out() {
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(body, "504 Gateway Timeout\n");
 }
+
+/// Presents a certificate with a key that is not its own.
+#[derive(Debug)]
+struct Imposter(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Imposter {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_without_its_key_is_refused_at_the_handshake() {
+    let w = world().await;
+    let proxy = start_proxy(build_snapshot(
+        1,
+        &w.server,
+        w.origin,
+        vec![HostSpec::new("api.test", &w.ca)],
+    ))
+    .await;
+    let victim = issue(&w.ca, "victim", SubjectAltNames::default());
+    let attacker = issue(&managed_ca(), "attacker", SubjectAltNames::default());
+    let provider = crate::tls::provider();
+    let signing_key = provider
+        .key_provider
+        .load_private_key(attacker.key.clone_key())
+        .unwrap();
+    let stolen = rustls::sign::CertifiedKey::new(victim.chain.clone(), signing_key);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(w.server.ca_der.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(Arc::new(Imposter(Arc::new(stolen))));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let refused = match tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("api.test").unwrap(), tcp)
+        .await
+    {
+        Err(_) => true,
+        Ok(tls) => match hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(tls)).await {
+            Err(_) => true,
+            Ok((mut sender, conn)) => {
+                tokio::spawn(conn);
+                let req = Request::get("/api").header("host", "api.test").body(empty()).unwrap();
+                sender.send_request(req).await.is_err()
+            }
+        },
+    };
+    assert!(refused, "a stolen certificate was accepted");
+    assert!(proxy.events.events().is_empty(), "no request may have been served");
+}
+
+#[tokio::test]
+async fn clients_without_sni_use_the_default_host() {
+    let w = world().await;
+    let mut snap = build_snapshot(1, &w.server, w.origin, vec![HostSpec::new("api.test", &w.ca)]);
+    let proxy = start_proxy(build_snapshot(
+        1,
+        &w.server,
+        w.origin,
+        vec![HostSpec::new("api.test", &w.ca)],
+    ))
+    .await;
+    let connect = || async {
+        let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+        tokio_rustls::TlsConnector::from(client_config(&w.server, None, b"http/1.1", false))
+            .connect(ServerName::try_from("api.test").unwrap(), tcp)
+            .await
+    };
+    assert!(connect().await.is_err(), "no SNI and no default host");
+    snap.default_host = Some("api.test".into());
+    proxy.snapshot.store(Arc::new(snap));
+    let tls = connect().await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/public")
+        .header("host", "api.test")
+        .body(empty())
+        .unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn slow_handshakes_and_slow_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world().await;
+    let proxy = start_proxy_with(
+        build_snapshot(1, &w.server, w.origin, vec![HostSpec::new("api.test", &w.ca)]),
+        ProxyConfig {
+            handshake_timeout: Duration::from_millis(300),
+            h1_header_read_timeout: Duration::from_millis(300),
+            ..ProxyConfig::default()
+        },
+    )
+    .await;
+
+    // A TCP connection that never sends a ClientHello is closed after the handshake timeout.
+    let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+
+    // Headers that never finish are cut off after the header read timeout.
+    let mut tls = tls_connect(&proxy, &w.server, "api.test", None, b"http/1.1")
+        .await
+        .unwrap();
+    tls.write_all(b"GET /public HTTP/1.1\r\nHost: api.test\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), tls.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "connection still open after the header timeout");
+    assert!(!String::from_utf8_lossy(&out).contains("200 OK"));
+}

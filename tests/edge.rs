@@ -1,0 +1,262 @@
+//! The edge end to end: the real `portcullis serve` binary, configured through its CLI, with real clients (`curl`
+//! over HTTP/1.1 and HTTP/2, `openssl s_client`) and a real origin; certificates from the server's own managed CA.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::{Server, curl, echo_origin, openssl};
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A server with `localhost` (mTLS, managed CA, RFC 9440 forwarding) in front of an echo origin, the
+/// revocation-aware rule on /api, and a client certificate in the scratch directory. Returns the certificate's id.
+fn setup(server: &Server) -> String {
+    let origin = format!("http://127.0.0.1:{}", echo_origin());
+    ok(&server.cli(&["zone", "add", "localhost"]));
+    ok(&server.cli(&[
+        "host",
+        "add",
+        "localhost",
+        "--origin",
+        &origin,
+        "--forward-cert",
+        "rfc9440",
+    ]));
+    ok(&server.cli(&["mtls", "enable", "localhost"]));
+    ok(&server.cli(&["rule", "add-mtls", "--path", "/api"]));
+    ok(&server.cli(&["cert", "create", "--cn", "device-1", "--out", "."]));
+    let list: serde_json::Value = serde_json::from_str(&ok(&server.cli(&["cert", "list", "--json"]))).expect("json");
+    list[0]["id"].as_str().expect("id").to_owned()
+}
+
+fn tls_args(server: &Server) -> Vec<String> {
+    let ca = server.data_dir().join("edge-dev-ca.pem");
+    vec![
+        "--cacert".into(),
+        ca.display().to_string(),
+        "--resolve".into(),
+        format!("localhost:{}:127.0.0.1", server.edge_port),
+    ]
+}
+
+fn get(server: &Server, path: &str, extra: &[&str]) -> (Option<i32>, String, String) {
+    let url = format!("https://localhost:{}{path}", server.edge_port);
+    let mut args: Vec<String> = tls_args(server);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(url);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    curl(server.dir.path(), &args)
+}
+
+const WITH_CERT: &[&str] = &["--cert", "cert.pem", "--key", "key.pem"];
+
+#[test]
+fn curl_sees_rules_enforced_over_http1_and_http2() {
+    let server = Server::start();
+    setup(&server);
+    for version in ["--http1.1", "--http2"] {
+        let with: Vec<&str> = WITH_CERT.iter().copied().chain([version]).collect();
+        let (_, status, body) = get(&server, "/api", &with);
+        assert_eq!(status, "200", "{version} with a certificate: {body}");
+        assert!(
+            body.contains("client-cert: :"),
+            "the origin got the certificate: {body}"
+        );
+        assert!(body.contains("x-forwarded-proto: https"), "{body}");
+        let (_, status, body) = get(&server, "/api", &[version]);
+        assert_eq!(status, "403", "{version} without a certificate: {body}");
+        assert!(body.contains("403 Forbidden"), "{body}");
+        let (_, status, _) = get(&server, "/", &[version]);
+        assert_eq!(status, "200", "{version}: paths the rule does not name stay open");
+    }
+}
+
+#[test]
+fn spoofed_certificate_headers_never_reach_the_origin_and_host_must_match_sni() {
+    let server = Server::start();
+    setup(&server);
+    let spoof = [
+        "-H",
+        "Client-Cert: :c3Bvb2Y=:",
+        "-H",
+        "X-Forwarded-Client-Cert: Hash=evil",
+        "-H",
+        "cf-cert-verified: true",
+    ];
+    let (_, status, body) = get(&server, "/", &spoof);
+    assert_eq!(status, "200");
+    assert!(
+        !body.contains("c3bvb2y") && !body.contains("evil") && !body.contains("cf-cert-verified"),
+        "{body}"
+    );
+    let with: Vec<&str> = WITH_CERT.iter().copied().chain(spoof).collect();
+    let (_, status, body) = get(&server, "/api", &with);
+    assert_eq!(status, "200");
+    assert!(
+        !body.contains("c3bvb2y") && body.contains("client-cert: :mii"),
+        "only the real certificate: {body}"
+    );
+
+    let (_, status, _) = get(&server, "/api", &["-H", "Host: other.example"]);
+    assert_eq!(status, "421", "a Host that is not the SNI is misdirected");
+}
+
+#[test]
+fn a_revocation_blocks_the_next_request_within_100_ms() {
+    let server = Server::start();
+    let id = setup(&server);
+    assert_eq!(get(&server, "/api", WITH_CERT).1, "200");
+    ok(&server.cli(&["cert", "revoke", &id]));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(get(&server, "/api", WITH_CERT).1, "403", "revoked");
+    ok(&server.cli(&["cert", "reactivate", &id]));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(get(&server, "/api", WITH_CERT).1, "200", "reactivated");
+
+    // The blocks are security events, with the mTLS status of each.
+    let zones: serde_json::Value = serde_json::from_str(&ok(&server.cli(&["zone", "list", "--json"]))).expect("json");
+    let zone = zones[0]["id"].as_str().expect("zone id");
+    let token = std::fs::read_to_string(server.data_dir().join("admin-token")).expect("token");
+    let url = format!("{}/client/v4/zones/{zone}/security/events", server.api());
+    let auth = format!("Authorization: Bearer {}", token.trim());
+    let mut statuses = Vec::new();
+    for _ in 0..50 {
+        let (_, status, body) = curl(server.dir.path(), &["-H", &auth, &url]);
+        assert_eq!(status, "200", "{body}");
+        let events: serde_json::Value = serde_json::from_str(&body).expect("json");
+        statuses = events["result"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["mtls_status"].clone())
+            .collect();
+        if !statuses.is_empty() {
+            break;
+        }
+        // Events are batched into the store about once a second.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(statuses, [serde_json::json!("revoked")]);
+}
+
+#[test]
+fn require_mode_fails_the_handshake_without_a_certificate() {
+    let server = Server::start();
+    setup(&server);
+    let origin = format!("http://127.0.0.1:{}", echo_origin());
+    ok(&server.cli(&[
+        "host",
+        "add",
+        "strict.localhost",
+        "--origin",
+        &origin,
+        "--tls-client-auth",
+        "require",
+    ]));
+    ok(&server.cli(&["mtls", "enable", "strict.localhost"]));
+    std::thread::sleep(Duration::from_millis(200));
+    let base: Vec<String> = vec![
+        "--cacert".into(),
+        server.data_dir().join("edge-dev-ca.pem").display().to_string(),
+        "--resolve".into(),
+        format!("strict.localhost:{}:127.0.0.1", server.edge_port),
+    ];
+    let url = format!("https://strict.localhost:{}/", server.edge_port);
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&str> = base.iter().map(String::as_str).collect();
+        args.extend(extra);
+        args.push(&url);
+        curl(server.dir.path(), &args)
+    };
+    let (code, status, _) = run(&[]);
+    assert_ne!(code, Some(0), "no certificate: the handshake fails");
+    assert_eq!(status, "000");
+    let (code, status, _) = run(WITH_CERT);
+    assert_eq!((code, status.as_str()), (Some(0), "200"));
+}
+
+#[test]
+fn openssl_s_client_is_asked_for_a_certificate_from_the_managed_ca() {
+    let server = Server::start();
+    setup(&server);
+    let dir = server.dir.path();
+    let ca = ok(&server.cli(&["ca", "show", "--pem"]));
+    let name = openssl_subject_cn(dir, &ca);
+    let connect = format!("127.0.0.1:{}", server.edge_port);
+    let edge_ca = server.data_dir().join("edge-dev-ca.pem");
+    let edge_ca = edge_ca.to_str().expect("utf-8");
+    let out = openssl(
+        dir,
+        &[
+            "s_client",
+            "-connect",
+            &connect,
+            "-servername",
+            "localhost",
+            "-CAfile",
+            edge_ca,
+            "-cert",
+            "cert.pem",
+            "-key",
+            "key.pem",
+            "-brief",
+        ],
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("Verification: OK"),
+        "the edge certificate verifies: {text}"
+    );
+    let full = openssl(
+        dir,
+        &[
+            "s_client",
+            "-connect",
+            &connect,
+            "-servername",
+            "localhost",
+            "-CAfile",
+            edge_ca,
+        ],
+    );
+    let full = String::from_utf8_lossy(&full.stdout).into_owned();
+    assert!(full.contains("Acceptable client certificate CA names"), "{full}");
+    assert!(full.contains(&name), "the managed CA {name:?} is hinted: {full}");
+}
+
+fn openssl_subject_cn(dir: &Path, pem: &str) -> String {
+    let path = dir.join("managed-ca.pem");
+    std::fs::write(&path, pem).expect("write");
+    let out = openssl(
+        dir,
+        &[
+            "x509",
+            "-in",
+            "managed-ca.pem",
+            "-noout",
+            "-subject",
+            "-nameopt",
+            "RFC2253",
+        ],
+    );
+    let subject = String::from_utf8_lossy(&out.stdout).into_owned();
+    subject
+        .split("CN=")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .expect("a CN")
+        .trim()
+        .to_owned()
+}
