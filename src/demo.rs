@@ -26,6 +26,8 @@ pub struct DemoArgs {
     /// Address of the admin API.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
+    #[command(flatten)]
+    pub limits: serve::LimitArgs,
 }
 
 /// The demo origin: answers every request with what it received, so the forwarded headers are visible.
@@ -60,6 +62,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         client_certificate_quota: 100_000,
         ca_limit: 100,
         crl_base_url: None,
+        limits: args.limits,
     };
     let running = serve::start(&serve_args).await?;
     let api_url = format!("http://{}", running.admin_addr);

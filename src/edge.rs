@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -243,9 +242,6 @@ impl EdgeBuilder {
     }
 }
 
-/// Snapshot builds that failed (the old snapshot stayed in service).
-pub static FAILED_BUILDS: AtomicU64 = AtomicU64::new(0);
-
 /// Rebuilds and publishes the snapshot after every change-feed event, until the feed closes.
 pub async fn keep_current(store: Store, builder: Arc<EdgeBuilder>, snapshot: Arc<ArcSwap<Snapshot>>) {
     let mut feed = store.subscribe();
@@ -259,10 +255,11 @@ pub async fn keep_current(store: Store, builder: Arc<EdgeBuilder>, snapshot: Arc
                     hosts = next.hosts.len(),
                     "edge snapshot published"
                 );
+                portcullis_proxy::observe::record_snapshot(next.generation);
                 snapshot.store(Arc::new(next));
             }
             Err(err) => {
-                FAILED_BUILDS.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("portcullis_snapshot_builds_failed_total").increment(1);
                 tracing::error!(
                     error = format!("{err:#}"),
                     "edge snapshot build failed; the previous one stays"
@@ -282,10 +279,9 @@ pub async fn rebuild(store: &Store, builder: &EdgeBuilder) -> anyhow::Result<Sna
 }
 
 /// Batches security events into the store without ever making a request wait: the request path only does a
-/// `try_send`; a full queue drops (and counts) the event.
+/// `try_send`; a full queue drops the event and counts it (`portcullis_security_events_dropped_total`).
 pub struct StoreEvents {
     tx: mpsc::Sender<portcullis_proxy::SecurityEvent>,
-    pub dropped: AtomicU64,
 }
 
 /// Most events kept in the store.
@@ -319,10 +315,7 @@ impl StoreEvents {
                 }
             }
         });
-        Arc::new(StoreEvents {
-            tx,
-            dropped: AtomicU64::new(0),
-        })
+        Arc::new(StoreEvents { tx })
     }
 }
 
@@ -347,7 +340,7 @@ fn to_row(e: portcullis_proxy::SecurityEvent) -> portcullis_store::SecurityEvent
 impl EventSink for StoreEvents {
     fn record(&self, event: portcullis_proxy::SecurityEvent) {
         if self.tx.try_send(event).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("portcullis_security_events_dropped_total").increment(1);
         }
     }
 }

@@ -38,6 +38,17 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: `json` (one object per line, e.g. the access log), `text`, or `auto` (text on a
+    /// terminal, JSON otherwise).
+    #[arg(long, global = true, env = "PORTCULLIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Auto,
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,7 +77,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Rules(args) => cli_rules::run(args),
         Command::Cert(args) => cli_cert::run(args),
@@ -98,15 +109,28 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(future: F
 }
 
 /// Logs to stderr; `RUST_LOG` sets the filter (default: info for Portcullis, warnings for the rest).
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,portcullis=info,portcullis_store=info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !terminal,
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.with_ansi(terminal).init();
+    }
 }
 
 /// Writes command output. When the reader has gone away (a pipe into `head`), there is nobody left to tell anything:

@@ -44,6 +44,68 @@ pub struct ServeArgs {
     /// distribution point. Without it, certificates carry none.
     #[arg(long, env = "PORTCULLIS_CRL_BASE_URL")]
     pub crl_base_url: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The edge's limits; every default is the proxy's safe default.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Edge limits")]
+pub struct LimitArgs {
+    /// Most client connections open at once (accepting pauses at the limit).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Seconds for the whole TLS handshake.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub handshake_timeout: u64,
+    /// Seconds to receive an HTTP/1.1 request's headers (slowloris).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub header_read_timeout: u64,
+    /// Most headers in an HTTP/1.1 request.
+    #[arg(long, default_value_t = 100)]
+    pub max_request_headers: usize,
+    /// Largest HTTP/2 header block, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 32 * 1024)]
+    pub max_header_list_size: u32,
+    /// Concurrent streams per HTTP/2 connection.
+    #[arg(long, default_value_t = 128)]
+    pub h2_max_concurrent_streams: u32,
+    /// Seconds a connection may sit without a request before it is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub idle_timeout: u64,
+    /// Seconds after which a connection is closed gracefully, however busy.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub max_connection_age: u64,
+    /// Seconds to connect to an origin (then 502).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub upstream_connect_timeout: u64,
+    /// Seconds for an origin's response headers (then 504).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub upstream_response_timeout: u64,
+    /// Seconds in-flight requests get to finish on shutdown.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub drain_timeout: u64,
+}
+
+impl LimitArgs {
+    /// The proxy's configuration with these limits.
+    pub fn proxy_config(&self) -> portcullis_proxy::ProxyConfig {
+        use std::time::Duration;
+        portcullis_proxy::ProxyConfig {
+            max_connections: self.max_connections,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout),
+            h1_header_read_timeout: Duration::from_secs(self.header_read_timeout),
+            h1_max_headers: self.max_request_headers,
+            h2_max_header_list_size: self.max_header_list_size,
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            max_connection_age: Duration::from_secs(self.max_connection_age),
+            upstream_connect_timeout: Duration::from_secs(self.upstream_connect_timeout),
+            upstream_response_timeout: Duration::from_secs(self.upstream_response_timeout),
+            drain_timeout: Duration::from_secs(self.drain_timeout),
+            ..portcullis_proxy::ProxyConfig::default()
+        }
+    }
 }
 
 /// Everything `serve` starts from, ready to run.
@@ -146,6 +208,24 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         },
         boot.master_key.clone(),
     );
+    let state = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => {
+            portcullis_proxy::describe_metrics();
+            metrics::describe_counter!(
+                "portcullis_snapshot_builds_failed_total",
+                "Edge snapshot builds that failed (the previous snapshot stayed in service)"
+            );
+            metrics::describe_counter!(
+                "portcullis_security_events_dropped_total",
+                "Security events dropped because the store writer fell behind"
+            );
+            state.with_metrics(Arc::new(move || handle.render()))
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "metrics are off: cannot install the Prometheus recorder");
+            state
+        }
+    };
 
     // The edge serves from a snapshot; build the first one before accepting anything.
     let builder = Arc::new(EdgeBuilder {
@@ -195,7 +275,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let edge = portcullis_proxy::serve(
         edge_listener,
         snapshot,
-        portcullis_proxy::ProxyConfig::default(),
+        args.limits.proxy_config(),
         events,
         stopped(stop_rx.clone()),
     );

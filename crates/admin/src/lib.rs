@@ -77,15 +77,28 @@ pub struct AdminState {
     pub master_key: Arc<MasterKey>,
     /// Built CRLs by CA id, with the store generation they were built at.
     crl_cache: Arc<Mutex<CrlCache>>,
+    /// Renders the process's metrics in Prometheus' text format, for `GET /metrics`; none when not wired.
+    metrics: Option<MetricsRender>,
 }
 
+/// Renders metrics in Prometheus' text format.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
 impl AdminState {
+    /// Serves `render()` at `GET /metrics` (no token: it is for the local Prometheus scraper, and the admin listener
+    /// binds to localhost by default).
+    pub fn with_metrics(mut self, render: MetricsRender) -> Self {
+        self.metrics = Some(render);
+        self
+    }
+
     pub fn new(store: Store, settings: AdminSettings, master_key: Arc<MasterKey>) -> Self {
         AdminState {
             store,
             settings: Arc::new(settings),
             master_key,
             crl_cache: Arc::default(),
+            metrics: None,
         }
     }
 }
@@ -178,6 +191,7 @@ pub fn router(state: AdminState) -> Router {
                 async move { axum::Json(spec.as_ref().clone()) }
             }),
         )
+        .route("/metrics", get(metrics))
         // CRLs are public: whoever verifies our certificates must be able to fetch them.
         .route("/crl/{file}", get(certs::crl))
         .route("/client/v4/crl/{file}", get(certs::crl))
@@ -186,6 +200,15 @@ pub fn router(state: AdminState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<AdminState>) -> Response {
+    match &state.metrics {
+        Some(render) => {
+            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render()).into_response()
+        }
+        None => no_route().await,
+    }
 }
 
 async fn no_route() -> Response {
