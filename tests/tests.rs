@@ -5,5 +5,8 @@ mod support;
 
 mod cli;
 mod edge;
+mod fleet;
+mod grpc;
 mod pki;
+mod reload;
 mod rules_cli;

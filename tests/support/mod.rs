@@ -232,3 +232,238 @@ pub fn curl(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, Strin
         body,
     )
 }
+
+/// The command's stdout; panics with its output when it failed.
+#[allow(dead_code)]
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issues a client certificate named `cn` from the server's managed CA into `<scratch>/<cn>/` (`cert.pem`,
+/// `key.pem`); returns its id.
+#[allow(dead_code)]
+pub fn issue_client_cert(server: &Server, cn: &str) -> String {
+    let out_dir = server.dir.path().join(cn);
+    std::fs::create_dir_all(&out_dir).expect("a certificate directory");
+    let out_dir = out_dir.to_str().expect("a UTF-8 path");
+    ok(&server.cli(&["cert", "create", "--cn", cn, "--out", out_dir]));
+    let list: serde_json::Value = serde_json::from_str(&ok(&server.cli(&["cert", "list", "--json"]))).expect("json");
+    let ids: Vec<&str> = list
+        .as_array()
+        .expect("a list of certificates")
+        .iter()
+        .filter(|c| c["common_name"] == cn)
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 1, "one certificate named {cn}: {list}");
+    ids[0].to_owned()
+}
+
+/// Makes a CA of its own with `openssl req -x509` and a client certificate it signs, in `dir`; returns the paths of
+/// the client certificate and key. The edge knows nothing of this CA.
+#[allow(dead_code)]
+pub fn foreign_client_cert(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = openssl(dir, args);
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "foreign-ca.key",
+        "-out",
+        "foreign-ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Foreign test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    run(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "foreign-key.pem",
+        "-out",
+        "foreign.csr",
+        "-subj",
+        "/CN=foreign-device",
+    ]);
+    run(&csr);
+    std::fs::write(dir.join("foreign.ext"), "extendedKeyUsage=clientAuth\n").expect("write");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "foreign.csr",
+        "-CA",
+        "foreign-ca.pem",
+        "-CAkey",
+        "foreign-ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "foreign.ext",
+        "-out",
+        "foreign-cert.pem",
+    ]);
+    (dir.join("foreign-cert.pem"), dir.join("foreign-key.pem"))
+}
+
+/// An HTTP/1.1 + h2c origin on 127.0.0.1 (hyper, keep-alive) in the calling tokio runtime: answers every request
+/// with `200` and the body `origin saw <path>`. Returns its port.
+#[allow(dead_code)]
+pub async fn keep_alive_origin() -> u16 {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the origin");
+    let port = listener.local_addr().expect("its address").port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let body = format!("origin saw {}", req.uri().path());
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from(body),
+                    )))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+/// A rustls client configuration trusting the server's development edge CA, presenting `identity` (certificate and
+/// key PEM files) when given, offering `alpn`.
+#[allow(dead_code)]
+pub fn tls_client_config(
+    server: &Server,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+    alpn: &[&[u8]],
+) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(server.data_dir().join("edge-dev-ca.pem")).expect("the edge CA") {
+        roots.add(cert.expect("a PEM certificate")).expect("a root");
+    }
+    let builder =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .expect("the client certificate")
+                .map(|c| c.expect("a PEM certificate"))
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(key).expect("the client key");
+            builder.with_client_auth_cert(chain, key).expect("a client identity")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    std::sync::Arc::new(config)
+}
+
+/// One kept-alive TLS connection to the edge, speaking HTTP/1.1 or HTTP/2 as ALPN chose.
+#[allow(dead_code)]
+pub struct EdgeConn {
+    /// The SNI, also sent as the request's host.
+    host: String,
+    send: Sender,
+}
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>),
+}
+
+#[allow(dead_code)]
+impl EdgeConn {
+    /// Connects to 127.0.0.1:`edge_port` with SNI `localhost`; see [`EdgeConn::connect_to`].
+    pub async fn connect(
+        edge_port: u16,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        h2: bool,
+    ) -> Result<EdgeConn, Box<dyn std::error::Error + Send + Sync>> {
+        EdgeConn::connect_to(edge_port, config, h2, "localhost").await
+    }
+
+    /// Connects to 127.0.0.1:`edge_port` with `config` and SNI `host`; `h2` picks the protocol (it must match the
+    /// ALPN offered).
+    pub async fn connect_to(
+        edge_port: u16,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        h2: bool,
+        host: &str,
+    ) -> Result<EdgeConn, Box<dyn std::error::Error + Send + Sync>> {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", edge_port)).await?;
+        tcp.set_nodelay(true)?;
+        let name = rustls_pki_types::ServerName::try_from(host.to_owned())?;
+        let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+        let io = TokioIo::new(tls);
+        let send = if h2 {
+            let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(conn);
+            Sender::H2(send)
+        } else {
+            let (send, conn) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(conn);
+            Sender::H1(send)
+        };
+        Ok(EdgeConn {
+            host: host.to_owned(),
+            send,
+        })
+    }
+
+    /// `GET https://<host><path>`: the status and body.
+    pub async fn get(&mut self, path: &str) -> Result<(u16, String), Box<dyn std::error::Error + Send + Sync>> {
+        use http_body_util::BodyExt as _;
+        let response = match &mut self.send {
+            Sender::H1(send) => {
+                let req = hyper::Request::get(path)
+                    .header("host", &self.host)
+                    .body(http_body_util::Empty::new())?;
+                send.ready().await?;
+                send.send_request(req).await?
+            }
+            Sender::H2(send) => {
+                let req =
+                    hyper::Request::get(format!("https://{}{path}", self.host)).body(http_body_util::Empty::new())?;
+                send.ready().await?;
+                send.send_request(req).await?
+            }
+        };
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}

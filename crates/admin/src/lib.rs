@@ -204,9 +204,14 @@ pub fn router(state: AdminState) -> Router {
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AdminState>) -> Response {
     match &state.metrics {
-        Some(render) => {
-            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render()).into_response()
-        }
+        Some(render) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            render(),
+        )
+            .into_response(),
         None => no_route().await,
     }
 }
