@@ -82,6 +82,12 @@ pub struct LimitArgs {
     /// Seconds for an origin's response headers (then 504).
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub upstream_response_timeout: u64,
+    /// Largest request body, in bytes (then 413).
+    #[arg(long, value_name = "BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_request_body: u64,
+    /// Seconds to wait for each piece of a request body (then 408).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub request_body_timeout: u64,
     /// Seconds in-flight requests get to finish on shutdown.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub drain_timeout: u64,
@@ -103,6 +109,8 @@ impl LimitArgs {
             upstream_connect_timeout: Duration::from_secs(self.upstream_connect_timeout),
             upstream_response_timeout: Duration::from_secs(self.upstream_response_timeout),
             drain_timeout: Duration::from_secs(self.drain_timeout),
+            max_request_body_bytes: self.max_request_body,
+            request_body_timeout: Duration::from_secs(self.request_body_timeout),
             ..portcullis_proxy::ProxyConfig::default()
         }
     }

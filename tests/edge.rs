@@ -260,3 +260,115 @@ fn openssl_subject_cn(dir: &Path, pem: &str) -> String {
         .trim()
         .to_owned()
 }
+
+/// A bring-your-own CA works through the edge, and an expired certificate from it is refused (its status recorded as
+/// `expired`). The CA and certificates are made in the test with `portcullis-pki`, backdated so that one has expired.
+#[test]
+fn uploaded_ca_certificates_verify_and_expired_ones_are_refused() {
+    use portcullis_pki::{CaParams, GeneratedKeyRequest, IssueOptions, ManagedCa, SubjectFields};
+
+    let server = Server::start();
+    setup(&server);
+    let dir = server.dir.path();
+    let long_ago = time::OffsetDateTime::now_utc() - time::Duration::days(3 * 365);
+    let ca = ManagedCa::create(&CaParams::default(), long_ago).expect("a CA");
+    std::fs::write(dir.join("byo-ca.pem"), ca.certificate_pem()).expect("write");
+    ok(&server.cli(&["ca", "upload", "--name", "partner CA", "byo-ca.pem"]));
+    let uploaded: serde_json::Value =
+        serde_json::from_str(&ok(&server.cli(&["ca", "list-uploaded", "--json"]))).expect("json");
+    let ca_id = uploaded[0]["id"].as_str().expect("id").to_owned();
+    ok(&server.cli(&["mtls", "enable", "localhost", "--ca", &ca_id]));
+
+    let issue = |name: &str, at: time::OffsetDateTime, days: u32| {
+        let request = GeneratedKeyRequest {
+            subject: SubjectFields {
+                common_name: name.to_owned(),
+                ..SubjectFields::default()
+            },
+            ..GeneratedKeyRequest::default()
+        };
+        let options = IssueOptions {
+            validity_days: days,
+            crl_distribution_point: None,
+        };
+        let issued = ca.issue_with_generated_key(&request, &options, at).expect("issued");
+        std::fs::write(dir.join(format!("{name}.pem")), &issued.record.certificate).expect("write");
+        std::fs::write(dir.join(format!("{name}.key")), issued.private_key_pem.as_bytes()).expect("write");
+    };
+    issue("partner", time::OffsetDateTime::now_utc(), 30);
+    issue("old", long_ago, 30);
+    std::thread::sleep(Duration::from_millis(200));
+
+    let (_, status, body) = get(&server, "/api", &["--cert", "partner.pem", "--key", "partner.key"]);
+    assert_eq!(status, "200", "a certificate from the uploaded CA: {body}");
+    let (_, status, _) = get(&server, "/api", &["--cert", "old.pem", "--key", "old.key"]);
+    assert_eq!(status, "403", "an expired certificate");
+    let (_, status, _) = get(&server, "/api", WITH_CERT);
+    assert_eq!(status, "200", "the managed CA is still associated too");
+
+    let zones: serde_json::Value = serde_json::from_str(&ok(&server.cli(&["zone", "list", "--json"]))).expect("json");
+    let zone = zones[0]["id"].as_str().expect("zone id");
+    let token = std::fs::read_to_string(server.data_dir().join("admin-token")).expect("token");
+    let url = format!(
+        "{}/client/v4/zones/{zone}/security/events?mtls_status=expired",
+        server.api()
+    );
+    let auth = format!("Authorization: Bearer {}", token.trim());
+    let mut found = false;
+    for _ in 0..50 {
+        let (_, _, body) = curl(dir, &["-H", &auth, &url]);
+        let events: serde_json::Value = serde_json::from_str(&body).expect("json");
+        if events["result"].as_array().is_some_and(|e| !e.is_empty()) {
+            assert_eq!(events["result"][0]["action"], "block");
+            found = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        found,
+        "the expired certificate's block is a security event with mtls_status=expired"
+    );
+}
+
+/// Operators see every request as one JSON access-log line with its mTLS facts, and Prometheus counters move.
+#[test]
+fn access_log_lines_are_json_and_metrics_count_requests() {
+    let server = Server::start();
+    setup(&server);
+    assert_eq!(get(&server, "/api", &[]).1, "403");
+    assert_eq!(get(&server, "/api", WITH_CERT).1, "200");
+
+    let (_, status, metrics) = curl(server.dir.path(), &[&format!("{}/metrics", server.api())]);
+    assert_eq!(status, "200");
+    assert!(
+        metrics.contains(r#"portcullis_requests_total{host="localhost",action="block"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"portcullis_requests_total{host="localhost",action="allow"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("portcullis_snapshot_generation "), "{metrics}");
+
+    // The server's stderr is not a terminal, so its log is JSON, one object per line.
+    let log = std::fs::read_to_string(server.dir.path().join("server.log")).expect("the server log");
+    let access: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| v["target"] == "portcullis::access")
+        .collect();
+    let blocked = access
+        .iter()
+        .find(|v| v["status"] == 403)
+        .expect("the blocked request is logged");
+    assert_eq!(blocked["mtls_status"], "absent");
+    assert_eq!(blocked["action"], "block");
+    assert_eq!(blocked["path"], "/api");
+    let allowed = access
+        .iter()
+        .find(|v| v["status"] == 200)
+        .expect("the allowed request is logged");
+    assert_eq!(allowed["mtls_status"], "ok");
+    assert_eq!(allowed["cert_fingerprint_sha256"].as_str().map(str::len), Some(64));
+}

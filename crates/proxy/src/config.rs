@@ -38,6 +38,15 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// On shutdown, how long in-flight connections may take to finish.
     pub drain_timeout: Duration,
+    /// Largest request body forwarded (gRPC streams included). A larger `content-length` gets 413
+    /// before anything is forwarded; a streamed body that grows past it aborts the upstream
+    /// request (413 if the response has not started, else the stream is reset).
+    pub max_request_body_bytes: u64,
+    /// Longest wait for the next piece of a request body while the origin waits for it (per
+    /// frame, not overall, so large uploads on slow links still finish). Once the origin's
+    /// response has started, the timeout no longer applies: a gRPC bidirectional stream may be
+    /// quiet for a long time, and HTTP/2 keep-alive pings detect dead peers.
+    pub request_body_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -60,6 +69,8 @@ impl Default for ProxyConfig {
             max_connection_age: Duration::from_secs(3600),
             max_connections: 10_000,
             drain_timeout: Duration::from_secs(30),
+            max_request_body_bytes: 10 * 1024 * 1024,
+            request_body_timeout: Duration::from_secs(60),
         }
     }
 }

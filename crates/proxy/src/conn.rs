@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use portcullis_pki::ClientAuthFacts;
@@ -36,6 +37,8 @@ pub(crate) struct ConnInfo {
     started: Instant,
     active: AtomicUsize,
     last_request_ms: AtomicU64,
+    /// Woken when the last request in progress (or upgraded tunnel) ends.
+    idle: Notify,
 }
 
 /// Marks a request in progress until dropped.
@@ -43,7 +46,9 @@ pub(crate) struct RequestGuard(Arc<ConnInfo>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
@@ -72,15 +77,31 @@ impl ConnInfo {
             started: Instant::now(),
             active: AtomicUsize::new(0),
             last_request_ms: AtomicU64::new(0),
+            idle: Notify::new(),
         }
     }
 
     /// Records a request start; the request counts as in progress until the guard drops.
     pub(crate) fn request_started(self: &Arc<Self>) -> RequestGuard {
-        self.active.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::AcqRel);
         let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_request_ms.fetch_max(ms, Ordering::Relaxed);
         RequestGuard(self.clone())
+    }
+
+    /// Waits until no request is in progress. An upgraded (WebSocket) tunnel counts as one, so
+    /// the connection keeps its slot under the connection limit until the tunnel closes.
+    pub(crate) async fn wait_no_requests(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a guard dropped in between still wakes us.
+            notified.as_mut().enable();
+            if self.active.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// When the connection becomes idle if nothing else happens.

@@ -3,26 +3,32 @@
 //! pooled upstream clients. Bodies and trailers stream through untouched; nothing is buffered.
 //!
 //! Supported origins: `http://` (HTTP/1.1, or h2c with prior knowledge for gRPC) and `https://`
-//! (HTTP/1.1 or HTTP/2 by ALPN). Not here: WebSocket/`Upgrade`, retries, upstream mTLS.
+//! (HTTP/1.1 or HTTP/2 by ALPN). WebSocket upgrades pass through to HTTP/1.1 origins. Request
+//! bodies are capped in size and read time (see `body`). Not here: other upgrades, WebSocket over
+//! HTTP/2 (extended CONNECT), retries, upstream mTLS.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response, Uri, Version};
+use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use portcullis_pki::ClientAuthFacts;
+use tokio::sync::watch;
 
+use crate::body::{BodyFailure, BodyState, LimitedBody};
 use crate::config::ProxyConfig;
 use crate::conn::ConnInfo;
+use crate::observe;
 use crate::origin_tls::{HttpsConnector, OriginTls};
 use crate::respond;
 use crate::snapshot::{Forwarding, Host};
@@ -210,18 +216,22 @@ fn client_builder(http2: bool) -> hyper_util::client::legacy::Builder {
 
 /// The pooled upstream clients, shared by all connections and snapshots.
 pub(crate) struct Upstream {
-    http1: Client<HttpConnector, Incoming>,
-    h2c: Client<HttpConnector, Incoming>,
+    http1: Client<HttpConnector, LimitedBody>,
+    h2c: Client<HttpConnector, LimitedBody>,
     /// One client per distinct origin TLS setting ([`OriginTls`] key), created on first use, so
     /// pools survive snapshot reloads.
-    https: Mutex<HashMap<String, Client<HttpsConnector, Incoming>>>,
+    https: Mutex<HashMap<String, Client<HttpsConnector, LimitedBody>>>,
     connector: HttpConnector,
     connect_timeout: Duration,
     response_timeout: Duration,
+    max_body: u64,
+    body_timeout: Duration,
+    /// Becomes true on shutdown; upgraded tunnels close then.
+    stopping: watch::Receiver<bool>,
 }
 
 impl Upstream {
-    pub(crate) fn new(config: &ProxyConfig) -> Upstream {
+    pub(crate) fn new(config: &ProxyConfig, stopping: watch::Receiver<bool>) -> Upstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.upstream_connect_timeout));
         connector.set_nodelay(true);
@@ -232,10 +242,14 @@ impl Upstream {
             connector,
             connect_timeout: config.upstream_connect_timeout,
             response_timeout: config.upstream_response_timeout,
+            max_body: config.max_request_body_bytes,
+            // A zero timeout would fail every body that is not already buffered.
+            body_timeout: config.request_body_timeout.max(Duration::from_millis(10)),
+            stopping,
         }
     }
 
-    fn https_client(&self, tls: &OriginTls, http2: bool) -> Client<HttpsConnector, Incoming> {
+    fn https_client(&self, tls: &OriginTls, http2: bool) -> Client<HttpsConnector, LimitedBody> {
         let build =
             || client_builder(http2).build(HttpsConnector::new(self.connector.clone(), tls, self.connect_timeout));
         match self.https.lock() {
@@ -245,18 +259,35 @@ impl Upstream {
         }
     }
 
-    /// Sends `req` to `host`'s origin and returns its response, or a 502/504 that names nothing
-    /// internal.
+    /// Sends `req` to `host`'s origin and returns its response, or an error page that names
+    /// nothing internal: 413 (body over the limit), 408 (body read timeout), 502, 504; the flag
+    /// says whether the proxy answered with an error of its own.
+    ///
+    /// A WebSocket upgrade (HTTP/1.1 `Connection: upgrade`, `Upgrade: websocket`) is forwarded
+    /// with its upgrade headers; on the origin's 101 both sides are upgraded and bytes are copied
+    /// both ways until either side closes (or the proxy shuts down).
     pub(crate) async fn forward(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         host: &Host,
-        conn: &ConnInfo,
+        conn: &Arc<ConnInfo>,
         facts: &ClientAuthFacts,
         request_host: &str,
-    ) -> Response<Body> {
+    ) -> (Response<Body>, bool) {
+        let downstream_version = req.version();
+        let error = |status| (respond::status_page(status, downstream_version), true);
+        if content_length(req.headers()).is_some_and(|len| len > self.max_body) {
+            // Refused before anything reaches the origin.
+            return error(StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        let upgrade = websocket_upgrade(&req);
+        if upgrade.is_some() && host.origin.http2 {
+            // An HTTP/2 origin cannot take an HTTP/1.1 upgrade.
+            return error(StatusCode::NOT_IMPLEMENTED);
+        }
+        let downstream_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+
         let (mut parts, body) = req.into_parts();
-        let downstream_version = parts.version;
         let original_host = parts.uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
             parts
                 .headers
@@ -272,6 +303,13 @@ impl Upstream {
         strip_hop_by_hop(&mut parts.headers);
         if wants_trailers {
             parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        if let Some(protocol) = &upgrade {
+            // Hop-by-hop, so stripped above; an upgrade is the one case where they must go on.
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol.clone());
         }
         certificate_headers(
             &mut parts.headers,
@@ -305,7 +343,7 @@ impl Upstream {
             .path_and_query(path)
             .build();
         let Ok(uri) = uri else {
-            return respond::status_page(http::StatusCode::BAD_REQUEST, downstream_version);
+            return error(StatusCode::BAD_REQUEST);
         };
         parts.uri = uri;
 
@@ -321,26 +359,109 @@ impl Upstream {
             }
         }
 
+        let state = Arc::new(BodyState::default());
+        let body = LimitedBody::new(body, self.max_body, self.body_timeout, state.clone());
         let request = Request::from_parts(parts, body);
         let sent = match &host.origin.tls {
             Some(tls) => self.https_client(tls, host.origin.http2).request(request),
             None if host.origin.http2 => self.h2c.request(request),
             None => self.http1.request(request),
         };
-        match tokio::time::timeout(self.response_timeout, sent).await {
-            Err(_) => respond::status_page(http::StatusCode::GATEWAY_TIMEOUT, downstream_version),
+        let result = tokio::time::timeout(self.response_timeout, sent).await;
+        let mut resp = match result {
+            Ok(Ok(resp)) => resp,
+            // The origin request failed because the client's body was cut off: say so, not 502.
+            _ if state.failure() == Some(BodyFailure::TooLarge) => return error(StatusCode::PAYLOAD_TOO_LARGE),
+            _ if state.failure() == Some(BodyFailure::Timeout) => return error(StatusCode::REQUEST_TIMEOUT),
+            Err(_) => {
+                observe::upstream_error(&host.hostname, "timeout");
+                return error(StatusCode::GATEWAY_TIMEOUT);
+            }
             Ok(Err(e)) => {
-                tracing::warn!(host = %host.hostname, error = %e, connect = e.is_connect(), "origin request failed");
-                respond::status_page(http::StatusCode::BAD_GATEWAY, downstream_version)
+                let kind = if e.is_connect() { "connect" } else { "protocol" };
+                observe::upstream_error(&host.hostname, kind);
+                tracing::warn!(host = %host.hostname, error = %e, kind, "origin request failed");
+                return error(StatusCode::BAD_GATEWAY);
             }
-            Ok(Ok(resp)) => {
-                let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                parts.version = downstream_version;
-                Response::from_parts(parts, body.boxed())
-            }
+        };
+        state.response_started();
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let (Some(downstream), Some(protocol)) = (downstream_upgrade, upgrade) else {
+                // A 101 nobody asked for cannot be relayed.
+                observe::upstream_error(&host.hostname, "protocol");
+                return error(StatusCode::BAD_GATEWAY);
+            };
+            let upstream = hyper::upgrade::on(&mut resp);
+            self.tunnel(conn, downstream, upstream);
+            let (mut parts, _) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol);
+            parts.version = downstream_version;
+            return (Response::from_parts(parts, respond::empty()), false);
         }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.version = downstream_version;
+        (Response::from_parts(parts, body.boxed()), false)
     }
+
+    /// Copies bytes between the client and the origin once both sides have switched protocols.
+    /// The tunnel counts as a request in progress, so the connection keeps its slot (and is not
+    /// closed as idle) until the tunnel ends.
+    fn tunnel(&self, conn: &Arc<ConnInfo>, downstream: OnUpgrade, upstream: OnUpgrade) {
+        let in_progress = conn.request_started();
+        let mut stopping = self.stopping.clone();
+        let remote = conn.remote;
+        tokio::spawn(async move {
+            let _in_progress = in_progress;
+            let (client, origin) = match tokio::try_join!(downstream, upstream) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!(%remote, error = %e, "upgrade failed");
+                    return;
+                }
+            };
+            let mut client = TokioIo::new(client);
+            let mut origin = TokioIo::new(origin);
+            tokio::select! {
+                copied = tokio::io::copy_bidirectional(&mut client, &mut origin) => {
+                    if let Err(e) = copied {
+                        tracing::debug!(%remote, error = %e, "upgraded connection ended with an error");
+                    }
+                }
+                // A dropped sender also means shutdown.
+                _ = stopping.wait_for(|stop| *stop) => {}
+            }
+        });
+    }
+}
+
+/// The request's `content-length`, if it has one that parses.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The `Upgrade` value of an HTTP/1.1 WebSocket upgrade request; other upgrades (h2c, TLS) are
+/// not passed through, their headers are dropped as hop-by-hop.
+fn websocket_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let connection_upgrade = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let upgrade = req.headers().get(header::UPGRADE)?;
+    let websocket = upgrade
+        .to_str()
+        .is_ok_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket")));
+    (connection_upgrade && websocket).then(|| upgrade.clone())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use crate::conn::ConnInfo;
 use crate::context::{self, RequestFacts};
 use crate::events::{EventSink, SecurityEvent};
 use crate::forward::{Body, Upstream};
+use crate::observe;
 use crate::respond;
 use crate::snapshot::Snapshot;
 
@@ -59,39 +60,93 @@ fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
-/// Handles one request and writes one access-log event (`tracing` target `portcullis::access`).
+/// What the access log and the metrics say about a request, besides its response.
+struct Outcome {
+    /// `allow|block|log|skip|misdirected|error`.
+    action: &'static str,
+    rule_id: Option<String>,
+    /// `None` when the request ended before the certificate was looked at.
+    facts: Option<Arc<ClientAuthFacts>>,
+    /// The connection's host is no longer in the snapshot.
+    host_gone: bool,
+}
+
+impl Outcome {
+    fn early(action: &'static str) -> Outcome {
+        Outcome {
+            action,
+            rule_id: None,
+            facts: None,
+            host_gone: false,
+        }
+    }
+}
+
+/// Handles one request, counts it and writes one access-log event (target `portcullis::access`).
+/// The latency is to the response head; a streamed body may go on after it.
 pub(crate) async fn handle(req: Request<Incoming>, shared: Arc<Shared>, conn: Arc<ConnInfo>) -> Response<Body> {
     let started = std::time::Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let resp = decide(req, shared, &conn).await;
+    // Extension methods are any token a client likes; keep the line bounded.
+    let method = observe::truncate(req.method().as_str(), observe::MAX_LOGGED_METHOD).to_owned();
+    let protocol = context::version_name(req.version());
+    // Bounded: a client may send a path as long as the header buffer allows.
+    let path = observe::truncate(req.uri().path(), observe::MAX_LOGGED_PATH).to_owned();
+    let (resp, outcome) = decide(req, &shared, &conn).await;
+    let elapsed = started.elapsed();
+    // The SNI's host, from the snapshot: never a name the client chose freely; a host that has
+    // since left the configuration is `_unknown`, so removed names do not linger as labels.
+    let label = if outcome.host_gone {
+        observe::UNKNOWN_HOST
+    } else {
+        conn.host_name.as_str()
+    };
+    observe::request(label, outcome.action, elapsed);
+    let facts = outcome.facts.as_deref();
     tracing::info!(
         target: "portcullis::access",
         host = %conn.host_name,
-        client = %conn.remote.ip().to_canonical(),
-        %method,
+        method,
         path,
         status = resp.status().as_u16(),
-        ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        latency_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        client_ip = %conn.remote.ip().to_canonical(),
+        protocol,
+        tls_version = conn.tls_version,
+        mtls_status = facts.map_or("", |f| f.status.as_str()),
+        cert_fingerprint_sha256 = facts.map_or("", |f| f.cert_fingerprint_sha256.as_str()),
+        cert_serial = facts.map_or("", |f| f.cert_serial.as_str()),
+        rule_id = outcome.rule_id.as_deref().unwrap_or(""),
+        action = outcome.action,
     );
     resp
 }
 
-async fn decide(req: Request<Incoming>, shared: Arc<Shared>, conn: &ConnInfo) -> Response<Body> {
+async fn decide(req: Request<Incoming>, shared: &Shared, conn: &Arc<ConnInfo>) -> (Response<Body>, Outcome) {
     let version = req.version();
     if req.method() == http::Method::CONNECT {
-        // A reverse proxy has no tunnels to offer.
-        return respond::status_page(StatusCode::METHOD_NOT_ALLOWED, version);
+        // A reverse proxy has no tunnels to offer; this also refuses HTTP/2 extended CONNECT
+        // (WebSocket over HTTP/2), which is not supported.
+        return (
+            respond::status_page(StatusCode::METHOD_NOT_ALLOWED, version),
+            Outcome::early("error"),
+        );
     }
     let snapshot = shared.snapshot.load_full();
     let Some(host) = snapshot.hosts.get(&conn.host_name).cloned() else {
         // The host left the configuration: make the client reconnect (and re-handshake).
-        return respond::status_page(StatusCode::MISDIRECTED_REQUEST, version);
+        let outcome = Outcome {
+            host_gone: true,
+            ..Outcome::early("misdirected")
+        };
+        return (respond::status_page(StatusCode::MISDIRECTED_REQUEST, version), outcome);
     };
     let req_host = request_host(&req);
     if host.mtls.is_some() && req_host.as_deref() != Some(host.hostname.as_str()) {
         // The certificate was requested and checked for the SNI's host; never apply it to another.
-        return respond::status_page(StatusCode::MISDIRECTED_REQUEST, version);
+        return (
+            respond::status_page(StatusCode::MISDIRECTED_REQUEST, version),
+            Outcome::early("misdirected"),
+        );
     }
     let req_host = req_host.unwrap_or_else(|| host.hostname.clone());
     let facts = conn.facts(&snapshot, &host);
@@ -99,8 +154,12 @@ async fn decide(req: Request<Incoming>, shared: Arc<Shared>, conn: &ConnInfo) ->
     drop(snapshot);
     let is_grpc = grpc_call(req.headers(), req.uri()).is_some();
 
+    let mut action = "allow";
+    let mut rule_id = None;
     let wanted = host.ruleset.fields();
-    if !wanted.is_empty() {
+    let req = if wanted.is_empty() {
+        req
+    } else {
         let (parts, body) = req.into_parts();
         let mut ctx = Context::new();
         context::fill(
@@ -119,8 +178,8 @@ async fn decide(req: Request<Incoming>, shared: Arc<Shared>, conn: &ConnInfo) ->
             at: unix_now(),
             zone_id: host.zone_id.clone(),
             host: req_host.clone(),
-            method: parts.method.as_str().to_owned(),
-            path: parts.uri.path().to_owned(),
+            method: observe::truncate(parts.method.as_str(), observe::MAX_LOGGED_METHOD).to_owned(),
+            path: observe::truncate(parts.uri.path(), observe::MAX_LOGGED_PATH).to_owned(),
             client_ip: conn.remote.ip().to_canonical().to_string(),
             action,
             rule_id,
@@ -131,21 +190,40 @@ async fn decide(req: Request<Incoming>, shared: Arc<Shared>, conn: &ConnInfo) ->
         };
         for rule in &verdict.logged {
             shared.events.record(event("log", rule.rule().id.clone(), 0));
+            action = "log";
+            rule_id = rule.rule().id.clone();
         }
-        if let Some(rule) = verdict.terminal
-            && rule.action() == Action::Block
-        {
-            let resp = block_response(is_grpc, &facts, rule.response(), version);
-            shared
-                .events
-                .record(event("block", rule.rule().id.clone(), resp.status().as_u16()));
-            tracing::debug!(host = %req_host, path = parts.uri.path(), "request blocked");
-            return resp;
+        if let Some(rule) = verdict.terminal {
+            rule_id = rule.rule().id.clone();
+            if rule.action() == Action::Block {
+                let resp = block_response(is_grpc, &facts, rule.response(), version);
+                shared
+                    .events
+                    .record(event("block", rule.rule().id.clone(), resp.status().as_u16()));
+                tracing::debug!(host = %req_host, "request blocked");
+                let outcome = Outcome {
+                    action: "block",
+                    rule_id,
+                    facts: Some(facts),
+                    host_gone: false,
+                };
+                return (resp, outcome);
+            }
+            action = "skip";
         }
-        let req = Request::from_parts(parts, body);
-        return shared.upstream.forward(req, &host, conn, &facts, &req_host).await;
+        Request::from_parts(parts, body)
+    };
+    let (resp, failed) = shared.upstream.forward(req, &host, conn, &facts, &req_host).await;
+    if failed {
+        action = "error";
     }
-    shared.upstream.forward(req, &host, conn, &facts, &req_host).await
+    let outcome = Outcome {
+        action,
+        rule_id,
+        facts: Some(facts),
+        host_gone: false,
+    };
+    (resp, outcome)
 }
 
 fn block_response(

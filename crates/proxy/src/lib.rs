@@ -9,11 +9,14 @@
 //! - request handling (internal): SNI/Host check (421), rules context, block or forward;
 //! - [`forward`]: header hygiene, certificate forwarding styles, pooled upstream clients;
 //! - [`origin_tls`]: TLS to `https://` origins;
-//! - [`events`]: security events for blocked and logged requests.
+//! - [`events`]: security events for blocked and logged requests;
+//! - [`observe`]: metrics (the `metrics` facade), the access log and failed-handshake events.
 //!
-//! What it does not do: read the store or run the reload loop (the binary does), upstream mTLS,
-//! WebSocket upgrades, access logs beyond `tracing` events, rate limits.
+//! What it does not do: read the store or run the reload loop (the binary does), install a
+//! metrics recorder or format logs (the binary does), upstream mTLS, WebSocket over HTTP/2,
+//! rate limits.
 
+mod body;
 mod conn;
 mod context;
 mod handler;
@@ -23,6 +26,7 @@ mod server;
 pub mod config;
 pub mod events;
 pub mod forward;
+pub mod observe;
 pub mod origin_tls;
 pub mod snapshot;
 pub mod tls;
@@ -33,6 +37,7 @@ mod tests;
 pub use config::ProxyConfig;
 pub use events::{EventSink, NoEvents, SecurityEvent, VecSink};
 pub use forward::{CERT_HEADERS, CF_CERT_HEADERS};
+pub use observe::{describe_metrics, record_snapshot};
 pub use origin_tls::OriginTls;
 pub use server::serve;
 pub use snapshot::{Forwarding, Host, HostParams, Mtls, Origin, Snapshot, TrustedCa};

@@ -1,5 +1,5 @@
 //! Responses the proxy makes itself: block pages (default, custom, gRPC trailers-only) and
-//! error pages (421, 502, 504). None of them names internals (rules, origins, errors).
+//! error pages (405, 408, 413, 421, 501, 502, 504). None of them names internals (rules, origins, errors).
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -13,7 +13,7 @@ fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
-fn empty() -> Body {
+pub(crate) fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
@@ -72,7 +72,7 @@ pub(crate) fn grpc_blocked(code: u8, version: Version) -> Response<Body> {
     resp
 }
 
-/// A short plain-text page for `status` (421, 502, 504, 400).
+/// A short plain-text page for `status` (400, 405, 408, 413, 421, 501, 502, 504).
 pub(crate) fn status_page(status: StatusCode, version: Version) -> Response<Body> {
     let reason = status.canonical_reason().unwrap_or("Error");
     with(

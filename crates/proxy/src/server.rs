@@ -1,6 +1,10 @@
 //! Accepting connections: the connection limit, the TLS handshake with a per-SNI config, then
 //! HTTP/1.1 or HTTP/2 (hyper-util's auto builder) with the limits of [`ProxyConfig`], and a
-//! graceful drain on shutdown, an idle timeout and a maximum connection age.
+//! graceful drain on shutdown, an idle timeout and a maximum connection age. Counts handshakes
+//! and open connections and logs each failed handshake with its reason (see `observe`).
+//!
+//! An upgraded (WebSocket) connection keeps its permit until the tunnel closes; the idle timeout
+//! and maximum age do not apply to tunnels, shutdown closes them.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,6 +28,7 @@ use crate::conn::ConnInfo;
 use crate::events::EventSink;
 use crate::forward::Upstream;
 use crate::handler::{self, Shared};
+use crate::observe;
 use crate::snapshot::Snapshot;
 use crate::tls;
 
@@ -68,14 +73,14 @@ pub async fn serve(
         .ok()
         .filter(|m| *m > 0 && (*m as usize) <= Semaphore::MAX_PERMITS)
         .ok_or_else(|| ProxyError::Config("max_connections must be between 1 and 2^32-1".into()))?;
+    let (stop, stopping) = watch::channel(false);
     let shared = Arc::new(Shared {
         snapshot,
         events,
-        upstream: Upstream::new(&config),
+        upstream: Upstream::new(&config, stopping.clone()),
     });
     let builder = Arc::new(http_builder(&config));
     let limiter = Arc::new(Semaphore::new(max as usize));
-    let (stop, stopping) = watch::channel(false);
     let timers = Timers {
         handshake: config.handshake_timeout,
         // A zero timeout would make the idle check spin.
@@ -124,6 +129,26 @@ pub async fn serve(
     Ok(())
 }
 
+/// The reason label and a log detail for a failed handshake. The detail is rustls' own text
+/// (e.g. "invalid peer certificate: Expired"), which names no key material.
+fn handshake_error(e: &std::io::Error) -> (&'static str, String) {
+    let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let reason = match tls {
+        Some(rustls::Error::NoCertificatesPresented) => "client_cert_required",
+        Some(rustls::Error::InvalidCertificate(_)) => "client_cert_invalid",
+        Some(_) => "tls_error",
+        None if matches!(
+            e.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+        ) =>
+        {
+            "closed"
+        }
+        None => "tls_error",
+    };
+    (reason, e.to_string())
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Timers {
     handshake: Duration,
@@ -139,8 +164,10 @@ async fn connection(
     mut stopping: watch::Receiver<bool>,
     timers: Timers,
 ) {
+    let _open = observe::OpenConnection::new();
     let local_port = tcp.local_addr().map(|a| a.port()).unwrap_or(0);
     let _ = tcp.set_nodelay(true);
+    let client = remote.ip();
     let accepted_at = Instant::now();
     let deadline = accepted_at + timers.handshake;
     let start = match timeout_at(
@@ -151,18 +178,30 @@ async fn connection(
     {
         Ok(Ok(start)) => start,
         Ok(Err(e)) => {
-            tracing::debug!(%remote, error = %e, "bad ClientHello");
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                // Port scanners and TCP health checks: counted, but not worth an INFO line each.
+                observe::handshake_closed_early();
+                tracing::debug!(%remote, "connection closed before a ClientHello");
+            } else {
+                observe::handshake_failed(client, None, "bad_client_hello", &e.to_string());
+            }
             return;
         }
         Err(_) => {
-            tracing::debug!(%remote, "handshake timeout");
+            observe::handshake_failed(client, None, "timeout", "no ClientHello before the handshake timeout");
             return;
         }
     };
     let sni = start.client_hello().server_name().map(str::to_owned);
     let snapshot = shared.snapshot.load_full();
     let Some(host) = snapshot.host_for_sni(sni.as_deref()).cloned() else {
-        tracing::debug!(%remote, sni = sni.as_deref().unwrap_or(""), "no host for SNI");
+        let reason = if sni.is_some() { "unknown_sni" } else { "no_sni" };
+        observe::handshake_failed(
+            client,
+            sni.as_deref(),
+            reason,
+            "no host for this name and no default host",
+        );
         let mut io = start.io;
         let _ = timeout_at(deadline, io.write_all(&UNRECOGNIZED_NAME_ALERT)).await;
         return;
@@ -170,14 +209,16 @@ async fn connection(
     let tls = match timeout_at(deadline, start.into_stream(host.server_config.clone())).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            tracing::debug!(%remote, host = %host.hostname, error = %e, "TLS handshake failed");
+            let (reason, detail) = handshake_error(&e);
+            observe::handshake_failed(client, sni.as_deref(), reason, &detail);
             return;
         }
         Err(_) => {
-            tracing::debug!(%remote, host = %host.hostname, "handshake timeout");
+            observe::handshake_failed(client, sni.as_deref(), "timeout", "handshake not finished in time");
             return;
         }
     };
+    observe::handshake_ok();
     let session = tls.get_ref().1;
     let chain = session
         .peer_certificates()
@@ -192,7 +233,7 @@ async fn connection(
         local_port,
     ));
     // Verify once now, so the first request does not pay for it.
-    let _ = conn.facts(&snapshot, &host);
+    observe::client_cert(conn.facts(&snapshot, &host).status.as_str());
     drop(snapshot);
 
     let service = {
@@ -206,7 +247,8 @@ async fn connection(
             }
         })
     };
-    let served = builder.serve_connection(TokioIo::new(tls), service);
+    // With upgrades, the connection future ends after a 101 and hands the stream to the tunnel.
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(served);
     let max_age = accepted_at + timers.max_age;
     let mut closing = *stopping.borrow();
@@ -225,6 +267,8 @@ async fn connection(
                 if let Err(e) = result {
                     tracing::debug!(%remote, error = %e, "connection ended with an error");
                 }
+                // An upgraded tunnel outlives the HTTP connection; keep the permit until it ends.
+                conn.wait_no_requests().await;
                 return;
             }
             // A dropped sender also means shutdown.

@@ -1377,3 +1377,5 @@ async fn slow_handshakes_and_slow_headers_are_cut_off() {
     assert!(read.is_ok(), "connection still open after the header timeout");
     assert!(!String::from_utf8_lossy(&out).contains("200 OK"));
 }
+
+mod limits;

@@ -1,0 +1,162 @@
+//! The request body as forwarded upstream: the client's body, streamed frame by frame (never
+//! buffered, so gRPC streams and large uploads pass through), with a size limit and a per-frame
+//! read timeout.
+//!
+//! When the limit or the timeout is hit, the body yields an error, which makes the upstream client
+//! abort the request; the shared [`BodyState`] tells the forwarder why, so it can answer 413 or
+//! 408 instead of 502. Does not decide anything else about the request.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+/// Why a request body was cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFailure {
+    TooLarge,
+    Timeout,
+}
+
+impl fmt::Display for BodyFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BodyFailure::TooLarge => "request body larger than the limit",
+            BodyFailure::Timeout => "request body read timed out",
+        })
+    }
+}
+
+impl StdError for BodyFailure {}
+
+/// What the body and the forwarder share: why the body failed (if it did), and whether the
+/// origin's response has started (after which the read timeout no longer applies).
+#[derive(Debug, Default)]
+pub(crate) struct BodyState {
+    /// 0: fine, 1: too large, 2: timeout.
+    failure: AtomicU8,
+    response_started: AtomicBool,
+}
+
+impl BodyState {
+    pub(crate) fn failure(&self) -> Option<BodyFailure> {
+        match self.failure.load(Ordering::Acquire) {
+            1 => Some(BodyFailure::TooLarge),
+            2 => Some(BodyFailure::Timeout),
+            _ => None,
+        }
+    }
+
+    fn fail(&self, failure: BodyFailure) {
+        let code = match failure {
+            BodyFailure::TooLarge => 1,
+            BodyFailure::Timeout => 2,
+        };
+        // The first failure is the reason; later ones are consequences.
+        let _ = self
+            .failure
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    pub(crate) fn response_started(&self) {
+        self.response_started.store(true, Ordering::Release);
+    }
+}
+
+/// The client's request body with a byte limit and a per-frame timeout.
+pub(crate) struct LimitedBody {
+    inner: Incoming,
+    limit: u64,
+    seen: u64,
+    timeout: Duration,
+    /// Armed while waiting for a frame; reset after each one.
+    sleep: Option<Pin<Box<Sleep>>>,
+    state: Arc<BodyState>,
+    done: bool,
+}
+
+impl LimitedBody {
+    pub(crate) fn new(inner: Incoming, limit: u64, timeout: Duration, state: Arc<BodyState>) -> LimitedBody {
+        LimitedBody {
+            inner,
+            limit,
+            seen: 0,
+            timeout,
+            sleep: None,
+            state,
+            done: false,
+        }
+    }
+
+    fn failed(&mut self, failure: BodyFailure) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.state.fail(failure);
+        self.done = true;
+        self.sleep = None;
+        Poll::Ready(Some(Err(Box::new(failure))))
+    }
+}
+
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.sleep = None;
+                if let Some(data) = frame.data_ref() {
+                    self.seen = self.seen.saturating_add(data.len() as u64);
+                    if self.seen > self.limit {
+                        return self.failed(BodyFailure::TooLarge);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                self.sleep = None;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                self.sleep = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if self.state.response_started.load(Ordering::Acquire) {
+                    self.sleep = None;
+                    return Poll::Pending;
+                }
+                let timeout = self.timeout;
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return self.failed(BodyFailure::Timeout);
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,141 @@
+//! What the data plane tells operators: metrics through the `metrics` facade (no-ops until the
+//! binary installs a recorder), one access-log event per request and one event per failed
+//! handshake, both through `tracing`.
+//!
+//! Label values are bounded: hosts come from the snapshot (never from the client), actions,
+//! reasons and statuses from fixed lists. Logged strings that come from the client (path, SNI)
+//! are truncated. Nothing here decides anything or holds state besides the metrics handles.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Requests by host and action: `allow` (forwarded, no rule matched), `log` (forwarded, a log
+/// rule matched), `skip` (forwarded after a skip rule), `block`, `misdirected` (421), `error`
+/// (the proxy answered with an error of its own: 405, 408, 413, 501, 502, 504). Requests hyper
+/// refuses before the handler runs (431, malformed) are not counted here.
+pub const REQUESTS_TOTAL: &str = "portcullis_requests_total";
+/// Time from receiving a request's head to sending the response head, by host.
+pub const REQUEST_DURATION_SECONDS: &str = "portcullis_request_duration_seconds";
+/// Handshakes by `result` (`ok|failed`) and `reason`: `ok`, `timeout`, `closed` (the client
+/// hung up), `bad_client_hello`, `no_sni`, `unknown_sni`, `client_cert_required`,
+/// `client_cert_invalid` (untrusted, expired or revoked under `Require`), `tls_error` (anything
+/// else rustls refused, e.g. no common version or cipher, or the client's alert).
+pub const HANDSHAKES_TOTAL: &str = "portcullis_handshakes_total";
+/// Client-certificate status, once per connection (`ok|absent|untrusted|notyetvalid|expired|revoked`).
+pub const CLIENT_CERT_TOTAL: &str = "portcullis_client_cert_total";
+/// Failed origin requests by host and `kind` (`connect|timeout|protocol`).
+pub const UPSTREAM_ERRORS_TOTAL: &str = "portcullis_upstream_errors_total";
+/// Client connections open now (TCP accepted, until closed).
+pub const CONNECTIONS_OPEN: &str = "portcullis_connections_open";
+/// The generation of the snapshot in service.
+pub const SNAPSHOT_GENERATION: &str = "portcullis_snapshot_generation";
+
+/// The host label of a request whose host has left the configuration.
+pub const UNKNOWN_HOST: &str = "_unknown";
+
+/// The longest path (bytes) written to a log line or a security event.
+pub(crate) const MAX_LOGGED_PATH: usize = 1024;
+/// The longest method (bytes) written to a log line or a security event.
+pub(crate) const MAX_LOGGED_METHOD: usize = 32;
+/// The longest SNI (bytes) written to a log line; DNS names are at most 253.
+const MAX_LOGGED_SNI: usize = 255;
+
+/// Registers descriptions (units, help text) with the installed recorder. Optional; call it
+/// once after installing the recorder.
+pub fn describe_metrics() {
+    metrics::describe_counter!(REQUESTS_TOTAL, "Requests by host and action.");
+    metrics::describe_histogram!(
+        REQUEST_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "Time from a request's head to the response's head."
+    );
+    metrics::describe_counter!(HANDSHAKES_TOTAL, "TLS handshakes by result and reason.");
+    metrics::describe_counter!(CLIENT_CERT_TOTAL, "Client-certificate status, once per connection.");
+    metrics::describe_counter!(UPSTREAM_ERRORS_TOTAL, "Failed origin requests by host and kind.");
+    metrics::describe_gauge!(CONNECTIONS_OPEN, "Client connections open.");
+    metrics::describe_gauge!(SNAPSHOT_GENERATION, "Store generation of the snapshot in service.");
+}
+
+/// Records the generation of a snapshot the binary has just published.
+pub fn record_snapshot(generation: u64) {
+    // f64 is exact up to 2^53 generations.
+    #[allow(clippy::cast_precision_loss)]
+    metrics::gauge!(SNAPSHOT_GENERATION).set(generation as f64);
+}
+
+pub(crate) fn request(host: &str, action: &'static str, elapsed: Duration) {
+    metrics::counter!(REQUESTS_TOTAL, "host" => host.to_owned(), "action" => action).increment(1);
+    metrics::histogram!(REQUEST_DURATION_SECONDS, "host" => host.to_owned()).record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn upstream_error(host: &str, kind: &'static str) {
+    metrics::counter!(UPSTREAM_ERRORS_TOTAL, "host" => host.to_owned(), "kind" => kind).increment(1);
+}
+
+pub(crate) fn client_cert(status: &'static str) {
+    metrics::counter!(CLIENT_CERT_TOTAL, "status" => status).increment(1);
+}
+
+pub(crate) fn handshake_ok() {
+    metrics::counter!(HANDSHAKES_TOTAL, "result" => "ok", "reason" => "ok").increment(1);
+}
+
+/// Counts a connection closed before its ClientHello (`reason="closed"`), without a log line.
+pub(crate) fn handshake_closed_early() {
+    metrics::counter!(HANDSHAKES_TOTAL, "result" => "failed", "reason" => "closed").increment(1);
+}
+
+/// Counts a failed handshake and writes one event on `portcullis::handshake` saying why.
+/// `reason` is from a fixed list; `detail` is our own error text (never key material).
+pub(crate) fn handshake_failed(client: IpAddr, sni: Option<&str>, reason: &'static str, detail: &str) {
+    metrics::counter!(HANDSHAKES_TOTAL, "result" => "failed", "reason" => reason).increment(1);
+    tracing::info!(
+        target: "portcullis::handshake",
+        client_ip = %client.to_canonical(),
+        sni = truncate(sni.unwrap_or(""), MAX_LOGGED_SNI),
+        reason,
+        detail,
+        "TLS handshake failed"
+    );
+}
+
+/// Counts an open connection until dropped.
+pub(crate) struct OpenConnection(());
+
+impl OpenConnection {
+    pub(crate) fn new() -> OpenConnection {
+        metrics::gauge!(CONNECTIONS_OPEN).increment(1.0);
+        OpenConnection(())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!(CONNECTIONS_OPEN).decrement(1.0);
+    }
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        assert_eq!(truncate("abc", 5), "abc");
+        assert_eq!(truncate("abcdef", 3), "abc");
+        assert_eq!(truncate("aé", 2), "a");
+        assert_eq!(truncate("", 0), "");
+    }
+}
