@@ -4,17 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{Server, curl, echo_origin, openssl};
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::support::{Server, curl, echo_origin, ok, openssl};
 
 /// A server with `localhost` (mTLS, managed CA, RFC 9440 forwarding) in front of an echo origin, the
 /// revocation-aware rule on /api, and a client certificate in the scratch directory. Returns the certificate's id.
