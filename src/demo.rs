@@ -121,6 +121,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let account_id = account[0]["id"].as_str().context("account id")?;
     let cas = api.get(&format!("/accounts/{account_id}/managed_ca")).await?.result;
     let ca_pem = cas[0]["certificate"].as_str().context("managed CA certificate")?;
+    let ca_id = cas[0]["id"].as_str().context("managed CA id")?;
     let ca_path = data_dir.join("managed-ca.pem");
     std::fs::write(&ca_path, ca_pem).with_context(|| format!("writing {}", ca_path.display()))?;
 
@@ -159,11 +160,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "   and to restore it: {exe} cert reactivate {cert_id} --api {api_url} --data-dir {}",
         data_dir.display()
     );
-    outln!("5. What the edge computes for the certificate, offline:");
+    let crl_path = data_dir.join("managed-ca.crl");
+    outln!("5. What the edge computes for the certificate, offline (with the CA's CRL, so a revocation shows):");
     outln!(
-        "   {exe} cert inspect {} --ca {}",
+        "   curl -s -o {} {api_url}/crl/{ca_id}.crl && {exe} cert inspect {} --ca {} --crl {}",
+        crl_path.display(),
         cert_path.display(),
-        ca_path.display()
+        ca_path.display(),
+        crl_path.display()
     );
     running.wait().await
 }
