@@ -169,5 +169,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ca_path.display(),
         crl_path.display()
     );
+    outln!(
+        "6. The dashboard, signed in with the token in {}:",
+        data_dir.join("admin-token").display()
+    );
+    outln!("   http://{}/dashboard", running.admin_addr);
     running.wait().await
 }

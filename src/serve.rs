@@ -270,6 +270,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     }
     outln!("edge listening on https://{edge_addr}");
     outln!("admin API listening on http://{admin_addr}/client/v4");
+    outln!("dashboard on http://{admin_addr}/dashboard (sign in with an API token)");
     tracing::info!(%edge_addr, %admin_addr, backend = boot.store.backend(), "listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod dashboard;
 mod edge;
 mod fleet;
 mod grpc;

@@ -1,4 +1,6 @@
-//! API-token authentication: `Authorization: Bearer <token>`. Read tokens may only GET (and HEAD).
+//! API authentication: `Authorization: Bearer <token>`, or the dashboard's session cookie. Read tokens (and sessions
+//! signed in with one) may only GET (and HEAD). With a session cookie, every other method must also carry the
+//! session's CSRF token in `X-CSRF-Token`. A bearer token, when present, always wins over a cookie.
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -9,10 +11,28 @@ use portcullis_store::{Actor, TokenScope};
 
 use crate::AdminState;
 use crate::api::{ApiError, codes};
+use crate::dashboard::sessions::{cookie_value, same_secret};
 
-/// Checks the request's token and its scope, then passes the request on with the caller's [`Actor`] attached.
+/// Header that must carry the session's CSRF token on state-changing calls made with the session cookie.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+fn read_scope_error() -> Response {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        codes::UNAUTHORIZED,
+        "Unauthorized to access requested resource: this token has read scope",
+    )
+    .into_response()
+}
+
+/// Checks the request's token (or session) and its scope, then passes the request on with the caller's [`Actor`]
+/// attached.
 pub async fn require_token(State(state): State<AdminState>, mut req: Request, next: Next) -> Response {
+    let reads_only = matches!(*req.method(), Method::GET | Method::HEAD);
     let Some(secret) = bearer(&req) else {
+        if let Some(id) = cookie_value(req.headers()) {
+            return with_session(&state, &id, reads_only, req, next).await;
+        }
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             codes::AUTHENTICATION,
@@ -32,16 +52,59 @@ pub async fn require_token(State(state): State<AdminState>, mut req: Request, ne
         }
         Err(err) => return ApiError::from(err).into_response(),
     };
-    let reads_only = matches!(*req.method(), Method::GET | Method::HEAD);
     if token.scope == TokenScope::Read && !reads_only {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            codes::UNAUTHORIZED,
-            "Unauthorized to access requested resource: this token has read scope",
-        )
-        .into_response();
+        return read_scope_error();
     }
     req.extensions_mut().insert(Actor::token(token.id));
+    next.run(req).await
+}
+
+/// A call made by the dashboard with its session cookie.
+async fn with_session(state: &AdminState, id: &str, reads_only: bool, mut req: Request, next: Next) -> Response {
+    let Some(session) = state.sessions.get(id) else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            codes::AUTHENTICATION,
+            "Authentication error: the dashboard session expired; sign in again",
+        )
+        .into_response();
+    };
+    if !reads_only {
+        let sent = req
+            .headers()
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !same_secret(sent, &session.csrf) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                codes::UNAUTHORIZED,
+                "Unauthorized: a session-authenticated write needs the session's X-CSRF-Token header",
+            )
+            .into_response();
+        }
+        if session.scope == TokenScope::Read {
+            return read_scope_error();
+        }
+    }
+    // The token behind the session may have been revoked since sign-in: that ends the session.
+    match state.store.list_tokens().await {
+        Ok(tokens)
+            if tokens
+                .iter()
+                .any(|t| t.id == session.token_id && t.revoked_on.is_none()) => {}
+        Ok(_) => {
+            state.sessions.remove(id);
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                codes::AUTHENTICATION,
+                "Authentication error: the token of this session was revoked",
+            )
+            .into_response();
+        }
+        Err(err) => return ApiError::from(err).into_response(),
+    }
+    req.extensions_mut().insert(Actor::token(session.token_id));
     next.run(req).await
 }
 

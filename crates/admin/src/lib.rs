@@ -13,6 +13,7 @@ mod auth;
 mod byoca;
 mod certs;
 mod custom_certs;
+pub mod dashboard;
 mod events;
 mod hostnames;
 mod rulesets;
@@ -79,6 +80,8 @@ pub struct AdminState {
     crl_cache: Arc<Mutex<CrlCache>>,
     /// Renders the process's metrics in Prometheus' text format, for `GET /metrics`; none when not wired.
     metrics: Option<MetricsRender>,
+    /// The dashboard's sign-in sessions (in memory: they do not survive a restart).
+    sessions: Arc<dashboard::sessions::Sessions>,
 }
 
 /// Renders metrics in Prometheus' text format.
@@ -99,6 +102,7 @@ impl AdminState {
             master_key,
             crl_cache: Arc::default(),
             metrics: None,
+            sessions: Arc::default(),
         }
     }
 }
@@ -142,6 +146,7 @@ fn api_routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(rulesets::get_entrypoint, rulesets::put_entrypoint))
         .routes(routes!(rulesets::add_rule))
         .routes(routes!(rulesets::update_rule, rulesets::delete_rule))
+        .routes(routes!(dashboard::validate::validate))
         .routes(routes!(
             certs::create_client_certificate,
             certs::list_client_certificates
@@ -176,7 +181,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api_routes().split_for_parts().1
 }
 
-/// The admin router: `/client/v4/…` behind token authentication, plus the unauthenticated OpenAPI document.
+/// The admin router: `/client/v4/…` behind token (or dashboard session) authentication, the unauthenticated OpenAPI
+/// document, and the dashboard under `/dashboard`.
 pub fn router(state: AdminState) -> Router {
     let (api, spec) = api_routes().split_for_parts();
     let spec = Arc::new(spec);
@@ -196,6 +202,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/crl/{file}", get(certs::crl))
         .route("/client/v4/crl/{file}", get(certs::crl))
         .nest("/client/v4", api)
+        .merge(dashboard::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

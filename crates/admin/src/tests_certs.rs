@@ -1240,6 +1240,7 @@ async fn openapi_lists_every_route_of_the_router() {
         ("post", "/zones/{zone_id}/rulesets/{ruleset_id}/rules"),
         ("patch", "/zones/{zone_id}/rulesets/{ruleset_id}/rules/{rule_id}"),
         ("delete", "/zones/{zone_id}/rulesets/{ruleset_id}/rules/{rule_id}"),
+        ("post", "/rules/validate"),
         ("get", "/zones/{zone_id}/client_certificates"),
         ("post", "/zones/{zone_id}/client_certificates"),
         ("get", "/zones/{zone_id}/client_certificates/{client_certificate_id}"),

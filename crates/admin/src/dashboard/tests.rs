@@ -1,0 +1,352 @@
+//! Dashboard tests, in-process: sign-in, session authentication of the API (cookie + CSRF), sign-out, the
+//! expression validation route, and the pages' and assets' headers.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::tests::{Api, error};
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+async fn request(
+    api: &Api,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, String)>,
+) -> Reply {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, "127.0.0.1:8081");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = match body {
+        Some((content_type, body)) => req.header(header::CONTENT_TYPE, content_type).body(Body::from(body)),
+        None => req.body(Body::empty()),
+    }
+    .expect("request");
+    let resp = api.router.clone().oneshot(req).await.expect("response");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// Signs in with `token`; returns the `Cookie` header value and the page's CSRF token.
+async fn sign_in(api: &Api, token: &str) -> (String, String) {
+    let reply = request(
+        api,
+        Method::POST,
+        "/dashboard/login",
+        &[],
+        Some(("application/x-www-form-urlencoded", format!("token={token}"))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    assert_eq!(reply.headers[header::LOCATION], "/dashboard");
+    let set_cookie = reply.headers[header::SET_COOKIE].to_str().expect("ascii").to_owned();
+    assert!(set_cookie.starts_with("portcullis_session="), "{set_cookie}");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie} lacks {attribute}");
+    }
+    assert!(
+        !set_cookie.contains("Secure"),
+        "plain HTTP: no Secure attribute: {set_cookie}"
+    );
+    let cookie = set_cookie.split(';').next().expect("name=value").to_owned();
+    let page = request(api, Method::GET, "/dashboard", &[("cookie", &cookie)], None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let marker = "<meta name=\"csrf-token\" content=\"";
+    let start = page.body.find(marker).expect("a csrf meta tag") + marker.len();
+    let csrf = page.body[start..].split('"').next().expect("csrf").to_owned();
+    assert_eq!(csrf.len(), 64, "{csrf}");
+    (cookie, csrf)
+}
+
+#[tokio::test]
+async fn sign_in_with_a_good_token_sets_a_session_cookie_and_a_bad_one_shows_an_error() {
+    let api = Api::new().await;
+    let page = request(&api, Method::GET, "/dashboard", &[], None).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.headers[header::LOCATION], "/dashboard/login");
+
+    let login = request(&api, Method::GET, "/dashboard/login", &[], None).await;
+    assert_eq!(login.status, StatusCode::OK);
+    assert!(login.body.contains("name=\"token\""), "{}", login.body);
+
+    let bad = request(
+        &api,
+        Method::POST,
+        "/dashboard/login",
+        &[],
+        Some(("application/x-www-form-urlencoded", "token=pct_nope".into())),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    assert!(bad.headers.get(header::SET_COOKIE).is_none());
+    assert!(bad.body.contains("That token is not valid"), "{}", bad.body);
+
+    let cross_site = request(
+        &api,
+        Method::POST,
+        "/dashboard/login",
+        &[("origin", "https://evil.example")],
+        Some(("application/x-www-form-urlencoded", format!("token={}", api.write))),
+    )
+    .await;
+    assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
+    assert!(cross_site.headers.get(header::SET_COOKIE).is_none());
+
+    let (cookie, csrf) = sign_in(&api, &api.write.clone()).await;
+    let page = request(&api, Method::GET, "/dashboard/events", &[("cookie", &cookie)], None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(&csrf));
+    assert!(
+        page.body.contains("aria-current=\"page\">Security events"),
+        "{}",
+        page.body
+    );
+
+    // Behind a TLS-terminating proxy the cookie is Secure.
+    let secure = request(
+        &api,
+        Method::POST,
+        "/dashboard/login",
+        &[("x-forwarded-proto", "https")],
+        Some(("application/x-www-form-urlencoded", format!("token={}", api.write))),
+    )
+    .await;
+    assert!(
+        secure.headers[header::SET_COOKIE]
+            .to_str()
+            .expect("ascii")
+            .contains("; Secure")
+    );
+}
+
+#[tokio::test]
+async fn the_api_accepts_the_session_cookie_with_csrf_on_writes() {
+    let api = Api::new().await;
+    let (cookie, csrf) = sign_in(&api, &api.write.clone()).await;
+    let zone_body = || Some(("application/json", json!({"name": "example.com"}).to_string()));
+
+    let list = request(&api, Method::GET, "/client/v4/zones", &[("cookie", &cookie)], None).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+
+    let no_csrf = request(
+        &api,
+        Method::POST,
+        "/client/v4/zones",
+        &[("cookie", &cookie)],
+        zone_body(),
+    )
+    .await;
+    assert_eq!(no_csrf.status, StatusCode::FORBIDDEN, "{}", no_csrf.body);
+    assert_eq!(error(&no_csrf.json()).0, 9109);
+
+    let wrong = request(
+        &api,
+        Method::POST,
+        "/client/v4/zones",
+        &[("cookie", &cookie), ("x-csrf-token", &"0".repeat(64))],
+        zone_body(),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN, "{}", wrong.body);
+
+    let created = request(
+        &api,
+        Method::POST,
+        "/client/v4/zones",
+        &[("cookie", &cookie), ("x-csrf-token", &csrf)],
+        zone_body(),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+
+    let unknown = request(
+        &api,
+        Method::GET,
+        "/client/v4/zones",
+        &[("cookie", "portcullis_session=feedface")],
+        None,
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error(&unknown.json()).0, 10000);
+}
+
+#[tokio::test]
+async fn a_read_scope_session_can_only_read() {
+    let api = Api::new().await;
+    let (cookie, csrf) = sign_in(&api, &api.read.clone()).await;
+    let page = request(&api, Method::GET, "/dashboard", &[("cookie", &cookie)], None).await;
+    assert!(page.body.contains("<meta name=\"can-write\" content=\"false\">"));
+    let list = request(&api, Method::GET, "/client/v4/zones", &[("cookie", &cookie)], None).await;
+    assert_eq!(list.status, StatusCode::OK);
+    let write = request(
+        &api,
+        Method::POST,
+        "/client/v4/zones",
+        &[("cookie", &cookie), ("x-csrf-token", &csrf)],
+        Some(("application/json", json!({"name": "example.com"}).to_string())),
+    )
+    .await;
+    assert_eq!(write.status, StatusCode::FORBIDDEN, "{}", write.body);
+    assert!(error(&write.json()).1.contains("read scope"));
+}
+
+#[tokio::test]
+async fn sign_out_needs_the_csrf_token_and_ends_the_session() {
+    let api = Api::new().await;
+    let (cookie, csrf) = sign_in(&api, &api.write.clone()).await;
+    let form = |csrf: &str| Some(("application/x-www-form-urlencoded", format!("csrf={csrf}")));
+    let refused = request(
+        &api,
+        Method::POST,
+        "/dashboard/logout",
+        &[("cookie", &cookie)],
+        form("nope"),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let still = request(&api, Method::GET, "/client/v4/zones", &[("cookie", &cookie)], None).await;
+    assert_eq!(still.status, StatusCode::OK);
+
+    let out = request(
+        &api,
+        Method::POST,
+        "/dashboard/logout",
+        &[("cookie", &cookie)],
+        form(&csrf),
+    )
+    .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(out.headers[header::LOCATION], "/dashboard/login");
+    assert!(
+        out.headers[header::SET_COOKIE]
+            .to_str()
+            .expect("ascii")
+            .contains("Max-Age=0")
+    );
+    let after = request(&api, Method::GET, "/client/v4/zones", &[("cookie", &cookie)], None).await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED);
+    let page = request(&api, Method::GET, "/dashboard", &[("cookie", &cookie)], None).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn revoking_the_token_ends_its_sessions() {
+    let api = Api::new().await;
+    let (_, secret) = api
+        .store
+        .create_token(
+            "dash",
+            portcullis_store::TokenScope::Write,
+            &portcullis_store::Actor::system(),
+        )
+        .await
+        .expect("token");
+    let (cookie, _) = sign_in(&api, &secret).await;
+    let tokens = api.store.list_tokens().await.expect("tokens");
+    let id = tokens.iter().find(|t| t.name == "dash").expect("the token").id.clone();
+    api.store
+        .revoke_token(&id, &portcullis_store::Actor::system())
+        .await
+        .expect("revoke");
+    let after = request(&api, Method::GET, "/client/v4/zones", &[("cookie", &cookie)], None).await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED, "{}", after.body);
+}
+
+#[tokio::test]
+async fn the_validate_route_reports_the_caret_diagnostic() {
+    let api = Api::new().await;
+    let (status, body) = api
+        .send(
+            Method::POST,
+            "/client/v4/rules/validate",
+            json!({"expression": "not cf.tls_client_auth.cert_verified and http.request.uri.path in {\"/api\"}"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"], json!({"valid": true}));
+
+    let (status, body) = api
+        .send(
+            Method::POST,
+            "/client/v4/rules/validate",
+            json!({"expression": "(http.hots eq \"x\")"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let result = &body["result"];
+    assert_eq!(result["valid"], json!(false));
+    assert_eq!(result["line"], json!(1));
+    assert_eq!(result["column"], json!(2));
+    assert!(
+        result["message"].as_str().expect("message").contains("http.hots"),
+        "{body}"
+    );
+    assert!(
+        result["diagnostic"].as_str().expect("diagnostic").contains("^^^^^^^^^"),
+        "{body}"
+    );
+
+    let spec = crate::openapi();
+    assert!(spec.paths.paths.contains_key("/rules/validate"));
+}
+
+#[tokio::test]
+async fn pages_and_assets_have_content_types_and_a_csp() {
+    let api = Api::new().await;
+    let login = request(&api, Method::GET, "/dashboard/login", &[], None).await;
+    assert_eq!(login.headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+    let csp = login.headers[header::CONTENT_SECURITY_POLICY].to_str().expect("ascii");
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"));
+    assert!(!login.body.contains("<script>"), "no inline script");
+
+    for (file, content_type) in [
+        ("app.js", "text/javascript; charset=utf-8"),
+        ("style.css", "text/css; charset=utf-8"),
+        ("favicon.svg", "image/svg+xml"),
+    ] {
+        let reply = request(&api, Method::GET, &format!("/dashboard/assets/{file}"), &[], None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{file}");
+        assert_eq!(reply.headers[header::CONTENT_TYPE], content_type, "{file}");
+        assert_eq!(reply.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert!(reply.headers.contains_key(header::CONTENT_SECURITY_POLICY));
+    }
+    let missing = request(&api, Method::GET, "/dashboard/assets/nope.js", &[], None).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn escape_covers_html_metacharacters() {
+    assert_eq!(
+        super::escape("<a href=\"x\">Tom & 'Jerry'</a>"),
+        "&lt;a href=&quot;x&quot;&gt;Tom &amp; &#39;Jerry&#39;&lt;/a&gt;"
+    );
+}
