@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use hyper::Method;
 use serde_json::{Value, json};
 
-use crate::client::{ApiArgs, ApiClient, print_table, s};
+use crate::client::{ApiArgs, ApiClient, array, print_json, print_table, s, zone_named, zones};
 
 #[derive(Debug, clap::Args)]
 pub struct ZoneArgs {
@@ -113,11 +113,6 @@ pub enum TokenCommand {
     Revoke { id: String },
 }
 
-fn print_json(value: &Value) -> anyhow::Result<()> {
-    outln!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
-
 pub async fn zone(args: ZoneArgs) -> anyhow::Result<ExitCode> {
     let api = ApiClient::new(&args.api)?;
     match args.command {
@@ -145,21 +140,11 @@ pub async fn zone(args: ZoneArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn array(value: &Value) -> &[Value] {
-    value.as_array().map_or(&[], Vec::as_slice)
-}
-
 /// The zone named by id or name, or else the zone `host` lies in (the longest matching zone name).
 async fn find_zone(api: &ApiClient, zone: Option<&str>, host: Option<&str>) -> anyhow::Result<Value> {
-    let zones = api.get("/zones").await?.result;
-    let zones = array(&zones);
+    let zones = zones(api).await?;
     if let Some(wanted) = zone {
-        let wanted_lower = wanted.to_ascii_lowercase();
-        return zones
-            .iter()
-            .find(|z| s(z, "id") == wanted || s(z, "name") == wanted_lower)
-            .cloned()
-            .with_context(|| format!("no zone {wanted:?}"));
+        return zone_named(&zones, wanted);
     }
     let host = host.map(str::to_ascii_lowercase).unwrap_or_default();
     zones
@@ -237,7 +222,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         HostCommand::List { zone } => {
             let zones: Vec<Value> = match zone {
                 Some(z) => vec![find_zone(&api, Some(&z), None).await?],
-                None => array(&api.get("/zones").await?.result).to_vec(),
+                None => zones(&api).await?,
             };
             let mut all = Vec::new();
             for z in &zones {

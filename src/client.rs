@@ -249,16 +249,21 @@ pub async fn zones(api: &ApiClient) -> anyhow::Result<Vec<Value>> {
     Ok(array(&api.get("/zones").await?.result).to_vec())
 }
 
+/// The zone of `zones` whose id or (case-insensitive) name is `wanted`.
+pub fn zone_named(zones: &[Value], wanted: &str) -> anyhow::Result<Value> {
+    let lower = wanted.to_ascii_lowercase();
+    zones
+        .iter()
+        .find(|z| s(z, "id") == wanted || s(z, "name") == lower)
+        .cloned()
+        .with_context(|| format!("no zone {wanted:?}"))
+}
+
 /// The zone named by id or name, or else the only zone there is.
 pub async fn zone_or_only(api: &ApiClient, zone: Option<&str>) -> anyhow::Result<Value> {
     let all = zones(api).await?;
     match zone {
-        Some(wanted) => {
-            let lower = wanted.to_ascii_lowercase();
-            all.into_iter()
-                .find(|z| s(z, "id") == wanted || s(z, "name") == lower)
-                .with_context(|| format!("no zone {wanted:?}"))
-        }
+        Some(wanted) => zone_named(&all, wanted),
         None => match <[Value; 1]>::try_from(all) {
             Ok([only]) => Ok(only),
             Err(all) if all.is_empty() => bail!("there is no zone yet; create one with `portcullis zone add NAME`"),

@@ -112,6 +112,13 @@ pub fn ok_page<T: Serialize>(result: Vec<T>, info: ResultInfo) -> Response {
     .into_response()
 }
 
+/// A successful list response holding the whole list as its one page.
+pub fn ok_all<T: Serialize>(result: Vec<T>) -> Response {
+    let len = result.len();
+    let info = ResultInfo::new(1, u32::try_from(len).unwrap_or(u32::MAX).max(1), len, len as u64);
+    ok_page(result, info)
+}
+
 /// Why a request failed, as the client will be told.
 #[derive(Debug)]
 pub struct ApiError {

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use portcullis_store::{Actor, MtlsCertificate, NewMtlsCertificate};
 
 use crate::AdminState;
-use crate::api::{ApiError, ApiJson, ApiResult, ResultInfo, ok, ok_page, ok_status};
+use crate::api::{ApiError, ApiJson, ApiResult, ok, ok_all, ok_status};
 use crate::certs::check_account;
 use crate::time_fmt::rfc3339;
 use crate::zones::IdOnly;
@@ -128,13 +128,7 @@ pub async fn list(State(state): State<AdminState>, Path(account_id): Path<String
         .into_iter()
         .map(view)
         .collect();
-    let info = ResultInfo::new(
-        1,
-        u32::try_from(certs.len()).unwrap_or(u32::MAX).max(1),
-        certs.len(),
-        certs.len() as u64,
-    );
-    Ok(ok_page(certs, info))
+    Ok(ok_all(certs))
 }
 
 /// Get an uploaded CA.
@@ -191,13 +185,7 @@ pub async fn associations(
             hostname: a.hostname,
         })
         .collect();
-    let info = ResultInfo::new(
-        1,
-        u32::try_from(list.len()).unwrap_or(u32::MAX).max(1),
-        list.len(),
-        list.len() as u64,
-    );
-    Ok(ok_page(list, info))
+    Ok(ok_all(list))
 }
 
 /// `PUT …/{id}/crl` body.

@@ -21,7 +21,7 @@ use portcullis_pki::{
 use portcullis_store::{Actor, ClientCertificate, ManagedCaStatus, NewManagedCa};
 
 use crate::AdminState;
-use crate::api::{ApiError, ApiJson, ApiQuery, ApiResult, ResultInfo, ok, ok_page, ok_status};
+use crate::api::{ApiError, ApiJson, ApiQuery, ApiResult, ResultInfo, ok, ok_all, ok_page, ok_status};
 use crate::time_fmt::rfc3339;
 
 /// How long a published CRL stays valid; clients re-fetch before then, and every revocation makes a new one.
@@ -432,13 +432,7 @@ pub(crate) async fn check_account(state: &AdminState, account_id: &str) -> Resul
 pub async fn list_managed_cas(State(state): State<AdminState>, Path(account_id): Path<String>) -> ApiResult {
     check_account(&state, &account_id).await?;
     let cas: Vec<_> = state.store.managed_cas().await?.into_iter().map(ca_view).collect();
-    let info = ResultInfo::new(
-        1,
-        u32::try_from(cas.len()).unwrap_or(u32::MAX).max(1),
-        cas.len(),
-        cas.len() as u64,
-    );
-    Ok(ok_page(cas, info))
+    Ok(ok_all(cas))
 }
 
 /// `POST …/managed_ca/rotate` body.

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use portcullis_store::{Actor, Hostname};
 
 use crate::AdminState;
-use crate::api::{ApiError, ApiJson, ApiResult, ResultInfo, ok, ok_page, ok_status};
+use crate::api::{ApiError, ApiJson, ApiResult, ok, ok_all, ok_status};
 use crate::time_fmt::rfc3339;
 use crate::zones::IdOnly;
 
@@ -215,13 +215,7 @@ pub async fn list_hostnames(State(state): State<AdminState>, Path(zone_id): Path
         .into_iter()
         .map(view)
         .collect::<Result<Vec<_>, _>>()?;
-    let info = ResultInfo::new(
-        1,
-        u32::try_from(hosts.len()).unwrap_or(u32::MAX).max(1),
-        hosts.len(),
-        hosts.len() as u64,
-    );
-    Ok(ok_page(hosts, info))
+    Ok(ok_all(hosts))
 }
 
 /// Get a hostname.

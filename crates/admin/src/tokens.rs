@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use portcullis_store::{Actor, ApiToken, TokenScope};
 
 use crate::AdminState;
-use crate::api::{ApiJson, ApiResult, ResultInfo, ok, ok_page, ok_status};
+use crate::api::{ApiJson, ApiResult, ok, ok_all, ok_status};
 use crate::time_fmt::rfc3339;
 use crate::zones::IdOnly;
 
@@ -87,13 +87,7 @@ pub async fn list_tokens(State(state): State<AdminState>) -> ApiResult {
         .into_iter()
         .map(|t| view(t, None))
         .collect();
-    let info = ResultInfo::new(
-        1,
-        u32::try_from(tokens.len()).unwrap_or(u32::MAX).max(1),
-        tokens.len(),
-        tokens.len() as u64,
-    );
-    Ok(ok_page(tokens, info))
+    Ok(ok_all(tokens))
 }
 
 /// Revoke a token; it stops working at once.

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use portcullis_store::{Actor, Zone};
 
 use crate::AdminState;
-use crate::api::{ApiJson, ApiResult, ResultInfo, ok, ok_page, ok_status};
+use crate::api::{ApiJson, ApiResult, ok, ok_all, ok_status};
 use crate::time_fmt::rfc3339;
 
 /// The account a zone belongs to, as Cloudflare nests it.
@@ -103,13 +103,7 @@ pub async fn list_zones(State(state): State<AdminState>) -> ApiResult {
         .into_iter()
         .map(|z| zone_view(z, &account.name))
         .collect();
-    let info = ResultInfo::new(
-        1,
-        u32::try_from(zones.len()).unwrap_or(u32::MAX).max(1),
-        zones.len(),
-        zones.len() as u64,
-    );
-    Ok(ok_page(zones, info))
+    Ok(ok_all(zones))
 }
 
 /// Get a zone.
