@@ -347,11 +347,73 @@ impl EventSink for StoreEvents {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn wildcards_cover_one_label() {
         assert!(super::covers("*.example.com", "api.example.com"));
         assert!(!super::covers("*.example.com", "a.b.example.com"));
         assert!(!super::covers("*.example.com", "example.com"));
         assert!(super::covers("API.example.com", "api.example.com"));
+    }
+
+    /// A state that does not build (here an origin the admin API would have refused, written to the store directly)
+    /// leaves the previous snapshot in service; the next good state is published again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_build_keeps_the_previous_snapshot() {
+        use std::time::Duration;
+
+        use portcullis_store::Actor;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_sqlite(&dir.path().join("p.db")).await.expect("store");
+        let master = Arc::new(MasterKey::generate());
+        let builder = Arc::new(EdgeBuilder {
+            master_key: master.clone(),
+            dev_ca: DevEdgeCa::load_or_create(dir.path(), &master).expect("dev CA"),
+            default_host: None,
+        });
+        let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::new(0)));
+        tokio::spawn(keep_current(store.clone(), builder, snapshot.clone()));
+        let published = |generation: u64| {
+            let snapshot = snapshot.clone();
+            async move {
+                for _ in 0..100 {
+                    if snapshot.load().generation == generation {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                false
+            }
+        };
+
+        let a = Actor::system();
+        let zone = store.create_zone("example.com", &a).await.expect("zone");
+        let json = serde_json::json!({});
+        store
+            .create_hostname(&zone.id, "good.example.com", "http://127.0.0.1:9", json.clone(), &a)
+            .await
+            .expect("host");
+        let good = store.generation().await.expect("generation");
+        assert!(published(good).await, "the good state is published");
+        assert!(snapshot.load().hosts.contains_key("good.example.com"));
+
+        let bad = store
+            .create_hostname(&zone.id, "bad.example.com", "ftp://nowhere", json, &a)
+            .await
+            .expect("host");
+        let broken = store.generation().await.expect("generation");
+        assert!(!published(broken).await, "a state that does not build is not published");
+        assert_eq!(
+            snapshot.load().generation,
+            good,
+            "the previous snapshot stays in service"
+        );
+        assert!(!snapshot.load().hosts.contains_key("bad.example.com"));
+
+        store.delete_hostname(&zone.id, &bad.id, &a).await.expect("delete");
+        let fixed = store.generation().await.expect("generation");
+        assert!(published(fixed).await, "the next good state is published");
     }
 }
