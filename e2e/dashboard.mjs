@@ -1,5 +1,6 @@
 // Browser end-to-end test of the Portcullis dashboard: Debian's headless Chromium driven by playwright-core.
-// Run by tests/dashboard.rs, which starts `portcullis serve`, creates zone and hostname `localhost`, and passes:
+// Run by tests/dashboard.rs, which starts `portcullis serve`, creates zone `localhost` with hostnames `localhost` and
+// `app.localhost`, and passes (the script also runs `openssl` to make a CA, a CRL and a server certificate):
 //   PORTCULLIS_ADMIN_URL   http://127.0.0.1:PORT of the admin listener
 //   PORTCULLIS_EDGE_PORT   the edge's TLS port
 //   PORTCULLIS_TOKEN       an API token with write scope
@@ -10,6 +11,7 @@
 
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import { spawnSync } from "node:child_process";
 import https from "node:https";
 import os from "node:os";
 import path from "node:path";
@@ -75,11 +77,15 @@ const context = await chromium.launchPersistentContext(userDataDir, {
 context.setDefaultTimeout(15_000);
 const page = context.pages()[0] ?? (await context.newPage());
 const problems = [];
+// Errors the steps provoke on purpose (the app logs what it shows the user).
+const expected = [/at most 2 KiB/, /invalid origin/, /CRL/i];
 page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
 page.on("console", (message) => {
-  // A GET of a ruleset that does not exist yet answers 404 on purpose; everything else is a problem.
-  if (message.type() === "error" && !message.text().startsWith("Failed to load resource")) {
-    problems.push(`console error: ${message.text()}`);
+  // A GET of a ruleset that does not exist yet answers 404 on purpose, refused inputs answer 400; the app's own
+  // logging of an error it showed is fine when a step provoked it; everything else is a problem.
+  const text = message.text();
+  if (message.type() === "error" && !text.startsWith("Failed to load resource") && !expected.some((re) => re.test(text))) {
+    problems.push(`console error: ${text}`);
   }
 });
 
@@ -89,6 +95,48 @@ const shot = async (name) => {
 };
 const ready = async () => {
   await page.locator('body[data-ready="true"]').waitFor();
+};
+
+// A CA of our own (openssl), with a CRL listing one revoked certificate, for the bring-your-own-CA steps.
+function ownCa() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "portcullis-byoca-"));
+  const openssl = (...args) => {
+    const out = spawnSync("openssl", args, { cwd: dir, encoding: "utf8" });
+    if (out.status !== 0) throw new Error(`openssl ${args.join(" ")}: ${out.stderr}`);
+    return out.stdout;
+  };
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  openssl("req", "-x509", ...ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/CN=E2E Corp Devices CA/O=E2E Corp",
+    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign");
+  openssl("req", ...ec, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=e2e-device");
+  openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "7", "-out", "leaf.pem");
+  fs.writeFileSync(path.join(dir, "ca.cnf"), "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ncrlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 30\n");
+  fs.writeFileSync(path.join(dir, "index.txt"), "");
+  fs.writeFileSync(path.join(dir, "crlnumber"), "01\n");
+  const conf = ["-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.pem"];
+  openssl("ca", ...conf, "-revoke", "leaf.pem");
+  openssl("ca", ...conf, "-gencrl", "-out", "ca.crl.pem");
+  // The DER form, to upload as a binary file.
+  openssl("crl", "-in", "ca.crl.pem", "-outform", "DER", "-out", "ca.crl");
+  return { dir, pem: fs.readFileSync(path.join(dir, "ca.pem"), "utf8"), crl: path.join(dir, "ca.crl") };
+}
+
+// Fails when the page is wider than the viewport (outside scrolling tables and the nav strip).
+async function assertFits(what) {
+  const overflow = await page.evaluate(() => {
+    const width = document.documentElement.clientWidth;
+    const wide = [...document.querySelectorAll("body *")]
+      .filter((el) => el.getBoundingClientRect().right > width + 1 && !el.parentElement.closest(".table-wrap, nav"))
+      .map((el) => `${el.tagName.toLowerCase()}#${el.id}.${el.className} ${Math.round(el.getBoundingClientRect().right)}`);
+    return { scrollWidth: document.documentElement.scrollWidth, width, wide };
+  });
+  assert.ok(overflow.scrollWidth <= overflow.width, `${what} is wider than a phone: ${JSON.stringify(overflow)}`);
+}
+
+const nav = async (name, url) => {
+  await page.getByRole("navigation", { name: "Dashboard" }).getByRole("link", { name, exact: true }).click();
+  await page.waitForURL(url);
+  await ready();
 };
 
 let exitCode = 0;
@@ -110,29 +158,39 @@ try {
   assert.equal(session.httpOnly, true);
   assert.equal(session.sameSite, "Strict");
   assert.equal(await page.locator("#zone-picker option:checked").textContent(), "localhost");
+  assert.equal(await page.getByRole("heading", { level: 1 }).textContent(), "Overview", "the overview is the landing page");
 
-  step("enable mTLS on localhost (Hosts → Edit)");
-  await page.getByRole("button", { name: "Edit" }).click();
+  step("Client Certificates: enable mTLS on localhost (Hosts → Edit)");
+  await nav("Client Certificates", `${base}/dashboard/certificates`);
+  await page.getByRole("button", { name: "Edit", exact: true }).click();
   await page.getByLabel("Add a hostname").fill("localhost");
   await page.getByRole("button", { name: "Add", exact: true }).click();
   await page.locator("#hosts-edit-list li", { hasText: "localhost" }).waitFor();
-  await page.getByRole("button", { name: "Save" }).click();
-  await page.locator("#hosts-list li", { hasText: "localhost" }).waitFor();
+  await page.getByRole("button", { name: "Save", exact: true }).click();
+  await page.locator("#hosts-list li", { hasText: /^localhost$/ }).waitFor();
   await page.locator("#hosts-form").waitFor({ state: "hidden" });
 
-  step("create a certificate with a generated key");
+  step("create a certificate with a generated key, then associate a hostname");
   await page.getByRole("button", { name: "Add Certificate" }).click();
+  const issuer = page.getByLabel("Certificate authority");
+  await issuer.locator("option", { hasText: "issues new certificates" }).waitFor({ state: "attached" });
+  assert.match(await issuer.locator("option:checked").textContent(), /issues new certificates/);
   await page.getByLabel("Private key type").selectOption("p256");
   await page.getByLabel("Common name").fill("device-1");
   await page.getByLabel("Organization (O)").fill("Example Corp");
   await page.getByLabel("Organizational unit (OU)").fill("Devices");
   await page.getByLabel("Certificate validity").selectOption("365");
-  await page.getByRole("button", { name: "Create" }).click();
+  await shot("02a-add-certificate");
+  await page.getByRole("button", { name: "Create", exact: true }).click();
   await page.locator("#cert-result").waitFor();
   const certificate = await page.locator("#out-cert").inputValue();
   const privateKey = await page.locator("#out-key").inputValue();
   assert.match(certificate, /^-----BEGIN CERTIFICATE-----/);
   assert.match(privateKey, /-----BEGIN PRIVATE KEY-----/);
+  const onAlready = page.locator("#assoc-list li", { hasText: /^localhost/ }).getByRole("checkbox");
+  assert.equal(await onAlready.isChecked(), true, "localhost already has mTLS");
+  assert.equal(await onAlready.isDisabled(), true);
+  await page.locator("#assoc-list").getByLabel("app.localhost").check();
   await shot("02-certificate-created");
 
   const [certDownload] = await Promise.all([
@@ -147,6 +205,10 @@ try {
     page.getByRole("button", { name: "Download private key (PEM)" }).click(),
   ]);
   assert.equal(fs.readFileSync(await keyDownload.path(), "utf8"), privateKey);
+  await page.getByRole("button", { name: "Enable mTLS on the selected hostnames" }).click();
+  await page.locator("#assoc-status", { hasText: "mTLS enabled on app.localhost" }).waitFor();
+  await page.locator("#hosts-list li", { hasText: "app.localhost" }).waitFor();
+  await page.locator("#assoc-list li", { hasText: "app.localhost" }).locator(".badge", { hasText: "mTLS on" }).waitFor();
   await page.getByRole("button", { name: "Done" }).click();
   const row = page.locator("#cert-table tbody tr", { hasText: "device-1" });
   await row.locator(".badge", { hasText: "active" }).waitFor();
@@ -156,25 +218,73 @@ try {
   await page.getByLabel("Search").fill("Devices");
   await row.waitFor();
   await page.getByLabel("Search").fill("");
+
+  step("a one-week certificate with a PKCS#12 bundle");
+  await page.getByRole("button", { name: "Add Certificate" }).click();
+  await page.getByLabel("Common name").fill("device-p12");
+  await page.getByLabel("PKCS#12 password (optional)").fill("e2e-secret");
+  await page.getByLabel("Certificate validity").selectOption("7");
+  await page.getByRole("button", { name: "Create", exact: true }).click();
+  await page.locator("#cert-result").waitFor();
+  const [p12Download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.getByRole("button", { name: "Download PKCS#12 bundle" }).click(),
+  ]);
+  assert.equal(p12Download.suggestedFilename(), "device-p12.p12");
+  const p12Path = path.join(os.tmpdir(), `portcullis-e2e-${process.pid}.p12`);
+  await p12Download.saveAs(p12Path);
+  const p12 = fs.readFileSync(p12Path);
+  assert.equal(p12[0], 0x30, "a PKCS#12 file is a DER SEQUENCE");
+  assert.ok(p12.length > 500, `the bundle holds a certificate and a key (${p12.length} bytes)`);
+  let parsed = spawnSync("openssl", ["pkcs12", "-in", p12Path, "-passin", "pass:e2e-secret", "-nokeys"], { encoding: "utf8" });
+  if (parsed.status !== 0) parsed = spawnSync("openssl", ["pkcs12", "-legacy", "-in", p12Path, "-passin", "pass:e2e-secret", "-nokeys"], { encoding: "utf8" });
+  assert.equal(parsed.status, 0, `openssl reads the bundle with its password: ${parsed.stderr}`);
+  assert.match(parsed.stdout, /subject=.*CN\s*=\s*device-p12/);
+  const wrong = spawnSync("openssl", ["pkcs12", "-in", p12Path, "-passin", "pass:wrong", "-nokeys"], { encoding: "utf8" });
+  assert.notEqual(wrong.status, 0, "a wrong password does not open it");
+  fs.rmSync(p12Path, { force: true });
+  await page.getByRole("button", { name: "Done" }).click();
+  await page.locator("#cert-table tbody tr", { hasText: "device-p12" }).waitFor();
   await shot("03-client-certificates");
 
-  step("download the CA certificate, upload it as a bring-your-own CA, delete it");
-  const [caDownload] = await Promise.all([
-    page.waitForEvent("download"),
-    page.getByRole("button", { name: "Download CA certificate" }).click(),
-  ]);
-  const caPem = fs.readFileSync(await caDownload.path(), "utf8");
-  assert.match(caPem, /^-----BEGIN CERTIFICATE-----/);
+  step("bring your own CA: upload, associate a hostname, upload its CRL, delete");
+  const own = ownCa();
   await page.getByRole("tab", { name: "Bring your own CA" }).click();
   await page.getByLabel("Name", { exact: true }).fill("corp-devices");
-  await page.getByLabel("CA certificate (PEM)").fill(caPem);
-  await page.getByRole("button", { name: "Upload" }).click();
+  await page.getByLabel("CA certificate (PEM)").fill(own.pem);
+  await page.getByRole("button", { name: "Upload", exact: true }).click();
   const byoca = page.locator("#byoca-table tbody tr", { hasText: "corp-devices" });
   await byoca.waitFor();
+  assert.match(await byoca.locator("td").nth(1).textContent(), /E2E Corp Devices CA/);
+  await byoca.getByRole("button", { name: "Edit hostnames" }).click();
+  const hostsDialog = page.locator("#byoca-hosts-dialog");
+  await hostsDialog.getByLabel("localhost", { exact: true }).check();
+  await hostsDialog.getByRole("button", { name: "Save hostnames" }).click();
+  await hostsDialog.waitFor({ state: "hidden" });
+  await byoca.locator("td.hosts-cell", { hasText: /^localhost$/ }).waitFor();
+  await byoca.getByRole("button", { name: "Upload CRL" }).click();
+  const crlDialog = page.locator("#crl-dialog");
+  await crlDialog.getByLabel("…or paste it (PEM)").fill("-----BEGIN X509 CRL-----\nnot a crl\n-----END X509 CRL-----");
+  await crlDialog.getByRole("button", { name: "Upload CRL" }).click();
+  await crlDialog.locator(".dialog-error").waitFor();
+  await shot("04a-byoca-crl-refused");
+  await crlDialog.getByLabel("…or paste it (PEM)").fill("");
+  await crlDialog.getByLabel("CRL file (PEM or DER)").setInputFiles(own.crl);
+  await crlDialog.getByRole("button", { name: "Upload CRL" }).click();
+  await crlDialog.waitFor({ state: "hidden" });
+  await page.locator("#toast", { hasText: "CRL accepted: 1 revoked certificate" }).waitFor();
+  await byoca.getByText(/^updated \d{4}-\d{2}-\d{2}$/).waitFor();
   await shot("04-bring-your-own-ca");
+  // A CA still in use cannot be deleted: remove its hostnames first.
+  await byoca.getByRole("button", { name: "Edit hostnames" }).click();
+  await hostsDialog.getByLabel("localhost", { exact: true }).uncheck();
+  await hostsDialog.getByRole("button", { name: "Save hostnames" }).click();
+  await hostsDialog.waitFor({ state: "hidden" });
+  await byoca.locator("td.hosts-cell", { hasText: "none" }).waitFor();
   await byoca.getByRole("button", { name: "Delete" }).click();
   await byoca.getByRole("button", { name: "Confirm delete" }).click();
   await byoca.waitFor({ state: "detached" });
+  fs.rmSync(own.dir, { recursive: true, force: true });
   await page.getByRole("tab", { name: "Managed CA" }).click();
 
   step("create the mTLS rule for /api");
@@ -204,19 +314,57 @@ try {
   await shot("07-security-rules");
 
   step("a request without a certificate through the edge is blocked");
-  let response = null;
+  const blockedWith = async (body) => {
+    let response = null;
+    for (let attempt = 0; attempt < 50; attempt += 1) {
+      response = await edgeGet("/api");
+      if (response.status === 403 && response.body === body) return response;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.fail(`the edge answered ${response.status}: ${response.body}; expected 403 ${body}`);
+  };
+  await blockedWith("A client certificate is required.");
+
+  step("edit the rule: name, expression (with the caret diagnostic) and custom response");
+  const ruleRow = page.locator("#rules-table tbody tr", { hasText: "mTLS-enforced authentication" });
+  await ruleRow.getByRole("link", { name: "Edit" }).click();
+  await page.waitForURL(/\/dashboard\/mtls-rule\?edit=/);
+  await ready();
+  assert.equal(await page.getByRole("heading", { level: 1 }).textContent(), "Edit rule");
+  assert.equal(await page.getByLabel("Rule name").inputValue(), "mTLS-enforced authentication");
+  assert.equal(await page.getByLabel("Send a custom response").isChecked(), true);
+  assert.equal(await page.getByLabel("Body (at most 2 KiB)").inputValue(), "A client certificate is required.");
+  const original = await expression.inputValue();
+  await expression.fill(`${original} and http.request.method eq`);
+  await page.locator("#rule-diagnostic.bad", { hasText: "^" }).waitFor();
+  await shot("07a-rule-edit-invalid");
+  await expression.fill(`${original} and http.request.method eq "GET"`);
+  await page.locator("#rule-diagnostic.ok").waitFor();
+  await page.getByLabel("Rule name").fill("mTLS on /api (edited)");
+  await page.getByLabel("Status code (400–499)").fill("401");
+  await page.getByLabel("Body (at most 2 KiB)").fill("x".repeat(2049));
+  await page.locator("#rule-body-size.too-long").waitFor();
+  await page.getByRole("button", { name: "Save rule" }).click();
+  await page.locator("#page-error", { hasText: "at most 2 KiB" }).waitFor();
+  await page.getByLabel("Body (at most 2 KiB)").fill("Edited: present your device certificate.");
+  await shot("07b-rule-edit");
+  await page.getByRole("button", { name: "Save rule" }).click();
+  await page.waitForURL(/\/dashboard\/rules\?saved=1/);
+  await ready();
+  const edited = page.locator("#rules-table tbody tr", { hasText: "mTLS on /api (edited)" });
+  await edited.waitFor();
+  assert.match(await edited.locator("td.expr").textContent(), /http\.request\.method eq "GET"$/);
+  let editedResponse = null;
   for (let attempt = 0; attempt < 50; attempt += 1) {
-    response = await edgeGet("/api");
-    if (response.status === 403) break;
+    editedResponse = await edgeGet("/api");
+    if (editedResponse.status === 401) break;
     await new Promise((r) => setTimeout(r, 100));
   }
-  assert.equal(response.status, 403, `the edge answered ${response.status}: ${response.body}`);
-  assert.equal(response.body, "A client certificate is required.", "the rule's custom response");
+  assert.equal(editedResponse.status, 401, `the edited rule answers: ${editedResponse.status} ${editedResponse.body}`);
+  assert.equal(editedResponse.body, "Edited: present your device certificate.");
 
   step("see it in Security events");
-  await page.getByRole("link", { name: "Security events" }).click();
-  await page.waitForURL(`${base}/dashboard/events`);
-  await ready();
+  await nav("Security events", `${base}/dashboard/events`);
   const event = page.locator("#events-table tbody tr", { hasText: "GET /api" });
   await event.first().waitFor({ timeout: 20_000 });
   const cells = await event.first().locator("td").allTextContents();
@@ -230,18 +378,52 @@ try {
   await event.first().waitFor();
   await shot("08-security-events");
 
-  step("hostnames");
-  await page.getByRole("link", { name: "Hostnames" }).click();
-  await page.waitForURL(`${base}/dashboard/hostnames`);
-  await ready();
-  const host = page.locator("#hn-table tbody tr", { hasText: "localhost" });
+  step("hostnames: server certificate column and editing a hostname");
+  // A server certificate of our own for app.localhost, uploaded through the API (there is no upload page).
+  const serverDir = fs.mkdtempSync(path.join(os.tmpdir(), "portcullis-server-cert-"));
+  const made = spawnSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+    "-keyout", "key.pem", "-out", "cert.pem", "-days", "20", "-subj", "/CN=app.localhost",
+    "-addext", "subjectAltName=DNS:app.localhost", "-addext", "basicConstraints=critical,CA:FALSE"], { cwd: serverDir, encoding: "utf8" });
+  assert.equal(made.status, 0, made.stderr);
+  const authorization = { Authorization: `Bearer ${token}`, "Content-Type": "application/json" };
+  const zoneId = (await (await fetch(`${base}/client/v4/zones?name=localhost`, { headers: authorization })).json()).result[0].id;
+  const upload = await fetch(`${base}/client/v4/zones/${zoneId}/custom_certificates`, {
+    method: "POST",
+    headers: authorization,
+    body: JSON.stringify({
+      certificate: fs.readFileSync(path.join(serverDir, "cert.pem"), "utf8"),
+      private_key: fs.readFileSync(path.join(serverDir, "key.pem"), "utf8"),
+    }),
+  });
+  assert.equal(upload.status, 201, await upload.text());
+  fs.rmSync(serverDir, { recursive: true, force: true });
+  await nav("Hostnames", `${base}/dashboard/hostnames`);
+  const host = page.locator("#hn-table tbody tr", { hasText: /^localhost/ });
   await host.locator(".badge", { hasText: "active" }).waitFor();
+  await host.getByText("development edge CA").waitFor();
+  const app = page.locator("#hn-table tbody tr", { hasText: "app.localhost" });
+  const appCert = await app.locator("td").nth(2).textContent();
+  assert.match(appCert, /^app\.localhost/, "the uploaded certificate serves app.localhost");
+  assert.match(appCert, /expires \d{4}-\d{2}-\d{2}/);
+  assert.match(appCert, /CN=app\.localhost/, "its issuer (self-signed)");
+  await app.getByRole("button", { name: "Edit" }).click();
+  const hnDialog = page.locator("#hn-dialog");
+  await hnDialog.getByLabel("Origin", { exact: true }).fill("ftp://nope");
+  await hnDialog.getByRole("button", { name: "Save" }).click();
+  await hnDialog.locator(".dialog-error", { hasText: "invalid origin" }).waitFor();
+  await hnDialog.getByLabel("Origin", { exact: true }).fill("http://127.0.0.1:9");
+  await hnDialog.getByLabel("Client certificates").selectOption("require");
+  await hnDialog.getByLabel("Forward the certificate to the origin").selectOption("rfc9440");
+  await hnDialog.getByRole("button", { name: "Save" }).click();
+  await hnDialog.waitFor({ state: "hidden" });
+  await app.locator("td", { hasText: "http://127.0.0.1:9" }).waitFor();
+  const appCells = await app.locator("td").allTextContents();
+  assert.equal(appCells[4], "require");
+  assert.equal(appCells[5], "RFC 9440");
   await shot("09-hostnames");
 
-  step("revoke the certificate");
-  await page.getByRole("link", { name: "Client Certificates" }).click();
-  await page.waitForURL(`${base}/dashboard`);
-  await ready();
+  step("revoke the certificate, then restore it");
+  await nav("Client Certificates", `${base}/dashboard/certificates`);
   await row.getByRole("button", { name: "Details" }).click();
   await page.locator("#cert-detail[open]").waitFor();
   await shot("10-certificate-detail");
@@ -250,31 +432,56 @@ try {
   await shot("11-certificate-revoked");
   const after = await edgeGet("/");
   assert.equal(after.status, 200, "paths the rule does not name stay open");
+  await row.getByRole("button", { name: "Details" }).click();
+  await page.locator("#cert-detail[open]").waitFor();
+  assert.equal(await page.locator("#cert-detail").getByRole("button", { name: "Revoke" }).isHidden(), true);
+  await page.locator("#cert-detail").getByRole("button", { name: "Restore" }).click();
+  await row.locator(".badge", { hasText: "active" }).waitFor();
+  await page.locator("#toast", { hasText: "Certificate restored" }).waitFor();
 
   step("disable and re-enable the rule");
-  await page.getByRole("link", { name: "Security rules" }).click();
-  await page.waitForURL(`${base}/dashboard/rules`);
-  await ready();
-  const ruleRow = page.locator("#rules-table tbody tr", { hasText: "mTLS-enforced authentication" });
-  await ruleRow.getByRole("checkbox").uncheck();
-  await ruleRow.getByText("Off", { exact: true }).waitFor();
-  await ruleRow.getByRole("checkbox").check();
-  await ruleRow.getByText("On", { exact: true }).waitFor();
-  await page.getByRole("link", { name: "Client Certificates" }).click();
-  await page.waitForURL(`${base}/dashboard`);
-  await ready();
+  await nav("Security rules", `${base}/dashboard/rules`);
+  await edited.getByRole("checkbox").uncheck();
+  await edited.getByText("Off", { exact: true }).waitFor();
+  await edited.getByRole("checkbox").check();
+  await edited.getByText("On", { exact: true }).waitFor();
+
+  step("overview: the chart counts the edge's requests, and the one-week certificate is expiring");
+  await nav("Overview", `${base}/dashboard`);
+  const requests = Number((await page.locator("#ov-requests").textContent()).replaceAll(",", ""));
+  const blocks = Number((await page.locator("#ov-blocked").textContent()).replaceAll(",", ""));
+  assert.ok(requests >= 3, `requests counted: ${requests}`);
+  assert.ok(blocks >= 2 && blocks < requests, `blocks counted: ${blocks} of ${requests}`);
+  assert.ok((await page.locator("#ov-chart svg rect.bar-requests").count()) >= 1, "a request bar is drawn");
+  assert.ok((await page.locator("#ov-chart svg rect.bar-blocked").count()) >= 1, "a block bar is drawn");
+  assert.match(await page.locator("#ov-chart-caption").textContent(), /request.*blocked/);
+  const expiring = page.locator("#ov-expiring tbody tr", { hasText: "device-p12" });
+  await expiring.waitFor();
+  assert.match(await expiring.locator("td").nth(3).textContent(), /^[67] days$/);
+  assert.equal(await page.locator("#ov-expiring tbody tr", { hasText: "device-1" }).count(), 0, "a one-year certificate is not expiring");
+  assert.equal(await page.locator("#ov-expiring-count").textContent(), "1");
+  assert.equal(await page.locator("#ov-mtls-hosts").textContent(), "2");
+  await page.getByText("Show the numbers per minute").click();
+  assert.ok((await page.locator("#ov-traffic-table tbody tr").count()) >= 1);
+  await shot("13-overview");
 
   step("phone-sized layout");
   await page.setViewportSize({ width: 390, height: 844 });
-  const overflow = await page.evaluate(() => {
-    const width = document.documentElement.clientWidth;
-    const wide = [...document.querySelectorAll("body *")]
-      .filter((el) => el.getBoundingClientRect().right > width + 1 && !el.parentElement.closest(".table-wrap, nav"))
-      .map((el) => `${el.tagName.toLowerCase()}#${el.id}.${el.className} ${Math.round(el.getBoundingClientRect().right)}`);
-    return { scrollWidth: document.documentElement.scrollWidth, width, wide };
-  });
-  assert.ok(overflow.scrollWidth <= overflow.width, `the page is wider than a phone: ${JSON.stringify(overflow)}`);
+  await page.reload();
+  await ready();
+  await assertFits("the overview");
+  await shot("14-overview-phone");
+  await nav("Client Certificates", `${base}/dashboard/certificates`);
+  await assertFits("Client Certificates");
   await shot("12-client-certificates-phone");
+  for (const [name, url, file] of [
+    ["Hostnames", `${base}/dashboard/hostnames`, "15-hostnames-phone"],
+    ["Security rules", `${base}/dashboard/rules`, "16-security-rules-phone"],
+  ]) {
+    await nav(name, url);
+    await assertFits(name);
+    await shot(file);
+  }
 
   step("sign out");
   await page.setViewportSize({ width: 1280, height: 900 });

@@ -235,6 +235,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         }
     };
 
+    // The overview's traffic chart reads the edge's per-minute counters of this process.
+    let state = state.with_traffic(Arc::new(EdgeTraffic(&portcullis_proxy::TRAFFIC)));
+
     // The edge serves from a snapshot; build the first one before accepting anything.
     let builder = Arc::new(EdgeBuilder {
         master_key: boot.master_key.clone(),
@@ -288,9 +291,13 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         events,
         stopped(stop_rx.clone()),
     );
-    let admin = axum::serve(admin_listener, portcullis_admin::router(state))
-        .with_graceful_shutdown(stopped(stop_rx))
-        .into_future();
+    // With the peer's address, for the dashboard's limit on failed sign-ins.
+    let admin = axum::serve(
+        admin_listener,
+        portcullis_admin::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx))
+    .into_future();
     let task = tokio::spawn(async move {
         let (edge, admin) = tokio::join!(edge, admin);
         edge.context("edge listener failed")?;
@@ -304,6 +311,24 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         dev_ca_path,
         task,
     })
+}
+
+/// The proxy's per-minute counters as the admin API's traffic source (a newtype: neither the trait nor the type is
+/// this crate's).
+struct EdgeTraffic(&'static portcullis_proxy::Traffic);
+
+impl portcullis_admin::TrafficSource for EdgeTraffic {
+    fn last_hour(&self, now: i64) -> Vec<portcullis_admin::MinuteCount> {
+        self.0
+            .last_hour(now)
+            .into_iter()
+            .map(|m| portcullis_admin::MinuteCount {
+                minute_start: m.minute_start,
+                requests: m.requests,
+                blocked: m.blocked,
+            })
+            .collect()
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

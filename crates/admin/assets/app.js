@@ -80,11 +80,20 @@ function clearError() {
 // Runs an async action from a button: disables it meanwhile and reports failures on the page.
 async function run(button, action) {
   clearError();
+  // In a modal dialog the page's alert is hidden behind it: report there.
+  const box = button?.closest?.("dialog")?.querySelector(".dialog-error");
+  if (box) box.hidden = true;
   if (button) button.disabled = true;
   try {
     await action();
   } catch (error) {
-    showError(error);
+    if (box && button.closest("dialog").open) {
+      box.textContent = error instanceof Error ? error.message : String(error);
+      box.hidden = false;
+      console.error(error);
+    } else {
+      showError(error);
+    }
   } finally {
     if (button) button.disabled = false;
   }
@@ -176,6 +185,151 @@ function noZone() {
   main.append(
     h("div", { class: "card" }, h("p", {}, "There is no zone yet. Create one with ", h("code", {}, "portcullis zone add example.com"), ".")),
   );
+}
+
+// ---------- Overview ----------
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function s(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) el.setAttribute(key, String(value));
+  for (const child of children.flat()) el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return el;
+}
+
+const hhmm = (rfc3339) => rfc3339.slice(11, 16);
+const plural = (n, word) => `${n.toLocaleString("en-US")} ${word}${n === 1 ? "" : "s"}`;
+
+// Draws requests (bars) and blocks (bars in front) per minute as an inline SVG; the caption and the table below
+// it carry the same numbers for screen readers.
+export function trafficChart(minutes, width = 720) {
+  const narrow = width < 520;
+  const height = narrow ? 170 : 200;
+  const left = 44;
+  const right = 8;
+  const top = 10;
+  const bottom = 26;
+  const plotW = width - left - right;
+  const plotH = height - top - bottom;
+  const peak = Math.max(1, ...minutes.map((m) => m.requests));
+  // A round top for the axis: 1, 2 or 5 times a power of ten.
+  // A round top for the axis whose half is round too: 2, 4, 6 or 10 times a power of ten.
+  const magnitude = 10 ** Math.floor(Math.log10(peak));
+  const max = [2, 4, 6, 10].map((f) => f * magnitude).find((v) => v >= peak);
+  const step = plotW / minutes.length;
+  const y = (v) => top + plotH - (v / max) * plotH;
+  const svg = s("svg", {
+    viewBox: `0 0 ${width} ${height}`,
+    class: "chart-svg",
+    role: "img",
+    "aria-labelledby": "ov-chart-caption",
+    focusable: "false",
+  });
+  for (const v of [0, max / 2, max]) {
+    svg.append(
+      s("line", { x1: left, x2: width - right, y1: y(v), y2: y(v), class: "grid-line" }),
+      s("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end", class: "axis" }, v.toLocaleString("en-US")),
+    );
+  }
+  minutes.forEach((m, i) => {
+    const x = left + i * step + step * 0.15;
+    const w = Math.max(1, step * 0.7);
+    const label = `${hhmm(m.minute_start)} UTC: ${plural(m.requests, "request")}, ${m.blocked} blocked`;
+    if (m.requests > 0) svg.append(s("rect", { x, y: y(m.requests), width: w, height: y(0) - y(m.requests), class: "bar-requests" }, s("title", {}, label)));
+    if (m.blocked > 0) svg.append(s("rect", { x, y: y(m.blocked), width: w, height: y(0) - y(m.blocked), class: "bar-blocked" }, s("title", {}, label)));
+  });
+  const last = minutes.length - 1;
+  const ticks = (narrow ? [0, 30, last] : [0, 15, 30, 45, last]).filter((i) => i >= 0 && i <= last);
+  for (const i of ticks) {
+    const anchor = i === 0 ? "start" : i === last ? "end" : "middle";
+    const x = i === 0 ? left : i === last ? width - right : left + i * step + step / 2;
+    svg.append(s("text", { x, y: height - 8, "text-anchor": anchor, class: "axis" }, hhmm(minutes[i].minute_start)));
+  }
+  return svg;
+}
+
+async function overviewPage() {
+  const acc = await account();
+  const [traffic, certList, associated] = await Promise.all([
+    api("GET", `/accounts/${acc}/portcullis/traffic`).then(
+      (d) => d.result,
+      (error) => error,
+    ),
+    allCertificates(),
+    api("GET", `/zones/${zone.id}/certificate_authorities/hostname_associations`).then((d) => d.result?.hostnames ?? []),
+  ]);
+
+  const caption = $("ov-chart-caption");
+  if (traffic instanceof Error) {
+    $("ov-requests").textContent = "—";
+    $("ov-blocked").textContent = "—";
+    caption.textContent = `Traffic counts are not available: ${traffic.message}`;
+    caption.classList.add("alert", "alert-warn");
+    $("ov-table-details").hidden = true;
+  } else {
+    $("ov-requests").textContent = traffic.requests.toLocaleString("en-US");
+    $("ov-blocked").textContent = traffic.blocked.toLocaleString("en-US");
+    // Drawn at the box's own width, so that the labels keep their size on a phone.
+    const box = $("ov-chart");
+    const draw = () => box.replaceChildren(trafficChart(traffic.minutes, Math.max(300, Math.round(box.clientWidth || 720))));
+    draw();
+    let resizing = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(resizing);
+      resizing = setTimeout(draw, 150);
+    });
+    const busiest = traffic.minutes.reduce((a, b) => (b.requests > a.requests ? b : a), traffic.minutes[0]);
+    caption.textContent =
+      `Requests (blue) and blocked requests (red) per minute, ${hhmm(traffic.since)}–${hhmm(traffic.until)} UTC: ` +
+      `${plural(traffic.requests, "request")}, ${traffic.blocked.toLocaleString("en-US")} blocked` +
+      (busiest && busiest.requests ? `; the busiest minute was ${hhmm(busiest.minute_start)} with ${plural(busiest.requests, "request")}.` : ".");
+    $("ov-traffic-table").tBodies[0].replaceChildren(
+      ...traffic.minutes
+        .filter((m) => m.requests || m.blocked)
+        .map((m) => h("tr", {}, h("td", {}, hhmm(m.minute_start)), h("td", {}, String(m.requests)), h("td", {}, String(m.blocked)))),
+    );
+    if (!traffic.requests) emptyRow($("ov-traffic-table"), 3, "No requests in the last hour.");
+  }
+
+  const now = Date.now();
+  const soon = now + 30 * 24 * 3600 * 1000;
+  const active = certList.filter((c) => c.status === "active");
+  const expiring = active
+    .filter((c) => {
+      const t = Date.parse(c.expires_on);
+      return t <= soon;
+    })
+    .sort((a, b) => Date.parse(a.expires_on) - Date.parse(b.expires_on));
+  $("ov-active").textContent = String(active.length);
+  $("ov-expiring-count").textContent = String(expiring.length);
+  $("ov-mtls-hosts").textContent = String(associated.length);
+  const table = $("ov-expiring");
+  table.tBodies[0].replaceChildren(
+    ...expiring.map((c) => {
+      const days = Math.floor((Date.parse(c.expires_on) - now) / (24 * 3600 * 1000));
+      return h(
+        "tr",
+        { "data-id": c.id },
+        h("td", {}, c.common_name || "(no common name)"),
+        h("td", { class: "mono" }, c.serial_number),
+        h("td", { class: "nowrap" }, day(c.expires_on)),
+        h("td", {}, days < 0 ? h("span", { class: "badge badge-danger" }, "expired") : h("span", { class: `badge badge-${days <= 7 ? "danger" : "warn"}` }, `${days} day${days === 1 ? "" : "s"}`)),
+      );
+    }),
+  );
+  if (!expiring.length) emptyRow(table, 4, "No active certificate expires within 30 days.");
+}
+
+// Every client certificate of the zone, all pages.
+async function allCertificates() {
+  const all = [];
+  for (let page = 1; page < 1000; page += 1) {
+    const data = await api("GET", `/zones/${zone.id}/client_certificates?per_page=1000&page=${page}`);
+    all.push(...(data.result ?? []));
+    if (page >= (data.result_info?.total_pages ?? 1)) break;
+  }
+  return all;
 }
 
 // ---------- Client Certificates ----------
@@ -302,6 +456,7 @@ function setupHosts() {
 }
 
 let created = null;
+let issuersLoaded = Promise.resolve();
 
 function setupWizard() {
   const wizard = $("wizard");
@@ -321,7 +476,9 @@ function setupWizard() {
     form.hidden = false;
     result.hidden = true;
     wizard.hidden = false;
-    $("cert-key-type").focus();
+    $("cert-ca").focus();
+    issuersLoaded = loadIssuers();
+    issuersLoaded.catch(showError);
   });
   $("cert-cancel").addEventListener("click", () => {
     wizard.hidden = true;
@@ -329,7 +486,10 @@ function setupWizard() {
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     run($("cert-create"), async () => {
-      const body = { validity_days: Number($("cert-validity").value) };
+      await issuersLoaded;
+      const issuer = $("cert-ca").value;
+      if (!issuer) throw new Error("choose the certificate authority that issues the certificate");
+      const body = { validity_days: Number($("cert-validity").value), certificate_authority_id: issuer };
       if (mode() === "csr") {
         body.csr = $("cert-csr").value.trim();
       } else {
@@ -348,6 +508,8 @@ function setupWizard() {
       $("cert-p12").value = "";
       form.hidden = true;
       result.hidden = false;
+      $("assoc-ca").textContent = created.certificate_authority?.name || "the managed CA";
+      await loadAssociationChoices();
       $("out-cert").focus();
       $("out-cert").setSelectionRange(0, 0);
       $("out-cert").scrollTop = 0;
@@ -372,6 +534,18 @@ function setupWizard() {
       toast("Copied");
     }),
   );
+  $("assoc-save").addEventListener("click", (e) =>
+    run(e.currentTarget, async () => {
+      const chosen = [...document.querySelectorAll('#assoc-list input[type="checkbox"]:checked:not(:disabled)')].map((box) => box.value);
+      if (!chosen.length) throw new Error("check at least one hostname to enable mTLS on");
+      const current = (await api("GET", `/zones/${zone.id}/certificate_authorities/hostname_associations`)).result?.hostnames ?? [];
+      await api("PUT", `/zones/${zone.id}/certificate_authorities/hostname_associations`, {
+        hostnames: [...new Set([...current, ...chosen])],
+      });
+      $("assoc-status").textContent = `mTLS enabled on ${chosen.join(", ")}`;
+      await Promise.all([loadHosts(), loadAssociationChoices()]);
+    }),
+  );
   $("cert-done").addEventListener("click", () => {
     // The key is shown once: forget it.
     $("out-key").value = "";
@@ -382,18 +556,67 @@ function setupWizard() {
   });
 }
 
+// The CA choice: only the active managed CA issues. Managed CAs replaced by a rotation, and uploaded CAs (whose key
+// Portcullis never holds), are listed but cannot be chosen.
+async function loadIssuers() {
+  const select = $("cert-ca");
+  const acc = await account();
+  const [managed, uploaded] = await Promise.all([
+    api("GET", `/accounts/${acc}/managed_ca`).then((d) => d.result ?? []),
+    api("GET", `/accounts/${acc}/mtls_certificates`).then((d) => d.result ?? []),
+  ]);
+  const active = managed.find((ca) => ca.status === "active");
+  select.replaceChildren(
+    h(
+      "optgroup",
+      { label: "Managed by Portcullis" },
+      managed
+        .filter((ca) => ca.status !== "retired")
+        .map((ca) =>
+          h(
+            "option",
+            { value: ca.id, disabled: ca.status !== "active", selected: ca === active },
+            ca.status === "active" ? `${ca.name} (issues new certificates)` : `${ca.name} (replaced by a rotation: no longer issues)`,
+          ),
+        ),
+    ),
+    uploaded.length > 0 &&
+      h(
+        "optgroup",
+        { label: "Your CAs: issue with your own CA" },
+        uploaded.map((ca) => h("option", { value: ca.id, disabled: true }, `${ca.name || ca.id} (Portcullis holds no key for it)`)),
+      ),
+  );
+  if (!active) throw new Error("there is no active managed CA: start portcullis serve once to create it");
+}
+
+// The optional last step: hostnames of the zone, with the ones that already have mTLS checked and fixed.
+async function loadAssociationChoices() {
+  const [names, current] = await Promise.all([
+    api("GET", `/zones/${zone.id}/hostnames`).then((d) => (d.result ?? []).map((x) => x.hostname)),
+    api("GET", `/zones/${zone.id}/certificate_authorities/hostname_associations`).then((d) => d.result?.hostnames ?? []),
+  ]);
+  const list = $("assoc-list");
+  list.replaceChildren(
+    ...names.map((name) => {
+      const on = current.includes(name);
+      return h(
+        "li",
+        {},
+        h("label", { class: "inline" }, h("input", { type: "checkbox", value: name, checked: on, disabled: on || !canWrite }), name, on && h("span", { class: "badge badge-ok" }, "mTLS on")),
+      );
+    }),
+  );
+  if (!names.length) list.replaceChildren(h("li", { class: "muted" }, "The zone has no hostnames yet: add them on the Hostnames page."));
+  $("assoc-save").disabled = !canWrite || names.every((n) => current.includes(n));
+}
+
 let certs = [];
 let certPage = 1;
 const CERTS_PER_PAGE = 10;
 
 async function loadCerts() {
-  const all = [];
-  for (let page = 1; page < 1000; page += 1) {
-    const data = await api("GET", `/zones/${zone.id}/client_certificates?per_page=1000&page=${page}`);
-    all.push(...(data.result ?? []));
-    if (page >= (data.result_info?.total_pages ?? 1)) break;
-  }
-  certs = all;
+  certs = await allCertificates();
   renderCerts();
 }
 
@@ -418,7 +641,7 @@ function renderCerts() {
         h("td", {}, c.common_name || "(no common name)"),
         h("td", {}, [c.organization, c.organizational_unit].filter(Boolean).join(" / ") || "—"),
         h("td", { class: "mono" }, c.serial_number),
-        h("td", {}, day(c.expires_on)),
+        h("td", { class: "nowrap" }, day(c.expires_on)),
         h("td", {}, statusBadge(c.status)),
         h("td", {}, h("button", { type: "button", class: "btn btn-small", onclick: () => openDetail(c.id) }, "Details", h("span", { class: "sr-only" }, ` of ${c.common_name}`))),
       ),
@@ -496,33 +719,87 @@ function openDetail(id) {
 async function loadByoca() {
   const table = $("byoca-table");
   try {
-    const list = (await api("GET", `/accounts/${await account()}/mtls_certificates`)).result ?? [];
+    const acc = await account();
+    const list = (await api("GET", `/accounts/${acc}/mtls_certificates`)).result ?? [];
+    const used = await Promise.all(
+      list.map((ca) => api("GET", `/accounts/${acc}/mtls_certificates/${ca.id}/associations`).then((d) => d.result ?? [])),
+    );
     table.tBodies[0].replaceChildren(
-      ...list.map((ca) =>
-        h(
+      ...list.map((ca, i) => {
+        const label = ca.name || ca.id;
+        return h(
           "tr",
-          {},
-          h("td", {}, ca.name || ca.id),
+          { "data-id": ca.id },
+          h("td", {}, label),
           h("td", {}, ca.issuer),
-          h("td", { class: "mono" }, ca.serial_number),
-          h("td", {}, day(ca.expires_on)),
+          h("td", { class: "nowrap" }, day(ca.expires_on)),
+          h("td", { class: "nowrap" }, ca.crl_updated_on ? `updated ${day(ca.crl_updated_on)}` : h("span", { class: "muted" }, "none")),
+          h(
+            "td",
+            { class: "hosts-cell" },
+            used[i].length ? used[i].map((a) => a.hostname).join(", ") : h("span", { class: "muted" }, "none"),
+          ),
           h(
             "td",
             {},
             canWrite &&
-              confirmButton("Delete", "Confirm delete", async () => {
-                await api("DELETE", `/accounts/${await account()}/mtls_certificates/${ca.id}`);
-                toast("CA deleted");
-                await loadByoca();
-              }),
+              h(
+                "div",
+                { class: "row" },
+                h("button", { type: "button", class: "btn btn-small", onclick: () => openCrl(ca) }, "Upload CRL", h("span", { class: "sr-only" }, ` for ${label}`)),
+                h("button", { type: "button", class: "btn btn-small", onclick: () => openByocaHosts(ca).catch(showError) }, "Edit hostnames", h("span", { class: "sr-only" }, ` of ${label}`)),
+                confirmButton("Delete", "Confirm delete", async () => {
+                  await api("DELETE", `/accounts/${acc}/mtls_certificates/${ca.id}`);
+                  toast("CA deleted");
+                  await loadByoca();
+                }),
+              ),
           ),
-        ),
-      ),
+        );
+      }),
     );
-    if (!list.length) emptyRow(table, 5, "No CAs uploaded.");
+    if (!list.length) emptyRow(table, 6, "No CAs uploaded.");
   } catch (error) {
     showError(error);
   }
+}
+
+function openCrl(ca) {
+  const dialog = $("crl-dialog");
+  dialog.dataset.id = ca.id;
+  $("crl-ca-name").textContent = ca.name || ca.id;
+  $("crl-form").reset();
+  $("crl-result").textContent = ca.crl_updated_on ? `The current CRL was uploaded on ${when(ca.crl_updated_on)}.` : "No CRL uploaded yet.";
+  dialog.showModal();
+}
+
+// A CRL file as the API takes it: PEM text as is, DER as base64.
+async function crlText(file) {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  const text = new TextDecoder().decode(bytes);
+  if (text.trimStart().startsWith("-----BEGIN")) return text;
+  let binary = "";
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return btoa(binary);
+}
+
+async function openByocaHosts(ca) {
+  const dialog = $("byoca-hosts-dialog");
+  dialog.dataset.id = ca.id;
+  $("byoca-hosts-name").textContent = ca.name || ca.id;
+  $("byoca-hosts-zone").textContent = zone.name;
+  const [names, current] = await Promise.all([
+    api("GET", `/zones/${zone.id}/hostnames`).then((d) => (d.result ?? []).map((x) => x.hostname)),
+    api("GET", `/zones/${zone.id}/certificate_authorities/hostname_associations?mtls_certificate_id=${encodeURIComponent(ca.id)}`).then(
+      (d) => d.result?.hostnames ?? [],
+    ),
+  ]);
+  const all = [...new Set([...names, ...current])].sort();
+  $("byoca-hosts-list").replaceChildren(
+    ...all.map((name) => h("li", {}, h("label", { class: "inline" }, h("input", { type: "checkbox", value: name, checked: current.includes(name) }), name))),
+  );
+  if (!all.length) $("byoca-hosts-list").replaceChildren(h("li", { class: "muted" }, "The zone has no hostnames yet."));
+  dialog.showModal();
 }
 
 function setupByoca() {
@@ -535,6 +812,35 @@ function setupByoca() {
       await api("POST", `/accounts/${await account()}/mtls_certificates`, body);
       e.target.reset();
       toast("CA uploaded");
+      await loadByoca();
+    });
+  });
+  const crlDialog = $("crl-dialog");
+  $("crl-close").addEventListener("click", () => crlDialog.close());
+  $("crl-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run($("crl-upload"), async () => {
+      const file = $("crl-file").files[0];
+      const crl = file ? await crlText(file) : $("crl-pem").value.trim();
+      if (!crl) throw new Error("choose a CRL file or paste a PEM CRL");
+      const result = (await api("PUT", `/accounts/${await account()}/mtls_certificates/${crlDialog.dataset.id}/crl`, { crl })).result;
+      crlDialog.close();
+      toast(`CRL accepted: ${plural(result.entries, "revoked certificate")}`);
+      await loadByoca();
+    });
+  });
+  const hostsDialog = $("byoca-hosts-dialog");
+  $("byoca-hosts-close").addEventListener("click", () => hostsDialog.close());
+  $("byoca-hosts-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run($("byoca-hosts-save"), async () => {
+      const hostnames = [...hostsDialog.querySelectorAll('input[type="checkbox"]:checked')].map((box) => box.value);
+      await api("PUT", `/zones/${zone.id}/certificate_authorities/hostname_associations`, {
+        hostnames,
+        mtls_certificate_id: hostsDialog.dataset.id,
+      });
+      hostsDialog.close();
+      toast("Hostnames saved");
       await loadByoca();
     });
   });
@@ -555,6 +861,7 @@ export function mtlsExpression(paths, hostnames) {
 async function mtlsRulePage() {
   const expression = $("rule-expression");
   const diagnostic = $("rule-diagnostic");
+  const editId = new URLSearchParams(window.location.search).get("edit");
   let timer = null;
   let sequence = 0;
   const validate = async () => {
@@ -577,36 +884,99 @@ async function mtlsRulePage() {
     expression.value = mtlsExpression(lines($("rule-paths").value), lines($("rule-hosts").value));
     schedule();
   };
+  const showCustom = () => {
+    $("rule-custom-set").hidden = $("rule-action").value !== "block";
+    $("rule-custom-fields").hidden = !$("rule-custom").checked;
+  };
+  const bodySize = () => {
+    const size = new TextEncoder().encode($("rule-body").value).length;
+    $("rule-body-size").textContent = `${size} of 2048 bytes`;
+    $("rule-body-size").classList.toggle("too-long", size > 2048);
+    $("rule-body").setAttribute("aria-invalid", String(size > 2048));
+    if (size <= 2048 && /2 KiB/.test($("page-error").textContent)) clearError();
+  };
   $("rule-paths").addEventListener("input", rebuild);
   $("rule-hosts").addEventListener("input", rebuild);
   expression.addEventListener("input", schedule);
-  $("rule-custom").addEventListener("change", (e) => {
-    $("rule-custom-fields").hidden = !e.target.checked;
-  });
-  try {
-    const associated = (await api("GET", `/zones/${zone.id}/certificate_authorities/hostname_associations`)).result?.hostnames ?? [];
-    $("rule-hosts").placeholder = associated.join("\n") || "api.example.com";
-  } catch {
-    // Hostname hints are optional.
+  $("rule-custom").addEventListener("change", showCustom);
+  $("rule-action").addEventListener("change", showCustom);
+  $("rule-body").addEventListener("input", bodySize);
+
+  let ruleset = null;
+  const loadRuleset = async () => {
+    try {
+      return (await api("GET", `/zones/${zone.id}/rulesets/phases/${PHASE}/entrypoint`)).result;
+    } catch (error) {
+      if (error.status !== 404) throw error;
+      return null;
+    }
+  };
+  let editing = null;
+  if (editId) {
+    ruleset = await loadRuleset();
+    editing = ruleset?.rules.find((r) => r.id === editId) ?? null;
+    if (!editing) throw new Error(`rule ${editId} was not found in this zone's custom rules`);
+    document.title = "Edit rule · Portcullis";
+    for (const link of document.querySelectorAll("nav.side a")) {
+      if (link.getAttribute("href") === "/dashboard/rules") link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
+    document.querySelector("main h1").textContent = "Edit rule";
+    $("rule-intro").textContent = "Change the rule and save it. The expression is checked as you type; the rule keeps its place in the order.";
+    $("rule-builder").hidden = true;
+    $("rule-name").value = editing.description;
+    expression.value = editing.expression;
+    $("rule-action").value = editing.action;
+    const response = editing.action_parameters?.response;
+    $("rule-custom").checked = Boolean(response);
+    if (response) {
+      $("rule-status").value = String(response.status_code ?? 403);
+      $("rule-type").value = response.content_type ?? "text/plain";
+      $("rule-body").value = response.content ?? "";
+    }
+    $("rule-deploy").textContent = "Save rule";
+    schedule();
+  } else {
+    try {
+      const associated = (await api("GET", `/zones/${zone.id}/certificate_authorities/hostname_associations`)).result?.hostnames ?? [];
+      $("rule-hosts").placeholder = associated.join("\n") || "api.example.com";
+    } catch {
+      // Hostname hints are optional.
+    }
+    rebuild();
   }
-  rebuild();
+  showCustom();
+  bodySize();
+
   $("rule-form").addEventListener("submit", (e) => {
     e.preventDefault();
     run($("rule-deploy"), async () => {
-      const rule = { description: $("rule-name").value.trim(), expression: expression.value, action: $("rule-action").value, enabled: true };
-      if ($("rule-custom").checked) {
-        const content = $("rule-body").value;
-        if (new TextEncoder().encode(content).length > 2048) throw new Error("the custom response body must be at most 2 KiB");
-        rule.action_parameters = {
-          response: { status_code: Number($("rule-status").value), content_type: $("rule-type").value, content },
-        };
+      const action = $("rule-action").value;
+      const rule = { description: $("rule-name").value.trim(), expression: expression.value, action };
+      let parameters;
+      if (action === "block") {
+        if ($("rule-custom").checked) {
+          const status = Number($("rule-status").value);
+          if (!Number.isInteger(status) || status < 400 || status > 499) throw new Error("the custom response status must be between 400 and 499");
+          const content = $("rule-body").value;
+          if (new TextEncoder().encode(content).length > 2048) throw new Error("the custom response body must be at most 2 KiB (2048 bytes)");
+          parameters = { response: { status_code: status, content_type: $("rule-type").value, content } };
+        } else {
+          parameters = {};
+        }
       }
-      let ruleset = null;
-      try {
-        ruleset = (await api("GET", `/zones/${zone.id}/rulesets/phases/${PHASE}/entrypoint`)).result;
-      } catch (error) {
-        if (error.status !== 404) throw error;
+      if (editing) {
+        // Refuse to overwrite someone else's change made since this page loaded.
+        const now = (await loadRuleset())?.rules.find((r) => r.id === editing.id);
+        if (!now) throw new Error("this rule was deleted meanwhile");
+        if (now.version !== editing.version) throw new Error("this rule was changed meanwhile (by another session or the API): reload the page to edit the current version");
+        await api("PATCH", `/zones/${zone.id}/rulesets/${ruleset.id}/rules/${editing.id}`, { ...rule, ...(parameters ? { action_parameters: parameters } : {}) });
+        window.location.assign("/dashboard/rules?saved=1");
+        return;
       }
+      rule.enabled = true;
+      if (parameters?.response) rule.action_parameters = parameters;
+      ruleset = await loadRuleset();
       if (ruleset) await api("POST", `/zones/${zone.id}/rulesets/${ruleset.id}/rules`, rule);
       else await api("PUT", `/zones/${zone.id}/rulesets/phases/${PHASE}/entrypoint`, { rules: [rule] });
       window.location.assign("/dashboard/rules?deployed=1");
@@ -617,7 +987,9 @@ async function mtlsRulePage() {
 // ---------- Security rules ----------
 
 async function rulesPage() {
-  if (new URLSearchParams(window.location.search).get("deployed")) toast("Rule deployed");
+  const query = new URLSearchParams(window.location.search);
+  if (query.get("deployed")) toast("Rule deployed");
+  if (query.get("saved")) toast("Rule saved");
   await loadRules();
 }
 
@@ -668,6 +1040,7 @@ async function loadRules() {
             canWrite && [
             h("button", { type: "button", class: "btn btn-small", disabled: i === 0, "aria-label": `Move ${rule.description || rule.id} up`, onclick: (e) => run(e.currentTarget, patch(rule, { position: { before: rules[i - 1]?.id } })) }, "↑"),
             h("button", { type: "button", class: "btn btn-small", disabled: i === rules.length - 1, "aria-label": `Move ${rule.description || rule.id} down`, onclick: (e) => run(e.currentTarget, patch(rule, { position: { after: rules[i + 1]?.id } })) }, "↓"),
+            h("a", { class: "btn btn-small", href: `/dashboard/mtls-rule?edit=${encodeURIComponent(rule.id)}` }, "Edit", h("span", { class: "sr-only" }, ` ${rule.description || rule.id}`)),
             confirmButton("Delete", "Confirm delete", async () => {
               await api("DELETE", path(rule));
               toast("Rule deleted");
@@ -749,29 +1122,57 @@ async function hostnamesPage() {
       await loadHostnames();
     });
   });
+  setupHostEdit();
   await loadHostnames();
 }
 
+// Which certificate the edge serves for `hostname`, as src/edge.rs picks it: the newest uploaded certificate of the
+// zone that covers the name (exactly, or by a one-label wildcard), else one from the development edge CA.
+export function covers(pattern, hostname) {
+  const p = pattern.toLowerCase();
+  if (p.startsWith("*.")) {
+    const dot = hostname.indexOf(".");
+    return dot > 0 && hostname.slice(dot + 1) === p.slice(2);
+  }
+  return p === hostname;
+}
+
+function serverCertCell(host, custom) {
+  const cert = custom.find((c) => c.hosts.some((pattern) => covers(pattern, host.hostname)));
+  if (!cert) return h("td", {}, h("span", { class: "badge badge-muted" }, "development edge CA"));
+  const expires = Date.parse(cert.expires_on);
+  const soon = expires - Date.now() < 30 * 24 * 3600 * 1000;
+  return h(
+    "td",
+    { title: `Certificate ${cert.id}, issued by ${cert.issuer}` },
+    h("span", { class: "mono" }, cert.hosts.join(", ")),
+    h("br"),
+    h("span", { class: soon ? "badge badge-warn" : "muted small" }, `expires ${day(cert.expires_on)}`),
+    " ",
+    h("span", { class: "muted small" }, `· ${cert.issuer}`),
+  );
+}
+
+let hostList = [];
+
 async function loadHostnames() {
-  const [list, associated] = await Promise.all([
+  const customPages = async () => {
+    const all = [];
+    for (let page = 1; page < 100; page += 1) {
+      const data = await api("GET", `/zones/${zone.id}/custom_certificates?per_page=1000&page=${page}`);
+      all.push(...(data.result ?? []));
+      if (page >= (data.result_info?.total_pages ?? 1)) break;
+    }
+    return all;
+  };
+  const [list, associated, custom] = await Promise.all([
     api("GET", `/zones/${zone.id}/hostnames`).then((d) => d.result ?? []),
     api("GET", `/zones/${zone.id}/certificate_authorities/hostname_associations`).then((d) => d.result?.hostnames ?? []),
+    customPages(),
   ]);
+  hostList = list;
   const table = $("hn-table");
-  const select = (host, field, options) =>
-    h(
-      "select",
-      {
-        "aria-label": `${field.replaceAll("_", " ")} of ${host.hostname}`,
-        disabled: !canWrite,
-        onchange: (e) =>
-          run(e.target, async () => {
-            await api("PATCH", `/zones/${zone.id}/hostnames/${host.id}`, { [field]: e.target.value });
-            toast("Saved");
-          }),
-      },
-      options.map((o) => h("option", { value: o, selected: host[field] === o }, o)),
-    );
+  const forwarding = { none: "none", cloudflare: "Cloudflare headers", cf_cert_headers: "cf-cert-* headers", rfc9440: "RFC 9440", xfcc: "X-Forwarded-Client-Cert" };
   table.tBodies[0].replaceChildren(
     ...list.map((host) =>
       h(
@@ -779,28 +1180,66 @@ async function loadHostnames() {
         { "data-id": host.id },
         h("td", {}, host.hostname),
         h("td", { class: "mono" }, host.origin),
+        serverCertCell(host, custom),
         h("td", {}, associated.includes(host.hostname) ? statusBadge("active") : h("span", { class: "badge badge-muted" }, "off")),
-        h("td", {}, select(host, "tls_client_auth", ["request", "require"])),
-        h("td", {}, select(host, "client_certificate_forwarding", ["none", "cloudflare", "cf_cert_headers", "rfc9440", "xfcc"])),
+        h("td", {}, host.tls_client_auth),
+        h("td", {}, forwarding[host.client_certificate_forwarding] ?? host.client_certificate_forwarding),
         h(
           "td",
           {},
           canWrite &&
-            confirmButton("Delete", "Confirm delete", async () => {
-              await api("DELETE", `/zones/${zone.id}/hostnames/${host.id}`);
-              toast("Hostname deleted");
-              await loadHostnames();
-            }),
+            h(
+              "div",
+              { class: "row" },
+              h("button", { type: "button", class: "btn btn-small", onclick: () => openHostEdit(host.id) }, "Edit", h("span", { class: "sr-only" }, ` ${host.hostname}`)),
+              confirmButton("Delete", "Confirm delete", async () => {
+                await api("DELETE", `/zones/${zone.id}/hostnames/${host.id}`);
+                toast("Hostname deleted");
+                await loadHostnames();
+              }),
+            ),
         ),
       ),
     ),
   );
-  if (!list.length) emptyRow(table, 6, "No hostnames yet.");
+  if (!list.length) emptyRow(table, 7, "No hostnames yet.");
+}
+
+function openHostEdit(id) {
+  const host = hostList.find((x) => x.id === id);
+  if (!host) return;
+  const dialog = $("hn-dialog");
+  dialog.dataset.id = id;
+  $("hn-edit-name").textContent = host.hostname;
+  $("hn-edit-origin").value = host.origin;
+  $("hn-edit-mode").value = host.tls_client_auth;
+  $("hn-edit-forward").value = host.client_certificate_forwarding;
+  dialog.showModal();
+  $("hn-edit-origin").focus();
+}
+
+function setupHostEdit() {
+  const dialog = $("hn-dialog");
+  $("hn-edit-cancel").addEventListener("click", () => dialog.close());
+  $("hn-edit-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run($("hn-edit-save"), async () => {
+      await api("PATCH", `/zones/${zone.id}/hostnames/${dialog.dataset.id}`, {
+        origin: $("hn-edit-origin").value.trim(),
+        tls_client_auth: $("hn-edit-mode").value,
+        client_certificate_forwarding: $("hn-edit-forward").value,
+      });
+      dialog.close();
+      toast("Hostname saved");
+      await loadHostnames();
+    });
+  });
 }
 
 // ---------- start ----------
 
 const PAGES = {
+  overview: overviewPage,
   certificates: certificatesPage,
   "mtls-rule": mtlsRulePage,
   rules: rulesPage,
@@ -808,9 +1247,23 @@ const PAGES = {
   hostnames: hostnamesPage,
 };
 
+// On a phone, tables marked `stack` show one card per row; each cell is labelled with its column's heading.
+function labelCells(table) {
+  const headings = [...table.tHead.rows[0].cells].map((th) => th.textContent.trim());
+  for (const row of table.tBodies[0].rows) {
+    [...row.cells].forEach((cell, i) => {
+      if (!cell.classList.contains("empty")) cell.dataset.label = headings[i] ?? "";
+    });
+  }
+}
+
 async function start() {
   const main = $("main");
   if (!main?.dataset.page) return;
+  for (const table of document.querySelectorAll("table.stack")) {
+    new MutationObserver(() => labelCells(table)).observe(table.tBodies[0], { childList: true });
+  }
+  document.querySelector("nav.side a[aria-current]")?.scrollIntoView({ block: "nearest", inline: "center" });
   if (!canWrite) document.querySelectorAll("[data-write]").forEach((el) => (el.hidden = true));
   try {
     if (!(await loadZones())) {

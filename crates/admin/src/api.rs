@@ -39,6 +39,10 @@ pub mod codes {
     pub const TOO_LARGE: u32 = 1413;
     /// Something failed on the server (Portcullis).
     pub const INTERNAL: u32 = 1500;
+    /// What was asked for depends on a part that does not run here (Portcullis).
+    pub const UNAVAILABLE: u32 = 1503;
+    /// Too many failed attempts; retry later (Portcullis).
+    pub const TOO_MANY: u32 = 1429;
 }
 
 /// One error in the envelope.

@@ -37,6 +37,35 @@ async fn issuing_ca(state: &AdminState) -> Result<ManagedCa, ApiError> {
     unseal(state, &stored)
 }
 
+/// Why `wanted` cannot issue, naming the CA that can.
+async fn not_issuing(state: &AdminState, wanted: &str, active: &str) -> Result<String, ApiError> {
+    let managed = state.store.managed_cas().await?;
+    if let Some(ca) = managed.iter().find(|ca| ca.id == wanted) {
+        let status = match ca.status {
+            ManagedCaStatus::Active => "active",
+            ManagedCaStatus::Trusted => "trusted (replaced by a rotation)",
+            ManagedCaStatus::Retired => "retired",
+        };
+        return Ok(format!(
+            "managed CA {wanted} is {status} and no longer issues; the active managed CA is {active}"
+        ));
+    }
+    let uploaded = match state.store.mtls_certificate(wanted).await {
+        Ok(_) => true,
+        Err(portcullis_store::StoreError::NotFound { .. }) => false,
+        Err(err) => return Err(err.into()),
+    };
+    if uploaded {
+        return Ok(format!(
+            "{wanted} is a CA you uploaded: Portcullis holds no key for it, so issue its certificates with your own \
+             CA; the managed CA that issues here is {active}"
+        ));
+    }
+    Ok(format!(
+        "certificate authority {wanted:?} not found; the active managed CA is {active}"
+    ))
+}
+
 fn unseal(state: &AdminState, stored: &portcullis_store::ManagedCa) -> Result<ManagedCa, ApiError> {
     let key_type: KeyType = stored.key_type.parse().map_err(ApiError::internal)?;
     let der = portcullis_pki::pem::single_from_pem_or_der(stored.certificate.as_bytes(), "CERTIFICATE")
@@ -148,6 +177,10 @@ pub struct CreateClientCertificate {
     pub subject_alt_names: Option<SubjectAltNames>,
     /// With a generated key: also return a PKCS#12 bundle (base64) protected by this password.
     pub pkcs12_password: Option<String>,
+    /// Portcullis extension: the managed CA the caller expects to issue. Only the active managed CA issues; naming
+    /// another one (replaced by a rotation, or a bring-your-own CA, whose key Portcullis never holds) is refused
+    /// rather than silently issuing from a different CA.
+    pub certificate_authority_id: Option<String>,
 }
 
 /// The created certificate: Cloudflare's record, plus the generated key and bundle when Portcullis made the key.
@@ -177,6 +210,9 @@ pub async fn create_client_certificate(
 ) -> ApiResult {
     state.store.zone(&zone_id).await?;
     let ca = issuing_ca(&state).await?;
+    if let Some(wanted) = body.certificate_authority_id.as_deref().filter(|id| *id != ca.id()) {
+        return Err(ApiError::invalid(not_issuing(&state, wanted, ca.id()).await?));
+    }
     let options = IssueOptions {
         validity_days: body.validity_days.unwrap_or(portcullis_pki::ca::DEFAULT_VALIDITY_DAYS),
         crl_distribution_point: state

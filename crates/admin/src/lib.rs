@@ -19,6 +19,7 @@ mod hostnames;
 mod rulesets;
 mod time_fmt;
 mod tokens;
+mod traffic;
 mod zones;
 
 use std::collections::HashMap;
@@ -40,6 +41,7 @@ use portcullis_store::Store;
 pub use api::{ApiError, Envelope, ErrorItem, ResultInfo, codes};
 pub use hostnames::{CertificateForwarding, HostnameSettings, TlsClientAuth};
 pub use rulesets::{PHASE as FIREWALL_PHASE, compile_stored as compile_stored_rules};
+pub use traffic::{MinuteCount, TrafficSource};
 
 /// Largest request body the API accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -82,6 +84,10 @@ pub struct AdminState {
     metrics: Option<MetricsRender>,
     /// The dashboard's sign-in sessions (in memory: they do not survive a restart).
     sessions: Arc<dashboard::sessions::Sessions>,
+    /// Failed dashboard sign-ins per client address, to slow down token guessing.
+    sign_in_limiter: Arc<dashboard::limiter::SignInLimiter>,
+    /// Requests and blocks per minute of the edge in this process; none when the API runs alone.
+    traffic: Option<Arc<dyn TrafficSource>>,
 }
 
 /// Renders metrics in Prometheus' text format.
@@ -95,6 +101,13 @@ impl AdminState {
         self
     }
 
+    /// Serves the edge's traffic counts at `GET /accounts/{account_id}/portcullis/traffic` (the dashboard's
+    /// overview chart).
+    pub fn with_traffic(mut self, source: Arc<dyn TrafficSource>) -> Self {
+        self.traffic = Some(source);
+        self
+    }
+
     pub fn new(store: Store, settings: AdminSettings, master_key: Arc<MasterKey>) -> Self {
         AdminState {
             store,
@@ -103,6 +116,8 @@ impl AdminState {
             crl_cache: Arc::default(),
             metrics: None,
             sessions: Arc::default(),
+            sign_in_limiter: Arc::default(),
+            traffic: None,
         }
     }
 }
@@ -172,6 +187,7 @@ fn api_routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(byoca::associations))
         .routes(routes!(byoca::put_crl))
         .routes(routes!(events::list_events))
+        .routes(routes!(traffic::traffic))
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
 }
@@ -240,3 +256,5 @@ async fn method_not_allowed() -> Response {
 mod tests;
 #[cfg(test)]
 mod tests_certs;
+#[cfg(test)]
+mod tests_dashboard_api;

@@ -26,6 +26,15 @@ impl Api {
     }
 
     pub(crate) async fn with_settings(settings: AdminSettings) -> Api {
+        Api::build(settings, None).await
+    }
+
+    /// An API whose traffic endpoint reads `source`.
+    pub(crate) async fn with_traffic(source: std::sync::Arc<dyn crate::TrafficSource>) -> Api {
+        Api::build(AdminSettings::default(), Some(source)).await
+    }
+
+    async fn build(settings: AdminSettings, traffic: Option<std::sync::Arc<dyn crate::TrafficSource>>) -> Api {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open_sqlite(&dir.path().join("p.db")).await.expect("store");
         let (_, write) = store
@@ -37,7 +46,10 @@ impl Api {
             .await
             .expect("token");
         let master_key = std::sync::Arc::new(portcullis_pki::MasterKey::generate());
-        let state = AdminState::new(store.clone(), settings, master_key.clone());
+        let mut state = AdminState::new(store.clone(), settings, master_key.clone());
+        if let Some(source) = traffic {
+            state = state.with_traffic(source);
+        }
         bootstrap_ca(&state).await;
         let router = router(state);
         Api {

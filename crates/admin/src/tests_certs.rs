@@ -1269,6 +1269,7 @@ async fn openapi_lists_every_route_of_the_router() {
             "put",
             "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/crl",
         ),
+        ("get", "/accounts/{account_id}/portcullis/traffic"),
         ("get", "/user/tokens"),
         ("post", "/user/tokens"),
         ("delete", "/user/tokens/{token_id}"),

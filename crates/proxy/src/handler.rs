@@ -101,6 +101,7 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: Arc<Shared>, conn: Ar
         conn.host_name.as_str()
     };
     observe::request(label, outcome.action, elapsed);
+    crate::traffic::TRAFFIC.record(outcome.action == "block");
     let facts = outcome.facts.as_deref();
     tracing::info!(
         target: "portcullis::access",

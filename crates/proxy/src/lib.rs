@@ -30,6 +30,7 @@ pub mod observe;
 pub mod origin_tls;
 pub mod snapshot;
 pub mod tls;
+pub mod traffic;
 
 #[cfg(test)]
 mod tests;
@@ -42,6 +43,7 @@ pub use origin_tls::OriginTls;
 pub use server::serve;
 pub use snapshot::{Forwarding, Host, HostParams, Mtls, Origin, Snapshot, TrustedCa};
 pub use tls::{MtlsMode, ServerCert};
+pub use traffic::{MinuteCount, TRAFFIC, Traffic};
 
 /// Errors from building configuration or serving.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,10 @@
 //! `<meta name="csrf-token">`; the API's auth middleware requires it in `X-CSRF-Token` on every non-GET call made
 //! with the cookie. Pages are served with a Content-Security-Policy that allows only this origin's scripts and
 //! styles and no inline script.
+//!
+//! Failed sign-ins are limited per client address and for the whole process (see [`limiter`]).
 
+pub mod limiter;
 pub mod sessions;
 pub mod validate;
 
@@ -35,8 +38,14 @@ const FAVICON: &str = include_str!("../../assets/favicon.svg");
 /// The pages: (key, path, title, body).
 const PAGES: &[(&str, &str, &str, &str)] = &[
     (
-        "certificates",
+        "overview",
         "/dashboard",
+        "Overview",
+        include_str!("../../assets/overview.html"),
+    ),
+    (
+        "certificates",
+        "/dashboard/certificates",
         "Client Certificates",
         include_str!("../../assets/certificates.html"),
     ),
@@ -149,8 +158,8 @@ async fn page(State(state): State<AdminState>, headers: HeaderMap, index: usize)
     out.push_str("<body>\n<a class=\"skip\" href=\"#main\">Skip to content</a>\n<header class=\"top\">\n");
     out.push_str("<a class=\"brand\" href=\"/dashboard\">Portcullis</a>\n");
     out.push_str(
-        "<label class=\"zone\">Zone <select id=\"zone-picker\" name=\"zone\"><option value=\"\">Loading…</option>\
-         </select></label>\n",
+        "<label class=\"zone\"><span class=\"zone-text\">Zone</span> <select id=\"zone-picker\" name=\"zone\">\
+         <option value=\"\">Loading…</option></select></label>\n",
     );
     if !can_write {
         out.push_str("<span class=\"badge badge-muted\" title=\"This token can only read\">read only</span>\n");
@@ -235,13 +244,39 @@ fn cookie(value: &str, max_age: u64, secure: bool) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static("portcullis_session=; Path=/; Max-Age=0"))
 }
 
-async fn login(State(state): State<AdminState>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+/// The peer's address when the listener recorded it (`into_make_service_with_connect_info`).
+type Peer = Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
+
+async fn login(
+    State(state): State<AdminState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     if !same_origin(&headers) {
         return login_html(StatusCode::FORBIDDEN, Some("Cross-site sign-in refused."));
+    }
+    let address = peer.map(|axum::Extension(info)| info.0.ip().to_canonical());
+    let now = std::time::Instant::now();
+    if let Err(limited) = state.sign_in_limiter.check(address, now) {
+        let who = if limited.global {
+            "Too many failed sign-ins on this server"
+        } else {
+            "Too many failed sign-ins from your address"
+        };
+        let mut response = login_html(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(&format!("{who}. Try again in {} seconds.", limited.retry_after)),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(limited.retry_after));
+        return response;
     }
     let token = match state.store.authenticate(form.token.trim()).await {
         Ok(Some(token)) => token,
         Ok(None) => {
+            state.sign_in_limiter.failed(address, now);
             return login_html(
                 StatusCode::UNAUTHORIZED,
                 Some("That token is not valid (or was revoked)."),
@@ -255,6 +290,7 @@ async fn login(State(state): State<AdminState>, headers: HeaderMap, Form(form): 
             );
         }
     };
+    state.sign_in_limiter.succeeded(address);
     let (id, _) = state.sessions.create(token.id, token.scope);
     let mut response = Redirect::to("/dashboard").into_response();
     *response.status_mut() = StatusCode::SEE_OTHER;

@@ -350,3 +350,139 @@ fn escape_covers_html_metacharacters() {
         "&lt;a href=&quot;x&quot;&gt;Tom &amp; &#39;Jerry&#39;&lt;/a&gt;"
     );
 }
+
+#[test]
+fn the_sign_in_limiter_counts_failures_per_address_and_globally_in_bounded_memory() {
+    use super::limiter::{GLOBAL, MAX_ADDRESSES, PER_ADDRESS, SignInLimiter, WINDOW};
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::{Duration, Instant};
+
+    let limiter = SignInLimiter::default();
+    let t0 = Instant::now();
+    let a = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
+    let b = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)));
+    for i in 0..PER_ADDRESS {
+        assert!(limiter.check(a, t0).is_ok(), "attempt {i} is allowed");
+        limiter.failed(a, t0 + Duration::from_secs(u64::from(i)));
+    }
+    let limited = limiter
+        .check(a, t0 + Duration::from_secs(10))
+        .expect_err("the sixth is refused");
+    assert!(!limited.global);
+    assert_eq!(limited.retry_after, 50, "the window started at the first failure");
+    assert!(
+        limiter.check(b, t0 + Duration::from_secs(10)).is_ok(),
+        "other addresses are not affected"
+    );
+    assert!(limiter.check(a, t0 + WINDOW).is_ok(), "the window is over");
+    limiter.failed(a, t0 + WINDOW);
+    assert!(
+        limiter.check(a, t0 + WINDOW).is_ok(),
+        "a new window starts with one failure"
+    );
+    limiter.succeeded(a);
+    assert_eq!(limiter.tracked(), 0, "a sign-in forgets the address");
+
+    // Many addresses: the table stays bounded.
+    let many = SignInLimiter::default();
+    let t1 = Instant::now();
+    for i in 0..(MAX_ADDRESSES as u32 + 50) {
+        many.failed(Some(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))), t1);
+    }
+    assert_eq!(many.tracked(), MAX_ADDRESSES);
+
+    // The global limit: failures from unknown peers count there only, and then everyone waits.
+    let global = SignInLimiter::default();
+    for _ in 0..GLOBAL {
+        assert!(global.check(None, t1).is_ok());
+        global.failed(None, t1);
+    }
+    assert_eq!(global.tracked(), 0);
+    let limited = global
+        .check(b, t1 + Duration::from_millis(1500))
+        .expect_err("everyone waits");
+    assert!(limited.global);
+    assert_eq!(limited.retry_after, 59, "rounded up");
+    assert!(global.check(b, t1 + WINDOW).is_ok());
+}
+
+#[tokio::test]
+async fn too_many_failed_sign_ins_from_an_address_get_429_with_retry_after() {
+    use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
+
+    let api = Api::new().await;
+    let login = |peer: &str, token: &str| {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri("/dashboard/login")
+            .header(header::HOST, "127.0.0.1:8081")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("token={token}")))
+            .expect("request");
+        req.extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().expect("address")));
+        let router = api.router.clone();
+        async move {
+            let resp = router.oneshot(req).await.expect("response");
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+            (status, headers, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    for _ in 0..super::limiter::PER_ADDRESS {
+        let (status, _, _) = login("198.51.100.7:40000", "pct_wrong").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // Another port of the same address is the same client; even the right token waits.
+    let (status, headers, body) = login("198.51.100.7:40001", &api.write.clone()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let retry: u64 = headers[header::RETRY_AFTER]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(headers.get(header::SET_COOKIE).is_none());
+    assert!(
+        body.contains("Too many failed sign-ins from your address. Try again in"),
+        "{body}"
+    );
+    // IPv4-mapped IPv6 is the same address.
+    let (status, _, _) = login("[::ffff:198.51.100.7]:40002", &api.write.clone()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // Another address signs in.
+    let (status, headers, _) = login("198.51.100.8:40000", &api.write.clone()).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(headers.contains_key(header::SET_COOKIE));
+}
+
+#[tokio::test]
+async fn the_overview_is_the_landing_page_and_certificates_moved() {
+    let api = Api::new().await;
+    let (cookie, _) = sign_in(&api, &api.write.clone()).await;
+    let landing = request(&api, Method::GET, "/dashboard", &[("cookie", &cookie)], None).await;
+    assert!(landing.body.contains("data-page=\"overview\""), "{}", landing.body);
+    assert!(
+        landing.body.contains("aria-current=\"page\">Overview"),
+        "{}",
+        landing.body
+    );
+    assert!(landing.body.contains("id=\"ov-chart\""));
+    let certs = request(
+        &api,
+        Method::GET,
+        "/dashboard/certificates",
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
+    assert_eq!(certs.status, StatusCode::OK);
+    assert!(certs.body.contains("data-page=\"certificates\""), "{}", certs.body);
+    assert!(
+        certs
+            .body
+            .contains("<a href=\"/dashboard/certificates\" aria-current=\"page\">Client Certificates")
+    );
+}
