@@ -91,6 +91,9 @@ pub struct LimitArgs {
     /// Seconds in-flight requests get to finish on shutdown.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub drain_timeout: u64,
+    /// Threads serving edge connections, each with its own event loop [default: the CPUs this process may run on].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub edge_threads: Option<u16>,
 }
 
 impl LimitArgs {
@@ -111,6 +114,11 @@ impl LimitArgs {
             drain_timeout: Duration::from_secs(self.drain_timeout),
             max_request_body_bytes: self.max_request_body,
             request_body_timeout: Duration::from_secs(self.request_body_timeout),
+            // Linux's answer honours the affinity mask (taskset, cgroup cpusets).
+            worker_threads: self.edge_threads.map_or_else(
+                || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+                usize::from,
+            ),
             ..portcullis_proxy::ProxyConfig::default()
         }
     }

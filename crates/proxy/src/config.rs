@@ -47,6 +47,9 @@ pub struct ProxyConfig {
     /// response has started, the timeout no longer applies: a gRPC bidirectional stream may be
     /// quiet for a long time, and HTTP/2 keep-alive pings detect dead peers.
     pub request_body_timeout: Duration,
+    /// Threads that serve connections, each with its own single-threaded runtime (see
+    /// [`crate::serve`]); 0 serves on the caller's runtime.
+    pub worker_threads: usize,
 }
 
 impl Default for ProxyConfig {
@@ -71,6 +74,7 @@ impl Default for ProxyConfig {
             drain_timeout: Duration::from_secs(30),
             max_request_body_bytes: 10 * 1024 * 1024,
             request_body_timeout: Duration::from_secs(60),
+            worker_threads: 0,
         }
     }
 }

@@ -29,6 +29,9 @@ pub(crate) struct ConnInfo {
     pub tls_version: &'static str,
     pub tls_cipher: String,
     pub remote: SocketAddr,
+    /// `remote`'s address as text (IPv4-mapped IPv6 addresses as IPv4), for logs, events and
+    /// `X-Forwarded-For`; formatted once per connection.
+    pub client_ip: String,
     pub local_port: u16,
     /// (snapshot generation, facts computed with that snapshot's verifier).
     facts: Mutex<Option<(u64, Arc<ClientAuthFacts>)>>,
@@ -72,6 +75,7 @@ impl ConnInfo {
             tls_version,
             tls_cipher,
             remote,
+            client_ip: remote.ip().to_canonical().to_string(),
             local_port,
             facts: Mutex::new(None),
             started: Instant::now(),

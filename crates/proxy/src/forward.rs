@@ -66,6 +66,10 @@ pub const CERT_HEADERS: [&str; 5] = [
     "x-forwarded-client-cert",
 ];
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded (`te: trailers` is re-added).
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
@@ -91,8 +95,18 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    remove_listed(headers, &HOP_BY_HOP);
+}
+
+/// Removes every header named in `names` (lower case). One pass over the request's own headers
+/// finds them first, because most requests carry none and a lookup per listed name costs a
+/// hash each.
+fn remove_listed(headers: &mut HeaderMap, names: &[&str]) {
+    let present = headers.keys().any(|k| names.contains(&k.as_str()));
+    if present {
+        for name in names {
+            headers.remove(*name);
+        }
     }
 }
 
@@ -134,9 +148,8 @@ pub(crate) fn certificate_headers(
     facts: &ClientAuthFacts,
     leaf: Option<&[u8]>,
 ) {
-    for name in CERT_HEADERS.iter().chain(CF_CERT_HEADERS.iter()) {
-        headers.remove(*name);
-    }
+    remove_listed(headers, &CERT_HEADERS);
+    remove_listed(headers, &CF_CERT_HEADERS);
     let trusted = facts.cert_verified && !facts.cert_revoked;
     match style {
         Forwarding::None => {}
@@ -288,13 +301,12 @@ impl Upstream {
         let downstream_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
-        let original_host = parts.uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        });
+        // HTTP/2 clients name the host in `:authority` (and an absolute-form HTTP/1.1 target
+        // overrides `Host`); an HTTP/1.1 origin needs it as `Host`.
+        let authority_host = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
 
         let wants_trailers = parts.headers.get_all(header::TE).iter().any(|v| {
             v.to_str()
@@ -318,31 +330,35 @@ impl Upstream {
             conn.peer_chain.first().map(|c| c.as_ref()),
         );
 
-        let client_ip = conn.remote.ip().to_canonical().to_string();
         // Earlier X-Forwarded-For fields are folded, in order, into one value ending with the client.
-        let mut xff: Vec<&str> = parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .collect();
-        xff.push(&client_ip);
-        let xff = xff.join(", ");
+        let mut xff = String::new();
+        for earlier in parts.headers.get_all(X_FORWARDED_FOR) {
+            if let Ok(v) = earlier.to_str()
+                && !v.trim().is_empty()
+            {
+                xff.push_str(v.trim());
+                xff.push_str(", ");
+            }
+        }
+        xff.push_str(&conn.client_ip);
         put(&mut parts.headers, "x-forwarded-for", &xff);
         parts
             .headers
-            .insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        put(&mut parts.headers, "x-forwarded-host", request_host);
+            .insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        match &host.hostname_header {
+            Some(v) if request_host == host.hostname => {
+                parts.headers.insert(X_FORWARDED_HOST, v.clone());
+            }
+            _ => put(&mut parts.headers, "x-forwarded-host", request_host),
+        }
 
-        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let uri = Uri::builder()
-            .scheme(host.origin.scheme.clone())
-            .authority(host.origin.authority.clone())
-            .path_and_query(path)
-            .build();
-        let Ok(uri) = uri else {
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.scheme = Some(host.origin.scheme.clone());
+        uri.authority = Some(host.origin.authority.clone());
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        let Ok(uri) = Uri::from_parts(uri) else {
             return error(StatusCode::BAD_REQUEST);
         };
         parts.uri = uri;
@@ -354,7 +370,7 @@ impl Upstream {
         } else {
             parts.version = Version::HTTP_11;
             // Keep the client's Host so the origin sees the name it was asked for.
-            if let Some(h) = original_host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+            if let Some(h) = authority_host {
                 parts.headers.insert(header::HOST, h);
             }
         }

@@ -18,7 +18,7 @@ use crate::events::{EventSink, SecurityEvent};
 use crate::forward::{Body, Upstream};
 use crate::observe;
 use crate::respond;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Host, Snapshot};
 
 /// What every connection shares.
 pub(crate) struct Shared {
@@ -27,14 +27,39 @@ pub(crate) struct Shared {
     pub upstream: Upstream,
 }
 
-/// The request's host: `:authority` (HTTP/2, absolute-form) or `Host`, port removed, lower-cased.
-fn request_host(req: &Request<Incoming>) -> Option<String> {
+/// The request's host: `:authority` (HTTP/2, absolute-form) or `Host`, port removed, as sent
+/// (callers compare it case-insensitively and lower-case it only when they keep it).
+fn request_host(req: &Request<Incoming>) -> Option<&str> {
     if let Some(a) = req.uri().authority() {
-        return Some(a.host().to_ascii_lowercase());
+        return Some(a.host());
     }
     let raw = req.headers().get(http::header::HOST)?.to_str().ok()?;
-    let authority: http::uri::Authority = raw.parse().ok()?;
-    Some(authority.host().to_ascii_lowercase())
+    host_of_authority(raw)
+}
+
+/// The host part of an authority (`name`, `name:port`, `[v6]:port`), or `None` if it is not one.
+fn host_of_authority(raw: &str) -> Option<&str> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw.contains(['/', '?', '#', '@', ' ']) {
+        return None;
+    }
+    if raw.starts_with('[') {
+        let end = raw.find(']')?;
+        let rest = &raw[end + 1..];
+        if !(rest.is_empty()
+            || rest
+                .strip_prefix(':')
+                .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())))
+        {
+            return None;
+        }
+        return Some(&raw[..=end]);
+    }
+    match raw.split_once(':') {
+        Some((host, port)) if !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => Some(host),
+        Some(_) => None,
+        None => Some(raw),
+    }
 }
 
 /// `(service, method)` of a gRPC request (content type `application/grpc…`) with path
@@ -67,51 +92,63 @@ struct Outcome {
     rule_id: Option<String>,
     /// `None` when the request ended before the certificate was looked at.
     facts: Option<Arc<ClientAuthFacts>>,
-    /// The connection's host is no longer in the snapshot.
-    host_gone: bool,
+    /// The connection's host in the snapshot that judged the request; `None` when it has left
+    /// the configuration (or the request ended before the lookup).
+    host: Option<Arc<Host>>,
 }
 
 impl Outcome {
-    fn early(action: &'static str) -> Outcome {
+    fn early(action: &'static str, host: Option<Arc<Host>>) -> Outcome {
         Outcome {
             action,
             rule_id: None,
             facts: None,
-            host_gone: false,
+            host,
         }
     }
+}
+
+/// The request head's fields an access-log line needs, copied before the request moves on.
+struct LogHead {
+    method: String,
+    path: String,
+    protocol: &'static str,
 }
 
 /// Handles one request, counts it and writes one access-log event (target `portcullis::access`).
 /// The latency is to the response head; a streamed body may go on after it.
 pub(crate) async fn handle(req: Request<Incoming>, shared: Arc<Shared>, conn: Arc<ConnInfo>) -> Response<Body> {
     let started = std::time::Instant::now();
-    // Extension methods are any token a client likes; keep the line bounded.
-    let method = observe::truncate(req.method().as_str(), observe::MAX_LOGGED_METHOD).to_owned();
-    let protocol = context::version_name(req.version());
-    // Bounded: a client may send a path as long as the header buffer allows.
-    let path = observe::truncate(req.uri().path(), observe::MAX_LOGGED_PATH).to_owned();
+    // Copied only when the line will be written: most edges run with the access log off.
+    let head = tracing::enabled!(target: "portcullis::access", tracing::Level::INFO).then(|| LogHead {
+        // Extension methods are any token a client likes; keep the line bounded.
+        method: observe::truncate(req.method().as_str(), observe::MAX_LOGGED_METHOD).to_owned(),
+        // Bounded: a client may send a path as long as the header buffer allows.
+        path: observe::truncate(req.uri().path(), observe::MAX_LOGGED_PATH).to_owned(),
+        protocol: context::version_name(req.version()),
+    });
     let (resp, outcome) = decide(req, &shared, &conn).await;
     let elapsed = started.elapsed();
-    // The SNI's host, from the snapshot: never a name the client chose freely; a host that has
-    // since left the configuration is `_unknown`, so removed names do not linger as labels.
-    let label = if outcome.host_gone {
-        observe::UNKNOWN_HOST
-    } else {
-        conn.host_name.as_str()
-    };
-    observe::request(label, outcome.action, elapsed);
+    match &outcome.host {
+        Some(host) => host.metrics.request(outcome.action, elapsed),
+        // The host has since left the configuration: `_unknown`, so removed names do not linger
+        // as labels.
+        None => observe::request_slow(observe::UNKNOWN_HOST, outcome.action, elapsed),
+    }
     crate::traffic::TRAFFIC.record(outcome.action == "block");
+    let Some(head) = head else {
+        return resp;
+    };
     let facts = outcome.facts.as_deref();
     tracing::info!(
         target: "portcullis::access",
         host = %conn.host_name,
-        method,
-        path,
+        method = head.method,
+        path = head.path,
         status = resp.status().as_u16(),
         latency_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-        client_ip = %conn.remote.ip().to_canonical(),
-        protocol,
+        client_ip = conn.client_ip,
+        protocol = head.protocol,
         tls_version = conn.tls_version,
         mtls_status = facts.map_or("", |f| f.status.as_str()),
         cert_fingerprint_sha256 = facts.map_or("", |f| f.cert_fingerprint_sha256.as_str()),
@@ -124,36 +161,41 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: Arc<Shared>, conn: Ar
 
 async fn decide(req: Request<Incoming>, shared: &Shared, conn: &Arc<ConnInfo>) -> (Response<Body>, Outcome) {
     let version = req.version();
+    let snapshot = shared.snapshot.load();
+    let host = snapshot.hosts.get(&conn.host_name).cloned();
     if req.method() == http::Method::CONNECT {
         // A reverse proxy has no tunnels to offer; this also refuses HTTP/2 extended CONNECT
         // (WebSocket over HTTP/2), which is not supported.
         return (
             respond::status_page(StatusCode::METHOD_NOT_ALLOWED, version),
-            Outcome::early("error"),
+            Outcome::early("error", host),
         );
     }
-    let snapshot = shared.snapshot.load_full();
-    let Some(host) = snapshot.hosts.get(&conn.host_name).cloned() else {
+    let Some(host) = host else {
         // The host left the configuration: make the client reconnect (and re-handshake).
-        let outcome = Outcome {
-            host_gone: true,
-            ..Outcome::early("misdirected")
-        };
-        return (respond::status_page(StatusCode::MISDIRECTED_REQUEST, version), outcome);
+        return (
+            respond::status_page(StatusCode::MISDIRECTED_REQUEST, version),
+            Outcome::early("misdirected", None),
+        );
     };
     let req_host = request_host(&req);
-    if host.mtls.is_some() && req_host.as_deref() != Some(host.hostname.as_str()) {
+    let same_host = req_host.is_some_and(|h| h.eq_ignore_ascii_case(&host.hostname));
+    if host.mtls.is_some() && !same_host {
         // The certificate was requested and checked for the SNI's host; never apply it to another.
         return (
             respond::status_page(StatusCode::MISDIRECTED_REQUEST, version),
-            Outcome::early("misdirected"),
+            Outcome::early("misdirected", Some(host)),
         );
     }
-    let req_host = req_host.unwrap_or_else(|| host.hostname.clone());
+    // Lower-cased (and allocated) only when it differs from the host's own name.
+    let req_host: Option<String> = match req_host {
+        Some(h) if !same_host => Some(h.to_ascii_lowercase()),
+        _ => None,
+    };
     let facts = conn.facts(&snapshot, &host);
     // Only `host` is needed from here on; do not pin the whole snapshot for a long request.
     drop(snapshot);
-    let is_grpc = grpc_call(req.headers(), req.uri()).is_some();
+    let req_host = req_host.as_deref().unwrap_or(&host.hostname);
 
     let mut action = "allow";
     let mut rule_id = None;
@@ -162,26 +204,27 @@ async fn decide(req: Request<Incoming>, shared: &Shared, conn: &Arc<ConnInfo>) -
         req
     } else {
         let (parts, body) = req.into_parts();
+        let grpc = grpc_call(&parts.headers, &parts.uri);
         let mut ctx = Context::new();
         context::fill(
             &mut ctx,
             wanted,
             &parts,
             &RequestFacts {
-                host: &req_host,
+                host: req_host,
                 conn,
                 cert: &facts,
-                grpc: grpc_call(&parts.headers, &parts.uri),
+                grpc,
             },
         );
         let verdict = host.ruleset.eval(&ctx);
         let event = |action: &'static str, rule_id: Option<String>, status: u16| SecurityEvent {
             at: unix_now(),
             zone_id: host.zone_id.clone(),
-            host: req_host.clone(),
+            host: req_host.to_owned(),
             method: observe::truncate(parts.method.as_str(), observe::MAX_LOGGED_METHOD).to_owned(),
             path: observe::truncate(parts.uri.path(), observe::MAX_LOGGED_PATH).to_owned(),
-            client_ip: conn.remote.ip().to_canonical().to_string(),
+            client_ip: conn.client_ip.clone(),
             action,
             rule_id,
             status_code: status,
@@ -197,7 +240,7 @@ async fn decide(req: Request<Incoming>, shared: &Shared, conn: &Arc<ConnInfo>) -
         if let Some(rule) = verdict.terminal {
             rule_id = rule.rule().id.clone();
             if rule.action() == Action::Block {
-                let resp = block_response(is_grpc, &facts, rule.response(), version);
+                let resp = block_response(grpc.is_some(), &facts, rule.response(), version);
                 shared
                     .events
                     .record(event("block", rule.rule().id.clone(), resp.status().as_u16()));
@@ -206,7 +249,7 @@ async fn decide(req: Request<Incoming>, shared: &Shared, conn: &Arc<ConnInfo>) -
                     action: "block",
                     rule_id,
                     facts: Some(facts),
-                    host_gone: false,
+                    host: Some(host),
                 };
                 return (resp, outcome);
             }
@@ -214,7 +257,7 @@ async fn decide(req: Request<Incoming>, shared: &Shared, conn: &Arc<ConnInfo>) -
         }
         Request::from_parts(parts, body)
     };
-    let (resp, failed) = shared.upstream.forward(req, &host, conn, &facts, &req_host).await;
+    let (resp, failed) = shared.upstream.forward(req, &host, conn, &facts, req_host).await;
     if failed {
         action = "error";
     }
@@ -222,7 +265,7 @@ async fn decide(req: Request<Incoming>, shared: &Shared, conn: &Arc<ConnInfo>) -
         action,
         rule_id,
         facts: Some(facts),
-        host_gone: false,
+        host: Some(host),
     };
     (resp, outcome)
 }

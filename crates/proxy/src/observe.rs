@@ -63,7 +63,42 @@ pub fn record_snapshot(generation: u64) {
     metrics::gauge!(SNAPSHOT_GENERATION).set(generation as f64);
 }
 
-pub(crate) fn request(host: &str, action: &'static str, elapsed: Duration) {
+/// The `action` label values of [`REQUESTS_TOTAL`].
+const ACTIONS: [&str; 6] = ["allow", "log", "skip", "block", "misdirected", "error"];
+
+/// One host's request metrics, registered once when the host is built, so that a request costs
+/// two atomic updates instead of a label allocation and a registry lookup.
+pub(crate) struct HostMetrics {
+    requests: [metrics::Counter; ACTIONS.len()],
+    duration: metrics::Histogram,
+}
+
+impl std::fmt::Debug for HostMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HostMetrics")
+    }
+}
+
+impl HostMetrics {
+    pub(crate) fn new(host: &str) -> HostMetrics {
+        HostMetrics {
+            requests: ACTIONS
+                .map(|action| metrics::counter!(REQUESTS_TOTAL, "host" => host.to_owned(), "action" => action)),
+            duration: metrics::histogram!(REQUEST_DURATION_SECONDS, "host" => host.to_owned()),
+        }
+    }
+
+    pub(crate) fn request(&self, action: &'static str, elapsed: Duration) {
+        match ACTIONS.iter().position(|a| *a == action) {
+            Some(i) => self.requests[i].increment(1),
+            None => request_slow(UNKNOWN_HOST, action, elapsed),
+        }
+        self.duration.record(elapsed.as_secs_f64());
+    }
+}
+
+/// Counts a request of a host that has no [`HostMetrics`] at hand (it left the configuration).
+pub(crate) fn request_slow(host: &str, action: &'static str, elapsed: Duration) {
     metrics::counter!(REQUESTS_TOTAL, "host" => host.to_owned(), "action" => action).increment(1);
     metrics::histogram!(REQUEST_DURATION_SECONDS, "host" => host.to_owned()).record(elapsed.as_secs_f64());
 }

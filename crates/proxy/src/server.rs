@@ -59,6 +59,13 @@ fn http_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
 /// connection to finish (GOAWAY for HTTP/2, no more keep-alive for HTTP/1.1) and waits up to
 /// [`ProxyConfig::drain_timeout`] for them.
 ///
+/// With [`ProxyConfig::worker_threads`] above zero, connections are served by that many threads,
+/// each with its own single-threaded runtime, accept loop (on a duplicate of the listening
+/// socket) and upstream pools: a connection, its requests and its origin connections stay on one
+/// thread, as in NGINX's worker model, so the hot path has no cross-thread wake-ups or
+/// work-stealing queues. Only the snapshot, the connection limit and the event sink are shared.
+/// With zero, everything runs on the caller's runtime (tests, embedding).
+///
 /// hyper-util's `GracefulShutdown` is not used because it hides the connection, and the idle
 /// timeout and maximum age need to call `graceful_shutdown` on it too; the connection semaphore
 /// doubles as the drain counter instead.
@@ -73,60 +80,146 @@ pub async fn serve(
         .ok()
         .filter(|m| *m > 0 && (*m as usize) <= Semaphore::MAX_PERMITS)
         .ok_or_else(|| ProxyError::Config("max_connections must be between 1 and 2^32-1".into()))?;
-    let (stop, stopping) = watch::channel(false);
-    let shared = Arc::new(Shared {
+    let (phase, phases) = watch::channel(Phase::Serving);
+    let worker = Worker {
         snapshot,
         events,
-        upstream: Upstream::new(&config, stopping.clone()),
-    });
-    let builder = Arc::new(http_builder(&config));
-    let limiter = Arc::new(Semaphore::new(max as usize));
-    let timers = Timers {
-        handshake: config.handshake_timeout,
-        // A zero timeout would make the idle check spin.
-        idle: config.idle_timeout.max(Duration::from_millis(100)),
-        max_age: config.max_connection_age,
+        config: Arc::new(config),
+        limiter: Arc::new(Semaphore::new(max as usize)),
+        phases,
     };
-    tokio::pin!(shutdown);
-    loop {
-        // Take a permit before accepting, so at the limit new clients wait in the listen backlog.
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = limiter.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (tcp, remote) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let shared = shared.clone();
-        let builder = builder.clone();
-        let stopping = stopping.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            connection(tcp, remote, shared, &builder, stopping, timers).await;
-        });
+    let drain_timeout = worker.config.drain_timeout;
+    let limiter = worker.limiter.clone();
+    let threads = worker.config.worker_threads;
+    let stop_and_drain = async move {
+        shutdown.await;
+        let _ = phase.send(Phase::Stopping);
+        // Every connection holds a permit until it ends: holding them all means all have ended.
+        if tokio::time::timeout(drain_timeout, limiter.acquire_many(max))
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain timeout reached with connections still open");
+        }
+        let _ = phase.send(Phase::Drained);
+        phase
+    };
+    if threads == 0 {
+        let ((), phase) = tokio::join!(worker.accept_loop(listener), stop_and_drain);
+        drop(phase);
+        return Ok(());
+    }
+    let listener = listener.into_std()?;
+    let mut finished = Vec::with_capacity(threads);
+    for index in 0..threads {
+        // Built here so that a failure is this call's error, not a dead thread.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let socket = listener.try_clone()?;
+        let worker = worker.clone();
+        let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("portcullis-edge-{index}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(socket) {
+                        Ok(listener) => worker.accept_loop(listener).await,
+                        Err(e) => tracing::error!(error = %e, "edge worker cannot use the listener"),
+                    }
+                });
+                // Dropping the runtime cancels connections still open after the drain timeout.
+                drop(runtime);
+                let _ = done.send(());
+            })?;
+        finished.push(finished_rx);
     }
     drop(listener);
-    let _ = stop.send(true);
-    // Every connection holds a permit until it ends: holding them all means all have ended.
-    if tokio::time::timeout(config.drain_timeout, limiter.acquire_many(max))
-        .await
-        .is_err()
-    {
-        tracing::warn!("drain timeout reached with connections still open");
+    drop(worker);
+    let phase = stop_and_drain.await;
+    for rx in finished {
+        let _ = rx.await;
     }
+    drop(phase);
     Ok(())
+}
+
+/// Where the edge is in its life; every worker watches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    /// Stop accepting; connections finish their requests.
+    Stopping,
+    /// All connections have ended, or the drain timeout passed.
+    Drained,
+}
+
+/// What one accept loop needs; cloned into every worker thread.
+#[derive(Clone)]
+struct Worker {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    events: Arc<dyn EventSink>,
+    config: Arc<ProxyConfig>,
+    limiter: Arc<Semaphore>,
+    phases: watch::Receiver<Phase>,
+}
+
+impl Worker {
+    /// Accepts and serves connections on the current runtime until the phase leaves `Serving`,
+    /// then waits until the edge is drained, so this runtime's connections can finish.
+    async fn accept_loop(self, listener: TcpListener) {
+        let config = &self.config;
+        // Per worker: the upstream pools belong to this thread's runtime.
+        let (stop_tunnels, tunnels_stopping) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            snapshot: self.snapshot.clone(),
+            events: self.events.clone(),
+            upstream: Upstream::new(config, tunnels_stopping.clone()),
+        });
+        let builder = Arc::new(http_builder(config));
+        let timers = Timers {
+            handshake: config.handshake_timeout,
+            // A zero timeout would make the idle check spin.
+            idle: config.idle_timeout.max(Duration::from_millis(100)),
+            max_age: config.max_connection_age,
+        };
+        let mut phases = self.phases.clone();
+        let stop = async {
+            let _ = phases.wait_for(|p| *p != Phase::Serving).await;
+        };
+        tokio::pin!(stop);
+        loop {
+            // Take a permit before accepting, so at the limit new clients wait in the listen backlog.
+            let permit = tokio::select! {
+                () = &mut stop => break,
+                permit = self.limiter.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (tcp, remote) = tokio::select! {
+                () = &mut stop => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let shared = shared.clone();
+            let builder = builder.clone();
+            let stopping = tunnels_stopping.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                connection(tcp, remote, shared, &builder, stopping, timers).await;
+            });
+        }
+        drop(listener);
+        let _ = stop_tunnels.send(true);
+        let mut phases = self.phases;
+        let _ = phases.wait_for(|p| *p == Phase::Drained).await;
+    }
 }
 
 /// The reason label and a log detail for a failed handshake. The detail is rustls' own text

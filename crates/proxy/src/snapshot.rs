@@ -197,6 +197,10 @@ pub struct Host {
     pub forwarding: Forwarding,
     /// The zone's ruleset.
     pub ruleset: Arc<CompiledRuleset>,
+    /// Request counters and latency histogram labelled with this host.
+    pub(crate) metrics: crate::observe::HostMetrics,
+    /// `hostname` as a header value (`X-Forwarded-Host` of requests whose host is the SNI's).
+    pub(crate) hostname_header: Option<http::HeaderValue>,
 }
 
 /// Everything needed to build a [`Host`].
@@ -222,8 +226,11 @@ impl Host {
             .as_ref()
             .map(|(m, cas)| (m.mode, m.verifier.clone(), cas.as_slice()));
         let server_config = tls::server_config(params.cert, client_auth)?;
+        let hostname = params.hostname.to_ascii_lowercase();
         Ok(Host {
-            hostname: params.hostname.to_ascii_lowercase(),
+            metrics: crate::observe::HostMetrics::new(&hostname),
+            hostname_header: http::HeaderValue::from_str(&hostname).ok(),
+            hostname,
             zone_id: params.zone_id,
             server_config,
             mtls: params.mtls.map(|(m, _)| m),
