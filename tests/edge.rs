@@ -226,6 +226,72 @@ fn openssl_s_client_is_asked_for_a_certificate_from_the_managed_ca() {
     assert!(full.contains(&name), "the managed CA {name:?} is hinted: {full}");
 }
 
+/// The edge resumes TLS 1.3 sessions (with the client certificate) and counts resumed handshakes apart, so an operator
+/// or a benchmark can tell full handshakes from resumed ones.
+#[test]
+fn resumed_handshakes_are_counted() {
+    let server = Server::start();
+    setup(&server);
+    let dir = server.dir.path();
+    let connect = format!("127.0.0.1:{}", server.edge_port);
+    let edge_ca = server.data_dir().join("edge-dev-ca.pem");
+    let edge_ca = edge_ca.to_str().expect("utf-8");
+    // One request per connection, read to the end, so that s_client has the session tickets before it saves them.
+    let s_client = |session: &str| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &connect,
+                "-servername",
+                "localhost",
+                "-CAfile",
+                edge_ca,
+                "-cert",
+                "cert.pem",
+                "-key",
+                "key.pem",
+                "-tls1_3",
+                "-ign_eof",
+                session,
+                "session.pem",
+            ])
+            .current_dir(dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("openssl runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .expect("request");
+        drop(stdin);
+        let out = child.wait_with_output().expect("openssl ends");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = s_client("-sess_out");
+    assert!(first.contains("HTTP/1.1 200"), "{first}");
+    let second = s_client("-sess_in");
+    assert!(
+        second.contains("Reused, TLSv1.3"),
+        "the second connection resumed: {second}"
+    );
+    assert!(
+        second.contains("HTTP/1.1 200"),
+        "with the client certificate of the first: {second}"
+    );
+    let (_, status, metrics) = curl(dir, &[&format!("{}/metrics", server.api())]);
+    assert_eq!(status, "200");
+    let counted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_handshakes_resumed_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("a resumed-handshake counter: {metrics}"));
+    assert_eq!(counted, 1, "one of the two handshakes resumed: {metrics}");
+}
+
 fn openssl_subject_cn(dir: &Path, pem: &str) -> String {
     let path = dir.join("managed-ca.pem");
     std::fs::write(&path, pem).expect("write");

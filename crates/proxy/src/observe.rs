@@ -21,6 +21,9 @@ pub const REQUEST_DURATION_SECONDS: &str = "portcullis_request_duration_seconds"
 /// `client_cert_invalid` (untrusted, expired or revoked under `Require`), `tls_error` (anything
 /// else rustls refused, e.g. no common version or cipher, or the client's alert).
 pub const HANDSHAKES_TOTAL: &str = "portcullis_handshakes_total";
+/// Successful handshakes that resumed an earlier TLS session (a subset of `result="ok"`), so
+/// a benchmark or an operator can see how many full handshakes the edge really did.
+pub const HANDSHAKES_RESUMED_TOTAL: &str = "portcullis_handshakes_resumed_total";
 /// Client-certificate status, once per connection (`ok|absent|untrusted|notyetvalid|expired|revoked`).
 pub const CLIENT_CERT_TOTAL: &str = "portcullis_client_cert_total";
 /// Failed origin requests by host and `kind` (`connect|timeout|protocol`).
@@ -50,6 +53,10 @@ pub fn describe_metrics() {
         "Time from a request's head to the response's head."
     );
     metrics::describe_counter!(HANDSHAKES_TOTAL, "TLS handshakes by result and reason.");
+    metrics::describe_counter!(
+        HANDSHAKES_RESUMED_TOTAL,
+        "Successful TLS handshakes that resumed a session."
+    );
     metrics::describe_counter!(CLIENT_CERT_TOTAL, "Client-certificate status, once per connection.");
     metrics::describe_counter!(UPSTREAM_ERRORS_TOTAL, "Failed origin requests by host and kind.");
     metrics::describe_gauge!(CONNECTIONS_OPEN, "Client connections open.");
@@ -111,8 +118,11 @@ pub(crate) fn client_cert(status: &'static str) {
     metrics::counter!(CLIENT_CERT_TOTAL, "status" => status).increment(1);
 }
 
-pub(crate) fn handshake_ok() {
+pub(crate) fn handshake_ok(resumed: bool) {
     metrics::counter!(HANDSHAKES_TOTAL, "result" => "ok", "reason" => "ok").increment(1);
+    if resumed {
+        metrics::counter!(HANDSHAKES_RESUMED_TOTAL).increment(1);
+    }
 }
 
 /// Counts a connection closed before its ClientHello (`reason="closed"`), without a log line.

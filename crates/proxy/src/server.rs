@@ -311,8 +311,8 @@ async fn connection(
             return;
         }
     };
-    observe::handshake_ok();
     let session = tls.get_ref().1;
+    observe::handshake_ok(session.handshake_kind() == Some(rustls::HandshakeKind::Resumed));
     let chain = session
         .peer_certificates()
         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
