@@ -557,6 +557,11 @@ fn facts_formats() {
     let chain = [der(&issued.der), der(ca.certificate_der())];
     let f = verifier.client_auth(&chain, now());
     assert!(f.cert_presented && f.cert_verified && !f.cert_revoked);
+    assert_eq!(
+        verifier.client_auth_accepted(&chain),
+        f,
+        "an accepted chain's facts are the verified ones"
+    );
     assert_eq!(f.cert_not_before, "Mar  1 12:00:00 2026 GMT");
     assert_eq!(f.cert_not_after, "Feb 27 12:00:00 2036 GMT");
     assert!(f.cert_rfc9440.starts_with(":MII") && f.cert_rfc9440.ends_with(':'));

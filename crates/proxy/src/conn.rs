@@ -19,6 +19,7 @@ use rustls::pki_types::CertificateDer;
 use time::OffsetDateTime;
 
 use crate::snapshot::{Host, Snapshot};
+use crate::tls::MtlsMode;
 
 /// One accepted TLS connection.
 #[derive(Debug)]
@@ -116,6 +117,24 @@ impl ConnInfo {
     /// No request in progress and none started within `idle_timeout`.
     pub(crate) fn is_idle(&self, idle_timeout: Duration) -> bool {
         self.active.load(Ordering::Relaxed) == 0 && Instant::now() >= self.idle_deadline(idle_timeout)
+    }
+
+    /// The certificate facts right after the handshake, which used `snapshot`'s configuration
+    /// for `host`. After a full handshake under `require`, the handshake has just verified the
+    /// chain with the same verifier and refused anything untrusted, expired or revoked, so it is
+    /// not verified again. A resumed session is verified here: resumption skips the handshake's
+    /// check, and the certificate may have been revoked since.
+    pub(crate) fn facts_at_handshake(&self, snapshot: &Snapshot, host: &Host, full: bool) -> Arc<ClientAuthFacts> {
+        match &host.mtls {
+            Some(mtls) if full && mtls.mode == MtlsMode::Require && !self.peer_chain.is_empty() => {
+                let facts = Arc::new(mtls.verifier.client_auth_accepted(&self.peer_chain));
+                if let Ok(mut guard) = self.facts.lock() {
+                    *guard = Some((snapshot.generation, facts.clone()));
+                }
+                facts
+            }
+            _ => self.facts(snapshot, host),
+        }
     }
 
     /// The certificate facts under `snapshot`'s trust configuration for `host`.

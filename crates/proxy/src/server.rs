@@ -312,7 +312,7 @@ async fn connection(
         }
     };
     let session = tls.get_ref().1;
-    observe::handshake_ok(session.handshake_kind() == Some(rustls::HandshakeKind::Resumed));
+    let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     let chain = session
         .peer_certificates()
         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
@@ -326,8 +326,26 @@ async fn connection(
         local_port,
     ));
     // Verify once now, so the first request does not pay for it.
-    observe::client_cert(conn.facts(&snapshot, &host).status.as_str());
+    let facts = conn.facts_at_handshake(&snapshot, &host, !resumed);
     drop(snapshot);
+    let required = host.mtls.as_ref().is_some_and(|m| m.mode == tls::MtlsMode::Require);
+    if resumed && required && (!facts.cert_verified || facts.cert_revoked) {
+        // Resumption skips the certificate check; `require` must still never serve a certificate
+        // that a full handshake would refuse now (it expired since the session began).
+        observe::handshake_failed(
+            client,
+            sni.as_deref(),
+            "client_cert_invalid",
+            &format!(
+                "resumed session's client certificate is no longer trusted: {}",
+                facts.verify_result
+            ),
+        );
+        return;
+    }
+    observe::handshake_ok(resumed);
+    observe::client_cert(facts.status.as_str());
+    drop(facts);
 
     let service = {
         let conn = conn.clone();

@@ -575,6 +575,71 @@ async fn revocation_reaches_an_open_http2_connection() {
     assert_eq!(proxy.events.events()[0].mtls_status, "revoked");
 }
 
+/// Resumption skips the handshake's certificate check, so under `require` a resumed session whose
+/// certificate has expired since must be refused like a full handshake would be.
+#[tokio::test]
+async fn require_mode_refuses_a_resumed_session_whose_certificate_expired() {
+    let w = world().await;
+    let mut spec = HostSpec::new("api.test", &w.ca);
+    spec.mtls = Some((MtlsMode::Require, verifier(&w.ca, &[]), w.ca.certificate_der().to_vec()));
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
+    // Valid for three more seconds: issued "a day ago" for one day.
+    let issued =
+        w.ca.issue_with_generated_key(
+            &GeneratedKeyRequest {
+                subject: SubjectFields {
+                    common_name: "short-lived".into(),
+                    ..SubjectFields::default()
+                },
+                ..GeneratedKeyRequest::default()
+            },
+            &IssueOptions {
+                validity_days: 1,
+                ..IssueOptions::default()
+            },
+            OffsetDateTime::now_utc() - time::Duration::days(1) + time::Duration::seconds(3),
+        )
+        .unwrap();
+    let cert = ClientCert {
+        chain: vec![CertificateDer::from(issued.der.clone())],
+        key: PrivateKeyDer::from_pem_slice(issued.private_key_pem.as_bytes()).unwrap(),
+        serial_hex: issued.record.serial_number.clone(),
+        cert_pem: issued.record.certificate.clone(),
+        key_pem: issued.private_key_pem.to_string(),
+    };
+    let config = client_config(&w.server, Some(&cert), b"http/1.1", true);
+    let (mut c, kind) = h1_with(&proxy, config.clone(), "api.test").await;
+    assert_eq!(kind, Some(rustls::HandshakeKind::Full));
+    assert_eq!(c.get("api.test", "/public", &[]).await.0, StatusCode::OK);
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from("api.test").unwrap(), tcp)
+        .await;
+    let refused = match tls {
+        Err(_) => true,
+        Ok(tls) => {
+            assert_eq!(tls.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+            match hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(tls)).await {
+                Err(_) => true,
+                Ok((mut sender, conn)) => {
+                    tokio::spawn(conn);
+                    let req = Request::get("/public")
+                        .header("host", "api.test")
+                        .body(empty())
+                        .unwrap();
+                    sender.send_request(req).await.is_err()
+                }
+            }
+        }
+    };
+    assert!(
+        refused,
+        "a resumed session with an expired certificate is refused under require"
+    );
+}
+
 #[tokio::test]
 async fn require_mode_refuses_the_handshake_without_a_trusted_cert() {
     let w = world().await;
