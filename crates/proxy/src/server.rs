@@ -24,7 +24,7 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use crate::ProxyError;
 use crate::config::ProxyConfig;
-use crate::conn::ConnInfo;
+use crate::conn::{self, ConnInfo};
 use crate::events::EventSink;
 use crate::forward::Upstream;
 use crate::handler::{self, Shared};
@@ -38,9 +38,10 @@ const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x
 fn http_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
-        // Without a timer hyper silently disables header_read_timeout.
         .timer(TokioTimer::new())
-        .header_read_timeout(config.h1_header_read_timeout)
+        // hyper's clock would also run while a keep-alive connection waits for its next
+        // request; `conn::HeadWatch` times heads instead.
+        .header_read_timeout(None)
         .max_headers(config.h1_max_headers)
         .max_buf_size(config.h1_max_buf_size.max(8192))
         .keep_alive(true);
@@ -177,6 +178,7 @@ impl Worker {
         let builder = Arc::new(http_builder(config));
         let timers = Timers {
             handshake: config.handshake_timeout,
+            header_read: config.h1_header_read_timeout,
             // A zero timeout would make the idle check spin.
             idle: config.idle_timeout.max(Duration::from_millis(100)),
             max_age: config.max_connection_age,
@@ -245,6 +247,7 @@ fn handshake_error(e: &std::io::Error) -> (&'static str, String) {
 #[derive(Debug, Clone, Copy)]
 struct Timers {
     handshake: Duration,
+    header_read: Duration,
     idle: Duration,
     max_age: Duration,
 }
@@ -359,7 +362,12 @@ async fn connection(
         })
     };
     // With upgrades, the connection future ends after a 101 and hands the stream to the tunnel.
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    let http1 = tls.get_ref().1.alpn_protocol() != Some(b"h2".as_slice());
+    let io = conn::HeadWatch::new(tls, conn.clone());
+    if !http1 {
+        conn.head_clock_off();
+    }
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(served);
     let max_age = accepted_at + timers.max_age;
     let mut closing = *stopping.borrow();
@@ -373,6 +381,9 @@ async fn connection(
             // Past the deadline but a request is in progress: look again one period later.
             idle_at = now + timers.idle;
         }
+        // Heads are checked once per header-read period, so a slow head is cut off between one
+        // and two periods after its first byte, without a timer per request.
+        let check_at = idle_at.min(now + timers.header_read.max(Duration::from_millis(10)));
         tokio::select! {
             result = served.as_mut() => {
                 if let Err(e) = result {
@@ -391,7 +402,11 @@ async fn connection(
                 closing = true;
                 served.as_mut().graceful_shutdown();
             }
-            () = tokio::time::sleep_until(idle_at), if !closing => {
+            () = tokio::time::sleep_until(check_at), if !closing => {
+                if conn.head_overdue(timers.header_read) {
+                    tracing::debug!(%remote, "request head not received within the header-read timeout");
+                    return;
+                }
                 if conn.is_idle(timers.idle) {
                     closing = true;
                     served.as_mut().graceful_shutdown();

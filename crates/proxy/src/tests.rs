@@ -1443,4 +1443,45 @@ async fn slow_handshakes_and_slow_headers_are_cut_off() {
     assert!(!String::from_utf8_lossy(&out).contains("200 OK"));
 }
 
+/// The header-read timeout bounds how long a request head takes to arrive, not how long a
+/// keep-alive connection waits for its next request (that is the idle timeout).
+#[tokio::test]
+async fn idle_keep_alive_outlives_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world().await;
+    let proxy = start_proxy_with(
+        build_snapshot(1, &w.server, w.origin, vec![HostSpec::new("api.test", &w.ca)]),
+        ProxyConfig {
+            h1_header_read_timeout: Duration::from_millis(300),
+            ..ProxyConfig::default()
+        },
+    )
+    .await;
+    let mut c = h1(&proxy, &w.server, "api.test", None).await;
+    assert_eq!(c.get("api.test", "/public", &[]).await.0, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        c.get("api.test", "/public", &[]).await.0,
+        StatusCode::OK,
+        "the idle keep-alive connection is still open"
+    );
+
+    // After an idle pause, a head that starts but never finishes is still cut off.
+    let mut tls = tls_connect(&proxy, &w.server, "api.test", None, b"http/1.1")
+        .await
+        .unwrap();
+    tls.write_all(b"GET /public HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tls.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    tls.write_all(b"GET /public HTTP/1.1\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), tls.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "a stalled head is cut off after the header-read timeout");
+    assert!(!String::from_utf8_lossy(&out).contains("200 OK"));
+}
+
 mod limits;
