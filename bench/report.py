@@ -17,6 +17,12 @@ FIGURES = {
     "resumed": "(2) resumed handshakes + 1 GET, TLS 1.3",
     "h1": "(3) keep-alive HTTP/1.1 requests",
     "h2": "(4) keep-alive HTTP/2 requests",
+    "grpc": "(5) gRPC unary calls, keep-alive HTTP/2",
+}
+CROSSCHECK = {
+    "oha_h1": "oha, keep-alive HTTP/1.1 (≈ figure 3)",
+    "oha_h2": "oha, keep-alive HTTP/2 (≈ figure 4)",
+    "stime_new": "openssl s_time -new -tls1_3, full handshakes + 1 GET, no SNI (≈ figure 1; client-bound: a lower bound)",
 }
 PROXIES = ["portcullis", "nginx", "haproxy"]
 
@@ -37,6 +43,20 @@ def fmt(s, digits=0, scale=1.0):
     return f"{f.format(s['median'] * scale)} ({f.format(s['min'] * scale)}–{f.format(s['max'] * scale)})"
 
 
+def server_sum(rs, key):
+    values = [r.get(key) for r in rs]
+    if not values or any(v is None for v in values):
+        return None
+    return int(sum(values))
+
+
+def server_text(s):
+    full, resumed = s.get("server_handshakes_full"), s.get("server_handshakes_resumed")
+    if full is None or resumed is None:
+        return "n/a"
+    return f"{full:,} / {resumed:,}"
+
+
 def per_cpu(run):
     cpu = run.get("proxy_cpu_s") or 0
     return run.get("requests", 0) / cpu if cpu > 0 else None
@@ -49,9 +69,16 @@ def main():
     ap.add_argument("md_out")
     ap.add_argument("--meta", default="{}")
     ap.add_argument("--config", default="{}")
+    ap.add_argument("--crosscheck", default=None, help="crosscheck.jsonl from CROSSCHECK=1 (optional)")
     args = ap.parse_args()
 
     runs = [json.loads(line) for line in open(args.runs) if line.strip()]
+    cross_runs = []
+    if args.crosscheck:
+        try:
+            cross_runs = [json.loads(line) for line in open(args.crosscheck) if line.strip()]
+        except FileNotFoundError:
+            pass
     meta, config = json.loads(args.meta), json.loads(args.config)
 
     by = defaultdict(list)  # (figure, proxy) -> runs
@@ -81,6 +108,10 @@ def main():
             "non_2xx": sum(r.get("non_2xx", 0) for r in rs),
             "handshakes_full": sum(r.get("handshakes_full", 0) for r in rs),
             "handshakes_resumed": sum(r.get("handshakes_resumed", 0) for r in rs),
+            "grpc_failures": sum(r.get("grpc_failures", 0) for r in rs),
+            # The proxy's own count (Portcullis' /metrics, HAProxy's stats socket); None where it has none.
+            "server_handshakes_full": server_sum(rs, "server_handshakes_full"),
+            "server_handshakes_resumed": server_sum(rs, "server_handshakes_resumed"),
         }
 
     # Paired ratios per round.
@@ -113,7 +144,33 @@ def main():
             if mine is not None and theirs:
                 ratios.setdefault("idle", {})[f"portcullis/{peer}"] = {"memory_per_conn": mine / theirs}
 
+    cross = defaultdict(dict)  # tool figure -> proxy -> summary
+    cross_by = defaultdict(list)
+    for r in cross_runs:
+        cross_by[(r["figure"], r["proxy"])].append(r)
+    for (fig, proxy), rs in sorted(cross_by.items()):
+        ours = summary.get(rs[0].get("compare_with"), {}).get(proxy)
+        c = {
+            "tool": rs[0].get("tool"),
+            "compare_with": rs[0].get("compare_with"),
+            "rps": stats([r.get("rps") for r in rs]),
+            "per_proxy_cpu_s": stats([per_cpu(r) for r in rs]),
+            "p50_ms": stats([r.get("p50_ms") for r in rs]),
+            "p99_ms": stats([r.get("p99_ms") for r in rs]),
+            "errors": sum(r.get("errors", 0) or 0 for r in rs),
+            "probe_status_line": rs[-1].get("probe_status_line"),
+            "server_handshakes_full": server_sum(rs, "server_handshakes_full"),
+            "server_handshakes_resumed": server_sum(rs, "server_handshakes_resumed"),
+        }
+        if ours and ours["rps"] and c["rps"]:
+            c["vs_loadgen_per_second"] = c["rps"]["median"] / ours["rps"]["median"]
+        if ours and ours["per_proxy_cpu_s"] and c["per_proxy_cpu_s"]:
+            c["vs_loadgen_per_proxy_cpu_s"] = c["per_proxy_cpu_s"]["median"] / ours["per_proxy_cpu_s"]["median"]
+        cross[fig][proxy] = c
+
     result = {"meta": meta, "config": config, "summary": summary, "ratios": ratios, "runs": runs}
+    if cross_runs:
+        result["crosscheck"] = {"summary": cross, "runs": cross_runs}
     with open(args.json_out, "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
@@ -141,8 +198,13 @@ def main():
     md.append("")
     md.append("Cells: median (min–max). *per proxy CPU-s* = requests ÷ the proxy's own utime+stime during the run.")
     md.append("")
-    md.append("| figure | proxy | per second | per proxy CPU-s | proxy CPU used | p50 ms | p99 ms | errors | handshakes full / resumed |")
-    md.append("|---|---|---|---|---|---|---|---|---|")
+    md.append("*proxy saw full / resumed* = the proxy's own count of successful handshakes during the runs "
+              "(Portcullis: `portcullis_handshakes_total` and `portcullis_handshakes_resumed_total` on /metrics; "
+              "HAProxy: the frontend's `ssl_sess` / `ssl_reused_sess` in `show stat`; NGINX has no counter: n/a), "
+              "less the resumed figure's priming handshakes.")
+    md.append("")
+    md.append("| figure | proxy | per second | per proxy CPU-s | proxy CPU used | p50 ms | p99 ms | errors | handshakes full / resumed | proxy saw full / resumed |")
+    md.append("|---|---|---|---|---|---|---|---|---|---|")
     order = list(FIGURES) + sorted(f for f in summary if f.startswith("rules_"))
     for fig in order:
         if fig not in summary:
@@ -156,12 +218,14 @@ def main():
             if s["proxy_cpu_s"] and config.get("duration_s"):
                 cpu_share = s["proxy_cpu_s"]["median"] / float(config["duration_s"])
             non_2xx = f" (+{s['non_2xx']} non-2xx)" if s["non_2xx"] else ""
+            if s.get("grpc_failures"):
+                non_2xx += f" (+{s['grpc_failures']} gRPC failures)"
             share = "—" if cpu_share is None else f"{cpu_share:.0%} of a core"
             md.append(
                 f"| {name} | {proxy} | {fmt(s['rps'])} | {fmt(s['per_proxy_cpu_s'])} | "
                 f"{share} | {fmt(s['p50_ms'], 2)} | "
                 f"{fmt(s['p99_ms'], 2)} | {s['errors']}{non_2xx} | "
-                f"{s['handshakes_full']:,} / {s['handshakes_resumed']:,} |"
+                f"{s['handshakes_full']:,} / {s['handshakes_resumed']:,} | {server_text(s)} |"
             )
     if "idle" in summary:
         md.append("")
@@ -193,6 +257,29 @@ def main():
                 md.append(
                     f"| {FIGURES[fig]} | {peer} | {fmt(r['per_second'], 2)} | {fmt(r['per_proxy_cpu_s'], 2)} | "
                     f"{fmt(r['p99'], 2)} |"
+                )
+    if cross:
+        md.append("")
+        md.append("Cross-checks (CROSSCHECK=1): other clients against the same proxies, same core split; *vs loadgen* = "
+                  "this tool's median ÷ the load generator's median on the matching figure, per second and per proxy "
+                  "CPU-second.")
+        md.append("")
+        md.append("| tool and figure | proxy | per second | per proxy CPU-s | p50 ms | p99 ms | errors | proxy saw full / resumed | vs loadgen (per s; per CPU-s) |")
+        md.append("|---|---|---|---|---|---|---|---|---|")
+        for fig in CROSSCHECK:
+            for proxy in PROXIES:
+                c = cross.get(fig, {}).get(proxy)
+                if not c:
+                    continue
+                vs = "—"
+                answer = f" (answer: {c['probe_status_line']})" if c.get("probe_status_line") else ""
+                if c.get("vs_loadgen_per_second") is not None:
+                    vs = f"{c['vs_loadgen_per_second']:.2f}"
+                    if c.get("vs_loadgen_per_proxy_cpu_s") is not None:
+                        vs += f"; {c['vs_loadgen_per_proxy_cpu_s']:.2f}"
+                md.append(
+                    f"| {CROSSCHECK[fig]} | {proxy} | {fmt(c['rps'])} | {fmt(c['per_proxy_cpu_s'])} | "
+                    f"{fmt(c['p50_ms'], 2)} | {fmt(c['p99_ms'], 2)} | {c['errors']}{answer} | {server_text(c)} | {vs} |"
                 )
     rules = [f for f in summary if f.startswith("rules_") and "portcullis" in summary[f]]
     if len(rules) == 2:

@@ -8,26 +8,38 @@
 #
 # Environment (defaults in brackets):
 #   RUNS [3; QUICK: 1]   DURATION [10; QUICK: 3] seconds per measurement
-#   FIGURES ["full_ecdsa full_rsa resumed h1 h2 idle rules"]   PROXIES ["nginx haproxy portcullis"]
+#   FIGURES ["full_ecdsa full_rsa resumed h1 h2 grpc idle rules"]   PROXIES ["nginx haproxy portcullis"]
 #   HS_CONNS [16] concurrent connect-handshake-request loops for the handshake figures
 #   KA_CONNS [50] keep-alive connections   IDLE_CONNS [10000; QUICK: 1000]   IDLE_HOLD [5] seconds
 #   RULES [1000] rules for the "rules" figure   KX [x25519] key exchange offered by the client (x25519|p256|default)
 #   PROXY_CPU [0] core for the proxy under test   LOAD_CPU [1] core for the load generator and the origin
 #   PORTCULLIS [target/release/portcullis, built with `cargo build --release` when missing]
 #   PC_ARGS: extra arguments for `portcullis serve`
-#   BASE_PORT [19400]: origin BASE+80, NGINX BASE+41, HAProxy BASE+42, Portcullis BASE+43, its admin API BASE+81
+#   BASE_PORT [19400]: origin BASE+80, gRPC origin BASE+82, NGINX BASE+41, HAProxy BASE+42, Portcullis BASE+43,
+#     its admin API BASE+81
+#   WORK [bench/work]: working directory (certificates, configs, logs, runs.jsonl); emptied at the start of a run
+#   RESULTS_DIR [bench/ when WORK is not set, else WORK]: where results.md and results.json go
+#   CROSSCHECK [0]: 1 also runs oha (h1, h2) and `openssl s_time -new` (full handshakes) against every proxy and
+#     reports them in a separate table (oha is installed with `cargo install oha --locked --root bench/target/oha-bin`
+#     when missing)   OHA [bench/target/oha-bin/bin/oha, else oha on PATH]   STIME_PROCS [2] parallel s_time processes
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$BENCH")
-W="$BENCH/work"
+if [[ -n ${WORK:-} ]]; then
+    RESULTS_DIR=${RESULTS_DIR:-$WORK}
+else
+    RESULTS_DIR=${RESULTS_DIR:-$BENCH}
+fi
+WORK=${WORK:-$BENCH/work}
+W="$WORK"
 QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then
     RUNS=${RUNS:-1}; DURATION=${DURATION:-3}; IDLE_CONNS=${IDLE_CONNS:-1000}
 else
     RUNS=${RUNS:-3}; DURATION=${DURATION:-10}; IDLE_CONNS=${IDLE_CONNS:-10000}
 fi
-FIGURES=${FIGURES:-"full_ecdsa full_rsa resumed h1 h2 idle rules"}
+FIGURES=${FIGURES:-"full_ecdsa full_rsa resumed h1 h2 grpc idle rules"}
 PROXIES=${PROXIES:-"nginx haproxy portcullis"}
 HS_CONNS=${HS_CONNS:-16}
 KA_CONNS=${KA_CONNS:-50}
@@ -42,6 +54,10 @@ NGINX_PORT=$((BASE_PORT + 41))
 HAPROXY_PORT=$((BASE_PORT + 42))
 PC_PORT=$((BASE_PORT + 43))
 PC_ADMIN_PORT=$((BASE_PORT + 81))
+GRPC_ORIGIN_PORT=$((BASE_PORT + 82))
+CROSSCHECK=${CROSSCHECK:-0}
+STIME_PROCS=${STIME_PROCS:-2}
+OHA=${OHA:-}
 PORTCULLIS=${PORTCULLIS:-$REPO/target/release/portcullis}
 LOADGEN="$BENCH/target/release/loadgen"
 CLK_TCK=$(getconf CLK_TCK)
@@ -150,7 +166,7 @@ gen_key() { # gen_key ecdsa|rsa FILE  (PKCS#8)
     fi
 }
 
-gen_leaf() { # gen_leaf DIR NAME CN EKU [SAN]
+gen_leaf() { # gen_leaf DIR NAME CN EKU ["SAN1 SAN2 …"]
     local d=$1 name=$2 cn=$3 eku=$4 san=${5:-}
     gen_key "$(basename "$d")" "$d/$name.key"
     openssl req -new -key "$d/$name.key" -subj "/CN=$cn" -out "$d/$name.csr" 2>/dev/null
@@ -160,7 +176,7 @@ gen_leaf() { # gen_leaf DIR NAME CN EKU [SAN]
         echo "extendedKeyUsage=$eku"
         echo "subjectKeyIdentifier=hash"
         echo "authorityKeyIdentifier=keyid"
-        [[ -n $san ]] && echo "subjectAltName=DNS:$san"
+        [[ -n $san ]] && echo "subjectAltName=$(sed 's/[^ ]*/DNS:&/g; s/ /,/g' <<<"$san")"
     } >"$d/$name.ext"
     openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -set_serial "0x$(openssl rand -hex 16)" \
         -days 825 -sha256 -extfile "$d/$name.ext" -out "$d/$name.pem" 2>/dev/null
@@ -176,13 +192,14 @@ gen_certs() {
         openssl req -x509 -new -key "$d/ca.key" -subj "/CN=Portcullis bench $kind CA" -days 3650 -sha256 \
             -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
             -out "$d/ca.pem" 2>/dev/null
-        gen_leaf "$d" server "$host" serverAuth "$host"
+        # The ECDSA server certificate also names grpc.bench.local, the host of the gRPC figure.
+        gen_leaf "$d" server "$host" serverAuth "$host$([[ $kind == ecdsa ]] && echo " grpc.bench.local")"
         gen_leaf "$d" client "bench-client-$kind" clientAuth
         cat "$d/server.pem" "$d/server.key" >"$d/server-bundle.pem" # HAProxy wants both in one file
         openssl verify -CAfile "$d/ca.pem" -purpose sslclient "$d/client.pem" >/dev/null || die "bad $kind client cert"
         openssl verify -CAfile "$d/ca.pem" -purpose sslserver "$d/server.pem" >/dev/null || die "bad $kind server cert"
     done
-    log "certificates in $W/certs (ECDSA P-256 for bench.local, RSA-2048 for rsa.bench.local)"
+    log "certificates in $W/certs (ECDSA P-256 for bench.local and grpc.bench.local, RSA-2048 for rsa.bench.local)"
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -202,6 +219,10 @@ start_origin() {
     taskset -c "$LOAD_CPU" "$LOADGEN" origin --listen "127.0.0.1:$ORIGIN_PORT" >"$W/logs/origin.log" 2>&1 &
     PID[origin]=$!; STARTED+=("$!")
     wait_port "$ORIGIN_PORT" 10 || die "origin did not start"
+    # The gRPC origin (h2c with prior knowledge, echoes each call's message with grpc-status 0), same core.
+    taskset -c "$LOAD_CPU" "$LOADGEN" origin --grpc --listen "127.0.0.1:$GRPC_ORIGIN_PORT" >"$W/logs/grpc-origin.log" 2>&1 &
+    PID[grpc_origin]=$!; STARTED+=("$!")
+    wait_port "$GRPC_ORIGIN_PORT" 10 || die "gRPC origin did not start"
 }
 
 start_nginx() {
@@ -235,6 +256,11 @@ http {
         keepalive 128;
         keepalive_requests 10000000;
     }
+    upstream grpc_origin {
+        server 127.0.0.1:$GRPC_ORIGIN_PORT;
+        keepalive 128;
+        keepalive_requests 10000000;
+    }
     server {
         listen 127.0.0.1:$NGINX_PORT ssl http2;
         server_name bench.local;
@@ -248,6 +274,18 @@ http {
             proxy_set_header Connection "";
             proxy_set_header Host \$host;
             proxy_set_header X-Forwarded-For \$remote_addr;
+        }
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT ssl http2;
+        server_name grpc.bench.local;
+        ssl_certificate $c/ecdsa/server.pem;
+        ssl_certificate_key $c/ecdsa/server.key;
+        ssl_client_certificate $c/ecdsa/ca.pem;
+        ssl_verify_client on;
+        location / {
+            grpc_pass grpc://grpc_origin;
+            grpc_set_header X-Forwarded-For \$remote_addr;
         }
     }
     server {
@@ -277,7 +315,7 @@ start_haproxy() {
     local d="$W/haproxy"; mkdir -p "$d"
     local c="$W/certs"
     cat >"$d/crt-list.txt" <<EOF
-$c/ecdsa/server-bundle.pem [ca-file $c/ecdsa/ca.pem verify required] bench.local
+$c/ecdsa/server-bundle.pem [ca-file $c/ecdsa/ca.pem verify required] bench.local grpc.bench.local
 $c/rsa/server-bundle.pem [ca-file $c/rsa/ca.pem verify required] rsa.bench.local
 EOF
     cat >"$d/haproxy.cfg" <<EOF
@@ -287,6 +325,7 @@ global
     no strict-limits  # maxconn needs a little more than the hard limit of open files allows: warn, do not fail
     maxconn $((NOFILE / 2 + 500))
     ssl-default-bind-options ssl-min-ver TLSv1.2
+    stats socket $d/stats.sock mode 600 level user  # "show stat": the frontend's ssl_sess / ssl_reused_sess
 defaults
     mode http
     timeout connect 5s
@@ -298,10 +337,14 @@ defaults
 frontend edge
     bind 127.0.0.1:$HAPROXY_PORT ssl crt-list $d/crt-list.txt alpn h2,http/1.1
     option forwardfor
+    use_backend grpc_origin if { hdr(host) -i grpc.bench.local }
     default_backend origin
 backend origin
     http-reuse always
     server origin 127.0.0.1:$ORIGIN_PORT
+backend grpc_origin
+    http-reuse always
+    server grpc_origin 127.0.0.1:$GRPC_ORIGIN_PORT proto h2
 EOF
     haproxy -c -f "$d/haproxy.cfg" >"$W/logs/haproxy-c.log" 2>&1 || { cat "$W/logs/haproxy-c.log" >&2; die "haproxy config check failed"; }
     taskset -c "$PROXY_CPU" haproxy -db -f "$d/haproxy.cfg" >"$W/logs/haproxy.log" 2>&1 &
@@ -319,6 +362,10 @@ pc_api() { # pc_api METHOD PATH [JSON-FILE]
 
 start_portcullis() {
     PC_DATA="$W/portcullis-data"
+    # openssl s_time sends no SNI: with CROSSCHECK=1 such handshakes get bench.local (NGINX and HAProxy answer them
+    # with their first, ECDSA, certificate too). Without it, unchanged: handshakes without SNI are refused.
+    PC_DEFAULT_HOST=""
+    if [[ $CROSSCHECK == 1 ]]; then PC_DEFAULT_HOST="--default-host bench.local"; fi
     rm -rf "$PC_DATA"
     export PORTCULLIS_API="http://127.0.0.1:$PC_ADMIN_PORT" PORTCULLIS_DATA_DIR="$PC_DATA"
     # Access log off (RUST_LOG=warn), as NGINX and HAProxy run without one. Pinned to one core, tokio sizes its
@@ -329,7 +376,7 @@ start_portcullis() {
     # keep-alive connections are closed after about 10 s whatever --idle-timeout says (seen in the bench).
     RUST_LOG=warn taskset -c "$PROXY_CPU" "$PORTCULLIS" --log-format text serve --data-dir "$PC_DATA" \
         --listen "127.0.0.1:$PC_PORT" --admin-listen "127.0.0.1:$PC_ADMIN_PORT" \
-        --max-connections 30000 --idle-timeout 600 --header-read-timeout 600 ${PC_ARGS:-} >"$W/logs/portcullis.log" 2>&1 &
+        --max-connections 30000 --idle-timeout 600 --header-read-timeout 600 $PC_DEFAULT_HOST ${PC_ARGS:-} >"$W/logs/portcullis.log" 2>&1 &
     PID[portcullis]=$!; STARTED+=("$!"); PORT[portcullis]=$PC_PORT
     local i
     for ((i = 0; i < 600; i++)); do
@@ -352,7 +399,15 @@ start_portcullis() {
             '{certificate: $cert, private_key: $key}' >"$W/portcullis-cert-$kind.json"
         pc_api POST "/zones/$zone/custom_certificates" "$W/portcullis-cert-$kind.json" | jq -e .success >/dev/null ||
             die "custom certificate upload ($kind) failed"
+        if [[ $kind == ecdsa ]]; then PC_CA_ECDSA=$ca; fi
     done
+    # The gRPC figure's host: an h2c origin (--origin-h2), the same CA and the ECDSA certificate (it names
+    # grpc.bench.local too).
+    pc host add grpc.bench.local --origin "http://127.0.0.1:$GRPC_ORIGIN_PORT" --origin-h2 --tls-client-auth require >/dev/null
+    pc mtls enable grpc.bench.local --ca "$PC_CA_ECDSA" >/dev/null
+    # Server-side handshake counts: portcullis_handshakes_resumed_total appears on /metrics with the first resumed
+    # handshake; a binary that does not know the counter at all reports "n/a".
+    if grep -qa portcullis_handshakes_resumed_total "$PORTCULLIS"; then PC_RESUMED_METRIC=1; else PC_RESUMED_METRIC=0; fi
     # The one rule every Portcullis figure runs with: Cloudflare's revocation-aware mTLS rule (on /api; requests
     # go to /, so it is evaluated and does not match).
     pc rule add-mtls --path /api >/dev/null
@@ -382,9 +437,10 @@ EOF
 # Measuring
 
 # loadgen arguments for a proxy and a key type.
-lg_args() { # lg_args PROXY ecdsa|rsa
+lg_args() { # lg_args PROXY ecdsa|rsa [SNI]
     local c="$W/certs/$2" sni=bench.local
     [[ $2 == rsa ]] && sni=rsa.bench.local
+    [[ -n ${3:-} ]] && sni=$3
     echo --connect "127.0.0.1:${PORT[$1]}" --sni "$sni" --ca "$c/ca.pem" --cert "$c/client.pem" --key "$c/client.key" --kx "$KX"
 }
 
@@ -406,24 +462,93 @@ check_proxy() { # check_proxy PROXY
             --resolve "$sni:${PORT[$p]}:127.0.0.1" "https://$sni:${PORT[$p]}/" || true)
         [[ $code == 200 ]] && die "$p answered 200 to a request without a client certificate ($kind)"
     done
+    if has "$FIGURES" grpc; then
+        # One gRPC call must come back with HTTP 200, grpc-status 0 and the message echoed.
+        ok=0
+        for ((i = 0; i < 50; i++)); do
+            if taskset -c "$LOAD_CPU" "$LOADGEN" run $(lg_args "$p" ecdsa grpc.bench.local) --mode grpc --connections 1 --duration 0.2 \
+                >"$W/logs/check-$p-grpc.json" 2>>"$W/logs/check-$p.err" &&
+                jq -e '.requests > 0 and .errors == 0 and .non_2xx == 0 and .grpc_failures == 0' "$W/logs/check-$p-grpc.json" >/dev/null; then
+                ok=1; break
+            fi
+            sleep 0.2
+        done
+        [[ $ok == 1 ]] || die "$p does not answer gRPC calls with grpc-status 0: $(cat "$W/logs/check-$p-grpc.json" 2>/dev/null) $(tail -3 "$W/logs/check-$p.err")"
+        log "$p: gRPC unary call answered with HTTP 200 and grpc-status 0"
+    fi
     log "$p: 200 with the client certificate, refused without ($code) — ECDSA and RSA; $(proc_tree "${PID[$p]}" | wc -l) process(es), $(threads "${PID[$p]}") thread(s), affinity $(taskset -cp "${PID[$p]}" | sed 's/.*: //')"
 }
 
 RUNS_FILE="$W/runs.jsonl"
 
-# Runs loadgen against PROXY and records the result with the proxy's CPU time.
+# The proxy's own count of successful handshakes so far, as JSON {"ok": N, "resumed": N}, or null where the proxy
+# has no such counter: Portcullis' /metrics on the admin listener (no token: it is for the local scraper),
+# portcullis_handshakes_total{result="ok"} and portcullis_handshakes_resumed_total; HAProxy's "show stat" on its
+# stats socket, the frontend's ssl_sess and ssl_reused_sess; NGINX has no counter (only $ssl_session_reused in an
+# access log, which is off).
+server_handshakes() { # server_handshakes PROXY
+    case $1 in
+        portcullis)
+            local text
+            text=$(curl -sf --max-time 5 "http://127.0.0.1:$PC_ADMIN_PORT/metrics" 2>/dev/null) || { echo null; return; }
+            python3 -c '
+import json, sys
+ok, resumed, known = 0.0, None, sys.argv[1] == "1"
+for line in sys.stdin:
+    if line.startswith("portcullis_handshakes_total{") and "result=\"ok\"" in line:
+        ok += float(line.rsplit(" ", 1)[1])
+    elif line.startswith("portcullis_handshakes_resumed_total "):
+        resumed = float(line.rsplit(" ", 1)[1])
+if resumed is None and known:
+    resumed = 0.0  # the binary has the counter; it appears with the first resumed handshake
+print(json.dumps({"ok": ok, "resumed": resumed}))' "${PC_RESUMED_METRIC:-0}" <<<"$text" || echo null ;;
+        haproxy)
+            python3 - "$W/haproxy/stats.sock" <<'PY' 2>/dev/null || echo null
+import csv, json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(sys.argv[1])
+s.sendall(b"show stat\n")
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+lines = data.decode().splitlines()
+rows = list(csv.DictReader([lines[0].lstrip("# ")] + lines[1:]))
+row = next(r for r in rows if r["pxname"] == "edge" and r["svname"] == "FRONTEND")
+# ssl_sess counts new (full) sessions only, ssl_reused_sess the resumed ones.
+sess, reused = float(row["ssl_sess"]), float(row["ssl_reused_sess"])
+print(json.dumps({"ok": sess + reused, "resumed": reused}))
+PY
+            ;;
+        *) echo null ;;
+    esac
+}
+
+# Runs loadgen against PROXY and records the result with the proxy's CPU time, and the proxy's own count of full and
+# resumed handshakes during the run where it has one (read outside the CPU-time window).
 measure() { # measure FIGURE PROXY ROUND LOADGEN-ARGS...
     local fig=$1 p=$2 round=$3; shift 3
-    local out="$W/runs/$fig.$p.$round.json" c0 c1 t0 t1
+    local out="$W/runs/$fig.$p.$round.json" c0 c1 t0 t1 s0 s1
+    s0=$(server_handshakes "$p")
     c0=$(cpu_ticks "${PID[$p]}"); t0=$(date +%s.%N)
     taskset -c "$LOAD_CPU" "$LOADGEN" run "$@" --label "$p" --out "$out" >/dev/null 2>>"$W/logs/loadgen.err" ||
         log "warning: loadgen failed for $fig/$p (see $W/logs/loadgen.err)"
     c1=$(cpu_ticks "${PID[$p]}"); t1=$(date +%s.%N)
+    s1=$(server_handshakes "$p")
     [[ -s $out ]] || echo '{}' >"$out"
     jq -c --arg fig "$fig" --arg p "$p" --argjson round "$round" \
         --argjson cpu "$(python3 -c "print(($c1 - $c0) / $CLK_TCK)")" --argjson wall "$(python3 -c "print($t1 - $t0)")" \
-        '. + {figure: $fig, proxy: $p, round: $round, proxy_cpu_s: $cpu, wall_s: $wall}' "$out" >>"$RUNS_FILE"
-    jq -r '"  \(.figure) \(.proxy) round \(.round): \(.rps // 0 | floor) req/s, proxy CPU \(.proxy_cpu_s) s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, errors \(.errors), hs full/resumed \(.handshakes_full)/\(.handshakes_resumed)"' \
+        --argjson s0 "${s0:-null}" --argjson s1 "${s1:-null}" \
+        '. + {figure: $fig, proxy: $p, round: $round, proxy_cpu_s: $cpu, wall_s: $wall,
+              server_handshakes_resumed: (if $s0 == null or $s1 == null or $s0.resumed == null or $s1.resumed == null
+                  then null else ($s1.resumed - $s0.resumed - (.priming_handshakes_resumed // 0)) end),
+              server_handshakes_full: (if $s0 == null or $s1 == null or $s0.resumed == null or $s1.resumed == null
+                  then null else (($s1.ok - $s0.ok) - ($s1.resumed - $s0.resumed) - (.priming_handshakes_full // 0)) end)}' \
+        "$out" >>"$RUNS_FILE"
+    jq -r '"  \(.figure) \(.proxy) round \(.round): \(.rps // 0 | floor) req/s, proxy CPU \(.proxy_cpu_s) s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, errors \(.errors)\(if (.grpc_failures // 0) > 0 then ", gRPC failures \(.grpc_failures)" else "" end), hs full/resumed \(.handshakes_full)/\(.handshakes_resumed), proxy saw \(.server_handshakes_full // "n/a")/\(.server_handshakes_resumed // "n/a")"' \
         <<<"$(tail -1 "$RUNS_FILE")" >&2
 }
 
@@ -451,6 +576,135 @@ measure_idle() { # measure_idle PROXY
 has() { [[ " $1 " == *" $2 "* ]]; }
 
 # ---------------------------------------------------------------------------------------------------------------
+# Cross-checks (CROSSCHECK=1): oha for the keep-alive figures, openssl s_time for full handshakes
+
+CROSS_FILE="$W/crosscheck.jsonl"
+
+ensure_oha() {
+    if [[ -z $OHA ]]; then
+        if [[ -x $BENCH/target/oha-bin/bin/oha ]]; then
+            OHA=$BENCH/target/oha-bin/bin/oha
+        elif command -v oha >/dev/null 2>&1; then
+            OHA=$(command -v oha)
+        else
+            log "installing oha (cargo install oha --locked --root bench/target/oha-bin)"
+            nice cargo install oha --locked --root "$BENCH/target/oha-bin" >"$W/logs/oha-install.log" 2>&1 ||
+                die "cargo install oha failed, see $W/logs/oha-install.log"
+            OHA=$BENCH/target/oha-bin/bin/oha
+        fi
+    fi
+    "$OHA" --help >"$W/logs/oha-help.txt" 2>&1 || die "$OHA --help failed"
+    grep -q -- '--cert' "$W/logs/oha-help.txt" && grep -q -- '--key' "$W/logs/oha-help.txt" ||
+        die "$OHA has no --cert/--key (client certificates): a newer oha is needed"
+    log "oha: $("$OHA" --version 2>&1 | head -1) ($OHA)"
+}
+
+# Runs one cross-check command against PROXY, with the proxy's CPU time and its own handshake count around it, and
+# records the tool's figures (parsed by cross_parse) in $CROSS_FILE.
+cross_measure() { # cross_measure FIGURE PROXY ROUND TOOL COMPARE_WITH CMD...
+    local fig=$1 p=$2 round=$3 tool=$4 cmp=$5; shift 5
+    local out="$W/runs/cross.$fig.$p.$round" c0 c1 t0 t1 s0 s1
+    s0=$(server_handshakes "$p")
+    c0=$(cpu_ticks "${PID[$p]}"); t0=$(date +%s.%N)
+    "$@" >"$out.out" 2>"$out.err" || log "warning: $tool failed for $fig/$p (see $out.err)"
+    c1=$(cpu_ticks "${PID[$p]}"); t1=$(date +%s.%N)
+    s1=$(server_handshakes "$p")
+    python3 - "$tool" "$out.out" "$(python3 -c "print($t1 - $t0)")" >"$out.json" <<'PY' || echo '{}' >"$out.json"
+import glob, json, re, sys
+tool, path, wall = sys.argv[1], sys.argv[2], float(sys.argv[3])
+if tool == "oha":
+    d = json.load(open(path))
+    summary, pct = d.get("summary", {}), d.get("latencyPercentiles", {})
+    codes = {str(k): v for k, v in (d.get("statusCodeDistribution") or {}).items()}
+    requests = sum(codes.values())
+    total_s = summary.get("total") or wall
+    errs = dict(d.get("errorDistribution") or {})
+    aborted = errs.pop("aborted due to deadline", 0)  # requests in flight when -z ran out: not failures
+    errors = sum(errs.values())
+    print(json.dumps({
+        "requests": requests, "rps": requests / total_s if total_s else None,
+        "oha_requests_per_sec": summary.get("requestsPerSec"), "success_rate": summary.get("successRate"),
+        "non_2xx": sum(v for k, v in codes.items() if not k.startswith("2")), "errors": errors,
+        "p50_ms": pct["p50"] * 1000 if pct.get("p50") is not None else None,
+        "p99_ms": pct["p99"] * 1000 if pct.get("p99") is not None else None,
+        "duration_s": total_s, "aborted_at_deadline": aborted, "error_kinds": errs,
+    }))
+else:  # openssl s_time: one output file per process, "N connections in T real seconds, ..."
+    conns = 0
+    for f in sorted(glob.glob(path + ".*")):
+        m = re.findall(r"(\d+) connections in [\d.]+ real seconds", open(f).read())
+        if m:
+            conns += int(m[-1])
+    # Our own wall clock around all the processes (s_time's "real seconds" are whole seconds).
+    try:
+        status = open(path + ".status").read().strip()
+    except FileNotFoundError:
+        status = ""
+    print(json.dumps({"requests": conns, "rps": conns / wall if wall else None, "errors": 0 if conns else 1,
+                      "duration_s": wall, "probe_status_line": status}))
+PY
+    jq -c --arg fig "$fig" --arg p "$p" --argjson round "$round" --arg tool "$tool" --arg cmp "$cmp" \
+        --argjson cpu "$(python3 -c "print(($c1 - $c0) / $CLK_TCK)")" --argjson wall "$(python3 -c "print($t1 - $t0)")" \
+        --argjson s0 "${s0:-null}" --argjson s1 "${s1:-null}" \
+        '. + {figure: $fig, proxy: $p, round: $round, tool: $tool, compare_with: $cmp, proxy_cpu_s: $cpu, wall_s: $wall,
+              server_handshakes_resumed: (if $s0 == null or $s1 == null or $s0.resumed == null or $s1.resumed == null
+                  then null else ($s1.resumed - $s0.resumed) end),
+              server_handshakes_full: (if $s0 == null or $s1 == null or $s0.resumed == null or $s1.resumed == null
+                  then null else (($s1.ok - $s0.ok) - ($s1.resumed - $s0.resumed)) end)}' \
+        "$out.json" >>"$CROSS_FILE"
+    jq -r '"  cross-check \(.figure) \(.proxy) round \(.round): \(.rps // 0 | floor)/s, proxy CPU \(.proxy_cpu_s) s, p50 \(.p50_ms // "—") ms, p99 \(.p99_ms // "—") ms, errors \(.errors), proxy saw \(.server_handshakes_full // "n/a")/\(.server_handshakes_resumed // "n/a")\(if .probe_status_line then ", answer: \(.probe_status_line)" else "" end)"' \
+        <<<"$(tail -1 "$CROSS_FILE")" >&2
+}
+
+# oha keep-alive: -c connections, each sending one request after another (oha's default keep-alive mode), for
+# DURATION seconds, with the client certificate; pinned to the load core like loadgen.
+oha_cmd() { # oha_cmd PROXY 1|2
+    local p=$1 c="$W/certs/ecdsa" port=${PORT[$1]}
+    local args=(taskset -c "$LOAD_CPU" "$OHA" --no-tui -z "${DURATION}s" -c "$KA_CONNS"
+        --cacert "$c/ca.pem" --cert "$c/client.pem" --key "$c/client.key"
+        --connect-to "bench.local:$port:127.0.0.1:$port")
+    if grep -q -- '--output-format' "$W/logs/oha-help.txt"; then args+=(--output-format json); else args+=(--json); fi
+    [[ $2 == 2 ]] && args+=(--http2)
+    args+=("https://bench.local:$port/")
+    "${args[@]}"
+}
+
+# STIME_PROCS parallel `openssl s_time -new` (TLS 1.3, client certificate, one GET / per connection) for DURATION
+# seconds, pinned to the load core; s_time sends no SNI. Each process writes its own output file.
+# s_time's request is "GET <www> HTTP/1.0" and nothing else; a -www carrying a Host header (and closing the request
+# line itself) makes it the same request as loadgen's: "GET / HTTP/1.1", Host bench.local, Connection: close (the
+# trailing " HTTP/1.0" ends up in a dummy header). One s_client with the same request first records the status line.
+STIME_WWW=$'/ HTTP/1.1\r\nHost: bench.local\r\nConnection: close\r\nX-Bench: s_time'
+stime_probe() { # stime_probe PROXY OUT-PREFIX
+    local c="$W/certs/ecdsa"
+    printf 'GET %s HTTP/1.0\r\n\r\n' "$STIME_WWW" |
+        timeout 10 openssl s_client -quiet -connect "127.0.0.1:${PORT[$1]}" -noservername -tls1_3 \
+            -cert "$c/client.pem" -key "$c/client.key" -CAfile "$c/ca.pem" 2>/dev/null | head -1 | tr -d '\r' >"$2.status" || true
+}
+stime_cmd() { # stime_cmd PROXY OUT-PREFIX
+    local p=$1 c="$W/certs/ecdsa" i pids=()
+    for ((i = 0; i < STIME_PROCS; i++)); do
+        taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:${PORT[$p]}" -new -tls1_3 -www "$STIME_WWW" \
+            -cert "$c/client.pem" -key "$c/client.key" -CAfile "$c/ca.pem" -time "$DURATION" >"$2.$i" 2>&1 &
+        pids+=("$!")
+    done
+    local rc=0
+    for i in "${pids[@]}"; do wait "$i" || rc=1; done
+    return $rc
+}
+
+crosscheck_round() { # crosscheck_round ROUND
+    local round=$1 p
+    for p in $PROXIES; do
+        cross_measure oha_h1 "$p" "$round" oha h1 oha_cmd "$p" 1
+        cross_measure oha_h2 "$p" "$round" oha h2 oha_cmd "$p" 2
+        rm -f "$W/runs/cross.stime_new.$p.$round.out".*
+        stime_probe "$p" "$W/runs/cross.stime_new.$p.$round.out"
+        cross_measure stime_new "$p" "$round" s_time full_ecdsa stime_cmd "$p" "$W/runs/cross.stime_new.$p.$round.out"
+    done
+}
+
+# ---------------------------------------------------------------------------------------------------------------
 # Main
 
 main() {
@@ -462,6 +716,7 @@ main() {
     log "QUICK=$QUICK RUNS=$RUNS DURATION=${DURATION}s FIGURES=[$FIGURES] PROXIES=[$PROXIES] proxy on core $PROXY_CPU, load on core $LOAD_CPU"
     install_peers
     build_binaries
+    if [[ $CROSSCHECK == 1 ]]; then ensure_oha; fi
     gen_certs
     start_origin
     local p
@@ -475,6 +730,7 @@ main() {
         check_proxy "$p"
     done
     : >"$RUNS_FILE"
+    rm -f "$CROSS_FILE"
 
     local round fig
     for ((round = 1; round <= RUNS; round++)); do
@@ -490,6 +746,7 @@ main() {
                     resumed) measure "$fig" "$p" "$round" $(lg_args "$p" ecdsa) --mode resumed --connections "$HS_CONNS" --duration "$DURATION" ;;
                     h1) measure "$fig" "$p" "$round" $(lg_args "$p" ecdsa) --mode keepalive --http 1 --connections "$KA_CONNS" --duration "$DURATION" ;;
                     h2) measure "$fig" "$p" "$round" $(lg_args "$p" ecdsa) --mode keepalive --http 2 --connections "$KA_CONNS" --duration "$DURATION" ;;
+                    grpc) measure "$fig" "$p" "$round" $(lg_args "$p" ecdsa grpc.bench.local) --mode grpc --connections "$KA_CONNS" --duration "$DURATION" ;;
                     *) die "unknown figure $fig" ;;
                 esac
             done
@@ -499,6 +756,10 @@ main() {
             set_rules "$RULES"
             measure "rules_$RULES" portcullis "$round" $(lg_args portcullis ecdsa) --mode keepalive --http 1 --connections "$KA_CONNS" --duration "$DURATION"
             set_rules 1
+        fi
+        if [[ $CROSSCHECK == 1 ]]; then
+            log "cross-checks, round $round: oha (h1, h2), openssl s_time -new"
+            crosscheck_round "$round"
         fi
     done
     if has "$FIGURES" idle; then
@@ -512,14 +773,14 @@ main() {
         --arg openssl "$(openssl version)" --arg kernel "$(uname -r)" \
         --arg cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" --arg nproc "$(nproc)" \
         '{nginx: $nginx, haproxy: $haproxy, portcullis: $portcullis, openssl: $openssl, kernel: $kernel, cpu: $cpu, nproc: $nproc}')
-    python3 "$BENCH/report.py" "$RUNS_FILE" "$BENCH/results.json" "$BENCH/results.md" \
+    python3 "$BENCH/report.py" "$RUNS_FILE" "$RESULTS_DIR/results.json" "$RESULTS_DIR/results.md" --crosscheck "$CROSS_FILE" \
         --meta "$versions" --config "$(jq -n --arg quick "$QUICK" --arg runs "$RUNS" --arg duration "$DURATION" \
             --arg hs "$HS_CONNS" --arg ka "$KA_CONNS" --arg idle "$IDLE_CONNS" --arg rules "$RULES" --arg kx "$KX" \
             --arg pcpu "$PROXY_CPU" --arg lcpu "$LOAD_CPU" \
             '{quick: $quick, runs: $runs, duration_s: $duration, handshake_loops: $hs, keepalive_connections: $ka,
               idle_connections: $idle, rules: $rules, kx: $kx, proxy_cpu: $pcpu, load_cpu: $lcpu}')"
-    cat "$BENCH/results.md"
-    log "results: $BENCH/results.md and $BENCH/results.json (raw runs: $RUNS_FILE)"
+    cat "$RESULTS_DIR/results.md"
+    log "results: $RESULTS_DIR/results.md and $RESULTS_DIR/results.json (raw runs: $RUNS_FILE)"
 }
 
 main "$@"

@@ -6,13 +6,18 @@
 //! - `full`: a new connection per request with TLS resumption disabled in the client
 //!   (`ClientConfig::resumption = Resumption::disabled()`), so every handshake is a full one;
 //! - `resumed`: a new connection per request with one shared session cache, so every handshake after the first
-//!   few can be resumed.
+//!   few can be resumed;
+//! - `grpc`: N HTTP/2 connections, each making one gRPC unary call after another (`POST /bench.Echo/Unary`,
+//!   `content-type: application/grpc`, `te: trailers`, a length-prefixed message of raw bytes); a call succeeds
+//!   only with HTTP 200, trailer `grpc-status: 0` and the message echoed back, and is counted in
+//!   `grpc_failures` otherwise.
 //!
 //! Every handshake's kind is read back from rustls (`handshake_kind()`) and counted, so a run that silently
 //! resumes (or silently fails to resume) shows it in `handshakes_full` / `handshakes_resumed`.
 //!
 //! `loadgen idle` opens N mTLS connections, sends one request on each and holds them open (memory per idle
-//! connection); `loadgen origin` is the static origin the proxies forward to.
+//! connection); `loadgen origin` is the static origin the proxies forward to (HTTP/1.1), and `loadgen origin --grpc`
+//! the gRPC echo origin (h2c with prior knowledge).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +30,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt as _, Empty, Full};
+use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -62,6 +68,8 @@ enum Mode {
     Keepalive,
     Full,
     Resumed,
+    /// gRPC unary calls over keep-alive HTTP/2 connections (implies --http 2).
+    Grpc,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -117,10 +125,16 @@ struct TlsArgs {
 struct RunArgs {
     #[command(flatten)]
     tls: TlsArgs,
-    /// keepalive, full (new connection per request, resumption disabled) or resumed (new connection per request,
-    /// shared session cache).
+    /// keepalive, full (new connection per request, resumption disabled), resumed (new connection per request,
+    /// shared session cache) or grpc (gRPC unary calls over keep-alive HTTP/2 connections).
     #[arg(long, value_enum, default_value = "keepalive")]
     mode: Mode,
+    /// Same as --mode grpc.
+    #[arg(long)]
+    grpc: bool,
+    /// gRPC message size in bytes (raw bytes after the 5-byte gRPC frame prefix).
+    #[arg(long, default_value_t = 16)]
+    grpc_payload: usize,
     /// Concurrent connections (keepalive) or concurrent connect-handshake-request loops (full, resumed).
     #[arg(long, default_value_t = 50)]
     connections: usize,
@@ -169,6 +183,10 @@ struct OriginArgs {
     /// Size of the response body in bytes.
     #[arg(long, default_value_t = 16)]
     body_bytes: usize,
+    /// Be a gRPC echo origin instead: HTTP/2 with prior knowledge (h2c), every call answered with a gRPC message
+    /// echoing the request's and trailers `grpc-status: 0`.
+    #[arg(long)]
+    grpc: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -247,12 +265,32 @@ struct Target {
     path: String,
     proto: Proto,
     connector: TlsConnector,
+    /// The gRPC request body (5-byte prefix + message) when making gRPC calls.
+    grpc: Option<Bytes>,
 }
 
 /// An open connection, ready for requests.
 enum Sender {
     H1(http1::SendRequest<Empty<Bytes>>),
     H2(http2::SendRequest<Empty<Bytes>>),
+    Grpc(http2::SendRequest<Full<Bytes>>),
+}
+
+/// A gRPC length-prefixed message: compressed flag 0, 4-byte big-endian length, the message.
+fn grpc_frame(message: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(5 + message.len());
+    frame.push(0);
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    Bytes::from(frame)
+}
+
+/// The value of `grpc-status` in the trailers, or in the headers of a trailers-only response.
+fn grpc_status<'a>(headers: &'a HeaderMap, trailers: Option<&'a HeaderMap>) -> Option<&'a str> {
+    trailers
+        .and_then(|t| t.get("grpc-status"))
+        .or_else(|| headers.get("grpc-status"))
+        .and_then(|v| v.to_str().ok())
 }
 
 impl Target {
@@ -265,6 +303,7 @@ impl Target {
             path: tls.path.clone(),
             proto: tls.http,
             connector: TlsConnector::from(Arc::new(config)),
+            grpc: None,
         })
     }
 
@@ -310,6 +349,13 @@ impl Target {
                 });
                 Sender::H1(sender)
             }
+            Proto::H2 if self.grpc.is_some() => {
+                let (sender, conn) = http2::handshake(TokioExecutor::new(), io).await?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                Sender::Grpc(sender)
+            }
             Proto::H2 => {
                 let (sender, conn) = http2::handshake(TokioExecutor::new(), io).await?;
                 tokio::spawn(async move {
@@ -318,6 +364,27 @@ impl Target {
                 Sender::H2(sender)
             }
         })
+    }
+
+    /// Sends one request (or gRPC call) on `sender` and reads the whole response: the HTTP status, and for a gRPC
+    /// call whether it failed (not 200, `grpc-status` missing or not 0, or the message not echoed back).
+    async fn call(&self, sender: &mut Sender, close: bool) -> anyhow::Result<(u16, bool)> {
+        let Sender::Grpc(s) = sender else {
+            return Ok((sender.send(self.request(close)?).await?, false));
+        };
+        let frame = self.grpc.clone().expect("a gRPC target");
+        let req = Request::post(format!("https://{}/bench.Echo/Unary", self.host))
+            .header(CONTENT_TYPE, "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(frame.clone()))?;
+        s.ready().await?;
+        let resp = s.send_request(req).await?;
+        let (parts, body) = resp.into_parts();
+        let collected = body.collect().await?;
+        let ok = parts.status == 200
+            && grpc_status(&parts.headers, collected.trailers()) == Some("0")
+            && collected.to_bytes() == frame;
+        Ok((parts.status.as_u16(), !ok))
     }
 
     fn request(&self, close: bool) -> anyhow::Result<Request<Empty<Bytes>>> {
@@ -348,6 +415,7 @@ impl Sender {
                 s.ready().await?;
                 s.send_request(req).await?
             }
+            Sender::Grpc(_) => bail!("a gRPC connection sends gRPC calls only"),
         };
         let status = resp.status().as_u16();
         resp.into_body().collect().await?;
@@ -365,6 +433,7 @@ struct Stats {
     errors: u64,
     full: u64,
     resumed: u64,
+    grpc_failures: u64,
     error_samples: Vec<String>,
 }
 
@@ -377,6 +446,7 @@ impl Stats {
             errors: 0,
             full: 0,
             resumed: 0,
+            grpc_failures: 0,
             error_samples: Vec::new(),
         }
     }
@@ -389,11 +459,14 @@ impl Stats {
         }
     }
 
-    fn done(&mut self, started: Instant, status: u16) {
+    fn done(&mut self, started: Instant, (status, grpc_failed): (u16, bool)) {
         self.hist.saturating_record(started.elapsed().as_micros() as u64);
         self.requests += 1;
         if !(200..300).contains(&status) {
             self.non_2xx += 1;
+        }
+        if grpc_failed {
+            self.grpc_failures += 1;
         }
     }
 
@@ -411,6 +484,7 @@ impl Stats {
         self.errors += other.errors;
         self.full += other.full;
         self.resumed += other.resumed;
+        self.grpc_failures += other.grpc_failures;
         for e in other.error_samples {
             if self.error_samples.len() < 5 && !self.error_samples.contains(&e) {
                 self.error_samples.push(e);
@@ -448,12 +522,8 @@ async fn keepalive_worker(target: Arc<Target>, deadline: Instant) -> Stats {
         };
         while Instant::now() < deadline {
             let started = Instant::now();
-            let result = match target.request(false) {
-                Ok(req) => sender.send(req).await,
-                Err(err) => Err(err),
-            };
-            match result {
-                Ok(status) => stats.done(started, status),
+            match target.call(&mut sender, false).await {
+                Ok(outcome) => stats.done(started, outcome),
                 Err(err) => {
                     stats.error(err);
                     continue 'connect;
@@ -469,8 +539,7 @@ async fn keepalive_worker(target: Arc<Target>, deadline: Instant) -> Stats {
 async fn h2_streams_worker(target: Arc<Target>, deadline: Instant, streams: usize) -> Stats {
     let mut stats = Stats::new();
     let sender = match target.open(&mut stats).await {
-        Ok(Sender::H2(s)) => s,
-        Ok(Sender::H1(_)) => unreachable!("--streams needs --http 2"),
+        Ok(s) => s,
         Err(err) => {
             stats.error(err);
             return stats;
@@ -478,18 +547,18 @@ async fn h2_streams_worker(target: Arc<Target>, deadline: Instant, streams: usiz
     };
     let mut tasks = Vec::new();
     for _ in 0..streams {
-        let mut sender = Sender::H2(sender.clone());
+        let mut sender = match &sender {
+            Sender::H2(s) => Sender::H2(s.clone()),
+            Sender::Grpc(s) => Sender::Grpc(s.clone()),
+            Sender::H1(_) => unreachable!("--streams needs --http 2"),
+        };
         let target = target.clone();
         tasks.push(tokio::spawn(async move {
             let mut stats = Stats::new();
             while Instant::now() < deadline {
                 let started = Instant::now();
-                let result = match target.request(false) {
-                    Ok(req) => sender.send(req).await,
-                    Err(err) => Err(err),
-                };
-                match result {
-                    Ok(status) => stats.done(started, status),
+                match target.call(&mut sender, false).await {
+                    Ok(outcome) => stats.done(started, outcome),
                     Err(err) => {
                         stats.error(err);
                         break;
@@ -513,23 +582,33 @@ async fn handshake_worker(target: Arc<Target>, deadline: Instant) -> Stats {
         let started = Instant::now();
         let result = async {
             let mut sender = target.open(&mut stats).await?;
-            let status = sender.send(target.request(true)?).await?;
-            Ok::<u16, anyhow::Error>(status)
+            target.call(&mut sender, true).await
         }
         .await;
         match result {
-            Ok(status) => stats.done(started, status),
+            Ok(outcome) => stats.done(started, outcome),
             Err(err) => stats.error(err),
         }
     }
     stats
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    if args.streams > 1 && (args.tls.http != Proto::H2 || args.mode != Mode::Keepalive) {
-        bail!("--streams > 1 needs --http 2 and --mode keepalive");
+async fn run(mut args: RunArgs) -> anyhow::Result<()> {
+    if args.grpc {
+        args.mode = Mode::Grpc;
     }
-    let shared = Arc::new(Target::new(&args.tls, args.mode == Mode::Resumed)?);
+    if args.mode == Mode::Grpc {
+        args.tls.http = Proto::H2;
+    }
+    if args.streams > 1 && (args.tls.http != Proto::H2 || !matches!(args.mode, Mode::Keepalive | Mode::Grpc)) {
+        bail!("--streams > 1 needs --http 2 and --mode keepalive or grpc");
+    }
+    let mut shared = Target::new(&args.tls, args.mode == Mode::Resumed)?;
+    if args.mode == Mode::Grpc {
+        shared.grpc = Some(grpc_frame(&vec![b'g'; args.grpc_payload]));
+    }
+    let shared = Arc::new(shared);
+    let mut priming = Stats::new();
     let mut targets = Vec::new();
     for _ in 0..args.connections.max(1) {
         if args.mode == Mode::Resumed {
@@ -537,8 +616,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             // resumes with the ticket its previous connection received. (One shared cache would run dry: rustls
             // keeps at most 8 TLS 1.3 tickets per server, fewer than the loops using them.)
             let target = Arc::new(Target::new(&args.tls, true)?);
-            let mut prime = Stats::new();
-            let mut sender = target.open(&mut prime).await.context("priming connection")?;
+            let mut sender = target.open(&mut priming).await.context("priming connection")?;
             sender.send(target.request(true)?).await.context("priming request")?;
             targets.push(target);
         } else {
@@ -550,8 +628,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for target in targets {
         tasks.push(match args.mode {
-            Mode::Keepalive if args.streams > 1 => tokio::spawn(h2_streams_worker(target, deadline, args.streams)),
-            Mode::Keepalive => tokio::spawn(keepalive_worker(target, deadline)),
+            Mode::Keepalive | Mode::Grpc if args.streams > 1 => {
+                tokio::spawn(h2_streams_worker(target, deadline, args.streams))
+            }
+            Mode::Keepalive | Mode::Grpc => tokio::spawn(keepalive_worker(target, deadline)),
             Mode::Full | Mode::Resumed => tokio::spawn(handshake_worker(target, deadline)),
         });
     }
@@ -575,6 +655,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "requests": stats.requests,
         "non_2xx": stats.non_2xx,
         "errors": stats.errors,
+        "grpc_failures": stats.grpc_failures,
         "rps": stats.requests as f64 / elapsed,
         "p50_ms": ms(hist.value_at_quantile(0.50)),
         "p99_ms": ms(hist.value_at_quantile(0.99)),
@@ -584,6 +665,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "handshakes_full": stats.full,
         "handshakes_resumed": stats.resumed,
         "handshakes_per_s": (stats.full + stats.resumed) as f64 / elapsed,
+        // Handshakes done before the clock started (resumed mode: one per loop, to get its first ticket); a
+        // server-side handshake count over the whole run includes them.
+        "priming_handshakes_full": priming.full,
+        "priming_handshakes_resumed": priming.resumed,
         "error_samples": stats.error_samples,
     });
     emit(&value, args.out.as_deref())
@@ -608,13 +693,13 @@ async fn idle(args: IdleArgs) -> anyhow::Result<()> {
                 let opened = Instant::now();
                 let result = async {
                     let mut sender = target.open(&mut stats).await?;
-                    let status = sender.send(target.request(false)?).await?;
-                    Ok::<_, anyhow::Error>((sender, status))
+                    let outcome = target.call(&mut sender, false).await?;
+                    Ok::<_, anyhow::Error>((sender, outcome))
                 }
                 .await;
                 match result {
-                    Ok((sender, status)) => {
-                        stats.done(opened, status);
+                    Ok((sender, outcome)) => {
+                        stats.done(opened, outcome);
                         held.push(sender);
                     }
                     Err(err) => stats.error(err),
@@ -646,6 +731,7 @@ async fn idle(args: IdleArgs) -> anyhow::Result<()> {
         let ok = match sender {
             Sender::H1(s) => !s.is_closed(),
             Sender::H2(s) => !s.is_closed(),
+            Sender::Grpc(s) => !s.is_closed(),
         };
         if ok {
             alive += 1;
@@ -679,6 +765,9 @@ async fn origin(args: OriginArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+    if args.grpc {
+        return grpc_origin(listener, args.listen).await;
+    }
     let body = Bytes::from(vec![b'x'; args.body_bytes]);
     eprintln!("loadgen origin: listening on {}", args.listen);
     loop {
@@ -699,6 +788,38 @@ async fn origin(args: OriginArgs) -> anyhow::Result<()> {
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+/// The gRPC echo origin: h2c with prior knowledge; every request is answered 200 with `content-type:
+/// application/grpc`, the request body (a gRPC message) echoed as the response body, and trailers `grpc-status: 0`.
+/// A request whose body is not one whole gRPC message gets `grpc-status: 3` (INVALID_ARGUMENT) instead.
+async fn grpc_origin(listener: tokio::net::TcpListener, addr: SocketAddr) -> anyhow::Result<()> {
+    eprintln!("loadgen origin: gRPC (h2c) listening on {addr}");
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                let body = req.into_body().collect().await?.to_bytes();
+                let whole = body.len() >= 5
+                    && body[0] == 0
+                    && u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize == body.len() - 5;
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", HeaderValue::from_static(if whole { "0" } else { "3" }));
+                let body = if whole { body } else { Bytes::new() };
+                let body = Full::new(body).with_trailers(async move { Some(Ok(trailers)) });
+                Ok::<_, hyper::Error>(
+                    Response::builder()
+                        .header(CONTENT_TYPE, "application/grpc")
+                        .body(body)
+                        .expect("static response"),
+                )
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tcp), service)
                 .await;
         });
