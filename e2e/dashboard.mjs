@@ -1,6 +1,7 @@
 // Browser end-to-end test of the Portcullis dashboard: Debian's headless Chromium driven by playwright-core.
-// Run by tests/dashboard.rs, which starts `portcullis serve`, creates zone `localhost` with hostnames `localhost` and
-// `app.localhost`, and passes (the script also runs `openssl` to make a CA, a CRL and a server certificate):
+// Run by tests/dashboard.rs, which starts `portcullis serve`, creates zone `localhost` with hostnames `localhost`,
+// `app.localhost`, `byo.localhost` and `open.localhost`, and passes (the script also runs `openssl` to make a CA, a CRL
+// and a server certificate, and `curl` to present the client certificate made in the wizard to the edge):
 //   PORTCULLIS_ADMIN_URL   http://127.0.0.1:PORT of the admin listener
 //   PORTCULLIS_EDGE_PORT   the edge's TLS port
 //   PORTCULLIS_TOKEN       an API token with write scope
@@ -29,8 +30,34 @@ const dataDir = env("PORTCULLIS_DATA_DIR");
 const shots = env("PORTCULLIS_SCREENSHOTS", path.resolve("../target/dashboard-screenshots"));
 const executablePath = env("PORTCULLIS_CHROMIUM", "/usr/bin/chromium");
 fs.mkdirSync(shots, { recursive: true });
+// A failure screenshot of an earlier run would mislead.
+fs.rmSync(path.join(shots, "failure.png"), { force: true });
 
 const step = (text) => console.log(`[${new Date().toISOString()}] ${text}`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const edgeCa = path.join(dataDir, "edge-dev-ca.pem");
+
+// A request through the edge with curl, presenting `cert` and `key` (PEM files) when given.
+function curlEdge(pathname, cert, key) {
+  const args = ["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "--cacert", edgeCa,
+    "--resolve", `localhost:${edgePort}:127.0.0.1`];
+  if (cert) args.push("--cert", cert, "--key", key);
+  const out = spawnSync("curl", [...args, `https://localhost:${edgePort}${pathname}`], { encoding: "utf8" });
+  if (out.status !== 0) throw new Error(`curl ${pathname}: exit ${out.status}: ${out.stderr}`);
+  const cut = out.stdout.lastIndexOf("\n");
+  return { status: Number(out.stdout.slice(cut + 1)), body: out.stdout.slice(0, cut) };
+}
+
+// Repeats `request` until it answers `status` (the edge picks up a change within a moment).
+async function until(what, status, request) {
+  let response = null;
+  for (let attempt = 0; attempt < 50; attempt += 1) {
+    response = await request();
+    if (response.status === status) return response;
+    await sleep(100);
+  }
+  assert.fail(`${what}: the edge answered ${response.status} ${response.body}; expected ${status}`);
+}
 
 // A request through the edge without a client certificate, trusting the development edge CA.
 function edgeGet(pathname) {
@@ -43,7 +70,7 @@ function edgeGet(pathname) {
         path: pathname,
         method: "GET",
         headers: { host: "localhost" },
-        ca: fs.readFileSync(path.join(dataDir, "edge-dev-ca.pem")),
+        ca: fs.readFileSync(edgeCa),
         timeout: 10_000,
       },
       (res) => {
@@ -77,16 +104,21 @@ const context = await chromium.launchPersistentContext(userDataDir, {
 context.setDefaultTimeout(15_000);
 const page = context.pages()[0] ?? (await context.newPage());
 const problems = [];
-// Errors the steps provoke on purpose (the app logs what it shows the user).
-const expected = [/at most 2 KiB/, /invalid origin/, /CRL/i];
+// Failures a step provokes on purpose, registered by that step before it provokes them: an HTTP error status of a URL
+// ("Failed to load resource" in the console), or the app's own console.error of an error it showed the user. Any other
+// console error, failed resource load or page error is a problem.
+const provoked = [];
+const provoke = (what) => provoked.push(what);
 page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
 page.on("console", (message) => {
-  // A GET of a ruleset that does not exist yet answers 404 on purpose, refused inputs answer 400; the app's own
-  // logging of an error it showed is fine when a step provoked it; everything else is a problem.
+  if (message.type() !== "error") return;
   const text = message.text();
-  if (message.type() === "error" && !text.startsWith("Failed to load resource") && !expected.some((re) => re.test(text))) {
-    problems.push(`console error: ${text}`);
-  }
+  const url = message.location()?.url ?? "";
+  const failed = /^Failed to load resource: the server responded with a status of (\d+)/.exec(text);
+  const allowed = failed
+    ? provoked.some((p) => p.status === Number(failed[1]) && p.url?.test(url))
+    : provoked.some((p) => p.text?.test(text));
+  if (!allowed) problems.push(`console error: ${text}${url ? ` (${url})` : ""}`);
 });
 
 const shot = async (name) => {
@@ -133,6 +165,18 @@ async function assertFits(what) {
   assert.ok(overflow.scrollWidth <= overflow.width, `${what} is wider than a phone: ${JSON.stringify(overflow)}`);
 }
 
+// Fails when the shown toast covers a control (button, link, field) of the page.
+async function assertToastClear(what) {
+  const covered = await page.evaluate(() => {
+    const toast = document.getElementById("toast").getBoundingClientRect();
+    const overlaps = (r) => r.width > 0 && r.height > 0 && r.left < toast.right && r.right > toast.left && r.top < toast.bottom && r.bottom > toast.top;
+    return [...document.querySelectorAll("main button, main a, main input, main select, main textarea, header button, header select")]
+      .filter((el) => overlaps(el.getBoundingClientRect()))
+      .map((el) => `${el.tagName.toLowerCase()}#${el.id} ${el.textContent.trim().slice(0, 30)}`);
+  });
+  assert.deepEqual(covered, [], `the toast covers controls (${what})`);
+}
+
 const nav = async (name, url) => {
   await page.getByRole("navigation", { name: "Dashboard" }).getByRole("link", { name, exact: true }).click();
   await page.waitForURL(url);
@@ -140,10 +184,13 @@ const nav = async (name, url) => {
 };
 
 let exitCode = 0;
+// Files the steps write (the downloaded CA, certificate and key); removed at the end.
+let work = null;
 try {
   step("sign in");
   await page.goto(`${base}/dashboard`);
   assert.match(page.url(), /\/dashboard\/login$/);
+  provoke({ status: 401, url: /\/dashboard\/login$/ });
   await page.getByLabel("API token").fill("pct_not-a-token");
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.locator("#login-error").waitFor();
@@ -160,15 +207,33 @@ try {
   assert.equal(await page.locator("#zone-picker option:checked").textContent(), "localhost");
   assert.equal(await page.getByRole("heading", { level: 1 }).textContent(), "Overview", "the overview is the landing page");
 
-  step("Client Certificates: enable mTLS on localhost (Hosts → Edit)");
+  step("Client Certificates: download the CA certificate");
   await nav("Client Certificates", `${base}/dashboard/certificates`);
+  const [caDownload] = await Promise.all([
+    page.waitForEvent("download"),
+    page.getByRole("button", { name: "Download CA certificate" }).click(),
+  ]);
+  work = fs.mkdtempSync(path.join(os.tmpdir(), "portcullis-e2e-"));
+  const caFile = path.join(work, "managed-ca.pem");
+  await caDownload.saveAs(caFile);
+  assert.match(fs.readFileSync(caFile, "utf8"), /^-----BEGIN CERTIFICATE-----\n/, "the CA download is a PEM certificate");
+
+  step("enable mTLS on localhost (Hosts → Edit), adding and removing a host with its ✕");
   await page.getByRole("button", { name: "Edit", exact: true }).click();
   await page.getByLabel("Add a hostname").fill("localhost");
   await page.getByRole("button", { name: "Add", exact: true }).click();
   await page.locator("#hosts-edit-list li", { hasText: "localhost" }).waitFor();
+  // A name without a dot gets the zone appended.
+  await page.getByLabel("Add a hostname").fill("open");
+  await page.getByLabel("Add a hostname").press("Enter");
+  const openChip = page.locator("#hosts-edit-list li", { hasText: "open.localhost" });
+  await openChip.waitFor();
+  await page.getByRole("button", { name: "Remove open.localhost" }).click();
+  await openChip.waitFor({ state: "detached" });
   await page.getByRole("button", { name: "Save", exact: true }).click();
   await page.locator("#hosts-list li", { hasText: /^localhost$/ }).waitFor();
   await page.locator("#hosts-form").waitFor({ state: "hidden" });
+  assert.deepEqual(await page.locator("#hosts-list li").allTextContents(), ["localhost"], "the removed host was not saved");
 
   step("create a certificate with a generated key, then associate a hostname");
   await page.getByRole("button", { name: "Add Certificate" }).click();
@@ -185,6 +250,8 @@ try {
   await page.locator("#cert-result").waitFor();
   const certificate = await page.locator("#out-cert").inputValue();
   const privateKey = await page.locator("#out-key").inputValue();
+  await page.locator("#p12-none", { hasText: "typed before Create" }).waitFor();
+  assert.equal(await page.getByRole("button", { name: "Download PKCS#12 bundle" }).isHidden(), true, "no password, no bundle");
   assert.match(certificate, /^-----BEGIN CERTIFICATE-----/);
   assert.match(privateKey, /-----BEGIN PRIVATE KEY-----/);
   const onAlready = page.locator("#assoc-list li", { hasText: /^localhost/ }).getByRole("checkbox");
@@ -205,6 +272,13 @@ try {
     page.getByRole("button", { name: "Download private key (PEM)" }).click(),
   ]);
   assert.equal(fs.readFileSync(await keyDownload.path(), "utf8"), privateKey);
+  // The downloaded files, as a client would use them.
+  const certFile = path.join(work, "device-1.pem");
+  const keyFile = path.join(work, "device-1.key.pem");
+  await certDownload.saveAs(certFile);
+  await keyDownload.saveAs(keyFile);
+  const verified = spawnSync("openssl", ["verify", "-CAfile", caFile, certFile], { encoding: "utf8" });
+  assert.equal(verified.status, 0, `the downloaded CA certificate issued the certificate: ${verified.stdout}${verified.stderr}`);
   await page.getByRole("button", { name: "Enable mTLS on the selected hostnames" }).click();
   await page.locator("#assoc-status", { hasText: "mTLS enabled on app.localhost" }).waitFor();
   await page.locator("#hosts-list li", { hasText: "app.localhost" }).waitFor();
@@ -222,7 +296,9 @@ try {
   step("a one-week certificate with a PKCS#12 bundle");
   await page.getByRole("button", { name: "Add Certificate" }).click();
   await page.getByLabel("Common name").fill("device-p12");
-  await page.getByLabel("PKCS#12 password (optional)").fill("e2e-secret");
+  assert.match(await page.locator("#cert-p12-help").textContent(), /type its password here\s+before Create/);
+  // Spaces at either end are part of the password.
+  await page.getByLabel("PKCS#12 password (optional)").fill(" e2e-secret ");
   await page.getByLabel("Certificate validity").selectOption("7");
   await page.getByRole("button", { name: "Create", exact: true }).click();
   await page.locator("#cert-result").waitFor();
@@ -236,18 +312,22 @@ try {
   const p12 = fs.readFileSync(p12Path);
   assert.equal(p12[0], 0x30, "a PKCS#12 file is a DER SEQUENCE");
   assert.ok(p12.length > 500, `the bundle holds a certificate and a key (${p12.length} bytes)`);
-  let parsed = spawnSync("openssl", ["pkcs12", "-in", p12Path, "-passin", "pass:e2e-secret", "-nokeys"], { encoding: "utf8" });
-  if (parsed.status !== 0) parsed = spawnSync("openssl", ["pkcs12", "-legacy", "-in", p12Path, "-passin", "pass:e2e-secret", "-nokeys"], { encoding: "utf8" });
-  assert.equal(parsed.status, 0, `openssl reads the bundle with its password: ${parsed.stderr}`);
+  const pkcs12 = (password) => {
+    let out = spawnSync("openssl", ["pkcs12", "-in", p12Path, "-passin", `pass:${password}`, "-nokeys"], { encoding: "utf8" });
+    if (out.status !== 0) out = spawnSync("openssl", ["pkcs12", "-legacy", "-in", p12Path, "-passin", `pass:${password}`, "-nokeys"], { encoding: "utf8" });
+    return out;
+  };
+  const parsed = pkcs12(" e2e-secret ");
+  assert.equal(parsed.status, 0, `openssl reads the bundle with its password, spaces included: ${parsed.stderr}`);
   assert.match(parsed.stdout, /subject=.*CN\s*=\s*device-p12/);
-  const wrong = spawnSync("openssl", ["pkcs12", "-in", p12Path, "-passin", "pass:wrong", "-nokeys"], { encoding: "utf8" });
-  assert.notEqual(wrong.status, 0, "a wrong password does not open it");
+  assert.notEqual(pkcs12("e2e-secret").status, 0, "the password was not trimmed");
+  assert.notEqual(pkcs12("wrong").status, 0, "a wrong password does not open it");
   fs.rmSync(p12Path, { force: true });
   await page.getByRole("button", { name: "Done" }).click();
   await page.locator("#cert-table tbody tr", { hasText: "device-p12" }).waitFor();
   await shot("03-client-certificates");
 
-  step("bring your own CA: upload, associate a hostname, upload its CRL, delete");
+  step("bring your own CA: upload, associate a hostname, upload its CRL");
   const own = ownCa();
   await page.getByRole("tab", { name: "Bring your own CA" }).click();
   await page.getByLabel("Name", { exact: true }).fill("corp-devices");
@@ -258,16 +338,23 @@ try {
   assert.match(await byoca.locator("td").nth(1).textContent(), /E2E Corp Devices CA/);
   await byoca.getByRole("button", { name: "Edit hostnames" }).click();
   const hostsDialog = page.locator("#byoca-hosts-dialog");
-  await hostsDialog.getByLabel("localhost", { exact: true }).check();
+  await hostsDialog.getByLabel("byo.localhost", { exact: true }).check();
   await hostsDialog.getByRole("button", { name: "Save hostnames" }).click();
   await hostsDialog.waitFor({ state: "hidden" });
-  await byoca.locator("td.hosts-cell", { hasText: /^localhost$/ }).waitFor();
+  await byoca.locator("td.hosts-cell", { hasText: /^byo\.localhost$/ }).waitFor();
   await byoca.getByRole("button", { name: "Upload CRL" }).click();
   const crlDialog = page.locator("#crl-dialog");
+  provoke({ status: 400, url: /\/mtls_certificates\/[^/]+\/crl$/ });
+  provoke({ text: /CRL/i });
   await crlDialog.getByLabel("…or paste it (PEM)").fill("-----BEGIN X509 CRL-----\nnot a crl\n-----END X509 CRL-----");
   await crlDialog.getByRole("button", { name: "Upload CRL" }).click();
   await crlDialog.locator(".dialog-error").waitFor();
   await shot("04a-byoca-crl-refused");
+  // Closed and opened again, the dialog does not show the previous error.
+  await crlDialog.getByRole("button", { name: "Close" }).click();
+  await byoca.getByRole("button", { name: "Upload CRL" }).click();
+  await page.locator("#crl-dialog[open]").waitFor();
+  assert.equal(await crlDialog.locator(".dialog-error").isHidden(), true, "the CRL dialog opens without the old error");
   await crlDialog.getByLabel("…or paste it (PEM)").fill("");
   await crlDialog.getByLabel("CRL file (PEM or DER)").setInputFiles(own.crl);
   await crlDialog.getByRole("button", { name: "Upload CRL" }).click();
@@ -275,15 +362,6 @@ try {
   await page.locator("#toast", { hasText: "CRL accepted: 1 revoked certificate" }).waitFor();
   await byoca.getByText(/^updated \d{4}-\d{2}-\d{2}$/).waitFor();
   await shot("04-bring-your-own-ca");
-  // A CA still in use cannot be deleted: remove its hostnames first.
-  await byoca.getByRole("button", { name: "Edit hostnames" }).click();
-  await hostsDialog.getByLabel("localhost", { exact: true }).uncheck();
-  await hostsDialog.getByRole("button", { name: "Save hostnames" }).click();
-  await hostsDialog.waitFor({ state: "hidden" });
-  await byoca.locator("td.hosts-cell", { hasText: "none" }).waitFor();
-  await byoca.getByRole("button", { name: "Delete" }).click();
-  await byoca.getByRole("button", { name: "Confirm delete" }).click();
-  await byoca.waitFor({ state: "detached" });
   fs.rmSync(own.dir, { recursive: true, force: true });
   await page.getByRole("tab", { name: "Managed CA" }).click();
 
@@ -296,34 +374,89 @@ try {
   await page.locator("#rule-diagnostic.bad", { hasText: "^" }).waitFor();
   assert.match(await page.locator("#rule-diagnostic").textContent(), /unknown field "http.hots"/);
   await shot("05-mtls-rule-invalid");
+  // The hostnames start as the zone's mTLS hostnames, by either CA (open.localhost has none).
+  const ruleHosts = page.getByLabel("Hostnames (optional, one per line)");
+  assert.equal(await ruleHosts.inputValue(), "app.localhost\nbyo.localhost\nlocalhost");
+  const hostsWarning = page.locator("#rule-hosts-warning");
+  assert.equal(await hostsWarning.isHidden(), true);
+  await ruleHosts.fill("");
+  await hostsWarning.waitFor();
+  assert.match(await hostsWarning.textContent(), /every hostname of the zone, including open\.localhost without mTLS/);
+  await shot("05a-mtls-rule-all-hosts-warning");
+  await ruleHosts.fill("app.localhost\nbyo.localhost\nlocalhost");
+  await hostsWarning.waitFor({ state: "hidden" });
+  // Paths are one per line: a comma belongs to the path.
+  await page.getByLabel("URI paths (one per line)").fill("/api\n/v1,v2");
+  assert.match(await expression.inputValue(), /path in \{"\/api" "\/v1,v2"\}/);
   await page.getByLabel("URI paths (one per line)").fill("/api");
   await page.locator("#rule-diagnostic.ok").waitFor();
   assert.equal(
     await expression.inputValue(),
-    '(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/api"}',
+    '(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/api"} ' +
+      'and http.host in {"app.localhost" "byo.localhost" "localhost"}',
   );
+  // When the check itself fails, the editor says so in the error style, never as a green "valid".
+  provoke({ status: 503, url: /\/rules\/validate$/ });
+  await page.route("**/client/v4/rules/validate", (route) =>
+    route.fulfill({ status: 503, contentType: "application/json", body: JSON.stringify({ success: false, errors: [{ code: 10000, message: "simulated outage" }] }) }),
+  );
+  await expression.press("End");
+  await expression.type(" ");
+  await page.locator("#rule-diagnostic.bad", { hasText: "could not be checked: simulated outage" }).waitFor();
+  await page.unroute("**/client/v4/rules/validate");
+  await expression.press("Backspace");
+  await page.locator("#rule-diagnostic.ok").waitFor();
   await page.getByLabel("Send a custom response").check();
-  await page.getByLabel("Status code (400–499)").fill("403");
+  await page.getByLabel("Status code (400–499)").fill("401");
   await page.getByLabel("Content type").selectOption("text/plain");
   await page.getByLabel("Body (at most 2 KiB)").fill("A client certificate is required.");
   await shot("06-mtls-rule");
+  // The first rule of the zone: the GET of its (missing) ruleset answers 404 before the PUT creates it.
+  provoke({ status: 404, url: /\/rulesets\/phases\/http_request_firewall_custom\/entrypoint$/ });
   await page.getByRole("button", { name: "Deploy" }).click();
   await page.waitForURL(/\/dashboard\/rules/);
   await ready();
   await page.locator("#rules-table tbody tr", { hasText: "mTLS-enforced authentication" }).waitFor();
   await shot("07-security-rules");
 
-  step("a request without a certificate through the edge is blocked");
-  const blockedWith = async (body) => {
-    let response = null;
-    for (let attempt = 0; attempt < 50; attempt += 1) {
-      response = await edgeGet("/api");
-      if (response.status === 403 && response.body === body) return response;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    assert.fail(`the edge answered ${response.status}: ${response.body}; expected 403 ${body}`);
+  step("through the edge: no certificate is blocked, the wizard's certificate passes, an unlisted host stays open");
+  const blockedWith = async (status, body) => {
+    const response = await until("a request without a certificate", status, () => edgeGet("/api"));
+    assert.equal(response.body, body);
   };
-  await blockedWith("A client certificate is required.");
+  await blockedWith(401, "A client certificate is required.");
+  const withCert = await until("the wizard's certificate on /api", 200, async () => curlEdge("/api", certFile, keyFile));
+  assert.notEqual(withCert.body, "A client certificate is required.");
+  const noCertCurl = curlEdge("/api");
+  assert.equal(noCertCurl.status, 401, `curl without a certificate: ${noCertCurl.body}`);
+
+  step("a second rule deploys with the custom response fields hidden and invalid, is moved, then deleted");
+  await nav("Create a mTLS rule", `${base}/dashboard/mtls-rule`);
+  await page.getByLabel("Rule name").fill("temporary log rule");
+  await page.getByLabel("Send a custom response").check();
+  await page.getByLabel("Status code (400–499)").fill("");
+  await page.getByLabel("Choose action").selectOption("log");
+  await page.locator("#rule-custom-set").waitFor({ state: "hidden" });
+  await page.locator("#rule-diagnostic.ok").waitFor();
+  await page.getByRole("button", { name: "Deploy" }).click();
+  await page.waitForURL(/\/dashboard\/rules\?deployed=1/);
+  await ready();
+  const temporary = page.locator("#rules-table tbody tr", { hasText: "temporary log rule" });
+  await temporary.waitFor();
+  assert.equal(await temporary.locator("td").first().textContent(), "2");
+  await temporary.getByRole("button", { name: "Move temporary log rule up" }).click();
+  await page.locator("#rules-table tbody tr").first().filter({ hasText: "temporary log rule" }).waitFor();
+  // Focus stays on the moved rule: its "up" is now disabled, so its "down" has it.
+  await page.waitForFunction(() => document.activeElement?.getAttribute("aria-label") === "Move temporary log rule down");
+  await page.keyboard.press("Enter");
+  await page.locator("#rules-table tbody tr").nth(1).filter({ hasText: "temporary log rule" }).waitFor();
+  await page.waitForFunction(() => document.activeElement?.getAttribute("aria-label") === "Move temporary log rule up");
+  await temporary.getByRole("button", { name: "Delete" }).click();
+  await temporary.getByRole("button", { name: "Confirm delete" }).click();
+  await temporary.waitFor({ state: "detached" });
+  await page.locator("#toast", { hasText: "Rule deleted" }).waitFor();
+  await assertToastClear("Security rules");
+  assert.equal(await page.locator("#rules-table tbody tr").count(), 1);
 
   step("edit the rule: name, expression (with the caret diagnostic) and custom response");
   const ruleRow = page.locator("#rules-table tbody tr", { hasText: "mTLS-enforced authentication" });
@@ -341,7 +474,8 @@ try {
   await expression.fill(`${original} and http.request.method eq "GET"`);
   await page.locator("#rule-diagnostic.ok").waitFor();
   await page.getByLabel("Rule name").fill("mTLS on /api (edited)");
-  await page.getByLabel("Status code (400–499)").fill("401");
+  await page.getByLabel("Status code (400–499)").fill("403");
+  provoke({ text: /at most 2 KiB/ });
   await page.getByLabel("Body (at most 2 KiB)").fill("x".repeat(2049));
   await page.locator("#rule-body-size.too-long").waitFor();
   await page.getByRole("button", { name: "Save rule" }).click();
@@ -354,16 +488,10 @@ try {
   const edited = page.locator("#rules-table tbody tr", { hasText: "mTLS on /api (edited)" });
   await edited.waitFor();
   assert.match(await edited.locator("td.expr").textContent(), /http\.request\.method eq "GET"$/);
-  let editedResponse = null;
-  for (let attempt = 0; attempt < 50; attempt += 1) {
-    editedResponse = await edgeGet("/api");
-    if (editedResponse.status === 401) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  assert.equal(editedResponse.status, 401, `the edited rule answers: ${editedResponse.status} ${editedResponse.body}`);
-  assert.equal(editedResponse.body, "Edited: present your device certificate.");
+  await blockedWith(403, "Edited: present your device certificate.");
+  assert.equal((await until("the wizard's certificate after the edit", 200, async () => curlEdge("/api", certFile, keyFile))).status, 200);
 
-  step("see it in Security events");
+  step("Security events: the block is listed, filters work, and a new request appears without a reload");
   await nav("Security events", `${base}/dashboard/events`);
   const event = page.locator("#events-table tbody tr", { hasText: "GET /api" });
   await event.first().waitFor({ timeout: 20_000 });
@@ -372,11 +500,44 @@ try {
   assert.match(cells[1], /block/);
   assert.equal(cells[5], "absent");
   assert.equal(cells[4], "127.0.0.1");
+  const hostFilter = page.locator("#ev-host");
+  // Waits until every listed event has `text` in column `column` (a filter's refresh is debounced).
+  const allRows = (column, text) =>
+    page.waitForFunction(
+      ([column, text]) => {
+        const rows = [...document.querySelectorAll("#events-table tbody tr[data-id]")];
+        return rows.length > 0 && rows.every((r) => r.cells[column].textContent.includes(text));
+      },
+      [column, text],
+    );
+  assert.deepEqual(await hostFilter.locator("option").allTextContents(), ["Any", "app.localhost", "byo.localhost", "localhost", "open.localhost"]);
+  await hostFilter.selectOption("app.localhost");
+  await page.locator("#events-table td.empty", { hasText: "No security events match." }).waitFor();
+  await hostFilter.selectOption("localhost");
+  await event.first().waitFor();
+  await page.getByLabel("Action").selectOption("log");
+  await page.locator("#events-table td.empty").waitFor();
+  await page.getByLabel("Action").selectOption("block");
+  await allRows(1, "block");
+  await page.getByLabel("Action").selectOption("");
   await page.getByLabel("mTLS status").selectOption("revoked");
   await page.locator("#events-table td.empty").waitFor();
   await page.getByLabel("mTLS status").selectOption("absent");
-  await event.first().waitFor();
+  await allRows(5, "absent");
   await shot("08-security-events");
+  // Auto-refresh: the page is open first, then a request goes through the edge; its row appears with no reload.
+  await page.evaluate(() => {
+    window.e2eSamePage = true;
+  });
+  const before = await page.locator("#events-table tbody tr[data-id]").evaluateAll((rows) => rows.map((r) => r.dataset.id));
+  await blockedWith(403, "Edited: present your device certificate.");
+  await page.waitForFunction(
+    (known) => [...document.querySelectorAll("#events-table tbody tr[data-id]")].some((r) => !known.includes(r.dataset.id)),
+    before,
+    { timeout: 15_000 },
+  );
+  assert.equal(await page.evaluate(() => window.e2eSamePage), true, "the new row came without a page load");
+  await page.locator("#ev-announce", { hasText: /^1 new security event$/ }).waitFor();
 
   step("hostnames: server certificate column and editing a hostname");
   // A server certificate of our own for app.localhost, uploaded through the API (there is no upload page).
@@ -399,8 +560,15 @@ try {
   fs.rmSync(serverDir, { recursive: true, force: true });
   await nav("Hostnames", `${base}/dashboard/hostnames`);
   const host = page.locator("#hn-table tbody tr", { hasText: /^localhost/ });
-  await host.locator(".badge", { hasText: "active" }).waitFor();
+  await host.locator(".badge", { hasText: "on" }).waitFor();
+  assert.equal(await host.locator(".mtls-cas").textContent(), "managed CA");
   await host.getByText("development edge CA").waitFor();
+  // A host trusted through an uploaded CA shows mTLS on, with that CA.
+  const byoHost = page.locator("#hn-table tbody tr", { hasText: "byo.localhost" });
+  await byoHost.locator(".badge", { hasText: /^on$/ }).waitFor();
+  assert.equal(await byoHost.locator(".mtls-cas").textContent(), "corp-devices");
+  const openHost = page.locator("#hn-table tbody tr", { hasText: "open.localhost" });
+  assert.equal(await openHost.locator("td").nth(3).textContent(), "off");
   const app = page.locator("#hn-table tbody tr", { hasText: "app.localhost" });
   const appCert = await app.locator("td").nth(2).textContent();
   assert.match(appCert, /^app\.localhost/, "the uploaded certificate serves app.localhost");
@@ -408,43 +576,88 @@ try {
   assert.match(appCert, /CN=app\.localhost/, "its issuer (self-signed)");
   await app.getByRole("button", { name: "Edit" }).click();
   const hnDialog = page.locator("#hn-dialog");
+  provoke({ status: 400, url: /\/hostnames\/[^/]+$/ });
+  provoke({ text: /invalid origin/ });
   await hnDialog.getByLabel("Origin", { exact: true }).fill("ftp://nope");
   await hnDialog.getByRole("button", { name: "Save" }).click();
   await hnDialog.locator(".dialog-error", { hasText: "invalid origin" }).waitFor();
+  // Cancelled and opened again, the dialog does not show the previous error.
+  await hnDialog.getByRole("button", { name: "Cancel" }).click();
+  await app.getByRole("button", { name: "Edit" }).click();
+  await page.locator("#hn-dialog[open]").waitFor();
+  assert.equal(await hnDialog.locator(".dialog-error").isHidden(), true, "the hostname dialog opens without the old error");
   await hnDialog.getByLabel("Origin", { exact: true }).fill("http://127.0.0.1:9");
   await hnDialog.getByLabel("Client certificates").selectOption("require");
   await hnDialog.getByLabel("Forward the certificate to the origin").selectOption("rfc9440");
   await hnDialog.getByRole("button", { name: "Save" }).click();
   await hnDialog.waitFor({ state: "hidden" });
   await app.locator("td", { hasText: "http://127.0.0.1:9" }).waitFor();
+  await page.locator("#toast", { hasText: "Hostname saved" }).waitFor();
+  await assertToastClear("Hostnames");
   const appCells = await app.locator("td").allTextContents();
   assert.equal(appCells[4], "require");
   assert.equal(appCells[5], "RFC 9440");
   await shot("09-hostnames");
 
-  step("revoke the certificate, then restore it");
+  step("revoke the certificate (two clicks, Close has the focus): the edge refuses it and Security events say revoked");
   await nav("Client Certificates", `${base}/dashboard/certificates`);
   await row.getByRole("button", { name: "Details" }).click();
   await page.locator("#cert-detail[open]").waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement?.id), "detail-close", "Close, not Revoke, has the initial focus");
   await shot("10-certificate-detail");
-  await page.locator("#cert-detail").getByRole("button", { name: "Revoke" }).click();
+  const revoke = page.locator("#detail-revoke");
+  await revoke.click();
+  await page.locator("#detail-revoke", { hasText: "Confirm revoke" }).waitFor();
+  assert.equal(await page.locator("#cert-detail[open]").count(), 1, "one click does not revoke");
+  assert.equal(await row.locator(".badge", { hasText: "active" }).count(), 1);
+  await revoke.click();
   await row.locator(".badge", { hasText: "revoked" }).waitFor();
   await shot("11-certificate-revoked");
   const after = await edgeGet("/");
   assert.equal(after.status, 200, "paths the rule does not name stay open");
+  await nav("Security events", `${base}/dashboard/events`);
+  const revokedResponse = await until("the revoked certificate on /api", 403, async () => curlEdge("/api", certFile, keyFile));
+  assert.equal(revokedResponse.body, "Edited: present your device certificate.");
+  const revokedEvent = page.locator("#events-table tbody tr", { hasText: "GET /api" }).filter({ has: page.locator(".badge", { hasText: /^revoked$/ }) });
+  await revokedEvent.first().waitFor({ timeout: 15_000 });
+  assert.notEqual((await revokedEvent.first().locator("td").nth(6).textContent()).trim(), "—", "the event names the certificate's fingerprint");
+  await page.getByLabel("mTLS status").selectOption("revoked");
+  await allRows(5, "revoked");
+  await shot("11a-security-events-revoked");
+
+  step("restore the certificate: the edge accepts it again");
+  await nav("Client Certificates", `${base}/dashboard/certificates`);
   await row.getByRole("button", { name: "Details" }).click();
   await page.locator("#cert-detail[open]").waitFor();
   assert.equal(await page.locator("#cert-detail").getByRole("button", { name: "Revoke" }).isHidden(), true);
   await page.locator("#cert-detail").getByRole("button", { name: "Restore" }).click();
   await row.locator(".badge", { hasText: "active" }).waitFor();
   await page.locator("#toast", { hasText: "Certificate restored" }).waitFor();
+  await until("the restored certificate on /api", 200, async () => curlEdge("/api", certFile, keyFile));
 
-  step("disable and re-enable the rule");
+  step("disable and re-enable the rule; a failed save puts the switch back; focus stays on the switch");
   await nav("Security rules", `${base}/dashboard/rules`);
-  await edited.getByRole("checkbox").uncheck();
-  await edited.getByText("Off", { exact: true }).waitFor();
-  await edited.getByRole("checkbox").check();
+  const toggle = edited.getByRole("checkbox");
+  provoke({ status: 500, url: /\/rulesets\/[^/]+\/rules\/[^/]+$/ });
+  provoke({ text: /simulated failure/ });
+  await page.route(/\/client\/v4\/zones\/[^/]+\/rulesets\/[^/]+\/rules\/[^/]+$/, (route) =>
+    route.request().method() === "PATCH"
+      ? route.fulfill({ status: 500, contentType: "application/json", body: JSON.stringify({ success: false, errors: [{ code: 10000, message: "simulated failure" }] }) })
+      : route.continue(),
+  );
+  await toggle.click();
+  await page.locator("#page-error", { hasText: "simulated failure" }).waitFor();
   await edited.getByText("On", { exact: true }).waitFor();
+  assert.equal(await toggle.isChecked(), true, "the switch shows the saved state after a failed save");
+  await page.unroute(/\/client\/v4\/zones\/[^/]+\/rulesets\/[^/]+\/rules\/[^/]+$/);
+  await toggle.uncheck();
+  await edited.getByText("Off", { exact: true }).waitFor();
+  await page.waitForFunction(() => document.activeElement?.dataset.control === "enabled");
+  await until("the disabled rule", 200, () => edgeGet("/api"));
+  await page.keyboard.press("Space");
+  await edited.getByText("On", { exact: true }).waitFor();
+  assert.equal(await toggle.isChecked(), true);
+  await blockedWith(403, "Edited: present your device certificate.");
 
   step("overview: the chart counts the edge's requests, and the one-week certificate is expiring");
   await nav("Overview", `${base}/dashboard`);
@@ -460,15 +673,31 @@ try {
   assert.match(await expiring.locator("td").nth(3).textContent(), /^[67] days$/);
   assert.equal(await page.locator("#ov-expiring tbody tr", { hasText: "device-1" }).count(), 0, "a one-year certificate is not expiring");
   assert.equal(await page.locator("#ov-expiring-count").textContent(), "1");
-  assert.equal(await page.locator("#ov-mtls-hosts").textContent(), "2");
+  // localhost and app.localhost by the managed CA, byo.localhost by the uploaded CA.
+  assert.equal(await page.locator("#ov-mtls-hosts").textContent(), "3");
   await page.getByText("Show the numbers per minute").click();
   assert.ok((await page.locator("#ov-traffic-table tbody tr").count()) >= 1);
   await shot("13-overview");
+
+  step("bring your own CA: a CA in use cannot go; remove its hostnames, then delete it");
+  await nav("Client Certificates", `${base}/dashboard/certificates`);
+  await page.getByRole("tab", { name: "Bring your own CA" }).click();
+  await byoca.getByRole("button", { name: "Edit hostnames" }).click();
+  await hostsDialog.getByLabel("byo.localhost", { exact: true }).uncheck();
+  await hostsDialog.getByRole("button", { name: "Save hostnames" }).click();
+  await hostsDialog.waitFor({ state: "hidden" });
+  await byoca.locator("td.hosts-cell", { hasText: "none" }).waitFor();
+  await byoca.getByRole("button", { name: "Delete" }).click();
+  await byoca.getByRole("button", { name: "Confirm delete" }).click();
+  await byoca.waitFor({ state: "detached" });
+  await page.getByRole("tab", { name: "Managed CA" }).click();
 
   step("phone-sized layout");
   await page.setViewportSize({ width: 390, height: 844 });
   await page.reload();
   await ready();
+  await nav("Overview", `${base}/dashboard`);
+  await page.locator("#ov-chart svg").waitFor();
   await assertFits("the overview");
   await shot("14-overview-phone");
   await nav("Client Certificates", `${base}/dashboard/certificates`);
@@ -483,10 +712,33 @@ try {
     await shot(file);
   }
 
-  step("sign out");
+  await nav("Security events", `${base}/dashboard/events`);
+  await assertFits("Security events");
+  await shot("17-security-events-phone");
+  await nav("Create a mTLS rule", `${base}/dashboard/mtls-rule`);
+  await page.locator("#rule-diagnostic.ok").waitFor();
+  await assertFits("Create a mTLS rule");
+  await shot("18-mtls-rule-phone");
+
+  step("sign out: the pages send to sign-in, and the old cookie no longer opens the API");
   await page.setViewportSize({ width: 1280, height: 900 });
+  const oldCookie = (await context.cookies(base)).find((c) => c.name === "portcullis_session");
+  assert.ok(oldCookie, "signed in before signing out");
+  const withOld = { headers: { Cookie: `portcullis_session=${oldCookie.value}`, Accept: "application/json" } };
+  assert.equal((await fetch(`${base}/client/v4/zones`, withOld)).status, 200, "the cookie works before sign-out");
   await page.getByRole("button", { name: "Sign out" }).click();
   await page.waitForURL(`${base}/dashboard/login`);
+  await page.goto(`${base}/dashboard`);
+  assert.match(page.url(), /\/dashboard\/login$/, "the dashboard sends a signed-out browser to sign-in");
+  await page.getByLabel("API token").waitFor();
+  const stale = await fetch(`${base}/client/v4/zones`, withOld);
+  assert.equal(stale.status, 401, `the API refuses the old session cookie: ${await stale.text()}`);
+  const staleWrite = await fetch(`${base}/client/v4/zones`, {
+    method: "POST",
+    headers: { ...withOld.headers, "Content-Type": "application/json" },
+    body: JSON.stringify({ name: "after-sign-out.example" }),
+  });
+  assert.equal(staleWrite.status, 401, "nor writes with it");
 
   assert.deepEqual(problems, [], "no page errors or CSP violations");
   console.log("dashboard e2e: all steps passed");
@@ -502,6 +754,7 @@ try {
   }
 } finally {
   await context.close();
+  if (work) fs.rmSync(work, { recursive: true, force: true });
   fs.rmSync(userDataDir, { recursive: true, force: true });
 }
 process.exit(exitCode);

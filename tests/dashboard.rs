@@ -40,8 +40,11 @@ fn dashboard_flow_in_headless_chromium() {
     let origin = format!("http://127.0.0.1:{}", echo_origin());
     ok(&server.cli(&["zone", "add", "localhost"]));
     ok(&server.cli(&["host", "add", "localhost", "--origin", &origin]));
-    // A second hostname, for the wizard's "associate hostnames" step and the hostname edit.
-    ok(&server.cli(&["host", "add", "app.localhost", "--origin", &origin]));
+    // A second hostname, for the wizard's "associate hostnames" step and the hostname edit; a third whose clients
+    // present certificates of an uploaded CA; a fourth that never gets mTLS (the mTLS rule must not cover it).
+    for host in ["app.localhost", "byo.localhost", "open.localhost"] {
+        ok(&server.cli(&["host", "add", host, "--origin", &origin]));
+    }
     let token = std::fs::read_to_string(server.data_dir().join("admin-token")).expect("the admin token");
     let screenshots = repo_root().join("target").join("dashboard-screenshots");
     std::fs::create_dir_all(&screenshots).expect("a screenshot directory");

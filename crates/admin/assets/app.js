@@ -8,6 +8,15 @@ const PHASE = "http_request_firewall_custom";
 
 // ---------- helpers ----------
 
+// Set when the browser leaves the page: requests it then cuts off (auto-refresh, validation) are not errors to show.
+let leaving = false;
+window.addEventListener("beforeunload", () => {
+  leaving = true;
+});
+window.addEventListener("pageshow", () => {
+  leaving = false;
+});
+
 async function api(method, path, body) {
   const options = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
   if (method !== "GET") options.headers["X-CSRF-Token"] = csrf;
@@ -15,7 +24,14 @@ async function api(method, path, body) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }
-  const response = await fetch(API + path, options);
+  let response;
+  try {
+    response = await fetch(API + path, options);
+  } catch (error) {
+    // Leaving the page: the answer no longer matters, and nothing waits for it.
+    if (leaving) return new Promise(() => {});
+    throw new Error(`could not reach the Portcullis API (${error.message}): is the server running?`);
+  }
   let data = null;
   try {
     data = await response.json();
@@ -118,30 +134,74 @@ function base64Bytes(text) {
 
 const day = (rfc3339) => (rfc3339 ? rfc3339.slice(0, 10) : "");
 const when = (rfc3339) => (rfc3339 ? rfc3339.replace("T", " ").replace("Z", " UTC") : "");
-const lines = (text) => text.split(/[\n,]/).map((s) => s.trim()).filter(Boolean);
+// One entry per line (a path may contain a comma).
+const lines = (text) => text.split(/\r?\n/).map((s) => s.trim()).filter(Boolean);
 
 function statusBadge(status) {
   const kind = { active: "ok", revoked: "danger", ok: "ok", block: "danger", log: "warn" }[status] ?? "warn";
   return h("span", { class: `badge badge-${kind}` }, status.replaceAll("_", " "));
 }
 
-// A button that asks for a second click before doing something destructive (no window.confirm).
-function confirmButton(label, confirmLabel, action, extra = {}) {
+// Makes `button` ask for a second click before doing something destructive (no window.confirm): the first click
+// changes its label to `confirmLabel` for 4 seconds. Returns a function that disarms it (for a dialog reopened).
+function armConfirm(button, label, confirmLabel, action) {
   let armed = false;
-  const button = h("button", { type: "button", class: "btn-danger btn-small", ...extra }, label);
+  let timer = null;
+  const disarm = () => {
+    clearTimeout(timer);
+    armed = false;
+    button.textContent = label;
+  };
   button.addEventListener("click", () => {
     if (!armed) {
       armed = true;
       button.textContent = confirmLabel;
-      setTimeout(() => {
-        armed = false;
-        button.textContent = label;
-      }, 4000);
+      timer = setTimeout(disarm, 4000);
       return;
     }
+    disarm();
     run(button, action);
   });
+  return disarm;
+}
+
+// A button that asks for a second click before doing something destructive.
+function confirmButton(label, confirmLabel, action, extra = {}) {
+  const button = h("button", { type: "button", class: "btn-danger btn-small", ...extra }, label);
+  armConfirm(button, label, confirmLabel, action);
   return button;
+}
+
+// Opens a modal dialog without the error of its previous use.
+function openDialog(dialog) {
+  dialog.querySelectorAll(".dialog-error").forEach((box) => {
+    box.hidden = true;
+    box.textContent = "";
+  });
+  dialog.showModal();
+}
+
+// Which CAs cover each hostname of the zone: the managed CA's hostname associations, and each uploaded CA's
+// (GET …/hostname_associations without mtls_certificate_id lists only the managed CA's hosts).
+// Returns a Map from hostname to the names of the CAs, sorted.
+async function mtlsCoverage() {
+  const acc = await account();
+  const [managed, uploaded] = await Promise.all([
+    api("GET", `/zones/${zone.id}/certificate_authorities/hostname_associations`).then((d) => d.result?.hostnames ?? []),
+    api("GET", `/accounts/${acc}/mtls_certificates`).then((d) => d.result ?? []),
+  ]);
+  const byCa = await Promise.all(
+    uploaded.map((ca) =>
+      api("GET", `/accounts/${acc}/mtls_certificates/${ca.id}/associations`).then((d) =>
+        (d.result ?? []).filter((a) => a.zone_id === zone.id).map((a) => [a.hostname, ca.name || ca.id]),
+      ),
+    ),
+  );
+  const coverage = new Map();
+  for (const [name, ca] of [...managed.map((name) => [name, "managed CA"]), ...byCa.flat()]) {
+    coverage.set(name, [...(coverage.get(name) ?? []), ca]);
+  }
+  return new Map([...coverage.entries()].sort(([a], [b]) => a.localeCompare(b)));
 }
 
 function emptyRow(table, columns, text) {
@@ -257,7 +317,7 @@ async function overviewPage() {
       (error) => error,
     ),
     allCertificates(),
-    api("GET", `/zones/${zone.id}/certificate_authorities/hostname_associations`).then((d) => d.result?.hostnames ?? []),
+    mtlsCoverage(),
   ]);
 
   const caption = $("ov-chart-caption");
@@ -303,7 +363,7 @@ async function overviewPage() {
     .sort((a, b) => Date.parse(a.expires_on) - Date.parse(b.expires_on));
   $("ov-active").textContent = String(active.length);
   $("ov-expiring-count").textContent = String(expiring.length);
-  $("ov-mtls-hosts").textContent = String(associated.length);
+  $("ov-mtls-hosts").textContent = String(associated.size);
   const table = $("ov-expiring");
   table.tBodies[0].replaceChildren(
     ...expiring.map((c) => {
@@ -494,17 +554,21 @@ function setupWizard() {
         body.csr = $("cert-csr").value.trim();
       } else {
         body.generate_key = { type: $("cert-key-type").value };
-        const optional = { common_name: "cert-cn", organization: "cert-o", organizational_unit: "cert-ou", pkcs12_password: "cert-p12" };
+        const optional = { common_name: "cert-cn", organization: "cert-o", organizational_unit: "cert-ou" };
         for (const [field, id] of Object.entries(optional)) {
           const value = $(id).value.trim();
           if (value) body[field] = value;
         }
+        // A password is taken as typed: spaces at either end are part of it.
+        const password = $("cert-p12").value;
+        if (password) body.pkcs12_password = password;
       }
       created = (await api("POST", `/zones/${zone.id}/client_certificates`, body)).result;
       $("out-cert").value = created.certificate;
       $("out-key").value = created.private_key ?? "";
       $("out-key-block").hidden = !created.private_key;
       $("download-p12").hidden = !created.pkcs12;
+      $("p12-none").hidden = Boolean(created.pkcs12) || !created.private_key;
       $("cert-p12").value = "";
       form.hidden = true;
       result.hidden = false;
@@ -672,14 +736,12 @@ function setupList() {
   });
   const dialog = $("cert-detail");
   $("detail-close").addEventListener("click", () => dialog.close());
-  $("detail-revoke").addEventListener("click", (e) =>
-    run(e.currentTarget, async () => {
-      await api("DELETE", `/zones/${zone.id}/client_certificates/${dialog.dataset.id}`);
-      dialog.close();
-      await loadCerts();
-      toast("Certificate revoked");
-    }),
-  );
+  disarmRevoke = armConfirm($("detail-revoke"), "Revoke", "Confirm revoke", async () => {
+    await api("DELETE", `/zones/${zone.id}/client_certificates/${dialog.dataset.id}`);
+    dialog.close();
+    await loadCerts();
+    toast("Certificate revoked");
+  });
   $("detail-restore").addEventListener("click", (e) =>
     run(e.currentTarget, async () => {
       await api("PATCH", `/zones/${zone.id}/client_certificates/${dialog.dataset.id}`, { reactivate: true });
@@ -690,6 +752,8 @@ function setupList() {
   );
   loadCerts().catch(showError);
 }
+
+let disarmRevoke = () => {};
 
 function openDetail(id) {
   const c = certs.find((x) => x.id === id);
@@ -713,7 +777,9 @@ function openDetail(id) {
   const revoked = c.status === "revoked";
   $("detail-revoke").hidden = !canWrite || revoked;
   $("detail-restore").hidden = !canWrite || !revoked;
-  dialog.showModal();
+  disarmRevoke();
+  // Close has autofocus: the first key press must not revoke.
+  openDialog(dialog);
 }
 
 async function loadByoca() {
@@ -770,7 +836,7 @@ function openCrl(ca) {
   $("crl-ca-name").textContent = ca.name || ca.id;
   $("crl-form").reset();
   $("crl-result").textContent = ca.crl_updated_on ? `The current CRL was uploaded on ${when(ca.crl_updated_on)}.` : "No CRL uploaded yet.";
-  dialog.showModal();
+  openDialog(dialog);
 }
 
 // A CRL file as the API takes it: PEM text as is, DER as base64.
@@ -799,7 +865,7 @@ async function openByocaHosts(ca) {
     ...all.map((name) => h("li", {}, h("label", { class: "inline" }, h("input", { type: "checkbox", value: name, checked: current.includes(name) }), name))),
   );
   if (!all.length) $("byoca-hosts-list").replaceChildren(h("li", { class: "muted" }, "The zone has no hostnames yet."));
-  dialog.showModal();
+  openDialog(dialog);
 }
 
 function setupByoca() {
@@ -873,20 +939,50 @@ async function mtlsRulePage() {
       diagnostic.textContent = result.valid ? "✓ Valid expression" : result.diagnostic;
       expression.setAttribute("aria-invalid", String(!result.valid));
     } catch (error) {
-      if (mine === sequence) diagnostic.textContent = error.message;
+      if (mine !== sequence) return;
+      diagnostic.className = "diagnostic bad";
+      diagnostic.textContent = `The expression could not be checked: ${error.message}`;
+      expression.removeAttribute("aria-invalid");
     }
   };
   const schedule = () => {
     clearTimeout(timer);
     timer = setTimeout(validate, 250);
   };
+  // The zone's hostnames, and those with mTLS (by any CA): filled in below for a new rule.
+  let zoneHosts = [];
+  let mtlsHosts = [];
+  const warnHosts = () => {
+    const warning = $("rule-hosts-warning");
+    const listed = lines($("rule-hosts").value);
+    const without = zoneHosts.filter((name) => !mtlsHosts.includes(name));
+    if (!listed.length && without.length) {
+      const text =
+        `With no hostnames the rule covers every hostname of the zone, including ${without.join(", ")} ` +
+        `without mTLS: their clients are never asked for a certificate, so the rule blocks these paths there for everyone. ` +
+        `List the mTLS hostnames${mtlsHosts.length ? ` (${mtlsHosts.join(", ")})` : ""} to limit it to them.`;
+      // Set only when it changes, so that a screen reader announces it once, not per keystroke.
+      if (warning.textContent !== text) warning.textContent = text;
+      warning.hidden = false;
+    } else {
+      warning.hidden = true;
+      warning.textContent = "";
+    }
+  };
   const rebuild = () => {
     expression.value = mtlsExpression(lines($("rule-paths").value), lines($("rule-hosts").value));
+    warnHosts();
     schedule();
   };
+  // Hidden controls are disabled too, so that the browser's form validation never stops Deploy on a field the user
+  // cannot see.
   const showCustom = () => {
-    $("rule-custom-set").hidden = $("rule-action").value !== "block";
-    $("rule-custom-fields").hidden = !$("rule-custom").checked;
+    const blocks = $("rule-action").value === "block";
+    const custom = blocks && $("rule-custom").checked;
+    $("rule-custom-set").hidden = !blocks;
+    $("rule-custom").disabled = !blocks;
+    $("rule-custom-fields").hidden = !custom;
+    for (const el of $("rule-custom-fields").querySelectorAll("input, select, textarea")) el.disabled = !custom;
   };
   const bodySize = () => {
     const size = new TextEncoder().encode($("rule-body").value).length;
@@ -937,12 +1033,15 @@ async function mtlsRulePage() {
     $("rule-deploy").textContent = "Save rule";
     schedule();
   } else {
-    try {
-      const associated = (await api("GET", `/zones/${zone.id}/certificate_authorities/hostname_associations`)).result?.hostnames ?? [];
-      $("rule-hosts").placeholder = associated.join("\n") || "api.example.com";
-    } catch {
-      // Hostname hints are optional.
-    }
+    // As Cloudflare's dialog does: the rule starts limited to the hostnames that ask for a certificate.
+    const [names, coverage] = await Promise.all([
+      api("GET", `/zones/${zone.id}/hostnames`).then((d) => (d.result ?? []).map((x) => x.hostname)),
+      mtlsCoverage(),
+    ]);
+    zoneHosts = names;
+    mtlsHosts = [...coverage.keys()];
+    $("rule-hosts").value = mtlsHosts.join("\n");
+    $("rule-hosts").placeholder = "api.example.com";
     rebuild();
   }
   showCustom();
@@ -993,7 +1092,8 @@ async function rulesPage() {
   await loadRules();
 }
 
-async function loadRules() {
+// Renders the rules; `focus` names the control ({ id, control }) to give keyboard focus back to after a re-render.
+async function loadRules(focus = null) {
   const table = $("rules-table");
   let ruleset = null;
   try {
@@ -1003,9 +1103,21 @@ async function loadRules() {
   }
   const rules = ruleset?.rules ?? [];
   const path = (rule) => `/zones/${zone.id}/rulesets/${ruleset.id}/rules/${rule.id}`;
-  const patch = (rule, body) => async () => {
+  const patch = (rule, body, control) => async () => {
     await api("PATCH", path(rule), body);
-    await loadRules();
+    await loadRules({ id: rule.id, control });
+  };
+  // A failed save must not leave the switch showing a state that was not saved.
+  const toggle = (rule, box) => async () => {
+    try {
+      await api("PATCH", path(rule), { enabled: box.checked });
+    } catch (error) {
+      box.checked = rule.enabled;
+      box.nextSibling.textContent = rule.enabled ? "On" : "Off";
+      loadRules({ id: rule.id, control: "enabled" }).catch(() => {});
+      throw error;
+    }
+    await loadRules({ id: rule.id, control: "enabled" });
   };
   table.tBodies[0].replaceChildren(
     ...rules.map((rule, i) =>
@@ -1026,7 +1138,8 @@ async function loadRules() {
               type: "checkbox",
               checked: rule.enabled,
               disabled: !canWrite,
-              onchange: (e) => run(e.target, patch(rule, { enabled: e.target.checked })),
+              "data-control": "enabled",
+              onchange: (e) => run(e.target, toggle(rule, e.target)),
             }),
             rule.enabled ? "On" : "Off",
           ),
@@ -1038,8 +1151,8 @@ async function loadRules() {
             "div",
             { class: "row" },
             canWrite && [
-            h("button", { type: "button", class: "btn btn-small", disabled: i === 0, "aria-label": `Move ${rule.description || rule.id} up`, onclick: (e) => run(e.currentTarget, patch(rule, { position: { before: rules[i - 1]?.id } })) }, "↑"),
-            h("button", { type: "button", class: "btn btn-small", disabled: i === rules.length - 1, "aria-label": `Move ${rule.description || rule.id} down`, onclick: (e) => run(e.currentTarget, patch(rule, { position: { after: rules[i + 1]?.id } })) }, "↓"),
+            h("button", { type: "button", class: "btn btn-small", disabled: i === 0, "data-control": "up", "aria-label": `Move ${rule.description || rule.id} up`, onclick: (e) => run(e.currentTarget, patch(rule, { position: { before: rules[i - 1]?.id } }, "up")) }, "↑"),
+            h("button", { type: "button", class: "btn btn-small", disabled: i === rules.length - 1, "data-control": "down", "aria-label": `Move ${rule.description || rule.id} down`, onclick: (e) => run(e.currentTarget, patch(rule, { position: { after: rules[i + 1]?.id } }, "down")) }, "↓"),
             h("a", { class: "btn btn-small", href: `/dashboard/mtls-rule?edit=${encodeURIComponent(rule.id)}` }, "Edit", h("span", { class: "sr-only" }, ` ${rule.description || rule.id}`)),
             confirmButton("Delete", "Confirm delete", async () => {
               await api("DELETE", path(rule));
@@ -1053,6 +1166,12 @@ async function loadRules() {
     ),
   );
   if (!rules.length) emptyRow(table, 6, "No rules yet: Create a mTLS rule.");
+  if (focus) {
+    // The same control of the same rule; a move button that is now disabled (top or bottom) hands over to the other.
+    const row = [...table.tBodies[0].rows].find((r) => r.dataset.id === focus.id);
+    const controls = [focus.control, "up", "down", "enabled"].map((c) => row?.querySelector(`[data-control="${c}"]`));
+    controls.find((el) => el && !el.disabled)?.focus();
+  }
 }
 
 // ---------- Security events ----------
@@ -1065,14 +1184,25 @@ async function eventsPage() {
   } catch {
     // No rules yet: events show rule ids.
   }
+  // The host filter offers the zone's hostnames (the API matches the host exactly).
+  const hostFilter = $("ev-host");
+  const names = ((await api("GET", `/zones/${zone.id}/hostnames`)).result ?? []).map((x) => x.hostname).sort();
+  hostFilter.append(...names.map((name) => h("option", { value: name }, name)));
+
+  // Each refresh has a number: an older response that arrives late never replaces a newer one.
+  let sequence = 0;
+  // The filters and event ids of the last rendered list, to announce only events that are new under the same filters.
+  let shownFilters = null;
+  let shownIds = new Set();
   const refresh = async () => {
+    const mine = (sequence += 1);
     const query = new URLSearchParams({ per_page: "100" });
-    const host = $("ev-host").value.trim();
-    if (host) query.set("host", host);
+    if (hostFilter.value) query.set("host", hostFilter.value);
     if ($("ev-action").value) query.set("action", $("ev-action").value);
     if ($("ev-status").value) query.set("mtls_status", $("ev-status").value);
     try {
       const events = (await api("GET", `/zones/${zone.id}/security/events?${query}`)).result ?? [];
+      if (mine !== sequence) return;
       const table = $("events-table");
       table.tBodies[0].replaceChildren(
         ...events.map((ev) =>
@@ -1092,13 +1222,24 @@ async function eventsPage() {
       );
       if (!events.length) emptyRow(table, 8, "No security events match.");
       $("ev-updated").textContent = `Updated ${new Date().toLocaleTimeString()} · ${events.length} event${events.length === 1 ? "" : "s"}`;
+      // Screen readers hear about new events only, not about every refresh.
+      const filters = query.toString();
+      const fresh = filters === shownFilters ? events.filter((ev) => !shownIds.has(ev.id)).length : 0;
+      if (fresh) $("ev-announce").textContent = `${plural(fresh, "new security event")}`;
+      shownFilters = filters;
+      shownIds = new Set(events.map((ev) => ev.id));
       clearError();
     } catch (error) {
-      showError(error);
+      if (mine === sequence) showError(error);
     }
   };
-  for (const id of ["ev-host", "ev-action", "ev-status"]) $(id).addEventListener("change", refresh);
-  $("ev-host").addEventListener("input", refresh);
+  // Filter changes wait a moment, so that quick changes (keyboard in a select) send one request.
+  let debounce = null;
+  const refreshSoon = () => {
+    clearTimeout(debounce);
+    debounce = setTimeout(refresh, 250);
+  };
+  for (const id of ["ev-host", "ev-action", "ev-status"]) $(id).addEventListener("change", refreshSoon);
   setInterval(() => {
     if ($("ev-auto").checked && document.visibilityState === "visible") refresh();
   }, 3000);
@@ -1155,6 +1296,12 @@ function serverCertCell(host, custom) {
 
 let hostList = [];
 
+// The mTLS column: on (with the CAs whose certificates the edge accepts for the host) or off.
+function mtlsCell(cas) {
+  if (!cas?.length) return h("td", {}, h("span", { class: "badge badge-muted" }, "off"));
+  return h("td", {}, h("span", { class: "badge badge-ok" }, "on"), " ", h("span", { class: "muted small mtls-cas" }, cas.join(", ")));
+}
+
 async function loadHostnames() {
   const customPages = async () => {
     const all = [];
@@ -1167,7 +1314,7 @@ async function loadHostnames() {
   };
   const [list, associated, custom] = await Promise.all([
     api("GET", `/zones/${zone.id}/hostnames`).then((d) => d.result ?? []),
-    api("GET", `/zones/${zone.id}/certificate_authorities/hostname_associations`).then((d) => d.result?.hostnames ?? []),
+    mtlsCoverage(),
     customPages(),
   ]);
   hostList = list;
@@ -1181,7 +1328,7 @@ async function loadHostnames() {
         h("td", {}, host.hostname),
         h("td", { class: "mono" }, host.origin),
         serverCertCell(host, custom),
-        h("td", {}, associated.includes(host.hostname) ? statusBadge("active") : h("span", { class: "badge badge-muted" }, "off")),
+        mtlsCell(associated.get(host.hostname)),
         h("td", {}, host.tls_client_auth),
         h("td", {}, forwarding[host.client_certificate_forwarding] ?? host.client_certificate_forwarding),
         h(
@@ -1214,7 +1361,7 @@ function openHostEdit(id) {
   $("hn-edit-origin").value = host.origin;
   $("hn-edit-mode").value = host.tls_client_auth;
   $("hn-edit-forward").value = host.client_certificate_forwarding;
-  dialog.showModal();
+  openDialog(dialog);
   $("hn-edit-origin").focus();
 }
 

@@ -1,6 +1,8 @@
 //! API authentication: `Authorization: Bearer <token>`, or the dashboard's session cookie. Read tokens (and sessions
-//! signed in with one) may only GET (and HEAD). With a session cookie, every other method must also carry the
-//! session's CSRF token in `X-CSRF-Token`. A bearer token, when present, always wins over a cookie.
+//! signed in with one) may only GET (and HEAD), and POST `/rules/validate`, which compiles an expression and stores
+//! nothing (the dashboard's expression editor uses it in read-only sessions too). With a session cookie, every other
+//! method must also carry the session's CSRF token in `X-CSRF-Token`, `/rules/validate` included. A bearer token,
+//! when present, always wins over a cookie.
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -23,6 +25,19 @@ fn read_scope_error() -> Response {
         "Unauthorized to access requested resource: this token has read scope",
     )
     .into_response()
+}
+
+/// The one non-GET route a read-scope token may call: it compiles an expression and stores nothing.
+const VALIDATE_PATH: &str = "/rules/validate";
+
+/// Whether a read-scope token may make this request: GET and HEAD, and POST `/rules/validate`.
+fn read_scope_may(req: &Request) -> bool {
+    match *req.method() {
+        Method::GET | Method::HEAD => true,
+        // Nested under `/client/v4`, the route sees the path without that prefix.
+        Method::POST => matches!(req.uri().path(), VALIDATE_PATH | "/client/v4/rules/validate"),
+        _ => false,
+    }
 }
 
 /// Checks the request's token (or session) and its scope, then passes the request on with the caller's [`Actor`]
@@ -52,7 +67,7 @@ pub async fn require_token(State(state): State<AdminState>, mut req: Request, ne
         }
         Err(err) => return ApiError::from(err).into_response(),
     };
-    if token.scope == TokenScope::Read && !reads_only {
+    if token.scope == TokenScope::Read && !read_scope_may(&req) {
         return read_scope_error();
     }
     req.extensions_mut().insert(Actor::token(token.id));
@@ -83,7 +98,7 @@ async fn with_session(state: &AdminState, id: &str, reads_only: bool, mut req: R
             )
             .into_response();
         }
-        if session.scope == TokenScope::Read {
+        if session.scope == TokenScope::Read && !read_scope_may(&req) {
             return read_scope_error();
         }
     }

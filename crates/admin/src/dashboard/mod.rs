@@ -306,13 +306,23 @@ pub struct LogoutForm {
     csrf: String,
 }
 
+/// The page a sign-out with a missing or wrong CSRF token gets (a stale tab, or a cross-site form).
+fn logout_refused() -> Response {
+    let mut out = head("Sign-out refused", "");
+    out.push_str(
+        "<body class=\"login\">\n<main id=\"main\" class=\"login-card\">\n<h1>Sign-out refused</h1>\n\
+         <div class=\"alert alert-error\" role=\"alert\">The sign-out form did not carry this session's CSRF token \
+         (the page may be from an earlier session, or another site sent the form). You are still signed in.</div>\n\
+         <p><a class=\"btn-primary\" href=\"/dashboard\">Back to the dashboard</a> and sign out from there.</p>\n\
+         </main>\n</body>\n</html>\n",
+    );
+    html(StatusCode::FORBIDDEN, out)
+}
+
 async fn logout(State(state): State<AdminState>, headers: HeaderMap, Form(form): Form<LogoutForm>) -> Response {
     if let Some((id, session)) = session_of(&state, &headers) {
         if !same_secret(&form.csrf, &session.csrf) {
-            return html(
-                StatusCode::FORBIDDEN,
-                "Sign-out refused: missing or wrong CSRF token.".to_owned(),
-            );
+            return logout_refused();
         }
         state.sessions.remove(&id);
     }

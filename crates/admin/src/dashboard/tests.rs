@@ -216,6 +216,86 @@ async fn a_read_scope_session_can_only_read() {
 }
 
 #[tokio::test]
+async fn a_read_scope_token_can_validate_an_expression_but_still_cannot_write() {
+    let api = Api::new().await;
+    let read = api.read.clone();
+    let expression = json!({"expression": "(http.hots eq \"x\")"}).to_string();
+
+    // Bearer read token: the validation route answers, a write is refused.
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/client/v4/rules/validate",
+            Some(&read),
+            Some(&expression),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["valid"], json!(false), "{body}");
+    assert!(
+        body["result"]["diagnostic"].as_str().expect("diagnostic").contains('^'),
+        "{body}"
+    );
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/client/v4/zones",
+            Some(&read),
+            Some(&json!({"name": "example.com"}).to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(error(&body).1.contains("read scope"), "{body}");
+
+    // Read-scope session: validation still needs the CSRF token, and writes stay refused.
+    let (cookie, csrf) = sign_in(&api, &read).await;
+    let no_csrf = request(
+        &api,
+        Method::POST,
+        "/client/v4/rules/validate",
+        &[("cookie", &cookie)],
+        Some(("application/json", expression.clone())),
+    )
+    .await;
+    assert_eq!(no_csrf.status, StatusCode::FORBIDDEN, "{}", no_csrf.body);
+    assert!(error(&no_csrf.json()).1.contains("X-CSRF-Token"), "{}", no_csrf.body);
+    let valid = request(
+        &api,
+        Method::POST,
+        "/client/v4/rules/validate",
+        &[("cookie", &cookie), ("x-csrf-token", &csrf)],
+        Some((
+            "application/json",
+            json!({"expression": "http.request.uri.path eq \"/api\""}).to_string(),
+        )),
+    )
+    .await;
+    assert_eq!(valid.status, StatusCode::OK, "{}", valid.body);
+    assert_eq!(valid.json()["result"], json!({"valid": true}));
+    for (method, path, body) in [
+        (Method::POST, "/client/v4/zones", json!({"name": "example.com"})),
+        (Method::DELETE, "/client/v4/zones/0123456789abcdef", json!({})),
+    ] {
+        let write = request(
+            &api,
+            method.clone(),
+            path,
+            &[("cookie", &cookie), ("x-csrf-token", &csrf)],
+            Some(("application/json", body.to_string())),
+        )
+        .await;
+        assert_eq!(write.status, StatusCode::FORBIDDEN, "{method} {path}: {}", write.body);
+        assert!(
+            error(&write.json()).1.contains("read scope"),
+            "{method} {path}: {}",
+            write.body
+        );
+    }
+    let zones = request(&api, Method::GET, "/client/v4/zones", &[("cookie", &cookie)], None).await;
+    assert_eq!(zones.json()["result"], json!([]), "nothing was written: {}", zones.body);
+}
+
+#[tokio::test]
 async fn sign_out_needs_the_csrf_token_and_ends_the_session() {
     let api = Api::new().await;
     let (cookie, csrf) = sign_in(&api, &api.write.clone()).await;
@@ -229,6 +309,17 @@ async fn sign_out_needs_the_csrf_token_and_ends_the_session() {
     )
     .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused.headers[header::CONTENT_TYPE]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/html"),
+        "{:?}",
+        refused.headers
+    );
+    assert!(refused.body.starts_with("<!doctype html>"), "{}", refused.body);
+    assert!(refused.body.contains("Sign-out refused"), "{}", refused.body);
+    assert!(refused.body.contains("href=\"/dashboard\""), "{}", refused.body);
     let still = request(&api, Method::GET, "/client/v4/zones", &[("cookie", &cookie)], None).await;
     assert_eq!(still.status, StatusCode::OK);
 
