@@ -12,7 +12,7 @@ use memchr::memmem;
 use crate::error::CompileError;
 use crate::funcs::{Replacement, Wildcard};
 use crate::parse::{self, CmpOp, Index, Node, NodeKind, Rhs, Span, StrLit};
-use crate::schema::{self, FieldId, FieldSet, Kind, fields};
+use crate::schema::{self, Context, FieldId, FieldSet, Kind};
 use crate::types::{Type, Value};
 
 /// Biggest compiled regex program, in bytes; keeps a pasted pattern from eating memory.
@@ -31,24 +31,85 @@ impl Program {
         &self.reads
     }
 
-    /// Host names this program can only match, when it is `http.host eq "…"` or
-    /// `http.host in {…}`, alone or as a conjunct of a top-level `and`.
-    pub(crate) fn host_keys(&self) -> Option<Vec<Vec<u8>>> {
-        fn keys(e: &Expr) -> Option<Vec<Vec<u8>>> {
+    /// Equality tests of which at least one must hold for this program to match: each is a byte
+    /// string read straight from the context ([`Accessor`]) and a literal it must equal. Found in
+    /// `eq` and `in {…}` tests, through `and` (the smallest set of any conjunct) and `or` (the
+    /// union of all disjuncts). `None` when no such set is known (the program must always run).
+    pub(crate) fn required_atoms(&self) -> Option<Vec<(Accessor, Vec<u8>)>> {
+        fn atoms(e: &Expr) -> Option<Vec<(Accessor, Vec<u8>)>> {
             match e {
-                Expr::Compare { lhs, m, each: false } if matches!(**lhs, Expr::Field(id, _) if id == fields::HTTP_HOST) => {
+                Expr::Compare { lhs, m, each: false } => {
+                    let accessor = Accessor::of(lhs)?;
                     match m {
-                        Matcher::Cmp(CmpOp::Eq, Value::Bytes(v)) => Some(vec![v.clone()]),
-                        Matcher::InBytes(set) => Some(set.iter().map(|v| v.to_vec()).collect()),
+                        Matcher::Cmp(CmpOp::Eq, Value::Bytes(v)) => Some(vec![(accessor, v.clone())]),
+                        Matcher::InBytes(set) => Some(set.iter().map(|v| (accessor.clone(), v.to_vec())).collect()),
                         _ => None,
                     }
+                }
+                Expr::And(items) => items.iter().filter_map(atoms).min_by_key(Vec::len),
+                Expr::Or(items) => {
+                    let mut all = Vec::new();
+                    for item in items {
+                        all.extend(atoms(item)?);
+                    }
+                    Some(all)
                 }
                 _ => None,
             }
         }
-        match &self.root {
-            Expr::And(items) => items.iter().find_map(keys),
-            other => keys(other),
+        atoms(&self.root)
+    }
+}
+
+/// A byte string an expression reads from the context without computing anything: a string
+/// field, an element of an array field, or an element of one key's values in a map field (e.g.
+/// `http.request.headers["x-id"][0]`). Reads exactly what evaluating the expression would.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Accessor {
+    Field(FieldId),
+    Index(FieldId, usize),
+    MapIndex(FieldId, Box<[u8]>, usize),
+}
+
+impl Accessor {
+    fn of(e: &Expr) -> Option<Accessor> {
+        match e {
+            Expr::Field(id, Kind::Bytes) => Some(Accessor::Field(*id)),
+            Expr::Index(base, i) => match &**base {
+                Expr::Field(id, Kind::BytesArray) => Some(Accessor::Index(*id, *i)),
+                Expr::MapGet(map, key) => match &**map {
+                    Expr::Field(id, Kind::BytesArrayMap) => Some(Accessor::MapIndex(*id, key.clone(), *i)),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The bytes this accessor reads from `ctx`; `None` for a missing value (which no `eq` or
+    /// `in` test matches). An unset string field reads as empty, as in evaluation.
+    pub(crate) fn read<'a>(&self, ctx: &'a Context) -> Option<&'a [u8]> {
+        let bytes = |v: &'a Value| match v {
+            Value::Bytes(b) => Some(b.as_slice()),
+            _ => None,
+        };
+        match self {
+            Accessor::Field(id) => match ctx.get(*id) {
+                None => Some(&[]),
+                Some(v) => bytes(v),
+            },
+            Accessor::Index(id, i) => match ctx.get(*id)? {
+                Value::Array(items) => items.get(*i).and_then(bytes),
+                _ => None,
+            },
+            Accessor::MapIndex(id, key, i) => match ctx.get(*id)? {
+                Value::Map(m) => match m.get(&**key)? {
+                    Value::Array(items) => items.get(*i).and_then(bytes),
+                    _ => None,
+                },
+                _ => None,
+            },
         }
     }
 }

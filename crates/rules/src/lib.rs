@@ -8,7 +8,7 @@
 //! * [`Program::eval`] evaluates against a [`Context`] (field values indexed by [`FieldId`]) and
 //!   cannot fail. [`Program::fields`] says which fields to fill.
 //! * [`schema()`] lists the fields; [`parse_field_value`] parses textual values for them.
-//! * [`Ruleset`] / [`CompiledRuleset`] handle ordered rules, indexed by host.
+//! * [`Ruleset`] / [`CompiledRuleset`] handle ordered rules, indexed by the literals they require.
 //!
 //! ```
 //! use portcullis_rules::{compile, fields, Context};

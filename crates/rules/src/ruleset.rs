@@ -6,18 +6,20 @@
 //! (recorded, evaluation continues). Disabled rules are compiled (so they are validated) but
 //! never evaluated.
 //!
-//! Rules whose expression pins `http.host` (a top-level `http.host eq "…"` or
-//! `http.host in {…}` conjunct) are indexed by host, so a request only evaluates the rules for
-//! its host plus the rules that do not pin one, still in ruleset order.
+//! Rules are indexed by the literals they require: a rule that can only match when some byte
+//! string read from the request equals one of a few literals (`http.host eq "…"`,
+//! `http.request.uri.path in {…}`, `http.request.headers["x"][0] eq "…"`, through `and` and
+//! `or`; see `Program::required_atoms`) is evaluated only for requests where one does. A request
+//! evaluates the rules its values select plus the rules that require nothing, still in ruleset
+//! order, so a thousand rules on different paths or hosts cost a few hash lookups.
 
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::compile::{Program, compile};
+use crate::compile::{Accessor, Program, compile};
 use crate::error::CompileError;
-use crate::schema::{Context, FieldSet, fields};
-use crate::types::Value;
+use crate::schema::{Context, FieldSet};
 
 /// Largest custom response body, in bytes (Cloudflare: "up to 2 KB").
 pub const MAX_RESPONSE_BYTES: usize = 2048;
@@ -164,12 +166,16 @@ impl Verdict<'_> {
 #[derive(Debug)]
 pub struct CompiledRuleset {
     rules: Vec<CompiledRule>,
-    /// Enabled rules pinned to hosts, by host; ascending rule positions.
-    by_host: HashMap<Vec<u8>, Vec<u32>>,
-    /// Enabled rules not pinned to a host; ascending rule positions.
-    unpinned: Vec<u32>,
+    /// The distinct accessors that enabled rules' required literals read, and per accessor the
+    /// rules (ascending positions) each literal selects.
+    index: Vec<(Accessor, ByLiteral)>,
+    /// Enabled rules that require no literal; ascending rule positions.
+    unindexed: Vec<u32>,
     reads: FieldSet,
 }
+
+/// Rule positions (ascending) by the literal they require.
+type ByLiteral = HashMap<Vec<u8>, Vec<u32>>;
 
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
@@ -211,8 +217,8 @@ impl CompiledRuleset {
     pub fn compile(ruleset: &Ruleset) -> Result<CompiledRuleset, RulesetError> {
         let mut rules = Vec::with_capacity(ruleset.rules.len());
         let mut ids = HashSet::new();
-        let mut by_host: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
-        let mut unpinned = Vec::new();
+        let mut literal_index: Vec<(Accessor, ByLiteral)> = Vec::new();
+        let mut unindexed = Vec::new();
         let mut reads = FieldSet::new();
         for (index, rule) in ruleset.rules.iter().enumerate() {
             let fail = |problem| RulesetError {
@@ -230,17 +236,24 @@ impl CompiledRuleset {
             let pos = u32::try_from(index).map_err(|_| fail(RuleProblem::Response("too many rules".into())))?;
             if rule.enabled {
                 reads.extend(program.fields());
-                match program.host_keys() {
-                    Some(hosts) => {
-                        for host in hosts {
-                            let list = by_host.entry(host).or_default();
-                            // `in {"a" "a"}` was deduplicated, but keep positions unique anyway.
+                match program.required_atoms() {
+                    Some(atoms) => {
+                        for (accessor, literal) in atoms {
+                            let slot = match literal_index.iter().position(|(a, _)| *a == accessor) {
+                                Some(i) => i,
+                                None => {
+                                    literal_index.push((accessor, HashMap::new()));
+                                    literal_index.len() - 1
+                                }
+                            };
+                            let list = literal_index[slot].1.entry(literal).or_default();
+                            // One rule may require the same literal twice (`a eq "x" or a eq "x"`).
                             if list.last() != Some(&pos) {
                                 list.push(pos);
                             }
                         }
                     }
-                    None => unpinned.push(pos),
+                    None => unindexed.push(pos),
                 }
             }
             rules.push(CompiledRule {
@@ -250,8 +263,8 @@ impl CompiledRuleset {
         }
         Ok(CompiledRuleset {
             rules,
-            by_host,
-            unpinned,
+            index: literal_index,
+            unindexed,
             reads,
         })
     }
@@ -268,16 +281,32 @@ impl CompiledRuleset {
 
     /// Evaluates the enabled rules in order until a `block` or `skip` rule matches.
     pub fn eval(&self, ctx: &Context) -> Verdict<'_> {
-        let host: &[u8] = match ctx.get(fields::HTTP_HOST) {
-            Some(Value::Bytes(h)) => h,
-            _ => b"",
+        // The rules the request's values select; most requests select none or a few.
+        let selected: std::borrow::Cow<'_, [u32]> = match self.index.as_slice() {
+            [(accessor, by_literal)] => std::borrow::Cow::Borrowed(
+                accessor
+                    .read(ctx)
+                    .and_then(|v| by_literal.get(v))
+                    .map_or(&[], Vec::as_slice),
+            ),
+            several => {
+                let mut all: Vec<u32> = Vec::new();
+                for (accessor, by_literal) in several {
+                    if let Some(list) = accessor.read(ctx).and_then(|v| by_literal.get(v)) {
+                        all.extend_from_slice(list);
+                    }
+                }
+                // Each list is ascending, but a rule can be selected through several accessors.
+                all.sort_unstable();
+                all.dedup();
+                std::borrow::Cow::Owned(all)
+            }
         };
-        let pinned: &[u32] = self.by_host.get(host).map_or(&[], Vec::as_slice);
         let mut verdict = Verdict::default();
         // Merge the two ascending lists so rules run in ruleset order.
         let (mut i, mut j) = (0, 0);
         loop {
-            let next = match (pinned.get(i), self.unpinned.get(j)) {
+            let next = match (selected.get(i), self.unindexed.get(j)) {
                 (Some(a), Some(b)) if a < b => {
                     i += 1;
                     *a
@@ -309,7 +338,7 @@ impl CompiledRuleset {
         verdict
     }
 
-    /// Reference evaluation without the host index (every enabled rule in order); for tests.
+    /// Reference evaluation without the index (every enabled rule in order); for tests.
     #[doc(hidden)]
     pub fn eval_linear(&self, ctx: &Context) -> Verdict<'_> {
         let mut verdict = Verdict::default();

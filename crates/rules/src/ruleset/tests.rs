@@ -1,4 +1,4 @@
-//! Rulesets: order, actions, validation, serde shape and the host index.
+//! Rulesets: order, actions, validation, serde shape and the literal index.
 
 use proptest::prelude::*;
 
@@ -220,4 +220,102 @@ fn thousand_host_rules_pick_the_right_one() {
         ("http.request.uri.path", "/p778"),
     ]));
     assert_eq!(ids(&v).0, None);
+}
+
+/// Expressions over a path, a header element and the host, in the shapes the literal index
+/// recognises (`eq`, `in`, `and`, `or`, indexed headers) and shapes it must leave alone (`not`,
+/// `ne`, functions, `[*]`, a missing header).
+fn indexed_expression(shape: u8, a: u8, b: u8) -> String {
+    match shape {
+        0 => format!(r#"http.request.uri.path eq "/p{a}""#),
+        1 => format!(r#"http.request.uri.path in {{"/p{a}" "/p{b}"}}"#),
+        2 => format!(r#"http.request.uri.path eq "/p{a}" or http.request.headers["x-h"][0] eq "v{b}""#),
+        3 => format!(r#"http.request.headers["x-h"][0] eq "v{a}" and http.host eq "h{b}""#),
+        4 => format!(r#"http.request.headers["x-h"][1] in {{"v{a}" "v{b}"}}"#),
+        5 => format!(r#"not http.request.uri.path eq "/p{a}""#),
+        6 => format!(r#"http.request.uri.path ne "/p{a}" and http.host eq "h{b}""#),
+        7 => format!(r#"any(http.request.headers["x-h"][*] eq "v{a}")"#),
+        8 => format!(r#"http.request.headers["x-missing"][0] eq "v{a}" or http.request.uri.path eq "/p{b}""#),
+        9 => format!(
+            r#"(http.request.uri.path eq "/p{a}" or starts_with(http.request.uri.path, "/p{b}")) and http.host eq "h{a}""#
+        ),
+        10 => r#"http.request.uri.query eq """#.to_owned(),
+        _ => format!(r#"lower(http.request.uri.path) eq "/p{a}""#),
+    }
+}
+
+fn request(host: u8, path: u8, headers: &[u8]) -> crate::Context {
+    use crate::Value;
+    let mut cx = ctx(&[
+        ("http.host", &format!("h{host}")),
+        ("http.request.uri.path", &format!("/p{path}")),
+    ]);
+    let mut map = std::collections::BTreeMap::new();
+    if !headers.is_empty() {
+        let values = headers.iter().map(|v| Value::from(format!("v{v}").as_str())).collect();
+        map.insert(b"x-h".to_vec(), Value::Array(values));
+    }
+    let field = crate::field_by_name("http.request.headers").expect("a field");
+    cx.set(field.id(), Value::Map(map)).expect("a map of arrays");
+    cx
+}
+
+proptest! {
+    /// The literal index gives exactly the verdict of a linear scan.
+    #[test]
+    fn literal_index_keeps_first_match_semantics(
+        rules in proptest::collection::vec((0u8..12, 0u8..4, 0u8..4, 0u8..3), 0..32),
+        host in 0u8..4,
+        path in 0u8..4,
+        headers in proptest::collection::vec(0u8..4, 0..3),
+    ) {
+        let rules: Vec<Rule> = rules
+            .iter()
+            .enumerate()
+            .map(|(i, (shape, a, b, action))| {
+                let action = [Action::Block, Action::Log, Action::Skip][usize::from(*action)];
+                let mut r = rule(&i.to_string(), &indexed_expression(*shape, *a, *b), action);
+                r.enabled = i % 7 != 3;
+                r
+            })
+            .collect();
+        let c = CompiledRuleset::compile(&Ruleset { rules }).expect("valid");
+        let cx = request(host, path, &headers);
+        prop_assert_eq!(ids(&c.eval(&cx)), ids(&c.eval_linear(&cx)));
+    }
+}
+
+/// The benchmark's shape: 999 rules on a path or a header, then the mTLS rule.
+#[test]
+fn thousand_path_or_header_rules_select_by_value() {
+    let mut rules: Vec<Rule> = (1..1000)
+        .map(|i| {
+            rule(
+                &format!("r{i}"),
+                &format!(r#"http.request.uri.path eq "/deny/{i}" or http.request.headers["x-h"][0] eq "v{i}""#),
+                Action::Block,
+            )
+        })
+        .collect();
+    rules.push(rule(
+        "mtls",
+        r#"not cf.tls_client_auth.cert_verified and http.request.uri.path in {"/api"}"#,
+        Action::Block,
+    ));
+    let c = CompiledRuleset::compile(&Ruleset { rules }).expect("valid");
+    assert_eq!(c.unindexed.len(), 0, "every rule requires a literal");
+    let mut cx = request(0, 0, &[]);
+    let path = crate::field_by_name("http.request.uri.path").expect("a field").id();
+    cx.set(path, crate::Value::from("/deny/512")).expect("a string");
+    assert_eq!(ids(&c.eval(&cx)).0.as_deref(), Some("r512"));
+    let mut cx = request(0, 0, &[3]);
+    cx.set(path, crate::Value::from("/api")).expect("a string");
+    assert_eq!(
+        ids(&c.eval(&cx)).0.as_deref(),
+        Some("r3"),
+        "the header selects rule 3 before the mTLS rule"
+    );
+    let mut cx = request(0, 0, &[]);
+    cx.set(path, crate::Value::from("/api")).expect("a string");
+    assert_eq!(ids(&c.eval(&cx)).0.as_deref(), Some("mtls"));
 }
