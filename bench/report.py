@@ -189,8 +189,8 @@ def main():
     )
     md.append(
         f"Runs per figure: {config.get('runs')} × {config.get('duration_s')} s, proxies interleaved within each round. "
-        f"Each proxy: one worker / thread, pinned to core {config.get('proxy_cpu')} (Portcullis: its tokio runtime "
-        f"sized by the affinity mask, so one worker thread, plus blocking-pool threads on the same core); load "
+        f"Each proxy: one worker / thread, pinned to core {config.get('proxy_cpu')} (Portcullis: one edge thread, "
+        f"as `--edge-threads` defaults to the CPUs in the affinity mask, plus its idle control-plane threads); load "
         f"generator and origin on core {config.get('load_cpu')}. Client key exchange: {config.get('kx')}; "
         f"handshake figures use {config.get('handshake_loops')} concurrent loops; keep-alive figures "
         f"{config.get('keepalive_connections')} connections. Access logs off everywhere."

@@ -368,15 +368,14 @@ start_portcullis() {
     if [[ $CROSSCHECK == 1 ]]; then PC_DEFAULT_HOST="--default-host bench.local"; fi
     rm -rf "$PC_DATA"
     export PORTCULLIS_API="http://127.0.0.1:$PC_ADMIN_PORT" PORTCULLIS_DATA_DIR="$PC_DATA"
-    # Access log off (RUST_LOG=warn), as NGINX and HAProxy run without one. Pinned to one core, tokio sizes its
-    # runtime to that core (available_parallelism honours the affinity mask): one worker thread.
+    # Access log off (RUST_LOG=warn), as NGINX and HAProxy run without one. Pinned to one core, Portcullis runs one
+    # edge thread (--edge-threads defaults to the CPUs in the affinity mask).
     # Keep-alive timeouts raised to 600 s as for NGINX (keepalive_timeout) and HAProxy (timeout http-keep-alive), for
-    # the idle-connection figure. In Portcullis that takes --header-read-timeout too: hyper's header read timeout
-    # also runs while an HTTP/1.1 keep-alive connection waits for its next request, so with the default (10 s) idle
-    # keep-alive connections are closed after about 10 s whatever --idle-timeout says (seen in the bench).
+    # the idle-connection figure. (The header-read timeout runs only while a request head is arriving, so the
+    # default stays.)
     RUST_LOG=warn taskset -c "$PROXY_CPU" "$PORTCULLIS" --log-format text serve --data-dir "$PC_DATA" \
         --listen "127.0.0.1:$PC_PORT" --admin-listen "127.0.0.1:$PC_ADMIN_PORT" \
-        --max-connections 30000 --idle-timeout 600 --header-read-timeout 600 $PC_DEFAULT_HOST ${PC_ARGS:-} >"$W/logs/portcullis.log" 2>&1 &
+        --max-connections 30000 --idle-timeout 600 $PC_DEFAULT_HOST ${PC_ARGS:-} >"$W/logs/portcullis.log" 2>&1 &
     PID[portcullis]=$!; STARTED+=("$!"); PORT[portcullis]=$PC_PORT
     local i
     for ((i = 0; i < 600; i++)); do
