@@ -299,6 +299,15 @@ async fn start_proxy(snapshot: Snapshot) -> Proxy {
     .await
 }
 
+/// A proxy for the one host `api.test` (mTLS `request` with the world's CA), with `config`.
+async fn api_proxy(w: &World, config: ProxyConfig) -> Proxy {
+    start_proxy_with(
+        build_snapshot(1, &w.server, w.origin, vec![HostSpec::new("api.test", &w.ca)]),
+        config,
+    )
+    .await
+}
+
 async fn start_proxy_with(snapshot: Snapshot, config: ProxyConfig) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -1289,8 +1298,8 @@ fn sni_lookup_is_case_insensitive_and_falls_back() {
 #[tokio::test]
 async fn large_bodies_stream_and_slow_origins_time_out() {
     let w = world().await;
-    let proxy = start_proxy_with(
-        build_snapshot(1, &w.server, w.origin, vec![HostSpec::new("api.test", &w.ca)]),
+    let proxy = api_proxy(
+        &w,
         ProxyConfig {
             upstream_response_timeout: Duration::from_millis(300),
             ..ProxyConfig::default()
@@ -1414,8 +1423,8 @@ async fn clients_without_sni_use_the_default_host() {
 async fn slow_handshakes_and_slow_headers_are_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let w = world().await;
-    let proxy = start_proxy_with(
-        build_snapshot(1, &w.server, w.origin, vec![HostSpec::new("api.test", &w.ca)]),
+    let proxy = api_proxy(
+        &w,
         ProxyConfig {
             handshake_timeout: Duration::from_millis(300),
             h1_header_read_timeout: Duration::from_millis(300),
@@ -1449,8 +1458,8 @@ async fn slow_handshakes_and_slow_headers_are_cut_off() {
 async fn idle_keep_alive_outlives_the_header_read_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let w = world().await;
-    let proxy = start_proxy_with(
-        build_snapshot(1, &w.server, w.origin, vec![HostSpec::new("api.test", &w.ca)]),
+    let proxy = api_proxy(
+        &w,
         ProxyConfig {
             h1_header_read_timeout: Duration::from_millis(300),
             ..ProxyConfig::default()

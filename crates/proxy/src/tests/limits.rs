@@ -212,8 +212,8 @@ async fn a_body_over_the_limit_after_the_response_started_resets_the_stream() {
 #[tokio::test]
 async fn a_stalled_body_gets_408() {
     let w = world().await;
-    let proxy = start_proxy_with(
-        build_snapshot(1, &w.server, w.origin, vec![HostSpec::new("api.test", &w.ca)]),
+    let proxy = api_proxy(
+        &w,
         ProxyConfig {
             request_body_timeout: Duration::from_millis(300),
             ..limits(1 << 20)
@@ -264,8 +264,8 @@ async fn raw_exchange_sni(proxy: &Proxy, server: &ServerPki, sni: &str, request:
 #[tokio::test]
 async fn oversized_header_blocks_are_refused() {
     let w = world().await;
-    let proxy = start_proxy_with(
-        build_snapshot(1, &w.server, w.origin, vec![HostSpec::new("api.test", &w.ca)]),
+    let proxy = api_proxy(
+        &w,
         ProxyConfig {
             h1_max_headers: 20,
             h1_max_buf_size: 16 * 1024,
