@@ -273,8 +273,9 @@ impl Upstream {
     }
 
     /// Sends `req` to `host`'s origin and returns its response, or an error page that names
-    /// nothing internal: 413 (body over the limit), 408 (body read timeout), 502, 504; the flag
-    /// says whether the proxy answered with an error of its own.
+    /// nothing internal: 413 (body over the limit), 408 (body read timeout), 502, 504 (for a gRPC
+    /// call, the matching gRPC status instead); the flag says whether the proxy answered with an
+    /// error of its own.
     ///
     /// A WebSocket upgrade (HTTP/1.1 `Connection: upgrade`, `Upgrade: websocket`) is forwarded
     /// with its upgrade headers; on the origin's 101 both sides are upgraded and bytes are copied
@@ -288,7 +289,15 @@ impl Upstream {
         request_host: &str,
     ) -> (Response<Body>, bool) {
         let downstream_version = req.version();
-        let error = |status| (respond::status_page(status, downstream_version), true);
+        let grpc = crate::handler::grpc_call(req.headers(), req.uri()).is_some();
+        let error = |status| {
+            let page = if grpc {
+                respond::grpc_error(status, downstream_version)
+            } else {
+                respond::status_page(status, downstream_version)
+            };
+            (page, true)
+        };
         if content_length(req.headers()).is_some_and(|len| len > self.max_body) {
             // Refused before anything reaches the origin.
             return error(StatusCode::PAYLOAD_TOO_LARGE);

@@ -72,6 +72,29 @@ pub(crate) fn grpc_blocked(code: u8, version: Version) -> Response<Body> {
     resp
 }
 
+/// The proxy's own error (400, 408, 413, 501, 502, 504) for a gRPC call, which a gRPC client can
+/// read only as a status: a trailers-only response with the code of gRPC's HTTP mapping, more
+/// specific where the proxy knows more (413 → RESOURCE_EXHAUSTED, 408 → DEADLINE_EXCEEDED),
+/// and the HTTP reason as the message.
+pub(crate) fn grpc_error(status: StatusCode, version: Version) -> Response<Body> {
+    let code: u16 = match status.as_u16() {
+        400 => 13,             // INTERNAL
+        408 => 4,              // DEADLINE_EXCEEDED
+        413 => 8,              // RESOURCE_EXHAUSTED
+        405 | 501 => 12,       // UNIMPLEMENTED
+        502..=504 | 421 => 14, // UNAVAILABLE
+        _ => 2,                // UNKNOWN
+    };
+    let mut resp = with(StatusCode::OK, "application/grpc", empty(), version);
+    resp.headers_mut().remove(header::CACHE_CONTROL);
+    resp.headers_mut().insert("grpc-status", HeaderValue::from(code));
+    let reason = status.canonical_reason().unwrap_or("proxy error");
+    if let Ok(message) = HeaderValue::from_str(&format!("{} {reason}", status.as_u16())) {
+        resp.headers_mut().insert("grpc-message", message);
+    }
+    resp
+}
+
 /// A short plain-text page for `status` (400, 405, 408, 413, 421, 501, 502, 504).
 pub(crate) fn status_page(status: StatusCode, version: Version) -> Response<Body> {
     let reason = status.canonical_reason().unwrap_or("Error");

@@ -918,6 +918,39 @@ async fn blocked_grpc_calls_get_a_grpc_status() {
     assert_eq!(trailers.unwrap()["grpc-status"], "0");
 }
 
+/// The proxy's own errors reach gRPC clients as gRPC statuses, not HTTP error pages they cannot
+/// read: a body over the limit is RESOURCE_EXHAUSTED, an origin that refuses is UNAVAILABLE.
+#[tokio::test]
+async fn proxy_errors_on_grpc_calls_are_grpc_statuses() {
+    let w = world().await;
+    let good = issue(&w.ca, "good", SubjectAltNames::default());
+    let small = start_proxy_with(
+        build_snapshot(1, &w.server, w.origin, vec![grpc_spec(&w.ca)]),
+        ProxyConfig {
+            max_request_body_bytes: 4,
+            ..ProxyConfig::default()
+        },
+    )
+    .await;
+    let mut c = h2(&small, &w.server, "grpc.test", Some(&good)).await;
+    let (status, headers, body, _) = c.grpc("grpc.test", "/helloworld.Greeter/SayHello").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/grpc");
+    assert_eq!(headers["grpc-status"], "8", "{headers:?}");
+    assert_eq!(headers["grpc-message"], "413 Payload Too Large");
+    assert!(body.is_empty());
+
+    let mut dead = HostSpec::new("other.test", &w.ca);
+    dead.origin = Some(Origin::new("http://127.0.0.1:1", false, None, true).unwrap());
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![dead])).await;
+    let mut c = h2(&proxy, &w.server, "other.test", Some(&good)).await;
+    let (status, headers, _, _) = c.grpc("other.test", "/helloworld.Greeter/SayHello").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["grpc-status"], "14", "{headers:?}");
+    // A plain HTTP request to the same origin still gets an HTTP error page.
+    assert_eq!(c.get("other.test", "/").await.0, StatusCode::BAD_GATEWAY);
+}
+
 #[tokio::test]
 async fn allowed_grpc_call_streams_body_and_trailers() {
     let w = world().await;
