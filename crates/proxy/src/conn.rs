@@ -21,6 +21,7 @@ use portcullis_pki::ClientAuthFacts;
 use rustls::pki_types::CertificateDer;
 use time::OffsetDateTime;
 
+use crate::forward::Body;
 use crate::snapshot::{Host, Snapshot};
 use crate::tls::MtlsMode;
 
@@ -60,6 +61,48 @@ impl Drop for RequestGuard {
         if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
         }
+    }
+}
+
+/// A response body that keeps its request counted as in progress until the body has been sent
+/// (or dropped): the idle timeout and the header-read clock must not treat a connection that is
+/// still streaming a response as idle, even when the client pipelines its next request meanwhile.
+pub(crate) struct GuardedBody {
+    inner: Body,
+    guard: Option<RequestGuard>,
+}
+
+impl GuardedBody {
+    pub(crate) fn new(inner: Body, guard: RequestGuard) -> GuardedBody {
+        GuardedBody {
+            inner,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl hyper::body::Body for GuardedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            this.guard = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use http_body_util::BodyExt as _;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -356,8 +357,9 @@ async fn connection(
             let shared = shared.clone();
             let conn = conn.clone();
             async move {
-                let _in_progress = conn.request_started();
-                Ok::<_, Infallible>(handler::handle(req, shared, conn.clone()).await)
+                let in_progress = conn.request_started();
+                let resp = handler::handle(req, shared, conn.clone()).await;
+                Ok::<_, Infallible>(resp.map(|body| conn::GuardedBody::new(body, in_progress).boxed()))
             }
         })
     };

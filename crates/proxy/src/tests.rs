@@ -128,6 +128,15 @@ async fn echo(req: Request<Incoming>) -> Result<Response<OriginBody>, Infallible
     if parts.uri.path() == "/slow" {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    if parts.uri.path() == "/drip" {
+        return Ok(Response::new(
+            Drip {
+                left: 6,
+                tick: Box::pin(tokio::time::sleep(Duration::from_millis(200))),
+            }
+            .boxed(),
+        ));
+    }
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     if grpc {
         let reply = Full::new(Bytes::from_static(b"\0\0\0\0\x02hi")).with_trailers(async {
@@ -161,6 +170,31 @@ async fn echo(req: Request<Incoming>) -> Result<Response<OriginBody>, Infallible
     resp.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/json"));
     Ok(resp)
+}
+
+/// A body of six `drip` lines, one every 200 ms.
+struct Drip {
+    left: u8,
+    tick: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl hyper::body::Body for Drip {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::ready!(self.tick.as_mut().poll(cx));
+        self.left -= 1;
+        let next = tokio::time::Instant::now() + Duration::from_millis(200);
+        self.tick.as_mut().reset(next);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(b"drip\n")))))
+    }
 }
 
 async fn start_origin() -> SocketAddr {
@@ -1524,6 +1558,41 @@ async fn idle_keep_alive_outlives_the_header_read_timeout() {
     let read = tokio::time::timeout(Duration::from_secs(3), tls.read_to_end(&mut out)).await;
     assert!(read.is_ok(), "a stalled head is cut off after the header-read timeout");
     assert!(!String::from_utf8_lossy(&out).contains("200 OK"));
+}
+
+/// A response that is still streaming keeps its request in progress: bytes of a pipelined next
+/// request arriving meanwhile do not start the header-read clock against it.
+#[tokio::test]
+async fn a_streaming_response_is_not_cut_off_by_a_pipelined_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world().await;
+    let proxy = api_proxy(
+        &w,
+        ProxyConfig {
+            h1_header_read_timeout: Duration::from_millis(200),
+            ..ProxyConfig::default()
+        },
+    )
+    .await;
+    let mut tls = tls_connect(&proxy, &w.server, "api.test", None, b"http/1.1")
+        .await
+        .unwrap();
+    tls.write_all(b"GET /drip HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .await
+        .unwrap();
+    // The next request goes out once the first response has begun to stream.
+    let mut out = vec![0u8; 4096];
+    let n = tls.read(&mut out).await.unwrap();
+    out.truncate(n);
+    assert!(String::from_utf8_lossy(&out).contains("200 OK"));
+    tls.write_all(b"GET /public HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the connection closes after the second response");
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(text.matches("drip").count(), 6, "the whole streamed body: {text}");
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "both responses: {text}");
 }
 
 mod limits;
