@@ -42,6 +42,8 @@ pub(crate) const MAX_LOGGED_PATH: usize = 1024;
 pub(crate) const MAX_LOGGED_METHOD: usize = 32;
 /// The longest SNI (bytes) written to a log line; DNS names are at most 253.
 const MAX_LOGGED_SNI: usize = 255;
+/// The longest certificate subject (bytes) written to a log line.
+const MAX_LOGGED_SUBJECT: usize = 1024;
 
 /// Registers descriptions (units, help text) with the installed recorder. Optional; call it
 /// once after installing the recorder.
@@ -133,6 +135,19 @@ pub(crate) fn handshake_closed_early() {
 /// Counts a failed handshake and writes one event on `portcullis::handshake` saying why.
 /// `reason` is from a fixed list; `detail` is our own error text (never key material).
 pub(crate) fn handshake_failed(client: IpAddr, sni: Option<&str>, reason: &'static str, detail: &str) {
+    handshake_refused(client, sni, reason, detail, None);
+}
+
+/// [`handshake_failed`] for a handshake that presented a certificate the host refused: the line
+/// also names the certificate (subject, serial, SHA-256 fingerprint), so an operator can tell
+/// which client was turned away.
+pub(crate) fn handshake_refused(
+    client: IpAddr,
+    sni: Option<&str>,
+    reason: &'static str,
+    detail: &str,
+    cert: Option<&crate::tls::RefusedCert>,
+) {
     metrics::counter!(HANDSHAKES_TOTAL, "result" => "failed", "reason" => reason).increment(1);
     tracing::info!(
         target: "portcullis::handshake",
@@ -140,6 +155,9 @@ pub(crate) fn handshake_failed(client: IpAddr, sni: Option<&str>, reason: &'stat
         sni = truncate(sni.unwrap_or(""), MAX_LOGGED_SNI),
         reason,
         detail,
+        cert_subject = truncate(cert.map_or("", |c| c.subject.as_str()), MAX_LOGGED_SUBJECT),
+        cert_serial = cert.map_or("", |c| c.serial.as_str()),
+        cert_fingerprint_sha256 = cert.map_or("", |c| c.fingerprint_sha256.as_str()),
         "TLS handshake failed"
     );
 }

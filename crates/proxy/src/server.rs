@@ -303,11 +303,16 @@ async fn connection(
         let _ = timeout_at(deadline, io.write_all(&UNRECOGNIZED_NAME_ALERT)).await;
         return;
     };
-    let tls = match timeout_at(deadline, start.into_stream(host.server_config.clone())).await {
+    let handshake = timeout_at(deadline, start.into_stream(host.server_config.clone())).await;
+    // Taken whatever the outcome, so that it can never be attributed to a later handshake.
+    let refused_cert = tls::take_refused_cert();
+    let tls = match handshake {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             let (reason, detail) = handshake_error(&e);
-            observe::handshake_failed(client, sni.as_deref(), reason, &detail);
+            // Only our verifier's refusals carry a certificate; never attach one to another failure.
+            let cert = refused_cert.filter(|_| reason == "client_cert_invalid");
+            observe::handshake_refused(client, sni.as_deref(), reason, &detail, cert.as_ref());
             return;
         }
         Err(_) => {

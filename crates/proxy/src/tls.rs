@@ -33,6 +33,27 @@ pub enum MtlsMode {
     Require,
 }
 
+/// The certificate a `require` verifier refused, for the handshake's failure log line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RefusedCert {
+    pub subject: String,
+    pub serial: String,
+    pub fingerprint_sha256: String,
+}
+
+thread_local! {
+    /// Set by [`ClientVerifier`] when it refuses a certificate and taken by the connection right
+    /// after its handshake (`take_refused_cert`). rustls gives the verifier no way to pass data
+    /// to the connection, but both run in the same poll on the same thread with nothing in
+    /// between, so a per-thread slot attributes the certificate to the right handshake.
+    static REFUSED: std::cell::RefCell<Option<RefusedCert>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The certificate the last refusal on this thread was about (and clears it).
+pub(crate) fn take_refused_cert() -> Option<RefusedCert> {
+    REFUSED.with(|slot| slot.borrow_mut().take())
+}
+
 /// The crypto provider every config uses (aws-lc-rs, rustls' default).
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -104,6 +125,15 @@ impl ClientCertVerifier for ClientVerifier {
         if verdict.is_trusted() {
             return Ok(ClientCertVerified::assertion());
         }
+        // Only on refusal, so the facts' formatting costs nothing on accepted handshakes.
+        let facts = portcullis_pki::compute_facts(&chain, &[]);
+        REFUSED.with(|slot| {
+            *slot.borrow_mut() = Some(RefusedCert {
+                subject: facts.cert_subject_dn_rfc2253,
+                serial: facts.cert_serial,
+                fingerprint_sha256: facts.cert_fingerprint_sha256,
+            });
+        });
         let err = match verdict.status {
             AuthStatus::Revoked => CertificateError::Revoked,
             AuthStatus::Expired => CertificateError::Expired,

@@ -573,6 +573,18 @@ async fn access_log_and_failed_handshakes_are_logged() {
         }
     };
     assert!(refused);
+    // A certificate from another CA: refused, and the line names it.
+    let stranger = issue(&managed_ca(), "stranger", SubjectAltNames::default());
+    let sf = facts_for(&managed_ca(), &stranger);
+    let refused = match tls_connect(&proxy, &w.server, "log.test", Some(&stranger), b"http/1.1").await {
+        Err(_) => true,
+        Ok(mut tls) => {
+            let _ = tls.write_all(b"GET / HTTP/1.1\r\nHost: log.test\r\n\r\n").await;
+            let mut buf = [0u8; 64];
+            !matches!(tls.read(&mut buf).await, Ok(n) if n > 0)
+        }
+    };
+    assert!(refused);
     assert!(
         tls_connect(&proxy, &w.server, "log-unknown.test", None, b"http/1.1")
             .await
@@ -582,17 +594,23 @@ async fn access_log_and_failed_handshakes_are_logged() {
     let mut failures = Vec::new();
     for _ in 0..50 {
         failures = capture.events("portcullis::handshake", "sni", "log");
-        if failures.len() >= 2 {
+        if failures.len() >= 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(failures.len(), 2, "{failures:?}");
+    assert_eq!(failures.len(), 3, "{failures:?}");
     assert_eq!(failures[0]["reason"], "client_cert_required");
     assert_eq!(failures[0]["sni"], "log.test");
     assert_eq!(failures[0]["client_ip"], "127.0.0.1");
-    assert_eq!(failures[1]["reason"], "unknown_sni");
-    assert_eq!(failures[1]["sni"], "log-unknown.test");
+    assert_eq!(failures[0]["cert_subject"], "");
+    assert_eq!(failures[1]["reason"], "client_cert_invalid");
+    assert_eq!(failures[1]["cert_subject"], sf.cert_subject_dn_rfc2253);
+    assert!(failures[1]["cert_subject"].contains("CN=stranger"), "{:?}", failures[1]);
+    assert_eq!(failures[1]["cert_serial"], sf.cert_serial);
+    assert_eq!(failures[1]["cert_fingerprint_sha256"], sf.cert_fingerprint_sha256);
+    assert_eq!(failures[2]["reason"], "unknown_sni");
+    assert_eq!(failures[2]["sni"], "log-unknown.test");
 }
 
 static RECORDER: std::sync::OnceLock<metrics_util::debugging::Snapshotter> = std::sync::OnceLock::new();
