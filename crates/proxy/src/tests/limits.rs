@@ -564,27 +564,11 @@ async fn access_log_and_failed_handshakes_are_logged() {
     assert_eq!(b["action"], "block");
 
     // A handshake without the required certificate, and one for an unknown name.
-    let refused = match tls_connect(&proxy, &w.server, "log.test", None, b"http/1.1").await {
-        Err(_) => true,
-        Ok(mut tls) => {
-            let _ = tls.write_all(b"GET / HTTP/1.1\r\nHost: log.test\r\n\r\n").await;
-            let mut buf = [0u8; 64];
-            !matches!(tls.read(&mut buf).await, Ok(n) if n > 0)
-        }
-    };
-    assert!(refused);
+    assert!(refused_on_first_use(&proxy, &w, None).await);
     // A certificate from another CA: refused, and the line names it.
     let stranger = issue(&managed_ca(), "stranger", SubjectAltNames::default());
     let sf = facts_for(&managed_ca(), &stranger);
-    let refused = match tls_connect(&proxy, &w.server, "log.test", Some(&stranger), b"http/1.1").await {
-        Err(_) => true,
-        Ok(mut tls) => {
-            let _ = tls.write_all(b"GET / HTTP/1.1\r\nHost: log.test\r\n\r\n").await;
-            let mut buf = [0u8; 64];
-            !matches!(tls.read(&mut buf).await, Ok(n) if n > 0)
-        }
-    };
-    assert!(refused);
+    assert!(refused_on_first_use(&proxy, &w, Some(&stranger)).await);
     assert!(
         tls_connect(&proxy, &w.server, "log-unknown.test", None, b"http/1.1")
             .await
@@ -611,6 +595,19 @@ async fn access_log_and_failed_handshakes_are_logged() {
     assert_eq!(failures[1]["cert_fingerprint_sha256"], sf.cert_fingerprint_sha256);
     assert_eq!(failures[2]["reason"], "unknown_sni");
     assert_eq!(failures[2]["sni"], "log-unknown.test");
+}
+
+/// Whether `log.test` refuses this client: at the handshake, or (TLS 1.3, where the client
+/// finishes first) by closing the connection instead of answering its first request.
+async fn refused_on_first_use(proxy: &Proxy, w: &World, cert: Option<&ClientCert>) -> bool {
+    match tls_connect(proxy, &w.server, "log.test", cert, b"http/1.1").await {
+        Err(_) => true,
+        Ok(mut tls) => {
+            let _ = tls.write_all(b"GET / HTTP/1.1\r\nHost: log.test\r\n\r\n").await;
+            let mut buf = [0u8; 64];
+            !matches!(tls.read(&mut buf).await, Ok(n) if n > 0)
+        }
+    }
 }
 
 static RECORDER: std::sync::OnceLock<metrics_util::debugging::Snapshotter> = std::sync::OnceLock::new();
