@@ -1,6 +1,6 @@
-//! The request body as forwarded upstream: the client's body, streamed frame by frame (never
-//! buffered, so gRPC streams and large uploads pass through), with a size limit and a per-frame
-//! read timeout.
+//! The request body as forwarded upstream: the client's body (read by `h1` for HTTP/1.1, by
+//! hyper for HTTP/2), streamed frame by frame (never buffered, so gRPC streams and large uploads
+//! pass through), with a size limit and a per-frame read timeout.
 //!
 //! When the limit or the timeout is hit, the body yields an error, which makes the upstream client
 //! abort the request; the shared [`BodyState`] tells the forwarder why, so it can answer 413 or
@@ -18,6 +18,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
+
+use crate::h1::{ClientIo, H1Body};
 
 /// Why a request body was cut off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,9 +73,57 @@ impl BodyState {
     }
 }
 
+/// A client's request body, from either HTTP server.
+pub(crate) enum RequestBody {
+    Empty,
+    H1(H1Body<ClientIo>),
+    H2(Incoming),
+}
+
+impl From<H1Body<ClientIo>> for RequestBody {
+    fn from(body: H1Body<ClientIo>) -> RequestBody {
+        RequestBody::H1(body)
+    }
+}
+
+impl From<Incoming> for RequestBody {
+    fn from(body: Incoming) -> RequestBody {
+        RequestBody::H2(body)
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::H1(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::H2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::H1(body) => body.is_end_stream(),
+            RequestBody::H2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::H1(body) => body.size_hint(),
+            RequestBody::H2(body) => body.size_hint(),
+        }
+    }
+}
+
 /// The client's request body with a byte limit and a per-frame timeout.
 pub(crate) struct LimitedBody {
-    inner: Incoming,
+    inner: RequestBody,
     limit: u64,
     seen: u64,
     timeout: Duration,
@@ -84,7 +134,7 @@ pub(crate) struct LimitedBody {
 }
 
 impl LimitedBody {
-    pub(crate) fn new(inner: Incoming, limit: u64, timeout: Duration, state: Arc<BodyState>) -> LimitedBody {
+    pub(crate) fn new(inner: RequestBody, limit: u64, timeout: Duration, state: Arc<BodyState>) -> LimitedBody {
         LimitedBody {
             inner,
             limit,
@@ -128,7 +178,7 @@ impl Body for LimitedBody {
             Poll::Ready(Some(Err(e))) => {
                 self.done = true;
                 self.sleep = None;
-                Poll::Ready(Some(Err(Box::new(e))))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 self.done = true;

@@ -17,15 +17,13 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use portcullis_pki::ClientAuthFacts;
-use tokio::sync::watch;
 
-use crate::body::{BodyFailure, BodyState, LimitedBody};
+use crate::body::{BodyFailure, BodyState, LimitedBody, RequestBody};
 use crate::config::ProxyConfig;
 use crate::conn::ConnInfo;
 use crate::observe;
@@ -35,6 +33,10 @@ use crate::snapshot::{Forwarding, Host};
 
 /// The body type of every response the proxy sends.
 pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// On a 101 response to a WebSocket upgrade: the origin's side of the upgraded connection.
+#[derive(Clone)]
+pub(crate) struct OriginUpgrade(pub(crate) OnUpgrade);
 
 /// The 17 headers of Cloudflare's "Add TLS client auth headers" managed transform.
 pub const CF_CERT_HEADERS: [&str; 17] = [
@@ -239,12 +241,10 @@ pub(crate) struct Upstream {
     response_timeout: Duration,
     max_body: u64,
     body_timeout: Duration,
-    /// Becomes true on shutdown; upgraded tunnels close then.
-    stopping: watch::Receiver<bool>,
 }
 
 impl Upstream {
-    pub(crate) fn new(config: &ProxyConfig, stopping: watch::Receiver<bool>) -> Upstream {
+    pub(crate) fn new(config: &ProxyConfig) -> Upstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.upstream_connect_timeout));
         connector.set_nodelay(true);
@@ -258,7 +258,6 @@ impl Upstream {
             max_body: config.max_request_body_bytes,
             // A zero timeout would fail every body that is not already buffered.
             body_timeout: config.request_body_timeout.max(Duration::from_millis(10)),
-            stopping,
         }
     }
 
@@ -278,11 +277,11 @@ impl Upstream {
     /// error of its own.
     ///
     /// A WebSocket upgrade (HTTP/1.1 `Connection: upgrade`, `Upgrade: websocket`) is forwarded
-    /// with its upgrade headers; on the origin's 101 both sides are upgraded and bytes are copied
-    /// both ways until either side closes (or the proxy shuts down).
+    /// with its upgrade headers; the origin's 101 carries its upgraded side as an
+    /// [`OriginUpgrade`] extension, for the client connection to relay bytes to.
     pub(crate) async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<RequestBody>,
         host: &Host,
         conn: &Arc<ConnInfo>,
         facts: &ClientAuthFacts,
@@ -307,7 +306,6 @@ impl Upstream {
             // An HTTP/2 origin cannot take an HTTP/1.1 upgrade.
             return error(StatusCode::NOT_IMPLEMENTED);
         }
-        let downstream_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
         // HTTP/2 clients name the host in `:authority` (and an absolute-form HTTP/1.1 target
@@ -411,14 +409,15 @@ impl Upstream {
         };
         state.response_started();
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let (Some(downstream), Some(protocol)) = (downstream_upgrade, upgrade) else {
+            let Some(protocol) = upgrade else {
                 // A 101 nobody asked for cannot be relayed.
                 observe::upstream_error(&host.hostname, "protocol");
                 return error(StatusCode::BAD_GATEWAY);
             };
-            let upstream = hyper::upgrade::on(&mut resp);
-            self.tunnel(conn, downstream, upstream);
+            // The HTTP/1.1 connection relays bytes once it has sent this response (see `h1`).
+            let upstream = OriginUpgrade(hyper::upgrade::on(&mut resp));
             let (mut parts, _) = resp.into_parts();
+            parts.extensions.insert(upstream);
             strip_hop_by_hop(&mut parts.headers);
             parts
                 .headers
@@ -431,36 +430,6 @@ impl Upstream {
         strip_hop_by_hop(&mut parts.headers);
         parts.version = downstream_version;
         (Response::from_parts(parts, body.boxed()), false)
-    }
-
-    /// Copies bytes between the client and the origin once both sides have switched protocols.
-    /// The tunnel counts as a request in progress, so the connection keeps its slot (and is not
-    /// closed as idle) until the tunnel ends.
-    fn tunnel(&self, conn: &Arc<ConnInfo>, downstream: OnUpgrade, upstream: OnUpgrade) {
-        let in_progress = conn.request_started();
-        let mut stopping = self.stopping.clone();
-        let remote = conn.remote;
-        tokio::spawn(async move {
-            let _in_progress = in_progress;
-            let (client, origin) = match tokio::try_join!(downstream, upstream) {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::debug!(%remote, error = %e, "upgrade failed");
-                    return;
-                }
-            };
-            let mut client = TokioIo::new(client);
-            let mut origin = TokioIo::new(origin);
-            tokio::select! {
-                copied = tokio::io::copy_bidirectional(&mut client, &mut origin) => {
-                    if let Err(e) = copied {
-                        tracing::debug!(%remote, error = %e, "upgraded connection ended with an error");
-                    }
-                }
-                // A dropped sender also means shutdown.
-                _ = stopping.wait_for(|stop| *stop) => {}
-            }
-        });
     }
 }
 

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use portcullis_pki::ClientAuthFacts;
 use portcullis_rules::{Action, Context};
 
+use crate::body::RequestBody;
 use crate::conn::ConnInfo;
 use crate::context::{self, RequestFacts};
 use crate::events::{EventSink, SecurityEvent};
@@ -29,7 +29,7 @@ pub(crate) struct Shared {
 
 /// The request's host: `:authority` (HTTP/2, absolute-form) or `Host`, port removed, as sent
 /// (callers compare it case-insensitively and lower-case it only when they keep it).
-fn request_host(req: &Request<Incoming>) -> Option<&str> {
+fn request_host(req: &Request<RequestBody>) -> Option<&str> {
     if let Some(a) = req.uri().authority() {
         return Some(a.host());
     }
@@ -117,7 +117,7 @@ struct LogHead {
 
 /// Handles one request, counts it and writes one access-log event (target `portcullis::access`).
 /// The latency is to the response head; a streamed body may go on after it.
-pub(crate) async fn handle(req: Request<Incoming>, shared: Arc<Shared>, conn: Arc<ConnInfo>) -> Response<Body> {
+pub(crate) async fn handle(req: Request<RequestBody>, shared: Arc<Shared>, conn: Arc<ConnInfo>) -> Response<Body> {
     let started = std::time::Instant::now();
     // Copied only when the line will be written: most edges run with the access log off.
     let head = tracing::enabled!(target: "portcullis::access", tracing::Level::INFO).then(|| LogHead {
@@ -159,7 +159,7 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: Arc<Shared>, conn: Ar
     resp
 }
 
-async fn decide(req: Request<Incoming>, shared: &Shared, conn: &Arc<ConnInfo>) -> (Response<Body>, Outcome) {
+async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>) -> (Response<Body>, Outcome) {
     let version = req.version();
     let snapshot = shared.snapshot.load();
     let host = snapshot.hosts.get(&conn.host_name).cloned();

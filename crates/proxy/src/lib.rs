@@ -5,7 +5,8 @@
 //! - [`snapshot`]: the immutable [`Snapshot`] (hosts, TLS configs, trust, origins, rulesets)
 //!   that the binary builds from the store and publishes through an `ArcSwap`;
 //! - [`tls`]: per-host `ServerConfig`s and the `Request`/`Require` client verifiers;
-//! - [`serve`]: the accept loop, handshake, HTTP server, graceful shutdown;
+//! - [`serve`]: the accept loop, handshake, HTTP/2 (hyper), graceful shutdown;
+//! - HTTP/1.1 (internal, `h1`): the proxy's own server side, keep-alive, WebSocket tunnels;
 //! - request handling (internal): SNI/Host check (421), rules context, block or forward;
 //! - [`forward`]: header hygiene, certificate forwarding styles, pooled upstream clients;
 //! - [`origin_tls`]: TLS to `https://` origins;
@@ -19,6 +20,7 @@
 mod body;
 mod conn;
 mod context;
+mod h1;
 mod handler;
 mod respond;
 mod server;

@@ -1,7 +1,8 @@
 //! Accepting connections: the connection limit, the TLS handshake with a per-SNI config, then
-//! HTTP/1.1 or HTTP/2 (hyper-util's auto builder) with the limits of [`ProxyConfig`], and a
-//! graceful drain on shutdown, an idle timeout and a maximum connection age. Counts handshakes
-//! and open connections and logs each failed handshake with its reason (see `observe`).
+//! HTTP/1.1 (`h1`, the proxy's own) or HTTP/2 (hyper's, chosen by ALPN or the HTTP/2 preface)
+//! with the limits of [`ProxyConfig`], and a graceful drain on shutdown, an idle timeout and a
+//! maximum connection age. Counts handshakes and open connections and logs each failed
+//! handshake with its reason (see `observe`).
 //!
 //! An upgraded (WebSocket) connection keeps its permit until the tunnel closes; the idle timeout
 //! and maximum age do not apply to tunnels, shutdown closes them.
@@ -14,9 +15,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http_body_util::BodyExt as _;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -24,10 +25,12 @@ use tokio::time::{Instant, timeout_at};
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::ProxyError;
+use crate::body::RequestBody;
 use crate::config::ProxyConfig;
 use crate::conn::{self, ConnInfo};
 use crate::events::EventSink;
 use crate::forward::Upstream;
+use crate::h1;
 use crate::handler::{self, Shared};
 use crate::observe;
 use crate::snapshot::Snapshot;
@@ -36,18 +39,9 @@ use crate::tls;
 /// A fatal `unrecognized_name` alert as a plaintext TLS record, for a ClientHello no host answers.
 const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
 
-fn http_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        // hyper's clock would also run while a keep-alive connection waits for its next
-        // request; `conn::HeadWatch` times heads instead.
-        .header_read_timeout(None)
-        .max_headers(config.h1_max_headers)
-        .max_buf_size(config.h1_max_buf_size.max(8192))
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
+fn h2_builder(config: &ProxyConfig) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_concurrent_streams(config.h2_max_concurrent_streams)
         .max_pending_accept_reset_streams(Some(config.h2_max_pending_accept_reset_streams))
         .max_local_error_reset_streams(Some(config.h2_max_local_error_reset_streams))
@@ -174,15 +168,19 @@ impl Worker {
         let shared = Arc::new(Shared {
             snapshot: self.snapshot.clone(),
             events: self.events.clone(),
-            upstream: Upstream::new(config, tunnels_stopping.clone()),
+            upstream: Upstream::new(config),
         });
-        let builder = Arc::new(http_builder(config));
-        let timers = Timers {
-            handshake: config.handshake_timeout,
-            header_read: config.h1_header_read_timeout,
-            // A zero timeout would make the idle check spin.
-            idle: config.idle_timeout.max(Duration::from_millis(100)),
-            max_age: config.max_connection_age,
+        let builder = Arc::new(h2_builder(config));
+        let limits = ConnLimits {
+            timers: Timers {
+                handshake: config.handshake_timeout,
+                header_read: config.h1_header_read_timeout,
+                // A zero timeout would make the idle check spin.
+                idle: config.idle_timeout.max(Duration::from_millis(100)),
+                max_age: config.max_connection_age,
+            },
+            max_headers: config.h1_max_headers,
+            max_head: config.h1_max_buf_size.max(8192),
         };
         let mut phases = self.phases.clone();
         let stop = async {
@@ -215,7 +213,7 @@ impl Worker {
             let stopping = tunnels_stopping.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                connection(tcp, remote, shared, &builder, stopping, timers).await;
+                connection(tcp, remote, shared, &builder, stopping, limits).await;
             });
         }
         drop(listener);
@@ -253,20 +251,60 @@ struct Timers {
     max_age: Duration,
 }
 
+/// The per-connection limits, from [`ProxyConfig`].
+#[derive(Debug, Clone, Copy)]
+struct ConnLimits {
+    timers: Timers,
+    max_headers: usize,
+    max_head: usize,
+}
+
 async fn connection(
     tcp: TcpStream,
     remote: SocketAddr,
     shared: Arc<Shared>,
-    builder: &auto::Builder<TokioExecutor>,
-    mut stopping: watch::Receiver<bool>,
-    timers: Timers,
+    h2: &http2::Builder<TokioExecutor>,
+    stopping: watch::Receiver<bool>,
+    limits: ConnLimits,
 ) {
     let _open = observe::OpenConnection::new();
+    let accepted_at = Instant::now();
+    // Boxed: the handshake's state is large and needed only once.
+    let Some((tls, conn)) = Box::pin(handshake(tcp, remote, &shared, limits.timers)).await else {
+        return;
+    };
+    let max_age = accepted_at + limits.timers.max_age;
+    let io = if tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
+        h1::Prefixed::new(Vec::new(), tls)
+    } else {
+        let h1_limits = h1::Limits {
+            max_headers: limits.max_headers,
+            max_head: limits.max_head,
+            header_read: limits.timers.header_read,
+            idle: limits.timers.idle,
+            max_age,
+        };
+        match h1::serve(tls, conn.clone(), shared.clone(), h1_limits, stopping.clone()).await {
+            h1::Outcome::Closed => return,
+            // HTTP/2 with prior knowledge (no ALPN).
+            h1::Outcome::Http2(io) => io,
+        }
+    };
+    serve_h2(io, conn, shared, h2, stopping, limits.timers.idle, max_age).await;
+}
+
+/// The TLS handshake with the configuration of the host the ClientHello names, and the
+/// connection's facts; `None` (logged and counted) if it fails.
+async fn handshake(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    shared: &Shared,
+    timers: Timers,
+) -> Option<(h1::ClientIo, Arc<ConnInfo>)> {
     let local_port = tcp.local_addr().map(|a| a.port()).unwrap_or(0);
     let _ = tcp.set_nodelay(true);
     let client = remote.ip();
-    let accepted_at = Instant::now();
-    let deadline = accepted_at + timers.handshake;
+    let deadline = Instant::now() + timers.handshake;
     let start = match timeout_at(
         deadline,
         LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp),
@@ -282,11 +320,11 @@ async fn connection(
             } else {
                 observe::handshake_failed(client, None, "bad_client_hello", &e.to_string());
             }
-            return;
+            return None;
         }
         Err(_) => {
             observe::handshake_failed(client, None, "timeout", "no ClientHello before the handshake timeout");
-            return;
+            return None;
         }
     };
     let sni = start.client_hello().server_name().map(str::to_owned);
@@ -301,7 +339,7 @@ async fn connection(
         );
         let mut io = start.io;
         let _ = timeout_at(deadline, io.write_all(&UNRECOGNIZED_NAME_ALERT)).await;
-        return;
+        return None;
     };
     let handshake = timeout_at(deadline, start.into_stream(host.server_config.clone())).await;
     // Taken whatever the outcome, so that it can never be attributed to a later handshake.
@@ -313,11 +351,11 @@ async fn connection(
             // Only our verifier's refusals carry a certificate; never attach one to another failure.
             let cert = refused_cert.filter(|_| reason == "client_cert_invalid");
             observe::handshake_refused(client, sni.as_deref(), reason, &detail, cert.as_ref());
-            return;
+            return None;
         }
         Err(_) => {
             observe::handshake_failed(client, sni.as_deref(), "timeout", "handshake not finished in time");
-            return;
+            return None;
         }
     };
     let session = tls.get_ref().1;
@@ -350,54 +388,54 @@ async fn connection(
                 facts.verify_result
             ),
         );
-        return;
+        return None;
     }
     observe::handshake_ok(resumed);
     observe::client_cert(facts.status.as_str());
-    drop(facts);
+    Some((tls, conn))
+}
 
+/// Serves HTTP/2 on `io` with hyper until the client closes, the connection is idle or too old,
+/// or the edge stops (each a GOAWAY).
+async fn serve_h2(
+    io: h1::Prefixed<h1::ClientIo>,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    builder: &http2::Builder<TokioExecutor>,
+    mut stopping: watch::Receiver<bool>,
+    idle: Duration,
+    max_age: Instant,
+) {
     let service = {
         let conn = conn.clone();
-        service_fn(move |req| {
+        service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let shared = shared.clone();
             let conn = conn.clone();
             async move {
                 let in_progress = conn.request_started();
-                let resp = handler::handle(req, shared, conn.clone()).await;
+                let resp = handler::handle(req.map(RequestBody::from), shared, conn.clone()).await;
                 Ok::<_, Infallible>(resp.map(|body| conn::GuardedBody::new(body, in_progress).boxed()))
             }
         })
     };
-    // With upgrades, the connection future ends after a 101 and hands the stream to the tunnel.
-    let http1 = tls.get_ref().1.alpn_protocol() != Some(b"h2".as_slice());
-    let io = conn::HeadWatch::new(tls, conn.clone());
-    if !http1 {
-        conn.head_clock_off();
-    }
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(served);
-    let max_age = accepted_at + timers.max_age;
+    // Boxed: hyper's connection state lives on the heap either way; the task stays small.
+    let mut served = Box::pin(builder.serve_connection(TokioIo::new(io), service));
     let mut closing = *stopping.borrow();
     if closing {
         served.as_mut().graceful_shutdown();
     }
     loop {
         let now = Instant::now();
-        let mut idle_at = conn.idle_deadline(timers.idle);
+        let mut idle_at = conn.idle_deadline(idle);
         if idle_at <= now {
             // Past the deadline but a request is in progress: look again one period later.
-            idle_at = now + timers.idle;
+            idle_at = now + idle;
         }
-        // Heads are checked once per header-read period, so a slow head is cut off between one
-        // and two periods after its first byte, without a timer per request.
-        let check_at = idle_at.min(now + timers.header_read.max(Duration::from_millis(10)));
         tokio::select! {
             result = served.as_mut() => {
                 if let Err(e) = result {
-                    tracing::debug!(%remote, error = %e, "connection ended with an error");
+                    tracing::debug!(remote = %conn.remote, error = %e, "connection ended with an error");
                 }
-                // An upgraded tunnel outlives the HTTP connection; keep the permit until it ends.
-                conn.wait_no_requests().await;
                 return;
             }
             // A dropped sender also means shutdown.
@@ -409,12 +447,8 @@ async fn connection(
                 closing = true;
                 served.as_mut().graceful_shutdown();
             }
-            () = tokio::time::sleep_until(check_at), if !closing => {
-                if conn.head_overdue(timers.header_read) {
-                    tracing::debug!(%remote, "request head not received within the header-read timeout");
-                    return;
-                }
-                if conn.is_idle(timers.idle) {
+            () = tokio::time::sleep_until(idle_at), if !closing => {
+                if conn.is_idle(idle) {
                     closing = true;
                     served.as_mut().graceful_shutdown();
                 }

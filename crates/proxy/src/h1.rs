@@ -1,0 +1,1033 @@
+//! HTTP/1.1 on a client connection, served by the proxy itself: request heads parsed with
+//! `httparse`, request bodies (content-length or chunked, with trailers) streamed to the
+//! forwarder, responses written in one write where the body is already there, keep-alive,
+//! pipelining, `Expect: 100-continue` and WebSocket tunnels. The header-read timeout, the idle
+//! timeout, the maximum connection age and the graceful stop are this loop's own clocks.
+//!
+//! Why not hyper's server: it keeps an 8 KiB write buffer and a read buffer that grows to 16 KiB
+//! for the whole life of a connection, and its dispatcher costs more per request than the proxy
+//! needs. Here a connection waiting for its next request holds no buffer at all (BENCHMARKS.md,
+//! figure 6). Request framing follows RFC 9112 strictly, because a proxy that frames a request
+//! differently from its origin is a request-smuggling hole: `Transfer-Encoding` other than exactly
+//! `chunked` is refused (501), both `Transfer-Encoding` and `Content-Length` is refused (400),
+//! as are differing or malformed lengths, bare LFs in chunk framing and HTTP/1.0 with
+//! `Transfer-Encoding`.
+//!
+//! Not here: HTTP/2 (a connection that starts with the HTTP/2 preface is handed back to the
+//! caller), deciding or forwarding requests (`handler`), `CONNECT` (refused by the handler).
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body as _, Frame, SizeHint};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+use crate::body::{BoxError, RequestBody};
+use crate::conn::ConnInfo;
+use crate::forward::{Body, OriginUpgrade};
+use crate::handler::{self, Shared};
+use crate::respond;
+
+/// The limits and clocks of one connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_headers: usize,
+    /// The largest request head (request line and header fields), in bytes.
+    pub max_head: usize,
+    /// From the first byte of a head (for the first request: from the handshake) to its end.
+    pub header_read: Duration,
+    /// From the end of a response to the first byte of the next request.
+    pub idle: Duration,
+    /// No new request starts after this; a response then says `Connection: close`.
+    pub max_age: Instant,
+}
+
+/// How a connection ended.
+pub(crate) enum Outcome<IO> {
+    Closed,
+    /// The client spoke HTTP/2 with prior knowledge: the stream, with the bytes read so far
+    /// put back in front.
+    Http2(Prefixed<IO>),
+}
+
+/// Headers in one request head. httparse needs a fixed array; a limit configured above this
+/// is capped here.
+const HEADERS_CAP: usize = 256;
+/// Fields in a chunked body's trailer section.
+const TRAILERS_CAP: usize = 64;
+/// A chunk-size line (size and extensions); longer ones are refused.
+const MAX_CHUNK_LINE: usize = 4096;
+/// A chunked body's trailer section.
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Reads for request heads start with this much buffer (grown up to `max_head`).
+const HEAD_READ: usize = 4096;
+/// Reads of request bodies.
+const BODY_READ: usize = 16 * 1024;
+/// Response bytes gathered before a write, when more body frames are ready at once.
+const WRITE_BATCH: usize = 64 * 1024;
+/// An unread request body this small is read and discarded after the response, so the
+/// connection can be kept; a larger one closes it.
+const DRAIN_MAX: u64 = 64 * 1024;
+const DRAIN_TIME: Duration = Duration::from_millis(500);
+/// Closing a connection: time for the TLS close_notify to go out.
+const SHUTDOWN_TIME: Duration = Duration::from_secs(1);
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+// ---------------------------------------------------------------------------------------------
+// Request heads
+
+/// How a request's body is delimited, and how far it has been read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body, or all of it read.
+    Done,
+    Length(u64),
+    Chunked(Chunk),
+    /// Bad framing or a failed read: the connection cannot carry another request.
+    Broken,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    Trailers,
+}
+
+/// A parsed request head and what the connection must do about it.
+#[derive(Debug)]
+struct Head {
+    parts: http::request::Parts,
+    framing: Framing,
+    keep_alive: bool,
+    expect_continue: bool,
+    /// `TE: trailers`: the client takes trailers in a chunked response.
+    trailers: bool,
+}
+
+/// A request head the proxy refuses, with the status it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Refusal(StatusCode);
+
+/// Parses a complete head from the start of `buf`: `Ok(None)` if more bytes are needed.
+fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<(usize, Head)>, Refusal> {
+    let bad = Refusal(StatusCode::BAD_REQUEST);
+    let mut slots = [httparse::EMPTY_HEADER; HEADERS_CAP];
+    let mut req = httparse::Request::new(&mut slots[..max_headers.clamp(1, HEADERS_CAP)]);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Refusal(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)),
+        Err(httparse::Error::Version) => return Err(Refusal(StatusCode::HTTP_VERSION_NOT_SUPPORTED)),
+        Err(_) => return Err(bad),
+    };
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(bad);
+    };
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| bad)?;
+    let uri: Uri = path.parse().map_err(|_| bad)?;
+    let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad)?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| bad)?;
+        headers.append(name, value);
+    }
+    let framing = request_framing(&headers, version)?;
+    let keep_alive = if version == Version::HTTP_11 {
+        !has_token(&headers, header::CONNECTION, "close")
+    } else {
+        has_token(&headers, header::CONNECTION, "keep-alive")
+    };
+    let expect_continue = version == Version::HTTP_11
+        && headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let trailers = has_token(&headers, header::TE, "trailers");
+    let mut parts = Request::new(()).into_parts().0;
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some((
+        len,
+        Head {
+            parts,
+            framing,
+            keep_alive,
+            expect_continue,
+            trailers,
+        },
+    )))
+}
+
+/// The comma-separated tokens of every `name` field.
+fn tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// RFC 9112 6.1–6.3 for requests, strictly (see the module doc).
+fn request_framing(headers: &HeaderMap, version: Version) -> Result<Framing, Refusal> {
+    let bad = Refusal(StatusCode::BAD_REQUEST);
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 || headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(bad);
+        }
+        let codings: Vec<&[u8]> = tokens(headers, header::TRANSFER_ENCODING).collect();
+        return match codings.as_slice() {
+            [only] if only.eq_ignore_ascii_case(b"chunked") => Ok(Framing::Chunked(Chunk::Size)),
+            // The length cannot be known without `chunked` last.
+            [.., last] if !last.eq_ignore_ascii_case(b"chunked") => Err(bad),
+            [] => Err(bad),
+            // `gzip, chunked` and the like: a coding the proxy does not decode.
+            _ => Err(Refusal(StatusCode::NOT_IMPLEMENTED)),
+        };
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|b| *b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return Err(bad);
+            }
+            let n: u64 = std::str::from_utf8(part).ok().and_then(|s| s.parse().ok()).ok_or(bad)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(bad);
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(n) if n > 0 => Framing::Length(n),
+        _ => Framing::Done,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The wire: the stream and its read buffer, shared by the connection task and the request body
+
+/// The client stream and the bytes read from it but not yet used. The connection task reads
+/// heads and writes responses; the request body, polled by the task that sends it upstream,
+/// reads body bytes. Neither holds the lock across an await.
+struct Wire<IO> {
+    /// `None` once the connection is closed or handed over.
+    io: Option<IO>,
+    /// Zero-filled up to its length; `[start, end)` is unread. Empty while the connection waits
+    /// for its next request with nothing buffered.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    framing: Framing,
+    /// Which request the current body belongs to, so a body still held upstream after its
+    /// response cannot read the next request's bytes.
+    body_id: u64,
+    /// Bytes of the interim `100 Continue` already written, while one is due.
+    continue_sent: Option<usize>,
+}
+
+type WireRef<IO> = Arc<Mutex<Wire<IO>>>;
+
+/// The client stream of a served connection.
+pub(crate) type ClientIo = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+fn lock<IO>(wire: &Mutex<Wire<IO>>) -> MutexGuard<'_, Wire<IO>> {
+    // A panic while holding the lock leaves only plain data behind.
+    wire.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection closed")
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
+    fn new(io: IO) -> Wire<IO> {
+        Wire {
+            io: Some(io),
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            framing: Framing::Done,
+            body_id: 0,
+            continue_sent: None,
+        }
+    }
+
+    fn unread(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Frees the buffer if it holds nothing.
+    fn release(&mut self) {
+        if self.start == self.end && !self.buf.is_empty() {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads more bytes after the unread ones, growing the buffer up to `limit` if it is full.
+    /// `Ok(0)` is the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, limit: usize) -> Poll<io::Result<usize>> {
+        if self.io.is_none() {
+            return Poll::Ready(Err(closed()));
+        }
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.buf.len() {
+                let grown = (self.buf.len() * 2).clamp(HEAD_READ, limit.max(HEAD_READ));
+                if grown <= self.buf.len() {
+                    return Poll::Ready(Err(io::Error::other("read buffer full")));
+                }
+                self.buf.resize(grown, 0);
+            }
+        }
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Ready(Err(closed()));
+        };
+        let mut read = ReadBuf::new(&mut self.buf[self.end..]);
+        ready!(Pin::new(io).poll_read(cx, &mut read))?;
+        let n = read.filled().len();
+        self.end += n;
+        Poll::Ready(Ok(n))
+    }
+
+    /// Writes `bytes[*pos..]` and flushes; `pos` keeps the progress across `Pending`.
+    fn poll_write_all(&mut self, cx: &mut Context<'_>, bytes: &[u8], pos: &mut usize) -> Poll<io::Result<()>> {
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Ready(Err(closed()));
+        };
+        while *pos < bytes.len() {
+            let n = ready!(Pin::new(&mut *io).poll_write(cx, &bytes[*pos..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *pos += n;
+        }
+        Pin::new(io).poll_flush(cx)
+    }
+
+    /// Sends the `100 Continue` a request asked for, if it is due.
+    fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(mut sent) = self.continue_sent else {
+            return Poll::Ready(Ok(()));
+        };
+        let result = self.poll_write_all(cx, CONTINUE, &mut sent);
+        self.continue_sent = if result.is_pending() { Some(sent) } else { None };
+        result
+    }
+
+    /// The next piece of the current request body from the bytes already read, or `None` if
+    /// more bytes are needed.
+    fn decode(&mut self) -> Result<Option<Option<Frame<Bytes>>>, &'static str> {
+        loop {
+            match self.framing {
+                Framing::Done => return Ok(Some(None)),
+                Framing::Broken => return Err("the request body could not be read"),
+                Framing::Length(left) => {
+                    let Some(data) = self.take_data(left) else {
+                        return Ok(None);
+                    };
+                    let left = left - data.len() as u64;
+                    self.framing = if left == 0 {
+                        Framing::Done
+                    } else {
+                        Framing::Length(left)
+                    };
+                    return Ok(Some(Some(Frame::data(data))));
+                }
+                Framing::Chunked(Chunk::Size) => {
+                    let unread = self.unread();
+                    let Some(lf) = unread.iter().position(|b| *b == b'\n') else {
+                        if unread.len() > MAX_CHUNK_LINE {
+                            return Err("chunk-size line too long");
+                        }
+                        return Ok(None);
+                    };
+                    if lf == 0 || unread[lf - 1] != b'\r' || lf > MAX_CHUNK_LINE {
+                        return Err("malformed chunk-size line");
+                    }
+                    let size = chunk_size(&unread[..lf - 1]).ok_or("malformed chunk size")?;
+                    self.consume(lf + 1);
+                    self.framing = Framing::Chunked(if size == 0 { Chunk::Trailers } else { Chunk::Data(size) });
+                }
+                Framing::Chunked(Chunk::Data(left)) => {
+                    let Some(data) = self.take_data(left) else {
+                        return Ok(None);
+                    };
+                    let left = left - data.len() as u64;
+                    self.framing = Framing::Chunked(if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) });
+                    return Ok(Some(Some(Frame::data(data))));
+                }
+                Framing::Chunked(Chunk::DataEnd) => {
+                    let unread = self.unread();
+                    if unread.len() < 2 {
+                        if unread.first().is_some_and(|b| *b != b'\r') {
+                            return Err("chunk data not followed by CRLF");
+                        }
+                        return Ok(None);
+                    }
+                    if &unread[..2] != b"\r\n" {
+                        return Err("chunk data not followed by CRLF");
+                    }
+                    self.consume(2);
+                    self.framing = Framing::Chunked(Chunk::Size);
+                }
+                Framing::Chunked(Chunk::Trailers) => {
+                    let unread = self.unread();
+                    if unread.starts_with(b"\r\n") {
+                        self.consume(2);
+                        self.framing = Framing::Done;
+                        return Ok(Some(None));
+                    }
+                    if unread.len() < 2 {
+                        return Ok(None);
+                    }
+                    let mut slots = [httparse::EMPTY_HEADER; TRAILERS_CAP];
+                    match httparse::parse_headers(unread, &mut slots) {
+                        Ok(httparse::Status::Partial) if unread.len() > MAX_TRAILERS => {
+                            return Err("trailer section too large");
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(None),
+                        Ok(httparse::Status::Complete((len, fields))) => {
+                            let mut trailers = HeaderMap::with_capacity(fields.len());
+                            for f in fields {
+                                let name =
+                                    HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| "bad trailer field")?;
+                                let value = HeaderValue::from_bytes(f.value).map_err(|_| "bad trailer field")?;
+                                trailers.append(name, value);
+                            }
+                            self.consume(len);
+                            self.framing = Framing::Done;
+                            return Ok(Some(Some(Frame::trailers(trailers))));
+                        }
+                        Err(_) => return Err("malformed trailer section"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Up to `left` buffered body bytes, copied out so the buffer can be reused at once.
+    fn take_data(&mut self, left: u64) -> Option<Bytes> {
+        let n = usize::try_from(left).unwrap_or(usize::MAX).min(self.end - self.start);
+        if n == 0 {
+            return None;
+        }
+        let data = Bytes::copy_from_slice(&self.unread()[..n]);
+        self.consume(n);
+        Some(data)
+    }
+
+    /// The next frame of the body of request `id`.
+    fn poll_body(&mut self, cx: &mut Context<'_>, id: u64) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if id != self.body_id {
+            // The body outlived its response; its connection has moved on.
+            return Poll::Ready(Some(Err("request body read after its response".into())));
+        }
+        if let Err(e) = ready!(self.poll_continue(cx)) {
+            self.framing = Framing::Broken;
+            return Poll::Ready(Some(Err(e.into())));
+        }
+        loop {
+            match self.decode() {
+                Ok(Some(frame)) => return Poll::Ready(frame.map(Ok)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.framing = Framing::Broken;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+            match ready!(self.poll_fill(cx, BODY_READ)) {
+                Ok(0) => {
+                    self.framing = Framing::Broken;
+                    return Poll::Ready(Some(Err("connection closed in the middle of the request body".into())));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.framing = Framing::Broken;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+}
+
+/// The size of a chunk-size line (`1*HEXDIG [ BWS ";" extensions ]`).
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.split(|b| *b == b';').next()?.trim_ascii_end();
+    if digits.is_empty() || digits.len() > 16 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+}
+
+/// The body of a request read from an HTTP/1.1 connection.
+pub(crate) struct H1Body<IO> {
+    wire: WireRef<IO>,
+    id: u64,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> hyper::body::Body for H1Body<IO> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        lock(&self.wire).poll_body(cx, self.id)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let wire = lock(&self.wire);
+        wire.body_id != self.id || wire.framing == Framing::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match lock(&self.wire).framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The connection loop
+
+/// What waiting for the next request gave.
+enum Next {
+    Head(Box<Head>),
+    Http2,
+    Refuse(StatusCode),
+    Close,
+}
+
+/// Serves HTTP/1.1 requests on `io` until the client closes, a clock runs out, `stopping`
+/// becomes true between requests, or the client turns out to speak HTTP/2 (returned).
+pub(crate) async fn serve<IO>(
+    io: IO,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    limits: Limits,
+    mut stopping: watch::Receiver<bool>,
+) -> Outcome<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    RequestBody: From<H1Body<IO>>,
+{
+    let wire: WireRef<IO> = Arc::new(Mutex::new(Wire::new(io)));
+    let sleep = tokio::time::sleep_until(limits.max_age);
+    tokio::pin!(sleep);
+    // Accepted while the edge stops: no request is served unless one is already there.
+    let mut closing = *stopping.borrow();
+    let mut first = true;
+    loop {
+        let next = next_head(&wire, &limits, &mut stopping, &mut closing, sleep.as_mut(), first).await;
+        let head = match next {
+            Next::Head(head) => head,
+            Next::Http2 => {
+                let mut w = lock(&wire);
+                let prefix = w.unread().to_vec();
+                return match w.io.take() {
+                    Some(io) => Outcome::Http2(Prefixed::new(prefix, io)),
+                    None => Outcome::Closed,
+                };
+            }
+            Next::Refuse(status) => {
+                let page = respond::status_page(status, Version::HTTP_11);
+                let _ = write_response(&wire, page, false, Version::HTTP_11, false, false).await;
+                break;
+            }
+            Next::Close => break,
+        };
+        first = false;
+        let Head {
+            parts,
+            framing,
+            keep_alive,
+            expect_continue,
+            trailers,
+        } = *head;
+        let version = parts.version;
+        let head_method = parts.method == Method::HEAD;
+        let body = {
+            let mut w = lock(&wire);
+            w.framing = framing;
+            w.body_id += 1;
+            w.continue_sent = (expect_continue && framing != Framing::Done).then_some(0);
+            if framing == Framing::Done {
+                RequestBody::Empty
+            } else {
+                RequestBody::from(H1Body {
+                    wire: wire.clone(),
+                    id: w.body_id,
+                })
+            }
+        };
+        let in_progress = conn.request_started();
+        // Boxed so that the connection task stays small while it waits between requests.
+        let mut resp = Box::pin(handler::handle(
+            Request::from_parts(parts, body),
+            shared.clone(),
+            conn.clone(),
+        ))
+        .await;
+        let upgrade = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            resp.extensions_mut().remove::<OriginUpgrade>()
+        } else {
+            None
+        };
+        let keep = keep_alive && !closing && !*stopping.borrow() && Instant::now() < limits.max_age;
+        let written = write_response(&wire, resp, head_method, version, keep, trailers).await;
+        if let Some(upgrade) = upgrade {
+            if written.is_ok() {
+                tunnel(&wire, upgrade, &mut stopping).await;
+            }
+            drop(in_progress);
+            return Outcome::Closed;
+        }
+        drop(in_progress);
+        let Ok(kept) = written else { break };
+        // The interim response is no longer due once the final one went out.
+        let body_done = {
+            let mut w = lock(&wire);
+            w.continue_sent = None;
+            w.framing == Framing::Done
+        };
+        if !body_done && !drain(&wire).await {
+            break;
+        }
+        if !kept {
+            break;
+        }
+    }
+    close(&wire).await;
+    Outcome::Closed
+}
+
+/// Waits for and parses the next request head.
+async fn next_head<IO: AsyncRead + AsyncWrite + Unpin>(
+    wire: &WireRef<IO>,
+    limits: &Limits,
+    stopping: &mut watch::Receiver<bool>,
+    closing: &mut bool,
+    mut sleep: Pin<&mut Sleep>,
+    first: bool,
+) -> Next {
+    let waiting_since = Instant::now();
+    // The first request's head is timed from the handshake: a client that connects and sends
+    // nothing is cut off as soon as one that sends a partial head.
+    let mut head_begun = first.then_some(waiting_since);
+    loop {
+        let buffered = {
+            let mut w = lock(wire);
+            let unread = w.unread();
+            if unread.is_empty() {
+                // Nothing to keep while the client thinks.
+                w.release();
+            } else if first && H2_PREFACE.starts_with(&unread[..unread.len().min(H2_PREFACE.len())]) {
+                if unread.len() >= H2_PREFACE.len() {
+                    return Next::Http2;
+                }
+            } else {
+                match parse_head(unread, limits.max_headers) {
+                    Ok(Some((len, head))) => {
+                        w.consume(len);
+                        return Next::Head(Box::new(head));
+                    }
+                    Ok(None) if unread.len() >= limits.max_head => {
+                        return Next::Refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+                    }
+                    Ok(None) => {}
+                    Err(Refusal(status)) => return Next::Refuse(status),
+                }
+            }
+            !w.unread().is_empty()
+        };
+        if *closing && !buffered {
+            return Next::Close;
+        }
+        let deadline = match head_begun {
+            Some(begun) => begun + limits.header_read,
+            None => waiting_since + limits.idle,
+        };
+        sleep.as_mut().reset(deadline.min(limits.max_age));
+        tokio::select! {
+            biased;
+            filled = poll_fn(|cx| lock(wire).poll_fill(cx, limits.max_head)) => match filled {
+                Ok(n) if n > 0 => {
+                    head_begun.get_or_insert_with(Instant::now);
+                }
+                _ => return Next::Close,
+            },
+            () = sleep.as_mut() => {
+                if head_begun.is_some() && !lock(wire).unread().is_empty() {
+                    tracing::debug!("request head not received within the header-read timeout");
+                }
+                return Next::Close;
+            }
+            _ = stopping.changed(), if !*closing => *closing = true,
+        }
+    }
+}
+
+/// How a response body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Out {
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the connection closes (an HTTP/1.0 client and a body of unknown length).
+    Close,
+}
+
+/// Writes `resp`; `Ok(true)` if the connection may carry another request.
+async fn write_response<IO: AsyncRead + AsyncWrite + Unpin>(
+    wire: &WireRef<IO>,
+    resp: Response<Body>,
+    head_method: bool,
+    version: Version,
+    keep_alive: bool,
+    trailers_ok: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let out = if head_method
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Out::None
+    } else if let Some(n) = declared {
+        Out::Length(n)
+    } else if body.is_end_stream() {
+        Out::Length(0)
+    } else if let Some(n) = body.size_hint().exact() {
+        Out::Length(n)
+    } else if version == Version::HTTP_11 {
+        Out::Chunked
+    } else {
+        Out::Close
+    };
+    let keep_alive = keep_alive && out != Out::Close && status != StatusCode::SWITCHING_PROTOCOLS;
+    let mut buf = Vec::with_capacity(512);
+    encode_head(&mut buf, &parts, out, keep_alive, version);
+    if out == Out::None {
+        write_all(wire, &buf).await?;
+        return Ok(keep_alive);
+    }
+    let mut sent: u64 = 0;
+    loop {
+        let polled = if buf.is_empty() {
+            poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        } else {
+            match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    // Nothing more yet: send what is gathered, then wait.
+                    write_all(wire, &buf).await?;
+                    buf.clear();
+                    continue;
+                }
+            }
+        };
+        match polled {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    sent += data.len() as u64;
+                    match out {
+                        Out::Length(n) if sent > n => {
+                            return Err(io::Error::other("response body longer than its content-length"));
+                        }
+                        Out::Chunked if !data.is_empty() => {
+                            buf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                            buf.extend_from_slice(&data);
+                            buf.extend_from_slice(b"\r\n");
+                        }
+                        _ => buf.extend_from_slice(&data),
+                    }
+                }
+                Err(frame) => {
+                    if let (Out::Chunked, true, Ok(trailers)) = (out, trailers_ok, frame.into_trailers()) {
+                        buf.extend_from_slice(b"0\r\n");
+                        encode_fields(&mut buf, &trailers);
+                        buf.extend_from_slice(b"\r\n");
+                        write_all(wire, &buf).await?;
+                        return Ok(keep_alive);
+                    }
+                }
+            },
+            Some(Err(e)) => return Err(io::Error::other(e)),
+            None => {
+                match out {
+                    Out::Length(n) if sent != n => {
+                        return Err(io::Error::other("response body shorter than its content-length"));
+                    }
+                    Out::Chunked => buf.extend_from_slice(b"0\r\n\r\n"),
+                    _ => {}
+                }
+                write_all(wire, &buf).await?;
+                return Ok(keep_alive);
+            }
+        }
+        if buf.len() >= WRITE_BATCH {
+            write_all(wire, &buf).await?;
+            buf.clear();
+        }
+    }
+}
+
+/// The status line and header fields, with the framing and connection fields this side decides.
+fn encode_head(buf: &mut Vec<u8>, parts: &http::response::Parts, out: Out, keep_alive: bool, version: Version) {
+    let status = parts.status;
+    buf.extend_from_slice(b"HTTP/1.1 ");
+    buf.extend_from_slice(status.as_str().as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    buf.extend_from_slice(b"\r\n");
+    let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
+    // A no-body response to HEAD or a 304 keeps the length the origin declared.
+    let keep_length = matches!(out, Out::Length(_))
+        || (out == Out::None && !upgrade && status != StatusCode::NO_CONTENT && !status.is_informational());
+    for (name, value) in &parts.headers {
+        let skip = name == header::TRANSFER_ENCODING
+            || (name == header::CONNECTION && !upgrade)
+            || name == "keep-alive"
+            || (name == header::CONTENT_LENGTH && !keep_length);
+        if !skip {
+            field(buf, name.as_str(), value.as_bytes());
+        }
+    }
+    match out {
+        Out::Length(n) if !parts.headers.contains_key(header::CONTENT_LENGTH) => {
+            field(buf, "content-length", n.to_string().as_bytes());
+        }
+        Out::Chunked => field(buf, "transfer-encoding", b"chunked"),
+        _ => {}
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        field(buf, "date", &http_date());
+    }
+    if !upgrade {
+        if !keep_alive {
+            field(buf, "connection", b"close");
+        } else if version == Version::HTTP_10 {
+            field(buf, "connection", b"keep-alive");
+        }
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+fn encode_fields(buf: &mut Vec<u8>, fields: &HeaderMap) {
+    for (name, value) in fields {
+        field(buf, name.as_str(), value.as_bytes());
+    }
+}
+
+fn field(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value);
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// The `Date` value, formatted once per second per thread.
+fn http_date() -> [u8; 29] {
+    thread_local! {
+        static CACHED: std::cell::Cell<(u64, [u8; 29])> = const { std::cell::Cell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|cached| {
+        let (at, text) = cached.get();
+        if at == second {
+            return text;
+        }
+        let mut fresh = [0u8; 29];
+        let formatted = httpdate::fmt_http_date(now);
+        if formatted.len() == fresh.len() {
+            fresh.copy_from_slice(formatted.as_bytes());
+        }
+        cached.set((second, fresh));
+        fresh
+    })
+}
+
+async fn write_all<IO: AsyncRead + AsyncWrite + Unpin>(wire: &WireRef<IO>, bytes: &[u8]) -> io::Result<()> {
+    let mut pos = 0;
+    poll_fn(|cx| {
+        let mut w = lock(wire);
+        // A `100 Continue` half written must be finished first; one not begun is dropped, as
+        // the final response makes it moot.
+        match w.continue_sent {
+            Some(0) => w.continue_sent = None,
+            Some(_) => ready!(w.poll_continue(cx))?,
+            None => {}
+        }
+        w.poll_write_all(cx, bytes, &mut pos)
+    })
+    .await
+}
+
+/// Reads and discards what is left of a small request body the handler did not read, so that
+/// the connection can carry the next request. `false`: close it instead.
+async fn drain<IO: AsyncRead + AsyncWrite + Unpin>(wire: &WireRef<IO>) -> bool {
+    let mut discarded: u64 = 0;
+    let drained = poll_fn(|cx| {
+        let mut w = lock(wire);
+        let id = w.body_id;
+        loop {
+            match ready!(w.poll_body(cx, id)) {
+                None => return Poll::Ready(true),
+                Some(Ok(frame)) => {
+                    discarded += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if discarded > DRAIN_MAX {
+                        return Poll::Ready(false);
+                    }
+                }
+                Some(Err(_)) => return Poll::Ready(false),
+            }
+        }
+    });
+    tokio::time::timeout(DRAIN_TIME, drained).await.unwrap_or(false)
+}
+
+/// Relays bytes between the client and the origin after both switched protocols, until either
+/// side closes or the edge stops.
+async fn tunnel<IO: AsyncRead + AsyncWrite + Unpin>(
+    wire: &WireRef<IO>,
+    upgrade: OriginUpgrade,
+    stopping: &mut watch::Receiver<bool>,
+) {
+    let (io, early) = {
+        let mut w = lock(wire);
+        let early = w.unread().to_vec();
+        (w.io.take(), early)
+    };
+    let Some(mut client) = io else { return };
+    let mut origin = match upgrade.0.await {
+        Ok(upgraded) => TokioIo::new(upgraded),
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    // Bytes the client sent right after its upgrade request belong to the new protocol.
+    if !early.is_empty() && origin.write_all(&early).await.is_err() {
+        return;
+    }
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut client, &mut origin) => {
+            if let Err(e) = copied {
+                tracing::debug!(error = %e, "upgraded connection ended with an error");
+            }
+        }
+        _ = stopping.wait_for(|stop| *stop) => {}
+    }
+}
+
+/// Closes the connection: the TLS close_notify, then the socket. A body still held upstream
+/// sees the connection closed.
+async fn close<IO: AsyncRead + AsyncWrite + Unpin>(wire: &WireRef<IO>) {
+    let io = lock(wire).io.take();
+    if let Some(mut io) = io {
+        let _ = tokio::time::timeout(SHUTDOWN_TIME, io.shutdown()).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handing over to HTTP/2
+
+/// A stream with bytes already read from it put back in front.
+pub(crate) struct Prefixed<IO> {
+    prefix: Vec<u8>,
+    pos: usize,
+    io: IO,
+}
+
+impl<IO> Prefixed<IO> {
+    pub(crate) fn new(prefix: Vec<u8>, io: IO) -> Prefixed<IO> {
+        Prefixed { prefix, pos: 0, io }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.pos < this.prefix.len() {
+            let n = (this.prefix.len() - this.pos).min(buf.remaining());
+            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
+            this.pos += n;
+            if this.pos == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
