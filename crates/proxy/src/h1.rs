@@ -132,7 +132,9 @@ fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<(usize, Head)>, R
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(Refusal(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)),
-        Err(httparse::Error::Version) => return Err(Refusal(StatusCode::HTTP_VERSION_NOT_SUPPORTED)),
+        Err(httparse::Error::Version) if names_another_version(buf) => {
+            return Err(Refusal(StatusCode::HTTP_VERSION_NOT_SUPPORTED));
+        }
         Err(_) => return Err(bad),
     };
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
@@ -173,6 +175,15 @@ fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<(usize, Head)>, R
             trailers,
         },
     )))
+}
+
+/// The request line ends in a well-formed version other than HTTP/1.x (`HTTP/2.0`, `HTTP/3.0`),
+/// rather than in garbage (`GET /a b HTTP/1.1`).
+fn names_another_version(buf: &[u8]) -> bool {
+    let line = buf.split(|b| *b == b'\n').next().unwrap_or_default().trim_ascii_end();
+    let version = line.rsplit(|b| *b == b' ').next().unwrap_or_default();
+    line.split(|b| *b == b' ').count() == 3
+        && matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit())
 }
 
 /// The comma-separated tokens of every `name` field.
@@ -1029,5 +1040,262 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Result<Option<(usize, Head)>, Refusal> {
+        parse_head(text.as_bytes(), 100)
+    }
+
+    fn framing(text: &str) -> Result<Framing, StatusCode> {
+        match head(text) {
+            Ok(Some((_, h))) => Ok(h.framing),
+            Ok(None) => panic!("incomplete: {text:?}"),
+            Err(Refusal(status)) => Err(status),
+        }
+    }
+
+    #[test]
+    fn heads_parse_into_parts_and_connection_semantics() {
+        let text = "GET /a?b=1 HTTP/1.1\r\nHost: x.test\r\nX-Two: 1\r\nx-two: 2\r\n\r\nrest";
+        let (len, h) = head(text).unwrap().unwrap();
+        assert_eq!(&text[len..], "rest");
+        assert_eq!(h.parts.method, Method::GET);
+        assert_eq!(h.parts.uri, "/a?b=1");
+        assert_eq!(h.parts.version, Version::HTTP_11);
+        assert_eq!(h.parts.headers.get_all("x-two").iter().count(), 2);
+        assert!(h.keep_alive);
+        assert_eq!(h.framing, Framing::Done);
+
+        let close = head("GET / HTTP/1.1\r\nConnection: foo, Close\r\n\r\n")
+            .unwrap()
+            .unwrap()
+            .1;
+        assert!(!close.keep_alive);
+        let old = head("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().1;
+        assert!(!old.keep_alive);
+        let old_kept = head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap()
+            .1;
+        assert!(old_kept.keep_alive);
+        let expect = head("PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 3\r\nTE: trailers\r\n\r\n")
+            .unwrap()
+            .unwrap()
+            .1;
+        assert!(expect.expect_continue && expect.trailers);
+        assert_eq!(expect.framing, Framing::Length(3));
+
+        assert!(head("GET / HTTP/1.1\r\nHost: x").unwrap().is_none(), "partial");
+        assert!(head("").unwrap().is_none());
+    }
+
+    #[test]
+    fn request_framing_is_strict() {
+        let chunked = Ok(Framing::Chunked(Chunk::Size));
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            chunked
+        );
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n"),
+            chunked
+        );
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+            Ok(Framing::Done)
+        );
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n"),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+            Ok(Framing::Length(5))
+        );
+        let bad = Err(StatusCode::BAD_REQUEST);
+        // Smuggling shapes: both framings, differing or malformed lengths, TE in HTTP/1.0.
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"),
+            bad
+        );
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            bad
+        );
+        assert_eq!(framing("POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n"), bad);
+        assert_eq!(framing("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n"), bad);
+        assert_eq!(framing("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), bad);
+        assert_eq!(framing("POST / HTTP/1.1\r\nContent-Length: 0x10\r\n\r\n"), bad);
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n"),
+            bad
+        );
+        assert_eq!(framing("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), bad);
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            bad
+        );
+        assert_eq!(framing("POST / HTTP/1.1\r\nTransfer-Encoding: ,\r\n\r\n"), bad);
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Err(StatusCode::NOT_IMPLEMENTED)
+        );
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(StatusCode::NOT_IMPLEMENTED)
+        );
+    }
+
+    #[test]
+    fn malformed_heads_are_refused_with_a_status() {
+        let status = |text: &str| head(text).err().map(|r| r.0);
+        assert_eq!(
+            status("GET / HTTP/2.0\r\n\r\n"),
+            Some(StatusCode::HTTP_VERSION_NOT_SUPPORTED)
+        );
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nx: a\r\n folded\r\n\r\n"),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(status("GET /a b HTTP/1.1\r\n\r\n"), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(status("G@T / HTTP/1.1\r\n\r\n"), Some(StatusCode::BAD_REQUEST));
+        let mut many = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..101 {
+            many.push_str(&format!("x-{i}: v\r\n"));
+        }
+        many.push_str("\r\n");
+        assert_eq!(status(&many), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+    }
+
+    /// Decodes `input` as a body with `framing`, feeding it `step` bytes at a time: the data,
+    /// the trailers, or the decoder's error.
+    fn decode_all(input: &[u8], framing: Framing, step: usize) -> Result<(Vec<u8>, Option<HeaderMap>), &'static str> {
+        let (io, _peer) = tokio::io::duplex(64);
+        let mut wire = Wire::new(io);
+        wire.framing = framing;
+        let (mut data, mut trailers) = (Vec::new(), None);
+        let mut fed = 0;
+        loop {
+            match wire.decode()? {
+                Some(Some(frame)) => match frame.into_data() {
+                    Ok(d) => data.extend_from_slice(&d),
+                    Err(frame) => trailers = frame.into_trailers().ok(),
+                },
+                Some(None) => return Ok((data, trailers)),
+                None if fed == input.len() => return Err("input ended"),
+                None => {
+                    let n = step.min(input.len() - fed);
+                    let unread = wire.unread().to_vec();
+                    wire.buf = [unread.as_slice(), &input[fed..fed + n]].concat();
+                    wire.start = 0;
+                    wire.end = wire.buf.len();
+                    fed += n;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_read_sizes() {
+        let chunked = Framing::Chunked(Chunk::Size);
+        let input = b"5\r\nhello\r\n6;name=value\r\n world\r\n0\r\nx-sum: 1\r\nx-other: 2\r\n\r\n";
+        for step in [1, 2, 3, 7, input.len()] {
+            let (data, trailers) = decode_all(input, chunked, step).unwrap();
+            assert_eq!(data, b"hello world", "step {step}");
+            let trailers = trailers.unwrap();
+            assert_eq!(trailers["x-sum"], "1");
+            assert_eq!(trailers.len(), 2);
+        }
+        let (data, trailers) = decode_all(b"A\r\n0123456789\r\n0\r\n\r\n", chunked, 4).unwrap();
+        assert_eq!((data.as_slice(), trailers), (&b"0123456789"[..], None));
+        let (data, _) = decode_all(b"hello, and more", Framing::Length(5), 2).unwrap();
+        assert_eq!(data, b"hello");
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_errors() {
+        let chunked = Framing::Chunked(Chunk::Size);
+        for (input, why) in [
+            (&b"5\nhello\r\n0\r\n\r\n"[..], "bare LF after the size"),
+            (b"5\r\nhelloX\r\n0\r\n\r\n", "data longer than its size"),
+            (b"\r\nhello\r\n", "empty size"),
+            (b"-5\r\nhello\r\n", "signed size"),
+            (b"g\r\n", "not hex"),
+            (b"10000000000000000\r\n", "17 hex digits"),
+            (b"0\r\nbad field\r\n\r\n", "malformed trailer"),
+        ] {
+            assert!(decode_all(input, chunked, 3).is_err(), "{why}");
+        }
+        let long_line = format!("5;{}\r\n", "x".repeat(MAX_CHUNK_LINE + 10));
+        assert!(decode_all(long_line.as_bytes(), chunked, 1024).is_err());
+        assert_eq!(decode_all(b"5\r\nhel", chunked, 2), Err("input ended"));
+    }
+
+    fn encoded(resp: Response<()>, out: Out, keep_alive: bool, version: Version) -> String {
+        let mut buf = Vec::new();
+        encode_head(&mut buf, &resp.into_parts().0, out, keep_alive, version);
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn response_heads_carry_the_framing_this_side_chose() {
+        let resp = || {
+            Response::builder()
+                .status(200)
+                .header("content-length", "12")
+                .header("transfer-encoding", "chunked")
+                .header("connection", "x-hop")
+                .header("x-kept", "1")
+                .body(())
+                .unwrap()
+        };
+        let chunked = encoded(resp(), Out::Chunked, true, Version::HTTP_11);
+        assert!(chunked.starts_with("HTTP/1.1 200 OK\r\n"), "{chunked}");
+        assert!(chunked.contains("\r\ntransfer-encoding: chunked\r\n"));
+        assert!(
+            !chunked.contains("content-length") && !chunked.contains("x-hop"),
+            "{chunked}"
+        );
+        assert!(chunked.contains("\r\nx-kept: 1\r\n") && chunked.contains("\r\ndate: "));
+        assert!(chunked.ends_with("\r\n\r\n") && !chunked.contains("connection"));
+
+        let head = encoded(resp(), Out::None, false, Version::HTTP_11);
+        assert!(
+            head.contains("content-length: 12") && head.contains("connection: close"),
+            "{head}"
+        );
+        let old = encoded(resp(), Out::Length(12), true, Version::HTTP_10);
+        assert!(
+            old.contains("content-length: 12") && old.contains("connection: keep-alive"),
+            "{old}"
+        );
+        assert_eq!(old.matches("content-length").count(), 1);
+        let no_content = encoded(
+            Response::builder()
+                .status(204)
+                .header("content-length", "0")
+                .body(())
+                .unwrap(),
+            Out::None,
+            true,
+            Version::HTTP_11,
+        );
+        assert!(!no_content.contains("content-length"), "{no_content}");
+    }
+
+    #[test]
+    fn the_date_is_an_imf_fixdate() {
+        let date = http_date();
+        let text = std::str::from_utf8(&date).unwrap();
+        assert!(httpdate::parse_http_date(text).is_ok(), "{text}");
     }
 }

@@ -1590,4 +1590,5 @@ async fn a_streaming_response_is_not_cut_off_by_a_pipelined_request() {
     assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "both responses: {text}");
 }
 
+mod http1;
 mod limits;

@@ -1,0 +1,228 @@
+//! The proxy's own HTTP/1.1 server side, from a raw TLS client: interim responses, pipelining,
+//! HTTP/1.0, chunked uploads with trailers, strict framing, HEAD, unread bodies, and HTTP/2 with
+//! prior knowledge.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn raw(proxy: &Proxy, w: &World) -> TlsStream<TcpStream> {
+    tls_connect(proxy, &w.server, "api.test", None, b"http/1.1")
+        .await
+        .unwrap()
+}
+
+/// Reads until `n` complete responses (heads and `content-length` bodies) have arrived.
+async fn responses(tls: &mut TlsStream<TcpStream>, n: usize) -> Vec<(String, String)> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while out.len() < n {
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n");
+        if let Some(end) = end {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .map_or(0, |v| v.trim().parse().unwrap());
+            let length = if head.starts_with("HTTP/1.1 100") { 0 } else { length };
+            if buf.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+                buf.drain(..end + 4 + length);
+                out.push((head, body));
+                continue;
+            }
+        }
+        let n = tokio::time::timeout(WAIT, tls.read(&mut chunk))
+            .await
+            .expect("no response")
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed after {} responses: {:?}",
+            out.len(),
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    out
+}
+
+/// The connection is closed by the proxy (after what it already sent).
+async fn closed(tls: &mut TlsStream<TcpStream>) -> bool {
+    let mut rest = Vec::new();
+    matches!(
+        tokio::time::timeout(WAIT, tls.read_to_end(&mut rest)).await,
+        Ok(Ok(_)) | Ok(Err(_))
+    )
+}
+
+fn echoed_body(body: &str) -> String {
+    let json: Json = serde_json::from_str(body).unwrap();
+    json["body"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn expect_continue_pipelining_and_http10() {
+    let w = world().await;
+    let proxy = api_proxy(&w, ProxyConfig::default()).await;
+
+    // `Expect: 100-continue`: the interim response comes before the body is sent.
+    let mut tls = raw(&proxy, &w).await;
+    tls.write_all(b"PUT /public HTTP/1.1\r\nHost: api.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let interim = responses(&mut tls, 1).await;
+    assert!(interim[0].0.starts_with("HTTP/1.1 100 Continue"), "{interim:?}");
+    tls.write_all(b"hello").await.unwrap();
+    let (head, body) = responses(&mut tls, 1).await.remove(0);
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert_eq!(echoed_body(&body), "hello");
+
+    // Two requests in one write: two responses, in order, on the same connection.
+    tls.write_all(
+        b"POST /public HTTP/1.1\r\nHost: api.test\r\nContent-Length: 3\r\n\r\none\
+          POST /public HTTP/1.1\r\nHost: api.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\ntwo",
+    )
+    .await
+    .unwrap();
+    let both = responses(&mut tls, 2).await;
+    assert_eq!(echoed_body(&both[0].1), "one");
+    assert_eq!(echoed_body(&both[1].1), "two");
+    assert!(both[1].0.contains("connection: close"), "{both:?}");
+    assert!(closed(&mut tls).await, "Connection: close is honoured");
+
+    // HTTP/1.0 without keep-alive: one response with a length, then the connection closes.
+    let mut tls = raw(&proxy, &w).await;
+    tls.write_all(b"GET /public HTTP/1.0\r\nHost: api.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = responses(&mut tls, 1).await.remove(0);
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK") && head.contains("content-length:"),
+        "{head}"
+    );
+    assert!(body.contains("\"method\":\"GET\""), "{body}");
+    assert!(closed(&mut tls).await);
+    // HTTP/1.0 with keep-alive stays open.
+    let mut tls = raw(&proxy, &w).await;
+    for _ in 0..2 {
+        tls.write_all(b"GET /public HTTP/1.0\r\nHost: api.test\r\nConnection: keep-alive\r\n\r\n")
+            .await
+            .unwrap();
+        let (head, _) = responses(&mut tls, 1).await.remove(0);
+        assert!(head.contains("connection: keep-alive"), "{head}");
+    }
+}
+
+#[tokio::test]
+async fn chunked_uploads_head_requests_and_unread_bodies() {
+    let w = world().await;
+    let proxy = api_proxy(&w, ProxyConfig::default()).await;
+    let mut tls = raw(&proxy, &w).await;
+
+    // A chunked body with an extension and a trailer reaches the origin whole.
+    tls.write_all(
+        b"POST /public HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: 1\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (head, body) = responses(&mut tls, 1).await.remove(0);
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert_eq!(echoed_body(&body), "hello world");
+
+    // HEAD: the length of the GET, no body, and the connection goes on.
+    tls.write_all(b"HEAD /public HTTP/1.1\r\nHost: api.test\r\nX-Head: yes\r\n\r\n")
+        .await
+        .unwrap();
+    tls.write_all(b"GET /public HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut got = Vec::new();
+    while got.windows(4).filter(|w| *w == b"\r\n\r\n").count() < 2 || !got.ends_with(b"}") {
+        let n = tokio::time::timeout(WAIT, tls.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    let (head_resp, rest) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head_resp.contains("content-length:"), "{head_resp}");
+    assert!(
+        rest.starts_with("HTTP/1.1 200 OK"),
+        "the HEAD response has no body: {rest}"
+    );
+
+    // A blocked request's small body is read and dropped; the connection stays usable.
+    tls.write_all(b"POST /api HTTP/1.1\r\nHost: api.test\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let (head, _) = responses(&mut tls, 1).await.remove(0);
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    tls.write_all(b"GET /public HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = responses(&mut tls, 1).await.remove(0);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+#[tokio::test]
+async fn ambiguous_framing_is_refused_and_the_connection_closed() {
+    let w = world().await;
+    let proxy = api_proxy(&w, ProxyConfig::default()).await;
+    for (request, status) in [
+        (
+            &b"POST /public HTTP/1.1\r\nHost: api.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+            "400",
+        ),
+        (b"POST /public HTTP/1.1\r\nHost: api.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", "400"),
+        (b"POST /public HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "501"),
+        (b"GET /public HTTP/3.0\r\nHost: api.test\r\n\r\n", "505"),
+        (b"GET /public HTTP/1.1\r\nHost: api.test\r\nbad header\r\n\r\n", "400"),
+    ] {
+        let mut tls = raw(&proxy, &w).await;
+        tls.write_all(request).await.unwrap();
+        let (head, _) = responses(&mut tls, 1).await.remove(0);
+        assert!(head.starts_with(&format!("HTTP/1.1 {status}")), "{head}");
+        assert!(head.contains("connection: close"), "{head}");
+        assert!(closed(&mut tls).await);
+    }
+    // A chunked body that breaks its framing mid-way ends the connection, not the proxy.
+    let mut tls = raw(&proxy, &w).await;
+    tls.write_all(b"POST /public HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX")
+        .await
+        .unwrap();
+    assert!(closed(&mut tls).await);
+    let mut c = h1(&proxy, &w.server, "api.test", None).await;
+    assert_eq!(c.get("api.test", "/public", &[]).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_and_no_alpn() {
+    let w = world().await;
+    let proxy = api_proxy(&w, ProxyConfig::default()).await;
+    let mut config = (*client_config(&w.server, None, b"h2", true)).clone();
+    config.alpn_protocols.clear();
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("api.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut c = H2(sender);
+    let (status, _, body) = c.get("api.test", "/public").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("HTTP/1.1"), "forwarded to the HTTP/1.1 origin: {body}");
+}
