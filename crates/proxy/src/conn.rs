@@ -73,7 +73,7 @@ impl GuardedBody {
 
 impl hyper::body::Body for GuardedBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

@@ -27,12 +27,13 @@ use crate::body::{BodyFailure, BodyState, LimitedBody, RequestBody};
 use crate::config::ProxyConfig;
 use crate::conn::ConnInfo;
 use crate::observe;
+use crate::origin_h1::{OriginError, OriginPool};
 use crate::origin_tls::{HttpsConnector, OriginTls};
 use crate::respond;
 use crate::snapshot::{Forwarding, Host};
 
 /// The body type of every response the proxy sends.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// On a 101 response to a WebSocket upgrade: the origin's side of the upgraded connection.
 #[derive(Clone)]
@@ -231,6 +232,8 @@ fn client_builder(http2: bool) -> hyper_util::client::legacy::Builder {
 
 /// The pooled upstream clients, shared by all connections and snapshots.
 pub(crate) struct Upstream {
+    /// Requests without a body to plain-HTTP HTTP/1.1 origins.
+    origin_h1: Arc<OriginPool>,
     http1: Client<HttpConnector, LimitedBody>,
     h2c: Client<HttpConnector, LimitedBody>,
     /// One client per distinct origin TLS setting ([`OriginTls`] key), created on first use, so
@@ -249,6 +252,7 @@ impl Upstream {
         connector.set_connect_timeout(Some(config.upstream_connect_timeout));
         connector.set_nodelay(true);
         Upstream {
+            origin_h1: OriginPool::new(config.upstream_connect_timeout),
             http1: client_builder(false).build(connector.clone()),
             h2c: client_builder(true).build(connector.clone()),
             https: Mutex::new(HashMap::new()),
@@ -259,6 +263,11 @@ impl Upstream {
             // A zero timeout would fail every body that is not already buffered.
             body_timeout: config.request_body_timeout.max(Duration::from_millis(10)),
         }
+    }
+
+    /// Closes pooled origin connections that are idle too long or closed by the origin.
+    pub(crate) fn sweep(&self) {
+        self.origin_h1.sweep();
     }
 
     fn https_client(&self, tls: &OriginTls, http2: bool) -> Client<HttpsConnector, LimitedBody> {
@@ -382,6 +391,35 @@ impl Upstream {
             }
         }
 
+        if host.origin.tls.is_none()
+            && !host.origin.http2
+            && upgrade.is_none()
+            && hyper::body::Body::is_end_stream(&body)
+        {
+            // Most API reads: the proxy's own client, in this task (see `origin_h1`).
+            let sent = self.origin_h1.send(&parts, host.origin.authority.as_str());
+            let resp = match tokio::time::timeout(self.response_timeout, sent).await {
+                Ok(Ok(resp)) => resp,
+                Err(_) => {
+                    observe::upstream_error(&host.hostname, "timeout");
+                    return error(StatusCode::GATEWAY_TIMEOUT);
+                }
+                Ok(Err(e)) => {
+                    let kind = if matches!(e, OriginError::Connect(_)) {
+                        "connect"
+                    } else {
+                        "protocol"
+                    };
+                    observe::upstream_error(&host.hostname, kind);
+                    tracing::warn!(host = %host.hostname, error = %e, kind, "origin request failed");
+                    return error(StatusCode::BAD_GATEWAY);
+                }
+            };
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            parts.version = downstream_version;
+            return (Response::from_parts(parts, body), false);
+        }
         let state = Arc::new(BodyState::default());
         let body = LimitedBody::new(body, self.max_body, self.body_timeout, state.clone());
         let request = Request::from_parts(parts, body);
@@ -429,7 +467,7 @@ impl Upstream {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         parts.version = downstream_version;
-        (Response::from_parts(parts, body.boxed()), false)
+        (Response::from_parts(parts, body.map_err(Into::into).boxed()), false)
     }
 }
 

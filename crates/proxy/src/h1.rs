@@ -90,17 +90,19 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// How a request's body is delimited, and how far it has been read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(crate) enum Framing {
     /// No body, or all of it read.
     Done,
     Length(u64),
     Chunked(Chunk),
+    /// A response body without a length: everything until the origin closes.
+    UntilClose,
     /// Bad framing or a failed read: the connection cannot carry another request.
     Broken,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
+pub(crate) enum Chunk {
     Size,
     Data(u64),
     /// The CRLF after a chunk's data.
@@ -187,7 +189,7 @@ fn names_another_version(buf: &[u8]) -> bool {
 }
 
 /// The comma-separated tokens of every `name` field.
-fn tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(name)
         .into_iter()
@@ -196,7 +198,7 @@ fn tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &[u8]> 
         .filter(|t| !t.is_empty())
 }
 
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+pub(crate) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
 }
 
@@ -243,18 +245,18 @@ fn request_framing(headers: &HeaderMap, version: Version) -> Result<Framing, Ref
 /// The client stream and the bytes read from it but not yet used. The connection task reads
 /// heads and writes responses; the request body, polled by the task that sends it upstream,
 /// reads body bytes. Neither holds the lock across an await.
-struct Wire<IO> {
+pub(crate) struct Wire<IO> {
     /// `None` once the connection is closed or handed over.
-    io: Option<IO>,
+    pub(crate) io: Option<IO>,
     /// Zero-filled up to its length; `[start, end)` is unread. Empty while the connection waits
     /// for its next request with nothing buffered.
     buf: Vec<u8>,
     start: usize,
     end: usize,
-    framing: Framing,
+    pub(crate) framing: Framing,
     /// Which request the current body belongs to, so a body still held upstream after its
     /// response cannot read the next request's bytes.
-    body_id: u64,
+    pub(crate) body_id: u64,
     /// Bytes of the interim `100 Continue` already written, while one is due.
     continue_sent: Option<usize>,
 }
@@ -274,7 +276,7 @@ fn closed() -> io::Error {
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
-    fn new(io: IO) -> Wire<IO> {
+    pub(crate) fn new(io: IO) -> Wire<IO> {
         Wire {
             io: Some(io),
             buf: Vec::new(),
@@ -286,11 +288,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
         }
     }
 
-    fn unread(&self) -> &[u8] {
+    pub(crate) fn unread(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }
 
-    fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         self.start += n;
         if self.start == self.end {
             self.start = 0;
@@ -299,7 +301,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
     }
 
     /// Frees the buffer if it holds nothing.
-    fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         if self.start == self.end && !self.buf.is_empty() {
             self.buf = Vec::new();
             self.start = 0;
@@ -309,7 +311,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
 
     /// Reads more bytes after the unread ones, growing the buffer up to `limit` if it is full.
     /// `Ok(0)` is the end of the stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>, limit: usize) -> Poll<io::Result<usize>> {
+    pub(crate) fn poll_fill(&mut self, cx: &mut Context<'_>, limit: usize) -> Poll<io::Result<usize>> {
         if self.io.is_none() {
             return Poll::Ready(Err(closed()));
         }
@@ -338,7 +340,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
     }
 
     /// Writes `bytes[*pos..]` and flushes; `pos` keeps the progress across `Pending`.
-    fn poll_write_all(&mut self, cx: &mut Context<'_>, bytes: &[u8], pos: &mut usize) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_write_all(
+        &mut self,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+        pos: &mut usize,
+    ) -> Poll<io::Result<()>> {
         let Some(io) = self.io.as_mut() else {
             return Poll::Ready(Err(closed()));
         };
@@ -369,6 +376,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
             match self.framing {
                 Framing::Done => return Ok(Some(None)),
                 Framing::Broken => return Err("the request body could not be read"),
+                Framing::UntilClose => {
+                    return Ok(self.take_data(u64::MAX).map(|data| Some(Frame::data(data))));
+                }
                 Framing::Length(left) => {
                     let Some(data) = self.take_data(left) else {
                         return Ok(None);
@@ -465,7 +475,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
     }
 
     /// The next frame of the body of request `id`.
-    fn poll_body(&mut self, cx: &mut Context<'_>, id: u64) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    pub(crate) fn poll_body(&mut self, cx: &mut Context<'_>, id: u64) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if id != self.body_id {
             // The body outlived its response; its connection has moved on.
             return Poll::Ready(Some(Err("request body read after its response".into())));
@@ -484,6 +494,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
                 }
             }
             match ready!(self.poll_fill(cx, BODY_READ)) {
+                Ok(0) if self.framing == Framing::UntilClose => {
+                    self.framing = Framing::Done;
+                    // Ended by the close: the stream cannot be used again.
+                    self.io = None;
+                    return Poll::Ready(None);
+                }
                 Ok(0) => {
                     self.framing = Framing::Broken;
                     return Poll::Ready(Some(Err("connection closed in the middle of the request body".into())));

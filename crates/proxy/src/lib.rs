@@ -8,7 +8,8 @@
 //! - [`serve`]: the accept loop, handshake, HTTP/2 (hyper), graceful shutdown;
 //! - HTTP/1.1 (internal, `h1`): the proxy's own server side, keep-alive, WebSocket tunnels;
 //! - request handling (internal): SNI/Host check (421), rules context, block or forward;
-//! - [`forward`]: header hygiene, certificate forwarding styles, pooled upstream clients;
+//! - [`forward`]: header hygiene, certificate forwarding styles, pooled upstream clients (the
+//!   proxy's own HTTP/1.1 client for bodyless requests, `origin_h1`; hyper's for the rest);
 //! - [`origin_tls`]: TLS to `https://` origins;
 //! - [`events`]: security events for blocked and logged requests;
 //! - [`observe`]: metrics (the `metrics` facade), the access log and failed-handshake events.
@@ -22,6 +23,7 @@ mod conn;
 mod context;
 mod h1;
 mod handler;
+mod origin_h1;
 mod respond;
 mod server;
 

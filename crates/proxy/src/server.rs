@@ -171,6 +171,18 @@ impl Worker {
             upstream: Upstream::new(config),
         });
         let builder = Arc::new(h2_builder(config));
+        // Pooled origin connections that outlive their usefulness are closed in the background;
+        // the sweeper ends with this worker's `Shared`.
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(shared) = weak.upgrade() else { return };
+                shared.upstream.sweep();
+            }
+        });
         let limits = ConnLimits {
             timers: Timers {
                 handshake: config.handshake_timeout,

@@ -226,3 +226,87 @@ async fn http2_with_prior_knowledge_and_no_alpn() {
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("HTTP/1.1"), "forwarded to the HTTP/1.1 origin: {body}");
 }
+
+/// An origin on raw TCP that answers every request head with `reply`, then closes the connection
+/// if `close_after` (without saying so, as when a keep-alive timeout strikes); counts connections.
+async fn raw_origin(reply: &'static [u8], close_after: bool) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                loop {
+                    let Ok(n) = tcp.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        head.drain(..end + 4);
+                        if tcp.write_all(reply).await.is_err() || close_after {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test]
+async fn origin_connections_are_reused_and_stale_ones_replaced() {
+    use std::sync::atomic::Ordering;
+    let w = world().await;
+    let get3 = |origin: SocketAddr| {
+        let w = &w;
+        async move {
+            let proxy = start_proxy(build_snapshot(
+                1,
+                &w.server,
+                origin,
+                vec![HostSpec::new("api.test", &w.ca)],
+            ))
+            .await;
+            let mut c = h1(&proxy, &w.server, "api.test", None).await;
+            let mut bodies = Vec::new();
+            for _ in 0..3 {
+                let (status, _, body) = c.get("api.test", "/public", &[]).await;
+                assert_eq!(status, StatusCode::OK);
+                bodies.push(body);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            bodies
+        }
+    };
+
+    // Kept alive: one origin connection for three requests.
+    let (origin, connections) = raw_origin(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false).await;
+    assert_eq!(get3(origin).await, ["ok", "ok", "ok"]);
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+
+    // The origin closes each connection after its response without saying so: the pooled
+    // connection is found closed and replaced, and no request fails.
+    let (origin, connections) = raw_origin(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true).await;
+    assert_eq!(get3(origin).await, ["ok", "ok", "ok"]);
+    assert_eq!(connections.load(Ordering::SeqCst), 3);
+
+    // A body delimited by the origin's close arrives whole; the connection is not reused.
+    let (origin, connections) = raw_origin(b"HTTP/1.1 200 OK\r\n\r\nuntil close", true).await;
+    assert_eq!(get3(origin).await, ["until close", "until close", "until close"]);
+    assert_eq!(connections.load(Ordering::SeqCst), 3);
+
+    // Interim responses are skipped; a chunked body with a trailer is relayed.
+    let (origin, _) = raw_origin(
+        b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-t: 1\r\n\r\n",
+        false,
+    )
+    .await;
+    assert_eq!(get3(origin).await, ["ok", "ok", "ok"]);
+}
