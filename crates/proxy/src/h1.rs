@@ -16,7 +16,7 @@
 //! Not here: HTTP/2 (a connection that starts with the HTTP/2 preface is handed back to the
 //! caller), deciding or forwarding requests (`handler`), `CONNECT` (refused by the handler).
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -300,10 +300,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
         }
     }
 
-    /// Frees the buffer if it holds nothing.
+    /// Gives the buffer back to this thread's spares if it holds nothing.
     pub(crate) fn release(&mut self) {
         if self.start == self.end && !self.buf.is_empty() {
-            self.buf = Vec::new();
+            spare_put(std::mem::take(&mut self.buf));
             self.start = 0;
             self.end = 0;
         }
@@ -320,6 +320,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
+            }
+            if self.buf.is_empty() {
+                self.buf = spare_take();
             }
             if self.end == self.buf.len() {
                 let grown = (self.buf.len() * 2).clamp(HEAD_READ, limit.max(HEAD_READ));
@@ -514,6 +517,34 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
     }
 }
 
+/// Idle read buffers kept per thread: a connection gives its buffer back while it waits for
+/// the next request (so an idle connection holds none) and takes one when bytes arrive, without
+/// allocating and zeroing a fresh one each time.
+const SPARES: usize = 256;
+
+thread_local! {
+    static SPARE_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A zero-initialised (or reused) buffer of `HEAD_READ` bytes.
+fn spare_take() -> Vec<u8> {
+    SPARE_BUFFERS
+        .with(|s| s.borrow_mut().pop())
+        .unwrap_or_else(|| vec![0; HEAD_READ])
+}
+
+fn spare_put(buf: Vec<u8>) {
+    // Grown buffers (large heads, bodies) are freed rather than kept.
+    if buf.len() == HEAD_READ {
+        SPARE_BUFFERS.with(|s| {
+            let mut spares = s.borrow_mut();
+            if spares.len() < SPARES {
+                spares.push(buf);
+            }
+        });
+    }
+}
+
 /// The size of a chunk-size line (`1*HEXDIG [ BWS ";" extensions ]`).
 fn chunk_size(line: &[u8]) -> Option<u64> {
     let digits = line.split(|b| *b == b';').next()?.trim_ascii_end();
@@ -564,8 +595,25 @@ enum Next {
 
 /// Serves HTTP/1.1 requests on `io` until the client closes, a clock runs out, `stopping`
 /// becomes true between requests, or the client turns out to speak HTTP/2 (returned).
-pub(crate) async fn serve<IO>(
+pub(crate) fn serve<IO>(
     io: IO,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    limits: Limits,
+    stopping: watch::Receiver<bool>,
+) -> Pin<Box<dyn Future<Output = Outcome<IO>> + Send>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    RequestBody: From<H1Body<IO>>,
+{
+    // The stream goes to the heap first, so that the connection's future does not also carry
+    // room for it.
+    let wire: WireRef<IO> = Arc::new(Mutex::new(Wire::new(io)));
+    Box::pin(serve_wire(wire, conn, shared, limits, stopping))
+}
+
+async fn serve_wire<IO>(
+    wire: WireRef<IO>,
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
     limits: Limits,
@@ -575,9 +623,9 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     RequestBody: From<H1Body<IO>>,
 {
-    let wire: WireRef<IO> = Arc::new(Mutex::new(Wire::new(io)));
-    let sleep = tokio::time::sleep_until(limits.max_age);
-    tokio::pin!(sleep);
+    // What lives as long as the connection, or is large and rare, is on the heap rather than in
+    // this future: its size is paid by every idle connection.
+    let mut sleep = Box::pin(tokio::time::sleep_until(limits.max_age));
     // Accepted while the edge stops: no request is served unless one is already there.
     let mut closing = *stopping.borrow();
     let mut first = true;
@@ -595,7 +643,7 @@ where
             }
             Next::Refuse(status) => {
                 let page = respond::status_page(status, Version::HTTP_11);
-                let _ = write_response(&wire, page, false, Version::HTTP_11, false, false).await;
+                let _ = Box::pin(write_response(&wire, page, false, Version::HTTP_11, false, false)).await;
                 break;
             }
             Next::Close => break,
@@ -638,10 +686,10 @@ where
             None
         };
         let keep = keep_alive && !closing && !*stopping.borrow() && Instant::now() < limits.max_age;
-        let written = write_response(&wire, resp, head_method, version, keep, trailers).await;
+        let written = Box::pin(write_response(&wire, resp, head_method, version, keep, trailers)).await;
         if let Some(upgrade) = upgrade {
             if written.is_ok() {
-                tunnel(&wire, upgrade, &mut stopping).await;
+                Box::pin(tunnel(&wire, upgrade, &mut stopping)).await;
             }
             drop(in_progress);
             return Outcome::Closed;
@@ -994,10 +1042,12 @@ async fn tunnel<IO: AsyncRead + AsyncWrite + Unpin>(
 /// Closes the connection: the TLS close_notify, then the socket. A body still held upstream
 /// sees the connection closed.
 async fn close<IO: AsyncRead + AsyncWrite + Unpin>(wire: &WireRef<IO>) {
-    let io = lock(wire).io.take();
-    if let Some(mut io) = io {
-        let _ = tokio::time::timeout(SHUTDOWN_TIME, io.shutdown()).await;
-    }
+    let shutdown = poll_fn(|cx| match lock(wire).io.as_mut() {
+        Some(io) => Pin::new(io).poll_shutdown(cx),
+        None => Poll::Ready(Ok(())),
+    });
+    let _ = Box::pin(tokio::time::timeout(SHUTDOWN_TIME, shutdown)).await;
+    lock(wire).io = None;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -302,7 +302,8 @@ async fn connection(
             h1::Outcome::Http2(io) => io,
         }
     };
-    serve_h2(io, conn, shared, h2, stopping, limits.timers.idle, max_age).await;
+    // Boxed, like `h1::serve`: the connection task itself stays small.
+    Box::pin(serve_h2(io, conn, shared, h2, stopping, limits.timers.idle, max_age)).await;
 }
 
 /// The TLS handshake with the configuration of the host the ClientHello names, and the
