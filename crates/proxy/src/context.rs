@@ -84,30 +84,33 @@ fn query_args(query: &str) -> BTreeMap<Vec<u8>, Value> {
 /// Fills `ctx` with every field in `wanted`.
 pub(crate) fn fill(ctx: &mut Context, wanted: &FieldSet, req: &Parts, rf: &RequestFacts<'_>) {
     // `set` fails only for a mistyped value, which this code never produces; ignore the Result.
-    let mut set = |id: FieldId, value: Value| {
-        if wanted.contains(id) {
-            let _ = ctx.set(id, value);
-        }
-    };
+    // A macro, not a closure: the value is built (and its text copied) only for wanted fields.
+    macro_rules! set {
+        ($id:expr, $value:expr $(,)?) => {
+            if wanted.contains($id) {
+                let _ = ctx.set($id, $value);
+            }
+        };
+    }
     let path = req.uri.path();
     let query = req.uri.query().unwrap_or("");
     let uri = req.uri.path_and_query().map_or(path, |pq| pq.as_str());
 
-    set(fields::HTTP_HOST, Value::from(rf.host));
-    set(fields::HTTP_REQUEST_METHOD, Value::from(req.method.as_str()));
-    set(fields::HTTP_REQUEST_URI, Value::from(uri));
-    set(fields::HTTP_REQUEST_URI_PATH, Value::from(path));
-    set(fields::HTTP_REQUEST_URI_QUERY, Value::from(query));
+    set!(fields::HTTP_HOST, Value::from(rf.host));
+    set!(fields::HTTP_REQUEST_METHOD, Value::from(req.method.as_str()));
+    set!(fields::HTTP_REQUEST_URI, Value::from(uri));
+    set!(fields::HTTP_REQUEST_URI_PATH, Value::from(path));
+    set!(fields::HTTP_REQUEST_URI_QUERY, Value::from(query));
     if wanted.contains(fields::HTTP_REQUEST_URI_ARGS) {
-        set(fields::HTTP_REQUEST_URI_ARGS, Value::Map(query_args(query)));
+        set!(fields::HTTP_REQUEST_URI_ARGS, Value::Map(query_args(query)));
     }
     if wanted.contains(fields::HTTP_REQUEST_FULL_URI) {
-        set(
+        set!(
             fields::HTTP_REQUEST_FULL_URI,
             Value::from(format!("https://{}{uri}", rf.host).as_str()),
         );
     }
-    set(fields::HTTP_REQUEST_VERSION, Value::from(version_name(req.version)));
+    set!(fields::HTTP_REQUEST_VERSION, Value::from(version_name(req.version)));
     if wanted.contains(fields::HTTP_REQUEST_HEADERS) {
         let mut map: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
         for (name, value) in &req.headers {
@@ -118,50 +121,56 @@ pub(crate) fn fill(ctx: &mut Context, wanted: &FieldSet, req: &Parts, rf: &Reque
                 list.push(Value::from(value.as_bytes()));
             }
         }
-        set(fields::HTTP_REQUEST_HEADERS, Value::Map(map));
+        set!(fields::HTTP_REQUEST_HEADERS, Value::Map(map));
     }
     if wanted.contains(fields::HTTP_REQUEST_HEADERS_NAMES) {
         let names = req.headers.iter().map(|(n, _)| Value::from(n.as_str())).collect();
-        set(fields::HTTP_REQUEST_HEADERS_NAMES, Value::Array(names));
+        set!(fields::HTTP_REQUEST_HEADERS_NAMES, Value::Array(names));
     }
     if wanted.contains(fields::HTTP_REQUEST_HEADERS_VALUES) {
         let values = req.headers.iter().map(|(_, v)| Value::from(v.as_bytes())).collect();
-        set(fields::HTTP_REQUEST_HEADERS_VALUES, Value::Array(values));
+        set!(fields::HTTP_REQUEST_HEADERS_VALUES, Value::Array(values));
     }
     if wanted.contains(fields::HTTP_USER_AGENT) {
-        set(
+        set!(
             fields::HTTP_USER_AGENT,
             Value::Bytes(joined(&req.headers, http::header::USER_AGENT, b", ")),
         );
     }
     if wanted.contains(fields::HTTP_COOKIE) {
         // HTTP/2 clients may split cookies over several fields; they rejoin with "; " (RFC 9113 8.2.3).
-        set(
+        set!(
             fields::HTTP_COOKIE,
             Value::Bytes(joined(&req.headers, http::header::COOKIE, b"; ")),
         );
     }
     if wanted.contains(fields::HTTP_REFERER) {
-        set(
+        set!(
             fields::HTTP_REFERER,
             Value::Bytes(joined(&req.headers, http::header::REFERER, b", ")),
         );
     }
-    set(fields::IP_SRC, Value::Ip(rf.conn.remote.ip().to_canonical()));
-    set(fields::SSL, Value::Bool(true));
-    set(fields::CF_TLS_VERSION, Value::from(rf.conn.tls_version));
-    set(fields::CF_TLS_CIPHER, Value::from(rf.conn.tls_cipher.as_str()));
-    set(fields::CF_EDGE_SERVER_PORT, Value::Int(i64::from(rf.conn.local_port)));
-    for ((_, value), id) in rf.cert.fields().into_iter().zip(fact_ids()) {
+    set!(fields::IP_SRC, Value::Ip(rf.conn.remote.ip().to_canonical()));
+    set!(fields::SSL, Value::Bool(true));
+    set!(fields::CF_TLS_VERSION, Value::from(rf.conn.tls_version));
+    set!(fields::CF_TLS_CIPHER, Value::from(rf.conn.tls_cipher.as_str()));
+    set!(fields::CF_EDGE_SERVER_PORT, Value::Int(i64::from(rf.conn.local_port)));
+    let wants_facts = fact_ids().iter().flatten().any(|id| wanted.contains(*id));
+    for ((_, value), id) in wants_facts
+        .then(|| rf.cert.fields())
+        .into_iter()
+        .flatten()
+        .zip(fact_ids())
+    {
         if let Some(id) = id
             && wanted.contains(*id)
         {
-            set(*id, fact_value(value));
+            set!(*id, fact_value(value));
         }
     }
     let (service, method) = rf.grpc.unwrap_or(("", ""));
-    set(fields::PORTCULLIS_GRPC_SERVICE, Value::from(service));
-    set(fields::PORTCULLIS_GRPC_METHOD, Value::from(method));
+    set!(fields::PORTCULLIS_GRPC_SERVICE, Value::from(service));
+    set!(fields::PORTCULLIS_GRPC_METHOD, Value::from(method));
 }
 
 #[cfg(test)]

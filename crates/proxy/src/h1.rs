@@ -143,14 +143,10 @@ fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<(usize, Head)>, R
         return Err(bad);
     };
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| bad)?;
-    let uri: Uri = path.parse().map_err(|_| bad)?;
+    let shared = Bytes::copy_from_slice(&buf[..len]);
+    let uri = Uri::from_maybe_shared(shared.slice_ref_in(buf, path.as_bytes())).map_err(|_| bad)?;
     let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
-    for h in req.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad)?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| bad)?;
-        headers.append(name, value);
-    }
+    let headers = field_map(buf, &shared, req.headers).ok_or(bad)?;
     let framing = request_framing(&headers, version)?;
     let keep_alive = if version == Version::HTTP_11 {
         !has_token(&headers, header::CONNECTION, "close")
@@ -186,6 +182,36 @@ fn names_another_version(buf: &[u8]) -> bool {
     let version = line.rsplit(|b| *b == b' ').next().unwrap_or_default();
     line.split(|b| *b == b' ').count() == 3
         && matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit())
+}
+
+/// Parsed fields as a `HeaderMap` whose values share `shared`, one copy of the head in `buf`:
+/// one allocation per head instead of one per value. `None` if a name or value is invalid.
+pub(crate) fn field_map(buf: &[u8], shared: &Bytes, fields: &[httparse::Header<'_>]) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for h in fields {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        let value = HeaderValue::from_maybe_shared(shared.slice_ref_in(buf, h.value)).ok()?;
+        headers.append(name, value);
+    }
+    Some(headers)
+}
+
+/// `Bytes::slice` by the position of `part` within `whole`, of which `self` is a copy.
+trait SliceIn {
+    fn slice_ref_in(&self, whole: &[u8], part: &[u8]) -> Bytes;
+}
+
+impl SliceIn for Bytes {
+    fn slice_ref_in(&self, whole: &[u8], part: &[u8]) -> Bytes {
+        // Addresses compared as integers: `part` was parsed out of `whole`.
+        let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+        let end = start + part.len();
+        if end <= self.len() {
+            self.slice(start..end)
+        } else {
+            Bytes::copy_from_slice(part)
+        }
+    }
 }
 
 /// The comma-separated tokens of every `name` field.

@@ -21,7 +21,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header;
 use http::{Method, Response, StatusCode, Version};
 use http_body_util::BodyExt as _;
 use hyper::body::{Frame, SizeHint};
@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use crate::body::BoxError;
 use crate::forward::Body;
-use crate::h1::{Chunk, Framing, Wire, has_token, tokens};
+use crate::h1::{Chunk, Framing, Wire, field_map, has_token, tokens};
 
 /// Idle connections kept per origin and edge thread.
 const MAX_IDLE_PER_ORIGIN: usize = 256;
@@ -269,12 +269,8 @@ fn parse_response(buf: &[u8], method: &Method) -> Result<Option<ParsedResponse>,
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or_else(|| bad("status"))?;
-    let mut headers = HeaderMap::with_capacity(resp.headers.len());
-    for h in resp.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("field name"))?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| bad("field value"))?;
-        headers.append(name, value);
-    }
+    let shared = Bytes::copy_from_slice(&buf[..len]);
+    let headers = field_map(buf, &shared, resp.headers).ok_or_else(|| bad("field"))?;
     let keep = if resp.version == Some(1) {
         !has_token(&headers, header::CONNECTION, "close")
     } else {
@@ -367,6 +363,7 @@ impl hyper::body::Body for OriginBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::HeaderValue;
 
     fn parse(text: &str, method: Method) -> Result<Option<ParsedResponse>, OriginError> {
         parse_response(text.as_bytes(), &method)
