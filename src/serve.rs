@@ -61,6 +61,9 @@ pub struct LimitArgs {
     /// Seconds to receive an HTTP/1.1 request's headers (slowloris).
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub header_read_timeout: u64,
+    /// Seconds an HTTP/1.1 response write may wait for a client that does not read (slow reads).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub send_timeout: u64,
     /// Most headers in an HTTP/1.1 request.
     #[arg(long, default_value_t = 100)]
     pub max_request_headers: usize,
@@ -104,6 +107,7 @@ impl LimitArgs {
             max_connections: self.max_connections,
             handshake_timeout: Duration::from_secs(self.handshake_timeout),
             h1_header_read_timeout: Duration::from_secs(self.header_read_timeout),
+            h1_send_timeout: Duration::from_secs(self.send_timeout),
             h1_max_headers: self.max_request_headers,
             h2_max_header_list_size: self.max_header_list_size,
             h2_max_concurrent_streams: self.h2_max_concurrent_streams,

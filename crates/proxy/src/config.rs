@@ -10,6 +10,8 @@ pub struct ProxyConfig {
     pub handshake_timeout: Duration,
     /// HTTP/1.1: time to receive a request's headers.
     pub h1_header_read_timeout: Duration,
+    /// HTTP/1.1: how long one response write may wait for a client that does not read.
+    pub h1_send_timeout: Duration,
     /// HTTP/1.1: most headers in a request.
     pub h1_max_headers: usize,
     /// HTTP/1.1: read buffer (bounds the header block); at least 8192.
@@ -57,6 +59,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             handshake_timeout: Duration::from_secs(10),
             h1_header_read_timeout: Duration::from_secs(10),
+            h1_send_timeout: Duration::from_secs(60),
             h1_max_headers: 100,
             h1_max_buf_size: 64 * 1024,
             h2_max_concurrent_streams: 128,

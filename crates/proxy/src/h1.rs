@@ -48,6 +48,8 @@ pub(crate) struct Limits {
     pub header_read: Duration,
     /// From the end of a response to the first byte of the next request.
     pub idle: Duration,
+    /// How long one response write may wait for the client to read.
+    pub send: Duration,
     /// No new request starts after this; a response then says `Connection: close`.
     pub max_age: Instant,
 }
@@ -669,7 +671,16 @@ where
             }
             Next::Refuse(status) => {
                 let page = respond::status_page(status, Version::HTTP_11);
-                let _ = Box::pin(write_response(&wire, page, false, Version::HTTP_11, false, false)).await;
+                let _ = Box::pin(write_response(
+                    &wire,
+                    limits.send,
+                    page,
+                    false,
+                    Version::HTTP_11,
+                    false,
+                    false,
+                ))
+                .await;
                 break;
             }
             Next::Close => break,
@@ -712,7 +723,16 @@ where
             None
         };
         let keep = keep_alive && !closing && !*stopping.borrow() && Instant::now() < limits.max_age;
-        let written = Box::pin(write_response(&wire, resp, head_method, version, keep, trailers)).await;
+        let written = Box::pin(write_response(
+            &wire,
+            limits.send,
+            resp,
+            head_method,
+            version,
+            keep,
+            trailers,
+        ))
+        .await;
         if let Some(upgrade) = upgrade {
             if written.is_ok() {
                 Box::pin(tunnel(&wire, upgrade, &mut stopping)).await;
@@ -750,8 +770,9 @@ async fn next_head<IO: AsyncRead + AsyncWrite + Unpin>(
 ) -> Next {
     let waiting_since = Instant::now();
     // The first request's head is timed from the handshake: a client that connects and sends
-    // nothing is cut off as soon as one that sends a partial head.
-    let mut head_begun = first.then_some(waiting_since);
+    // nothing is cut off as soon as one that sends a partial head. So is a pipelined head whose
+    // first bytes came with the previous request.
+    let mut head_begun = (first || !lock(wire).unread().is_empty()).then_some(waiting_since);
     loop {
         let buffered = {
             let mut w = lock(wire);
@@ -818,6 +839,7 @@ enum Out {
 /// Writes `resp`; `Ok(true)` if the connection may carry another request.
 async fn write_response<IO: AsyncRead + AsyncWrite + Unpin>(
     wire: &WireRef<IO>,
+    send: Duration,
     resp: Response<Body>,
     head_method: bool,
     version: Version,
@@ -852,7 +874,7 @@ async fn write_response<IO: AsyncRead + AsyncWrite + Unpin>(
     let mut buf = Vec::with_capacity(512);
     encode_head(&mut buf, &parts, out, keep_alive, version);
     if out == Out::None {
-        write_all(wire, &buf).await?;
+        write_all(wire, &buf, send).await?;
         return Ok(keep_alive);
     }
     let mut sent: u64 = 0;
@@ -864,7 +886,7 @@ async fn write_response<IO: AsyncRead + AsyncWrite + Unpin>(
                 Poll::Ready(frame) => frame,
                 Poll::Pending => {
                     // Nothing more yet: send what is gathered, then wait.
-                    write_all(wire, &buf).await?;
+                    write_all(wire, &buf, send).await?;
                     buf.clear();
                     continue;
                 }
@@ -891,7 +913,7 @@ async fn write_response<IO: AsyncRead + AsyncWrite + Unpin>(
                         buf.extend_from_slice(b"0\r\n");
                         encode_fields(&mut buf, &trailers);
                         buf.extend_from_slice(b"\r\n");
-                        write_all(wire, &buf).await?;
+                        write_all(wire, &buf, send).await?;
                         return Ok(keep_alive);
                     }
                 }
@@ -905,12 +927,12 @@ async fn write_response<IO: AsyncRead + AsyncWrite + Unpin>(
                     Out::Chunked => buf.extend_from_slice(b"0\r\n\r\n"),
                     _ => {}
                 }
-                write_all(wire, &buf).await?;
+                write_all(wire, &buf, send).await?;
                 return Ok(keep_alive);
             }
         }
         if buf.len() >= WRITE_BATCH {
-            write_all(wire, &buf).await?;
+            write_all(wire, &buf, send).await?;
             buf.clear();
         }
     }
@@ -992,9 +1014,16 @@ fn http_date() -> [u8; 29] {
     })
 }
 
-async fn write_all<IO: AsyncRead + AsyncWrite + Unpin>(wire: &WireRef<IO>, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` to the client. A client that stops reading is cut off after `send` without
+/// finishing one write; the clock is armed only for a write that has to wait, so the common
+/// write that completes at once costs no timer.
+async fn write_all<IO: AsyncRead + AsyncWrite + Unpin>(
+    wire: &WireRef<IO>,
+    bytes: &[u8],
+    send: Duration,
+) -> io::Result<()> {
     let mut pos = 0;
-    poll_fn(|cx| {
+    let mut write = poll_fn(|cx| {
         let mut w = lock(wire);
         // A `100 Continue` half written must be finished first; one not begun is dropped, as
         // the final response makes it moot.
@@ -1004,8 +1033,13 @@ async fn write_all<IO: AsyncRead + AsyncWrite + Unpin>(wire: &WireRef<IO>, bytes
             None => {}
         }
         w.poll_write_all(cx, bytes, &mut pos)
-    })
-    .await
+    });
+    match poll_fn(|cx| Poll::Ready(Pin::new(&mut write).poll(cx))).await {
+        Poll::Ready(result) => result,
+        Poll::Pending => tokio::time::timeout(send, write)
+            .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))),
+    }
 }
 
 /// Reads and discards what is left of a small request body the handler did not read, so that

@@ -193,6 +193,7 @@ impl Worker {
             },
             max_headers: config.h1_max_headers,
             max_head: config.h1_max_buf_size.max(8192),
+            send: config.h1_send_timeout,
         };
         let mut phases = self.phases.clone();
         let stop = async {
@@ -269,6 +270,7 @@ struct ConnLimits {
     timers: Timers,
     max_headers: usize,
     max_head: usize,
+    send: Duration,
 }
 
 async fn connection(
@@ -294,6 +296,7 @@ async fn connection(
             max_head: limits.max_head,
             header_read: limits.timers.header_read,
             idle: limits.timers.idle,
+            send: limits.send,
             max_age,
         };
         match h1::serve(tls, conn.clone(), shared.clone(), h1_limits, stopping.clone()).await {

@@ -310,3 +310,47 @@ async fn origin_connections_are_reused_and_stale_ones_replaced() {
     .await;
     assert_eq!(get3(origin).await, ["ok", "ok", "ok"]);
 }
+
+/// A client that stops reading a response is cut off after the send timeout, not held forever.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off() {
+    // An origin whose response never ends.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = tcp.read(&mut head).await;
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .await;
+                let chunk = [b"10000\r\n".as_slice(), &[b'x'; 0x10000], b"\r\n"].concat();
+                while tcp.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    let w = world().await;
+    let proxy = start_proxy_with(
+        build_snapshot(1, &w.server, origin, vec![HostSpec::new("api.test", &w.ca)]),
+        ProxyConfig {
+            h1_send_timeout: Duration::from_millis(300),
+            ..ProxyConfig::default()
+        },
+    )
+    .await;
+    let mut tls = raw(&proxy, &w).await;
+    tls.write_all(b"GET /public HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .await
+        .unwrap();
+    // Not reading while the socket buffers fill up and the proxy's write waits.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the connection is still open after {} bytes", got.len());
+    assert!(
+        got.starts_with(b"HTTP/1.1 200 OK"),
+        "{:?}",
+        String::from_utf8_lossy(&got[..got.len().min(100)])
+    );
+}
