@@ -107,13 +107,18 @@ impl OriginPool {
             return;
         }
         wire.release();
+        let idle = Idle {
+            wire,
+            since: Instant::now(),
+        };
         let mut map = self.lock();
-        let list = map.entry(authority.to_owned()).or_default();
-        if list.len() < MAX_IDLE_PER_ORIGIN {
-            list.push(Idle {
-                wire,
-                since: Instant::now(),
-            });
+        // Looked up before inserting, so the common case allocates no key.
+        match map.get_mut(authority) {
+            Some(list) if list.len() < MAX_IDLE_PER_ORIGIN => list.push(idle),
+            Some(_) => {}
+            None => {
+                map.insert(authority.to_owned(), vec![idle]);
+            }
         }
     }
 
