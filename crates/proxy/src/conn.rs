@@ -125,6 +125,13 @@ impl ConnInfo {
         }
     }
 
+    /// Counts a request as in progress until the guard drops, without recording its start time
+    /// (HTTP/1.1 keeps its own idle clock).
+    pub(crate) fn request_in_progress(self: &Arc<Self>) -> RequestGuard {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        RequestGuard(self.clone())
+    }
+
     /// Records a request start; the request counts as in progress until the guard drops.
     pub(crate) fn request_started(self: &Arc<Self>) -> RequestGuard {
         self.active.fetch_add(1, Ordering::AcqRel);

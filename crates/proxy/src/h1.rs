@@ -658,7 +658,17 @@ where
     let mut closing = *stopping.borrow();
     let mut first = true;
     loop {
-        let next = next_head(&wire, &limits, &mut stopping, &mut closing, sleep.as_mut(), first).await;
+        let waiting_since = Instant::now();
+        let next = next_head(
+            &wire,
+            &limits,
+            &mut stopping,
+            &mut closing,
+            sleep.as_mut(),
+            first,
+            waiting_since,
+        )
+        .await;
         let head = match next {
             Next::Head(head) => head,
             Next::Http2 => {
@@ -709,7 +719,7 @@ where
                 })
             }
         };
-        let in_progress = conn.request_started();
+        let in_progress = conn.request_in_progress();
         // Boxed so that the connection task stays small while it waits between requests.
         let mut resp = Box::pin(handler::handle(
             Request::from_parts(parts, body),
@@ -722,7 +732,8 @@ where
         } else {
             None
         };
-        let keep = keep_alive && !closing && !*stopping.borrow() && Instant::now() < limits.max_age;
+        // Judged by when the request was awaited: no second clock read per request.
+        let keep = keep_alive && !closing && !*stopping.borrow() && waiting_since < limits.max_age;
         let written = Box::pin(write_response(
             &wire,
             limits.send,
@@ -767,8 +778,8 @@ async fn next_head<IO: AsyncRead + AsyncWrite + Unpin>(
     closing: &mut bool,
     mut sleep: Pin<&mut Sleep>,
     first: bool,
+    waiting_since: Instant,
 ) -> Next {
-    let waiting_since = Instant::now();
     // The first request's head is timed from the handshake: a client that connects and sends
     // nothing is cut off as soon as one that sends a partial head. So is a pipelined head whose
     // first bytes came with the previous request.
@@ -802,6 +813,10 @@ async fn next_head<IO: AsyncRead + AsyncWrite + Unpin>(
         if *closing && !buffered {
             return Next::Close;
         }
+        if buffered && head_begun.is_none() {
+            // Read just now, so the head's clock starts now (within one parse of its first byte).
+            head_begun = Some(Instant::now());
+        }
         let deadline = match head_begun {
             Some(begun) => begun + limits.header_read,
             None => waiting_since + limits.idle,
@@ -810,9 +825,7 @@ async fn next_head<IO: AsyncRead + AsyncWrite + Unpin>(
         tokio::select! {
             biased;
             filled = poll_fn(|cx| lock(wire).poll_fill(cx, limits.max_head)) => match filled {
-                Ok(n) if n > 0 => {
-                    head_begun.get_or_insert_with(Instant::now);
-                }
+                Ok(n) if n > 0 => {}
                 _ => return Next::Close,
             },
             () = sleep.as_mut() => {

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -26,7 +27,6 @@ use http::{Method, Response, StatusCode, Version};
 use http_body_util::BodyExt as _;
 use hyper::body::{Frame, SizeHint};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use crate::body::BoxError;
 use crate::forward::Body;
@@ -34,8 +34,9 @@ use crate::h1::{Chunk, Framing, Wire, field_map, has_token, tokens};
 
 /// Idle connections kept per origin and edge thread.
 const MAX_IDLE_PER_ORIGIN: usize = 256;
-/// An idle connection older than this is closed rather than reused.
-const IDLE_FOR: Duration = Duration::from_secs(90);
+/// An idle connection is closed rather than reused after this many sweeps (see
+/// [`OriginPool::sweep`], every 30 s): after 60 to 90 s idle.
+const IDLE_SWEEPS: u64 = 3;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const MAX_RESPONSE_HEADERS: usize = 128;
 
@@ -50,13 +51,16 @@ pub(crate) enum OriginError {
 
 struct Idle {
     wire: Wire<TcpStream>,
-    since: Instant,
+    /// The sweep count when the connection became idle: a clock without a clock read.
+    since: u64,
 }
 
 /// This edge thread's keep-alive connections to plain-HTTP origins, by authority.
 pub(crate) struct OriginPool {
     idle: Mutex<HashMap<String, Vec<Idle>>>,
     connect_timeout: Duration,
+    /// Sweeps so far.
+    sweeps: AtomicU64,
 }
 
 /// The outcome of one request on one connection.
@@ -83,6 +87,7 @@ impl OriginPool {
         Arc::new(OriginPool {
             idle: Mutex::new(HashMap::new()),
             connect_timeout,
+            sweeps: AtomicU64::new(0),
         })
     }
 
@@ -91,10 +96,11 @@ impl OriginPool {
     }
 
     fn checkout(&self, authority: &str) -> Option<Wire<TcpStream>> {
+        let now = self.sweeps.load(Ordering::Relaxed);
         let mut map = self.lock();
         let list = map.get_mut(authority)?;
         while let Some(idle) = list.pop() {
-            if idle.since.elapsed() < IDLE_FOR && usable(&idle.wire) {
+            if now.saturating_sub(idle.since) < IDLE_SWEEPS && usable(&idle.wire) {
                 return Some(idle.wire);
             }
         }
@@ -109,7 +115,7 @@ impl OriginPool {
         wire.release();
         let idle = Idle {
             wire,
-            since: Instant::now(),
+            since: self.sweeps.load(Ordering::Relaxed),
         };
         let mut map = self.lock();
         // Looked up before inserting, so the common case allocates no key.
@@ -122,11 +128,12 @@ impl OriginPool {
         }
     }
 
-    /// Closes idle connections that are too old or that the origin has closed.
+    /// Closes idle connections that are too old or that the origin has closed; called every 30 s.
     pub(crate) fn sweep(&self) {
+        let now = self.sweeps.fetch_add(1, Ordering::Relaxed) + 1;
         let mut map = self.lock();
         for list in map.values_mut() {
-            list.retain(|idle| idle.since.elapsed() < IDLE_FOR && usable(&idle.wire));
+            list.retain(|idle| now.saturating_sub(idle.since) < IDLE_SWEEPS && usable(&idle.wire));
         }
         map.retain(|_, list| !list.is_empty());
     }
