@@ -429,7 +429,9 @@ async fn serve_h2(
             let conn = conn.clone();
             async move {
                 let in_progress = conn.request_started();
-                let resp = handler::handle(req.map(RequestBody::from), shared, conn.clone()).await;
+                // Boxed: hyper moves this future into a task per stream, and a pointer moves faster
+                // than the handler's few KiB of state.
+                let resp = Box::pin(handler::handle(req.map(RequestBody::from), shared, conn.clone())).await;
                 Ok::<_, Infallible>(resp.map(|body| conn::GuardedBody::new(body, in_progress).boxed()))
             }
         })
