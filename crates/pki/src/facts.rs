@@ -135,11 +135,16 @@ pub enum FactValue<'a> {
     Array(&'a [String]),
 }
 
+/// How many fields [`ClientAuthFacts::fields`] lists.
+pub const FACT_COUNT: usize = 26;
+
 impl ClientAuthFacts {
     /// Field names (`cf.tls_client_auth.*` then `portcullis.tls_client_auth.*`) and values, in a stable order.
-    pub fn fields(&self) -> Vec<(&'static str, FactValue<'_>)> {
+    /// An array, not a `Vec`: the proxy calls this per request when a rule reads a certificate field, and
+    /// the list is larger than an allocator's small-size fast path.
+    pub fn fields(&self) -> [(&'static str, FactValue<'_>); FACT_COUNT] {
         use FactValue::{Array, Bool, Str};
-        vec![
+        [
             ("cf.tls_client_auth.cert_presented", Bool(self.cert_presented)),
             ("cf.tls_client_auth.cert_verified", Bool(self.cert_verified)),
             ("cf.tls_client_auth.cert_revoked", Bool(self.cert_revoked)),

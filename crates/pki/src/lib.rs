@@ -41,7 +41,9 @@ pub use ca::{
 };
 pub use crl::{Crl, CrlParams, RevocationReason, RevokedEntry};
 pub use error::PkiError;
-pub use facts::{ClientAuthFacts, FactValue, IssuerInfo, RFC9440_CHAIN_LIMIT, RFC9440_LEAF_LIMIT, compute_facts};
+pub use facts::{
+    ClientAuthFacts, FACT_COUNT, FactValue, IssuerInfo, RFC9440_CHAIN_LIMIT, RFC9440_LEAF_LIMIT, compute_facts,
+};
 pub use keys::KeyType;
 pub use seal::MasterKey;
 pub use server::{ServerCertificate, parse_server_certificate};

@@ -148,7 +148,7 @@ fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<(usize, Head)>, R
     let shared = Bytes::copy_from_slice(&buf[..len]);
     let uri = Uri::from_maybe_shared(shared.slice_ref_in(buf, path.as_bytes())).map_err(|_| bad)?;
     let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
-    let headers = field_map(buf, &shared, req.headers).ok_or(bad)?;
+    let headers = field_map(buf, &shared, req.headers, FORWARDING_HEADROOM).ok_or(bad)?;
     let framing = request_framing(&headers, version)?;
     let keep_alive = if version == Version::HTTP_11 {
         !has_token(&headers, header::CONNECTION, "close")
@@ -188,8 +188,13 @@ fn names_another_version(buf: &[u8]) -> bool {
 
 /// Parsed fields as a `HeaderMap` whose values share `shared`, one copy of the head in `buf`:
 /// one allocation per head instead of one per value. `None` if a name or value is invalid.
-pub(crate) fn field_map(buf: &[u8], shared: &Bytes, fields: &[httparse::Header<'_>]) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(fields.len());
+pub(crate) fn field_map(
+    buf: &[u8],
+    shared: &Bytes,
+    fields: &[httparse::Header<'_>],
+    headroom: usize,
+) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(fields.len() + headroom);
     for h in fields {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         let value = HeaderValue::from_maybe_shared(shared.slice_ref_in(buf, h.value)).ok()?;
@@ -197,6 +202,11 @@ pub(crate) fn field_map(buf: &[u8], shared: &Bytes, fields: &[httparse::Header<'
     }
     Some(headers)
 }
+
+/// Room for the fields forwarding adds to a request (`X-Forwarded-*`, certificate headers),
+/// so that adding them does not grow and rehash the map, which had been three reallocations
+/// per request.
+const FORWARDING_HEADROOM: usize = 8;
 
 /// `Bytes::slice` by the position of `part` within `whole`, of which `self` is a copy.
 trait SliceIn {

@@ -1,7 +1,7 @@
 //! The fields Portcullis offers to expressions, the per-request [`Context`] that holds their
 //! values, and parsing of textual values (for the CLI and tests).
 //!
-//! Fields are identified by a dense [`FieldId`], so the hot path indexes a vector instead of
+//! Fields are identified by a dense [`FieldId`], so the hot path indexes a table instead of
 //! hashing names. Unset fields read as their type's default: `false`, `0`, `""`, an empty array
 //! or map, and `0.0.0.0` (the unspecified IPv4 address) for `ip.src`. This module does not know
 //! how the proxy derives the values; it only stores them.
@@ -169,8 +169,8 @@ pub fn field_by_name(name: &str) -> Option<&'static Field> {
 pub struct FieldSet([u64; 2]);
 
 const _: () = assert!(
-    (Ordinal::PORTCULLIS_GRPC_METHOD as usize) < 128,
-    "FieldSet holds 128 fields; widen it"
+    (Ordinal::PORTCULLIS_GRPC_METHOD as usize) < FIELD_CAPACITY,
+    "FieldSet and Context hold 128 fields; widen them"
 );
 
 impl FieldSet {
@@ -237,10 +237,19 @@ pub enum ValueError {
 
 /// Per-request field values, indexed by [`FieldId`]. Unset fields read as their documented
 /// defaults. Reuse one per connection with [`Context::clear`] to keep its allocation.
+///
+/// Sparse: a request sets the few fields its rules read, so the values sit in a short vector
+/// in the order they were set, and a 128-byte table maps each field to its position. A slot
+/// per schema field had been a 2 KiB zero-filled allocation per request.
 #[derive(Debug, Clone)]
 pub struct Context {
-    values: Vec<Option<Value>>,
+    /// Position in `values` plus one, per field id; 0 when unset.
+    slots: [u8; FIELD_CAPACITY],
+    values: Vec<Value>,
 }
+
+/// Fields a [`Context`] (and a [`FieldSet`]) can hold.
+const FIELD_CAPACITY: usize = 128;
 
 impl Default for Context {
     fn default() -> Self {
@@ -252,7 +261,8 @@ impl Context {
     /// An empty context: every field unset.
     pub fn new() -> Self {
         Context {
-            values: vec![None; FIELDS.len()],
+            slots: [0; FIELD_CAPACITY],
+            values: Vec::new(),
         }
     }
 
@@ -267,8 +277,16 @@ impl Context {
                 expected: field.ty(),
             });
         }
-        if let Some(slot) = self.values.get_mut(id.index()) {
-            *slot = Some(value);
+        // In range: the schema has fewer than FIELD_CAPACITY fields (asserted at compile time),
+        // so a context never holds more than 127 values and a position fits a u8.
+        if let Some(slot) = self.slots.get_mut(id.index()) {
+            match usize::from(*slot).checked_sub(1) {
+                Some(at) => self.values[at] = value,
+                None => {
+                    self.values.push(value);
+                    *slot = self.values.len() as u8;
+                }
+            }
         }
         Ok(())
     }
@@ -281,12 +299,14 @@ impl Context {
 
     /// The value set for a field, if any.
     pub fn get(&self, id: FieldId) -> Option<&Value> {
-        self.values.get(id.index()).and_then(Option::as_ref)
+        let at = usize::from(*self.slots.get(id.index())?).checked_sub(1)?;
+        self.values.get(at)
     }
 
     /// Unsets every field, keeping the allocation.
     pub fn clear(&mut self) {
-        self.values.iter_mut().for_each(|v| *v = None);
+        self.slots = [0; FIELD_CAPACITY];
+        self.values.clear();
     }
 }
 

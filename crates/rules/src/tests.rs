@@ -402,6 +402,34 @@ fn unset_fields_read_as_defaults() {
     assert!(eval("ip.src in {0.0.0.0/32}", empty));
 }
 
+#[test]
+fn context_sets_replace_and_clear_unsets() {
+    use crate::{Value, fields};
+    let mut c = Context::new();
+    assert_eq!(c.get(fields::HTTP_HOST), None);
+    c.set(fields::HTTP_HOST, Value::from("a.example")).unwrap();
+    c.set(fields::HTTP_REQUEST_URI_PATH, Value::from("/x")).unwrap();
+    c.set(fields::HTTP_HOST, Value::from("b.example")).unwrap();
+    assert_eq!(c.get(fields::HTTP_HOST), Some(&Value::from("b.example")));
+    assert_eq!(c.get(fields::HTTP_REQUEST_URI_PATH), Some(&Value::from("/x")));
+    assert!(c.set(fields::HTTP_HOST, Value::Bool(true)).is_err());
+    assert_eq!(c.get(fields::HTTP_HOST), Some(&Value::from("b.example")));
+    // Every field at once: positions stay in range.
+    for f in crate::schema() {
+        let (id, v) = parse_field_value(f.name(), "1")
+            .or_else(|_| parse_field_value(f.name(), "1.2.3.4"))
+            .or_else(|_| parse_field_value(f.name(), "true"))
+            .or_else(|_| parse_field_value(f.name(), "[]"))
+            .or_else(|_| parse_field_value(f.name(), "{}"))
+            .unwrap();
+        c.set(id, v).unwrap();
+    }
+    assert!(crate::schema().iter().all(|f| c.get(f.id()).is_some()));
+    c.clear();
+    assert_eq!(c.get(fields::HTTP_HOST), None);
+    assert!(!compile("http.host eq \"b.example\"").unwrap().eval(&c));
+}
+
 /// Every example expression of cloudflare-mtls.md sections 3.4, 4.1, 4.2, 4.3 and 8.3.
 #[test]
 fn cloudflare_mtls_examples() {
