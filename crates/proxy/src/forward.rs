@@ -434,6 +434,32 @@ impl Upstream {
             parts.version = downstream_version;
             return (Response::from_parts(parts, body), false);
         }
+        // Boxed: this path (bodies, upgrades, https and HTTP/2 origins) holds hyper's client
+        // futures, which would otherwise enlarge every request's future, including the
+        // fast path's above.
+        let boxed = Box::pin(self.forward_with_hyper(parts, body, host, upgrade, downstream_version, grpc));
+        boxed.await
+    }
+
+    /// [`Upstream::forward`] through hyper's client: requests with a body, WebSocket upgrades,
+    /// and https or HTTP/2 origins.
+    async fn forward_with_hyper(
+        &self,
+        parts: http::request::Parts,
+        body: RequestBody,
+        host: &Host,
+        upgrade: Option<HeaderValue>,
+        downstream_version: Version,
+        grpc: bool,
+    ) -> (Response<Body>, bool) {
+        let error = |status| {
+            let page = if grpc {
+                respond::grpc_error(status, downstream_version)
+            } else {
+                respond::status_page(status, downstream_version)
+            };
+            (page, true)
+        };
         let state = Arc::new(BodyState::default());
         let body = LimitedBody::new(body, self.max_body, self.body_timeout, state.clone());
         let request = Request::from_parts(parts, body);

@@ -199,7 +199,9 @@ impl OriginPool {
                 Exchange::Failed(e) => return Err(e),
             }
         }
-        let wire = self.connect(authority).await?;
+        // Boxed: connecting is the rare case (the pool is empty), and its future (address
+        // lookup, timer) would otherwise make every request's future larger.
+        let wire = Box::pin(self.connect(authority)).await?;
         match exchange(wire, &head, &parts.method).await {
             Exchange::Done(wire, resp, keep) => Ok(self.response(wire, resp, keep, authority)),
             Exchange::Closed => Err(OriginError::Protocol(
