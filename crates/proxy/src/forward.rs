@@ -73,50 +73,80 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded (`te: trailers` is re-added).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// The fields forwarding treats specially, found in one pass over a request's or response's
+/// fields ([`scan`]): most messages carry none of them, and asking the map for an absent field
+/// costs a hashed lookup. The first [`HOP_BY_HOP`] are the hop-by-hop fields (RFC 9110 7.6.1),
+/// never forwarded (`te: trailers` is re-added).
+const SCANNED: [HeaderName; 11] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    X_FORWARDED_FOR,
+    header::CONTENT_LENGTH,
 ];
+const HOP_BY_HOP: usize = 9;
+const CONNECTION_SEEN: u16 = 1;
+const TE_SEEN: u16 = 1 << 5;
+const UPGRADE_SEEN: u16 = 1 << 8;
+const XFF_SEEN: u16 = 1 << 9;
+const CONTENT_LENGTH_SEEN: u16 = 1 << 10;
+
+/// Which of [`SCANNED`] `headers` carries, as bits in its order.
+fn scan(headers: &HeaderMap) -> u16 {
+    let mut seen = 0;
+    for key in headers.keys() {
+        if let Some(i) = SCANNED.iter().position(|n| n == key) {
+            seen |= 1 << i;
+        }
+    }
+    seen
+}
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    remove_listed(headers, &HOP_BY_HOP);
+    strip_seen(headers, scan(headers));
 }
 
-/// Removes every header named in `names` (lower case, at most 64). One pass over the request's
-/// own headers finds which are present, and only those are removed: most requests carry none,
-/// a gRPC call carries one (`te`), and a removal costs a hash lookup.
-fn remove_listed(headers: &mut HeaderMap, names: &[&str]) {
-    const _: () = assert!(HOP_BY_HOP.len() <= 64 && CERT_HEADERS.len() <= 64 && CF_CERT_HEADERS.len() <= 64);
-    if !headers.keys().any(|k| names.contains(&k.as_str())) {
-        return;
-    }
-    let mut present = 0u64;
-    for key in headers.keys() {
-        if let Some(i) = names.iter().position(|n| *n == key.as_str()) {
-            present |= 1 << (i % 64);
+/// [`strip_hop_by_hop`] with the [`scan`] of `headers` already made.
+fn strip_seen(headers: &mut HeaderMap, seen: u16) {
+    if seen & CONNECTION_SEEN != 0 {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
         }
     }
-    for (i, name) in names.iter().enumerate() {
-        if present & (1 << (i % 64)) != 0 {
+    for (i, name) in SCANNED.iter().enumerate().take(HOP_BY_HOP) {
+        if seen & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Whether `name` is one of [`CERT_HEADERS`] or [`CF_CERT_HEADERS`].
+fn is_cert_header(name: &str) -> bool {
+    match name.strip_prefix("cf-cert-") {
+        Some(rest) => CF_CERT_HEADERS.iter().any(|n| n["cf-cert-".len()..] == *rest),
+        None => (name.starts_with('c') || name.starts_with('x')) && CERT_HEADERS.contains(&name),
+    }
+}
+
+/// Removes client-sent copies of the certificate headers. One pass finds whether there are any:
+/// there are none unless a client is trying to spoof them.
+fn remove_cert_headers(headers: &mut HeaderMap) {
+    if headers.keys().any(|k| is_cert_header(k.as_str())) {
+        for name in CERT_HEADERS.iter().chain(&CF_CERT_HEADERS) {
             headers.remove(*name);
         }
     }
@@ -160,8 +190,7 @@ pub(crate) fn certificate_headers(
     facts: &ClientAuthFacts,
     leaf: Option<&[u8]>,
 ) {
-    remove_listed(headers, &CERT_HEADERS);
-    remove_listed(headers, &CF_CERT_HEADERS);
+    remove_cert_headers(headers);
     let trusted = facts.cert_verified && !facts.cert_revoked;
     match style {
         Forwarding::None => {}
@@ -315,11 +344,16 @@ impl Upstream {
             };
             (page, true)
         };
-        if content_length(req.headers()).is_some_and(|len| len > self.max_body) {
+        let seen = scan(req.headers());
+        if seen & CONTENT_LENGTH_SEEN != 0 && content_length(req.headers()).is_some_and(|len| len > self.max_body) {
             // Refused before anything reaches the origin.
             return error(StatusCode::PAYLOAD_TOO_LARGE);
         }
-        let upgrade = websocket_upgrade(&req);
+        let upgrade = if seen & (CONNECTION_SEEN | UPGRADE_SEEN) == CONNECTION_SEEN | UPGRADE_SEEN {
+            websocket_upgrade(&req)
+        } else {
+            None
+        };
         if upgrade.is_some() && host.origin.http2 {
             // An HTTP/2 origin cannot take an HTTP/1.1 upgrade.
             return error(StatusCode::NOT_IMPLEMENTED);
@@ -333,11 +367,12 @@ impl Upstream {
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
 
-        let wants_trailers = parts.headers.get_all(header::TE).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
-        });
-        strip_hop_by_hop(&mut parts.headers);
+        let wants_trailers = seen & TE_SEEN != 0
+            && parts.headers.get_all(header::TE).iter().any(|v| {
+                v.to_str()
+                    .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
+            });
+        strip_seen(&mut parts.headers, seen);
         if wants_trailers {
             parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
@@ -357,7 +392,8 @@ impl Upstream {
 
         // Earlier X-Forwarded-For fields are folded, in order, into one value ending with the client.
         let mut xff = String::new();
-        for earlier in parts.headers.get_all(X_FORWARDED_FOR) {
+        let earlier_xff = (seen & XFF_SEEN != 0).then(|| parts.headers.get_all(X_FORWARDED_FOR));
+        for earlier in earlier_xff.into_iter().flatten() {
             if let Ok(v) = earlier.to_str()
                 && !v.trim().is_empty()
             {
@@ -562,8 +598,7 @@ mod tests {
         h.append("x-forwarded-client-cert", HeaderValue::from_static("spoofed"));
         h.append("cf-cert-ski", HeaderValue::from_static("spoofed"));
         strip_hop_by_hop(&mut h);
-        remove_listed(&mut h, &CERT_HEADERS);
-        remove_listed(&mut h, &CF_CERT_HEADERS);
+        remove_cert_headers(&mut h);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["content-type"]);
     }
 

@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 
 use crate::body::BoxError;
 use crate::forward::Body;
-use crate::h1::{Chunk, Framing, Wire, field_map, has_token, tokens};
+use crate::h1::{Chunk, Framing, Seen, Wire, field_map, has_token, tokens};
 
 /// Idle connections kept per origin and edge thread.
 const MAX_IDLE_PER_ORIGIN: usize = 256;
@@ -313,11 +313,12 @@ fn parse_response(buf: &[u8], method: &Method) -> Result<Option<ParsedResponse>,
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or_else(|| bad("status"))?;
     let shared = Bytes::copy_from_slice(&buf[..len]);
-    let headers = field_map(buf, &shared, resp.headers, RESPONSE_HEADROOM).ok_or_else(|| bad("field"))?;
+    let (headers, seen) = field_map(buf, &shared, resp.headers, RESPONSE_HEADROOM).ok_or_else(|| bad("field"))?;
+    let connection = |token| seen.has(Seen::CONNECTION) && has_token(&headers, header::CONNECTION, token);
     let keep = if resp.version == Some(1) {
-        !has_token(&headers, header::CONNECTION, "close")
+        !connection("close")
     } else {
-        has_token(&headers, header::CONNECTION, "keep-alive")
+        connection("keep-alive")
     };
     let framing = if *method == Method::HEAD
         || status.is_informational()
@@ -325,14 +326,14 @@ fn parse_response(buf: &[u8], method: &Method) -> Result<Option<ParsedResponse>,
         || status == StatusCode::NOT_MODIFIED
     {
         Framing::Done
-    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+    } else if seen.has(Seen::TRANSFER_ENCODING) {
         let codings: Vec<&[u8]> = tokens(&headers, header::TRANSFER_ENCODING).collect();
         match codings.as_slice() {
             [only] if only.eq_ignore_ascii_case(b"chunked") => Framing::Chunked(Chunk::Size),
             // Other codings are the client's to decode; this side only needs the end.
             _ => Framing::UntilClose,
         }
-    } else if headers.contains_key(header::CONTENT_LENGTH) {
+    } else if seen.has(Seen::CONTENT_LENGTH) {
         let mut length = None;
         for part in tokens(&headers, header::CONTENT_LENGTH) {
             let n: u64 = std::str::from_utf8(part)
