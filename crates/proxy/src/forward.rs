@@ -76,8 +76,9 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// The fields forwarding treats specially, found in one pass over a request's or response's
 /// fields ([`scan`]): most messages carry none of them, and asking the map for an absent field
 /// costs a hashed lookup. The first [`HOP_BY_HOP`] are the hop-by-hop fields (RFC 9110 7.6.1),
-/// never forwarded (`te: trailers` is re-added).
-const SCANNED: [HeaderName; 11] = [
+/// never forwarded (`te: trailers` is re-added). A `static`: a `const` array of names would be
+/// built and dropped at every use.
+static SCANNED: [HeaderName; 11] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -99,13 +100,26 @@ const CONTENT_LENGTH_SEEN: u16 = 1 << 10;
 
 /// Which of [`SCANNED`] `headers` carries, as bits in its order.
 fn scan(headers: &HeaderMap) -> u16 {
-    let mut seen = 0;
-    for key in headers.keys() {
-        if let Some(i) = SCANNED.iter().position(|n| n == key) {
-            seen |= 1 << i;
-        }
+    headers.keys().fold(0, |seen, key| seen | scanned_bit(key.as_str()))
+}
+
+/// The bit of `name` in [`SCANNED`], 0 if it is not there. A `match` on the text branches on
+/// its length first, so most names are ruled out without comparing bytes.
+fn scanned_bit(name: &str) -> u16 {
+    match name {
+        "connection" => 1,
+        "keep-alive" => 1 << 1,
+        "proxy-connection" => 1 << 2,
+        "proxy-authenticate" => 1 << 3,
+        "proxy-authorization" => 1 << 4,
+        "te" => 1 << 5,
+        "trailer" => 1 << 6,
+        "transfer-encoding" => 1 << 7,
+        "upgrade" => 1 << 8,
+        "x-forwarded-for" => 1 << 9,
+        "content-length" => 1 << 10,
+        _ => 0,
     }
-    seen
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
@@ -586,6 +600,28 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn scanned_bits_follow_the_list() {
+        for (i, name) in SCANNED.iter().enumerate() {
+            assert_eq!(scanned_bit(name.as_str()), 1 << i, "{name}");
+        }
+        assert_eq!(scanned_bit("user-agent"), 0);
+        assert_eq!(1 << SCANNED.iter().position(|n| n == header::TE).unwrap(), TE_SEEN);
+        assert_eq!(
+            1 << SCANNED.iter().position(|n| n == header::UPGRADE).unwrap(),
+            UPGRADE_SEEN
+        );
+        assert_eq!(
+            1 << SCANNED.iter().position(|n| n == X_FORWARDED_FOR).unwrap(),
+            XFF_SEEN
+        );
+        assert_eq!(
+            1 << SCANNED.iter().position(|n| n == header::CONTENT_LENGTH).unwrap(),
+            CONTENT_LENGTH_SEEN
+        );
+        assert_eq!(SCANNED[0], header::CONNECTION);
     }
 
     #[test]

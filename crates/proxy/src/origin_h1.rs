@@ -12,7 +12,6 @@
 //! if the origin closes one just as it is reused, an idempotent request is retried once on a new
 //! connection (RFC 9110 9.2.2), any other request fails with 502.
 
-use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -26,6 +25,7 @@ use http::header;
 use http::{Method, Response, StatusCode, Version};
 use http_body_util::BodyExt as _;
 use hyper::body::{Frame, SizeHint};
+use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 
 use crate::body::BoxError;
@@ -55,30 +55,10 @@ struct Idle {
     since: u64,
 }
 
-/// FNV-1a, for the pool's map: its keys are origin authorities from the configuration, never
-/// from clients, so SipHash's flooding resistance buys nothing, and it cost two hashes' worth of
-/// time per request (checkout and checkin).
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-type ByAuthority = HashMap<String, Vec<Idle>, std::hash::BuildHasherDefault<Fnv>>;
+/// Fx rather than SipHash: the keys are origin authorities from the configuration, never from
+/// clients, so flooding resistance buys nothing, and it cost two hashes' worth of time per
+/// request (checkout and checkin).
+type ByAuthority = FxHashMap<String, Vec<Idle>>;
 
 /// Room for the fields an HTTP/2 response may gain on its way out (hyper adds `Date` and
 /// `Content-Length` when missing), so the map does not grow and rehash.

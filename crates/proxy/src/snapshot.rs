@@ -6,12 +6,12 @@
 //! never interrupts traffic and a revocation reaches open connections at their next request.
 //! Nothing here does I/O.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::Uri;
 use portcullis_pki::Verifier;
 use portcullis_rules::CompiledRuleset;
+use rustc_hash::FxHashMap;
 use rustls::pki_types::CertificateDer;
 
 use crate::ProxyError;
@@ -24,8 +24,9 @@ pub struct Snapshot {
     /// The store generation this snapshot was built from; connections recompute their
     /// certificate facts when it changes.
     pub generation: u64,
-    /// Hosts by lower-case name (the SNI they are reached by).
-    pub hosts: HashMap<String, Arc<Host>>,
+    /// Hosts by lower-case name (the SNI they are reached by). Fx rather than SipHash: the keys
+    /// come from the configuration, so flooding resistance buys nothing.
+    pub hosts: FxHashMap<String, Arc<Host>>,
     /// The host used when the ClientHello has no SNI or an unknown one; without it such
     /// handshakes are refused with an `unrecognized_name` alert.
     pub default_host: Option<String>,

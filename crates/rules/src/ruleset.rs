@@ -13,8 +13,9 @@
 //! evaluates the rules its values select plus the rules that require nothing, still in ruleset
 //! order, so a thousand rules on different paths or hosts cost a few hash lookups.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::compile::{Accessor, Program, compile};
@@ -175,7 +176,9 @@ pub struct CompiledRuleset {
 }
 
 /// Rule positions (ascending) by the literal they require.
-type ByLiteral = HashMap<Vec<u8>, Vec<u32>>;
+/// Fx rather than SipHash: the keys are the rules' literals, never a client's, so flooding
+/// resistance buys nothing, and the lookup runs once per request.
+type ByLiteral = FxHashMap<Vec<u8>, Vec<u32>>;
 
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
@@ -242,7 +245,7 @@ impl CompiledRuleset {
                             let slot = match literal_index.iter().position(|(a, _)| *a == accessor) {
                                 Some(i) => i,
                                 None => {
-                                    literal_index.push((accessor, HashMap::new()));
+                                    literal_index.push((accessor, FxHashMap::default()));
                                     literal_index.len() - 1
                                 }
                             };
