@@ -26,6 +26,7 @@ use portcullis_pki::ClientAuthFacts;
 use crate::body::{BodyFailure, BodyState, LimitedBody, RequestBody};
 use crate::config::ProxyConfig;
 use crate::conn::ConnInfo;
+use crate::fields::Seen;
 use crate::observe;
 use crate::origin_h1::{OriginError, OriginPool};
 use crate::origin_tls::{HttpsConnector, OriginTls};
@@ -73,63 +74,14 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// The fields forwarding treats specially, found in one pass over a request's or response's
-/// fields ([`scan`]): most messages carry none of them, and asking the map for an absent field
-/// costs a hashed lookup. The first [`HOP_BY_HOP`] are the hop-by-hop fields (RFC 9110 7.6.1),
-/// never forwarded (`te: trailers` is re-added). A `static`: a `const` array of names would be
-/// built and dropped at every use.
-static SCANNED: [HeaderName; 11] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    X_FORWARDED_FOR,
-    header::CONTENT_LENGTH,
-];
-const HOP_BY_HOP: usize = 9;
-const CONNECTION_SEEN: u16 = 1;
-const TE_SEEN: u16 = 1 << 5;
-const UPGRADE_SEEN: u16 = 1 << 8;
-const XFF_SEEN: u16 = 1 << 9;
-const CONTENT_LENGTH_SEEN: u16 = 1 << 10;
-
-/// Which of [`SCANNED`] `headers` carries, as bits in its order.
-fn scan(headers: &HeaderMap) -> u16 {
-    headers.keys().fold(0, |seen, key| seen | scanned_bit(key.as_str()))
-}
-
-/// The bit of `name` in [`SCANNED`], 0 if it is not there. A `match` on the text branches on
-/// its length first, so most names are ruled out without comparing bytes.
-fn scanned_bit(name: &str) -> u16 {
-    match name {
-        "connection" => 1,
-        "keep-alive" => 1 << 1,
-        "proxy-connection" => 1 << 2,
-        "proxy-authenticate" => 1 << 3,
-        "proxy-authorization" => 1 << 4,
-        "te" => 1 << 5,
-        "trailer" => 1 << 6,
-        "transfer-encoding" => 1 << 7,
-        "upgrade" => 1 << 8,
-        "x-forwarded-for" => 1 << 9,
-        "content-length" => 1 << 10,
-        _ => 0,
-    }
-}
-
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    strip_seen(headers, scan(headers));
+    strip_seen(headers, Seen::of(headers));
 }
 
-/// [`strip_hop_by_hop`] with the [`scan`] of `headers` already made.
-fn strip_seen(headers: &mut HeaderMap, seen: u16) {
-    if seen & CONNECTION_SEEN != 0 {
+/// [`strip_hop_by_hop`] with the fields of `headers` already noted.
+fn strip_seen(headers: &mut HeaderMap, seen: Seen) {
+    if seen.has(Seen::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -141,10 +93,8 @@ fn strip_seen(headers: &mut HeaderMap, seen: u16) {
             headers.remove(name);
         }
     }
-    for (i, name) in SCANNED.iter().enumerate().take(HOP_BY_HOP) {
-        if seen & (1 << i) != 0 {
-            headers.remove(name);
-        }
+    for name in seen.hop_by_hop() {
+        headers.remove(name);
     }
 }
 
@@ -351,12 +301,12 @@ impl Upstream {
         let downstream_version = req.version();
         let grpc = crate::handler::grpc_call(req.headers(), req.uri()).is_some();
         let error = |status| failure(status, grpc, downstream_version);
-        let seen = scan(req.headers());
-        if seen & CONTENT_LENGTH_SEEN != 0 && content_length(req.headers()).is_some_and(|len| len > self.max_body) {
+        let seen = Seen::of(req.headers());
+        if seen.has(Seen::CONTENT_LENGTH) && content_length(req.headers()).is_some_and(|len| len > self.max_body) {
             // Refused before anything reaches the origin.
             return error(StatusCode::PAYLOAD_TOO_LARGE);
         }
-        let upgrade = if seen & (CONNECTION_SEEN | UPGRADE_SEEN) == CONNECTION_SEEN | UPGRADE_SEEN {
+        let upgrade = if seen.has(Seen::CONNECTION) && seen.has(Seen::UPGRADE) {
             websocket_upgrade(&req)
         } else {
             None
@@ -374,7 +324,7 @@ impl Upstream {
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
 
-        let wants_trailers = seen & TE_SEEN != 0
+        let wants_trailers = seen.has(Seen::TE)
             && parts.headers.get_all(header::TE).iter().any(|v| {
                 v.to_str()
                     .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
@@ -399,7 +349,9 @@ impl Upstream {
 
         // Earlier X-Forwarded-For fields are folded, in order, into one value ending with the client.
         let mut xff = String::new();
-        let earlier_xff = (seen & XFF_SEEN != 0).then(|| parts.headers.get_all(X_FORWARDED_FOR));
+        let earlier_xff = seen
+            .has(Seen::X_FORWARDED_FOR)
+            .then(|| parts.headers.get_all(X_FORWARDED_FOR));
         for earlier in earlier_xff.into_iter().flatten() {
             if let Ok(v) = earlier.to_str()
                 && !v.trim().is_empty()
@@ -547,7 +499,6 @@ impl Upstream {
     }
 }
 
-/// The request's `content-length`, if it has one that parses.
 /// The proxy's own error answer when forwarding fails (a gRPC status for gRPC calls), with
 /// [`Upstream::forward`]'s flag set: the proxy answered with an error of its own.
 fn failure(status: StatusCode, grpc: bool, version: Version) -> (Response<Body>, bool) {
@@ -559,6 +510,7 @@ fn failure(status: StatusCode, grpc: bool, version: Version) -> (Response<Body>,
     (page, true)
 }
 
+/// The request's `content-length`, if it has one that parses.
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
@@ -597,23 +549,6 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
-    }
-
-    #[test]
-    fn scanned_bits_follow_the_list() {
-        for (i, name) in SCANNED.iter().enumerate() {
-            assert_eq!(scanned_bit(name.as_str()), 1 << i, "{name}");
-        }
-        assert_eq!(scanned_bit("user-agent"), 0);
-        for (name, bit) in [
-            (header::CONNECTION, CONNECTION_SEEN),
-            (header::TE, TE_SEEN),
-            (header::UPGRADE, UPGRADE_SEEN),
-            (X_FORWARDED_FOR, XFF_SEEN),
-            (header::CONTENT_LENGTH, CONTENT_LENGTH_SEEN),
-        ] {
-            assert_eq!(scanned_bit(name.as_str()), bit, "{name}");
-        }
     }
 
     #[test]

@@ -34,6 +34,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::{BoxError, RequestBody};
 use crate::conn::ConnInfo;
+use crate::fields::Seen;
 use crate::forward::{Body, OriginUpgrade};
 use crate::handler::{self, Shared};
 use crate::respond;
@@ -205,41 +206,6 @@ pub(crate) fn field_map(
         headers.append(name, value);
     }
     Some((headers, seen))
-}
-
-/// Which of the fields that decide a head's framing and persistence it carries, noted while
-/// its map is built. Most heads carry few of them, and asking the map for an absent field
-/// costs a hashed lookup: five of those per head had been 2 % of a request's instructions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Seen(u8);
-
-impl Seen {
-    pub(crate) const CONNECTION: u8 = 1;
-    pub(crate) const TE: u8 = 2;
-    pub(crate) const TRANSFER_ENCODING: u8 = 4;
-    pub(crate) const CONTENT_LENGTH: u8 = 8;
-    pub(crate) const EXPECT: u8 = 16;
-
-    fn note(&mut self, name: &HeaderName) {
-        // Standard names compare as one byte each.
-        self.0 |= if *name == header::CONNECTION {
-            Self::CONNECTION
-        } else if *name == header::TE {
-            Self::TE
-        } else if *name == header::TRANSFER_ENCODING {
-            Self::TRANSFER_ENCODING
-        } else if *name == header::CONTENT_LENGTH {
-            Self::CONTENT_LENGTH
-        } else if *name == header::EXPECT {
-            Self::EXPECT
-        } else {
-            0
-        };
-    }
-
-    pub(crate) fn has(self, field: u8) -> bool {
-        self.0 & field != 0
-    }
 }
 
 /// Room for the fields forwarding adds to a request (`X-Forwarded-*`, certificate headers),

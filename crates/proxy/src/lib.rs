@@ -21,6 +21,7 @@
 mod body;
 mod conn;
 mod context;
+mod fields;
 mod h1;
 mod handler;
 mod origin_h1;

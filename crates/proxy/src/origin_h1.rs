@@ -29,8 +29,9 @@ use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 
 use crate::body::BoxError;
+use crate::fields::Seen;
 use crate::forward::Body;
-use crate::h1::{Chunk, Framing, Seen, Wire, field_map, has_token, tokens};
+use crate::h1::{Chunk, Framing, Wire, field_map, has_token, tokens};
 
 /// Idle connections kept per origin and edge thread.
 const MAX_IDLE_PER_ORIGIN: usize = 256;
