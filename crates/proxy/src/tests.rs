@@ -1591,4 +1591,5 @@ async fn a_streaming_response_is_not_cut_off_by_a_pipelined_request() {
 }
 
 mod http1;
+mod http2;
 mod limits;

@@ -15,7 +15,7 @@ use super::*;
 
 /// A request body fed through a channel: no content-length, sent as it arrives (chunked in
 /// HTTP/1.1, DATA frames in HTTP/2).
-struct ChannelBody(mpsc::UnboundedReceiver<Bytes>);
+pub(super) struct ChannelBody(pub(super) mpsc::UnboundedReceiver<Bytes>);
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
@@ -37,7 +37,7 @@ fn streamed(chunks: &[usize], keep_open: bool) -> (ReqBody, Option<mpsc::Unbound
 }
 
 /// The echo origin, counting the requests that reach it.
-async fn start_counting_origin() -> (SocketAddr, Arc<AtomicUsize>) {
+pub(super) async fn start_counting_origin() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let count = Arc::new(AtomicUsize::new(0));
