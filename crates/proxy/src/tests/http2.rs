@@ -7,17 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::limits::h2_frame as frame;
 use super::*;
-
-/// One HTTP/2 frame: 9-byte header, then the payload.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).unwrap();
-    let mut f = len.to_be_bytes()[1..].to_vec();
-    f.extend_from_slice(&[kind, flags]);
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
 
 /// The frame types in `bytes`, in order (a partial frame at the end is left out).
 fn frame_types(bytes: &[u8]) -> Vec<(u8, u8)> {

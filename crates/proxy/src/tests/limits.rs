@@ -719,7 +719,7 @@ async fn metrics_move() {
 // HTTP/2 abuse
 
 /// One HTTP/2 frame: 9-byte header, then the payload.
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+pub(super) fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = u32::try_from(payload.len()).unwrap();
     let mut f = len.to_be_bytes()[1..].to_vec();
     f.extend_from_slice(&[kind, flags]);
