@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Two builds of Portcullis, timed against each other: requests per proxy CPU-second on one keep-alive figure, the
+# builds alternated round by round on the same machine, so that drifts in the machine's speed hit both. For a
+# change that callgrind.sh says saves instructions, this says whether it saves time. NGINX and HAProxy are not
+# involved: the figures in BENCHMARKS.md come from run.sh.
+#
+#   bench/ab.sh /tmp/old-portcullis target/release/portcullis
+#
+# Environment (defaults in brackets):
+#   FIGURE [h2] (h1, h2, grpc)   ROUNDS [4]   CONNS [50]   DURATION [8] seconds per run
+#   WORK [bench/work-callgrind] (set up by callgrind.sh or run.sh: certificates and a data directory)
+#
+# Each run: the build pinned to core 0 on WORK's data directory, loadgen and the origins on core 1; the proxy's
+# utime+stime from /proc/<pid>/stat around the loadgen run. Prints one line per run and, per round, B ÷ A; the
+# order of A and B swaps every round.
+set -euo pipefail
+
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+A=${1:?usage: bench/ab.sh BUILD_A BUILD_B}
+B=${2:?usage: bench/ab.sh BUILD_A BUILD_B}
+FIGURE=${FIGURE:-h2}
+ROUNDS=${ROUNDS:-4}
+CONNS=${CONNS:-50}
+DURATION=${DURATION:-8}
+WORK=${WORK:-$BENCH/work-callgrind}
+# The ports callgrind.sh set up: the data directory names the origins by them.
+BASE_PORT=${BASE_PORT:-19400}
+LOADGEN="$BENCH/target/release/loadgen"
+ORIGIN_PORT=$((BASE_PORT + 80)); PC_PORT=$((BASE_PORT + 43)); PC_ADMIN_PORT=$((BASE_PORT + 81))
+GRPC_ORIGIN_PORT=$((BASE_PORT + 82))
+
+die() { echo "ab: $*" >&2; exit 1; }
+[[ -x $A && -x $B ]] || die "both builds must be executables"
+[[ -x $LOADGEN ]] || die "build the load generator first (cd bench/loadgen && cargo build --release)"
+[[ -d $WORK/portcullis-data && -d $WORK/certs ]] || die "no setup in $WORK: run bench/callgrind.sh once"
+case $FIGURE in
+    h1) args=(--mode keepalive --http 1 --sni bench.local) ;;
+    h2) args=(--mode keepalive --http 2 --sni bench.local) ;;
+    grpc) args=(--mode grpc --sni grpc.bench.local) ;;
+    *) die "unknown figure $FIGURE (h1, h2, grpc)" ;;
+esac
+
+STARTED=()
+cleanup() { for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+taskset -c 1 "$LOADGEN" origin --listen "127.0.0.1:$ORIGIN_PORT" >/dev/null 2>&1 & STARTED+=("$!")
+taskset -c 1 "$LOADGEN" origin --grpc --listen "127.0.0.1:$GRPC_ORIGIN_PORT" >/dev/null 2>&1 & STARTED+=("$!")
+c="$WORK/certs/ecdsa"
+cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+run() { # run BUILD -> requests per proxy CPU-second
+    local pc t0 t1 n ticks
+    RUST_LOG=warn taskset -c 0 "$1" --log-format text serve --data-dir "$WORK/portcullis-data" \
+        --listen "127.0.0.1:$PC_PORT" --admin-listen "127.0.0.1:$PC_ADMIN_PORT" \
+        --max-connections 30000 --idle-timeout 600 >"$WORK/logs/ab-portcullis.log" 2>&1 &
+    pc=$!
+    for _ in $(seq 100); do port_open "$PC_PORT" && break; sleep 0.1; done
+    port_open "$PC_PORT" || die "$1 did not start (see $WORK/logs/ab-portcullis.log)"
+    sleep 1
+    t0=$(cpu "$pc")
+    taskset -c 1 "$LOADGEN" run --connect "127.0.0.1:$PC_PORT" --ca "$c/ca.pem" --cert "$c/client.pem" \
+        --key "$c/client.key" --connections "$CONNS" --duration "$DURATION" "${args[@]}" \
+        --out "$WORK/ab.json" >/dev/null 2>>"$WORK/logs/ab-loadgen.err"
+    t1=$(cpu "$pc")
+    kill "$pc"; wait "$pc" 2>/dev/null || true
+    n=$(jq '.requests' "$WORK/ab.json"); ticks=$((t1 - t0))
+    ((ticks > 0 && n > 0)) || die "no requests or no CPU time measured"
+    echo $((n * $(getconf CLK_TCK) / ticks))
+}
+for ((r = 1; r <= ROUNDS; r++)); do
+    if ((r % 2)); then a=$(run "$A"); b=$(run "$B"); else b=$(run "$B"); a=$(run "$A"); fi
+    printf '%s round %d: A %d, B %d per proxy CPU-second; B/A %s\n' "$FIGURE" "$r" "$a" "$b" \
+        "$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b / a }')"
+done
