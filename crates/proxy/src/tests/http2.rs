@@ -7,34 +7,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::limits::h2_frame as frame;
+use super::limits::{h2_frame as frame, h2_frames};
 use super::*;
-
-/// The frame types in `bytes`, in order (a partial frame at the end is left out).
-fn frame_types(bytes: &[u8]) -> Vec<(u8, u8)> {
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    while rest.len() >= 9 {
-        let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
-        if rest.len() < 9 + len {
-            break;
-        }
-        out.push((rest[3], rest[4]));
-        rest = &rest[9 + len..];
-    }
-    out
-}
 
 #[tokio::test]
 async fn a_client_that_does_not_answer_pings_is_closed() {
     let w = world().await;
-    let config = || ProxyConfig {
+    let config = ProxyConfig {
         h2_keep_alive_interval: Duration::from_millis(200),
         h2_keep_alive_timeout: Duration::from_millis(300),
         idle_timeout: Duration::from_secs(30),
         ..ProxyConfig::default()
     };
-    let proxy = api_proxy(&w, config()).await;
+    let proxy = api_proxy(&w, config).await;
 
     // A client that sends the preface and its SETTINGS (and acknowledges the proxy's), then
     // only reads.
@@ -57,7 +42,10 @@ async fn a_client_that_does_not_answer_pings_is_closed() {
     })
     .await;
     assert!(closed.is_ok(), "connection still open after 5 s");
-    let types = frame_types(&seen);
+    let types: Vec<(u8, u8)> = h2_frames(&seen)
+        .into_iter()
+        .map(|(kind, flags, _)| (kind, flags))
+        .collect();
     // PING (type 6) without the ACK flag: the proxy's own.
     assert!(types.contains(&(0x6, 0)), "no PING from the proxy: {types:?}");
     assert!(
@@ -128,17 +116,17 @@ async fn h2c_origin_connections_are_shared_by_requests() {
     let w = world().await;
     let mut spec = HostSpec::new("grpc.test", &w.ca);
     spec.h2c = true;
-    let (origin, _) = super::limits::start_counting_origin().await;
     let accepted = Arc::new(AtomicUsize::new(0));
     // A TCP relay in front of the echo origin, counting connections.
     let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay_addr = relay.local_addr().unwrap();
     let count = accepted.clone();
+    let echo = w.origin;
     tokio::spawn(async move {
         while let Ok((mut inbound, _)) = relay.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let Ok(mut outbound) = TcpStream::connect(origin).await else {
+                let Ok(mut outbound) = TcpStream::connect(echo).await else {
                     return;
                 };
                 let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;

@@ -37,7 +37,7 @@ fn streamed(chunks: &[usize], keep_open: bool) -> (ReqBody, Option<mpsc::Unbound
 }
 
 /// The echo origin, counting the requests that reach it.
-pub(super) async fn start_counting_origin() -> (SocketAddr, Arc<AtomicUsize>) {
+async fn start_counting_origin() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let count = Arc::new(AtomicUsize::new(0));
@@ -728,6 +728,22 @@ pub(super) fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<
     f
 }
 
+/// The frames in `bytes` as (type, flags, payload), in order; a partial frame at the end is left
+/// out.
+pub(super) fn h2_frames(bytes: &[u8]) -> Vec<(u8, u8, &[u8])> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while rest.len() >= 9 {
+        let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+        if rest.len() < 9 + len {
+            break;
+        }
+        out.push((rest[3], rest[4], &rest[9..9 + len]));
+        rest = &rest[9 + len..];
+    }
+    out
+}
+
 #[tokio::test]
 async fn rapid_reset_gets_goaway_and_the_proxy_stays_up() {
     let w = world().await;
@@ -769,18 +785,11 @@ async fn rapid_reset_gets_goaway_and_the_proxy_stays_up() {
         }
     })
     .await;
-    let mut goaway = None;
-    let mut rest = &seen[..];
-    while rest.len() >= 9 {
-        let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
-        if rest.len() < 9 + len {
-            break;
-        }
-        if rest[3] == 0x7 && len >= 8 {
-            goaway = Some(u32::from_be_bytes(rest[13..17].try_into().unwrap()));
-        }
-        rest = &rest[9 + len..];
-    }
+    let goaway = h2_frames(&seen)
+        .into_iter()
+        .rev()
+        .find(|(kind, _, payload)| *kind == 0x7 && payload.len() >= 8)
+        .map(|(_, _, payload)| u32::from_be_bytes(payload[4..8].try_into().unwrap()));
     // 0xb: ENHANCE_YOUR_CALM.
     assert_eq!(
         goaway,
