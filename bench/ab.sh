@@ -11,8 +11,10 @@
 #   WORK [bench/work-callgrind] (set up by callgrind.sh or run.sh: certificates and a data directory)
 #
 # Each run: the build pinned to core 0 on WORK's data directory, loadgen and the origins on core 1; the proxy's
-# utime+stime from /proc/<pid>/stat around the loadgen run. Prints one line per run and, per round, B ÷ A; the
-# order of A and B swaps every round.
+# utime and stime from /proc/<pid>/stat around the loadgen run. Prints, per round, each build's requests per CPU-second
+# and its user and kernel µs per request, and B ÷ A; the order of A and B swaps every round. The user µs move less
+# than the totals from round to round (the kernel's part, loopback TCP, is most of the noise), and a change to
+# Portcullis' code shows there first.
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -48,9 +50,9 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 taskset -c 1 "$LOADGEN" origin --listen "127.0.0.1:$ORIGIN_PORT" >/dev/null 2>&1 & STARTED+=("$!")
 taskset -c 1 "$LOADGEN" origin --grpc --listen "127.0.0.1:$GRPC_ORIGIN_PORT" >/dev/null 2>&1 & STARTED+=("$!")
 c="$WORK/certs/ecdsa"
-cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-run() { # run BUILD -> requests per proxy CPU-second
-    local pc t0 t1 n ticks
+cpu() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
+run() { # run BUILD -> "REQUESTS-PER-CPU-SECOND USER-µs KERNEL-µs" (per request)
+    local pc t0 t1 n u0 s0 u1 s1
     RUST_LOG=warn taskset -c 0 "$1" --log-format text serve --data-dir "$WORK/portcullis-data" \
         --listen "127.0.0.1:$PC_PORT" --admin-listen "127.0.0.1:$PC_ADMIN_PORT" \
         --max-connections 30000 --idle-timeout 600 >"$WORK/logs/ab-portcullis.log" 2>&1 &
@@ -58,18 +60,20 @@ run() { # run BUILD -> requests per proxy CPU-second
     for _ in $(seq 100); do port_open "$PC_PORT" && break; sleep 0.1; done
     port_open "$PC_PORT" || die "$1 did not start (see $WORK/logs/ab-portcullis.log)"
     sleep 1
-    t0=$(cpu "$pc")
+    read -r u0 s0 < <(cpu "$pc")
     taskset -c 1 "$LOADGEN" run --connect "127.0.0.1:$PC_PORT" --ca "$c/ca.pem" --cert "$c/client.pem" \
         --key "$c/client.key" --connections "$CONNS" --duration "$DURATION" "${args[@]}" \
         --out "$WORK/ab.json" >/dev/null 2>>"$WORK/logs/ab-loadgen.err"
-    t1=$(cpu "$pc")
+    read -r u1 s1 < <(cpu "$pc")
     kill "$pc"; wait "$pc" 2>/dev/null || true
-    n=$(jq '.requests' "$WORK/ab.json"); ticks=$((t1 - t0))
-    ((ticks > 0 && n > 0)) || die "no requests or no CPU time measured"
-    echo $((n * $(getconf CLK_TCK) / ticks))
+    n=$(jq '.requests' "$WORK/ab.json")
+    ((u1 + s1 > u0 + s0 && n > 0)) || die "no requests or no CPU time measured"
+    awk -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "%d %.2f %.2f\n", n * hz / (u + s), u * 1e6 / hz / n, s * 1e6 / hz / n }'
 }
 for ((r = 1; r <= ROUNDS; r++)); do
-    if ((r % 2)); then a=$(run "$A"); b=$(run "$B"); else b=$(run "$B"); a=$(run "$A"); fi
-    printf '%s round %d: A %d, B %d per proxy CPU-second; B/A %s\n' "$FIGURE" "$r" "$a" "$b" \
-        "$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b / a }')"
+    if ((r % 2)); then a=($(run "$A")); b=($(run "$B")); else b=($(run "$B")); a=($(run "$A")); fi
+    printf '%s round %d: A %d, B %d per proxy CPU-second, B/A %s; µs per request user + kernel: A %s + %s, B %s + %s\n' \
+        "$FIGURE" "$r" "${a[0]}" "${b[0]}" "$(awk -v a="${a[0]}" -v b="${b[0]}" 'BEGIN { printf "%.3f", b / a }')" \
+        "${a[1]}" "${a[2]}" "${b[1]}" "${b[2]}"
 done

@@ -62,6 +62,13 @@ def per_cpu(run):
     return run.get("requests", 0) / cpu if cpu > 0 else None
 
 
+def us_per_request(run, key):
+    """The proxy's user (key proxy_user_s) or kernel (proxy_sys_s) CPU time per request, in µs; None for runs
+    recorded before the two were kept apart."""
+    t, n = run.get(key), run.get("requests", 0)
+    return t * 1e6 / n if t is not None and n > 0 else None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("runs")
@@ -101,6 +108,8 @@ def main():
             "rps": stats([r.get("rps") for r in rs]),
             "per_proxy_cpu_s": stats([per_cpu(r) for r in rs]),
             "proxy_cpu_s": stats([r.get("proxy_cpu_s") for r in rs]),
+            "user_us_per_request": stats([us_per_request(r, "proxy_user_s") for r in rs]),
+            "kernel_us_per_request": stats([us_per_request(r, "proxy_sys_s") for r in rs]),
             "p50_ms": stats([r.get("p50_ms") for r in rs]),
             "p99_ms": stats([r.get("p99_ms") for r in rs]),
             "requests": sum(r.get("requests", 0) for r in rs),
@@ -196,15 +205,18 @@ def main():
         f"{config.get('keepalive_connections')} connections. Access logs off everywhere."
     )
     md.append("")
-    md.append("Cells: median (min–max). *per proxy CPU-s* = requests ÷ the proxy's own utime+stime during the run.")
+    md.append("Cells: median (min–max). *per proxy CPU-s* = requests ÷ the proxy's own utime+stime during the run. "
+              "*µs per request, user + kernel* = the proxy's utime and stime ÷ requests (medians): the kernel's part "
+              "is mostly loopback TCP (a send runs the receiver's side too) and is about the same for every proxy, "
+              "the user part is the proxy's own code, TLS included.")
     md.append("")
     md.append("*proxy saw full / resumed* = the proxy's own count of successful handshakes during the runs "
               "(Portcullis: `portcullis_handshakes_total` and `portcullis_handshakes_resumed_total` on /metrics; "
               "HAProxy: the frontend's `ssl_sess` / `ssl_reused_sess` in `show stat`; NGINX has no counter: n/a), "
               "less the resumed figure's priming handshakes.")
     md.append("")
-    md.append("| figure | proxy | per second | per proxy CPU-s | proxy CPU used | p50 ms | p99 ms | errors | handshakes full / resumed | proxy saw full / resumed |")
-    md.append("|---|---|---|---|---|---|---|---|---|---|")
+    md.append("| figure | proxy | per second | per proxy CPU-s | µs per request, user + kernel | proxy CPU used | p50 ms | p99 ms | errors | handshakes full / resumed | proxy saw full / resumed |")
+    md.append("|---|---|---|---|---|---|---|---|---|---|---|")
     order = list(FIGURES) + sorted(f for f in summary if f.startswith("rules_"))
     for fig in order:
         if fig not in summary:
@@ -221,8 +233,12 @@ def main():
             if s.get("grpc_failures"):
                 non_2xx += f" (+{s['grpc_failures']} gRPC failures)"
             share = "—" if cpu_share is None else f"{cpu_share:.0%} of a core"
+            split = "—"
+            if s["user_us_per_request"] and s["kernel_us_per_request"]:
+                split = (f"{s['user_us_per_request']['median']:.1f} + "
+                         f"{s['kernel_us_per_request']['median']:.1f}")
             md.append(
-                f"| {name} | {proxy} | {fmt(s['rps'])} | {fmt(s['per_proxy_cpu_s'])} | "
+                f"| {name} | {proxy} | {fmt(s['rps'])} | {fmt(s['per_proxy_cpu_s'])} | {split} | "
                 f"{share} | {fmt(s['p50_ms'], 2)} | "
                 f"{fmt(s['p99_ms'], 2)} | {s['errors']}{non_2xx} | "
                 f"{s['handshakes_full']:,} / {s['handshakes_resumed']:,} | {server_text(s)} |"

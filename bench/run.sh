@@ -22,6 +22,10 @@
 #   CROSSCHECK [0]: 1 also runs oha (h1, h2) and `openssl s_time -new` (full handshakes) against every proxy and
 #     reports them in a separate table (oha is installed with `cargo install oha --locked --root bench/target/oha-bin`
 #     when missing)   OHA [bench/target/oha-bin/bin/oha, else oha on PATH]   STIME_PROCS [2] parallel s_time processes
+#   PROFILE [0]: 1 records every measurement of a proxy with `perf record -e cpu-clock -g` (linux-perf is installed
+#     when missing) and writes WORK/perf/summary.md: each proxy's CPU split into the kernel's system calls and its
+#     own code, and its hottest functions (bench/perfsplit.py). Sampling slows every proxy a little, so take the
+#     ratios from a run without it.   PROFILE_FREQ [2000] samples per second
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -58,6 +62,8 @@ GRPC_ORIGIN_PORT=$((BASE_PORT + 82))
 CROSSCHECK=${CROSSCHECK:-0}
 STIME_PROCS=${STIME_PROCS:-2}
 OHA=${OHA:-}
+PROFILE=${PROFILE:-0}
+PROFILE_FREQ=${PROFILE_FREQ:-2000}
 PORTCULLIS=${PORTCULLIS:-$REPO/target/release/portcullis}
 LOADGEN="$BENCH/target/release/loadgen"
 CLK_TCK=$(getconf CLK_TCK)
@@ -86,16 +92,25 @@ trap 'exit 130' INT TERM
 # The pid and its children (NGINX's master and worker).
 proc_tree() { echo "$1"; pgrep -P "$1" 2>/dev/null || true; }
 
-# utime+stime of a process tree, in clock ticks (/proc/PID/stat fields 14 and 15, counted after the ')').
+# utime and stime of a process tree, in clock ticks (/proc/PID/stat fields 14 and 15, counted after the ')'):
+# prints "USER SYSTEM". They are kept apart because on loopback the kernel's share (TCP send and receive, waking
+# the peer) is most of every proxy's time, and the user-space share is what a proxy's own code decides.
 cpu_ticks() {
-    local total=0 pid rest
+    local user=0 sys=0 pid rest
     for pid in $(proc_tree "$1"); do
         rest=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
         # After "pid (comm) ", field 3 is the state, so utime/stime are the 12th and 13th words.
         set -- $rest
-        total=$((total + ${12} + ${13}))
+        user=$((user + ${12})); sys=$((sys + ${13}))
     done
-    echo "$total"
+    echo "$user $sys"
+}
+
+# cpu_json "U0 S0" "U1 S1": the CPU used between two cpu_ticks readings, in seconds, as JSON fields.
+cpu_json() {
+    local u0 s0 u1 s1
+    read -r u0 s0 <<<"$1"; read -r u1 s1 <<<"$2"
+    python3 -c "u, s = ($u1 - $u0) / $CLK_TCK, ($s1 - $s0) / $CLK_TCK; print(f'{{\"proxy_cpu_s\": {u + s}, \"proxy_user_s\": {u}, \"proxy_sys_s\": {s}}}')"
 }
 
 # Threads of a process tree.
@@ -128,6 +143,7 @@ install_peers() {
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     command -v jq >/dev/null 2>&1 || missing+=(jq)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
+    [[ $PROFILE != 1 ]] || command -v perf >/dev/null 2>&1 || missing+=(linux-perf)
     if ((${#missing[@]})); then
         log "installing ${missing[*]} with apt-get (their services are not started)"
         local policy=/usr/sbin/policy-rc.d made_policy=0
@@ -532,16 +548,29 @@ measure() { # measure FIGURE PROXY ROUND LOADGEN-ARGS...
     local fig=$1 p=$2 round=$3; shift 3
     local out="$W/runs/$fig.$p.$round.json" c0 c1 t0 t1 s0 s1
     s0=$(server_handshakes "$p")
+    local perf_pid=
+    if [[ $PROFILE == 1 ]]; then
+        mkdir -p "$W/perf"
+        # All of the proxy's processes (NGINX's master and worker); perf stops at SIGINT and then writes its file.
+        perf record -q -e cpu-clock -F "$PROFILE_FREQ" -g -p "$(proc_tree "${PID[$p]}" | paste -sd,)" \
+            -o "$W/perf/$fig.$p.$round.data" >>"$W/logs/perf.log" 2>&1 &
+        perf_pid=$!
+        sleep 0.5
+    fi
     c0=$(cpu_ticks "${PID[$p]}"); t0=$(date +%s.%N)
     taskset -c "$LOAD_CPU" "$LOADGEN" run "$@" --label "$p" --out "$out" >/dev/null 2>>"$W/logs/loadgen.err" ||
         log "warning: loadgen failed for $fig/$p (see $W/logs/loadgen.err)"
     c1=$(cpu_ticks "${PID[$p]}"); t1=$(date +%s.%N)
+    if [[ -n $perf_pid ]]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || log "warning: perf record failed for $fig/$p (see $W/logs/perf.log)"
+    fi
     s1=$(server_handshakes "$p")
     [[ -s $out ]] || echo '{}' >"$out"
     jq -c --arg fig "$fig" --arg p "$p" --argjson round "$round" \
-        --argjson cpu "$(python3 -c "print(($c1 - $c0) / $CLK_TCK)")" --argjson wall "$(python3 -c "print($t1 - $t0)")" \
+        --argjson cpu "$(cpu_json "$c0" "$c1")" --argjson wall "$(python3 -c "print($t1 - $t0)")" \
         --argjson s0 "${s0:-null}" --argjson s1 "${s1:-null}" \
-        '. + {figure: $fig, proxy: $p, round: $round, proxy_cpu_s: $cpu, wall_s: $wall,
+        '. + $cpu + {figure: $fig, proxy: $p, round: $round, wall_s: $wall,
               server_handshakes_resumed: (if $s0 == null or $s1 == null or $s0.resumed == null or $s1.resumed == null
                   then null else ($s1.resumed - $s0.resumed - (.priming_handshakes_resumed // 0)) end),
               server_handshakes_full: (if $s0 == null or $s1 == null or $s0.resumed == null or $s1.resumed == null
@@ -643,9 +672,9 @@ else:  # openssl s_time: one output file per process, "N connections in T real s
                       "duration_s": wall, "probe_status_line": status}))
 PY
     jq -c --arg fig "$fig" --arg p "$p" --argjson round "$round" --arg tool "$tool" --arg cmp "$cmp" \
-        --argjson cpu "$(python3 -c "print(($c1 - $c0) / $CLK_TCK)")" --argjson wall "$(python3 -c "print($t1 - $t0)")" \
+        --argjson cpu "$(cpu_json "$c0" "$c1")" --argjson wall "$(python3 -c "print($t1 - $t0)")" \
         --argjson s0 "${s0:-null}" --argjson s1 "${s1:-null}" \
-        '. + {figure: $fig, proxy: $p, round: $round, tool: $tool, compare_with: $cmp, proxy_cpu_s: $cpu, wall_s: $wall,
+        '. + $cpu + {figure: $fig, proxy: $p, round: $round, tool: $tool, compare_with: $cmp, wall_s: $wall,
               server_handshakes_resumed: (if $s0 == null or $s1 == null or $s0.resumed == null or $s1.resumed == null
                   then null else ($s1.resumed - $s0.resumed) end),
               server_handshakes_full: (if $s0 == null or $s1 == null or $s0.resumed == null or $s1.resumed == null
@@ -780,6 +809,10 @@ main() {
               idle_connections: $idle, rules: $rules, kx: $kx, proxy_cpu: $pcpu, load_cpu: $lcpu}')"
     cat "$RESULTS_DIR/results.md"
     log "results: $RESULTS_DIR/results.md and $RESULTS_DIR/results.json (raw runs: $RUNS_FILE)"
+    if [[ $PROFILE == 1 && -d $W/perf ]]; then
+        python3 "$BENCH/perfsplit.py" "$W/perf" "$RUNS_FILE" >"$W/perf/summary.md"
+        log "profiles: $W/perf/summary.md (perf report -i $W/perf/FIGURE.PROXY.ROUND.data for the detail)"
+    fi
 }
 
 main "$@"
