@@ -12,8 +12,19 @@ use portcullis_pki::{CaParams, ManagedCa, MasterKey};
 use portcullis_store::{Actor, NewManagedCa, Store, TokenScope};
 
 use arc_swap::ArcSwap;
+use metrics_exporter_prometheus::Matcher;
 
 use crate::edge::{self, DevEdgeCa, EdgeBuilder, StoreEvents};
+
+/// How often the metrics recorder folds the histogram samples recorded since into its buckets.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Upper bounds (seconds) of `portcullis_request_duration_seconds`' buckets: a Prometheus histogram rather than the
+/// exporter's default summary, because buckets add up across a fleet of edge nodes and quantiles do not. From a
+/// quarter of a millisecond (a keep-alive request to a nearby origin) to the default response timeout's range.
+const REQUEST_DURATION_BUCKETS: &[f64] = &[
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 
 /// Options of `serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -228,8 +239,26 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         },
         boot.master_key.clone(),
     );
-    let state = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(portcullis_proxy::REQUEST_DURATION_SECONDS.to_owned()),
+            REQUEST_DURATION_BUCKETS,
+        )
+        .and_then(|b| b.install_recorder());
+    let state = match recorder {
         Ok(handle) => {
+            // install_recorder leaves the upkeep to its caller. Without it every histogram sample (one per
+            // request) is kept until the next scrape of /metrics: an edge that nobody scrapes grew by about 20
+            // bytes per request, over 1 MiB a second under load.
+            let upkeep = handle.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(METRICS_UPKEEP);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    upkeep.run_upkeep();
+                }
+            });
             portcullis_proxy::describe_metrics();
             metrics::describe_counter!(
                 "portcullis_snapshot_builds_failed_total",

@@ -406,6 +406,20 @@ fn access_log_lines_are_json_and_metrics_count_requests() {
         "{metrics}"
     );
     assert!(metrics.contains("portcullis_snapshot_generation "), "{metrics}");
+    // Request latency is a histogram with buckets (they add up across edge nodes), not a summary.
+    assert!(
+        metrics.contains(r#"portcullis_request_duration_seconds_bucket{host="localhost",le="+Inf"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"portcullis_request_duration_seconds_bucket{host="localhost",le="60"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"portcullis_request_duration_seconds_count{host="localhost"} 2"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("quantile="), "{metrics}");
 
     // The server's stderr is not a terminal, so its log is JSON, one object per line.
     let log = std::fs::read_to_string(server.dir.path().join("server.log")).expect("the server log");

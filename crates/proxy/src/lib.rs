@@ -43,7 +43,7 @@ mod tests;
 pub use config::ProxyConfig;
 pub use events::{EventSink, NoEvents, SecurityEvent, VecSink};
 pub use forward::{CERT_HEADERS, CF_CERT_HEADERS};
-pub use observe::{describe_metrics, record_snapshot};
+pub use observe::{REQUEST_DURATION_SECONDS, describe_metrics, record_snapshot};
 pub use origin_tls::OriginTls;
 pub use server::serve;
 pub use snapshot::{Forwarding, Host, HostParams, Mtls, Origin, Snapshot, TrustedCa};
