@@ -12,7 +12,7 @@
 #
 # Each run: the build pinned to core 0 on WORK's data directory, loadgen and the origins on core 1; the proxy's
 # utime and stime from /proc/<pid>/stat around the loadgen run. Prints, per round, each build's requests per CPU-second
-# and its user and kernel µs per request, and B ÷ A; the order of A and B swaps every round. The user µs move less
+# and its user and kernel µs per request and p99 latency, and B ÷ A; the order of A and B swaps every round. The user µs move less
 # than the totals from round to round (the kernel's part, loopback TCP, is most of the noise), and a change to
 # Portcullis' code shows there first.
 set -euo pipefail
@@ -51,7 +51,7 @@ taskset -c 1 "$LOADGEN" origin --listen "127.0.0.1:$ORIGIN_PORT" >/dev/null 2>&1
 taskset -c 1 "$LOADGEN" origin --grpc --listen "127.0.0.1:$GRPC_ORIGIN_PORT" >/dev/null 2>&1 & STARTED+=("$!")
 c="$WORK/certs/ecdsa"
 cpu() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
-run() { # run BUILD -> "REQUESTS-PER-CPU-SECOND USER-µs KERNEL-µs" (per request)
+run() { # run BUILD -> "REQUESTS-PER-CPU-SECOND USER-µs KERNEL-µs P99-MS" (per request)
     local pc t0 t1 n u0 s0 u1 s1
     RUST_LOG=warn taskset -c 0 "$1" --log-format text serve --data-dir "$WORK/portcullis-data" \
         --listen "127.0.0.1:$PC_PORT" --admin-listen "127.0.0.1:$PC_ADMIN_PORT" \
@@ -68,12 +68,12 @@ run() { # run BUILD -> "REQUESTS-PER-CPU-SECOND USER-µs KERNEL-µs" (per reques
     kill "$pc"; wait "$pc" 2>/dev/null || true
     n=$(jq '.requests' "$WORK/ab.json")
     ((u1 + s1 > u0 + s0 && n > 0)) || die "no requests or no CPU time measured"
-    awk -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$(getconf CLK_TCK)" \
-        'BEGIN { printf "%d %.2f %.2f\n", n * hz / (u + s), u * 1e6 / hz / n, s * 1e6 / hz / n }'
+    awk -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$(getconf CLK_TCK)" -v p99="$(jq '.p99_ms' "$WORK/ab.json")" \
+        'BEGIN { printf "%d %.2f %.2f %s\n", n * hz / (u + s), u * 1e6 / hz / n, s * 1e6 / hz / n, p99 }'
 }
 for ((r = 1; r <= ROUNDS; r++)); do
     if ((r % 2)); then a=($(run "$A")); b=($(run "$B")); else b=($(run "$B")); a=($(run "$A")); fi
-    printf '%s round %d: A %d, B %d per proxy CPU-second, B/A %s; µs per request user + kernel: A %s + %s, B %s + %s\n' \
+    printf '%s round %d: A %d, B %d per proxy CPU-second, B/A %s; µs per request user + kernel: A %s + %s, B %s + %s; p99 ms: A %s, B %s\n' \
         "$FIGURE" "$r" "${a[0]}" "${b[0]}" "$(awk -v a="${a[0]}" -v b="${b[0]}" 'BEGIN { printf "%.3f", b / a }')" \
-        "${a[1]}" "${a[2]}" "${b[1]}" "${b[2]}"
+        "${a[1]}" "${a[2]}" "${b[1]}" "${b[2]}" "${a[3]}" "${b[3]}"
 done

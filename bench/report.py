@@ -207,8 +207,8 @@ def main():
     md.append("")
     md.append("Cells: median (min–max). *per proxy CPU-s* = requests ÷ the proxy's own utime+stime during the run. "
               "*µs per request, user + kernel* = the proxy's utime and stime ÷ requests (medians): the kernel's part "
-              "is mostly loopback TCP (a send runs the receiver's side too) and is about the same for every proxy, "
-              "the user part is the proxy's own code, TLS included.")
+              "is mostly loopback TCP (a send runs the receiving socket's side too), the user part is the proxy's "
+              "own code, TLS included.")
     md.append("")
     md.append("*proxy saw full / resumed* = the proxy's own count of successful handshakes during the runs "
               "(Portcullis: `portcullis_handshakes_total` and `portcullis_handshakes_resumed_total` on /metrics; "
