@@ -11,10 +11,10 @@
 #   WORK [bench/work-callgrind] (set up by callgrind.sh or run.sh: certificates and a data directory)
 #
 # Each run: the build pinned to core 0 on WORK's data directory, loadgen and the origins on core 1; the proxy's
-# utime and stime from /proc/<pid>/stat around the loadgen run. Prints, per round, each build's requests per CPU-second
-# and its user and kernel µs per request and p99 latency, and B ÷ A; the order of A and B swaps every round. The user µs move less
-# than the totals from round to round (the kernel's part, loopback TCP, is most of the noise), and a change to
-# Portcullis' code shows there first.
+# utime and stime from /proc/<pid>/stat around the loadgen run. Prints, per round, each build's requests per
+# CPU-second, its user and kernel µs per request and its p99 latency, and B ÷ A; the order of A and B swaps every
+# round. The user µs move less than the totals from round to round (the kernel's part, loopback TCP, is most of the
+# noise), and a change to Portcullis' code shows there first.
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -52,7 +52,7 @@ taskset -c 1 "$LOADGEN" origin --grpc --listen "127.0.0.1:$GRPC_ORIGIN_PORT" >/d
 c="$WORK/certs/ecdsa"
 cpu() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
 run() { # run BUILD -> "REQUESTS-PER-CPU-SECOND USER-µs KERNEL-µs P99-MS" (per request)
-    local pc t0 t1 n u0 s0 u1 s1
+    local pc n u0 s0 u1 s1
     RUST_LOG=warn taskset -c 0 "$1" --log-format text serve --data-dir "$WORK/portcullis-data" \
         --listen "127.0.0.1:$PC_PORT" --admin-listen "127.0.0.1:$PC_ADMIN_PORT" \
         --max-connections 30000 --idle-timeout 600 >"$WORK/logs/ab-portcullis.log" 2>&1 &
