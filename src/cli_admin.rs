@@ -23,6 +23,17 @@ pub enum ZoneCommand {
     Add { name: String },
     /// List zones.
     List,
+    /// Show or set a zone's URL normalization: which path rules (and, with `both`, the origin) see.
+    UrlNormalization {
+        /// Zone id or name.
+        zone: String,
+        /// incoming (rules see the normalized path, the default), both (rules and origin), none.
+        #[arg(long, value_parser = ["incoming", "both", "none"])]
+        scope: Option<String>,
+        /// cloudflare (RFC 3986 plus `\` as `/` and merged slashes, the default) or rfc3986.
+        #[arg(long = "type", value_parser = ["cloudflare", "rfc3986"])]
+        kind: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -125,7 +136,7 @@ pub async fn zone(args: ZoneArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ZoneCommand::List => {
-            let zones = api.get("/zones").await?.result;
+            let zones = Value::Array(zones(&api).await?);
             if args.api.json {
                 print_json(&zones)?;
             } else {
@@ -134,6 +145,31 @@ pub async fn zone(args: ZoneArgs) -> anyhow::Result<ExitCode> {
                     .map(|z| vec![s(z, "id"), s(z, "name"), s(z, "status")])
                     .collect();
                 print_table(&["ID", "NAME", "STATUS"], &rows);
+            }
+        }
+        ZoneCommand::UrlNormalization { zone, scope, kind } => {
+            let zone = find_zone(&api, Some(&zone), None).await?;
+            let path = format!("/zones/{}/url_normalization", s(&zone, "id"));
+            let current = api.get(&path).await?.result;
+            let setting = if scope.is_none() && kind.is_none() {
+                current
+            } else {
+                // Cloudflare's PUT takes both fields; an option left out keeps its value.
+                let body = json!({
+                    "scope": scope.unwrap_or_else(|| s(&current, "scope")),
+                    "type": kind.unwrap_or_else(|| s(&current, "type")),
+                });
+                api.send(Method::PUT, &path, &body).await?.result
+            };
+            if args.api.json {
+                print_json(&setting)?;
+            } else {
+                outln!(
+                    "zone {}: URL normalization scope {}, type {}",
+                    s(&zone, "name"),
+                    s(&setting, "scope"),
+                    s(&setting, "type")
+                );
             }
         }
     }

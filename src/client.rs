@@ -244,9 +244,22 @@ pub fn array(value: &Value) -> &[Value] {
     value.as_array().map_or(&[], Vec::as_slice)
 }
 
-/// The server's zones.
+/// The server's zones, all pages of them.
 pub async fn zones(api: &ApiClient) -> anyhow::Result<Vec<Value>> {
-    Ok(array(&api.get("/zones").await?.result).to_vec())
+    const PER_PAGE: usize = 1000;
+    let mut all = Vec::new();
+    for page in 1.. {
+        let got = api
+            .get(&format!("/zones?per_page={PER_PAGE}&page={page}"))
+            .await?
+            .result;
+        let items = array(&got);
+        all.extend_from_slice(items);
+        if items.len() < PER_PAGE {
+            break;
+        }
+    }
+    Ok(all)
 }
 
 /// The zone of `zones` whose id or (case-insensitive) name is `wanted`.

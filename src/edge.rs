@@ -14,7 +14,10 @@ use arc_swap::ArcSwap;
 use portcullis_admin::{CertificateForwarding, FIREWALL_PHASE, HostnameSettings, TlsClientAuth, compile_stored_rules};
 use portcullis_pki::MasterKey;
 use portcullis_proxy::snapshot::TrustedCa;
-use portcullis_proxy::{EventSink, Forwarding, Host, HostParams, Mtls, MtlsMode, Origin, ServerCert, Snapshot};
+use portcullis_proxy::{
+    EventSink, Forwarding, Host, HostParams, Mtls, MtlsMode, NormalizationScope, NormalizationType, Origin, ServerCert,
+    Snapshot, UrlNormalization,
+};
 use portcullis_rules::CompiledRuleset;
 use portcullis_store::{CaRef, EdgeState, Store};
 use tokio::sync::mpsc;
@@ -101,6 +104,22 @@ pub struct EdgeBuilder {
     pub default_host: Option<String>,
 }
 
+/// The proxy's form of a zone's stored URL normalization setting.
+fn url_normalization(zone: &portcullis_store::Zone) -> anyhow::Result<UrlNormalization> {
+    let scope = match zone.url_normalization_scope.as_str() {
+        "incoming" => NormalizationScope::Incoming,
+        "both" => NormalizationScope::Both,
+        "none" => NormalizationScope::None,
+        other => return Err(anyhow!("unknown URL normalization scope {other:?}")),
+    };
+    let kind = match zone.url_normalization_type.as_str() {
+        "cloudflare" => NormalizationType::Cloudflare,
+        "rfc3986" => NormalizationType::Rfc3986,
+        other => return Err(anyhow!("unknown URL normalization type {other:?}")),
+    };
+    Ok(UrlNormalization { scope, kind })
+}
+
 /// Whether the certificate name `pattern` (maybe `*.example.com`) covers `hostname`.
 fn covers(pattern: &str, hostname: &str) -> bool {
     let pattern = pattern.to_ascii_lowercase();
@@ -123,6 +142,13 @@ impl EdgeBuilder {
         }
         let empty =
             Arc::new(CompiledRuleset::compile(&portcullis_rules::Ruleset::default()).map_err(|e| anyhow!("{e}"))?);
+        let mut normalization: HashMap<&str, UrlNormalization> = HashMap::new();
+        for zone in &state.zones {
+            normalization.insert(
+                zone.id.as_str(),
+                url_normalization(zone).with_context(|| format!("zone {}", zone.name))?,
+            );
+        }
         let mut snapshot = Snapshot::new(state.generation);
         for host in &state.hostnames {
             let built = self
@@ -133,6 +159,7 @@ impl EdgeBuilder {
                         .get(host.zone_id.as_str())
                         .cloned()
                         .unwrap_or_else(|| empty.clone()),
+                    normalization.get(host.zone_id.as_str()).copied().unwrap_or_default(),
                 )
                 .with_context(|| format!("hostname {}", host.hostname))?;
             snapshot.insert(built);
@@ -146,6 +173,7 @@ impl EdgeBuilder {
         state: &EdgeState,
         host: &portcullis_store::Hostname,
         ruleset: Arc<CompiledRuleset>,
+        url_normalization: UrlNormalization,
     ) -> anyhow::Result<Host> {
         let settings = HostnameSettings::from_stored(&host.settings).context("stored settings")?;
         let origin = Origin::new(
@@ -169,6 +197,7 @@ impl EdgeBuilder {
             origin,
             forwarding,
             ruleset,
+            url_normalization,
         })?)
     }
 

@@ -442,3 +442,44 @@ fn access_log_lines_are_json_and_metrics_count_requests() {
     assert_eq!(allowed["mtls_status"], "ok");
     assert_eq!(allowed["cert_fingerprint_sha256"].as_str().map(str::len), Some(64));
 }
+
+#[test]
+fn url_normalization_keeps_encoded_and_dotted_paths_under_the_rule() {
+    let server = Server::start();
+    setup(&server);
+    // curl would clean up dot segments itself; --path-as-is sends them as written.
+    for path in ["/%61pi", "/x/../api", "//api", "/./%61%70%69"] {
+        let (_, status, body) = get(&server, path, &["--path-as-is"]);
+        assert_eq!(status, "403", "{path} without a certificate: {body}");
+        let with: Vec<&str> = WITH_CERT.iter().copied().chain(["--path-as-is"]).collect();
+        let (_, status, body) = get(&server, path, &with);
+        assert_eq!(status, "200", "{path} with a certificate: {body}");
+    }
+
+    let out = ok(&server.cli(&["zone", "url-normalization", "localhost"]));
+    assert_eq!(
+        out.trim(),
+        "zone localhost: URL normalization scope incoming, type cloudflare"
+    );
+    let out = ok(&server.cli(&["zone", "url-normalization", "localhost", "--scope", "none"]));
+    assert_eq!(
+        out.trim(),
+        "zone localhost: URL normalization scope none, type cloudflare"
+    );
+    // With normalization off the rule sees the path as sent, as on Cloudflare; the edge picks the
+    // change up with its next snapshot.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, status, _) = get(&server, "/%61pi", &["--path-as-is"]);
+        if status == "200" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {status} with normalization off"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, status, _) = get(&server, "/api", &[]);
+    assert_eq!(status, "403");
+}

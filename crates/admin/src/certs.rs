@@ -26,6 +26,14 @@ use crate::time_fmt::rfc3339;
 
 /// How long a published CRL stays valid; clients re-fetch before then, and every revocation makes a new one.
 const CRL_VALIDITY: time::Duration = time::Duration::days(7);
+/// A CRL nothing changed is rebuilt after this long, so that a quiet CA's CRL never reaches its `nextUpdate`
+/// (relying parties that enforce it, NGINX and HAProxy among them, refuse every certificate once it passes).
+const CRL_REFRESH: time::Duration = time::Duration::days(1);
+
+/// Whether a CRL built at `built_at` with the store at `built_generation` may still be served.
+fn crl_is_current(built_generation: u64, built_at: OffsetDateTime, generation: u64, now: OffsetDateTime) -> bool {
+    built_generation == generation && now >= built_at && now - built_at < CRL_REFRESH
+}
 
 /// The active managed CA, unsealed.
 async fn issuing_ca(state: &AdminState) -> Result<ManagedCa, ApiError> {
@@ -561,8 +569,9 @@ async fn crl_der(state: &AdminState, file: &str) -> Result<Vec<u8>, ApiError> {
         .strip_suffix(".crl")
         .ok_or_else(|| ApiError::not_found("CRL", file))?;
     let generation = state.store.generation().await?;
-    if let Some((built_at, der)) = state.crl_cache.lock().unwrap_or_else(|e| e.into_inner()).get(ca_id)
-        && *built_at == generation
+    if let Some((built_generation, built_at, der)) =
+        state.crl_cache.lock().unwrap_or_else(|e| e.into_inner()).get(ca_id)
+        && crl_is_current(*built_generation, *built_at, generation, OffsetDateTime::now_utc())
     {
         return Ok(der.clone());
     }
@@ -599,6 +608,29 @@ async fn crl_der(state: &AdminState, file: &str) -> Result<Vec<u8>, ApiError> {
         .crl_cache
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(ca_id.to_owned(), (generation, der.clone()));
+        .insert(ca_id.to_owned(), (generation, now, der.clone()));
     Ok(der)
+}
+
+#[cfg(test)]
+mod crl_tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_crl_is_rebuilt_after_a_change_or_a_day() {
+        let built = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time");
+        assert!(crl_is_current(5, built, 5, built));
+        assert!(crl_is_current(5, built, 5, built + time::Duration::hours(23)));
+        assert!(
+            !crl_is_current(5, built, 5, built + CRL_REFRESH),
+            "a quiet CA's CRL is refreshed"
+        );
+        assert!(!crl_is_current(5, built, 6, built), "a write makes a new CRL");
+        assert!(
+            !crl_is_current(5, built, 5, built - time::Duration::minutes(1)),
+            "the clock went back"
+        );
+        // Refreshed long before relying parties would refuse it.
+        assert!(CRL_REFRESH * 3 < CRL_VALIDITY);
+    }
 }

@@ -20,6 +20,7 @@ mod rulesets;
 mod time_fmt;
 mod tokens;
 mod traffic;
+mod url_normalization;
 mod zones;
 
 use std::collections::HashMap;
@@ -68,8 +69,8 @@ impl Default for AdminSettings {
     }
 }
 
-/// Built CRLs by CA id: (store generation at build time, DER).
-type CrlCache = HashMap<String, (u64, Vec<u8>)>;
+/// Built CRLs by CA id: (store generation at build time, build time, DER).
+type CrlCache = HashMap<String, (u64, time::OffsetDateTime, Vec<u8>)>;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -151,6 +152,11 @@ fn api_routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(accounts::audit_logs))
         .routes(routes!(zones::create_zone, zones::list_zones))
         .routes(routes!(zones::get_zone, zones::delete_zone))
+        .routes(routes!(
+            url_normalization::get_url_normalization,
+            url_normalization::put_url_normalization,
+            url_normalization::delete_url_normalization
+        ))
         .routes(routes!(hostnames::create_hostname, hostnames::list_hostnames))
         .routes(routes!(
             hostnames::get_hostname,

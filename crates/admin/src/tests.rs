@@ -185,6 +185,65 @@ async fn zones_follow_cloudflare_shapes() {
     let (_, list) = api.get("/client/v4/zones").await;
     assert_eq!(list["result"].as_array().expect("list").len(), 1);
     assert_eq!(list["result_info"]["total_count"], 1);
+
+    // Looked up by name, as scripts and Terraform do; filtered, ordered and paged.
+    for name in [
+        "b.example.net",
+        "c.example.org",
+        "d.example.org",
+        "e.example.org",
+        "f.example.org",
+        "g.example.org",
+    ] {
+        api.zone(name).await;
+    }
+    let (status, found) = api.get("/client/v4/zones?name=B.example.net").await;
+    assert_eq!(status, StatusCode::OK);
+    let names = |v: &Value| -> Vec<String> {
+        v["result"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|z| z["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    assert_eq!(names(&found), ["b.example.net"]);
+    assert_eq!(found["result_info"]["total_count"], 1);
+    assert_eq!(
+        names(&api.get("/client/v4/zones?name=nope.example").await.1),
+        Vec::<String>::new()
+    );
+    let account = found["result"][0]["account"]["id"]
+        .as_str()
+        .expect("account")
+        .to_owned();
+    let (_, mine) = api
+        .get(&format!("/client/v4/zones?account.id={account}&status=active"))
+        .await;
+    assert_eq!(mine["result_info"]["total_count"], 7);
+    let (_, other) = api.get("/client/v4/zones?account.id=someone-else").await;
+    assert_eq!(other["result_info"]["total_count"], 0);
+    let (_, page2) = api.get("/client/v4/zones?per_page=5&page=2").await;
+    assert_eq!(names(&page2), ["f.example.org", "g.example.org"]);
+    assert_eq!(
+        (
+            &page2["result_info"]["page"],
+            &page2["result_info"]["total_pages"],
+            &page2["result_info"]["count"]
+        ),
+        (&json!(2), &json!(2), &json!(2))
+    );
+    let (_, desc) = api.get("/client/v4/zones?per_page=5&direction=desc").await;
+    assert_eq!(names(&desc)[0], "g.example.org");
+    let (status, body) = api.get("/client/v4/zones?order=size").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error(&body).1, "unknown order \"size\": use name or status");
+    let (status, _) = api.get("/client/v4/zones?nam=x").await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "unknown filters are refused, not ignored"
+    );
     let (status, got) = api.get(&format!("/client/v4/zones/{id}")).await;
     assert_eq!((status, &got["result"]["id"]), (StatusCode::OK, &json!(id)));
 
@@ -206,6 +265,55 @@ async fn zones_follow_cloudflare_shapes() {
     let (status, body) = api.get(&format!("/client/v4/zones/{id}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error(&body), (7003, format!("zone {id:?} not found")));
+}
+
+#[tokio::test]
+async fn url_normalization_follows_cloudflare_shapes() {
+    let api = Api::new().await;
+    let zone = api.zone("example.com").await;
+    let path = format!("/client/v4/zones/{zone}/url_normalization");
+    let (status, body) = api.get(&path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["result"], json!({"scope": "incoming", "type": "cloudflare"}));
+
+    let (status, body) = api
+        .send(Method::PUT, &path, json!({"scope": "both", "type": "rfc3986"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"], json!({"scope": "both", "type": "rfc3986"}));
+    assert_eq!(
+        api.get(&path).await.1["result"],
+        json!({"scope": "both", "type": "rfc3986"})
+    );
+
+    for (bad, message) in [
+        (
+            json!({"scope": "outgoing", "type": "cloudflare"}),
+            "scope \"outgoing\" is not one of incoming, both, none",
+        ),
+        (
+            json!({"scope": "none", "type": "strict"}),
+            "type \"strict\" is not one of cloudflare, rfc3986",
+        ),
+    ] {
+        let (status, body) = api.send(Method::PUT, &path, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(error(&body).1, message);
+    }
+    let (status, _) = api.send(Method::PUT, &path, json!({"scope": "none"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "both fields are required");
+    assert_eq!(
+        api.get(&path).await.1["result"],
+        json!({"scope": "both", "type": "rfc3986"})
+    );
+
+    let (status, body) = api.call(Method::DELETE, &path, Some(&api.write.clone()), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["result"], json!({"scope": "incoming", "type": "cloudflare"}));
+
+    let (status, body) = api.get("/client/v4/zones/nope/url_normalization").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error(&body).0, 7003);
 }
 
 #[tokio::test]
@@ -413,6 +521,7 @@ async fn openapi_document_lists_every_route() {
         "/zones/{zone_id}/hostnames",
         "/zones/{zone_id}/certificate_authorities/hostname_associations",
         "/zones/{zone_id}/security/events",
+        "/zones/{zone_id}/url_normalization",
         "/user/tokens",
     ] {
         assert!(

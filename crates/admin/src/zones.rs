@@ -4,12 +4,12 @@ use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use portcullis_store::{Actor, Zone};
 
 use crate::AdminState;
-use crate::api::{ApiJson, ApiResult, ok, ok_all, ok_status};
+use crate::api::{ApiError, ApiJson, ApiQuery, ApiResult, ResultInfo, ok, ok_page, ok_status};
 use crate::time_fmt::rfc3339;
 
 /// The account a zone belongs to, as Cloudflare nests it.
@@ -91,19 +91,80 @@ pub async fn create_zone(
     Ok(ok_status(StatusCode::CREATED, zone_view(zone, &account.name)))
 }
 
+/// Filters and pages of `GET /zones`, as Cloudflare takes them (`?name=example.com` is how scripts and Terraform
+/// look a zone up).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneQuery {
+    /// Only the zone of this name (case-insensitive).
+    pub name: Option<String>,
+    /// Only zones with this status (`active`).
+    pub status: Option<String>,
+    /// Only zones of this account.
+    #[serde(rename = "account.id")]
+    #[param(rename = "account.id")]
+    pub account_id: Option<String>,
+    /// Only zones of the account of this name.
+    #[serde(rename = "account.name")]
+    #[param(rename = "account.name")]
+    pub account_name: Option<String>,
+    /// Page number, from 1 (default 1).
+    pub page: Option<u32>,
+    /// Zones per page, 5 to 1,000 (default 20).
+    pub per_page: Option<u32>,
+    /// `name` or `status` (default `name`).
+    pub order: Option<String>,
+    /// `asc` (default) or `desc`.
+    pub direction: Option<String>,
+}
+
 /// List zones.
-#[utoipa::path(get, path = "/zones", tag = "zones",
-    responses((status = 200, description = "All zones", body = [ZoneView])))]
-pub async fn list_zones(State(state): State<AdminState>) -> ApiResult {
+#[utoipa::path(get, path = "/zones", tag = "zones", params(ZoneQuery),
+    responses((status = 200, description = "A page of zones", body = [ZoneView])))]
+pub async fn list_zones(State(state): State<AdminState>, ApiQuery(query): ApiQuery<ZoneQuery>) -> ApiResult {
     let account = state.store.account().await?;
-    let zones: Vec<_> = state
+    let name = query.name.as_deref().map(str::to_ascii_lowercase);
+    let other_account = query.account_id.as_deref().is_some_and(|id| id != account.id)
+        || query.account_name.as_deref().is_some_and(|n| n != account.name);
+    let mut zones: Vec<Zone> = state
         .store
         .list_zones()
         .await?
         .into_iter()
+        .filter(|_| !other_account)
+        .filter(|z| name.as_deref().is_none_or(|n| z.name == n))
+        .filter(|z| query.status.as_deref().is_none_or(|s| z.status == s))
+        .collect();
+    match query.order.as_deref() {
+        None | Some("name") => {}
+        Some("status") => zones.sort_by(|a, b| a.status.cmp(&b.status).then_with(|| a.name.cmp(&b.name))),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "unknown order {other:?}: use name or status"
+            )));
+        }
+    }
+    match query.direction.as_deref() {
+        None | Some("asc") => {}
+        Some("desc") => zones.reverse(),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "unknown direction {other:?}: use asc or desc"
+            )));
+        }
+    }
+    let per_page = query.per_page.unwrap_or(20).clamp(5, 1000);
+    let page = query.page.unwrap_or(1).max(1);
+    let total = zones.len() as u64;
+    let start = usize::try_from(u64::from(page - 1) * u64::from(per_page)).unwrap_or(usize::MAX);
+    let views: Vec<ZoneView> = zones
+        .into_iter()
+        .skip(start)
+        .take(per_page as usize)
         .map(|z| zone_view(z, &account.name))
         .collect();
-    Ok(ok_all(zones))
+    let info = ResultInfo::new(page, per_page, views.len(), total);
+    Ok(ok_page(views, info))
 }
 
 /// Get a zone.

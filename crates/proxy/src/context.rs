@@ -2,7 +2,9 @@
 //!
 //! Field values follow Cloudflare's definitions: `http.host` without the port, header names
 //! lower-cased in the map, query arguments split on `&` and `=` and not percent-decoded,
-//! `http.request.full_uri` with the `https` scheme. Does not evaluate anything.
+//! `http.request.full_uri` with the `https` scheme, the `http.request.uri*` fields with the
+//! URL-normalized path and the `raw.http.request.uri*` fields with the path as sent. Does not
+//! evaluate anything or normalize anything (the caller passes the normalized path).
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -18,6 +20,8 @@ use crate::conn::ConnInfo;
 pub(crate) struct RequestFacts<'a> {
     /// Host from `:authority` / `Host`, port removed, lower-cased.
     pub host: &'a str,
+    /// The request's path after the zone's URL normalization (the path as sent when none).
+    pub path: &'a str,
     pub conn: &'a ConnInfo,
     pub cert: &'a ClientAuthFacts,
     /// (service, method) for a gRPC request.
@@ -92,22 +96,40 @@ pub(crate) fn fill(ctx: &mut Context, wanted: &FieldSet, req: &Parts, rf: &Reque
             }
         };
     }
-    let path = req.uri.path();
+    let raw_path = req.uri.path();
+    let path = rf.path;
     let query = req.uri.query().unwrap_or("");
-    let uri = req.uri.path_and_query().map_or(path, |pq| pq.as_str());
+    let raw_uri = req.uri.path_and_query().map_or(raw_path, |pq| pq.as_str());
+    // The normalized path with the query as sent; the same text when normalization changed nothing.
+    let uri: std::borrow::Cow<'_, str> = if path == raw_path {
+        raw_uri.into()
+    } else {
+        format!("{path}{}", raw_uri.strip_prefix(raw_path).unwrap_or("")).into()
+    };
 
     set!(fields::HTTP_HOST, Value::from(rf.host));
     set!(fields::HTTP_REQUEST_METHOD, Value::from(req.method.as_str()));
-    set!(fields::HTTP_REQUEST_URI, Value::from(uri));
+    set!(fields::HTTP_REQUEST_URI, Value::from(&*uri));
     set!(fields::HTTP_REQUEST_URI_PATH, Value::from(path));
     set!(fields::HTTP_REQUEST_URI_QUERY, Value::from(query));
-    if wanted.contains(fields::HTTP_REQUEST_URI_ARGS) {
-        set!(fields::HTTP_REQUEST_URI_ARGS, Value::Map(query_args(query)));
+    set!(fields::RAW_HTTP_REQUEST_URI, Value::from(raw_uri));
+    set!(fields::RAW_HTTP_REQUEST_URI_PATH, Value::from(raw_path));
+    set!(fields::RAW_HTTP_REQUEST_URI_QUERY, Value::from(query));
+    for id in [fields::HTTP_REQUEST_URI_ARGS, fields::RAW_HTTP_REQUEST_URI_ARGS] {
+        if wanted.contains(id) {
+            set!(id, Value::Map(query_args(query)));
+        }
     }
     if wanted.contains(fields::HTTP_REQUEST_FULL_URI) {
         set!(
             fields::HTTP_REQUEST_FULL_URI,
             Value::from(format!("https://{}{uri}", rf.host).as_str()),
+        );
+    }
+    if wanted.contains(fields::RAW_HTTP_REQUEST_FULL_URI) {
+        set!(
+            fields::RAW_HTTP_REQUEST_FULL_URI,
+            Value::from(format!("https://{}{raw_uri}", rf.host).as_str()),
         );
     }
     set!(fields::HTTP_REQUEST_VERSION, Value::from(version_name(req.version)));

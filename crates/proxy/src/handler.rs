@@ -16,6 +16,7 @@ use crate::conn::ConnInfo;
 use crate::context::{self, RequestFacts};
 use crate::events::{EventSink, SecurityEvent};
 use crate::forward::{Body, Upstream};
+use crate::normalize::{self, NormalizationScope, NormalizationType};
 use crate::observe;
 use crate::respond;
 use crate::snapshot::{Host, Snapshot};
@@ -206,12 +207,14 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
         let (parts, body) = req.into_parts();
         let grpc = grpc_call(&parts.headers, &parts.uri);
         let mut ctx = Context::new();
+        let path = host.url_normalization.for_rules(parts.uri.path());
         context::fill(
             &mut ctx,
             wanted,
             &parts,
             &RequestFacts {
                 host: req_host,
+                path: &path,
                 conn,
                 cert: &facts,
                 grpc,
@@ -257,6 +260,11 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
         }
         Request::from_parts(parts, body)
     };
+    let req = if host.url_normalization.scope == NormalizationScope::Both {
+        normalized_for_origin(req, host.url_normalization.kind)
+    } else {
+        req
+    };
     let (resp, failed) = shared.upstream.forward(req, &host, conn, &facts, req_host).await;
     if failed {
         action = "error";
@@ -268,6 +276,30 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
         host: Some(host),
     };
     (resp, outcome)
+}
+
+/// `req` with its path normalized, for a zone whose origin gets normalized URLs; the query stays
+/// as sent.
+fn normalized_for_origin<B>(req: Request<B>, kind: NormalizationType) -> Request<B> {
+    let (mut parts, body) = req.into_parts();
+    let path = parts.uri.path();
+    if let std::borrow::Cow::Owned(normal) = normalize::normalize_path(path, kind) {
+        let rest = parts
+            .uri
+            .path_and_query()
+            .and_then(|pq| pq.as_str().strip_prefix(path))
+            .unwrap_or("")
+            .to_owned();
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        // The normalized path is plain ASCII path characters, so it parses; if it somehow did not,
+        // the request goes on with its path as sent (the rules saw the normalized one).
+        if let Ok(pq) = http::uri::PathAndQuery::try_from(format!("{normal}{rest}")) {
+            uri.path_and_query = Some(pq);
+        }
+        // Only the path changed, so the parts of a valid URI still make one.
+        parts.uri = http::Uri::from_parts(uri).unwrap_or_default();
+    }
+    Request::from_parts(parts, body)
 }
 
 fn block_response(

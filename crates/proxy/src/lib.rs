@@ -8,6 +8,7 @@
 //! - [`serve`]: the accept loop, handshake, HTTP/2 (hyper), graceful shutdown;
 //! - HTTP/1.1 (internal, `h1`): the proxy's own server side, keep-alive, WebSocket tunnels;
 //! - request handling (internal): SNI/Host check (421), rules context, block or forward;
+//! - [`normalize`]: URL normalization of request paths (Cloudflare's zone setting);
 //! - [`forward`]: header hygiene, certificate forwarding styles, pooled upstream clients (the
 //!   proxy's own HTTP/1.1 client for bodyless requests, `origin_h1`; hyper's for the rest);
 //! - [`origin_tls`]: TLS to `https://` origins;
@@ -31,6 +32,7 @@ mod server;
 pub mod config;
 pub mod events;
 pub mod forward;
+pub mod normalize;
 pub mod observe;
 pub mod origin_tls;
 pub mod snapshot;
@@ -43,6 +45,7 @@ mod tests;
 pub use config::ProxyConfig;
 pub use events::{EventSink, NoEvents, SecurityEvent, VecSink};
 pub use forward::{CERT_HEADERS, CF_CERT_HEADERS};
+pub use normalize::{NormalizationScope, NormalizationType, UrlNormalization};
 pub use observe::{REQUEST_DURATION_SECONDS, describe_metrics, record_snapshot};
 pub use origin_tls::OriginTls;
 pub use server::serve;

@@ -15,6 +15,7 @@ use rustc_hash::FxHashMap;
 use rustls::pki_types::CertificateDer;
 
 use crate::ProxyError;
+use crate::normalize::UrlNormalization;
 use crate::origin_tls::OriginTls;
 use crate::tls::{self, MtlsMode, ServerCert};
 
@@ -198,6 +199,8 @@ pub struct Host {
     pub forwarding: Forwarding,
     /// The zone's ruleset.
     pub ruleset: Arc<CompiledRuleset>,
+    /// The zone's URL normalization: which path the rules and the origin see.
+    pub url_normalization: UrlNormalization,
     /// Request counters and latency histogram labelled with this host.
     pub(crate) metrics: crate::observe::HostMetrics,
     /// `hostname` as a header value (`X-Forwarded-Host` of requests whose host is the SNI's).
@@ -216,6 +219,7 @@ pub struct HostParams {
     pub origin: Origin,
     pub forwarding: Forwarding,
     pub ruleset: Arc<CompiledRuleset>,
+    pub url_normalization: UrlNormalization,
 }
 
 impl Host {
@@ -238,6 +242,7 @@ impl Host {
             origin: params.origin,
             forwarding: params.forwarding,
             ruleset: params.ruleset,
+            url_normalization: params.url_normalization,
         })
     }
 }

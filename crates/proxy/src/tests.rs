@@ -32,7 +32,7 @@ use tokio_rustls::client::TlsStream;
 
 use crate::{
     EventSink, Forwarding, Host, HostParams, Mtls, MtlsMode, Origin, ProxyConfig, ServerCert, Snapshot, TrustedCa,
-    VecSink,
+    UrlNormalization, VecSink,
 };
 
 const DEFAULT_RULE: &str = r#"(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/api"}"#;
@@ -282,6 +282,7 @@ struct HostSpec {
     forwarding: Forwarding,
     rules: Arc<CompiledRuleset>,
     origin: Option<Origin>,
+    normalization: UrlNormalization,
 }
 
 impl HostSpec {
@@ -293,6 +294,7 @@ impl HostSpec {
             forwarding: Forwarding::None,
             rules: default_rules(),
             origin: None,
+            normalization: UrlNormalization::default(),
         }
     }
 }
@@ -312,6 +314,7 @@ fn build_snapshot(generation: u64, server: &ServerPki, origin: SocketAddr, specs
                 .unwrap_or_else(|| Origin::new(&format!("http://{origin}"), spec.h2c, None, false).unwrap()),
             forwarding: spec.forwarding,
             ruleset: spec.rules,
+            url_normalization: spec.normalization,
         })
         .unwrap();
         snap.insert(host);
@@ -1345,6 +1348,7 @@ fn sni_lookup_is_case_insensitive_and_falls_back() {
         origin: Origin::new("http://127.0.0.1:1", false, None, true).unwrap(),
         forwarding: Forwarding::None,
         ruleset: default_rules(),
+        url_normalization: UrlNormalization::default(),
     })
     .unwrap();
     snap.insert(host);

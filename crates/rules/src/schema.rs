@@ -107,11 +107,16 @@ macro_rules! schema {
 schema! {
     HTTP_HOST = "http.host": Bytes, "Host name from the request's Host header or :authority (port removed)";
     HTTP_REQUEST_METHOD = "http.request.method": Bytes, "Request method, e.g. \"GET\"";
-    HTTP_REQUEST_URI = "http.request.uri": Bytes, "Request path and query, e.g. \"/articles?page=2\"";
-    HTTP_REQUEST_URI_PATH = "http.request.uri.path": Bytes, "Request path without the query, e.g. \"/articles\"";
+    HTTP_REQUEST_URI = "http.request.uri": Bytes, "Request path (URL-normalized) and query, e.g. \"/articles?page=2\"";
+    HTTP_REQUEST_URI_PATH = "http.request.uri.path": Bytes, "Request path without the query, URL-normalized, e.g. \"/articles\"";
     HTTP_REQUEST_URI_QUERY = "http.request.uri.query": Bytes, "Query string without the leading \"?\"";
     HTTP_REQUEST_URI_ARGS = "http.request.uri.args": BytesArrayMap, "Query arguments: name to the list of its values";
     HTTP_REQUEST_FULL_URI = "http.request.full_uri": Bytes, "Full URI, e.g. \"https://example.com/articles?page=2\"";
+    RAW_HTTP_REQUEST_URI = "raw.http.request.uri": Bytes, "Path and query as sent, before URL normalization";
+    RAW_HTTP_REQUEST_URI_PATH = "raw.http.request.uri.path": Bytes, "Path as sent, before URL normalization";
+    RAW_HTTP_REQUEST_URI_QUERY = "raw.http.request.uri.query": Bytes, "Query string as sent (URL normalization leaves it as is)";
+    RAW_HTTP_REQUEST_URI_ARGS = "raw.http.request.uri.args": BytesArrayMap, "Query arguments as sent: name to the list of its values";
+    RAW_HTTP_REQUEST_FULL_URI = "raw.http.request.full_uri": Bytes, "Full URI as sent, before URL normalization";
     HTTP_REQUEST_VERSION = "http.request.version": Bytes, "HTTP version, e.g. \"HTTP/1.1\", \"HTTP/2\"";
     HTTP_REQUEST_HEADERS = "http.request.headers": BytesArrayMap, "Request headers: lower-cased name to the list of its values";
     HTTP_REQUEST_HEADERS_NAMES = "http.request.headers.names": BytesArray, "Request header names as received, in request order";

@@ -33,22 +33,26 @@ impl Store {
                 name: account.text("name")?,
                 created_on: account.int("created_on")?,
             };
-            let zones =
-                sqlx::query("SELECT id, account_id, name, status, created_on, modified_on FROM zones ORDER BY name")
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .iter()
-                    .map(|r| {
-                        Ok(Zone {
-                            id: r.text("id")?,
-                            account_id: r.text("account_id")?,
-                            name: r.text("name")?,
-                            status: r.text("status")?,
-                            created_on: r.int("created_on")?,
-                            modified_on: r.int("modified_on")?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, StoreError>>()?;
+            let zones = sqlx::query(
+                "SELECT id, account_id, name, status, created_on, modified_on, url_normalization_scope, \
+                     url_normalization_type FROM zones ORDER BY name",
+            )
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Zone {
+                    id: r.text("id")?,
+                    account_id: r.text("account_id")?,
+                    name: r.text("name")?,
+                    status: r.text("status")?,
+                    created_on: r.int("created_on")?,
+                    modified_on: r.int("modified_on")?,
+                    url_normalization_scope: r.text("url_normalization_scope")?,
+                    url_normalization_type: r.text("url_normalization_type")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
             let hostnames = sqlx::query(
                 "SELECT id, zone_id, hostname, origin, settings, created_on, modified_on FROM hostnames ORDER BY hostname",
             )

@@ -38,6 +38,7 @@ pub use events::MAX_EVENTS_PER_PAGE;
 pub use model::{
     Account, Actor, ApiToken, AuditEntry, CaRef, ClientCertificate, ClientCertificateStatus, CustomCertificate,
     EdgeState, EventFilter, Hostname, HostnameAssociation, ManagedCa, ManagedCaStatus, MtlsCertificate,
-    NewCustomCertificate, NewManagedCa, NewMtlsCertificate, NewRule, Rule, Ruleset, SecurityEvent, TokenScope, Zone,
+    NewCustomCertificate, NewManagedCa, NewMtlsCertificate, NewRule, Rule, Ruleset, SecurityEvent, TokenScope,
+    URL_NORMALIZATION_SCOPES, URL_NORMALIZATION_TYPES, Zone,
 };
 pub use rulesets::{MAX_RULES, Position};

@@ -40,7 +40,16 @@ pub struct Zone {
     pub status: String,
     pub created_on: i64,
     pub modified_on: i64,
+    /// Where URL-normalized paths go: one of [`URL_NORMALIZATION_SCOPES`].
+    pub url_normalization_scope: String,
+    /// Which URL normalization: one of [`URL_NORMALIZATION_TYPES`].
+    pub url_normalization_type: String,
 }
+
+/// The values of [`Zone::url_normalization_scope`], Cloudflare's; the first is the default.
+pub const URL_NORMALIZATION_SCOPES: [&str; 3] = ["incoming", "both", "none"];
+/// The values of [`Zone::url_normalization_type`], Cloudflare's; the first is the default.
+pub const URL_NORMALIZATION_TYPES: [&str; 2] = ["cloudflare", "rfc3986"];
 
 /// What an API token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -167,6 +167,58 @@ async fn zones_create_list_get_delete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_normalization_defaults_and_changes() {
+    on_both(|store, _| async move {
+        let actor = Actor::token("0123456789abcdef0123456789abcdef");
+        let zone = store.create_zone("example.com", &actor).await.expect("create");
+        assert_eq!(
+            (
+                zone.url_normalization_scope.as_str(),
+                zone.url_normalization_type.as_str()
+            ),
+            ("incoming", "cloudflare")
+        );
+        let before = store.generation().await.expect("generation");
+        let changed = store
+            .set_url_normalization(&zone.id, "both", "rfc3986", &actor)
+            .await
+            .expect("set");
+        assert_eq!(
+            (
+                changed.url_normalization_scope.as_str(),
+                changed.url_normalization_type.as_str()
+            ),
+            ("both", "rfc3986")
+        );
+        assert!(
+            store.generation().await.expect("generation") > before,
+            "the edge rebuilds"
+        );
+        let state = store.load_edge_state().await.expect("edge state");
+        assert_eq!(state.zones[0].url_normalization_scope, "both");
+
+        let err = store
+            .set_url_normalization(&zone.id, "outgoing", "rfc3986", &actor)
+            .await
+            .expect_err("bad scope");
+        assert_eq!(err.to_string(), "scope \"outgoing\" is not one of incoming, both, none");
+        let err = store
+            .set_url_normalization(&zone.id, "none", "strict", &actor)
+            .await
+            .expect_err("bad type");
+        assert_eq!(err.to_string(), "type \"strict\" is not one of cloudflare, rfc3986");
+        let err = store
+            .set_url_normalization("nope", "none", "rfc3986", &actor)
+            .await
+            .expect_err("no zone");
+        assert!(matches!(err, StoreError::NotFound { kind: "zone", .. }), "{err}");
+        // Refused writes change nothing.
+        assert_eq!(store.zone(&zone.id).await.expect("get"), changed);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_zone_names_are_refused_with_the_reason() {
     on_both(|store, _| async move {
         let cases = [

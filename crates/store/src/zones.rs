@@ -6,12 +6,12 @@ use crate::Store;
 use crate::db::{commit_write, on_db};
 use crate::error::{StoreError, is_unique_violation};
 use crate::ids::{new_id, now};
-use crate::model::{Actor, Zone};
+use crate::model::{Actor, URL_NORMALIZATION_SCOPES, URL_NORMALIZATION_TYPES, Zone};
 
 /// The zone columns, as a macro so that queries stay `&'static str` (sqlx refuses SQL built at run time).
 macro_rules! zone_columns {
     () => {
-        "id, account_id, name, status, created_on, modified_on"
+        "id, account_id, name, status, created_on, modified_on, url_normalization_scope, url_normalization_type"
     };
 }
 
@@ -28,6 +28,8 @@ impl Store {
             status: "active".to_owned(),
             created_on: at,
             modified_on: at,
+            url_normalization_scope: URL_NORMALIZATION_SCOPES[0].to_owned(),
+            url_normalization_type: URL_NORMALIZATION_TYPES[0].to_owned(),
         };
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
@@ -76,6 +78,55 @@ impl Store {
         })
     }
 
+    /// Sets the zone's URL normalization (`scope` one of [`URL_NORMALIZATION_SCOPES`], `kind` one of
+    /// [`URL_NORMALIZATION_TYPES`]) and returns the zone.
+    pub async fn set_url_normalization(
+        &self,
+        id: &str,
+        scope: &str,
+        kind: &str,
+        actor: &Actor,
+    ) -> Result<Zone, StoreError> {
+        if !URL_NORMALIZATION_SCOPES.contains(&scope) {
+            return Err(StoreError::Invalid(format!(
+                "scope {scope:?} is not one of {}",
+                URL_NORMALIZATION_SCOPES.join(", ")
+            )));
+        }
+        if !URL_NORMALIZATION_TYPES.contains(&kind) {
+            return Err(StoreError::Invalid(format!(
+                "type {kind:?} is not one of {}",
+                URL_NORMALIZATION_TYPES.join(", ")
+            )));
+        }
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE zones SET url_normalization_scope = $1, url_normalization_type = $2, modified_on = $3 \
+                 WHERE id = $4",
+            )
+            .bind(scope)
+            .bind(kind)
+            .bind(now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                return Err(StoreError::not_found("zone", id));
+            }
+            commit_write!(
+                self,
+                tx,
+                actor,
+                "update",
+                "zone",
+                id,
+                &format!("url_normalization {scope} {kind}")
+            );
+        });
+        self.zone(id).await
+    }
+
     /// Deletes the zone with id `id`.
     pub async fn delete_zone(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {
@@ -106,6 +157,8 @@ where
         status: row.try_get("status")?,
         created_on: row.try_get("created_on")?,
         modified_on: row.try_get("modified_on")?,
+        url_normalization_scope: row.try_get("url_normalization_scope")?,
+        url_normalization_type: row.try_get("url_normalization_type")?,
     })
 }
 

@@ -5,6 +5,7 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
+use crate::{NormalizationScope, NormalizationType, UrlNormalization};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -353,4 +354,113 @@ async fn a_client_that_stops_reading_is_cut_off() {
         "{:?}",
         String::from_utf8_lossy(&got[..got.len().min(100)])
     );
+}
+
+/// Sends `GET path` with the `api.test` host and returns the status line and the body.
+async fn get_raw(tls: &mut TlsStream<TcpStream>, path: &str) -> (String, String) {
+    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: api.test\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (head, body) = responses(tls, 1).await.remove(0);
+    (head.lines().next().unwrap_or("").to_owned(), body)
+}
+
+fn echoed_uri(body: &str) -> String {
+    let json: Json = serde_json::from_str(body).unwrap();
+    json["uri"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn url_normalization_keeps_path_rules_from_being_bypassed() {
+    let w = world().await;
+    let spec = |scope, kind, rules| HostSpec {
+        normalization: UrlNormalization { scope, kind },
+        rules,
+        ..HostSpec::new("api.test", &w.ca)
+    };
+
+    // The default (Cloudflare's): the rules see the normalized path, the origin the path as sent.
+    let proxy = api_proxy(&w, ProxyConfig::default()).await;
+    let mut tls = raw(&proxy, &w).await;
+    for path in [
+        "/api",
+        "/%61pi",
+        "/%61%70%69",
+        "/./api",
+        "//api",
+        "/x/../api",
+        "/x/%2e%2E/api",
+        "/.//api",
+    ] {
+        let (status, _) = get_raw(&mut tls, path).await;
+        assert!(status.starts_with("HTTP/1.1 403"), "{path}: {status}");
+    }
+    let (status, body) = get_raw(&mut tls, "/x/%2e%2e/public?a=%61").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(echoed_uri(&body), "/x/%2e%2e/public?a=%61");
+    let events = proxy.events.events();
+    assert_eq!(events.len(), 8);
+    // Security events keep the path as it was sent.
+    assert_eq!(events[1].path, "/%61pi");
+    // Backslashes, which some origins take for slashes, count as slashes.
+    let (status, _) = get_raw(&mut tls, "/x\\..\\api").await;
+    assert!(status.starts_with("HTTP/1.1 403"), "{status}");
+
+    // RFC 3986 alone does not merge slashes.
+    let proxy = start_proxy(build_snapshot(
+        1,
+        &w.server,
+        w.origin,
+        vec![spec(
+            NormalizationScope::Incoming,
+            NormalizationType::Rfc3986,
+            default_rules(),
+        )],
+    ))
+    .await;
+    let mut tls = raw(&proxy, &w).await;
+    assert!(get_raw(&mut tls, "/%61pi").await.0.starts_with("HTTP/1.1 403"));
+    assert!(get_raw(&mut tls, "//api").await.0.starts_with("HTTP/1.1 200"));
+
+    // Normalization off: the rule sees the path as sent, as on Cloudflare with the setting off.
+    let proxy = start_proxy(build_snapshot(
+        1,
+        &w.server,
+        w.origin,
+        vec![spec(
+            NormalizationScope::None,
+            NormalizationType::Cloudflare,
+            default_rules(),
+        )],
+    ))
+    .await;
+    let mut tls = raw(&proxy, &w).await;
+    assert!(get_raw(&mut tls, "/api").await.0.starts_with("HTTP/1.1 403"));
+    assert!(get_raw(&mut tls, "/%61pi").await.0.starts_with("HTTP/1.1 200"));
+
+    // Both: the origin gets the normalized path with the query as sent; `raw.*` fields keep
+    // what the client sent.
+    let rules = ruleset(&[
+        (DEFAULT_RULE, Action::Block, None),
+        (
+            r#"raw.http.request.full_uri eq "https://api.test/%70ublic?a=1" or raw.http.request.uri.path eq "/%2E/public""#,
+            Action::Block,
+            None,
+        ),
+    ]);
+    let proxy = start_proxy(build_snapshot(
+        1,
+        &w.server,
+        w.origin,
+        vec![spec(NormalizationScope::Both, NormalizationType::Cloudflare, rules)],
+    ))
+    .await;
+    let mut tls = raw(&proxy, &w).await;
+    let (status, body) = get_raw(&mut tls, "/x/%2e%2e//public?a=%61").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(echoed_uri(&body), "/public?a=%61");
+    assert!(get_raw(&mut tls, "/%70ublic?a=1").await.0.starts_with("HTTP/1.1 403"));
+    assert!(get_raw(&mut tls, "/%2E/public").await.0.starts_with("HTTP/1.1 403"));
+    assert!(get_raw(&mut tls, "/%70ublic?a=2").await.0.starts_with("HTTP/1.1 200"));
+    assert!(get_raw(&mut tls, "/%61pi").await.0.starts_with("HTTP/1.1 403"));
 }
