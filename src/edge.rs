@@ -16,7 +16,7 @@ use portcullis_pki::MasterKey;
 use portcullis_proxy::snapshot::TrustedCa;
 use portcullis_proxy::{
     EventSink, Forwarding, Host, HostParams, Mtls, MtlsMode, NormalizationScope, NormalizationType, Origin, ServerCert,
-    Snapshot, UrlNormalization,
+    Snapshot, TlsSessions, UrlNormalization,
 };
 use portcullis_rules::CompiledRuleset;
 use portcullis_store::{CaRef, EdgeState, Store};
@@ -102,7 +102,14 @@ pub struct EdgeBuilder {
     pub dev_ca: DevEdgeCa,
     /// Host used for handshakes without SNI or with an unknown one.
     pub default_host: Option<String>,
+    /// Each hostname's TLS session cache and ticket keys, kept from one snapshot to the next so that sessions
+    /// resume across reloads; ticket keys come from the master key, so every node of a fleet opens every
+    /// other node's tickets.
+    pub sessions: Mutex<HashMap<String, TlsSessions>>,
 }
+
+/// The master-key label of the secret the edge's TLS session-ticket keys are derived from.
+const TICKET_SECRET_LABEL: &str = "portcullis/edge/tls-ticket-secret/v1";
 
 /// The proxy's form of a zone's stored URL normalization setting.
 fn url_normalization(zone: &portcullis_store::Zone) -> anyhow::Result<UrlNormalization> {
@@ -165,6 +172,11 @@ impl EdgeBuilder {
             snapshot.insert(built);
         }
         snapshot.default_host = self.default_host.clone().filter(|h| snapshot.hosts.contains_key(h));
+        // Hostnames that left the configuration take their session state with them.
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|name, _| snapshot.hosts.contains_key(name));
         Ok(snapshot)
     }
 
@@ -198,7 +210,19 @@ impl EdgeBuilder {
             forwarding,
             ruleset,
             url_normalization,
+            sessions: self.sessions_of(&host.hostname),
         })?)
+    }
+
+    /// The hostname's resumption state: the one its previous snapshots used, or a new one.
+    fn sessions_of(&self, hostname: &str) -> TlsSessions {
+        let name = hostname.to_ascii_lowercase();
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name)
+            .or_insert_with_key(|name| TlsSessions::new(name, self.master_key.derive(TICKET_SECRET_LABEL)))
+            .clone()
     }
 
     /// The newest uploaded certificate of the zone that covers the hostname, else a development one.
@@ -401,6 +425,7 @@ mod tests {
             master_key: master.clone(),
             dev_ca: DevEdgeCa::load_or_create(dir.path(), &master).expect("dev CA"),
             default_host: None,
+            sessions: Default::default(),
         });
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::new(0)));
         tokio::spawn(keep_current(store.clone(), builder, snapshot.clone()));

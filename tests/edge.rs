@@ -273,6 +273,23 @@ fn resumed_handshakes_are_counted() {
     };
     let first = s_client("-sess_out");
     assert!(first.contains("HTTP/1.1 200"), "{first}");
+    // A write to the store in between rebuilds every host's TLS configuration; the session survives it.
+    let generation = || -> u64 {
+        let (_, _, metrics) = curl(dir, &[&format!("{}/metrics", server.api())]);
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("portcullis_snapshot_generation "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let before = generation();
+    std::fs::create_dir_all(dir.join("other")).expect("dir");
+    ok(&server.cli(&["cert", "create", "--cn", "device-2", "--out", "other"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while generation() <= before {
+        assert!(std::time::Instant::now() < deadline, "no new snapshot after the write");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let second = s_client("-sess_in");
     assert!(
         second.contains("Reused, TLSv1.3"),

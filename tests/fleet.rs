@@ -187,6 +187,64 @@ fn a_revocation_through_node_a_blocks_on_node_b_within_a_second() {
         "fleet: node B let it through again {} ms after `cert reactivate` returned",
         back.as_millis()
     );
+
+    // A TLS session made with node A resumes on node B: both derive their ticket keys from the shared master
+    // key. One client (one session store) that trusts both nodes' development edge CAs.
+    let both = {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        for node in [&a, &b] {
+            for cert in CertificateDer::pem_file_iter(node.data_dir().join("edge-dev-ca.pem")).expect("edge CA") {
+                roots.add(cert.expect("PEM")).expect("root");
+            }
+        }
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+            .expect("client certificate")
+            .map(|c| c.expect("PEM"))
+            .collect();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&key).expect("client key");
+        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client identity");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        std::sync::Arc::new(config)
+    };
+    let handshake = |port: u16| -> rustls::HandshakeKind {
+        rt.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            let mut tls = tokio_rustls::TlsConnector::from(both.clone())
+                .connect(rustls_pki_types::ServerName::try_from("localhost").expect("name"), tcp)
+                .await
+                .expect("handshake");
+            // The ticket follows the handshake: read the response to a request, and with it the ticket.
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            tls.write_all(b"GET /api HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .await
+                .expect("request");
+            let mut response = Vec::new();
+            let _ = tls.read_to_end(&mut response).await;
+            assert!(
+                response.starts_with(b"HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&response)
+            );
+            tls.get_ref().1.handshake_kind().expect("handshake done")
+        })
+    };
+    assert_eq!(handshake(a.edge_port), rustls::HandshakeKind::Full);
+    assert_eq!(
+        handshake(b.edge_port),
+        rustls::HandshakeKind::Resumed,
+        "node B resumed node A's session"
+    );
     drop((a, b));
     drop(db);
 }

@@ -80,6 +80,20 @@ impl MasterKey {
         der::hex(&self.0, false)
     }
 
+    /// A 32-byte key for another purpose, named by `label` (HKDF-SHA256 of the master key): the binary gives
+    /// the edge such a key for its TLS session tickets, so that every node of a fleet that shares the master key
+    /// resumes every other node's sessions, and the edge never holds the master key itself.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
+        let prk = Salt::new(HKDF_SHA256, b"portcullis/derive/v1").extract(&self.0);
+        let mut out = [0u8; 32];
+        // 32 bytes from HKDF-SHA256 is within its limit of 255 blocks, so neither step can fail.
+        prk.expand(&[label.as_bytes()], HKDF_SHA256)
+            .and_then(|okm| okm.fill(&mut out))
+            .expect("32 bytes of HKDF-SHA256 output");
+        out
+    }
+
     fn aead(&self) -> LessSafeKey {
         // AES-256 takes exactly 32 bytes, which the type guarantees.
         LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.0).expect("a 32-byte AES-256 key"))
@@ -155,6 +169,20 @@ mod tests {
         assert!(err.to_string().contains("too short"), "{err}");
         let err = unseal(&key, "ca1", &[9, 1, 2]).unwrap_err();
         assert!(err.to_string().contains("unknown format version 9"), "{err}");
+    }
+
+    #[test]
+    fn derived_keys_depend_on_key_and_label_only() {
+        let key = MasterKey::from_bytes([7; 32]);
+        let same = MasterKey::from_text(&key.to_hex()).unwrap();
+        assert_eq!(
+            key.derive("a"),
+            same.derive("a"),
+            "every node with the master key derives the same"
+        );
+        assert_ne!(key.derive("a"), key.derive("b"));
+        assert_ne!(key.derive("a"), MasterKey::from_bytes([8; 32]).derive("a"));
+        assert_ne!(key.derive("a"), [7; 32], "not the master key itself");
     }
 
     #[test]

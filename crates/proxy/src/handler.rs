@@ -181,8 +181,15 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
     };
     let req_host = request_host(&req);
     let same_host = req_host.is_some_and(|h| h.eq_ignore_ascii_case(&host.hostname));
-    if host.mtls.is_some() && !same_host {
-        // The certificate was requested and checked for the SNI's host; never apply it to another.
+    // On an mTLS host the certificate was requested and checked for the SNI's host: never apply it to
+    // another. On any host, a request for another configured host (an HTTP/2 connection a browser reuses
+    // for every name a wildcard certificate covers, or domain fronting) must not reach this host's origin:
+    // 421 makes the client open a connection with the right SNI. Other names (an IP address, an alias, a
+    // client of the default host) are served by the SNI's host.
+    if !same_host
+        && (host.mtls.is_some()
+            || req_host.is_some_and(|h| snapshot.hosts.contains_key(h.to_ascii_lowercase().as_str())))
+    {
         return (
             respond::status_page(StatusCode::MISDIRECTED_REQUEST, version),
             Outcome::early("misdirected", Some(host)),

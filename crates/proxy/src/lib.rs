@@ -5,6 +5,7 @@
 //! - [`snapshot`]: the immutable [`Snapshot`] (hosts, TLS configs, trust, origins, rulesets)
 //!   that the binary builds from the store and publishes through an `ArcSwap`;
 //! - [`tls`]: per-host `ServerConfig`s and the `Request`/`Require` client verifiers;
+//! - [`sessions`]: session caches and ticket keys that outlive snapshots (and are shared by a fleet);
 //! - [`serve`]: the accept loop, handshake, HTTP/2 (hyper), graceful shutdown;
 //! - HTTP/1.1 (internal, `h1`): the proxy's own server side, keep-alive, WebSocket tunnels;
 //! - request handling (internal): SNI/Host check (421), rules context, block or forward;
@@ -35,6 +36,7 @@ pub mod forward;
 pub mod normalize;
 pub mod observe;
 pub mod origin_tls;
+pub mod sessions;
 pub mod snapshot;
 pub mod tls;
 pub mod traffic;
@@ -49,6 +51,7 @@ pub use normalize::{NormalizationScope, NormalizationType, UrlNormalization};
 pub use observe::{REQUEST_DURATION_SECONDS, describe_metrics, record_snapshot};
 pub use origin_tls::OriginTls;
 pub use server::serve;
+pub use sessions::TlsSessions;
 pub use snapshot::{Forwarding, Host, HostParams, Mtls, Origin, Snapshot, TrustedCa};
 pub use tls::{MtlsMode, ServerCert};
 pub use traffic::{MinuteCount, TRAFFIC, Traffic};

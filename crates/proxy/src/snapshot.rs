@@ -17,6 +17,7 @@ use rustls::pki_types::CertificateDer;
 use crate::ProxyError;
 use crate::normalize::UrlNormalization;
 use crate::origin_tls::OriginTls;
+use crate::sessions::TlsSessions;
 use crate::tls::{self, MtlsMode, ServerCert};
 
 /// Everything the proxy serves, at one store generation.
@@ -220,6 +221,8 @@ pub struct HostParams {
     pub forwarding: Forwarding,
     pub ruleset: Arc<CompiledRuleset>,
     pub url_normalization: UrlNormalization,
+    /// The host's resumption state; pass the same one to every rebuild so sessions survive it.
+    pub sessions: TlsSessions,
 }
 
 impl Host {
@@ -230,7 +233,7 @@ impl Host {
             .mtls
             .as_ref()
             .map(|(m, cas)| (m.mode, m.verifier.clone(), cas.as_slice()));
-        let server_config = tls::server_config(params.cert, client_auth)?;
+        let server_config = tls::server_config(params.cert, client_auth, &params.sessions)?;
         let hostname = params.hostname.to_ascii_lowercase();
         Ok(Host {
             metrics: crate::observe::HostMetrics::new(&hostname),

@@ -31,8 +31,8 @@ use tokio::sync::oneshot;
 use tokio_rustls::client::TlsStream;
 
 use crate::{
-    EventSink, Forwarding, Host, HostParams, Mtls, MtlsMode, Origin, ProxyConfig, ServerCert, Snapshot, TrustedCa,
-    UrlNormalization, VecSink,
+    EventSink, Forwarding, Host, HostParams, Mtls, MtlsMode, Origin, ProxyConfig, ServerCert, Snapshot, TlsSessions,
+    TrustedCa, UrlNormalization, VecSink,
 };
 
 const DEFAULT_RULE: &str = r#"(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/api"}"#;
@@ -283,6 +283,8 @@ struct HostSpec {
     rules: Arc<CompiledRuleset>,
     origin: Option<Origin>,
     normalization: UrlNormalization,
+    /// Resumption state to build with (a fresh one when none).
+    sessions: Option<TlsSessions>,
 }
 
 impl HostSpec {
@@ -295,6 +297,7 @@ impl HostSpec {
             rules: default_rules(),
             origin: None,
             normalization: UrlNormalization::default(),
+            sessions: None,
         }
     }
 }
@@ -315,6 +318,7 @@ fn build_snapshot(generation: u64, server: &ServerPki, origin: SocketAddr, specs
             forwarding: spec.forwarding,
             ruleset: spec.rules,
             url_normalization: spec.normalization,
+            sessions: spec.sessions.unwrap_or_else(|| TlsSessions::local(spec.name)),
         })
         .unwrap();
         snap.insert(host);
@@ -729,6 +733,29 @@ async fn sni_host_mismatch_is_misdirected() {
     assert_eq!(c.get("API.test:443", "/api", &[]).await.0, StatusCode::OK);
     let mut c2 = h2(&proxy, &w.server, "api.test", Some(&good)).await;
     assert_eq!(c2.get("other.test", "/api").await.0, StatusCode::MISDIRECTED_REQUEST);
+
+    // Hosts without mTLS: a request for another configured host is misdirected too, so that it never
+    // reaches this host's origin; a name that is not configured here is served by the SNI's host.
+    let open = |name| HostSpec {
+        mtls: None,
+        rules: ruleset(&[]),
+        ..HostSpec::new(name, &w.ca)
+    };
+    let proxy = start_proxy(build_snapshot(
+        1,
+        &w.server,
+        w.origin,
+        vec![open("api.test"), open("other.test")],
+    ))
+    .await;
+    let mut c = h2(&proxy, &w.server, "api.test", None).await;
+    assert_eq!(c.get("OTHER.test", "/").await.0, StatusCode::MISDIRECTED_REQUEST);
+    let (status, _, body) = c.get("alias.test", "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(header(&origin_headers(&body), "x-forwarded-host"), Some("alias.test"));
+    let mut c = h1(&proxy, &w.server, "api.test", None).await;
+    assert_eq!(c.get("other.test", "/", &[]).await.0, StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(c.get("127.0.0.1", "/", &[]).await.0, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -1133,6 +1160,54 @@ fn origin_urls() {
 }
 
 #[tokio::test]
+async fn sessions_resume_across_rebuilds_and_across_nodes_sharing_the_secret() {
+    let w = world().await;
+    let secret = [42; 32];
+    let sessions = TlsSessions::new("api.test", secret);
+    let spec = |sessions: &TlsSessions| HostSpec {
+        sessions: Some(sessions.clone()),
+        ..HostSpec::new("api.test", &w.ca)
+    };
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec(&sessions)])).await;
+    let good = issue(&w.ca, "good", SubjectAltNames::default());
+    let config = client_config(&w.server, Some(&good), b"http/1.1", true);
+    let (mut c, kind) = h1_with(&proxy, config.clone(), "api.test").await;
+    assert_eq!(kind, Some(rustls::HandshakeKind::Full));
+    // The ticket comes after the handshake; a request reads it.
+    assert_eq!(c.get("api.test", "/api", &[]).await.0, StatusCode::OK);
+
+    // A rebuilt snapshot (every write to the store makes one) keeps the host's sessions.
+    proxy
+        .snapshot
+        .store(Arc::new(build_snapshot(2, &w.server, w.origin, vec![spec(&sessions)])));
+    let (mut c, kind) = h1_with(&proxy, config.clone(), "api.test").await;
+    assert_eq!(kind, Some(rustls::HandshakeKind::Resumed));
+    assert_eq!(c.get("api.test", "/api", &[]).await.0, StatusCode::OK);
+
+    // Another node with the same secret (a fleet sharing the master key) resumes it too; one with its
+    // own does not, and falls back to a full handshake.
+    let twin = TlsSessions::new("api.test", secret);
+    let node2 = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec(&twin)])).await;
+    let (mut c, kind) = h1_with(&node2, config.clone(), "api.test").await;
+    assert_eq!(kind, Some(rustls::HandshakeKind::Resumed));
+    let (status, _, body) = c.get("api.test", "/api", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let stranger = start_proxy(build_snapshot(
+        1,
+        &w.server,
+        w.origin,
+        vec![HostSpec::new("api.test", &w.ca)],
+    ))
+    .await;
+    let fresh = client_config(&w.server, Some(&good), b"http/1.1", true);
+    let (mut c, _) = h1_with(&node2, fresh.clone(), "api.test").await;
+    assert_eq!(c.get("api.test", "/api", &[]).await.0, StatusCode::OK);
+    let (mut c, kind) = h1_with(&stranger, fresh, "api.test").await;
+    assert_eq!(kind, Some(rustls::HandshakeKind::Full));
+    assert_eq!(c.get("api.test", "/api", &[]).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn resumed_sessions_keep_the_client_certificate() {
     let w = world().await;
     let mut spec = HostSpec::new("cfh.test", &w.ca);
@@ -1349,6 +1424,7 @@ fn sni_lookup_is_case_insensitive_and_falls_back() {
         forwarding: Forwarding::None,
         ruleset: default_rules(),
         url_normalization: UrlNormalization::default(),
+        sessions: TlsSessions::local("a.test"),
     })
     .unwrap();
     snap.insert(host);

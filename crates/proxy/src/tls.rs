@@ -23,6 +23,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 use time::OffsetDateTime;
 
 use crate::ProxyError;
+use crate::sessions::TlsSessions;
 
 /// How a host treats client certificates at the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +205,7 @@ impl ServerCert {
 pub(crate) fn server_config(
     cert: ServerCert,
     client_auth: Option<(MtlsMode, Arc<Verifier>, &[CertificateDer<'_>])>,
+    sessions: &TlsSessions,
 ) -> Result<Arc<ServerConfig>, ProxyError> {
     let provider = provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -222,7 +224,10 @@ pub(crate) fn server_config(
     // One ticket is enough for a client's next connection; rustls' default of two costs every
     // full handshake another key derivation and record, and fills the session cache twice as fast.
     config.send_tls13_tickets = 1;
-    // Per-host configs mean per-host session caches, so a session never resumes on another host.
+    // The host's own cache and ticket keys, kept across rebuilds: a session never resumes on another
+    // host, and survives every write to the store.
+    config.session_storage = sessions.cache.clone();
+    config.ticketer = sessions.ticketer.clone();
     Ok(Arc::new(config))
 }
 
