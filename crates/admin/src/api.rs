@@ -222,6 +222,29 @@ where
     }
 }
 
+/// [`ApiJson`], except that a request without a body reads as `T::default()`: for calls Cloudflare documents
+/// without one.
+#[derive(Debug)]
+pub struct ApiJsonOrEmpty<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJsonOrEmpty<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::body::HttpBody as _;
+        if req.body().size_hint().exact() == Some(0) {
+            return Ok(ApiJsonOrEmpty(T::default()));
+        }
+        ApiJson::from_request(req, state)
+            .await
+            .map(|ApiJson(value)| ApiJsonOrEmpty(value))
+    }
+}
+
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(err) => ApiError::new(

@@ -21,7 +21,7 @@ use portcullis_pki::{
 use portcullis_store::{Actor, ClientCertificate, ManagedCaStatus, NewManagedCa};
 
 use crate::AdminState;
-use crate::api::{ApiError, ApiJson, ApiQuery, ApiResult, ResultInfo, ok, ok_all, ok_page, ok_status};
+use crate::api::{ApiError, ApiJson, ApiJsonOrEmpty, ApiQuery, ApiResult, ResultInfo, ok, ok_all, ok_page, ok_status};
 use crate::time_fmt::rfc3339;
 
 /// How long a published CRL stays valid; clients re-fetch before then, and every revocation makes a new one.
@@ -344,14 +344,16 @@ pub async fn list_client_certificates(
         .or(query.limit)
         .unwrap_or(20)
         .clamp(1, portcullis_store::MAX_PER_PAGE);
-    let page = match (query.page, query.offset) {
-        (Some(page), _) => page.max(1),
-        (None, Some(offset)) => offset / per_page + 1,
-        (None, None) => 1,
+    // `offset` skips exactly that many; `page` counts pages of `per_page`.
+    let offset = match (query.page, query.offset) {
+        (Some(page), _) => u64::from(page.max(1) - 1) * u64::from(per_page),
+        (None, Some(offset)) => u64::from(offset),
+        (None, None) => 0,
     };
+    let page = u32::try_from(offset / u64::from(per_page) + 1).unwrap_or(u32::MAX);
     let (certs, total) = state
         .store
-        .list_client_certificates(&zone_id, status, page, per_page)
+        .list_client_certificates(&zone_id, status, offset, per_page)
         .await?;
     let mut records = Vec::with_capacity(certs.len());
     for cert in certs {
@@ -373,12 +375,24 @@ pub async fn get_client_certificate(
     Ok(ok(record(&state, cert).await?))
 }
 
-/// `PATCH` body.
+/// `PATCH` body. Cloudflare documents the call without one: no body, `{}` and `{"reactivate": true}` all
+/// reactivate.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchClientCertificate {
-    /// `true` restores a revoked certificate.
+    /// `true` (the default) restores a revoked certificate.
+    #[serde(default = "reactivate_by_default")]
     pub reactivate: bool,
+}
+
+fn reactivate_by_default() -> bool {
+    true
+}
+
+impl Default for PatchClientCertificate {
+    fn default() -> Self {
+        PatchClientCertificate { reactivate: true }
+    }
 }
 
 async fn change_status(state: &AdminState, zone_id: &str, id: &str, action: StatusAction, actor: &Actor) -> ApiResult {
@@ -407,7 +421,7 @@ pub async fn patch_client_certificate(
     State(state): State<AdminState>,
     Extension(actor): Extension<Actor>,
     Path((zone_id, id)): Path<(String, String)>,
-    ApiJson(body): ApiJson<PatchClientCertificate>,
+    ApiJsonOrEmpty(body): ApiJsonOrEmpty<PatchClientCertificate>,
 ) -> ApiResult {
     if !body.reactivate {
         return Err(ApiError::invalid(

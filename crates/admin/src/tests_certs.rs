@@ -273,7 +273,7 @@ async fn client_certificate_input_errors_name_the_field() {
     assert!(error(&body).1.contains("unknown key type \"dsa\""), "{body}");
     let (total, _) = api
         .store
-        .list_client_certificates(&zone, None, 1, 10)
+        .list_client_certificates(&zone, None, 0, 10)
         .await
         .map(|(c, t)| (t, c))
         .expect("list");
@@ -363,6 +363,15 @@ async fn listing_revoking_reactivating_and_the_quota() {
         .chain(page2["result"].as_array().expect("list"))
         .map(|c| s(&c["id"]))
         .collect();
+    // `offset` skips exactly that many, whatever the page size.
+    let (_, skipped) = api.get(&format!("{path}?offset=1&limit=2")).await;
+    let skipped_ids: Vec<_> = skipped["result"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|c| s(&c["id"]))
+        .collect();
+    assert_eq!(skipped_ids, [ids[1].clone(), ids[2].clone()]);
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 3, "pages do not overlap");
@@ -389,6 +398,26 @@ async fn listing_revoking_reactivating_and_the_quota() {
         .send(Method::PATCH, &format!("{path}/{first}"), json!({"reactivate": true}))
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    // Cloudflare documents the PATCH without a body; `{}` and no body at all reactivate too.
+    for body in [Some("{}"), None] {
+        let (status, _) = delete(&api, &format!("{path}/{first}")).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, resp) = api
+            .call(
+                Method::PATCH,
+                &format!("{path}/{first}"),
+                Some(&api.write.clone()),
+                body,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body:?}: {resp}");
+        assert_eq!(resp["result"]["status"], "active");
+    }
+    let (status, body) = api
+        .send(Method::PATCH, &format!("{path}/{first}"), json!({"reactivate": false}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
 
 #[tokio::test]

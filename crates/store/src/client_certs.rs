@@ -85,18 +85,18 @@ impl Store {
         Ok(())
     }
 
-    /// One page of the zone's client certificates, newest first, optionally only those with `status`; with the
-    /// total count of matching certificates. Pages start at 1.
+    /// Up to `limit` of the zone's client certificates after skipping `offset`, newest first, optionally only those
+    /// with `status`; with the total count of matching certificates.
     pub async fn list_client_certificates(
         &self,
         zone_id: &str,
         status: Option<ClientCertificateStatus>,
-        page: u32,
-        per_page: u32,
+        offset: u64,
+        limit: u32,
     ) -> Result<(Vec<ClientCertificate>, u64), StoreError> {
         self.zone(zone_id).await?;
-        let per_page = per_page.clamp(1, MAX_PER_PAGE);
-        let offset = i64::from(page.max(1) - 1) * i64::from(per_page);
+        let per_page = limit.clamp(1, MAX_PER_PAGE);
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
         // '' matches every status: one query text serves both the filtered and the unfiltered list.
         let status = status.map_or("", ClientCertificateStatus::as_str);
         on_db!(&self.db, |pool| {

@@ -652,7 +652,7 @@ async fn client_certificates_quota_pages_and_status() {
         }
 
         let (page, total) = store
-            .list_client_certificates(&zone.id, None, 1, 2)
+            .list_client_certificates(&zone.id, None, 0, 2)
             .await
             .expect("page 1");
         assert_eq!(total, 3);
@@ -687,7 +687,7 @@ async fn client_certificates_quota_pages_and_status() {
             .await
             .expect("slot freed");
         let (revoked_list, total) = store
-            .list_client_certificates(&zone.id, Some(S::Revoked), 1, 50)
+            .list_client_certificates(&zone.id, Some(S::Revoked), 0, 50)
             .await
             .expect("filter");
         assert_eq!((revoked_list.len(), total), (1, 1));
