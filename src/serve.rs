@@ -108,6 +108,15 @@ pub struct LimitArgs {
     /// Threads serving edge connections, each with its own event loop [default: the CPUs this process may run on].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub edge_threads: Option<u16>,
+    /// Load balancers (IP or CIDR; repeat or comma-separate) whose connections start with a PROXY protocol header
+    /// (v1 or v2) naming the client, as AWS NLB and HAProxy send it; the header is required from them and never
+    /// read from anyone else.
+    #[arg(long, value_name = "CIDR", value_parser = proxy_cidrs, help_heading = "Edge")]
+    pub proxy_protocol_from: Vec<String>,
+}
+
+fn proxy_cidrs(text: &str) -> Result<String, String> {
+    portcullis_proxy::TrustedProxies::parse([text]).map(|_| text.to_owned())
 }
 
 impl LimitArgs {
@@ -134,6 +143,11 @@ impl LimitArgs {
                 || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
                 usize::from,
             ),
+            // Each value was checked when the arguments were parsed.
+            proxy_protocol_from: portcullis_proxy::TrustedProxies::parse(
+                self.proxy_protocol_from.iter().map(String::as_str),
+            )
+            .unwrap_or_default(),
             ..portcullis_proxy::ProxyConfig::default()
         }
     }

@@ -500,3 +500,21 @@ fn url_normalization_keeps_encoded_and_dotted_paths_under_the_rule() {
     let (_, status, _) = get(&server, "/api", &[]);
     assert_eq!(status, "403");
 }
+
+#[test]
+fn behind_a_tcp_balancer_the_proxy_protocol_is_required_from_it() {
+    let server = Server::start_with(
+        crate::support::scratch(),
+        &["--proxy-protocol-from", "127.0.0.0/8"],
+        &[],
+    );
+    setup(&server);
+    // curl sends a PROXY v1 header naming itself, as a balancer would name its client.
+    let (_, status, body) = get(&server, "/", &["--haproxy-protocol", "-v"]);
+    assert_eq!(status, "200", "{body}");
+    let (code, status, _) = get(&server, "/", &[]);
+    assert_ne!(
+        status, "200",
+        "a trusted address must send the header (curl exit {code:?})"
+    );
+}

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::proxy_protocol::TrustedProxies;
+
 /// Limits for [`crate::serve`].
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -52,6 +54,9 @@ pub struct ProxyConfig {
     /// Threads that serve connections, each with its own single-threaded runtime (see
     /// [`crate::serve`]); 0 serves on the caller's runtime.
     pub worker_threads: usize,
+    /// Load balancers whose connections start with a PROXY protocol header naming the client (none by
+    /// default: no connection's address is taken from what it sends).
+    pub proxy_protocol_from: TrustedProxies,
 }
 
 impl Default for ProxyConfig {
@@ -78,6 +83,7 @@ impl Default for ProxyConfig {
             max_request_body_bytes: 10 * 1024 * 1024,
             request_body_timeout: Duration::from_secs(60),
             worker_threads: 0,
+            proxy_protocol_from: TrustedProxies::default(),
         }
     }
 }

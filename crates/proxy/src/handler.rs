@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub events: Arc<dyn EventSink>,
     pub upstream: Upstream,
+    /// Peers whose connections start with a PROXY protocol header.
+    pub proxy_protocol: crate::proxy_protocol::TrustedProxies,
 }
 
 /// The request's host: `:authority` (HTTP/2, absolute-form) or `Host`, port removed, as sent

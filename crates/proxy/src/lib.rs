@@ -13,6 +13,7 @@
 //! - [`forward`]: header hygiene, certificate forwarding styles, pooled upstream clients (the
 //!   proxy's own HTTP/1.1 client for bodyless requests, `origin_h1`; hyper's for the rest);
 //! - [`origin_tls`]: TLS to `https://` origins;
+//! - [`proxy_protocol`]: client addresses from TCP load balancers (PROXY protocol v1 and v2);
 //! - [`events`]: security events for blocked and logged requests;
 //! - [`observe`]: metrics (the `metrics` facade), the access log and failed-handshake events.
 //!
@@ -36,6 +37,7 @@ pub mod forward;
 pub mod normalize;
 pub mod observe;
 pub mod origin_tls;
+pub mod proxy_protocol;
 pub mod sessions;
 pub mod snapshot;
 pub mod tls;
@@ -50,6 +52,7 @@ pub use forward::{CERT_HEADERS, CF_CERT_HEADERS};
 pub use normalize::{NormalizationScope, NormalizationType, UrlNormalization};
 pub use observe::{REQUEST_DURATION_SECONDS, describe_metrics, record_snapshot};
 pub use origin_tls::OriginTls;
+pub use proxy_protocol::TrustedProxies;
 pub use server::serve;
 pub use sessions::TlsSessions;
 pub use snapshot::{Forwarding, Host, HostParams, Mtls, Origin, Snapshot, TrustedCa};

@@ -33,6 +33,7 @@ use crate::forward::Upstream;
 use crate::h1;
 use crate::handler::{self, Shared};
 use crate::observe;
+use crate::proxy_protocol;
 use crate::snapshot::Snapshot;
 use crate::tls;
 
@@ -169,6 +170,7 @@ impl Worker {
             snapshot: self.snapshot.clone(),
             events: self.events.clone(),
             upstream: Upstream::new(config),
+            proxy_protocol: config.proxy_protocol_from.clone(),
         });
         let builder = Arc::new(h2_builder(config));
         // Pooled origin connections that outlive their usefulness are closed in the background;
@@ -317,10 +319,27 @@ async fn handshake(
     shared: &Shared,
     timers: Timers,
 ) -> Option<(h1::ClientIo, Arc<ConnInfo>)> {
+    let mut tcp = tcp;
     let local_port = tcp.local_addr().map(|a| a.port()).unwrap_or(0);
     let _ = tcp.set_nodelay(true);
-    let client = remote.ip();
     let deadline = Instant::now() + timers.handshake;
+    // Behind a TCP load balancer the client's address comes first, inside the same deadline.
+    let remote = if shared.proxy_protocol.contains(remote.ip()) {
+        match timeout_at(deadline, proxy_protocol::read_header(&mut tcp, remote)).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                observe::handshake_failed(remote.ip(), None, "proxy_protocol", &e.to_string());
+                return None;
+            }
+            Err(_) => {
+                observe::handshake_failed(remote.ip(), None, "timeout", "no PROXY protocol header in time");
+                return None;
+            }
+        }
+    } else {
+        remote
+    };
+    let client = remote.ip();
     let start = match timeout_at(
         deadline,
         LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp),

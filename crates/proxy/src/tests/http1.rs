@@ -464,3 +464,66 @@ async fn url_normalization_keeps_path_rules_from_being_bypassed() {
     assert!(get_raw(&mut tls, "/%70ublic?a=2").await.0.starts_with("HTTP/1.1 200"));
     assert!(get_raw(&mut tls, "/%61pi").await.0.starts_with("HTTP/1.1 403"));
 }
+
+/// A TLS connection to the proxy that first sends `preamble` (a PROXY protocol header) on the TCP stream.
+async fn raw_behind_balancer(proxy: &Proxy, w: &World, preamble: &[u8]) -> std::io::Result<TlsStream<TcpStream>> {
+    let mut tcp = TcpStream::connect(proxy.addr).await?;
+    tcp.write_all(preamble).await?;
+    tokio_rustls::TlsConnector::from(client_config(&w.server, None, b"http/1.1", true))
+        .connect(ServerName::try_from("api.test").unwrap(), tcp)
+        .await
+}
+
+#[tokio::test]
+async fn client_addresses_come_from_the_proxy_protocol_of_trusted_balancers_only() {
+    use crate::proxy_protocol::{TrustedProxies, v2_header};
+    let w = world().await;
+    let rules = ruleset(&[("ip.src eq 203.0.113.66", Action::Block, None)]);
+    let spec = HostSpec {
+        rules,
+        ..HostSpec::new("api.test", &w.ca)
+    };
+    let config = ProxyConfig {
+        proxy_protocol_from: TrustedProxies::parse(["127.0.0.0/8"]).unwrap(),
+        ..ProxyConfig::default()
+    };
+    let proxy = start_proxy_with(build_snapshot(1, &w.server, w.origin, vec![spec]), config).await;
+    let forwarded_for = |body: &str| header(&origin_headers(body), "x-forwarded-for").map(str::to_owned);
+
+    // v2, as AWS NLB and HAProxy send it.
+    let header = v2_header("203.0.113.7:4242".parse().unwrap(), proxy.addr);
+    let mut tls = raw_behind_balancer(&proxy, &w, &header).await.unwrap();
+    let (status, body) = get_raw(&mut tls, "/public").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(forwarded_for(&body).as_deref(), Some("203.0.113.7"));
+
+    // v1, and the address reaches the rules and the security events.
+    let mut tls = raw_behind_balancer(&proxy, &w, b"PROXY TCP4 203.0.113.66 127.0.0.1 5555 443\r\n")
+        .await
+        .unwrap();
+    assert!(get_raw(&mut tls, "/public").await.0.starts_with("HTTP/1.1 403"));
+    let events = proxy.events.events();
+    assert_eq!(events.last().map(|e| e.client_ip.as_str()), Some("203.0.113.66"));
+
+    // A balancer's health check (LOCAL) keeps the connection's own address.
+    let mut local = v2_header("203.0.113.7:4242".parse().unwrap(), proxy.addr);
+    local[12] = 0x20;
+    let mut tls = raw_behind_balancer(&proxy, &w, &local).await.unwrap();
+    let (_, body) = get_raw(&mut tls, "/public").await;
+    assert_eq!(forwarded_for(&body).as_deref(), Some("127.0.0.1"));
+
+    // From a trusted address the header is required, and a broken one ends the connection.
+    assert!(raw_behind_balancer(&proxy, &w, b"").await.is_err());
+    assert!(
+        raw_behind_balancer(&proxy, &w, b"PROXY TCP4 nonsense\r\n")
+            .await
+            .is_err()
+    );
+
+    // From anywhere else no header is read: a client cannot state its own address.
+    let direct = api_proxy(&w, ProxyConfig::default()).await;
+    assert!(raw_behind_balancer(&direct, &w, &header).await.is_err());
+    let mut tls = raw(&direct, &w).await;
+    let (_, body) = get_raw(&mut tls, "/public").await;
+    assert_eq!(forwarded_for(&body).as_deref(), Some("127.0.0.1"));
+}
