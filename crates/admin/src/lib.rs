@@ -165,6 +165,12 @@ fn api_routes() -> OpenApiRouter<AdminState> {
         ))
         .routes(routes!(associations::get_associations, associations::put_associations))
         .routes(routes!(rulesets::get_entrypoint, rulesets::put_entrypoint))
+        .routes(routes!(rulesets::list_rulesets, rulesets::create_ruleset))
+        .routes(routes!(
+            rulesets::get_ruleset,
+            rulesets::put_ruleset,
+            rulesets::delete_ruleset
+        ))
         .routes(routes!(rulesets::add_rule))
         .routes(routes!(rulesets::update_rule, rulesets::delete_rule))
         .routes(routes!(dashboard::validate::validate))

@@ -1,4 +1,5 @@
-//! Rulesets: `/zones/{zone_id}/rulesets/phases/http_request_firewall_custom/entrypoint` and the rule calls,
+//! Rulesets: `/zones/{zone_id}/rulesets/phases/http_request_firewall_custom/entrypoint`, the ruleset calls Terraform
+//! uses (`/zones/{zone_id}/rulesets[/{ruleset_id}]`) and the rule calls,
 //! in Cloudflare's shapes. Every write compiles the whole resulting ruleset first, so an invalid expression (reported
 //! with its caret diagnostic) or a bad custom response never reaches the store.
 
@@ -296,6 +297,20 @@ pub async fn put_entrypoint(
     ApiJson(body): ApiJson<PutEntrypoint>,
 ) -> ApiResult {
     check_phase(&phase)?;
+    let rs = replace(&state, &zone_id, &phase, body, None, &actor).await?;
+    Ok(ok(ruleset_view(rs)))
+}
+
+/// Validates `body` for `phase`, compiles its rules and writes them as the zone's ruleset of that phase.
+/// `current` keeps its name and description when the body leaves them out.
+async fn replace(
+    state: &AdminState,
+    zone_id: &str,
+    phase: &str,
+    body: PutEntrypoint,
+    current: Option<&Ruleset>,
+    actor: &Actor,
+) -> Result<Ruleset, ApiError> {
     if body.kind.as_deref().is_some_and(|k| k != "zone") {
         return Err(ApiError::invalid("kind must be \"zone\""));
     }
@@ -313,13 +328,122 @@ pub async fn put_entrypoint(
         .map(RuleInput::to_new_rule)
         .collect::<Result<Vec<_>, _>>()?;
     compile(&rules)?;
-    let name = body.name.unwrap_or_else(|| "default".to_owned());
-    let description = body.description.unwrap_or_default();
-    let rs = state
+    let name = body
+        .name
+        .or_else(|| current.map(|rs| rs.name.clone()))
+        .unwrap_or_else(|| "default".to_owned());
+    let description = body
+        .description
+        .or_else(|| current.map(|rs| rs.description.clone()))
+        .unwrap_or_default();
+    Ok(state
         .store
-        .put_entrypoint(&zone_id, &phase, &name, &description, rules, &actor)
-        .await?;
+        .put_entrypoint(zone_id, phase, &name, &description, rules, actor)
+        .await?)
+}
+
+/// A ruleset in a list: everything but its rules, as Cloudflare lists them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RulesetSummary {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub kind: &'static str,
+    pub phase: String,
+    pub version: String,
+    pub last_updated: String,
+}
+
+/// List the zone's rulesets (Portcullis has at most one: the `http_request_firewall_custom` entry point).
+#[utoipa::path(get, path = "/zones/{zone_id}/rulesets", tag = "rulesets",
+    params(("zone_id" = String, Path, description = "Zone id")),
+    responses((status = 200, description = "The zone's rulesets, without their rules", body = [RulesetSummary])))]
+pub async fn list_rulesets(State(state): State<AdminState>, Path(zone_id): Path<String>) -> ApiResult {
+    let list: Vec<RulesetSummary> = state
+        .store
+        .rulesets(&zone_id)
+        .await?
+        .into_iter()
+        .map(|rs| RulesetSummary {
+            id: rs.id,
+            name: rs.name,
+            description: rs.description,
+            kind: "zone",
+            phase: rs.phase,
+            version: rs.version.to_string(),
+            last_updated: rfc3339(rs.last_updated),
+        })
+        .collect();
+    Ok(crate::api::ok_all(list))
+}
+
+/// Create the zone's entry-point ruleset (as Terraform's `cloudflare_ruleset` does); 409 if it exists already.
+#[utoipa::path(post, path = "/zones/{zone_id}/rulesets", tag = "rulesets", request_body = PutEntrypoint,
+    params(("zone_id" = String, Path, description = "Zone id")),
+    responses((status = 200, description = "The new ruleset", body = RulesetView)))]
+pub async fn create_ruleset(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path(zone_id): Path<String>,
+    ApiJson(body): ApiJson<PutEntrypoint>,
+) -> ApiResult {
+    let phase = body
+        .phase
+        .clone()
+        .ok_or_else(|| ApiError::invalid(format!("phase is required; Portcullis evaluates {PHASE:?}")))?;
+    if phase != PHASE {
+        return Err(ApiError::invalid(format!(
+            "phase {phase:?} is not supported; Portcullis evaluates {PHASE:?}"
+        )));
+    }
+    if let Some(existing) = state.store.entrypoint(&zone_id, &phase).await? {
+        return Err(ApiError::conflict(format!(
+            "zone {zone_id:?} already has the {phase:?} ruleset {:?}; PUT /zones/{zone_id}/rulesets/{} replaces it",
+            existing.id, existing.id
+        )));
+    }
+    let rs = replace(&state, &zone_id, &phase, body, None, &actor).await?;
     Ok(ok(ruleset_view(rs)))
+}
+
+/// Get a ruleset.
+#[utoipa::path(get, path = "/zones/{zone_id}/rulesets/{ruleset_id}", tag = "rulesets",
+    params(("zone_id" = String, Path, description = "Zone id"), ("ruleset_id" = String, Path, description = "Ruleset id")),
+    responses((status = 200, description = "The ruleset", body = RulesetView)))]
+pub async fn get_ruleset(
+    State(state): State<AdminState>,
+    Path((zone_id, ruleset_id)): Path<(String, String)>,
+) -> ApiResult {
+    Ok(ok(ruleset_view(state.store.ruleset(&zone_id, &ruleset_id).await?)))
+}
+
+/// Replace a ruleset's rules (and name or description when given).
+#[utoipa::path(put, path = "/zones/{zone_id}/rulesets/{ruleset_id}", tag = "rulesets", request_body = PutEntrypoint,
+    params(("zone_id" = String, Path, description = "Zone id"), ("ruleset_id" = String, Path, description = "Ruleset id")),
+    responses((status = 200, description = "The ruleset", body = RulesetView)))]
+pub async fn put_ruleset(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path((zone_id, ruleset_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<PutEntrypoint>,
+) -> ApiResult {
+    let current = state.store.ruleset(&zone_id, &ruleset_id).await?;
+    let phase = current.phase.clone();
+    let rs = replace(&state, &zone_id, &phase, body, Some(&current), &actor).await?;
+    Ok(ok(ruleset_view(rs)))
+}
+
+/// Delete a ruleset and its rules (204, no body, as Cloudflare answers).
+#[utoipa::path(delete, path = "/zones/{zone_id}/rulesets/{ruleset_id}", tag = "rulesets",
+    params(("zone_id" = String, Path, description = "Zone id"), ("ruleset_id" = String, Path, description = "Ruleset id")),
+    responses((status = 204, description = "Deleted")))]
+pub async fn delete_ruleset(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path((zone_id, ruleset_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete_ruleset(&zone_id, &ruleset_id, &actor).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Add a rule to a ruleset (at the end, or at `position`).

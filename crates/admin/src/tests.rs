@@ -532,6 +532,106 @@ async fn openapi_document_lists_every_route() {
     }
 }
 
+/// The calls Terraform's `cloudflare_ruleset` resource makes: create, read, update, delete.
+#[tokio::test]
+async fn rulesets_can_be_managed_the_way_terraform_does() {
+    let api = Api::new().await;
+    let zone = api.zone("example.com").await;
+    let base = format!("/client/v4/zones/{zone}/rulesets");
+    let (status, list) = api.get(&base).await;
+    assert_eq!((status, &list["result"]), (StatusCode::OK, &json!([])));
+
+    let mtls = r#"(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/api"}"#;
+    let create = json!({
+        "kind": "zone",
+        "name": "mTLS",
+        "description": "managed by terraform",
+        "phase": "http_request_firewall_custom",
+        "rules": [{"action": "block", "expression": mtls, "description": "mTLS-enforced authentication", "enabled": true}],
+    });
+    let (status, body) = api.send(Method::POST, &base, create.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rs = &body["result"];
+    assert_eq!(
+        (&rs["name"], &rs["description"], &rs["kind"], &rs["phase"]),
+        (
+            &json!("mTLS"),
+            &json!("managed by terraform"),
+            &json!("zone"),
+            &json!("http_request_firewall_custom")
+        )
+    );
+    assert_eq!(rs["rules"][0]["expression"], mtls);
+    let id = rs["id"].as_str().expect("id").to_owned();
+    let one = format!("{base}/{id}");
+
+    // The phase has one ruleset: a second create is refused, naming the way to replace it.
+    let (status, body) = api.send(Method::POST, &base, create.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        error(&body).1.contains(&format!("PUT /zones/{zone}/rulesets/{id}")),
+        "{body}"
+    );
+    for (bad, message) in [
+        (json!({"kind": "zone", "name": "x", "rules": []}), "phase is required"),
+        (
+            json!({"kind": "zone", "name": "x", "phase": "http_request_late_transform", "rules": []}),
+            "phase \"http_request_late_transform\" is not supported",
+        ),
+    ] {
+        let (status, body) = api.send(Method::POST, &base, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(error(&body).1.starts_with(message), "{body}");
+    }
+
+    let (status, got) = api.get(&one).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got["result"]["rules"][0]["description"], "mTLS-enforced authentication");
+    let (_, list) = api.get(&base).await;
+    assert_eq!(list["result"][0]["id"], json!(id));
+    assert!(list["result"][0].get("rules").is_none(), "lists leave the rules out");
+
+    // Update: the rules are replaced, the name kept when not given; a bad expression changes nothing.
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &one,
+            json!({"rules": [{"action": "log", "expression": "http.host eq \"a.example.com\""}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["name"], "mTLS");
+    assert_eq!(body["result"]["version"], "2");
+    assert_eq!(body["result"]["rules"].as_array().expect("rules").len(), 1);
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &one,
+            json!({"rules": [{"action": "block", "expression": "http.hots eq \"a\""}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).1.contains("did you mean \"http.host\""), "{body}");
+    assert_eq!(api.get(&one).await.1["result"]["version"], "2");
+
+    // Delete: 204 without a body, as Cloudflare answers; then it is gone, and can be created again.
+    let (status, body) = api.call(Method::DELETE, &one, Some(&api.write.clone()), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(api.get(&one).await.0, StatusCode::NOT_FOUND);
+    let entry = format!("{base}/phases/http_request_firewall_custom/entrypoint");
+    assert_eq!(api.get(&entry).await.0, StatusCode::NOT_FOUND);
+    let (status, body) = api.call(Method::DELETE, &one, Some(&api.write.clone()), None).await;
+    assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7003));
+    let (status, body) = api.send(Method::POST, &base, create).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_ne!(body["result"]["id"], json!(id));
+    // Another zone's ruleset id is not found here.
+    let other = api.zone("example.net").await;
+    let new_id = body["result"]["id"].as_str().expect("id");
+    let (status, _) = api.get(&format!("/client/v4/zones/{other}/rulesets/{new_id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
 #[tokio::test]
 async fn rulesets_compile_on_write_and_keep_order() {
     let api = Api::new().await;

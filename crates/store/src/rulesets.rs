@@ -94,6 +94,57 @@ impl Store {
         })
     }
 
+    /// The ruleset `ruleset_id` of zone `zone_id`.
+    pub async fn ruleset(&self, zone_id: &str, ruleset_id: &str) -> Result<Ruleset, StoreError> {
+        self.zone(zone_id).await?;
+        let phase: Option<String> = on_db!(&self.db, |pool| {
+            sqlx::query_scalar("SELECT phase FROM rulesets WHERE id = $1 AND zone_id = $2")
+                .bind(ruleset_id)
+                .bind(zone_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        let phase = phase.ok_or_else(|| StoreError::not_found("ruleset", ruleset_id))?;
+        self.entrypoint(zone_id, &phase)
+            .await?
+            .filter(|rs| rs.id == ruleset_id)
+            .ok_or_else(|| StoreError::not_found("ruleset", ruleset_id))
+    }
+
+    /// The zone's rulesets (at most one per phase), without their rules' order mattering to the caller.
+    pub async fn rulesets(&self, zone_id: &str) -> Result<Vec<Ruleset>, StoreError> {
+        self.zone(zone_id).await?;
+        let phases: Vec<String> = on_db!(&self.db, |pool| {
+            sqlx::query_scalar("SELECT phase FROM rulesets WHERE zone_id = $1 ORDER BY phase")
+                .bind(zone_id)
+                .fetch_all(pool)
+                .await?
+        });
+        let mut out = Vec::with_capacity(phases.len());
+        for phase in phases {
+            out.extend(self.entrypoint(zone_id, &phase).await?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes the ruleset `ruleset_id` of zone `zone_id` and its rules.
+    pub async fn delete_ruleset(&self, zone_id: &str, ruleset_id: &str, actor: &Actor) -> Result<(), StoreError> {
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let phase: Option<String> =
+                sqlx::query_scalar("DELETE FROM rulesets WHERE id = $1 AND zone_id = $2 RETURNING phase")
+                    .bind(ruleset_id)
+                    .bind(zone_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(phase) = phase else {
+                return Err(StoreError::not_found("ruleset", ruleset_id));
+            };
+            commit_write!(self, tx, actor, "delete", "ruleset", ruleset_id, &phase);
+        });
+        Ok(())
+    }
+
     /// Creates or replaces the zone's entry-point ruleset for `phase` with `rules`, in order.
     pub async fn put_entrypoint(
         &self,
