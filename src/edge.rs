@@ -20,6 +20,7 @@ use portcullis_proxy::{
 };
 use portcullis_rules::CompiledRuleset;
 use portcullis_store::{CaRef, EdgeState, Store};
+use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 /// A CA made on this machine for hosts that have no uploaded certificate; for development only.
@@ -106,10 +107,96 @@ pub struct EdgeBuilder {
     /// resume across reloads; ticket keys come from the master key, so every node of a fleet opens every
     /// other node's tickets.
     pub sessions: Mutex<HashMap<String, TlsSessions>>,
+    /// The expiry gauges of the last snapshot built, in Prometheus' text format, for `/metrics` to append.
+    pub expiry: Arc<Mutex<String>>,
 }
 
 /// The master-key label of the secret the edge's TLS session-ticket keys are derived from.
 const TICKET_SECRET_LABEL: &str = "portcullis/edge/tls-ticket-secret/v1";
+
+/// The newest uploaded server certificate of the hostname's zone that covers it.
+fn uploaded_cert<'a>(
+    state: &'a EdgeState,
+    host: &portcullis_store::Hostname,
+) -> Option<&'a portcullis_store::CustomCertificate> {
+    state
+        .custom_certificates
+        .iter()
+        .filter(|c| c.zone_id == host.zone_id)
+        .find(|c| c.hosts.iter().any(|pattern| covers(pattern, &host.hostname)))
+}
+
+/// Gauges of when what the edge relies on runs out, as Unix times, so that an alert can fire weeks ahead
+/// (`portcullis_certificate_not_after_timestamp_seconds - time() < 14 * 86400`): each hostname's uploaded server
+/// certificate, each managed and uploaded CA, and each uploaded CRL's `nextUpdate`. Rebuilt with every snapshot,
+/// so removed objects leave no series behind. A CRL already past its `nextUpdate` is still used (its revocations
+/// stay in force rather than every certificate failing) and logged at every build until a newer one is uploaded.
+fn expiry_metrics(state: &EdgeState, now: OffsetDateTime) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "# HELP portcullis_certificate_not_after_timestamp_seconds When a certificate the edge relies on expires \
+         (Unix time): uploaded server certificates by hostname, managed and uploaded CAs.\n\
+         # TYPE portcullis_certificate_not_after_timestamp_seconds gauge\n",
+    );
+    for host in &state.hostnames {
+        if let Some(cert) = uploaded_cert(state, host) {
+            let _ = writeln!(
+                out,
+                "portcullis_certificate_not_after_timestamp_seconds{{kind=\"server\",host=\"{}\",id=\"{}\"}} {}",
+                host.hostname, cert.id, cert.expires_on
+            );
+        }
+    }
+    for ca in &state.managed_cas {
+        match portcullis_pki::certificate_not_after(ca.certificate.as_bytes()) {
+            Ok(at) => {
+                let _ = writeln!(
+                    out,
+                    "portcullis_certificate_not_after_timestamp_seconds{{kind=\"managed_ca\",id=\"{}\"}} {}",
+                    ca.id,
+                    at.unix_timestamp()
+                );
+            }
+            Err(e) => tracing::warn!(ca = %ca.id, error = %e, "cannot read the managed CA's expiry"),
+        }
+    }
+    for ca in &state.mtls_certificates {
+        let _ = writeln!(
+            out,
+            "portcullis_certificate_not_after_timestamp_seconds{{kind=\"uploaded_ca\",id=\"{}\"}} {}",
+            ca.id, ca.expires_on
+        );
+    }
+    out.push_str(
+        "# HELP portcullis_crl_next_update_timestamp_seconds When an uploaded CA's CRL passes its nextUpdate (Unix \
+         time); upload a newer CRL before then.\n\
+         # TYPE portcullis_crl_next_update_timestamp_seconds gauge\n",
+    );
+    for ca in &state.mtls_certificates {
+        let Some(crl) = &ca.crl else { continue };
+        match portcullis_pki::crl_next_update(crl) {
+            Ok(Some(next)) => {
+                let _ = writeln!(
+                    out,
+                    "portcullis_crl_next_update_timestamp_seconds{{kind=\"uploaded_ca\",id=\"{}\"}} {}",
+                    ca.id,
+                    next.unix_timestamp()
+                );
+                if next < now {
+                    tracing::warn!(
+                        ca = %ca.id,
+                        name = %ca.name,
+                        next_update = %next,
+                        "the uploaded CA's CRL is past its nextUpdate; it is still used: upload a newer one"
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(ca = %ca.id, error = %e, "cannot read the uploaded CRL's nextUpdate"),
+        }
+    }
+    out
+}
 
 /// The proxy's form of a zone's stored URL normalization setting.
 fn url_normalization(zone: &portcullis_store::Zone) -> anyhow::Result<UrlNormalization> {
@@ -172,6 +259,7 @@ impl EdgeBuilder {
             snapshot.insert(built);
         }
         snapshot.default_host = self.default_host.clone().filter(|h| snapshot.hosts.contains_key(h));
+        *self.expiry.lock().unwrap_or_else(|e| e.into_inner()) = expiry_metrics(state, OffsetDateTime::now_utc());
         // Hostnames that left the configuration take their session state with them.
         self.sessions
             .lock()
@@ -227,12 +315,7 @@ impl EdgeBuilder {
 
     /// The newest uploaded certificate of the zone that covers the hostname, else a development one.
     fn server_cert(&self, state: &EdgeState, host: &portcullis_store::Hostname) -> anyhow::Result<ServerCert> {
-        let uploaded = state
-            .custom_certificates
-            .iter()
-            .filter(|c| c.zone_id == host.zone_id)
-            .find(|c| c.hosts.iter().any(|pattern| covers(pattern, &host.hostname)));
-        let (chain_pem, key_pem) = match uploaded {
+        let (chain_pem, key_pem) = match uploaded_cert(state, host) {
             Some(cert) => {
                 let pkcs8 = portcullis_pki::server::unseal_key(&self.master_key, &cert.certificate, &cert.sealed_key)
                     .with_context(|| format!("unsealing the key of custom certificate {}", cert.id))?;
@@ -426,6 +509,7 @@ mod tests {
             dev_ca: DevEdgeCa::load_or_create(dir.path(), &master).expect("dev CA"),
             default_host: None,
             sessions: Default::default(),
+            expiry: Default::default(),
         });
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::new(0)));
         tokio::spawn(keep_current(store.clone(), builder, snapshot.clone()));

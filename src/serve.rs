@@ -253,6 +253,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         },
         boot.master_key.clone(),
     );
+    // Filled by every snapshot build, appended to every scrape.
+    let expiry: Arc<std::sync::Mutex<String>> = Arc::default();
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(portcullis_proxy::REQUEST_DURATION_SECONDS.to_owned()),
@@ -282,7 +284,12 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
                 "portcullis_security_events_dropped_total",
                 "Security events dropped because the store writer fell behind"
             );
-            state.with_metrics(Arc::new(move || handle.render()))
+            let expiry = expiry.clone();
+            state.with_metrics(Arc::new(move || {
+                let mut text = handle.render();
+                text.push_str(&expiry.lock().unwrap_or_else(|e| e.into_inner()));
+                text
+            }))
         }
         Err(err) => {
             tracing::warn!(error = %err, "metrics are off: cannot install the Prometheus recorder");
@@ -299,6 +306,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         dev_ca: DevEdgeCa::load_or_create(&args.data_dir, &boot.master_key)?,
         default_host: args.default_host.as_ref().map(|h| h.to_ascii_lowercase()),
         sessions: Default::default(),
+        expiry,
     });
     let dev_ca_path = builder.dev_ca.cert_path.clone();
     outln!(

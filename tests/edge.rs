@@ -402,6 +402,68 @@ fn uploaded_ca_certificates_verify_and_expired_ones_are_refused() {
         found,
         "the expired certificate's block is a security event with mtls_status=expired"
     );
+
+    // A CRL past its nextUpdate still revokes what it lists (rather than failing every certificate), and the
+    // expiry gauges show it, with the CAs' own expiry, for an alert to catch.
+    issue("revoked", time::OffsetDateTime::now_utc(), 30);
+    let revoked_serial = {
+        let pem = std::fs::read(dir.join("revoked.pem")).expect("read");
+        let facts = portcullis_pki::compute_facts(
+            &[portcullis_pki::CertificateDer::from(
+                portcullis_pki::pem::certificates_from_pem_or_der(&pem)
+                    .expect("pem")
+                    .remove(0),
+            )],
+            &[],
+        );
+        portcullis_pki::hex_decode(&facts.cert_serial).expect("hex")
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let stale_until = now - time::Duration::days(1);
+    let crl = ca
+        .build_crl(
+            &portcullis_pki::CrlParams {
+                crl_number: 1,
+                this_update: now - time::Duration::days(8),
+                next_update: stale_until,
+            },
+            &[portcullis_pki::RevokedEntry {
+                serial: revoked_serial,
+                revoked_at: now - time::Duration::days(2),
+                reason: None,
+            }],
+        )
+        .expect("crl");
+    std::fs::write(dir.join("byo.crl"), crl.pem()).expect("write");
+    ok(&server.cli(&["ca", "crl", &ca_id, "--upload", "byo.crl"]));
+    let crl_line = format!(
+        "portcullis_crl_next_update_timestamp_seconds{{kind=\"uploaded_ca\",id=\"{ca_id}\"}} {}",
+        stale_until.unix_timestamp()
+    );
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = curl(dir, &[&format!("{}/metrics", server.api())]).2;
+        if metrics.contains(&crl_line) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(metrics.contains(&crl_line), "{metrics}");
+    let ca_line = format!(
+        "portcullis_certificate_not_after_timestamp_seconds{{kind=\"uploaded_ca\",id=\"{ca_id}\"}} {}",
+        portcullis_pki::certificate_not_after(ca.certificate_pem().as_bytes())
+            .expect("not after")
+            .unix_timestamp()
+    );
+    assert!(metrics.contains(&ca_line), "{metrics}");
+    assert!(
+        metrics.contains("portcullis_certificate_not_after_timestamp_seconds{kind=\"managed_ca\",id=\""),
+        "{metrics}"
+    );
+    let (_, status, _) = get(&server, "/api", &["--cert", "revoked.pem", "--key", "revoked.key"]);
+    assert_eq!(status, "403", "listed in a stale CRL: still revoked");
+    let (_, status, body) = get(&server, "/api", &["--cert", "partner.pem", "--key", "partner.key"]);
+    assert_eq!(status, "200", "not listed: still served: {body}");
 }
 
 /// Operators see every request as one JSON access-log line with its mTLS facts, and Prometheus counters move.

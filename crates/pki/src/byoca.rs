@@ -154,6 +154,27 @@ pub fn parse_ca_bundle(pem_text: &str, name: &str, now: OffsetDateTime) -> Resul
     })
 }
 
+/// When the first certificate of `pem_or_der` expires: for expiry metrics.
+pub fn certificate_not_after(pem_or_der: &[u8]) -> Result<OffsetDateTime> {
+    let first = pem::certificates_from_pem_or_der(pem_or_der)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| PkiError::Certificate("no certificate".into()))?;
+    let (_, cert) = X509Certificate::from_der(&first).map_err(|e| PkiError::Certificate(e.to_string()))?;
+    Ok(der::from_timestamp(cert.validity().not_after.timestamp()))
+}
+
+/// A CRL's `nextUpdate` (`None` when it has none), without checking its signature: for expiry metrics of CRLs
+/// that were checked when uploaded.
+pub fn crl_next_update(crl_der: &[u8]) -> Result<Option<OffsetDateTime>> {
+    let (_, parsed) = CertificateRevocationList::from_der(crl_der)
+        .map_err(|e| PkiError::Crl(format!("cannot parse the DER ({e})")))?;
+    Ok(parsed
+        .tbs_cert_list
+        .next_update
+        .map(|t| der::from_timestamp(t.timestamp())))
+}
+
 /// Checks that `crl` (PEM or DER) is a well-formed CRL signed by `ca_der`.
 pub fn check_crl_for_ca(ca_der: &[u8], crl: &[u8]) -> Result<UploadedCrl> {
     let crl_der = pem::single_from_pem_or_der(crl, "X509 CRL").map_err(|e| PkiError::Crl(e.to_string()))?;

@@ -34,7 +34,10 @@ pub mod verify;
 #[cfg(test)]
 mod tests;
 
-pub use byoca::{MtlsCertificateRecord, UploadedCa, UploadedCrl, check_crl_for_ca, parse_ca_bundle};
+pub use byoca::{
+    MtlsCertificateRecord, UploadedCa, UploadedCrl, certificate_not_after, check_crl_for_ca, crl_next_update,
+    parse_ca_bundle,
+};
 pub use ca::{
     CaParams, CertificateAuthorityRef, ClientCertificateRecord, GeneratedKeyRequest, IssueOptions, IssuedCertificate,
     IssuedWithKey, ManagedCa, SubjectAltNames, SubjectFields,

@@ -402,6 +402,21 @@ fn crl_revokes_and_is_checked_against_its_ca() {
         )
         .unwrap();
     assert!(crl.pem().starts_with("-----BEGIN X509 CRL-----"));
+    // What expiry metrics read.
+    let next = crl_next_update(crl.der()).unwrap().unwrap();
+    assert!(
+        (next - (now() + Duration::days(7))).abs() < Duration::seconds(2),
+        "{next}"
+    );
+    assert!(crl_next_update(b"not a crl").is_err());
+    let (_, parsed) = X509Certificate::from_der(ca.certificate_der()).unwrap();
+    assert_eq!(
+        certificate_not_after(ca.certificate_pem().as_bytes())
+            .unwrap()
+            .unix_timestamp(),
+        parsed.validity().not_after.timestamp()
+    );
+    assert!(certificate_not_after(b"").is_err());
     let checked = check_crl_for_ca(ca.certificate_der(), crl.pem().as_bytes()).unwrap();
     assert_eq!(checked.entries, 2);
     assert_eq!(checked.revoked_serials[1], vec![0x80, 0x01]);
