@@ -6,6 +6,7 @@
 //! behind. What it does not do: serve traffic or build the edge's snapshot — it never talks to the data plane; the
 //! binary rebuilds the snapshot from the store's change feed.
 
+mod access_settings;
 mod accounts;
 mod api;
 mod associations;
@@ -164,6 +165,7 @@ fn api_routes() -> OpenApiRouter<AdminState> {
             hostnames::delete_hostname
         ))
         .routes(routes!(associations::get_associations, associations::put_associations))
+        .routes(routes!(access_settings::get_settings, access_settings::put_settings))
         .routes(routes!(rulesets::get_entrypoint, rulesets::put_entrypoint))
         .routes(routes!(rulesets::list_rulesets, rulesets::create_ruleset))
         .routes(routes!(

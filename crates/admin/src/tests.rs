@@ -317,6 +317,77 @@ async fn url_normalization_follows_cloudflare_shapes() {
 }
 
 #[tokio::test]
+async fn certificate_forwarding_settings_follow_cloudflare_shapes() {
+    let api = Api::new().await;
+    let zone = api.zone("example.com").await;
+    for (host, style) in [("a.example.com", "none"), ("b.example.com", "rfc9440")] {
+        let (status, body) = api
+            .send(
+                Method::POST,
+                &format!("/client/v4/zones/{zone}/hostnames"),
+                json!({"hostname": host, "origin": "http://127.0.0.1:9000", "client_certificate_forwarding": style}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let path = format!("/client/v4/zones/{zone}/access/certificates/settings");
+    let entry =
+        |host: &str, on: bool| json!({"hostname": host, "china_network": false, "client_certificate_forwarding": on});
+    let (status, body) = api.get(&path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["result"],
+        json!([entry("a.example.com", false), entry("b.example.com", false)])
+    );
+
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &path,
+            json!({"settings": [entry("A.example.com", true), entry("b.example.com", false)]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["result"],
+        json!([entry("a.example.com", true), entry("b.example.com", false)])
+    );
+    // `false` leaves another style alone; the hostnames API shows the style.
+    let (_, hosts) = api.get(&format!("/client/v4/zones/{zone}/hostnames")).await;
+    let styles: Vec<_> = hosts["result"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|h| h["client_certificate_forwarding"].as_str().expect("style").to_owned())
+        .collect();
+    assert_eq!(styles, ["cloudflare", "rfc9440"]);
+
+    // Refused as a whole: nothing changes when one entry is wrong.
+    for (bad, status_code, message) in [
+        (
+            json!({"settings": [entry("a.example.com", false), {"hostname": "b.example.com", "china_network": true, "client_certificate_forwarding": true}]}),
+            StatusCode::BAD_REQUEST,
+            "b.example.com: china_network is not available here; send false",
+        ),
+        (
+            json!({"settings": [entry("a.example.com", false), entry("c.example.com", true)]}),
+            StatusCode::NOT_FOUND,
+            "hostname \"c.example.com\" not found",
+        ),
+        (
+            json!({"settings": [{"hostname": "a.example.com", "client_certificate_forwarding": false}]}),
+            StatusCode::BAD_REQUEST,
+            "invalid request body: settings[0]: missing field `china_network` at line 1 column 79",
+        ),
+    ] {
+        let (status, body) = api.send(Method::PUT, &path, bad).await;
+        assert_eq!(status, status_code, "{body}");
+        assert_eq!(error(&body).1, message);
+    }
+    assert_eq!(api.get(&path).await.1["result"][0], entry("a.example.com", true));
+}
+
+#[tokio::test]
 async fn bad_input_is_named_and_leaves_nothing() {
     let api = Api::new().await;
     let w = api.write.clone();

@@ -1262,6 +1262,8 @@ async fn openapi_lists_every_route_of_the_router() {
         ("get", "/zones/{zone_id}/rulesets/{ruleset_id}"),
         ("put", "/zones/{zone_id}/rulesets/{ruleset_id}"),
         ("delete", "/zones/{zone_id}/rulesets/{ruleset_id}"),
+        ("get", "/zones/{zone_id}/access/certificates/settings"),
+        ("put", "/zones/{zone_id}/access/certificates/settings"),
         ("get", "/zones/{zone_id}/url_normalization"),
         ("put", "/zones/{zone_id}/url_normalization"),
         ("delete", "/zones/{zone_id}/url_normalization"),

@@ -150,6 +150,36 @@ impl Store {
         Ok(record)
     }
 
+    /// Replaces the settings of several hostnames of one zone in one transaction: all of them or none.
+    pub async fn update_hostname_settings(
+        &self,
+        zone_id: &str,
+        changes: &[(String, serde_json::Value)],
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        let at = now();
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            for (id, settings) in changes {
+                let updated =
+                    sqlx::query("UPDATE hostnames SET settings = $1, modified_on = $2 WHERE zone_id = $3 AND id = $4")
+                        .bind(settings.to_string())
+                        .bind(at)
+                        .bind(zone_id)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                if updated == 0 {
+                    return Err(StoreError::not_found("hostname", id));
+                }
+            }
+            let detail = format!("settings of {} hostnames", changes.len());
+            commit_write!(self, tx, actor, "update", "hostname", zone_id, &detail);
+        });
+        Ok(())
+    }
+
     /// Removes a hostname and its CA associations.
     pub async fn delete_hostname(&self, zone_id: &str, id: &str, actor: &Actor) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {
