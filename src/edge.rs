@@ -15,8 +15,8 @@ use portcullis_admin::{CertificateForwarding, FIREWALL_PHASE, HostnameSettings, 
 use portcullis_pki::MasterKey;
 use portcullis_proxy::snapshot::TrustedCa;
 use portcullis_proxy::{
-    EventSink, Forwarding, Host, HostParams, Mtls, MtlsMode, NormalizationScope, NormalizationType, Origin, ServerCert,
-    Snapshot, TlsSessions, UrlNormalization,
+    EventSink, Forwarding, Host, HostParams, Mtls, MtlsMode, NormalizationScope, NormalizationType, Origin,
+    OriginIdentity, ServerCert, Snapshot, TlsSessions, UrlNormalization,
 };
 use portcullis_rules::CompiledRuleset;
 use portcullis_store::{CaRef, EdgeState, Store};
@@ -276,11 +276,16 @@ impl EdgeBuilder {
         url_normalization: UrlNormalization,
     ) -> anyhow::Result<Host> {
         let settings = HostnameSettings::from_stored(&host.settings).context("stored settings")?;
-        let origin = Origin::new(
+        let identity = match &settings.origin_client_certificate {
+            Some(id) => Some(self.origin_identity(state, id)?),
+            None => None,
+        };
+        let origin = Origin::with_identity(
             &host.origin,
             settings.origin_http2,
             settings.origin_ca.as_deref().map(str::as_bytes),
             settings.origin_tls_verify,
+            identity,
         )?;
         let forwarding = match settings.client_certificate_forwarding {
             CertificateForwarding::None => Forwarding::None,
@@ -300,6 +305,22 @@ impl EdgeBuilder {
             url_normalization,
             sessions: self.sessions_of(&host.hostname),
         })?)
+    }
+
+    /// The uploaded client certificate `id` (`"ca": false`) with its key unsealed, for an origin that requires one.
+    fn origin_identity(&self, state: &EdgeState, id: &str) -> anyhow::Result<OriginIdentity> {
+        let cert = state
+            .mtls_certificates
+            .iter()
+            .find(|c| c.id == id && !c.ca)
+            .ok_or_else(|| anyhow!("origin client certificate {id} is not an uploaded client certificate"))?;
+        let sealed = cert
+            .sealed_key
+            .as_deref()
+            .ok_or_else(|| anyhow!("origin client certificate {id} has no key"))?;
+        let pkcs8 = portcullis_pki::server::unseal_client_key(&self.master_key, &cert.certificates, sealed)
+            .with_context(|| format!("unsealing the key of origin client certificate {id}"))?;
+        Ok(OriginIdentity::new(id, cert.certificates.as_bytes(), &pkcs8)?)
     }
 
     /// The hostname's resumption state: the one its previous snapshots used, or a new one.

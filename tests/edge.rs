@@ -580,3 +580,162 @@ fn behind_a_tcp_balancer_the_proxy_protocol_is_required_from_it() {
         "a trusted address must send the header (curl exit {code:?})"
     );
 }
+
+/// An origin that requires a client certificate (`openssl s_server -Verify`): the hostname presents the one
+/// uploaded for it through the API (`"ca": false`, key sealed at rest), and without it the origin refuses.
+#[test]
+fn origins_requiring_a_client_certificate_get_the_uploaded_one() {
+    let server = Server::start();
+    setup(&server);
+    let dir = server.dir.path();
+    let run = |args: &[&str]| ok(&openssl(dir, args));
+    // The origin's own PKI: a CA, its server certificate for localhost, and the edge's client certificate.
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "o-ca.key",
+        "-out",
+        "o-ca.pem",
+        "-subj",
+        "/CN=Origin CA",
+        "-days",
+        "30",
+    ]);
+    for (name, ext) in [
+        ("o-srv", "subjectAltName=DNS:localhost"),
+        ("o-cli", "extendedKeyUsage=clientAuth"),
+    ] {
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "o-ca.pem",
+            "-CAkey",
+            "o-ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let origin = std::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+            "o-srv.pem",
+            "-key",
+            "o-srv.key",
+            "-CAfile",
+            "o-ca.pem",
+            "-Verify",
+            "1",
+            "-www",
+            "-quiet",
+        ])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _origin = Kill(origin);
+
+    let token = std::fs::read_to_string(server.data_dir().join("admin-token")).expect("token");
+    let auth = format!("Authorization: Bearer {}", token.trim());
+    let api = |method: &str, path: &str, body: serde_json::Value| -> serde_json::Value {
+        let url = format!("{}/client/v4{path}", server.api());
+        let body = body.to_string();
+        let (_, status, out) = curl(
+            dir,
+            &[
+                "-X",
+                method,
+                "-H",
+                &auth,
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &body,
+                &url,
+            ],
+        );
+        assert!(status.starts_with('2'), "{method} {path}: {status} {out}");
+        serde_json::from_str(&out).expect("json")
+    };
+    let (_, _, accounts) = curl(dir, &["-H", &auth, &format!("{}/client/v4/accounts", server.api())]);
+    let accounts: serde_json::Value = serde_json::from_str(&accounts).expect("json");
+    let account = accounts["result"][0]["id"].as_str().expect("account").to_owned();
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).expect("read");
+    let uploaded = api(
+        "POST",
+        &format!("/accounts/{account}/mtls_certificates"),
+        serde_json::json!({"ca": false, "name": "edge to origin", "certificates": read("o-cli.pem"), "private_key": read("o-cli.key")}),
+    );
+    let cert_id = uploaded["result"]["id"].as_str().expect("id").to_owned();
+    let zones: serde_json::Value = serde_json::from_str(&ok(&server.cli(&["zone", "list", "--json"]))).expect("json");
+    let zone = zones[0]["id"].as_str().expect("zone").to_owned();
+    let hosts = api("GET", &format!("/zones/{zone}/hostnames"), serde_json::json!({}));
+    let host = hosts["result"][0]["id"].as_str().expect("host").to_owned();
+    let patch = |client: &str| {
+        api(
+            "PATCH",
+            &format!("/zones/{zone}/hostnames/{host}"),
+            serde_json::json!({"origin": format!("https://localhost:{port}"), "origin_ca": read("o-ca.pem"), "origin_client_certificate": client}),
+        )
+    };
+    let until = |want: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, status, body) = get(&server, "/", &[]);
+            if status == want {
+                return body;
+            }
+            assert!(std::time::Instant::now() < deadline, "still {status}: {body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    patch(&cert_id);
+    let body = until("200");
+    assert!(body.contains("s_server"), "the origin's page: {body}");
+    patch("");
+    until("502");
+}

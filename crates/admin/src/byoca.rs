@@ -1,5 +1,8 @@
 //! Bring-your-own CAs: `/accounts/{account_id}/mtls_certificates`, in Cloudflare's shape, plus the Portcullis
-//! extension `PUT …/{id}/crl` (Cloudflare checks no CRLs for uploaded CAs; Portcullis does).
+//! extension `PUT …/{id}/crl` (Cloudflare checks no CRLs for uploaded CAs; Portcullis does). The same store holds
+//! client certificates with their keys (`"ca": false`, as Cloudflare's does for the Workers mTLS binding), which a
+//! hostname presents to an `https://` origin that requires one (`origin_client_certificate`); their keys are sealed
+//! with the master key and never shown again.
 
 use axum::Extension;
 use axum::extract::{Path, State};
@@ -58,13 +61,13 @@ fn view(cert: MtlsCertificate) -> MtlsCertificateView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UploadCa {
-    /// Must be `true`: Portcullis stores CAs only.
+    /// `true`: a CA that issues your client certificates; `false`: a client certificate the edge presents to origins.
     pub ca: bool,
-    /// PEM: the CA that issues your client certificates (intermediates after it, if any).
+    /// PEM: the CA (intermediates after it, if any), or the client certificate then its intermediates.
     pub certificates: String,
     #[serde(default)]
     pub name: Option<String>,
-    /// Not accepted: the edge only needs the CA certificate, and a CA key is better kept elsewhere.
+    /// PEM: the client certificate's key (`"ca": false` only; a CA key is better kept elsewhere).
     #[serde(default)]
     pub private_key: Option<String>,
 }
@@ -81,12 +84,39 @@ pub async fn upload(
     ApiJson(body): ApiJson<UploadCa>,
 ) -> ApiResult {
     check_account(&state, &account_id).await?;
+    let key = body.private_key.as_deref().filter(|k| !k.trim().is_empty());
     if !body.ca {
-        return Err(ApiError::invalid("only CA certificates (\"ca\": true) can be uploaded"));
+        let key = key.ok_or_else(|| {
+            ApiError::invalid(
+                "a client certificate (\"ca\": false) needs its private_key: the edge presents it to origins",
+            )
+        })?;
+        let identity = portcullis_pki::parse_client_identity(&body.certificates, key, OffsetDateTime::now_utc())
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let sealed =
+            portcullis_pki::server::seal_client_key(&state.master_key, identity.leaf_der(), &identity.key_pkcs8);
+        let stored = state
+            .store
+            .add_mtls_certificate(
+                NewMtlsCertificate {
+                    name: body.name.unwrap_or_default(),
+                    ca: false,
+                    certificates: identity.chain_pem.clone(),
+                    issuer: identity.issuer.clone(),
+                    serial_number: identity.serial_number.clone(),
+                    signature: identity.signature.clone(),
+                    expires_on: identity.expires_on.unix_timestamp(),
+                    sealed_key: Some(sealed),
+                },
+                state.settings.mtls_certificate_limit,
+                &actor,
+            )
+            .await?;
+        return Ok(ok_status(StatusCode::CREATED, view(stored)));
     }
-    if body.private_key.as_deref().is_some_and(|k| !k.trim().is_empty()) {
+    if key.is_some() {
         return Err(ApiError::invalid(
-            "private_key is not accepted: Portcullis needs only the CA certificate",
+            "private_key is not accepted with a CA: Portcullis needs only the CA certificate",
         ));
     }
     let name = body.name.unwrap_or_default();
@@ -107,6 +137,7 @@ pub async fn upload(
                 serial_number: r.serial_number.clone(),
                 signature: r.signature.clone(),
                 expires_on,
+                sealed_key: None,
             },
             state.settings.mtls_certificate_limit,
             &actor,
@@ -218,6 +249,11 @@ pub async fn put_crl(
 ) -> ApiResult {
     check_account(&state, &account_id).await?;
     let ca = state.store.mtls_certificate(&id).await?;
+    if !ca.ca {
+        return Err(ApiError::invalid(format!(
+            "mtls_certificate {id:?} is a client certificate; CRLs belong to CAs"
+        )));
+    }
     let ca_der = portcullis_pki::pem::certificates_from_pem_or_der(ca.certificates.as_bytes())
         .map_err(ApiError::internal)?
         .into_iter()

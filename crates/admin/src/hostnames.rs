@@ -55,6 +55,10 @@ pub struct HostnameSettings {
     /// Speak HTTP/2 to the origin: with prior knowledge (h2c) to `http://` origins, by ALPN to `https://` ones.
     /// gRPC origins need it.
     pub origin_http2: bool,
+    /// The client certificate (an `mtls_certificates` entry with `"ca": false`) presented to an `https://` origin
+    /// that requires one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_client_certificate: Option<String>,
 }
 
 impl Default for HostnameSettings {
@@ -66,6 +70,7 @@ impl Default for HostnameSettings {
             origin_tls_verify: true,
             origin_ca: None,
             origin_http2: false,
+            origin_client_certificate: None,
         }
     }
 }
@@ -120,6 +125,9 @@ pub struct CreateHostname {
     pub origin_ca: Option<String>,
     #[serde(default)]
     pub origin_http2: bool,
+    /// Id of an uploaded client certificate (`"ca": false`) for origins that require one.
+    #[serde(default)]
+    pub origin_client_certificate: Option<String>,
 }
 
 fn yes() -> bool {
@@ -137,6 +145,34 @@ pub struct UpdateHostname {
     /// An empty string removes the origin CA.
     pub origin_ca: Option<String>,
     pub origin_http2: Option<bool>,
+    /// An empty string removes the origin client certificate.
+    pub origin_client_certificate: Option<String>,
+}
+
+/// A client certificate can only be presented over TLS.
+fn check_https(origin: &str) -> Result<(), ApiError> {
+    if origin.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "origin_client_certificate needs an https:// origin, not {origin:?}"
+        )))
+    }
+}
+
+/// Checks that `id` names an uploaded client certificate (`"ca": false`) with its key.
+async fn check_origin_client_certificate(state: &AdminState, id: &str) -> Result<(), ApiError> {
+    let cert = state.store.mtls_certificate(id).await.map_err(|_| {
+        ApiError::invalid(format!(
+            "origin_client_certificate {id:?} is not an uploaded certificate (POST /accounts/{{account_id}}/mtls_certificates with \"ca\": false)"
+        ))
+    })?;
+    if cert.ca || cert.sealed_key.is_none() {
+        return Err(ApiError::invalid(format!(
+            "origin_client_certificate {id:?} is a CA; upload the client certificate and its key with \"ca\": false"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks an origin URL: `http` or `https`, a host, optionally a port, and nothing else.
@@ -187,12 +223,18 @@ pub async fn create_hostname(
     if let Some(pem) = &body.origin_ca {
         check_origin_ca(pem)?;
     }
+    let client_cert = body.origin_client_certificate.filter(|id| !id.is_empty());
+    if let Some(id) = &client_cert {
+        check_origin_client_certificate(&state, id).await?;
+        check_https(&origin)?;
+    }
     let settings = HostnameSettings {
         tls_client_auth: body.tls_client_auth,
         client_certificate_forwarding: body.client_certificate_forwarding,
         origin_tls_verify: body.origin_tls_verify,
         origin_ca: body.origin_ca,
         origin_http2: body.origin_http2,
+        origin_client_certificate: client_cert,
     };
     let settings = serde_json::to_value(settings).map_err(ApiError::internal)?;
     let host = state
@@ -258,6 +300,17 @@ pub async fn update_hostname(
             settings.origin_ca = Some(pem);
         }
         None => {}
+    }
+    match body.origin_client_certificate {
+        Some(id) if id.is_empty() => settings.origin_client_certificate = None,
+        Some(id) => {
+            check_origin_client_certificate(&state, &id).await?;
+            settings.origin_client_certificate = Some(id);
+        }
+        None => {}
+    }
+    if settings.origin_client_certificate.is_some() {
+        check_https(origin.as_deref().unwrap_or(&current.origin))?;
     }
     let settings = serde_json::to_value(settings).map_err(ApiError::internal)?;
     let host = state

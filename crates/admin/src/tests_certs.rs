@@ -1355,3 +1355,146 @@ async fn openapi_lists_every_route_of_the_router() {
         );
     }
 }
+
+/// Client certificates for origins that require one: uploaded with their key (`"ca": false`), the key never shown
+/// again, usable only as a hostname's `origin_client_certificate` and never as a CA.
+#[tokio::test]
+async fn origin_client_certificates_are_uploaded_with_their_key_and_used_by_hostnames() {
+    let api = Api::new().await;
+    let tmp = Tmp::new();
+    let account = account(&api).await;
+    let base = format!("/client/v4/accounts/{account}/mtls_certificates");
+    let leaf = |name: &str| {
+        tmp.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-subj",
+            &format!("/CN={name}"),
+            "-days",
+            "30",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=clientAuth",
+        ]);
+        (tmp.read(&format!("{name}.pem")), tmp.read(&format!("{name}.key")))
+    };
+    let (cert, key) = leaf("edge-to-origin");
+    let (_, other_key) = leaf("someone-else");
+
+    let (status, body) = api
+        .send(Method::POST, &base, json!({"ca": false, "certificates": cert}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error(&body).1.contains("needs its private_key"), "{body}");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &base,
+            json!({"ca": false, "certificates": cert, "private_key": other_key}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a key that is not the certificate's: {body}"
+    );
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &base,
+            json!({"ca": false, "certificates": cert, "private_key": key, "name": "to origin"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = s(&body["result"]["id"]);
+    assert_eq!(body["result"]["ca"], json!(false));
+    assert!(body["result"].get("private_key").is_none() && !body.to_string().contains("PRIVATE KEY"));
+    let (_, listed) = api.get(&base).await;
+    assert!(
+        !listed.to_string().contains("PRIVATE KEY"),
+        "the key is never shown again"
+    );
+
+    // Not a CA: no associations, no CRL.
+    let zone = api.zone("example.com").await;
+    let hosts = format!("/client/v4/zones/{zone}/hostnames");
+    let create = |origin: &str, cert_id: &str| json!({"hostname": "api.example.com", "origin": origin, "origin_client_certificate": cert_id});
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &hosts,
+            json!({"hostname": "mtls.example.com", "origin": "https://10.0.0.1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let assoc = format!("/client/v4/zones/{zone}/certificate_authorities/hostname_associations");
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &assoc,
+            json!({"hostnames": ["mtls.example.com"], "mtls_certificate_id": id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).1.contains("is a client certificate"), "{body}");
+    let (status, _) = api
+        .send(
+            Method::PUT,
+            &format!("{base}/{id}/crl"),
+            json!({"crl": "-----BEGIN X509 CRL-----"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // A hostname presents it to its https origin; http origins and unknown ids are refused.
+    let (status, body) = api.send(Method::POST, &hosts, create("http://10.0.0.2", &id)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error(&body).1.contains("needs an https:// origin"), "{body}");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &hosts,
+            create("https://10.0.0.2", "ffffffffffffffffffffffffffffffff"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = api.send(Method::POST, &hosts, create("https://10.0.0.2", &id)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["result"]["origin_client_certificate"], json!(id));
+    let host_id = s(&body["result"]["id"]);
+    let (status, body) = delete(&api, &format!("{base}/{id}")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        error(&body).1.contains("origin client certificate of api.example.com"),
+        "{body}"
+    );
+    let (status, body) = api
+        .send(
+            Method::PATCH,
+            &format!("{hosts}/{host_id}"),
+            json!({"origin": "http://10.0.0.3"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "still in use over http: {body}");
+    let (status, body) = api
+        .send(
+            Method::PATCH,
+            &format!("{hosts}/{host_id}"),
+            json!({"origin_client_certificate": ""}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["result"].get("origin_client_certificate").is_none());
+    let (status, _) = delete(&api, &format!("{base}/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+}

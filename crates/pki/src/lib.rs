@@ -49,7 +49,7 @@ pub use facts::{
 };
 pub use keys::KeyType;
 pub use seal::MasterKey;
-pub use server::{ServerCertificate, parse_server_certificate};
+pub use server::{ServerCertificate, parse_client_identity, parse_server_certificate};
 pub use status::{CertificateStatus, StatusAction, transition};
 pub use verify::{AuthStatus, Verdict, Verifier, VerifierBuilder};
 

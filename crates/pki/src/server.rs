@@ -83,6 +83,22 @@ pub fn parse_server_certificate(
     private_key: &str,
     now: OffsetDateTime,
 ) -> Result<ServerCertificate> {
+    parse_with_key(certificate, private_key, now, true)
+}
+
+/// Validates a client certificate chain and its key for the edge to present to origins (upstream mTLS): as
+/// [`parse_server_certificate`], except that no DNS names are required. `hosts` holds whatever DNS names it has.
+pub fn parse_client_identity(certificate: &str, private_key: &str, now: OffsetDateTime) -> Result<ServerCertificate> {
+    parse_with_key(certificate, private_key, now, false)
+}
+
+fn parse_with_key(
+    certificate: &str,
+    private_key: &str,
+    now: OffsetDateTime,
+    server: bool,
+) -> Result<ServerCertificate> {
+    let what = if server { "server" } else { "client" };
     let chain_der = chain_blocks(certificate)?;
     let mut parsed = Vec::with_capacity(chain_der.len());
     for (i, der_bytes) in chain_der.iter().enumerate() {
@@ -99,7 +115,7 @@ pub fn parse_server_certificate(
         && bc.value.ca
     {
         return Err(PkiError::InvalidParameter(format!(
-            "the first certificate ({subject}) is a CA certificate (basicConstraints CA:TRUE), not a server certificate: put the server certificate first, then its intermediates (a self-signed server certificate needs CA:FALSE, e.g. openssl req -x509 -addext basicConstraints=critical,CA:FALSE)"
+            "the first certificate ({subject}) is a CA certificate (basicConstraints CA:TRUE), not a {what} certificate: put the {what} certificate first, then its intermediates (a self-signed {what} certificate needs CA:FALSE, e.g. openssl req -x509 -addext basicConstraints=critical,CA:FALSE)"
         )));
     }
     let key_description = keys::check_client_key(leaf.public_key())?;
@@ -112,7 +128,7 @@ pub fn parse_server_certificate(
         )));
     }
     let hosts = dns_names(leaf)?;
-    if hosts.is_empty() {
+    if server && hosts.is_empty() {
         return Err(PkiError::InvalidParameter(format!(
             "the certificate ({subject}) has no DNS subject alternative names; the edge selects certificates by SNI, so at least one is required"
         )));
@@ -153,6 +169,27 @@ pub fn seal_namespace(leaf_der: &[u8]) -> String {
 /// Seals `pkcs8` (a server certificate's key) for the certificate whose leaf DER is `leaf_der`.
 pub fn seal_key(master: &MasterKey, leaf_der: &[u8], pkcs8: &[u8]) -> Vec<u8> {
     seal::seal(master, &seal_namespace(leaf_der), pkcs8)
+}
+
+/// Seals `pkcs8`, the key of an origin client certificate whose leaf DER is `leaf_der`; under its own namespace,
+/// so that a sealed key cannot be passed off as another kind.
+pub fn seal_client_key(master: &MasterKey, leaf_der: &[u8], pkcs8: &[u8]) -> Vec<u8> {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf_der);
+    seal::seal(master, &client_namespace(digest.as_ref()), pkcs8)
+}
+
+/// Opens what [`seal_client_key`] sealed, given the stored chain (PEM, leaf first). Returns PKCS#8 DER.
+pub fn unseal_client_key(master: &MasterKey, certificate_pem: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    let leaf = pem::certificates_from_pem_or_der(certificate_pem.as_bytes())?
+        .into_iter()
+        .next()
+        .ok_or_else(|| PkiError::Pem("no certificate found".into()))?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &leaf);
+    seal::unseal(master, &client_namespace(digest.as_ref()), sealed)
+}
+
+fn client_namespace(leaf_sha256: &[u8]) -> String {
+    format!("origin-client-certificate:{}", der::hex(leaf_sha256, false))
 }
 
 /// Opens what [`seal_key`] sealed, given the stored certificate chain (PEM, leaf first). Returns PKCS#8 DER.

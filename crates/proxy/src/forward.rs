@@ -5,7 +5,7 @@
 //! Supported origins: `http://` (HTTP/1.1, or h2c with prior knowledge for gRPC) and `https://`
 //! (HTTP/1.1 or HTTP/2 by ALPN). WebSocket upgrades pass through to HTTP/1.1 origins. Request
 //! bodies are capped in size and read time (see `body`). Not here: other upgrades, WebSocket over
-//! HTTP/2 (extended CONNECT), retries, upstream mTLS.
+//! HTTP/2 (extended CONNECT), retries.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -18,8 +18,7 @@
 //! - [`observe`]: metrics (the `metrics` facade), the access log and failed-handshake events.
 //!
 //! What it does not do: read the store or run the reload loop (the binary does), install a
-//! metrics recorder or format logs (the binary does), upstream mTLS, WebSocket over HTTP/2,
-//! rate limits.
+//! metrics recorder or format logs (the binary does), WebSocket over HTTP/2, rate limits.
 
 mod body;
 mod conn;
@@ -51,7 +50,7 @@ pub use events::{EventSink, NoEvents, SecurityEvent, VecSink};
 pub use forward::{CERT_HEADERS, CF_CERT_HEADERS};
 pub use normalize::{NormalizationScope, NormalizationType, UrlNormalization};
 pub use observe::{REQUEST_DURATION_SECONDS, describe_metrics, record_snapshot};
-pub use origin_tls::OriginTls;
+pub use origin_tls::{OriginIdentity, OriginTls};
 pub use proxy_protocol::TrustedProxies;
 pub use server::serve;
 pub use sessions::TlsSessions;

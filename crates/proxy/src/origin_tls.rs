@@ -1,9 +1,10 @@
 //! TLS to `https://` origins: the per-origin client config (origin CA or public roots, or no
-//! verification) and a connector for hyper-util's legacy client built on tokio-rustls.
+//! verification, and the client certificate presented to origins that require one) and a
+//! connector for hyper-util's legacy client built on tokio-rustls.
 //!
 //! ALPN offers exactly one protocol: `h2` for origins marked HTTP/2 (gRPC), else `http/1.1`, so
-//! the protocol spoken upstream never depends on the origin's preference. Not here: client
-//! certificates towards the origin (upstream mTLS), OCSP, custom SNI.
+//! the protocol spoken upstream never depends on the origin's preference. Not here: OCSP,
+//! custom SNI.
 
 use std::future::Future;
 use std::io;
@@ -72,22 +73,81 @@ impl ServerCertVerifier for NoVerification {
     }
 }
 
+/// A client certificate the edge presents to an origin that requires one (upstream mTLS).
+pub struct OriginIdentity {
+    /// Names the identity in pool keys, so origins with different identities never share a connection.
+    pub id: String,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for OriginIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OriginIdentity")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OriginIdentity {
+    /// From the chain (PEM, leaf first) and the key (PKCS#8 DER).
+    pub fn new(id: &str, chain_pem: &[u8], key_pkcs8: &[u8]) -> Result<OriginIdentity, ProxyError> {
+        use rustls::pki_types::pem::PemObject;
+        let chain = CertificateDer::pem_slice_iter(chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ProxyError::Config(format!("origin client certificate {id}: {e}")))?;
+        if chain.is_empty() {
+            return Err(ProxyError::Config(format!(
+                "origin client certificate {id}: no CERTIFICATE in the PEM"
+            )));
+        }
+        Ok(OriginIdentity {
+            id: id.to_owned(),
+            chain,
+            key: rustls::pki_types::PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()).into(),
+        })
+    }
+}
+
 impl OriginTls {
     /// `ca_pem`: the CA certificates (PEM) that issue the origin's certificate; `None` trusts the
     /// public web roots. `verify: false` accepts any origin certificate (for self-signed origins
     /// on a trusted network). `http2` selects ALPN `h2` instead of `http/1.1`.
     pub fn new(ca_pem: Option<&[u8]>, verify: bool, http2: bool) -> Result<OriginTls, ProxyError> {
+        OriginTls::with_identity(ca_pem, verify, http2, None)
+    }
+
+    /// [`OriginTls::new`], presenting `identity` to origins that ask for a client certificate.
+    pub fn with_identity(
+        ca_pem: Option<&[u8]>,
+        verify: bool,
+        http2: bool,
+        identity: Option<OriginIdentity>,
+    ) -> Result<OriginTls, ProxyError> {
         use rustls::pki_types::pem::PemObject;
         let provider = provider();
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| ProxyError::Config(format!("origin TLS: {e}")))?;
         let mut key = format!("verify={verify};h2={http2};");
+        if let Some(identity) = &identity {
+            key.push_str(&format!("client={};", identity.id));
+        }
+        let with_identity =
+            |b: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>| match identity {
+                Some(i) => b
+                    .with_client_auth_cert(i.chain, i.key)
+                    .map_err(|e| ProxyError::Config(format!("origin client certificate {}: {e}", i.id))),
+                None => Ok(b.with_no_client_auth()),
+            };
         let mut config = if !verify {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerification(provider.signature_verification_algorithms)))
-                .with_no_client_auth()
+            with_identity(
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(NoVerification(
+                        provider.signature_verification_algorithms,
+                    ))),
+            )?
         } else {
             let mut roots = rustls::RootCertStore::empty();
             match ca_pem {
@@ -108,7 +168,7 @@ impl OriginTls {
                     key.push_str("webpki-roots");
                 }
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            with_identity(builder.with_root_certificates(roots))?
         };
         config.alpn_protocols = vec![if http2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
         Ok(OriginTls {

@@ -141,6 +141,18 @@ impl Origin {
     /// issues the origin's certificate (`None`: the public web roots) and `verify: false` accepts
     /// any certificate; both are ignored for `http`.
     pub fn new(url: &str, http2: bool, ca_pem: Option<&[u8]>, verify: bool) -> Result<Origin, ProxyError> {
+        Origin::with_identity(url, http2, ca_pem, verify, None)
+    }
+
+    /// [`Origin::new`] for an origin that requires a client certificate: `identity` is presented to it.
+    /// An `http` origin with an identity is refused, since it could never be sent.
+    pub fn with_identity(
+        url: &str,
+        http2: bool,
+        ca_pem: Option<&[u8]>,
+        verify: bool,
+        identity: Option<crate::origin_tls::OriginIdentity>,
+    ) -> Result<Origin, ProxyError> {
         let uri: Uri = url
             .parse()
             .map_err(|e| ProxyError::Config(format!("origin {url:?}: {e}")))?;
@@ -153,8 +165,13 @@ impl Origin {
             .cloned()
             .ok_or_else(|| ProxyError::Config(format!("origin {url:?}: no host")))?;
         let tls = if scheme == http::uri::Scheme::HTTPS {
-            Some(OriginTls::new(ca_pem, verify, http2)?)
+            Some(OriginTls::with_identity(ca_pem, verify, http2, identity)?)
         } else if scheme == http::uri::Scheme::HTTP {
+            if identity.is_some() {
+                return Err(ProxyError::Config(format!(
+                    "origin {url:?}: a client certificate needs an https:// origin"
+                )));
+            }
             None
         } else {
             return Err(ProxyError::Config(format!(

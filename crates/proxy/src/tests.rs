@@ -222,11 +222,28 @@ async fn start_origin() -> SocketAddr {
 
 /// An echo origin over TLS (ALPN h2 and http/1.1) with a certificate for `localhost`.
 async fn start_tls_origin() -> (SocketAddr, ServerPki) {
+    start_tls_origin_requiring(None).await
+}
+
+/// [`start_tls_origin`], refusing handshakes without a client certificate from `client_ca` (DER) when given.
+async fn start_tls_origin_requiring(client_ca: Option<&[u8]>) -> (SocketAddr, ServerPki) {
     let pki = server_pki(&["localhost"]);
-    let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+    let builder = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
+        .unwrap();
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(CertificateDer::from(ca.to_vec())).unwrap();
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crate::tls::provider())
+                    .build()
+                    .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
         .with_single_cert(pki.cert.chain.clone(), pki.cert.key.clone_key())
         .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -1093,6 +1110,54 @@ async fn graceful_shutdown_stops_accepting_and_returns() {
     let done = tokio::time::timeout(Duration::from_secs(10), &mut proxy.done).await;
     assert!(matches!(done, Ok(Ok(Ok(())))), "{done:?}");
     assert!(TcpStream::connect(proxy.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn origins_that_require_a_client_certificate_get_the_hosts_own() {
+    let w = world().await;
+    // The origin trusts a CA of its own; the edge's identity comes from it.
+    let origin_ca = managed_ca();
+    let (addr, origin_pki) = start_tls_origin_requiring(Some(origin_ca.certificate_der())).await;
+    let url = format!("https://localhost:{}", addr.port());
+    let edge_cert = issue(&origin_ca, "edge", SubjectAltNames::default());
+    let pkcs8 = PrivateKeyDer::from_pem_slice(edge_cert.key_pem.as_bytes()).unwrap();
+    let identity =
+        |id: &str| crate::OriginIdentity::new(id, edge_cert.cert_pem.as_bytes(), pkcs8.secret_der()).unwrap();
+    let ca = Some(origin_pki.ca_pem.as_bytes());
+    let spec = |name, origin| HostSpec {
+        mtls: None,
+        rules: ruleset(&[]),
+        origin: Some(origin),
+        ..HostSpec::new(name, &w.ca)
+    };
+    let proxy = start_proxy(build_snapshot(
+        1,
+        &w.server,
+        w.origin,
+        vec![
+            spec(
+                "api.test",
+                Origin::with_identity(&url, false, ca, true, Some(identity("c1"))).unwrap(),
+            ),
+            spec(
+                "grpc.test",
+                Origin::with_identity(&url, true, ca, true, Some(identity("c1"))).unwrap(),
+            ),
+            spec("other.test", Origin::new(&url, false, ca, true).unwrap()),
+        ],
+    ))
+    .await;
+    for sni in ["api.test", "grpc.test"] {
+        let mut c = h2(&proxy, &w.server, sni, None).await;
+        let (status, _, body) = c.get(sni, "/x").await;
+        assert_eq!(status, StatusCode::OK, "{sni}: {body}");
+    }
+    // Without the identity the origin refuses the handshake: 502, naming nothing internal.
+    let mut c = h2(&proxy, &w.server, "other.test", None).await;
+    assert_eq!(c.get("other.test", "/x").await.0, StatusCode::BAD_GATEWAY);
+    // An identity is only ever sent over TLS.
+    let err = Origin::with_identity("http://127.0.0.1:1", false, None, true, Some(identity("c1"))).unwrap_err();
+    assert!(err.to_string().contains("needs an https:// origin"), "{err}");
 }
 
 #[tokio::test]

@@ -27,7 +27,7 @@ macro_rules! managed_ca_order {
 macro_rules! mtls_columns {
     () => {
         "id, account_id, name, ca, certificates, issuer, serial_number, signature, expires_on, uploaded_on, \
-         updated_at, crl, crl_updated_on"
+         updated_at, crl, crl_updated_on, sealed_key"
     };
 }
 
@@ -169,6 +169,7 @@ impl Store {
             updated_at: at,
             crl: None,
             crl_updated_on: None,
+            sealed_key: new.sealed_key,
         };
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
@@ -190,7 +191,7 @@ impl Store {
             sqlx::query(concat!(
                 "INSERT INTO mtls_certificates (",
                 mtls_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
             ))
             .bind(&record.id)
             .bind(&record.account_id)
@@ -205,6 +206,7 @@ impl Store {
             .bind(record.updated_at)
             .bind(&record.crl)
             .bind(record.crl_updated_on)
+            .bind(&record.sealed_key)
             .execute(&mut *tx)
             .await?;
             commit_write!(self, tx, actor, "create", "mtls_certificate", &record.id, &record.name);
@@ -253,6 +255,18 @@ impl Store {
             if in_use > 0 {
                 return Err(StoreError::Conflict(format!(
                     "mtls_certificate {id:?} is associated with {in_use} hostname(s); remove the associations first"
+                )));
+            }
+            // An origin client certificate named in a hostname's settings (`origin_client_certificate`).
+            let pattern = format!("%\"origin_client_certificate\":\"{id}\"%");
+            let used_by: Option<String> =
+                sqlx::query_scalar("SELECT hostname FROM hostnames WHERE settings LIKE $1 ORDER BY hostname LIMIT 1")
+                    .bind(&pattern)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(host) = used_by {
+                return Err(StoreError::Conflict(format!(
+                    "mtls_certificate {id:?} is the origin client certificate of {host}; change that hostname first"
                 )));
             }
             let deleted = sqlx::query("DELETE FROM mtls_certificates WHERE id = $1")
@@ -327,8 +341,13 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         names.sort();
         names.dedup();
-        if let CaRef::Mtls(id) = ca {
-            self.mtls_certificate(id).await?;
+        if let CaRef::Mtls(id) = ca
+            && !self.mtls_certificate(id).await?.ca
+            && !names.is_empty()
+        {
+            return Err(StoreError::Invalid(format!(
+                "mtls_certificate {id:?} is a client certificate (\"ca\": false), not a CA: it cannot verify clients"
+            )));
         }
         let detail = format!("{}: {}", ca.as_db(), names.join(" "));
         on_db!(&self.db, |pool| {
@@ -402,6 +421,7 @@ pub(crate) fn mtls_from_row(row: &impl RowExt) -> Result<MtlsCertificate, StoreE
         updated_at: row.int("updated_at")?,
         crl: row.opt_bytes("crl")?,
         crl_updated_on: row.opt_int("crl_updated_on")?,
+        sealed_key: row.opt_bytes("sealed_key")?,
     })
 }
 

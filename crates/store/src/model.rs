@@ -190,6 +190,8 @@ pub struct MtlsCertificate {
     /// The uploaded CRL, DER.
     pub crl: Option<Vec<u8>>,
     pub crl_updated_on: Option<i64>,
+    /// For a client certificate (`ca` false): its private key, sealed with the master key.
+    pub sealed_key: Option<Vec<u8>>,
 }
 
 /// A new bring-your-own CA to store; its fields were computed from the PEM by `portcullis-pki`.
@@ -202,6 +204,8 @@ pub struct NewMtlsCertificate {
     pub serial_number: String,
     pub signature: String,
     pub expires_on: i64,
+    /// For a client certificate (`ca` false): its private key, sealed with the master key.
+    pub sealed_key: Option<Vec<u8>>,
 }
 
 /// Which CA a hostname association names.

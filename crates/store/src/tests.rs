@@ -396,6 +396,7 @@ fn sample_byo(name: &str) -> crate::NewMtlsCertificate {
         serial_number: "0a1b".to_owned(),
         signature: "SHA256WithRSA".to_owned(),
         expires_on: 2_000_000_000,
+        sealed_key: None,
     }
 }
 
@@ -582,6 +583,61 @@ async fn byo_cas_have_a_limit_and_cannot_be_deleted_while_associated() {
         );
         store.delete_mtls_certificate(&ca.id, &a).await.expect("delete");
         assert_eq!(store.list_mtls_certificates().await.expect("list").len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_client_certificates_keep_their_key_and_stay_while_used() {
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let zone = store.create_zone("example.com", &a).await.expect("zone");
+        let client = store
+            .add_mtls_certificate(
+                crate::NewMtlsCertificate {
+                    ca: false,
+                    sealed_key: Some(vec![1, 2, 3]),
+                    ..sample_byo("origin client")
+                },
+                5,
+                &a,
+            )
+            .await
+            .expect("client certificate");
+        let got = store.mtls_certificate(&client.id).await.expect("get");
+        assert_eq!((got.ca, got.sealed_key.as_deref()), (false, Some(&[1u8, 2, 3][..])));
+        let state = store.load_edge_state().await.expect("state");
+        assert_eq!(state.mtls_certificates[0].sealed_key.as_deref(), Some(&[1u8, 2, 3][..]));
+
+        // It cannot verify clients.
+        let err = store
+            .replace_hostname_associations(
+                &zone.id,
+                &crate::CaRef::Mtls(client.id.clone()),
+                &["a.example.com".into()],
+                &a,
+            )
+            .await
+            .expect_err("not a CA");
+        assert!(err.to_string().contains("is a client certificate"), "{err}");
+
+        // Named by a hostname, it stays.
+        let settings = serde_json::json!({"origin_client_certificate": client.id});
+        store
+            .create_hostname(&zone.id, "a.example.com", "https://origin.internal", settings, &a)
+            .await
+            .expect("hostname");
+        let err = store.delete_mtls_certificate(&client.id, &a).await.expect_err("in use");
+        assert!(
+            err.to_string().contains("origin client certificate of a.example.com"),
+            "{err}"
+        );
+        let host = store.list_hostnames(&zone.id).await.expect("hosts").remove(0);
+        store
+            .update_hostname(&zone.id, &host.id, None, Some(serde_json::json!({})), &a)
+            .await
+            .expect("update");
+        store.delete_mtls_certificate(&client.id, &a).await.expect("delete");
     })
     .await;
 }
