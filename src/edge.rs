@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use arc_swap::ArcSwap;
-use portcullis_admin::{CertificateForwarding, FIREWALL_PHASE, HostnameSettings, TlsClientAuth, compile_stored_rules};
+use portcullis_admin::{
+    CertificateForwarding, FIREWALL_PHASE, HostnameSettings, RATELIMIT_PHASE, TlsClientAuth, compile_stored_rules,
+};
 use portcullis_pki::MasterKey;
 use portcullis_proxy::snapshot::TrustedCa;
 use portcullis_proxy::{
@@ -229,10 +231,15 @@ impl EdgeBuilder {
     /// Compiles `state` into a snapshot. Any invalid piece fails the whole build, naming the host.
     pub fn build(&self, state: &EdgeState) -> anyhow::Result<Snapshot> {
         let mut rulesets: HashMap<&str, Arc<CompiledRuleset>> = HashMap::new();
-        for rs in state.rulesets.iter().filter(|rs| rs.phase == FIREWALL_PHASE) {
-            let compiled = compile_stored_rules(&rs.rules)
-                .map_err(|e| anyhow!("zone {}: stored rules do not compile: {e}", rs.zone_id))?;
-            rulesets.insert(rs.zone_id.as_str(), Arc::new(compiled));
+        let mut ratelimits: HashMap<&str, Arc<CompiledRuleset>> = HashMap::new();
+        for rs in &state.rulesets {
+            let compiled = compile_stored_rules(&rs.phase, &rs.rules)
+                .map_err(|e| anyhow!("zone {}: stored {} rules do not compile: {e}", rs.zone_id, rs.phase))?;
+            if rs.phase == FIREWALL_PHASE {
+                rulesets.insert(rs.zone_id.as_str(), Arc::new(compiled));
+            } else if rs.phase == RATELIMIT_PHASE {
+                ratelimits.insert(rs.zone_id.as_str(), Arc::new(compiled));
+            }
         }
         let empty =
             Arc::new(CompiledRuleset::compile(&portcullis_rules::Ruleset::default()).map_err(|e| anyhow!("{e}"))?);
@@ -250,6 +257,10 @@ impl EdgeBuilder {
                     state,
                     host,
                     rulesets
+                        .get(host.zone_id.as_str())
+                        .cloned()
+                        .unwrap_or_else(|| empty.clone()),
+                    ratelimits
                         .get(host.zone_id.as_str())
                         .cloned()
                         .unwrap_or_else(|| empty.clone()),
@@ -273,6 +284,7 @@ impl EdgeBuilder {
         state: &EdgeState,
         host: &portcullis_store::Hostname,
         ruleset: Arc<CompiledRuleset>,
+        ratelimit: Arc<CompiledRuleset>,
         url_normalization: UrlNormalization,
     ) -> anyhow::Result<Host> {
         let settings = HostnameSettings::from_stored(&host.settings).context("stored settings")?;
@@ -302,6 +314,7 @@ impl EdgeBuilder {
             origin,
             forwarding,
             ruleset,
+            ratelimit,
             url_normalization,
             sessions: self.sessions_of(&host.hostname),
         })?)

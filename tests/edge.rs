@@ -739,3 +739,84 @@ fn origins_requiring_a_client_certificate_get_the_uploaded_one() {
     patch("");
     until("502");
 }
+
+/// A rate limit per client certificate, set through Cloudflare's `http_ratelimit` entry point: the third request
+/// of one certificate within the period gets 429 with `Retry-After`; another certificate is counted apart.
+#[test]
+fn rate_limits_per_client_certificate_through_the_api() {
+    let server = Server::start();
+    setup(&server);
+    let dir = server.dir.path();
+    let zones: serde_json::Value = serde_json::from_str(&ok(&server.cli(&["zone", "list", "--json"]))).expect("json");
+    let zone = zones[0]["id"].as_str().expect("zone").to_owned();
+    let token = std::fs::read_to_string(server.data_dir().join("admin-token")).expect("token");
+    let body = serde_json::json!({"rules": [{
+        "description": "2 requests a minute per certificate",
+        "expression": "cf.tls_client_auth.cert_verified",
+        "action": "block",
+        "ratelimit": {
+            "characteristics": ["cf.colo.id", "cf.tls_client_auth.cert_fingerprint_sha256"],
+            "period": 60,
+            "requests_per_period": 2,
+            "mitigation_timeout": 600
+        }
+    }]})
+    .to_string();
+    let url = format!(
+        "{}/client/v4/zones/{zone}/rulesets/phases/http_ratelimit/entrypoint",
+        server.api()
+    );
+    let auth = format!("Authorization: Bearer {}", token.trim());
+    let (_, status, out) = curl(
+        dir,
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body,
+            &url,
+        ],
+    );
+    assert_eq!(status, "200", "{out}");
+
+    // The edge picks the rule up with its next snapshot; until then requests are not counted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut statuses = Vec::new();
+    loop {
+        let (_, status, _) = get(&server, "/", WITH_CERT);
+        statuses.push(status.clone());
+        if status == "429" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never limited: {statuses:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(statuses.len() >= 3, "two requests pass first: {statuses:?}");
+    let (_, status, _) = get(
+        &server,
+        "/",
+        &["--cert", "cert.pem", "--key", "key.pem", "-D", "limited-head.txt"],
+    );
+    assert_eq!(status, "429");
+    let head = std::fs::read_to_string(dir.join("limited-head.txt"))
+        .expect("head")
+        .to_ascii_lowercase();
+    assert!(head.contains("retry-after: "), "{head}");
+    let other = crate::support::issue_client_cert(&server, "device-2");
+    let other_dir = dir.join("device-2");
+    let (_, status, body) = get(
+        &server,
+        "/",
+        &[
+            "--cert",
+            &other_dir.join("cert.pem").display().to_string(),
+            "--key",
+            &other_dir.join("key.pem").display().to_string(),
+        ],
+    );
+    assert_eq!(status, "200", "another certificate is counted apart ({other}): {body}");
+}

@@ -42,7 +42,7 @@ use portcullis_store::Store;
 
 pub use api::{ApiError, Envelope, ErrorItem, ResultInfo, codes};
 pub use hostnames::{CertificateForwarding, HostnameSettings, TlsClientAuth};
-pub use rulesets::{PHASE as FIREWALL_PHASE, compile_stored as compile_stored_rules};
+pub use rulesets::{PHASE as FIREWALL_PHASE, RATELIMIT_PHASE, compile_stored as compile_stored_rules};
 pub use traffic::{MinuteCount, TrafficSource};
 
 /// Largest request body the API accepts.

@@ -9,15 +9,19 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use portcullis_rules::{Action, ActionParameters, CompiledRuleset, RuleProblem, RulesetError};
+use portcullis_rules::{Action, ActionParameters, CompiledRuleset, RateLimit, RuleProblem, RulesetError};
 use portcullis_store::{Actor, NewRule, Position, Rule, Ruleset};
 
 use crate::AdminState;
 use crate::api::{ApiError, ApiJson, ApiResult, codes, ok};
 use crate::time_fmt::rfc3339;
 
-/// The only phase Portcullis evaluates.
+/// The custom rules' phase.
 pub const PHASE: &str = "http_request_firewall_custom";
+/// The rate-limiting rules' phase, evaluated after the custom rules.
+pub const RATELIMIT_PHASE: &str = "http_ratelimit";
+/// Every phase Portcullis evaluates.
+const PHASES: [&str; 2] = [PHASE, RATELIMIT_PHASE];
 
 /// A rule as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -33,6 +37,9 @@ pub struct RuleView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub action_parameters: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub ratelimit: Option<serde_json::Value>,
     pub last_updated: String,
 }
 
@@ -59,6 +66,7 @@ fn rule_view(rule: Rule) -> RuleView {
         description: rule.description,
         enabled: rule.enabled,
         action_parameters: rule.action_parameters,
+        ratelimit: rule.ratelimit,
         last_updated: rfc3339(rule.last_updated),
     }
 }
@@ -103,6 +111,10 @@ pub struct RuleInput {
     pub action_parameters: Option<ActionParameters>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Rate-limiting parameters, for rules of the `http_ratelimit` phase only.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub ratelimit: Option<RateLimit>,
     /// Where to put a new rule (POST) or move an existing one (PATCH).
     #[serde(default)]
     pub position: Option<PositionInput>,
@@ -164,6 +176,10 @@ impl RuleInput {
             action: action_name(self.action).to_owned(),
             action_parameters,
             enabled: self.enabled,
+            ratelimit: match &self.ratelimit {
+                Some(rl) => Some(serde_json::to_value(rl).map_err(ApiError::internal)?),
+                None => None,
+            },
         })
     }
 }
@@ -189,6 +205,10 @@ fn engine_rule(rule: &NewRule) -> Result<portcullis_rules::Rule, ApiError> {
         action,
         action_parameters,
         enabled: rule.enabled,
+        ratelimit: match &rule.ratelimit {
+            Some(v) => Some(serde_json::from_value(v.clone()).map_err(ApiError::internal)?),
+            None => None,
+        },
     })
 }
 
@@ -200,22 +220,32 @@ fn stored_as_new(rule: &Rule) -> NewRule {
         action: rule.action.clone(),
         action_parameters: rule.action_parameters.clone(),
         enabled: rule.enabled,
+        ratelimit: rule.ratelimit.clone(),
     }
 }
 
-/// Compiles `rules` as one ruleset; the error names the rule and, for expressions, shows the caret diagnostic.
-fn compile(rules: &[NewRule]) -> Result<(), ApiError> {
+fn compile_for(phase: &str, ruleset: &portcullis_rules::Ruleset) -> Result<CompiledRuleset, RulesetError> {
+    if phase == RATELIMIT_PHASE {
+        CompiledRuleset::compile_ratelimit(ruleset)
+    } else {
+        CompiledRuleset::compile(ruleset)
+    }
+}
+
+/// Compiles `rules` as one ruleset of `phase`; the error names the rule and, for expressions, shows the caret
+/// diagnostic.
+fn compile(phase: &str, rules: &[NewRule]) -> Result<(), ApiError> {
     let ruleset = portcullis_rules::Ruleset {
         rules: rules.iter().map(engine_rule).collect::<Result<_, _>>()?,
     };
-    CompiledRuleset::compile(&ruleset)
+    compile_for(phase, &ruleset)
         .map(|_| ())
         .map_err(|err| ruleset_error(&err, rules))
 }
 
-/// Compiles a zone's stored rules for the edge. They were compiled when written, so an error here means the rules
-/// engine changed under stored data; the message names the rule.
-pub fn compile_stored(rules: &[Rule]) -> Result<CompiledRuleset, String> {
+/// Compiles a zone's stored rules of `phase` for the edge. They were compiled when written, so an error here means
+/// the rules engine changed under stored data; the message names the rule.
+pub fn compile_stored(phase: &str, rules: &[Rule]) -> Result<CompiledRuleset, String> {
     let rules: Vec<NewRule> = rules.iter().map(stored_as_new).collect();
     let ruleset = portcullis_rules::Ruleset {
         rules: rules
@@ -224,7 +254,7 @@ pub fn compile_stored(rules: &[Rule]) -> Result<CompiledRuleset, String> {
             .collect::<Result<_, _>>()
             .map_err(|e| e.message)?,
     };
-    CompiledRuleset::compile(&ruleset).map_err(|e| e.to_string())
+    compile_for(phase, &ruleset).map_err(|e| e.to_string())
 }
 
 fn ruleset_error(err: &RulesetError, rules: &[NewRule]) -> ApiError {
@@ -255,13 +285,13 @@ pub struct PutEntrypoint {
 }
 
 fn check_phase(phase: &str) -> Result<(), ApiError> {
-    if phase == PHASE {
+    if PHASES.contains(&phase) {
         Ok(())
     } else {
         Err(ApiError::new(
             StatusCode::NOT_FOUND,
             codes::NOT_FOUND,
-            format!("phase {phase:?} is not supported; Portcullis evaluates {PHASE:?}"),
+            format!("phase {phase:?} is not supported; Portcullis evaluates {PHASE:?} and {RATELIMIT_PHASE:?}"),
         ))
     }
 }
@@ -327,7 +357,7 @@ async fn replace(
         .iter()
         .map(RuleInput::to_new_rule)
         .collect::<Result<Vec<_>, _>>()?;
-    compile(&rules)?;
+    compile(phase, &rules)?;
     let name = body
         .name
         .or_else(|| current.map(|rs| rs.name.clone()))
@@ -387,13 +417,14 @@ pub async fn create_ruleset(
     Path(zone_id): Path<String>,
     ApiJson(body): ApiJson<PutEntrypoint>,
 ) -> ApiResult {
-    let phase = body
-        .phase
-        .clone()
-        .ok_or_else(|| ApiError::invalid(format!("phase is required; Portcullis evaluates {PHASE:?}")))?;
-    if phase != PHASE {
+    let phase = body.phase.clone().ok_or_else(|| {
+        ApiError::invalid(format!(
+            "phase is required; Portcullis evaluates {PHASE:?} and {RATELIMIT_PHASE:?}"
+        ))
+    })?;
+    if !PHASES.contains(&phase.as_str()) {
         return Err(ApiError::invalid(format!(
-            "phase {phase:?} is not supported; Portcullis evaluates {PHASE:?}"
+            "phase {phase:?} is not supported; Portcullis evaluates {PHASE:?} and {RATELIMIT_PHASE:?}"
         )));
     }
     if let Some(existing) = state.store.entrypoint(&zone_id, &phase).await? {
@@ -457,7 +488,7 @@ pub async fn add_rule(
     Path((zone_id, ruleset_id)): Path<(String, String)>,
     ApiJson(body): ApiJson<RuleInput>,
 ) -> ApiResult {
-    let current = ruleset_by_id(&state, &zone_id, &ruleset_id).await?;
+    let current = state.store.ruleset(&zone_id, &ruleset_id).await?;
     let new = body.to_new_rule()?;
     let position = body
         .position
@@ -468,7 +499,7 @@ pub async fn add_rule(
     // Compile the ruleset as it will be (order does not change validity, so appending is enough to check).
     let mut all: Vec<NewRule> = current.rules.iter().map(stored_as_new).collect();
     all.push(new.clone());
-    compile(&all)?;
+    compile(&current.phase, &all)?;
     let rs = state
         .store
         .add_rule(&zone_id, &ruleset_id, new, position, &actor)
@@ -499,6 +530,8 @@ pub struct PatchRule {
     #[schema(value_type = Option<Object>)]
     pub action_parameters: Option<ActionParameters>,
     pub enabled: Option<bool>,
+    #[schema(value_type = Option<Object>)]
+    pub ratelimit: Option<RateLimit>,
     pub position: Option<PositionInput>,
 }
 
@@ -517,7 +550,7 @@ pub async fn update_rule(
     if body.id.as_deref().is_some_and(|id| id != rule_id) {
         return Err(ApiError::invalid("a rule's id cannot be changed"));
     }
-    let current = ruleset_by_id(&state, &zone_id, &ruleset_id).await?;
+    let current = state.store.ruleset(&zone_id, &ruleset_id).await?;
     let existing = current
         .rules
         .iter()
@@ -542,6 +575,9 @@ pub async fn update_rule(
     if let Some(enabled) = body.enabled {
         updated.enabled = enabled;
     }
+    if let Some(rl) = body.ratelimit {
+        updated.ratelimit = Some(serde_json::to_value(rl).map_err(ApiError::internal)?);
+    }
     let all: Vec<NewRule> = current
         .rules
         .iter()
@@ -553,7 +589,7 @@ pub async fn update_rule(
             }
         })
         .collect();
-    compile(&all)?;
+    compile(&current.phase, &all)?;
     let position = body.position.as_ref().map(PositionInput::resolve).transpose()?;
     let rs = state
         .store
@@ -574,11 +610,4 @@ pub async fn delete_rule(
 ) -> ApiResult {
     let rs = state.store.delete_rule(&zone_id, &ruleset_id, &rule_id, &actor).await?;
     Ok(ok(ruleset_view(rs)))
-}
-
-async fn ruleset_by_id(state: &AdminState, zone_id: &str, ruleset_id: &str) -> Result<Ruleset, ApiError> {
-    match state.store.entrypoint(zone_id, PHASE).await? {
-        Some(rs) if rs.id == ruleset_id => Ok(rs),
-        _ => Err(ApiError::not_found("ruleset", ruleset_id)),
-    }
 }

@@ -603,6 +603,96 @@ async fn openapi_document_lists_every_route() {
     }
 }
 
+/// Rate-limiting rules live in the `http_ratelimit` phase, with Cloudflare's `ratelimit` object.
+#[tokio::test]
+async fn rate_limiting_rules_follow_cloudflare_shapes() {
+    let api = Api::new().await;
+    let zone = api.zone("example.com").await;
+    let entry = format!("/client/v4/zones/{zone}/rulesets/phases/http_ratelimit/entrypoint");
+    let ratelimit = json!({
+        "characteristics": ["cf.colo.id", "cf.tls_client_auth.cert_fingerprint_sha256"],
+        "period": 60,
+        "requests_per_period": 100,
+        "mitigation_timeout": 600
+    });
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &entry,
+            json!({"rules": [{"expression": "cf.tls_client_auth.cert_verified", "action": "block", "ratelimit": ratelimit}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["phase"], "http_ratelimit");
+    assert_eq!(body["result"]["rules"][0]["ratelimit"], ratelimit);
+    let ruleset_id = body["result"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(api.get(&entry).await.1["result"]["rules"][0]["ratelimit"]["period"], 60);
+
+    for (bad, message) in [
+        (
+            json!({"expression": "true", "action": "block", "ratelimit": {"characteristics": ["ip.src"], "period": 45, "requests_per_period": 1}}),
+            "invalid ratelimit: period must be one of 10, 60, 120, 300, 600, 3600 seconds, found 45",
+        ),
+        (
+            json!({"expression": "true", "action": "block"}),
+            "invalid ratelimit: a rate-limiting rule needs ratelimit",
+        ),
+        (
+            json!({"expression": "true", "action": "skip", "ratelimit": ratelimit}),
+            "invalid ratelimit: a rate-limiting rule's action must be block or log",
+        ),
+    ] {
+        let (status, body) = api
+            .send(
+                Method::POST,
+                &format!("/client/v4/zones/{zone}/rulesets/{ruleset_id}/rules"),
+                bad,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(error(&body).1.contains(message), "{body}");
+    }
+    // Custom rules do not take ratelimit.
+    let custom = format!("/client/v4/zones/{zone}/rulesets/phases/http_request_firewall_custom/entrypoint");
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &custom,
+            json!({"rules": [{"expression": "true", "action": "block", "ratelimit": ratelimit}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        error(&body)
+            .1
+            .contains("only rules of the http_ratelimit phase have ratelimit"),
+        "{body}"
+    );
+    let (status, _) = api
+        .get(&format!(
+            "/client/v4/zones/{zone}/rulesets/phases/http_request_late_transform/entrypoint"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Both phases are listed.
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &custom,
+            json!({"rules": [{"expression": "true", "action": "log"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, list) = api.get(&format!("/client/v4/zones/{zone}/rulesets")).await;
+    let phases: Vec<_> = list["result"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|r| r["phase"].clone())
+        .collect();
+    assert_eq!(phases, [json!("http_ratelimit"), json!("http_request_firewall_custom")]);
+}
+
 /// The calls Terraform's `cloudflare_ruleset` resource makes: create, read, update, delete.
 #[tokio::test]
 async fn rulesets_can_be_managed_the_way_terraform_does() {
@@ -816,7 +906,7 @@ async fn rulesets_compile_on_write_and_keep_order() {
 
     let (status, body) = api
         .get(&format!(
-            "/client/v4/zones/{zone}/rulesets/phases/http_ratelimit/entrypoint"
+            "/client/v4/zones/{zone}/rulesets/phases/http_request_late_transform/entrypoint"
         ))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);

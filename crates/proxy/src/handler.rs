@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::{Request, Response, StatusCode};
 use portcullis_pki::ClientAuthFacts;
-use portcullis_rules::{Action, Context};
+use portcullis_rules::{Action, Characteristic, CompiledRateLimit, Context, Value};
 
 use crate::body::RequestBody;
 use crate::conn::ConnInfo;
@@ -18,6 +18,7 @@ use crate::events::{EventSink, SecurityEvent};
 use crate::forward::{Body, Upstream};
 use crate::normalize::{self, NormalizationScope, NormalizationType};
 use crate::observe;
+use crate::ratelimit::Decision;
 use crate::respond;
 use crate::snapshot::{Host, Snapshot};
 
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     pub upstream: Upstream,
     /// Peers whose connections start with a PROXY protocol header.
     pub proxy_protocol: crate::proxy_protocol::TrustedProxies,
+    /// Rate-limiting counters of this node.
+    pub rates: Arc<crate::ratelimit::RateLimiter>,
 }
 
 /// The request's host: `:authority` (HTTP/2, absolute-form) or `Host`, port removed, as sent
@@ -209,8 +212,13 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
 
     let mut action = "allow";
     let mut rule_id = None;
-    let wanted = host.ruleset.fields();
-    let req = if wanted.is_empty() {
+    let limited = !host.ratelimit.rules().is_empty();
+    let mut wanted = *host.ruleset.fields();
+    if limited {
+        wanted.extend(host.ratelimit.fields());
+    }
+    let wanted = &wanted;
+    let req = if wanted.is_empty() && !limited {
         req
     } else {
         let (parts, body) = req.into_parts();
@@ -267,6 +275,33 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
             }
             action = "skip";
         }
+        // Rate limits, as Cloudflare's `http_ratelimit` phase runs after the custom rules.
+        for rule in host.ratelimit.rules().iter().filter(|r| r.rule().enabled) {
+            let Some(limit) = rule.ratelimit() else { continue };
+            if !rule.program().eval(&ctx) {
+                continue;
+            }
+            let key = ratelimit_key(&host, rule, limit, &ctx, &parts.headers);
+            let Decision::Exceeded { retry_after } = shared.rates.hit(&key, limit) else {
+                continue;
+            };
+            rule_id = rule.rule().id.clone();
+            if rule.action() == Action::Block {
+                let resp = ratelimited_response(grpc.is_some(), rule.response(), retry_after, version);
+                shared
+                    .events
+                    .record(event("block", rule.rule().id.clone(), resp.status().as_u16()));
+                let outcome = Outcome {
+                    action: "block",
+                    rule_id,
+                    facts: Some(facts),
+                    host: Some(host),
+                };
+                return (resp, outcome);
+            }
+            shared.events.record(event("log", rule.rule().id.clone(), 0));
+            action = "log";
+        }
         Request::from_parts(parts, body)
     };
     let req = if host.url_normalization.scope == NormalizationScope::Both {
@@ -309,6 +344,63 @@ fn normalized_for_origin<B>(req: Request<B>, kind: NormalizationType) -> Request
         parts.uri = http::Uri::from_parts(uri).unwrap_or_default();
     }
     Request::from_parts(parts, body)
+}
+
+/// Who a request is for a rate-limiting rule: the zone, the rule and its characteristics' values, each
+/// ended by a NUL so that no two lists of values run into the same key.
+fn ratelimit_key(
+    host: &Host,
+    rule: &portcullis_rules::CompiledRule,
+    limit: &CompiledRateLimit,
+    ctx: &Context,
+    headers: &http::HeaderMap,
+) -> Vec<u8> {
+    let mut key = Vec::with_capacity(96);
+    key.extend_from_slice(host.zone_id.as_deref().unwrap_or(&host.hostname).as_bytes());
+    key.push(0);
+    key.extend_from_slice(rule.rule().id.as_deref().unwrap_or("").as_bytes());
+    key.push(0);
+    for c in &limit.characteristics {
+        match c {
+            Characteristic::Colo => {}
+            Characteristic::Field(id) => match ctx.get(*id) {
+                Some(Value::Bytes(b)) => key.extend_from_slice(b),
+                Some(Value::Ip(ip)) => key.extend_from_slice(ip.to_string().as_bytes()),
+                Some(Value::Int(i)) => key.extend_from_slice(i.to_string().as_bytes()),
+                Some(Value::Bool(b)) => key.push(u8::from(*b)),
+                Some(_) | None => {}
+            },
+            Characteristic::Header(name) => {
+                for (i, v) in headers.get_all(name.as_str()).iter().enumerate() {
+                    if i > 0 {
+                        key.extend_from_slice(b", ");
+                    }
+                    key.extend_from_slice(v.as_bytes());
+                }
+            }
+        }
+        key.push(0);
+    }
+    key
+}
+
+/// 429 with `Retry-After` (or the rule's custom response), or `RESOURCE_EXHAUSTED` for a gRPC call.
+fn ratelimited_response(
+    is_grpc: bool,
+    custom: Option<&portcullis_rules::BlockResponse>,
+    retry_after: u64,
+    version: http::Version,
+) -> Response<Body> {
+    let mut resp = if is_grpc {
+        respond::grpc_blocked(respond::GRPC_RESOURCE_EXHAUSTED, version)
+    } else if custom.is_some() {
+        respond::blocked(custom, version)
+    } else {
+        respond::status_page(StatusCode::TOO_MANY_REQUESTS, version)
+    };
+    resp.headers_mut()
+        .insert(http::header::RETRY_AFTER, http::HeaderValue::from(retry_after.max(1)));
+    resp
 }
 
 fn block_response(

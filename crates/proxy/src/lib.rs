@@ -18,7 +18,7 @@
 //! - [`observe`]: metrics (the `metrics` facade), the access log and failed-handshake events.
 //!
 //! What it does not do: read the store or run the reload loop (the binary does), install a
-//! metrics recorder or format logs (the binary does), WebSocket over HTTP/2, rate limits.
+//! metrics recorder or format logs (the binary does), WebSocket over HTTP/2.
 
 mod body;
 mod conn;
@@ -27,6 +27,7 @@ mod fields;
 mod h1;
 mod handler;
 mod origin_h1;
+mod ratelimit;
 mod respond;
 mod server;
 

@@ -1,5 +1,5 @@
 //! Responses the proxy makes itself: block pages (default, custom, gRPC trailers-only) and
-//! error pages (405, 408, 413, 421, 501, 502, 504). None of them names internals (rules, origins, errors).
+//! error pages (405, 408, 413, 421, 429, 501, 502, 504). None of them names internals (rules, origins, errors).
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -54,6 +54,7 @@ pub(crate) fn blocked(custom: Option<&BlockResponse>, version: Version) -> Respo
 
 /// gRPC status codes used for blocks.
 pub(crate) const GRPC_PERMISSION_DENIED: u8 = 7;
+pub(crate) const GRPC_RESOURCE_EXHAUSTED: u8 = 8;
 pub(crate) const GRPC_UNAUTHENTICATED: u8 = 16;
 
 /// A trailers-only gRPC response: HTTP 200, the status in the (only) header block, no body.
@@ -62,10 +63,10 @@ pub(crate) fn grpc_blocked(code: u8, version: Version) -> Response<Body> {
     resp.headers_mut().remove(header::CACHE_CONTROL);
     resp.headers_mut()
         .insert("grpc-status", HeaderValue::from(u16::from(code)));
-    let message = if code == GRPC_UNAUTHENTICATED {
-        "client certificate required"
-    } else {
-        "permission denied"
+    let message = match code {
+        GRPC_UNAUTHENTICATED => "client certificate required",
+        GRPC_RESOURCE_EXHAUSTED => "rate limit exceeded",
+        _ => "permission denied",
     };
     resp.headers_mut()
         .insert("grpc-message", HeaderValue::from_static(message));

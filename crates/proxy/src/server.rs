@@ -83,6 +83,7 @@ pub async fn serve(
         events,
         config: Arc::new(config),
         limiter: Arc::new(Semaphore::new(max as usize)),
+        rates: Arc::default(),
         phases,
     };
     let drain_timeout = worker.config.drain_timeout;
@@ -156,6 +157,8 @@ struct Worker {
     events: Arc<dyn EventSink>,
     config: Arc<ProxyConfig>,
     limiter: Arc<Semaphore>,
+    /// Rate-limiting counters, shared by every thread so that a limit holds for the whole node.
+    rates: Arc<crate::ratelimit::RateLimiter>,
     phases: watch::Receiver<Phase>,
 }
 
@@ -171,6 +174,7 @@ impl Worker {
             events: self.events.clone(),
             upstream: Upstream::new(config),
             proxy_protocol: config.proxy_protocol_from.clone(),
+            rates: self.rates.clone(),
         });
         let builder = Arc::new(h2_builder(config));
         // Pooled origin connections that outlive their usefulness are closed in the background;

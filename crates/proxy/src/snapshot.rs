@@ -217,6 +217,8 @@ pub struct Host {
     pub forwarding: Forwarding,
     /// The zone's ruleset.
     pub ruleset: Arc<CompiledRuleset>,
+    /// The zone's rate-limiting rules (`http_ratelimit`), evaluated after `ruleset` lets a request through.
+    pub ratelimit: Arc<CompiledRuleset>,
     /// The zone's URL normalization: which path the rules and the origin see.
     pub url_normalization: UrlNormalization,
     /// Request counters and latency histogram labelled with this host.
@@ -237,6 +239,8 @@ pub struct HostParams {
     pub origin: Origin,
     pub forwarding: Forwarding,
     pub ruleset: Arc<CompiledRuleset>,
+    /// Compiled with `CompiledRuleset::compile_ratelimit`; empty when the zone has none.
+    pub ratelimit: Arc<CompiledRuleset>,
     pub url_normalization: UrlNormalization,
     /// The host's resumption state; pass the same one to every rebuild so sessions survive it.
     pub sessions: TlsSessions,
@@ -262,6 +266,7 @@ impl Host {
             origin: params.origin,
             forwarding: params.forwarding,
             ruleset: params.ruleset,
+            ratelimit: params.ratelimit,
             url_normalization: params.url_normalization,
         })
     }

@@ -283,6 +283,7 @@ fn ruleset(rules: &[(&str, Action, Option<BlockResponse>)]) -> Arc<CompiledRules
                 .clone()
                 .map(|r| portcullis_rules::ActionParameters { response: Some(r) }),
             enabled: true,
+            ratelimit: None,
         })
         .collect();
     Arc::new(CompiledRuleset::compile(&Ruleset { rules }).unwrap())
@@ -302,6 +303,8 @@ struct HostSpec {
     normalization: UrlNormalization,
     /// Resumption state to build with (a fresh one when none).
     sessions: Option<TlsSessions>,
+    /// Rate-limiting rules (none by default).
+    ratelimit: Arc<CompiledRuleset>,
 }
 
 impl HostSpec {
@@ -315,6 +318,7 @@ impl HostSpec {
             origin: None,
             normalization: UrlNormalization::default(),
             sessions: None,
+            ratelimit: Arc::new(CompiledRuleset::compile_ratelimit(&Ruleset::default()).unwrap()),
         }
     }
 }
@@ -334,6 +338,7 @@ fn build_snapshot(generation: u64, server: &ServerPki, origin: SocketAddr, specs
                 .unwrap_or_else(|| Origin::new(&format!("http://{origin}"), spec.h2c, None, false).unwrap()),
             forwarding: spec.forwarding,
             ruleset: spec.rules,
+            ratelimit: spec.ratelimit,
             url_normalization: spec.normalization,
             sessions: spec.sessions.unwrap_or_else(|| TlsSessions::local(spec.name)),
         })
@@ -991,6 +996,117 @@ async fn blocked_grpc_calls_get_a_grpc_status() {
     assert_eq!(trailers.unwrap()["grpc-status"], "0");
 }
 
+/// One rate-limiting rule: expression, action, characteristics, requests per period, custom response.
+type LimitSpec<'a> = (&'a str, Action, &'a [&'a str], u64, Option<BlockResponse>);
+
+/// A rate-limiting ruleset of `rules`, each counted over a minute.
+fn ratelimits(rules: &[LimitSpec<'_>]) -> Arc<CompiledRuleset> {
+    let rules = rules
+        .iter()
+        .enumerate()
+        .map(|(i, (expr, action, characteristics, rpp, response))| Rule {
+            id: Some(format!("rl{i}")),
+            description: String::new(),
+            expression: (*expr).to_owned(),
+            action: *action,
+            action_parameters: response
+                .clone()
+                .map(|r| portcullis_rules::ActionParameters { response: Some(r) }),
+            enabled: true,
+            ratelimit: Some(portcullis_rules::RateLimit {
+                characteristics: characteristics.iter().map(|c| (*c).to_owned()).collect(),
+                period: 60,
+                requests_per_period: *rpp,
+                mitigation_timeout: 0,
+                requests_to_origin: None,
+                counting_expression: None,
+            }),
+        })
+        .collect();
+    Arc::new(CompiledRuleset::compile_ratelimit(&Ruleset { rules }).unwrap())
+}
+
+#[tokio::test]
+async fn rate_limits_count_per_client_certificate() {
+    let w = world().await;
+    let mut api = HostSpec::new("api.test", &w.ca);
+    api.ratelimit = ratelimits(&[
+        (
+            "cf.tls_client_auth.cert_verified",
+            Action::Block,
+            &["cf.colo.id", "cf.tls_client_auth.cert_fingerprint_sha256"],
+            2,
+            None,
+        ),
+        ("http.request.uri.path eq \"/noisy\"", Action::Log, &["ip.src"], 1, None),
+    ]);
+    let mut grpc = grpc_spec(&w.ca);
+    grpc.ratelimit = ratelimits(&[("true", Action::Block, &["http.request.headers[\"x-tenant\"]"], 1, None)]);
+    let mut custom = HostSpec::new("cf.test", &w.ca);
+    custom.ratelimit = ratelimits(&[(
+        "true",
+        Action::Block,
+        &["ip.src"],
+        1,
+        Some(BlockResponse {
+            status_code: 429,
+            content: "{\"error\":\"slow down\"}".into(),
+            content_type: "application/json".into(),
+        }),
+    )]);
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![api, grpc, custom])).await;
+    let (a, b) = (
+        issue(&w.ca, "a", SubjectAltNames::default()),
+        issue(&w.ca, "b", SubjectAltNames::default()),
+    );
+
+    let mut ca = h1(&proxy, &w.server, "api.test", Some(&a)).await;
+    for _ in 0..2 {
+        assert_eq!(ca.get("api.test", "/public", &[]).await.0, StatusCode::OK);
+    }
+    let (status, headers, body) = ca.get("api.test", "/public", &[]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(body.starts_with("429 Too Many Requests"), "{body}");
+    // Another certificate has its own count, on a new connection or the same address.
+    let mut cb = h1(&proxy, &w.server, "api.test", Some(&b)).await;
+    assert_eq!(cb.get("api.test", "/public", &[]).await.0, StatusCode::OK);
+    // Requests the rule's expression does not match are not counted.
+    let mut anon = h1(&proxy, &w.server, "api.test", None).await;
+    for _ in 0..4 {
+        assert_eq!(anon.get("api.test", "/public", &[]).await.0, StatusCode::OK);
+    }
+    // A `log` rate limit records and lets through.
+    for _ in 0..2 {
+        assert_eq!(anon.get("api.test", "/noisy", &[]).await.0, StatusCode::OK);
+    }
+    let events = proxy.events.events();
+    let summary: Vec<_> = events
+        .iter()
+        .map(|e| (e.action, e.rule_id.as_deref(), e.status_code))
+        .collect();
+    assert_eq!(summary, [("block", Some("rl0"), 429), ("log", Some("rl1"), 0)]);
+
+    // gRPC calls get RESOURCE_EXHAUSTED; the key is the header's value.
+    let mut g = h2(&proxy, &w.server, "grpc.test", Some(&a)).await;
+    let (_, headers, _, trailers) = g.grpc("grpc.test", "/other.Service/Call").await;
+    assert_eq!(trailers.unwrap()["grpc-status"], "0", "{headers:?}");
+    let (_, headers, _, _) = g.grpc("grpc.test", "/other.Service/Call").await;
+    assert_eq!(headers["grpc-status"], "8");
+
+    // A custom response.
+    let mut c = h1(&proxy, &w.server, "cf.test", None).await;
+    assert_eq!(c.get("cf.test", "/", &[]).await.0, StatusCode::OK);
+    let (status, headers, body) = c.get("cf.test", "/", &[]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "{\"error\":\"slow down\"}")
+    );
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(headers.contains_key("retry-after"));
+}
+
 /// The proxy's own errors reach gRPC clients as gRPC statuses, not HTTP error pages they cannot
 /// read: a body over the limit is RESOURCE_EXHAUSTED, an origin that refuses is UNAVAILABLE.
 #[tokio::test]
@@ -1488,6 +1604,7 @@ fn sni_lookup_is_case_insensitive_and_falls_back() {
         origin: Origin::new("http://127.0.0.1:1", false, None, true).unwrap(),
         forwarding: Forwarding::None,
         ruleset: default_rules(),
+        ratelimit: ruleset(&[]),
         url_normalization: UrlNormalization::default(),
         sessions: TlsSessions::local("a.test"),
     })

@@ -34,6 +34,7 @@ fn thousand_rules(c: &mut Criterion) {
             action: Action::Block,
             action_parameters: None,
             enabled: true,
+            ratelimit: None,
         })
         .collect();
     let ruleset = CompiledRuleset::compile(&Ruleset { rules }).expect("valid");
@@ -66,6 +67,7 @@ fn thousand_path_or_header_rules(c: &mut Criterion) {
             action: Action::Block,
             action_parameters: None,
             enabled: true,
+            ratelimit: None,
         })
         .collect();
     rules.push(Rule {
@@ -75,6 +77,7 @@ fn thousand_path_or_header_rules(c: &mut Criterion) {
         action: Action::Block,
         action_parameters: None,
         enabled: true,
+        ratelimit: None,
     });
     let ruleset = CompiledRuleset::compile(&Ruleset { rules }).expect("valid");
     let mut ctx = Context::new();

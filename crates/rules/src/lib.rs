@@ -41,12 +41,14 @@ mod error;
 mod eval;
 mod funcs;
 mod parse;
+pub mod ratelimit;
 mod ruleset;
 mod schema;
 mod types;
 
 pub use compile::{FUNCTIONS, Program, REGEX_SIZE_LIMIT, compile};
 pub use error::{CompileError, MAX_EXPRESSION_BYTES, MAX_NESTING, MAX_NODES};
+pub use ratelimit::{Characteristic, CompiledRateLimit, RateLimit};
 pub use ruleset::{
     Action, ActionParameters, BlockResponse, CompiledRule, CompiledRuleset, MAX_RESPONSE_BYTES, RESPONSE_CONTENT_TYPES,
     Rule, RuleProblem, Ruleset, RulesetError, Verdict,

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compile::{Accessor, Program, compile};
 use crate::error::CompileError;
+use crate::ratelimit::{Characteristic, CompiledRateLimit, RateLimit};
 use crate::schema::{Context, FieldSet};
 
 /// Largest custom response body, in bytes (Cloudflare: "up to 2 KB").
@@ -82,6 +83,9 @@ pub struct Rule {
     /// Disabled rules are ignored. Defaults to `true`.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Rate-limiting parameters: required in rate-limiting rulesets, refused in custom rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratelimit: Option<RateLimit>,
 }
 
 /// An ordered list of rules.
@@ -103,6 +107,9 @@ pub enum RuleProblem {
     /// Two rules share an id.
     #[error("duplicate rule id \"{0}\"")]
     DuplicateId(String),
+    /// The rate-limiting parameters are missing, misplaced or invalid.
+    #[error("invalid ratelimit: {0}")]
+    RateLimit(String),
 }
 
 /// A ruleset failed to compile: which rule and why.
@@ -122,6 +129,7 @@ pub struct RulesetError {
 pub struct CompiledRule {
     rule: Rule,
     program: Program,
+    ratelimit: Option<CompiledRateLimit>,
 }
 
 impl CompiledRule {
@@ -143,6 +151,11 @@ impl CompiledRule {
     /// The custom block response, if any.
     pub fn response(&self) -> Option<&BlockResponse> {
         self.rule.action_parameters.as_ref().and_then(|p| p.response.as_ref())
+    }
+
+    /// Its rate-limiting parameters (rules of a rate-limiting ruleset only).
+    pub fn ratelimit(&self) -> Option<&CompiledRateLimit> {
+        self.ratelimit.as_ref()
     }
 }
 
@@ -216,8 +229,20 @@ fn validate_response(rule: &Rule) -> Result<(), String> {
 }
 
 impl CompiledRuleset {
-    /// Compiles and validates every rule (disabled ones too), reporting the first problem.
+    /// Compiles and validates every rule (disabled ones too) of a custom-rules ruleset
+    /// (`http_request_firewall_custom`), reporting the first problem.
     pub fn compile(ruleset: &Ruleset) -> Result<CompiledRuleset, RulesetError> {
+        CompiledRuleset::compile_phase(ruleset, false)
+    }
+
+    /// Compiles a rate-limiting ruleset (`http_ratelimit`): every rule needs `ratelimit` and the
+    /// action `block` or `log`. Evaluation is the caller's: iterate [`CompiledRuleset::rules`],
+    /// evaluate each enabled rule's expression and count the matches per characteristic.
+    pub fn compile_ratelimit(ruleset: &Ruleset) -> Result<CompiledRuleset, RulesetError> {
+        CompiledRuleset::compile_phase(ruleset, true)
+    }
+
+    fn compile_phase(ruleset: &Ruleset, ratelimit_phase: bool) -> Result<CompiledRuleset, RulesetError> {
         let mut rules = Vec::with_capacity(ruleset.rules.len());
         let mut ids = HashSet::new();
         let mut literal_index: Vec<(Accessor, ByLiteral)> = Vec::new();
@@ -236,9 +261,36 @@ impl CompiledRuleset {
             }
             let program = compile(&rule.expression).map_err(|e| fail(RuleProblem::Expression(e)))?;
             validate_response(rule).map_err(|e| fail(RuleProblem::Response(e)))?;
+            let ratelimit = match (&rule.ratelimit, ratelimit_phase) {
+                (Some(rl), true) => {
+                    if rule.action == Action::Skip {
+                        return Err(fail(RuleProblem::RateLimit(
+                            "a rate-limiting rule's action must be block or log".into(),
+                        )));
+                    }
+                    Some(rl.compile().map_err(|e| fail(RuleProblem::RateLimit(e)))?)
+                }
+                (None, true) => {
+                    return Err(fail(RuleProblem::RateLimit(
+                        "a rate-limiting rule needs ratelimit (characteristics, period, requests_per_period)".into(),
+                    )));
+                }
+                (Some(_), false) => {
+                    return Err(fail(RuleProblem::RateLimit(
+                        "only rules of the http_ratelimit phase have ratelimit".into(),
+                    )));
+                }
+                (None, false) => None,
+            };
             let pos = u32::try_from(index).map_err(|_| fail(RuleProblem::Response("too many rules".into())))?;
             if rule.enabled {
                 reads.extend(program.fields());
+                for c in ratelimit.iter().flat_map(|r| &r.characteristics) {
+                    match c {
+                        Characteristic::Field(id) => reads.insert(*id),
+                        Characteristic::Header(_) | Characteristic::Colo => {}
+                    }
+                }
                 match program.required_atoms() {
                     Some(atoms) => {
                         for (accessor, literal) in atoms {
@@ -262,6 +314,7 @@ impl CompiledRuleset {
             rules.push(CompiledRule {
                 rule: rule.clone(),
                 program,
+                ratelimit,
             });
         }
         Ok(CompiledRuleset {

@@ -129,7 +129,7 @@ impl Store {
             let index: HashMap<String, usize> = rulesets.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
             let rules = sqlx::query(
                 "SELECT ruleset_id, id, description, expression, action, action_parameters, enabled, version, \
-                 last_updated FROM rules ORDER BY ruleset_id, position",
+                 last_updated, ratelimit FROM rules ORDER BY ruleset_id, position",
             )
             .fetch_all(&mut *tx)
             .await?;

@@ -318,6 +318,8 @@ pub struct Rule {
     pub expression: String,
     pub action: String,
     pub action_parameters: Option<serde_json::Value>,
+    /// Rate-limiting parameters (`http_ratelimit` rules), JSON in Cloudflare's shape.
+    pub ratelimit: Option<serde_json::Value>,
     pub enabled: bool,
     pub version: i64,
     pub last_updated: i64,
@@ -331,6 +333,8 @@ pub struct NewRule {
     pub expression: String,
     pub action: String,
     pub action_parameters: Option<serde_json::Value>,
+    /// Rate-limiting parameters (`http_ratelimit` rules), JSON in Cloudflare's shape.
+    pub ratelimit: Option<serde_json::Value>,
     pub enabled: bool,
 }
 

@@ -12,7 +12,7 @@ pub const MAX_RULES: usize = 10_000;
 
 macro_rules! rule_columns {
     () => {
-        "id, description, expression, action, action_parameters, enabled, version, last_updated"
+        "id, description, expression, action, action_parameters, enabled, version, last_updated, ratelimit"
     };
 }
 
@@ -23,7 +23,7 @@ macro_rules! insert_rules {
             sqlx::query(concat!(
                 "INSERT INTO rules (ruleset_id, position, ",
                 rule_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             ))
             .bind($ruleset_id)
             .bind(i64::try_from(position).unwrap_or(i64::MAX))
@@ -39,6 +39,7 @@ macro_rules! insert_rules {
             .bind(i64::from(rule.enabled))
             .bind(rule.version)
             .bind(rule.last_updated)
+            .bind(rule.ratelimit.as_ref().map(|v: &serde_json::Value| v.to_string()))
             .execute(&mut *$tx)
             .await?;
         }
@@ -97,18 +98,7 @@ impl Store {
     /// The ruleset `ruleset_id` of zone `zone_id`.
     pub async fn ruleset(&self, zone_id: &str, ruleset_id: &str) -> Result<Ruleset, StoreError> {
         self.zone(zone_id).await?;
-        let phase: Option<String> = on_db!(&self.db, |pool| {
-            sqlx::query_scalar("SELECT phase FROM rulesets WHERE id = $1 AND zone_id = $2")
-                .bind(ruleset_id)
-                .bind(zone_id)
-                .fetch_optional(pool)
-                .await?
-        });
-        let phase = phase.ok_or_else(|| StoreError::not_found("ruleset", ruleset_id))?;
-        self.entrypoint(zone_id, &phase)
-            .await?
-            .filter(|rs| rs.id == ruleset_id)
-            .ok_or_else(|| StoreError::not_found("ruleset", ruleset_id))
+        self.ruleset_by_id(zone_id, ruleset_id).await
     }
 
     /// The zone's rulesets (at most one per phase), without their rules' order mattering to the caller.
@@ -251,6 +241,7 @@ impl Store {
         old.expression = rule.expression;
         old.action = rule.action;
         old.action_parameters = rule.action_parameters;
+        old.ratelimit = rule.ratelimit;
         old.enabled = rule.enabled;
         old.version += 1;
         old.last_updated = now();
@@ -332,6 +323,7 @@ fn new_rule(rule: NewRule, at: i64) -> Rule {
         expression: rule.expression,
         action: rule.action,
         action_parameters: rule.action_parameters,
+        ratelimit: rule.ratelimit,
         enabled: rule.enabled,
         version: 1,
         last_updated: at,
@@ -366,19 +358,26 @@ fn resolve_position(rules: &[Rule], position: &Position) -> Result<usize, StoreE
 }
 
 pub(crate) fn rule_from_row(row: &impl RowExt) -> Result<Rule, StoreError> {
-    let action_parameters = match row.opt_text("action_parameters")? {
-        Some(text) => Some(serde_json::from_str(&text).map_err(|err| sqlx::Error::ColumnDecode {
-            index: "action_parameters".to_owned(),
-            source: Box::new(err),
-        })?),
-        None => None,
+    let json = |column: &str| -> Result<Option<serde_json::Value>, StoreError> {
+        match row.opt_text(column)? {
+            Some(text) => Ok(Some(serde_json::from_str(&text).map_err(|err| {
+                sqlx::Error::ColumnDecode {
+                    index: column.to_owned(),
+                    source: Box::new(err),
+                }
+            })?)),
+            None => Ok(None),
+        }
     };
+    let action_parameters = json("action_parameters")?;
+    let ratelimit = json("ratelimit")?;
     Ok(Rule {
         id: row.text("id")?,
         description: row.text("description")?,
         expression: row.text("expression")?,
         action: row.text("action")?,
         action_parameters,
+        ratelimit,
         enabled: row.flag("enabled")?,
         version: row.int("version")?,
         last_updated: row.int("last_updated")?,

@@ -806,6 +806,7 @@ fn rule(id: Option<&str>, expression: &str) -> crate::NewRule {
         expression: expression.to_owned(),
         action: "block".to_owned(),
         action_parameters: Some(serde_json::json!({"response": {"status_code": 401}})),
+        ratelimit: None,
         enabled: true,
     }
 }

@@ -13,6 +13,7 @@ fn rule(id: &str, expression: &str, action: Action) -> Rule {
         action,
         action_parameters: None,
         enabled: true,
+        ratelimit: None,
     }
 }
 
@@ -318,4 +319,54 @@ fn thousand_path_or_header_rules_select_by_value() {
     let mut cx = request(0, 0, &[]);
     cx.set(path, crate::Value::from("/api")).expect("a string");
     assert_eq!(ids(&c.eval(&cx)).0.as_deref(), Some("mtls"));
+}
+
+#[test]
+fn rate_limiting_rules_belong_to_their_phase() {
+    let limit = crate::RateLimit {
+        characteristics: vec!["cf.colo.id".into(), "cf.tls_client_auth.cert_fingerprint_sha256".into()],
+        period: 60,
+        requests_per_period: 10,
+        mitigation_timeout: 600,
+        requests_to_origin: Some(false),
+        counting_expression: None,
+    };
+    let limited = |action, ratelimit: Option<crate::RateLimit>| Ruleset {
+        rules: vec![Rule {
+            ratelimit,
+            ..rule("rl", "cf.tls_client_auth.cert_verified", action)
+        }],
+    };
+    let c = CompiledRuleset::compile_ratelimit(&limited(Action::Block, Some(limit.clone()))).expect("valid");
+    assert_eq!(c.rules()[0].ratelimit().expect("parsed").requests_per_period, 10);
+    let fingerprint = crate::field_by_name("cf.tls_client_auth.cert_fingerprint_sha256")
+        .expect("field")
+        .id();
+    assert!(
+        c.fields().contains(fingerprint),
+        "characteristic fields are filled for the proxy"
+    );
+    assert!(CompiledRuleset::compile_ratelimit(&limited(Action::Log, Some(limit.clone()))).is_ok());
+
+    let problem = |r: Result<CompiledRuleset, crate::RulesetError>| r.expect_err("invalid").to_string();
+    assert_eq!(
+        problem(CompiledRuleset::compile(&limited(Action::Block, Some(limit.clone())))),
+        "rule 1 (id \"rl\"): invalid ratelimit: only rules of the http_ratelimit phase have ratelimit"
+    );
+    assert_eq!(
+        problem(CompiledRuleset::compile_ratelimit(&limited(Action::Block, None))),
+        "rule 1 (id \"rl\"): invalid ratelimit: a rate-limiting rule needs ratelimit (characteristics, period, requests_per_period)"
+    );
+    assert_eq!(
+        problem(CompiledRuleset::compile_ratelimit(&limited(
+            Action::Skip,
+            Some(limit.clone())
+        ))),
+        "rule 1 (id \"rl\"): invalid ratelimit: a rate-limiting rule's action must be block or log"
+    );
+    let bad = crate::RateLimit { period: 7, ..limit };
+    assert!(matches!(
+        CompiledRuleset::compile_ratelimit(&limited(Action::Block, Some(bad))).map_err(|e| e.problem),
+        Err(RuleProblem::RateLimit(m)) if m.starts_with("period must be one of")
+    ));
 }
