@@ -113,7 +113,9 @@ pub struct TokenArgs {
 pub enum TokenCommand {
     /// Create an API token; its secret is printed once.
     Create {
-        #[arg(long, value_parser = ["read", "write"])]
+        /// read (GET only), write (everything) or certificates (GET, and issuing, revoking and reactivating client
+        /// certificates: for a provisioning service).
+        #[arg(long, value_parser = ["read", "write", "certificates"])]
         scope: String,
         #[arg(long, default_value = "cli")]
         name: String,

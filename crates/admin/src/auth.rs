@@ -18,13 +18,38 @@ use crate::dashboard::sessions::{cookie_value, same_secret};
 /// Header that must carry the session's CSRF token on state-changing calls made with the session cookie.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-fn read_scope_error() -> Response {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        codes::UNAUTHORIZED,
-        "Unauthorized to access requested resource: this token has read scope",
-    )
-    .into_response()
+fn scope_error(scope: TokenScope) -> Response {
+    let message = match scope {
+        TokenScope::Certificates => {
+            "Unauthorized to access requested resource: this token may only read and manage client certificates"
+        }
+        _ => "Unauthorized to access requested resource: this token has read scope",
+    };
+    ApiError::new(StatusCode::FORBIDDEN, codes::UNAUTHORIZED, message).into_response()
+}
+
+/// Whether a `certificates` token may make this non-read request: issuing (`POST …/client_certificates`), and
+/// reactivating or revoking one (`PATCH`/`DELETE …/client_certificates/{id}`).
+fn certificates_scope_may(req: &Request) -> bool {
+    let path = req.uri().path();
+    let path = path.strip_prefix("/client/v4").unwrap_or(path);
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (req.method(), parts.as_slice()) {
+        (&Method::POST, ["zones", zone, "client_certificates"]) => !zone.is_empty(),
+        (&Method::PATCH | &Method::DELETE, ["zones", zone, "client_certificates", id]) => {
+            !zone.is_empty() && !id.is_empty()
+        }
+        _ => false,
+    }
+}
+
+/// Whether a token (or session) of `scope` may make this request.
+fn scope_may(scope: TokenScope, req: &Request) -> bool {
+    match scope {
+        TokenScope::Write => true,
+        TokenScope::Read => read_scope_may(req),
+        TokenScope::Certificates => read_scope_may(req) || certificates_scope_may(req),
+    }
 }
 
 /// The one non-GET route a read-scope token may call: it compiles an expression and stores nothing.
@@ -67,8 +92,8 @@ pub async fn require_token(State(state): State<AdminState>, mut req: Request, ne
         }
         Err(err) => return ApiError::from(err).into_response(),
     };
-    if token.scope == TokenScope::Read && !read_scope_may(&req) {
-        return read_scope_error();
+    if !scope_may(token.scope, &req) {
+        return scope_error(token.scope);
     }
     req.extensions_mut().insert(Actor::token(token.id));
     next.run(req).await
@@ -98,8 +123,8 @@ async fn with_session(state: &AdminState, id: &str, reads_only: bool, mut req: R
             )
             .into_response();
         }
-        if session.scope == TokenScope::Read && !read_scope_may(&req) {
-            return read_scope_error();
+        if !scope_may(session.scope, &req) {
+            return scope_error(session.scope);
         }
     }
     // The token behind the session may have been revoked since sign-in: that ends the session.

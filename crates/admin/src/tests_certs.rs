@@ -1498,3 +1498,82 @@ async fn origin_client_certificates_are_uploaded_with_their_key_and_used_by_host
     let (status, _) = delete(&api, &format!("{base}/{id}")).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// A `certificates` token, for a provisioning service: it reads, and issues, revokes and reactivates client
+/// certificates, and nothing else.
+#[tokio::test]
+async fn certificates_tokens_manage_client_certificates_only() {
+    let api = Api::new().await;
+    let zone = api.zone("example.com").await;
+    let (status, body) = api
+        .send(
+            Method::POST,
+            "/client/v4/user/tokens",
+            json!({"name": "enroll", "scope": "certificates"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["result"]["scope"], "certificates");
+    let token = s(&body["result"]["value"]);
+    let call = |method: Method, path: String, body: Option<Value>| {
+        let token = token.clone();
+        let api = &api;
+        async move {
+            let body = body.map(|b| b.to_string());
+            api.call(method, &path, Some(&token), body.as_deref()).await
+        }
+    };
+    let certs = format!("/client/v4/zones/{zone}/client_certificates");
+    let (status, body) = call(
+        Method::POST,
+        certs.clone(),
+        Some(json!({"generate_key": {}, "common_name": "device-9", "validity_days": 7})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = s(&body["result"]["id"]);
+    let (status, _) = call(Method::DELETE, format!("{certs}/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK, "revoke");
+    let (status, body) = call(Method::PATCH, format!("{certs}/{id}"), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "reactivate: {body}");
+    let (status, _) = call(Method::GET, format!("{certs}/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(Method::GET, "/client/v4/zones".into(), None).await;
+    assert_eq!(status, StatusCode::OK, "it reads everything");
+
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/client/v4/zones".to_owned(),
+            Some(json!({"name": "evil.example"})),
+        ),
+        (
+            Method::PUT,
+            format!("/client/v4/zones/{zone}/rulesets/phases/http_request_firewall_custom/entrypoint"),
+            Some(json!({"rules": []})),
+        ),
+        (
+            Method::POST,
+            "/client/v4/user/tokens".to_owned(),
+            Some(json!({"name": "x", "scope": "write"})),
+        ),
+        (
+            Method::PUT,
+            format!("/client/v4/zones/{zone}/certificate_authorities/hostname_associations"),
+            Some(json!({"hostnames": []})),
+        ),
+        (Method::DELETE, format!("/client/v4/zones/{zone}"), None),
+        (
+            Method::POST,
+            format!("/client/v4/zones/{zone}/hostnames"),
+            Some(json!({"hostname": "a.example.com", "origin": "http://127.0.0.1:1"})),
+        ),
+    ] {
+        let (status, body) = call(method.clone(), path.clone(), body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {body}");
+        assert!(
+            error(&body).1.contains("may only read and manage client certificates"),
+            "{body}"
+        );
+    }
+}

@@ -13,12 +13,14 @@ use crate::api::{ApiJson, ApiResult, ok, ok_all, ok_status};
 use crate::time_fmt::rfc3339;
 use crate::zones::IdOnly;
 
-/// `read` (GET only) or `write` (everything).
+/// `read` (GET only), `write` (everything) or `certificates` (GET, and issuing, revoking and reactivating client
+/// certificates: for a provisioning service).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Read,
     Write,
+    Certificates,
 }
 
 /// `POST /user/tokens` body.
@@ -49,6 +51,7 @@ fn view(token: ApiToken, value: Option<String>) -> TokenView {
         scope: match token.scope {
             TokenScope::Read => Scope::Read,
             TokenScope::Write => Scope::Write,
+            TokenScope::Certificates => Scope::Certificates,
         },
         status: if token.revoked_on.is_some() {
             "revoked"
@@ -71,6 +74,7 @@ pub async fn create_token(
     let scope = match body.scope {
         Scope::Read => TokenScope::Read,
         Scope::Write => TokenScope::Write,
+        Scope::Certificates => TokenScope::Certificates,
     };
     let (token, secret) = state.store.create_token(&body.name, scope, &actor).await?;
     Ok(ok_status(StatusCode::CREATED, view(token, Some(secret))))

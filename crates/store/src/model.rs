@@ -59,6 +59,8 @@ pub enum TokenScope {
     Read,
     /// Everything.
     Write,
+    /// GET requests, and issuing, revoking and reactivating client certificates.
+    Certificates,
 }
 
 impl TokenScope {
@@ -66,6 +68,7 @@ impl TokenScope {
         match self {
             TokenScope::Read => "read",
             TokenScope::Write => "write",
+            TokenScope::Certificates => "certificates",
         }
     }
 
@@ -73,6 +76,7 @@ impl TokenScope {
         match s {
             "read" => Some(TokenScope::Read),
             "write" => Some(TokenScope::Write),
+            "certificates" => Some(TokenScope::Certificates),
             _ => None,
         }
     }
