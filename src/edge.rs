@@ -137,7 +137,8 @@ fn expiry_metrics(state: &EdgeState, now: OffsetDateTime) -> String {
     use std::fmt::Write as _;
     let mut out = String::from(
         "# HELP portcullis_certificate_not_after_timestamp_seconds When a certificate the edge relies on expires \
-         (Unix time): uploaded server certificates by hostname, managed and uploaded CAs.\n\
+         (Unix time): uploaded server certificates by hostname, managed and uploaded CAs, origin client \
+         certificates.\n\
          # TYPE portcullis_certificate_not_after_timestamp_seconds gauge\n",
     );
     for host in &state.hostnames {
@@ -162,11 +163,12 @@ fn expiry_metrics(state: &EdgeState, now: OffsetDateTime) -> String {
             Err(e) => tracing::warn!(ca = %ca.id, error = %e, "cannot read the managed CA's expiry"),
         }
     }
-    for ca in &state.mtls_certificates {
+    for cert in &state.mtls_certificates {
+        let kind = if cert.ca { "uploaded_ca" } else { "origin_client" };
         let _ = writeln!(
             out,
-            "portcullis_certificate_not_after_timestamp_seconds{{kind=\"uploaded_ca\",id=\"{}\"}} {}",
-            ca.id, ca.expires_on
+            "portcullis_certificate_not_after_timestamp_seconds{{kind=\"{kind}\",id=\"{}\"}} {}",
+            cert.id, cert.expires_on
         );
     }
     out.push_str(
@@ -288,8 +290,20 @@ impl EdgeBuilder {
         url_normalization: UrlNormalization,
     ) -> anyhow::Result<Host> {
         let settings = HostnameSettings::from_stored(&host.settings).context("stored settings")?;
+        // An unusable identity fails this origin's handshakes (502), not the whole snapshot: every other
+        // change, revocations included, must still reach the edge.
         let identity = match &settings.origin_client_certificate {
-            Some(id) => Some(self.origin_identity(state, id)?),
+            Some(id) => match self.origin_identity(state, id) {
+                Ok(identity) => Some(identity),
+                Err(e) => {
+                    tracing::error!(
+                        hostname = %host.hostname,
+                        error = format!("{e:#}"),
+                        "origin client certificate unusable; the origin gets none"
+                    );
+                    None
+                }
+            },
             None => None,
         };
         let origin = Origin::with_identity(

@@ -820,3 +820,42 @@ fn rate_limits_per_client_certificate_through_the_api() {
     );
     assert_eq!(status, "200", "another certificate is counted apart ({other}): {body}");
 }
+
+/// TLS 1.2 clients resume from the session cache and get no session ticket (a TLS 1.2 ticket would carry the
+/// session's master secret); TLS 1.3 clients get tickets.
+#[test]
+fn tls12_clients_get_no_session_tickets_but_still_resume() {
+    let server = Server::start();
+    setup(&server);
+    let dir = server.dir.path();
+    let connect = format!("127.0.0.1:{}", server.edge_port);
+    let edge_ca = server.data_dir().join("edge-dev-ca.pem");
+    let s_client = |version: &str, session: &str, file: &str| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &connect, "-servername", "localhost", "-CAfile"])
+            .arg(&edge_ca)
+            .args([
+                "-cert", "cert.pem", "-key", "key.pem", version, "-ign_eof", session, file,
+            ])
+            .current_dir(dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("openssl runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .expect("request");
+        drop(stdin);
+        String::from_utf8_lossy(&child.wait_with_output().expect("openssl ends").stdout).into_owned()
+    };
+    let first = s_client("-tls1_2", "-sess_out", "s12.pem");
+    assert!(first.contains("HTTP/1.1 200"), "{first}");
+    assert!(!first.contains("TLS session ticket:"), "no ticket for TLS 1.2: {first}");
+    let second = s_client("-tls1_2", "-sess_in", "s12.pem");
+    assert!(second.contains("Reused, TLSv1.2"), "resumed from the cache: {second}");
+    let third = s_client("-tls1_3", "-sess_out", "s13.pem");
+    assert!(third.contains("TLS session ticket:"), "TLS 1.3 gets a ticket: {third}");
+}

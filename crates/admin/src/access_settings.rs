@@ -1,7 +1,8 @@
 //! `/zones/{zone_id}/access/certificates/settings`: Cloudflare's switch for forwarding the client certificate to the
 //! origin in `Cf-Client-Cert-Der-Base64` and `Cf-Client-Cert-Sha256`, per hostname, with Cloudflare's fields.
-//! `client_certificate_forwarding: true` is the hostname's `cloudflare` forwarding style; `false` turns that style
-//! off and leaves the other styles (RFC 9440, XFCC, `cf-cert-*`) as they are. `china_network` is accepted only as
+//! `client_certificate_forwarding: true` is the hostname's `cloudflare` forwarding style (refused while another
+//! style is set, which it would silently replace); `false` turns that style off and leaves the other styles
+//! (RFC 9440, XFCC, `cf-cert-*`) as they are. `china_network` is accepted only as
 //! `false`. Changes to several hostnames are written together or not at all.
 
 use axum::Extension;
@@ -79,7 +80,17 @@ pub async fn put_settings(
         let mut settings = HostnameSettings::from_stored(&host.settings).map_err(ApiError::internal)?;
         let style = &mut settings.client_certificate_forwarding;
         match (entry.client_certificate_forwarding, *style) {
-            (true, _) => *style = CertificateForwarding::Cloudflare,
+            (true, CertificateForwarding::None | CertificateForwarding::Cloudflare) => {
+                *style = CertificateForwarding::Cloudflare;
+            }
+            (true, other) => {
+                let other = serde_json::to_value(other).map_err(ApiError::internal)?;
+                return Err(ApiError::invalid(format!(
+                    "{}: the certificate is forwarded as {other} already; change that style through \
+                     /zones/{{zone_id}}/hostnames first",
+                    entry.hostname
+                )));
+            }
             (false, CertificateForwarding::Cloudflare) => *style = CertificateForwarding::None,
             // Another style stays: `false` only turns Cloudflare's headers off.
             (false, _) => {}

@@ -365,6 +365,11 @@ async fn certificate_forwarding_settings_follow_cloudflare_shapes() {
     // Refused as a whole: nothing changes when one entry is wrong.
     for (bad, status_code, message) in [
         (
+            json!({"settings": [entry("a.example.com", false), entry("b.example.com", true)]}),
+            StatusCode::BAD_REQUEST,
+            "b.example.com: the certificate is forwarded as \"rfc9440\" already; change that style through /zones/{zone_id}/hostnames first",
+        ),
+        (
             json!({"settings": [entry("a.example.com", false), {"hostname": "b.example.com", "china_network": true, "client_certificate_forwarding": true}]}),
             StatusCode::BAD_REQUEST,
             "b.example.com: china_network is not available here; send false",

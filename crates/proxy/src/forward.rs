@@ -299,7 +299,7 @@ impl Upstream {
         request_host: &str,
     ) -> (Response<Body>, bool) {
         let downstream_version = req.version();
-        let grpc = crate::handler::grpc_call(req.headers(), req.uri()).is_some();
+        let grpc = crate::handler::grpc_call(req.headers(), req.uri().path()).is_some();
         let error = |status| failure(status, grpc, downstream_version);
         let seen = Seen::of(req.headers());
         if seen.has(Seen::CONTENT_LENGTH) && content_length(req.headers()).is_some_and(|len| len > self.max_body) {

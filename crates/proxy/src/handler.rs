@@ -35,12 +35,18 @@ pub(crate) struct Shared {
 
 /// The request's host: `:authority` (HTTP/2, absolute-form) or `Host`, port removed, as sent
 /// (callers compare it case-insensitively and lower-case it only when they keep it).
-fn request_host(req: &Request<RequestBody>) -> Option<&str> {
-    if let Some(a) = req.uri().authority() {
-        return Some(a.host());
-    }
-    let raw = req.headers().get(http::header::HOST)?.to_str().ok()?;
-    host_of_authority(raw)
+/// One trailing dot (a fully qualified name) is removed; a `Host` that is present but not an authority is
+/// `Err`: it would otherwise slip past the comparison with the SNI.
+fn request_host(req: &Request<RequestBody>) -> Result<Option<&str>, ()> {
+    let host = if let Some(a) = req.uri().authority() {
+        a.host()
+    } else {
+        let Some(raw) = req.headers().get(http::header::HOST) else {
+            return Ok(None);
+        };
+        raw.to_str().ok().and_then(host_of_authority).ok_or(())?
+    };
+    Ok(Some(host.strip_suffix('.').unwrap_or(host)))
 }
 
 /// The host part of an authority (`name`, `name:port`, `[v6]:port`), or `None` if it is not one.
@@ -69,13 +75,14 @@ fn host_of_authority(raw: &str) -> Option<&str> {
 }
 
 /// `(service, method)` of a gRPC request (content type `application/grpc…`) with path
-/// `/pkg.Service/Method`; `("", "")` for a gRPC request with another path.
-pub(crate) fn grpc_call<'a>(headers: &http::HeaderMap, uri: &'a http::Uri) -> Option<(&'a str, &'a str)> {
+/// `/pkg.Service/Method` (the path the rules see, after URL normalization); `("", "")` for a gRPC
+/// request with another path.
+pub(crate) fn grpc_call<'a>(headers: &http::HeaderMap, path: &'a str) -> Option<(&'a str, &'a str)> {
     let ct = headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
     if !ct.starts_with("application/grpc") {
         return None;
     }
-    let call = uri.path().strip_prefix('/').and_then(|p| p.split_once('/'));
+    let call = path.strip_prefix('/').and_then(|p| p.split_once('/'));
     match call {
         Some((service, method)) if !service.is_empty() && !method.is_empty() && !method.contains('/') => {
             Some((service, method))
@@ -184,7 +191,12 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
             Outcome::early("misdirected", None),
         );
     };
-    let req_host = request_host(&req);
+    let Ok(req_host) = request_host(&req) else {
+        return (
+            respond::status_page(StatusCode::BAD_REQUEST, version),
+            Outcome::early("error", Some(host)),
+        );
+    };
     let same_host = req_host.is_some_and(|h| h.eq_ignore_ascii_case(&host.hostname));
     // On an mTLS host the certificate was requested and checked for the SNI's host: never apply it to
     // another. On any host, a request for another configured host (an HTTP/2 connection a browser reuses
@@ -222,9 +234,10 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
         req
     } else {
         let (parts, body) = req.into_parts();
-        let grpc = grpc_call(&parts.headers, &parts.uri);
         let mut ctx = Context::new();
         let path = host.url_normalization.for_rules(parts.uri.path());
+        // From the normalized path, so that `/pkg.Users/%44eleteUser` is DeleteUser to the rules too.
+        let grpc = grpc_call(&parts.headers, &path);
         context::fill(
             &mut ctx,
             wanted,

@@ -50,6 +50,14 @@ impl TrustedProxies {
                     .ok_or_else(|| format!("{item:?}: the prefix length must be 0 to {max}"))?,
                 None => max,
             };
+            // Peers are compared as IPv4 when they are IPv4-mapped; so are blocks written that way.
+            let (addr, len) = match addr {
+                IpAddr::V6(v6) if len >= 96 && v6.to_ipv4_mapped().is_some() => (
+                    IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED)),
+                    len - 96,
+                ),
+                other => (other, len),
+            };
             blocks.push((addr, len));
         }
         Ok(TrustedProxies(blocks))
@@ -86,6 +94,9 @@ fn prefix_eq(a: &[u8], b: &[u8], len: u8) -> bool {
 pub enum HeaderError {
     #[error("no PROXY protocol header")]
     Missing,
+    /// Closed before sending anything: a balancer's TCP health check.
+    #[error("closed before a PROXY protocol header")]
+    Closed,
     #[error("malformed PROXY protocol v1 header: {0}")]
     BadV1(&'static str),
     #[error("malformed PROXY protocol v2 header: {0}")]
@@ -104,7 +115,13 @@ impl From<std::io::Error> for HeaderError {
 /// client's address (`peer` for `LOCAL` and unknown families). The caller bounds the time.
 pub(crate) async fn read_header(tcp: &mut TcpStream, peer: SocketAddr) -> Result<SocketAddr, HeaderError> {
     let mut start = [0u8; 6];
-    tcp.read_exact(&mut start).await?;
+    if let Err(e) = tcp.read_exact(&mut start).await {
+        return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            HeaderError::Closed
+        } else {
+            e.into()
+        });
+    }
     if &start == b"PROXY " {
         // The line's end is found by peeking, so that no byte of the TLS handshake is taken with it.
         let mut buf = [0u8; V1_MAX];
@@ -284,6 +301,12 @@ mod tests {
             t.contains("::ffff:10.1.1.1".parse().unwrap()),
             "IPv4-mapped addresses count as IPv4"
         );
+        let mapped = TrustedProxies::parse(["::ffff:10.0.0.0/104"]).unwrap();
+        assert!(
+            mapped.contains("10.9.9.9".parse().unwrap()),
+            "blocks written IPv4-mapped count as IPv4"
+        );
+        assert!(!mapped.contains("11.0.0.1".parse().unwrap()));
         let odd = TrustedProxies::parse(["172.16.0.0/12"]).unwrap();
         assert!(odd.contains("172.31.255.255".parse().unwrap()));
         assert!(!odd.contains("172.32.0.0".parse().unwrap()));

@@ -4,9 +4,11 @@
 //!
 //! One [`RateLimiter`] per `serve` call, shared by its edge threads and kept across snapshots, so limits hold for
 //! the whole node and survive configuration changes. Counts are per edge node (Cloudflare counts per location).
-//! Memory is bounded: at most [`MAX_CLIENTS`] clients are tracked; when full, clients idle for two periods are
-//! dropped, and if none is, a new client is not tracked (it is let through and counted in
-//! `portcullis_ratelimit_untracked_total`) rather than evicting one that may be over its limit.
+//! Memory is bounded whatever clients send: a client is known by the SHA-256 of its key, at most [`MAX_CLIENTS`]
+//! are tracked, entries idle for two periods are swept in the background, and when the table is full a few
+//! entries that are not serving a mitigation timeout make room (a client that is blocked stays blocked).
+//! Refused requests are not counted unless a mitigation timeout applies, so a client over its rate is throttled
+//! to the rate, not shut out.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,9 +16,13 @@ use std::time::Instant;
 
 use portcullis_rules::CompiledRateLimit;
 
-/// Most clients tracked at once, over all rules.
-pub const MAX_CLIENTS: usize = 1 << 20;
+/// Most clients tracked at once, over all rules (about 100 bytes each).
+pub const MAX_CLIENTS: usize = 1 << 18;
 const SHARDS: usize = 16;
+/// Entries dropped at most to make room for one new client.
+const EVICT_BATCH: usize = 8;
+
+type Key = [u8; 32];
 
 /// What the limiter says about one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,11 +46,17 @@ struct Counter {
     period: u64,
 }
 
+impl Counter {
+    fn idle(&self, now: u64) -> bool {
+        self.blocked_until <= now && self.window + 2 <= now / self.period
+    }
+}
+
 /// Counters for every rate-limiting rule of a node.
 #[derive(Debug)]
 pub struct RateLimiter {
     start: Instant,
-    shards: Vec<Mutex<HashMap<Vec<u8>, Counter>>>,
+    shards: Vec<Mutex<HashMap<Key, Counter>>>,
     per_shard: usize,
 }
 
@@ -63,25 +75,56 @@ impl RateLimiter {
         }
     }
 
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_secs()
+    }
+
     /// Counts one request of the client `key` (the rule and its characteristics' values) under `limit`.
     pub(crate) fn hit(&self, key: &[u8], limit: &CompiledRateLimit) -> Decision {
-        self.hit_at(key, limit, self.start.elapsed().as_secs())
+        self.hit_at(key, limit, self.now())
+    }
+
+    /// Drops entries idle for two periods; run in the background, never on a request.
+    pub(crate) fn sweep(&self) {
+        self.sweep_at(self.now());
+    }
+
+    fn sweep_at(&self, now: u64) {
+        for shard in &self.shards {
+            shard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|_, c| !c.idle(now));
+        }
     }
 
     fn hit_at(&self, key: &[u8], limit: &CompiledRateLimit, now: u64) -> Decision {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key);
+        let mut id: Key = [0; 32];
+        id.copy_from_slice(digest.as_ref());
         let period = u64::from(limit.period.max(1));
         let window = now / period;
-        let shard = &self.shards[shard_of(key)];
+        let shard = &self.shards[usize::from(id[0]) % SHARDS];
         let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
-        if !map.contains_key(key) && map.len() >= self.per_shard {
-            // Idle for two periods: its counts no longer matter.
-            map.retain(|_, c| c.blocked_until > now || c.window + 2 > now / c.period);
-            if map.len() >= self.per_shard {
+        if !map.contains_key(&id) && map.len() >= self.per_shard {
+            // Make room without scanning: a few entries that no mitigation timeout holds. A client that is
+            // blocked is never the one dropped.
+            let victims: Vec<Key> = map
+                .iter()
+                .filter(|(_, c)| c.blocked_until <= now)
+                .take(EVICT_BATCH)
+                .map(|(k, _)| *k)
+                .collect();
+            if victims.is_empty() {
                 metrics::counter!("portcullis_ratelimit_untracked_total").increment(1);
                 return Decision::Allow;
             }
+            metrics::counter!("portcullis_ratelimit_evicted_total").increment(victims.len() as u64);
+            for k in victims {
+                map.remove(&k);
+            }
         }
-        let counter = map.entry(key.to_vec()).or_insert(Counter {
+        let counter = map.entry(id).or_insert(Counter {
             window,
             current: 0,
             previous: 0,
@@ -97,26 +140,35 @@ impl RateLimiter {
             counter.current = 0;
             counter.window = window;
         }
-        counter.current = counter.current.saturating_add(1);
         if counter.blocked_until > now {
+            counter.current = counter.current.saturating_add(1);
             return Decision::Exceeded {
                 retry_after: counter.blocked_until - now,
             };
         }
         // The previous period's count weighs by how much of it the sliding window still covers.
         let elapsed = now - window * period;
-        let estimate = u128::from(counter.previous) * u128::from(period - elapsed)
-            + u128::from(counter.current) * u128::from(period);
-        if estimate <= u128::from(limit.requests_per_period) * u128::from(period) {
+        let (prev, cur, rpp) = (
+            u128::from(counter.previous),
+            u128::from(counter.current) + 1,
+            u128::from(limit.requests_per_period),
+        );
+        let p = u128::from(period);
+        if prev * (p - u128::from(elapsed)) + cur * p <= rpp * p {
+            counter.current += 1;
             return Decision::Allow;
         }
-        let retry_after = if limit.mitigation_timeout > 0 {
+        if limit.mitigation_timeout > 0 {
+            counter.current += 1;
             counter.blocked_until = now + u64::from(limit.mitigation_timeout);
-            u64::from(limit.mitigation_timeout)
-        } else {
-            period - elapsed
-        };
-        Decision::Exceeded { retry_after }
+            return Decision::Exceeded {
+                retry_after: u64::from(limit.mitigation_timeout),
+            };
+        }
+        // Throttled, not counted: the next request fits once the estimate has room for it.
+        Decision::Exceeded {
+            retry_after: seconds_until_room(prev, cur - 1, rpp, p, u128::from(elapsed)),
+        }
     }
 
     #[cfg(test)]
@@ -125,11 +177,24 @@ impl RateLimiter {
     }
 }
 
-fn shard_of(key: &[u8]) -> usize {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = rustc_hash::FxBuildHasher.build_hasher();
-    h.write(key);
-    (h.finish() as usize) % SHARDS
+/// Seconds from now until `prev·(p−e)/p + cur + 1 ≤ rpp` holds, where `e` is the time into the current period
+/// (now `elapsed`) and the counts roll over at the period's end; at least 1.
+fn seconds_until_room(prev: u128, cur: u128, rpp: u128, p: u128, elapsed: u128) -> u64 {
+    let wait = if cur < rpp && prev > 0 {
+        // In this period: prev·(p−e) ≤ (rpp−cur−1)·p, so e ≥ p − (rpp−cur−1)·p/prev.
+        let e = p.saturating_sub((rpp - cur - 1) * p / prev);
+        e.saturating_sub(elapsed).max(1)
+    } else {
+        // After the period ends, this period's count weighs as the previous one: cur·(p−e') ≤ (rpp−1)·p.
+        let to_end = p - elapsed;
+        let e = rpp
+            .saturating_sub(1)
+            .saturating_mul(p)
+            .checked_div(cur)
+            .map_or(0, |room| p.saturating_sub(room));
+        to_end + e
+    };
+    u64::try_from(wait.max(1)).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -152,15 +217,32 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(rl.hit_at(b"a", &l, 100), Decision::Allow);
         }
-        assert_eq!(rl.hit_at(b"a", &l, 100), Decision::Exceeded { retry_after: 10 });
+        // Three counted: at the period's end they weigh as the previous period's, and a fourth fits once
+        // 3·(10−e)/10 + 1 ≤ 3, at e = 4 s into the next period: 10 + 4 seconds from now.
+        assert_eq!(rl.hit_at(b"a", &l, 100), Decision::Exceeded { retry_after: 14 });
         assert_eq!(rl.hit_at(b"b", &l, 100), Decision::Allow, "another client counts apart");
-        // Later in the next period the previous one weighs less: at 115, half of it (4 requests, 2 of them)
-        // plus this one is within 3.
-        assert_eq!(rl.hit_at(b"a", &l, 115), Decision::Allow);
+        assert!(matches!(rl.hit_at(b"a", &l, 113), Decision::Exceeded { .. }));
+        assert_eq!(rl.hit_at(b"a", &l, 114), Decision::Allow, "as Retry-After said");
         // Two periods on, nothing is left of the burst.
         for _ in 0..3 {
             assert_eq!(rl.hit_at(b"a", &l, 130), Decision::Allow);
         }
+    }
+
+    #[test]
+    fn a_client_over_its_rate_is_throttled_to_the_rate_not_shut_out() {
+        let rl = RateLimiter::default();
+        let l = limit(10, 10, 0);
+        // A steady 20 requests per 10 s, over 10 periods: about half pass, never all refused.
+        let mut passed = 0;
+        for t in 0..100u64 {
+            for _ in 0..2 {
+                if rl.hit_at(b"steady", &l, t) == Decision::Allow {
+                    passed += 1;
+                }
+            }
+        }
+        assert!((90..=110).contains(&passed), "{passed} of 200");
     }
 
     #[test]
@@ -185,21 +267,31 @@ mod tests {
     }
 
     #[test]
-    fn memory_is_bounded_and_idle_clients_make_room() {
+    fn memory_is_bounded_and_blocked_clients_are_never_dropped() {
         let rl = RateLimiter::with_capacity(SHARDS * 4);
+        let blocking = limit(10, 1, 3600);
+        // A client serving a mitigation timeout.
+        assert_eq!(rl.hit_at(b"abuser", &blocking, 0), Decision::Allow);
+        assert!(matches!(rl.hit_at(b"abuser", &blocking, 0), Decision::Exceeded { .. }));
+        // Thousands of other clients, far more than fit: the table stays within its bound, and keys of any
+        // size cost the same.
         let l = limit(10, 1, 0);
-        for n in 0u64..1000 {
-            rl.hit_at(&n.to_be_bytes(), &l, 0);
+        for n in 0u64..5000 {
+            let mut key = n.to_be_bytes().to_vec();
+            key.resize(4096, b'x');
+            rl.hit_at(&key, &l, 1);
         }
-        assert_eq!(rl.tracked(), SHARDS * 4, "every shard full, none over");
-        // While all are fresh, a new client is let through untracked: it is never counted over its limit,
-        // and no tracked client (which may be over its own) is dropped for it.
-        for _ in 0..3 {
-            assert_eq!(rl.hit_at(b"newcomer-1", &l, 5), Decision::Allow);
-        }
-        // Two periods on, the idle ones make room and new clients are counted again.
-        assert_eq!(rl.hit_at(b"late", &l, 30), Decision::Allow);
-        assert!(matches!(rl.hit_at(b"late", &l, 30), Decision::Exceeded { .. }));
-        assert!(rl.tracked() < SHARDS * 4);
+        assert!(rl.tracked() <= SHARDS * 4);
+        assert!(
+            matches!(rl.hit_at(b"abuser", &blocking, 2), Decision::Exceeded { .. }),
+            "still blocked"
+        );
+        // New clients are counted: the second request of one is over its limit of one.
+        assert_eq!(rl.hit_at(b"newcomer", &l, 3), Decision::Allow);
+        assert!(matches!(rl.hit_at(b"newcomer", &l, 3), Decision::Exceeded { .. }));
+        // The sweep drops what has been idle for two periods, and keeps the blocked client.
+        rl.sweep_at(25);
+        assert_eq!(rl.tracked(), 1);
+        assert!(matches!(rl.hit_at(b"abuser", &blocking, 26), Decision::Exceeded { .. }));
     }
 }

@@ -187,6 +187,7 @@ impl Worker {
                 tick.tick().await;
                 let Some(shared) = weak.upgrade() else { return };
                 shared.upstream.sweep();
+                shared.rates.sweep();
             }
         });
         let limits = ConnLimits {
@@ -331,6 +332,11 @@ async fn handshake(
     let remote = if shared.proxy_protocol.contains(remote.ip()) {
         match timeout_at(deadline, proxy_protocol::read_header(&mut tcp, remote)).await {
             Ok(Ok(client)) => client,
+            Ok(Err(proxy_protocol::HeaderError::Closed)) => {
+                // A balancer's TCP health check: counted, not logged, like any connection closed early.
+                observe::handshake_closed_early();
+                return None;
+            }
             Ok(Err(e)) => {
                 observe::handshake_failed(remote.ip(), None, "proxy_protocol", &e.to_string());
                 return None;
@@ -380,7 +386,8 @@ async fn handshake(
         let _ = timeout_at(deadline, io.write_all(&UNRECOGNIZED_NAME_ALERT)).await;
         return None;
     };
-    let handshake = timeout_at(deadline, start.into_stream(host.server_config.clone())).await;
+    let config = host.server_configs.for_suites(start.client_hello().cipher_suites());
+    let handshake = timeout_at(deadline, start.into_stream(config)).await;
     // Taken whatever the outcome, so that it can never be attributed to a later handshake.
     let refused_cert = tls::take_refused_cert();
     let tls = match handshake {

@@ -8,10 +8,11 @@
 //! Tickets are sealed with AES-256-GCM under a key derived (HKDF-SHA256) from a 32-byte secret, the hostname and
 //! a six-hour period; a ticket opens during its period and the next, so keys rotate without a store of old
 //! ones. Nodes given the same secret (the binary derives it from the master key every node of a fleet shares)
-//! open each other's tickets, so a client resumes on whichever node a load balancer sends it to. TLS 1.3
-//! resumption in rustls always runs a fresh (EC)DHE exchange, so a leaked ticket key does not expose the traffic
-//! of resumed sessions. Does not decide whether a resumed session's certificate is still trusted: the connection
-//! checks that against the current snapshot.
+//! open each other's tickets, so a client resumes on whichever node a load balancer sends it to. Any period's key
+//! can be derived again from the secret, so tickets are only as secret as it is: TLS 1.3 resumption in rustls
+//! always runs a fresh (EC)DHE exchange, so a ticket never exposes a session's traffic, and TLS 1.2 clients (whose
+//! tickets would carry the master secret) get none (see `tls::HostConfigs`). Does not decide whether a resumed
+//! session's certificate is still trusted: the connection checks that against the current snapshot.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

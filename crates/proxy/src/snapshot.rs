@@ -211,7 +211,8 @@ pub struct Host {
     pub hostname: String,
     /// For security events; the proxy does not interpret it.
     pub zone_id: Option<String>,
-    pub server_config: Arc<rustls::ServerConfig>,
+    /// The host's TLS configs (with session tickets for TLS 1.3 clients, without for TLS 1.2 ones).
+    pub(crate) server_configs: tls::HostConfigs,
     pub mtls: Option<Mtls>,
     pub origin: Origin,
     pub forwarding: Forwarding,
@@ -254,14 +255,14 @@ impl Host {
             .mtls
             .as_ref()
             .map(|(m, cas)| (m.mode, m.verifier.clone(), cas.as_slice()));
-        let server_config = tls::server_config(params.cert, client_auth, &params.sessions)?;
+        let server_configs = tls::server_config(params.cert, client_auth, &params.sessions)?;
         let hostname = params.hostname.to_ascii_lowercase();
         Ok(Host {
             metrics: crate::observe::HostMetrics::new(&hostname),
             hostname_header: http::HeaderValue::from_str(&hostname).ok(),
             hostname,
             zone_id: params.zone_id,
-            server_config,
+            server_configs,
             mtls: params.mtls.map(|(m, _)| m),
             origin: params.origin,
             forwarding: params.forwarding,

@@ -200,13 +200,57 @@ impl ServerCert {
     }
 }
 
-/// Builds a host's `ServerConfig`: TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`, the server
+/// A host's two `ServerConfig`s, the same but for session tickets.
+#[derive(Debug, Clone)]
+pub(crate) struct HostConfigs {
+    /// For clients that offer TLS 1.3: tickets from the host's ticketer.
+    pub tls13: Arc<ServerConfig>,
+    /// For clients that offer only TLS 1.2: no tickets, the session cache only.
+    pub tls12: Arc<ServerConfig>,
+}
+
+impl HostConfigs {
+    /// The config for a ClientHello offering `suites`.
+    pub(crate) fn for_suites(&self, suites: &[rustls::CipherSuite]) -> Arc<ServerConfig> {
+        use rustls::CipherSuite as S;
+        let tls13 = suites.iter().any(|s| {
+            matches!(
+                s,
+                S::TLS13_AES_128_GCM_SHA256 | S::TLS13_AES_256_GCM_SHA384 | S::TLS13_CHACHA20_POLY1305_SHA256
+            )
+        });
+        if tls13 { self.tls13.clone() } else { self.tls12.clone() }
+    }
+}
+
+#[derive(Debug)]
+struct NoTickets;
+
+impl rustls::server::ProducesTickets for NoTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    fn lifetime(&self) -> u32 {
+        0
+    }
+
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// Builds a host's `ServerConfig`s: TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`, the server
 /// certificate, and (when `client_auth` is given) the client-certificate policy.
 pub(crate) fn server_config(
     cert: ServerCert,
     client_auth: Option<(MtlsMode, Arc<Verifier>, &[CertificateDer<'_>])>,
     sessions: &TlsSessions,
-) -> Result<Arc<ServerConfig>, ProxyError> {
+) -> Result<HostConfigs, ProxyError> {
     let provider = provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -227,8 +271,16 @@ pub(crate) fn server_config(
     // The host's own cache and ticket keys, kept across rebuilds: a session never resumes on another
     // host, and survives every write to the store.
     config.session_storage = sessions.cache.clone();
+    let mut without_tickets = config.clone();
     config.ticketer = sessions.ticketer.clone();
-    Ok(Arc::new(config))
+    // TLS 1.2 tickets carry the session's master secret, and ticket keys can be derived again from the
+    // master key: TLS 1.2 clients resume from the session cache instead. (TLS 1.3 resumption always runs
+    // a fresh key exchange, so its tickets never expose a session's traffic.)
+    without_tickets.ticketer = Arc::new(NoTickets);
+    Ok(HostConfigs {
+        tls13: Arc::new(config),
+        tls12: Arc::new(without_tickets),
+    })
 }
 
 /// Cloudflare's `cf.tls_version` spelling.

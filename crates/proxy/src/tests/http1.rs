@@ -527,3 +527,17 @@ async fn client_addresses_come_from_the_proxy_protocol_of_trusted_balancers_only
     let (_, body) = get_raw(&mut tls, "/public").await;
     assert_eq!(forwarded_for(&body).as_deref(), Some("127.0.0.1"));
 }
+
+#[tokio::test]
+async fn a_host_header_that_is_not_an_authority_is_refused() {
+    let w = world().await;
+    let proxy = api_proxy(&w, ProxyConfig::default()).await;
+    for host in ["other.test:x", "api.test/evil", "a b"] {
+        let mut tls = raw(&proxy, &w).await;
+        tls.write_all(format!("GET /public HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (head, _) = responses(&mut tls, 1).await.remove(0);
+        assert!(head.starts_with("HTTP/1.1 400"), "{host}: {head}");
+    }
+}
