@@ -48,6 +48,29 @@ fn get(server: &Server, path: &str, extra: &[&str]) -> (Option<i32>, String, Str
 
 const WITH_CERT: &[&str] = &["--cert", "cert.pem", "--key", "key.pem"];
 
+/// `openssl s_client` to the edge as `localhost` with `args`, sending one `GET /` and reading to the end (so that
+/// session tickets arrive before `-sess_out` saves them); its standard output.
+fn s_client_get(server: &Server, args: &[&str]) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{}", server.edge_port)])
+        .args(["-servername", "localhost", "-ign_eof", "-CAfile"])
+        .arg(server.data_dir().join("edge-dev-ca.pem"))
+        .args(args)
+        .current_dir(server.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    drop(stdin);
+    String::from_utf8_lossy(&child.wait_with_output().expect("openssl ends").stdout).into_owned()
+}
+
 #[test]
 fn curl_sees_rules_enforced_over_http1_and_http2() {
     let server = Server::start();
@@ -233,43 +256,20 @@ fn resumed_handshakes_are_counted() {
     let server = Server::start();
     setup(&server);
     let dir = server.dir.path();
-    let connect = format!("127.0.0.1:{}", server.edge_port);
-    let edge_ca = server.data_dir().join("edge-dev-ca.pem");
-    let edge_ca = edge_ca.to_str().expect("utf-8");
     // One request per connection, read to the end, so that s_client has the session tickets before it saves them.
     let s_client = |session: &str| {
-        use std::io::Write as _;
-        let mut child = std::process::Command::new("openssl")
-            .args([
-                "s_client",
-                "-connect",
-                &connect,
-                "-servername",
-                "localhost",
-                "-CAfile",
-                edge_ca,
+        s_client_get(
+            &server,
+            &[
                 "-cert",
                 "cert.pem",
                 "-key",
                 "key.pem",
                 "-tls1_3",
-                "-ign_eof",
                 session,
                 "session.pem",
-            ])
-            .current_dir(dir)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("openssl runs");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .expect("request");
-        drop(stdin);
-        let out = child.wait_with_output().expect("openssl ends");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            ],
+        )
     };
     let first = s_client("-sess_out");
     assert!(first.contains("HTTP/1.1 200"), "{first}");
@@ -827,29 +827,11 @@ fn rate_limits_per_client_certificate_through_the_api() {
 fn tls12_clients_get_no_session_tickets_but_still_resume() {
     let server = Server::start();
     setup(&server);
-    let dir = server.dir.path();
-    let connect = format!("127.0.0.1:{}", server.edge_port);
-    let edge_ca = server.data_dir().join("edge-dev-ca.pem");
     let s_client = |version: &str, session: &str, file: &str| {
-        use std::io::Write as _;
-        let mut child = std::process::Command::new("openssl")
-            .args(["s_client", "-connect", &connect, "-servername", "localhost", "-CAfile"])
-            .arg(&edge_ca)
-            .args([
-                "-cert", "cert.pem", "-key", "key.pem", version, "-ign_eof", session, file,
-            ])
-            .current_dir(dir)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("openssl runs");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .expect("request");
-        drop(stdin);
-        String::from_utf8_lossy(&child.wait_with_output().expect("openssl ends").stdout).into_owned()
+        s_client_get(
+            &server,
+            &["-cert", "cert.pem", "-key", "key.pem", version, session, file],
+        )
     };
     let first = s_client("-tls1_2", "-sess_out", "s12.pem");
     assert!(first.contains("HTTP/1.1 200"), "{first}");
