@@ -341,6 +341,19 @@ async fn replace(
     current: Option<&Ruleset>,
     actor: &Actor,
 ) -> Result<Ruleset, ApiError> {
+    write(state, zone_id, phase, body, current, false, actor).await
+}
+
+/// [`replace`], or with `create_only` a create that fails if the ruleset exists by the time it is written.
+async fn write(
+    state: &AdminState,
+    zone_id: &str,
+    phase: &str,
+    body: PutEntrypoint,
+    current: Option<&Ruleset>,
+    create_only: bool,
+    actor: &Actor,
+) -> Result<Ruleset, ApiError> {
     if body.kind.as_deref().is_some_and(|k| k != "zone") {
         return Err(ApiError::invalid("kind must be \"zone\""));
     }
@@ -366,10 +379,16 @@ async fn replace(
         .description
         .or_else(|| current.map(|rs| rs.description.clone()))
         .unwrap_or_default();
-    Ok(state
-        .store
-        .put_entrypoint(zone_id, phase, &name, &description, rules, actor)
-        .await?)
+    let store = &state.store;
+    Ok(if create_only {
+        store
+            .create_entrypoint(zone_id, phase, &name, &description, rules, actor)
+            .await?
+    } else {
+        store
+            .put_entrypoint(zone_id, phase, &name, &description, rules, actor)
+            .await?
+    })
 }
 
 /// A ruleset in a list: everything but its rules, as Cloudflare lists them.
@@ -427,13 +446,8 @@ pub async fn create_ruleset(
             "phase {phase:?} is not supported; Portcullis evaluates {PHASE:?} and {RATELIMIT_PHASE:?}"
         )));
     }
-    if let Some(existing) = state.store.entrypoint(&zone_id, &phase).await? {
-        return Err(ApiError::conflict(format!(
-            "zone {zone_id:?} already has the {phase:?} ruleset {:?}; PUT /zones/{zone_id}/rulesets/{} replaces it",
-            existing.id, existing.id
-        )));
-    }
-    let rs = replace(&state, &zone_id, &phase, body, None, &actor).await?;
+    // The store refuses it if the ruleset exists, also when another writer created it a moment ago.
+    let rs = write(&state, &zone_id, &phase, body, None, true, &actor).await?;
     Ok(ok(ruleset_view(rs)))
 }
 

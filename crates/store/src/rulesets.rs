@@ -3,7 +3,7 @@
 
 use crate::Store;
 use crate::db::{RowExt, commit_write, on_db};
-use crate::error::StoreError;
+use crate::error::{StoreError, is_unique_violation};
 use crate::ids::{new_id, now};
 use crate::model::{Actor, NewRule, Rule, Ruleset};
 
@@ -145,6 +145,36 @@ impl Store {
         rules: Vec<NewRule>,
         actor: &Actor,
     ) -> Result<Ruleset, StoreError> {
+        self.write_entrypoint(zone_id, phase, name, description, rules, false, actor)
+            .await
+    }
+
+    /// Creates the zone's entry-point ruleset for `phase`; a conflict if it exists, even when another writer
+    /// created it a moment ago (two creates never silently replace each other's rules).
+    pub async fn create_entrypoint(
+        &self,
+        zone_id: &str,
+        phase: &str,
+        name: &str,
+        description: &str,
+        rules: Vec<NewRule>,
+        actor: &Actor,
+    ) -> Result<Ruleset, StoreError> {
+        self.write_entrypoint(zone_id, phase, name, description, rules, true, actor)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn write_entrypoint(
+        &self,
+        zone_id: &str,
+        phase: &str,
+        name: &str,
+        description: &str,
+        rules: Vec<NewRule>,
+        create_only: bool,
+        actor: &Actor,
+    ) -> Result<Ruleset, StoreError> {
         if rules.len() > MAX_RULES {
             return Err(StoreError::Invalid(format!(
                 "too many rules: {} (at most {MAX_RULES})",
@@ -152,6 +182,14 @@ impl Store {
             )));
         }
         let existing = self.entrypoint(zone_id, phase).await?;
+        let exists = |id: &str| {
+            StoreError::Conflict(format!(
+                "zone {zone_id:?} already has the {phase:?} ruleset {id:?}; PUT /zones/{zone_id}/rulesets/{id} replaces it"
+            ))
+        };
+        if create_only && let Some(rs) = &existing {
+            return Err(exists(&rs.id));
+        }
         let at = now();
         let ruleset_id = existing.as_ref().map_or_else(new_id, |r| r.id.clone());
         let version = existing.as_ref().map_or(1, |r| r.version + 1);
@@ -175,7 +213,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             } else {
-                sqlx::query(
+                let inserted = sqlx::query(
                     "INSERT INTO rulesets (id, zone_id, phase, name, description, version, last_updated) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
@@ -187,7 +225,16 @@ impl Store {
                 .bind(version)
                 .bind(at)
                 .execute(&mut *tx)
-                .await?;
+                .await;
+                match inserted {
+                    // Another writer created it between our read and this insert.
+                    Err(err) if is_unique_violation(&err) => {
+                        return Err(StoreError::Conflict(format!(
+                            "zone {zone_id:?} got a {phase:?} ruleset from another writer just now; read it and try again"
+                        )));
+                    }
+                    other => other?,
+                };
             }
             insert_rules!(tx, &ruleset_id, &rules);
             commit_write!(self, tx, actor, "replace", "ruleset", &ruleset_id, phase);

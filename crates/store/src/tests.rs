@@ -812,6 +812,46 @@ fn rule(id: Option<&str>, expression: &str) -> crate::NewRule {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_of_a_ruleset_never_replace_each_other() {
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let zone = store.create_zone("example.com", &a).await.expect("zone");
+        let create = |name: &'static str| {
+            let store = store.clone();
+            let zone = zone.id.clone();
+            async move {
+                store
+                    .create_entrypoint(
+                        &zone,
+                        "http_request_firewall_custom",
+                        name,
+                        "",
+                        vec![rule(None, name)],
+                        &Actor::system(),
+                    )
+                    .await
+            }
+        };
+        let (first, second) = tokio::join!(create("one"), create("two"));
+        let (ok, conflict): (Vec<_>, Vec<_>) = [first, second].into_iter().partition(Result::is_ok);
+        assert_eq!((ok.len(), conflict.len()), (1, 1), "{conflict:?}");
+        assert!(matches!(conflict[0], Err(StoreError::Conflict(_))), "{conflict:?}");
+        let kept = ok.into_iter().next().expect("one").expect("created");
+        let stored = store
+            .entrypoint(&zone.id, "http_request_firewall_custom")
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!((stored.name.as_str(), stored.rules.len()), (kept.name.as_str(), 1));
+        assert_eq!(
+            stored.rules[0].expression, kept.name,
+            "the winner's rules, not the loser's"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rulesets_keep_rule_order_through_edits() {
     use crate::Position;
     const PHASE: &str = "http_request_firewall_custom";
