@@ -11,6 +11,7 @@ use crate::client::{ApiArgs, ApiClient, ApiFailure, array, print_json, print_tab
 
 /// The phase whose entry-point ruleset holds the zone's custom rules.
 const PHASE: &str = "http_request_firewall_custom";
+const RATELIMIT_PHASE: &str = "http_ratelimit";
 
 #[derive(Debug, clap::Args)]
 pub struct RuleArgs {
@@ -60,6 +61,35 @@ pub enum RuleCommand {
         /// Only on these hostnames; by default on every hostname of the zone.
         #[arg(long = "host", value_name = "HOST", num_args = 1..)]
         hosts: Vec<String>,
+        /// Zone id or name; by default the only zone there is.
+        #[arg(long)]
+        zone: Option<String>,
+    },
+    /// Add a rate limit (Cloudflare's rate limiting rules): at most --requests per --period seconds per client
+    /// certificate (--per cert, the default), client address (--per ip) or header (--per header:NAME). Requests that
+    /// --expression matches are counted: by default, those with a verified certificate for --per cert, and every
+    /// request otherwise. Over the limit: 429 with Retry-After (or only a security event with --action log).
+    #[command(name = "add-ratelimit")]
+    AddRateLimit {
+        #[arg(long, default_value = "cert", value_name = "cert|ip|header:NAME")]
+        per: String,
+        /// Requests allowed per period.
+        #[arg(long, value_name = "N")]
+        requests: u64,
+        /// Seconds: 10, 60, 120, 300, 600 or 3600.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        period: u32,
+        /// Seconds a client that went over stays blocked (0: only while over): 0, 10, 60, 120, 300, 600, 3600 or
+        /// 86400.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        timeout: u32,
+        /// Which requests count (a Rules-language expression).
+        #[arg(long)]
+        expression: Option<String>,
+        #[arg(long, value_parser = ["block", "log"], default_value = "block")]
+        action: String,
+        #[arg(long, default_value = "")]
+        description: String,
         /// Zone id or name; by default the only zone there is.
         #[arg(long)]
         zone: Option<String>,
@@ -123,32 +153,70 @@ fn mtls_expression(paths: &[String], hosts: &[String]) -> String {
     expression
 }
 
-fn entrypoint_path(zone: &Value) -> String {
-    format!("/zones/{}/rulesets/phases/{PHASE}/entrypoint", s(zone, "id"))
+fn entrypoint_path(zone: &Value, phase: &str) -> String {
+    format!("/zones/{}/rulesets/phases/{phase}/entrypoint", s(zone, "id"))
 }
 
-/// The zone's entry-point ruleset, or `None` when it has none yet.
-async fn entrypoint(api: &ApiClient, zone: &Value) -> anyhow::Result<Option<Value>> {
-    match api.get(&entrypoint_path(zone)).await {
+/// The zone's entry-point ruleset of `phase`, or `None` when it has none yet.
+async fn entrypoint(api: &ApiClient, zone: &Value, phase: &str) -> anyhow::Result<Option<Value>> {
+    match api.get(&entrypoint_path(zone, phase)).await {
         Ok(rs) => Ok(Some(rs.result)),
         Err(err) if ApiFailure::is_not_found(&err) => Ok(None),
         Err(err) => Err(err),
     }
 }
 
-/// Appends `rule` to the zone's ruleset (creating the ruleset when there is none) and returns the ruleset.
-async fn add(api: &ApiClient, zone: &Value, rule: &Value) -> anyhow::Result<Value> {
-    Ok(match entrypoint(api, zone).await? {
+/// Appends `rule` to the zone's ruleset of `phase` (creating the ruleset when there is none) and returns the
+/// ruleset.
+async fn add(api: &ApiClient, zone: &Value, phase: &str, rule: &Value) -> anyhow::Result<Value> {
+    Ok(match entrypoint(api, zone, phase).await? {
         Some(rs) => {
             let path = format!("/zones/{}/rulesets/{}/rules", s(zone, "id"), s(&rs, "id"));
             api.send(Method::POST, &path, rule).await?.result
         }
         None => {
-            api.send(Method::PUT, &entrypoint_path(zone), &json!({ "rules": [rule] }))
+            api.send(Method::PUT, &entrypoint_path(zone, phase), &json!({ "rules": [rule] }))
                 .await?
                 .result
         }
     })
+}
+
+/// The rule of `rule add-ratelimit`.
+fn ratelimit_rule(
+    per: &str,
+    requests: u64,
+    period: u32,
+    timeout: u32,
+    expression: Option<String>,
+    action: &str,
+    description: &str,
+) -> anyhow::Result<Value> {
+    let (characteristic, default_expression) = match per {
+        "cert" => (
+            "cf.tls_client_auth.cert_fingerprint_sha256".to_owned(),
+            "cf.tls_client_auth.cert_verified",
+        ),
+        "ip" => ("ip.src".to_owned(), "true"),
+        other => match other.strip_prefix("header:").filter(|n| !n.is_empty()) {
+            Some(name) => (
+                format!("http.request.headers[{}]", quote(&name.to_ascii_lowercase())),
+                "true",
+            ),
+            None => bail!("--per must be cert, ip or header:NAME, not {other:?}"),
+        },
+    };
+    Ok(json!({
+        "expression": expression.unwrap_or_else(|| default_expression.to_owned()),
+        "action": action,
+        "description": description,
+        "ratelimit": {
+            "characteristics": ["cf.colo.id", characteristic],
+            "period": period,
+            "requests_per_period": requests,
+            "mitigation_timeout": timeout,
+        },
+    }))
 }
 
 /// The zone and ruleset holding rule `id`: in --zone, or in whichever zone has it.
@@ -161,10 +229,12 @@ async fn find_rule(api: &ApiClient, zone: Option<&str>, id: &str) -> anyhow::Res
         None => zones(api).await?,
     };
     for zone in candidates {
-        if let Some(rs) = entrypoint(api, &zone).await?
-            && array(&rs["rules"]).iter().any(|r| s(r, "id") == id)
-        {
-            return Ok((zone, rs));
+        for phase in [PHASE, RATELIMIT_PHASE] {
+            if let Some(rs) = entrypoint(api, &zone, phase).await?
+                && array(&rs["rules"]).iter().any(|r| s(r, "id") == id)
+            {
+                return Ok((zone, rs));
+            }
         }
     }
     match zone {
@@ -208,7 +278,22 @@ pub async fn rule(args: RuleArgs) -> anyhow::Result<ExitCode> {
                 }});
             }
             let zone = zone_or_only(&api, zone.as_deref()).await?;
-            let rs = add(&api, &zone, &rule).await?;
+            let rs = add(&api, &zone, PHASE, &rule).await?;
+            report_added(&rs, &zone, json)?;
+        }
+        RuleCommand::AddRateLimit {
+            per,
+            requests,
+            period,
+            timeout,
+            expression,
+            action,
+            description,
+            zone,
+        } => {
+            let rule = ratelimit_rule(&per, requests, period, timeout, expression, &action, &description)?;
+            let zone = zone_or_only(&api, zone.as_deref()).await?;
+            let rs = add(&api, &zone, RATELIMIT_PHASE, &rule).await?;
             report_added(&rs, &zone, json)?;
         }
         RuleCommand::AddMtls { paths, hosts, zone } => {
@@ -218,7 +303,7 @@ pub async fn rule(args: RuleArgs) -> anyhow::Result<ExitCode> {
                 "description": "mTLS-enforced authentication",
             });
             let zone = zone_or_only(&api, zone.as_deref()).await?;
-            let rs = add(&api, &zone, &rule).await?;
+            let rs = add(&api, &zone, PHASE, &rule).await?;
             report_added(&rs, &zone, json)?;
         }
         RuleCommand::List { zone } => {
@@ -229,7 +314,7 @@ pub async fn rule(args: RuleArgs) -> anyhow::Result<ExitCode> {
             let mut all = Vec::new();
             let mut rows = Vec::new();
             for zone in &zones {
-                if let Some(rs) = entrypoint(&api, zone).await? {
+                if let Some(rs) = entrypoint(&api, zone, PHASE).await? {
                     for rule in array(&rs["rules"]) {
                         let mut row = rule_row(rule);
                         if zones.len() > 1 {
@@ -304,6 +389,23 @@ fn report_added(rs: &Value, zone: &Value, json: bool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ratelimit_rules_per_certificate_address_or_header() {
+        let cert = ratelimit_rule("cert", 100, 60, 600, None, "block", "").unwrap();
+        assert_eq!(cert["expression"], "cf.tls_client_auth.cert_verified");
+        assert_eq!(
+            cert["ratelimit"],
+            json!({"characteristics": ["cf.colo.id", "cf.tls_client_auth.cert_fingerprint_sha256"],
+                   "period": 60, "requests_per_period": 100, "mitigation_timeout": 600})
+        );
+        let header = ratelimit_rule("header:X-Api-Key", 5, 10, 0, Some("true".into()), "log", "").unwrap();
+        assert_eq!(
+            header["ratelimit"]["characteristics"][1],
+            r#"http.request.headers["x-api-key"]"#
+        );
+        assert!(ratelimit_rule("user", 1, 10, 0, None, "block", "").is_err());
+    }
 
     #[test]
     fn mtls_expression_quotes_and_escapes_strings() {

@@ -841,3 +841,39 @@ fn tls12_clients_get_no_session_tickets_but_still_resume() {
     let third = s_client("-tls1_3", "-sess_out", "s13.pem");
     assert!(third.contains("TLS session ticket:"), "TLS 1.3 gets a ticket: {third}");
 }
+
+/// The same through the CLI: `rule add-ratelimit`, then `rule remove` finds the rate-limiting rule too.
+#[test]
+fn rate_limits_from_the_cli() {
+    let server = Server::start();
+    setup(&server);
+    let out = ok(&server.cli(&[
+        "rule",
+        "add-ratelimit",
+        "--per",
+        "ip",
+        "--requests",
+        "1",
+        "--period",
+        "10",
+    ]));
+    assert!(out.contains("(block)"), "{out}");
+    let id = out.split_whitespace().nth(2).expect("rule id").to_owned();
+    let until = |want: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, status, _) = get(&server, "/", &[]);
+            if status == want {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "still {status}, wanted {want}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    until("429");
+    let out = ok(&server.cli(&["rule", "remove", &id]));
+    assert!(out.starts_with(&format!("removed rule {id}")), "{out}");
+    until("200");
+    let err = crate::support::portcullis(&["rule", "add-ratelimit", "--per", "user", "--requests", "1"]);
+    assert!(!err.status.success());
+}
