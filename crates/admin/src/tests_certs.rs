@@ -61,6 +61,28 @@ impl Tmp {
         self.read(&csr)
     }
 
+    /// A self-signed leaf (`CA:FALSE`) for `subject`, valid 30 days, with `extra` `-addext` values; returns the
+    /// certificate and key PEM (`{name}.pem`, `{name}.key`).
+    fn leaf(&self, name: &str, subject: &str, extra: &[&str]) -> (String, String) {
+        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+        let mut args = vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        args.extend(["-keyout", &key, "-out", &pem, "-subj", subject, "-days", "30"]);
+        args.extend(["-addext", "basicConstraints=critical,CA:FALSE"]);
+        for ext in extra {
+            args.extend(["-addext", ext]);
+        }
+        self.openssl(&args);
+        (self.read(&pem), self.read(&key))
+    }
+
     /// A self-signed CA (`{name}.pem`, `{name}.key`).
     fn ca(&self, name: &str, subject: &str) -> String {
         let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
@@ -568,25 +590,7 @@ async fn bring_your_own_ca_lifecycle() {
     let ca_pem = tmp.ca("byo", "/CN=Test BYO CA/O=Acme");
 
     // A leaf certificate is not a CA.
-    tmp.openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "leaf.key",
-        "-out",
-        "leaf.pem",
-        "-subj",
-        "/CN=just-a-leaf",
-        "-days",
-        "30",
-        "-addext",
-        "basicConstraints=critical,CA:FALSE",
-    ]);
+    tmp.leaf("leaf", "/CN=just-a-leaf", &[]);
     let (status, body) = api
         .send(
             Method::POST,
@@ -1364,30 +1368,7 @@ async fn origin_client_certificates_are_uploaded_with_their_key_and_used_by_host
     let tmp = Tmp::new();
     let account = account(&api).await;
     let base = format!("/client/v4/accounts/{account}/mtls_certificates");
-    let leaf = |name: &str| {
-        tmp.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-subj",
-            &format!("/CN={name}"),
-            "-days",
-            "30",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-addext",
-            "extendedKeyUsage=clientAuth",
-        ]);
-        (tmp.read(&format!("{name}.pem")), tmp.read(&format!("{name}.key")))
-    };
+    let leaf = |name: &str| tmp.leaf(name, &format!("/CN={name}"), &["extendedKeyUsage=clientAuth"]);
     let (cert, key) = leaf("edge-to-origin");
     let (_, other_key) = leaf("someone-else");
 

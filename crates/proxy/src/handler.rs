@@ -225,11 +225,7 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
     let mut action = "allow";
     let mut rule_id = None;
     let limited = !host.ratelimit.rules().is_empty();
-    let mut wanted = *host.ruleset.fields();
-    if limited {
-        wanted.extend(host.ratelimit.fields());
-    }
-    let wanted = &wanted;
+    let wanted = &host.rule_fields;
     let req = if wanted.is_empty() && !limited {
         req
     } else {

@@ -220,6 +220,8 @@ pub struct Host {
     pub ruleset: Arc<CompiledRuleset>,
     /// The zone's rate-limiting rules (`http_ratelimit`), evaluated after `ruleset` lets a request through.
     pub ratelimit: Arc<CompiledRuleset>,
+    /// The fields `ruleset` and `ratelimit` read together: what a request's rules context is filled with.
+    pub(crate) rule_fields: portcullis_rules::FieldSet,
     /// The zone's URL normalization: which path the rules and the origin see.
     pub url_normalization: UrlNormalization,
     /// Request counters and latency histogram labelled with this host.
@@ -266,6 +268,11 @@ impl Host {
             mtls: params.mtls.map(|(m, _)| m),
             origin: params.origin,
             forwarding: params.forwarding,
+            rule_fields: {
+                let mut fields = *params.ruleset.fields();
+                fields.extend(params.ratelimit.fields());
+                fields
+            },
             ruleset: params.ruleset,
             ratelimit: params.ratelimit,
             url_normalization: params.url_normalization,

@@ -270,21 +270,24 @@ async fn start_tls_origin_requiring(client_ca: Option<&[u8]>) -> (SocketAddr, Se
 // ---------------------------------------------------------------------------------------------
 // The proxy
 
+/// An enabled rule with id `id`.
+fn rule(id: String, expression: &str, action: Action, response: Option<BlockResponse>) -> Rule {
+    Rule {
+        id: Some(id),
+        description: String::new(),
+        expression: expression.to_owned(),
+        action,
+        action_parameters: response.map(|r| portcullis_rules::ActionParameters { response: Some(r) }),
+        enabled: true,
+        ratelimit: None,
+    }
+}
+
 fn ruleset(rules: &[(&str, Action, Option<BlockResponse>)]) -> Arc<CompiledRuleset> {
     let rules = rules
         .iter()
         .enumerate()
-        .map(|(i, (expr, action, response))| Rule {
-            id: Some(format!("rule{i}")),
-            description: String::new(),
-            expression: (*expr).to_owned(),
-            action: *action,
-            action_parameters: response
-                .clone()
-                .map(|r| portcullis_rules::ActionParameters { response: Some(r) }),
-            enabled: true,
-            ratelimit: None,
-        })
+        .map(|(i, (expr, action, response))| rule(format!("rule{i}"), expr, *action, response.clone()))
         .collect();
     Arc::new(CompiledRuleset::compile(&Ruleset { rules }).unwrap())
 }
@@ -1008,14 +1011,6 @@ fn ratelimits(rules: &[LimitSpec<'_>]) -> Arc<CompiledRuleset> {
         .iter()
         .enumerate()
         .map(|(i, (expr, action, characteristics, rpp, response))| Rule {
-            id: Some(format!("rl{i}")),
-            description: String::new(),
-            expression: (*expr).to_owned(),
-            action: *action,
-            action_parameters: response
-                .clone()
-                .map(|r| portcullis_rules::ActionParameters { response: Some(r) }),
-            enabled: true,
             ratelimit: Some(portcullis_rules::RateLimit {
                 characteristics: characteristics.iter().map(|c| (*c).to_owned()).collect(),
                 period: 60,
@@ -1024,6 +1019,7 @@ fn ratelimits(rules: &[LimitSpec<'_>]) -> Arc<CompiledRuleset> {
                 requests_to_origin: None,
                 counting_expression: None,
             }),
+            ..rule(format!("rl{i}"), expr, *action, response.clone())
         })
         .collect();
     Arc::new(CompiledRuleset::compile_ratelimit(&Ruleset { rules }).unwrap())
