@@ -62,8 +62,9 @@ pub enum CaCommand {
     /// `ca crl ID --out FILE` downloads the current CRL (DER) of the managed CA ID from the server's public
     /// /crl/ID.crl and writes it to FILE, replacing FILE (a CRL is refreshed, not kept).
     ///
-    /// `ca crl ID --upload FILE` sends FILE (PEM or DER, signed by that CA) as the CRL of the uploaded CA ID,
-    /// replacing its previous CRL; the edge then refuses the certificates it lists.
+    /// `ca crl ID --upload FILE…` sends the CRLs in the FILEs (PEM, possibly several per file, or DER) as the CRLs
+    /// of the uploaded CA bundle ID, replacing the previous ones: one per certificate of the bundle at most (the
+    /// root's, an intermediate's), each signed by it. The edge then refuses the certificates they list.
     Crl(CrlArgs),
 }
 
@@ -75,9 +76,9 @@ pub struct CrlArgs {
     /// Download the managed CA's CRL (DER) into FILE.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Upload FILE (a PEM or DER CRL) as the uploaded CA's CRL.
-    #[arg(long, value_name = "FILE")]
-    pub upload: Option<PathBuf>,
+    /// Upload the CRLs in FILE… (PEM or DER) as the uploaded CA bundle's CRLs.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub upload: Vec<PathBuf>,
 }
 
 /// Refuses ids that would change the request's path.
@@ -226,7 +227,7 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
         }
         CaCommand::Crl(crl) => {
             check_id(&crl.id)?;
-            match (crl.out, crl.upload) {
+            match (crl.out, crl.upload.is_empty()) {
                 (Some(out), _) => {
                     let der = api.get_raw(&format!("/crl/{}.crl", crl.id)).await?;
                     replace_file(&out, &der)?;
@@ -241,12 +242,18 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
                         );
                     }
                 }
-                (None, Some(file)) => {
-                    let data = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-                    let text = match std::str::from_utf8(&data) {
-                        Ok(text) if text.trim_start().starts_with("-----BEGIN") => text.to_owned(),
-                        _ => portcullis_pki::pem::encode("X509 CRL", &data),
-                    };
+                (None, false) => {
+                    let mut text = String::new();
+                    for file in &crl.upload {
+                        let data = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+                        match std::str::from_utf8(&data) {
+                            Ok(pem) if pem.trim_start().starts_with("-----BEGIN") => {
+                                text.push_str(pem.trim());
+                                text.push('\n');
+                            }
+                            _ => text.push_str(&portcullis_pki::pem::encode("X509 CRL", &data)),
+                        }
+                    }
                     let account = account_id(&api).await?;
                     let result = api
                         .send(
@@ -259,8 +266,10 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
                     if json {
                         print_json(&result)?;
                     } else {
+                        let count = array(&result["crls"]).len();
                         outln!(
-                            "uploaded a CRL with {} revoked certificate(s) for CA {} (this update {}, next update {})",
+                            "uploaded {count} CRL{} with {} revoked certificate(s) for CA {} (this update {}, next update {})",
+                            if count == 1 { "" } else { "s" },
                             s(&result, "entries"),
                             crl.id,
                             s(&result, "this_update"),
@@ -271,7 +280,7 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
                         );
                     }
                 }
-                (None, None) => bail!("give --out FILE or --upload FILE"),
+                (None, true) => bail!("give --out FILE or --upload FILE…"),
             }
         }
     }

@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use arc_swap::ArcSwap;
 use portcullis_admin::{
-    CertificateForwarding, FIREWALL_PHASE, HostnameSettings, RATELIMIT_PHASE, TlsClientAuth, compile_stored_rules,
+    CertificateForwarding, FIREWALL_PHASE, HostnameSettings, RATELIMIT_PHASE, TlsClientAuth, add_stored_list,
+    compile_stored_rules,
 };
 use portcullis_pki::MasterKey;
 use portcullis_proxy::snapshot::TrustedCa;
@@ -232,10 +233,14 @@ fn covers(pattern: &str, hostname: &str) -> bool {
 impl EdgeBuilder {
     /// Compiles `state` into a snapshot. Any invalid piece fails the whole build, naming the host.
     pub fn build(&self, state: &EdgeState) -> anyhow::Result<Snapshot> {
+        let mut lists = portcullis_rules::Lists::new();
+        for list in &state.lists {
+            add_stored_list(&mut lists, list).map_err(|e| anyhow!("stored list: {e}"))?;
+        }
         let mut rulesets: HashMap<&str, Arc<CompiledRuleset>> = HashMap::new();
         let mut ratelimits: HashMap<&str, Arc<CompiledRuleset>> = HashMap::new();
         for rs in &state.rulesets {
-            let compiled = compile_stored_rules(&rs.phase, &rs.rules)
+            let compiled = compile_stored_rules(&rs.phase, &rs.rules, &lists)
                 .map_err(|e| anyhow!("zone {}: stored {} rules do not compile: {e}", rs.zone_id, rs.phase))?;
             if rs.phase == FIREWALL_PHASE {
                 rulesets.insert(rs.zone_id.as_str(), Arc::new(compiled));

@@ -21,6 +21,7 @@ macro_rules! out {
 mod cli_admin;
 mod cli_ca;
 mod cli_cert;
+mod cli_list;
 mod cli_rule;
 mod cli_rules;
 mod client;
@@ -78,6 +79,8 @@ enum Command {
     Ca(cli_ca::CaArgs),
     /// Custom rules (the http_request_firewall_custom phase) of a zone of a running server.
     Rule(cli_rule::RuleArgs),
+    /// Named IP lists of a running server, for rules such as `ip.src in $office`.
+    List(cli_list::ListArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Command::Token(args) => block_on(cli_admin::token(args)),
         Command::Ca(args) => block_on(cli_ca::ca(args)),
         Command::Rule(args) => block_on(cli_rule::rule(args)),
+        Command::List(args) => block_on(cli_list::list(args)),
     };
     match result {
         Ok(code) => code,

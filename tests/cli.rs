@@ -506,9 +506,12 @@ fn ca_rotation_and_uploaded_cas() {
 
     let pem_crl = ok(&server.cli(&["ca", "crl", &up_id, "--upload", "own.crl"]));
     assert!(
-        pem_crl.starts_with("uploaded a CRL with 0 revoked certificate(s)"),
+        pem_crl.starts_with("uploaded 1 CRL with 0 revoked certificate(s)"),
         "{pem_crl}"
     );
+    // Two CRLs from the same CA in one upload: refused, naming the CA.
+    let err = fails(&server.cli(&["ca", "crl", &up_id, "--upload", "own.crl", "own.crl.der"]));
+    assert!(err.contains("are both from"), "{err}");
     let der_crl = json(&server.cli(&["ca", "crl", &up_id, "--upload", "own.crl.der", "--json"]));
     assert_eq!(der_crl["entries"], 0);
     assert_eq!(str_of(&der_crl, "mtls_certificate_id"), up_id);

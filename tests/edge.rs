@@ -877,3 +877,66 @@ fn rate_limits_from_the_cli() {
     let err = crate::support::portcullis(&["rule", "add-ratelimit", "--per", "user", "--requests", "1"]);
     assert!(!err.status.success());
 }
+
+/// An IP list in a rule (`ip.src in $name`) through the CLI: adding the client's address blocks it at the edge,
+/// removing it lets it through again, and the list cannot be deleted while the rule uses it.
+#[test]
+fn ip_lists_block_and_release_addresses_without_editing_the_rule() {
+    let server = Server::start();
+    setup(&server);
+    let dir = server.dir.path();
+    let out = ok(&server.cli(&["list", "create", "blocked", "--description", "abusers"]));
+    assert!(out.starts_with("created list $blocked"), "{out}");
+    let out = ok(&server.cli(&[
+        "rule",
+        "add",
+        "--expression",
+        "ip.src in $blocked and http.request.uri.path ne \"/health\"",
+        "--action",
+        "block",
+    ]));
+    assert!(out.contains("(block)"), "{out}");
+    let until = |want: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, status, _) = get(&server, "/", WITH_CERT);
+            if status == want {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "still {status}, wanted {want}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    until("200");
+    // A file of ranges, with comments and a blank line; then the client's own address.
+    std::fs::write(
+        dir.join("ranges.txt"),
+        "# partners\n192.0.2.0/24\n\n2001:db8::/32 # lab\n",
+    )
+    .expect("file");
+    let out = ok(&server.cli(&["list", "add", "blocked", "--file", "ranges.txt"]));
+    assert_eq!(out.trim(), "added 2 items to $blocked");
+    let bad = server.cli(&["list", "add", "blocked", "10.0.0.1/8"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("did you mean 10.0.0.0/8"));
+    until("200");
+    ok(&server.cli(&["list", "add", "blocked", "127.0.0.0/8", "--comment", "loopback"]));
+    until("403");
+    let (_, status, _) = get(&server, "/health", WITH_CERT);
+    assert_eq!(status, "200", "the rule's other condition still applies");
+
+    let shown = ok(&server.cli(&["list", "show", "blocked"]));
+    assert!(shown.contains("127.0.0.0/8") && shown.contains("loopback"), "{shown}");
+    let listed = ok(&server.cli(&["list", "ls"]));
+    let row = listed.lines().find(|l| l.starts_with("$blocked")).expect("row");
+    assert_eq!(
+        row.split_whitespace().take(4).collect::<Vec<_>>(),
+        ["$blocked", "ip", "3", "1"]
+    );
+    let refused = server.cli(&["list", "delete", "blocked"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("referenced by rules"));
+
+    ok(&server.cli(&["list", "remove", "blocked", "127.0.0.0/8"]));
+    until("200");
+}

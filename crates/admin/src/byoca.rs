@@ -223,24 +223,40 @@ pub async fn associations(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UploadCrl {
-    /// The CRL as PEM (`-----BEGIN X509 CRL-----`) or base64 DER.
+    /// The CRLs as PEM (one `-----BEGIN X509 CRL-----` block per CA of the bundle that has one: the root's, an
+    /// intermediate's…), or one CRL as base64 DER.
     pub crl: String,
 }
 
-/// The CRL's facts after upload.
+/// The CRLs' facts after upload: totals over all of them, and each one.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CrlView {
     pub mtls_certificate_id: String,
+    /// Revoked certificates listed, in all CRLs.
+    pub entries: usize,
+    /// The oldest `thisUpdate`.
+    pub this_update: String,
+    /// The earliest `nextUpdate`: when the first CRL goes stale.
+    pub next_update: Option<String>,
+    pub crls: Vec<OneCrlView>,
+}
+
+/// One uploaded CRL.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OneCrlView {
+    /// The CA that signed it (a certificate of the bundle), in Cloudflare's DN format.
+    pub issuer: String,
     pub entries: usize,
     pub this_update: String,
     pub next_update: Option<String>,
 }
 
-/// Upload (replace) the CRL of an uploaded CA; its signature must verify against the CA.
+/// Upload (replace) the CRLs of an uploaded CA bundle: each must be signed by a certificate of the bundle, one per
+/// certificate at most.
 #[utoipa::path(put, path = "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/crl", tag = "mtls certificates",
     request_body = UploadCrl,
     params(("account_id" = String, Path, description = "Account id"), ("mtls_certificate_id" = String, Path, description = "CA id")),
-    responses((status = 200, description = "The accepted CRL", body = CrlView)))]
+    responses((status = 200, description = "The accepted CRLs", body = CrlView)))]
 pub async fn put_crl(
     State(state): State<AdminState>,
     Extension(actor): Extension<Actor>,
@@ -254,11 +270,8 @@ pub async fn put_crl(
             "mtls_certificate {id:?} is a client certificate; CRLs belong to CAs"
         )));
     }
-    let ca_der = portcullis_pki::pem::certificates_from_pem_or_der(ca.certificates.as_bytes())
-        .map_err(ApiError::internal)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| ApiError::internal("stored CA has no certificate"))?;
+    let bundle =
+        portcullis_pki::pem::certificates_from_pem_or_der(ca.certificates.as_bytes()).map_err(ApiError::internal)?;
     let text = body.crl.trim();
     let bytes = if text.starts_with("-----BEGIN") {
         text.as_bytes().to_vec()
@@ -267,13 +280,29 @@ pub async fn put_crl(
             .decode(text)
             .map_err(|_| ApiError::invalid("crl must be PEM (-----BEGIN X509 CRL-----) or base64 DER"))?
     };
-    let crl = portcullis_pki::check_crl_for_ca(&ca_der, &bytes).map_err(|e| ApiError::invalid(e.to_string()))?;
-    state.store.set_mtls_certificate_crl(&id, &crl.der, &actor).await?;
+    let crls = portcullis_pki::check_crls_for_bundle(&bundle, &bytes).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let stored: String = crls
+        .iter()
+        .map(|c| portcullis_pki::pem::encode("X509 CRL", &c.der))
+        .collect();
+    state
+        .store
+        .set_mtls_certificate_crl(&id, stored.as_bytes(), &actor)
+        .await?;
     let fmt = |t: OffsetDateTime| rfc3339(t.unix_timestamp());
     Ok(ok(CrlView {
         mtls_certificate_id: id,
-        entries: crl.entries,
-        this_update: fmt(crl.this_update),
-        next_update: crl.next_update.map(fmt),
+        entries: crls.iter().map(|c| c.entries).sum(),
+        this_update: crls.iter().map(|c| c.this_update).min().map(fmt).unwrap_or_default(),
+        next_update: crls.iter().filter_map(|c| c.next_update).min().map(fmt),
+        crls: crls
+            .iter()
+            .map(|c| OneCrlView {
+                issuer: c.issuer.clone(),
+                entries: c.entries,
+                this_update: fmt(c.this_update),
+                next_update: c.next_update.map(fmt),
+            })
+            .collect(),
     }))
 }

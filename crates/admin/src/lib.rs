@@ -17,6 +17,7 @@ mod custom_certs;
 pub mod dashboard;
 mod events;
 mod hostnames;
+mod lists;
 mod rulesets;
 mod time_fmt;
 mod tokens;
@@ -42,7 +43,9 @@ use portcullis_store::Store;
 
 pub use api::{ApiError, Envelope, ErrorItem, ResultInfo, codes};
 pub use hostnames::{CertificateForwarding, HostnameSettings, TlsClientAuth};
-pub use rulesets::{PHASE as FIREWALL_PHASE, RATELIMIT_PHASE, compile_stored as compile_stored_rules};
+pub use rulesets::{
+    PHASE as FIREWALL_PHASE, RATELIMIT_PHASE, add_list as add_stored_list, compile_stored as compile_stored_rules,
+};
 pub use traffic::{MinuteCount, TrafficSource};
 
 /// Largest request body the API accepts.
@@ -176,6 +179,16 @@ fn api_routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(rulesets::add_rule))
         .routes(routes!(rulesets::update_rule, rulesets::delete_rule))
         .routes(routes!(dashboard::validate::validate))
+        .routes(routes!(lists::create_list, lists::list_lists))
+        .routes(routes!(lists::get_list, lists::update_list, lists::delete_list))
+        .routes(routes!(
+            lists::list_items,
+            lists::add_items,
+            lists::replace_items,
+            lists::delete_items
+        ))
+        .routes(routes!(lists::get_item))
+        .routes(routes!(lists::get_operation))
         .routes(routes!(
             certs::create_client_certificate,
             certs::list_client_certificates

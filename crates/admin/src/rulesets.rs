@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use portcullis_rules::{Action, ActionParameters, CompiledRuleset, RateLimit, RuleProblem, RulesetError};
+use portcullis_rules::{Action, ActionParameters, CompiledRuleset, Lists, RateLimit, RuleProblem, RulesetError};
 use portcullis_store::{Actor, NewRule, Position, Rule, Ruleset};
 
 use crate::AdminState;
@@ -180,6 +180,8 @@ impl RuleInput {
                 Some(rl) => Some(serde_json::to_value(rl).map_err(ApiError::internal)?),
                 None => None,
             },
+            // Filled in when the ruleset is compiled.
+            lists: Vec::new(),
         })
     }
 }
@@ -221,31 +223,79 @@ fn stored_as_new(rule: &Rule) -> NewRule {
         action_parameters: rule.action_parameters.clone(),
         enabled: rule.enabled,
         ratelimit: rule.ratelimit.clone(),
+        lists: rule.lists.clone(),
     }
 }
 
-fn compile_for(phase: &str, ruleset: &portcullis_rules::Ruleset) -> Result<CompiledRuleset, RulesetError> {
-    if phase == RATELIMIT_PHASE {
-        CompiledRuleset::compile_ratelimit(ruleset)
-    } else {
-        CompiledRuleset::compile(ruleset)
-    }
+fn compile_for(
+    phase: &str,
+    ruleset: &portcullis_rules::Ruleset,
+    lists: &Lists,
+) -> Result<CompiledRuleset, RulesetError> {
+    CompiledRuleset::compile_with(ruleset, phase == RATELIMIT_PHASE, lists)
 }
 
-/// Compiles `rules` as one ruleset of `phase`; the error names the rule and, for expressions, shows the caret
-/// diagnostic.
-fn compile(phase: &str, rules: &[NewRule]) -> Result<(), ApiError> {
+/// Compiles `rules` as one ruleset of `phase` with the lists they name, and records in each rule the lists its
+/// expression references (the store keeps those lists from being deleted). The error names the rule and, for
+/// expressions, shows the caret diagnostic.
+async fn compile(state: &AdminState, phase: &str, rules: &mut [NewRule]) -> Result<(), ApiError> {
+    let lists = lists_named_in(state, rules.iter().map(|r| r.expression.as_str())).await?;
     let ruleset = portcullis_rules::Ruleset {
         rules: rules.iter().map(engine_rule).collect::<Result<_, _>>()?,
     };
-    compile_for(phase, &ruleset)
-        .map(|_| ())
-        .map_err(|err| ruleset_error(&err, rules))
+    let compiled = compile_for(phase, &ruleset, &lists).map_err(|err| ruleset_error(&err, rules))?;
+    for (rule, compiled) in rules.iter_mut().zip(compiled.rules()) {
+        rule.lists = compiled.program().lists().to_vec();
+    }
+    Ok(())
 }
 
-/// Compiles a zone's stored rules of `phase` for the edge. They were compiled when written, so an error here means
-/// the rules engine changed under stored data; the message names the rule.
-pub fn compile_stored(phase: &str, rules: &[Rule]) -> Result<CompiledRuleset, String> {
+/// The stored lists whose names appear after a `$` in any of `expressions`: every list they can reference (a `$`
+/// inside a string literal only loads a list for nothing), without loading every list's items.
+pub(crate) async fn lists_named_in<'a>(
+    state: &AdminState,
+    expressions: impl Iterator<Item = &'a str>,
+) -> Result<Lists, ApiError> {
+    let mut names: Vec<String> = Vec::new();
+    for expression in expressions {
+        for (i, _) in expression.match_indices('$') {
+            let name: String = expression[i + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if !name.is_empty() && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    let mut lists = Lists::new();
+    if names.is_empty() {
+        return Ok(lists);
+    }
+    let loaded = state.store.edge_lists(Some(&names)).await?;
+    if loaded.len() < names.len() {
+        // A name that is not a list: let the compiler suggest the closest one that is.
+        for list in state.store.lists().await? {
+            lists.insert_unloaded(&list.name);
+        }
+    }
+    for list in &loaded {
+        add_list(&mut lists, list).map_err(ApiError::internal)?;
+    }
+    Ok(lists)
+}
+
+/// Adds a stored list to `lists` for compiling; an error means stored data the rules engine no longer accepts.
+pub fn add_list(lists: &mut Lists, list: &portcullis_store::EdgeList) -> Result<(), String> {
+    match list.kind.as_str() {
+        "ip" => lists.insert_ip(&list.name, list.values.iter().map(String::as_str)),
+        other => Err(format!("list {} has unknown kind {other:?}", list.name)),
+    }
+}
+
+/// Compiles a zone's stored rules of `phase` for the edge, with every list. They were compiled when written, so an
+/// error here means the rules engine changed under stored data; the message names the rule.
+pub fn compile_stored(phase: &str, rules: &[Rule], lists: &Lists) -> Result<CompiledRuleset, String> {
     let rules: Vec<NewRule> = rules.iter().map(stored_as_new).collect();
     let ruleset = portcullis_rules::Ruleset {
         rules: rules
@@ -254,7 +304,7 @@ pub fn compile_stored(phase: &str, rules: &[Rule]) -> Result<CompiledRuleset, St
             .collect::<Result<_, _>>()
             .map_err(|e| e.message)?,
     };
-    compile_for(phase, &ruleset).map_err(|e| e.to_string())
+    compile_for(phase, &ruleset, lists).map_err(|e| e.to_string())
 }
 
 fn ruleset_error(err: &RulesetError, rules: &[NewRule]) -> ApiError {
@@ -365,12 +415,12 @@ async fn write(
             "position is only accepted when adding or moving one rule",
         ));
     }
-    let rules = body
+    let mut rules = body
         .rules
         .iter()
         .map(RuleInput::to_new_rule)
         .collect::<Result<Vec<_>, _>>()?;
-    compile(phase, &rules)?;
+    compile(state, phase, &mut rules).await?;
     let name = body
         .name
         .or_else(|| current.map(|rs| rs.name.clone()))
@@ -512,8 +562,11 @@ pub async fn add_rule(
         .unwrap_or(Position::Last);
     // Compile the ruleset as it will be (order does not change validity, so appending is enough to check).
     let mut all: Vec<NewRule> = current.rules.iter().map(stored_as_new).collect();
-    all.push(new.clone());
-    compile(&current.phase, &all)?;
+    all.push(new);
+    compile(&state, &current.phase, &mut all).await?;
+    let new = all
+        .pop()
+        .ok_or_else(|| ApiError::internal("the new rule went missing"))?;
     let rs = state
         .store
         .add_rule(&zone_id, &ruleset_id, new, position, &actor)
@@ -592,7 +645,7 @@ pub async fn update_rule(
     if let Some(rl) = body.ratelimit {
         updated.ratelimit = Some(serde_json::to_value(rl).map_err(ApiError::internal)?);
     }
-    let all: Vec<NewRule> = current
+    let mut all: Vec<NewRule> = current
         .rules
         .iter()
         .map(|r| {
@@ -603,7 +656,13 @@ pub async fn update_rule(
             }
         })
         .collect();
-    compile(&current.phase, &all)?;
+    compile(&state, &current.phase, &mut all).await?;
+    let updated = all
+        .into_iter()
+        .zip(&current.rules)
+        .find(|(_, r)| r.id == rule_id)
+        .map(|(n, _)| n)
+        .ok_or_else(|| ApiError::not_found("rule", &rule_id))?;
     let position = body.position.as_ref().map(PositionInput::resolve).transpose()?;
     let rs = state
         .store

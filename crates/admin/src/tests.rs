@@ -598,6 +598,8 @@ async fn openapi_document_lists_every_route() {
         "/zones/{zone_id}/certificate_authorities/hostname_associations",
         "/zones/{zone_id}/security/events",
         "/zones/{zone_id}/url_normalization",
+        "/accounts/{account_id}/rules/lists/{list_id}/items",
+        "/accounts/{account_id}/rules/lists/bulk_operations/{operation_id}",
         "/user/tokens",
     ] {
         assert!(
@@ -916,4 +918,174 @@ async fn rulesets_compile_on_write_and_keep_order() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(error(&body).1.contains("not supported"), "{body}");
+}
+
+/// IP lists in Cloudflare's Lists API shapes: rules reference them as `$name`, a referenced list cannot be deleted,
+/// and bad items are refused by position with nothing written.
+#[tokio::test]
+async fn lists_follow_cloudflare_shapes_and_rules_reference_them() {
+    let api = Api::new().await;
+    let account = api.store.account().await.expect("account").id;
+    let lists = format!("/client/v4/accounts/{account}/rules/lists");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &lists,
+            json!({"name": "office", "kind": "ip", "description": "HQ"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let list = &body["result"];
+    assert_eq!(
+        (list["name"].as_str(), list["kind"].as_str()),
+        (Some("office"), Some("ip"))
+    );
+    assert_eq!(
+        (list["num_items"].as_i64(), list["num_referencing_filters"].as_i64()),
+        (Some(0), Some(0))
+    );
+    let id = list["id"].as_str().expect("id").to_owned();
+    for (bad, want) in [
+        (json!({"name": "Office", "kind": "ip"}), "lowercase letters"),
+        (json!({"name": "hosts", "kind": "hostname"}), "IP lists"),
+        (json!({"name": "office", "kind": "ip"}), "already exists"),
+    ] {
+        let (status, body) = api.send(Method::POST, &lists, bad.clone()).await;
+        assert!(status.is_client_error(), "{bad}: {status}");
+        assert!(error(&body).1.contains(want), "{bad}: {body}");
+    }
+
+    let items = format!("{lists}/{id}/items");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &items,
+            json!([{"ip": "192.0.2.0/24", "comment": "hq"}, {"ip": "10.0.0.1/8"}]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error(&body).1.starts_with("item 1: "), "{body}");
+    assert!(error(&body).1.contains("did you mean 10.0.0.0/8"), "{body}");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &items,
+            json!([{"ip": "192.0.2.0/24", "comment": "hq"}, {"ip": "2001:DB8::/32"}]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let op = body["result"]["operation_id"].as_str().expect("operation").to_owned();
+    let (status, body) = api.get(&format!("{lists}/bulk_operations/{op}")).await;
+    assert_eq!(
+        (status, body["result"]["status"].as_str()),
+        (StatusCode::OK, Some("completed")),
+        "{body}"
+    );
+
+    let (_, body) = api.get(&format!("{items}?per_page=1")).await;
+    assert_eq!(body["result"].as_array().expect("items").len(), 1);
+    let after = body["result_info"]["cursors"]["after"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let (_, body) = api.get(&format!("{items}?per_page=1&cursor={after}")).await;
+    assert_eq!(body["result"].as_array().expect("items").len(), 1);
+    assert!(body["result_info"]["cursors"].get("after").is_none(), "{body}");
+    let (_, body) = api.get(&format!("{items}?search=2001")).await;
+    let v6 = &body["result"][0];
+    assert_eq!(v6["ip"], "2001:db8::/32", "stored canonical");
+    let (status, body) = api
+        .get(&format!("{items}/{}", v6["id"].as_str().expect("item id")))
+        .await;
+    assert_eq!(
+        (status, body["result"]["ip"].as_str()),
+        (StatusCode::OK, Some("2001:db8::/32"))
+    );
+
+    // A rule naming the list; a typo in the name is caught with a suggestion.
+    let zone = api.zone("example.com").await;
+    let entry = format!("/client/v4/zones/{zone}/rulesets/phases/http_request_firewall_custom/entrypoint");
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &entry,
+            json!({"rules": [{"expression": "ip.src in $ofice", "action": "block"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error(&body)
+            .1
+            .contains("unknown list `$ofice` at 1:11; did you mean $office?"),
+        "{body}"
+    );
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &entry,
+            json!({"rules": [{"expression": "not ip.src in $office", "action": "block"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            "/client/v4/rules/validate",
+            json!({"expression": "ip.src in $office"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["result"]["valid"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{body}"
+    );
+    let (_, body) = api.get(&format!("{lists}/{id}")).await;
+    assert_eq!(body["result"]["num_referencing_filters"], 1);
+    assert_eq!(body["result"]["num_items"], 2);
+    let (status, body) = api
+        .call(Method::DELETE, &format!("{lists}/{id}"), Some(&api.write.clone()), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(error(&body).1.contains("referenced by rules"), "{body}");
+
+    // Replace, delete items, update the description; then free the list and delete it.
+    let (status, _) = api.send(Method::PUT, &items, json!([{"ip": "203.0.113.9"}])).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = api.get(&items).await;
+    let only = body["result"][0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(body["result"].as_array().expect("items").len(), 1);
+    let (status, _) = api.send(Method::DELETE, &items, json!({"items": [{"id": only}]})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = api
+        .send(Method::PUT, &format!("{lists}/{id}"), json!({"description": "moved"}))
+        .await;
+    assert_eq!(
+        (status, body["result"]["description"].as_str()),
+        (StatusCode::OK, Some("moved"))
+    );
+    assert_eq!(body["result"]["num_items"], 0);
+    let (status, _) = api.send(Method::PUT, &entry, json!({"rules": []})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = api
+        .call(Method::DELETE, &format!("{lists}/{id}"), Some(&api.write.clone()), None)
+        .await;
+    assert_eq!(
+        (status, body["result"]["id"].as_str()),
+        (StatusCode::OK, Some(id.as_str())),
+        "{body}"
+    );
+    let (_, body) = api.get(&lists).await;
+    assert_eq!(body["result"].as_array().expect("lists").len(), 0);
+
+    // A read token cannot write lists.
+    let read = api.read.clone();
+    let (status, _) = api
+        .call(
+            Method::POST,
+            &lists,
+            Some(&read),
+            Some(r#"{"name": "x", "kind": "ip"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }

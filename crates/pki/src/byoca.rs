@@ -3,8 +3,8 @@
 //! An upload must contain only `CERTIFICATE` blocks (private keys and CSRs are refused by name),
 //! every certificate must have `basicConstraints CA:TRUE`, be signed with RSA or ECDSA over
 //! SHA-1/256/384/512 (Cloudflare's list) and be valid at upload time. The first certificate is the
-//! issuing CA and describes the `mtls_certificates` record. A CRL uploaded for a BYO CA must be
-//! signed by that CA. Nothing is stored here.
+//! issuing CA and describes the `mtls_certificates` record. The CRLs uploaded for a BYO CA must each
+//! be signed by a certificate of its bundle, one per certificate at most. Nothing is stored here.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -47,6 +47,8 @@ pub struct UploadedCa {
 #[derive(Debug, Clone)]
 pub struct UploadedCrl {
     pub der: Vec<u8>,
+    /// The issuing CA's subject, in Cloudflare's DN format.
+    pub issuer: String,
     pub this_update: OffsetDateTime,
     pub next_update: Option<OffsetDateTime>,
     pub entries: usize,
@@ -164,15 +166,67 @@ pub fn certificate_not_after(pem_or_der: &[u8]) -> Result<OffsetDateTime> {
     Ok(der::from_timestamp(cert.validity().not_after.timestamp()))
 }
 
-/// A CRL's `nextUpdate` (`None` when it has none), without checking its signature: for expiry metrics of CRLs
-/// that were checked when uploaded.
-pub fn crl_next_update(crl_der: &[u8]) -> Result<Option<OffsetDateTime>> {
+/// The earliest `nextUpdate` of the CRLs in `crls` (PEM, possibly several, or one DER; `None` when none has one),
+/// without checking signatures: for expiry metrics of CRLs that were checked when uploaded.
+pub fn crl_next_update(crls: &[u8]) -> Result<Option<OffsetDateTime>> {
+    let mut earliest = None;
+    for der in pem::crls_from_pem_or_der(crls)? {
+        if let Some(next) = one_crl_next_update(&der)? {
+            earliest = Some(earliest.map_or(next, |e: OffsetDateTime| e.min(next)));
+        }
+    }
+    Ok(earliest)
+}
+
+fn one_crl_next_update(crl_der: &[u8]) -> Result<Option<OffsetDateTime>> {
     let (_, parsed) = CertificateRevocationList::from_der(crl_der)
         .map_err(|e| PkiError::Crl(format!("cannot parse the DER ({e})")))?;
     Ok(parsed
         .tbs_cert_list
         .next_update
         .map(|t| der::from_timestamp(t.timestamp())))
+}
+
+/// Checks the CRLs in `crls` (PEM with one or more `X509 CRL` blocks, or one DER CRL) for an uploaded CA bundle
+/// (`bundle`: its certificates' DER): each must be signed by a certificate of the bundle, at most one per
+/// certificate, so that a bundle of a root and its intermediates can have a CRL for each. Returns them in order.
+pub fn check_crls_for_bundle(bundle: &[Vec<u8>], crls: &[u8]) -> Result<Vec<UploadedCrl>> {
+    let ders = pem::crls_from_pem_or_der(crls).map_err(|e| PkiError::Crl(e.to_string()))?;
+    let mut out: Vec<UploadedCrl> = Vec::with_capacity(ders.len());
+    for (n, der) in ders.iter().enumerate() {
+        let mut last = None;
+        let mut found = None;
+        for ca in bundle {
+            match check_crl_der(ca, der) {
+                Ok(crl) => {
+                    found = Some(crl);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let crl = match (found, last) {
+            (Some(crl), _) => crl,
+            // With one CA, its own reason (wrong issuer, bad signature) says the most.
+            (None, Some(e)) if bundle.len() == 1 => return Err(e),
+            (None, _) => {
+                return Err(PkiError::CrlIssuer(format!(
+                    "CRL {} was not issued by any certificate of the bundle (issuer name or signature does not match)",
+                    n + 1
+                )));
+            }
+        };
+        if let Some(other) = out.iter().position(|c| c.issuer == crl.issuer) {
+            return Err(PkiError::Crl(format!(
+                "CRLs {} and {} are both from {}: upload one CRL per CA",
+                other + 1,
+                n + 1,
+                crl.issuer
+            )));
+        }
+        out.push(crl);
+    }
+    Ok(out)
 }
 
 /// Checks that `crl` (PEM or DER) is a well-formed CRL signed by `ca_der`.
@@ -210,6 +264,7 @@ pub(crate) fn check_crl_der(ca_der: &[u8], crl_der: &[u8]) -> Result<UploadedCrl
         .collect();
     Ok(UploadedCrl {
         der: crl_der.to_vec(),
+        issuer: dn::cloudflare(&tbs.issuer),
         this_update: der::from_timestamp(tbs.this_update.timestamp()),
         next_update: tbs.next_update.map(|t| der::from_timestamp(t.timestamp())),
         entries: revoked_serials.len(),

@@ -113,6 +113,26 @@ pub fn single_from_pem_or_der(data: &[u8], label: &str) -> Result<Vec<u8>> {
     }
 }
 
+/// Every `X509 CRL` block of PEM text, or `data` itself if it is one DER CRL.
+pub fn crls_from_pem_or_der(data: &[u8]) -> Result<Vec<Vec<u8>>> {
+    if looks_like_pem(data) {
+        let text = std::str::from_utf8(data).map_err(|_| PkiError::Pem("not UTF-8 text".into()))?;
+        let crls: Vec<Vec<u8>> = parse_blocks(text)?
+            .into_iter()
+            .filter(|b| b.label == "X509 CRL")
+            .map(|b| b.der)
+            .collect();
+        if crls.is_empty() {
+            return Err(PkiError::Pem("no X509 CRL block found".into()));
+        }
+        Ok(crls)
+    } else if data.first() == Some(&0x30) {
+        Ok(vec![data.to_vec()])
+    } else {
+        Err(PkiError::Pem("neither a PEM X509 CRL nor DER".into()))
+    }
+}
+
 fn looks_like_pem(data: &[u8]) -> bool {
     data.windows(11).any(|w| w == b"-----BEGIN ")
 }

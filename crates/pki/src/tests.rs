@@ -692,3 +692,105 @@ fn shared_types_are_send_and_sync() {
     assert_send_sync::<MasterKey>();
     assert_send_sync::<ClientAuthFacts>();
 }
+
+/// A bundle of a root and its intermediate, leaves issued by the intermediate: the intermediate's CRL is accepted
+/// with the root's in one upload, and revokes the leaf it lists (and no other).
+#[test]
+fn a_bundles_intermediate_revokes_its_leaves_with_its_own_crl() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+        Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
+    };
+    let t = now();
+    let ca_params = |cn: &str| {
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.not_before = t - Duration::days(1);
+        p.not_after = t + Duration::days(30);
+        p
+    };
+    let root_key = KeyPair::generate().unwrap();
+    let root = ca_params("Partner Root").self_signed(&root_key).unwrap();
+    let root_issuer = Issuer::new(ca_params("Partner Root"), &root_key);
+    let inter_key = KeyPair::generate().unwrap();
+    let inter = ca_params("Partner Issuing CA")
+        .signed_by(&inter_key, &root_issuer)
+        .unwrap();
+    let inter_issuer = Issuer::new(ca_params("Partner Issuing CA"), &inter_key);
+    let leaf = |cn: &str, serial: u64| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.serial_number = Some(SerialNumber::from(serial));
+        p.not_before = t - Duration::days(1);
+        p.not_after = t + Duration::days(10);
+        p.signed_by(&key, &inter_issuer).unwrap()
+    };
+    let kept = leaf("kept", 1001);
+    let gone = leaf("gone", 1002);
+    let crl = |issuer: &Issuer<'_, &KeyPair>, serials: &[u64]| {
+        CertificateRevocationListParams {
+            this_update: t - Duration::hours(1),
+            next_update: t + Duration::days(7),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: t - Duration::minutes(5),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(issuer)
+        .unwrap()
+        .pem()
+        .unwrap()
+    };
+    let bundle = vec![root.der().to_vec(), inter.der().to_vec()];
+    let both = format!("{}{}", crl(&root_issuer, &[]), crl(&inter_issuer, &[1002]));
+
+    let checked = check_crls_for_bundle(&bundle, both.as_bytes()).unwrap();
+    assert_eq!(checked.len(), 2);
+    assert_eq!(checked[1].issuer, "CN=Partner Issuing CA");
+    assert_eq!(checked[1].entries, 1);
+    let twice = format!("{}{}", crl(&inter_issuer, &[]), crl(&inter_issuer, &[1002]));
+    let err = check_crls_for_bundle(&bundle, twice.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("both from CN=Partner Issuing CA"), "{err}");
+    let stranger_key = KeyPair::generate().unwrap();
+    let stranger = Issuer::new(ca_params("Someone Else"), &stranger_key);
+    let err = check_crls_for_bundle(&bundle, crl(&stranger, &[]).as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("CRL 1 was not issued by any certificate of the bundle"),
+        "{err}"
+    );
+    assert_eq!(
+        crl_next_update(both.as_bytes()).unwrap().map(|n| n.unix_timestamp()),
+        Some((t + Duration::days(7)).unix_timestamp())
+    );
+
+    let mut builder = VerifierBuilder::new();
+    builder.add_anchors_pem_or_der(root.pem().as_bytes()).unwrap();
+    builder.add_anchors_pem_or_der(inter.pem().as_bytes()).unwrap();
+    assert_eq!(builder.add_crls(both.as_bytes()).unwrap(), 1);
+    let verifier = builder.build();
+    let v = verifier.verify(&[der(kept.der()), der(inter.der())], t);
+    assert!(v.verified && !v.revoked, "{v:?}");
+    let v = verifier.verify(&[der(gone.der())], t);
+    assert!(v.verified && v.revoked, "listed by the intermediate's CRL: {v:?}");
+    let v = verifier.verify(&[der(gone.der()), der(inter.der())], t);
+    assert!(
+        v.verified && v.revoked,
+        "also when the client sends the intermediate: {v:?}"
+    );
+}

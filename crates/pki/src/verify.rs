@@ -8,7 +8,8 @@
 //! given time, signatures up to an anchor) even when the certificate is revoked; `revoked` is true
 //! only for a verified certificate whose serial is revoked by a CRL of the anchor or by the anchor's
 //! revoked-serial set. Revocation is checked for the certificate the anchor issued directly (the
-//! leaf, or the top intermediate); CRLs of intermediates are not supported. CRL signatures are
+//! leaf, or the top intermediate), with the CRL of the anchor that issued it: every certificate of an uploaded
+//! bundle is an anchor, so a bundle's intermediate revokes its leaves with its own CRL. CRL signatures are
 //! checked once, when added, and CRL `nextUpdate` is not enforced. A presented certificate that is
 //! byte-for-byte one of the anchors (a self-signed certificate uploaded as its own CA) is accepted
 //! within its validity period, as OpenSSL does. Failure reasons use OpenSSL's
@@ -174,6 +175,16 @@ impl VerifierBuilder {
             ),
             Some(other) => other,
         })
+    }
+
+    /// Adds every CRL in `crls` (PEM with one or more `X509 CRL` blocks, or one DER CRL), as
+    /// [`VerifierBuilder::add_crl`] does each; returns how many entries they list in all.
+    pub fn add_crls(&mut self, crls: &[u8]) -> Result<usize> {
+        let mut entries = 0;
+        for der in pem::crls_from_pem_or_der(crls).map_err(|e| PkiError::Crl(e.to_string()))? {
+            entries += self.add_crl(&der)?;
+        }
+        Ok(entries)
     }
 
     pub fn build(self) -> Verifier {

@@ -75,7 +75,7 @@ pub struct Mtls {
 pub struct TrustedCa<'a> {
     /// The CA certificate(s): PEM (a bundle may hold several) or one DER certificate.
     pub certificates: &'a [u8],
-    /// An uploaded CRL (PEM or DER) for these CAs, if any.
+    /// The uploaded CRLs (PEM, one or more; or one DER) for these CAs, if any.
     pub crl: Option<&'a [u8]>,
     /// Serial numbers (hex, either case) this CA's certificates must be refused for.
     pub revoked_serials: &'a [String],
@@ -108,7 +108,7 @@ impl Mtls {
             }
             if let Some(crl) = ca.crl {
                 builder
-                    .add_crl(crl)
+                    .add_crls(crl)
                     .map_err(|e| ProxyError::Config(format!("CRL: {e}")))?;
             }
         }

@@ -1,10 +1,11 @@
-//! Evaluation speed of the common cases: the default mTLS rule, and 1,000-rule rulesets indexed
-//! by host or by path and header literals, each against a linear scan of the same rules.
+//! Evaluation speed of the common cases: the default mTLS rule, 1,000-rule rulesets indexed by host
+//! or by path and header literals (each against a linear scan of the same rules), and `ip.src in
+//! $list` with 100,000 ranges.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use portcullis_rules::{Action, CompiledRuleset, Context, Rule, Ruleset, compile, fields};
+use portcullis_rules::{Action, CompiledRuleset, Context, Lists, Rule, Ruleset, compile, compile_with, fields};
 
 fn mtls_rule(c: &mut Criterion) {
     let program = compile(
@@ -97,5 +98,39 @@ fn thousand_path_or_header_rules(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, mtls_rule, thousand_rules, thousand_path_or_header_rules);
+/// An IP list of 100,000 disjoint /28 ranges (as a large blocklist would be), probed with an address in
+/// it and one outside, against a one-item list.
+fn ip_list(c: &mut Criterion) {
+    let items: Vec<String> = (0..100_000u32)
+        .map(|i| {
+            let base = 0x0a00_0000u32 + i * 32;
+            format!("{}/28", std::net::Ipv4Addr::from(base))
+        })
+        .collect();
+    let mut lists = Lists::new();
+    lists
+        .insert_ip("big", items.iter().map(String::as_str))
+        .expect("valid items");
+    lists.insert_ip("small", ["192.0.2.0/24"]).expect("valid item");
+    let big = compile_with("ip.src in $big", &lists).expect("compiles");
+    let small = compile_with("ip.src in $small", &lists).expect("compiles");
+    let mut ctx = Context::new();
+    let inside: std::net::IpAddr = std::net::Ipv4Addr::from(0x0a00_0000u32 + 77_777 * 32 + 5).into();
+    let outside: std::net::IpAddr = std::net::Ipv4Addr::from(0x0a00_0000u32 + 77_777 * 32 + 20).into();
+    ctx.set(fields::IP_SRC, inside).expect("an IP");
+    assert!(big.eval(&ctx));
+    c.bench_function("ip_list_100000/inside", |b| b.iter(|| big.eval(black_box(&ctx))));
+    ctx.set(fields::IP_SRC, outside).expect("an IP");
+    assert!(!big.eval(&ctx));
+    c.bench_function("ip_list_100000/outside", |b| b.iter(|| big.eval(black_box(&ctx))));
+    c.bench_function("ip_list_1/outside", |b| b.iter(|| small.eval(black_box(&ctx))));
+}
+
+criterion_group!(
+    benches,
+    mtls_rule,
+    thousand_rules,
+    thousand_path_or_header_rules,
+    ip_list
+);
 criterion_main!(benches);

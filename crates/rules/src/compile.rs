@@ -11,6 +11,7 @@ use memchr::memmem;
 
 use crate::error::CompileError;
 use crate::funcs::{Replacement, Wildcard};
+use crate::lists::{IpRanges, List, Lists};
 use crate::parse::{self, CmpOp, Index, Node, NodeKind, Rhs, Span, StrLit};
 use crate::schema::{self, Context, FieldId, FieldSet, Kind};
 use crate::types::{Type, Value};
@@ -23,12 +24,18 @@ pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 pub struct Program {
     pub(crate) root: Expr,
     reads: FieldSet,
+    lists: Box<[String]>,
 }
 
 impl Program {
     /// The fields the expression reads; the proxy needs to fill only these.
     pub fn fields(&self) -> &FieldSet {
         &self.reads
+    }
+
+    /// The names of the lists the expression references (`$name`), sorted, each once.
+    pub fn lists(&self) -> &[String] {
+        &self.lists
     }
 
     /// Equality tests of which at least one must hold for this program to match: each is a byte
@@ -114,17 +121,30 @@ impl Accessor {
     }
 }
 
-/// Compiles `src` against the Portcullis schema ([`crate::schema()`]).
+/// Compiles `src` against the Portcullis schema ([`crate::schema()`]), with no lists: `$name` is
+/// an error.
 pub fn compile(src: &str) -> Result<Program, CompileError> {
+    compile_with(src, &Lists::new())
+}
+
+/// Compiles `src` against the Portcullis schema, resolving each `$name` in `lists`. The program
+/// keeps what it needs of each list; later changes to `lists` do not reach it.
+pub fn compile_with(src: &str, lists: &Lists) -> Result<Program, CompileError> {
     let ast = parse::parse(src)?;
     let mut checker = Checker {
         src,
         reads: FieldSet::new(),
+        lists,
+        used_lists: Vec::new(),
     };
     let root = checker.boolean(&ast)?;
+    let mut used = checker.used_lists;
+    used.sort_unstable();
+    used.dedup();
     Ok(Program {
         root,
         reads: checker.reads,
+        lists: used.into_boxed_slice(),
     })
 }
 
@@ -167,7 +187,9 @@ pub(crate) enum Matcher {
     /// Sorted and deduplicated, for binary search.
     InBytes(Box<[Box<[u8]>]>),
     InInt(Box<[(i64, i64)]>),
-    InIp(Box<[(IpAddr, IpAddr)]>),
+    InIp(IpRanges),
+    /// `in $name` for an IP list: shared with every other program that names the list.
+    InIpList(std::sync::Arc<IpRanges>),
 }
 
 #[derive(Debug)]
@@ -258,6 +280,8 @@ struct Typed {
 struct Checker<'s> {
     src: &'s str,
     reads: FieldSet,
+    lists: &'s Lists,
+    used_lists: Vec<String>,
 }
 
 /// The parameter type list of a String parameter.
@@ -574,10 +598,8 @@ impl Checker<'_> {
     }
 
     fn matcher(&mut self, ty: &Type, op: CmpOp, op_span: Span, rhs: &Rhs) -> Result<Matcher, CompileError> {
-        if let Rhs::List(_) = rhs {
-            return Err(self
-                .err(rhs.span(), "lists are not supported")
-                .with_hint("use an inline set: in {…}"));
+        if let Rhs::List(span) = rhs {
+            return self.list_matcher(ty, span.clone());
         }
         let unsupported = |this: &Self| {
             let works_on = match op {
@@ -717,14 +739,38 @@ impl Checker<'_> {
                     };
                     ranges.push(self.ip_range(w, wspan.clone(), ty, op, item)?);
                 }
-                ranges.sort_unstable();
-                Ok(Matcher::InIp(ranges.into_boxed_slice()))
+                Ok(Matcher::InIp(IpRanges::new(ranges)))
             }
             (Type::Bool, CmpOp::Eq | CmpOp::Ne) => match rhs {
                 Rhs::Word(w, _) if w == "true" || w == "false" => Ok(Matcher::Cmp(op, Value::Bool(w == "true"))),
                 _ => Err(self.mismatch(ty, op, rhs)),
             },
             _ => Err(unsupported(self)),
+        }
+    }
+
+    /// `in $name`: the list must exist and hold values of the field's type.
+    fn list_matcher(&mut self, ty: &Type, span: Span) -> Result<Matcher, CompileError> {
+        let name = self.src.get(span.start + 1..span.end).unwrap_or("");
+        if name.is_empty() {
+            return Err(self.err(span, "a list name must follow `$`"));
+        }
+        let Some(list) = self.lists.get(name) else {
+            let err = self.err(span, format!("unknown list `${name}`"));
+            return Err(match crate::suggest(name, self.lists.names()) {
+                Some(s) => err.with_hint(format!("did you mean ${s}?")),
+                None => err.with_hint("lists are created with the Lists API (/accounts/{account_id}/rules/lists)"),
+            });
+        };
+        match (list, ty) {
+            (List::Ip(ranges), Type::Ip) => {
+                self.used_lists.push(name.to_owned());
+                Ok(Matcher::InIpList(ranges.clone()))
+            }
+            (List::Ip(_), other) => Err(self.err(
+                span,
+                format!("type mismatch: `${name}` is an IP list and cannot be compared with {other}"),
+            )),
         }
     }
 

@@ -161,10 +161,8 @@ impl Matcher {
             (Matcher::Wildcard(w), Val::Bytes(b)) => w.is_match(b),
             (Matcher::InBytes(set), Val::Bytes(b)) => set.binary_search_by(|e| (**e).cmp(&**b)).is_ok(),
             (Matcher::InInt(ranges), Val::Int(i)) => ranges.iter().any(|(a, b)| a <= i && i <= b),
-            (Matcher::InIp(ranges), Val::Ip(ip)) => {
-                let ip = ip.to_canonical();
-                ranges.iter().any(|(a, b)| *a <= ip && ip <= *b)
-            }
+            (Matcher::InIp(ranges), Val::Ip(ip)) => ranges.contains(*ip),
+            (Matcher::InIpList(ranges), Val::Ip(ip)) => ranges.contains(*ip),
             _ => false,
         }
     }

@@ -30,7 +30,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Not here: named lists (`in $list`, a compile error), actions other than block/log/skip,
+//! Named lists (`ip.src in $office`) are resolved at compile time from a [`Lists`] passed to
+//! [`compile_with`] (or [`CompiledRuleset::compile_with`]).
+//!
+//! Not here: actions other than block/log/skip,
 //! Cloudflare functions limited to transform rules (`regex_replace`, `uuidv4`, …), and
 //! anything about how the proxy derives field values.
 
@@ -40,14 +43,16 @@ mod compile;
 mod error;
 mod eval;
 mod funcs;
+pub mod lists;
 mod parse;
 pub mod ratelimit;
 mod ruleset;
 mod schema;
 mod types;
 
-pub use compile::{FUNCTIONS, Program, REGEX_SIZE_LIMIT, compile};
+pub use compile::{FUNCTIONS, Program, REGEX_SIZE_LIMIT, compile, compile_with};
 pub use error::{CompileError, MAX_EXPRESSION_BYTES, MAX_NESTING, MAX_NODES};
+pub use lists::{List, Lists};
 pub use ratelimit::{Characteristic, CompiledRateLimit, RateLimit};
 pub use ruleset::{
     Action, ActionParameters, BlockResponse, CompiledRule, CompiledRuleset, MAX_RESPONSE_BYTES, RESPONSE_CONTENT_TYPES,

@@ -493,6 +493,9 @@ impl<'s> Parser<'s> {
                 }
                 Ok(Rhs::Word(self.src[start..self.pos].to_owned(), start..self.pos))
             }
+            Some(b'$') => Err(self
+                .err(self.pos..self.pos + 1, "a list (`$name`) can only follow `in`")
+                .with_hint("ip.src in $name")),
             _ => Err(self.unexpected(expected)),
         }
     }
@@ -620,7 +623,9 @@ impl<'s> Parser<'s> {
                 let (n, span) = self.integer()?;
                 self.node(NodeKind::Int(n), span)
             }
-            Some(b'$') => Err(self.err(start..start + 1, "lists are not supported")),
+            Some(b'$') => Err(self
+                .err(start..start + 1, "a list (`$name`) can only follow `in`")
+                .with_hint("ip.src in $name")),
             _ => Err(self.unexpected("a field, function or value")),
         }
     }

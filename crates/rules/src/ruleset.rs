@@ -18,8 +18,9 @@ use std::collections::HashSet;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::compile::{Accessor, Program, compile};
+use crate::compile::{Accessor, Program, compile_with};
 use crate::error::CompileError;
+use crate::lists::Lists;
 use crate::ratelimit::{Characteristic, CompiledRateLimit, RateLimit};
 use crate::schema::{Context, FieldSet};
 
@@ -232,17 +233,27 @@ impl CompiledRuleset {
     /// Compiles and validates every rule (disabled ones too) of a custom-rules ruleset
     /// (`http_request_firewall_custom`), reporting the first problem.
     pub fn compile(ruleset: &Ruleset) -> Result<CompiledRuleset, RulesetError> {
-        CompiledRuleset::compile_phase(ruleset, false)
+        CompiledRuleset::compile_phase(ruleset, false, &Lists::new())
+    }
+
+    /// As [`CompiledRuleset::compile`] (or, with `ratelimit_phase`, [`CompiledRuleset::compile_ratelimit`]),
+    /// with the named lists that expressions may reference as `$name`.
+    pub fn compile_with(
+        ruleset: &Ruleset,
+        ratelimit_phase: bool,
+        lists: &Lists,
+    ) -> Result<CompiledRuleset, RulesetError> {
+        CompiledRuleset::compile_phase(ruleset, ratelimit_phase, lists)
     }
 
     /// Compiles a rate-limiting ruleset (`http_ratelimit`): every rule needs `ratelimit` and the
     /// action `block` or `log`. Evaluation is the caller's: iterate [`CompiledRuleset::rules`],
     /// evaluate each enabled rule's expression and count the matches per characteristic.
     pub fn compile_ratelimit(ruleset: &Ruleset) -> Result<CompiledRuleset, RulesetError> {
-        CompiledRuleset::compile_phase(ruleset, true)
+        CompiledRuleset::compile_phase(ruleset, true, &Lists::new())
     }
 
-    fn compile_phase(ruleset: &Ruleset, ratelimit_phase: bool) -> Result<CompiledRuleset, RulesetError> {
+    fn compile_phase(ruleset: &Ruleset, ratelimit_phase: bool, lists: &Lists) -> Result<CompiledRuleset, RulesetError> {
         let mut rules = Vec::with_capacity(ruleset.rules.len());
         let mut ids = HashSet::new();
         let mut literal_index: Vec<(Accessor, ByLiteral)> = Vec::new();
@@ -259,7 +270,7 @@ impl CompiledRuleset {
             {
                 return Err(fail(RuleProblem::DuplicateId(id.clone())));
             }
-            let program = compile(&rule.expression).map_err(|e| fail(RuleProblem::Expression(e)))?;
+            let program = compile_with(&rule.expression, lists).map_err(|e| fail(RuleProblem::Expression(e)))?;
             validate_response(rule).map_err(|e| fail(RuleProblem::Response(e)))?;
             let ratelimit = match (&rule.ratelimit, ratelimit_phase) {
                 (Some(rl), true) => {

@@ -129,7 +129,7 @@ impl Store {
             let index: HashMap<String, usize> = rulesets.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
             let rules = sqlx::query(
                 "SELECT ruleset_id, id, description, expression, action, action_parameters, enabled, version, \
-                 last_updated, ratelimit FROM rules ORDER BY ruleset_id, position",
+                 last_updated, ratelimit, lists FROM rules ORDER BY ruleset_id, position",
             )
             .fetch_all(&mut *tx)
             .await?;
@@ -138,6 +138,7 @@ impl Store {
                     rulesets[i].rules.push(rule_from_row(row)?);
                 }
             }
+            let lists = crate::lists::edge_lists!(&mut *tx, None::<&[String]>);
             tx.commit().await?;
             Ok(EdgeState {
                 generation: u64::try_from(generation).unwrap_or(0),
@@ -150,6 +151,7 @@ impl Store {
                 revoked_serials,
                 custom_certificates,
                 rulesets,
+                lists,
             })
         })
     }

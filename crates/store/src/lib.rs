@@ -22,6 +22,7 @@ mod events;
 mod feed;
 mod hostnames;
 mod ids;
+mod lists;
 mod model;
 mod rulesets;
 mod tokens;
@@ -35,10 +36,11 @@ pub use client_certs::MAX_PER_PAGE;
 pub use db::Store;
 pub use error::StoreError;
 pub use events::MAX_EVENTS_PER_PAGE;
+pub use lists::{MAX_LIST_ITEMS, MAX_LIST_ITEMS_PER_PAGE, MAX_LIST_TEXT, MAX_LISTS, MAX_TOTAL_LIST_ITEMS};
 pub use model::{
     Account, Actor, ApiToken, AuditEntry, CaRef, ClientCertificate, ClientCertificateStatus, CustomCertificate,
-    EdgeState, EventFilter, Hostname, HostnameAssociation, ManagedCa, ManagedCaStatus, MtlsCertificate,
-    NewCustomCertificate, NewManagedCa, NewMtlsCertificate, NewRule, Rule, Ruleset, SecurityEvent, TokenScope,
-    URL_NORMALIZATION_SCOPES, URL_NORMALIZATION_TYPES, Zone,
+    EdgeList, EdgeState, EventFilter, Hostname, HostnameAssociation, List, ListItem, ListOperation, ManagedCa,
+    ManagedCaStatus, MtlsCertificate, NewCustomCertificate, NewListItem, NewManagedCa, NewMtlsCertificate, NewRule,
+    Rule, Ruleset, SecurityEvent, TokenScope, URL_NORMALIZATION_SCOPES, URL_NORMALIZATION_TYPES, Zone,
 };
 pub use rulesets::{MAX_RULES, Position};

@@ -324,6 +324,8 @@ pub struct Rule {
     pub action_parameters: Option<serde_json::Value>,
     /// Rate-limiting parameters (`http_ratelimit` rules), JSON in Cloudflare's shape.
     pub ratelimit: Option<serde_json::Value>,
+    /// The lists the expression references (`$name`), as the rules engine found them.
+    pub lists: Vec<String>,
     pub enabled: bool,
     pub version: i64,
     pub last_updated: i64,
@@ -339,6 +341,9 @@ pub struct NewRule {
     pub action_parameters: Option<serde_json::Value>,
     /// Rate-limiting parameters (`http_ratelimit` rules), JSON in Cloudflare's shape.
     pub ratelimit: Option<serde_json::Value>,
+    /// The lists the expression references (`$name`), as the rules engine found them; the store refuses the rule
+    /// when one does not exist, and refuses to delete a list a rule references.
+    pub lists: Vec<String>,
     pub enabled: bool,
 }
 
@@ -389,4 +394,57 @@ pub struct EdgeState {
     pub revoked_serials: Vec<(String, String)>,
     pub custom_certificates: Vec<CustomCertificate>,
     pub rulesets: Vec<Ruleset>,
+    /// Every named list with its items' values.
+    pub lists: Vec<EdgeList>,
+}
+
+/// A named list as the edge needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeList {
+    pub name: String,
+    pub kind: String,
+    pub values: Vec<String>,
+}
+
+/// A named list (Cloudflare's custom list).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct List {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub kind: String,
+    pub num_items: i64,
+    /// How many rules reference the list.
+    pub num_referencing_filters: i64,
+    pub created_on: i64,
+    pub modified_on: i64,
+}
+
+/// One item of a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListItem {
+    pub id: String,
+    /// The canonical text of the item (for `ip` lists, an address or CIDR range).
+    pub value: String,
+    pub comment: String,
+    pub created_on: i64,
+    pub modified_on: i64,
+}
+
+/// An item to add to a list; `value` must already be canonical.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewListItem {
+    pub value: String,
+    pub comment: String,
+}
+
+/// A finished change to a list's items (Cloudflare's bulk operation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListOperation {
+    pub id: String,
+    pub list_id: String,
+    /// `completed` or `failed`.
+    pub status: String,
+    pub error: Option<String>,
+    pub completed_on: i64,
 }

@@ -12,7 +12,7 @@ pub const MAX_RULES: usize = 10_000;
 
 macro_rules! rule_columns {
     () => {
-        "id, description, expression, action, action_parameters, enabled, version, last_updated, ratelimit"
+        "id, description, expression, action, action_parameters, enabled, version, last_updated, ratelimit, lists"
     };
 }
 
@@ -23,7 +23,7 @@ macro_rules! insert_rules {
             sqlx::query(concat!(
                 "INSERT INTO rules (ruleset_id, position, ",
                 rule_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
             ))
             .bind($ruleset_id)
             .bind(i64::try_from(position).unwrap_or(i64::MAX))
@@ -40,8 +40,36 @@ macro_rules! insert_rules {
             .bind(rule.version)
             .bind(rule.last_updated)
             .bind(rule.ratelimit.as_ref().map(|v: &serde_json::Value| v.to_string()))
+            .bind(rule.lists.join(" "))
             .execute(&mut *$tx)
             .await?;
+            for list in &rule.lists {
+                let linked = sqlx::query(
+                    "INSERT INTO rule_list_refs (ruleset_id, rule_id, list_id) SELECT $1, $2, id FROM lists WHERE name = $3",
+                )
+                .bind($ruleset_id)
+                .bind(&rule.id)
+                .bind(list)
+                .execute(&mut *$tx)
+                .await;
+                match linked {
+                    Ok(done) if done.rows_affected() == 0 => {
+                        return Err(StoreError::Invalid(format!(
+                            "rule {:?} references the list ${list}, which does not exist",
+                            rule.id
+                        )));
+                    }
+                    Err(err) if crate::error::is_foreign_key_violation(&err) => {
+                        return Err(StoreError::Conflict(format!(
+                            "the list ${list} was deleted while rule {:?} was being written; retry",
+                            rule.id
+                        )));
+                    }
+                    other => {
+                        other?;
+                    }
+                }
+            }
         }
     };
 }
@@ -289,6 +317,7 @@ impl Store {
         old.action = rule.action;
         old.action_parameters = rule.action_parameters;
         old.ratelimit = rule.ratelimit;
+        old.lists = rule.lists;
         old.enabled = rule.enabled;
         old.version += 1;
         old.last_updated = now();
@@ -371,6 +400,7 @@ fn new_rule(rule: NewRule, at: i64) -> Rule {
         action: rule.action,
         action_parameters: rule.action_parameters,
         ratelimit: rule.ratelimit,
+        lists: rule.lists,
         enabled: rule.enabled,
         version: 1,
         last_updated: at,
@@ -425,6 +455,7 @@ pub(crate) fn rule_from_row(row: &impl RowExt) -> Result<Rule, StoreError> {
         action: row.text("action")?,
         action_parameters,
         ratelimit,
+        lists: row.text("lists")?.split_whitespace().map(str::to_owned).collect(),
         enabled: row.flag("enabled")?,
         version: row.int("version")?,
         last_updated: row.int("last_updated")?,

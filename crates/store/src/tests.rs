@@ -807,6 +807,7 @@ fn rule(id: Option<&str>, expression: &str) -> crate::NewRule {
         action: "block".to_owned(),
         action_parameters: Some(serde_json::json!({"response": {"status_code": 401}})),
         ratelimit: None,
+        lists: Vec::new(),
         enabled: true,
     }
 }
@@ -1022,4 +1023,152 @@ async fn security_events_are_filtered_and_bounded() {
         );
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_hold_unique_items_and_stay_while_rules_reference_them() {
+    use crate::NewListItem;
+    const PHASE: &str = "http_request_firewall_custom";
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let list = store.create_list("office", "ip", "HQ", &a).await.expect("create");
+        assert_eq!((list.num_items, list.num_referencing_filters), (0, 0));
+        let err = store
+            .create_list("office", "ip", "", &a)
+            .await
+            .expect_err("duplicate name");
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+
+        let item = |v: &str, c: &str| NewListItem {
+            value: v.to_owned(),
+            comment: c.to_owned(),
+        };
+        let op = store
+            .write_list_items(
+                &list.id,
+                vec![item("192.0.2.0/24", "hq"), item("198.51.100.7", "")],
+                false,
+                &a,
+            )
+            .await
+            .expect("add");
+        assert_eq!(store.list_operation(&op.id).await.expect("op").status, "completed");
+        // Adding an existing value changes its comment, not the count.
+        store
+            .write_list_items(&list.id, vec![item("192.0.2.0/24", "head office")], false, &a)
+            .await
+            .expect("add again");
+        let (items, next) = store.list_items(&list.id, None, 10, None).await.expect("items");
+        assert_eq!((items.len(), next), (2, None));
+        let hq = items.iter().find(|i| i.value == "192.0.2.0/24").expect("hq");
+        assert_eq!(hq.comment, "head office");
+        assert_eq!(
+            store.list_item(&list.id, &hq.id).await.expect("one").value,
+            "192.0.2.0/24"
+        );
+        // Paging by cursor and searching (a `_` in the search is literal).
+        let (page, cursor) = store.list_items(&list.id, None, 1, None).await.expect("page 1");
+        let (rest, end) = store
+            .list_items(&list.id, cursor.as_deref(), 1, None)
+            .await
+            .expect("page 2");
+        assert_eq!((page.len(), rest.len(), end), (1, 1, None));
+        assert_ne!(page[0].id, rest[0].id);
+        let (found, _) = store
+            .list_items(&list.id, None, 10, Some("head"))
+            .await
+            .expect("search");
+        assert_eq!(found.len(), 1);
+        let (found, _) = store.list_items(&list.id, None, 10, Some("_")).await.expect("search");
+        assert!(found.is_empty());
+
+        // The same value twice in one request: stored once, with the later comment.
+        store
+            .write_list_items(
+                &list.id,
+                vec![item("203.0.113.1", "a"), item("203.0.113.1", "b")],
+                false,
+                &a,
+            )
+            .await
+            .expect("twice");
+        let (found, _) = store
+            .list_items(&list.id, None, 10, Some("203.0.113.1"))
+            .await
+            .expect("search");
+        assert_eq!((found.len(), found[0].comment.as_str()), (1, "b"));
+        let (found, _) = store
+            .list_items(&list.id, None, 10, Some("203.0.113.1"))
+            .await
+            .expect("search");
+        store
+            .delete_list_items(&list.id, &[found[0].id.clone()], &a)
+            .await
+            .expect("delete");
+        assert_eq!(store.list(&list.id).await.expect("list").num_items, 2);
+
+        // A rule naming a missing list is refused; one naming this list pins it.
+        let mut r = rule(Some("r1"), "ip.src in $office");
+        r.lists = vec!["nope".to_owned()];
+        let err = store
+            .put_entrypoint(&zone_id(&store).await, PHASE, "default", "", vec![r.clone()], &a)
+            .await
+            .expect_err("missing list");
+        assert!(err.to_string().contains("$nope"), "{err}");
+        r.lists = vec!["office".to_owned()];
+        let zone = zone_id(&store).await;
+        let rs = store
+            .put_entrypoint(&zone, PHASE, "default", "", vec![r], &a)
+            .await
+            .expect("rule");
+        assert_eq!(rs.rules[0].lists, ["office"]);
+        assert_eq!(store.list(&list.id).await.expect("list").num_referencing_filters, 1);
+        let err = store.delete_list(&list.id, &a).await.expect_err("referenced");
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+
+        let state = store.load_edge_state().await.expect("edge state");
+        assert_eq!(state.lists.len(), 1);
+        assert_eq!(state.lists[0].values, ["192.0.2.0/24", "198.51.100.7"]);
+
+        // Replacing the items, deleting one, then the rule and the list.
+        store
+            .write_list_items(&list.id, vec![item("203.0.113.0/24", "")], true, &a)
+            .await
+            .expect("replace");
+        let (items, _) = store.list_items(&list.id, None, 10, None).await.expect("items");
+        assert_eq!(items.len(), 1);
+        store
+            .delete_list_items(&list.id, &[items[0].id.clone(), "unknown".to_owned()], &a)
+            .await
+            .expect("delete items");
+        assert_eq!(store.list(&list.id).await.expect("list").num_items, 0);
+        store.delete_rule(&zone, &rs.id, "r1", &a).await.expect("delete rule");
+        store.delete_list(&list.id, &a).await.expect("unreferenced");
+        assert!(matches!(store.list(&list.id).await, Err(StoreError::NotFound { .. })));
+        let err = store
+            .write_list_items(&list.id, vec![item("192.0.2.1", "")], false, &a)
+            .await;
+        assert!(matches!(err, Err(StoreError::NotFound { .. })), "{err:?}");
+    })
+    .await;
+}
+
+/// The id of the zone `example.com`, created on first use.
+async fn zone_id(store: &Store) -> String {
+    match store
+        .list_zones()
+        .await
+        .expect("zones")
+        .into_iter()
+        .find(|z| z.name == "example.com")
+    {
+        Some(z) => z.id,
+        None => {
+            store
+                .create_zone("example.com", &Actor::system())
+                .await
+                .expect("zone")
+                .id
+        }
+    }
 }

@@ -1,9 +1,11 @@
 //! `POST /rules/validate` (Portcullis extension): compiles an expression without storing anything, for the
 //! dashboard's expression editor (validation as you type).
 
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::AdminState;
 use crate::api::{ApiJson, ApiResult, ok};
 
 /// Body: the expression to check.
@@ -35,12 +37,13 @@ pub struct Validation {
 #[utoipa::path(post, path = "/rules/validate", tag = "rulesets",
     request_body = ValidateExpression,
     responses((status = 200, description = "Whether it compiles, with the caret diagnostic when not", body = Validation)))]
-pub async fn validate(ApiJson(body): ApiJson<ValidateExpression>) -> ApiResult {
-    Ok(ok(check(&body.expression)))
+pub async fn validate(State(state): State<AdminState>, ApiJson(body): ApiJson<ValidateExpression>) -> ApiResult {
+    let lists = crate::rulesets::lists_named_in(&state, std::iter::once(body.expression.as_str())).await?;
+    Ok(ok(check(&body.expression, &lists)))
 }
 
-pub(crate) fn check(expression: &str) -> Validation {
-    match portcullis_rules::compile(expression) {
+fn check(expression: &str, lists: &portcullis_rules::Lists) -> Validation {
+    match portcullis_rules::compile_with(expression, lists) {
         Ok(_) => Validation {
             valid: true,
             message: None,

@@ -70,7 +70,7 @@ fn error_messages() {
         ),
         (
             r#"http.host in $office_network"#,
-            "lists are not supported at 1:14; use an inline set: in {…}",
+            "unknown list `$office_network` at 1:14; lists are created with the Lists API (/accounts/{account_id}/rules/lists)",
         ),
         (r#"http.host in {}"#, "empty set at 1:14"),
         (
@@ -303,4 +303,49 @@ fn english_operators_are_lowercase_only() {
         assert!(compile(&format!("ssl {op} ssl")).is_err(), "{op}");
     }
     assert!(compile("NOT ssl").is_err());
+}
+
+#[test]
+fn lists_resolve_at_compile_time() {
+    use crate::{Context, Lists, compile_with, fields};
+    let mut lists = Lists::new();
+    lists
+        .insert_ip("office", ["192.0.2.0/24", "2001:db8::/32", "198.51.100.7"])
+        .unwrap();
+    let program = compile_with(
+        r#"ip.src in $office and not (ip.src in {192.0.2.9}) and http.host eq "a""#,
+        &lists,
+    )
+    .unwrap();
+    assert_eq!(program.lists(), ["office"]);
+    let mut ctx = Context::new();
+    ctx.set(fields::HTTP_HOST, "a").unwrap();
+    for (ip, want) in [
+        ("192.0.2.1", true),
+        ("192.0.2.9", false),
+        ("192.0.3.1", false),
+        ("198.51.100.7", true),
+        ("::ffff:198.51.100.7", true),
+        ("2001:db8:5::1", true),
+        ("2001:db9::1", false),
+    ] {
+        ctx.set(fields::IP_SRC, ip.parse::<std::net::IpAddr>().unwrap())
+            .unwrap();
+        assert_eq!(program.eval(&ctx), want, "{ip}");
+    }
+
+    let err = |src: &str| compile_with(src, &lists).unwrap_err().to_string();
+    assert_eq!(
+        err("ip.src in $ofice"),
+        "unknown list `$ofice` at 1:11; did you mean $office?"
+    );
+    assert_eq!(
+        err("http.host in $office"),
+        "type mismatch: `$office` is an IP list and cannot be compared with String at 1:14"
+    );
+    assert_eq!(err("ip.src in $"), "a list name must follow `$` at 1:11");
+    assert_eq!(
+        err("ip.src eq $office"),
+        "a list (`$name`) can only follow `in` at 1:11; ip.src in $name"
+    );
 }

@@ -1,0 +1,235 @@
+//! `portcullis list …`: the named IP lists of a running server (Cloudflare's Lists API), which rules reference as
+//! `ip.src in $name`. Items are checked here with the server's own parser before anything is sent, so a typo in a
+//! file of thousands of addresses is reported with its line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use hyper::Method;
+use serde_json::{Value, json};
+
+use crate::client::{ApiArgs, ApiClient, account_id, array, print_json, print_table, s};
+
+/// Items per request when adding from a file: keeps each request well under the API's 1 MiB body limit.
+const ITEMS_PER_REQUEST: usize = 5_000;
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[command(subcommand)]
+    pub command: ListCommand,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ListCommand {
+    /// Create an IP list; rules then use it as `ip.src in $NAME`.
+    Create {
+        /// Lowercase letters, digits and underscores (at most 50).
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Show every list with its item count and how many rules use it.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show a list's items.
+    Show { name: String },
+    /// Add addresses or CIDR ranges to a list (an item already there gets the new comment).
+    Add {
+        name: String,
+        /// Addresses or CIDR ranges, e.g. 192.0.2.0/24 2001:db8::/32.
+        items: Vec<String>,
+        /// A file with one address or range per line (`#` starts a comment; blank lines are skipped).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// Make these the list's only items.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Remove addresses or ranges from a list (as they were added: 192.0.2.0/24 removes that range only).
+    Remove { name: String, items: Vec<String> },
+    /// Delete a list; refused while a rule references it.
+    Delete { name: String },
+}
+
+pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
+    let api = ApiClient::new(&args.api)?;
+    let base = format!("/accounts/{}/rules/lists", account_id(&api).await?);
+    match args.command {
+        ListCommand::Create { name, description } => {
+            let list = api
+                .send(
+                    Method::POST,
+                    &base,
+                    &json!({"name": name, "kind": "ip", "description": description}),
+                )
+                .await?
+                .result;
+            if args.api.json {
+                print_json(&list)?;
+            } else {
+                outln!("created list ${} ({})", s(&list, "name"), s(&list, "id"));
+            }
+        }
+        ListCommand::List => {
+            let lists = api.get(&base).await?.result;
+            if args.api.json {
+                print_json(&lists)?;
+            } else {
+                let rows: Vec<_> = array(&lists)
+                    .iter()
+                    .map(|l| {
+                        vec![
+                            format!("${}", s(l, "name")),
+                            s(l, "kind"),
+                            s(l, "num_items"),
+                            s(l, "num_referencing_filters"),
+                            s(l, "description"),
+                            s(l, "id"),
+                        ]
+                    })
+                    .collect();
+                print_table(&["NAME", "KIND", "ITEMS", "RULES", "DESCRIPTION", "ID"], &rows);
+            }
+        }
+        ListCommand::Show { name } => {
+            let id = list_id(&api, &base, &name).await?;
+            let items = all_items(&api, &format!("{base}/{id}/items")).await?;
+            if args.api.json {
+                print_json(&Value::Array(items))?;
+            } else {
+                let rows: Vec<_> = items
+                    .iter()
+                    .map(|i| vec![s(i, "ip"), s(i, "comment"), s(i, "modified_on")])
+                    .collect();
+                print_table(&["ITEM", "COMMENT", "MODIFIED_ON"], &rows);
+            }
+        }
+        ListCommand::Add {
+            name,
+            items,
+            file,
+            comment,
+            replace,
+        } => {
+            let mut values = Vec::new();
+            for item in &items {
+                values.push(canonical(item).with_context(|| format!("item {item:?}"))?);
+            }
+            if let Some(path) = &file {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                for (n, line) in text.lines().enumerate() {
+                    let item = line.split('#').next().unwrap_or("").trim();
+                    if !item.is_empty() {
+                        values.push(canonical(item).with_context(|| format!("{}:{}", path.display(), n + 1))?);
+                    }
+                }
+            }
+            if values.is_empty() && !replace {
+                bail!("no items: name some, or give --file");
+            }
+            let id = list_id(&api, &base, &name).await?;
+            let items_path = format!("{base}/{id}/items");
+            let body =
+                |chunk: &[String]| Value::Array(chunk.iter().map(|ip| json!({"ip": ip, "comment": comment})).collect());
+            let mut chunks = values.chunks(ITEMS_PER_REQUEST);
+            // A replace sends its first part as PUT, the rest as additions: the list is whole after the last.
+            let first = chunks.next().unwrap_or(&[]);
+            let method = if replace { Method::PUT } else { Method::POST };
+            api.send(method, &items_path, &body(first)).await?;
+            for chunk in chunks {
+                api.send(Method::POST, &items_path, &body(chunk)).await?;
+            }
+            outln!(
+                "{} {} item{} {} ${name}",
+                if replace { "set" } else { "added" },
+                values.len(),
+                if values.len() == 1 { "" } else { "s" },
+                if replace { "as" } else { "to" }
+            );
+        }
+        ListCommand::Remove { name, items } => {
+            if items.is_empty() {
+                bail!("name the items to remove");
+            }
+            let wanted = items
+                .iter()
+                .map(|i| canonical(i).with_context(|| format!("item {i:?}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let id = list_id(&api, &base, &name).await?;
+            let items_path = format!("{base}/{id}/items");
+            let stored = all_items(&api, &items_path).await?;
+            let ids: Vec<Value> = stored
+                .iter()
+                .filter(|i| wanted.contains(&s(i, "ip")))
+                .map(|i| json!({"id": s(i, "id")}))
+                .collect();
+            let missing: Vec<&String> = wanted
+                .iter()
+                .filter(|w| !stored.iter().any(|i| &s(i, "ip") == *w))
+                .collect();
+            if !missing.is_empty() {
+                bail!(
+                    "not in ${name}: {}",
+                    missing.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
+            api.send(Method::DELETE, &items_path, &json!({ "items": ids })).await?;
+            outln!(
+                "removed {} item{} from ${name}",
+                ids.len(),
+                if ids.len() == 1 { "" } else { "s" }
+            );
+        }
+        ListCommand::Delete { name } => {
+            let id = list_id(&api, &base, &name).await?;
+            api.delete(&format!("{base}/{id}")).await?;
+            outln!("deleted list ${name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An item in the form the server stores it, or why it is not an address or range.
+fn canonical(item: &str) -> anyhow::Result<String> {
+    portcullis_rules::lists::parse_ip_item(item)
+        .map(|(text, _)| text)
+        .map_err(anyhow::Error::msg)
+}
+
+/// The id of the list called `name` (a leading `$` is allowed).
+async fn list_id(api: &ApiClient, base: &str, name: &str) -> anyhow::Result<String> {
+    let name = name.trim_start_matches('$');
+    let lists = api.get(base).await?.result;
+    array(&lists)
+        .iter()
+        .find(|l| s(l, "name") == name)
+        .map(|l| s(l, "id"))
+        .with_context(|| format!("no list named {name:?} (`portcullis list ls` shows them)"))
+}
+
+/// Every item of a list, following the cursors.
+async fn all_items(api: &ApiClient, items_path: &str) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("{items_path}?per_page=500&cursor={c}"),
+            None => format!("{items_path}?per_page=500"),
+        };
+        let page = api.get(&path).await?;
+        out.extend(array(&page.result).iter().cloned());
+        cursor = page
+            .result_info
+            .as_ref()
+            .and_then(|i| i["cursors"]["after"].as_str())
+            .map(str::to_owned);
+        if cursor.is_none() {
+            return Ok(out);
+        }
+    }
+}
