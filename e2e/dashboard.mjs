@@ -599,6 +599,69 @@ try {
   assert.equal(appCells[5], "RFC 9440");
   await shot("09-hostnames");
 
+  step("IP lists: create one, a bad item is named, items added; a rule using it blocks at the edge until an item goes");
+  await nav("IP lists", `${base}/dashboard/lists`);
+  await page.getByLabel("Name").fill("blocked_clients");
+  await page.getByLabel("Description").fill("addresses to refuse");
+  await page.getByRole("button", { name: "Create list" }).click();
+  await page.locator("#toast", { hasText: "List $blocked_clients created" }).waitFor();
+  const listRow = page.locator("#ls-table tbody tr", { hasText: "$blocked_clients" });
+  await listRow.waitFor();
+  const itemsText = page.getByLabel("Addresses or CIDR ranges, one per line");
+  provoke({ status: 400, url: /\/rules\/lists\/[^/]+\/items$/ });
+  provoke({ text: /did you mean 10\.0\.0\.0\/8/ });
+  await itemsText.fill("10.0.0.1/8");
+  await page.getByRole("button", { name: "Add items" }).click();
+  await page.locator("#page-error", { hasText: "did you mean 10.0.0.0/8" }).waitFor();
+  await itemsText.fill("127.0.0.1\n192.0.2.0/24");
+  await page.getByLabel("Comment").fill("test clients");
+  await page.getByRole("button", { name: "Add items" }).click();
+  await page.locator("#toast", { hasText: "2 items added to $blocked_clients" }).waitFor();
+  await page.locator("#ls-items-table tbody tr", { hasText: "192.0.2.0/24" }).waitFor();
+  assert.equal(await listRow.locator("td").nth(1).textContent(), "2");
+  const entryUrl = `${base}/client/v4/zones/${zoneId}/rulesets/phases/http_request_firewall_custom/entrypoint`;
+  const entry = (await (await fetch(entryUrl, { headers: authorization })).json()).result;
+  const rulesUrl = `${base}/client/v4/zones/${zoneId}/rulesets/${entry.id}/rules`;
+  const added = await fetch(rulesUrl, {
+    method: "POST",
+    headers: authorization,
+    body: JSON.stringify({
+      description: "listed clients",
+      expression: 'ip.src in $blocked_clients and http.request.uri.path eq "/listed"',
+      action: "block",
+    }),
+  });
+  const addedBody = await added.json();
+  assert.equal(added.status, 200, JSON.stringify(addedBody));
+  const listedRule = addedBody.result.rules.find((r) => r.description === "listed clients");
+  await until("a client in the list", 403, () => edgeGet("/listed"));
+  await page.reload();
+  await ready();
+  assert.equal(await listRow.locator("td").nth(2).textContent(), "1 rule");
+  // A list that a rule uses cannot be deleted.
+  provoke({ status: 409, url: /\/rules\/lists\/[^/]+$/ });
+  provoke({ text: /referenced by rules/ });
+  await listRow.getByRole("button", { name: "Delete" }).click();
+  await listRow.getByRole("button", { name: "Confirm delete" }).click();
+  await page.locator("#page-error", { hasText: "referenced by rules" }).waitFor();
+  await listRow.getByRole("button", { name: "Items" }).click();
+  const listedItem = page.locator("#ls-items-table tbody tr", { hasText: "127.0.0.1" });
+  assert.equal(await listedItem.locator("td").nth(1).textContent(), "test clients");
+  await shot("09a-ip-lists");
+  await listedItem.getByRole("button", { name: "Remove" }).click();
+  await listedItem.getByRole("button", { name: "Confirm remove" }).click();
+  await listedItem.waitFor({ state: "detached" });
+  await page.locator("#toast", { hasText: "127.0.0.1 removed from $blocked_clients" }).waitFor();
+  await until("the address removed from the list", 200, () => edgeGet("/listed"));
+  const removed = await fetch(`${rulesUrl}/${listedRule.id}`, { method: "DELETE", headers: authorization });
+  assert.equal(removed.status, 200, await removed.text());
+  await page.reload();
+  await ready();
+  await listRow.getByRole("button", { name: "Delete" }).click();
+  await listRow.getByRole("button", { name: "Confirm delete" }).click();
+  await listRow.waitFor({ state: "detached" });
+  await assertToastClear("IP lists");
+
   step("revoke the certificate (two clicks, Close has the focus): the edge refuses it and Security events say revoked");
   await nav("Client Certificates", `${base}/dashboard/certificates`);
   await row.getByRole("button", { name: "Details" }).click();
@@ -706,6 +769,7 @@ try {
   for (const [name, url, file] of [
     ["Hostnames", `${base}/dashboard/hostnames`, "15-hostnames-phone"],
     ["Security rules", `${base}/dashboard/rules`, "16-security-rules-phone"],
+    ["IP lists", `${base}/dashboard/lists`, "16a-ip-lists-phone"],
   ]) {
     await nav(name, url);
     await assertFits(name);

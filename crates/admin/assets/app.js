@@ -1383,6 +1383,121 @@ function setupHostEdit() {
   });
 }
 
+// ---------- IP lists ----------
+
+// Items shown per list: the first page of the API's cursor paging.
+const ITEMS_SHOWN = 500;
+let listsPath = "";
+let shownList = null;
+
+async function listsPage() {
+  listsPath = `/accounts/${await account()}/rules/lists`;
+  $("ls-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run(e.submitter, async () => {
+      const created = await api("POST", listsPath, {
+        name: $("ls-name").value.trim(),
+        kind: "ip",
+        description: $("ls-desc").value.trim(),
+      });
+      e.target.reset();
+      toast(`List $${created.result.name} created`);
+      await loadLists();
+      await showItems(created.result);
+    });
+  });
+  $("ls-items-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run(e.submitter, async () => {
+      const comment = $("ls-items-comment").value.trim();
+      const items = lines($("ls-items-text").value).map((ip) => ({ ip, comment }));
+      await api("POST", `${listsPath}/${shownList.id}/items`, items);
+      e.target.reset();
+      toast(`${plural(items.length, "item")} added to $${shownList.name}`);
+      await Promise.all([loadLists(), loadItems()]);
+    });
+  });
+  await loadLists();
+}
+
+async function loadLists() {
+  const lists = (await api("GET", listsPath)).result ?? [];
+  const table = $("ls-table");
+  table.tBodies[0].replaceChildren(
+    ...lists.map((list) =>
+      h(
+        "tr",
+        { "data-id": list.id },
+        h("td", { class: "mono" }, `$${list.name}`),
+        h("td", {}, list.num_items.toLocaleString("en-US")),
+        h("td", {}, plural(list.num_referencing_filters, "rule")),
+        h("td", {}, list.description),
+        h(
+          "td",
+          {},
+          h(
+            "div",
+            { class: "row" },
+            h("button", { type: "button", class: "btn btn-small", onclick: () => run(null, () => showItems(list)) }, "Items", h("span", { class: "sr-only" }, ` of $${list.name}`)),
+            canWrite &&
+              confirmButton("Delete", "Confirm delete", async () => {
+                await api("DELETE", `${listsPath}/${list.id}`);
+                toast(`List $${list.name} deleted`);
+                if (shownList?.id === list.id) {
+                  shownList = null;
+                  $("ls-items").hidden = true;
+                }
+                await loadLists();
+              }),
+          ),
+        ),
+      ),
+    ),
+  );
+  if (!lists.length) emptyRow(table, 5, "No lists yet.");
+  if (shownList) shownList = lists.find((l) => l.id === shownList.id) ?? null;
+}
+
+async function showItems(list) {
+  shownList = list;
+  $("ls-items-name").textContent = `$${list.name}`;
+  $("ls-items").hidden = false;
+  await loadItems();
+  $("ls-items").scrollIntoView({ block: "nearest" });
+}
+
+async function loadItems() {
+  const list = shownList;
+  const data = await api("GET", `${listsPath}/${list.id}/items?per_page=${ITEMS_SHOWN}`);
+  const items = data.result ?? [];
+  const table = $("ls-items-table");
+  table.tBodies[0].replaceChildren(
+    ...items.map((item) =>
+      h(
+        "tr",
+        { "data-id": item.id },
+        h("td", { class: "mono" }, item.ip),
+        h("td", {}, item.comment),
+        h("td", {}, when(item.created_on)),
+        h(
+          "td",
+          {},
+          canWrite &&
+            confirmButton("Remove", "Confirm remove", async () => {
+              await api("DELETE", `${listsPath}/${list.id}/items`, { items: [{ id: item.id }] });
+              toast(`${item.ip} removed from $${list.name}`);
+              await Promise.all([loadLists(), loadItems()]);
+            }),
+        ),
+      ),
+    ),
+  );
+  if (!items.length) emptyRow(table, 4, "No items yet: add addresses or CIDR ranges above.");
+  const more = $("ls-items-more");
+  more.hidden = !data.result_info?.cursors?.after;
+  more.textContent = `The first ${ITEMS_SHOWN} items are shown; portcullis list show ${list.name} lists them all.`;
+}
+
 // ---------- start ----------
 
 const PAGES = {
@@ -1392,6 +1507,7 @@ const PAGES = {
   rules: rulesPage,
   events: eventsPage,
   hostnames: hostnamesPage,
+  lists: listsPage,
 };
 
 // On a phone, tables marked `stack` show one card per row; each cell is labelled with its column's heading.
@@ -1413,7 +1529,8 @@ async function start() {
   document.querySelector("nav.side a[aria-current]")?.scrollIntoView({ block: "nearest", inline: "center" });
   if (!canWrite) document.querySelectorAll("[data-write]").forEach((el) => (el.hidden = true));
   try {
-    if (!(await loadZones())) {
+    // Lists belong to the account, not to a zone.
+    if (!(await loadZones()) && main.dataset.page !== "lists") {
       noZone();
       return;
     }

@@ -73,6 +73,12 @@ const PAGES: &[(&str, &str, &str, &str)] = &[
         "Hostnames",
         include_str!("../../assets/hostnames.html"),
     ),
+    (
+        "lists",
+        "/dashboard/lists",
+        "IP lists",
+        include_str!("../../assets/lists.html"),
+    ),
 ];
 
 /// The dashboard's routes (outside `/client/v4`; pages check the session themselves).
