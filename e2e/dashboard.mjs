@@ -342,7 +342,7 @@ try {
   await hostsDialog.getByRole("button", { name: "Save hostnames" }).click();
   await hostsDialog.waitFor({ state: "hidden" });
   await byoca.locator("td.hosts-cell", { hasText: /^byo\.localhost$/ }).waitFor();
-  await byoca.getByRole("button", { name: "Upload CRL" }).click();
+  await byoca.getByRole("button", { name: "CRLs" }).click();
   const crlDialog = page.locator("#crl-dialog");
   provoke({ status: 400, url: /\/mtls_certificates\/[^/]+\/crl$/ });
   provoke({ text: /CRL/i });
@@ -352,7 +352,7 @@ try {
   await shot("04a-byoca-crl-refused");
   // Closed and opened again, the dialog does not show the previous error.
   await crlDialog.getByRole("button", { name: "Close" }).click();
-  await byoca.getByRole("button", { name: "Upload CRL" }).click();
+  await byoca.getByRole("button", { name: "CRLs" }).click();
   await page.locator("#crl-dialog[open]").waitFor();
   assert.equal(await crlDialog.locator(".dialog-error").isHidden(), true, "the CRL dialog opens without the old error");
   await crlDialog.getByLabel("…or paste it (PEM)").fill("");
@@ -363,6 +363,32 @@ try {
   await byoca.getByText(/^updated \d{4}-\d{2}-\d{2}$/).waitFor();
   await shot("04-bring-your-own-ca");
   fs.rmSync(own.dir, { recursive: true, force: true });
+  // CRLs fetched from a URL: nothing listens on port 1, so the first fetch (at once) fails and says why.
+  await byoca.getByRole("button", { name: "CRLs" }).click();
+  await page.locator("#crl-dialog[open]").waitFor();
+  await crlDialog.getByLabel("Fetch them from").fill("http://127.0.0.1:1/ca.crl");
+  await crlDialog.getByRole("button", { name: "Save URLs" }).click();
+  await crlDialog.waitFor({ state: "hidden" });
+  await page.locator("#toast", { hasText: "CRLs will be fetched from 1 URL" }).waitFor();
+  let failing = false;
+  for (let attempt = 0; attempt < 30 && !failing; attempt += 1) {
+    await page.reload();
+    await ready();
+    await page.getByRole("tab", { name: "Bring your own CA" }).click();
+    await byoca.waitFor();
+    failing = (await byoca.locator(".badge", { hasText: "fetch failing" }).count()) === 1;
+    if (!failing) await sleep(200);
+  }
+  assert.ok(failing, "the failing fetch is shown");
+  assert.match(await byoca.locator("td.crl-cell").textContent(), /http:\/\/127\.0\.0\.1:1\/ca\.crl: request failed/);
+  await shot("04b-byoca-crl-fetch-failing");
+  await byoca.getByRole("button", { name: "CRLs" }).click();
+  await page.locator("#crl-dialog[open]").waitFor();
+  assert.equal(await crlDialog.getByLabel("Fetch them from").inputValue(), "http://127.0.0.1:1/ca.crl");
+  await crlDialog.getByLabel("Fetch them from").fill("");
+  await crlDialog.getByRole("button", { name: "Save URLs" }).click();
+  await page.locator("#toast", { hasText: "CRLs are no longer fetched" }).waitFor();
+  await byoca.getByText(/^updated \d{4}-\d{2}-\d{2}$/).waitFor();
   await page.getByRole("tab", { name: "Managed CA" }).click();
 
   step("create the mTLS rule for /api");

@@ -57,6 +57,16 @@ pub enum CaCommand {
         /// The uploaded CA's id (see `ca list-uploaded`).
         id: String,
     },
+    /// Have the server fetch an uploaded CA's CRLs from URLs (every --crl-refresh seconds); no URLs stops fetching.
+    ///
+    /// Each fetch is checked like an upload; `ca list-uploaded` shows when the last one worked, or why it failed
+    /// (the last good CRLs stay in use).
+    CrlUrls {
+        /// The uploaded CA's id (see `ca list-uploaded`).
+        id: String,
+        /// http:// or https:// URLs, one per CA of the bundle that publishes a CRL.
+        urls: Vec<String>,
+    },
     /// Fetch a managed CA's CRL, or give an uploaded CA its CRL.
     ///
     /// `ca crl ID --out FILE` downloads the current CRL (DER) of the managed CA ID from the server's public
@@ -203,11 +213,20 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
                             s(c, "serial_number"),
                             s(c, "expires_on"),
                             s(c, "crl_updated_on"),
+                            crl_source(c),
                         ]
                     })
                     .collect();
                 print_table(
-                    &["ID", "NAME", "ISSUER", "SERIAL", "EXPIRES_ON", "CRL_UPDATED_ON"],
+                    &[
+                        "ID",
+                        "NAME",
+                        "ISSUER",
+                        "SERIAL",
+                        "EXPIRES_ON",
+                        "CRL_UPDATED_ON",
+                        "CRL_SOURCE",
+                    ],
                     &rows,
                 );
             }
@@ -223,6 +242,25 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
                 print_json(&deleted)?;
             } else {
                 outln!("deleted uploaded CA {id}");
+            }
+        }
+        CaCommand::CrlUrls { id, urls } => {
+            check_id(&id)?;
+            let account = account_id(&api).await?;
+            let ca = api
+                .send(
+                    Method::PUT,
+                    &format!("/accounts/{account}/mtls_certificates/{id}/crl_urls"),
+                    &json!({ "urls": urls }),
+                )
+                .await?
+                .result;
+            if json {
+                print_json(&ca)?;
+            } else if urls.is_empty() {
+                outln!("CA {id}: CRLs are no longer fetched (the last ones stay in use)");
+            } else {
+                outln!("CA {id}: CRLs are fetched from {}", urls.join(", "));
             }
         }
         CaCommand::Crl(crl) => {
@@ -285,6 +323,21 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where an uploaded CA's CRLs come from, for `ca list-uploaded`: its URLs with the last fetch's outcome, or
+/// `upload`.
+fn crl_source(ca: &Value) -> String {
+    let urls: Vec<&str> = array(&ca["crl_urls"]).iter().filter_map(Value::as_str).collect();
+    if urls.is_empty() {
+        return "upload".to_owned();
+    }
+    let outcome = match (ca["crl_fetch_error"].as_str(), ca["crl_fetched_on"].as_str()) {
+        (Some(error), _) => format!("failing: {error}"),
+        (None, Some(at)) => format!("fetched {at}"),
+        (None, None) => "not fetched yet".to_owned(),
+    };
+    format!("{} ({outcome})", urls.join(" "))
 }
 
 /// Writes `contents` to `path` through a temporary file and a rename, so readers never see half a file.

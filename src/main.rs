@@ -25,6 +25,7 @@ mod cli_list;
 mod cli_rule;
 mod cli_rules;
 mod client;
+mod crl_fetch;
 mod demo;
 mod edge;
 mod serve;

@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// distribution point. Without it, certificates carry none.
     #[arg(long, env = "PORTCULLIS_CRL_BASE_URL")]
     pub crl_base_url: Option<String>,
+    /// How often uploaded CAs' CRLs are fetched from their URLs (`crl_urls`), in seconds; a failed fetch is tried
+    /// again within a minute.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub crl_refresh: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -323,6 +327,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         snapshot.clone(),
     ));
     let events = StoreEvents::start(boot.store.clone());
+    tokio::spawn(crate::crl_fetch::run(
+        boot.store.clone(),
+        std::time::Duration::from_secs(args.crl_refresh),
+    ));
 
     let edge_listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -940,3 +940,110 @@ fn ip_lists_block_and_release_addresses_without_editing_the_rule() {
     ok(&server.cli(&["list", "remove", "blocked", "127.0.0.0/8"]));
     until("200");
 }
+
+/// An uploaded CA's CRL fetched from its URL: a revocation published there reaches the edge within the refresh
+/// period, and an older CRL served later (a replay that would un-revoke) is refused with the last good one kept.
+#[test]
+fn crls_fetched_from_a_url_revoke_at_the_edge_and_old_ones_are_refused() {
+    use portcullis_pki::{
+        CaParams, CrlParams, GeneratedKeyRequest, IssueOptions, ManagedCa, RevokedEntry, SubjectFields,
+    };
+
+    let server = Server::start_with(crate::support::scratch(), &["--crl-refresh", "1"], &[]);
+    setup(&server);
+    let dir = server.dir.path();
+    let now = time::OffsetDateTime::now_utc();
+    let ca = ManagedCa::create(&CaParams::default(), now - time::Duration::days(1)).expect("a CA");
+    std::fs::write(dir.join("pki-ca.pem"), ca.certificate_pem()).expect("write");
+    ok(&server.cli(&["ca", "upload", "--name", "corporate PKI", "pki-ca.pem"]));
+    let uploaded: serde_json::Value =
+        serde_json::from_str(&ok(&server.cli(&["ca", "list-uploaded", "--json"]))).expect("json");
+    let ca_id = uploaded[0]["id"].as_str().expect("id").to_owned();
+    ok(&server.cli(&["mtls", "enable", "localhost", "--ca", &ca_id]));
+    let mut serials = Vec::new();
+    for name in ["laptop", "stolen"] {
+        let request = GeneratedKeyRequest {
+            subject: SubjectFields {
+                common_name: name.to_owned(),
+                ..SubjectFields::default()
+            },
+            ..GeneratedKeyRequest::default()
+        };
+        let options = IssueOptions {
+            validity_days: 30,
+            crl_distribution_point: None,
+        };
+        let issued = ca.issue_with_generated_key(&request, &options, now).expect("issued");
+        std::fs::write(dir.join(format!("{name}.pem")), &issued.record.certificate).expect("write");
+        std::fs::write(dir.join(format!("{name}.key")), issued.private_key_pem.as_bytes()).expect("write");
+        serials.push(portcullis_pki::hex_decode(&issued.record.serial_number).expect("hex"));
+    }
+    let crl = |number: u64, age_hours: i64, revoked: &[Vec<u8>]| {
+        let this_update = now - time::Duration::hours(age_hours);
+        ca.build_crl(
+            &CrlParams {
+                crl_number: number,
+                this_update,
+                next_update: this_update + time::Duration::days(7),
+            },
+            &revoked
+                .iter()
+                .map(|serial| RevokedEntry {
+                    serial: serial.clone(),
+                    revoked_at: this_update,
+                    reason: None,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .expect("crl")
+    };
+    let (port, served) = crate::support::file_server(200, crl(1, 2, &[]).der().to_vec());
+    let out = ok(&server.cli(&["ca", "crl-urls", &ca_id, &format!("http://127.0.0.1:{port}/pki.crl")]));
+    assert!(out.contains("CRLs are fetched from http://127.0.0.1:"), "{out}");
+    let source = || {
+        let table = ok(&server.cli(&["ca", "list-uploaded"]));
+        table
+            .lines()
+            .find(|l| l.starts_with(&ca_id))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}: {}", source());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("the first fetch", &|| source().contains("(fetched "));
+    let status = |name: &str| {
+        get(
+            &server,
+            "/api",
+            &["--cert", &format!("{name}.pem"), "--key", &format!("{name}.key")],
+        )
+        .1
+    };
+    assert_eq!(
+        (status("laptop"), status("stolen")),
+        ("200".to_owned(), "200".to_owned())
+    );
+
+    // The PKI revokes a certificate and publishes a new CRL (PEM this time).
+    served.lock().expect("lock").1 = crl(2, 1, &serials[1..]).pem().into_bytes();
+    wait_for("the revocation", &|| status("stolen") == "403");
+    assert_eq!(status("laptop"), "200");
+
+    // An older CRL (without the revocation) is refused; the certificate stays revoked.
+    served.lock().expect("lock").1 = crl(1, 2, &[]).der().to_vec();
+    wait_for("the refusal", &|| source().contains("older than the one in use"));
+    assert_eq!(status("stolen"), "403");
+    // A dead URL is reported the same way.
+    *served.lock().expect("lock") = (404, b"gone".to_vec());
+    wait_for("the 404", &|| {
+        source().contains("failing: http://127.0.0.1:") && source().contains("HTTP 404")
+    });
+    assert_eq!(status("stolen"), "403");
+    let metrics = curl(dir, &[&format!("{}/metrics", server.api())]).2;
+    assert!(metrics.contains("portcullis_crl_fetch_failures_total"), "{metrics}");
+}

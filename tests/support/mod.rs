@@ -210,6 +210,43 @@ pub fn echo_origin() -> u16 {
     port
 }
 
+/// What [`file_server`] answers: (status, body), replaceable while it runs.
+#[allow(dead_code)]
+pub type Served = std::sync::Arc<std::sync::Mutex<(u16, Vec<u8>)>>;
+
+/// A plain HTTP server on a free localhost port answering every request with the current `(status, body)` of the
+/// returned handle (a CRL distribution point whose CRL a test replaces). Returns the port and the handle.
+#[allow(dead_code)]
+pub fn file_server(status: u16, body: Vec<u8>) -> (u16, Served) {
+    use std::io::{Read as _, Write as _};
+    let served = std::sync::Arc::new(std::sync::Mutex::new((status, body)));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the file server");
+    let port = listener.local_addr().expect("its address").port();
+    let current = served.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let (status, body) = current.lock().expect("lock").clone();
+            let mut reply = format!(
+                "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            reply.extend_from_slice(&body);
+            let _ = stream.write_all(&reply);
+        }
+    });
+    (port, served)
+}
+
 /// Runs `curl -s -o BODY_FILE -w %{http_code} ARGS` in `dir`; returns (exit code, HTTP status, body).
 #[allow(dead_code)]
 pub fn curl(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {

@@ -799,7 +799,7 @@ async function loadByoca() {
           h("td", {}, label),
           h("td", {}, ca.issuer),
           h("td", { class: "nowrap" }, day(ca.expires_on)),
-          h("td", { class: "nowrap" }, ca.crl_updated_on ? `updated ${day(ca.crl_updated_on)}` : h("span", { class: "muted" }, "none")),
+          crlCell(ca),
           h(
             "td",
             { class: "hosts-cell" },
@@ -812,7 +812,7 @@ async function loadByoca() {
               h(
                 "div",
                 { class: "row" },
-                h("button", { type: "button", class: "btn btn-small", onclick: () => openCrl(ca) }, "Upload CRL", h("span", { class: "sr-only" }, ` for ${label}`)),
+                h("button", { type: "button", class: "btn btn-small", onclick: () => openCrl(ca) }, "CRLs", h("span", { class: "sr-only" }, ` of ${label}`)),
                 h("button", { type: "button", class: "btn btn-small", onclick: () => openByocaHosts(ca).catch(showError) }, "Edit hostnames", h("span", { class: "sr-only" }, ` of ${label}`)),
                 confirmButton("Delete", "Confirm delete", async () => {
                   await api("DELETE", `/accounts/${acc}/mtls_certificates/${ca.id}`);
@@ -830,12 +830,23 @@ async function loadByoca() {
   }
 }
 
+// The CRL column: when the CRLs last changed and, for fetched ones, whether the last fetch worked.
+function crlCell(ca) {
+  const updated = ca.crl_updated_on ? `updated ${day(ca.crl_updated_on)}` : h("span", { class: "muted" }, "none");
+  if (!ca.crl_urls?.length) return h("td", { class: "nowrap" }, updated);
+  const state = ca.crl_fetch_error
+    ? h("span", { class: "badge badge-danger", title: ca.crl_fetch_error }, "fetch failing")
+    : h("span", { class: "badge badge-ok", title: ca.crl_urls.join(" ") }, ca.crl_fetched_on ? "fetched" : "fetching");
+  return h("td", { class: "crl-cell" }, updated, " ", state, ca.crl_fetch_error ? h("div", { class: "muted small" }, ca.crl_fetch_error) : null);
+}
+
 function openCrl(ca) {
   const dialog = $("crl-dialog");
   dialog.dataset.id = ca.id;
   $("crl-ca-name").textContent = ca.name || ca.id;
   $("crl-form").reset();
-  $("crl-result").textContent = ca.crl_updated_on ? `The current CRL was uploaded on ${when(ca.crl_updated_on)}.` : "No CRL uploaded yet.";
+  $("crl-urls").value = (ca.crl_urls ?? []).join("\n");
+  $("crl-result").textContent = ca.crl_updated_on ? `The current CRLs date from ${when(ca.crl_updated_on)}.` : "No CRL yet.";
   openDialog(dialog);
 }
 
@@ -892,6 +903,15 @@ function setupByoca() {
       const result = (await api("PUT", `/accounts/${await account()}/mtls_certificates/${crlDialog.dataset.id}/crl`, { crl })).result;
       crlDialog.close();
       toast(`CRL accepted: ${plural(result.entries, "revoked certificate")}`);
+      await loadByoca();
+    });
+  });
+  $("crl-urls-save").addEventListener("click", (e) => {
+    run(e.currentTarget, async () => {
+      const urls = lines($("crl-urls").value);
+      await api("PUT", `/accounts/${await account()}/mtls_certificates/${crlDialog.dataset.id}/crl_urls`, { urls });
+      crlDialog.close();
+      toast(urls.length ? `CRLs will be fetched from ${plural(urls.length, "URL")}` : "CRLs are no longer fetched");
       await loadByoca();
     });
   });

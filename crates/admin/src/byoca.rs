@@ -36,8 +36,14 @@ pub struct MtlsCertificateView {
     pub updated_at: String,
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// When a CRL was last uploaded (Portcullis extension).
+    /// When the CRLs last changed, uploaded or fetched (Portcullis extension).
     pub crl_updated_on: Option<String>,
+    /// Where the edge fetches this CA's CRLs from (Portcullis extension; empty: they are uploaded).
+    pub crl_urls: Vec<String>,
+    /// The last successful fetch from `crl_urls`.
+    pub crl_fetched_on: Option<String>,
+    /// Why the last fetch failed, until one succeeds (the last good CRLs stay in use).
+    pub crl_fetch_error: Option<String>,
 }
 
 fn view(cert: MtlsCertificate) -> MtlsCertificateView {
@@ -54,6 +60,9 @@ fn view(cert: MtlsCertificate) -> MtlsCertificateView {
         updated_at: rfc3339(cert.updated_at),
         kind: "custom",
         crl_updated_on: cert.crl_updated_on.map(rfc3339),
+        crl_urls: cert.crl_urls,
+        crl_fetched_on: cert.crl_fetched_on.map(rfc3339),
+        crl_fetch_error: cert.crl_fetch_error,
     }
 }
 
@@ -305,4 +314,74 @@ pub async fn put_crl(
             })
             .collect(),
     }))
+}
+
+/// Most CRL URLs one CA may have.
+pub const MAX_CRL_URLS: usize = 8;
+
+/// `PUT …/{id}/crl_urls` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CrlUrls {
+    /// `http://` or `https://` URLs (public roots for https), one per CA of the bundle that publishes a CRL; empty
+    /// stops fetching (the last CRLs stay until replaced).
+    pub urls: Vec<String>,
+}
+
+/// Have the edge fetch an uploaded CA's CRLs from URLs, now and every `--crl-refresh` seconds (Portcullis
+/// extension). Each fetch is checked like an upload; a CRL that fails to fetch or check is reported in
+/// `crl_fetch_error` and the last good one stays in use.
+#[utoipa::path(put, path = "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/crl_urls", tag = "mtls certificates",
+    request_body = CrlUrls,
+    params(("account_id" = String, Path, description = "Account id"), ("mtls_certificate_id" = String, Path, description = "CA id")),
+    responses((status = 200, description = "The CA with its CRL URLs", body = MtlsCertificateView)))]
+pub async fn put_crl_urls(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path((account_id, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<CrlUrls>,
+) -> ApiResult {
+    check_account(&state, &account_id).await?;
+    if body.urls.len() > MAX_CRL_URLS {
+        return Err(ApiError::invalid(format!("at most {MAX_CRL_URLS} CRL URLs")));
+    }
+    let mut urls: Vec<String> = Vec::with_capacity(body.urls.len());
+    for url in &body.urls {
+        let url = check_crl_url(url).map_err(ApiError::invalid)?;
+        if !urls.contains(&url) {
+            urls.push(url);
+        }
+    }
+    let ca = state.store.mtls_certificate(&id).await?;
+    if !ca.ca {
+        return Err(ApiError::invalid(format!(
+            "mtls_certificate {id:?} is a client certificate; CRLs belong to CAs"
+        )));
+    }
+    state.store.set_mtls_crl_urls(&id, &urls, &actor).await?;
+    Ok(ok(view(state.store.mtls_certificate(&id).await?)))
+}
+
+/// A CRL URL as it will be fetched: `http://` or `https://`, with a host, no user or password, at most 2,048
+/// bytes, no spaces.
+pub fn check_crl_url(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    if url.len() > 2048 {
+        return Err("a CRL URL must be at most 2048 bytes".into());
+    }
+    let uri: axum::http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("{url:?}: a CRL URL must start with http:// or https://")),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(format!("{url:?} has no host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!("{url:?}: a user or password in a CRL URL is not supported"));
+    }
+    if authority.host().is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(url.to_owned())
 }

@@ -763,6 +763,40 @@ async fn bring_your_own_ca_lifecycle() {
         "CRL does not belong to this CA: it was issued by CN=Other CA, not by O=Acme,CN=Test BYO CA"
     );
 
+    // CRL URLs: checked, deduplicated, shown with the fetch state; none stops fetching.
+    for (urls, want) in [
+        (
+            json!(["ftp://pki.example/ca.crl"]),
+            "must start with http:// or https://",
+        ),
+        (json!(["http://user:pw@pki.example/ca.crl"]), "user or password"),
+        (json!(["not a url"]), "is not a URL"),
+        (json!(vec!["http://pki.example/a.crl"; 9]), "at most 8 CRL URLs"),
+    ] {
+        let (status, body) = api
+            .send(Method::PUT, &format!("{base}/{id}/crl_urls"), json!({"urls": urls}))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{urls}");
+        assert!(error(&body).1.contains(want), "{urls}: {body}");
+    }
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &format!("{base}/{id}/crl_urls"),
+            json!({"urls": ["http://pki.example/ca.crl", " http://pki.example/ca.crl"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["crl_urls"], json!(["http://pki.example/ca.crl"]));
+    assert!(body["result"]["crl_fetched_on"].is_null(), "{body}");
+    let (status, body) = api
+        .send(Method::PUT, &format!("{base}/{id}/crl_urls"), json!({"urls": []}))
+        .await;
+    assert_eq!(
+        (status, body["result"]["crl_urls"].clone()),
+        (StatusCode::OK, json!([]))
+    );
+
     // Remove the association; then the CA can go.
     let (status, _) = api
         .send(Method::PUT, &assoc, json!({"hostnames": [], "mtls_certificate_id": id}))
@@ -1157,8 +1191,11 @@ async fn json_objects_have_cloudflares_field_names_and_types() {
         ("uploaded_on", "string"),
         ("updated_at", "string"),
         ("type", "string"),
-        // Portcullis extension: null until a CRL is uploaded.
+        // Portcullis extensions: null until a CRL is uploaded; no CRL URLs, so nothing fetched.
         ("crl_updated_on", "null"),
+        ("crl_urls", "array"),
+        ("crl_fetched_on", "null"),
+        ("crl_fetch_error", "null"),
     ]);
     assert_eq!(result_shape(&byo["result"]), mtls);
     let byo_id = s(&byo["result"]["id"]);
@@ -1311,6 +1348,10 @@ async fn openapi_lists_every_route_of_the_router() {
         (
             "put",
             "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/crl",
+        ),
+        (
+            "put",
+            "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/crl_urls",
         ),
         ("get", "/accounts/{account_id}/rules/lists"),
         ("post", "/accounts/{account_id}/rules/lists"),

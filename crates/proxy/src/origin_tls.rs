@@ -179,7 +179,7 @@ impl OriginTls {
 }
 
 /// A TLS connection to an origin, as hyper's IO.
-pub(crate) struct HttpsStream {
+pub struct HttpsStream {
     io: TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
     h2: bool,
 }
@@ -223,16 +223,18 @@ impl Write for HttpsStream {
     }
 }
 
-/// Connects over TCP with [`HttpConnector`], then TLS with the origin's config.
+/// Connects over TCP with [`HttpConnector`], then TLS with the origin's config. Also what the binary fetches
+/// `https://` CRLs with.
 #[derive(Clone)]
-pub(crate) struct HttpsConnector {
+pub struct HttpsConnector {
     http: HttpConnector,
     tls: tokio_rustls::TlsConnector,
     handshake_timeout: Duration,
 }
 
 impl HttpsConnector {
-    pub(crate) fn new(mut http: HttpConnector, tls: &OriginTls, handshake_timeout: Duration) -> HttpsConnector {
+    /// TLS with `tls`'s settings after `http` connects; the handshake may take `handshake_timeout`.
+    pub fn new(mut http: HttpConnector, tls: &OriginTls, handshake_timeout: Duration) -> HttpsConnector {
         // The URI says https; the TCP connector must not refuse it.
         http.enforce_http(false);
         HttpsConnector {

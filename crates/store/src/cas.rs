@@ -27,7 +27,7 @@ macro_rules! managed_ca_order {
 macro_rules! mtls_columns {
     () => {
         "id, account_id, name, ca, certificates, issuer, serial_number, signature, expires_on, uploaded_on, \
-         updated_at, crl, crl_updated_on, sealed_key"
+         updated_at, crl, crl_updated_on, sealed_key, crl_urls, crl_fetched_on, crl_fetch_error"
     };
 }
 
@@ -170,6 +170,9 @@ impl Store {
             crl: None,
             crl_updated_on: None,
             sealed_key: new.sealed_key,
+            crl_urls: Vec::new(),
+            crl_fetched_on: None,
+            crl_fetch_error: None,
         };
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
@@ -191,7 +194,7 @@ impl Store {
             sqlx::query(concat!(
                 "INSERT INTO mtls_certificates (",
                 mtls_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
             ))
             .bind(&record.id)
             .bind(&record.account_id)
@@ -207,6 +210,9 @@ impl Store {
             .bind(&record.crl)
             .bind(record.crl_updated_on)
             .bind(&record.sealed_key)
+            .bind(record.crl_urls.join(" "))
+            .bind(record.crl_fetched_on)
+            .bind(&record.crl_fetch_error)
             .execute(&mut *tx)
             .await?;
             commit_write!(self, tx, actor, "create", "mtls_certificate", &record.id, &record.name);
@@ -302,6 +308,90 @@ impl Store {
             commit_write!(self, tx, actor, "set_crl", "mtls_certificate", id, "");
         });
         Ok(())
+    }
+
+    /// Sets the URLs the CRLs of a bring-your-own CA are fetched from (none: stop fetching; the last CRL stays).
+    /// The caller has checked the URLs.
+    pub async fn set_mtls_crl_urls(&self, id: &str, urls: &[String], actor: &Actor) -> Result<(), StoreError> {
+        let joined = urls.join(" ");
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE mtls_certificates SET crl_urls = $1, crl_fetch_error = NULL, updated_at = $2 \
+                 WHERE id = $3 AND ca = 1",
+            )
+            .bind(&joined)
+            .bind(now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::not_found("uploaded CA", id));
+            }
+            commit_write!(self, tx, actor, "set_crl_urls", "mtls_certificate", id, &joined);
+        });
+        Ok(())
+    }
+
+    /// Records a fetch of the CA's CRLs from `urls`: `Ok(crls)` (checked by the caller) replaces the stored CRLs when
+    /// they differ, a new edge state only then; `Err` records why the fetch failed and keeps the last CRLs. Ignored
+    /// when the CA's URLs are no longer `urls` (they changed during the fetch) or the CA is gone. Returns whether the
+    /// CRLs changed.
+    pub async fn record_crl_fetch(
+        &self,
+        id: &str,
+        urls: &[String],
+        fetched: Result<&[u8], &str>,
+    ) -> Result<bool, StoreError> {
+        let joined = urls.join(" ");
+        let at = now();
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query("SELECT crl, crl_urls FROM mtls_certificates WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else { return Ok(false) };
+            if row.text("crl_urls")? != joined {
+                return Ok(false);
+            }
+            match fetched {
+                Err(error) => {
+                    sqlx::query("UPDATE mtls_certificates SET crl_fetch_error = $1 WHERE id = $2")
+                        .bind(error)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(false)
+                }
+                Ok(crls) if row.opt_bytes("crl")?.as_deref() == Some(crls) => {
+                    sqlx::query(
+                        "UPDATE mtls_certificates SET crl_fetched_on = $1, crl_fetch_error = NULL WHERE id = $2",
+                    )
+                    .bind(at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(false)
+                }
+                Ok(crls) => {
+                    sqlx::query(
+                        "UPDATE mtls_certificates SET crl = $1, crl_updated_on = $2, crl_fetched_on = $2, \
+                         crl_fetch_error = NULL, updated_at = $2 WHERE id = $3",
+                    )
+                    .bind(crls)
+                    .bind(at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    commit_write!(self, tx, &Actor::system(), "fetch_crl", "mtls_certificate", id, &joined);
+                    Ok(true)
+                }
+            }
+        })
     }
 
     /// The hostnames of zone `zone_id` guarded by `ca`, sorted.
@@ -422,6 +512,9 @@ pub(crate) fn mtls_from_row(row: &impl RowExt) -> Result<MtlsCertificate, StoreE
         crl: row.opt_bytes("crl")?,
         crl_updated_on: row.opt_int("crl_updated_on")?,
         sealed_key: row.opt_bytes("sealed_key")?,
+        crl_urls: row.text("crl_urls")?.split_whitespace().map(str::to_owned).collect(),
+        crl_fetched_on: row.opt_int("crl_fetched_on")?,
+        crl_fetch_error: row.opt_text("crl_fetch_error")?,
     })
 }
 

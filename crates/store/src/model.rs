@@ -191,11 +191,17 @@ pub struct MtlsCertificate {
     pub expires_on: i64,
     pub uploaded_on: i64,
     pub updated_at: i64,
-    /// The uploaded CRL, DER.
+    /// The CRLs: PEM (one per certificate of the bundle at most) or, as stored before, one DER CRL.
     pub crl: Option<Vec<u8>>,
     pub crl_updated_on: Option<i64>,
     /// For a client certificate (`ca` false): its private key, sealed with the master key.
     pub sealed_key: Option<Vec<u8>>,
+    /// Where the CRLs are fetched from (empty: they are uploaded).
+    pub crl_urls: Vec<String>,
+    /// The last successful fetch.
+    pub crl_fetched_on: Option<i64>,
+    /// Why the last fetch failed, until one succeeds.
+    pub crl_fetch_error: Option<String>,
 }
 
 /// A new bring-your-own CA to store; its fields were computed from the PEM by `portcullis-pki`.

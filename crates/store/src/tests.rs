@@ -1172,3 +1172,66 @@ async fn zone_id(store: &Store) -> String {
         }
     }
 }
+
+/// CRL fetches: a new CRL is stored and announced, the same one only marks the time, a failure keeps the last CRL,
+/// and a result for URLs that changed meanwhile is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crl_fetches_store_changes_only_and_keep_the_last_good_crl() {
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let ca = store.add_mtls_certificate(sample_byo("pki"), 10, &a).await.expect("ca");
+        let urls = vec!["http://pki.example/ca.crl".to_owned()];
+        store.set_mtls_crl_urls(&ca.id, &urls, &a).await.expect("urls");
+        let generation = *store.subscribe().borrow();
+        assert!(
+            store
+                .record_crl_fetch(&ca.id, &urls, Ok(b"crl-1"))
+                .await
+                .expect("first")
+        );
+        let after_first = *store.subscribe().borrow();
+        assert!(after_first > generation, "a new CRL is announced to the edge");
+        assert!(!store.record_crl_fetch(&ca.id, &urls, Ok(b"crl-1")).await.expect("same"));
+        assert_eq!(
+            *store.subscribe().borrow(),
+            after_first,
+            "the same CRL changes nothing the edge sees"
+        );
+        assert!(
+            !store
+                .record_crl_fetch(&ca.id, &urls, Err("HTTP 503"))
+                .await
+                .expect("failure")
+        );
+        let stored = store.mtls_certificate(&ca.id).await.expect("read");
+        assert_eq!(stored.crl.as_deref(), Some(&b"crl-1"[..]));
+        assert_eq!(stored.crl_fetch_error.as_deref(), Some("HTTP 503"));
+        assert!(stored.crl_fetched_on.is_some());
+        assert_eq!(stored.crl_urls, urls);
+        let other = vec!["http://elsewhere.example/ca.crl".to_owned()];
+        assert!(
+            !store
+                .record_crl_fetch(&ca.id, &other, Ok(b"crl-2"))
+                .await
+                .expect("stale")
+        );
+        assert_eq!(
+            store.mtls_certificate(&ca.id).await.expect("read").crl.as_deref(),
+            Some(&b"crl-1"[..])
+        );
+        assert!(
+            store
+                .record_crl_fetch(&ca.id, &urls, Ok(b"crl-2"))
+                .await
+                .expect("second")
+        );
+        let stored = store.mtls_certificate(&ca.id).await.expect("read");
+        assert_eq!(
+            (stored.crl.as_deref(), stored.crl_fetch_error),
+            (Some(&b"crl-2"[..]), None)
+        );
+        store.set_mtls_crl_urls(&ca.id, &[], &a).await.expect("stop");
+        assert!(store.mtls_certificate(&ca.id).await.expect("read").crl_urls.is_empty());
+    })
+    .await;
+}
