@@ -1,6 +1,7 @@
 //! Commands that manage a running server through its admin API: `zone`, `host`, `mtls`, `token`.
 //! Each prints a table for people, or the API's JSON result with `--json`, and fails with the API's message.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
@@ -64,6 +65,33 @@ pub enum HostCommand {
         /// Speak HTTP/2 to the origin (h2c prior knowledge for http:// origins); gRPC origins need it.
         #[arg(long)]
         origin_h2: bool,
+        #[command(flatten)]
+        origin_tls: OriginTlsArgs,
+    },
+    /// Change a hostname's origin or settings; what is not given stays as it is.
+    Set {
+        host: String,
+        /// http://host:port or https://host:port.
+        #[arg(long)]
+        origin: Option<String>,
+        #[arg(long, value_parser = ["request", "require"])]
+        tls_client_auth: Option<String>,
+        #[arg(long, value_parser = ["none", "cloudflare", "cf_cert_headers", "rfc9440", "xfcc"])]
+        forward_cert: Option<String>,
+        /// Speak HTTP/2 to the origin (true or false).
+        #[arg(long)]
+        origin_h2: Option<bool>,
+        #[command(flatten)]
+        origin_tls: OriginTlsArgs,
+        /// Stop trusting the --origin-ca set before (back to the public roots).
+        #[arg(long, conflicts_with = "origin_ca")]
+        no_origin_ca: bool,
+        /// Stop presenting the --origin-client-cert set before.
+        #[arg(long, conflicts_with = "origin_client_cert")]
+        no_origin_client_cert: bool,
+        /// Verify the origin's certificate again after --origin-insecure.
+        #[arg(long, conflicts_with = "origin_insecure")]
+        origin_verify: bool,
     },
     /// List hostnames, of one zone or of all.
     List {
@@ -74,6 +102,37 @@ pub enum HostCommand {
     Show { host: String },
     /// Stop serving a hostname.
     Remove { host: String },
+}
+
+/// How the edge talks TLS to an `https://` origin.
+#[derive(Debug, clap::Args)]
+pub struct OriginTlsArgs {
+    /// The CA (PEM file) that issues the origin's certificate, instead of the public web roots.
+    #[arg(long, value_name = "FILE.pem")]
+    origin_ca: Option<PathBuf>,
+    /// Accept any origin certificate (a self-signed origin on a network you trust).
+    #[arg(long)]
+    origin_insecure: bool,
+    /// Present this client certificate to the origin (an id from `ca upload-client`), for origins that require one.
+    #[arg(long, value_name = "ID")]
+    origin_client_cert: Option<String>,
+}
+
+impl OriginTlsArgs {
+    /// Adds the given settings to a hostname body.
+    fn apply(&self, body: &mut Value) -> anyhow::Result<()> {
+        if let Some(path) = &self.origin_ca {
+            let pem = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            body["origin_ca"] = json!(pem);
+        }
+        if self.origin_insecure {
+            body["origin_tls_verify"] = json!(false);
+        }
+        if let Some(id) = &self.origin_client_cert {
+            body["origin_client_certificate"] = json!(id);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -230,9 +289,11 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             tls_client_auth,
             forward_cert,
             origin_h2,
+            origin_tls,
         } => {
             let zone = find_zone(&api, zone.as_deref(), Some(&host)).await?;
             let mut body = json!({ "hostname": host, "origin": origin });
+            origin_tls.apply(&mut body)?;
             if let Some(mode) = tls_client_auth {
                 body["tls_client_auth"] = json!(mode);
             }
@@ -255,6 +316,61 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
                     s(&created, "origin"),
                     s(&zone, "name")
                 );
+            }
+        }
+        HostCommand::Set {
+            host,
+            origin,
+            tls_client_auth,
+            forward_cert,
+            origin_h2,
+            origin_tls,
+            no_origin_ca,
+            no_origin_client_cert,
+            origin_verify,
+        } => {
+            let (zone, found) = find_host(&api, &host).await?;
+            let mut body = json!({});
+            if let Some(origin) = origin {
+                body["origin"] = json!(origin);
+            }
+            if let Some(mode) = tls_client_auth {
+                body["tls_client_auth"] = json!(mode);
+            }
+            if let Some(style) = forward_cert {
+                body["client_certificate_forwarding"] = json!(style);
+            }
+            if let Some(h2) = origin_h2 {
+                body["origin_http2"] = json!(h2);
+            }
+            origin_tls.apply(&mut body)?;
+            // The API's way to remove a setting: an empty string.
+            if no_origin_ca {
+                body["origin_ca"] = json!("");
+            }
+            if no_origin_client_cert {
+                body["origin_client_certificate"] = json!("");
+            }
+            if origin_verify {
+                body["origin_tls_verify"] = json!(true);
+            }
+            if body.as_object().is_some_and(serde_json::Map::is_empty) {
+                bail!(
+                    "nothing to change: give --origin, --tls-client-auth, --forward-cert, --origin-h2 or an origin TLS option"
+                );
+            }
+            let updated = api
+                .send(
+                    Method::PATCH,
+                    &format!("/zones/{}/hostnames/{}", s(&zone, "id"), s(&found, "id")),
+                    &body,
+                )
+                .await?
+                .result;
+            if args.api.json {
+                print_json(&updated)?;
+            } else {
+                outln!("updated {} → {}", s(&updated, "hostname"), s(&updated, "origin"));
             }
         }
         HostCommand::List { zone } => {
@@ -301,6 +417,17 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
                         s(&found, "client_certificate_forwarding"),
                     ),
                     ("origin_tls_verify", s(&found, "origin_tls_verify")),
+                    ("origin_http2", s(&found, "origin_http2")),
+                    (
+                        "origin_ca",
+                        if found["origin_ca"].is_string() {
+                            "set"
+                        } else {
+                            "public roots"
+                        }
+                        .to_owned(),
+                    ),
+                    ("origin_client_certificate", s(&found, "origin_client_certificate")),
                     ("managed_ca_mtls", managed.to_string()),
                     ("id", s(&found, "id")),
                 ] {

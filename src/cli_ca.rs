@@ -50,7 +50,20 @@ pub enum CaCommand {
         #[arg(value_name = "FILE.pem")]
         file: PathBuf,
     },
-    /// List the uploaded CAs.
+    /// Upload a client certificate and its key for the edge to present to `https://` origins that require one
+    /// (`host add|set HOST --origin-client-cert ID`). The key is sealed at rest and never shown again.
+    UploadClient {
+        /// A name to recognise it by.
+        #[arg(long)]
+        name: String,
+        /// The certificate, then its intermediates, PEM.
+        #[arg(value_name = "CERT.pem")]
+        cert: PathBuf,
+        /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+        #[arg(value_name = "KEY.pem")]
+        key: PathBuf,
+    },
+    /// List the uploaded CAs and client certificates.
     ListUploaded,
     /// Delete an uploaded CA (refused while hostnames use it: `mtls disable HOST --ca ID` first).
     DeleteUploaded {
@@ -197,6 +210,32 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        CaCommand::UploadClient { name, cert, key } => {
+            let read = |path: &PathBuf| {
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {} as PEM text", path.display()))
+            };
+            let account = account_id(&api).await?;
+            let uploaded = api
+                .send(
+                    Method::POST,
+                    &format!("/accounts/{account}/mtls_certificates"),
+                    &json!({ "ca": false, "certificates": read(&cert)?, "private_key": read(&key)?, "name": name }),
+                )
+                .await?
+                .result;
+            if json {
+                print_json(&uploaded)?;
+            } else {
+                outln!(
+                    "uploaded client certificate {} ({}), issuer {}, expires {}; present it with `portcullis host set HOST --origin-client-cert {}`",
+                    s(&uploaded, "name"),
+                    s(&uploaded, "id"),
+                    s(&uploaded, "issuer"),
+                    s(&uploaded, "expires_on"),
+                    s(&uploaded, "id")
+                );
+            }
+        }
         CaCommand::ListUploaded => {
             let account = account_id(&api).await?;
             let list = api.get(&format!("/accounts/{account}/mtls_certificates")).await?.result;
@@ -209,6 +248,12 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
                         vec![
                             s(c, "id"),
                             s(c, "name"),
+                            if c["ca"].as_bool() == Some(false) {
+                                "client"
+                            } else {
+                                "CA"
+                            }
+                            .to_owned(),
                             s(c, "issuer"),
                             s(c, "serial_number"),
                             s(c, "expires_on"),
@@ -328,6 +373,9 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
 /// Where an uploaded CA's CRLs come from, for `ca list-uploaded`: its URLs with the last fetch's outcome, or
 /// `upload`.
 fn crl_source(ca: &Value) -> String {
+    if ca["ca"].as_bool() == Some(false) {
+        return String::new();
+    }
     let urls: Vec<&str> = array(&ca["crl_urls"]).iter().filter_map(Value::as_str).collect();
     if urls.is_empty() {
         return "upload".to_owned();

@@ -679,49 +679,32 @@ fn origins_requiring_a_client_certificate_get_the_uploaded_one() {
     }
     let _origin = Kill(origin);
 
-    let token = std::fs::read_to_string(server.data_dir().join("admin-token")).expect("token");
-    let auth = format!("Authorization: Bearer {}", token.trim());
-    let api = |method: &str, path: &str, body: serde_json::Value| -> serde_json::Value {
-        let url = format!("{}/client/v4{path}", server.api());
-        let body = body.to_string();
-        let (_, status, out) = curl(
-            dir,
-            &[
-                "-X",
-                method,
-                "-H",
-                &auth,
-                "-H",
-                "Content-Type: application/json",
-                "-d",
-                &body,
-                &url,
-            ],
-        );
-        assert!(status.starts_with('2'), "{method} {path}: {status} {out}");
-        serde_json::from_str(&out).expect("json")
-    };
-    let (_, _, accounts) = curl(dir, &["-H", &auth, &format!("{}/client/v4/accounts", server.api())]);
-    let accounts: serde_json::Value = serde_json::from_str(&accounts).expect("json");
-    let account = accounts["result"][0]["id"].as_str().expect("account").to_owned();
-    let read = |name: &str| std::fs::read_to_string(dir.join(name)).expect("read");
-    let uploaded = api(
-        "POST",
-        &format!("/accounts/{account}/mtls_certificates"),
-        serde_json::json!({"ca": false, "name": "edge to origin", "certificates": read("o-cli.pem"), "private_key": read("o-cli.key")}),
+    // Through the CLI: upload the certificate with its key, then point the host at the origin with its CA.
+    let out = ok(&server.cli(&[
+        "ca",
+        "upload-client",
+        "--name",
+        "edge to origin",
+        "o-cli.pem",
+        "o-cli.key",
+    ]));
+    assert!(out.starts_with("uploaded client certificate edge to origin ("), "{out}");
+    let uploaded: serde_json::Value =
+        serde_json::from_str(&ok(&server.cli(&["ca", "list-uploaded", "--json"]))).expect("json");
+    let cert_id = uploaded
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|c| c["ca"] == false)
+        .and_then(|c| c["id"].as_str())
+        .expect("the client certificate")
+        .to_owned();
+    let table = ok(&server.cli(&["ca", "list-uploaded"]));
+    assert!(
+        table.lines().any(|l| l.starts_with(&cert_id) && l.contains(" client ")),
+        "{table}"
     );
-    let cert_id = uploaded["result"]["id"].as_str().expect("id").to_owned();
-    let zones: serde_json::Value = serde_json::from_str(&ok(&server.cli(&["zone", "list", "--json"]))).expect("json");
-    let zone = zones[0]["id"].as_str().expect("zone").to_owned();
-    let hosts = api("GET", &format!("/zones/{zone}/hostnames"), serde_json::json!({}));
-    let host = hosts["result"][0]["id"].as_str().expect("host").to_owned();
-    let patch = |client: &str| {
-        api(
-            "PATCH",
-            &format!("/zones/{zone}/hostnames/{host}"),
-            serde_json::json!({"origin": format!("https://localhost:{port}"), "origin_ca": read("o-ca.pem"), "origin_client_certificate": client}),
-        )
-    };
+    let origin_url = format!("https://localhost:{port}");
     let until = |want: &str| {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -733,11 +716,30 @@ fn origins_requiring_a_client_certificate_get_the_uploaded_one() {
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    patch(&cert_id);
+    let out = ok(&server.cli(&[
+        "host",
+        "set",
+        "localhost",
+        "--origin",
+        &origin_url,
+        "--origin-ca",
+        "o-ca.pem",
+        "--origin-client-cert",
+        &cert_id,
+    ]));
+    assert_eq!(out.trim(), format!("updated localhost → {origin_url}"));
     let body = until("200");
     assert!(body.contains("s_server"), "the origin's page: {body}");
-    patch("");
+    let shown = ok(&server.cli(&["host", "show", "localhost"]));
+    assert!(
+        shown.contains(&format!("origin_client_certificate      {cert_id}")),
+        "{shown}"
+    );
+    assert!(shown.contains("origin_ca                      set"), "{shown}");
+    ok(&server.cli(&["host", "set", "localhost", "--no-origin-client-cert"]));
     until("502");
+    let nothing = server.cli(&["host", "set", "localhost"]);
+    assert!(!nothing.status.success());
 }
 
 /// A rate limit per client certificate, set through Cloudflare's `http_ratelimit` entry point: the third request
