@@ -1109,7 +1109,128 @@ async function rulesPage() {
   const query = new URLSearchParams(window.location.search);
   if (query.get("deployed")) toast("Rule deployed");
   if (query.get("saved")) toast("Rule saved");
-  await loadRules();
+  setupRateLimits();
+  setupUrlNormalization();
+  await Promise.all([loadRules(), loadRateLimits(), loadUrlNormalization()]);
+}
+
+const RATELIMIT_PHASE = "http_ratelimit";
+const RATELIMIT_PER = {
+  cert: ["cf.tls_client_auth.cert_fingerprint_sha256", "cf.tls_client_auth.cert_verified"],
+  ip: ["ip.src", "true"],
+};
+
+// What a rate limit counts per, in words, from its characteristics (besides cf.colo.id).
+function perWhat(characteristics) {
+  const key = characteristics.find((c) => c !== "cf.colo.id") ?? "";
+  if (key === "cf.tls_client_auth.cert_fingerprint_sha256") return "client certificate";
+  if (key === "ip.src") return "IP address";
+  const header = /^http\.request\.headers\["(.*)"\]$/.exec(key);
+  return header ? `header ${header[1]}` : key;
+}
+
+const duration = (seconds) =>
+  seconds % 3600 === 0 ? plural(seconds / 3600, "hour") : seconds % 60 === 0 ? plural(seconds / 60, "minute") : plural(seconds, "second");
+
+function setupRateLimits() {
+  const per = $("rl-per");
+  const header = $("rl-header");
+  per.addEventListener("change", () => {
+    header.disabled = per.value !== "header";
+    header.required = per.value === "header";
+    // The default expression follows what is counted, unless it was edited.
+    const expression = $("rl-expression");
+    const defaults = ["cf.tls_client_auth.cert_verified", "true"];
+    if (defaults.includes(expression.value.trim())) expression.value = per.value === "cert" ? defaults[0] : defaults[1];
+  });
+  $("rl-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run(e.submitter, async () => {
+      const name = header.value.trim().toLowerCase();
+      const characteristic = per.value === "header" ? `http.request.headers[${quote(name)}]` : RATELIMIT_PER[per.value][0];
+      const rule = {
+        description: $("rl-name").value.trim(),
+        expression: $("rl-expression").value.trim() || "true",
+        action: $("rl-action").value,
+        ratelimit: {
+          characteristics: ["cf.colo.id", characteristic],
+          period: Number($("rl-period").value),
+          requests_per_period: Number($("rl-requests").value),
+          mitigation_timeout: Number($("rl-timeout").value),
+        },
+      };
+      const ruleset = await rateLimitRuleset();
+      if (ruleset) await api("POST", `/zones/${zone.id}/rulesets/${ruleset.id}/rules`, rule);
+      else await api("PUT", `/zones/${zone.id}/rulesets/phases/${RATELIMIT_PHASE}/entrypoint`, { rules: [rule] });
+      $("rl-name").value = "";
+      toast("Rate limit added");
+      await loadRateLimits();
+    });
+  });
+}
+
+// The zone's rate-limiting ruleset, or null: found in the list of rulesets, so that a zone without one costs no 404.
+async function rateLimitRuleset() {
+  const summary = ((await api("GET", `/zones/${zone.id}/rulesets`)).result ?? []).find((r) => r.phase === RATELIMIT_PHASE);
+  return summary ? (await api("GET", `/zones/${zone.id}/rulesets/${summary.id}`)).result : null;
+}
+
+async function loadRateLimits() {
+  const table = $("rl-table");
+  const ruleset = await rateLimitRuleset();
+  const rules = ruleset?.rules ?? [];
+  table.tBodies[0].replaceChildren(
+    ...rules.map((rule) => {
+      const rl = rule.ratelimit ?? {};
+      const over =
+        rule.action === "log"
+          ? "log only"
+          : rl.mitigation_timeout
+            ? `429 for ${duration(rl.mitigation_timeout)}`
+            : "429 (throttled)";
+      return h(
+        "tr",
+        { "data-id": rule.id },
+        h("td", {}, rule.description || rule.id),
+        h("td", { class: "mono expr" }, rule.expression),
+        h("td", {}, `${Number(rl.requests_per_period).toLocaleString("en-US")} per ${duration(rl.period)}`),
+        h("td", {}, perWhat(rl.characteristics ?? [])),
+        h("td", {}, over),
+        h(
+          "td",
+          {},
+          canWrite &&
+            confirmButton("Delete", "Confirm delete", async () => {
+              await api("DELETE", `/zones/${zone.id}/rulesets/${ruleset.id}/rules/${rule.id}`);
+              toast("Rate limit deleted");
+              await loadRateLimits();
+            }),
+        ),
+      );
+    }),
+  );
+  if (!rules.length) emptyRow(table, 6, "No rate limits.");
+}
+
+function setupUrlNormalization() {
+  if (!canWrite) {
+    $("un-scope").disabled = true;
+    $("un-type").disabled = true;
+  }
+  $("un-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run($("un-save"), async () => {
+      await api("PUT", `/zones/${zone.id}/url_normalization`, { scope: $("un-scope").value, type: $("un-type").value });
+      toast("URL normalization saved");
+      await loadUrlNormalization();
+    });
+  });
+}
+
+async function loadUrlNormalization() {
+  const current = (await api("GET", `/zones/${zone.id}/url_normalization`)).result;
+  $("un-scope").value = current.scope;
+  $("un-type").value = current.type;
 }
 
 // Renders the rules; `focus` names the control ({ id, control }) to give keyboard focus back to after a re-render.
