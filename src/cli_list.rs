@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use crate::client::{ApiArgs, ApiClient, account_id, array, print_json, print_table, s};
 
-/// Items per request when adding from a file: keeps each request well under the API's 1 MiB body limit.
-const ITEMS_PER_REQUEST: usize = 5_000;
+/// Most JSON bytes per request: well under the API's 1 MiB body limit.
+const REQUEST_BYTES: usize = 768 * 1024;
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
@@ -134,15 +134,36 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
             }
             let id = list_id(&api, &base, &name).await?;
             let items_path = format!("{base}/{id}/items");
-            let body =
-                |chunk: &[String]| Value::Array(chunk.iter().map(|ip| json!({"ip": ip, "comment": comment})).collect());
-            let mut chunks = values.chunks(ITEMS_PER_REQUEST);
-            // A replace sends its first part as PUT, the rest as additions: the list is whole after the last.
-            let first = chunks.next().unwrap_or(&[]);
-            let method = if replace { Method::PUT } else { Method::POST };
-            api.send(method, &items_path, &body(first)).await?;
-            for chunk in chunks {
-                api.send(Method::POST, &items_path, &body(chunk)).await?;
+            let items: Vec<Value> = values.iter().map(|ip| json!({"ip": ip, "comment": comment})).collect();
+            let chunks = by_size(items);
+            match (replace, chunks.as_slice()) {
+                // One request: the API replaces the items in one transaction.
+                (true, [] | [_]) => {
+                    let all = chunks.into_iter().next().unwrap_or_default();
+                    api.send(Method::PUT, &items_path, &Value::Array(all)).await?;
+                }
+                // Several: add everything first, then remove what is not in the new set, so the list never lacks
+                // an item that stays (it briefly holds both sets instead).
+                (true, _) => {
+                    for chunk in chunks {
+                        api.send(Method::POST, &items_path, &Value::Array(chunk)).await?;
+                    }
+                    let keep: std::collections::HashSet<&str> = values.iter().map(String::as_str).collect();
+                    let stale: Vec<Value> = all_items(&api, &items_path)
+                        .await?
+                        .iter()
+                        .filter(|i| !keep.contains(s(i, "ip").as_str()))
+                        .map(|i| json!({"id": s(i, "id")}))
+                        .collect();
+                    for ids in by_size(stale) {
+                        api.send(Method::DELETE, &items_path, &json!({ "items": ids })).await?;
+                    }
+                }
+                (false, _) => {
+                    for chunk in chunks {
+                        api.send(Method::POST, &items_path, &Value::Array(chunk)).await?;
+                    }
+                }
             }
             outln!(
                 "{} {} item{} {} ${name}",
@@ -194,6 +215,24 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `items` in consecutive groups of at most [`REQUEST_BYTES`] of JSON each.
+fn by_size(items: Vec<Value>) -> Vec<Vec<Value>> {
+    let mut chunks: Vec<Vec<Value>> = Vec::new();
+    let mut size = 0;
+    for item in items {
+        let len = item.to_string().len() + 1;
+        if chunks.is_empty() || size + len > REQUEST_BYTES {
+            chunks.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        if let Some(last) = chunks.last_mut() {
+            last.push(item);
+        }
+    }
+    chunks
+}
+
 /// An item in the form the server stores it, or why it is not an address or range.
 fn canonical(item: &str) -> anyhow::Result<String> {
     portcullis_rules::lists::parse_ip_item(item)
@@ -231,5 +270,24 @@ async fn all_items(api: &ApiClient, items_path: &str) -> anyhow::Result<Vec<Valu
         if cursor.is_none() {
             return Ok(out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_stay_under_the_body_limit_and_keep_every_item_in_order() {
+        let items: Vec<Value> = (0..60_000u32)
+            .map(|i| json!({"ip": std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string(), "comment": "x".repeat(40)}))
+            .collect();
+        let chunks = by_size(items.clone());
+        assert!(chunks.len() > 1);
+        for chunk in &chunks {
+            assert!(Value::Array(chunk.clone()).to_string().len() <= REQUEST_BYTES);
+        }
+        assert_eq!(chunks.concat(), items);
+        assert!(by_size(Vec::new()).is_empty());
     }
 }

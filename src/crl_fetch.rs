@@ -2,12 +2,16 @@
 //! customer's own PKI (Vault, step-ca, AD CS…) reach the edge without anyone uploading a file: NGINX and HAProxy
 //! read CRL files only, and need a reload for a new one.
 //!
-//! Every `--crl-refresh` seconds (and at once when a CA's URLs change) each CA's URLs are fetched, the CRLs checked
-//! exactly as an upload is (each signed by a certificate of the bundle, one per certificate), and stored when they
-//! differ from the ones in use; the store's change feed then rebuilds every node's snapshot. A fetch that fails, a
-//! CRL that does not check, or one older than the CRL in use from the same CA (a replayed old CRL would un-revoke
-//! certificates) is recorded as the CA's `crl_fetch_error`, and the last good CRLs stay in use. Every node of a
-//! fleet fetches; only a change is written. Not here: OCSP, or URLs taken from certificates' CRL distribution points.
+//! Every `--crl-refresh` seconds (and at once when a CA's URLs change) each CA's URLs are fetched, each answer must
+//! be exactly one CRL, and the CRLs are checked exactly as an upload is (each signed by a certificate of the bundle,
+//! one per certificate) and stored when they differ from the ones in use; the store's change feed then rebuilds every
+//! node's snapshot. Someone who can tamper with a plain-HTTP answer can only replay CRLs the CA signed, and neither
+//! replay un-revokes anything: a CRL older than the one in use from the same CA is refused, and once a fetch from
+//! the CA's URLs has succeeded, a later one must again bring a CRL from every CA that had one (the first fetch after
+//! the URLs are set, or after an upload, may change that set: that is the administrator's doing). A refused or
+//! failed fetch is recorded as the CA's `crl_fetch_error`, and the last good CRLs stay in use. Every node of a fleet
+//! fetches; only a change is written, and only if the CRLs are still those the check was made against. Not here:
+//! OCSP, or URLs taken from certificates' CRL distribution points.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,10 +22,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use portcullis_proxy::origin_tls::HttpsConnector;
-use portcullis_store::{MtlsCertificate, Store};
+use portcullis_store::Store;
 use tokio::time::Instant;
 
-/// Largest CRL response read.
+/// Most bytes read from all of one CA's URLs together.
 pub const MAX_CRL_BYTES: usize = 16 * 1024 * 1024;
 /// A whole fetch (connect, TLS, response) may take this long.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -78,8 +82,8 @@ impl Fetcher {
     }
 
     async fn round(&mut self) {
-        let cas = match self.store.list_mtls_certificates().await {
-            Ok(cas) => cas,
+        let sources = match self.store.crl_sources().await {
+            Ok(sources) => sources,
             Err(e) => {
                 tracing::warn!(error = %e, "CRL fetching: cannot read the uploaded CAs");
                 return;
@@ -87,79 +91,96 @@ impl Fetcher {
         };
         let now = Instant::now();
         self.last
-            .retain(|id, _| cas.iter().any(|ca| &ca.id == id && !ca.crl_urls.is_empty()));
-        for ca in cas.iter().filter(|ca| ca.ca && !ca.crl_urls.is_empty()) {
-            let due = match self.last.get(&ca.id) {
+            .retain(|id, _| sources.iter().any(|(source, _, _)| source == id));
+        for (id, name, urls) in &sources {
+            let due = match self.last.get(id) {
                 None => true,
-                Some((urls, at, ok)) => {
+                Some((last_urls, at, ok)) => {
                     let wait = if *ok {
                         self.refresh
                     } else {
                         self.refresh.min(RETRY_AFTER_FAILURE)
                     };
-                    urls != &ca.crl_urls || now.duration_since(*at) >= wait
+                    last_urls != urls || now.duration_since(*at) >= wait
                 }
             };
             if !due {
                 continue;
             }
-            let result = self.fetch_checked(ca).await;
+            let ca = match self.store.mtls_certificate(id).await {
+                Ok(ca) => ca,
+                Err(e) => {
+                    tracing::warn!(ca = %id, error = %e, "CRL fetching: cannot read the CA");
+                    continue;
+                }
+            };
+            let result = self
+                .fetch_checked(&ca.certificates, ca.crl.as_deref(), ca.crl_fetched_on.is_some(), urls)
+                .await;
             let recorded = match &result {
-                Ok(crls) => self.store.record_crl_fetch(&ca.id, &ca.crl_urls, Ok(crls)).await,
+                Ok(crls) => self.store.record_crl_fetch(id, urls, ca.crl.as_deref(), Ok(crls)).await,
                 Err(e) => {
                     metrics::counter!("portcullis_crl_fetch_failures_total").increment(1);
-                    tracing::warn!(ca = %ca.id, name = %ca.name, error = %e, "CRL fetch failed; the last CRLs stay in use");
-                    self.store.record_crl_fetch(&ca.id, &ca.crl_urls, Err(e)).await
+                    tracing::warn!(ca = %id, name = %name, error = %e, "CRL fetch failed; the last CRLs stay in use");
+                    self.store.record_crl_fetch(id, urls, ca.crl.as_deref(), Err(e)).await
                 }
             };
             match recorded {
-                Ok(true) => tracing::info!(ca = %ca.id, name = %ca.name, "fetched new CRLs"),
+                Ok(true) => tracing::info!(ca = %id, name = %name, "fetched new CRLs"),
                 Ok(false) => {}
-                Err(e) => tracing::warn!(ca = %ca.id, error = %e, "CRL fetching: cannot record the result"),
+                Err(e) => tracing::warn!(ca = %id, error = %e, "CRL fetching: cannot record the result"),
             }
             self.last
-                .insert(ca.id.clone(), (ca.crl_urls.clone(), Instant::now(), result.is_ok()));
+                .insert(id.clone(), (urls.clone(), Instant::now(), result.is_ok()));
         }
     }
 
-    /// The CA's CRLs from its URLs as PEM, checked against its bundle and against the CRLs in use.
-    async fn fetch_checked(&self, ca: &MtlsCertificate) -> Result<Vec<u8>, String> {
+    /// The CRLs from `urls` as PEM, checked against the CA's bundle (PEM) and against the CRLs in use (`in_use`;
+    /// `settled`: the last fetch from these URLs succeeded, so every CA with a CRL must still have one).
+    async fn fetch_checked(
+        &self,
+        bundle: &str,
+        in_use: Option<&[u8]>,
+        settled: bool,
+        urls: &[String],
+    ) -> Result<Vec<u8>, String> {
         let mut pem = String::new();
-        for url in &ca.crl_urls {
-            let body = self.fetch(url).await.map_err(|e| format!("{url}: {e}"))?;
-            match std::str::from_utf8(&body) {
-                Ok(text) if text.contains("-----BEGIN") => {
-                    pem.push_str(text.trim());
-                    pem.push('\n');
-                }
-                _ => pem.push_str(&portcullis_pki::pem::encode("X509 CRL", &body)),
-            }
+        let mut budget = MAX_CRL_BYTES;
+        for url in urls {
+            let body = self.fetch(url, budget).await.map_err(|e| format!("{url}: {e}"))?;
+            budget = budget.saturating_sub(body.len());
+            let der = one_crl(&body).map_err(|e| format!("{url}: {e}"))?;
+            pem.push_str(&portcullis_pki::pem::encode("X509 CRL", &der));
         }
-        let bundle = portcullis_pki::pem::certificates_from_pem_or_der(ca.certificates.as_bytes())
+        let bundle = portcullis_pki::pem::certificates_from_pem_or_der(bundle.as_bytes())
             .map_err(|e| format!("the stored CA bundle: {e}"))?;
         let fetched = portcullis_pki::check_crls_for_bundle(&bundle, pem.as_bytes()).map_err(|e| e.to_string())?;
-        if let Some(stored) = &ca.crl
+        if let Some(stored) = in_use
             && let Ok(in_use) = portcullis_pki::check_crls_for_bundle(&bundle, stored)
         {
-            for new in &fetched {
-                if let Some(old) = in_use.iter().find(|old| old.issuer == new.issuer)
-                    && new.this_update < old.this_update
-                {
-                    return Err(format!(
-                        "the CRL from {} is older than the one in use (thisUpdate {} < {}): refused",
-                        new.issuer, new.this_update, old.this_update
-                    ));
+            for old in &in_use {
+                match fetched.iter().find(|new| new.issuer == old.issuer) {
+                    Some(new) if new.this_update < old.this_update => {
+                        return Err(format!(
+                            "the CRL from {} is older than the one in use (thisUpdate {} < {}): refused",
+                            new.issuer, new.this_update, old.this_update
+                        ));
+                    }
+                    None if settled => {
+                        return Err(format!(
+                            "no CRL from {} among the answers, though one is in use: refused (set the URLs again to change which CAs publish CRLs)",
+                            old.issuer
+                        ));
+                    }
+                    _ => {}
                 }
             }
         }
-        Ok(fetched
-            .iter()
-            .map(|c| portcullis_pki::pem::encode("X509 CRL", &c.der))
-            .collect::<String>()
-            .into_bytes())
+        Ok(pem.into_bytes())
     }
 
-    async fn fetch(&self, url: &str) -> Result<Bytes, String> {
+    /// The body of `url`'s 200 answer, at most `limit` bytes.
+    async fn fetch(&self, url: &str, limit: usize) -> Result<Bytes, String> {
         let uri: hyper::Uri = url.parse().map_err(|_| "not a URL".to_owned())?;
         let request = hyper::Request::get(uri.clone())
             .header(
@@ -177,15 +198,34 @@ impl Fetcher {
             if response.status() != hyper::StatusCode::OK {
                 return Err(format!("HTTP {}", response.status()));
             }
-            Limited::new(response.into_body(), MAX_CRL_BYTES)
+            Limited::new(response.into_body(), limit)
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
-                .map_err(|e| format!("reading the response: {e} (the limit is {MAX_CRL_BYTES} bytes)"))
+                .map_err(|e| {
+                    format!("reading the response: {e} (at most {MAX_CRL_BYTES} bytes for all of a CA's URLs)")
+                })
         };
         tokio::time::timeout(FETCH_TIMEOUT, work)
             .await
             .map_err(|_| format!("no complete answer within {} s", FETCH_TIMEOUT.as_secs()))?
+    }
+}
+
+/// The one CRL an answer must be: PEM holding exactly one `X509 CRL` block and nothing else, or DER.
+fn one_crl(body: &[u8]) -> Result<Vec<u8>, String> {
+    match std::str::from_utf8(body) {
+        Ok(text) if text.contains("-----BEGIN") => {
+            let blocks = portcullis_pki::pem::parse_blocks(text).map_err(|e| e.to_string())?;
+            match blocks.as_slice() {
+                [one] if one.label == "X509 CRL" => Ok(one.der.clone()),
+                _ => Err(format!(
+                    "the answer must be exactly one CRL; it holds {}",
+                    blocks.iter().map(|b| b.label.as_str()).collect::<Vec<_>>().join(", ")
+                )),
+            }
+        }
+        _ => Ok(body.to_vec()),
     }
 }
 

@@ -941,6 +941,29 @@ fn ip_lists_block_and_release_addresses_without_editing_the_rule() {
 
     ok(&server.cli(&["list", "remove", "blocked", "127.0.0.0/8"]));
     until("200");
+
+    // A replace too big for one request (several): the new set, whole, and the old items gone.
+    let big: String = (0..30_000u32)
+        .map(|i| format!("{}\n", std::net::Ipv4Addr::from(0x0a00_0000 + i * 4)))
+        .collect();
+    std::fs::write(dir.join("big.txt"), format!("{big}127.0.0.1\n")).expect("file");
+    let out = ok(&server.cli(&[
+        "list",
+        "add",
+        "blocked",
+        "--file",
+        "big.txt",
+        "--replace",
+        "--comment",
+        &"c".repeat(100),
+    ]));
+    assert_eq!(out.trim(), "set 30001 items as $blocked");
+    let listed = ok(&server.cli(&["list", "ls"]));
+    let row = listed.lines().find(|l| l.starts_with("$blocked")).expect("row");
+    assert_eq!(row.split_whitespace().nth(2), Some("30001"), "{row}");
+    let shown = ok(&server.cli(&["list", "show", "blocked"]));
+    assert!(!shown.contains("192.0.2.0/24"), "the old items are gone");
+    until("403");
 }
 
 /// An uploaded CA's CRL fetched from its URL: a revocation published there reaches the edge within the refresh
@@ -1039,6 +1062,12 @@ fn crls_fetched_from_a_url_revoke_at_the_edge_and_old_ones_are_refused() {
     // An older CRL (without the revocation) is refused; the certificate stays revoked.
     served.lock().expect("lock").1 = crl(1, 2, &[]).der().to_vec();
     wait_for("the refusal", &|| source().contains("older than the one in use"));
+    assert_eq!(status("stolen"), "403");
+    // An answer that is not exactly one CRL (here the CA's certificate) is refused.
+    served.lock().expect("lock").1 = ca.certificate_pem().into_bytes();
+    wait_for("the refusal of a non-CRL", &|| {
+        source().contains("must be exactly one CRL")
+    });
     assert_eq!(status("stolen"), "403");
     // A dead URL is reported the same way.
     *served.lock().expect("lock") = (404, b"gone".to_vec());

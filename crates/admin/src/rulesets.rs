@@ -256,18 +256,25 @@ pub(crate) async fn lists_named_in<'a>(
     state: &AdminState,
     expressions: impl Iterator<Item = &'a str>,
 ) -> Result<Lists, ApiError> {
-    let mut names: Vec<String> = Vec::new();
-    for expression in expressions {
+    let mut names = std::collections::BTreeSet::new();
+    // An expression over the size limit fails to compile anyway; scanning it would only cost time.
+    for expression in expressions.filter(|e| e.len() <= portcullis_rules::MAX_EXPRESSION_BYTES) {
         for (i, _) in expression.match_indices('$') {
             let name: String = expression[i + 1..]
                 .chars()
+                .take(portcullis_rules::lists::MAX_LIST_NAME + 1)
                 .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
                 .collect();
-            if !name.is_empty() && !names.contains(&name) {
-                names.push(name);
+            if !name.is_empty() {
+                names.insert(name);
             }
         }
+        // More names than there can be lists: the rest cannot all exist, and compiling says which is unknown.
+        if names.len() > portcullis_store::MAX_LISTS as usize {
+            break;
+        }
     }
+    let names: Vec<String> = names.into_iter().collect();
     let mut lists = Lists::new();
     if names.is_empty() {
         return Ok(lists);

@@ -793,4 +793,37 @@ fn a_bundles_intermediate_revokes_its_leaves_with_its_own_crl() {
         v.verified && v.revoked,
         "also when the client sends the intermediate: {v:?}"
     );
+
+    // The root's CRL revokes the intermediate: everything under it is revoked, whatever its own CRL says.
+    let inter_serial = x509_parser::parse_x509_certificate(inter.der())
+        .unwrap()
+        .1
+        .raw_serial()
+        .to_vec();
+    let revoke_inter = CertificateRevocationListParams {
+        this_update: t - Duration::hours(1),
+        next_update: t + Duration::days(7),
+        crl_number: SerialNumber::from(2u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![RevokedCertParams {
+            serial_number: SerialNumber::from_slice(&inter_serial),
+            revocation_time: t - Duration::minutes(5),
+            reason_code: None,
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&root_issuer)
+    .unwrap()
+    .pem()
+    .unwrap();
+    let mut builder = VerifierBuilder::new();
+    builder.add_anchors_pem_or_der(root.pem().as_bytes()).unwrap();
+    builder.add_anchors_pem_or_der(inter.pem().as_bytes()).unwrap();
+    builder
+        .add_crls(format!("{revoke_inter}{}", crl(&inter_issuer, &[])).as_bytes())
+        .unwrap();
+    let verifier = builder.build();
+    let v = verifier.verify(&[der(kept.der())], t);
+    assert!(v.verified && v.revoked, "under a revoked intermediate: {v:?}");
 }

@@ -9,7 +9,8 @@
 //! only for a verified certificate whose serial is revoked by a CRL of the anchor or by the anchor's
 //! revoked-serial set. Revocation is checked for the certificate the anchor issued directly (the
 //! leaf, or the top intermediate), with the CRL of the anchor that issued it: every certificate of an uploaded
-//! bundle is an anchor, so a bundle's intermediate revokes its leaves with its own CRL. CRL signatures are
+//! bundle is an anchor, so a bundle's intermediate revokes its leaves with its own CRL, and an anchor that the CRL
+//! of its own issuer (another anchor) lists revokes everything under it. CRL signatures are
 //! checked once, when added, and CRL `nextUpdate` is not enforced. A presented certificate that is
 //! byte-for-byte one of the anchors (a self-signed certificate uploaded as its own CA) is accepted
 //! within its validity period, as OpenSSL does. Failure reasons use OpenSSL's
@@ -206,13 +207,59 @@ impl VerifierBuilder {
             revoked.push(a.revoked);
             ders.push(a.der);
         }
+        let anchor_revoked = revoked_anchors(&ders, &revoked);
         Verifier {
             anchors,
             infos,
             revoked,
             ders,
+            anchor_revoked,
         }
     }
+}
+
+/// Which anchors are themselves revoked: an intermediate of an uploaded bundle is an anchor of its own (so that
+/// its CRL revokes its leaves), and the CRL of the anchor that issued it may list it, directly or further up.
+fn revoked_anchors(ders: &[Vec<u8>], revoked: &[HashSet<Vec<u8>>]) -> Vec<bool> {
+    struct Names {
+        subject: Vec<u8>,
+        issuer: Vec<u8>,
+        serial: Vec<u8>,
+    }
+    let names: Vec<Option<Names>> = ders
+        .iter()
+        .map(|der| {
+            X509Certificate::from_der(der).ok().map(|(_, c)| Names {
+                subject: c.subject().as_raw().to_vec(),
+                issuer: c.issuer().as_raw().to_vec(),
+                serial: der::strip_leading_zeros(c.raw_serial()).to_vec(),
+            })
+        })
+        .collect();
+    let mut out = vec![false; ders.len()];
+    // Each pass reaches one more level of a bundle's hierarchy; a bundle holds a few certificates.
+    for _ in 0..ders.len() {
+        let mut changed = false;
+        for (i, child) in names.iter().enumerate() {
+            let Some(child) = child else { continue };
+            if out[i] || child.subject == child.issuer {
+                continue;
+            }
+            let by_issuer = names.iter().enumerate().any(|(j, parent)| {
+                j != i
+                    && parent.as_ref().is_some_and(|p| p.subject == child.issuer)
+                    && (out[j] || revoked.get(j).is_some_and(|set| set.contains(&child.serial)))
+            });
+            if by_issuer {
+                out[i] = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    out
 }
 
 /// Prepared trust anchors and revocation data. Cheap to call per connection; `Send + Sync`.
@@ -221,6 +268,8 @@ pub struct Verifier {
     infos: Vec<IssuerInfo>,
     revoked: Vec<HashSet<Vec<u8>>>,
     ders: Vec<Vec<u8>>,
+    /// Per anchor: revoked by the CRL of another anchor that issued it (see `revoked_anchors`).
+    anchor_revoked: Vec<bool>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -282,9 +331,13 @@ impl Verifier {
                     .next_back()
                     .map(|c| c.serial())
                     .unwrap_or(ee.serial());
-                let revoked = index
-                    .and_then(|i| self.revoked.get(i))
-                    .is_some_and(|set| set.contains(der::strip_leading_zeros(issued_by_anchor)));
+                let revoked = index.is_some_and(|i| {
+                    self.anchor_revoked.get(i).copied().unwrap_or(false)
+                        || self
+                            .revoked
+                            .get(i)
+                            .is_some_and(|set| set.contains(der::strip_leading_zeros(issued_by_anchor)))
+                });
                 Verdict {
                     presented: true,
                     verified: true,

@@ -786,6 +786,8 @@ impl Checker<'_> {
             let (Ok(a), Ok(b)) = (a.parse::<IpAddr>(), b.parse::<IpAddr>()) else {
                 return Err(self.err(span, format!("invalid IP range `{w}`")));
             };
+            // Clients' addresses are compared in their IPv4 form when they have one.
+            let (a, b) = (a.to_canonical(), b.to_canonical());
             if a.is_ipv4() != b.is_ipv4() {
                 return Err(self.err(span, format!("IP range `{w}` mixes IPv4 and IPv6")));
             }
@@ -799,7 +801,7 @@ impl Checker<'_> {
             return Ok((ip, ip));
         }
         if w.contains('/') {
-            return match w.parse::<ipnet::IpNet>() {
+            return match w.parse::<ipnet::IpNet>().map(crate::lists::canonical_net) {
                 Ok(net) => Ok((net.network(), net.broadcast())),
                 Err(_) => Err(self.err(span, format!("invalid CIDR `{w}`"))),
             };

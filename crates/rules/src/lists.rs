@@ -131,7 +131,7 @@ pub fn parse_ip_item(item: &str) -> Result<(String, (IpAddr, IpAddr)), String> {
         let ip = ip.to_canonical();
         return Ok((ip.to_string(), (ip, ip)));
     }
-    match text.parse::<ipnet::IpNet>() {
+    match text.parse::<ipnet::IpNet>().map(canonical_net) {
         Ok(net) if net.trunc() == net => Ok((net.to_string(), (net.network(), net.broadcast()))),
         Ok(net) => Err(format!(
             "{text:?} has bits set after its /{} prefix; did you mean {}?",
@@ -140,6 +140,19 @@ pub fn parse_ip_item(item: &str) -> Result<(String, (IpAddr, IpAddr)), String> {
         )),
         Err(_) => Err(format!("{text:?} is not an IP address or CIDR range")),
     }
+}
+
+/// `net`, with an IPv4-mapped IPv6 network (`::ffff:192.0.2.0/120`) turned into the IPv4 network it maps
+/// (`192.0.2.0/24`): clients' addresses are compared in their IPv4 form, so the IPv6 form could never match.
+pub(crate) fn canonical_net(net: ipnet::IpNet) -> ipnet::IpNet {
+    if let ipnet::IpNet::V6(v6) = net
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+        && let Ok(mapped) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+    {
+        return ipnet::IpNet::V4(mapped);
+    }
+    net
 }
 
 #[cfg(test)]
@@ -196,6 +209,10 @@ mod tests {
         assert_eq!(parse_ip_item(" 192.0.2.1 ").unwrap().0, "192.0.2.1");
         assert_eq!(parse_ip_item("::ffff:192.0.2.1").unwrap().0, "192.0.2.1");
         assert_eq!(parse_ip_item("2001:DB8::/32").unwrap().0, "2001:db8::/32");
+        assert_eq!(parse_ip_item("::ffff:192.0.2.0/120").unwrap().0, "192.0.2.0/24");
+        let mapped = ranges(&["::ffff:192.0.2.0/120"]);
+        assert!(mapped.contains("192.0.2.77".parse().unwrap()));
+        assert!(mapped.contains("::ffff:192.0.2.77".parse().unwrap()));
         assert_eq!(
             parse_ip_item("10.0.0.1/8").unwrap_err(),
             "\"10.0.0.1/8\" has bits set after its /8 prefix; did you mean 10.0.0.0/8?"

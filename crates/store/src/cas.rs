@@ -294,7 +294,8 @@ impl Store {
             let mut tx = pool.begin().await?;
             let at = now();
             let updated = sqlx::query(
-                "UPDATE mtls_certificates SET crl = $1, crl_updated_on = $2, updated_at = $2 WHERE id = $3",
+                "UPDATE mtls_certificates SET crl = $1, crl_updated_on = $2, updated_at = $2, crl_fetched_on = NULL \
+                 WHERE id = $3",
             )
             .bind(crl_der)
             .bind(at)
@@ -317,8 +318,8 @@ impl Store {
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             let updated = sqlx::query(
-                "UPDATE mtls_certificates SET crl_urls = $1, crl_fetch_error = NULL, updated_at = $2 \
-                 WHERE id = $3 AND ca = 1",
+                "UPDATE mtls_certificates SET crl_urls = $1, crl_fetch_error = NULL, crl_fetched_on = NULL, \
+                 updated_at = $2 WHERE id = $3 AND ca = 1",
             )
             .bind(&joined)
             .bind(now())
@@ -334,26 +335,53 @@ impl Store {
         Ok(())
     }
 
-    /// Records a fetch of the CA's CRLs from `urls`: `Ok(crls)` (checked by the caller) replaces the stored CRLs when
-    /// they differ, a new edge state only then; `Err` records why the fetch failed and keeps the last CRLs. Ignored
-    /// when the CA's URLs are no longer `urls` (they changed during the fetch) or the CA is gone. Returns whether the
-    /// CRLs changed.
+    /// The uploaded CAs whose CRLs are fetched from URLs: (id, name, URLs), without the CRLs themselves.
+    pub async fn crl_sources(&self) -> Result<Vec<(String, String, Vec<String>)>, StoreError> {
+        on_db!(&self.db, |pool| {
+            let rows = sqlx::query(
+                "SELECT id, name, crl_urls FROM mtls_certificates WHERE ca = 1 AND crl_urls <> '' ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        r.text("id")?,
+                        r.text("name")?,
+                        r.text("crl_urls")?.split_whitespace().map(str::to_owned).collect(),
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    /// Records a fetch of the CA's CRLs from `urls`, judged against the CRLs `based_on` (what the CA held when the
+    /// fetch started): `Ok(crls)` (checked by the caller) replaces them when they differ, a new edge state only
+    /// then; `Err` records why the fetch failed and keeps the last CRLs. Nothing is written when the CA's URLs or
+    /// CRLs changed meanwhile (another node's fetch, an upload: the next round judges again) or the CA is gone.
+    /// Returns whether the CRLs changed.
     pub async fn record_crl_fetch(
         &self,
         id: &str,
         urls: &[String],
+        based_on: Option<&[u8]>,
         fetched: Result<&[u8], &str>,
     ) -> Result<bool, StoreError> {
         let joined = urls.join(" ");
         let at = now();
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let row = sqlx::query("SELECT crl, crl_urls FROM mtls_certificates WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+            // Locked on PostgreSQL, so that the comparison below still holds when the update runs (SQLite has one
+            // writer, and refuses this transaction's write if another committed since its read).
+            let query = if self.is_postgres() {
+                "SELECT crl, crl_urls FROM mtls_certificates WHERE id = $1 FOR UPDATE"
+            } else {
+                "SELECT crl, crl_urls FROM mtls_certificates WHERE id = $1"
+            };
+            let row = sqlx::query(query).bind(id).fetch_optional(&mut *tx).await?;
             let Some(row) = row else { return Ok(false) };
-            if row.text("crl_urls")? != joined {
+            let current = row.opt_bytes("crl")?;
+            if row.text("crl_urls")? != joined || current.as_deref() != based_on {
                 return Ok(false);
             }
             match fetched {
@@ -366,7 +394,7 @@ impl Store {
                     tx.commit().await?;
                     Ok(false)
                 }
-                Ok(crls) if row.opt_bytes("crl")?.as_deref() == Some(crls) => {
+                Ok(crls) if current.as_deref() == Some(crls) => {
                     sqlx::query(
                         "UPDATE mtls_certificates SET crl_fetched_on = $1, crl_fetch_error = NULL WHERE id = $2",
                     )

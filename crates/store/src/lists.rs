@@ -20,6 +20,9 @@ pub const MAX_LIST_ITEMS_PER_PAGE: u32 = 500;
 /// Longest item comment and list description.
 pub const MAX_LIST_TEXT: usize = 500;
 
+/// How long finished operations can be looked up.
+const OPERATIONS_KEPT_SECONDS: i64 = 7 * 24 * 3600;
+
 /// Rows per multi-row INSERT: 5 parameters each stays far below both backends' parameter limits.
 const INSERT_CHUNK: usize = 500;
 
@@ -80,6 +83,11 @@ macro_rules! touch_and_record {
             .bind($list_id)
             .execute(&mut *$tx)
             .await?;
+        // Clients poll an operation right after the change; a week of them is plenty.
+        sqlx::query("DELETE FROM list_operations WHERE completed_on < $1")
+            .bind($at - OPERATIONS_KEPT_SECONDS)
+            .execute(&mut *$tx)
+            .await?;
         sqlx::query(
             "INSERT INTO list_operations (id, list_id, status, error, completed_on) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -97,8 +105,9 @@ macro_rules! touch_and_record {
 /// (a pool, or a transaction for a consistent edge state). Expands inside an `on_db!` body.
 macro_rules! edge_lists {
     ($exec:expr, $names:expr) => {{
-        let names: Option<&[String]> = $names;
-        let wanted = |name: &str| names.is_none_or(|n| n.iter().any(|w| w == name));
+        let names: Option<std::collections::HashSet<&str>> =
+            $names.map(|n: &[String]| n.iter().map(String::as_str).collect());
+        let wanted = |name: &str| names.as_ref().is_none_or(|n| n.contains(name));
         let mut lists: Vec<$crate::model::EdgeList> = Vec::new();
         for r in sqlx::query("SELECT name, kind FROM lists ORDER BY name")
             .fetch_all($exec)
@@ -145,6 +154,9 @@ impl Store {
         let at = now();
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
+            // Two creates at once must not both pass the limit: the account row serialises them (PostgreSQL; SQLite
+            // has one writer anyway).
+            sqlx::query("UPDATE accounts SET name = name").execute(&mut *tx).await?;
             let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM lists")
                 .fetch_one(&mut *tx)
                 .await?;
@@ -269,12 +281,13 @@ impl Store {
     ) -> Result<(Vec<ListItem>, Option<String>), StoreError> {
         self.list(list_id).await?;
         let per_page = per_page.clamp(1, MAX_LIST_ITEMS_PER_PAGE);
-        let pattern = search.map(|s| format!("%{}%", escape_like(s)));
+        // Lower-cased on both sides: LIKE ignores ASCII case on SQLite and not on PostgreSQL.
+        let pattern = search.map(|s| format!("%{}%", escape_like(&s.to_lowercase())));
         on_db!(&self.db, |pool| {
             let rows = sqlx::query(
                 "SELECT id, value, comment, created_on, modified_on FROM list_items \
                  WHERE list_id = $1 AND id > $2 \
-                 AND ($3 IS NULL OR value LIKE $3 ESCAPE '\\' OR comment LIKE $3 ESCAPE '\\') \
+                 AND ($3 IS NULL OR lower(value) LIKE $3 ESCAPE '\\' OR lower(comment) LIKE $3 ESCAPE '\\') \
                  ORDER BY id LIMIT $4",
             )
             .bind(list_id)
@@ -341,6 +354,9 @@ impl Store {
         };
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
+            // The total over all lists is checked below: writes to different lists are serialised by the account
+            // row (PostgreSQL; SQLite has one writer anyway).
+            sqlx::query("UPDATE accounts SET name = name").execute(&mut *tx).await?;
             lock_list!(tx, list_id);
             if replace {
                 sqlx::query("DELETE FROM list_items WHERE list_id = $1")

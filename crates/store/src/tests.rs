@@ -1079,6 +1079,11 @@ async fn lists_hold_unique_items_and_stay_while_rules_reference_them() {
             .await
             .expect("search");
         assert_eq!(found.len(), 1);
+        let (found, _) = store
+            .list_items(&list.id, None, 10, Some("HEAD"))
+            .await
+            .expect("search");
+        assert_eq!(found.len(), 1, "search ignores case on both backends");
         let (found, _) = store.list_items(&list.id, None, 10, Some("_")).await.expect("search");
         assert!(found.is_empty());
 
@@ -1182,16 +1187,26 @@ async fn crl_fetches_store_changes_only_and_keep_the_last_good_crl() {
         let ca = store.add_mtls_certificate(sample_byo("pki"), 10, &a).await.expect("ca");
         let urls = vec!["http://pki.example/ca.crl".to_owned()];
         store.set_mtls_crl_urls(&ca.id, &urls, &a).await.expect("urls");
+        assert_eq!(
+            store.crl_sources().await.expect("sources"),
+            [(ca.id.clone(), "pki".to_owned(), urls.clone())]
+        );
         let generation = *store.subscribe().borrow();
         assert!(
             store
-                .record_crl_fetch(&ca.id, &urls, Ok(b"crl-1"))
+                .record_crl_fetch(&ca.id, &urls, None, Ok(b"crl-1"))
                 .await
                 .expect("first")
         );
         let after_first = *store.subscribe().borrow();
         assert!(after_first > generation, "a new CRL is announced to the edge");
-        assert!(!store.record_crl_fetch(&ca.id, &urls, Ok(b"crl-1")).await.expect("same"));
+        let one: Option<&[u8]> = Some(b"crl-1");
+        assert!(
+            !store
+                .record_crl_fetch(&ca.id, &urls, one, Ok(b"crl-1"))
+                .await
+                .expect("same")
+        );
         assert_eq!(
             *store.subscribe().borrow(),
             after_first,
@@ -1199,29 +1214,33 @@ async fn crl_fetches_store_changes_only_and_keep_the_last_good_crl() {
         );
         assert!(
             !store
-                .record_crl_fetch(&ca.id, &urls, Err("HTTP 503"))
+                .record_crl_fetch(&ca.id, &urls, one, Err("HTTP 503"))
                 .await
                 .expect("failure")
         );
         let stored = store.mtls_certificate(&ca.id).await.expect("read");
-        assert_eq!(stored.crl.as_deref(), Some(&b"crl-1"[..]));
+        assert_eq!(stored.crl.as_deref(), one);
         assert_eq!(stored.crl_fetch_error.as_deref(), Some("HTTP 503"));
         assert!(stored.crl_fetched_on.is_some());
         assert_eq!(stored.crl_urls, urls);
+        // Results judged against something else are dropped: other URLs, or CRLs that changed since.
         let other = vec!["http://elsewhere.example/ca.crl".to_owned()];
         assert!(
             !store
-                .record_crl_fetch(&ca.id, &other, Ok(b"crl-2"))
+                .record_crl_fetch(&ca.id, &other, one, Ok(b"crl-2"))
                 .await
-                .expect("stale")
-        );
-        assert_eq!(
-            store.mtls_certificate(&ca.id).await.expect("read").crl.as_deref(),
-            Some(&b"crl-1"[..])
+                .expect("stale urls")
         );
         assert!(
+            !store
+                .record_crl_fetch(&ca.id, &urls, None, Ok(b"crl-2"))
+                .await
+                .expect("stale crl")
+        );
+        assert_eq!(store.mtls_certificate(&ca.id).await.expect("read").crl.as_deref(), one);
+        assert!(
             store
-                .record_crl_fetch(&ca.id, &urls, Ok(b"crl-2"))
+                .record_crl_fetch(&ca.id, &urls, one, Ok(b"crl-2"))
                 .await
                 .expect("second")
         );
@@ -1229,6 +1248,19 @@ async fn crl_fetches_store_changes_only_and_keep_the_last_good_crl() {
         assert_eq!(
             (stored.crl.as_deref(), stored.crl_fetch_error),
             (Some(&b"crl-2"[..]), None)
+        );
+        // An upload, or new URLs, mean the next fetch starts afresh.
+        store
+            .set_mtls_certificate_crl(&ca.id, b"uploaded", &a)
+            .await
+            .expect("upload");
+        assert!(
+            store
+                .mtls_certificate(&ca.id)
+                .await
+                .expect("read")
+                .crl_fetched_on
+                .is_none()
         );
         store.set_mtls_crl_urls(&ca.id, &[], &a).await.expect("stop");
         assert!(store.mtls_certificate(&ca.id).await.expect("read").crl_urls.is_empty());

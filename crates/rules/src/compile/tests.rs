@@ -334,6 +334,18 @@ fn lists_resolve_at_compile_time() {
         assert_eq!(program.eval(&ctx), want, "{ip}");
     }
 
+    // IPv4-mapped IPv6 ranges in inline sets match IPv4 clients, as in lists.
+    let mapped = compile_with(
+        "ip.src in {::ffff:198.51.100.0/120 ::ffff:203.0.113.1..::ffff:203.0.113.9}",
+        &lists,
+    )
+    .unwrap();
+    for (ip, want) in [("198.51.100.200", true), ("203.0.113.5", true), ("203.0.113.10", false)] {
+        ctx.set(fields::IP_SRC, ip.parse::<std::net::IpAddr>().unwrap())
+            .unwrap();
+        assert_eq!(mapped.eval(&ctx), want, "{ip}");
+    }
+
     let err = |src: &str| compile_with(src, &lists).unwrap_err().to_string();
     assert_eq!(
         err("ip.src in $ofice"),
