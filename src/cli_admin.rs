@@ -67,6 +67,9 @@ pub enum HostCommand {
         origin_h2: bool,
         #[command(flatten)]
         origin_tls: OriginTlsArgs,
+        /// Name the trusted CAs when asking clients for a certificate (default true); false keeps them private.
+        #[arg(long, value_name = "BOOL")]
+        client_ca_names: Option<bool>,
     },
     /// Change a hostname's origin or settings; what is not given stays as it is.
     Set {
@@ -92,6 +95,9 @@ pub enum HostCommand {
         /// Verify the origin's certificate again after --origin-insecure.
         #[arg(long, conflicts_with = "origin_insecure")]
         origin_verify: bool,
+        /// Name the trusted CAs when asking clients for a certificate (true or false).
+        #[arg(long, value_name = "BOOL")]
+        client_ca_names: Option<bool>,
     },
     /// List hostnames, of one zone or of all.
     List {
@@ -290,10 +296,14 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             forward_cert,
             origin_h2,
             origin_tls,
+            client_ca_names,
         } => {
             let zone = find_zone(&api, zone.as_deref(), Some(&host)).await?;
             let mut body = json!({ "hostname": host, "origin": origin });
             origin_tls.apply(&mut body)?;
+            if let Some(send) = client_ca_names {
+                body["send_client_ca_names"] = json!(send);
+            }
             if let Some(mode) = tls_client_auth {
                 body["tls_client_auth"] = json!(mode);
             }
@@ -328,6 +338,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             no_origin_ca,
             no_origin_client_cert,
             origin_verify,
+            client_ca_names,
         } => {
             let (zone, found) = find_host(&api, &host).await?;
             let mut body = json!({});
@@ -353,6 +364,9 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             }
             if origin_verify {
                 body["origin_tls_verify"] = json!(true);
+            }
+            if let Some(send) = client_ca_names {
+                body["send_client_ca_names"] = json!(send);
             }
             if body.as_object().is_some_and(serde_json::Map::is_empty) {
                 bail!(
@@ -428,6 +442,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
                         .to_owned(),
                     ),
                     ("origin_client_certificate", s(&found, "origin_client_certificate")),
+                    ("send_client_ca_names", s(&found, "send_client_ca_names")),
                     ("managed_ca_mtls", managed.to_string()),
                     ("id", s(&found, "id")),
                 ] {

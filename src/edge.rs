@@ -427,7 +427,15 @@ impl EdgeBuilder {
             TlsClientAuth::Request => MtlsMode::Request,
             TlsClientAuth::Require => MtlsMode::Require,
         };
-        Ok(Some(Mtls::from_cas(mode, &trusted)?))
+        let (mtls, hints) = Mtls::from_cas(mode, &trusted)?;
+        Ok(Some((
+            mtls,
+            if settings.send_client_ca_names {
+                hints
+            } else {
+                Vec::new()
+            },
+        )))
     }
 }
 

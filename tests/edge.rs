@@ -247,6 +247,35 @@ fn openssl_s_client_is_asked_for_a_certificate_from_the_managed_ca() {
     let full = String::from_utf8_lossy(&full.stdout).into_owned();
     assert!(full.contains("Acceptable client certificate CA names"), "{full}");
     assert!(full.contains(&name), "the managed CA {name:?} is hinted: {full}");
+
+    // The CA names can be kept to ourselves; a certificate is still asked for, and still works.
+    ok(&server.cli(&["host", "set", "localhost", "--client-ca-names", "false"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = openssl(
+            dir,
+            &[
+                "s_client",
+                "-connect",
+                &connect,
+                "-servername",
+                "localhost",
+                "-CAfile",
+                edge_ca,
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("No client certificate CA names sent") {
+            assert!(!text.contains(&name), "{text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still naming CAs: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, status, _) = get(&server, "/api", WITH_CERT);
+    assert_eq!(status, "200");
+    let (_, status, _) = get(&server, "/api", &[]);
+    assert_eq!(status, "403");
 }
 
 /// The edge resumes TLS 1.3 sessions (with the client certificate) and counts resumed handshakes apart, so an operator

@@ -59,6 +59,10 @@ pub struct HostnameSettings {
     /// that requires one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin_client_certificate: Option<String>,
+    /// Name the trusted CAs in the TLS CertificateRequest (so that clients pick a matching certificate). Off, the
+    /// request names none: the CAs' names are not shown to whoever connects, and clients offer their certificate
+    /// whatever its issuer (NGINX and HAProxy cannot turn this off per host).
+    pub send_client_ca_names: bool,
 }
 
 impl Default for HostnameSettings {
@@ -71,6 +75,7 @@ impl Default for HostnameSettings {
             origin_ca: None,
             origin_http2: false,
             origin_client_certificate: None,
+            send_client_ca_names: true,
         }
     }
 }
@@ -128,6 +133,9 @@ pub struct CreateHostname {
     /// Id of an uploaded client certificate (`"ca": false`) for origins that require one.
     #[serde(default)]
     pub origin_client_certificate: Option<String>,
+    /// Name the trusted CAs in the TLS CertificateRequest (default true).
+    #[serde(default = "yes")]
+    pub send_client_ca_names: bool,
 }
 
 fn yes() -> bool {
@@ -147,6 +155,7 @@ pub struct UpdateHostname {
     pub origin_http2: Option<bool>,
     /// An empty string removes the origin client certificate.
     pub origin_client_certificate: Option<String>,
+    pub send_client_ca_names: Option<bool>,
 }
 
 /// A client certificate can only be presented over TLS.
@@ -235,6 +244,7 @@ pub async fn create_hostname(
         origin_ca: body.origin_ca,
         origin_http2: body.origin_http2,
         origin_client_certificate: client_cert,
+        send_client_ca_names: body.send_client_ca_names,
     };
     let settings = serde_json::to_value(settings).map_err(ApiError::internal)?;
     let host = state
@@ -289,6 +299,9 @@ pub async fn update_hostname(
     }
     if let Some(verify) = body.origin_tls_verify {
         settings.origin_tls_verify = verify;
+    }
+    if let Some(send) = body.send_client_ca_names {
+        settings.send_client_ca_names = send;
     }
     if let Some(http2) = body.origin_http2 {
         settings.origin_http2 = http2;
