@@ -188,53 +188,27 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
         CaCommand::Upload { name, file } => {
             let pem = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {} as PEM text", file.display()))?;
-            let account = account_id(&api).await?;
-            let uploaded = api
-                .send(
-                    Method::POST,
-                    &format!("/accounts/{account}/mtls_certificates"),
-                    &json!({ "ca": true, "certificates": pem, "name": name }),
-                )
-                .await?
-                .result;
-            if json {
-                print_json(&uploaded)?;
-            } else {
-                outln!(
-                    "uploaded CA {} ({}), issuer {}, expires {}; use it with `portcullis mtls enable HOST --ca {}`",
-                    s(&uploaded, "name"),
-                    s(&uploaded, "id"),
-                    s(&uploaded, "issuer"),
-                    s(&uploaded, "expires_on"),
-                    s(&uploaded, "id")
-                );
-            }
+            upload(
+                &api,
+                json,
+                json!({ "ca": true, "certificates": pem, "name": name }),
+                "CA",
+                "use it with `portcullis mtls enable HOST --ca",
+            )
+            .await?;
         }
         CaCommand::UploadClient { name, cert, key } => {
             let read = |path: &PathBuf| {
                 std::fs::read_to_string(path).with_context(|| format!("cannot read {} as PEM text", path.display()))
             };
-            let account = account_id(&api).await?;
-            let uploaded = api
-                .send(
-                    Method::POST,
-                    &format!("/accounts/{account}/mtls_certificates"),
-                    &json!({ "ca": false, "certificates": read(&cert)?, "private_key": read(&key)?, "name": name }),
-                )
-                .await?
-                .result;
-            if json {
-                print_json(&uploaded)?;
-            } else {
-                outln!(
-                    "uploaded client certificate {} ({}), issuer {}, expires {}; present it with `portcullis host set HOST --origin-client-cert {}`",
-                    s(&uploaded, "name"),
-                    s(&uploaded, "id"),
-                    s(&uploaded, "issuer"),
-                    s(&uploaded, "expires_on"),
-                    s(&uploaded, "id")
-                );
-            }
+            upload(
+                &api,
+                json,
+                json!({ "ca": false, "certificates": read(&cert)?, "private_key": read(&key)?, "name": name }),
+                "client certificate",
+                "present it with `portcullis host set HOST --origin-client-cert",
+            )
+            .await?;
         }
         CaCommand::ListUploaded => {
             let account = account_id(&api).await?;
@@ -266,6 +240,7 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
                     &[
                         "ID",
                         "NAME",
+                        "KIND",
                         "ISSUER",
                         "SERIAL",
                         "EXPIRES_ON",
@@ -368,6 +343,28 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Posts `body` to `mtls_certificates` and reports what was stored, ending with `use_it` and its id (how to use it).
+async fn upload(api: &ApiClient, json: bool, body: Value, kind: &str, use_it: &str) -> anyhow::Result<()> {
+    let account = account_id(api).await?;
+    let uploaded = api
+        .send(Method::POST, &format!("/accounts/{account}/mtls_certificates"), &body)
+        .await?
+        .result;
+    if json {
+        print_json(&uploaded)?;
+    } else {
+        outln!(
+            "uploaded {kind} {} ({}), issuer {}, expires {}; {use_it} {}`",
+            s(&uploaded, "name"),
+            s(&uploaded, "id"),
+            s(&uploaded, "issuer"),
+            s(&uploaded, "expires_on"),
+            s(&uploaded, "id")
+        );
+    }
+    Ok(())
 }
 
 /// Where an uploaded CA's CRLs come from, for `ca list-uploaded`: its URLs with the last fetch's outcome, or

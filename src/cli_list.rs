@@ -142,12 +142,9 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
                     let all = chunks.into_iter().next().unwrap_or_default();
                     api.send(Method::PUT, &items_path, &Value::Array(all)).await?;
                 }
-                // Several: add everything first, then remove what is not in the new set, so the list never lacks
-                // an item that stays (it briefly holds both sets instead).
+                // Several: remove what is not in the new set, then add the rest, so that an item that stays is
+                // never missing and the list never holds more than the larger of the two sets (its limit).
                 (true, _) => {
-                    for chunk in chunks {
-                        api.send(Method::POST, &items_path, &Value::Array(chunk)).await?;
-                    }
                     let keep: std::collections::HashSet<&str> = values.iter().map(String::as_str).collect();
                     let stale: Vec<Value> = all_items(&api, &items_path)
                         .await?
@@ -157,6 +154,9 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
                         .collect();
                     for ids in by_size(stale) {
                         api.send(Method::DELETE, &items_path, &json!({ "items": ids })).await?;
+                    }
+                    for chunk in chunks {
+                        api.send(Method::POST, &items_path, &Value::Array(chunk)).await?;
                     }
                 }
                 (false, _) => {

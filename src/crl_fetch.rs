@@ -5,10 +5,9 @@
 //! Every `--crl-refresh` seconds (and at once when a CA's URLs change) each CA's URLs are fetched, each answer must
 //! be exactly one CRL, and the CRLs are checked exactly as an upload is (each signed by a certificate of the bundle,
 //! one per certificate) and stored when they differ from the ones in use; the store's change feed then rebuilds every
-//! node's snapshot. Someone who can tamper with a plain-HTTP answer can only replay CRLs the CA signed, and neither
-//! replay un-revokes anything: a CRL older than the one in use from the same CA is refused, and once a fetch from
-//! the CA's URLs has succeeded, a later one must again bring a CRL from every CA that had one (the first fetch after
-//! the URLs are set, or after an upload, may change that set: that is the administrator's doing). A refused or
+//! node's snapshot. Someone who can tamper with a plain-HTTP answer can only replay CRLs the CA signed, and no replay
+//! un-revokes anything: a CRL older than the one in use from the same CA is refused, and a fetch never removes a CRL
+//! (one in use from a CA the answers no longer include is kept; only an upload replaces the whole set). A refused or
 //! failed fetch is recorded as the CA's `crl_fetch_error`, and the last good CRLs stay in use. Every node of a fleet
 //! fetches; only a change is written, and only if the CRLs are still those the check was made against. Not here:
 //! OCSP, or URLs taken from certificates' CRL distribution points.
@@ -114,9 +113,7 @@ impl Fetcher {
                     continue;
                 }
             };
-            let result = self
-                .fetch_checked(&ca.certificates, ca.crl.as_deref(), ca.crl_fetched_on.is_some(), urls)
-                .await;
+            let result = self.fetch_checked(&ca.certificates, ca.crl.as_deref(), urls).await;
             let recorded = match &result {
                 Ok(crls) => self.store.record_crl_fetch(id, urls, ca.crl.as_deref(), Ok(crls)).await,
                 Err(e) => {
@@ -135,15 +132,9 @@ impl Fetcher {
         }
     }
 
-    /// The CRLs from `urls` as PEM, checked against the CA's bundle (PEM) and against the CRLs in use (`in_use`;
-    /// `settled`: the last fetch from these URLs succeeded, so every CA with a CRL must still have one).
-    async fn fetch_checked(
-        &self,
-        bundle: &str,
-        in_use: Option<&[u8]>,
-        settled: bool,
-        urls: &[String],
-    ) -> Result<Vec<u8>, String> {
+    /// The CRLs from `urls` as PEM, checked against the CA's bundle (PEM) and against the CRLs in use (`in_use`),
+    /// with those of the CRLs in use whose CA the answers do not include.
+    async fn fetch_checked(&self, bundle: &str, in_use: Option<&[u8]>, urls: &[String]) -> Result<Vec<u8>, String> {
         let mut pem = String::new();
         let mut budget = MAX_CRL_BYTES;
         for url in urls {
@@ -166,13 +157,9 @@ impl Fetcher {
                             new.issuer, new.this_update, old.this_update
                         ));
                     }
-                    None if settled => {
-                        return Err(format!(
-                            "no CRL from {} among the answers, though one is in use: refused (set the URLs again to change which CAs publish CRLs)",
-                            old.issuer
-                        ));
-                    }
-                    _ => {}
+                    Some(_) => {}
+                    // Not among the answers (a URL now serves another CA's CRL, or the URLs changed): keep it.
+                    None => pem.push_str(&portcullis_pki::pem::encode("X509 CRL", &old.der)),
                 }
             }
         }

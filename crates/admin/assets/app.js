@@ -1159,9 +1159,7 @@ function setupRateLimits() {
           mitigation_timeout: Number($("rl-timeout").value),
         },
       };
-      const ruleset = await rateLimitRuleset();
-      if (ruleset) await api("POST", `/zones/${zone.id}/rulesets/${ruleset.id}/rules`, rule);
-      else await api("PUT", `/zones/${zone.id}/rulesets/phases/${RATELIMIT_PHASE}/entrypoint`, { rules: [rule] });
+      await addRateLimit(rule);
       $("rl-name").value = "";
       toast("Rate limit added");
       await loadRateLimits();
@@ -1173,6 +1171,22 @@ function setupRateLimits() {
 async function rateLimitRuleset() {
   const summary = ((await api("GET", `/zones/${zone.id}/rulesets`)).result ?? []).find((r) => r.phase === RATELIMIT_PHASE);
   return summary ? (await api("GET", `/zones/${zone.id}/rulesets/${summary.id}`)).result : null;
+}
+
+// Adds `rule` to the zone's rate-limiting ruleset, creating the ruleset if there is none. The create is refused (409)
+// when someone else created it meanwhile; then the rule is added to theirs instead of replacing their rules.
+async function addRateLimit(rule) {
+  const existing = await rateLimitRuleset();
+  if (!existing) {
+    try {
+      await api("POST", `/zones/${zone.id}/rulesets`, { kind: "zone", phase: RATELIMIT_PHASE, name: "default", rules: [rule] });
+      return;
+    } catch (error) {
+      if (error.status !== 409) throw error;
+    }
+  }
+  const ruleset = existing ?? (await rateLimitRuleset());
+  await api("POST", `/zones/${zone.id}/rulesets/${ruleset.id}/rules`, rule);
 }
 
 async function loadRateLimits() {

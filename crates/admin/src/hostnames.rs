@@ -328,7 +328,14 @@ pub async fn update_hostname(
     let settings = serde_json::to_value(settings).map_err(ApiError::internal)?;
     let host = state
         .store
-        .update_hostname(&zone_id, &id, origin.as_deref(), Some(settings), &actor)
+        .update_hostname(
+            &zone_id,
+            &id,
+            origin.as_deref(),
+            Some(settings),
+            Some(&current.settings),
+            &actor,
+        )
         .await?;
     Ok(ok(view(host)?))
 }

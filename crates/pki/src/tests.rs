@@ -826,4 +826,7 @@ fn a_bundles_intermediate_revokes_its_leaves_with_its_own_crl() {
     let verifier = builder.build();
     let v = verifier.verify(&[der(kept.der())], t);
     assert!(v.verified && v.revoked, "under a revoked intermediate: {v:?}");
+    // The intermediate itself, presented as a client certificate, is no client certificate.
+    let v = verifier.verify(&[der(inter.der())], t);
+    assert!(!v.verified, "a bundle's intermediate presented by a client: {v:?}");
 }

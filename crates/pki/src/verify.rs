@@ -29,6 +29,7 @@ use crate::byoca;
 use crate::der;
 use crate::error::{PkiError, Result};
 use crate::facts::{self, ClientAuthFacts, IssuerInfo};
+use crate::keys;
 use crate::pem;
 
 /// The log status (Cloudflare's `ClientMTLSAuthStatus`, plus `revoked`).
@@ -221,36 +222,54 @@ impl VerifierBuilder {
 /// Which anchors are themselves revoked: an intermediate of an uploaded bundle is an anchor of its own (so that
 /// its CRL revokes its leaves), and the CRL of the anchor that issued it may list it, directly or further up.
 fn revoked_anchors(ders: &[Vec<u8>], revoked: &[HashSet<Vec<u8>>]) -> Vec<bool> {
-    struct Names {
-        subject: Vec<u8>,
-        issuer: Vec<u8>,
-        serial: Vec<u8>,
-    }
-    let names: Vec<Option<Names>> = ders
+    let certs: Vec<Option<X509Certificate<'_>>> = ders
         .iter()
-        .map(|der| {
-            X509Certificate::from_der(der).ok().map(|(_, c)| Names {
-                subject: c.subject().as_raw().to_vec(),
-                issuer: c.issuer().as_raw().to_vec(),
-                serial: der::strip_leading_zeros(c.raw_serial()).to_vec(),
-            })
+        .map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
+        .collect();
+    // parent[i]: the anchors that issued anchor i: the subject is its issuer and the key verifies its signature
+    // (a name alone could be a re-keyed CA's, whose serial numbers are another sequence).
+    let parents: Vec<Vec<usize>> = certs
+        .iter()
+        .enumerate()
+        .map(|(i, child)| {
+            let Some(child) = child else { return Vec::new() };
+            if child.subject().as_raw() == child.issuer().as_raw() {
+                return Vec::new();
+            }
+            certs
+                .iter()
+                .enumerate()
+                .filter(|(j, parent)| {
+                    *j != i
+                        && parent.as_ref().is_some_and(|p| {
+                            p.subject().as_raw() == child.issuer().as_raw()
+                                && keys::verify_signed_data(
+                                    p.public_key(),
+                                    &child.signature_algorithm,
+                                    child.tbs_certificate.as_ref(),
+                                    &child.signature_value.data,
+                                )
+                                .is_ok()
+                        })
+                })
+                .map(|(j, _)| j)
+                .collect()
         })
         .collect();
     let mut out = vec![false; ders.len()];
     // Each pass reaches one more level of a bundle's hierarchy; a bundle holds a few certificates.
     for _ in 0..ders.len() {
         let mut changed = false;
-        for (i, child) in names.iter().enumerate() {
-            let Some(child) = child else { continue };
-            if out[i] || child.subject == child.issuer {
+        for (i, cert) in certs.iter().enumerate() {
+            let Some(cert) = cert else { continue };
+            if out[i] {
                 continue;
             }
-            let by_issuer = names.iter().enumerate().any(|(j, parent)| {
-                j != i
-                    && parent.as_ref().is_some_and(|p| p.subject == child.issuer)
-                    && (out[j] || revoked.get(j).is_some_and(|set| set.contains(&child.serial)))
-            });
-            if by_issuer {
+            let serial = der::strip_leading_zeros(cert.raw_serial());
+            if parents[i]
+                .iter()
+                .any(|&j| out[j] || revoked.get(j).is_some_and(|set| set.contains(serial)))
+            {
                 out[i] = true;
                 changed = true;
             }
@@ -346,7 +365,11 @@ impl Verifier {
                     status: if revoked { AuthStatus::Revoked } else { AuthStatus::Ok },
                 }
             }
-            Err(webpki::Error::CaUsedAsEndEntity) if self.ders.iter().any(|d| d.as_slice() == leaf.as_ref()) => {
+            // Only a self-issued anchor: an intermediate of a bundle presented as the client's own certificate
+            // is refused (its issuer's CRL may have revoked it, and it is a CA, not a client).
+            Err(webpki::Error::CaUsedAsEndEntity)
+                if is_self_issued(leaf.as_ref()) && self.ders.iter().any(|d| d.as_slice() == leaf.as_ref()) =>
+            {
                 self.pinned_self_signed(leaf.as_ref(), now)
             }
             Err(err) => {

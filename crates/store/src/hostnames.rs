@@ -112,16 +112,20 @@ impl Store {
         })
     }
 
-    /// Changes a hostname's origin and/or settings; `None` leaves a field as it is.
+    /// Changes a hostname's origin and/or settings; `None` leaves a field as it is. With `based_on` (the settings
+    /// the new ones were derived from), the write is refused as a conflict if the stored settings changed since, so
+    /// that two concurrent edits of different settings cannot silently lose one.
     pub async fn update_hostname(
         &self,
         zone_id: &str,
         id: &str,
         origin: Option<&str>,
         settings: Option<serde_json::Value>,
+        based_on: Option<&serde_json::Value>,
         actor: &Actor,
     ) -> Result<Hostname, StoreError> {
         let mut record = self.hostname(zone_id, id).await?;
+        let expected = based_on.cloned().unwrap_or_else(|| record.settings.clone());
         if let Some(origin) = origin {
             record.origin = origin.to_owned();
         }
@@ -131,7 +135,28 @@ impl Store {
         record.modified_on = now();
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let updated = sqlx::query(
+            // Compared as JSON, not as text, and locked on PostgreSQL until the update (SQLite has one writer, and
+            // refuses this transaction's write if another committed since its read).
+            let query = if self.is_postgres() {
+                "SELECT settings FROM hostnames WHERE zone_id = $1 AND id = $2 FOR UPDATE"
+            } else {
+                "SELECT settings FROM hostnames WHERE zone_id = $1 AND id = $2"
+            };
+            let stored: Option<String> = sqlx::query_scalar(query)
+                .bind(zone_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(stored) = stored else {
+                return Err(StoreError::not_found("hostname", id));
+            };
+            if serde_json::from_str::<serde_json::Value>(&stored).ok().as_ref() != Some(&expected) {
+                return Err(StoreError::Conflict(format!(
+                    "hostname {:?} changed while this edit was being made; read it again and retry",
+                    record.hostname
+                )));
+            }
+            sqlx::query(
                 "UPDATE hostnames SET origin = $1, settings = $2, modified_on = $3 WHERE zone_id = $4 AND id = $5",
             )
             .bind(&record.origin)
@@ -140,11 +165,7 @@ impl Store {
             .bind(zone_id)
             .bind(id)
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated == 0 {
-                return Err(StoreError::not_found("hostname", id));
-            }
+            .await?;
             commit_write!(self, tx, actor, "update", "hostname", id, &record.hostname);
         });
         Ok(record)

@@ -281,13 +281,15 @@ impl Store {
     ) -> Result<(Vec<ListItem>, Option<String>), StoreError> {
         self.list(list_id).await?;
         let per_page = per_page.clamp(1, MAX_LIST_ITEMS_PER_PAGE);
-        // Lower-cased on both sides: LIKE ignores ASCII case on SQLite and not on PostgreSQL.
-        let pattern = search.map(|s| format!("%{}%", escape_like(&s.to_lowercase())));
+        // Lower-cased on both sides, by the database: LIKE ignores ASCII case on SQLite and not on PostgreSQL, and
+        // each database's lower() is the one its stored text is compared with.
+        let pattern = search.map(|s| format!("%{}%", escape_like(s)));
         on_db!(&self.db, |pool| {
             let rows = sqlx::query(
                 "SELECT id, value, comment, created_on, modified_on FROM list_items \
                  WHERE list_id = $1 AND id > $2 \
-                 AND ($3 IS NULL OR lower(value) LIKE $3 ESCAPE '\\' OR lower(comment) LIKE $3 ESCAPE '\\') \
+                 AND ($3 IS NULL OR lower(value) LIKE lower($3) ESCAPE '\\' \
+                      OR lower(comment) LIKE lower($3) ESCAPE '\\') \
                  ORDER BY id LIMIT $4",
             )
             .bind(list_id)
@@ -345,13 +347,7 @@ impl Store {
             .collect();
         items.reverse();
         let at = now();
-        let operation = ListOperation {
-            id: new_id(),
-            list_id: list_id.to_owned(),
-            status: "completed".to_owned(),
-            error: None,
-            completed_on: at,
-        };
+        let operation = completed(list_id, at);
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             // The total over all lists is checked below: writes to different lists are serialised by the account
@@ -422,13 +418,7 @@ impl Store {
         actor: &Actor,
     ) -> Result<ListOperation, StoreError> {
         let at = now();
-        let operation = ListOperation {
-            id: new_id(),
-            list_id: list_id.to_owned(),
-            status: "completed".to_owned(),
-            error: None,
-            completed_on: at,
-        };
+        let operation = completed(list_id, at);
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             lock_list!(tx, list_id);
@@ -464,6 +454,17 @@ impl Store {
                 completed_on: row.int("completed_on")?,
             })
         })
+    }
+}
+
+/// The record of a change to a list's items, finished at `at`.
+fn completed(list_id: &str, at: i64) -> ListOperation {
+    ListOperation {
+        id: new_id(),
+        list_id: list_id.to_owned(),
+        status: "completed".to_owned(),
+        error: None,
+        completed_on: at,
     }
 }
 

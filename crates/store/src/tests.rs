@@ -442,7 +442,7 @@ async fn hostnames_live_in_their_zone() {
         );
 
         let updated = store
-            .update_hostname(&zone.id, &host.id, Some("https://origin.internal"), None, &a)
+            .update_hostname(&zone.id, &host.id, Some("https://origin.internal"), None, None, &a)
             .await
             .expect("update");
         assert_eq!(updated.origin, "https://origin.internal");
@@ -634,9 +634,34 @@ async fn origin_client_certificates_keep_their_key_and_stay_while_used() {
         );
         let host = store.list_hostnames(&zone.id).await.expect("hosts").remove(0);
         store
-            .update_hostname(&zone.id, &host.id, None, Some(serde_json::json!({})), &a)
+            .update_hostname(&zone.id, &host.id, None, Some(serde_json::json!({})), None, &a)
             .await
             .expect("update");
+        // An edit derived from settings that changed since is refused, not applied over the other edit.
+        let stale = serde_json::json!({"tls_client_auth": "request"});
+        let err = store
+            .update_hostname(
+                &zone.id,
+                &host.id,
+                None,
+                Some(serde_json::json!({"origin_http2": true})),
+                Some(&stale),
+                &a,
+            )
+            .await
+            .expect_err("stale");
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        store
+            .update_hostname(
+                &zone.id,
+                &host.id,
+                None,
+                Some(serde_json::json!({"origin_http2": true})),
+                Some(&serde_json::json!({})),
+                &a,
+            )
+            .await
+            .expect("current");
         store.delete_mtls_certificate(&client.id, &a).await.expect("delete");
     })
     .await;
