@@ -150,7 +150,13 @@ function ownCa() {
   openssl("ca", ...conf, "-gencrl", "-out", "ca.crl.pem");
   // The DER form, to upload as a binary file.
   openssl("crl", "-in", "ca.crl.pem", "-outform", "DER", "-out", "ca.crl");
-  return { dir, pem: fs.readFileSync(path.join(dir, "ca.pem"), "utf8"), crl: path.join(dir, "ca.crl") };
+  return {
+    dir,
+    pem: fs.readFileSync(path.join(dir, "ca.pem"), "utf8"),
+    crl: path.join(dir, "ca.crl"),
+    leaf: fs.readFileSync(path.join(dir, "leaf.pem"), "utf8"),
+    leafKey: fs.readFileSync(path.join(dir, "leaf.key"), "utf8"),
+  };
 }
 
 // Fails when the page is wider than the viewport (outside scrolling tables and the nav strip).
@@ -361,6 +367,14 @@ try {
   await crlDialog.waitFor({ state: "hidden" });
   await page.locator("#toast", { hasText: "CRL accepted: 1 revoked certificate" }).waitFor();
   await byoca.getByText(/^updated \d{4}-\d{2}-\d{2}$/).waitFor();
+  // A certificate for the edge to present to origins: listed apart, never as a CA.
+  await page.getByLabel("Certificate name").fill("edge-to-origin");
+  await page.getByLabel("Certificate, then its intermediates (PEM)").fill(own.leaf);
+  await page.getByLabel("Private key (PEM)").fill(own.leafKey);
+  await page.getByRole("button", { name: "Upload certificate" }).click();
+  await page.locator("#toast", { hasText: "Certificate uploaded" }).waitFor();
+  await page.locator("#origin-certs-table tbody tr", { hasText: "edge-to-origin" }).waitFor();
+  assert.equal(await page.locator("#byoca-table tbody tr", { hasText: "edge-to-origin" }).count(), 0, "not a CA");
   await shot("04-bring-your-own-ca");
   fs.rmSync(own.dir, { recursive: true, force: true });
   // CRLs fetched from a URL: nothing listens on port 1, so the first fetch (at once) fails and says why.
@@ -615,6 +629,12 @@ try {
   await hnDialog.getByLabel("Origin", { exact: true }).fill("http://127.0.0.1:9");
   await hnDialog.getByLabel("Client certificates").selectOption("require");
   await hnDialog.getByLabel("Forward the certificate to the origin").selectOption("rfc9440");
+  assert.deepEqual(
+    await hnDialog.getByLabel("Client certificate presented to the origin").locator("option").allTextContents(),
+    ["none", "edge-to-origin (O=E2E Corp,CN=E2E Corp Devices CA)"],
+  );
+  assert.equal(await hnDialog.getByLabel("Name the trusted CAs").isChecked(), true);
+  await hnDialog.getByLabel("Name the trusted CAs").uncheck();
   await hnDialog.getByRole("button", { name: "Save" }).click();
   await hnDialog.waitFor({ state: "hidden" });
   await app.locator("td", { hasText: "http://127.0.0.1:9" }).waitFor();
@@ -623,6 +643,8 @@ try {
   const appCells = await app.locator("td").allTextContents();
   assert.equal(appCells[4], "require");
   assert.equal(appCells[5], "RFC 9440");
+  const hostsNow = (await (await fetch(`${base}/client/v4/zones/${zoneId}/hostnames`, { headers: authorization })).json()).result;
+  assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").send_client_ca_names, false);
   await shot("09-hostnames");
 
   step("IP lists: create one, a bad item is named, items added; a rule using it blocks at the edge until an item goes");

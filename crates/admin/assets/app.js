@@ -188,7 +188,7 @@ async function mtlsCoverage() {
   const acc = await account();
   const [managed, uploaded] = await Promise.all([
     api("GET", `/zones/${zone.id}/certificate_authorities/hostname_associations`).then((d) => d.result?.hostnames ?? []),
-    api("GET", `/accounts/${acc}/mtls_certificates`).then((d) => d.result ?? []),
+    api("GET", `/accounts/${acc}/mtls_certificates`).then((d) => (d.result ?? []).filter((c) => c.ca !== false)),
   ]);
   const byCa = await Promise.all(
     uploaded.map((ca) =>
@@ -627,7 +627,7 @@ async function loadIssuers() {
   const acc = await account();
   const [managed, uploaded] = await Promise.all([
     api("GET", `/accounts/${acc}/managed_ca`).then((d) => d.result ?? []),
-    api("GET", `/accounts/${acc}/mtls_certificates`).then((d) => d.result ?? []),
+    api("GET", `/accounts/${acc}/mtls_certificates`).then((d) => (d.result ?? []).filter((c) => c.ca !== false)),
   ]);
   const active = managed.find((ca) => ca.status === "active");
   select.replaceChildren(
@@ -786,7 +786,10 @@ async function loadByoca() {
   const table = $("byoca-table");
   try {
     const acc = await account();
-    const list = (await api("GET", `/accounts/${acc}/mtls_certificates`)).result ?? [];
+    const all = (await api("GET", `/accounts/${acc}/mtls_certificates`)).result ?? [];
+    // Client certificates for origins live in the same store; they are listed apart, and are no CAs.
+    const list = all.filter((c) => c.ca !== false);
+    renderOriginCerts(all.filter((c) => c.ca === false), acc);
     const used = await Promise.all(
       list.map((ca) => api("GET", `/accounts/${acc}/mtls_certificates/${ca.id}/associations`).then((d) => d.result ?? [])),
     );
@@ -840,6 +843,32 @@ function crlCell(ca) {
   return h("td", { class: "crl-cell" }, updated, " ", state, ca.crl_fetch_error ? h("div", { class: "muted small" }, ca.crl_fetch_error) : null);
 }
 
+function renderOriginCerts(certs, acc) {
+  const table = $("origin-certs-table");
+  table.tBodies[0].replaceChildren(
+    ...certs.map((cert) =>
+      h(
+        "tr",
+        { "data-id": cert.id },
+        h("td", {}, cert.name || cert.id),
+        h("td", {}, cert.issuer),
+        h("td", { class: "nowrap" }, day(cert.expires_on)),
+        h(
+          "td",
+          {},
+          canWrite &&
+            confirmButton("Delete", "Confirm delete", async () => {
+              await api("DELETE", `/accounts/${acc}/mtls_certificates/${cert.id}`);
+              toast("Certificate deleted");
+              await loadByoca();
+            }),
+        ),
+      ),
+    ),
+  );
+  if (!certs.length) emptyRow(table, 4, "None uploaded.");
+}
+
 function openCrl(ca) {
   const dialog = $("crl-dialog");
   dialog.dataset.id = ca.id;
@@ -889,6 +918,18 @@ function setupByoca() {
       await api("POST", `/accounts/${await account()}/mtls_certificates`, body);
       e.target.reset();
       toast("CA uploaded");
+      await loadByoca();
+    });
+  });
+  $("origin-cert-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run(e.submitter, async () => {
+      const body = { ca: false, certificates: $("origin-cert-pem").value.trim(), private_key: $("origin-cert-key").value.trim() };
+      const name = $("origin-cert-name").value.trim();
+      if (name) body.name = name;
+      await api("POST", `/accounts/${await account()}/mtls_certificates`, body);
+      e.target.reset();
+      toast("Certificate uploaded");
       await loadByoca();
     });
   });
@@ -1419,7 +1460,7 @@ async function hostnamesPage() {
     });
   });
   setupHostEdit();
-  await loadHostnames();
+  await Promise.all([loadHostnames(), loadOriginCerts()]);
 }
 
 // Which certificate the edge serves for `hostname`, as src/edge.rs picks it: the newest uploaded certificate of the
@@ -1516,8 +1557,22 @@ function openHostEdit(id) {
   $("hn-edit-origin").value = host.origin;
   $("hn-edit-mode").value = host.tls_client_auth;
   $("hn-edit-forward").value = host.client_certificate_forwarding;
+  $("hn-edit-origin-cert").replaceChildren(
+    h("option", { value: "" }, "none"),
+    ...originCerts.map((c) => h("option", { value: c.id }, `${c.name || c.id} (${c.issuer})`)),
+  );
+  $("hn-edit-origin-cert").value = host.origin_client_certificate ?? "";
+  $("hn-edit-ca-names").checked = host.send_client_ca_names !== false;
   openDialog(dialog);
   $("hn-edit-origin").focus();
+}
+
+// The client certificates the edge can present to origins (uploaded with "ca": false), for the hostname dialog.
+let originCerts = [];
+
+async function loadOriginCerts() {
+  const all = (await api("GET", `/accounts/${await account()}/mtls_certificates`)).result ?? [];
+  originCerts = all.filter((c) => c.ca === false);
 }
 
 function setupHostEdit() {
@@ -1530,6 +1585,8 @@ function setupHostEdit() {
         origin: $("hn-edit-origin").value.trim(),
         tls_client_auth: $("hn-edit-mode").value,
         client_certificate_forwarding: $("hn-edit-forward").value,
+        origin_client_certificate: $("hn-edit-origin-cert").value,
+        send_client_ca_names: $("hn-edit-ca-names").checked,
       });
       dialog.close();
       toast("Hostname saved");
