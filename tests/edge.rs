@@ -206,9 +206,9 @@ fn openssl_s_client_is_asked_for_a_certificate_from_the_managed_ca() {
     let connect = format!("127.0.0.1:{}", server.edge_port);
     let edge_ca = server.data_dir().join("edge-dev-ca.pem");
     let edge_ca = edge_ca.to_str().expect("utf-8");
-    let out = openssl(
-        dir,
-        &[
+    // `openssl s_client` to the edge as localhost, trusting its CA, with `extra` arguments.
+    let s_client = |extra: &[&str]| {
+        let mut args = vec![
             "s_client",
             "-connect",
             &connect,
@@ -216,13 +216,11 @@ fn openssl_s_client_is_asked_for_a_certificate_from_the_managed_ca() {
             "localhost",
             "-CAfile",
             edge_ca,
-            "-cert",
-            "cert.pem",
-            "-key",
-            "key.pem",
-            "-brief",
-        ],
-    );
+        ];
+        args.extend_from_slice(extra);
+        openssl(dir, &args)
+    };
+    let out = s_client(&["-cert", "cert.pem", "-key", "key.pem", "-brief"]);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -234,18 +232,7 @@ fn openssl_s_client_is_asked_for_a_certificate_from_the_managed_ca() {
     );
     // What the edge's CertificateRequest says, as `openssl s_client` prints it.
     let request = || {
-        let out = openssl(
-            dir,
-            &[
-                "s_client",
-                "-connect",
-                &connect,
-                "-servername",
-                "localhost",
-                "-CAfile",
-                edge_ca,
-            ],
-        );
+        let out = s_client(&[]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let full = request();
