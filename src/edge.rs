@@ -258,10 +258,12 @@ impl EdgeBuilder {
             );
         }
         let mut snapshot = Snapshot::new(state.generation);
+        let mut verifiers = Verifiers::new(state);
         for host in &state.hostnames {
             let built = self
                 .host(
                     state,
+                    &mut verifiers,
                     host,
                     rulesets
                         .get(host.zone_id.as_str())
@@ -289,6 +291,7 @@ impl EdgeBuilder {
     fn host(
         &self,
         state: &EdgeState,
+        verifiers: &mut Verifiers<'_>,
         host: &portcullis_store::Hostname,
         ruleset: Arc<CompiledRuleset>,
         ratelimit: Arc<CompiledRuleset>,
@@ -329,7 +332,7 @@ impl EdgeBuilder {
             hostname: host.hostname.clone(),
             zone_id: Some(host.zone_id.clone()),
             cert: self.server_cert(state, host)?,
-            mtls: self.mtls(state, host, &settings)?,
+            mtls: self.mtls(state, verifiers, host, &settings)?,
             origin,
             forwarding,
             ruleset,
@@ -387,10 +390,11 @@ impl EdgeBuilder {
     fn mtls(
         &self,
         state: &EdgeState,
+        verifiers: &mut Verifiers<'_>,
         host: &portcullis_store::Hostname,
         settings: &HostnameSettings,
     ) -> anyhow::Result<Option<(Mtls, Vec<portcullis_pki::CertificateDer<'static>>)>> {
-        let cas: Vec<&CaRef> = state
+        let mut cas: Vec<&CaRef> = state
             .associations
             .iter()
             .filter(|a| a.zone_id == host.zone_id && a.hostname == host.hostname)
@@ -399,10 +403,72 @@ impl EdgeBuilder {
         if cas.is_empty() {
             return Ok(None);
         }
+        cas.sort_by_key(|ca| ca_key(ca));
+        cas.dedup();
+        let (verifier, hints) = verifiers.for_cas(&cas)?;
+        let mode = match settings.tls_client_auth {
+            TlsClientAuth::Request => MtlsMode::Request,
+            TlsClientAuth::Require => MtlsMode::Require,
+        };
+        Ok(Some((
+            Mtls { verifier, mode },
+            if settings.send_client_ca_names {
+                hints
+            } else {
+                Vec::new()
+            },
+        )))
+    }
+}
+
+fn ca_key(ca: &CaRef) -> String {
+    match ca {
+        CaRef::Managed => "managed".to_owned(),
+        CaRef::Mtls(id) => format!("mtls:{id}"),
+    }
+}
+
+/// One verifier per set of trusted CAs, shared by every host that trusts exactly that set, for one snapshot build:
+/// anchors, CRLs and revoked serials are parsed and held once, not once per host (a managed CA with 100,000 revoked
+/// certificates behind 1,000 hostnames would otherwise hold 100 million serials).
+struct Verifiers<'s> {
+    state: &'s EdgeState,
+    revoked: HashMap<&'s str, Vec<String>>,
+    built: HashMap<
+        Vec<String>,
+        (
+            Arc<portcullis_pki::Verifier>,
+            Vec<portcullis_pki::CertificateDer<'static>>,
+        ),
+    >,
+}
+
+impl<'s> Verifiers<'s> {
+    fn new(state: &'s EdgeState) -> Verifiers<'s> {
         let mut revoked: HashMap<&str, Vec<String>> = HashMap::new();
         for (ca_id, serial) in &state.revoked_serials {
             revoked.entry(ca_id.as_str()).or_default().push(serial.clone());
         }
+        Verifiers {
+            state,
+            revoked,
+            built: HashMap::new(),
+        }
+    }
+
+    /// The verifier and the CA certificates to hint for `cas` (sorted, without duplicates).
+    fn for_cas(
+        &mut self,
+        cas: &[&CaRef],
+    ) -> anyhow::Result<(
+        Arc<portcullis_pki::Verifier>,
+        Vec<portcullis_pki::CertificateDer<'static>>,
+    )> {
+        let key: Vec<String> = cas.iter().map(|ca| ca_key(ca)).collect();
+        if let Some((verifier, hints)) = self.built.get(&key) {
+            return Ok((verifier.clone(), hints.clone()));
+        }
+        let state = self.state;
         let none = Vec::new();
         let mut trusted = Vec::new();
         for ca in cas {
@@ -410,7 +476,7 @@ impl EdgeBuilder {
                 CaRef::Managed => trusted.extend(state.managed_cas.iter().map(|managed| TrustedCa {
                     certificates: managed.certificate.as_bytes(),
                     crl: None,
-                    revoked_serials: revoked.get(managed.id.as_str()).unwrap_or(&none),
+                    revoked_serials: self.revoked.get(managed.id.as_str()).unwrap_or(&none),
                 })),
                 CaRef::Mtls(id) => {
                     if let Some(uploaded) = state.mtls_certificates.iter().find(|m| &m.id == id) {
@@ -423,19 +489,10 @@ impl EdgeBuilder {
                 }
             }
         }
-        let mode = match settings.tls_client_auth {
-            TlsClientAuth::Request => MtlsMode::Request,
-            TlsClientAuth::Require => MtlsMode::Require,
-        };
-        let (mtls, hints) = Mtls::from_cas(mode, &trusted)?;
-        Ok(Some((
-            mtls,
-            if settings.send_client_ca_names {
-                hints
-            } else {
-                Vec::new()
-            },
-        )))
+        // The mode is the host's; the verifier and hints depend only on the CAs.
+        let (mtls, hints) = Mtls::from_cas(MtlsMode::Request, &trusted)?;
+        self.built.insert(key, (mtls.verifier.clone(), hints.clone()));
+        Ok((mtls.verifier, hints))
     }
 }
 
@@ -552,6 +609,51 @@ mod tests {
         assert!(!super::covers("*.example.com", "a.b.example.com"));
         assert!(!super::covers("*.example.com", "example.com"));
         assert!(super::covers("API.example.com", "api.example.com"));
+    }
+
+    /// Hosts that trust the same CAs share one verifier (parsed once per snapshot); hosts without mTLS have none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hosts_trusting_the_same_cas_share_one_verifier() {
+        use portcullis_store::{Actor, CaRef};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_sqlite(&dir.path().join("p.db")).await.expect("store");
+        let master = Arc::new(MasterKey::generate());
+        let builder = EdgeBuilder {
+            master_key: master.clone(),
+            dev_ca: DevEdgeCa::load_or_create(dir.path(), &master).expect("dev CA"),
+            default_host: None,
+            sessions: Default::default(),
+            expiry: Default::default(),
+        };
+        let a = Actor::system();
+        let zone = store.create_zone("example.com", &a).await.expect("zone");
+        for name in ["a.example.com", "b.example.com", "c.example.com", "open.example.com"] {
+            store
+                .create_hostname(&zone.id, name, "http://127.0.0.1:9", serde_json::json!({}), &a)
+                .await
+                .expect("host");
+        }
+        let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        store
+            .replace_hostname_associations(
+                &zone.id,
+                &CaRef::Managed,
+                &names(&["a.example.com", "b.example.com"]),
+                &a,
+            )
+            .await
+            .expect("associations");
+        let state = store.load_edge_state().await.expect("state");
+        let snapshot = builder.build(&state).expect("build");
+        let verifier = |name: &str| snapshot.hosts[name].mtls.as_ref().map(|m| m.verifier.clone());
+        let (va, vb) = (
+            verifier("a.example.com").expect("a"),
+            verifier("b.example.com").expect("b"),
+        );
+        assert!(Arc::ptr_eq(&va, &vb), "the same CAs, one verifier");
+        assert!(verifier("open.example.com").is_none());
+        assert!(verifier("c.example.com").is_none());
     }
 
     /// A state that does not build (here an origin the admin API would have refused, written to the store directly)
