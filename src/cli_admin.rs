@@ -370,7 +370,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             }
             if body.as_object().is_some_and(serde_json::Map::is_empty) {
                 bail!(
-                    "nothing to change: give --origin, --tls-client-auth, --forward-cert, --origin-h2 or an origin TLS option"
+                    "nothing to change: give --origin, --tls-client-auth, --forward-cert, --origin-h2, --client-ca-names or an origin TLS option"
                 );
             }
             let updated = api

@@ -118,7 +118,8 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         } => {
             let mut values = Vec::new();
             for item in &items {
-                values.push(canonical(item).with_context(|| format!("item {item:?}"))?);
+                // The parser's message quotes the item.
+                values.push(canonical(item)?);
             }
             if let Some(path) = &file {
                 let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -177,10 +178,7 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
             if items.is_empty() {
                 bail!("name the items to remove");
             }
-            let wanted = items
-                .iter()
-                .map(|i| canonical(i).with_context(|| format!("item {i:?}")))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let wanted = items.iter().map(|i| canonical(i)).collect::<anyhow::Result<Vec<_>>>()?;
             let id = list_id(&api, &base, &name).await?;
             let items_path = format!("{base}/{id}/items");
             let stored = all_items(&api, &items_path).await?;
