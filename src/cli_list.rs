@@ -122,13 +122,7 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
                 values.push(canonical(item)?);
             }
             if let Some(path) = &file {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                for (n, line) in text.lines().enumerate() {
-                    let item = line.split('#').next().unwrap_or("").trim();
-                    if !item.is_empty() {
-                        values.push(canonical(item).with_context(|| format!("{}:{}", path.display(), n + 1))?);
-                    }
-                }
+                values.extend(items_from_file(path)?);
             }
             if values.is_empty() && !replace {
                 bail!("no items: name some, or give --file");
@@ -229,6 +223,20 @@ fn by_size(items: Vec<Value>) -> Vec<Vec<Value>> {
         }
     }
     chunks
+}
+
+/// The items of a list file, canonical: one address or CIDR range per line, `#` starting a comment, blank lines
+/// skipped. An error names the file and line.
+pub(crate) fn items_from_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut items = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let item = line.split('#').next().unwrap_or("").trim();
+        if !item.is_empty() {
+            items.push(canonical(item).with_context(|| format!("{}:{}", path.display(), n + 1))?);
+        }
+    }
+    Ok(items)
 }
 
 /// An item in the form the server stores it, or why it is not an address or range.

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use portcullis_rules::{CompileError, Context, Program, compile, parse_field_value, schema};
+use portcullis_rules::{CompileError, Context, Lists, Program, compile_with, parse_field_value, schema};
 
 #[derive(Debug, clap::Args)]
 pub struct RulesArgs {
@@ -20,6 +20,9 @@ enum RulesCommand {
     Check {
         /// The expression, e.g. 'not cf.tls_client_auth.cert_verified'.
         expression: String,
+        /// An IP list for `$NAME`, from FILE (one address or CIDR range per line, `#` comments); repeatable.
+        #[arg(long = "list", value_name = "NAME=FILE")]
+        lists: Vec<String>,
     },
     /// Evaluate an expression against field values; prints `true` or `false`.
     Eval {
@@ -29,6 +32,9 @@ enum RulesCommand {
         /// as usual, strings verbatim, arrays and maps as JSON. Unset fields take defaults.
         #[arg(long = "field", short = 'f', value_name = "NAME=VALUE")]
         fields: Vec<String>,
+        /// An IP list for `$NAME`, from FILE (one address or CIDR range per line, `#` comments); repeatable.
+        #[arg(long = "list", value_name = "NAME=FILE")]
+        lists: Vec<String>,
     },
     /// List the fields expressions can use, with their types.
     Fields,
@@ -36,14 +42,19 @@ enum RulesCommand {
 
 pub fn run(args: RulesArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        RulesCommand::Check { expression } => Ok(match compile_or_report(&expression) {
+        RulesCommand::Check { expression, lists } => Ok(match compile_or_report(&expression, &read_lists(&lists)?) {
             Some(_) => {
                 outln!("ok");
                 ExitCode::SUCCESS
             }
             None => ExitCode::from(2),
         }),
-        RulesCommand::Eval { expression, fields } => {
+        RulesCommand::Eval {
+            expression,
+            fields,
+            lists,
+        } => {
+            let lists = read_lists(&lists)?;
             // Field values are parsed first so bad input is reported whatever the expression.
             let mut ctx = Context::new();
             for spec in &fields {
@@ -53,7 +64,7 @@ pub fn run(args: RulesArgs) -> anyhow::Result<ExitCode> {
                 let (id, value) = parse_field_value(name, text).with_context(|| format!("--field {spec:?}"))?;
                 ctx.set(id, value).with_context(|| format!("--field {spec:?}"))?;
             }
-            let Some(program) = compile_or_report(&expression) else {
+            let Some(program) = compile_or_report(&expression, &lists) else {
                 return Ok(ExitCode::from(2));
             };
             outln!("{}", program.eval(&ctx));
@@ -74,9 +85,25 @@ pub fn run(args: RulesArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The `--list NAME=FILE` lists, read and checked as the server would (the error names the file and line).
+fn read_lists(specs: &[String]) -> anyhow::Result<Lists> {
+    let mut lists = Lists::new();
+    for spec in specs {
+        let (name, path) = spec
+            .split_once('=')
+            .with_context(|| format!("--list {spec:?}: expected NAME=FILE"))?;
+        let name = name.trim_start_matches('$');
+        let items = crate::cli_list::items_from_file(std::path::Path::new(path))?;
+        lists
+            .insert_ip(name, items.iter().map(String::as_str))
+            .map_err(|e| anyhow::anyhow!("--list {spec:?}: {e}"))?;
+    }
+    Ok(lists)
+}
+
 /// Compiles, printing the caret diagnostic to stderr on failure.
-fn compile_or_report(expression: &str) -> Option<Program> {
-    match compile(expression) {
+fn compile_or_report(expression: &str, lists: &Lists) -> Option<Program> {
+    match compile_with(expression, lists) {
         Ok(p) => Some(p),
         Err(e) => {
             report(&e, expression);

@@ -157,3 +157,39 @@ fn fields_lists_the_schema_in_aligned_columns() {
     assert!(text.contains("cf.tls_client_auth.cert_rfc9440_too_large"));
     assert!(text.contains("portcullis.tls_client_auth.cert_san_uri"));
 }
+
+#[test]
+fn eval_takes_ip_lists_from_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("office.txt");
+    std::fs::write(&file, "# HQ\n192.0.2.0/24\n\n2001:db8::/32 # lab\n").expect("write");
+    let list = format!("office={}", file.display());
+    for (ip, want) in [
+        ("192.0.2.5", "true\n"),
+        ("198.51.100.1", "false\n"),
+        ("2001:db8::7", "true\n"),
+    ] {
+        let out = portcullis(&[
+            "rules",
+            "eval",
+            "ip.src in $office",
+            "--list",
+            &list,
+            "-f",
+            &format!("ip.src={ip}"),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), want, "{ip}");
+    }
+    let out = portcullis(&["rules", "check", "ip.src in $office"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown list `$office`"), "{}", stderr(&out));
+    std::fs::write(&file, "192.0.2.0/24\n10.0.0.1/8\n").expect("write");
+    let out = portcullis(&["rules", "check", "ip.src in $office", "--list", &list]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!("{}:2: ", file.display())) && stderr(&out).contains("did you mean 10.0.0.0/8"),
+        "{}",
+        stderr(&out)
+    );
+}
