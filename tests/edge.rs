@@ -48,6 +48,23 @@ fn get(server: &Server, path: &str, extra: &[&str]) -> (Option<i32>, String, Str
 
 const WITH_CERT: &[&str] = &["--cert", "cert.pem", "--key", "key.pem"];
 
+/// Repeats `get` until the edge answers `want` (it picks up a change with its next snapshot); the body. Fails after
+/// 10 s, naming the last answer.
+fn get_until(server: &Server, path: &str, extra: &[&str], want: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, status, body) = get(server, path, extra);
+        if status == want {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {status}, wanted {want}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// `openssl s_client` to the edge as `localhost` with `args`, sending one `GET /` and reading to the end (so that
 /// session tickets arrive before `-sess_out` saves them); its standard output.
 fn s_client_get(server: &Server, args: &[&str]) -> String {
@@ -714,17 +731,7 @@ fn origins_requiring_a_client_certificate_get_the_uploaded_one() {
         "{table}"
     );
     let origin_url = format!("https://localhost:{port}");
-    let until = |want: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let (_, status, body) = get(&server, "/", &[]);
-            if status == want {
-                return body;
-            }
-            assert!(std::time::Instant::now() < deadline, "still {status}: {body}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let until = |want: &str| get_until(&server, "/", &[], want);
     let out = ok(&server.cli(&[
         "host",
         "set",
@@ -870,17 +877,7 @@ fn rate_limits_from_the_cli() {
     ]));
     assert!(out.contains("(block)"), "{out}");
     let id = out.split_whitespace().nth(2).expect("rule id").to_owned();
-    let until = |want: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let (_, status, _) = get(&server, "/", &[]);
-            if status == want {
-                return;
-            }
-            assert!(std::time::Instant::now() < deadline, "still {status}, wanted {want}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let until = |want: &str| get_until(&server, "/", &[], want);
     until("429");
     let out = ok(&server.cli(&["rule", "remove", &id]));
     assert!(out.starts_with(&format!("removed rule {id}")), "{out}");
@@ -907,17 +904,7 @@ fn ip_lists_block_and_release_addresses_without_editing_the_rule() {
         "block",
     ]));
     assert!(out.contains("(block)"), "{out}");
-    let until = |want: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let (_, status, _) = get(&server, "/", WITH_CERT);
-            if status == want {
-                return;
-            }
-            assert!(std::time::Instant::now() < deadline, "still {status}, wanted {want}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let until = |want: &str| get_until(&server, "/", WITH_CERT, want);
     until("200");
     // A file of ranges, with comments and a blank line; then the client's own address.
     std::fs::write(
