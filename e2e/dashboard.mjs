@@ -470,27 +470,34 @@ try {
   const noCertCurl = curlEdge("/api");
   assert.equal(noCertCurl.status, 401, `curl without a certificate: ${noCertCurl.body}`);
 
-  step("a second rule deploys with the custom response fields hidden and invalid, is moved, then deleted");
+  step("a second rule (a skip of rate limiting) deploys with the custom response fields hidden and invalid, is moved, then deleted");
   await nav("Create a mTLS rule", `${base}/dashboard/mtls-rule`);
-  await page.getByLabel("Rule name").fill("temporary log rule");
+  await page.getByLabel("Rule name").fill("temporary skip rule");
   await page.getByLabel("Send a custom response").check();
   await page.getByLabel("Status code (400–499)").fill("");
-  await page.getByLabel("Choose action").selectOption("log");
+  await page.getByLabel("Choose action").selectOption("skip");
   await page.locator("#rule-custom-set").waitFor({ state: "hidden" });
   await page.locator("#rule-diagnostic.ok").waitFor();
+  // A skip must skip something; this one exempts its requests from rate limiting and lets the rules after it run.
+  await page.getByLabel("All remaining custom rules").uncheck();
+  provoke({ text: /choose what the skip rule skips/ });
+  await page.getByRole("button", { name: "Deploy" }).click();
+  await page.locator("#page-error", { hasText: "choose what the skip rule skips" }).waitFor();
+  await page.getByLabel("All rate limiting rules").check();
   await page.getByRole("button", { name: "Deploy" }).click();
   await page.waitForURL(/\/dashboard\/rules\?deployed=1/);
   await ready();
-  const temporary = page.locator("#rules-table tbody tr", { hasText: "temporary log rule" });
+  const temporary = page.locator("#rules-table tbody tr", { hasText: "temporary skip rule" });
   await temporary.waitFor();
   assert.equal(await temporary.locator("td").first().textContent(), "2");
-  await temporary.getByRole("button", { name: "Move temporary log rule up" }).click();
-  await page.locator("#rules-table tbody tr").first().filter({ hasText: "temporary log rule" }).waitFor();
+  assert.match(await temporary.locator("td").nth(3).textContent(), /skip\s+rate limits$/);
+  await temporary.getByRole("button", { name: "Move temporary skip rule up" }).click();
+  await page.locator("#rules-table tbody tr").first().filter({ hasText: "temporary skip rule" }).waitFor();
   // Focus stays on the moved rule: its "up" is now disabled, so its "down" has it.
-  await page.waitForFunction(() => document.activeElement?.getAttribute("aria-label") === "Move temporary log rule down");
+  await page.waitForFunction(() => document.activeElement?.getAttribute("aria-label") === "Move temporary skip rule down");
   await page.keyboard.press("Enter");
-  await page.locator("#rules-table tbody tr").nth(1).filter({ hasText: "temporary log rule" }).waitFor();
-  await page.waitForFunction(() => document.activeElement?.getAttribute("aria-label") === "Move temporary log rule up");
+  await page.locator("#rules-table tbody tr").nth(1).filter({ hasText: "temporary skip rule" }).waitFor();
+  await page.waitForFunction(() => document.activeElement?.getAttribute("aria-label") === "Move temporary skip rule up");
   await temporary.getByRole("button", { name: "Delete" }).click();
   await temporary.getByRole("button", { name: "Confirm delete" }).click();
   await temporary.waitFor({ state: "detached" });

@@ -311,12 +311,16 @@ export function trafficChart(minutes, width = 720) {
 
 async function overviewPage() {
   const acc = await account();
-  const [traffic, certList, associated] = await Promise.all([
+  // Counted and filtered by the server: a zone may hold hundreds of thousands of certificates.
+  const soon = new Date(Date.now() + 30 * 24 * 3600 * 1000).toISOString().replace(/\.\d+Z$/, "Z");
+  const certs = `/zones/${zone.id}/client_certificates?status=active`;
+  const [traffic, activeList, expiringList, associated] = await Promise.all([
     api("GET", `/accounts/${acc}/portcullis/traffic`).then(
       (d) => d.result,
       (error) => error,
     ),
-    allCertificates(),
+    api("GET", `${certs}&per_page=1`),
+    api("GET", `${certs}&expires_before=${encodeURIComponent(soon)}&order=expires_on&per_page=${EXPIRING_SHOWN}`),
     mtlsCoverage(),
   ]);
 
@@ -353,16 +357,12 @@ async function overviewPage() {
   }
 
   const now = Date.now();
-  const soon = now + 30 * 24 * 3600 * 1000;
-  const active = certList.filter((c) => c.status === "active");
-  const expiring = active
-    .filter((c) => {
-      const t = Date.parse(c.expires_on);
-      return t <= soon;
-    })
-    .sort((a, b) => Date.parse(a.expires_on) - Date.parse(b.expires_on));
-  $("ov-active").textContent = String(active.length);
-  $("ov-expiring-count").textContent = String(expiring.length);
+  const expiring = expiringList.result ?? [];
+  const expiringCount = expiringList.result_info?.total_count ?? expiring.length;
+  $("ov-active").textContent = (activeList.result_info?.total_count ?? 0).toLocaleString("en-US");
+  $("ov-expiring-count").textContent = expiringCount.toLocaleString("en-US");
+  $("ov-expiring-more").hidden = expiringCount <= expiring.length;
+  $("ov-expiring-more").textContent = `The ${expiring.length} that expire first of ${expiringCount.toLocaleString("en-US")}.`;
   $("ov-mtls-hosts").textContent = String(associated.size);
   const table = $("ov-expiring");
   table.tBodies[0].replaceChildren(
@@ -381,16 +381,8 @@ async function overviewPage() {
   if (!expiring.length) emptyRow(table, 4, "No active certificate expires within 30 days.");
 }
 
-// Every client certificate of the zone, all pages.
-async function allCertificates() {
-  const all = [];
-  for (let page = 1; page < 1000; page += 1) {
-    const data = await api("GET", `/zones/${zone.id}/client_certificates?per_page=1000&page=${page}`);
-    all.push(...(data.result ?? []));
-    if (page >= (data.result_info?.total_pages ?? 1)) break;
-  }
-  return all;
-}
+// The overview lists at most this many expiring certificates, the soonest first.
+const EXPIRING_SHOWN = 100;
 
 // ---------- Client Certificates ----------
 
@@ -675,27 +667,39 @@ async function loadAssociationChoices() {
   $("assoc-save").disabled = !canWrite || names.every((n) => current.includes(n));
 }
 
+// The page of certificates on screen; search, status and paging are the server's.
 let certs = [];
 let certPage = 1;
+let certPages = 1;
+let certTotal = 0;
+let certLoads = 0;
 const CERTS_PER_PAGE = 10;
 
 async function loadCerts() {
-  certs = await allCertificates();
+  const load = ++certLoads;
+  const params = new URLSearchParams({ per_page: String(CERTS_PER_PAGE), page: String(certPage) });
+  const status = $("cert-status").value;
+  if (status !== "all") params.set("status", status);
+  const query = $("cert-search").value.trim();
+  if (query) params.set("search", query);
+  const data = await api("GET", `/zones/${zone.id}/client_certificates?${params}`);
+  // A slower answer to an earlier query must not replace a later one.
+  if (load !== certLoads) return;
+  certTotal = data.result_info?.total_count ?? 0;
+  certPages = Math.max(1, data.result_info?.total_pages ?? 1);
+  if (certPage > certPages) {
+    // The last page emptied (a revocation under a status filter): show the new last page.
+    certPage = certPages;
+    await loadCerts();
+    return;
+  }
+  certs = data.result ?? [];
   renderCerts();
 }
 
 function renderCerts() {
-  const query = $("cert-search").value.trim().toLowerCase();
-  const status = $("cert-status").value;
-  const matching = certs.filter(
-    (c) =>
-      (status === "all" || c.status === status) &&
-      (!query ||
-        [c.common_name, c.organization, c.organizational_unit, c.serial_number, c.id].some((f) => (f ?? "").toLowerCase().includes(query))),
-  );
-  const pages = Math.max(1, Math.ceil(matching.length / CERTS_PER_PAGE));
-  certPage = Math.min(Math.max(1, certPage), pages);
-  const shown = matching.slice((certPage - 1) * CERTS_PER_PAGE, certPage * CERTS_PER_PAGE);
+  const shown = certs;
+  const filtered = $("cert-search").value.trim() !== "" || $("cert-status").value !== "all";
   const table = $("cert-table");
   table.tBodies[0].replaceChildren(
     ...shown.map((c) =>
@@ -711,28 +715,31 @@ function renderCerts() {
       ),
     ),
   );
-  if (!shown.length) emptyRow(table, 6, certs.length ? "No certificate matches." : "No client certificates yet: Add Certificate.");
-  $("cert-page").textContent = `Page ${certPage} of ${pages} · ${matching.length} certificate${matching.length === 1 ? "" : "s"}`;
+  if (!shown.length) emptyRow(table, 6, filtered ? "No certificate matches." : "No client certificates yet: Add Certificate.");
+  $("cert-page").textContent = `Page ${certPage} of ${certPages} · ${certTotal.toLocaleString("en-US")} certificate${certTotal === 1 ? "" : "s"}`;
   $("cert-prev").disabled = certPage <= 1;
-  $("cert-next").disabled = certPage >= pages;
+  $("cert-next").disabled = certPage >= certPages;
 }
 
 function setupList() {
+  const reload = () => loadCerts().catch(showError);
+  let typing = null;
   $("cert-search").addEventListener("input", () => {
     certPage = 1;
-    renderCerts();
+    clearTimeout(typing);
+    typing = setTimeout(reload, 250);
   });
   $("cert-status").addEventListener("change", () => {
     certPage = 1;
-    renderCerts();
+    reload();
   });
   $("cert-prev").addEventListener("click", () => {
-    certPage -= 1;
-    renderCerts();
+    certPage = Math.max(1, certPage - 1);
+    reload();
   });
   $("cert-next").addEventListener("click", () => {
     certPage += 1;
-    renderCerts();
+    reload();
   });
   const dialog = $("cert-detail");
   $("detail-close").addEventListener("click", () => dialog.close());
@@ -1044,6 +1051,9 @@ async function mtlsRulePage() {
     $("rule-custom").disabled = !blocks;
     $("rule-custom-fields").hidden = !custom;
     for (const el of $("rule-custom-fields").querySelectorAll("input, select, textarea")) el.disabled = !custom;
+    const skips = $("rule-action").value === "skip";
+    $("rule-skip-set").hidden = !skips;
+    for (const el of $("rule-skip-set").querySelectorAll("input")) el.disabled = !skips;
   };
   const bodySize = () => {
     const size = new TextEncoder().encode($("rule-body").value).length;
@@ -1091,6 +1101,12 @@ async function mtlsRulePage() {
       $("rule-type").value = response.content_type ?? "text/plain";
       $("rule-body").value = response.content ?? "";
     }
+    if (editing.action === "skip") {
+      // A skip without parameters (from the API) skips the remaining rules.
+      const params = editing.action_parameters ?? {};
+      $("rule-skip-rest").checked = params.ruleset === "current" || !params.phases;
+      $("rule-skip-ratelimit").checked = (params.phases ?? []).includes("http_ratelimit");
+    }
     $("rule-deploy").textContent = "Save rule";
     schedule();
   } else {
@@ -1124,6 +1140,11 @@ async function mtlsRulePage() {
         } else {
           parameters = {};
         }
+      } else if (action === "skip") {
+        parameters = {};
+        if ($("rule-skip-rest").checked) parameters.ruleset = "current";
+        if ($("rule-skip-ratelimit").checked) parameters.phases = ["http_ratelimit"];
+        if (!Object.keys(parameters).length) throw new Error("choose what the skip rule skips: the remaining custom rules, the rate limiting rules, or both");
       }
       if (editing) {
         // Refuse to overwrite someone else's change made since this page loaded.
@@ -1135,7 +1156,7 @@ async function mtlsRulePage() {
         return;
       }
       rule.enabled = true;
-      if (parameters?.response) rule.action_parameters = parameters;
+      if (parameters && Object.keys(parameters).length) rule.action_parameters = parameters;
       ruleset = await loadRuleset();
       if (ruleset) await api("POST", `/zones/${zone.id}/rulesets/${ruleset.id}/rules`, rule);
       else await api("PUT", `/zones/${zone.id}/rulesets/phases/${PHASE}/entrypoint`, { rules: [rule] });
@@ -1145,6 +1166,14 @@ async function mtlsRulePage() {
 }
 
 // ---------- Security rules ----------
+
+/** What a skip rule skips, in the dialog's words. */
+function skipSummary(params) {
+  const parts = [];
+  if (!params || params.ruleset === "current" || !params.phases) parts.push("remaining rules");
+  if ((params?.phases ?? []).includes("http_ratelimit")) parts.push("rate limits");
+  return parts.join(" + ");
+}
 
 async function rulesPage() {
   const query = new URLSearchParams(window.location.search);
@@ -1323,7 +1352,7 @@ async function loadRules(focus = null) {
         h("td", {}, String(i + 1)),
         h("td", {}, rule.description || rule.id),
         h("td", { class: "mono expr" }, rule.expression),
-        h("td", {}, statusBadge(rule.action)),
+        h("td", {}, statusBadge(rule.action), rule.action === "skip" ? h("span", { class: "muted small" }, " ", skipSummary(rule.action_parameters)) : ""),
         h(
           "td",
           {},

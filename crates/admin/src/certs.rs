@@ -121,12 +121,17 @@ fn stored(record: &ClientCertificateRecord, zone_id: &str) -> Result<ClientCerti
 /// Cloudflare's record for a stored certificate.
 async fn record(state: &AdminState, cert: ClientCertificate) -> Result<ClientCertificateRecord, ApiError> {
     let cas = state.store.managed_cas().await?;
+    Ok(record_with(&cas, cert))
+}
+
+/// As [`record`], with the managed CAs already read (a page of certificates reads them once).
+fn record_with(cas: &[portcullis_store::ManagedCa], cert: ClientCertificate) -> ClientCertificateRecord {
     let ca_name = cas
         .iter()
         .find(|ca| ca.id == cert.ca_id)
         .map(|ca| ca.name.clone())
         .unwrap_or_default();
-    Ok(ClientCertificateRecord {
+    ClientCertificateRecord {
         id: cert.id,
         certificate: cert.certificate,
         csr: cert.csr,
@@ -148,7 +153,7 @@ async fn record(state: &AdminState, cert: ClientCertificate) -> Result<ClientCer
             id: cert.ca_id,
             name: ca_name,
         },
-    })
+    }
 }
 
 /// Key generation request (Portcullis extension).
@@ -320,7 +325,18 @@ pub struct ListQuery {
     pub per_page: Option<u32>,
     pub limit: Option<u32>,
     pub offset: Option<u32>,
+    /// Portcullis extension: only certificates whose common name, organization, organizational unit, serial
+    /// number, SHA-256 fingerprint or id contains this (ASCII case ignored; at most 256 bytes).
+    pub search: Option<String>,
+    /// Portcullis extension: only certificates that expire before this time (RFC 3339, or Unix seconds).
+    pub expires_before: Option<String>,
+    /// Portcullis extension: `expires_on` lists the soonest to expire first; `issued_on` (the default) the newest
+    /// first.
+    pub order: Option<String>,
 }
+
+/// Longest `search` a certificate list takes.
+const MAX_SEARCH_BYTES: usize = 256;
 
 /// List client certificates.
 #[utoipa::path(get, path = "/zones/{zone_id}/client_certificates", tag = "client certificates",
@@ -351,14 +367,44 @@ pub async fn list_client_certificates(
         (None, None) => 0,
     };
     let page = u32::try_from(offset / u64::from(per_page) + 1).unwrap_or(u32::MAX);
+    let search = query.search.as_deref().filter(|s| !s.is_empty());
+    if search.is_some_and(|s| s.len() > MAX_SEARCH_BYTES) {
+        return Err(ApiError::invalid(format!("search is over {MAX_SEARCH_BYTES} bytes")));
+    }
+    let expires_before = match query.expires_before.as_deref() {
+        None => None,
+        Some(t) => Some(match t.parse::<i64>() {
+            Ok(unix) => unix,
+            Err(_) => OffsetDateTime::parse(t, &Rfc3339)
+                .map(OffsetDateTime::unix_timestamp)
+                .map_err(|_| {
+                    ApiError::invalid(format!(
+                        "expires_before {t:?} is neither an RFC 3339 time (2026-01-31T00:00:00Z) nor Unix seconds"
+                    ))
+                })?,
+        }),
+    };
+    let by_expiry = match query.order.as_deref() {
+        None | Some("issued_on") => false,
+        Some("expires_on") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "unknown order {other:?}: use issued_on or expires_on"
+            )));
+        }
+    };
+    let filter = portcullis_store::ClientCertQuery {
+        status,
+        search,
+        expires_before,
+        by_expiry,
+    };
     let (certs, total) = state
         .store
-        .list_client_certificates(&zone_id, status, offset, per_page)
+        .list_client_certificates(&zone_id, &filter, offset, per_page)
         .await?;
-    let mut records = Vec::with_capacity(certs.len());
-    for cert in certs {
-        records.push(record(&state, cert).await?);
-    }
+    let cas = state.store.managed_cas().await?;
+    let records: Vec<_> = certs.into_iter().map(|cert| record_with(&cas, cert)).collect();
     let info = ResultInfo::new(page, per_page, records.len(), total);
     Ok(ok_page(records, info))
 }

@@ -311,7 +311,7 @@ pub fn compile_stored(phase: &str, rules: &[Rule], lists: &Lists) -> Result<Comp
             .collect::<Result<_, _>>()
             .map_err(|e| e.message)?,
     };
-    compile_for(phase, &ruleset, lists).map_err(|e| e.to_string())
+    CompiledRuleset::compile_stored(&ruleset, phase == RATELIMIT_PHASE, lists).map_err(|e| e.to_string())
 }
 
 fn ruleset_error(err: &RulesetError, rules: &[NewRule]) -> ApiError {
@@ -638,10 +638,11 @@ pub async fn update_rule(
         updated.expression = expression;
     }
     if let Some(action) = body.action {
-        updated.action = action_name(action).to_owned();
-        if action != Action::Block {
+        // Parameters belong to their action: a block's response means nothing to a skip, and the reverse.
+        if updated.action != action_name(action) {
             updated.action_parameters = None;
         }
+        updated.action = action_name(action).to_owned();
     }
     if let Some(params) = body.action_parameters {
         updated.action_parameters = Some(serde_json::to_value(params).map_err(ApiError::internal)?);

@@ -295,7 +295,7 @@ async fn client_certificate_input_errors_name_the_field() {
     assert!(error(&body).1.contains("unknown key type \"dsa\""), "{body}");
     let (total, _) = api
         .store
-        .list_client_certificates(&zone, None, 0, 10)
+        .list_client_certificates(&zone, &portcullis_store::ClientCertQuery::default(), 0, 10)
         .await
         .map(|(c, t)| (t, c))
         .expect("list");

@@ -174,3 +174,96 @@ async fn a_rule_edit_changes_expression_and_action_and_can_drop_the_custom_respo
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["result"]["rules"][0]["action"], "log");
 }
+
+/// Skip rules take Cloudflare's `ruleset` and `phases`; parameters Portcullis does not know are refused, not
+/// dropped, and changing a rule's action drops the parameters of the old one.
+#[tokio::test]
+async fn skip_rules_take_ruleset_and_phases_and_unknown_parameters_are_refused() {
+    let api = Api::new().await;
+    let zone = api.zone("example.com").await;
+    let entry = format!("/client/v4/zones/{zone}/rulesets/phases/http_request_firewall_custom/entrypoint");
+    let skip = json!({"expression": "http.request.uri.path eq \"/partner\"", "action": "skip",
+                      "action_parameters": {"phases": ["http_ratelimit"]}});
+    let (status, body) = api.send(Method::PUT, &entry, json!({"rules": [skip]})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["result"]["rules"][0]["action_parameters"],
+        json!({"phases": ["http_ratelimit"]})
+    );
+    let ruleset = body["result"]["id"].as_str().expect("ruleset id").to_owned();
+    let id = body["result"]["rules"][0]["id"].as_str().expect("rule id").to_owned();
+
+    for (params, says) in [
+        (json!({"products": ["waf"]}), "unknown field `products`"),
+        (json!({"phases": ["http_request_firewall_custom"]}), "cannot be skipped"),
+        (json!({"ruleset": "other"}), "ruleset must be \\\"current\\\""),
+    ] {
+        let rule = json!({"expression": "true", "action": "skip", "action_parameters": params});
+        let (status, body) = api
+            .send(
+                Method::POST,
+                &format!("/client/v4/zones/{zone}/rulesets/{ruleset}/rules"),
+                rule,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body.to_string().contains(says), "{says}: {body}");
+    }
+
+    let path = format!("/client/v4/zones/{zone}/rulesets/{ruleset}/rules/{id}");
+    let (status, body) = api.send(Method::PATCH, &path, json!({"action": "block"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let got = &body["result"]["rules"][0];
+    assert_eq!(got["action"], "block");
+    assert!(
+        got.get("action_parameters").is_none_or(|p| p.get("phases").is_none()),
+        "{got}"
+    );
+}
+
+/// The list's extensions the dashboard pages with: `search`, `expires_before` and `order=expires_on`, with bad values
+/// named.
+#[tokio::test]
+async fn certificate_lists_search_and_filter_by_expiry_on_the_server() {
+    let api = Api::new().await;
+    let zone = api.zone("example.com").await;
+    let path = format!("/client/v4/zones/{zone}/client_certificates");
+    for (cn, days) in [("door-lock-7", 3), ("thermostat", 30), ("Door-Bell", 10)] {
+        let (status, body) = api
+            .send(
+                Method::POST,
+                &path,
+                json!({"generate_key": {"type": "p256"}, "common_name": cn, "validity_days": days}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let names = |body: &Value| -> Vec<String> {
+        body["result"]
+            .as_array()
+            .expect("result")
+            .iter()
+            .map(|c| c["common_name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, body) = api.get(&format!("{path}?search=DOOR&per_page=1")).await;
+    assert_eq!(names(&body).len(), 1);
+    assert_eq!(body["result_info"]["total_count"], 2, "{body}");
+    let soon = time::OffsetDateTime::now_utc().unix_timestamp() + 15 * 86_400;
+    let (_, body) = api
+        .get(&format!("{path}?status=active&expires_before={soon}&order=expires_on"))
+        .await;
+    assert_eq!(names(&body), ["door-lock-7", "Door-Bell"]);
+    let at = crate::time_fmt::rfc3339(soon);
+    let (_, body) = api.get(&format!("{path}?expires_before={at}&order=expires_on")).await;
+    assert_eq!(names(&body), ["door-lock-7", "Door-Bell"]);
+    for (query, says) in [
+        ("expires_before=tomorrow", "neither an RFC 3339 time"),
+        ("order=name", "unknown order \"name\""),
+        (&format!("search={}", "x".repeat(257))[..], "search is over 256 bytes"),
+    ] {
+        let (status, body) = api.get(&format!("{path}?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(error(&body).1.contains(says), "{says}: {body}");
+    }
+}

@@ -283,9 +283,18 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
                 return (resp, outcome);
             }
             action = "skip";
+        } else if let Some(rule) = verdict.phase_skip {
+            rule_id = rule.rule().id.clone();
+            action = "skip";
         }
-        // Rate limits, as Cloudflare's `http_ratelimit` phase runs after the custom rules.
-        for rule in host.ratelimit.rules().iter().filter(|r| r.rule().enabled) {
+        // Rate limits, as Cloudflare's `http_ratelimit` phase runs after the custom rules; a matching `skip` with
+        // `phases: ["http_ratelimit"]` exempts the request.
+        let ratelimits = if verdict.skip_ratelimit {
+            &[][..]
+        } else {
+            host.ratelimit.rules()
+        };
+        for rule in ratelimits.iter().filter(|r| r.rule().enabled) {
             let Some(limit) = rule.ratelimit() else { continue };
             if !rule.program().eval(&ctx) {
                 continue;

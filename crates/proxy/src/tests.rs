@@ -277,7 +277,10 @@ fn rule(id: String, expression: &str, action: Action, response: Option<BlockResp
         description: String::new(),
         expression: expression.to_owned(),
         action,
-        action_parameters: response.map(|r| portcullis_rules::ActionParameters { response: Some(r) }),
+        action_parameters: response.map(|r| portcullis_rules::ActionParameters {
+            response: Some(r),
+            ..Default::default()
+        }),
         enabled: true,
         ratelimit: None,
     }
@@ -1104,6 +1107,46 @@ async fn rate_limits_count_per_client_certificate() {
     );
     assert_eq!(headers["content-type"], "application/json");
     assert!(headers.contains_key("retry-after"));
+}
+
+/// A custom rule that skips the `http_ratelimit` phase exempts the requests it matches, and only those; the
+/// custom rules after it still run.
+#[tokio::test]
+async fn skip_rules_exempt_requests_from_rate_limits() {
+    let w = world().await;
+    let mut spec = HostSpec::new("api.test", &w.ca);
+    let mut partners = rule(
+        "partners".into(),
+        r#"http.request.uri.path eq "/partner""#,
+        Action::Skip,
+        None,
+    );
+    partners.action_parameters =
+        Some(serde_json::from_value(serde_json::json!({"phases": ["http_ratelimit"]})).unwrap());
+    let header = rule(
+        "no-header".into(),
+        r#"not any(http.request.headers.names[*] eq "x-ok")"#,
+        Action::Block,
+        None,
+    );
+    spec.rules = Arc::new(
+        CompiledRuleset::compile(&Ruleset {
+            rules: vec![partners, header],
+        })
+        .unwrap(),
+    );
+    spec.ratelimit = ratelimits(&[("true", Action::Block, &["ip.src"], 1, None)]);
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
+    let mut c = h1(&proxy, &w.server, "api.test", None).await;
+    let ok = [("x-ok", "1")];
+    for _ in 0..3 {
+        assert_eq!(c.get("api.test", "/partner", &ok).await.0, StatusCode::OK);
+    }
+    // The skip did not end the custom rules.
+    assert_eq!(c.get("api.test", "/partner", &[]).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(c.get("api.test", "/other", &ok).await.0, StatusCode::OK);
+    assert_eq!(c.get("api.test", "/other", &ok).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(c.get("api.test", "/partner", &ok).await.0, StatusCode::OK);
 }
 
 /// The proxy's own errors reach gRPC clients as gRPC statuses, not HTTP error pages they cannot

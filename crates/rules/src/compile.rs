@@ -13,7 +13,7 @@ use crate::error::CompileError;
 use crate::funcs::{Replacement, Wildcard};
 use crate::lists::{IpRanges, List, Lists};
 use crate::parse::{self, CmpOp, Index, Node, NodeKind, Rhs, Span, StrLit};
-use crate::schema::{self, Context, FieldId, FieldSet, Kind};
+use crate::schema::{self, Context, FieldId, FieldSet, Kind, fields};
 use crate::types::{Type, Value};
 
 /// Biggest compiled regex program, in bytes; keeps a pasted pattern from eating memory.
@@ -130,12 +130,19 @@ pub fn compile(src: &str) -> Result<Program, CompileError> {
 /// Compiles `src` against the Portcullis schema, resolving each `$name` in `lists`. The program
 /// keeps what it needs of each list; later changes to `lists` do not reach it.
 pub fn compile_with(src: &str, lists: &Lists) -> Result<Program, CompileError> {
+    compile_opts(src, lists, true)
+}
+
+/// As [`compile_with`]; `refuse_never_matching` off skips the checks that refuse comparisons that can never
+/// hold (hex literals in the wrong case), for expressions stored by a version without them.
+pub(crate) fn compile_opts(src: &str, lists: &Lists, refuse_never_matching: bool) -> Result<Program, CompileError> {
     let ast = parse::parse(src)?;
     let mut checker = Checker {
         src,
         reads: FieldSet::new(),
         lists,
         used_lists: Vec::new(),
+        refuse_never_matching,
     };
     let root = checker.boolean(&ast)?;
     let mut used = checker.used_lists;
@@ -279,6 +286,7 @@ struct Typed {
 
 struct Checker<'s> {
     src: &'s str,
+    refuse_never_matching: bool,
     reads: FieldSet,
     lists: &'s Lists,
     used_lists: Vec<String>,
@@ -428,6 +436,11 @@ impl Checker<'_> {
 
     #[inline(never)]
     fn compare(&mut self, l: Typed, op: CmpOp, op_span: Span, rhs: &Rhs) -> Result<Typed, CompileError> {
+        if let Expr::Field(id, _) = &l.expr
+            && self.refuse_never_matching
+        {
+            self.check_hex_literals(*id, op, rhs)?;
+        }
         let m = self.matcher(&l.ty, op, op_span, rhs)?;
         let ty = if l.each {
             Type::Array(Box::new(Type::Bool))
@@ -443,6 +456,62 @@ impl Checker<'_> {
             ty,
             each: false,
         })
+    }
+
+    /// Serials, key identifiers and fingerprints are hex in one case and without separators, so
+    /// a literal in the other case (as `openssl x509 -serial` and the API print serials) or with
+    /// colons can never be equal to them. Such a rule is refused rather than left to fail open:
+    /// a block on `cert_serial eq "3bb9…"` would never fire.
+    fn check_hex_literals(&self, id: FieldId, op: CmpOp, rhs: &Rhs) -> Result<(), CompileError> {
+        let upper = match id {
+            fields::CF_TLS_CLIENT_AUTH_CERT_SERIAL
+            | fields::CF_TLS_CLIENT_AUTH_CERT_ISSUER_SERIAL
+            | fields::CF_TLS_CLIENT_AUTH_CERT_SKI
+            | fields::CF_TLS_CLIENT_AUTH_CERT_ISSUER_SKI => true,
+            fields::CF_TLS_CLIENT_AUTH_CERT_FINGERPRINT_SHA256 | fields::CF_TLS_CLIENT_AUTH_CERT_FINGERPRINT_SHA1 => {
+                false
+            }
+            _ => return Ok(()),
+        };
+        if !matches!(op, CmpOp::Eq | CmpOp::Ne | CmpOp::In | CmpOp::Contains) {
+            return Ok(());
+        }
+        let items: &[Rhs] = match rhs {
+            Rhs::Set(items, _) => items,
+            one => std::slice::from_ref(one),
+        };
+        for item in items {
+            let Rhs::Str(s) = item else { continue };
+            let Ok(bytes) = self.unescape_basic(s) else { continue };
+            let fits = |b: &u8| {
+                b.is_ascii_digit()
+                    || if upper {
+                        (b'A'..=b'F').contains(b)
+                    } else {
+                        (b'a'..=b'f').contains(b)
+                    }
+            };
+            if bytes.iter().all(fits) {
+                continue;
+            }
+            let name = id.field().name();
+            let case = if upper { "upper-case" } else { "lower-case" };
+            let err = self.err(
+                s.span.clone(),
+                format!("`{name}` is {case} hex without separators, so this string can never match it"),
+            );
+            let fixed: String = bytes
+                .iter()
+                .filter(|b| !matches!(b, b':' | b' ' | b'-'))
+                .map(|&b| if upper { b.to_ascii_uppercase() } else { b.to_ascii_lowercase() } as char)
+                .collect();
+            return Err(if fixed.bytes().all(|b| fits(&b)) {
+                err.with_hint(format!("write \"{fixed}\""))
+            } else {
+                err
+            });
+        }
+        Ok(())
     }
 
     fn unknown_field(&self, name: &str, span: Span) -> CompileError {

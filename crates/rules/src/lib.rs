@@ -56,7 +56,7 @@ pub use lists::{List, Lists};
 pub use ratelimit::{Characteristic, CompiledRateLimit, RateLimit};
 pub use ruleset::{
     Action, ActionParameters, BlockResponse, CompiledRule, CompiledRuleset, MAX_RESPONSE_BYTES, RESPONSE_CONTENT_TYPES,
-    Rule, RuleProblem, Ruleset, RulesetError, Verdict,
+    Rule, RuleProblem, Ruleset, RulesetError, SKIPPABLE_PHASES, Verdict,
 };
 pub use schema::{
     Context, Field, FieldId, FieldSet, ValueError, field_by_name, fields, parse_field_value, parse_value, schema,

@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::compile::{Accessor, Program, compile_with};
+use crate::compile::{Accessor, Program, compile_opts};
 use crate::error::CompileError;
 use crate::lists::Lists;
 use crate::ratelimit::{Characteristic, CompiledRateLimit, RateLimit};
@@ -38,7 +38,8 @@ pub enum Action {
     Block,
     /// Record the match and continue.
     Log,
-    /// Stop evaluating the remaining rules; the request proceeds.
+    /// Skip what `action_parameters` names: the remaining rules of the ruleset (`"ruleset": "current"`, also
+    /// the meaning of a `skip` without parameters) and/or later phases (`"phases": ["http_ratelimit"]`).
     Skip,
 }
 
@@ -53,12 +54,24 @@ pub struct BlockResponse {
     pub content_type: String,
 }
 
-/// `action_parameters` of a rule.
+/// The phases a `skip` rule may name. Only `http_ratelimit` exists in Portcullis; Cloudflare's managed-rules and
+/// Super Bot Fight Mode phases are accepted, so rules written for Cloudflare keep working, and have nothing to skip.
+pub const SKIPPABLE_PHASES: &[&str] = &["http_ratelimit", "http_request_firewall_managed", "http_request_sbfm"];
+
+/// `action_parameters` of a rule. Unknown parameters are refused rather than dropped: a `skip` of something
+/// Portcullis does not know would otherwise silently skip nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ActionParameters {
     /// Custom response of a `block` rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<BlockResponse>,
+    /// `skip`: `"current"` skips the remaining rules of this ruleset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ruleset: Option<String>,
+    /// `skip`: later phases to skip for the request, from [`SKIPPABLE_PHASES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<Vec<String>>,
 }
 
 fn yes() -> bool {
@@ -105,6 +118,9 @@ pub enum RuleProblem {
     /// The custom response is invalid.
     #[error("invalid custom response: {0}")]
     Response(String),
+    /// `ruleset` or `phases` is invalid.
+    #[error("invalid action_parameters: {0}")]
+    Parameters(String),
     /// Two rules share an id.
     #[error("duplicate rule id \"{0}\"")]
     DuplicateId(String),
@@ -131,6 +147,10 @@ pub struct CompiledRule {
     rule: Rule,
     program: Program,
     ratelimit: Option<CompiledRateLimit>,
+    /// A `skip` that ends the ruleset's evaluation.
+    skips_ruleset: bool,
+    /// A `skip` of the `http_ratelimit` phase.
+    skips_ratelimit: bool,
 }
 
 impl CompiledRule {
@@ -158,18 +178,49 @@ impl CompiledRule {
     pub fn ratelimit(&self) -> Option<&CompiledRateLimit> {
         self.ratelimit.as_ref()
     }
+
+    /// Whether it ends evaluation when it matches: `block`, and a `skip` of the current ruleset.
+    fn is_terminal(&self) -> bool {
+        match self.rule.action {
+            Action::Block => true,
+            Action::Skip => self.skips_ruleset,
+            Action::Log => false,
+        }
+    }
 }
 
 /// The result of evaluating a ruleset for one request.
 #[derive(Debug, Default)]
 pub struct Verdict<'r> {
-    /// The first matching `block` or `skip` rule, which ended evaluation.
+    /// The first matching `block` rule or `skip` of the ruleset, which ended evaluation.
     pub terminal: Option<&'r CompiledRule>,
     /// Matching `log` rules before it, in order.
     pub logged: Vec<&'r CompiledRule>,
+    /// The first matching `skip` that skips only phases, before the terminal rule if any.
+    pub phase_skip: Option<&'r CompiledRule>,
+    /// A matching `skip` named the `http_ratelimit` phase: the request is not rate limited.
+    pub skip_ratelimit: bool,
 }
 
-impl Verdict<'_> {
+impl<'r> Verdict<'r> {
+    fn matched(&mut self, rule: &'r CompiledRule) -> bool {
+        if rule.skips_ratelimit {
+            self.skip_ratelimit = true;
+        }
+        if rule.is_terminal() {
+            self.terminal = Some(rule);
+            return true;
+        }
+        match rule.action() {
+            Action::Log => self.logged.push(rule),
+            Action::Skip => {
+                self.phase_skip.get_or_insert(rule);
+            }
+            Action::Block => {}
+        }
+        false
+    }
+
     /// Whether the request is blocked.
     pub fn is_blocked(&self) -> bool {
         self.terminal.is_some_and(|r| r.action() == Action::Block)
@@ -199,6 +250,42 @@ const _: () = {
     assert_send_sync::<CompiledRuleset>();
     assert_send_sync::<Program>();
 };
+
+/// Checks a rule's `ruleset` and `phases` parameters; returns whether it skips the ruleset and whether it skips
+/// rate limiting.
+fn skip_parameters(rule: &Rule) -> Result<(bool, bool), String> {
+    let (ruleset, phases) = match &rule.action_parameters {
+        Some(p) => (p.ruleset.as_deref(), p.phases.as_deref()),
+        None => (None, None),
+    };
+    if rule.action != Action::Skip {
+        if ruleset.is_some() || phases.is_some() {
+            return Err("ruleset and phases are parameters of skip rules only".into());
+        }
+        return Ok((false, false));
+    }
+    if let Some(other) = ruleset.filter(|r| *r != "current") {
+        return Err(format!("ruleset must be \"current\", found \"{other}\""));
+    }
+    let mut skips_ratelimit = false;
+    if let Some(phases) = phases {
+        if phases.is_empty() {
+            return Err("phases is empty: name at least one, e.g. [\"http_ratelimit\"]".into());
+        }
+        for phase in phases {
+            if !SKIPPABLE_PHASES.contains(&phase.as_str()) {
+                return Err(format!(
+                    "phases: \"{phase}\" cannot be skipped; the phases are {}",
+                    SKIPPABLE_PHASES.join(", ")
+                ));
+            }
+            skips_ratelimit |= phase == "http_ratelimit";
+        }
+    }
+    // A skip without parameters (accepted by earlier versions) skips the rest of the ruleset.
+    let skips_ruleset = ruleset.is_some() || phases.is_none();
+    Ok((skips_ruleset, skips_ratelimit))
+}
 
 fn validate_response(rule: &Rule) -> Result<(), String> {
     let Some(resp) = rule.action_parameters.as_ref().and_then(|p| p.response.as_ref()) else {
@@ -233,7 +320,7 @@ impl CompiledRuleset {
     /// Compiles and validates every rule (disabled ones too) of a custom-rules ruleset
     /// (`http_request_firewall_custom`), reporting the first problem.
     pub fn compile(ruleset: &Ruleset) -> Result<CompiledRuleset, RulesetError> {
-        CompiledRuleset::compile_phase(ruleset, false, &Lists::new())
+        CompiledRuleset::compile_phase(ruleset, false, &Lists::new(), true)
     }
 
     /// As [`CompiledRuleset::compile`] (or, with `ratelimit_phase`, [`CompiledRuleset::compile_ratelimit`]),
@@ -243,17 +330,33 @@ impl CompiledRuleset {
         ratelimit_phase: bool,
         lists: &Lists,
     ) -> Result<CompiledRuleset, RulesetError> {
-        CompiledRuleset::compile_phase(ruleset, ratelimit_phase, lists)
+        CompiledRuleset::compile_phase(ruleset, ratelimit_phase, lists, true)
+    }
+
+    /// As [`CompiledRuleset::compile_with`], for rules an earlier version accepted and stored: the checks that
+    /// refuse only comparisons that can never hold are skipped, so that adding such a check cannot stop an
+    /// upgraded edge from building its configuration. Writes go through [`CompiledRuleset::compile_with`].
+    pub fn compile_stored(
+        ruleset: &Ruleset,
+        ratelimit_phase: bool,
+        lists: &Lists,
+    ) -> Result<CompiledRuleset, RulesetError> {
+        CompiledRuleset::compile_phase(ruleset, ratelimit_phase, lists, false)
     }
 
     /// Compiles a rate-limiting ruleset (`http_ratelimit`): every rule needs `ratelimit` and the
     /// action `block` or `log`. Evaluation is the caller's: iterate [`CompiledRuleset::rules`],
     /// evaluate each enabled rule's expression and count the matches per characteristic.
     pub fn compile_ratelimit(ruleset: &Ruleset) -> Result<CompiledRuleset, RulesetError> {
-        CompiledRuleset::compile_phase(ruleset, true, &Lists::new())
+        CompiledRuleset::compile_phase(ruleset, true, &Lists::new(), true)
     }
 
-    fn compile_phase(ruleset: &Ruleset, ratelimit_phase: bool, lists: &Lists) -> Result<CompiledRuleset, RulesetError> {
+    fn compile_phase(
+        ruleset: &Ruleset,
+        ratelimit_phase: bool,
+        lists: &Lists,
+        strict: bool,
+    ) -> Result<CompiledRuleset, RulesetError> {
         let mut rules = Vec::with_capacity(ruleset.rules.len());
         let mut ids = HashSet::new();
         let mut literal_index: Vec<(Accessor, ByLiteral)> = Vec::new();
@@ -270,8 +373,11 @@ impl CompiledRuleset {
             {
                 return Err(fail(RuleProblem::DuplicateId(id.clone())));
             }
-            let program = compile_with(&rule.expression, lists).map_err(|e| fail(RuleProblem::Expression(e)))?;
+            let program =
+                compile_opts(&rule.expression, lists, strict).map_err(|e| fail(RuleProblem::Expression(e)))?;
             validate_response(rule).map_err(|e| fail(RuleProblem::Response(e)))?;
+            let (skips_ruleset, skips_ratelimit) =
+                skip_parameters(rule).map_err(|e| fail(RuleProblem::Parameters(e)))?;
             let ratelimit = match (&rule.ratelimit, ratelimit_phase) {
                 (Some(rl), true) => {
                     if rule.action == Action::Skip {
@@ -326,6 +432,8 @@ impl CompiledRuleset {
                 rule: rule.clone(),
                 program,
                 ratelimit,
+                skips_ruleset,
+                skips_ratelimit,
             });
         }
         Ok(CompiledRuleset {
@@ -346,7 +454,7 @@ impl CompiledRuleset {
         &self.reads
     }
 
-    /// Evaluates the enabled rules in order until a `block` or `skip` rule matches.
+    /// Evaluates the enabled rules in order until a `block` rule or a `skip` of the ruleset matches.
     pub fn eval(&self, ctx: &Context) -> Verdict<'_> {
         // The rules the request's values select; most requests select none or a few.
         let selected: std::borrow::Cow<'_, [u32]> = match self.index.as_slice() {
@@ -394,12 +502,8 @@ impl CompiledRuleset {
             if !rule.program.eval(ctx) {
                 continue;
             }
-            match rule.action() {
-                Action::Log => verdict.logged.push(rule),
-                Action::Block | Action::Skip => {
-                    verdict.terminal = Some(rule);
-                    break;
-                }
+            if verdict.matched(rule) {
+                break;
             }
         }
         verdict
@@ -413,12 +517,8 @@ impl CompiledRuleset {
             if !rule.program.eval(ctx) {
                 continue;
             }
-            match rule.action() {
-                Action::Log => verdict.logged.push(rule),
-                Action::Block | Action::Skip => {
-                    verdict.terminal = Some(rule);
-                    break;
-                }
+            if verdict.matched(rule) {
+                break;
             }
         }
         verdict

@@ -443,8 +443,8 @@ fn cloudflare_mtls_examples() {
             "cf.tls_client_auth.cert_issuer_ski",
             "A5AC554235DBA6D963B9CDE0185CFAD6E3F55E9F",
         ),
-        ("cf.tls_client_auth.cert_fingerprint_sha256", "253E08C1"),
-        ("cf.tls_client_auth.cert_serial", "SERIAL"),
+        ("cf.tls_client_auth.cert_fingerprint_sha256", "253e08c1"),
+        ("cf.tls_client_auth.cert_serial", "527E0F20"),
     ];
     let revoked: Vec<(&str, &str)> = good
         .iter()
@@ -511,7 +511,7 @@ fn cloudflare_mtls_examples() {
             false,
         ),
         (
-            r#"not (cf.tls_client_auth.cert_verified and cf.tls_client_auth.cert_fingerprint_sha256 eq "253E08C1")"#,
+            r#"not (cf.tls_client_auth.cert_verified and cf.tls_client_auth.cert_fingerprint_sha256 eq "253e08c1")"#,
             true,
             false,
             false,
@@ -523,19 +523,19 @@ fn cloudflare_mtls_examples() {
             true,
         ),
         (
-            r#"(http.host in {"mtls.example.com"} and cf.tls_client_auth.cert_serial ne "SERIAL")"#,
+            r#"(http.host in {"mtls.example.com"} and cf.tls_client_auth.cert_serial ne "527E0F20")"#,
             true,
             false,
             false,
         ),
         (
-            r#"(http.request.uri.path in {"/headers"} and http.host in {"mtls.example.com"} and not cf.tls_client_auth.cert_verified and cf.tls_client_auth.cert_fingerprint_sha256 ne "FP")"#,
+            r#"(http.request.uri.path in {"/headers"} and http.host in {"mtls.example.com"} and not cf.tls_client_auth.cert_verified and cf.tls_client_auth.cert_fingerprint_sha256 ne "253e08c1")"#,
             false,
             false,
             false,
         ),
         (
-            r#"(http.request.uri.path in {"/admin"} and http.host in {"mtls.example.com"} and not cf.tls_client_auth.cert_verified and cf.tls_client_auth.cert_fingerprint_sha256 ne "FP")"#,
+            r#"(http.request.uri.path in {"/admin"} and http.host in {"mtls.example.com"} and not cf.tls_client_auth.cert_verified and cf.tls_client_auth.cert_fingerprint_sha256 ne "253e08c1")"#,
             true,
             false,
             false,
@@ -558,6 +558,20 @@ fn cloudflare_mtls_examples() {
         assert_eq!(eval(expr, no_cert), *none, "no cert: {expr}");
         assert_eq!(eval(expr, good), *valid, "valid cert: {expr}");
         assert_eq!(eval(expr, &revoked), *rev, "revoked cert: {expr}");
+    }
+    // As Cloudflare's pages print them, the fingerprint example is upper-case and the others
+    // hold placeholders: rules that could never match. Portcullis refuses them, naming the fix.
+    for (expr, hint) in [
+        (
+            r#"not (cf.tls_client_auth.cert_verified and cf.tls_client_auth.cert_fingerprint_sha256 eq "253E08C1")"#,
+            Some("write \"253e08c1\""),
+        ),
+        (r#"cf.tls_client_auth.cert_serial ne "SERIAL""#, None),
+        (r#"cf.tls_client_auth.cert_fingerprint_sha256 ne "FP""#, None),
+    ] {
+        let e = compile(expr).expect_err(expr);
+        assert!(e.to_string().contains("hex without separators"), "{e}");
+        assert_eq!(e.hint(), hint, "{expr}");
     }
     let rule4 = r#"cf.tls_client_auth.cert_verified and not cf.tls_client_auth.cert_revoked and cf.tls_client_auth.cert_chain_rfc9440 ne "" and not cf.tls_client_auth.cert_chain_rfc9440_too_large"#;
     assert!(!eval(rule4, good));

@@ -13,6 +13,20 @@ macro_rules! client_cert_columns {
     };
 }
 
+/// Which of a zone's client certificates [`Store::list_client_certificates`] returns, and in what order.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientCertQuery<'a> {
+    /// Only certificates with this status.
+    pub status: Option<ClientCertificateStatus>,
+    /// Only certificates whose common name, organization, organizational unit, serial number, SHA-256 fingerprint
+    /// or id contains this, ignoring ASCII case.
+    pub search: Option<&'a str>,
+    /// Only certificates that expire before this time (Unix seconds).
+    pub expires_before: Option<i64>,
+    /// Soonest to expire first, instead of newest first.
+    pub by_expiry: bool,
+}
+
 /// Largest page a list call returns.
 pub const MAX_PER_PAGE: u32 = 1_000;
 
@@ -85,12 +99,12 @@ impl Store {
         Ok(())
     }
 
-    /// Up to `limit` of the zone's client certificates after skipping `offset`, newest first, optionally only those
-    /// with `status`; with the total count of matching certificates.
+    /// Up to `limit` of the zone's client certificates that `query` selects, after skipping `offset`, newest first
+    /// (or soonest to expire first); with the total count of matching certificates.
     pub async fn list_client_certificates(
         &self,
         zone_id: &str,
-        status: Option<ClientCertificateStatus>,
+        query: &ClientCertQuery<'_>,
         offset: u64,
         limit: u32,
     ) -> Result<(Vec<ClientCertificate>, u64), StoreError> {
@@ -98,27 +112,55 @@ impl Store {
         let per_page = limit.clamp(1, MAX_PER_PAGE);
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
         // '' matches every status: one query text serves both the filtered and the unfiltered list.
-        let status = status.map_or("", ClientCertificateStatus::as_str);
-        on_db!(&self.db, |pool| {
-            let total: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM client_certificates WHERE zone_id = $1 AND ($2 = '' OR status = $2)",
-            )
-            .bind(zone_id)
-            .bind(status)
-            .fetch_one(pool)
-            .await?;
-            let rows = sqlx::query(concat!(
+        let status = query.status.map_or("", ClientCertificateStatus::as_str);
+        // Lower-cased on both sides, by the database, as for list items.
+        let pattern = query.search.map(|s| format!("%{}%", crate::lists::escape_like(s)));
+        let expires_before = query.expires_before.unwrap_or(i64::MAX);
+        // The ORDER BY cannot be a parameter; both texts are fixed.
+        macro_rules! filter {
+            () => {
+                " FROM client_certificates WHERE zone_id = $1 AND ($2 = '' OR status = $2) \
+                 AND expires_on < $3 \
+                 AND ($4 IS NULL OR lower(common_name) LIKE lower($4) ESCAPE '\\' \
+                      OR lower(organization) LIKE lower($4) ESCAPE '\\' \
+                      OR lower(organizational_unit) LIKE lower($4) ESCAPE '\\' \
+                      OR lower(serial_number) LIKE lower($4) ESCAPE '\\' \
+                      OR lower(fingerprint_sha256) LIKE lower($4) ESCAPE '\\' \
+                      OR lower(id) LIKE lower($4) ESCAPE '\\')"
+            };
+        }
+        let select = if query.by_expiry {
+            concat!(
                 "SELECT ",
                 client_cert_columns!(),
-                " FROM client_certificates WHERE zone_id = $1 AND ($2 = '' OR status = $2) \
-                 ORDER BY issued_on DESC, id LIMIT $3 OFFSET $4"
-            ))
-            .bind(zone_id)
-            .bind(status)
-            .bind(i64::from(per_page))
-            .bind(offset)
-            .fetch_all(pool)
-            .await?;
+                filter!(),
+                " ORDER BY expires_on, id LIMIT $5 OFFSET $6"
+            )
+        } else {
+            concat!(
+                "SELECT ",
+                client_cert_columns!(),
+                filter!(),
+                " ORDER BY issued_on DESC, id LIMIT $5 OFFSET $6"
+            )
+        };
+        on_db!(&self.db, |pool| {
+            let total: i64 = sqlx::query_scalar(concat!("SELECT COUNT(*)", filter!()))
+                .bind(zone_id)
+                .bind(status)
+                .bind(expires_before)
+                .bind(pattern.as_deref())
+                .fetch_one(pool)
+                .await?;
+            let rows = sqlx::query(select)
+                .bind(zone_id)
+                .bind(status)
+                .bind(expires_before)
+                .bind(pattern.as_deref())
+                .bind(i64::from(per_page))
+                .bind(offset)
+                .fetch_all(pool)
+                .await?;
             let certs = rows.iter().map(client_cert_from_row).collect::<Result<Vec<_>, _>>()?;
             Ok((certs, u64::try_from(total).unwrap_or(0)))
         })

@@ -32,7 +32,7 @@ mod zones;
 mod tests;
 
 pub use cas::MAX_ASSOCIATED_HOSTNAMES;
-pub use client_certs::MAX_PER_PAGE;
+pub use client_certs::{ClientCertQuery, MAX_PER_PAGE};
 pub use db::Store;
 pub use error::StoreError;
 pub use events::MAX_EVENTS_PER_PAGE;

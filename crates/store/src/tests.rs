@@ -708,6 +708,95 @@ async fn reactivation_respects_the_quota() {
     .await;
 }
 
+/// The dashboard's queries: search (any case, LIKE's wildcards taken literally), expiring before a time, soonest
+/// first, with the count of all that match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_search_and_expiry() {
+    use crate::ClientCertQuery as Q;
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let zone = store.create_zone("example.com", &a).await.expect("zone");
+        let ca = store.add_managed_ca(sample_ca("ca"), &a).await.expect("ca");
+        for n in 0..5u32 {
+            let mut cert = sample_cert(&zone.id, &ca.id, n);
+            cert.expires_on = 2_000_000_000 - i64::from(n) * 100;
+            if n == 3 {
+                cert.common_name = "Sensor_100%".into();
+                cert.organizational_unit = "Plant B".into();
+            }
+            store.add_client_certificate(&cert, 10, &a).await.expect("issue");
+        }
+        let names =
+            |certs: &[crate::ClientCertificate]| certs.iter().map(|c| c.common_name.clone()).collect::<Vec<_>>();
+        let list = |q: Q<'static>, limit| {
+            let store = store.clone();
+            let zone = zone.id.clone();
+            async move { store.list_client_certificates(&zone, &q, 0, limit).await.expect("list") }
+        };
+        let (certs, total) = list(
+            Q {
+                search: Some("sensor_100%"),
+                ..Q::default()
+            },
+            10,
+        )
+        .await;
+        assert_eq!((names(&certs), total), (vec!["Sensor_100%".to_owned()], 1));
+        // `_` and `%` are not wildcards, and the OU is searched.
+        assert_eq!(
+            list(
+                Q {
+                    search: Some("sensor_1%"),
+                    ..Q::default()
+                },
+                10
+            )
+            .await
+            .1,
+            0
+        );
+        assert_eq!(
+            list(
+                Q {
+                    search: Some("PLANT b"),
+                    ..Q::default()
+                },
+                10
+            )
+            .await
+            .1,
+            1
+        );
+        // Serials are searched: device-2's ends in 2.
+        let (certs, _) = list(
+            Q {
+                search: Some("0000000000000000000000000000000000000002"),
+                ..Q::default()
+            },
+            10,
+        )
+        .await;
+        assert_eq!(names(&certs), ["device-2"]);
+        // Expiring before a time, soonest first; the total counts beyond the page.
+        let (certs, total) = list(
+            Q {
+                expires_before: Some(2_000_000_000 - 150),
+                by_expiry: true,
+                ..Q::default()
+            },
+            2,
+        )
+        .await;
+        assert_eq!(
+            (names(&certs), total),
+            (vec!["device-4".to_owned(), "Sensor_100%".to_owned()], 3)
+        );
+        // Newest first by default.
+        assert_eq!(names(&list(Q::default(), 2).await.0), ["device-4", "Sensor_100%"]);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_quota_pages_and_status() {
     use crate::ClientCertificateStatus as S;
@@ -733,7 +822,7 @@ async fn client_certificates_quota_pages_and_status() {
         }
 
         let (page, total) = store
-            .list_client_certificates(&zone.id, None, 0, 2)
+            .list_client_certificates(&zone.id, &crate::ClientCertQuery::default(), 0, 2)
             .await
             .expect("page 1");
         assert_eq!(total, 3);
@@ -742,7 +831,7 @@ async fn client_certificates_quota_pages_and_status() {
             ["device-2", "device-1"]
         );
         let (page, _) = store
-            .list_client_certificates(&zone.id, None, 2, 2)
+            .list_client_certificates(&zone.id, &crate::ClientCertQuery::default(), 2, 2)
             .await
             .expect("page 2");
         assert_eq!(page[0], certs[0]);
@@ -768,7 +857,15 @@ async fn client_certificates_quota_pages_and_status() {
             .await
             .expect("slot freed");
         let (revoked_list, total) = store
-            .list_client_certificates(&zone.id, Some(S::Revoked), 0, 50)
+            .list_client_certificates(
+                &zone.id,
+                &crate::ClientCertQuery {
+                    status: Some(S::Revoked),
+                    ..Default::default()
+                },
+                0,
+                50,
+            )
             .await
             .expect("filter");
         assert_eq!((revoked_list.len(), total), (1, 1));

@@ -361,3 +361,39 @@ fn lists_resolve_at_compile_time() {
         "a list (`$name`) can only follow `in` at 1:11; ip.src in $name"
     );
 }
+
+#[test]
+fn hex_fields_refuse_literals_that_can_never_match() {
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"cf.tls_client_auth.cert_serial eq "3bb94ff1""#,
+            "`cf.tls_client_auth.cert_serial` is upper-case hex without separators, so this string can never match it at 1:35; write \"3BB94FF1\"",
+        ),
+        (
+            r#"cf.tls_client_auth.cert_issuer_ski in {"AB01" "ab:02"}"#,
+            "`cf.tls_client_auth.cert_issuer_ski` is upper-case hex without separators, so this string can never match it at 1:47; write \"AB02\"",
+        ),
+        (
+            r#"not cf.tls_client_auth.cert_fingerprint_sha256 ne "9F86D081""#,
+            "`cf.tls_client_auth.cert_fingerprint_sha256` is lower-case hex without separators, so this string can never match it at 1:51; write \"9f86d081\"",
+        ),
+        (
+            r#"cf.tls_client_auth.cert_fingerprint_sha1 contains "zz""#,
+            "`cf.tls_client_auth.cert_fingerprint_sha1` is lower-case hex without separators, so this string can never match it at 1:51",
+        ),
+    ];
+    for (src, want) in cases {
+        assert_eq!(err(src), *want, "{src}");
+    }
+    // The right case, the empty string (no certificate), other operators and other fields compile.
+    for src in [
+        r#"cf.tls_client_auth.cert_serial eq "3BB94FF1""#,
+        r#"cf.tls_client_auth.cert_serial eq """#,
+        r#"cf.tls_client_auth.cert_fingerprint_sha256 in {"9f86d081" "00aa"}"#,
+        r#"cf.tls_client_auth.cert_serial matches "(?i)^3bb9""#,
+        r#"lower(cf.tls_client_auth.cert_serial) eq "3bb94ff1""#,
+        r#"cf.tls_client_auth.cert_subject_dn eq "CN=abc""#,
+    ] {
+        compile(src).unwrap_or_else(|e| panic!("{src}: {e}"));
+    }
+}

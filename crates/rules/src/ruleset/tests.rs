@@ -60,6 +60,7 @@ fn custom_responses_are_validated() {
                 content: body,
                 content_type: ct.to_owned(),
             }),
+            ..ActionParameters::default()
         });
         CompiledRuleset::compile(&Ruleset { rules: vec![r] })
             .map(|_| ())
@@ -369,4 +370,101 @@ fn rate_limiting_rules_belong_to_their_phase() {
         CompiledRuleset::compile_ratelimit(&limited(Action::Block, Some(bad))).map_err(|e| e.problem),
         Err(RuleProblem::RateLimit(m)) if m.starts_with("period must be one of")
     ));
+}
+
+/// Rules stored before the wrong-case hex check still compile for the edge, and keep their meaning; new writes
+/// are refused.
+#[test]
+fn stored_rules_skip_checks_added_later() {
+    let rs = Ruleset {
+        rules: vec![rule(
+            "old",
+            r#"cf.tls_client_auth.cert_serial eq "3bb9""#,
+            Action::Block,
+        )],
+    };
+    let err = CompiledRuleset::compile_with(&rs, false, &crate::Lists::new()).expect_err("refused when written");
+    assert!(err.to_string().contains("write \"3BB9\""), "{err}");
+    let c = CompiledRuleset::compile_stored(&rs, false, &crate::Lists::new()).expect("stored rules compile");
+    assert!(!c.eval(&ctx(&[("cf.tls_client_auth.cert_serial", "3BB9")])).is_blocked());
+}
+
+fn skip(id: &str, expression: &str, params: serde_json::Value) -> Rule {
+    let mut r = rule(id, expression, Action::Skip);
+    r.action_parameters = Some(serde_json::from_value(params).expect("action_parameters"));
+    r
+}
+
+/// Cloudflare's skip parameters: `ruleset: "current"` ends the ruleset, `phases: ["http_ratelimit"]` exempts the
+/// request from rate limiting without ending it; unknown parameters and phases are refused, not dropped.
+#[test]
+fn skip_parameters_skip_the_ruleset_or_phases() {
+    let compile = |rules: Vec<Rule>| CompiledRuleset::compile(&Ruleset { rules });
+    let partners = r#"http.request.uri.path eq "/partner""#;
+    let c = compile(vec![
+        skip("no-limits", partners, serde_json::json!({"phases": ["http_ratelimit"]})),
+        rule("mtls", "not cf.tls_client_auth.cert_verified", Action::Block),
+    ])
+    .expect("valid");
+    let v = c.eval(&ctx(&[("http.request.uri.path", "/partner")]));
+    assert!(v.is_blocked(), "a phase skip does not end the custom rules");
+    assert!(v.skip_ratelimit);
+    assert_eq!(v.phase_skip.and_then(|r| r.rule().id.clone()), Some("no-limits".into()));
+    let v = c.eval(&ctx(&[
+        ("http.request.uri.path", "/partner"),
+        ("cf.tls_client_auth.cert_verified", "true"),
+    ]));
+    assert!(!v.is_blocked() && v.terminal.is_none() && v.skip_ratelimit);
+    let v = c.eval(&ctx(&[("http.request.uri.path", "/")]));
+    assert!(!v.skip_ratelimit && v.phase_skip.is_none());
+    assert!(
+        c.eval_linear(&ctx(&[("http.request.uri.path", "/partner")]))
+            .skip_ratelimit
+    );
+
+    let c = compile(vec![
+        skip(
+            "both",
+            partners,
+            serde_json::json!({"ruleset": "current", "phases": ["http_ratelimit", "http_request_sbfm"]}),
+        ),
+        rule("mtls", "not cf.tls_client_auth.cert_verified", Action::Block),
+    ])
+    .expect("valid");
+    let v = c.eval(&ctx(&[("http.request.uri.path", "/partner")]));
+    assert!(!v.is_blocked() && v.skip_ratelimit);
+    assert_eq!(v.terminal.and_then(|r| r.rule().id.clone()), Some("both".into()));
+    // Without parameters (as earlier versions stored it) a skip ends the ruleset and leaves rate limits on.
+    let c = compile(vec![
+        rule("plain", partners, Action::Skip),
+        rule("all", "true", Action::Block),
+    ])
+    .expect("valid");
+    let v = c.eval(&ctx(&[("http.request.uri.path", "/partner")]));
+    assert!(!v.is_blocked() && !v.skip_ratelimit);
+
+    let err = |r: Rule| compile(vec![r]).map(|_| ()).expect_err("refused").to_string();
+    assert_eq!(
+        err(skip("r", "true", serde_json::json!({"ruleset": "other"}))),
+        "rule 1 (id \"r\"): invalid action_parameters: ruleset must be \"current\", found \"other\""
+    );
+    assert!(
+        err(skip(
+            "r",
+            "true",
+            serde_json::json!({"phases": ["http_request_firewall_custom"]})
+        ))
+        .contains("\"http_request_firewall_custom\" cannot be skipped; the phases are http_ratelimit,")
+    );
+    assert!(err(skip("r", "true", serde_json::json!({"phases": []}))).contains("phases is empty"));
+    let mut block = rule("r", "true", Action::Block);
+    block.action_parameters = Some(serde_json::from_value(serde_json::json!({"ruleset": "current"})).unwrap());
+    assert!(err(block).contains("ruleset and phases are parameters of skip rules only"));
+    let unknown = serde_json::from_value::<ActionParameters>(serde_json::json!({"products": ["waf"]}));
+    assert!(
+        unknown
+            .expect_err("refused")
+            .to_string()
+            .contains("unknown field `products`")
+    );
 }
