@@ -42,6 +42,10 @@ pub enum RuleCommand {
         /// Body of a custom block response (at most 2 KB).
         #[arg(long, value_name = "TEXT")]
         body: Option<String>,
+        /// What a skip rule skips for the requests it matches: `rules` (the remaining custom rules; the default)
+        /// and/or `ratelimit` (the rate limits). Repeat for both.
+        #[arg(long, value_name = "rules|ratelimit", value_parser = ["rules", "ratelimit"])]
+        skip: Vec<String>,
         #[arg(long, default_value = "")]
         description: String,
         /// Zone id or name; by default the only zone there is.
@@ -263,10 +267,24 @@ pub async fn rule(args: RuleArgs) -> anyhow::Result<ExitCode> {
             status,
             content_type,
             body,
+            skip,
             description,
             zone,
         } => {
             let mut rule = json!({ "expression": expression, "action": action, "description": description });
+            if !skip.is_empty() {
+                if action != "skip" {
+                    bail!("--skip needs --action skip");
+                }
+                let mut params = json!({});
+                if skip.iter().any(|s| s == "rules") {
+                    params["ruleset"] = json!("current");
+                }
+                if skip.iter().any(|s| s == "ratelimit") {
+                    params["phases"] = json!(["http_ratelimit"]);
+                }
+                rule["action_parameters"] = params;
+            }
             if status.is_some() || content_type.is_some() || body.is_some() {
                 if action != "block" {
                     bail!("a custom response (--status, --content-type, --body) needs --action block");

@@ -24,6 +24,7 @@ mod cli_cert;
 mod cli_list;
 mod cli_rule;
 mod cli_rules;
+mod cli_server_cert;
 mod client;
 mod crl_fetch;
 mod demo;
@@ -82,6 +83,8 @@ enum Command {
     Rule(cli_rule::RuleArgs),
     /// Named IP lists of a running server, for rules such as `ip.src in $office`.
     List(cli_list::ListArgs),
+    /// Server certificates the edge presents, per SNI, on a running server: list, upload, replace (renew), remove.
+    ServerCert(cli_server_cert::ServerCertArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
         Command::Ca(args) => block_on(cli_ca::ca(args)),
         Command::Rule(args) => block_on(cli_rule::rule(args)),
         Command::List(args) => block_on(cli_list::list(args)),
+        Command::ServerCert(args) => block_on(cli_server_cert::server_cert(args)),
     };
     match result {
         Ok(code) => code,

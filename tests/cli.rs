@@ -599,12 +599,31 @@ fn rules_add_list_toggle_and_remove() {
         r#"http.request.uri.path eq "/health""#,
         "--action",
         "skip",
+        "--skip",
+        "rules",
+        "--skip",
+        "ratelimit",
         "--description",
         "health checks",
         "--json",
     ]));
     // --json prints the API's result: the whole ruleset.
     assert_eq!(items(&added["rules"]).len(), 2);
+    assert_eq!(
+        added["rules"][1]["action_parameters"],
+        serde_json::json!({"ruleset": "current", "phases": ["http_ratelimit"]})
+    );
+    let err = fails(&server.cli(&[
+        "rule",
+        "add",
+        "--expression",
+        "true",
+        "--action",
+        "log",
+        "--skip",
+        "rules",
+    ]));
+    assert!(err.contains("--skip needs --action skip"), "{err}");
     let custom = json(&server.cli(&[
         "rule",
         "add",
@@ -703,4 +722,105 @@ fn a_read_token_cannot_write() {
 
     let err = fails(&server.cli(&["zone", "list", "--token", "pct_not-a-token"]));
     assert!(err.contains("(code 10000)"), "{err}");
+}
+
+/// The subject of the certificate the edge presents for `sni`.
+fn presented_subject(server: &Server, sni: &str) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{}", server.edge_port)])
+        .args(["-servername", sni])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client runs");
+    stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("subject="))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[track_caller]
+fn wait_for_subject(server: &Server, sni: &str, want: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = presented_subject(server, sni);
+        if got.contains(want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edge presents {got:?}, not {want:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `server-cert upload|list|replace|remove`: what certbot's deploy hook would run, checked by what the edge presents.
+#[test]
+fn server_certificates_upload_replace_and_remove() {
+    let server = server_with_zone();
+    let dir = server.dir.path();
+    ok(&server.cli(&["host", "add", "app.example.com", "--origin", "http://127.0.0.1:9"]));
+    for name in ["first", "second"] {
+        openssl_ok(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "30",
+                "-subj",
+                &format!("/CN={name}"),
+                "-addext",
+                "subjectAltName=DNS:app.example.com",
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+            ],
+        );
+    }
+    // Until a certificate is uploaded, the development CA's is presented.
+    assert!(!presented_subject(&server, "app.example.com").contains("first"));
+    let out = ok(&server.cli(&["server-cert", "upload", "first.pem", "first.key"]));
+    assert!(
+        out.starts_with("uploaded server certificate ") && out.contains(" for app.example.com, issuer CN=first"),
+        "{out}"
+    );
+    wait_for_subject(&server, "app.example.com", "CN = first");
+    let listed = json(&server.cli(&["server-cert", "list", "--json"]));
+    let id = str_of(&items(&listed)[0], "id").to_owned();
+    assert!(
+        ok(&server.cli(&["server-cert", "list"]))
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("app.example.com"))
+    );
+
+    // A key that is not the certificate's is refused and changes nothing.
+    let err = fails(&server.cli(&["server-cert", "replace", &id, "second.pem", "first.key"]));
+    assert!(err.contains("does not match the certificate"), "{err}");
+    let out = ok(&server.cli(&["server-cert", "replace", &id, "second.pem", "second.key"]));
+    assert!(
+        out.starts_with(&format!(
+            "replaced server certificate {id} for app.example.com, issuer CN=second"
+        )),
+        "{out}"
+    );
+    wait_for_subject(&server, "app.example.com", "CN = second");
+    assert_eq!(items(&json(&server.cli(&["server-cert", "list", "--json"]))).len(), 1);
+
+    assert_eq!(
+        ok(&server.cli(&["server-cert", "remove", &id])),
+        format!("removed server certificate {id}\n")
+    );
+    assert!(items(&json(&server.cli(&["server-cert", "list", "--json"]))).is_empty());
+    let err = fails(&server.cli(&["server-cert", "upload", "missing.pem", "second.key"]));
+    assert!(err.contains("cannot read missing.pem"), "{err}");
 }

@@ -89,14 +89,7 @@ pub async fn create_custom_certificate(
     Path(zone_id): Path<String>,
     ApiJson(body): ApiJson<UploadCustomCertificate>,
 ) -> ApiResult {
-    let zone = state.store.zone(&zone_id).await?;
-    if let Some(method) = body.bundle_method.as_deref()
-        && !["ubiquitous", "optimal", "force"].contains(&method)
-    {
-        return Err(ApiError::invalid(format!(
-            "unknown bundle_method {method:?}: use ubiquitous, optimal or force"
-        )));
-    }
+    check_bundle_method(body.bundle_method.as_deref())?;
     if let Some(kind) = body.kind.as_deref()
         && !["legacy_custom", "sni_custom"].contains(&kind)
     {
@@ -104,9 +97,30 @@ pub async fn create_custom_certificate(
             "unknown type {kind:?}: use legacy_custom or sni_custom"
         )));
     }
-    let parsed =
-        portcullis_pki::parse_server_certificate(&body.certificate, &body.private_key, OffsetDateTime::now_utc())
-            .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let new = checked_upload(&state, &zone_id, &body.certificate, &body.private_key).await?;
+    let stored = state.store.add_custom_certificate(&zone_id, new, &actor).await?;
+    Ok(ok_status(StatusCode::CREATED, view(stored)))
+}
+
+fn check_bundle_method(method: Option<&str>) -> Result<(), ApiError> {
+    match method {
+        Some(method) if !["ubiquitous", "optimal", "force"].contains(&method) => Err(ApiError::invalid(format!(
+            "unknown bundle_method {method:?}: use ubiquitous, optimal or force"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Validates an uploaded chain and key for zone `zone_id` and seals the key: what the store keeps.
+async fn checked_upload(
+    state: &AdminState,
+    zone_id: &str,
+    certificate: &str,
+    private_key: &str,
+) -> Result<NewCustomCertificate, ApiError> {
+    let zone = state.store.zone(zone_id).await?;
+    let parsed = portcullis_pki::parse_server_certificate(certificate, private_key, OffsetDateTime::now_utc())
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     if !parsed.hosts.iter().any(|host| covers_zone_host(host, &zone.name)) {
         return Err(ApiError::invalid(format!(
             "the certificate covers no hostname in zone {:?} (it covers {})",
@@ -115,22 +129,57 @@ pub async fn create_custom_certificate(
         )));
     }
     let sealed_key = portcullis_pki::server::seal_key(&state.master_key, parsed.leaf_der(), &parsed.key_pkcs8);
+    Ok(NewCustomCertificate {
+        certificate: parsed.chain_pem.clone(),
+        sealed_key,
+        hosts: parsed.hosts.clone(),
+        issuer: parsed.issuer.clone(),
+        signature: parsed.signature.clone(),
+        expires_on: parsed.expires_on.unix_timestamp(),
+    })
+}
+
+/// `PATCH` body, as Cloudflare's: a renewal sends the new `certificate` and `private_key` together.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditCustomCertificate {
+    /// PEM: the new server certificate first, then its intermediates.
+    pub certificate: Option<String>,
+    /// PEM: the new certificate's key. Sealed at rest, never returned.
+    pub private_key: Option<String>,
+    /// Accepted for compatibility, as on upload.
+    pub bundle_method: Option<String>,
+}
+
+/// Replace a server certificate and its key (a renewal), keeping its id.
+#[utoipa::path(patch, path = "/zones/{zone_id}/custom_certificates/{custom_certificate_id}", tag = "custom certificates",
+    request_body = EditCustomCertificate,
+    params(("zone_id" = String, Path, description = "Zone id"), ("custom_certificate_id" = String, Path, description = "Certificate id")),
+    responses((status = 200, description = "The updated certificate", body = CustomCertificateView)))]
+pub async fn edit_custom_certificate(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path((zone_id, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<EditCustomCertificate>,
+) -> ApiResult {
+    check_bundle_method(body.bundle_method.as_deref())?;
+    let (certificate, private_key) = match (&body.certificate, &body.private_key) {
+        (Some(c), Some(k)) => (c, k),
+        (None, None) => return Ok(ok(view(state.store.custom_certificate(&zone_id, &id).await?))),
+        _ => {
+            return Err(ApiError::invalid(
+                "certificate and private_key go together: a new certificate needs its own key",
+            ));
+        }
+    };
+    // Checked before parsing, so that a wrong id is a 404 and not an error about the upload.
+    state.store.custom_certificate(&zone_id, &id).await?;
+    let new = checked_upload(&state, &zone_id, certificate, private_key).await?;
     let stored = state
         .store
-        .add_custom_certificate(
-            &zone_id,
-            NewCustomCertificate {
-                certificate: parsed.chain_pem.clone(),
-                sealed_key,
-                hosts: parsed.hosts.clone(),
-                issuer: parsed.issuer.clone(),
-                signature: parsed.signature.clone(),
-                expires_on: parsed.expires_on.unix_timestamp(),
-            },
-            &actor,
-        )
+        .replace_custom_certificate(&zone_id, &id, new, &actor)
         .await?;
-    Ok(ok_status(StatusCode::CREATED, view(stored)))
+    Ok(ok(view(stored)))
 }
 
 /// Whether certificate name `host` (possibly `*.`-wildcard) names a hostname of zone `zone`.

@@ -204,6 +204,7 @@ fn api_routes() -> OpenApiRouter<AdminState> {
         ))
         .routes(routes!(
             custom_certs::get_custom_certificate,
+            custom_certs::edit_custom_certificate,
             custom_certs::delete_custom_certificate
         ))
         .routes(routes!(certs::list_managed_cas))

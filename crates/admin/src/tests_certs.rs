@@ -1044,6 +1044,71 @@ async fn custom_certificates_upload_list_get_delete_and_seal_the_key() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error(&body).1.contains("is a CA certificate"), "{body}");
 
+    // A renewal replaces certificate and key under the same id; the key is sealed for the new certificate.
+    let renewed = server_cert(
+        &tmp,
+        "renewed",
+        &["-key", "sec1.key"],
+        "DNS:www.example.com,DNS:*.example.com",
+    );
+    let path = format!("{base}/{id}");
+    let (status, body) = api
+        .send(
+            Method::PATCH,
+            &path,
+            json!({"certificate": renewed, "private_key": tmp.read("sec1.key")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["id"], json!(id));
+    let row = api.store.custom_certificate(&zone, &id).await.expect("row");
+    assert!(
+        row.certificate.contains(renewed.lines().nth(1).expect("PEM body")),
+        "the new chain is stored"
+    );
+    let opened =
+        portcullis_pki::server::unseal_key(&api.master_key, &row.certificate, &row.sealed_key).expect("unseal");
+    tmp.write("renewed.der", opened.as_slice());
+    assert_eq!(
+        tmp.openssl(&["pkey", "-inform", "DER", "-in", "renewed.der", "-pubout"]),
+        tmp.openssl(&["pkey", "-in", "sec1.key", "-pubout"])
+    );
+    for (edit, says) in [
+        (
+            json!({"certificate": renewed}),
+            "certificate and private_key go together",
+        ),
+        (
+            json!({"certificate": renewed, "private_key": key}),
+            "does not match the certificate",
+        ),
+        (
+            json!({"certificate": elsewhere, "private_key": tmp.read("sec1.key")}),
+            "covers no hostname in zone",
+        ),
+        (
+            json!({"certificate": renewed, "private_key": tmp.read("sec1.key"), "geo": 1}),
+            "unknown field `geo`",
+        ),
+    ] {
+        let (status, body) = api.send(Method::PATCH, &path, edit).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body.to_string().contains(says), "{says}: {body}");
+    }
+    let (status, body) = api
+        .send(
+            Method::PATCH,
+            &format!("{base}/ffffffffffffffffffffffffffffffff"),
+            json!({"certificate": renewed, "private_key": tmp.read("sec1.key")}),
+        )
+        .await;
+    assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7003));
+    assert_eq!(
+        api.store.custom_certificate(&zone, &id).await.expect("row"),
+        row,
+        "refusals changed nothing"
+    );
+
     // List, get, delete.
     let (status, list) = api.get(&base).await;
     assert_eq!(status, StatusCode::OK);
@@ -1329,6 +1394,7 @@ async fn openapi_lists_every_route_of_the_router() {
         ("get", "/zones/{zone_id}/custom_certificates"),
         ("post", "/zones/{zone_id}/custom_certificates"),
         ("get", "/zones/{zone_id}/custom_certificates/{custom_certificate_id}"),
+        ("patch", "/zones/{zone_id}/custom_certificates/{custom_certificate_id}"),
         ("delete", "/zones/{zone_id}/custom_certificates/{custom_certificate_id}"),
         ("get", "/zones/{zone_id}/security/events"),
         ("get", "/accounts/{account_id}/managed_ca"),

@@ -92,6 +92,44 @@ impl Store {
         })
     }
 
+    /// Replaces the certificate, key and the facts derived from them of server certificate `id` in one write, as a
+    /// renewal does: the edge goes from the old certificate to the new one at its next snapshot, with no moment
+    /// without either. The id and `uploaded_on` stay.
+    pub async fn replace_custom_certificate(
+        &self,
+        zone_id: &str,
+        id: &str,
+        new: NewCustomCertificate,
+        actor: &Actor,
+    ) -> Result<CustomCertificate, StoreError> {
+        let at = now();
+        let hosts = serde_json::Value::from(new.hosts.clone()).to_string();
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE custom_certificates SET certificate = $3, sealed_key = $4, hosts = $5, issuer = $6, \
+                 signature = $7, expires_on = $8, modified_on = $9 WHERE zone_id = $1 AND id = $2",
+            )
+            .bind(zone_id)
+            .bind(id)
+            .bind(&new.certificate)
+            .bind(&new.sealed_key)
+            .bind(&hosts)
+            .bind(&new.issuer)
+            .bind(&new.signature)
+            .bind(new.expires_on)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::not_found("custom_certificate", id));
+            }
+            commit_write!(self, tx, actor, "update", "custom_certificate", id, &hosts);
+        });
+        self.custom_certificate(zone_id, id).await
+    }
+
     /// Deletes the server certificate `id` of zone `zone_id`.
     pub async fn delete_custom_certificate(&self, zone_id: &str, id: &str, actor: &Actor) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {

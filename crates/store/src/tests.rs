@@ -909,6 +909,46 @@ async fn custom_certificates_round_trip() {
             store.load_edge_state().await.expect("state").custom_certificates,
             vec![cert.clone()]
         );
+        let renewed = crate::NewCustomCertificate {
+            certificate: "PEM 2".into(),
+            sealed_key: vec![7; 40],
+            hosts: vec!["api.example.com".into()],
+            issuer: "CN=Edge CA 2".into(),
+            signature: "SHA256WithRSA".into(),
+            expires_on: 2_100_000_000,
+        };
+        let replaced = store
+            .replace_custom_certificate(&zone.id, &cert.id, renewed, &a)
+            .await
+            .expect("replace");
+        assert_eq!(
+            (
+                replaced.id.as_str(),
+                replaced.uploaded_on,
+                replaced.certificate.as_str()
+            ),
+            (cert.id.as_str(), cert.uploaded_on, "PEM 2")
+        );
+        assert_eq!(
+            (replaced.hosts.clone(), replaced.sealed_key.clone(), replaced.expires_on),
+            (vec!["api.example.com".to_owned()], vec![7; 40], 2_100_000_000)
+        );
+        assert_eq!(
+            store.load_edge_state().await.expect("state").custom_certificates,
+            vec![replaced.clone()]
+        );
+        let other = crate::NewCustomCertificate {
+            certificate: "x".into(),
+            sealed_key: vec![1],
+            hosts: vec![],
+            issuer: String::new(),
+            signature: String::new(),
+            expires_on: 0,
+        };
+        assert!(matches!(
+            store.replace_custom_certificate(&zone.id, "missing", other, &a).await,
+            Err(StoreError::NotFound { .. })
+        ));
         store
             .delete_custom_certificate(&zone.id, &cert.id, &a)
             .await
