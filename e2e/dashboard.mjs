@@ -642,6 +642,8 @@ try {
   );
   assert.equal(await hnDialog.getByLabel("Name the trusted CAs").isChecked(), true);
   await hnDialog.getByLabel("Name the trusted CAs").uncheck();
+  assert.equal(await hnDialog.getByLabel("Minimum TLS version").inputValue(), "1.2");
+  await hnDialog.getByLabel("Minimum TLS version").selectOption("1.3");
   await hnDialog.getByRole("button", { name: "Save" }).click();
   await hnDialog.waitFor({ state: "hidden" });
   await app.locator("td", { hasText: "http://127.0.0.1:9" }).waitFor();
@@ -652,6 +654,7 @@ try {
   assert.equal(appCells[5], "RFC 9440");
   const hostsNow = (await (await fetch(`${base}/client/v4/zones/${zoneId}/hostnames`, { headers: authorization })).json()).result;
   assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").send_client_ca_names, false);
+  assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").min_tls_version, "1.3");
   await shot("09-hostnames");
 
   step("IP lists: create one, a bad item is named, items added; a rule using it blocks at the edge until an item goes");

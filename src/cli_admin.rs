@@ -70,6 +70,9 @@ pub enum HostCommand {
         /// Name the trusted CAs when asking clients for a certificate (default true); false keeps them private.
         #[arg(long, value_name = "BOOL")]
         client_ca_names: Option<bool>,
+        /// The oldest TLS version clients may use [default: 1.2].
+        #[arg(long, value_name = "VERSION", value_parser = ["1.2", "1.3"])]
+        min_tls_version: Option<String>,
     },
     /// Change a hostname's origin or settings; what is not given stays as it is.
     Set {
@@ -98,6 +101,9 @@ pub enum HostCommand {
         /// Name the trusted CAs when asking clients for a certificate (true or false).
         #[arg(long, value_name = "BOOL")]
         client_ca_names: Option<bool>,
+        /// The oldest TLS version clients may use.
+        #[arg(long, value_name = "VERSION", value_parser = ["1.2", "1.3"])]
+        min_tls_version: Option<String>,
     },
     /// List hostnames, of one zone or of all.
     List {
@@ -297,12 +303,16 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             origin_h2,
             origin_tls,
             client_ca_names,
+            min_tls_version,
         } => {
             let zone = find_zone(&api, zone.as_deref(), Some(&host)).await?;
             let mut body = json!({ "hostname": host, "origin": origin });
             origin_tls.apply(&mut body)?;
             if let Some(send) = client_ca_names {
                 body["send_client_ca_names"] = json!(send);
+            }
+            if let Some(min) = min_tls_version {
+                body["min_tls_version"] = json!(min);
             }
             if let Some(mode) = tls_client_auth {
                 body["tls_client_auth"] = json!(mode);
@@ -339,6 +349,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             no_origin_client_cert,
             origin_verify,
             client_ca_names,
+            min_tls_version,
         } => {
             let (zone, found) = find_host(&api, &host).await?;
             let mut body = json!({});
@@ -368,9 +379,12 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             if let Some(send) = client_ca_names {
                 body["send_client_ca_names"] = json!(send);
             }
+            if let Some(min) = min_tls_version {
+                body["min_tls_version"] = json!(min);
+            }
             if body.as_object().is_some_and(serde_json::Map::is_empty) {
                 bail!(
-                    "nothing to change: give --origin, --tls-client-auth, --forward-cert, --origin-h2, --client-ca-names or an origin TLS option"
+                    "nothing to change: give --origin, --tls-client-auth, --forward-cert, --origin-h2, --client-ca-names, --min-tls-version or an origin TLS option"
                 );
             }
             let updated = api
@@ -443,6 +457,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
                     ),
                     ("origin_client_certificate", s(&found, "origin_client_certificate")),
                     ("send_client_ca_names", s(&found, "send_client_ca_names")),
+                    ("min_tls_version", s(&found, "min_tls_version")),
                     ("managed_ca_mtls", managed.to_string()),
                     ("id", s(&found, "id")),
                 ] {

@@ -339,6 +339,10 @@ impl EdgeBuilder {
             ratelimit,
             url_normalization,
             sessions: self.sessions_of(&host.hostname),
+            min_tls_version: match settings.min_tls_version {
+                portcullis_admin::MinTlsVersion::Tls12 => portcullis_proxy::MinTlsVersion::Tls12,
+                portcullis_admin::MinTlsVersion::Tls13 => portcullis_proxy::MinTlsVersion::Tls13,
+            },
         })?)
     }
 

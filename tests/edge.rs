@@ -274,6 +274,44 @@ fn openssl_s_client_is_asked_for_a_certificate_from_the_managed_ca() {
     assert_eq!(status, "403");
 }
 
+/// `min_tls_version` 1.3 on a hostname: `openssl s_client -tls1_2` is refused, TLS 1.3 is served; back to 1.2, both.
+#[test]
+fn a_hostname_can_refuse_tls_1_2() {
+    let server = Server::start();
+    setup(&server);
+    let answer = |version: &str| s_client_get(&server, &["-cert", "cert.pem", "-key", "key.pem", version]);
+    assert!(
+        answer("-tls1_2").contains("HTTP/1.1 200"),
+        "TLS 1.2 is served by default"
+    );
+    ok(&server.cli(&["host", "set", "localhost", "--min-tls-version", "1.3"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = answer("-tls1_2");
+        if !text.contains("HTTP/1.1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "TLS 1.2 still served: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let tls13 = answer("-tls1_3");
+    assert!(tls13.contains("HTTP/1.1 200") && tls13.contains("TLSv1.3"), "{tls13}");
+    let show = ok(&server.cli(&["host", "show", "localhost"]));
+    assert!(
+        show.lines()
+            .any(|l| l.starts_with("min_tls_version") && l.ends_with("1.3")),
+        "{show}"
+    );
+    let err = server.cli(&["host", "set", "localhost", "--min-tls-version", "1.0"]);
+    assert_eq!(err.status.code(), Some(2), "clap refuses 1.0");
+    ok(&server.cli(&["host", "set", "localhost", "--min-tls-version", "1.2"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !answer("-tls1_2").contains("HTTP/1.1 200") {
+        assert!(std::time::Instant::now() < deadline, "TLS 1.2 not served again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The edge resumes TLS 1.3 sessions (with the client certificate) and counts resumed handshakes apart, so an operator
 /// or a benchmark can tell full handshakes from resumed ones.
 #[test]

@@ -1592,6 +1592,7 @@ function openHostEdit(id) {
   );
   $("hn-edit-origin-cert").value = host.origin_client_certificate ?? "";
   $("hn-edit-ca-names").checked = host.send_client_ca_names !== false;
+  $("hn-edit-min-tls").value = host.min_tls_version ?? "1.2";
   openDialog(dialog);
   $("hn-edit-origin").focus();
 }
@@ -1616,6 +1617,7 @@ function setupHostEdit() {
         client_certificate_forwarding: $("hn-edit-forward").value,
         origin_client_certificate: $("hn-edit-origin-cert").value,
         send_client_ca_names: $("hn-edit-ca-names").checked,
+        min_tls_version: $("hn-edit-min-tls").value,
       });
       dialog.close();
       toast("Hostname saved");

@@ -24,6 +24,17 @@ pub enum TlsClientAuth {
     Require,
 }
 
+/// The oldest TLS version a hostname accepts, in Cloudflare's `min_tls_version` spelling. Only 1.2 and 1.3: the
+/// edge speaks no older TLS, so "1.0" and "1.1" are refused rather than accepted and not honoured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum MinTlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
 /// Which headers carry the client certificate to the origin. Client-sent copies of all of them are always removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -63,6 +74,8 @@ pub struct HostnameSettings {
     /// request names none: the CAs' names are not shown to whoever connects, and clients offer their certificate
     /// whatever its issuer (NGINX and HAProxy cannot turn this off per host).
     pub send_client_ca_names: bool,
+    /// The oldest TLS version clients may use: `"1.2"` (the default) or `"1.3"`.
+    pub min_tls_version: MinTlsVersion,
 }
 
 impl Default for HostnameSettings {
@@ -76,6 +89,7 @@ impl Default for HostnameSettings {
             origin_http2: false,
             origin_client_certificate: None,
             send_client_ca_names: true,
+            min_tls_version: MinTlsVersion::default(),
         }
     }
 }
@@ -136,6 +150,9 @@ pub struct CreateHostname {
     /// Name the trusted CAs in the TLS CertificateRequest (default true).
     #[serde(default = "yes")]
     pub send_client_ca_names: bool,
+    /// `"1.2"` (default) or `"1.3"`.
+    #[serde(default)]
+    pub min_tls_version: MinTlsVersion,
 }
 
 fn yes() -> bool {
@@ -156,6 +173,7 @@ pub struct UpdateHostname {
     /// An empty string removes the origin client certificate.
     pub origin_client_certificate: Option<String>,
     pub send_client_ca_names: Option<bool>,
+    pub min_tls_version: Option<MinTlsVersion>,
 }
 
 /// A client certificate can only be presented over TLS.
@@ -245,6 +263,7 @@ pub async fn create_hostname(
         origin_http2: body.origin_http2,
         origin_client_certificate: client_cert,
         send_client_ca_names: body.send_client_ca_names,
+        min_tls_version: body.min_tls_version,
     };
     let settings = serde_json::to_value(settings).map_err(ApiError::internal)?;
     let host = state
@@ -302,6 +321,9 @@ pub async fn update_hostname(
     }
     if let Some(send) = body.send_client_ca_names {
         settings.send_client_ca_names = send;
+    }
+    if let Some(min) = body.min_tls_version {
+        settings.min_tls_version = min;
     }
     if let Some(http2) = body.origin_http2 {
         settings.origin_http2 = http2;

@@ -489,6 +489,35 @@ async fn hostnames_and_associations() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error(&body).1.contains("unknown variant `smoke-signals`"), "{body}");
 
+    // TLS 1.3 only; the edge speaks nothing older than 1.2, so 1.0 is refused, not stored and ignored.
+    assert_eq!(host["min_tls_version"], "1.2");
+    let (status, body) = api
+        .send(
+            Method::PATCH,
+            &format!("{base}/hostnames/{host_id}"),
+            json!({"min_tls_version": "1.3"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["result"]["min_tls_version"]),
+        (StatusCode::OK, &json!("1.3")),
+        "{body}"
+    );
+    let (status, body) = api
+        .send(
+            Method::PATCH,
+            &format!("{base}/hostnames/{host_id}"),
+            json!({"min_tls_version": "1.0"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error(&body)
+            .1
+            .contains("unknown variant `1.0`, expected `1.2` or `1.3`"),
+        "{body}"
+    );
+
     let path = format!("{base}/certificate_authorities/hostname_associations");
     let (status, body) = api
         .send(Method::PUT, &path, json!({"hostnames": ["api.example.com"]}))

@@ -55,7 +55,7 @@ pub use origin_tls::{OriginIdentity, OriginTls};
 pub use proxy_protocol::TrustedProxies;
 pub use server::serve;
 pub use sessions::TlsSessions;
-pub use snapshot::{Forwarding, Host, HostParams, Mtls, Origin, Snapshot, TrustedCa};
+pub use snapshot::{Forwarding, Host, HostParams, MinTlsVersion, Mtls, Origin, Snapshot, TrustedCa};
 pub use tls::{MtlsMode, ServerCert};
 pub use traffic::{MinuteCount, TRAFFIC, Traffic};
 

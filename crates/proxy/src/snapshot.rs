@@ -247,6 +247,17 @@ pub struct HostParams {
     pub url_normalization: UrlNormalization,
     /// The host's resumption state; pass the same one to every rebuild so sessions survive it.
     pub sessions: TlsSessions,
+    /// The oldest TLS version the host accepts.
+    pub min_tls_version: MinTlsVersion,
+}
+
+/// The oldest TLS version a host accepts: 1.2 (the default, as on Cloudflare) or 1.3. rustls speaks neither 1.0
+/// nor 1.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MinTlsVersion {
+    #[default]
+    Tls12,
+    Tls13,
 }
 
 impl Host {
@@ -257,7 +268,7 @@ impl Host {
             .mtls
             .as_ref()
             .map(|(m, cas)| (m.mode, m.verifier.clone(), cas.as_slice()));
-        let server_configs = tls::server_config(params.cert, client_auth, &params.sessions)?;
+        let server_configs = tls::server_config(params.cert, client_auth, &params.sessions, params.min_tls_version)?;
         let hostname = params.hostname.to_ascii_lowercase();
         Ok(Host {
             metrics: crate::observe::HostMetrics::new(&hostname),

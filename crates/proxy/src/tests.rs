@@ -311,6 +311,7 @@ struct HostSpec {
     sessions: Option<TlsSessions>,
     /// Rate-limiting rules (none by default).
     ratelimit: Arc<CompiledRuleset>,
+    min_tls_version: crate::MinTlsVersion,
 }
 
 impl HostSpec {
@@ -325,6 +326,7 @@ impl HostSpec {
             normalization: UrlNormalization::default(),
             sessions: None,
             ratelimit: Arc::new(CompiledRuleset::compile_ratelimit(&Ruleset::default()).unwrap()),
+            min_tls_version: crate::MinTlsVersion::default(),
         }
     }
 }
@@ -347,6 +349,7 @@ fn build_snapshot(generation: u64, server: &ServerPki, origin: SocketAddr, specs
             ratelimit: spec.ratelimit,
             url_normalization: spec.normalization,
             sessions: spec.sessions.unwrap_or_else(|| TlsSessions::local(spec.name)),
+            min_tls_version: spec.min_tls_version,
         })
         .unwrap();
         snap.insert(host);
@@ -1649,6 +1652,7 @@ fn sni_lookup_is_case_insensitive_and_falls_back() {
         ratelimit: ruleset(&[]),
         url_normalization: UrlNormalization::default(),
         sessions: TlsSessions::local("a.test"),
+        min_tls_version: crate::MinTlsVersion::default(),
     })
     .unwrap();
     snap.insert(host);

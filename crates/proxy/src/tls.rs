@@ -244,16 +244,22 @@ impl rustls::server::ProducesTickets for NoTickets {
     }
 }
 
-/// Builds a host's `ServerConfig`s: TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`, the server
+/// Builds a host's `ServerConfig`s: TLS 1.2 (unless `min` is 1.3) and 1.3, ALPN `h2` then `http/1.1`, the server
 /// certificate, and (when `client_auth` is given) the client-certificate policy.
 pub(crate) fn server_config(
     cert: ServerCert,
     client_auth: Option<(MtlsMode, Arc<Verifier>, &[CertificateDer<'_>])>,
     sessions: &TlsSessions,
+    min: crate::snapshot::MinTlsVersion,
 ) -> Result<HostConfigs, ProxyError> {
     let provider = provider();
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match min {
+        crate::snapshot::MinTlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        // A TLS 1.2-only client is then handed this config too, and refused with a protocol_version alert.
+        crate::snapshot::MinTlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(versions)
         .map_err(|e| ProxyError::Config(format!("TLS versions: {e}")))?;
     let builder = match client_auth {
         Some((mode, verifier, cas)) => {
