@@ -27,6 +27,7 @@ mod cli_rules;
 mod cli_server_cert;
 mod client;
 mod crl_fetch;
+mod crl_listen;
 mod demo;
 mod edge;
 mod serve;

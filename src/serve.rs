@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// distribution point. Without it, certificates carry none.
     #[arg(long, env = "PORTCULLIS_CRL_BASE_URL")]
     pub crl_base_url: Option<String>,
+    /// Address of a public plain-HTTP listener that serves only `/crl/<ca-id>.crl`, for the relying parties behind
+    /// --crl-base-url (the admin listener serves them too, but belongs on localhost).
+    #[arg(long, env = "PORTCULLIS_CRL_LISTEN")]
+    pub crl_listen: Option<SocketAddr>,
     /// How often uploaded CAs' CRLs are fetched from their URLs (`crl_urls`), in seconds; a failed fetch is tried
     /// again within a minute.
     #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -338,6 +342,14 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding the admin listener to {}", args.admin_listen))?;
+    let crl_listener = match args.crl_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the CRL listener to {addr}"))?,
+        ),
+        None => None,
+    };
     let edge_addr = edge_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     if !admin_addr.ip().is_loopback() {
@@ -346,6 +358,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     outln!("edge listening on https://{edge_addr}");
     outln!("admin API listening on http://{admin_addr}/client/v4");
     outln!("dashboard on http://{admin_addr}/dashboard (sign in with an API token)");
+    if let Some(listener) = &crl_listener {
+        outln!("CRLs served on http://{}/crl/", listener.local_addr()?);
+    }
     tracing::info!(%edge_addr, %admin_addr, backend = boot.store.backend(), "listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -363,6 +378,13 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         events,
         stopped(stop_rx.clone()),
     );
+    if let Some(listener) = crl_listener {
+        tokio::spawn(crate::crl_listen::serve(
+            listener,
+            portcullis_admin::crl_router(state.clone()),
+            stopped(stop_rx.clone()),
+        ));
+    }
     // With the peer's address, for the dashboard's limit on failed sign-ins.
     let admin = axum::serve(
         admin_listener,

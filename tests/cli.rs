@@ -824,3 +824,87 @@ fn server_certificates_upload_replace_and_remove() {
     let err = fails(&server.cli(&["server-cert", "upload", "missing.pem", "second.key"]));
     assert!(err.contains("cannot read missing.pem"), "{err}");
 }
+
+/// `serve --crl-listen`: the CRL distribution point written into issued certificates is served by a public listener
+/// that serves nothing else, and follows revocations.
+#[test]
+fn the_crl_listener_serves_crls_and_nothing_else() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let base = format!("http://{listen}");
+    let server = Server::start_with(
+        crate::support::scratch(),
+        &["--crl-listen", &listen, "--crl-base-url", &base],
+        &[],
+    );
+    ok(&server.cli(&["zone", "add", "example.com"]));
+    let dir = server.dir.path();
+    ok(&server.cli(&["cert", "create", "--cn", "sensor-1", "--out", "sensor"]));
+    let cas = json(&server.cli(&["ca", "show", "--json"]));
+    let ca_id = str_of(&cas[0], "id").to_owned();
+    let url = format!("{base}/crl/{ca_id}.crl");
+    let text = openssl_ok(
+        &dir.join("sensor"),
+        &["x509", "-in", "cert.pem", "-noout", "-ext", "crlDistributionPoints"],
+    );
+    assert!(text.contains(&format!("URI:{url}")), "{text}");
+
+    let fetch = |name: &str| {
+        let out = std::process::Command::new("curl")
+            .current_dir(dir)
+            .args(["-sf", "--max-time", "20", "-o", name, &url])
+            .output()
+            .expect("curl runs");
+        assert!(out.status.success(), "curl {url}: {}", stderr(&out));
+        openssl_ok(
+            dir,
+            &[
+                "crl",
+                "-inform",
+                "DER",
+                "-in",
+                name,
+                "-CAfile",
+                "sensor/ca.pem",
+                "-noout",
+                "-text",
+            ],
+        )
+    };
+    let first = fetch("first.crl");
+    assert!(
+        first.contains("verify OK") && first.contains("No Revoked Certificates"),
+        "{first}"
+    );
+    let listed = json(&server.cli(&["cert", "list", "--json"]));
+    let id = str_of(&items(&listed)[0], "id").to_owned();
+    let serial = str_of(&items(&listed)[0], "serial_number").to_ascii_uppercase();
+    ok(&server.cli(&["cert", "revoke", &id]));
+    let revoked = fetch("revoked.crl");
+    assert!(
+        revoked.contains(serial.trim_start_matches('0')),
+        "{serial} not in {revoked}"
+    );
+
+    // Nothing of the admin listener is there.
+    for path in [
+        "/client/v4/zones",
+        "/metrics",
+        "/dashboard/",
+        "/crl/ffff.crl",
+        "/client/v4/openapi.json",
+    ] {
+        let (_, status, _) = crate::support::curl(dir, &[&format!("{base}{path}")]);
+        assert_eq!(status, "404", "{path}");
+    }
+    let (_, status, _) = crate::support::curl(dir, &["-X", "POST", &url]);
+    assert_eq!(status, "405");
+    // A head over the 16 KiB limit is refused, not buffered.
+    let big = format!("X-Big: {}", "a".repeat(20_000));
+    let (_, status, _) = crate::support::curl(dir, &["-H", &big, &url]);
+    assert_eq!(status, "431");
+}

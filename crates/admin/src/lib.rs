@@ -254,6 +254,17 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// The router of a public CRL listener: `GET /crl/<ca-id>.crl` (the managed CAs' CRLs, as the admin listener serves
+/// them) and nothing else, so that relying parties can fetch CRLs without reaching the API, the dashboard or
+/// `/metrics`.
+pub fn crl_router(state: AdminState) -> Router {
+    Router::new()
+        .route("/crl/{file}", get(certs::crl))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
 async fn metrics(axum::extract::State(state): axum::extract::State<AdminState>) -> Response {
     match &state.metrics {
         Some(render) => (
