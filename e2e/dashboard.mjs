@@ -27,6 +27,7 @@ const base = env("PORTCULLIS_ADMIN_URL");
 const edgePort = Number(env("PORTCULLIS_EDGE_PORT"));
 const token = env("PORTCULLIS_TOKEN");
 const dataDir = env("PORTCULLIS_DATA_DIR");
+const origin = env("PORTCULLIS_ORIGIN");
 const shots = env("PORTCULLIS_SCREENSHOTS", path.resolve("../target/dashboard-screenshots"));
 const executablePath = env("PORTCULLIS_CHROMIUM", "/usr/bin/chromium");
 fs.mkdirSync(shots, { recursive: true });
@@ -205,6 +206,35 @@ try {
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.waitForURL(`${base}/dashboard`);
   await ready();
+
+  step("a fresh server: the first page offers to create a zone");
+  await page.getByText("There is no zone yet.").waitFor();
+  await shot("01a-no-zone");
+  provoke({ status: 400, url: /\/client\/v4\/zones$/ });
+  provoke({ text: /invalid DNS name "not a domain"/ });
+  await page.getByLabel("Zone name (your domain)").fill("not a domain");
+  await page.getByRole("button", { name: "Create zone" }).click();
+  await page.locator("#page-error", { hasText: 'invalid DNS name "not a domain"' }).waitFor();
+  await page.getByLabel("Zone name (your domain)").fill("localhost");
+  await page.getByRole("button", { name: "Create zone" }).click();
+  await page.waitForFunction(() => document.querySelector("#zone-picker option:checked")?.textContent === "localhost");
+  await ready();
+  assert.equal(await page.getByText("There is no zone yet.").count(), 0);
+  {
+    // The hostnames the rest of the test uses: the zone's own; a second for the wizard's "associate hostnames" step
+    // and the hostname edit; a third whose clients present certificates of an uploaded CA; a fourth that never gets
+    // mTLS (the mTLS rule must not cover it).
+    const headers = { Authorization: `Bearer ${token}`, "Content-Type": "application/json" };
+    const zones = await (await fetch(`${base}/client/v4/zones?name=localhost`, { headers })).json();
+    for (const hostname of ["localhost", "app.localhost", "byo.localhost", "open.localhost"]) {
+      const response = await fetch(`${base}/client/v4/zones/${zones.result[0].id}/hostnames`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ hostname, origin }),
+      });
+      assert.equal(response.status, 201, `adding ${hostname}: ${await response.text()}`);
+    }
+  }
   const cookies = await context.cookies(base);
   const session = cookies.find((c) => c.name === "portcullis_session");
   assert.ok(session, "the session cookie is set");

@@ -38,13 +38,7 @@ fn dashboard_flow_in_headless_chromium() {
 
     let server = Server::start();
     let origin = format!("http://127.0.0.1:{}", echo_origin());
-    ok(&server.cli(&["zone", "add", "localhost"]));
-    ok(&server.cli(&["host", "add", "localhost", "--origin", &origin]));
-    // A second hostname, for the wizard's "associate hostnames" step and the hostname edit; a third whose clients
-    // present certificates of an uploaded CA; a fourth that never gets mTLS (the mTLS rule must not cover it).
-    for host in ["app.localhost", "byo.localhost", "open.localhost"] {
-        ok(&server.cli(&["host", "add", host, "--origin", &origin]));
-    }
+    // No zone yet: the browser test creates it on the first page it sees, then adds the hostnames through the API.
     let token = std::fs::read_to_string(server.data_dir().join("admin-token")).expect("the admin token");
     let screenshots = repo_root().join("target").join("dashboard-screenshots");
     std::fs::create_dir_all(&screenshots).expect("a screenshot directory");
@@ -54,6 +48,7 @@ fn dashboard_flow_in_headless_chromium() {
         .current_dir(&e2e)
         .env("PORTCULLIS_ADMIN_URL", server.api())
         .env("PORTCULLIS_EDGE_PORT", server.edge_port.to_string())
+        .env("PORTCULLIS_ORIGIN", &origin)
         .env("PORTCULLIS_TOKEN", token.trim())
         .env("PORTCULLIS_DATA_DIR", server.data_dir())
         .env("PORTCULLIS_SCREENSHOTS", &screenshots)

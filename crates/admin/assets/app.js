@@ -237,14 +237,37 @@ async function account() {
   return accountId;
 }
 
+// A fresh server has no zone: every page but the lists needs one, so the page offers to create it.
 function noZone() {
   const main = $("main");
   main.querySelectorAll(":scope > :not(h1):not(#page-error)").forEach((el) => {
     el.hidden = true;
   });
-  main.append(
-    h("div", { class: "card" }, h("p", {}, "There is no zone yet. Create one with ", h("code", {}, "portcullis zone add example.com"), ".")),
+  const intro = h("p", {}, "There is no zone yet. A zone holds your hostnames, rules and client certificates, as on Cloudflare.");
+  if (!canWrite) {
+    main.append(h("div", { class: "card" }, intro, h("p", {}, "Ask someone with a write token to create one, or run ", h("code", {}, "portcullis zone add example.com"), ".")));
+    return;
+  }
+  const name = h("input", { id: "zone-new-name", type: "text", required: true, placeholder: "example.com", autocomplete: "off" });
+  const button = h("button", { type: "submit", class: "btn-primary" }, "Create zone");
+  const form = h(
+    "form",
+    { class: "card", id: "zone-new-form" },
+    intro,
+    h("label", { for: "zone-new-name" }, "Zone name (your domain)"),
+    name,
+    h("div", { class: "row" }, button),
   );
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    run(button, async () => {
+      const created = await api("POST", "/zones", { name: name.value.trim() });
+      localStorage.setItem("portcullis.zone", created.result.name);
+      window.location.reload();
+    });
+  });
+  main.append(form);
+  name.focus();
 }
 
 // ---------- Overview ----------
