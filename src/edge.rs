@@ -200,6 +200,30 @@ fn expiry_metrics(state: &EdgeState, now: OffsetDateTime) -> String {
             Err(e) => tracing::warn!(ca = %ca.id, error = %e, "cannot read the uploaded CRL's nextUpdate"),
         }
     }
+    // Per zone, not per certificate: a zone may hold 100,000 devices, one series each would swamp Prometheus.
+    out.push_str(
+        "# HELP portcullis_client_certificates_active Client certificates the managed CA issued that are active and \
+         unexpired, per zone.\n\
+         # TYPE portcullis_client_certificates_active gauge\n\
+         # HELP portcullis_client_certificate_soonest_not_after_timestamp_seconds When the first active client \
+         certificate of the zone expires (Unix time); `portcullis cert list` or the dashboard's overview names it.\n\
+         # TYPE portcullis_client_certificate_soonest_not_after_timestamp_seconds gauge\n",
+    );
+    for (zone_id, active, soonest) in &state.client_certificate_expiry {
+        let Some(zone) = state.zones.iter().find(|z| &z.id == zone_id) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "portcullis_client_certificates_active{{zone=\"{}\"}} {active}",
+            zone.name
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_client_certificate_soonest_not_after_timestamp_seconds{{zone=\"{}\"}} {soonest}",
+            zone.name
+        );
+    }
     out
 }
 

@@ -523,6 +523,24 @@ fn uploaded_ca_certificates_verify_and_expired_ones_are_refused() {
         metrics.contains("portcullis_certificate_not_after_timestamp_seconds{kind=\"managed_ca\",id=\""),
         "{metrics}"
     );
+    // The issued client certificates, per zone: the one setup() made.
+    let listed: serde_json::Value = serde_json::from_str(&ok(&server.cli(&["cert", "list", "--json"]))).expect("json");
+    let expires = time::OffsetDateTime::parse(
+        listed[0]["expires_on"].as_str().expect("expires_on"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("RFC 3339");
+    assert!(
+        metrics.contains("portcullis_client_certificates_active{zone=\"localhost\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "portcullis_client_certificate_soonest_not_after_timestamp_seconds{{zone=\"localhost\"}} {}\n",
+            expires.unix_timestamp()
+        )),
+        "{metrics}"
+    );
     let (_, status, _) = get(&server, "/api", &["--cert", "revoked.pem", "--key", "revoked.key"]);
     assert_eq!(status, "403", "listed in a stale CRL: still revoked");
     let (_, status, body) = get(&server, "/api", &["--cert", "partner.pem", "--key", "partner.key"]);

@@ -643,7 +643,10 @@ async fn crl_der(state: &AdminState, file: &str) -> Result<Vec<u8>, ApiError> {
         .find(|ca| ca.id == ca_id && ca.status != ManagedCaStatus::Retired)
         .ok_or_else(|| ApiError::not_found("CRL", file))?;
     let ca = unseal(state, &stored)?;
-    let revoked = state.store.revoked_client_certificates(ca_id).await?;
+    let revoked = state
+        .store
+        .revoked_client_certificates(ca_id, OffsetDateTime::now_utc().unix_timestamp())
+        .await?;
     let entries = revoked
         .iter()
         .map(|(serial, at)| {

@@ -98,6 +98,22 @@ impl Store {
             .iter()
             .map(|r| Ok((r.text("ca_id")?, r.text("serial_number")?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
+            let client_certificate_expiry = sqlx::query(
+                "SELECT zone_id, COUNT(*) AS active, MIN(expires_on) AS soonest FROM client_certificates \
+                 WHERE status = 'active' AND expires_on > $1 GROUP BY zone_id ORDER BY zone_id",
+            )
+            .bind(crate::ids::now())
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.text("zone_id")?,
+                    u64::try_from(r.int("active")?).unwrap_or(0),
+                    r.int("soonest")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
             let custom_certificates = sqlx::query(
                 "SELECT id, zone_id, certificate, sealed_key, hosts, issuer, signature, expires_on, uploaded_on, \
                  modified_on FROM custom_certificates ORDER BY uploaded_on DESC, id",
@@ -152,6 +168,7 @@ impl Store {
                 custom_certificates,
                 rulesets,
                 lists,
+                client_certificate_expiry,
             })
         })
     }

@@ -402,6 +402,9 @@ pub struct EdgeState {
     pub rulesets: Vec<Ruleset>,
     /// Every named list with its items' values.
     pub lists: Vec<EdgeList>,
+    /// Per zone id with any: how many issued client certificates are active and unexpired, and when the first of
+    /// them expires (Unix seconds), for the expiry gauges.
+    pub client_certificate_expiry: Vec<(String, u64, i64)>,
 }
 
 /// A named list as the edge needs it.

@@ -875,6 +875,22 @@ async fn client_certificates_quota_pages_and_status() {
             state.revoked_serials,
             vec![(ca.id.clone(), certs[1].serial_number.clone())]
         );
+        // The CRL lists it until the certificate expires (2,000,000,000 in sample_cert), then drops it.
+        let listed = store
+            .revoked_client_certificates(&ca.id, 1_999_999_999)
+            .await
+            .expect("crl entries");
+        assert_eq!(
+            listed.iter().map(|(serial, _)| serial.as_str()).collect::<Vec<_>>(),
+            [certs[1].serial_number.as_str()]
+        );
+        assert!(
+            store
+                .revoked_client_certificates(&ca.id, 2_000_000_000)
+                .await
+                .expect("crl entries")
+                .is_empty()
+        );
 
         let back = store
             .set_client_certificate_status(&zone.id, &certs[1].id, S::Revoked, S::Active, &a)
