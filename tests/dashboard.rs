@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{Server, echo_origin, ok, repo_root};
+use crate::support::{Server, echo_origin, repo_root};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
