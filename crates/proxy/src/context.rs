@@ -85,6 +85,66 @@ fn query_args(query: &str) -> BTreeMap<Vec<u8>, Value> {
     map
 }
 
+/// The query's argument names or values, in request order, not decoded.
+fn query_parts(query: &str, names: bool) -> Value {
+    Value::Array(
+        query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                Value::from(if names { k } else { v })
+            })
+            .collect(),
+    )
+}
+
+/// `%XX` decoded; anything else (a `%` without two hex digits included) kept as is.
+fn percent_decoded(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%'
+            && let Some(h) = s.get(i + 1..i + 3)
+            && let Ok(h) = std::str::from_utf8(h)
+            && let Ok(b) = u8::from_str_radix(h, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Cloudflare's `http.request.cookies`: every `Cookie` field split at `;`, names percent-decoded (cookies whose
+/// names decode alike share one list), values as sent. A pair without `=` is a value with an empty name, as
+/// browsers read it.
+fn cookies(headers: &HeaderMap) -> BTreeMap<Vec<u8>, Value> {
+    let mut map: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
+    for field in headers.get_all(http::header::COOKIE) {
+        for pair in field.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            if pair.is_empty() {
+                continue;
+            }
+            let (name, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(at) => (pair[..at].trim_ascii(), pair[at + 1..].trim_ascii()),
+                None => (&b""[..], pair),
+            };
+            if let Value::Array(list) = map
+                .entry(percent_decoded(name))
+                .or_insert_with(|| Value::Array(Vec::new()))
+            {
+                list.push(Value::from(value));
+            }
+        }
+    }
+    map
+}
+
 /// Fills `ctx` with every field in `wanted`.
 pub(crate) fn fill(ctx: &mut Context, wanted: &FieldSet, req: &Parts, rf: &RequestFacts<'_>) {
     // `set` fails only for a mistyped value, which this code never produces; ignore the Result.
@@ -118,6 +178,17 @@ pub(crate) fn fill(ctx: &mut Context, wanted: &FieldSet, req: &Parts, rf: &Reque
     for id in [fields::HTTP_REQUEST_URI_ARGS, fields::RAW_HTTP_REQUEST_URI_ARGS] {
         if wanted.contains(id) {
             set!(id, Value::Map(query_args(query)));
+        }
+    }
+    // URL normalization leaves the query as sent, so the normalized and raw argument lists are the same.
+    for (id, names) in [
+        (fields::HTTP_REQUEST_URI_ARGS_NAMES, true),
+        (fields::RAW_HTTP_REQUEST_URI_ARGS_NAMES, true),
+        (fields::HTTP_REQUEST_URI_ARGS_VALUES, false),
+        (fields::RAW_HTTP_REQUEST_URI_ARGS_VALUES, false),
+    ] {
+        if wanted.contains(id) {
+            set!(id, query_parts(query, names));
         }
     }
     if wanted.contains(fields::HTTP_REQUEST_FULL_URI) {
@@ -166,6 +237,22 @@ pub(crate) fn fill(ctx: &mut Context, wanted: &FieldSet, req: &Parts, rf: &Reque
             Value::Bytes(joined(&req.headers, http::header::COOKIE, b"; ")),
         );
     }
+    if wanted.contains(fields::HTTP_REQUEST_COOKIES) {
+        set!(fields::HTTP_REQUEST_COOKIES, Value::Map(cookies(&req.headers)));
+    }
+    if wanted.contains(fields::HTTP_REQUEST_TIMESTAMP_SEC) || wanted.contains(fields::HTTP_REQUEST_TIMESTAMP_MSEC) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        set!(
+            fields::HTTP_REQUEST_TIMESTAMP_SEC,
+            Value::Int(i64::try_from(now.as_secs()).unwrap_or(i64::MAX)),
+        );
+        set!(
+            fields::HTTP_REQUEST_TIMESTAMP_MSEC,
+            Value::Int(i64::from(now.subsec_millis()))
+        );
+    }
     if wanted.contains(fields::HTTP_REFERER) {
         set!(
             fields::HTTP_REFERER,
@@ -201,6 +288,32 @@ mod tests {
     fn every_fact_has_a_field() {
         assert!(fact_ids().iter().all(Option::is_some));
         assert_eq!(fact_ids().len(), 26);
+    }
+
+    #[test]
+    fn cookie_map_and_argument_lists() {
+        let mut headers = HeaderMap::new();
+        headers.append(http::header::COOKIE, "a=1; sess%69on=x%20y ;; flag".parse().unwrap());
+        // HTTP/2 clients may send several Cookie fields.
+        headers.append(http::header::COOKIE, "session=second; e=".parse().unwrap());
+        let m = cookies(&headers);
+        assert_eq!(m.get(&b"a"[..]), Some(&Value::Array(vec![Value::from("1")])));
+        assert_eq!(
+            m.get(&b"session"[..]),
+            Some(&Value::Array(vec![Value::from("x%20y"), Value::from("second")])),
+            "names decoded and merged, values as sent"
+        );
+        assert_eq!(m.get(&b""[..]), Some(&Value::Array(vec![Value::from("flag")])));
+        assert_eq!(m.get(&b"e"[..]), Some(&Value::Array(vec![Value::from("")])));
+        assert_eq!(percent_decoded(b"%zz%4"), b"%zz%4");
+        assert_eq!(
+            query_parts("a=1&b&&a=2&c=x=y", true),
+            Value::Array(["a", "b", "a", "c"].map(Value::from).to_vec())
+        );
+        assert_eq!(
+            query_parts("a=1&b&&a=2&c=x=y", false),
+            Value::Array(["1", "", "2", "x=y"].map(Value::from).to_vec())
+        );
     }
 
     #[test]

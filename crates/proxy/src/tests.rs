@@ -1112,6 +1112,63 @@ async fn rate_limits_count_per_client_certificate() {
     assert!(headers.contains_key("retry-after"));
 }
 
+/// Cloudflare's cookie map, argument lists and request timestamp reach rules from real requests.
+#[tokio::test]
+async fn cookies_argument_lists_and_the_timestamp_reach_rules() {
+    let w = world().await;
+    let mut spec = HostSpec::new("api.test", &w.ca);
+    spec.rules = ruleset(&[
+        (
+            r#"any(http.request.cookies["session"][*] == "revoked-42")"#,
+            Action::Block,
+            None,
+        ),
+        (r#"any(http.request.uri.args.names[*] == "debug")"#, Action::Block, None),
+        (
+            r#"any(raw.http.request.uri.args.values[*] eq "%3Cscript%3E")"#,
+            Action::Block,
+            None,
+        ),
+        (r#"any(http.request.uri.args.values[*] eq "<x>")"#, Action::Block, None),
+        // Arrived after 2020 and before 2200: always true, unless the field is missing (0).
+        (
+            "http.request.timestamp.sec lt 1577836800 or http.request.timestamp.sec gt 7258118400",
+            Action::Block,
+            None,
+        ),
+    ]);
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
+    let mut c = h1(&proxy, &w.server, "api.test", None).await;
+    let status = |r: (StatusCode, HeaderMap, String)| r.0;
+    assert_eq!(
+        status(
+            c.get("api.test", "/?q=1", &[("cookie", "theme=dark; session=ok")])
+                .await
+        ),
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(
+            c.get("api.test", "/", &[("cookie", "theme=dark; sess%69on=revoked-42")])
+                .await
+        ),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(c.get("api.test", "/?a=1&debug", &[]).await),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(c.get("api.test", "/?a=1&b=%3Cscript%3E", &[]).await),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(c.get("api.test", "/?a=%3Cx%3E", &[]).await),
+        StatusCode::OK,
+        "values are not decoded"
+    );
+}
+
 /// A custom rule that skips the `http_ratelimit` phase exempts the requests it matches, and only those; the
 /// custom rules after it still run.
 #[tokio::test]

@@ -111,11 +111,15 @@ schema! {
     HTTP_REQUEST_URI_PATH = "http.request.uri.path": Bytes, "Request path without the query, URL-normalized, e.g. \"/articles\"";
     HTTP_REQUEST_URI_QUERY = "http.request.uri.query": Bytes, "Query string without the leading \"?\"";
     HTTP_REQUEST_URI_ARGS = "http.request.uri.args": BytesArrayMap, "Query arguments: name to the list of its values";
+    HTTP_REQUEST_URI_ARGS_NAMES = "http.request.uri.args.names": BytesArray, "Query argument names, in request order, not decoded";
+    HTTP_REQUEST_URI_ARGS_VALUES = "http.request.uri.args.values": BytesArray, "Query argument values, in request order, not decoded";
     HTTP_REQUEST_FULL_URI = "http.request.full_uri": Bytes, "Full URI, e.g. \"https://example.com/articles?page=2\"";
     RAW_HTTP_REQUEST_URI = "raw.http.request.uri": Bytes, "Path and query as sent, before URL normalization";
     RAW_HTTP_REQUEST_URI_PATH = "raw.http.request.uri.path": Bytes, "Path as sent, before URL normalization";
     RAW_HTTP_REQUEST_URI_QUERY = "raw.http.request.uri.query": Bytes, "Query string as sent (URL normalization leaves it as is)";
     RAW_HTTP_REQUEST_URI_ARGS = "raw.http.request.uri.args": BytesArrayMap, "Query arguments as sent: name to the list of its values";
+    RAW_HTTP_REQUEST_URI_ARGS_NAMES = "raw.http.request.uri.args.names": BytesArray, "Query argument names as sent, in request order";
+    RAW_HTTP_REQUEST_URI_ARGS_VALUES = "raw.http.request.uri.args.values": BytesArray, "Query argument values as sent, in request order";
     RAW_HTTP_REQUEST_FULL_URI = "raw.http.request.full_uri": Bytes, "Full URI as sent, before URL normalization";
     HTTP_REQUEST_VERSION = "http.request.version": Bytes, "HTTP version, e.g. \"HTTP/1.1\", \"HTTP/2\"";
     HTTP_REQUEST_HEADERS = "http.request.headers": BytesArrayMap, "Request headers: lower-cased name to the list of its values";
@@ -123,6 +127,9 @@ schema! {
     HTTP_REQUEST_HEADERS_VALUES = "http.request.headers.values": BytesArray, "Request header values as received, in request order";
     HTTP_USER_AGENT = "http.user_agent": Bytes, "User-Agent header";
     HTTP_COOKIE = "http.cookie": Bytes, "Cookie header";
+    HTTP_REQUEST_COOKIES = "http.request.cookies": BytesArrayMap, "Cookies: name (percent-decoded) to the list of its values (as sent)";
+    HTTP_REQUEST_TIMESTAMP_SEC = "http.request.timestamp.sec": Int, "When the request arrived, Unix seconds";
+    HTTP_REQUEST_TIMESTAMP_MSEC = "http.request.timestamp.msec": Int, "The milliseconds part of the arrival time, 0 to 999";
     HTTP_REFERER = "http.referer": Bytes, "Referer header";
     IP_SRC = "ip.src": Ip, "Client IP address (0.0.0.0 when unset)";
     SSL = "ssl": Bool, "Whether the client connection uses TLS";
