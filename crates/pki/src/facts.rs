@@ -92,6 +92,8 @@ pub struct ClientAuthFacts {
     pub san_dns: Vec<String>,
     pub san_uri: Vec<String>,
     pub san_email: Vec<String>,
+    /// IP addresses in the subjectAltName, as text (`10.0.0.5`, `2001:db8::1`).
+    pub san_ip: Vec<String>,
 }
 
 impl Default for ClientAuthFacts {
@@ -123,6 +125,7 @@ impl Default for ClientAuthFacts {
             san_dns: Vec::new(),
             san_uri: Vec::new(),
             san_email: Vec::new(),
+            san_ip: Vec::new(),
         }
     }
 }
@@ -136,7 +139,7 @@ pub enum FactValue<'a> {
 }
 
 /// How many fields [`ClientAuthFacts::fields`] lists.
-pub const FACT_COUNT: usize = 26;
+pub const FACT_COUNT: usize = 27;
 
 impl ClientAuthFacts {
     /// Field names (`cf.tls_client_auth.*` then `portcullis.tls_client_auth.*`) and values, in a stable order.
@@ -195,6 +198,7 @@ impl ClientAuthFacts {
             ("portcullis.tls_client_auth.cert_san_dns", Array(&self.san_dns)),
             ("portcullis.tls_client_auth.cert_san_uri", Array(&self.san_uri)),
             ("portcullis.tls_client_auth.cert_san_email", Array(&self.san_email)),
+            ("portcullis.tls_client_auth.cert_san_ip", Array(&self.san_ip)),
         ]
     }
 
@@ -289,6 +293,17 @@ pub fn compute_facts(chain: &[CertificateDer<'_>], anchors: &[IssuerInfo]) -> Cl
                 GeneralName::DNSName(s) => facts.san_dns.push((*s).to_owned()),
                 GeneralName::URI(s) => facts.san_uri.push((*s).to_owned()),
                 GeneralName::RFC822Name(s) => facts.san_email.push((*s).to_owned()),
+                GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(std::net::IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes).ok().map(std::net::IpAddr::from),
+                        // Other lengths belong to name constraints, not to a certificate's own names.
+                        _ => None,
+                    };
+                    if let Some(ip) = ip {
+                        facts.san_ip.push(ip.to_string());
+                    }
+                }
                 _ => {}
             }
         }

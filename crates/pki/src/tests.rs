@@ -43,6 +43,10 @@ fn subject_csr() -> (String, rcgen::KeyPair) {
         .push(rcgen::SanType::URI("spiffe://example.org/device/1".try_into().unwrap()));
     p.subject_alt_names
         .push(rcgen::SanType::Rfc822Name("james@example.com".try_into().unwrap()));
+    p.subject_alt_names
+        .push(rcgen::SanType::IpAddress("10.0.0.5".parse().unwrap()));
+    p.subject_alt_names
+        .push(rcgen::SanType::IpAddress("2001:db8::1".parse().unwrap()));
     (csr_pem(p, &key), key)
 }
 
@@ -239,6 +243,7 @@ fn csr_subject_and_sans_are_copied() {
     assert_eq!(f.san_dns, vec!["device-1.example.com"]);
     assert_eq!(f.san_uri, vec!["spiffe://example.org/device/1"]);
     assert_eq!(f.san_email, vec!["james@example.com"]);
+    assert_eq!(f.san_ip, vec!["10.0.0.5", "2001:db8::1"]);
 }
 
 #[test]
@@ -584,7 +589,7 @@ fn facts_formats() {
     assert_eq!(f.cert_issuer_dn, format!("CN={},O=Acme\\, Inc.", ca.name()));
     assert_eq!(f.cert_issuer_dn_legacy, format!("/O=Acme, Inc./CN={}", ca.name()));
     assert_eq!(f.verify_result, "SUCCESS");
-    assert_eq!(f.fields().len(), 26);
+    assert_eq!(f.fields().len(), 27);
     assert_eq!(f.fields().iter().filter(|(n, _)| n.starts_with("cf.")).count(), 21);
 
     // Over the limits: the values are empty and the flags are set.

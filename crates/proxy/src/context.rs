@@ -287,7 +287,7 @@ mod tests {
     #[test]
     fn every_fact_has_a_field() {
         assert!(fact_ids().iter().all(Option::is_some));
-        assert_eq!(fact_ids().len(), 26);
+        assert_eq!(fact_ids().len(), 27);
     }
 
     #[test]
