@@ -21,6 +21,7 @@ macro_rules! out {
 mod cli_admin;
 mod cli_ca;
 mod cli_cert;
+mod cli_events;
 mod cli_list;
 mod cli_rule;
 mod cli_rules;
@@ -86,6 +87,8 @@ enum Command {
     List(cli_list::ListArgs),
     /// Server certificates the edge presents, per SNI, on a running server: list, upload, replace (renew), remove.
     ServerCert(cli_server_cert::ServerCertArgs),
+    /// Security events of a zone of a running server (blocks and logs), newest first, or followed with -f.
+    Events(cli_events::EventsArgs),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
         Command::Rule(args) => block_on(cli_rule::rule(args)),
         Command::List(args) => block_on(cli_list::list(args)),
         Command::ServerCert(args) => block_on(cli_server_cert::server_cert(args)),
+        Command::Events(args) => block_on(cli_events::events(args)),
     };
     match result {
         Ok(code) => code,

@@ -1130,3 +1130,57 @@ fn crls_fetched_from_a_url_revoke_at_the_edge_and_old_ones_are_refused() {
     let metrics = curl(dir, &[&format!("{}/metrics", server.api())]).2;
     assert!(metrics.contains("portcullis_crl_fetch_failures_total"), "{metrics}");
 }
+
+/// `portcullis events` lists the blocks the edge recorded, filtered, and `-f` prints new ones as they happen.
+#[test]
+fn events_lists_and_follows_blocks() {
+    use std::io::BufRead as _;
+    let server = Server::start();
+    setup(&server);
+    let (_, status, _) = get(&server, "/api", &[]);
+    assert_eq!(status, "403");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let out = ok(&server.cli(&["events", "--action", "block", "--json"]));
+        let events: serde_json::Value = serde_json::from_str(&out).expect("json");
+        if events.as_array().is_some_and(|e| !e.is_empty()) {
+            break events;
+        }
+        assert!(std::time::Instant::now() < deadline, "no event recorded");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        (listed[0]["path"].as_str(), listed[0]["mtls_status"].as_str()),
+        (Some("/api"), Some("absent"))
+    );
+    let table = ok(&server.cli(&["events"]));
+    assert!(
+        table.starts_with("TIME") && table.contains("block   403") && table.contains("GET /api"),
+        "{table}"
+    );
+    assert!(ok(&server.cli(&["events", "--action", "log", "--json"])).trim() == "[]");
+
+    // Followed: the header, the block already there, then a new one as it happens.
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["events", "-f", "--api", &server.api(), "--data-dir"])
+        .arg(server.data_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("events -f runs");
+    let mut lines = std::io::BufReader::new(follow.stdout.take().expect("stdout")).lines();
+    assert!(lines.next().expect("a header").expect("text").starts_with("TIME"));
+    assert!(
+        lines
+            .next()
+            .expect("the first block")
+            .expect("text")
+            .contains("GET /api")
+    );
+    let (_, status, _) = get(&server, "/api?again", &[]);
+    assert_eq!(status, "403");
+    let next = lines.next().expect("the new block").expect("text");
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(next.contains("block") && next.contains("GET /api"), "{next}");
+}

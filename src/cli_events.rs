@@ -1,0 +1,141 @@
+//! `portcullis events`: a zone's security events (blocks and logs by rules and rate limits) on a running server,
+//! newest first, or followed as they happen (`--follow`, oldest first, like `tail -f`).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::client::{ApiArgs, ApiClient, array, print_json, print_table, s, zone_or_only};
+
+/// How often `--follow` asks for new events.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+/// The API's largest page.
+const MAX_PER_POLL: usize = 1000;
+
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    /// Zone id or name; by default the only zone there is.
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// Only this hostname's.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only blocks or only logs.
+    #[arg(long, value_parser = ["block", "log"])]
+    pub action: Option<String>,
+    /// Only requests whose client certificate had this outcome.
+    #[arg(long, value_parser = ["ok", "absent", "untrusted", "notyetvalid", "expired", "revoked"])]
+    pub mtls_status: Option<String>,
+    /// How many of the newest to show (at most 1,000).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    /// Keep printing new events as they are recorded, until interrupted.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+fn row(e: &Value) -> Vec<String> {
+    vec![
+        s(e, "occurred_at"),
+        s(e, "action"),
+        e["status_code"]
+            .as_i64()
+            .filter(|c| *c != 0)
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        s(e, "host"),
+        format!("{} {}", s(e, "method"), s(e, "path")),
+        s(e, "client_ip"),
+        s(e, "mtls_status"),
+        s(e, "cert_serial"),
+        s(e, "rule_id"),
+    ]
+}
+
+const HEADERS: [&str; 9] = [
+    "TIME",
+    "ACTION",
+    "STATUS",
+    "HOST",
+    "REQUEST",
+    "CLIENT_IP",
+    "MTLS",
+    "CERT_SERIAL",
+    "RULE",
+];
+
+pub async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let api = ApiClient::new(&args.api)?;
+    let zone = zone_or_only(&api, args.zone.as_deref()).await?;
+    let mut filters = String::new();
+    for (key, value) in [
+        ("host", &args.host),
+        ("action", &args.action),
+        ("mtls_status", &args.mtls_status),
+    ] {
+        if let Some(value) = value {
+            filters.push_str(&format!("&{key}={}", encode(value)));
+        }
+    }
+    let base = format!(
+        "/zones/{}/security/events?{}",
+        s(&zone, "id"),
+        filters.trim_start_matches('&')
+    );
+    let first = api.get(&format!("{base}&per_page={}", args.limit)).await?.result;
+    let events = array(&first);
+    if !args.follow {
+        if args.api.json {
+            print_json(&first)?;
+        } else {
+            print_table(&HEADERS, &events.iter().map(row).collect::<Vec<_>>());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Followed: oldest first, one line (or one JSON object) per event, as each batch arrives.
+    let mut last = events.iter().filter_map(|e| e["id"].as_i64()).max().unwrap_or(0);
+    let print = |batch: &[Value]| -> anyhow::Result<()> {
+        for e in batch.iter().rev() {
+            if args.api.json {
+                outln!("{}", serde_json::to_string(e)?);
+            } else {
+                outln!("{}", row(e).join("  ").trim_end());
+            }
+        }
+        Ok(())
+    };
+    if !args.api.json {
+        outln!("{}", HEADERS.join("  "));
+    }
+    print(events)?;
+    loop {
+        tokio::time::sleep(FOLLOW_EVERY).await;
+        let batch = api
+            .get(&format!("{base}&after_id={last}&per_page={MAX_PER_POLL}"))
+            .await?
+            .result;
+        let batch = array(&batch);
+        if batch.len() >= MAX_PER_POLL {
+            // The API answers the newest first: what came between the last poll and these was not fetched.
+            eprintln!("(more than {MAX_PER_POLL} events in a second: older ones of this second are not shown)");
+        }
+        last = batch.iter().filter_map(|e| e["id"].as_i64()).max().unwrap_or(last);
+        print(batch)?;
+    }
+}
+
+/// Percent-encodes a query value (hostnames and the fixed choices need little, but a value never breaks the URL).
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
