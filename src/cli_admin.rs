@@ -24,6 +24,15 @@ pub enum ZoneCommand {
     Add { name: String },
     /// List zones.
     List,
+    /// Delete a zone and everything in it: hostnames, rules, server certificates. Its client certificates are
+    /// revoked (they stay in the CRL and refused by every hostname until they expire).
+    Remove {
+        /// Zone id or name.
+        zone: String,
+        /// Confirm: without it nothing is deleted.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Show or set a zone's URL normalization: which path rules (and, with `both`, the origin) see.
     UrlNormalization {
         /// Zone id or name.
@@ -206,6 +215,22 @@ pub async fn zone(args: ZoneArgs) -> anyhow::Result<ExitCode> {
                 print_json(&zone)?;
             } else {
                 outln!("created zone {} ({})", s(&zone, "name"), s(&zone, "id"));
+            }
+        }
+        ZoneCommand::Remove { zone, yes } => {
+            let found = zone_named(&zones(&api).await?, &zone)?;
+            if !yes {
+                bail!(
+                    "removing zone {} deletes its hostnames, rules and certificates and revokes its client \
+                     certificates; run again with --yes",
+                    s(&found, "name")
+                );
+            }
+            api.delete(&format!("/zones/{}", s(&found, "id"))).await?;
+            if args.api.json {
+                print_json(&json!({ "id": s(&found, "id") }))?;
+            } else {
+                outln!("removed zone {} ({})", s(&found, "name"), s(&found, "id"));
             }
         }
         ZoneCommand::List => {

@@ -1184,3 +1184,34 @@ fn events_lists_and_follows_blocks() {
     let _ = follow.wait();
     assert!(next.contains("block") && next.contains("GET /api"), "{next}");
 }
+
+/// A certificate issued in one zone works on another zone's hostnames that trust the account's managed CA; deleting
+/// its zone revokes it there too, instead of leaving it trusted and impossible to revoke.
+#[test]
+fn removing_a_zone_revokes_its_client_certificates_everywhere() {
+    let server = Server::start();
+    setup(&server);
+    ok(&server.cli(&["zone", "add", "example.com"]));
+    ok(&server.cli(&[
+        "cert",
+        "create",
+        "--zone",
+        "example.com",
+        "--cn",
+        "tenant-a",
+        "--out",
+        "tenant",
+    ]));
+    let tenant = ["--cert", "tenant/cert.pem", "--key", "tenant/key.pem"];
+    let (_, status, body) = get(&server, "/api", &tenant);
+    assert_eq!(status, "200", "the managed CA is the account's: {body}");
+    let refused = server.cli(&["zone", "remove", "example.com"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("run again with --yes"));
+    let out = ok(&server.cli(&["zone", "remove", "example.com", "--yes"]));
+    assert!(out.starts_with("removed zone example.com ("), "{out}");
+    get_until(&server, "/api", &tenant, "403");
+    // The zone that stays keeps its own certificate.
+    let (_, status, _) = get(&server, "/api", WITH_CERT);
+    assert_eq!(status, "200");
+}

@@ -279,14 +279,17 @@ impl Store {
 
 impl Store {
     /// Serial numbers (lower hex) and revocation times of the certificates of managed CA `ca_id` that the edge
-    /// refuses (any status but `active`) and that have not expired at `now` (Unix seconds): what its CRL lists.
+    /// refuses (any status but `active`, and those of deleted zones) and that have not expired at `now` (Unix
+    /// seconds): what its CRL lists.
     /// RFC 5280 (5.1.2.6) lets an entry go once its certificate has expired, which any verifier refuses anyway;
     /// without that, a fleet that rotates certificates would grow its CRL forever.
     pub async fn revoked_client_certificates(&self, ca_id: &str, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
         on_db!(&self.db, |pool| {
             let rows = sqlx::query(
                 "SELECT serial_number, COALESCE(revoked_on, issued_on) AS revoked_on FROM client_certificates \
-                 WHERE ca_id = $1 AND status <> 'active' AND expires_on > $2 ORDER BY serial_number",
+                 WHERE ca_id = $1 AND status <> 'active' AND expires_on > $2 \
+                 UNION ALL SELECT serial_number, revoked_on FROM deleted_zone_certificates \
+                 WHERE ca_id = $1 AND expires_on > $2 ORDER BY serial_number",
             )
             .bind(ca_id)
             .bind(now)

@@ -90,9 +90,11 @@ impl Store {
             .map(mtls_from_row)
             .collect::<Result<Vec<_>, _>>()?;
             let revoked_serials = sqlx::query(
-                "SELECT ca_id, serial_number FROM client_certificates \
-                 WHERE status <> 'active' ORDER BY ca_id, serial_number",
+                "SELECT ca_id, serial_number FROM client_certificates WHERE status <> 'active' \
+                 UNION ALL SELECT ca_id, serial_number FROM deleted_zone_certificates WHERE expires_on > $1 \
+                 ORDER BY ca_id, serial_number",
             )
+            .bind(crate::ids::now())
             .fetch_all(&mut *tx)
             .await?
             .iter()

@@ -396,7 +396,8 @@ pub struct EdgeState {
     /// Managed CAs that are active or still trusted.
     pub managed_cas: Vec<ManagedCa>,
     pub mtls_certificates: Vec<MtlsCertificate>,
-    /// Serial numbers (lower hex) of managed-CA certificates that must be refused (any status but `active`), by CA id.
+    /// Serial numbers (lower hex) of managed-CA certificates that must be refused (any status but `active`, and
+    /// those of deleted zones), by CA id.
     pub revoked_serials: Vec<(String, String)>,
     pub custom_certificates: Vec<CustomCertificate>,
     pub rulesets: Vec<Ruleset>,

@@ -708,6 +708,58 @@ async fn reactivation_respects_the_quota() {
     .await;
 }
 
+/// Deleting a zone revokes its unexpired client certificates for good: the account's managed CA issued them and other
+/// zones trust it, so their serials stay refused and in the CRL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_zone_revokes_its_certificates() {
+    use crate::ClientCertificateStatus as S;
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let gone = store.create_zone("gone.example", &a).await.expect("zone");
+        let kept = store.create_zone("kept.example", &a).await.expect("zone");
+        let ca = store.add_managed_ca(sample_ca("ca"), &a).await.expect("ca");
+        let certs: Vec<_> = (0..4).map(|n| sample_cert(&gone.id, &ca.id, n)).collect();
+        for cert in &certs {
+            store.add_client_certificate(cert, 10, &a).await.expect("issue");
+        }
+        let mut expired = sample_cert(&gone.id, &ca.id, 7);
+        expired.expires_on = 1;
+        store.add_client_certificate(&expired, 10, &a).await.expect("issue");
+        store
+            .set_client_certificate_status(&gone.id, &certs[1].id, S::Active, S::Revoked, &a)
+            .await
+            .expect("revoke");
+        let other = sample_cert(&kept.id, &ca.id, 9);
+        store.add_client_certificate(&other, 10, &a).await.expect("issue");
+
+        store.delete_zone(&gone.id, &a).await.expect("delete");
+        let mut want: Vec<String> = certs.iter().map(|c| c.serial_number.clone()).collect();
+        want.sort();
+        let listed: Vec<String> = store
+            .revoked_client_certificates(&ca.id, 1_900_000_000)
+            .await
+            .expect("crl entries")
+            .into_iter()
+            .map(|(serial, _)| serial)
+            .collect();
+        assert_eq!(
+            listed, want,
+            "every unexpired certificate of the deleted zone; not the other zone's"
+        );
+        let state = store.load_edge_state().await.expect("state");
+        let refused: Vec<&str> = state.revoked_serials.iter().map(|(_, s)| s.as_str()).collect();
+        assert_eq!(refused, want.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            store
+                .revoked_client_certificates(&ca.id, 2_000_000_000)
+                .await
+                .expect("crl")
+                .is_empty()
+        );
+    })
+    .await;
+}
+
 /// The dashboard's queries: search (any case, LIKE's wildcards taken literally), expiring before a time, soonest
 /// first, with the count of all that match.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -127,10 +127,22 @@ impl Store {
         self.zone(id).await
     }
 
-    /// Deletes the zone with id `id`.
+    /// Deletes the zone with id `id` and everything configured in it. Its client certificates that have not
+    /// expired are revoked first: the account's managed CA issued them and other zones' hostnames trust it, so
+    /// their serials stay refused and listed in the CRL (`deleted_zone_certificates`) until they expire.
     pub async fn delete_zone(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
+        let at = crate::ids::now();
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO deleted_zone_certificates (ca_id, serial_number, revoked_on, expires_on) \
+                 SELECT ca_id, serial_number, COALESCE(revoked_on, $2), expires_on FROM client_certificates \
+                 WHERE zone_id = $1 AND expires_on > $2 ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
             let name: Option<String> = sqlx::query_scalar("DELETE FROM zones WHERE id = $1 RETURNING name")
                 .bind(id)
                 .fetch_optional(&mut *tx)
