@@ -219,6 +219,7 @@ fn api_routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(traffic::traffic))
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
+        .routes(routes!(tokens::verify_token))
 }
 
 /// The OpenAPI document of the whole API.

@@ -593,6 +593,18 @@ async fn tokens_via_the_api_show_their_secret_once() {
     let id = body["result"]["id"].as_str().expect("id").to_owned();
     let (status, _) = api.call(Method::GET, "/client/v4/zones", Some(&secret), None).await;
     assert_eq!(status, StatusCode::OK);
+    // Cloudflare's verify endpoint, as clients and Terraform call it: the token's id, never its secret.
+    let (status, verified) = api
+        .call(Method::GET, "/client/v4/user/tokens/verify", Some(&secret), None)
+        .await;
+    assert_eq!(
+        (status, &verified["result"]),
+        (StatusCode::OK, &json!({"id": id, "status": "active"}))
+    );
+    let (status, _) = api
+        .call(Method::GET, "/client/v4/user/tokens/verify", Some("pct_unknown"), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (_, list) = api.get("/client/v4/user/tokens").await;
     assert!(
         list["result"]

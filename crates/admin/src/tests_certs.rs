@@ -1437,6 +1437,7 @@ async fn openapi_lists_every_route_of_the_router() {
         ("get", "/user/tokens"),
         ("post", "/user/tokens"),
         ("delete", "/user/tokens/{token_id}"),
+        ("get", "/user/tokens/verify"),
     ];
     let api = Api::new().await;
     let (status, doc) = api.call(Method::GET, "/client/v4/openapi.json", None, None).await;

@@ -94,6 +94,25 @@ pub async fn list_tokens(State(state): State<AdminState>) -> ApiResult {
     Ok(ok_all(tokens))
 }
 
+/// Cloudflare's `GET /user/tokens/verify`: what clients and Terraform call to check a token before using it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifiedToken {
+    /// The token's id (not its secret).
+    pub id: Option<String>,
+    /// Always `active`: a revoked or unknown token never gets here (401).
+    pub status: &'static str,
+}
+
+/// Verify the token this request carries (or the one the dashboard session was opened with).
+#[utoipa::path(get, path = "/user/tokens/verify", tag = "tokens",
+    responses((status = 200, description = "The token is valid and active", body = VerifiedToken)))]
+pub async fn verify_token(Extension(actor): Extension<Actor>) -> ApiResult {
+    Ok(ok(VerifiedToken {
+        id: actor.token_id,
+        status: "active",
+    }))
+}
+
 /// Revoke a token; it stops working at once.
 #[utoipa::path(delete, path = "/user/tokens/{token_id}", tag = "tokens",
     params(("token_id" = String, Path, description = "Token id")),
