@@ -28,9 +28,9 @@ mod cli_rules;
 mod cli_server_cert;
 mod client;
 mod crl_fetch;
-mod crl_listen;
 mod demo;
 mod edge;
+mod public_listen;
 mod serve;
 
 use std::process::ExitCode;

@@ -55,10 +55,11 @@ pub struct ServeArgs {
     /// distribution point. Without it, certificates carry none.
     #[arg(long, env = "PORTCULLIS_CRL_BASE_URL")]
     pub crl_base_url: Option<String>,
-    /// Address of a public plain-HTTP listener that serves only `/crl/<ca-id>.crl`, for the relying parties behind
-    /// --crl-base-url (the admin listener serves them too, but belongs on localhost).
-    #[arg(long, env = "PORTCULLIS_CRL_LISTEN")]
-    pub crl_listen: Option<SocketAddr>,
+    /// Address of a public plain-HTTP listener that serves only the CRLs (`/crl/<ca-id>.crl`, for the relying
+    /// parties behind --crl-base-url) and the health checks `/healthz` and `/readyz` (for load balancers). The admin
+    /// listener serves them too, but belongs on localhost.
+    #[arg(long, env = "PORTCULLIS_PUBLIC_LISTEN")]
+    pub public_listen: Option<SocketAddr>,
     /// How often uploaded CAs' CRLs are fetched from their URLs (`crl_urls`), in seconds; a failed fetch is tried
     /// again within a minute.
     #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -342,11 +343,11 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding the admin listener to {}", args.admin_listen))?;
-    let crl_listener = match args.crl_listen {
+    let public_listener = match args.public_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("binding the CRL listener to {addr}"))?,
+                .with_context(|| format!("binding the public listener to {addr}"))?,
         ),
         None => None,
     };
@@ -358,8 +359,11 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     outln!("edge listening on https://{edge_addr}");
     outln!("admin API listening on http://{admin_addr}/client/v4");
     outln!("dashboard on http://{admin_addr}/dashboard (sign in with an API token)");
-    if let Some(listener) = &crl_listener {
-        outln!("CRLs served on http://{}/crl/", listener.local_addr()?);
+    if let Some(listener) = &public_listener {
+        outln!(
+            "public listener (CRLs, /healthz, /readyz) on http://{}",
+            listener.local_addr()?
+        );
     }
     tracing::info!(%edge_addr, %admin_addr, backend = boot.store.backend(), "listening");
 
@@ -378,11 +382,22 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         events,
         stopped(stop_rx.clone()),
     );
-    if let Some(listener) = crl_listener {
-        tokio::spawn(crate::crl_listen::serve(
+    // Not ready once shutdown begins, so that load balancers stop sending new connections while the edge drains.
+    let draining = stop_rx.clone();
+    let state = state.with_readiness(Arc::new(move || {
+        if *draining.borrow() {
+            Err("shutting down".to_owned())
+        } else {
+            Ok(())
+        }
+    }));
+    if let Some(listener) = public_listener {
+        // Served until the process exits, not stopped with the others: during the drain, load balancers must
+        // read the 503 of /readyz rather than a refused connection they may retry.
+        tokio::spawn(crate::public_listen::serve(
             listener,
-            portcullis_admin::crl_router(state.clone()),
-            stopped(stop_rx.clone()),
+            portcullis_admin::public_router(state.clone()),
+            std::future::pending(),
         ));
     }
     // With the peer's address, for the dashboard's limit on failed sign-ins.

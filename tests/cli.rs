@@ -825,10 +825,10 @@ fn server_certificates_upload_replace_and_remove() {
     assert!(err.contains("cannot read missing.pem"), "{err}");
 }
 
-/// `serve --crl-listen`: the CRL distribution point written into issued certificates is served by a public listener
-/// that serves nothing else, and follows revocations.
+/// `serve --public-listen`: the CRL distribution point written into issued certificates is served by a public
+/// listener that serves nothing but CRLs and health checks, and follows revocations.
 #[test]
-fn the_crl_listener_serves_crls_and_nothing_else() {
+fn the_public_listener_serves_crls_and_health_checks_and_nothing_else() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("a free port")
         .local_addr()
@@ -838,7 +838,7 @@ fn the_crl_listener_serves_crls_and_nothing_else() {
     let base = format!("http://{listen}");
     let server = Server::start_with(
         crate::support::scratch(),
-        &["--crl-listen", &listen, "--crl-base-url", &base],
+        &["--public-listen", &listen, "--crl-base-url", &base],
         &[],
     );
     ok(&server.cli(&["zone", "add", "example.com"]));
@@ -890,6 +890,11 @@ fn the_crl_listener_serves_crls_and_nothing_else() {
         "{serial} not in {revoked}"
     );
 
+    // Health checks for load balancers.
+    let (_, status, body) = crate::support::curl(dir, &[&format!("{base}/healthz")]);
+    assert_eq!((status.as_str(), body.as_str()), ("200", "ok\n"));
+    let (_, status, body) = crate::support::curl(dir, &[&format!("{base}/readyz")]);
+    assert_eq!((status.as_str(), body.as_str()), ("200", "ready\n"));
     // Nothing of the admin listener is there.
     for path in [
         "/client/v4/zones",

@@ -93,7 +93,15 @@ pub struct AdminState {
     sign_in_limiter: Arc<dashboard::limiter::SignInLimiter>,
     /// Requests and blocks per minute of the edge in this process; none when the API runs alone.
     traffic: Option<Arc<dyn TrafficSource>>,
+    /// What `GET /readyz` asks besides the store; none when the API runs alone.
+    readiness: Option<ReadinessCheck>,
 }
+
+/// Whether the process should get new traffic (`Err` says why not, e.g. it is draining).
+pub type ReadinessCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// How long `GET /readyz` waits for the store.
+const READY_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Renders metrics in Prometheus' text format.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
@@ -113,6 +121,12 @@ impl AdminState {
         self
     }
 
+    /// Makes `GET /readyz` answer 503 while `check` fails (the edge draining for shutdown).
+    pub fn with_readiness(mut self, check: ReadinessCheck) -> Self {
+        self.readiness = Some(check);
+        self
+    }
+
     pub fn new(store: Store, settings: AdminSettings, master_key: Arc<MasterKey>) -> Self {
         AdminState {
             store,
@@ -123,6 +137,7 @@ impl AdminState {
             sessions: Arc::default(),
             sign_in_limiter: Arc::default(),
             traffic: None,
+            readiness: None,
         }
     }
 }
@@ -244,6 +259,8 @@ pub fn router(state: AdminState) -> Router {
             }),
         )
         .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         // CRLs are public: whoever verifies our certificates must be able to fetch them.
         .route("/crl/{file}", get(certs::crl))
         .route("/client/v4/crl/{file}", get(certs::crl))
@@ -255,15 +272,39 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// The router of a public CRL listener: `GET /crl/<ca-id>.crl` (the managed CAs' CRLs, as the admin listener serves
-/// them) and nothing else, so that relying parties can fetch CRLs without reaching the API, the dashboard or
-/// `/metrics`.
-pub fn crl_router(state: AdminState) -> Router {
+/// The router of the public listener: `GET /crl/<ca-id>.crl` (the managed CAs' CRLs, as the admin listener serves
+/// them) and the health checks `/healthz` and `/readyz`, and nothing else, so that relying parties and load
+/// balancers reach neither the API, the dashboard nor `/metrics`.
+pub fn public_router(state: AdminState) -> Router {
     Router::new()
         .route("/crl/{file}", get(certs::crl))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness, for load balancers and Kubernetes: 200 while this node should get new connections, 503 with the
+/// reason while it drains for shutdown or cannot reach its store (the edge keeps serving its last configuration,
+/// but revocations and changes would no longer reach it).
+async fn readyz(axum::extract::State(state): axum::extract::State<AdminState>) -> Response {
+    let unavailable = |why: String| (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response();
+    if let Some(check) = &state.readiness
+        && let Err(why) = check()
+    {
+        return unavailable(why);
+    }
+    match tokio::time::timeout(READY_STORE_TIMEOUT, state.store.generation()).await {
+        Ok(Ok(_)) => "ready\n".into_response(),
+        Ok(Err(e)) => unavailable(format!("the store: {e}")),
+        Err(_) => unavailable(format!("the store did not answer within {READY_STORE_TIMEOUT:?}")),
+    }
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AdminState>) -> Response {

@@ -1130,3 +1130,42 @@ async fn lists_follow_cloudflare_shapes_and_rules_reference_them() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+/// `/healthz` and `/readyz` need no token; readiness follows the caller's check (the edge draining) and the store.
+#[tokio::test]
+async fn health_checks_answer_without_a_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open_sqlite(&dir.path().join("p.db")).await.expect("store");
+    let master_key = std::sync::Arc::new(portcullis_pki::MasterKey::generate());
+    let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = draining.clone();
+    let state =
+        AdminState::new(store, AdminSettings::default(), master_key).with_readiness(std::sync::Arc::new(move || {
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                Err("shutting down".to_owned())
+            } else {
+                Ok(())
+            }
+        }));
+    for app in [router(state.clone()), crate::public_router(state)] {
+        let get = |path: &str| {
+            let app = app.clone();
+            let req = Request::builder().uri(path).body(Body::empty()).expect("request");
+            async move {
+                let resp = app.oneshot(req).await.expect("response");
+                let status = resp.status();
+                let body = resp.into_body().collect().await.expect("body").to_bytes();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        draining.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(get("/healthz").await, (StatusCode::OK, "ok\n".to_owned()));
+        assert_eq!(get("/readyz").await, (StatusCode::OK, "ready\n".to_owned()));
+        draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            get("/readyz").await,
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down\n".to_owned())
+        );
+        assert_eq!(get("/healthz").await.0, StatusCode::OK, "alive while draining");
+    }
+}

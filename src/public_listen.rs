@@ -1,7 +1,7 @@
-//! The public CRL listener (`serve --crl-listen ADDR`): plain HTTP/1.1 serving `GET /crl/<ca-id>.crl` and nothing
-//! else, for the relying parties that check the CRL distribution point of certificates the managed CA issued
-//! (`--crl-base-url`). The admin listener serves the same files, but it carries the API and the dashboard and
-//! belongs on localhost; this one can face whoever verifies the certificates.
+//! The public listener (`serve --public-listen ADDR`): plain HTTP/1.1 serving what anyone may fetch and nothing
+//! else: the managed CAs' CRLs (`GET /crl/<ca-id>.crl`, the distribution point of certificates issued with
+//! `--crl-base-url`) and the health checks (`/healthz`, `/readyz`) for load balancers and Kubernetes. The admin
+//! listener serves the same, but it carries the API and the dashboard and belongs on localhost.
 //!
 //! It is reachable by anyone, so every resource a client controls is bounded: connections at once, the time to send
 //! a request head, a head's size and a connection's lifetime. It does not do TLS: CRLs are signed, and RFC 5280
@@ -40,14 +40,14 @@ pub async fn serve(listener: TcpListener, router: axum::Router, stop: impl Futur
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(error = %e, "CRL listener: accept failed");
+                    tracing::warn!(error = %e, "public listener: accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "CRL listener: connection limit reached; closed");
+            tracing::debug!(%peer, "public listener: connection limit reached; closed");
             continue;
         };
         let router = router.clone();
@@ -61,7 +61,7 @@ pub async fn serve(listener: TcpListener, router: axum::Router, stop: impl Futur
             let _slot = slot;
             // Past its lifetime the connection is simply dropped.
             if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
-                tracing::debug!(%peer, error = %e, "CRL listener: connection ended with an error");
+                tracing::debug!(%peer, error = %e, "public listener: connection ended with an error");
             }
         });
     }
