@@ -224,9 +224,8 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
 
     let mut action = "allow";
     let mut rule_id = None;
-    let limited = !host.ratelimit.rules().is_empty();
     let wanted = &host.rule_fields;
-    let req = if wanted.is_empty() && !limited {
+    let req = if !host.has_rules {
         req
     } else {
         let (parts, body) = req.into_parts();

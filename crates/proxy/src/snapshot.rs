@@ -222,6 +222,9 @@ pub struct Host {
     pub ratelimit: Arc<CompiledRuleset>,
     /// The fields `ruleset` and `ratelimit` read together: what a request's rules context is filled with.
     pub(crate) rule_fields: portcullis_rules::FieldSet,
+    /// Whether either ruleset has an enabled rule. Not the same as `rule_fields` being non-empty: `true` reads no
+    /// field and must still block.
+    pub(crate) has_rules: bool,
     /// The zone's URL normalization: which path the rules and the origin see.
     pub url_normalization: UrlNormalization,
     /// Request counters and latency histogram labelled with this host.
@@ -284,6 +287,12 @@ impl Host {
                 fields.extend(params.ratelimit.fields());
                 fields
             },
+            has_rules: params
+                .ruleset
+                .rules()
+                .iter()
+                .chain(params.ratelimit.rules())
+                .any(|r| r.rule().enabled),
             ruleset: params.ruleset,
             ratelimit: params.ratelimit,
             url_normalization: params.url_normalization,

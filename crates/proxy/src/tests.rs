@@ -1112,6 +1112,28 @@ async fn rate_limits_count_per_client_certificate() {
     assert!(headers.contains_key("retry-after"));
 }
 
+/// Rules that read no field (`true`, a maintenance switch) still run: the proxy once skipped evaluation when the
+/// rules read nothing and the zone had no rate limits, so `true` → block let everything through.
+#[tokio::test]
+async fn a_rule_that_reads_no_field_still_blocks() {
+    let w = world().await;
+    let mut spec = HostSpec::new("api.test", &w.ca);
+    spec.rules = ruleset(&[("true", Action::Block, None)]);
+    let mut off = HostSpec::new("other.test", &w.ca);
+    let mut disabled = rule("off".into(), "true", Action::Block, None);
+    disabled.enabled = false;
+    off.rules = Arc::new(CompiledRuleset::compile(&Ruleset { rules: vec![disabled] }).unwrap());
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec, off])).await;
+    let mut c = h1(&proxy, &w.server, "api.test", None).await;
+    assert_eq!(c.get("api.test", "/", &[]).await.0, StatusCode::FORBIDDEN);
+    let mut c = h1(&proxy, &w.server, "other.test", None).await;
+    assert_eq!(
+        c.get("other.test", "/", &[]).await.0,
+        StatusCode::OK,
+        "a disabled rule does nothing"
+    );
+}
+
 /// Cloudflare's cookie map, argument lists and request timestamp reach rules from real requests.
 #[tokio::test]
 async fn cookies_argument_lists_and_the_timestamp_reach_rules() {
