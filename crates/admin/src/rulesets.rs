@@ -227,23 +227,32 @@ fn stored_as_new(rule: &Rule) -> NewRule {
     }
 }
 
-fn compile_for(
-    phase: &str,
-    ruleset: &portcullis_rules::Ruleset,
-    lists: &Lists,
-) -> Result<CompiledRuleset, RulesetError> {
-    CompiledRuleset::compile_with(ruleset, phase == RATELIMIT_PHASE, lists)
-}
-
 /// Compiles `rules` as one ruleset of `phase` with the lists they name, and records in each rule the lists its
 /// expression references (the store keeps those lists from being deleted). The error names the rule and, for
-/// expressions, shows the caret diagnostic.
-async fn compile(state: &AdminState, phase: &str, rules: &mut [NewRule]) -> Result<(), ApiError> {
+/// expressions, shows the caret diagnostic. Expressions already in `stored` (the ruleset as it is) are compiled as
+/// stored rules are: a check added after they were written (wrong-case hex literals) refuses new and changed
+/// expressions, but never blocks edits of other rules of a ruleset that an earlier version accepted.
+async fn compile(state: &AdminState, phase: &str, rules: &mut [NewRule], stored: &[Rule]) -> Result<(), ApiError> {
     let lists = lists_named_in(state, rules.iter().map(|r| r.expression.as_str())).await?;
     let ruleset = portcullis_rules::Ruleset {
         rules: rules.iter().map(engine_rule).collect::<Result<_, _>>()?,
     };
-    let compiled = compile_for(phase, &ruleset, &lists).map_err(|err| ruleset_error(&err, rules))?;
+    let compiled = CompiledRuleset::compile_stored(&ruleset, phase == RATELIMIT_PHASE, &lists)
+        .map_err(|err| ruleset_error(&err, rules))?;
+    let old: std::collections::HashSet<&str> = stored.iter().map(|r| r.expression.as_str()).collect();
+    for (index, rule) in rules.iter().enumerate() {
+        if old.contains(rule.expression.as_str()) {
+            continue;
+        }
+        if let Err(e) = portcullis_rules::compile_with(&rule.expression, &lists) {
+            let err = RulesetError {
+                index,
+                id: rule.id.clone(),
+                problem: RuleProblem::Expression(e),
+            };
+            return Err(ruleset_error(&err, rules));
+        }
+    }
     for (rule, compiled) in rules.iter_mut().zip(compiled.rules()) {
         rule.lists = compiled.program().lists().to_vec();
     }
@@ -427,7 +436,13 @@ async fn write(
         .iter()
         .map(RuleInput::to_new_rule)
         .collect::<Result<Vec<_>, _>>()?;
-    compile(state, phase, &mut rules).await?;
+    // The rules as stored now, whose expressions are compiled as stored rules are (see `compile`).
+    let loaded = match current {
+        Some(_) => None,
+        None => state.store.entrypoint(zone_id, phase).await?,
+    };
+    let stored = current.or(loaded.as_ref()).map_or(&[][..], |rs| rs.rules.as_slice());
+    compile(state, phase, &mut rules, stored).await?;
     let name = body
         .name
         .or_else(|| current.map(|rs| rs.name.clone()))
@@ -570,7 +585,7 @@ pub async fn add_rule(
     // Compile the ruleset as it will be (order does not change validity, so appending is enough to check).
     let mut all: Vec<NewRule> = current.rules.iter().map(stored_as_new).collect();
     all.push(new);
-    compile(&state, &current.phase, &mut all).await?;
+    compile(&state, &current.phase, &mut all, &current.rules).await?;
     let new = all
         .pop()
         .ok_or_else(|| ApiError::internal("the new rule went missing"))?;
@@ -664,7 +679,7 @@ pub async fn update_rule(
             }
         })
         .collect();
-    compile(&state, &current.phase, &mut all).await?;
+    compile(&state, &current.phase, &mut all, &current.rules).await?;
     let updated = all
         .into_iter()
         .zip(&current.rules)

@@ -267,3 +267,62 @@ async fn certificate_lists_search_and_filter_by_expiry_on_the_server() {
         assert!(error(&body).1.contains(says), "{says}: {body}");
     }
 }
+
+/// A rule stored by a version without the wrong-case hex check keeps working and does not block edits of its
+/// ruleset; new and changed expressions are checked.
+#[tokio::test]
+async fn rules_stored_before_a_new_check_do_not_block_edits() {
+    let api = Api::new().await;
+    let zone = api.zone("example.com").await;
+    let old = portcullis_store::NewRule {
+        id: Some("old".into()),
+        description: "written by an older version".into(),
+        expression: "cf.tls_client_auth.cert_serial eq \"3bb9\"".into(),
+        action: "block".into(),
+        action_parameters: None,
+        ratelimit: None,
+        lists: Vec::new(),
+        enabled: true,
+    };
+    let rs = api
+        .store
+        .put_entrypoint(
+            &zone,
+            "http_request_firewall_custom",
+            "default",
+            "",
+            vec![old],
+            &portcullis_store::Actor::system(),
+        )
+        .await
+        .expect("stored as an older version would have");
+    let rules = format!("/client/v4/zones/{zone}/rulesets/{}/rules", rs.id);
+    let add = |expression: &str| json!({"expression": expression, "action": "log"});
+    let (status, body) = api
+        .send(Method::POST, &rules, add("http.request.uri.path eq \"/x\""))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = api
+        .send(Method::PATCH, &format!("{rules}/old"), json!({"enabled": false}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = api
+        .send(
+            Method::PATCH,
+            &format!("{rules}/old"),
+            json!({"expression": "cf.tls_client_auth.cert_serial eq \"3bb9aa\""}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).1.contains("write \"3BB9AA\""), "{body}");
+    let (status, body) = api
+        .send(Method::POST, &rules, add("cf.tls_client_auth.cert_ski eq \"ab\""))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // A whole-ruleset PUT that keeps the old rule as it is passes too.
+    let entry = format!("/client/v4/zones/{zone}/rulesets/phases/http_request_firewall_custom/entrypoint");
+    let (status, body) = api
+        .send(Method::PUT, &entry, json!({"rules": [{"id": "old", "expression": "cf.tls_client_auth.cert_serial eq \"3bb9\"", "action": "block"}]}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
