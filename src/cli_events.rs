@@ -12,6 +12,8 @@ use crate::client::{ApiArgs, ApiClient, array, print_json, print_table, s, zone_
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 /// The API's largest page.
 const MAX_PER_POLL: usize = 1000;
+/// How far back (in event ids) each poll looks for events that committed late.
+const REPOLL_IDS: i64 = 500;
 
 #[derive(Debug, clap::Args)]
 pub struct EventsArgs {
@@ -96,8 +98,7 @@ pub async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     // Followed: oldest first, one line (or one JSON object) per event, as each batch arrives.
-    let mut last = events.iter().filter_map(|e| e["id"].as_i64()).max().unwrap_or(0);
-    let print = |batch: &[Value]| -> anyhow::Result<()> {
+    let print = |batch: &[&Value]| -> anyhow::Result<()> {
         for e in batch.iter().rev() {
             if args.api.json {
                 outln!("{}", serde_json::to_string(e)?);
@@ -110,20 +111,38 @@ pub async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
     if !args.api.json {
         outln!("{}", HEADERS.join("  "));
     }
-    print(events)?;
+    // Ids are handed out when events are written, and with several edge nodes on PostgreSQL a batch may commit
+    // after a later id was already seen: each poll looks back REPOLL_IDS ids and skips those already printed.
+    let mut seen: std::collections::BTreeSet<i64> = events.iter().filter_map(|e| e["id"].as_i64()).collect();
+    print(&events.iter().collect::<Vec<_>>())?;
     loop {
         tokio::time::sleep(FOLLOW_EVERY).await;
-        let batch = api
-            .get(&format!("{base}&after_id={last}&per_page={MAX_PER_POLL}"))
-            .await?
-            .result;
+        let newest = seen.last().copied().unwrap_or(0);
+        let after = newest.saturating_sub(REPOLL_IDS);
+        let batch = match api
+            .get(&format!("{base}&after_id={after}&per_page={MAX_PER_POLL}"))
+            .await
+        {
+            Ok(resp) => resp.result,
+            Err(e) => {
+                // A restart of the server or a network blip: keep following, as tail -F does.
+                eprintln!("(cannot read events: {e:#}; trying again)");
+                continue;
+            }
+        };
         let batch = array(&batch);
         if batch.len() >= MAX_PER_POLL {
             // The API answers the newest first: what came between the last poll and these was not fetched.
             eprintln!("(more than {MAX_PER_POLL} events in a second: older ones of this second are not shown)");
         }
-        last = batch.iter().filter_map(|e| e["id"].as_i64()).max().unwrap_or(last);
-        print(batch)?;
+        let fresh: Vec<&Value> = batch
+            .iter()
+            .filter(|e| e["id"].as_i64().is_some_and(|id| !seen.contains(&id)))
+            .collect();
+        print(&fresh)?;
+        seen.extend(fresh.iter().filter_map(|e| e["id"].as_i64()));
+        let keep_from = seen.last().copied().unwrap_or(0).saturating_sub(REPOLL_IDS);
+        seen = seen.split_off(&keep_from);
     }
 }
 

@@ -209,20 +209,22 @@ fn expiry_metrics(state: &EdgeState, now: OffsetDateTime) -> String {
          certificate of the zone expires (Unix time); `portcullis cert list` or the dashboard's overview names it.\n\
          # TYPE portcullis_client_certificate_soonest_not_after_timestamp_seconds gauge\n",
     );
-    for (zone_id, active, soonest) in &state.client_certificate_expiry {
-        let Some(zone) = state.zones.iter().find(|z| &z.id == zone_id) else {
-            continue;
-        };
+    // Every zone gets a count, 0 included, so that an alert on a zone running out of certificates can fire.
+    for zone in &state.zones {
+        let found = state.client_certificate_expiry.iter().find(|(id, _, _)| *id == zone.id);
+        let active = found.map_or(0, |(_, active, _)| *active);
         let _ = writeln!(
             out,
             "portcullis_client_certificates_active{{zone=\"{}\"}} {active}",
             zone.name
         );
-        let _ = writeln!(
-            out,
-            "portcullis_client_certificate_soonest_not_after_timestamp_seconds{{zone=\"{}\"}} {soonest}",
-            zone.name
-        );
+        if let Some((_, _, soonest)) = found {
+            let _ = writeln!(
+                out,
+                "portcullis_client_certificate_soonest_not_after_timestamp_seconds{{zone=\"{}\"}} {soonest}",
+                zone.name
+            );
+        }
     }
     out
 }

@@ -1168,18 +1168,26 @@ fn events_lists_and_follows_blocks() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("events -f runs");
-    let mut lines = std::io::BufReader::new(follow.stdout.take().expect("stdout")).lines();
-    assert!(lines.next().expect("a header").expect("text").starts_with("TIME"));
-    assert!(
-        lines
-            .next()
-            .expect("the first block")
-            .expect("text")
-            .contains("GET /api")
-    );
+    // Read on a thread, so that a regression fails the test after 10 s instead of hanging it.
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = |what: &str| {
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("events -f printed no {what}: {e}"))
+    };
+    assert!(next_line("header").starts_with("TIME"));
+    assert!(next_line("first block").contains("GET /api"));
     let (_, status, _) = get(&server, "/api?again", &[]);
     assert_eq!(status, "403");
-    let next = lines.next().expect("the new block").expect("text");
+    let next = next_line("new block");
     let _ = follow.kill();
     let _ = follow.wait();
     assert!(next.contains("block") && next.contains("GET /api"), "{next}");

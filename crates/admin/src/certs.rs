@@ -608,10 +608,24 @@ pub async fn retire_managed_ca(
     Ok(ok(ca_view(ca)))
 }
 
+/// How long the public listener serves a CRL without asking the store whether it changed: anyone on the internet
+/// may send CRL requests, and each check is a store read. The admin listener always checks.
+const PUBLIC_CRL_FRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The CRL of managed CA `{ca_id}`, DER (`application/pkix-crl`), without authentication: CRL distribution points
 /// must be fetchable by anyone who verifies our certificates. It is rebuilt only after configuration changes.
 pub async fn crl(State(state): State<AdminState>, Path(file): Path<String>) -> Response {
-    match crl_der(&state, &file).await {
+    crl_response(&state, &file, std::time::Duration::ZERO).await
+}
+
+/// [`crl`] for the public listener: a CRL checked against the store in the last [`PUBLIC_CRL_FRESH`] is served
+/// as it is, so that a flood of requests never reaches the store (revocations reach it that much later).
+pub async fn public_crl(State(state): State<AdminState>, Path(file): Path<String>) -> Response {
+    crl_response(&state, &file, PUBLIC_CRL_FRESH).await
+}
+
+async fn crl_response(state: &AdminState, file: &str, fresh: std::time::Duration) -> Response {
+    match crl_der(state, file, fresh).await {
         Ok(der) => (
             [
                 (header::CONTENT_TYPE, "application/pkix-crl"),
@@ -624,16 +638,43 @@ pub async fn crl(State(state): State<AdminState>, Path(file): Path<String>) -> R
     }
 }
 
-async fn crl_der(state: &AdminState, file: &str) -> Result<Vec<u8>, ApiError> {
+async fn crl_der(state: &AdminState, file: &str, fresh: std::time::Duration) -> Result<Vec<u8>, ApiError> {
     let ca_id = file
         .strip_suffix(".crl")
+        // Managed CA ids are 32 lower-case hex digits; anything else is refused before the store is asked.
+        .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
         .ok_or_else(|| ApiError::not_found("CRL", file))?;
+    let recent = |cache: &crate::CrlCache| {
+        cache
+            .get(ca_id)
+            .filter(|c| {
+                c.checked_at.elapsed() < fresh
+                    && crl_is_current(c.generation, c.built_at, c.generation, OffsetDateTime::now_utc())
+            })
+            .map(|c| c.der.clone())
+    };
+    if let Some(der) = recent(&state.crl_cache.lock().unwrap_or_else(|e| e.into_inner())) {
+        return Ok(der);
+    }
+    // One store read or rebuild at a time; whoever waited may find the work done.
+    let _building = state.crl_build.lock().await;
+    if let Some(der) = recent(&state.crl_cache.lock().unwrap_or_else(|e| e.into_inner())) {
+        return Ok(der);
+    }
     let generation = state.store.generation().await?;
-    if let Some((built_generation, built_at, der)) =
-        state.crl_cache.lock().unwrap_or_else(|e| e.into_inner()).get(ca_id)
-        && crl_is_current(*built_generation, *built_at, generation, OffsetDateTime::now_utc())
     {
-        return Ok(der.clone());
+        let mut cache = state.crl_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cached) = cache.get_mut(ca_id)
+            && crl_is_current(
+                cached.generation,
+                cached.built_at,
+                generation,
+                OffsetDateTime::now_utc(),
+            )
+        {
+            cached.checked_at = std::time::Instant::now();
+            return Ok(cached.der.clone());
+        }
     }
     let stored = state
         .store
@@ -667,11 +708,15 @@ async fn crl_der(state: &AdminState, file: &str) -> Result<Vec<u8>, ApiError> {
     };
     let crl = ca.build_crl(&params, &entries).map_err(ApiError::internal)?;
     let der = crl.der().to_vec();
-    state
-        .crl_cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(ca_id.to_owned(), (generation, now, der.clone()));
+    state.crl_cache.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        ca_id.to_owned(),
+        crate::CachedCrl {
+            generation,
+            built_at: now,
+            checked_at: std::time::Instant::now(),
+            der: der.clone(),
+        },
+    );
     Ok(der)
 }
 

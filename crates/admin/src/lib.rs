@@ -73,8 +73,17 @@ impl Default for AdminSettings {
     }
 }
 
-/// Built CRLs by CA id: (store generation at build time, build time, DER).
-type CrlCache = HashMap<String, (u64, time::OffsetDateTime, Vec<u8>)>;
+/// A built CRL: the store generation it was built at, when it was built, when that generation was last checked, and
+/// its DER.
+pub(crate) struct CachedCrl {
+    pub(crate) generation: u64,
+    pub(crate) built_at: time::OffsetDateTime,
+    pub(crate) checked_at: std::time::Instant,
+    pub(crate) der: Vec<u8>,
+}
+
+/// Built CRLs by CA id.
+pub(crate) type CrlCache = HashMap<String, CachedCrl>;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -85,6 +94,9 @@ pub struct AdminState {
     pub master_key: Arc<MasterKey>,
     /// Built CRLs by CA id, with the store generation they were built at.
     crl_cache: Arc<Mutex<CrlCache>>,
+    /// Held while a CRL request reads the store, so that a flood of CRL requests costs one store read or rebuild at
+    /// a time, never one each.
+    crl_build: Arc<tokio::sync::Mutex<()>>,
     /// Renders the process's metrics in Prometheus' text format, for `GET /metrics`; none when not wired.
     metrics: Option<MetricsRender>,
     /// The dashboard's sign-in sessions (in memory: they do not survive a restart).
@@ -133,6 +145,7 @@ impl AdminState {
             settings: Arc::new(settings),
             master_key,
             crl_cache: Arc::default(),
+            crl_build: Arc::default(),
             metrics: None,
             sessions: Arc::default(),
             sign_in_limiter: Arc::default(),
@@ -277,7 +290,7 @@ pub fn router(state: AdminState) -> Router {
 /// balancers reach neither the API, the dashboard nor `/metrics`.
 pub fn public_router(state: AdminState) -> Router {
     Router::new()
-        .route("/crl/{file}", get(certs::crl))
+        .route("/crl/{file}", get(certs::public_crl))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(no_route)

@@ -104,8 +104,10 @@ fn percent_decoded(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
+        // from_str_radix alone would take a sign: "%+7" is not an escape.
         if s[i] == b'%'
             && let Some(h) = s.get(i + 1..i + 3)
+            && h.iter().all(u8::is_ascii_hexdigit)
             && let Ok(h) = std::str::from_utf8(h)
             && let Ok(b) = u8::from_str_radix(h, 16)
         {
@@ -306,6 +308,7 @@ mod tests {
         assert_eq!(m.get(&b""[..]), Some(&Value::Array(vec![Value::from("flag")])));
         assert_eq!(m.get(&b"e"[..]), Some(&Value::Array(vec![Value::from("")])));
         assert_eq!(percent_decoded(b"%zz%4"), b"%zz%4");
+        assert_eq!(percent_decoded(b"%+7%-1%41"), b"%+7%-1A");
         assert_eq!(
             query_parts("a=1&b&&a=2&c=x=y", true),
             Value::Array(["a", "b", "a", "c"].map(Value::from).to_vec())

@@ -143,6 +143,11 @@ impl Store {
             .bind(at)
             .execute(&mut *tx)
             .await?;
+            // Expired ones are refused by every verifier anyway, and leave the CRL: keep the table small.
+            sqlx::query("DELETE FROM deleted_zone_certificates WHERE expires_on <= $1")
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
             let name: Option<String> = sqlx::query_scalar("DELETE FROM zones WHERE id = $1 RETURNING name")
                 .bind(id)
                 .fetch_optional(&mut *tx)
