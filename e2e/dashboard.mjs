@@ -617,7 +617,8 @@ try {
   await page.locator("#ev-announce", { hasText: /^1 new security event$/ }).waitFor();
 
   step("hostnames: server certificate column and editing a hostname");
-  // A server certificate of our own for app.localhost, uploaded through the API (there is no upload page).
+  // A server certificate of our own for app.localhost, uploaded through the API (the dashboard's upload is tested
+  // below).
   const serverDir = fs.mkdtempSync(path.join(os.tmpdir(), "portcullis-server-cert-"));
   const made = spawnSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
     "-keyout", "key.pem", "-out", "cert.pem", "-days", "20", "-subj", "/CN=app.localhost",
@@ -686,6 +687,66 @@ try {
   assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").send_client_ca_names, false);
   assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").min_tls_version, "1.3");
   await shot("09-hostnames");
+
+  step("Server certificates: upload one for app.localhost, the edge presents it, replace it, delete it");
+  {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "portcullis-server-cert-"));
+    const openssl = (...args) => {
+      const out = spawnSync("openssl", args, { cwd: dir, encoding: "utf8", input: "" });
+      if (out.status !== 0) throw new Error(`openssl ${args.join(" ")}: ${out.stderr}`);
+      return out.stdout;
+    };
+    for (const name of ["first", "second"]) {
+      openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", `${name}.key`,
+        "-out", `${name}.pem`, "-days", "30", "-subj", `/CN=e2e ${name}`, "-addext", "subjectAltName=DNS:app.localhost",
+        "-addext", "basicConstraints=critical,CA:FALSE");
+    }
+    // The subject the edge presents for app.localhost, as openssl s_client prints it.
+    const presented = () => {
+      const out = spawnSync("openssl", ["s_client", "-connect", `127.0.0.1:${edgePort}`, "-servername", "app.localhost"], { encoding: "utf8", input: "" });
+      return (out.stdout.match(/^subject=(.*)$/m) ?? [])[1] ?? "";
+    };
+    const presents = async (cn) => {
+      for (let i = 0; i < 100 && !presented().includes(cn); i += 1) await sleep(100);
+      assert.match(presented(), new RegExp(cn));
+    };
+    // The one uploaded through the API above is listed.
+    await page.locator("#sc-table tbody tr", { hasText: "CN=app.localhost" }).waitFor();
+    await page.getByLabel("Certificate chain (PEM: the certificate, then its intermediates)").setInputFiles(path.join(dir, "first.pem"));
+    // A key that is not the certificate's: the API's error is shown.
+    provoke({ status: 400, url: /\/custom_certificates$/ });
+    provoke({ text: /does not match the certificate/ });
+    await page.getByLabel("Private key (PEM; sealed at rest, never shown again)").setInputFiles(path.join(dir, "second.key"));
+    await page.getByRole("button", { name: "Upload certificate" }).click();
+    await page.locator("#page-error", { hasText: "does not match the certificate" }).waitFor();
+    await page.getByLabel("Private key (PEM; sealed at rest, never shown again)").setInputFiles(path.join(dir, "first.key"));
+    await page.getByRole("button", { name: "Upload certificate" }).click();
+    await page.locator("#toast", { hasText: "Server certificate for app.localhost uploaded" }).waitFor();
+    const certRow = page.locator("#sc-table tbody tr", { hasText: "CN=e2e first" });
+    await certRow.waitFor();
+    assert.equal(await certRow.locator("td").first().textContent(), "app.localhost");
+    // The hostnames table names it too.
+    await app.locator("td", { hasText: "CN=e2e first" }).waitFor();
+    await presents("e2e first");
+    await certRow.getByRole("button", { name: "Replace" }).click();
+    const replace = page.locator("#sc-dialog");
+    await replace.getByLabel("New certificate chain (PEM)").setInputFiles(path.join(dir, "second.pem"));
+    await replace.getByLabel("Its private key (PEM)").setInputFiles(path.join(dir, "second.key"));
+    await replace.getByRole("button", { name: "Replace" }).click();
+    await replace.waitFor({ state: "hidden" });
+    await page.locator("#toast", { hasText: "Server certificate replaced" }).waitFor();
+    await presents("e2e second");
+    const secondRow = page.locator("#sc-table tbody tr", { hasText: "CN=e2e second" });
+    await secondRow.waitFor();
+    assert.equal(await page.locator("#sc-table tbody tr").count(), 2, "replaced in place, not added");
+    await shot("09a-server-certificates");
+    await secondRow.getByRole("button", { name: "Delete" }).click();
+    await secondRow.getByRole("button", { name: "Confirm delete" }).click();
+    await secondRow.waitFor({ state: "detached" });
+    // Back to the certificate uploaded through the API.
+    await presents("CN = app.localhost");
+    await assertToastClear("Hostnames");
+  }
 
   step("IP lists: create one, a bad item is named, items added; a rule using it blocks at the edge until an item goes");
   await nav("IP lists", `${base}/dashboard/lists`);

@@ -1512,7 +1512,86 @@ async function hostnamesPage() {
     });
   });
   setupHostEdit();
+  setupServerCerts();
   await Promise.all([loadHostnames(), loadOriginCerts()]);
+}
+
+// ---------- Server certificates (on the Hostnames page) ----------
+
+/** The text of the file chosen in `input`, or an error naming what is missing. */
+async function pemOf(input, what) {
+  const file = input.files?.[0];
+  if (!file) throw new Error(`choose the ${what} file`);
+  if (file.size > 256 * 1024) throw new Error(`the ${what} file is over 256 KiB: it is not a PEM certificate or key`);
+  return file.text();
+}
+
+function renderServerCerts(custom) {
+  const table = $("sc-table");
+  table.tBodies[0].replaceChildren(
+    ...custom.map((cert) =>
+      h(
+        "tr",
+        { "data-id": cert.id },
+        h("td", { class: "mono" }, cert.hosts.join(", ")),
+        h("td", {}, cert.issuer),
+        h("td", { class: "nowrap" }, day(cert.expires_on)),
+        h("td", { class: "nowrap" }, day(cert.modified_on)),
+        h(
+          "td",
+          {},
+          canWrite &&
+            h(
+              "div",
+              { class: "row" },
+              h("button", { type: "button", class: "btn btn-small", onclick: () => openReplace(cert) }, "Replace", h("span", { class: "sr-only" }, ` the certificate for ${cert.hosts.join(", ")}`)),
+              confirmButton("Delete", "Confirm delete", async () => {
+                await api("DELETE", `/zones/${zone.id}/custom_certificates/${cert.id}`);
+                toast("Server certificate deleted");
+                await loadHostnames();
+              }),
+            ),
+        ),
+      ),
+    ),
+  );
+  if (!custom.length) emptyRow(table, 5, "None uploaded: every hostname gets a certificate from the development edge CA.");
+}
+
+function openReplace(cert) {
+  const dialog = $("sc-dialog");
+  dialog.dataset.id = cert.id;
+  $("sc-replace-name").textContent = cert.hosts.join(", ");
+  $("sc-replace-form").reset();
+  openDialog(dialog);
+  $("sc-replace-cert").focus();
+}
+
+function setupServerCerts() {
+  $("sc-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run($("sc-upload"), async () => {
+      const certificate = await pemOf($("sc-cert"), "certificate");
+      const privateKey = await pemOf($("sc-key"), "private key");
+      const created = await api("POST", `/zones/${zone.id}/custom_certificates`, { certificate, private_key: privateKey });
+      e.target.reset();
+      toast(`Server certificate for ${created.result.hosts.join(", ")} uploaded`);
+      await loadHostnames();
+    });
+  });
+  const dialog = $("sc-dialog");
+  $("sc-replace-cancel").addEventListener("click", () => dialog.close());
+  $("sc-replace-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run($("sc-replace-save"), async () => {
+      const certificate = await pemOf($("sc-replace-cert"), "certificate");
+      const privateKey = await pemOf($("sc-replace-key"), "private key");
+      await api("PATCH", `/zones/${zone.id}/custom_certificates/${dialog.dataset.id}`, { certificate, private_key: privateKey });
+      dialog.close();
+      toast("Server certificate replaced");
+      await loadHostnames();
+    });
+  });
 }
 
 // Which certificate the edge serves for `hostname`, as src/edge.rs picks it: the newest uploaded certificate of the
@@ -1565,6 +1644,7 @@ async function loadHostnames() {
     mtlsCoverage(),
     customPages(),
   ]);
+  renderServerCerts(custom);
   hostList = list;
   const table = $("hn-table");
   const forwarding = { none: "none", cloudflare: "Cloudflare headers", cf_cert_headers: "cf-cert-* headers", rfc9440: "RFC 9440", xfcc: "X-Forwarded-Client-Cert" };
