@@ -226,7 +226,7 @@ try {
     // mTLS (the mTLS rule must not cover it).
     const headers = { Authorization: `Bearer ${token}`, "Content-Type": "application/json" };
     const zones = await (await fetch(`${base}/client/v4/zones?name=localhost`, { headers })).json();
-    for (const hostname of ["localhost", "app.localhost", "byo.localhost", "open.localhost"]) {
+    for (const hostname of ["localhost", "app.localhost", "byo.localhost"]) {
       const response = await fetch(`${base}/client/v4/zones/${zones.result[0].id}/hostnames`, {
         method: "POST",
         headers,
@@ -242,6 +242,32 @@ try {
   assert.equal(session.sameSite, "Strict");
   assert.equal(await page.locator("#zone-picker option:checked").textContent(), "localhost");
   assert.equal(await page.getByRole("heading", { level: 1 }).textContent(), "Overview", "the overview is the landing page");
+
+  step("Hostnames: the fourth hostname added with the form");
+  await nav("Hostnames", `${base}/dashboard/hostnames`);
+  const addForm = page.locator("#hn-form");
+  await addForm.getByLabel("Hostname", { exact: true }).fill("open.localhost");
+  await addForm.getByLabel("Origin", { exact: true }).fill(origin);
+  await addForm.getByLabel("Minimum TLS version").selectOption("1.3");
+  await addForm.getByLabel("Speak HTTP/2 to the origin").check();
+  await addForm.getByRole("button", { name: "Add hostname" }).click();
+  await page.locator("#toast", { hasText: "Hostname added" }).waitFor();
+  await page.locator("#hn-table tbody tr", { hasText: "open.localhost" }).waitFor();
+  {
+    const headers = { Authorization: `Bearer ${token}` };
+    const zones = await (await fetch(`${base}/client/v4/zones?name=localhost`, { headers })).json();
+    const hosts = (await (await fetch(`${base}/client/v4/zones/${zones.result[0].id}/hostnames`, { headers })).json()).result;
+    const added = hosts.find((x) => x.hostname === "open.localhost");
+    assert.deepEqual([added.origin, added.min_tls_version, added.origin_http2], [origin, "1.3", true]);
+    // Back to what the rest of the test expects of it: an HTTP/1.1 origin.
+    const reset = await fetch(`${base}/client/v4/zones/${zones.result[0].id}/hostnames/${added.id}`, {
+      method: "PATCH",
+      headers: { ...headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ origin_http2: false, min_tls_version: "1.2" }),
+    });
+    assert.equal(reset.status, 200, await reset.text());
+  }
+  assert.equal(await addForm.getByLabel("Speak HTTP/2 to the origin").isChecked(), false, "the form is reset");
 
   step("Client Certificates: download the CA certificate");
   await nav("Client Certificates", `${base}/dashboard/certificates`);

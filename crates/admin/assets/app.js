@@ -1505,6 +1505,8 @@ async function hostnamesPage() {
         origin: $("hn-origin").value.trim(),
         tls_client_auth: $("hn-mode").value,
         client_certificate_forwarding: $("hn-forward").value,
+        min_tls_version: $("hn-min-tls").value,
+        origin_http2: $("hn-h2").checked,
       });
       e.target.reset();
       toast("Hostname added");
