@@ -965,6 +965,29 @@ try {
   await byoca.waitFor({ state: "detached" });
   await page.getByRole("tab", { name: "Managed CA" }).click();
 
+  step("API tokens: create a provisioning token, use it, revoke it");
+  await nav("API tokens", `${base}/dashboard/tokens`);
+  const mine = page.locator("#tk-table tbody tr", { hasText: "this session" });
+  await mine.waitFor();
+  await page.getByLabel("Name").fill("provisioning service");
+  await page.getByLabel("Scope").selectOption("certificates");
+  await page.getByRole("button", { name: "Create token" }).click();
+  await page.locator("#toast", { hasText: "Token provisioning service created" }).waitFor();
+  const secret = (await page.locator("#tk-secret-value").textContent()).trim();
+  assert.match(secret, /^pct_/);
+  const provisioning = { Authorization: `Bearer ${secret}`, "Content-Type": "application/json" };
+  assert.equal((await fetch(`${base}/client/v4/zones`, { headers: provisioning })).status, 200, "it reads");
+  const denied = await fetch(`${base}/client/v4/zones`, { method: "POST", headers: provisioning, body: JSON.stringify({ name: "nope.example" }) });
+  assert.equal(denied.status, 403, "a certificates token cannot create zones");
+  const tokenRow = page.locator("#tk-table tbody tr", { hasText: "provisioning service" });
+  assert.equal(await tokenRow.locator("td").nth(1).textContent(), "certificates");
+  await shot("17a-api-tokens");
+  await tokenRow.getByRole("button", { name: "Revoke" }).click();
+  await tokenRow.getByRole("button", { name: "Confirm revoke" }).click();
+  await tokenRow.locator(".badge", { hasText: "revoked" }).waitFor();
+  assert.equal((await fetch(`${base}/client/v4/zones`, { headers: provisioning })).status, 401, "revoked at once");
+  await assertToastClear("API tokens");
+
   step("phone-sized layout");
   await page.setViewportSize({ width: 390, height: 844 });
   await page.reload();

@@ -1738,6 +1738,60 @@ const ITEMS_SHOWN = 500;
 let listsPath = "";
 let shownList = null;
 
+// ---------- API tokens ----------
+
+async function tokensPage() {
+  $("tk-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run(e.submitter, async () => {
+      const created = await api("POST", "/user/tokens", { name: $("tk-name").value.trim(), scope: $("tk-scope").value });
+      e.target.reset();
+      $("tk-secret-value").textContent = created.result.value;
+      $("tk-secret").hidden = false;
+      toast(`Token ${created.result.name} created`);
+      await loadTokens();
+    });
+  });
+  await loadTokens();
+}
+
+async function loadTokens() {
+  // The token this session was opened with: revoking it signs this browser out.
+  const [tokens, mine] = await Promise.all([
+    api("GET", "/user/tokens").then((d) => d.result ?? []),
+    api("GET", "/user/tokens/verify").then((d) => d.result?.id),
+  ]);
+  const table = $("tk-table");
+  table.tBodies[0].replaceChildren(
+    ...tokens.map((token) =>
+      h(
+        "tr",
+        { "data-id": token.id },
+        h("td", {}, token.name, token.id === mine ? [" ", h("span", { class: "badge badge-ok" }, "this session")] : ""),
+        h("td", {}, token.scope),
+        h("td", {}, statusBadge(token.status)),
+        h("td", { class: "nowrap" }, day(token.issued_on)),
+        h(
+          "td",
+          {},
+          canWrite &&
+            token.status === "active" &&
+            confirmButton(token.id === mine ? "Revoke (signs you out)" : "Revoke", "Confirm revoke", async () => {
+              await api("DELETE", `/user/tokens/${token.id}`);
+              if (token.id === mine) {
+                window.location.assign("/dashboard/login");
+                return;
+              }
+              toast(`Token ${token.name} revoked`);
+              await loadTokens();
+            }),
+        ),
+      ),
+    ),
+  );
+  if (!tokens.length) emptyRow(table, 5, "No tokens.");
+}
+
 async function listsPage() {
   listsPath = `/accounts/${await account()}/rules/lists`;
   $("ls-form").addEventListener("submit", (e) => {
@@ -1856,6 +1910,7 @@ const PAGES = {
   events: eventsPage,
   hostnames: hostnamesPage,
   lists: listsPage,
+  tokens: tokensPage,
 };
 
 // On a phone, tables marked `stack` show one card per row; each cell is labelled with its column's heading.
@@ -1877,8 +1932,8 @@ async function start() {
   document.querySelector("nav.side a[aria-current]")?.scrollIntoView({ block: "nearest", inline: "center" });
   if (!canWrite) document.querySelectorAll("[data-write]").forEach((el) => (el.hidden = true));
   try {
-    // Lists belong to the account, not to a zone.
-    if (!(await loadZones()) && main.dataset.page !== "lists") {
+    // Lists and tokens belong to the account, not to a zone.
+    if (!(await loadZones()) && !["lists", "tokens"].includes(main.dataset.page)) {
       noZone();
       return;
     }

@@ -79,6 +79,12 @@ const PAGES: &[(&str, &str, &str, &str)] = &[
         "IP lists",
         include_str!("../../assets/lists.html"),
     ),
+    (
+        "tokens",
+        "/dashboard/tokens",
+        "API tokens",
+        include_str!("../../assets/tokens.html"),
+    ),
 ];
 
 /// The dashboard's routes (outside `/client/v4`; pages check the session themselves).
