@@ -19,6 +19,7 @@ macro_rules! out {
 }
 
 mod cli_admin;
+mod cli_audit;
 mod cli_ca;
 mod cli_cert;
 mod cli_events;
@@ -89,6 +90,8 @@ enum Command {
     ServerCert(cli_server_cert::ServerCertArgs),
     /// Security events of a zone of a running server (blocks and logs), newest first, or followed with -f.
     Events(cli_events::EventsArgs),
+    /// The audit log of a running server: every write, when, and by which token.
+    Audit(cli_audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
         Command::List(args) => block_on(cli_list::list(args)),
         Command::ServerCert(args) => block_on(cli_server_cert::server_cert(args)),
         Command::Events(args) => block_on(cli_events::events(args)),
+        Command::Audit(args) => block_on(cli_audit::audit(args)),
     };
     match result {
         Ok(code) => code,

@@ -722,6 +722,30 @@ fn a_read_token_cannot_write() {
 
     let err = fails(&server.cli(&["zone", "list", "--token", "pct_not-a-token"]));
     assert!(err.contains("(code 10000)"), "{err}");
+
+    // The audit log names the writes and who made them; the refused ones wrote nothing.
+    let audit = ok(&server.cli(&["audit", "--limit", "5"]));
+    let mut lines = audit.lines();
+    assert!(
+        lines
+            .next()
+            .is_some_and(|h| h.starts_with("WHEN") && h.contains("ACTOR")),
+        "{audit}"
+    );
+    let newest = lines.next().expect("an entry");
+    assert!(
+        newest.starts_with("20")
+            && newest.contains(" token ")
+            && newest.contains("create  api_token")
+            && newest.ends_with("read"),
+        "{audit}"
+    );
+    assert!(!audit.contains("example.net"), "{audit}");
+    let entries = json(&server.cli(&["audit", "--json", "--token", &secret]));
+    assert!(
+        items(&entries).iter().any(|e| e["resource"]["type"] == "zone"),
+        "{entries}"
+    );
 }
 
 /// The subject of the certificate the edge presents for `sni`.
