@@ -701,6 +701,7 @@ try {
   await hnDialog.getByLabel("Name the trusted CAs").uncheck();
   assert.equal(await hnDialog.getByLabel("Minimum TLS version").inputValue(), "1.2");
   await hnDialog.getByLabel("Minimum TLS version").selectOption("1.3");
+  assert.equal(await hnDialog.getByLabel("Speak HTTP/2 to the origin").isChecked(), false);
   await hnDialog.getByRole("button", { name: "Save" }).click();
   await hnDialog.waitFor({ state: "hidden" });
   await app.locator("td", { hasText: "http://127.0.0.1:9" }).waitFor();
@@ -712,6 +713,7 @@ try {
   const hostsNow = (await (await fetch(`${base}/client/v4/zones/${zoneId}/hostnames`, { headers: authorization })).json()).result;
   assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").send_client_ca_names, false);
   assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").min_tls_version, "1.3");
+  assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").origin_http2, false, "left as it was");
   await shot("09-hostnames");
 
   step("Server certificates: upload one for app.localhost, the edge presents it, replace it, delete it");
@@ -985,6 +987,8 @@ try {
   await tokenRow.getByRole("button", { name: "Revoke" }).click();
   await tokenRow.getByRole("button", { name: "Confirm revoke" }).click();
   await tokenRow.locator(".badge", { hasText: "revoked" }).waitFor();
+  assert.equal(await page.locator("#tk-secret").isHidden(), true, "the revoked token's secret is no longer shown");
+  assert.equal(await page.locator("#tk-secret-value").textContent(), "");
   assert.equal((await fetch(`${base}/client/v4/zones`, { headers: provisioning })).status, 401, "revoked at once");
   await assertToastClear("API tokens");
 

@@ -114,6 +114,8 @@ pub async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
     // Ids are handed out when events are written, and with several edge nodes on PostgreSQL a batch may commit
     // after a later id was already seen: each poll looks back REPOLL_IDS ids and skips those already printed.
     let mut seen: std::collections::BTreeSet<i64> = events.iter().filter_map(|e| e["id"].as_i64()).collect();
+    // Nothing older than what was listed first is printed later: --limit chose how far back to start.
+    let floor = seen.last().copied().unwrap_or(0);
     print(&events.iter().collect::<Vec<_>>())?;
     loop {
         tokio::time::sleep(FOLLOW_EVERY).await;
@@ -131,13 +133,15 @@ pub async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let batch = array(&batch);
-        if batch.len() >= MAX_PER_POLL {
-            // The API answers the newest first: what came between the last poll and these was not fetched.
+        // A full page whose oldest event is still newer than the newest printed: the API answers newest first, so
+        // what came in between was not fetched.
+        let oldest = batch.iter().filter_map(|e| e["id"].as_i64()).min().unwrap_or(0);
+        if batch.len() >= MAX_PER_POLL && oldest > newest + 1 {
             eprintln!("(more than {MAX_PER_POLL} events in a second: older ones of this second are not shown)");
         }
         let fresh: Vec<&Value> = batch
             .iter()
-            .filter(|e| e["id"].as_i64().is_some_and(|id| !seen.contains(&id)))
+            .filter(|e| e["id"].as_i64().is_some_and(|id| id > floor && !seen.contains(&id)))
             .collect();
         print(&fresh)?;
         seen.extend(fresh.iter().filter_map(|e| e["id"].as_i64()));

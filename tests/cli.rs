@@ -930,6 +930,7 @@ fn the_public_listener_serves_crls_and_health_checks_and_nothing_else() {
         "/metrics",
         "/dashboard/",
         "/crl/ffff.crl",
+        "/crl/00000000000000000000000000000000.crl",
         "/client/v4/openapi.json",
     ] {
         let (_, status, _) = crate::support::curl(dir, &[&format!("{base}{path}")]);

@@ -1191,6 +1191,68 @@ fn events_lists_and_follows_blocks() {
     let _ = follow.kill();
     let _ = follow.wait();
     assert!(next.contains("block") && next.contains("GET /api"), "{next}");
+
+    // With --limit 1 it starts from the newest and never prints the older ones later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while json_events(&server).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second block was not recorded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "events",
+            "-f",
+            "--json",
+            "--limit",
+            "1",
+            "--api",
+            &server.api(),
+            "--data-dir",
+        ])
+        .arg(server.data_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("events -f runs");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let id_of = |line: String| -> i64 {
+        serde_json::from_str::<serde_json::Value>(&line).expect("a JSON line")["id"]
+            .as_i64()
+            .expect("id")
+    };
+    let first = id_of(rx.recv_timeout(Duration::from_secs(10)).expect("the newest event"));
+    // Let a poll or two pass: with the look-back of late commits, the older events must still not appear.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (_, status, _) = get(&server, "/api?third", &[]);
+    assert_eq!(status, "403");
+    let next = id_of(rx.recv_timeout(Duration::from_secs(10)).expect("the new event"));
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        next > first,
+        "printed an older event ({next}) after the newest ({first})"
+    );
+}
+
+fn json_events(server: &Server) -> Vec<serde_json::Value> {
+    let out = ok(&server.cli(&["events", "--json"]));
+    serde_json::from_str::<serde_json::Value>(&out)
+        .expect("json")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// A certificate issued in one zone works on another zone's hostnames that trust the account's managed CA; deleting

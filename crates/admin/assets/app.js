@@ -1698,6 +1698,7 @@ function openHostEdit(id) {
   $("hn-edit-origin-cert").value = host.origin_client_certificate ?? "";
   $("hn-edit-ca-names").checked = host.send_client_ca_names !== false;
   $("hn-edit-min-tls").value = host.min_tls_version ?? "1.2";
+  $("hn-edit-h2").checked = host.origin_http2 === true;
   openDialog(dialog);
   $("hn-edit-origin").focus();
 }
@@ -1723,6 +1724,7 @@ function setupHostEdit() {
         origin_client_certificate: $("hn-edit-origin-cert").value,
         send_client_ca_names: $("hn-edit-ca-names").checked,
         min_tls_version: $("hn-edit-min-tls").value,
+        origin_http2: $("hn-edit-h2").checked,
       });
       dialog.close();
       toast("Hostname saved");
@@ -1740,7 +1742,18 @@ let shownList = null;
 
 // ---------- API tokens ----------
 
+// The secret of the token just created, and its id: shown until Done, another creation, its revocation or leaving.
+let shownSecretOf = null;
+
+function hideSecret() {
+  $("tk-secret-value").textContent = "";
+  $("tk-secret").hidden = true;
+  shownSecretOf = null;
+}
+
 async function tokensPage() {
+  $("tk-secret-done").addEventListener("click", hideSecret);
+  window.addEventListener("pagehide", hideSecret);
   $("tk-form").addEventListener("submit", (e) => {
     e.preventDefault();
     run(e.submitter, async () => {
@@ -1748,6 +1761,7 @@ async function tokensPage() {
       e.target.reset();
       $("tk-secret-value").textContent = created.result.value;
       $("tk-secret").hidden = false;
+      shownSecretOf = created.result.id;
       toast(`Token ${created.result.name} created`);
       await loadTokens();
     });
@@ -1778,6 +1792,7 @@ async function loadTokens() {
             token.status === "active" &&
             confirmButton(token.id === mine ? "Revoke (signs you out)" : "Revoke", "Confirm revoke", async () => {
               await api("DELETE", `/user/tokens/${token.id}`);
+              if (token.id === shownSecretOf) hideSecret();
               if (token.id === mine) {
                 window.location.assign("/dashboard/login");
                 return;

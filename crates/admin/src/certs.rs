@@ -612,6 +612,9 @@ pub async fn retire_managed_ca(
 /// may send CRL requests, and each check is a store read. The admin listener always checks.
 const PUBLIC_CRL_FRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long a CRL request waits for another one's store read or rebuild.
+const CRL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The CRL of managed CA `{ca_id}`, DER (`application/pkix-crl`), without authentication: CRL distribution points
 /// must be fetchable by anyone who verifies our certificates. It is rebuilt only after configuration changes.
 pub async fn crl(State(state): State<AdminState>, Path(file): Path<String>) -> Response {
@@ -653,13 +656,36 @@ async fn crl_der(state: &AdminState, file: &str, fresh: std::time::Duration) -> 
             })
             .map(|c| c.der.clone())
     };
+    let unknown = || {
+        state
+            .crl_known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|(checked, ids)| checked.elapsed() < fresh && !ids.iter().any(|id| id == ca_id))
+    };
     if let Some(der) = recent(&state.crl_cache.lock().unwrap_or_else(|e| e.into_inner())) {
         return Ok(der);
     }
-    // One store read or rebuild at a time; whoever waited may find the work done.
-    let _building = state.crl_build.lock().await;
+    if unknown() {
+        return Err(ApiError::not_found("CRL", file));
+    }
+    // One store read or rebuild at a time; whoever waited may find the work done. A store that hangs makes CRL
+    // requests fail, not pile up.
+    let _building = tokio::time::timeout(CRL_WAIT, state.crl_build.lock())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                crate::api::codes::UNAVAILABLE,
+                "CRLs are being rebuilt; try again",
+            )
+        })?;
     if let Some(der) = recent(&state.crl_cache.lock().unwrap_or_else(|e| e.into_inner())) {
         return Ok(der);
+    }
+    if unknown() {
+        return Err(ApiError::not_found("CRL", file));
     }
     let generation = state.store.generation().await?;
     {
@@ -676,12 +702,18 @@ async fn crl_der(state: &AdminState, file: &str, fresh: std::time::Duration) -> 
             return Ok(cached.der.clone());
         }
     }
-    let stored = state
+    let cas: Vec<_> = state
         .store
         .managed_cas()
         .await?
         .into_iter()
-        .find(|ca| ca.id == ca_id && ca.status != ManagedCaStatus::Retired)
+        .filter(|ca| ca.status != ManagedCaStatus::Retired)
+        .collect();
+    *state.crl_known.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some((std::time::Instant::now(), cas.iter().map(|ca| ca.id.clone()).collect()));
+    let stored = cas
+        .into_iter()
+        .find(|ca| ca.id == ca_id)
         .ok_or_else(|| ApiError::not_found("CRL", file))?;
     let ca = unseal(state, &stored)?;
     let revoked = state

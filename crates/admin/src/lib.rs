@@ -85,6 +85,9 @@ pub(crate) struct CachedCrl {
 /// Built CRLs by CA id.
 pub(crate) type CrlCache = HashMap<String, CachedCrl>;
 
+/// The ids of the managed CAs that have CRLs, and when the store said so.
+pub(crate) type KnownCas = (std::time::Instant, Vec<String>);
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AdminState {
@@ -97,6 +100,9 @@ pub struct AdminState {
     /// Held while a CRL request reads the store, so that a flood of CRL requests costs one store read or rebuild at
     /// a time, never one each.
     crl_build: Arc<tokio::sync::Mutex<()>>,
+    /// The managed CAs that have CRLs, and when the store was last asked: the public listener answers requests for
+    /// other ids from it without the store.
+    crl_known: Arc<Mutex<Option<KnownCas>>>,
     /// Renders the process's metrics in Prometheus' text format, for `GET /metrics`; none when not wired.
     metrics: Option<MetricsRender>,
     /// The dashboard's sign-in sessions (in memory: they do not survive a restart).
@@ -146,6 +152,7 @@ impl AdminState {
             master_key,
             crl_cache: Arc::default(),
             crl_build: Arc::default(),
+            crl_known: Arc::default(),
             metrics: None,
             sessions: Arc::default(),
             sign_in_limiter: Arc::default(),

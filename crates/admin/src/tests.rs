@@ -624,6 +624,44 @@ async fn tokens_via_the_api_show_their_secret_once() {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = api.call(Method::GET, "/client/v4/zones", Some(&secret), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The last active write token cannot be revoked: nothing could create tokens again.
+    let (_, list) = api.get("/client/v4/user/tokens").await;
+    let write_id = list["result"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|t| t["scope"] == "write")
+        .and_then(|t| t["id"].as_str())
+        .expect("the write token")
+        .to_owned();
+    let (status, body) = api
+        .call(
+            Method::DELETE,
+            &format!("/client/v4/user/tokens/{write_id}"),
+            Some(&api.write.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(error(&body).1.contains("last active write token"), "{body}");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            "/client/v4/user/tokens",
+            json!({"name": "second admin", "scope": "write"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = api
+        .call(
+            Method::DELETE,
+            &format!("/client/v4/user/tokens/{write_id}"),
+            Some(&api.write.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "with another write token it can go: {body}");
 }
 
 #[tokio::test]

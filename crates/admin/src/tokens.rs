@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use portcullis_store::{Actor, ApiToken, TokenScope};
 
 use crate::AdminState;
-use crate::api::{ApiJson, ApiResult, ok, ok_all, ok_status};
+use crate::api::{ApiError, ApiJson, ApiResult, ok, ok_all, ok_status};
 use crate::time_fmt::rfc3339;
 use crate::zones::IdOnly;
 
@@ -122,6 +122,17 @@ pub async fn revoke_token(
     Extension(actor): Extension<Actor>,
     Path(token_id): Path<String>,
 ) -> ApiResult {
+    // Tokens are made through the API, with a write token: revoking the last one would leave no way to change
+    // anything again (the server makes a first token only when there is none at all).
+    let tokens = state.store.list_tokens().await?;
+    let writers = |t: &&ApiToken| t.scope == TokenScope::Write && t.revoked_on.is_none();
+    if tokens.iter().filter(writers).count() == 1 && tokens.iter().filter(writers).any(|t| t.id == token_id) {
+        return Err(ApiError::conflict(
+            "this is the last active write token: create another write token before revoking it",
+        ));
+    }
     state.store.revoke_token(&token_id, &actor).await?;
+    // Its dashboard sessions end now, not at their next API call.
+    state.sessions.remove_token(&token_id);
     Ok(ok(IdOnly { id: token_id }))
 }

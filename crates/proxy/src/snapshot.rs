@@ -216,10 +216,10 @@ pub struct Host {
     pub mtls: Option<Mtls>,
     pub origin: Origin,
     pub forwarding: Forwarding,
-    /// The zone's ruleset.
-    pub ruleset: Arc<CompiledRuleset>,
+    /// The zone's ruleset. Not public: `has_rules` is derived from it when the host is built.
+    pub(crate) ruleset: Arc<CompiledRuleset>,
     /// The zone's rate-limiting rules (`http_ratelimit`), evaluated after `ruleset` lets a request through.
-    pub ratelimit: Arc<CompiledRuleset>,
+    pub(crate) ratelimit: Arc<CompiledRuleset>,
     /// The fields `ruleset` and `ratelimit` read together: what a request's rules context is filled with.
     pub(crate) rule_fields: portcullis_rules::FieldSet,
     /// Whether either ruleset has an enabled rule. Not the same as `rule_fields` being non-empty: `true` reads no

@@ -82,6 +82,14 @@ impl Sessions {
     pub fn remove(&self, id: &str) {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
+
+    /// Ends every session opened with token `token_id` (it was revoked).
+    pub fn remove_token(&self, token_id: &str) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, session| session.token_id != token_id);
+    }
 }
 
 /// Compares two secrets in time independent of where they differ.
