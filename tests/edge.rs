@@ -1134,7 +1134,6 @@ fn crls_fetched_from_a_url_revoke_at_the_edge_and_old_ones_are_refused() {
 /// `portcullis events` lists the blocks the edge recorded, filtered, and `-f` prints new ones as they happen.
 #[test]
 fn events_lists_and_follows_blocks() {
-    use std::io::BufRead as _;
     let server = Server::start();
     setup(&server);
     let (_, status, _) = get(&server, "/api", &[]);
@@ -1161,24 +1160,7 @@ fn events_lists_and_follows_blocks() {
     assert!(ok(&server.cli(&["events", "--action", "log", "--json"])).trim() == "[]");
 
     // Followed: the header, the block already there, then a new one as it happens.
-    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["events", "-f", "--api", &server.api(), "--data-dir"])
-        .arg(server.data_dir())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("events -f runs");
-    // Read on a thread, so that a regression fails the test after 10 s instead of hanging it.
-    let stdout = follow.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut follow, rx) = follow_events(&server, &[]);
     let next_line = |what: &str| {
         rx.recv_timeout(Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("events -f printed no {what}: {e}"))
@@ -1201,32 +1183,7 @@ fn events_lists_and_follows_blocks() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args([
-            "events",
-            "-f",
-            "--json",
-            "--limit",
-            "1",
-            "--api",
-            &server.api(),
-            "--data-dir",
-        ])
-        .arg(server.data_dir())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("events -f runs");
-    let stdout = follow.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut follow, rx) = follow_events(&server, &["--json", "--limit", "1"]);
     let id_of = |line: String| -> i64 {
         serde_json::from_str::<serde_json::Value>(&line).expect("a JSON line")["id"]
             .as_i64()
@@ -1244,6 +1201,31 @@ fn events_lists_and_follows_blocks() {
         next > first,
         "printed an older event ({next}) after the newest ({first})"
     );
+}
+
+/// `portcullis events -f` with `args`, and its output lines, read on a thread so that a test waiting for a line fails
+/// after a timeout instead of hanging.
+fn follow_events(server: &Server, args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead as _;
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["events", "-f", "--api", &server.api(), "--data-dir"])
+        .arg(server.data_dir())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("events -f runs");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (follow, rx)
 }
 
 fn json_events(server: &Server) -> Vec<serde_json::Value> {
