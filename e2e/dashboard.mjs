@@ -992,6 +992,27 @@ try {
   assert.equal((await fetch(`${base}/client/v4/zones`, { headers: provisioning })).status, 401, "revoked at once");
   await assertToastClear("API tokens");
 
+  step("managed CA: rotate (old certificates still work), then retire the old CA (they stop working)");
+  await nav("Client Certificates", `${base}/dashboard/certificates`);
+  const caRows = page.locator("#mca-table tbody tr");
+  await caRows.first().waitFor();
+  assert.equal(await caRows.count(), 1);
+  const rotate = page.getByRole("button", { name: "Rotate" });
+  await rotate.click();
+  await page.getByRole("button", { name: /^Confirm rotate/ }).click();
+  await page.locator("#toast", { hasText: "issues from now on" }).waitFor();
+  await page.locator("#mca-table tbody tr", { hasText: "trusted, no longer issues" }).waitFor();
+  assert.equal(await caRows.count(), 2);
+  assert.equal((await until("the old CA's certificate after the rotation", 200, async () => curlEdge("/api", certFile, keyFile))).status, 200);
+  await shot("16a-managed-ca-rotated");
+  const oldCa = page.locator("#mca-table tbody tr", { hasText: "trusted, no longer issues" });
+  await oldCa.getByRole("button", { name: "Retire" }).click();
+  await oldCa.getByRole("button", { name: /^Confirm retire/ }).click();
+  await page.locator("#toast", { hasText: "retired" }).waitFor();
+  await page.locator("#mca-table tbody tr", { hasText: "retired" }).waitFor();
+  assert.equal((await until("the retired CA's certificate", 403, async () => curlEdge("/api", certFile, keyFile))).status, 403);
+  await assertToastClear("Client Certificates");
+
   step("phone-sized layout");
   await page.setViewportSize({ width: 390, height: 844 });
   await page.reload();

@@ -423,6 +423,43 @@ async function certificatesPage() {
       download("portcullis-managed-ca.pem", active.certificate, "application/x-pem-file");
     }),
   );
+  armConfirm($("mca-rotate"), "Rotate", "Confirm rotate: a new CA issues from now on", async () => {
+    const created = await api("POST", `/accounts/${await account()}/managed_ca/rotate`, {});
+    toast(`${created.result.name} issues from now on; the previous CA stays trusted until retired`);
+    await loadManagedCas();
+  });
+  loadManagedCas().catch(showError);
+}
+
+async function loadManagedCas() {
+  const acc = await account();
+  const cas = (await api("GET", `/accounts/${acc}/managed_ca`)).result ?? [];
+  const table = $("mca-table");
+  const what = { active: "issues and is trusted", trusted: "trusted, no longer issues", retired: "retired" };
+  table.tBodies[0].replaceChildren(
+    ...cas.map((ca) =>
+      h(
+        "tr",
+        { "data-id": ca.id },
+        h("td", {}, ca.name),
+        h("td", {}, statusBadge(ca.status), " ", h("span", { class: "muted small" }, what[ca.status] ?? "")),
+        h("td", {}, ca.key_type),
+        h("td", { class: "nowrap" }, day(ca.created_on)),
+        h(
+          "td",
+          {},
+          canWrite &&
+            ca.status === "trusted" &&
+            confirmButton("Retire", "Confirm retire: its certificates stop working", async () => {
+              await api("DELETE", `/accounts/${acc}/managed_ca/${ca.id}`);
+              toast(`${ca.name} retired`);
+              await loadManagedCas();
+            }),
+        ),
+      ),
+    ),
+  );
+  if (!cas.length) emptyRow(table, 5, "No managed CA yet: start portcullis serve once to create it.");
 }
 
 function setupTabs() {
