@@ -88,6 +88,10 @@ impl Api {
         (status, value)
     }
 
+    pub(crate) async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, Some(&self.write.clone()), None).await
+    }
+
     pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, Some(&self.write.clone()), None).await
     }
@@ -635,14 +639,7 @@ async fn tokens_via_the_api_show_their_secret_once() {
         .and_then(|t| t["id"].as_str())
         .expect("the write token")
         .to_owned();
-    let (status, body) = api
-        .call(
-            Method::DELETE,
-            &format!("/client/v4/user/tokens/{write_id}"),
-            Some(&api.write.clone()),
-            None,
-        )
-        .await;
+    let (status, body) = api.delete(&format!("/client/v4/user/tokens/{write_id}")).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(error(&body).1.contains("last active write token"), "{body}");
     let (status, body) = api
@@ -653,14 +650,7 @@ async fn tokens_via_the_api_show_their_secret_once() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = api
-        .call(
-            Method::DELETE,
-            &format!("/client/v4/user/tokens/{write_id}"),
-            Some(&api.write.clone()),
-            None,
-        )
-        .await;
+    let (status, body) = api.delete(&format!("/client/v4/user/tokens/{write_id}")).await;
     assert_eq!(status, StatusCode::OK, "with another write token it can go: {body}");
 }
 

@@ -146,7 +146,7 @@ async fn managed_cas(api: &Api) -> Vec<Value> {
 }
 
 async fn delete(api: &Api, path: &str) -> (StatusCode, Value) {
-    api.call(Method::DELETE, path, Some(&api.write.clone()), None).await
+    api.delete(path).await
 }
 
 #[tokio::test]

@@ -104,14 +104,11 @@ fn percent_decoded(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
-        // from_str_radix alone would take a sign: "%+7" is not an escape.
         if s[i] == b'%'
-            && let Some(h) = s.get(i + 1..i + 3)
-            && h.iter().all(u8::is_ascii_hexdigit)
-            && let Ok(h) = std::str::from_utf8(h)
-            && let Ok(b) = u8::from_str_radix(h, 16)
+            && let Some(&[h, l]) = s.get(i + 1..i + 3)
+            && let (Some(h), Some(l)) = (crate::normalize::hex_value(h), crate::normalize::hex_value(l))
         {
-            out.push(b);
+            out.push(h << 4 | l);
             i += 3;
             continue;
         }
