@@ -39,11 +39,11 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const edgeCa = path.join(dataDir, "edge-dev-ca.pem");
 
 // A request through the edge with curl, presenting `cert` and `key` (PEM files) when given.
-function curlEdge(pathname, cert, key) {
+function curlEdge(pathname, cert, key, hostname = "localhost") {
   const args = ["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "--cacert", edgeCa,
-    "--resolve", `localhost:${edgePort}:127.0.0.1`];
+    "--resolve", `${hostname}:${edgePort}:127.0.0.1`];
   if (cert) args.push("--cert", cert, "--key", key);
-  const out = spawnSync("curl", [...args, `https://localhost:${edgePort}${pathname}`], { encoding: "utf8" });
+  const out = spawnSync("curl", [...args, `https://${hostname}:${edgePort}${pathname}`], { encoding: "utf8" });
   if (out.status !== 0) throw new Error(`curl ${pathname}: exit ${out.status}: ${out.stderr}`);
   const cut = out.stdout.lastIndexOf("\n");
   return { status: Number(out.stdout.slice(cut + 1)), body: out.stdout.slice(0, cut) };
@@ -247,7 +247,10 @@ try {
   await nav("Hostnames", `${base}/dashboard/hostnames`);
   const addForm = page.locator("#hn-form");
   await addForm.getByLabel("Hostname", { exact: true }).fill("open.localhost");
-  await addForm.getByLabel("Origin", { exact: true }).fill(origin);
+  // Its first server is one nobody listens on; the real origin stands in for it.
+  await addForm.getByLabel("Origin", { exact: true }).fill("http://127.0.0.1:9");
+  await addForm.getByLabel("More origin servers").fill(`${origin}\n`);
+  await addForm.getByLabel("Spread requests over the servers").selectOption("failover");
   await addForm.getByLabel("Minimum TLS version").selectOption("1.3");
   await addForm.getByLabel("Speak HTTP/2 to the origin").check();
   await addForm.getByRole("button", { name: "Add hostname" }).click();
@@ -258,7 +261,10 @@ try {
     const zones = await (await fetch(`${base}/client/v4/zones?name=localhost`, { headers })).json();
     const hosts = (await (await fetch(`${base}/client/v4/zones/${zones.result[0].id}/hostnames`, { headers })).json()).result;
     const added = hosts.find((x) => x.hostname === "open.localhost");
-    assert.deepEqual([added.origin, added.min_tls_version, added.origin_http2], [origin, "1.3", true]);
+    assert.deepEqual(
+      [added.origin, added.additional_origins, added.origin_steering, added.min_tls_version, added.origin_http2],
+      ["http://127.0.0.1:9", [origin], "failover", "1.3", true],
+    );
     // Back to what the rest of the test expects of it: an HTTP/1.1 origin.
     const reset = await fetch(`${base}/client/v4/zones/${zones.result[0].id}/hostnames/${added.id}`, {
       method: "PATCH",
@@ -268,6 +274,16 @@ try {
     assert.equal(reset.status, 200, await reset.text());
   }
   assert.equal(await addForm.getByLabel("Speak HTTP/2 to the origin").isChecked(), false, "the form is reset");
+  {
+    const cell = page.locator("#hn-table tbody tr", { hasText: "open.localhost" }).locator("td").nth(1);
+    await cell.getByText("failover, in this order").waitFor();
+    assert.deepEqual(await cell.locator("div").allTextContents(), ["http://127.0.0.1:9", origin, "failover, in this order"]);
+    // Through the edge: the dead first server is passed over, every time.
+    for (let i = 0; i < 3; i += 1) {
+      const response = await until("open.localhost through its second server", 200, async () => curlEdge("/", null, null, "open.localhost"));
+      assert.match(response.body, /open\.localhost/, "the origin saw the request");
+    }
+  }
 
   step("Client Certificates: download the CA certificate");
   await nav("Client Certificates", `${base}/dashboard/certificates`);
@@ -691,6 +707,8 @@ try {
   await page.locator("#hn-dialog[open]").waitFor();
   assert.equal(await hnDialog.locator(".dialog-error").isHidden(), true, "the hostname dialog opens without the old error");
   await hnDialog.getByLabel("Origin", { exact: true }).fill("http://127.0.0.1:9");
+  assert.equal(await hnDialog.getByLabel("More origin servers").inputValue(), "");
+  await hnDialog.getByLabel("More origin servers").fill("http://127.0.0.1:10\n  \nhttp://127.0.0.1:11");
   await hnDialog.getByLabel("Client certificates").selectOption("require");
   await hnDialog.getByLabel("Forward the certificate to the origin").selectOption("rfc9440");
   assert.deepEqual(
@@ -714,6 +732,8 @@ try {
   assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").send_client_ca_names, false);
   assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").min_tls_version, "1.3");
   assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").origin_http2, false, "left as it was");
+  assert.deepEqual(hostsNow.find((x) => x.hostname === "app.localhost").additional_origins, ["http://127.0.0.1:10", "http://127.0.0.1:11"]);
+  assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").origin_steering, "round_robin");
   await shot("09-hostnames");
 
   step("Server certificates: upload one for app.localhost, the edge presents it, replace it, delete it");

@@ -59,9 +59,14 @@ pub enum HostCommand {
     /// Serve HOST and forward its requests to an origin.
     Add {
         host: String,
-        /// http://host:port or https://host:port.
-        #[arg(long)]
-        origin: String,
+        /// http://host:port or https://host:port. Repeat it for several servers (same scheme), which
+        /// take requests by --steering and stand in for each other when one is down.
+        #[arg(long, required = true)]
+        origin: Vec<String>,
+        /// How requests are spread over several --origin servers: round_robin, or failover (the first
+        /// server that is up, in the order given) [default: round_robin].
+        #[arg(long, value_parser = ["round_robin", "failover"])]
+        steering: Option<String>,
         /// Zone id or name; by default the zone HOST belongs to.
         #[arg(long)]
         zone: Option<String>,
@@ -86,9 +91,12 @@ pub enum HostCommand {
     /// Change a hostname's origin or settings; what is not given stays as it is.
     Set {
         host: String,
-        /// http://host:port or https://host:port.
+        /// http://host:port or https://host:port; repeated, the servers replace all of the hostname's.
         #[arg(long)]
-        origin: Option<String>,
+        origin: Vec<String>,
+        /// How requests are spread over several origin servers: round_robin or failover.
+        #[arg(long, value_parser = ["round_robin", "failover"])]
+        steering: Option<String>,
         #[arg(long, value_parser = ["request", "require"])]
         tls_client_auth: Option<String>,
         #[arg(long, value_parser = ["none", "cloudflare", "cf_cert_headers", "rfc9440", "xfcc"])]
@@ -305,9 +313,14 @@ async fn find_host(api: &ApiClient, host: &str) -> anyhow::Result<(Value, Value)
 }
 
 fn host_row(h: &Value) -> Vec<String> {
+    let more = array(&h["additional_origins"]).len();
     vec![
         s(h, "hostname"),
-        s(h, "origin"),
+        if more == 0 {
+            s(h, "origin")
+        } else {
+            format!("{} (+{more})", s(h, "origin"))
+        },
         s(h, "tls_client_auth"),
         s(h, "client_certificate_forwarding"),
         s(h, "id"),
@@ -322,6 +335,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         HostCommand::Add {
             host,
             origin,
+            steering,
             zone,
             tls_client_auth,
             forward_cert,
@@ -331,7 +345,10 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             min_tls_version,
         } => {
             let zone = find_zone(&api, zone.as_deref(), Some(&host)).await?;
-            let mut body = json!({ "hostname": host, "origin": origin });
+            let mut body = json!({ "hostname": host, "origin": origin[0], "additional_origins": origin[1..] });
+            if let Some(steering) = steering {
+                body["origin_steering"] = json!(steering);
+            }
             origin_tls.apply(&mut body)?;
             if let Some(send) = client_ca_names {
                 body["send_client_ca_names"] = json!(send);
@@ -366,6 +383,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         HostCommand::Set {
             host,
             origin,
+            steering,
             tls_client_auth,
             forward_cert,
             origin_h2,
@@ -378,8 +396,12 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         } => {
             let (zone, found) = find_host(&api, &host).await?;
             let mut body = json!({});
-            if let Some(origin) = origin {
-                body["origin"] = json!(origin);
+            if let Some((first, more)) = origin.split_first() {
+                body["origin"] = json!(first);
+                body["additional_origins"] = json!(more);
+            }
+            if let Some(steering) = steering {
+                body["origin_steering"] = json!(steering);
             }
             if let Some(mode) = tls_client_auth {
                 body["tls_client_auth"] = json!(mode);
@@ -409,7 +431,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             }
             if body.as_object().is_some_and(serde_json::Map::is_empty) {
                 bail!(
-                    "nothing to change: give --origin, --tls-client-auth, --forward-cert, --origin-h2, --client-ca-names, --min-tls-version or an origin TLS option"
+                    "nothing to change: give --origin, --steering, --tls-client-auth, --forward-cert, --origin-h2, --client-ca-names, --min-tls-version or an origin TLS option"
                 );
             }
             let updated = api
@@ -464,6 +486,15 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
                     ("hostname", s(&found, "hostname")),
                     ("zone", s(&zone, "name")),
                     ("origin", s(&found, "origin")),
+                    (
+                        "additional_origins",
+                        array(&found["additional_origins"])
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                    ("origin_steering", s(&found, "origin_steering")),
                     ("tls_client_auth", s(&found, "tls_client_auth")),
                     (
                         "client_certificate_forwarding",

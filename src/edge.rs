@@ -12,14 +12,14 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use arc_swap::ArcSwap;
 use portcullis_admin::{
-    CertificateForwarding, FIREWALL_PHASE, HostnameSettings, RATELIMIT_PHASE, TlsClientAuth, add_stored_list,
-    compile_stored_rules,
+    CertificateForwarding, FIREWALL_PHASE, HostnameSettings, OriginSteering, RATELIMIT_PHASE, TlsClientAuth,
+    add_stored_list, compile_stored_rules,
 };
 use portcullis_pki::MasterKey;
 use portcullis_proxy::snapshot::TrustedCa;
 use portcullis_proxy::{
-    EventSink, Forwarding, Host, HostParams, Mtls, MtlsMode, NormalizationScope, NormalizationType, Origin,
-    OriginIdentity, ServerCert, Snapshot, TlsSessions, UrlNormalization,
+    EventSink, Forwarding, HealthBook, Host, HostParams, Mtls, MtlsMode, NormalizationScope, NormalizationType, Origin,
+    OriginIdentity, ServerCert, Snapshot, Steering, TlsSessions, UrlNormalization,
 };
 use portcullis_rules::CompiledRuleset;
 use portcullis_store::{CaRef, EdgeState, Store};
@@ -110,6 +110,9 @@ pub struct EdgeBuilder {
     /// resume across reloads; ticket keys come from the master key, so every node of a fleet opens every
     /// other node's tickets.
     pub sessions: Mutex<HashMap<String, TlsSessions>>,
+    /// Origin servers' passive health, kept from one snapshot to the next so that a reload does not send
+    /// requests back to a server that was found down.
+    pub origin_health: HealthBook,
     /// The expiry gauges of the last snapshot built, in Prometheus' text format, for `/metrics` to append.
     pub expiry: Arc<Mutex<String>>,
 }
@@ -306,6 +309,8 @@ impl EdgeBuilder {
         }
         snapshot.default_host = self.default_host.clone().filter(|h| snapshot.hosts.contains_key(h));
         *self.expiry.lock().unwrap_or_else(|e| e.into_inner()) = expiry_metrics(state, OffsetDateTime::now_utc());
+        // Servers only the previous snapshot used are forgotten once it is gone; until then it holds them.
+        self.origin_health.prune();
         // Hostnames that left the configuration take their session state with them.
         self.sessions
             .lock()
@@ -340,13 +345,21 @@ impl EdgeBuilder {
             },
             None => None,
         };
-        let origin = Origin::with_identity(
+        let mut origin = Origin::with_identity(
             &host.origin,
             settings.origin_http2,
             settings.origin_ca.as_deref().map(str::as_bytes),
             settings.origin_tls_verify,
             identity,
         )?;
+        for server in &settings.additional_origins {
+            origin.add_server(server)?;
+        }
+        origin.steering = match settings.origin_steering {
+            OriginSteering::RoundRobin => Steering::RoundRobin,
+            OriginSteering::Failover => Steering::Failover,
+        };
+        origin.track_health(&self.origin_health);
         let forwarding = match settings.client_certificate_forwarding {
             CertificateForwarding::None => Forwarding::None,
             CertificateForwarding::Cloudflare => Forwarding::Cloudflare,
@@ -654,6 +667,7 @@ mod tests {
             dev_ca: DevEdgeCa::load_or_create(dir.path(), &master).expect("dev CA"),
             default_host: None,
             sessions: Default::default(),
+            origin_health: Default::default(),
             expiry: Default::default(),
         };
         let a = Actor::system();
@@ -702,6 +716,7 @@ mod tests {
             dev_ca: DevEdgeCa::load_or_create(dir.path(), &master).expect("dev CA"),
             default_host: None,
             sessions: Default::default(),
+            origin_health: Default::default(),
             expiry: Default::default(),
         });
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::new(0)));

@@ -315,6 +315,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         dev_ca: DevEdgeCa::load_or_create(&args.data_dir, &boot.master_key)?,
         default_host: args.default_host.as_ref().map(|h| h.to_ascii_lowercase()),
         sessions: Default::default(),
+        origin_health: Default::default(),
         expiry,
     });
     let dev_ca_path = builder.dev_ca.cert_path.clone();

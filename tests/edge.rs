@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{Server, curl, echo_origin, ok, openssl};
+use crate::support::{Server, curl, echo_origin, file_server, ok, openssl};
 
 /// A server with `localhost` (mTLS, managed CA, RFC 9440 forwarding) in front of an echo origin, the
 /// revocation-aware rule on /api, and a client certificate in the scratch directory. Returns the certificate's id.
@@ -1266,4 +1266,88 @@ fn removing_a_zone_revokes_its_client_certificates_everywhere() {
     // The zone that stays keeps its own certificate.
     let (_, status, _) = get(&server, "/api", WITH_CERT);
     assert_eq!(status, "200");
+}
+
+#[test]
+fn several_origin_servers_share_requests_and_stand_in_for_a_dead_one() {
+    let server = Server::start();
+    let (one, _) = file_server(200, b"one".to_vec());
+    let (two, _) = file_server(200, b"two".to_vec());
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port();
+    let url = |port: u16| format!("http://127.0.0.1:{port}");
+    ok(&server.cli(&["zone", "add", "localhost"]));
+    ok(&server.cli(&[
+        "host",
+        "add",
+        "localhost",
+        "--origin",
+        &url(dead),
+        "--origin",
+        &url(one),
+        "--origin",
+        &url(two),
+    ]));
+    let shown = ok(&server.cli(&["host", "show", "localhost"]));
+    assert!(shown.contains(&format!("{}, {}", url(one), url(two))), "{shown}");
+    assert!(shown.contains("round_robin"), "{shown}");
+
+    // Round robin over three servers, one of them dead: no request fails, and the two others share them.
+    get_until(&server, "/", &[], "200");
+    let bodies: Vec<String> = (0..6)
+        .map(|_| {
+            let (_, status, body) = get(&server, "/", &[]);
+            assert_eq!(status, "200", "{body}");
+            body
+        })
+        .collect();
+    assert_eq!(bodies.iter().filter(|b| *b == "one").count(), 3, "{bodies:?}");
+    assert_eq!(bodies.iter().filter(|b| *b == "two").count(), 3, "{bodies:?}");
+    let (_, _, metrics) = curl(server.dir.path(), &[&format!("{}/metrics", server.api())]);
+    assert!(
+        metrics.contains("portcullis_origin_servers_down_total{host=\"localhost\"} 1"),
+        "{metrics}"
+    );
+
+    // Failover: the second server takes every request while the first is down.
+    ok(&server.cli(&[
+        "host",
+        "set",
+        "localhost",
+        "--origin",
+        &url(dead),
+        "--origin",
+        &url(two),
+        "--origin",
+        &url(one),
+        "--steering",
+        "failover",
+    ]));
+    get_until(&server, "/", &[], "200");
+    for _ in 0..3 {
+        assert_eq!(get(&server, "/", &[]).2, "two");
+    }
+
+    // Every server of a hostname has the same scheme, since they share its TLS settings.
+    let out = server.cli(&[
+        "host",
+        "set",
+        "localhost",
+        "--origin",
+        &url(one),
+        "--origin",
+        "https://127.0.0.1:1",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must use the scheme of origin"), "{err}");
+
+    // One --origin leaves one server.
+    ok(&server.cli(&["host", "set", "localhost", "--origin", &url(one)]));
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&server.cli(&["host", "show", "localhost", "--json"]))).expect("json");
+    assert_eq!(json["additional_origins"], serde_json::json!([]));
 }

@@ -1540,6 +1540,8 @@ async function hostnamesPage() {
       await api("POST", `/zones/${zone.id}/hostnames`, {
         hostname: $("hn-name").value.trim(),
         origin: $("hn-origin").value.trim(),
+        additional_origins: lines($("hn-more").value),
+        origin_steering: $("hn-steering").value,
         tls_client_auth: $("hn-mode").value,
         client_certificate_forwarding: $("hn-forward").value,
         min_tls_version: $("hn-min-tls").value,
@@ -1693,7 +1695,7 @@ async function loadHostnames() {
         "tr",
         { "data-id": host.id },
         h("td", {}, host.hostname),
-        h("td", { class: "mono" }, host.origin),
+        originCell(host),
         serverCertCell(host, custom),
         mtlsCell(associated.get(host.hostname)),
         h("td", {}, host.tls_client_auth),
@@ -1719,6 +1721,19 @@ async function loadHostnames() {
   if (!list.length) emptyRow(table, 7, "No hostnames yet.");
 }
 
+/** A hostname's origin servers, one per line, and how requests are spread over several. */
+function originCell(host) {
+  const more = host.additional_origins ?? [];
+  if (!more.length) return h("td", { class: "mono" }, host.origin);
+  const steering = host.origin_steering === "failover" ? "failover, in this order" : "round robin";
+  return h(
+    "td",
+    { class: "mono" },
+    ...[host.origin, ...more].map((o) => h("div", {}, o)),
+    h("div", { class: "muted small steering" }, steering),
+  );
+}
+
 function openHostEdit(id) {
   const host = hostList.find((x) => x.id === id);
   if (!host) return;
@@ -1726,6 +1741,8 @@ function openHostEdit(id) {
   dialog.dataset.id = id;
   $("hn-edit-name").textContent = host.hostname;
   $("hn-edit-origin").value = host.origin;
+  $("hn-edit-more").value = (host.additional_origins ?? []).join("\n");
+  $("hn-edit-steering").value = host.origin_steering ?? "round_robin";
   $("hn-edit-mode").value = host.tls_client_auth;
   $("hn-edit-forward").value = host.client_certificate_forwarding;
   $("hn-edit-origin-cert").replaceChildren(
@@ -1756,6 +1773,8 @@ function setupHostEdit() {
     run($("hn-edit-save"), async () => {
       await api("PATCH", `/zones/${zone.id}/hostnames/${dialog.dataset.id}`, {
         origin: $("hn-edit-origin").value.trim(),
+        additional_origins: lines($("hn-edit-more").value),
+        origin_steering: $("hn-edit-steering").value,
         tls_client_auth: $("hn-edit-mode").value,
         client_certificate_forwarding: $("hn-edit-forward").value,
         origin_client_certificate: $("hn-edit-origin-cert").value,

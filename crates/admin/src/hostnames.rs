@@ -52,6 +52,20 @@ pub enum CertificateForwarding {
     Xfcc,
 }
 
+/// How requests are spread over a hostname's origin servers (`origin` and `additional_origins`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OriginSteering {
+    /// In turn, skipping servers that are down.
+    #[default]
+    RoundRobin,
+    /// The first server that is up, in order (`origin` first): the others are standbys.
+    Failover,
+}
+
+/// The most origin servers a hostname may list besides `origin`.
+pub const MAX_ADDITIONAL_ORIGINS: usize = 32;
+
 /// Per-hostname settings, stored as JSON beside the hostname.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -76,6 +90,12 @@ pub struct HostnameSettings {
     pub send_client_ca_names: bool,
     /// The oldest TLS version clients may use: `"1.2"` (the default) or `"1.3"`.
     pub min_tls_version: MinTlsVersion,
+    /// More origin servers with the same scheme as `origin`, which share its settings. A server that
+    /// refuses or times out a connection is left alone for 10 s (doubling while it keeps failing, up to
+    /// 2 min) and the request goes to the next server; a request with a body goes to one server only.
+    pub additional_origins: Vec<String>,
+    /// How requests are spread over `origin` and `additional_origins`.
+    pub origin_steering: OriginSteering,
 }
 
 impl Default for HostnameSettings {
@@ -90,6 +110,8 @@ impl Default for HostnameSettings {
             origin_client_certificate: None,
             send_client_ca_names: true,
             min_tls_version: MinTlsVersion::default(),
+            additional_origins: Vec::new(),
+            origin_steering: OriginSteering::default(),
         }
     }
 }
@@ -153,6 +175,12 @@ pub struct CreateHostname {
     /// `"1.2"` (default) or `"1.3"`.
     #[serde(default)]
     pub min_tls_version: MinTlsVersion,
+    /// More origin servers (same scheme as `origin`).
+    #[serde(default)]
+    pub additional_origins: Vec<String>,
+    /// `round_robin` (default) or `failover`.
+    #[serde(default)]
+    pub origin_steering: OriginSteering,
 }
 
 fn yes() -> bool {
@@ -174,6 +202,9 @@ pub struct UpdateHostname {
     pub origin_client_certificate: Option<String>,
     pub send_client_ca_names: Option<bool>,
     pub min_tls_version: Option<MinTlsVersion>,
+    /// Replaces the list; `[]` leaves `origin` alone.
+    pub additional_origins: Option<Vec<String>>,
+    pub origin_steering: Option<OriginSteering>,
 }
 
 /// A client certificate can only be presented over TLS.
@@ -228,6 +259,32 @@ pub fn check_origin(origin: &str) -> Result<String, ApiError> {
     Ok(format!("{}://{}", uri.scheme_str().unwrap_or("http"), authority))
 }
 
+/// Checks `additional` against the primary `origin`: each a valid origin URL with the same scheme, none
+/// listed twice, at most [`MAX_ADDITIONAL_ORIGINS`]. Returns them in canonical form.
+pub fn check_additional_origins(origin: &str, additional: &[String]) -> Result<Vec<String>, ApiError> {
+    if additional.len() > MAX_ADDITIONAL_ORIGINS {
+        return Err(ApiError::invalid(format!(
+            "additional_origins has {} entries; at most {MAX_ADDITIONAL_ORIGINS} are allowed",
+            additional.len()
+        )));
+    }
+    let scheme = |url: &str| url.split_once("://").map(|(s, _)| s.to_owned()).unwrap_or_default();
+    let mut seen = vec![origin.to_owned()];
+    for url in additional {
+        let url = check_origin(url)?;
+        if scheme(&url) != scheme(origin) {
+            return Err(ApiError::invalid(format!(
+                "additional origin {url:?} must use the scheme of origin {origin:?}: the servers share its TLS settings"
+            )));
+        }
+        if seen.iter().any(|s| s.eq_ignore_ascii_case(&url)) {
+            return Err(ApiError::invalid(format!("origin {url:?} is listed twice")));
+        }
+        seen.push(url);
+    }
+    Ok(seen.split_off(1))
+}
+
 fn check_origin_ca(pem: &str) -> Result<(), ApiError> {
     match portcullis_pki::pem::certificates_from_pem_or_der(pem.as_bytes()) {
         Ok(certs) if !certs.is_empty() => Ok(()),
@@ -247,6 +304,7 @@ pub async fn create_hostname(
     ApiJson(body): ApiJson<CreateHostname>,
 ) -> ApiResult {
     let origin = check_origin(&body.origin)?;
+    let additional_origins = check_additional_origins(&origin, &body.additional_origins)?;
     if let Some(pem) = &body.origin_ca {
         check_origin_ca(pem)?;
     }
@@ -264,6 +322,8 @@ pub async fn create_hostname(
         origin_client_certificate: client_cert,
         send_client_ca_names: body.send_client_ca_names,
         min_tls_version: body.min_tls_version,
+        additional_origins,
+        origin_steering: body.origin_steering,
     };
     let settings = serde_json::to_value(settings).map_err(ApiError::internal)?;
     let host = state
@@ -344,8 +404,17 @@ pub async fn update_hostname(
         }
         None => {}
     }
+    if let Some(steering) = body.origin_steering {
+        settings.origin_steering = steering;
+    }
+    let primary = origin.as_deref().unwrap_or(&current.origin);
+    // Checked again when only `origin` changes: a new scheme must not strand the others.
+    settings.additional_origins = check_additional_origins(
+        primary,
+        body.additional_origins.as_ref().unwrap_or(&settings.additional_origins),
+    )?;
     if settings.origin_client_certificate.is_some() {
-        check_https(origin.as_deref().unwrap_or(&current.origin))?;
+        check_https(primary)?;
     }
     let settings = serde_json::to_value(settings).map_err(ApiError::internal)?;
     let host = state
@@ -377,7 +446,38 @@ pub async fn delete_hostname(
 
 #[cfg(test)]
 mod tests {
-    use super::check_origin;
+    use super::{check_additional_origins, check_origin};
+
+    #[test]
+    fn additional_origins_are_checked_against_the_origin() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            check_additional_origins("http://a:1", &strings(&["http://b:1/", "http://c:1"])).expect("ok"),
+            ["http://b:1", "http://c:1"]
+        );
+        let msg = |v: &[&str]| {
+            check_additional_origins("http://a:1", &strings(v))
+                .expect_err("refused")
+                .message
+        };
+        assert_eq!(
+            msg(&["https://b:1"]),
+            "additional origin \"https://b:1\" must use the scheme of origin \"http://a:1\": the servers share its TLS settings"
+        );
+        assert_eq!(msg(&["http://A:1"]), "origin \"http://A:1\" is listed twice");
+        assert_eq!(
+            msg(&["http://b:1", "http://b:1"]),
+            "origin \"http://b:1\" is listed twice"
+        );
+        assert!(msg(&["http://b/path"]).contains("no path or query"));
+        let many: Vec<String> = (0..33).map(|i| format!("http://b{i}:1")).collect();
+        assert_eq!(
+            check_additional_origins("http://a:1", &many)
+                .expect_err("too many")
+                .message,
+            "additional_origins has 33 entries; at most 32 are allowed"
+        );
+    }
 
     #[test]
     fn origins_are_checked() {

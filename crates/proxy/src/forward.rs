@@ -29,6 +29,7 @@ use crate::conn::ConnInfo;
 use crate::fields::Seen;
 use crate::observe;
 use crate::origin_h1::{OriginError, OriginPool};
+use crate::origin_health::Attempts;
 use crate::origin_tls::{HttpsConnector, OriginTls};
 use crate::respond;
 use crate::snapshot::{Forwarding, Host};
@@ -377,9 +378,12 @@ impl Upstream {
             _ => put(&mut parts.headers, "x-forwarded-host", request_host),
         }
 
+        let origin = &host.origin;
+        let mut attempts = origin.attempts();
+        let mut server = origin.next_server(&mut attempts).unwrap_or(0);
         let mut uri = std::mem::take(&mut parts.uri).into_parts();
-        uri.scheme = Some(host.origin.scheme.clone());
-        uri.authority = Some(host.origin.authority.clone());
+        uri.scheme = Some(origin.scheme.clone());
+        uri.authority = Some(origin.server(server).clone());
         if uri.path_and_query.is_none() {
             uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }
@@ -406,22 +410,33 @@ impl Upstream {
             && hyper::body::Body::is_end_stream(&body)
         {
             // Most API reads: the proxy's own client, in this task (see `origin_h1`).
-            let sent = self.origin_h1.send(&parts, host.origin.authority.as_str());
-            let resp = match tokio::time::timeout(self.response_timeout, sent).await {
-                Ok(Ok(resp)) => resp,
-                Err(_) => {
-                    observe::upstream_error(&host.hostname, "timeout");
-                    return error(StatusCode::GATEWAY_TIMEOUT);
-                }
-                Ok(Err(e)) => {
-                    let kind = if matches!(e, OriginError::Connect(_)) {
-                        "connect"
-                    } else {
-                        "protocol"
-                    };
-                    observe::upstream_error(&host.hostname, kind);
-                    tracing::warn!(host = %host.hostname, error = %e, kind, "origin request failed");
-                    return error(StatusCode::BAD_GATEWAY);
+            let resp = loop {
+                let sent = self.origin_h1.send(&parts, origin.server(server).as_str());
+                match tokio::time::timeout(self.response_timeout, sent).await {
+                    Ok(Ok(resp)) => {
+                        origin.connected(server, &host.hostname, None);
+                        break resp;
+                    }
+                    Err(_) => {
+                        observe::upstream_error(&host.hostname, "timeout");
+                        return error(StatusCode::GATEWAY_TIMEOUT);
+                    }
+                    Ok(Err(OriginError::Connect(e))) => {
+                        // Nothing was sent, so the next server may take the request.
+                        origin.connected(server, &host.hostname, Some(&e));
+                        if let Some(next) = origin.next_server(&mut attempts) {
+                            server = next;
+                            continue;
+                        }
+                        observe::upstream_error(&host.hostname, "connect");
+                        tracing::warn!(host = %host.hostname, error = %e, kind = "connect", "origin request failed");
+                        return error(StatusCode::BAD_GATEWAY);
+                    }
+                    Ok(Err(e)) => {
+                        observe::upstream_error(&host.hostname, "protocol");
+                        tracing::warn!(host = %host.hostname, error = %e, kind = "protocol", "origin request failed");
+                        return error(StatusCode::BAD_GATEWAY);
+                    }
                 }
             };
             let (mut parts, body) = resp.into_parts();
@@ -432,45 +447,86 @@ impl Upstream {
         // Boxed: this path (bodies, upgrades, https and HTTP/2 origins) holds hyper's client
         // futures, which would otherwise enlarge every request's future, including the
         // fast path's above.
-        let boxed = Box::pin(self.forward_with_hyper(parts, body, host, upgrade, downstream_version, grpc));
+        let boxed =
+            Box::pin(self.forward_with_hyper(parts, body, host, (attempts, server), upgrade, downstream_version));
         boxed.await
     }
 
     /// [`Upstream::forward`] through hyper's client: requests with a body, WebSocket upgrades,
     /// and https or HTTP/2 origins.
+    ///
+    /// `(attempts, server)` is where the request goes first and where next if connecting fails; a
+    /// request with a body goes to one server only, since its body cannot be sent twice.
     async fn forward_with_hyper(
         &self,
         parts: http::request::Parts,
         body: RequestBody,
         host: &Host,
+        (mut attempts, mut server): (Attempts, usize),
         upgrade: Option<HeaderValue>,
         downstream_version: Version,
-        grpc: bool,
     ) -> (Response<Body>, bool) {
+        // Forwarding leaves the fields this reads (content-type, the path) as the client sent them.
+        let grpc = crate::handler::grpc_call(&parts.headers, parts.uri.path()).is_some();
         let error = |status| failure(status, grpc, downstream_version);
+        let origin = &host.origin;
         let state = Arc::new(BodyState::default());
-        let body = LimitedBody::new(body, self.max_body, self.body_timeout, state.clone());
-        let request = Request::from_parts(parts, body);
-        let sent = match &host.origin.tls {
-            Some(tls) => self.https_client(tls, host.origin.http2).request(request),
-            None if host.origin.http2 => self.h2c.request(request),
-            None => self.http1.request(request),
-        };
-        let result = tokio::time::timeout(self.response_timeout, sent).await;
-        let mut resp = match result {
-            Ok(Ok(resp)) => resp,
-            // The origin request failed because the client's body was cut off: say so, not 502.
-            _ if state.failure() == Some(BodyFailure::TooLarge) => return error(StatusCode::PAYLOAD_TOO_LARGE),
-            _ if state.failure() == Some(BodyFailure::Timeout) => return error(StatusCode::REQUEST_TIMEOUT),
-            Err(_) => {
-                observe::upstream_error(&host.hostname, "timeout");
-                return error(StatusCode::GATEWAY_TIMEOUT);
-            }
-            Ok(Err(e)) => {
-                let kind = if e.is_connect() { "connect" } else { "protocol" };
-                observe::upstream_error(&host.hostname, kind);
-                tracing::warn!(host = %host.hostname, error = %e, kind, "origin request failed");
+        // A request without a body can go to the next server if connecting fails; only then is its
+        // head kept for a second try.
+        let replayable = origin.servers().len() > 1 && hyper::body::Body::is_end_stream(&body);
+        let mut next_head = Some(parts);
+        let mut body = Some(LimitedBody::new(body, self.max_body, self.body_timeout, state.clone()));
+        let mut resp = loop {
+            let Some(head) = next_head.take() else {
                 return error(StatusCode::BAD_GATEWAY);
+            };
+            if replayable {
+                next_head = Some(copy_head(&head));
+            }
+            let body = body.take().unwrap_or_else(|| {
+                LimitedBody::new(RequestBody::Empty, self.max_body, self.body_timeout, state.clone())
+            });
+            let request = Request::from_parts(head, body);
+            let sent = match &origin.tls {
+                Some(tls) => self.https_client(tls, origin.http2).request(request),
+                None if origin.http2 => self.h2c.request(request),
+                None => self.http1.request(request),
+            };
+            match tokio::time::timeout(self.response_timeout, sent).await {
+                Ok(Ok(resp)) => {
+                    origin.connected(server, &host.hostname, None);
+                    break resp;
+                }
+                // The origin request failed because the client's body was cut off: say so, not 502.
+                _ if state.failure() == Some(BodyFailure::TooLarge) => return error(StatusCode::PAYLOAD_TOO_LARGE),
+                _ if state.failure() == Some(BodyFailure::Timeout) => return error(StatusCode::REQUEST_TIMEOUT),
+                Err(_) => {
+                    observe::upstream_error(&host.hostname, "timeout");
+                    return error(StatusCode::GATEWAY_TIMEOUT);
+                }
+                Ok(Err(e)) if e.is_connect() => {
+                    origin.connected(server, &host.hostname, Some(&e));
+                    if let Some(head) = next_head.as_mut()
+                        && let Some(next) = origin.next_server(&mut attempts)
+                    {
+                        server = next;
+                        let mut uri = std::mem::take(&mut head.uri).into_parts();
+                        uri.authority = Some(origin.server(server).clone());
+                        match Uri::from_parts(uri) {
+                            Ok(uri) => head.uri = uri,
+                            Err(_) => return error(StatusCode::BAD_GATEWAY),
+                        }
+                        continue;
+                    }
+                    observe::upstream_error(&host.hostname, "connect");
+                    tracing::warn!(host = %host.hostname, error = %e, kind = "connect", "origin request failed");
+                    return error(StatusCode::BAD_GATEWAY);
+                }
+                Ok(Err(e)) => {
+                    observe::upstream_error(&host.hostname, "protocol");
+                    tracing::warn!(host = %host.hostname, error = %e, kind = "protocol", "origin request failed");
+                    return error(StatusCode::BAD_GATEWAY);
+                }
             }
         };
         state.response_started();
@@ -508,6 +564,16 @@ fn failure(status: StatusCode, grpc: bool, version: Version) -> (Response<Body>,
         respond::status_page(status, version)
     };
     (page, true)
+}
+
+/// A copy of a request head without its extensions (nothing the origin clients read is kept there).
+fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
+    let mut head = Request::new(()).into_parts().0;
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
 }
 
 /// The request's `content-length`, if it has one that parses.

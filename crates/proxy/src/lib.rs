@@ -12,6 +12,7 @@
 //! - [`normalize`]: URL normalization of request paths (Cloudflare's zone setting);
 //! - [`forward`]: header hygiene, certificate forwarding styles, pooled upstream clients (the
 //!   proxy's own HTTP/1.1 client for bodyless requests, `origin_h1`; hyper's for the rest);
+//! - [`origin_health`]: steering among several origin servers, and their passive health;
 //! - [`origin_tls`]: TLS to `https://` origins;
 //! - [`proxy_protocol`]: client addresses from TCP load balancers (PROXY protocol v1 and v2);
 //! - [`events`]: security events for blocked and logged requests;
@@ -36,6 +37,7 @@ pub mod events;
 pub mod forward;
 pub mod normalize;
 pub mod observe;
+pub mod origin_health;
 pub mod origin_tls;
 pub mod proxy_protocol;
 pub mod sessions;
@@ -51,6 +53,7 @@ pub use events::{EventSink, NoEvents, SecurityEvent, VecSink};
 pub use forward::{CERT_HEADERS, CF_CERT_HEADERS};
 pub use normalize::{NormalizationScope, NormalizationType, UrlNormalization};
 pub use observe::{REQUEST_DURATION_SECONDS, describe_metrics, record_snapshot};
+pub use origin_health::{HealthBook, Steering};
 pub use origin_tls::{OriginIdentity, OriginTls};
 pub use proxy_protocol::TrustedProxies;
 pub use server::serve;

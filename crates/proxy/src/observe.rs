@@ -28,6 +28,8 @@ pub const HANDSHAKES_RESUMED_TOTAL: &str = "portcullis_handshakes_resumed_total"
 pub const CLIENT_CERT_TOTAL: &str = "portcullis_client_cert_total";
 /// Failed origin requests by host and `kind` (`connect|timeout|protocol`).
 pub const UPSTREAM_ERRORS_TOTAL: &str = "portcullis_upstream_errors_total";
+/// Origin servers left alone after a failed connection, by host.
+pub const ORIGIN_SERVERS_DOWN_TOTAL: &str = "portcullis_origin_servers_down_total";
 /// Client connections open now (TCP accepted, until closed).
 pub const CONNECTIONS_OPEN: &str = "portcullis_connections_open";
 /// The generation of the snapshot in service.
@@ -61,6 +63,10 @@ pub fn describe_metrics() {
     );
     metrics::describe_counter!(CLIENT_CERT_TOTAL, "Client-certificate status, once per connection.");
     metrics::describe_counter!(UPSTREAM_ERRORS_TOTAL, "Failed origin requests by host and kind.");
+    metrics::describe_counter!(
+        ORIGIN_SERVERS_DOWN_TOTAL,
+        "Origin servers left alone after a failed connection, by host (hosts with several origin servers)."
+    );
     metrics::describe_gauge!(CONNECTIONS_OPEN, "Client connections open.");
     metrics::describe_gauge!(SNAPSHOT_GENERATION, "Store generation of the snapshot in service.");
 }
@@ -114,6 +120,10 @@ pub(crate) fn request_slow(host: &str, action: &'static str, elapsed: Duration) 
 
 pub(crate) fn upstream_error(host: &str, kind: &'static str) {
     metrics::counter!(UPSTREAM_ERRORS_TOTAL, "host" => host.to_owned(), "kind" => kind).increment(1);
+}
+
+pub(crate) fn origin_server_down(host: &str) {
+    metrics::counter!(ORIGIN_SERVERS_DOWN_TOTAL, "host" => host.to_owned()).increment(1);
 }
 
 pub(crate) fn client_cert(status: &'static str) {

@@ -7,6 +7,7 @@
 //! Nothing here does I/O.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use http::Uri;
 use portcullis_pki::Verifier;
@@ -16,6 +17,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::ProxyError;
 use crate::normalize::UrlNormalization;
+use crate::origin_health::{Attempts, HealthBook, ServerHealth, Steering};
 use crate::origin_tls::OriginTls;
 use crate::sessions::TlsSessions;
 use crate::tls::{self, MtlsMode, ServerCert};
@@ -122,13 +124,21 @@ impl Mtls {
     }
 }
 
-/// Where requests go.
+/// Where requests go: one origin server, or several of the same scheme and settings with a
+/// [`Steering`] among them and passive health (see [`crate::origin_health`]).
 #[derive(Debug, Clone)]
 pub struct Origin {
     /// `http` or `https`. The request's path and query are appended as received (a path in the
     /// origin URL is ignored).
     pub scheme: http::uri::Scheme,
-    pub authority: http::uri::Authority,
+    /// The servers, in the configured order; never empty.
+    servers: Vec<http::uri::Authority>,
+    /// Each server's health, in the order of `servers`.
+    health: Vec<Arc<ServerHealth>>,
+    /// How requests are spread over several servers.
+    pub steering: Steering,
+    /// The round-robin counter, shared by the threads that serve this snapshot.
+    turn: Arc<AtomicUsize>,
     /// Speak HTTP/2: with prior knowledge (h2c) to `http` origins, by ALPN `h2` to `https` ones.
     /// gRPC origins need it.
     pub http2: bool,
@@ -153,38 +163,116 @@ impl Origin {
         verify: bool,
         identity: Option<crate::origin_tls::OriginIdentity>,
     ) -> Result<Origin, ProxyError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| ProxyError::Config(format!("origin {url:?}: {e}")))?;
-        let scheme = uri
-            .scheme()
-            .cloned()
-            .ok_or_else(|| ProxyError::Config(format!("origin {url:?}: no scheme")))?;
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| ProxyError::Config(format!("origin {url:?}: no host")))?;
+        let (scheme, authority) = parse_origin_url(url)?;
         let tls = if scheme == http::uri::Scheme::HTTPS {
             Some(OriginTls::with_identity(ca_pem, verify, http2, identity)?)
-        } else if scheme == http::uri::Scheme::HTTP {
+        } else {
             if identity.is_some() {
                 return Err(ProxyError::Config(format!(
                     "origin {url:?}: a client certificate needs an https:// origin"
                 )));
             }
             None
-        } else {
-            return Err(ProxyError::Config(format!(
-                "origin {url:?}: the scheme must be http or https"
-            )));
         };
         Ok(Origin {
             scheme,
-            authority,
+            servers: vec![authority],
+            health: vec![Arc::default()],
+            steering: Steering::default(),
+            turn: Arc::default(),
             http2,
             tls,
         })
     }
+
+    /// Adds another server, with the same scheme and settings as the first.
+    pub fn add_server(&mut self, url: &str) -> Result<(), ProxyError> {
+        let (scheme, authority) = parse_origin_url(url)?;
+        if scheme != self.scheme {
+            return Err(ProxyError::Config(format!(
+                "origin {url:?}: every server of an origin must use {}://",
+                self.scheme
+            )));
+        }
+        if self.servers.contains(&authority) {
+            return Err(ProxyError::Config(format!("origin {url:?} is listed twice")));
+        }
+        self.servers.push(authority);
+        self.health.push(Arc::default());
+        Ok(())
+    }
+
+    /// Takes the servers' health from `book`, so that it carries over from earlier snapshots.
+    pub fn track_health(&mut self, book: &HealthBook) {
+        for (server, health) in self.servers.iter().zip(self.health.iter_mut()) {
+            *health = book.get(&format!("{}://{}", self.scheme, server));
+        }
+    }
+
+    /// The servers, in the configured order.
+    pub fn servers(&self) -> &[http::uri::Authority] {
+        &self.servers
+    }
+
+    /// Whether each server may be tried now, in the configured order.
+    pub fn servers_up(&self) -> Vec<bool> {
+        self.health.iter().map(|h| h.is_up()).collect()
+    }
+
+    /// The order in which one request tries the servers.
+    pub(crate) fn attempts(&self) -> Attempts {
+        Attempts::begin(self.steering, &self.health, &self.turn)
+    }
+
+    /// The next server of `attempts` to try, if any is left.
+    pub(crate) fn next_server(&self, attempts: &mut Attempts) -> Option<usize> {
+        attempts.next(&self.health)
+    }
+
+    pub(crate) fn server(&self, index: usize) -> &http::uri::Authority {
+        &self.servers[index]
+    }
+
+    /// Records how connecting to server `index` went; only origins with several servers keep track.
+    pub(crate) fn connected(&self, index: usize, hostname: &str, failure: Option<&dyn std::fmt::Display>) {
+        if self.servers.len() < 2 {
+            return;
+        }
+        match failure {
+            None => self.health[index].succeeded(),
+            Some(error) => {
+                let down = self.health[index].failed();
+                crate::observe::origin_server_down(hostname);
+                tracing::warn!(
+                    host = %hostname,
+                    server = %self.servers[index],
+                    %error,
+                    down_for_secs = down.as_secs(),
+                    "origin server unreachable; the other servers take its requests"
+                );
+            }
+        }
+    }
+}
+
+fn parse_origin_url(url: &str) -> Result<(http::uri::Scheme, http::uri::Authority), ProxyError> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| ProxyError::Config(format!("origin {url:?}: {e}")))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or_else(|| ProxyError::Config(format!("origin {url:?}: no scheme")))?;
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| ProxyError::Config(format!("origin {url:?}: no host")))?;
+    if scheme != http::uri::Scheme::HTTPS && scheme != http::uri::Scheme::HTTP {
+        return Err(ProxyError::Config(format!(
+            "origin {url:?}: the scheme must be http or https"
+        )));
+    }
+    Ok((scheme, authority))
 }
 
 /// How the client certificate is passed to the origin. Client-sent copies of every one of these

@@ -1461,7 +1461,7 @@ fn origin_urls() {
     assert!(o.tls.is_some() && o.http2);
     let o = Origin::new("http://127.0.0.1:8080/ignored", false, None, true).unwrap();
     assert!(o.tls.is_none());
-    assert_eq!(o.authority.as_str(), "127.0.0.1:8080");
+    assert_eq!(o.servers()[0].as_str(), "127.0.0.1:8080");
 }
 
 #[tokio::test]
@@ -1980,3 +1980,4 @@ async fn a_streaming_response_is_not_cut_off_by_a_pipelined_request() {
 mod http1;
 mod http2;
 mod limits;
+mod origins;

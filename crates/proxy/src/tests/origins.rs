@@ -1,0 +1,171 @@
+//! Hosts with several origin servers: steering, passive health, and which requests go to the next server
+//! when connecting fails.
+
+use super::*;
+use crate::Steering;
+
+/// An origin that answers every request with its `name` in `x-served-by`, and counts them.
+async fn named_origin(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| async move {
+                    let body = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let mut resp = Response::new(Full::new(body).boxed());
+                    resp.headers_mut().insert("x-served-by", HeaderValue::from_static(name));
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// An address nothing listens on.
+async fn dead_address() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+fn origin_of(servers: &[SocketAddr], steering: Steering, http2: bool) -> Origin {
+    let mut origin = Origin::new(&format!("http://{}", servers[0]), http2, None, false).unwrap();
+    for s in &servers[1..] {
+        origin.add_server(&format!("http://{s}")).unwrap();
+    }
+    origin.steering = steering;
+    origin
+}
+
+fn served_by(headers: &HeaderMap) -> String {
+    headers
+        .get("x-served-by")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+async fn post(c: &mut H1, body: &'static str) -> (StatusCode, HeaderMap, String) {
+    let req = Request::post("/p")
+        .header("host", "api.test")
+        .body(Full::new(Bytes::from_static(body.as_bytes())).boxed())
+        .unwrap();
+    read(c.0.send_request(req).await.unwrap()).await
+}
+
+#[tokio::test]
+async fn round_robin_spreads_requests_and_passes_over_a_dead_server() {
+    let w = world().await;
+    let (a, b, dead) = (named_origin("a").await, named_origin("b").await, dead_address().await);
+    let origin = origin_of(&[dead, a, b], Steering::RoundRobin, false);
+    let spec = HostSpec {
+        origin: Some(origin),
+        ..HostSpec::new("api.test", &w.ca)
+    };
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
+    let mut c = h1(&proxy, &w.server, "api.test", None).await;
+    // The first request's turn is the dead server's: it goes on to the next one, not 502.
+    let (status, headers, _) = c.get("api.test", "/public", &[]).await;
+    assert_eq!((status, served_by(&headers)), (StatusCode::OK, "a".into()));
+    // From then on the dead server gives up its turns, and the other two share evenly.
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let (status, headers, _) = c.get("api.test", "/public", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        seen.push(served_by(&headers));
+    }
+    assert_eq!(seen.iter().filter(|s| *s == "a").count(), 3, "{seen:?}");
+    assert_eq!(seen.iter().filter(|s| *s == "b").count(), 3, "{seen:?}");
+    let host = proxy.snapshot.load().hosts["api.test"].clone();
+    assert_eq!(host.origin.servers_up(), [false, true, true]);
+
+    // With the dead server known, requests with a body (which cannot be sent twice) avoid it too.
+    for _ in 0..4 {
+        let (status, headers, body) = post(&mut c, "payload").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "payload"));
+        assert!(["a", "b"].contains(&served_by(&headers).as_str()));
+    }
+}
+
+#[tokio::test]
+async fn failover_uses_the_standby_only_while_the_first_server_is_down() {
+    let w = world().await;
+    let (standby, dead) = (named_origin("standby").await, dead_address().await);
+    let spec = HostSpec {
+        origin: Some(origin_of(&[dead, standby], Steering::Failover, false)),
+        ..HostSpec::new("api.test", &w.ca)
+    };
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
+    let mut c = h1(&proxy, &w.server, "api.test", None).await;
+
+    // A request with a body that meets the dead server first cannot be replayed: 502, and the server is
+    // marked down.
+    let (status, _, _) = post(&mut c, "first").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let (status, headers, body) = post(&mut c, "second").await;
+    assert_eq!(
+        (status, served_by(&headers), body.as_str()),
+        (StatusCode::OK, "standby".into(), "second")
+    );
+    let (status, headers, _) = c.get("api.test", "/public", &[]).await;
+    assert_eq!((status, served_by(&headers)), (StatusCode::OK, "standby".into()));
+}
+
+#[tokio::test]
+async fn h2c_origins_pass_over_a_dead_server_too() {
+    let w = world().await;
+    let (a, dead) = (named_origin("a").await, dead_address().await);
+    let spec = HostSpec {
+        origin: Some(origin_of(&[dead, a], Steering::Failover, true)),
+        ..HostSpec::new("api.test", &w.ca)
+    };
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
+    let mut c = h2(&proxy, &w.server, "api.test", None).await;
+    let (status, headers, _) = c.get("api.test", "/public").await;
+    assert_eq!((status, served_by(&headers)), (StatusCode::OK, "a".into()));
+    let host = proxy.snapshot.load().hosts["api.test"].clone();
+    assert_eq!(host.origin.servers_up(), [false, true]);
+}
+
+#[test]
+fn every_server_of_an_origin_has_the_same_scheme_and_appears_once() {
+    let mut origin = Origin::new("http://a:1", false, None, true).unwrap();
+    origin.add_server("http://b:1").unwrap();
+    let err = origin.add_server("https://c:1").unwrap_err().to_string();
+    assert!(err.contains("must use http://"), "{err}");
+    let err = origin.add_server("http://a:1").unwrap_err().to_string();
+    assert!(err.contains("listed twice"), "{err}");
+    let names: Vec<_> = origin.servers().iter().map(|s| s.as_str()).collect();
+    assert_eq!(names, ["a:1", "b:1"]);
+}
+
+#[test]
+fn health_carries_over_to_a_rebuilt_origin_through_the_book() {
+    let book = crate::HealthBook::new();
+    let mut first = origin_of(
+        &["127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap()],
+        Steering::RoundRobin,
+        false,
+    );
+    first.track_health(&book);
+    first.connected(0, "api.test", Some(&"refused"));
+    let mut rebuilt = origin_of(
+        &["127.0.0.1:2".parse().unwrap(), "127.0.0.1:1".parse().unwrap()],
+        Steering::RoundRobin,
+        false,
+    );
+    assert_eq!(rebuilt.servers_up(), [true, true], "a fresh origin knows nothing");
+    rebuilt.track_health(&book);
+    assert_eq!(rebuilt.servers_up(), [true, false]);
+}
