@@ -151,8 +151,19 @@ fn mtls_expression(paths: &[String], hosts: &[String]) -> String {
         "(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {}",
         set(paths)
     );
-    if !hosts.is_empty() {
-        expression.push_str(&format!(" and http.host in {}", set(hosts)));
+    // A wildcard hostname is no value of http.host: it is matched with the wildcard operator.
+    let (wild, exact): (Vec<String>, Vec<String>) = hosts.iter().cloned().partition(|h| h.starts_with("*."));
+    let mut tests: Vec<String> = wild
+        .iter()
+        .map(|h| format!("http.host wildcard {}", quote(h)))
+        .collect();
+    if !exact.is_empty() {
+        tests.insert(0, format!("http.host in {}", set(&exact)));
+    }
+    match tests.len() {
+        0 => {}
+        1 => expression.push_str(&format!(" and {}", tests[0])),
+        _ => expression.push_str(&format!(" and ({})", tests.join(" or "))),
     }
     expression
 }
@@ -434,6 +445,14 @@ mod tests {
         assert_eq!(
             mtls_expression(&["/x".into()], &["a.example.com".into(), "b.example.com".into()]),
             r#"(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/x"} and http.host in {"a.example.com" "b.example.com"}"#
+        );
+        assert_eq!(
+            mtls_expression(&["/x".into()], &["*.t.example.com".into()]),
+            r#"(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/x"} and http.host wildcard "*.t.example.com""#
+        );
+        assert_eq!(
+            mtls_expression(&["/x".into()], &["*.t.example.com".into(), "a.example.com".into()]),
+            r#"(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/x"} and (http.host in {"a.example.com"} or http.host wildcard "*.t.example.com")"#
         );
         assert_eq!(quote("tab\there"), r#""tab\x09here""#);
     }

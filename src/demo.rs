@@ -56,7 +56,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let serve_args = ServeArgs {
         data_dir: data_dir.clone(),
         database_url: None,
-        listen: args.listen,
+        listen: vec![args.listen],
         default_host: Some("localhost".to_owned()),
         admin_listen: args.admin_listen,
         client_certificate_quota: 100_000,

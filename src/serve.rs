@@ -35,9 +35,16 @@ pub struct ServeArgs {
     /// Use this database instead of SQLite in the data directory (postgres://… for a fleet of nodes).
     #[arg(long, env = "PORTCULLIS_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Address of the edge (TLS) listener.
-    #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "0.0.0.0:8443")]
-    pub listen: SocketAddr,
+    /// Address of the edge (TLS) listener. Repeat it (or separate addresses with commas) to listen on several
+    /// addresses or ports, e.g. `--listen 0.0.0.0:443 --listen [::]:443`.
+    #[arg(
+        long,
+        env = "PORTCULLIS_LISTEN",
+        default_value = "0.0.0.0:8443",
+        value_delimiter = ',',
+        num_args = 1
+    )]
+    pub listen: Vec<SocketAddr>,
     /// Hostname whose configuration answers handshakes without SNI or with an unknown one; without it they are
     /// refused.
     #[arg(long, env = "PORTCULLIS_DEFAULT_HOST")]
@@ -224,8 +231,9 @@ pub async fn bootstrap(args: &ServeArgs) -> anyhow::Result<Bootstrapped> {
     })
 }
 
-/// A started server: both listeners bound and serving.
+/// A started server: its listeners bound and serving.
 pub struct Running {
+    /// The first edge listener's address.
     pub edge_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub dev_ca_path: PathBuf,
@@ -338,9 +346,12 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         std::time::Duration::from_secs(args.crl_refresh),
     ));
 
-    let edge_listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding the edge listener to {}", args.listen))?;
+    let mut edge_listeners = Vec::with_capacity(args.listen.len());
+    for addr in &args.listen {
+        let listener =
+            bind_edge(*addr, &args.listen).with_context(|| format!("binding the edge listener to {addr}"))?;
+        edge_listeners.push(listener);
+    }
     let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding the admin listener to {}", args.admin_listen))?;
@@ -352,12 +363,18 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         ),
         None => None,
     };
-    let edge_addr = edge_listener.local_addr()?;
+    let edge_addrs = edge_listeners
+        .iter()
+        .map(tokio::net::TcpListener::local_addr)
+        .collect::<Result<Vec<_>, _>>()?;
+    let edge_addr = edge_addrs[0];
     let admin_addr = admin_listener.local_addr()?;
     if !admin_addr.ip().is_loopback() {
         tracing::warn!(%admin_addr, "the admin API listens beyond localhost; protect it (firewall, TLS-terminating proxy)");
     }
-    outln!("edge listening on https://{edge_addr}");
+    for addr in &edge_addrs {
+        outln!("edge listening on https://{addr}");
+    }
     outln!("admin API listening on http://{admin_addr}/client/v4");
     outln!("dashboard on http://{admin_addr}/dashboard (sign in with an API token)");
     if let Some(listener) = &public_listener {
@@ -366,7 +383,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             listener.local_addr()?
         );
     }
-    tracing::info!(%edge_addr, %admin_addr, backend = boot.store.backend(), "listening");
+    tracing::info!(edge_addrs = ?edge_addrs, %admin_addr, backend = boot.store.backend(), "listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -376,8 +393,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let edge = portcullis_proxy::serve(
-        edge_listener,
+    let edge = portcullis_proxy::serve_all(
+        edge_listeners,
         snapshot,
         args.limits.proxy_config(),
         events,
@@ -421,6 +438,23 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         dev_ca_path,
         task,
     })
+}
+
+/// Binds one edge listener. An IPv6 wildcard address is made IPv6-only when an IPv4 listener shares its port, so
+/// that `--listen 0.0.0.0:443 --listen [::]:443` works (Linux would otherwise give the IPv6 socket IPv4 too, and
+/// the second bind would fail); alone, `[::]:443` keeps taking both.
+fn bind_edge(addr: SocketAddr, all: &[SocketAddr]) -> std::io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() && all.iter().any(|other| other.is_ipv4() && other.port() == addr.port()) {
+        socket.set_only_v6(true)?;
+    }
+    // As std's and tokio's bind do: a restart must not wait for the old connections' TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(socket.into())
 }
 
 /// The proxy's per-minute counters as the admin API's traffic source (a newtype: neither the trait nor the type is
@@ -529,4 +563,25 @@ pub fn write_private_file_replacing(path: &Path, contents: &[u8]) -> anyhow::Res
 pub fn random_suffix() -> String {
     let key = MasterKey::generate();
     key.to_hex()[..8].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind_edge;
+
+    #[tokio::test]
+    async fn an_ipv6_wildcard_listener_beside_an_ipv4_one_on_the_same_port_binds() {
+        let v4 = bind_edge("0.0.0.0:0".parse().unwrap(), &[]).expect("an IPv4 listener");
+        let port = v4.local_addr().unwrap().port();
+        let v6: std::net::SocketAddr = format!("[::]:{port}").parse().unwrap();
+        let v4_addr: std::net::SocketAddr = format!("0.0.0.0:{port}").parse().unwrap();
+        match socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None) {
+            // A machine without IPv6 has nothing to test here.
+            Err(_) => {}
+            Ok(_) => {
+                let both = bind_edge(v6, &[v4_addr, v6]).expect("IPv6-only beside the IPv4 listener");
+                assert_eq!(both.local_addr().unwrap().port(), port);
+            }
+        }
+    }
 }

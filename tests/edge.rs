@@ -1351,3 +1351,119 @@ fn several_origin_servers_share_requests_and_stand_in_for_a_dead_one() {
         serde_json::from_str(&ok(&server.cli(&["host", "show", "localhost", "--json"]))).expect("json");
     assert_eq!(json["additional_origins"], serde_json::json!([]));
 }
+
+#[test]
+fn a_wildcard_hostname_serves_the_names_under_it_that_have_no_host_of_their_own() {
+    let server = Server::start();
+    let echo = format!("http://127.0.0.1:{}", echo_origin());
+    let (exact, _) = file_server(200, b"exact".to_vec());
+    ok(&server.cli(&["zone", "add", "localhost"]));
+    ok(&server.cli(&["host", "add", "*.t.localhost", "--origin", &echo]));
+    ok(&server.cli(&[
+        "host",
+        "add",
+        "a.t.localhost",
+        "--origin",
+        &format!("http://127.0.0.1:{exact}"),
+    ]));
+    ok(&server.cli(&["mtls", "enable", "*.t.localhost"]));
+    let added = ok(&server.cli(&["rule", "add-mtls", "--path", "/api", "--host", "*.t.localhost"]));
+    assert!(added.contains("added"), "{added}");
+    let rules = ok(&server.cli(&["rule", "list", "--json"]));
+    assert!(rules.contains(r#"http.host wildcard \"*.t.localhost\""#), "{rules}");
+    ok(&server.cli(&["cert", "create", "--cn", "device-1", "--out", "."]));
+
+    let ca = server.data_dir().join("edge-dev-ca.pem");
+    let get_as = |name: &str, path: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--cacert".to_owned(),
+            ca.display().to_string(),
+            "--resolve".to_owned(),
+            format!("{name}:{}:127.0.0.1", server.edge_port),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(format!("https://{name}:{}{path}", server.edge_port));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(server.dir.path(), &args)
+    };
+
+    // Any one label under it, with the dev CA's wildcard certificate (curl checks it), the request's own name
+    // reaching the origin.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (_, status, body) = get_as("x.t.localhost", "/", &[]);
+        if status == "200" {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(body.contains("host: x.t.localhost"), "{body}");
+    assert!(body.contains("x-forwarded-host: x.t.localhost"), "{body}");
+    assert!(!body.contains("*.t"), "{body}");
+
+    // mTLS and the rule apply to every name it covers.
+    assert_eq!(get_as("y.t.localhost", "/api", &[]).1, "403");
+    assert_eq!(get_as("y.t.localhost", "/api", WITH_CERT).1, "200");
+    // Names under it on one connection are the same host; a name with a host of its own is another: 421.
+    assert_eq!(get_as("y.t.localhost", "/", &["-H", "Host: z.t.localhost"]).1, "200");
+    assert_eq!(get_as("y.t.localhost", "/", &["-H", "Host: a.t.localhost"]).1, "421");
+
+    // The exact hostname wins over the wildcard, and only one label is covered.
+    assert_eq!(get_as("a.t.localhost", "/", &[]).2, "exact");
+    let (code, status, _) = get_as("deep.x.t.localhost", "/", &[]);
+    assert_ne!(
+        code,
+        Some(0),
+        "no host for two labels under the wildcard: the handshake is refused ({status})"
+    );
+
+    // A wildcard copied into an equality can never match a request's host: refused, with the operator to use.
+    let out = server.cli(&[
+        "rule",
+        "add",
+        "--action",
+        "block",
+        "--expression",
+        r#"http.host eq "*.t.localhost""#,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(r#"http.host wildcard "*.t.localhost""#), "{err}");
+
+    // A wildcard is a whole first label.
+    let out = server.cli(&["host", "add", "x*.t.localhost", "--origin", &echo]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a wildcard is a whole first label"));
+}
+
+#[test]
+fn the_edge_serves_on_every_listen_address() {
+    let server = Server::start_with(crate::support::scratch(), &["--listen", "127.0.0.1:0"], &[]);
+    assert_eq!(server.edge_ports.len(), 2, "two --listen, two listeners");
+    setup(&server);
+    let ca = server.data_dir().join("edge-dev-ca.pem");
+    for port in &server.edge_ports {
+        let resolve = format!("localhost:{port}:127.0.0.1");
+        let url = format!("https://localhost:{port}/api");
+        let with = curl(
+            server.dir.path(),
+            &[
+                "--cacert",
+                ca.to_str().expect("utf-8"),
+                "--resolve",
+                &resolve,
+                "--cert",
+                "cert.pem",
+                "--key",
+                "key.pem",
+                &url,
+            ],
+        );
+        assert_eq!(with.1, "200", "port {port}: {}", with.2);
+        let without = curl(
+            server.dir.path(),
+            &["--cacert", ca.to_str().expect("utf-8"), "--resolve", &resolve, &url],
+        );
+        assert_eq!(without.1, "403", "port {port}");
+    }
+}

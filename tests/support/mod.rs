@@ -42,8 +42,10 @@ pub struct Server {
     child: std::process::Child,
     /// The admin listener's port.
     pub port: u16,
-    /// The edge (TLS) listener's port.
+    /// The edge (TLS) listener's port (the first one's, with several `--listen`).
     pub edge_port: u16,
+    /// Every edge listener's port, in the order of `--listen`.
+    pub edge_ports: Vec<u16>,
     /// Scratch space of the test; the server's data directory is `data` inside it.
     pub dir: tempfile::TempDir,
 }
@@ -88,7 +90,7 @@ impl Server {
         });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let mut seen = Vec::new();
-        let mut edge_port = None;
+        let mut edge_ports = Vec::new();
         let port = loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
@@ -97,7 +99,7 @@ impl Server {
                         .strip_prefix("edge listening on https://127.0.0.1:")
                         .and_then(|p| p.parse::<u16>().ok())
                     {
-                        edge_port = Some(port);
+                        edge_ports.push(port);
                     }
                     if let Some(port) = line
                         .strip_prefix("admin API listening on http://127.0.0.1:")
@@ -118,11 +120,14 @@ impl Server {
                 }
             }
         };
-        let edge_port = edge_port.unwrap_or_else(|| panic!("the server did not report its edge address: {seen:?}"));
+        let edge_port = *edge_ports
+            .first()
+            .unwrap_or_else(|| panic!("the server did not report its edge address: {seen:?}"));
         Server {
             child,
             port,
             edge_port,
+            edge_ports,
             dir,
         }
     }

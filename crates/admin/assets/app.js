@@ -1048,7 +1048,12 @@ function quote(text) {
 
 export function mtlsExpression(paths, hostnames) {
   let expression = `(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {${paths.map(quote).join(" ")}}`;
-  if (hostnames.length) expression += ` and http.host in {${hostnames.map(quote).join(" ")}}`;
+  // A wildcard hostname is no value of http.host: it is matched with the wildcard operator.
+  const exact = hostnames.filter((n) => !n.startsWith("*."));
+  const tests = hostnames.filter((n) => n.startsWith("*.")).map((n) => `http.host wildcard ${quote(n)}`);
+  if (exact.length) tests.unshift(`http.host in {${exact.map(quote).join(" ")}}`);
+  if (tests.length === 1) expression += ` and ${tests[0]}`;
+  if (tests.length > 1) expression += ` and (${tests.join(" or ")})`;
   return expression;
 }
 

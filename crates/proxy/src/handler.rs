@@ -197,7 +197,24 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
             Outcome::early("error", Some(host)),
         );
     };
-    let same_host = req_host.is_some_and(|h| h.eq_ignore_ascii_case(&host.hostname));
+    let mut same_host = req_host.is_some_and(|h| h.eq_ignore_ascii_case(&host.hostname));
+    // A wildcard host's own names are every name it covers that has no host of its own; those are
+    // lower-cased below, since `host.hostname` is not the name to show rules or the origin.
+    let mut covered: Option<String> = None;
+    if host.wildcard {
+        let Some(h) = req_host else {
+            // Nothing says which of the names the request is for.
+            return (
+                respond::status_page(StatusCode::BAD_REQUEST, version),
+                Outcome::early("error", Some(host)),
+            );
+        };
+        let lower = h.to_ascii_lowercase();
+        same_host = snapshot
+            .host_named(&lower)
+            .is_some_and(|found| Arc::ptr_eq(found, &host));
+        covered = Some(lower);
+    }
     // On an mTLS host the certificate was requested and checked for the SNI's host: never apply it to
     // another. On any host, a request for another configured host (an HTTP/2 connection a browser reuses
     // for every name a wildcard certificate covers, or domain fronting) must not reach this host's origin:
@@ -205,7 +222,7 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
     // client of the default host) are served by the SNI's host.
     if !same_host
         && (host.mtls.is_some()
-            || req_host.is_some_and(|h| snapshot.hosts.contains_key(h.to_ascii_lowercase().as_str())))
+            || req_host.is_some_and(|h| snapshot.host_named(h.to_ascii_lowercase().as_str()).is_some()))
     {
         return (
             respond::status_page(StatusCode::MISDIRECTED_REQUEST, version),
@@ -214,6 +231,7 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
     }
     // Lower-cased (and allocated) only when it differs from the host's own name.
     let req_host: Option<String> = match req_host {
+        _ if covered.is_some() => covered,
         Some(h) if !same_host => Some(h.to_ascii_lowercase()),
         _ => None,
     };

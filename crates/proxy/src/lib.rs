@@ -56,7 +56,7 @@ pub use observe::{REQUEST_DURATION_SECONDS, describe_metrics, record_snapshot};
 pub use origin_health::{HealthBook, Steering};
 pub use origin_tls::{OriginIdentity, OriginTls};
 pub use proxy_protocol::TrustedProxies;
-pub use server::serve;
+pub use server::{serve, serve_all};
 pub use sessions::TlsSessions;
 pub use snapshot::{Forwarding, Host, HostParams, MinTlsVersion, Mtls, Origin, Snapshot, TrustedCa};
 pub use tls::{MtlsMode, ServerCert};

@@ -73,6 +73,21 @@ pub async fn serve(
     events: Arc<dyn EventSink>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProxyError> {
+    serve_all(vec![listener], snapshot, config, events, shutdown).await
+}
+
+/// [`serve`] on several listeners (addresses, ports, IPv4 and IPv6) at once: each edge thread accepts on
+/// all of them, and they share the connection limit, the snapshot and the drain.
+pub async fn serve_all(
+    listeners: Vec<TcpListener>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    config: ProxyConfig,
+    events: Arc<dyn EventSink>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    if listeners.is_empty() {
+        return Err(ProxyError::Config("no listener to serve".into()));
+    }
     let max = u32::try_from(config.max_connections)
         .ok()
         .filter(|m| *m > 0 && (*m as usize) <= Semaphore::MAX_PERMITS)
@@ -103,24 +118,30 @@ pub async fn serve(
         phase
     };
     if threads == 0 {
-        let ((), phase) = tokio::join!(worker.accept_loop(listener), stop_and_drain);
+        let ((), phase) = tokio::join!(worker.accept_loop(listeners), stop_and_drain);
         drop(phase);
         return Ok(());
     }
-    let listener = listener.into_std()?;
+    let listeners = listeners
+        .into_iter()
+        .map(TcpListener::into_std)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut finished = Vec::with_capacity(threads);
     for index in 0..threads {
         // Built here so that a failure is this call's error, not a dead thread.
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let socket = listener.try_clone()?;
+        let sockets = listeners
+            .iter()
+            .map(std::net::TcpListener::try_clone)
+            .collect::<Result<Vec<_>, _>>()?;
         let worker = worker.clone();
         let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
             .name(format!("portcullis-edge-{index}"))
             .spawn(move || {
                 runtime.block_on(async move {
-                    match TcpListener::from_std(socket) {
-                        Ok(listener) => worker.accept_loop(listener).await,
+                    match sockets.into_iter().map(TcpListener::from_std).collect() {
+                        Ok(listeners) => worker.accept_loop(listeners).await,
                         Err(e) => tracing::error!(error = %e, "edge worker cannot use the listener"),
                     }
                 });
@@ -130,7 +151,7 @@ pub async fn serve(
             })?;
         finished.push(finished_rx);
     }
-    drop(listener);
+    drop(listeners);
     drop(worker);
     let phase = stop_and_drain.await;
     for rx in finished {
@@ -165,7 +186,7 @@ struct Worker {
 impl Worker {
     /// Accepts and serves connections on the current runtime until the phase leaves `Serving`,
     /// then waits until the edge is drained, so this runtime's connections can finish.
-    async fn accept_loop(self, listener: TcpListener) {
+    async fn accept_loop(self, listeners: Vec<TcpListener>) {
         let config = &self.config;
         // Per worker: the upstream pools belong to this thread's runtime.
         let (stop_tunnels, tunnels_stopping) = watch::channel(false);
@@ -207,6 +228,7 @@ impl Worker {
             let _ = phases.wait_for(|p| *p != Phase::Serving).await;
         };
         tokio::pin!(stop);
+        let mut next_listener = 0;
         loop {
             // Take a permit before accepting, so at the limit new clients wait in the listen backlog.
             let permit = tokio::select! {
@@ -218,7 +240,7 @@ impl Worker {
             };
             let (tcp, remote) = tokio::select! {
                 () = &mut stop => break,
-                accepted = listener.accept() => match accepted {
+                accepted = accept_any(&listeners, &mut next_listener) => match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         // EMFILE and the like: back off instead of spinning.
@@ -236,11 +258,28 @@ impl Worker {
                 connection(tcp, remote, shared, &builder, stopping, limits).await;
             });
         }
-        drop(listener);
+        drop(listeners);
         let _ = stop_tunnels.send(true);
         let mut phases = self.phases;
         let _ = phases.wait_for(|p| *p == Phase::Drained).await;
     }
+}
+
+/// The next connection on any of `listeners`. The one asked first takes turns, so that a busy listener
+/// cannot starve the others.
+async fn accept_any(listeners: &[TcpListener], next: &mut usize) -> std::io::Result<(TcpStream, SocketAddr)> {
+    std::future::poll_fn(|cx| {
+        let n = listeners.len();
+        for i in 0..n {
+            let index = (*next + i) % n;
+            if let std::task::Poll::Ready(accepted) = listeners[index].poll_accept(cx) {
+                *next = (index + 1) % n;
+                return std::task::Poll::Ready(accepted);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// The reason label and a log detail for a failed handshake. The detail is rustls' own text

@@ -31,6 +31,9 @@ pub struct Snapshot {
     /// Hosts by lower-case name (the SNI they are reached by). Fx rather than SipHash: the keys
     /// come from the configuration, so flooding resistance buys nothing.
     pub hosts: FxHashMap<String, Arc<Host>>,
+    /// The wildcard hosts (`*.example.com`) again, by the suffix they cover (`example.com`), so that a
+    /// name is matched without building its wildcard form.
+    wildcards: FxHashMap<String, Arc<Host>>,
     /// The host used when the ClientHello has no SNI or an unknown one; without it such
     /// handshakes are refused with an `unrecognized_name` alert.
     pub default_host: Option<String>,
@@ -47,7 +50,28 @@ impl Snapshot {
 
     /// Adds (or replaces) a host under its lower-case name.
     pub fn insert(&mut self, host: Host) {
-        self.hosts.insert(host.hostname.clone(), Arc::new(host));
+        let host = Arc::new(host);
+        if let Some(suffix) = host.hostname.strip_prefix("*.") {
+            self.wildcards.insert(suffix.to_owned(), host.clone());
+        }
+        self.hosts.insert(host.hostname.clone(), host);
+    }
+
+    /// The host configured for `name` (lower-case): its own, or else the wildcard host that covers it.
+    /// `*.example.com` covers `a.example.com`, and neither `example.com` nor `a.b.example.com`, as a
+    /// wildcard certificate does.
+    pub fn host_named(&self, name: &str) -> Option<&Arc<Host>> {
+        if let Some(host) = self.hosts.get(name) {
+            return Some(host);
+        }
+        if self.wildcards.is_empty() {
+            return None;
+        }
+        let (label, suffix) = name.split_once('.')?;
+        if label.is_empty() || label == "*" {
+            return None;
+        }
+        self.wildcards.get(suffix)
     }
 
     /// The host for a ClientHello's SNI, falling back to the default host.
@@ -55,9 +79,9 @@ impl Snapshot {
         let by_sni = sni.and_then(|s| {
             // SNI is case-insensitive; avoid an allocation when it is already lower-case.
             if s.bytes().any(|b| b.is_ascii_uppercase()) {
-                self.hosts.get(&s.to_ascii_lowercase())
+                self.host_named(&s.to_ascii_lowercase())
             } else {
-                self.hosts.get(s)
+                self.host_named(s)
             }
         });
         by_sni.or_else(|| self.default_host.as_ref().and_then(|d| self.hosts.get(d)))
@@ -295,8 +319,11 @@ pub enum Forwarding {
 /// One protected hostname.
 #[derive(Debug)]
 pub struct Host {
-    /// Lower-case host name; also the SNI it answers.
+    /// Lower-case host name; also the SNI it answers. `*.example.com` answers every name one label
+    /// under `example.com` that has no host of its own.
     pub hostname: String,
+    /// Whether `hostname` is a wildcard (`*.example.com`).
+    pub(crate) wildcard: bool,
     /// For security events; the proxy does not interpret it.
     pub zone_id: Option<String>,
     /// The host's TLS configs (with session tickets for TLS 1.3 clients, without for TLS 1.2 ones).
@@ -363,7 +390,11 @@ impl Host {
         let hostname = params.hostname.to_ascii_lowercase();
         Ok(Host {
             metrics: crate::observe::HostMetrics::new(&hostname),
-            hostname_header: http::HeaderValue::from_str(&hostname).ok(),
+            // A wildcard host forwards the name each request asked for, never `*.…`.
+            hostname_header: http::HeaderValue::from_str(&hostname)
+                .ok()
+                .filter(|_| !hostname.starts_with("*.")),
+            wildcard: hostname.starts_with("*."),
             hostname,
             zone_id: params.zone_id,
             server_configs,

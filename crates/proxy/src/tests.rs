@@ -1741,6 +1741,41 @@ fn sni_lookup_is_case_insensitive_and_falls_back() {
     assert!(snap.host_for_sni(Some("b.test")).is_some());
 }
 
+#[test]
+fn a_wildcard_host_covers_one_label_and_yields_to_an_exact_host() {
+    let mut snap = Snapshot::new(1);
+    let pki = server_pki(&["*.w.test", "a.w.test"]);
+    for name in ["*.w.test", "a.w.test"] {
+        snap.insert(
+            Host::new(HostParams {
+                hostname: name.into(),
+                zone_id: None,
+                cert: pki.cert.clone(),
+                mtls: None,
+                origin: Origin::new("http://127.0.0.1:1", false, None, true).unwrap(),
+                forwarding: Forwarding::None,
+                ruleset: default_rules(),
+                ratelimit: ruleset(&[]),
+                url_normalization: UrlNormalization::default(),
+                sessions: TlsSessions::local(name),
+                min_tls_version: crate::MinTlsVersion::default(),
+            })
+            .unwrap(),
+        );
+    }
+    let named = |n: &str| snap.host_for_sni(Some(n)).map(|h| h.hostname.clone());
+    assert_eq!(named("B.w.test").as_deref(), Some("*.w.test"));
+    assert_eq!(named("a.w.test").as_deref(), Some("a.w.test"));
+    assert_eq!(named("x.b.w.test"), None, "one label only");
+    assert_eq!(named("w.test"), None, "not the name itself");
+    assert_eq!(named(".w.test"), None);
+    assert_eq!(
+        named("*.w.test").as_deref(),
+        Some("*.w.test"),
+        "its own name, as the store keys it"
+    );
+}
+
 #[tokio::test]
 async fn large_bodies_stream_and_slow_origins_time_out() {
     let w = world().await;

@@ -440,6 +440,7 @@ impl Checker<'_> {
             && self.refuse_never_matching
         {
             self.check_hex_literals(*id, op, rhs)?;
+            self.check_host_literals(*id, op, rhs)?;
         }
         let m = self.matcher(&l.ty, op, op_span, rhs)?;
         let ty = if l.each {
@@ -510,6 +511,32 @@ impl Checker<'_> {
             } else {
                 err
             });
+        }
+        Ok(())
+    }
+
+    /// `http.host` is the name a request asked for, never a pattern: a literal with `*` (a wildcard
+    /// hostname copied into `eq` or `in`) can never equal it, and a block on it would never fire.
+    fn check_host_literals(&self, id: FieldId, op: CmpOp, rhs: &Rhs) -> Result<(), CompileError> {
+        if id != fields::HTTP_HOST || !matches!(op, CmpOp::Eq | CmpOp::Ne | CmpOp::In) {
+            return Ok(());
+        }
+        let items: &[Rhs] = match rhs {
+            Rhs::Set(items, _) => items,
+            one => std::slice::from_ref(one),
+        };
+        for item in items {
+            let Rhs::Str(s) = item else { continue };
+            let Ok(bytes) = self.unescape_basic(s) else { continue };
+            if bytes.contains(&b'*') {
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                return Err(self
+                    .err(
+                        s.span.clone(),
+                        "`http.host` is the name the request asked for, never a wildcard, so this string can never match it",
+                    )
+                    .with_hint(format!("http.host wildcard \"{text}\"")));
+            }
         }
         Ok(())
     }

@@ -18,9 +18,19 @@ pub(crate) fn in_zone(hostname: &str, zone: &str) -> bool {
     hostname == zone || hostname.strip_suffix(zone).is_some_and(|prefix| prefix.ends_with('.'))
 }
 
-/// Checks a hostname (wildcards not allowed) and that it lies in the zone named `zone`.
+/// Checks a hostname and that it lies in the zone named `zone`. A wildcard (`*.api.example.com`) is one `*`
+/// label in front of a name in the zone, and covers the names one label under it, as a wildcard certificate does.
 pub(crate) fn check_hostname(hostname: &str, zone: &str) -> Result<String, StoreError> {
-    let hostname = normalize_dns_name(hostname)?;
+    let trimmed = hostname.trim();
+    let hostname = match trimmed.strip_prefix("*.") {
+        Some(rest) => format!("*.{}", normalize_dns_name(rest)?),
+        None if trimmed.contains('*') => {
+            return Err(StoreError::Invalid(format!(
+                "invalid hostname {trimmed:?}: a wildcard is a whole first label, as in \"*.example.com\""
+            )));
+        }
+        None => normalize_dns_name(trimmed)?,
+    };
     if !in_zone(&hostname, zone) {
         return Err(StoreError::Invalid(format!(
             "hostname {hostname:?} is not in zone {zone:?}"
@@ -235,4 +245,28 @@ pub(crate) fn hostname_from_row(row: &impl RowExt) -> Result<Hostname, StoreErro
         created_on: row.int("created_on")?,
         modified_on: row.int("modified_on")?,
     })
+}
+
+#[cfg(test)]
+mod wildcard_tests {
+    use super::check_hostname;
+
+    #[test]
+    fn a_wildcard_is_a_whole_first_label_in_the_zone() {
+        assert_eq!(
+            check_hostname("*.API.example.com", "example.com").unwrap(),
+            "*.api.example.com"
+        );
+        assert_eq!(check_hostname("*.example.com", "example.com").unwrap(), "*.example.com");
+        for bad in [
+            "a*.example.com",
+            "*.*.example.com",
+            "a.*.example.com",
+            "*",
+            "*.other.com",
+            "*example.com",
+        ] {
+            assert!(check_hostname(bad, "example.com").is_err(), "{bad}");
+        }
+    }
 }

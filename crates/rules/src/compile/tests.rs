@@ -363,6 +363,22 @@ fn lists_resolve_at_compile_time() {
 }
 
 #[test]
+fn wildcard_hostnames_in_host_equality_are_refused() {
+    assert_eq!(
+        err(r#"http.host in {"a.example.com" "*.t.example.com"}"#),
+        "`http.host` is the name the request asked for, never a wildcard, so this string can never match it at 1:31; http.host wildcard \"*.t.example.com\""
+    );
+    assert!(err(r#"not http.host eq "*.t.example.com""#).contains("never a wildcard"));
+    for src in [
+        r#"http.host wildcard "*.t.example.com""#,
+        r#"http.host in {"a.example.com"}"#,
+        r#"http.request.uri.path eq "/*""#,
+    ] {
+        compile(src).unwrap_or_else(|e| panic!("{src}: {e}"));
+    }
+}
+
+#[test]
 fn hex_fields_refuse_literals_that_can_never_match() {
     let cases: &[(&str, &str)] = &[
         (
