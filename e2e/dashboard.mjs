@@ -710,7 +710,10 @@ try {
   assert.equal(await hnDialog.getByLabel("More origin servers").inputValue(), "");
   await hnDialog.getByLabel("More origin servers").fill("http://127.0.0.1:10\n  \nhttp://127.0.0.1:11");
   await hnDialog.getByLabel("Client certificates").selectOption("require");
-  await hnDialog.getByLabel("Forward the certificate to the origin").selectOption("rfc9440");
+  const forward = hnDialog.getByRole("group", { name: "Forward the certificate to the origin" });
+  assert.equal(await forward.locator("input:checked").count(), 0, "app.localhost forwards nothing yet");
+  await forward.getByLabel("RFC 9440").check();
+  await forward.getByLabel("X-Forwarded-Client-Cert with the certificate and chain").check();
   assert.deepEqual(
     await hnDialog.getByLabel("Client certificate presented to the origin").locator("option").allTextContents(),
     ["none", "edge-to-origin (O=E2E Corp,CN=E2E Corp Devices CA)"],
@@ -727,13 +730,14 @@ try {
   await assertToastClear("Hostnames");
   const appCells = await app.locator("td").allTextContents();
   assert.equal(appCells[4], "require");
-  assert.equal(appCells[5], "RFC 9440");
+  assert.equal(appCells[5], "RFC 9440, X-Forwarded-Client-Cert with the certificate");
   const hostsNow = (await (await fetch(`${base}/client/v4/zones/${zoneId}/hostnames`, { headers: authorization })).json()).result;
   assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").send_client_ca_names, false);
   assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").min_tls_version, "1.3");
   assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").origin_http2, false, "left as it was");
   assert.deepEqual(hostsNow.find((x) => x.hostname === "app.localhost").additional_origins, ["http://127.0.0.1:10", "http://127.0.0.1:11"]);
   assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").origin_steering, "round_robin");
+  assert.deepEqual(hostsNow.find((x) => x.hostname === "app.localhost").client_certificate_forwarding, ["rfc9440", "xfcc_cert"]);
   await shot("09-hostnames");
 
   step("Server certificates: upload one for app.localhost, the edge presents it, replace it, delete it");

@@ -54,6 +54,9 @@ pub struct HostArgs {
     pub api: ApiArgs,
 }
 
+/// The API's certificate forwarding styles.
+const FORWARDING_STYLES: [&str; 6] = ["none", "cloudflare", "cf_cert_headers", "rfc9440", "xfcc", "xfcc_cert"];
+
 #[derive(Debug, clap::Subcommand)]
 pub enum HostCommand {
     /// Serve HOST and forward its requests to an origin.
@@ -73,9 +76,10 @@ pub enum HostCommand {
         /// TLS-layer behaviour when mTLS is enabled: request (rules decide) or require (handshake fails).
         #[arg(long, value_parser = ["request", "require"])]
         tls_client_auth: Option<String>,
-        /// Forward the client certificate to the origin: none, cloudflare, cf_cert_headers, rfc9440, xfcc.
-        #[arg(long, value_parser = ["none", "cloudflare", "cf_cert_headers", "rfc9440", "xfcc"])]
-        forward_cert: Option<String>,
+        /// Forward the client certificate to the origin: none, cloudflare, cf_cert_headers, rfc9440, xfcc,
+        /// xfcc_cert (XFCC with the certificate and chain); several with commas (rfc9440,xfcc).
+        #[arg(long, value_delimiter = ',', value_parser = FORWARDING_STYLES)]
+        forward_cert: Vec<String>,
         /// Speak HTTP/2 to the origin (h2c prior knowledge for http:// origins); gRPC origins need it.
         #[arg(long)]
         origin_h2: bool,
@@ -99,8 +103,9 @@ pub enum HostCommand {
         steering: Option<String>,
         #[arg(long, value_parser = ["request", "require"])]
         tls_client_auth: Option<String>,
-        #[arg(long, value_parser = ["none", "cloudflare", "cf_cert_headers", "rfc9440", "xfcc"])]
-        forward_cert: Option<String>,
+        /// The forwarding styles, replacing the hostname's (as for `host add`).
+        #[arg(long, value_delimiter = ',', value_parser = FORWARDING_STYLES)]
+        forward_cert: Vec<String>,
         /// Speak HTTP/2 to the origin (true or false).
         #[arg(long)]
         origin_h2: Option<bool>,
@@ -312,6 +317,14 @@ async fn find_host(api: &ApiClient, host: &str) -> anyhow::Result<(Value, Value)
     Ok((zone, found))
 }
 
+/// A hostname's forwarding styles: one, or several joined with commas.
+fn styles(h: &Value) -> String {
+    match &h["client_certificate_forwarding"] {
+        Value::Array(list) => list.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
+        _ => s(h, "client_certificate_forwarding"),
+    }
+}
+
 fn host_row(h: &Value) -> Vec<String> {
     let more = array(&h["additional_origins"]).len();
     vec![
@@ -322,7 +335,7 @@ fn host_row(h: &Value) -> Vec<String> {
             format!("{} (+{more})", s(h, "origin"))
         },
         s(h, "tls_client_auth"),
-        s(h, "client_certificate_forwarding"),
+        styles(h),
         s(h, "id"),
     ]
 }
@@ -359,8 +372,8 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             if let Some(mode) = tls_client_auth {
                 body["tls_client_auth"] = json!(mode);
             }
-            if let Some(style) = forward_cert {
-                body["client_certificate_forwarding"] = json!(style);
+            if !forward_cert.is_empty() {
+                body["client_certificate_forwarding"] = json!(forward_cert);
             }
             if origin_h2 {
                 body["origin_http2"] = json!(true);
@@ -406,8 +419,8 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             if let Some(mode) = tls_client_auth {
                 body["tls_client_auth"] = json!(mode);
             }
-            if let Some(style) = forward_cert {
-                body["client_certificate_forwarding"] = json!(style);
+            if !forward_cert.is_empty() {
+                body["client_certificate_forwarding"] = json!(forward_cert);
             }
             if let Some(h2) = origin_h2 {
                 body["origin_http2"] = json!(h2);
@@ -496,10 +509,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
                     ),
                     ("origin_steering", s(&found, "origin_steering")),
                     ("tls_client_auth", s(&found, "tls_client_auth")),
-                    (
-                        "client_certificate_forwarding",
-                        s(&found, "client_certificate_forwarding"),
-                    ),
+                    ("client_certificate_forwarding", styles(&found)),
                     ("origin_tls_verify", s(&found, "origin_tls_verify")),
                     ("origin_http2", s(&found, "origin_http2")),
                     (

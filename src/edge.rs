@@ -360,13 +360,19 @@ impl EdgeBuilder {
             OriginSteering::Failover => Steering::Failover,
         };
         origin.track_health(&self.origin_health);
-        let forwarding = match settings.client_certificate_forwarding {
-            CertificateForwarding::None => Forwarding::None,
-            CertificateForwarding::Cloudflare => Forwarding::Cloudflare,
-            CertificateForwarding::CfCertHeaders => Forwarding::CfCertHeaders,
-            CertificateForwarding::Rfc9440 => Forwarding::Rfc9440,
-            CertificateForwarding::Xfcc => Forwarding::Xfcc,
-        };
+        let forwarding = settings
+            .client_certificate_forwarding
+            .styles()
+            .into_iter()
+            .map(|style| match style {
+                CertificateForwarding::None => Forwarding::None,
+                CertificateForwarding::Cloudflare => Forwarding::Cloudflare,
+                CertificateForwarding::CfCertHeaders => Forwarding::CfCertHeaders,
+                CertificateForwarding::Rfc9440 => Forwarding::Rfc9440,
+                CertificateForwarding::Xfcc => Forwarding::Xfcc,
+                CertificateForwarding::XfccCert => Forwarding::XfccCert,
+            })
+            .collect();
         Ok(Host::new(HostParams {
             hostname: host.hostname.clone(),
             zone_id: Some(host.zone_id.clone()),

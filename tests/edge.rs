@@ -137,6 +137,28 @@ fn spoofed_certificate_headers_never_reach_the_origin_and_host_must_match_sni() 
 
     let (_, status, _) = get(&server, "/api", &["-H", "Host: other.example"]);
     assert_eq!(status, "421", "a Host that is not the SNI is misdirected");
+
+    // Styles combine, and the spoofed copies still go.
+    ok(&server.cli(&["host", "set", "localhost", "--forward-cert", "rfc9440,xfcc_cert"]));
+    let shown = ok(&server.cli(&["host", "show", "localhost"]));
+    assert!(shown.contains("rfc9440,xfcc_cert"), "{shown}");
+    // The edge takes the change with its next snapshot.
+    let body = (0..200)
+        .find_map(|_| {
+            let (_, _, body) = get(&server, "/api", &with);
+            if body.contains("x-forwarded-client-cert") {
+                return Some(body);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            None
+        })
+        .expect("the XFCC field within 10 s");
+    assert!(body.contains("client-cert: :mii"), "{body}");
+    assert!(
+        body.contains("x-forwarded-client-cert: hash=") && body.contains(";cert=\"-----begin%20certificate-----%0a"),
+        "{body}"
+    );
+    assert!(!body.contains("evil"), "{body}");
 }
 
 #[test]

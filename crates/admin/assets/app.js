@@ -1548,7 +1548,7 @@ async function hostnamesPage() {
         additional_origins: lines($("hn-more").value),
         origin_steering: $("hn-steering").value,
         tls_client_auth: $("hn-mode").value,
-        client_certificate_forwarding: $("hn-forward").value,
+        client_certificate_forwarding: checkedStyles("hn-forward"),
         min_tls_version: $("hn-min-tls").value,
         origin_http2: $("hn-h2").checked,
       });
@@ -1693,7 +1693,7 @@ async function loadHostnames() {
   renderServerCerts(custom);
   hostList = list;
   const table = $("hn-table");
-  const forwarding = { none: "none", cloudflare: "Cloudflare headers", cf_cert_headers: "cf-cert-* headers", rfc9440: "RFC 9440", xfcc: "X-Forwarded-Client-Cert" };
+  const forwarding = { none: "none", cloudflare: "Cloudflare headers", cf_cert_headers: "cf-cert-* headers", rfc9440: "RFC 9440", xfcc: "X-Forwarded-Client-Cert", xfcc_cert: "X-Forwarded-Client-Cert with the certificate" };
   table.tBodies[0].replaceChildren(
     ...list.map((host) =>
       h(
@@ -1704,7 +1704,7 @@ async function loadHostnames() {
         serverCertCell(host, custom),
         mtlsCell(associated.get(host.hostname)),
         h("td", {}, host.tls_client_auth),
-        h("td", {}, forwarding[host.client_certificate_forwarding] ?? host.client_certificate_forwarding),
+        h("td", {}, [host.client_certificate_forwarding].flat().map((style) => forwarding[style] ?? style).join(", ")),
         h(
           "td",
           {},
@@ -1724,6 +1724,11 @@ async function loadHostnames() {
     ),
   );
   if (!list.length) emptyRow(table, 7, "No hostnames yet.");
+}
+
+/** The forwarding styles checked in the fieldset `id` (none checked: nothing is forwarded). */
+function checkedStyles(id) {
+  return [...$(id).querySelectorAll("input:checked")].map((box) => box.value);
 }
 
 /** A hostname's origin servers, one per line, and how requests are spread over several. */
@@ -1749,7 +1754,8 @@ function openHostEdit(id) {
   $("hn-edit-more").value = (host.additional_origins ?? []).join("\n");
   $("hn-edit-steering").value = host.origin_steering ?? "round_robin";
   $("hn-edit-mode").value = host.tls_client_auth;
-  $("hn-edit-forward").value = host.client_certificate_forwarding;
+  const styles = [host.client_certificate_forwarding].flat();
+  for (const box of $("hn-edit-forward").querySelectorAll("input")) box.checked = styles.includes(box.value);
   $("hn-edit-origin-cert").replaceChildren(
     h("option", { value: "" }, "none"),
     ...originCerts.map((c) => h("option", { value: c.id }, `${c.name || c.id} (${c.issuer})`)),
@@ -1781,7 +1787,7 @@ function setupHostEdit() {
         additional_origins: lines($("hn-edit-more").value),
         origin_steering: $("hn-edit-steering").value,
         tls_client_auth: $("hn-edit-mode").value,
-        client_certificate_forwarding: $("hn-edit-forward").value,
+        client_certificate_forwarding: checkedStyles("hn-edit-forward"),
         origin_client_certificate: $("hn-edit-origin-cert").value,
         send_client_ca_names: $("hn-edit-ca-names").checked,
         min_tls_version: $("hn-edit-min-tls").value,

@@ -1,8 +1,7 @@
 //! `/zones/{zone_id}/access/certificates/settings`: Cloudflare's switch for forwarding the client certificate to the
 //! origin in `Cf-Client-Cert-Der-Base64` and `Cf-Client-Cert-Sha256`, per hostname, with Cloudflare's fields.
-//! `client_certificate_forwarding: true` is the hostname's `cloudflare` forwarding style (refused while another
-//! style is set, which it would silently replace); `false` turns that style off and leaves the other styles
-//! (RFC 9440, XFCC, `cf-cert-*`) as they are. `china_network` is accepted only as
+//! `client_certificate_forwarding: true` adds the `cloudflare` forwarding style to the hostname's styles; `false`
+//! removes it and leaves the other styles (RFC 9440, XFCC, `cf-cert-*`) as they are. `china_network` is accepted only as
 //! `false`. Changes to several hostnames are written together or not at all.
 
 use axum::Extension;
@@ -14,7 +13,7 @@ use portcullis_store::Actor;
 
 use crate::AdminState;
 use crate::api::{ApiError, ApiJson, ApiResult, ok};
-use crate::hostnames::{CertificateForwarding, HostnameSettings};
+use crate::hostnames::{CertificateForwarding, ForwardingStyles, HostnameSettings};
 
 /// One hostname's setting, as Cloudflare shows and takes it (all three fields required).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -39,7 +38,9 @@ async fn current(state: &AdminState, zone_id: &str) -> Result<Vec<ForwardingSett
         out.push(ForwardingSetting {
             hostname: host.hostname,
             china_network: false,
-            client_certificate_forwarding: settings.client_certificate_forwarding == CertificateForwarding::Cloudflare,
+            client_certificate_forwarding: settings
+                .client_certificate_forwarding
+                .contains(CertificateForwarding::Cloudflare),
         });
     }
     Ok(out)
@@ -78,23 +79,12 @@ pub async fn put_settings(
             .find(|h| h.hostname == wanted)
             .ok_or_else(|| ApiError::not_found("hostname", &entry.hostname))?;
         let mut settings = HostnameSettings::from_stored(&host.settings).map_err(ApiError::internal)?;
-        let style = &mut settings.client_certificate_forwarding;
-        match (entry.client_certificate_forwarding, *style) {
-            (true, CertificateForwarding::None | CertificateForwarding::Cloudflare) => {
-                *style = CertificateForwarding::Cloudflare;
-            }
-            (true, other) => {
-                let other = serde_json::to_value(other).map_err(ApiError::internal)?;
-                return Err(ApiError::invalid(format!(
-                    "{}: the certificate is forwarded as {other} already; change that style through \
-                     /zones/{{zone_id}}/hostnames first",
-                    entry.hostname
-                )));
-            }
-            (false, CertificateForwarding::Cloudflare) => *style = CertificateForwarding::None,
-            // Another style stays: `false` only turns Cloudflare's headers off.
-            (false, _) => {}
-        }
+        let styles = settings.client_certificate_forwarding.styles();
+        settings.client_certificate_forwarding = if entry.client_certificate_forwarding {
+            ForwardingStyles::from_styles(styles.into_iter().chain([CertificateForwarding::Cloudflare]))
+        } else {
+            ForwardingStyles::from_styles(styles.into_iter().filter(|s| *s != CertificateForwarding::Cloudflare))
+        };
         changes.push((
             host.id.clone(),
             serde_json::to_value(settings).map_err(ApiError::internal)?,

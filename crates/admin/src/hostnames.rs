@@ -48,8 +48,87 @@ pub enum CertificateForwarding {
     CfCertHeaders,
     /// RFC 9440 `Client-Cert` and `Client-Cert-Chain`.
     Rfc9440,
-    /// Envoy's `X-Forwarded-Client-Cert`.
+    /// Envoy's `X-Forwarded-Client-Cert` with `Hash`, `Subject`, `URI` and `DNS`.
     Xfcc,
+    /// `X-Forwarded-Client-Cert` with Envoy's `Cert` and `Chain` too (URL-encoded PEM).
+    XfccCert,
+}
+
+/// The names of the styles, for error messages.
+const STYLE_NAMES: &str = "none, cloudflare, cf_cert_headers, rfc9440, xfcc, xfcc_cert";
+
+/// A hostname's forwarding styles: one (`"rfc9440"`) or several together (`["rfc9440", "xfcc"]`). One style is
+/// shown as a string, as before styles could be combined; `"none"` when nothing is forwarded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ForwardingStyles {
+    One(CertificateForwarding),
+    Several(Vec<CertificateForwarding>),
+}
+
+impl Default for ForwardingStyles {
+    fn default() -> Self {
+        ForwardingStyles::One(CertificateForwarding::None)
+    }
+}
+
+impl ForwardingStyles {
+    /// The styles in the order given, each once, without `none`, in the shape the API shows.
+    pub fn from_styles(styles: impl IntoIterator<Item = CertificateForwarding>) -> ForwardingStyles {
+        let mut list: Vec<CertificateForwarding> = Vec::new();
+        for style in styles {
+            if style != CertificateForwarding::None && !list.contains(&style) {
+                list.push(style);
+            }
+        }
+        match list.len() {
+            0 => ForwardingStyles::default(),
+            1 => ForwardingStyles::One(list[0]),
+            _ => ForwardingStyles::Several(list),
+        }
+    }
+
+    /// The styles, without `none`.
+    pub fn styles(&self) -> Vec<CertificateForwarding> {
+        match self {
+            ForwardingStyles::One(CertificateForwarding::None) => Vec::new(),
+            ForwardingStyles::One(style) => vec![*style],
+            ForwardingStyles::Several(list) => list.clone(),
+        }
+    }
+
+    pub fn contains(&self, style: CertificateForwarding) -> bool {
+        self.styles().contains(&style)
+    }
+}
+
+impl<'de> Deserialize<'de> for ForwardingStyles {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let parse = |value: serde_json::Value| -> Result<CertificateForwarding, D::Error> {
+            let shown = value.to_string();
+            serde_json::from_value(value).map_err(|_| {
+                D::Error::custom(format!(
+                    "unknown forwarding style {shown}; the styles are {STYLE_NAMES}"
+                ))
+            })
+        };
+        match serde_json::Value::deserialize(deserializer)? {
+            one @ serde_json::Value::String(_) => Ok(ForwardingStyles::One(parse(one)?)),
+            serde_json::Value::Array(items) => {
+                let styles = items.into_iter().map(parse).collect::<Result<Vec<_>, _>>()?;
+                if styles.len() > 1 && styles.contains(&CertificateForwarding::None) {
+                    return Err(D::Error::custom(
+                        "\"none\" cannot be combined with other forwarding styles",
+                    ));
+                }
+                Ok(ForwardingStyles::from_styles(styles))
+            }
+            other => Err(D::Error::custom(format!(
+                "expected a forwarding style or a list of them, not {other}; the styles are {STYLE_NAMES}"
+            ))),
+        }
+    }
 }
 
 /// How requests are spread over a hostname's origin servers (`origin` and `additional_origins`).
@@ -71,7 +150,7 @@ pub const MAX_ADDITIONAL_ORIGINS: usize = 32;
 #[serde(deny_unknown_fields, default)]
 pub struct HostnameSettings {
     pub tls_client_auth: TlsClientAuth,
-    pub client_certificate_forwarding: CertificateForwarding,
+    pub client_certificate_forwarding: ForwardingStyles,
     /// Verify the origin's certificate (for `https://` origins).
     pub origin_tls_verify: bool,
     /// PEM of the CA(s) that issued the origin's certificate; the system's roots when absent.
@@ -103,7 +182,7 @@ impl Default for HostnameSettings {
     fn default() -> Self {
         HostnameSettings {
             tls_client_auth: TlsClientAuth::default(),
-            client_certificate_forwarding: CertificateForwarding::default(),
+            client_certificate_forwarding: ForwardingStyles::default(),
             origin_tls_verify: true,
             origin_ca: None,
             origin_http2: false,
@@ -158,8 +237,9 @@ pub struct CreateHostname {
     pub origin: String,
     #[serde(default)]
     pub tls_client_auth: TlsClientAuth,
+    /// One style, or a list of styles to forward together.
     #[serde(default)]
-    pub client_certificate_forwarding: CertificateForwarding,
+    pub client_certificate_forwarding: ForwardingStyles,
     #[serde(default = "yes")]
     pub origin_tls_verify: bool,
     #[serde(default)]
@@ -193,7 +273,7 @@ fn yes() -> bool {
 pub struct UpdateHostname {
     pub origin: Option<String>,
     pub tls_client_auth: Option<TlsClientAuth>,
-    pub client_certificate_forwarding: Option<CertificateForwarding>,
+    pub client_certificate_forwarding: Option<ForwardingStyles>,
     pub origin_tls_verify: Option<bool>,
     /// An empty string removes the origin CA.
     pub origin_ca: Option<String>,

@@ -42,7 +42,9 @@ use portcullis_pki::MasterKey;
 use portcullis_store::Store;
 
 pub use api::{ApiError, Envelope, ErrorItem, ResultInfo, codes};
-pub use hostnames::{CertificateForwarding, HostnameSettings, MinTlsVersion, OriginSteering, TlsClientAuth};
+pub use hostnames::{
+    CertificateForwarding, ForwardingStyles, HostnameSettings, MinTlsVersion, OriginSteering, TlsClientAuth,
+};
 pub use rulesets::{
     PHASE as FIREWALL_PHASE, RATELIMIT_PHASE, add_list as add_stored_list, compile_stored as compile_stored_rules,
 };

@@ -357,22 +357,32 @@ async fn certificate_forwarding_settings_follow_cloudflare_shapes() {
         json!([entry("a.example.com", true), entry("b.example.com", false)])
     );
     // `false` leaves another style alone; the hostnames API shows the style.
+    let styles = |hosts: &serde_json::Value| -> Vec<serde_json::Value> {
+        hosts["result"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|h| h["client_certificate_forwarding"].clone())
+            .collect()
+    };
     let (_, hosts) = api.get(&format!("/client/v4/zones/{zone}/hostnames")).await;
-    let styles: Vec<_> = hosts["result"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|h| h["client_certificate_forwarding"].as_str().expect("style").to_owned())
-        .collect();
-    assert_eq!(styles, ["cloudflare", "rfc9440"]);
+    assert_eq!(styles(&hosts), [json!("cloudflare"), json!("rfc9440")]);
+    // `true` adds Cloudflare's headers to another style; `false` takes them away again.
+    let (status, body) = api
+        .send(Method::PUT, &path, json!({"settings": [entry("b.example.com", true)]}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, hosts) = api.get(&format!("/client/v4/zones/{zone}/hostnames")).await;
+    assert_eq!(styles(&hosts), [json!("cloudflare"), json!(["rfc9440", "cloudflare"])]);
+    let (status, body) = api
+        .send(Method::PUT, &path, json!({"settings": [entry("b.example.com", false)]}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, hosts) = api.get(&format!("/client/v4/zones/{zone}/hostnames")).await;
+    assert_eq!(styles(&hosts), [json!("cloudflare"), json!("rfc9440")]);
 
     // Refused as a whole: nothing changes when one entry is wrong.
     for (bad, status_code, message) in [
-        (
-            json!({"settings": [entry("a.example.com", false), entry("b.example.com", true)]}),
-            StatusCode::BAD_REQUEST,
-            "b.example.com: the certificate is forwarded as \"rfc9440\" already; change that style through /zones/{zone_id}/hostnames first",
-        ),
         (
             json!({"settings": [entry("a.example.com", false), {"hostname": "b.example.com", "china_network": true, "client_certificate_forwarding": true}]}),
             StatusCode::BAD_REQUEST,
@@ -491,7 +501,50 @@ async fn hostnames_and_associations() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(error(&body).1.contains("unknown variant `smoke-signals`"), "{body}");
+    assert!(
+        error(&body)
+            .1
+            .contains("unknown forwarding style \"smoke-signals\"; the styles are none, cloudflare, cf_cert_headers, rfc9440, xfcc, xfcc_cert"),
+        "{body}"
+    );
+
+    // Styles combine; one is shown as a string, several as a list, duplicates once.
+    for (sent, shown) in [
+        (
+            json!(["rfc9440", "xfcc_cert", "rfc9440"]),
+            json!(["rfc9440", "xfcc_cert"]),
+        ),
+        (json!(["cloudflare"]), json!("cloudflare")),
+        (json!([]), json!("none")),
+        (json!("rfc9440"), json!("rfc9440")),
+    ] {
+        let (status, body) = api
+            .send(
+                Method::PATCH,
+                &format!("{base}/hostnames/{host_id}"),
+                json!({ "client_certificate_forwarding": sent }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["result"]["client_certificate_forwarding"], shown, "{sent}");
+    }
+    for (sent, message) in [
+        (
+            json!(["none", "xfcc"]),
+            "\"none\" cannot be combined with other forwarding styles",
+        ),
+        (json!(true), "expected a forwarding style or a list of them, not true"),
+    ] {
+        let (status, body) = api
+            .send(
+                Method::PATCH,
+                &format!("{base}/hostnames/{host_id}"),
+                json!({ "client_certificate_forwarding": sent }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(error(&body).1.contains(message), "{body}");
+    }
 
     // TLS 1.3 only; the edge speaks nothing older than 1.2, so 1.0 is refused, not stored and ignored.
     assert_eq!(host["min_tls_version"], "1.2");

@@ -22,6 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use portcullis_pki::ClientAuthFacts;
+use rustls::pki_types::CertificateDer;
 
 use crate::body::{BodyFailure, BodyState, LimitedBody, RequestBody};
 use crate::config::ProxyConfig;
@@ -32,7 +33,7 @@ use crate::origin_h1::{OriginError, OriginPool};
 use crate::origin_health::Attempts;
 use crate::origin_tls::{HttpsConnector, OriginTls};
 use crate::respond;
-use crate::snapshot::{Forwarding, Host};
+use crate::snapshot::{Forwarding, ForwardingSet, Host};
 
 /// The body type of every response the proxy sends.
 pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -148,14 +149,46 @@ fn xfcc_value(v: &str) -> String {
     }
 }
 
-/// Removes client-sent certificate headers and adds the host's style.
+/// The longest `Cert` plus `Chain` of an XFCC value (the URL-encoded PEMs); past it `Chain` is left out, then
+/// `Cert`, rather than send a header origins refuse (NGINX's default limit is 8 KiB per field).
+const MAX_XFCC_CERTS: usize = 12 * 1024;
+
+/// A certificate's PEM, percent-encoded as Envoy does for XFCC's `Cert` and `Chain`: everything but
+/// RFC 3986's unreserved characters.
+fn url_encoded_pem(out: &mut String, der: &[u8]) {
+    for b in portcullis_pki::pem::encode("CERTIFICATE", der).bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+/// Removes client-sent certificate headers and adds the host's styles.
 pub(crate) fn certificate_headers(
+    headers: &mut HeaderMap,
+    styles: ForwardingSet,
+    facts: &ClientAuthFacts,
+    chain: &[CertificateDer<'static>],
+) {
+    remove_cert_headers(headers);
+    for style in styles.iter() {
+        // `xfcc_cert` writes the XFCC field with more in it.
+        if style == Forwarding::Xfcc && styles.contains(Forwarding::XfccCert) {
+            continue;
+        }
+        add_certificate_headers(headers, style, facts, chain);
+    }
+}
+
+fn add_certificate_headers(
     headers: &mut HeaderMap,
     style: Forwarding,
     facts: &ClientAuthFacts,
-    leaf: Option<&[u8]>,
+    chain: &[CertificateDer<'static>],
 ) {
-    remove_cert_headers(headers);
+    let leaf = chain.first().map(|c| c.as_ref());
     let trusted = facts.cert_verified && !facts.cert_revoked;
     match style {
         Forwarding::None => {}
@@ -203,14 +236,27 @@ pub(crate) fn certificate_headers(
                 }
             }
         }
-        Forwarding::Xfcc => {
+        Forwarding::Xfcc | Forwarding::XfccCert => {
             // As Envoy does for validated certificates only, so an origin can trust the header as is.
             if trusted {
-                let mut xfcc = format!(
-                    "Hash={};Subject={}",
-                    facts.cert_fingerprint_sha256,
-                    xfcc_value(&facts.cert_subject_dn_rfc2253)
-                );
+                let mut xfcc = format!("Hash={}", facts.cert_fingerprint_sha256);
+                if style == Forwarding::XfccCert
+                    && let Some(leaf) = leaf
+                {
+                    let mut cert = String::new();
+                    url_encoded_pem(&mut cert, leaf);
+                    let mut all = String::new();
+                    for der in chain {
+                        url_encoded_pem(&mut all, der);
+                    }
+                    if cert.len() + all.len() <= MAX_XFCC_CERTS {
+                        xfcc.push_str(&format!(";Cert=\"{cert}\";Chain=\"{all}\""));
+                    } else if cert.len() <= MAX_XFCC_CERTS {
+                        xfcc.push_str(&format!(";Cert=\"{cert}\""));
+                    }
+                }
+                xfcc.push_str(";Subject=");
+                xfcc.push_str(&xfcc_value(&facts.cert_subject_dn_rfc2253));
                 for uri in &facts.san_uri {
                     xfcc.push_str(";URI=");
                     xfcc.push_str(&xfcc_value(uri));
@@ -341,12 +387,7 @@ impl Upstream {
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, protocol.clone());
         }
-        certificate_headers(
-            &mut parts.headers,
-            host.forwarding,
-            facts,
-            conn.peer_chain.first().map(|c| c.as_ref()),
-        );
+        certificate_headers(&mut parts.headers, host.forwarding, facts, &conn.peer_chain);
 
         // Earlier X-Forwarded-For fields are folded, in order, into one value ending with the client.
         let mut xff = String::new();
@@ -639,14 +680,36 @@ mod tests {
             Forwarding::CfCertHeaders,
             Forwarding::Rfc9440,
             Forwarding::Xfcc,
+            Forwarding::XfccCert,
         ] {
             let mut h = HeaderMap::new();
             for name in CERT_HEADERS.iter().chain(CF_CERT_HEADERS.iter()) {
                 h.insert(*name, HeaderValue::from_static("spoofed"));
             }
-            certificate_headers(&mut h, style, &ClientAuthFacts::default(), None);
+            certificate_headers(&mut h, style.into(), &ClientAuthFacts::default(), &[]);
             assert!(h.values().all(|v| v != "spoofed"), "{style:?}");
         }
+    }
+
+    #[test]
+    fn pems_in_xfcc_are_percent_encoded() {
+        let mut out = String::new();
+        url_encoded_pem(&mut out, &[0xfb, 0xff, 0xbf]);
+        // "+/+/" in base64, spaces and line ends: none of it unreserved.
+        assert_eq!(
+            out,
+            "-----BEGIN%20CERTIFICATE-----%0A%2B%2F%2B%2F%0A-----END%20CERTIFICATE-----%0A"
+        );
+    }
+
+    #[test]
+    fn forwarding_sets() {
+        let set: ForwardingSet = [Forwarding::Rfc9440, Forwarding::Xfcc, Forwarding::None]
+            .into_iter()
+            .collect();
+        assert_eq!(set.iter().collect::<Vec<_>>(), [Forwarding::Rfc9440, Forwarding::Xfcc]);
+        assert!(set.contains(Forwarding::None) && !set.contains(Forwarding::Cloudflare));
+        assert!(ForwardingSet::from(Forwarding::None).is_empty());
     }
 
     #[test]

@@ -299,8 +299,8 @@ fn parse_origin_url(url: &str) -> Result<(http::uri::Scheme, http::uri::Authorit
     Ok((scheme, authority))
 }
 
-/// How the client certificate is passed to the origin. Client-sent copies of every one of these
-/// headers are removed whatever the setting.
+/// One way of passing the client certificate to the origin. Client-sent copies of every one of these
+/// headers are removed whatever a host forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Forwarding {
     /// Nothing is added.
@@ -312,8 +312,67 @@ pub enum Forwarding {
     CfCertHeaders,
     /// RFC 9440 `Client-Cert` and `Client-Cert-Chain`, only for a verified, unrevoked certificate.
     Rfc9440,
-    /// Envoy's `X-Forwarded-Client-Cert`.
+    /// Envoy's `X-Forwarded-Client-Cert` with `Hash`, `Subject`, `URI` and `DNS`.
     Xfcc,
+    /// [`Forwarding::Xfcc`] with Envoy's `Cert` and `Chain` too (the URL-encoded PEM of the certificate and of its
+    /// chain).
+    XfccCert,
+}
+
+impl Forwarding {
+    const ALL: [Forwarding; 6] = [
+        Forwarding::None,
+        Forwarding::Cloudflare,
+        Forwarding::CfCertHeaders,
+        Forwarding::Rfc9440,
+        Forwarding::Xfcc,
+        Forwarding::XfccCert,
+    ];
+
+    fn bit(self) -> u8 {
+        match self {
+            Forwarding::None => 0,
+            Forwarding::Cloudflare => 1,
+            Forwarding::CfCertHeaders => 1 << 1,
+            Forwarding::Rfc9440 => 1 << 2,
+            Forwarding::Xfcc => 1 << 3,
+            Forwarding::XfccCert => 1 << 4,
+        }
+    }
+}
+
+/// The ways a host passes the client certificate to the origin: any combination of [`Forwarding`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ForwardingSet(u8);
+
+impl ForwardingSet {
+    /// Whether `style` is one of them (`None` is in every set).
+    pub fn contains(self, style: Forwarding) -> bool {
+        self.0 & style.bit() == style.bit()
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The styles, in a fixed order.
+    pub fn iter(self) -> impl Iterator<Item = Forwarding> {
+        Forwarding::ALL
+            .into_iter()
+            .filter(move |f| *f != Forwarding::None && self.contains(*f))
+    }
+}
+
+impl From<Forwarding> for ForwardingSet {
+    fn from(style: Forwarding) -> ForwardingSet {
+        ForwardingSet(style.bit())
+    }
+}
+
+impl FromIterator<Forwarding> for ForwardingSet {
+    fn from_iter<I: IntoIterator<Item = Forwarding>>(styles: I) -> ForwardingSet {
+        ForwardingSet(styles.into_iter().fold(0, |bits, f| bits | f.bit()))
+    }
 }
 
 /// One protected hostname.
@@ -330,7 +389,7 @@ pub struct Host {
     pub(crate) server_configs: tls::HostConfigs,
     pub mtls: Option<Mtls>,
     pub origin: Origin,
-    pub forwarding: Forwarding,
+    pub forwarding: ForwardingSet,
     /// The zone's ruleset. Not public: `has_rules` is derived from it when the host is built.
     pub(crate) ruleset: Arc<CompiledRuleset>,
     /// The zone's rate-limiting rules (`http_ratelimit`), evaluated after `ruleset` lets a request through.
@@ -358,7 +417,7 @@ pub struct HostParams {
     /// CAs the verifier trusts).
     pub mtls: Option<(Mtls, Vec<CertificateDer<'static>>)>,
     pub origin: Origin,
-    pub forwarding: Forwarding,
+    pub forwarding: ForwardingSet,
     pub ruleset: Arc<CompiledRuleset>,
     /// Compiled with `CompiledRuleset::compile_ratelimit`; empty when the zone has none.
     pub ratelimit: Arc<CompiledRuleset>,

@@ -31,8 +31,8 @@ use tokio::sync::oneshot;
 use tokio_rustls::client::TlsStream;
 
 use crate::{
-    EventSink, Forwarding, Host, HostParams, Mtls, MtlsMode, Origin, ProxyConfig, ServerCert, Snapshot, TlsSessions,
-    TrustedCa, UrlNormalization, VecSink,
+    EventSink, Forwarding, ForwardingSet, Host, HostParams, Mtls, MtlsMode, Origin, ProxyConfig, ServerCert, Snapshot,
+    TlsSessions, TrustedCa, UrlNormalization, VecSink,
 };
 
 const DEFAULT_RULE: &str = r#"(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/api"}"#;
@@ -303,7 +303,7 @@ struct HostSpec {
     name: &'static str,
     mtls: Option<(MtlsMode, Arc<Verifier>, Vec<u8>)>,
     h2c: bool,
-    forwarding: Forwarding,
+    forwarding: ForwardingSet,
     rules: Arc<CompiledRuleset>,
     origin: Option<Origin>,
     normalization: UrlNormalization,
@@ -320,7 +320,7 @@ impl HostSpec {
             name,
             mtls: Some((MtlsMode::Request, verifier(ca, &[]), ca.certificate_der().to_vec())),
             h2c: false,
-            forwarding: Forwarding::None,
+            forwarding: ForwardingSet::default(),
             rules: default_rules(),
             origin: None,
             normalization: UrlNormalization::default(),
@@ -550,6 +550,7 @@ async fn world() -> World {
             "cfh.test",
             "rfc.test",
             "xfcc.test",
+            "both.test",
             "grpc.test",
         ]),
         origin: start_origin().await,
@@ -830,9 +831,9 @@ const SPOOFED: [(&str, &str); 6] = [
 async fn spoofed_certificate_headers_never_reach_the_origin() {
     let w = world().await;
     let mut cf = HostSpec::new("cf.test", &w.ca);
-    cf.forwarding = Forwarding::Cloudflare;
+    cf.forwarding = Forwarding::Cloudflare.into();
     let mut rfc = HostSpec::new("rfc.test", &w.ca);
-    rfc.forwarding = Forwarding::Rfc9440;
+    rfc.forwarding = Forwarding::Rfc9440.into();
     let proxy = start_proxy(build_snapshot(
         1,
         &w.server,
@@ -866,15 +867,19 @@ async fn spoofed_certificate_headers_never_reach_the_origin() {
 async fn forwarding_styles_carry_the_facts() {
     let w = world().await;
     let specs = [
-        ("cf.test", Forwarding::Cloudflare),
-        ("cfh.test", Forwarding::CfCertHeaders),
-        ("rfc.test", Forwarding::Rfc9440),
-        ("xfcc.test", Forwarding::Xfcc),
+        ("cf.test", vec![Forwarding::Cloudflare]),
+        ("cfh.test", vec![Forwarding::CfCertHeaders]),
+        ("rfc.test", vec![Forwarding::Rfc9440]),
+        ("xfcc.test", vec![Forwarding::Xfcc]),
+        (
+            "both.test",
+            vec![Forwarding::Rfc9440, Forwarding::Xfcc, Forwarding::XfccCert],
+        ),
     ]
     .into_iter()
-    .map(|(name, style)| {
+    .map(|(name, styles)| {
         let mut s = HostSpec::new(name, &w.ca);
-        s.forwarding = style;
+        s.forwarding = styles.into_iter().collect();
         s
     })
     .collect();
@@ -970,6 +975,27 @@ async fn forwarding_styles_carry_the_facts() {
     );
     let h = fetch("xfcc.test", None).await;
     assert!(header(&h, "x-forwarded-client-cert").is_none());
+
+    // Styles combine; with `xfcc_cert` the one XFCC field carries the certificate and its chain, URL-encoded.
+    let h = fetch("both.test", Some(&cert)).await;
+    assert_eq!(header(&h, "client-cert"), Some(f.cert_rfc9440.as_str()));
+    assert_eq!(h["x-forwarded-client-cert"].as_array().map(Vec::len), Some(1));
+    let xfcc = header(&h, "x-forwarded-client-cert").unwrap();
+    let pem: String = cert
+        .cert_pem
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    assert_eq!(
+        xfcc,
+        format!(
+            "Hash={};Cert=\"{pem}\";Chain=\"{pem}\";Subject=\"{}\";URI=spiffe://acme/svc-a;DNS=svc-a.internal",
+            f.cert_fingerprint_sha256, f.cert_subject_dn_rfc2253
+        )
+    );
 }
 
 fn grpc_spec(ca: &ManagedCa) -> HostSpec {
@@ -1516,7 +1542,7 @@ async fn sessions_resume_across_rebuilds_and_across_nodes_sharing_the_secret() {
 async fn resumed_sessions_keep_the_client_certificate() {
     let w = world().await;
     let mut spec = HostSpec::new("cfh.test", &w.ca);
-    spec.forwarding = Forwarding::CfCertHeaders;
+    spec.forwarding = Forwarding::CfCertHeaders.into();
     let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
     let good = issue(&w.ca, "good", SubjectAltNames::default());
     let config = client_config(&w.server, Some(&good), b"http/1.1", true);
@@ -1726,7 +1752,7 @@ fn sni_lookup_is_case_insensitive_and_falls_back() {
         cert: pki.cert.clone(),
         mtls: None,
         origin: Origin::new("http://127.0.0.1:1", false, None, true).unwrap(),
-        forwarding: Forwarding::None,
+        forwarding: ForwardingSet::default(),
         ruleset: default_rules(),
         ratelimit: ruleset(&[]),
         url_normalization: UrlNormalization::default(),
@@ -1753,7 +1779,7 @@ fn a_wildcard_host_covers_one_label_and_yields_to_an_exact_host() {
                 cert: pki.cert.clone(),
                 mtls: None,
                 origin: Origin::new("http://127.0.0.1:1", false, None, true).unwrap(),
-                forwarding: Forwarding::None,
+                forwarding: ForwardingSet::default(),
                 ruleset: default_rules(),
                 ratelimit: ruleset(&[]),
                 url_normalization: UrlNormalization::default(),
