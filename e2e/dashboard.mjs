@@ -251,6 +251,8 @@ try {
   await addForm.getByLabel("Origin", { exact: true }).fill("http://127.0.0.1:9");
   await addForm.getByLabel("More origin servers").fill(`${origin}\n`);
   await addForm.getByLabel("Spread requests over the servers").selectOption("failover");
+  await addForm.getByLabel("Health check path").fill("/healthz");
+  await addForm.getByLabel("Check every (seconds)").fill("5");
   await addForm.getByLabel("Minimum TLS version").selectOption("1.3");
   await addForm.getByLabel("Speak HTTP/2 to the origin").check();
   await addForm.getByRole("button", { name: "Add hostname" }).click();
@@ -262,8 +264,8 @@ try {
     const hosts = (await (await fetch(`${base}/client/v4/zones/${zones.result[0].id}/hostnames`, { headers })).json()).result;
     const added = hosts.find((x) => x.hostname === "open.localhost");
     assert.deepEqual(
-      [added.origin, added.additional_origins, added.origin_steering, added.min_tls_version, added.origin_http2],
-      ["http://127.0.0.1:9", [origin], "failover", "1.3", true],
+      [added.origin, added.additional_origins, added.origin_steering, added.origin_health_check, added.min_tls_version, added.origin_http2],
+      ["http://127.0.0.1:9", [origin], "failover", { path: "/healthz", interval: 5, timeout: 2 }, "1.3", true],
     );
     // Back to what the rest of the test expects of it: an HTTP/1.1 origin.
     const reset = await fetch(`${base}/client/v4/zones/${zones.result[0].id}/hostnames/${added.id}`, {
@@ -277,7 +279,7 @@ try {
   {
     const cell = page.locator("#hn-table tbody tr", { hasText: "open.localhost" }).locator("td").nth(1);
     await cell.getByText("failover, in this order").waitFor();
-    assert.deepEqual(await cell.locator("div").allTextContents(), ["http://127.0.0.1:9", origin, "failover, in this order"]);
+    assert.deepEqual(await cell.locator("div").allTextContents(), ["http://127.0.0.1:9", origin, "failover, in this order", "checks /healthz every 5 s"]);
     // Through the edge: the dead first server is passed over, every time.
     for (let i = 0; i < 3; i += 1) {
       const response = await until("open.localhost through its second server", 200, async () => curlEdge("/", null, null, "open.localhost"));
@@ -708,6 +710,7 @@ try {
   assert.equal(await hnDialog.locator(".dialog-error").isHidden(), true, "the hostname dialog opens without the old error");
   await hnDialog.getByLabel("Origin", { exact: true }).fill("http://127.0.0.1:9");
   assert.equal(await hnDialog.getByLabel("More origin servers").inputValue(), "");
+  assert.equal(await hnDialog.getByLabel("Health check path").inputValue(), "");
   await hnDialog.getByLabel("More origin servers").fill("http://127.0.0.1:10\n  \nhttp://127.0.0.1:11");
   await hnDialog.getByLabel("Client certificates").selectOption("require");
   const forward = hnDialog.getByRole("group", { name: "Forward the certificate to the origin" });

@@ -70,6 +70,8 @@ pub enum HostCommand {
         /// server that is up, in the order given) [default: round_robin].
         #[arg(long, value_parser = ["round_robin", "failover"])]
         steering: Option<String>,
+        #[command(flatten)]
+        health: HealthCheckArgs,
         /// Zone id or name; by default the zone HOST belongs to.
         #[arg(long)]
         zone: Option<String>,
@@ -101,6 +103,11 @@ pub enum HostCommand {
         /// How requests are spread over several origin servers: round_robin or failover.
         #[arg(long, value_parser = ["round_robin", "failover"])]
         steering: Option<String>,
+        #[command(flatten)]
+        health: HealthCheckArgs,
+        /// Stop the active health checks.
+        #[arg(long, conflicts_with_all = ["health_check", "health_check_interval", "health_check_timeout"])]
+        no_health_check: bool,
         #[arg(long, value_parser = ["request", "require"])]
         tls_client_auth: Option<String>,
         /// The forwarding styles, replacing the hostname's (as for `host add`).
@@ -136,6 +143,63 @@ pub enum HostCommand {
     Show { host: String },
     /// Stop serving a hostname.
     Remove { host: String },
+}
+
+/// Active health checks of a hostname's origin servers (with several --origin).
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthCheckArgs {
+    /// GET this path on each origin server; two failed checks in a row (not 2xx or 3xx, or no answer) take a
+    /// server out until one passes.
+    #[arg(long, value_name = "PATH")]
+    health_check: Option<String>,
+    /// Seconds between checks [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    health_check_interval: Option<u32>,
+    /// Seconds a check may take [default: 2].
+    #[arg(long, value_name = "SECONDS")]
+    health_check_timeout: Option<u32>,
+}
+
+impl HealthCheckArgs {
+    /// The API's `origin_health_check` from these options over `current` (the hostname's, for `host set`), or
+    /// `None` when none was given.
+    fn body(&self, current: &Value) -> anyhow::Result<Option<Value>> {
+        if self.health_check.is_none() && self.health_check_interval.is_none() && self.health_check_timeout.is_none() {
+            return Ok(None);
+        }
+        let mut check = if current.is_object() {
+            current.clone()
+        } else {
+            json!({})
+        };
+        if let Some(path) = &self.health_check {
+            check["path"] = json!(path);
+        }
+        if let Some(interval) = self.health_check_interval {
+            check["interval"] = json!(interval);
+        }
+        if let Some(timeout) = self.health_check_timeout {
+            check["timeout"] = json!(timeout);
+        }
+        if !check["path"].is_string() {
+            bail!("give the path to check with --health-check PATH");
+        }
+        Ok(Some(check))
+    }
+}
+
+/// A hostname's health check, in words.
+fn health_check_text(h: &Value) -> String {
+    let check = &h["origin_health_check"];
+    if !check.is_object() {
+        return "none".to_owned();
+    }
+    format!(
+        "GET {} every {} s (timeout {} s)",
+        s(check, "path"),
+        s(check, "interval"),
+        s(check, "timeout")
+    )
 }
 
 /// How the edge talks TLS to an `https://` origin.
@@ -349,6 +413,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             host,
             origin,
             steering,
+            health,
             zone,
             tls_client_auth,
             forward_cert,
@@ -361,6 +426,9 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             let mut body = json!({ "hostname": host, "origin": origin[0], "additional_origins": origin[1..] });
             if let Some(steering) = steering {
                 body["origin_steering"] = json!(steering);
+            }
+            if let Some(check) = health.body(&Value::Null)? {
+                body["origin_health_check"] = check;
             }
             origin_tls.apply(&mut body)?;
             if let Some(send) = client_ca_names {
@@ -397,6 +465,8 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             host,
             origin,
             steering,
+            health,
+            no_health_check,
             tls_client_auth,
             forward_cert,
             origin_h2,
@@ -415,6 +485,12 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             }
             if let Some(steering) = steering {
                 body["origin_steering"] = json!(steering);
+            }
+            if let Some(check) = health.body(&found["origin_health_check"])? {
+                body["origin_health_check"] = check;
+            }
+            if no_health_check {
+                body["origin_health_check"] = Value::Null;
             }
             if let Some(mode) = tls_client_auth {
                 body["tls_client_auth"] = json!(mode);
@@ -444,7 +520,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             }
             if body.as_object().is_some_and(serde_json::Map::is_empty) {
                 bail!(
-                    "nothing to change: give --origin, --steering, --tls-client-auth, --forward-cert, --origin-h2, --client-ca-names, --min-tls-version or an origin TLS option"
+                    "nothing to change: give --origin, --steering, --health-check, --no-health-check, --tls-client-auth, --forward-cert, --origin-h2, --client-ca-names, --min-tls-version or an origin TLS option"
                 );
             }
             let updated = api
@@ -508,6 +584,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
                             .join(", "),
                     ),
                     ("origin_steering", s(&found, "origin_steering")),
+                    ("origin_health_check", health_check_text(&found)),
                     ("tls_client_auth", s(&found, "tls_client_auth")),
                     ("client_certificate_forwarding", styles(&found)),
                     ("origin_tls_verify", s(&found, "origin_tls_verify")),

@@ -18,8 +18,8 @@ use portcullis_admin::{
 use portcullis_pki::MasterKey;
 use portcullis_proxy::snapshot::TrustedCa;
 use portcullis_proxy::{
-    EventSink, Forwarding, HealthBook, Host, HostParams, Mtls, MtlsMode, NormalizationScope, NormalizationType, Origin,
-    OriginIdentity, ServerCert, Snapshot, Steering, TlsSessions, UrlNormalization,
+    EventSink, Forwarding, HealthBook, HealthCheck, Host, HostParams, Mtls, MtlsMode, NormalizationScope,
+    NormalizationType, Origin, OriginIdentity, ServerCert, Snapshot, Steering, TlsSessions, UrlNormalization,
 };
 use portcullis_rules::CompiledRuleset;
 use portcullis_store::{CaRef, EdgeState, Store};
@@ -360,6 +360,17 @@ impl EdgeBuilder {
             OriginSteering::Failover => Steering::Failover,
         };
         origin.track_health(&self.origin_health);
+        origin.health_check = match &settings.origin_health_check {
+            Some(check) => Some(HealthCheck {
+                path: check
+                    .path
+                    .parse()
+                    .with_context(|| format!("health check path {:?}", check.path))?,
+                interval: Duration::from_secs(u64::from(check.interval)),
+                timeout: Duration::from_secs(u64::from(check.timeout)),
+            }),
+            None => None,
+        };
         let forwarding = settings
             .client_certificate_forwarding
             .styles()

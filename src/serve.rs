@@ -393,6 +393,12 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    // Active health checks of origin servers, on this runtime, until shutdown.
+    tokio::spawn(portcullis_proxy::run_health_checks(
+        snapshot.clone(),
+        args.limits.proxy_config(),
+        stopped(stop_rx.clone()),
+    ));
     let edge = portcullis_proxy::serve_all(
         edge_listeners,
         snapshot,

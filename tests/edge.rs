@@ -1353,6 +1353,45 @@ fn several_origin_servers_share_requests_and_stand_in_for_a_dead_one() {
         assert_eq!(get(&server, "/", &[]).2, "two");
     }
 
+    // Active health checks: a server that answers 503 to its check is taken out though it accepts connections.
+    let (sick, _) = file_server(503, b"sick".to_vec());
+    ok(&server.cli(&[
+        "host",
+        "set",
+        "localhost",
+        "--origin",
+        &url(one),
+        "--origin",
+        &url(sick),
+        "--steering",
+        "round_robin",
+        "--health-check",
+        "/healthz",
+        "--health-check-interval",
+        "1",
+    ]));
+    let shown = ok(&server.cli(&["host", "show", "localhost"]));
+    assert!(shown.contains("GET /healthz every 1 s (timeout 1 s)"), "{shown}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut in_a_row = 0;
+    while in_a_row < 6 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sick server still takes requests"
+        );
+        let (_, status, body) = get(&server, "/", &[]);
+        in_a_row = if (status.as_str(), body.as_str()) == ("200", "one") {
+            in_a_row + 1
+        } else {
+            0
+        };
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok(&server.cli(&["host", "set", "localhost", "--no-health-check"]));
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&server.cli(&["host", "show", "localhost", "--json"]))).expect("json");
+    assert!(json.get("origin_health_check").is_none(), "{json}");
+
     // Every server of a hostname has the same scheme, since they share its TLS settings.
     let out = server.cli(&[
         "host",

@@ -1547,6 +1547,7 @@ async function hostnamesPage() {
         origin: $("hn-origin").value.trim(),
         additional_origins: lines($("hn-more").value),
         origin_steering: $("hn-steering").value,
+        origin_health_check: healthCheck("hn-check-path", "hn-check-interval"),
         tls_client_auth: $("hn-mode").value,
         client_certificate_forwarding: checkedStyles("hn-forward"),
         min_tls_version: $("hn-min-tls").value,
@@ -1726,6 +1727,16 @@ async function loadHostnames() {
   if (!list.length) emptyRow(table, 7, "No hostnames yet.");
 }
 
+/** The health check the path and interval fields describe, or null for none (an empty path). */
+function healthCheck(pathId, intervalId) {
+  const path = $(pathId).value.trim();
+  if (!path) return null;
+  const check = { path };
+  const interval = $(intervalId).value.trim();
+  if (interval) check.interval = Number(interval);
+  return check;
+}
+
 /** The forwarding styles checked in the fieldset `id` (none checked: nothing is forwarded). */
 function checkedStyles(id) {
   return [...$(id).querySelectorAll("input:checked")].map((box) => box.value);
@@ -1736,11 +1747,13 @@ function originCell(host) {
   const more = host.additional_origins ?? [];
   if (!more.length) return h("td", { class: "mono" }, host.origin);
   const steering = host.origin_steering === "failover" ? "failover, in this order" : "round robin";
+  const check = host.origin_health_check;
   return h(
     "td",
     { class: "mono" },
     ...[host.origin, ...more].map((o) => h("div", {}, o)),
     h("div", { class: "muted small steering" }, steering),
+    check && h("div", { class: "muted small steering" }, `checks ${check.path} every ${check.interval} s`),
   );
 }
 
@@ -1753,6 +1766,8 @@ function openHostEdit(id) {
   $("hn-edit-origin").value = host.origin;
   $("hn-edit-more").value = (host.additional_origins ?? []).join("\n");
   $("hn-edit-steering").value = host.origin_steering ?? "round_robin";
+  $("hn-edit-check-path").value = host.origin_health_check?.path ?? "";
+  $("hn-edit-check-interval").value = host.origin_health_check?.interval ?? "";
   $("hn-edit-mode").value = host.tls_client_auth;
   const styles = [host.client_certificate_forwarding].flat();
   for (const box of $("hn-edit-forward").querySelectorAll("input")) box.checked = styles.includes(box.value);
@@ -1786,6 +1801,7 @@ function setupHostEdit() {
         origin: $("hn-edit-origin").value.trim(),
         additional_origins: lines($("hn-edit-more").value),
         origin_steering: $("hn-edit-steering").value,
+        origin_health_check: healthCheck("hn-edit-check-path", "hn-edit-check-interval"),
         tls_client_auth: $("hn-edit-mode").value,
         client_certificate_forwarding: checkedStyles("hn-edit-forward"),
         origin_client_certificate: $("hn-edit-origin-cert").value,

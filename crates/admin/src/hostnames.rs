@@ -142,6 +142,70 @@ pub enum OriginSteering {
     Failover,
 }
 
+/// An active health check of a hostname's origin servers: a `GET` of `path` on each server every `interval`
+/// seconds. Two failed checks in a row (a status other than 2xx or 3xx, no answer within `timeout` seconds)
+/// take a server out; the first check that passes brings it back. Only hostnames with several origin servers
+/// are checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, from = "HealthCheckBody")]
+pub struct OriginHealthCheck {
+    /// Path (and query) of the check, from `/`.
+    pub path: String,
+    /// Seconds between checks of a server (1 to 3600; default 10).
+    pub interval: u32,
+    /// Seconds a check may take, connecting included (1 to 60, at most `interval`; default 2, or the interval
+    /// when that is shorter).
+    pub timeout: u32,
+}
+
+/// [`OriginHealthCheck`] as sent, with its defaults still to fill in.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthCheckBody {
+    path: String,
+    interval: Option<u32>,
+    timeout: Option<u32>,
+}
+
+impl From<HealthCheckBody> for OriginHealthCheck {
+    fn from(body: HealthCheckBody) -> OriginHealthCheck {
+        let interval = body.interval.unwrap_or(10);
+        OriginHealthCheck {
+            path: body.path,
+            interval,
+            timeout: body.timeout.unwrap_or(interval.clamp(1, 2)),
+        }
+    }
+}
+
+impl OriginHealthCheck {
+    /// Checks the path and the times, naming the problem.
+    pub fn check(&self) -> Result<(), ApiError> {
+        let bad = |why: String| Err(ApiError::invalid(format!("invalid origin_health_check: {why}")));
+        if !self.path.starts_with('/') || self.path.len() > 1024 {
+            return bad(format!("path {:?} must start with / (at most 1024 bytes)", self.path));
+        }
+        if self.path.parse::<axum::http::uri::PathAndQuery>().is_err() {
+            return bad(format!("path {:?} is not a valid request path", self.path));
+        }
+        if !(1..=3600).contains(&self.interval) {
+            return bad(format!("interval {} must be 1 to 3600 seconds", self.interval));
+        }
+        if !(1..=60).contains(&self.timeout) || self.timeout > self.interval {
+            return bad(format!(
+                "timeout {} must be 1 to 60 seconds and at most the interval ({})",
+                self.timeout, self.interval
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A field that may be absent (left as it is), `null` (removed) or set.
+fn set_or_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
 /// The most origin servers a hostname may list besides `origin`.
 pub const MAX_ADDITIONAL_ORIGINS: usize = 32;
 
@@ -175,6 +239,9 @@ pub struct HostnameSettings {
     pub additional_origins: Vec<String>,
     /// How requests are spread over `origin` and `additional_origins`.
     pub origin_steering: OriginSteering,
+    /// Active health checks of the origin servers; without, only failed connections take a server out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_health_check: Option<OriginHealthCheck>,
 }
 
 impl Default for HostnameSettings {
@@ -191,6 +258,7 @@ impl Default for HostnameSettings {
             min_tls_version: MinTlsVersion::default(),
             additional_origins: Vec::new(),
             origin_steering: OriginSteering::default(),
+            origin_health_check: None,
         }
     }
 }
@@ -261,6 +329,9 @@ pub struct CreateHostname {
     /// `round_robin` (default) or `failover`.
     #[serde(default)]
     pub origin_steering: OriginSteering,
+    /// Active health checks of the origin servers.
+    #[serde(default)]
+    pub origin_health_check: Option<OriginHealthCheck>,
 }
 
 fn yes() -> bool {
@@ -285,6 +356,10 @@ pub struct UpdateHostname {
     /// Replaces the list; `[]` leaves `origin` alone.
     pub additional_origins: Option<Vec<String>>,
     pub origin_steering: Option<OriginSteering>,
+    /// `null` removes the health check.
+    #[serde(default, deserialize_with = "set_or_null")]
+    #[schema(value_type = Option<OriginHealthCheck>)]
+    pub origin_health_check: Option<Option<OriginHealthCheck>>,
 }
 
 /// A client certificate can only be presented over TLS.
@@ -385,6 +460,9 @@ pub async fn create_hostname(
 ) -> ApiResult {
     let origin = check_origin(&body.origin)?;
     let additional_origins = check_additional_origins(&origin, &body.additional_origins)?;
+    if let Some(check) = &body.origin_health_check {
+        check.check()?;
+    }
     if let Some(pem) = &body.origin_ca {
         check_origin_ca(pem)?;
     }
@@ -404,6 +482,7 @@ pub async fn create_hostname(
         min_tls_version: body.min_tls_version,
         additional_origins,
         origin_steering: body.origin_steering,
+        origin_health_check: body.origin_health_check,
     };
     let settings = serde_json::to_value(settings).map_err(ApiError::internal)?;
     let host = state
@@ -487,6 +566,12 @@ pub async fn update_hostname(
     if let Some(steering) = body.origin_steering {
         settings.origin_steering = steering;
     }
+    if let Some(check) = body.origin_health_check {
+        if let Some(check) = &check {
+            check.check()?;
+        }
+        settings.origin_health_check = check;
+    }
     let primary = origin.as_deref().unwrap_or(&current.origin);
     // Checked again when only `origin` changes: a new scheme must not strand the others.
     settings.additional_origins = check_additional_origins(
@@ -526,7 +611,35 @@ pub async fn delete_hostname(
 
 #[cfg(test)]
 mod tests {
-    use super::{check_additional_origins, check_origin};
+    use super::{OriginHealthCheck, check_additional_origins, check_origin};
+
+    #[test]
+    fn health_checks_take_defaults_and_are_checked() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<OriginHealthCheck>(v);
+        let check = parse(serde_json::json!({"path": "/healthz"})).expect("parses");
+        assert_eq!((check.interval, check.timeout), (10, 2));
+        assert!(check.check().is_ok());
+        let check = parse(serde_json::json!({"path": "/h", "interval": 1})).expect("parses");
+        assert_eq!(check.timeout, 1, "never longer than the interval by default");
+        assert!(
+            parse(serde_json::json!({"path": "/h", "every": 1})).is_err(),
+            "unknown fields"
+        );
+        let msg = |v: serde_json::Value| parse(v).expect("parses").check().expect_err("refused").message;
+        assert_eq!(
+            msg(serde_json::json!({"path": "healthz"})),
+            "invalid origin_health_check: path \"healthz\" must start with / (at most 1024 bytes)"
+        );
+        assert_eq!(
+            msg(serde_json::json!({"path": "/h", "interval": 0})),
+            "invalid origin_health_check: interval 0 must be 1 to 3600 seconds"
+        );
+        assert_eq!(
+            msg(serde_json::json!({"path": "/h", "interval": 5, "timeout": 6})),
+            "invalid origin_health_check: timeout 6 must be 1 to 60 seconds and at most the interval (5)"
+        );
+        assert!(msg(serde_json::json!({"path": "/a b"})).contains("not a valid request path"));
+    }
 
     #[test]
     fn additional_origins_are_checked_against_the_origin() {

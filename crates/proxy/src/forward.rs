@@ -33,7 +33,7 @@ use crate::origin_h1::{OriginError, OriginPool};
 use crate::origin_health::Attempts;
 use crate::origin_tls::{HttpsConnector, OriginTls};
 use crate::respond;
-use crate::snapshot::{Forwarding, ForwardingSet, Host};
+use crate::snapshot::{Forwarding, ForwardingSet, Host, Origin};
 
 /// The body type of every response the proxy sends.
 pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -327,6 +327,37 @@ impl Upstream {
             // A poisoned map only costs pooling.
             Err(_) => build(),
         }
+    }
+
+    /// Sends a health check (a request without a body) to the server its URI names, with `origin`'s
+    /// protocol and TLS settings; the status, or why there is none.
+    pub(crate) async fn check(&self, origin: &Origin, head: http::request::Parts) -> Result<StatusCode, String> {
+        let body = LimitedBody::new(
+            RequestBody::Empty,
+            self.max_body,
+            self.body_timeout,
+            Arc::new(BodyState::default()),
+        );
+        let mut request = Request::from_parts(head, body);
+        if origin.http2 {
+            *request.version_mut() = Version::HTTP_2;
+        }
+        let sent = match &origin.tls {
+            Some(tls) => self.https_client(tls, origin.http2).request(request),
+            None if origin.http2 => self.h2c.request(request),
+            None => self.http1.request(request),
+        };
+        // The body is not read: a check needs only the status.
+        sent.await.map(|resp| resp.status()).map_err(|e| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(inner) = source {
+                text.push_str(": ");
+                text.push_str(&inner.to_string());
+                source = inner.source();
+            }
+            text
+        })
     }
 
     /// Sends `req` to `host`'s origin and returns its response, or an error page that names

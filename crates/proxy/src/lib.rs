@@ -13,6 +13,7 @@
 //! - [`forward`]: header hygiene, certificate forwarding styles, pooled upstream clients (the
 //!   proxy's own HTTP/1.1 client for bodyless requests, `origin_h1`; hyper's for the rest);
 //! - [`origin_health`]: steering among several origin servers, and their passive health;
+//! - [`health_check`]: active health checks of those servers;
 //! - [`origin_tls`]: TLS to `https://` origins;
 //! - [`proxy_protocol`]: client addresses from TCP load balancers (PROXY protocol v1 and v2);
 //! - [`events`]: security events for blocked and logged requests;
@@ -35,6 +36,7 @@ mod server;
 pub mod config;
 pub mod events;
 pub mod forward;
+pub mod health_check;
 pub mod normalize;
 pub mod observe;
 pub mod origin_health;
@@ -51,6 +53,7 @@ mod tests;
 pub use config::ProxyConfig;
 pub use events::{EventSink, NoEvents, SecurityEvent, VecSink};
 pub use forward::{CERT_HEADERS, CF_CERT_HEADERS};
+pub use health_check::{HealthCheck, run_health_checks};
 pub use normalize::{NormalizationScope, NormalizationType, UrlNormalization};
 pub use observe::{REQUEST_DURATION_SECONDS, describe_metrics, record_snapshot};
 pub use origin_health::{HealthBook, Steering};

@@ -70,6 +70,18 @@ impl ServerHealth {
         down
     }
 
+    /// Marks the server down until a health check passes (see [`crate::health_check`]).
+    pub fn checked_down(&self) {
+        self.failures.fetch_max(1, Ordering::Relaxed);
+        self.down_until.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// Marks the server up: a health check passed.
+    pub fn recovered(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        self.down_until.store(0, Ordering::Relaxed);
+    }
+
     /// Records a connection that worked.
     pub fn succeeded(&self) {
         // Read first: a healthy server is written to only when it recovers, so the request path of

@@ -168,6 +168,8 @@ pub struct Origin {
     pub http2: bool,
     /// TLS settings, for `https` origins.
     pub tls: Option<OriginTls>,
+    /// The active health check of the servers, if any (only origins with several servers are checked).
+    pub health_check: Option<crate::health_check::HealthCheck>,
 }
 
 impl Origin {
@@ -206,6 +208,7 @@ impl Origin {
             turn: Arc::default(),
             http2,
             tls,
+            health_check: None,
         })
     }
 
@@ -255,6 +258,10 @@ impl Origin {
 
     pub(crate) fn server(&self, index: usize) -> &http::uri::Authority {
         &self.servers[index]
+    }
+
+    pub(crate) fn health_of(&self, index: usize) -> &ServerHealth {
+        &self.health[index]
     }
 
     /// Records how connecting to server `index` went; only origins with several servers keep track.

@@ -169,3 +169,95 @@ fn health_carries_over_to_a_rebuilt_origin_through_the_book() {
     rebuilt.track_health(&book);
     assert_eq!(rebuilt.servers_up(), [true, false]);
 }
+
+/// An origin named `name` whose `/healthz` answers the status in `health` (every other path 200).
+async fn checked_origin(name: &'static str, health: Arc<std::sync::atomic::AtomicU16>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let health = health.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let health = health.clone();
+                    async move {
+                        let status = if req.uri().path() == "/healthz" {
+                            StatusCode::from_u16(health.load(std::sync::atomic::Ordering::Relaxed)).unwrap()
+                        } else {
+                            StatusCode::OK
+                        };
+                        let mut resp = Response::new(Full::new(Bytes::new()).boxed());
+                        *resp.status_mut() = status;
+                        resp.headers_mut().insert("x-served-by", HeaderValue::from_static(name));
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Waits up to 5 s for the host's servers to be up as `want`.
+async fn until_up(proxy: &Proxy, want: &[bool]) {
+    for _ in 0..100 {
+        if proxy.snapshot.load().hosts["api.test"].origin.servers_up() == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "servers up: {:?}, wanted {want:?}",
+        proxy.snapshot.load().hosts["api.test"].origin.servers_up()
+    );
+}
+
+#[tokio::test]
+async fn health_checks_take_a_failing_server_out_and_bring_it_back() {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let w = world().await;
+    let (good, sick) = (Arc::new(AtomicU16::new(200)), Arc::new(AtomicU16::new(503)));
+    let (a, b) = (checked_origin("a", good).await, checked_origin("b", sick.clone()).await);
+    let mut origin = origin_of(&[a, b], Steering::RoundRobin, false);
+    origin.health_check = Some(crate::HealthCheck {
+        path: "/healthz".parse().unwrap(),
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_secs(2),
+    });
+    let spec = HostSpec {
+        origin: Some(origin),
+        ..HostSpec::new("api.test", &w.ca)
+    };
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(crate::run_health_checks(
+        proxy.snapshot.clone(),
+        ProxyConfig::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    // b answers 503 to its check: after two, it takes no requests, though it would answer them.
+    until_up(&proxy, &[true, false]).await;
+    let mut c = h1(&proxy, &w.server, "api.test", None).await;
+    for _ in 0..4 {
+        let (status, headers, _) = c.get("api.test", "/public", &[]).await;
+        assert_eq!((status, served_by(&headers)), (StatusCode::OK, "a".into()));
+    }
+    // Healthy again: back in turn.
+    sick.store(200, Ordering::Relaxed);
+    until_up(&proxy, &[true, true]).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(served_by(&c.get("api.test", "/public", &[]).await.1));
+    }
+    assert_eq!(seen.iter().filter(|s| *s == "b").count(), 2, "{seen:?}");
+    let _ = stop.send(());
+}
