@@ -151,8 +151,13 @@ fn mtls_expression(paths: &[String], hosts: &[String]) -> String {
         "(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {}",
         set(paths)
     );
-    // A wildcard hostname is no value of http.host: it is matched with the wildcard operator.
-    let (wild, exact): (Vec<String>, Vec<String>) = hosts.iter().cloned().partition(|h| h.starts_with("*."));
+    // http.host is lower-case without a trailing dot; a wildcard hostname is no value of it, but a pattern
+    // for the wildcard operator.
+    let hosts: Vec<String> = hosts
+        .iter()
+        .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+        .collect();
+    let (wild, exact): (Vec<String>, Vec<String>) = hosts.into_iter().partition(|h| h.starts_with("*."));
     let mut tests: Vec<String> = wild
         .iter()
         .map(|h| format!("http.host wildcard {}", quote(h)))
@@ -445,6 +450,10 @@ mod tests {
         assert_eq!(
             mtls_expression(&["/x".into()], &["a.example.com".into(), "b.example.com".into()]),
             r#"(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/x"} and http.host in {"a.example.com" "b.example.com"}"#
+        );
+        assert_eq!(
+            mtls_expression(&["/x".into()], &["API.example.com.".into()]),
+            r#"(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/x"} and http.host in {"api.example.com"}"#
         );
         assert_eq!(
             mtls_expression(&["/x".into()], &["*.t.example.com".into()]),

@@ -359,7 +359,7 @@ impl EdgeBuilder {
             OriginSteering::RoundRobin => Steering::RoundRobin,
             OriginSteering::Failover => Steering::Failover,
         };
-        origin.track_health(&self.origin_health);
+        origin.track_health(&self.origin_health, &host.hostname);
         origin.health_check = match &settings.origin_health_check {
             Some(check) => Some(HealthCheck {
                 path: check

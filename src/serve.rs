@@ -455,7 +455,8 @@ fn bind_edge(addr: SocketAddr, all: &[SocketAddr]) -> std::io::Result<tokio::net
     if addr.is_ipv6() && all.iter().any(|other| other.is_ipv4() && other.port() == addr.port()) {
         socket.set_only_v6(true)?;
     }
-    // As std's and tokio's bind do: a restart must not wait for the old connections' TIME_WAIT.
+    // As std's and tokio's bind do on Unix: a restart must not wait for the old connections' TIME_WAIT.
+    #[cfg(unix)]
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;

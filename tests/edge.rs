@@ -447,7 +447,7 @@ fn uploaded_ca_certificates_verify_and_expired_ones_are_refused() {
         };
         let options = IssueOptions {
             validity_days: days,
-            crl_distribution_point: None,
+            ..IssueOptions::default()
         };
         let issued = ca.issue_with_generated_key(&request, &options, at).expect("issued");
         std::fs::write(dir.join(format!("{name}.pem")), &issued.record.certificate).expect("write");
@@ -1070,7 +1070,7 @@ fn crls_fetched_from_a_url_revoke_at_the_edge_and_old_ones_are_refused() {
         };
         let options = IssueOptions {
             validity_days: 30,
-            crl_distribution_point: None,
+            ..IssueOptions::default()
         };
         let issued = ca.issue_with_generated_key(&request, &options, now).expect("issued");
         std::fs::write(dir.join(format!("{name}.pem")), &issued.record.certificate).expect("write");

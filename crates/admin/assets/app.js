@@ -1048,9 +1048,11 @@ function quote(text) {
 
 export function mtlsExpression(paths, hostnames) {
   let expression = `(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {${paths.map(quote).join(" ")}}`;
-  // A wildcard hostname is no value of http.host: it is matched with the wildcard operator.
-  const exact = hostnames.filter((n) => !n.startsWith("*."));
-  const tests = hostnames.filter((n) => n.startsWith("*.")).map((n) => `http.host wildcard ${quote(n)}`);
+  // http.host is lower-case without a trailing dot; a wildcard hostname is no value of it, but a pattern for
+  // the wildcard operator.
+  const names = hostnames.map((n) => n.trim().replace(/\.+$/, "").toLowerCase());
+  const exact = names.filter((n) => !n.startsWith("*."));
+  const tests = names.filter((n) => n.startsWith("*.")).map((n) => `http.host wildcard ${quote(n)}`);
   if (exact.length) tests.unshift(`http.host in {${exact.map(quote).join(" ")}}`);
   if (tests.length === 1) expression += ` and ${tests[0]}`;
   if (tests.length > 1) expression += ` and (${tests.join(" or ")})`;
@@ -1727,13 +1729,15 @@ async function loadHostnames() {
   if (!list.length) emptyRow(table, 7, "No hostnames yet.");
 }
 
-/** The health check the path and interval fields describe, or null for none (an empty path). */
-function healthCheck(pathId, intervalId) {
+/** The health check the path and interval fields describe, or null for none (an empty path). A timeout set
+ *  before (through the API or the CLI; the form has no field for it) is kept while it fits the interval. */
+function healthCheck(pathId, intervalId, previous = null) {
   const path = $(pathId).value.trim();
   if (!path) return null;
   const check = { path };
   const interval = $(intervalId).value.trim();
   if (interval) check.interval = Number(interval);
+  if (previous?.timeout && previous.timeout <= (check.interval ?? 10)) check.timeout = previous.timeout;
   return check;
 }
 
@@ -1801,7 +1805,11 @@ function setupHostEdit() {
         origin: $("hn-edit-origin").value.trim(),
         additional_origins: lines($("hn-edit-more").value),
         origin_steering: $("hn-edit-steering").value,
-        origin_health_check: healthCheck("hn-edit-check-path", "hn-edit-check-interval"),
+        origin_health_check: healthCheck(
+          "hn-edit-check-path",
+          "hn-edit-check-interval",
+          hostList.find((x) => x.id === dialog.dataset.id)?.origin_health_check,
+        ),
         tls_client_auth: $("hn-edit-mode").value,
         client_certificate_forwarding: checkedStyles("hn-edit-forward"),
         origin_client_certificate: $("hn-edit-origin-cert").value,

@@ -233,6 +233,7 @@ pub async fn create_client_certificate(
             .crl_base_url
             .as_ref()
             .map(|base| format!("{}/crl/{}.crl", base.trim_end_matches('/'), ca.id())),
+        ocsp_url: None,
     };
     let now = OffsetDateTime::now_utc();
     let subject_given = [

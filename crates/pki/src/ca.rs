@@ -100,6 +100,8 @@ pub struct IssueOptions {
     pub validity_days: u32,
     /// URL put in a CRL distribution point extension.
     pub crl_distribution_point: Option<String>,
+    /// URL of the CA's OCSP responder, put in an authority information access extension.
+    pub ocsp_url: Option<String>,
 }
 
 impl Default for IssueOptions {
@@ -107,6 +109,7 @@ impl Default for IssueOptions {
         IssueOptions {
             validity_days: DEFAULT_VALIDITY_DAYS,
             crl_distribution_point: None,
+            ocsp_url: None,
         }
     }
 }
@@ -515,6 +518,21 @@ impl ManagedCa {
             p.crl_distribution_points = vec![CrlDistributionPoint {
                 uris: vec![url.to_owned()],
             }];
+        }
+        if let Some(url) = options.ocsp_url.as_deref().filter(|u| !u.is_empty()) {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || !url.is_ascii() || url.len() > 1024 {
+                return Err(PkiError::InvalidParameter(format!(
+                    "OCSP URL must be an ASCII http:// or https:// URL (got {url:?})"
+                )));
+            }
+            // AuthorityInfoAccessSyntax: one AccessDescription, id-ad-ocsp with a URI ([6] IA5String).
+            let mut description = vec![0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
+            crate::der::tlv(&mut description, 0x86, url.as_bytes());
+            let access = crate::der::wrap(0x30, &crate::der::wrap(0x30, &description));
+            p.custom_extensions.push(rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+                access,
+            ));
         }
         Ok(p)
     }

@@ -25,6 +25,7 @@ pub mod ca;
 pub mod crl;
 pub mod dn;
 pub mod facts;
+pub mod ocsp;
 pub mod pem;
 pub mod seal;
 pub mod server;
@@ -48,6 +49,7 @@ pub use facts::{
     ClientAuthFacts, FACT_COUNT, FactValue, IssuerInfo, RFC9440_CHAIN_LIMIT, RFC9440_LEAF_LIMIT, compute_facts,
 };
 pub use keys::KeyType;
+pub use ocsp::{CertId, CertIdHash, OcspError, OcspStatus};
 pub use seal::MasterKey;
 pub use server::{ServerCertificate, parse_client_identity, parse_server_certificate};
 pub use status::{CertificateStatus, StatusAction, transition};

@@ -214,10 +214,30 @@ fn csr_subject_and_sans_are_copied() {
             &IssueOptions {
                 validity_days: 30,
                 crl_distribution_point: Some("http://crl.example/ca.crl".into()),
+                ocsp_url: Some("http://ocsp.example/ca".into()),
             },
             now(),
         )
         .unwrap();
+    {
+        use x509_parser::prelude::*;
+        let (_, cert) = X509Certificate::from_der(&issued.der).unwrap();
+        let aia = cert
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::AuthorityInfoAccess(aia) => Some(aia),
+                _ => None,
+            })
+            .expect("an authority information access extension");
+        let ocsp: Vec<_> = aia
+            .accessdescs
+            .iter()
+            .filter(|d| d.access_method == oid_registry::OID_PKIX_ACCESS_DESCRIPTOR_OCSP)
+            .map(|d| format!("{:?}", d.access_location))
+            .collect();
+        assert_eq!(ocsp, [r#"URI("http://ocsp.example/ca")"#]);
+    }
     let r = &issued.record;
     assert_eq!(
         (

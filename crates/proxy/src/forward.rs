@@ -4,8 +4,9 @@
 //!
 //! Supported origins: `http://` (HTTP/1.1, or h2c with prior knowledge for gRPC) and `https://`
 //! (HTTP/1.1 or HTTP/2 by ALPN). WebSocket upgrades pass through to HTTP/1.1 origins. Request
-//! bodies are capped in size and read time (see `body`). Not here: other upgrades, WebSocket over
-//! HTTP/2 (extended CONNECT), retries.
+//! bodies are capped in size and read time (see `body`). A request without a body goes to the next
+//! of the host's origin servers when connecting to one fails (see `origin_health`); nothing else is
+//! retried. Not here: other upgrades, WebSocket over HTTP/2 (extended CONNECT).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -100,20 +101,30 @@ fn strip_seen(headers: &mut HeaderMap, seen: Seen) {
     }
 }
 
-/// Whether `name` is one of [`CERT_HEADERS`] or [`CF_CERT_HEADERS`].
-fn is_cert_header(name: &str) -> bool {
-    match name.strip_prefix("cf-cert-") {
-        Some(rest) => CF_CERT_HEADERS.iter().any(|n| n["cf-cert-".len()..] == *rest),
-        None => (name.starts_with('c') || name.starts_with('x')) && CERT_HEADERS.contains(&name),
-    }
+/// Whether `a` and `b` are the same header name once `_` is read as `-`, as CGI, WSGI and Rack origins read
+/// them (`X_Forwarded_Client_Cert` reaches them as `HTTP_X_FORWARDED_CLIENT_CERT`, like the real header).
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .all(|(x, y)| x == y || (x == b'_' && y == b'-') || (x == b'-' && y == b'_'))
 }
 
-/// Removes client-sent copies of the certificate headers. One pass finds whether there are any:
-/// there are none unless a client is trying to spoof them.
+/// Whether `name` (lower-case, as `http` keeps names) is one of [`CERT_HEADERS`] or [`CF_CERT_HEADERS`],
+/// with `_` for `-` or not.
+fn is_cert_header(name: &str) -> bool {
+    let first = name.as_bytes().first().copied();
+    (first == Some(b'c') || first == Some(b'x'))
+        && CERT_HEADERS.iter().chain(&CF_CERT_HEADERS).any(|n| same_name(name, n))
+}
+
+/// Removes client-sent copies of the certificate headers, also spelled with underscores. One pass finds
+/// whether there are any: there are none unless a client is trying to spoof them.
 fn remove_cert_headers(headers: &mut HeaderMap) {
     if headers.keys().any(|k| is_cert_header(k.as_str())) {
-        for name in CERT_HEADERS.iter().chain(&CF_CERT_HEADERS) {
-            headers.remove(*name);
+        let spoofed: Vec<HeaderName> = headers.keys().filter(|k| is_cert_header(k.as_str())).cloned().collect();
+        for name in spoofed {
+            headers.remove(name);
         }
     }
 }
@@ -139,19 +150,35 @@ fn bool_text(b: bool) -> &'static str {
     if b { "true" } else { "false" }
 }
 
-/// XFCC quoting as Envoy does it: a value with `,;="` is double-quoted and its `"` escaped; a
-/// backslash is kept as is, so a DN's own `\,` escapes survive.
+/// An XFCC `Subject`: always a quoted string, as Envoy writes it, with no `"` inside, so that no subject can
+/// end the quotes early and add keys or elements of its own, whichever way an origin parses quoted strings.
+/// A quote (escaped `\"` in the DN, or bare) is written as the DN escape `\22`, which DN parsers read as a
+/// quote; the DN's other escapes (`\,`) stay as they are.
+fn xfcc_subject(dn: &str) -> String {
+    let mut v = dn.replace("\\\"", "\\22").replace('"', "\\22");
+    if v.bytes().rev().take_while(|b| *b == b'\\').count() % 2 == 1 {
+        // A lone trailing backslash would escape the closing quote.
+        v.pop();
+        v.push_str("\\5C");
+    }
+    format!("\"{v}\"")
+}
+
+/// An XFCC `URI` or `DNS` value: `"` and `\` percent-encoded (neither belongs in a URI or a DNS name), and
+/// quoted when it holds `,`, `;` or `=`.
 fn xfcc_value(v: &str) -> String {
-    if v.contains([',', ';', '=', '"']) {
-        format!("\"{}\"", v.replace('"', "\\\""))
+    let v = v.replace('"', "%22").replace('\\', "%5C");
+    if v.contains([',', ';', '=']) {
+        format!("\"{v}\"")
     } else {
-        v.to_owned()
+        v
     }
 }
 
 /// The longest `Cert` plus `Chain` of an XFCC value (the URL-encoded PEMs); past it `Chain` is left out, then
-/// `Cert`, rather than send a header origins refuse (NGINX's default limit is 8 KiB per field).
-const MAX_XFCC_CERTS: usize = 12 * 1024;
+/// `Cert`, rather than send a field origins refuse (NGINX's default limit is 8 KiB per header line, which the
+/// rest of the value must fit in too).
+const MAX_XFCC_CERTS: usize = 6 * 1024;
 
 /// A certificate's PEM, percent-encoded as Envoy does for XFCC's `Cert` and `Chain`: everything but
 /// RFC 3986's unreserved characters.
@@ -256,7 +283,7 @@ fn add_certificate_headers(
                     }
                 }
                 xfcc.push_str(";Subject=");
-                xfcc.push_str(&xfcc_value(&facts.cert_subject_dn_rfc2253));
+                xfcc.push_str(&xfcc_subject(&facts.cert_subject_dn_rfc2253));
                 for uri in &facts.san_uri {
                     xfcc.push_str(";URI=");
                     xfcc.push_str(&xfcc_value(uri));
@@ -745,8 +772,36 @@ mod tests {
 
     #[test]
     fn xfcc_quoting() {
-        assert_eq!(xfcc_value("CN=a,O=b"), "\"CN=a,O=b\"");
-        assert_eq!(xfcc_value("a\"b"), "\"a\\\"b\"");
+        assert_eq!(xfcc_subject("CN=a,O=b\\, Inc."), "\"CN=a,O=b\\, Inc.\"");
+        // A DN's escaped quote, or a bare one, becomes `\22`: nothing inside the quotes can close them.
+        assert_eq!(xfcc_subject("CN=x\\\";URI=evil"), "\"CN=x\\22;URI=evil\"");
+        assert_eq!(xfcc_subject("CN=x\";DNS=evil"), "\"CN=x\\22;DNS=evil\"");
+        assert_eq!(xfcc_subject("CN=x\\"), "\"CN=x\\5C\"");
+        assert_eq!(
+            xfcc_subject("CN=x\\\\"),
+            "\"CN=x\\\\\"",
+            "an escaped backslash is whole"
+        );
+        assert_eq!(xfcc_subject("CN=x\\\\\\"), "\"CN=x\\\\\\5C\"");
         assert_eq!(xfcc_value("spiffe://x/y"), "spiffe://x/y");
+        assert_eq!(xfcc_value("https://x/?a=b"), "\"https://x/?a=b\"");
+        assert_eq!(xfcc_value("x\";URI=evil"), "\"x%22;URI=evil\"");
+        assert_eq!(xfcc_value("a\\b"), "a%5Cb");
+    }
+
+    #[test]
+    fn underscore_spellings_of_certificate_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "x_forwarded_client_cert",
+            "client_cert",
+            "cf_cert_verified",
+            "cf-cert_revoked",
+            "x-forwarded_for",
+        ] {
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("spoofed"));
+        }
+        remove_cert_headers(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-forwarded_for"]);
     }
 }

@@ -213,6 +213,13 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
         same_host = snapshot
             .host_named(&lower)
             .is_some_and(|found| Arc::ptr_eq(found, &host));
+        if !same_host {
+            // A wildcard host serves the names it covers and nothing else: its rules are written for them.
+            return (
+                respond::status_page(StatusCode::MISDIRECTED_REQUEST, version),
+                Outcome::early("misdirected", Some(host)),
+            );
+        }
         covered = Some(lower);
     }
     // On an mTLS host the certificate was requested and checked for the SNI's host: never apply it to
@@ -239,6 +246,11 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
     // Only `host` is needed from here on; do not pin the whole snapshot for a long request.
     drop(snapshot);
     let req_host = req_host.as_deref().unwrap_or(&host.hostname);
+    // Rules see the hostname the request was routed to: a wildcard host's the name asked for, any other host's
+    // its own. A Host that names no configured host (an IP address, an alias) must not steer a request past
+    // rules written for this one, as `http.host eq "admin.example.com"` would be otherwise; the origin still
+    // gets the Host as sent.
+    let rules_host: &str = if host.wildcard { req_host } else { &host.hostname };
 
     let mut action = "allow";
     let mut rule_id = None;
@@ -256,7 +268,7 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
             wanted,
             &parts,
             &RequestFacts {
-                host: req_host,
+                host: rules_host,
                 path: &path,
                 conn,
                 cert: &facts,
@@ -267,7 +279,7 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
         let event = |action: &'static str, rule_id: Option<String>, status: u16| SecurityEvent {
             at: unix_now(),
             zone_id: host.zone_id.clone(),
-            host: req_host.to_owned(),
+            host: rules_host.to_owned(),
             method: observe::truncate(parts.method.as_str(), observe::MAX_LOGGED_METHOD).to_owned(),
             path: observe::truncate(parts.uri.path(), observe::MAX_LOGGED_PATH).to_owned(),
             client_ip: conn.client_ip.clone(),
@@ -290,7 +302,7 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
                 shared
                     .events
                     .record(event("block", rule.rule().id.clone(), resp.status().as_u16()));
-                tracing::debug!(host = %req_host, "request blocked");
+                tracing::debug!(host = %rules_host, "request blocked");
                 let outcome = Outcome {
                     action: "block",
                     rule_id,

@@ -3,10 +3,11 @@
 //! answers 503) stops receiving requests before clients meet it, and one that recovers gets them back.
 //!
 //! A server is marked down after [`FALL`] failed checks in a row (a status other than 2xx or 3xx, a
-//! timeout, a refused connection) and up again at the first check that passes. The mark is the same
-//! [`ServerHealth`](crate::origin_health::ServerHealth) that failed connections set, so a server found
-//! down either way is passed over by every host that sends to it. Only origins with several servers
-//! are checked: with one, there is nothing else to send to.
+//! timeout, a refused connection) and up again at the first check that passes; a request's success
+//! does not bring it back. The host's requests pass over a server that is down either way: by its check
+//! or by a failed connection ([`ServerHealth`](crate::origin_health::ServerHealth)). Only origins with
+//! several servers are checked: with one, there is nothing else to send to. A wildcard host's checks
+//! carry no `Host` of its own, so the origin sees the server's address.
 //!
 //! What it does not do: read the store (it follows the snapshot the binary publishes), or check
 //! origins of hosts without a check path.
@@ -43,8 +44,8 @@ struct Checked {
     in_flight: bool,
 }
 
-/// Runs the checks of every host in the newest snapshot until `stop` completes. One probe per server and
-/// check path at a time; a server shared by several hosts with the same path is checked once.
+/// Runs the checks of every host in the newest snapshot until `stop` completes, one probe per host and server at
+/// a time (health is kept per host: see [`crate::origin_health`]).
 pub async fn run_health_checks(
     snapshot: Arc<ArcSwap<Snapshot>>,
     config: ProxyConfig,
@@ -71,7 +72,13 @@ pub async fn run_health_checks(
                         continue;
                     }
                     for index in 0..host.origin.servers().len() {
-                        let key = format!("{}://{}{}", host.origin.scheme, host.origin.server(index), check.path);
+                        let key = format!(
+                            "{} {}://{}{}",
+                            host.hostname,
+                            host.origin.scheme,
+                            host.origin.server(index),
+                            check.path
+                        );
                         seen.insert(key.clone());
                         let entry = state.entry(key.clone()).or_default();
                         if entry.in_flight || entry.next.is_some_and(|next| next > now) {
@@ -110,7 +117,7 @@ fn record(host: &Host, index: usize, health: &ServerHealth, entry: &mut Checked,
     let server = host.origin.server(index);
     match outcome {
         Ok(()) => {
-            if !health.is_up() {
+            if health.is_check_down() {
                 tracing::info!(host = %host.hostname, %server, "origin server passed its health check; it takes requests again");
             }
             entry.failures = 0;
@@ -118,7 +125,7 @@ fn record(host: &Host, index: usize, health: &ServerHealth, entry: &mut Checked,
         }
         Err(why) => {
             entry.failures = entry.failures.saturating_add(1);
-            if entry.failures >= FALL && health.is_up() {
+            if entry.failures >= FALL && !health.is_check_down() {
                 tracing::warn!(
                     host = %host.hostname,
                     %server,

@@ -4,14 +4,17 @@
 //! What counts against a server is a failure to connect (refused, unreachable, connect timeout, or the
 //! TLS handshake with it failing), because then nothing of the request was sent and another server can
 //! take it safely, whatever the method. A slow or failing response does not count: the request may have
-//! had effects, and an origin that answers 5xx is the application's business. There are no active
-//! probes; a server left alone gets a real request again when its time is up (and, if it fails again,
-//! is left alone twice as long, up to [`MAX_DOWN`]).
+//! had effects, and an origin that answers 5xx is the application's business. A server left alone gets a
+//! real request again when its time is up (and, if it fails again, is left alone twice as long, up to
+//! [`MAX_DOWN`]). Separately, a host's active health check ([`crate::health_check`]) can mark a server
+//! down until a check passes; no request's success undoes that.
 //!
-//! The health of a server outlives snapshots: the binary keeps one [`HealthBook`] and every rebuilt
-//! origin takes its servers' state from it, so a reload does not send traffic back to a dead server.
+//! The health of a server is kept per host (one host's origin CA or check path says nothing about
+//! another's), and it outlives snapshots: the binary keeps one [`HealthBook`] and every rebuilt origin
+//! takes its servers' state and its round-robin turn from it, so a reload does not send traffic back to
+//! a dead server.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -39,6 +42,8 @@ pub struct ServerHealth {
     down_until: AtomicU64,
     /// Failed connections in a row.
     failures: AtomicU32,
+    /// Down by the host's health check, until a check passes.
+    check_down: AtomicBool,
 }
 
 /// The process's time base for [`ServerHealth`] (monotonic).
@@ -58,7 +63,7 @@ impl ServerHealth {
     }
 
     fn is_up_at(&self, now: u64) -> bool {
-        self.down_until.load(Ordering::Relaxed) <= now
+        self.down_until.load(Ordering::Relaxed) <= now && !self.check_down.load(Ordering::Relaxed)
     }
 
     /// Records a failed connection and returns how long the server is now left alone.
@@ -72,14 +77,17 @@ impl ServerHealth {
 
     /// Marks the server down until a health check passes (see [`crate::health_check`]).
     pub fn checked_down(&self) {
-        self.failures.fetch_max(1, Ordering::Relaxed);
-        self.down_until.store(u64::MAX, Ordering::Relaxed);
+        self.check_down.store(true, Ordering::Relaxed);
     }
 
-    /// Marks the server up: a health check passed.
+    /// Whether the health check holds the server down.
+    pub fn is_check_down(&self) -> bool {
+        self.check_down.load(Ordering::Relaxed)
+    }
+
+    /// A health check passed: the check no longer holds the server down (a failed connection still may).
     pub fn recovered(&self) {
-        self.failures.store(0, Ordering::Relaxed);
-        self.down_until.store(0, Ordering::Relaxed);
+        self.check_down.store(false, Ordering::Relaxed);
     }
 
     /// Records a connection that worked.
@@ -93,11 +101,12 @@ impl ServerHealth {
     }
 }
 
-/// The health of every origin server the edge sends to, by `scheme://authority`, kept by the binary from
-/// one snapshot to the next.
+/// The health of every origin server the edge sends to, by host and `scheme://authority`, and each host's
+/// round-robin turn, kept by the binary from one snapshot to the next.
 #[derive(Debug, Default)]
 pub struct HealthBook {
     servers: Mutex<FxHashMap<String, Arc<ServerHealth>>>,
+    turns: Mutex<FxHashMap<String, Arc<AtomicUsize>>>,
 }
 
 impl HealthBook {
@@ -105,16 +114,25 @@ impl HealthBook {
         HealthBook::default()
     }
 
-    /// The state of the server `key` (`scheme://authority`), created up on first use.
+    /// The state of the server `key` (host and `scheme://authority`), created up on first use.
     pub fn get(&self, key: &str) -> Arc<ServerHealth> {
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         servers.entry(key.to_owned()).or_default().clone()
     }
 
-    /// Forgets servers no snapshot refers to any more (only this book holds them).
+    /// The round-robin counter of `host`, created on first use.
+    pub fn turn(&self, host: &str) -> Arc<AtomicUsize> {
+        let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        turns.entry(host.to_owned()).or_default().clone()
+    }
+
+    /// Forgets servers and hosts no snapshot refers to any more (only this book holds them).
     pub fn prune(&self) {
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         servers.retain(|_, health| Arc::strong_count(health) > 1);
+        drop(servers);
+        let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        turns.retain(|_, turn| Arc::strong_count(turn) > 1);
     }
 
     /// How many servers the book knows.
@@ -128,8 +146,9 @@ impl HealthBook {
 }
 
 /// The order in which one request tries a host's servers: the steering's choice first, then the
-/// others that are up, in the configured order from there on. When every server is down, all are
-/// tried anyway, since refusing the request outright cannot be better than trying.
+/// others that are up, in the configured order from there on. When every server is down, the
+/// steering's choice is tried anyway (and only it), since refusing the request outright cannot be
+/// better than trying.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Attempts {
     start: usize,
@@ -151,18 +170,20 @@ impl Attempts {
         }
         let now = now_ms();
         let start = match steering {
-            // A server that is down gives up its turn rather than passing it to the next one, so the
-            // servers that are up share the requests evenly.
+            // The turn counts among the servers that are up, so that they share the requests evenly
+            // (a down server's turn is not passed to its neighbour). One atomic step per request.
             Steering::RoundRobin => {
-                let first = turn.fetch_add(1, Ordering::Relaxed) % len;
-                let mut pick = first;
-                for _ in 1..len {
-                    if health[pick].is_up_at(now) {
-                        break;
-                    }
-                    pick = turn.fetch_add(1, Ordering::Relaxed) % len;
+                let drawn = turn.fetch_add(1, Ordering::Relaxed);
+                let up = health.iter().filter(|h| h.is_up_at(now)).count();
+                if up == 0 {
+                    drawn % len
+                } else {
+                    let nth = drawn % up;
+                    (0..len)
+                        .filter(|&i| health[i].is_up_at(now))
+                        .nth(nth)
+                        .unwrap_or(drawn % len)
                 }
-                if health[pick].is_up_at(now) { pick } else { first }
             }
             Steering::Failover => (0..len).find(|&i| health[i].is_up_at(now)).unwrap_or(0),
         };
@@ -209,13 +230,13 @@ mod tests {
         assert_eq!(order(Steering::RoundRobin, &health, &turn), [1, 2, 0]);
         assert_eq!(order(Steering::RoundRobin, &health, &turn), [2, 0, 1]);
         health[1].failed();
-        assert_eq!(order(Steering::RoundRobin, &health, &turn), [0, 2]);
-        // Its turn is skipped: the others take turns evenly.
+        // The others take turns evenly.
         assert_eq!(order(Steering::RoundRobin, &health, &turn), [2, 0]);
         assert_eq!(order(Steering::RoundRobin, &health, &turn), [0, 2]);
         assert_eq!(order(Steering::RoundRobin, &health, &turn), [2, 0]);
+        assert_eq!(order(Steering::RoundRobin, &health, &turn), [0, 2]);
         health[1].succeeded();
-        assert_eq!(order(Steering::RoundRobin, &health, &turn), [0, 1, 2]);
+        assert_eq!(order(Steering::RoundRobin, &health, &turn), [1, 2, 0]);
     }
 
     #[test]
@@ -238,7 +259,7 @@ mod tests {
         health[1].failed();
         assert_eq!(order(Steering::Failover, &health, &turn), [0]);
         assert_eq!(order(Steering::RoundRobin, &health, &turn), [0]);
-        assert_eq!(order(Steering::RoundRobin, &health, &turn), [0]);
+        assert_eq!(order(Steering::RoundRobin, &health, &turn), [1]);
     }
 
     #[test]
@@ -262,6 +283,19 @@ mod tests {
         health.succeeded();
         assert!(health.is_up());
         assert_eq!(health.failed(), FIRST_DOWN);
+    }
+
+    #[test]
+    fn a_health_check_holds_a_server_down_whatever_requests_do() {
+        let health = ServerHealth::default();
+        health.checked_down();
+        health.succeeded();
+        assert!(!health.is_up(), "a request's success does not undo the check");
+        health.failed();
+        health.recovered();
+        assert!(!health.is_up(), "nor does a passing check undo a failed connection");
+        health.succeeded();
+        assert!(health.is_up());
     }
 
     #[test]

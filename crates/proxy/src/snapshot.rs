@@ -229,11 +229,13 @@ impl Origin {
         Ok(())
     }
 
-    /// Takes the servers' health from `book`, so that it carries over from earlier snapshots.
-    pub fn track_health(&mut self, book: &HealthBook) {
+    /// Takes the servers' health and the round-robin turn of `hostname` from `book`, so that they carry over
+    /// from earlier snapshots.
+    pub fn track_health(&mut self, book: &HealthBook, hostname: &str) {
         for (server, health) in self.servers.iter().zip(self.health.iter_mut()) {
-            *health = book.get(&format!("{}://{}", self.scheme, server));
+            *health = book.get(&format!("{hostname} {}://{}", self.scheme, server));
         }
+        self.turn = book.turn(hostname);
     }
 
     /// The servers, in the configured order.

@@ -1160,6 +1160,55 @@ async fn a_rule_that_reads_no_field_still_blocks() {
     );
 }
 
+/// A Host that names no configured host (an alias, an address) is served by the SNI's host, and its rules see that
+/// host's name: a host-scoped rule cannot be stepped around by sending another Host.
+#[tokio::test]
+async fn rules_see_the_routed_host_whatever_host_the_client_sends() {
+    let w = world().await;
+    let mut spec = HostSpec::new("api.test", &w.ca);
+    spec.mtls = None;
+    spec.rules = ruleset(&[(
+        r#"http.host eq "api.test" and http.request.uri.path eq "/admin""#,
+        Action::Block,
+        None,
+    )]);
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
+    let mut c = h1(&proxy, &w.server, "api.test", None).await;
+    for host in ["api.test", "API.test", "203.0.113.9", "alias.example"] {
+        assert_eq!(
+            c.get(host, "/admin", &[]).await.0,
+            StatusCode::FORBIDDEN,
+            "Host: {host}"
+        );
+    }
+    let (status, _, body) = c.get("alias.example", "/public", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        header(&origin_headers(&body), "x-forwarded-host"),
+        Some("alias.example"),
+        "the origin still gets the name asked for"
+    );
+}
+
+/// A wildcard host without mTLS still serves only the names it covers.
+#[tokio::test]
+async fn a_wildcard_host_refuses_names_it_does_not_cover() {
+    let w = world().await;
+    let mut spec = HostSpec::new("*.w.test", &w.ca);
+    spec.mtls = None;
+    let server = server_pki(&["*.w.test"]);
+    let proxy = start_proxy(build_snapshot(1, &server, w.origin, vec![spec])).await;
+    let mut c = h1(&proxy, &server, "a.w.test", None).await;
+    assert_eq!(c.get("b.w.test", "/", &[]).await.0, StatusCode::OK);
+    for other in ["evil.example", "x.b.w.test", "w.test"] {
+        assert_eq!(
+            c.get(other, "/", &[]).await.0,
+            StatusCode::MISDIRECTED_REQUEST,
+            "Host: {other}"
+        );
+    }
+}
+
 /// Cloudflare's cookie map, argument lists and request timestamp reach rules from real requests.
 #[tokio::test]
 async fn cookies_argument_lists_and_the_timestamp_reach_rules() {

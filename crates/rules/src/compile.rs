@@ -515,8 +515,9 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// `http.host` is the name a request asked for, never a pattern: a literal with `*` (a wildcard
-    /// hostname copied into `eq` or `in`) can never equal it, and a block on it would never fire.
+    /// `http.host` is the name a request asked for, lower-cased and without a trailing dot, never a
+    /// pattern: a literal with `*` (a wildcard hostname copied into `eq` or `in`), an upper-case letter or
+    /// a trailing dot can never equal it, and a block on it would never fire.
     fn check_host_literals(&self, id: FieldId, op: CmpOp, rhs: &Rhs) -> Result<(), CompileError> {
         if id != fields::HTTP_HOST || !matches!(op, CmpOp::Eq | CmpOp::Ne | CmpOp::In) {
             return Ok(());
@@ -536,6 +537,17 @@ impl Checker<'_> {
                         "`http.host` is the name the request asked for, never a wildcard, so this string can never match it",
                     )
                     .with_hint(format!("http.host wildcard \"{text}\"")));
+            }
+            if bytes.iter().any(u8::is_ascii_uppercase) || (bytes.len() > 1 && bytes.ends_with(b".")) {
+                let fixed = String::from_utf8_lossy(&bytes)
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase();
+                return Err(self
+                    .err(
+                        s.span.clone(),
+                        "`http.host` is lower-case and has no trailing dot, so this string can never match it",
+                    )
+                    .with_hint(format!("write \"{fixed}\"")));
             }
         }
         Ok(())

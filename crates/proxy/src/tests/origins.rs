@@ -158,7 +158,7 @@ fn health_carries_over_to_a_rebuilt_origin_through_the_book() {
         Steering::RoundRobin,
         false,
     );
-    first.track_health(&book);
+    first.track_health(&book, "api.test");
     first.connected(0, "api.test", Some(&"refused"));
     let mut rebuilt = origin_of(
         &["127.0.0.1:2".parse().unwrap(), "127.0.0.1:1".parse().unwrap()],
@@ -166,8 +166,16 @@ fn health_carries_over_to_a_rebuilt_origin_through_the_book() {
         false,
     );
     assert_eq!(rebuilt.servers_up(), [true, true], "a fresh origin knows nothing");
-    rebuilt.track_health(&book);
+    rebuilt.track_health(&book, "api.test");
     assert_eq!(rebuilt.servers_up(), [true, false]);
+    let mut other = origin_of(&["127.0.0.1:1".parse().unwrap()], Steering::RoundRobin, false);
+    other.add_server("http://127.0.0.1:2").unwrap();
+    other.track_health(&book, "other.test");
+    assert_eq!(
+        other.servers_up(),
+        [true, true],
+        "another host's view of the same server is its own"
+    );
 }
 
 /// An origin named `name` whose `/healthz` answers the status in `health` (every other path 200).

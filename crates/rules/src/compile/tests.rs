@@ -369,6 +369,10 @@ fn wildcard_hostnames_in_host_equality_are_refused() {
         "`http.host` is the name the request asked for, never a wildcard, so this string can never match it at 1:31; http.host wildcard \"*.t.example.com\""
     );
     assert!(err(r#"not http.host eq "*.t.example.com""#).contains("never a wildcard"));
+    assert_eq!(
+        err(r#"http.host in {"API.example.com."}"#),
+        "`http.host` is lower-case and has no trailing dot, so this string can never match it at 1:15; write \"api.example.com\""
+    );
     for src in [
         r#"http.host wildcard "*.t.example.com""#,
         r#"http.host in {"a.example.com"}"#,
