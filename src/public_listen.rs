@@ -1,7 +1,8 @@
 //! The public listener (`serve --public-listen ADDR`): plain HTTP/1.1 serving what anyone may fetch and nothing
 //! else: the managed CAs' CRLs (`GET /crl/<ca-id>.crl`, the distribution point of certificates issued with
-//! `--crl-base-url`) and the health checks (`/healthz`, `/readyz`) for load balancers and Kubernetes. The admin
-//! listener serves the same, but it carries the API and the dashboard and belongs on localhost.
+//! `--crl-base-url`), their OCSP responders (`/ocsp/<ca-id>`, named in those certificates too) and the health
+//! checks (`/healthz`, `/readyz`) for load balancers and Kubernetes. The admin listener serves the same, but it
+//! carries the API and the dashboard and belongs on localhost.
 //!
 //! It is reachable by anyone, so every resource a client controls is bounded: connections at once, the time to send
 //! a request head, a head's size and a connection's lifetime. It does not do TLS: CRLs are signed, and RFC 5280

@@ -904,6 +904,34 @@ fn the_public_listener_serves_crls_and_health_checks_and_nothing_else() {
         first.contains("verify OK") && first.contains("No Revoked Certificates"),
         "{first}"
     );
+    // The same listener is the CA's OCSP responder, named in the certificate; openssl asks it (POST) and
+    // checks the answer's signature against the CA.
+    let ocsp_url = format!("{base}/ocsp/{ca_id}");
+    let uri = openssl_ok(&dir.join("sensor"), &["x509", "-in", "cert.pem", "-noout", "-ocsp_uri"]);
+    assert_eq!(uri.trim(), ocsp_url);
+    let ask = |extra: &[&str]| {
+        let mut args = vec![
+            "ocsp", "-issuer", "ca.pem", "-cert", "cert.pem", "-url", &ocsp_url, "-CAfile", "ca.pem",
+        ];
+        args.extend_from_slice(extra);
+        let out = std::process::Command::new("openssl")
+            .current_dir(dir.join("sensor"))
+            .args(&args)
+            .output()
+            .expect("openssl runs");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let answer = ask(&[]);
+    assert!(
+        answer.contains("Response verify OK") && answer.contains("cert.pem: good"),
+        "{answer}"
+    );
+    assert!(answer.contains("Next Update:"), "{answer}");
+
     let listed = json(&server.cli(&["cert", "list", "--json"]));
     let id = str_of(&items(&listed)[0], "id").to_owned();
     let serial = str_of(&items(&listed)[0], "serial_number").to_ascii_uppercase();
@@ -918,6 +946,92 @@ fn the_public_listener_serves_crls_and_health_checks_and_nothing_else() {
         assert!(std::time::Instant::now() < deadline, "{serial} not in {revoked}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    let answer = ask(&[]);
+    assert!(
+        answer.contains("Response verify OK") && answer.contains("cert.pem: revoked"),
+        "{answer}"
+    );
+    // GET, as RFC 6960 A.1 allows for small requests: the request base64-encoded in the path.
+    openssl_ok(
+        &dir.join("sensor"),
+        &[
+            "ocsp",
+            "-issuer",
+            "ca.pem",
+            "-cert",
+            "cert.pem",
+            "-no_nonce",
+            "-reqout",
+            "req.der",
+        ],
+    );
+    let request = openssl_ok(&dir.join("sensor"), &["base64", "-A", "-in", "req.der"])
+        .trim()
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    let out = std::process::Command::new("curl")
+        .current_dir(dir.join("sensor"))
+        .args([
+            "-sf",
+            "--max-time",
+            "20",
+            "-o",
+            "resp.der",
+            &format!("{ocsp_url}/{request}"),
+        ])
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "GET {ocsp_url}/…: {}", stderr(&out));
+    let answer = openssl_ok(
+        &dir.join("sensor"),
+        &[
+            "ocsp", "-respin", "resp.der", "-issuer", "ca.pem", "-cert", "cert.pem", "-CAfile", "ca.pem",
+        ],
+    );
+    assert!(answer.contains("cert.pem: revoked"), "{answer}");
+    // Garbage is an OCSP error, not a crash or an HTTP error page.
+    let out = std::process::Command::new("curl")
+        .current_dir(dir)
+        .args([
+            "-s",
+            "--max-time",
+            "20",
+            "-o",
+            "garbage.der",
+            "-w",
+            "%{http_code}",
+            "--data-binary",
+            "not der",
+        ])
+        .args(["-H", "Content-Type: application/ocsp-request", &ocsp_url])
+        .output()
+        .expect("curl runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    assert_eq!(
+        std::fs::read(dir.join("garbage.der")).expect("the answer"),
+        [0x30, 0x03, 0x0a, 0x01, 0x01]
+    );
+    // A CA that is not ours: nobody here may answer for it (unauthorized).
+    let out = std::process::Command::new("curl")
+        .current_dir(dir)
+        .args([
+            "-s",
+            "--max-time",
+            "20",
+            "-o",
+            "unauthorized.der",
+            "--data-binary",
+            "@sensor/req.der",
+        ])
+        .arg(format!("{base}/ocsp/00000000000000000000000000000000"))
+        .output()
+        .expect("curl runs");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read(dir.join("unauthorized.der")).expect("the answer"),
+        [0x30, 0x03, 0x0a, 0x01, 0x06]
+    );
 
     // Health checks for load balancers.
     let (_, status, body) = crate::support::curl(dir, &[&format!("{base}/healthz")]);

@@ -4,6 +4,9 @@
 //! Issuance runs in `portcullis-pki` with the active managed CA, unsealed with the master key for the call and
 //! dropped after it. A generated private key is returned once and never stored.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -233,7 +236,12 @@ pub async fn create_client_certificate(
             .crl_base_url
             .as_ref()
             .map(|base| format!("{}/crl/{}.crl", base.trim_end_matches('/'), ca.id())),
-        ocsp_url: None,
+        // The same listener answers OCSP for the CA (`/ocsp/{ca_id}`).
+        ocsp_url: state
+            .settings
+            .crl_base_url
+            .as_ref()
+            .map(|base| format!("{}/ocsp/{}", base.trim_end_matches('/'), ca.id())),
     };
     let now = OffsetDateTime::now_utc();
     let subject_given = [
@@ -741,6 +749,10 @@ async fn crl_der(state: &AdminState, file: &str, fresh: std::time::Duration) -> 
     };
     let crl = ca.build_crl(&params, &entries).map_err(ApiError::internal)?;
     let der = crl.der().to_vec();
+    let revoked = entries
+        .into_iter()
+        .map(|e| (e.serial.into_iter().skip_while(|b| *b == 0).collect(), e.revoked_at))
+        .collect();
     state.crl_cache.lock().unwrap_or_else(|e| e.into_inner()).insert(
         ca_id.to_owned(),
         crate::CachedCrl {
@@ -748,9 +760,143 @@ async fn crl_der(state: &AdminState, file: &str, fresh: std::time::Duration) -> 
             built_at: now,
             checked_at: std::time::Instant::now(),
             der: der.clone(),
+            revoked: Arc::new(revoked),
+            ca: Arc::new(ca),
         },
     );
     Ok(der)
+}
+
+/// How long an OCSP answer is valid (its `nextUpdate`): relying parties cache it that long, so a revocation reaches
+/// them within this time (the edge itself refuses a revoked certificate at once).
+const OCSP_VALIDITY: time::Duration = time::Duration::minutes(10);
+
+/// OCSP answers signed at once; more wait, and past [`OCSP_WAIT`] get `tryLater`. Signing with an RSA CA key costs
+/// milliseconds, and anyone may send OCSP requests.
+pub(crate) const OCSP_SIGNING: usize = 16;
+const OCSP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `POST /ocsp/{ca_id}` with a DER OCSP request (`application/ocsp-request`): the managed CA's OCSP responder,
+/// without authentication, like its CRL. The answers are the CRL's: `revoked` for a serial it lists, `good` for
+/// any other serial of this CA, `unknown` for another issuer's.
+pub async fn ocsp_post(
+    State(state): State<AdminState>,
+    Path(ca_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    ocsp_response(&state, &ca_id, &body, std::time::Duration::ZERO).await
+}
+
+/// `GET /ocsp/{ca_id}/{request}`: the request base64-encoded (RFC 6960 A.1), then URL-encoded.
+pub async fn ocsp_get(State(state): State<AdminState>, Path((ca_id, request)): Path<(String, String)>) -> Response {
+    match decode_ocsp_get(&request) {
+        Some(der) => ocsp_response(&state, &ca_id, &der, std::time::Duration::ZERO).await,
+        None => ocsp_der(portcullis_pki::OcspError::MalformedRequest.response()),
+    }
+}
+
+/// [`ocsp_post`] for the public listener: revocations are read from a CRL checked in the last
+/// [`PUBLIC_CRL_FRESH`], as its CRLs are.
+pub async fn public_ocsp_post(
+    State(state): State<AdminState>,
+    Path(ca_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    ocsp_response(&state, &ca_id, &body, PUBLIC_CRL_FRESH).await
+}
+
+/// [`ocsp_get`] for the public listener.
+pub async fn public_ocsp_get(
+    State(state): State<AdminState>,
+    Path((ca_id, request)): Path<(String, String)>,
+) -> Response {
+    match decode_ocsp_get(&request) {
+        Some(der) => ocsp_response(&state, &ca_id, &der, PUBLIC_CRL_FRESH).await,
+        None => ocsp_der(portcullis_pki::OcspError::MalformedRequest.response()),
+    }
+}
+
+/// The DER of a GET request's path segment: base64, standard or URL-safe, padded or not (the path was
+/// percent-decoded already).
+fn decode_ocsp_get(encoded: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    if encoded.len() > portcullis_pki::ocsp::MAX_REQUEST_BYTES * 4 / 3 + 4 {
+        return None;
+    }
+    STANDARD
+        .decode(encoded)
+        .ok()
+        .or_else(|| URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')).ok())
+}
+
+fn ocsp_der(der: Vec<u8>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/ocsp-response"),
+            (header::CACHE_CONTROL, "max-age=60"),
+        ],
+        der,
+    )
+        .into_response()
+}
+
+async fn ocsp_response(state: &AdminState, ca_id: &str, request: &[u8], fresh: std::time::Duration) -> Response {
+    use portcullis_pki::{OcspError, OcspStatus};
+    // OCSP speaks in its own statuses: an unanswerable request is still HTTP 200 with one of them.
+    let ids = match portcullis_pki::ocsp::parse_request(request) {
+        Ok(ids) => ids,
+        Err(_) => return ocsp_der(OcspError::MalformedRequest.response()),
+    };
+    let (ca, revoked) = match revocations(state, ca_id, fresh).await {
+        Ok(found) => found,
+        // Not a managed CA of ours (or a retired one): nobody here may answer for it.
+        Err(err) if err.status == StatusCode::NOT_FOUND => return ocsp_der(OcspError::Unauthorized.response()),
+        Err(err) if err.status == StatusCode::SERVICE_UNAVAILABLE => {
+            return ocsp_der(OcspError::TryLater.response());
+        }
+        Err(err) => {
+            tracing::error!(error = %err.message, "OCSP: reading revocations failed");
+            return ocsp_der(OcspError::InternalError.response());
+        }
+    };
+    let mut answers = Vec::with_capacity(ids.len());
+    for id in ids {
+        let status = match ca.issued(&id) {
+            Ok(true) => match revoked.get(&id.serial) {
+                Some(at) => OcspStatus::Revoked { at: *at, reason: None },
+                None => OcspStatus::Good,
+            },
+            Ok(false) => OcspStatus::Unknown,
+            Err(_) => return ocsp_der(OcspError::InternalError.response()),
+        };
+        answers.push((id, status));
+    }
+    let Ok(_signing) = tokio::time::timeout(OCSP_WAIT, state.ocsp_signing.acquire()).await else {
+        return ocsp_der(OcspError::TryLater.response());
+    };
+    let now = OffsetDateTime::now_utc();
+    match ca.ocsp_response(&answers, now, now + OCSP_VALIDITY) {
+        Ok(der) => ocsp_der(der),
+        Err(err) => {
+            tracing::error!(error = %err, "OCSP: signing failed");
+            ocsp_der(OcspError::InternalError.response())
+        }
+    }
+}
+
+/// The managed CA `ca_id` and its revoked serials (magnitudes) with their revocation times, as its current CRL
+/// has them.
+async fn revocations(
+    state: &AdminState,
+    ca_id: &str,
+    fresh: std::time::Duration,
+) -> Result<(Arc<ManagedCa>, Arc<HashMap<Vec<u8>, OffsetDateTime>>), ApiError> {
+    crl_der(state, &format!("{ca_id}.crl"), fresh).await?;
+    let cache = state.crl_cache.lock().unwrap_or_else(|e| e.into_inner());
+    let cached = cache
+        .get(ca_id)
+        .ok_or_else(|| ApiError::not_found("managed CA", ca_id))?;
+    Ok((cached.ca.clone(), cached.revoked.clone()))
 }
 
 #[cfg(test)]

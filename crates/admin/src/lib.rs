@@ -33,7 +33,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -53,6 +53,8 @@ pub use traffic::{MinuteCount, TrafficSource};
 
 /// Largest request body the API accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The largest OCSP request body read (a request is well under 1 KB per certificate asked about).
+const OCSP_BODY_BYTES: usize = portcullis_pki::ocsp::MAX_REQUEST_BYTES;
 
 /// Limits and options of the API.
 #[derive(Debug, Clone)]
@@ -83,6 +85,10 @@ pub(crate) struct CachedCrl {
     pub(crate) built_at: time::OffsetDateTime,
     pub(crate) checked_at: std::time::Instant,
     pub(crate) der: Vec<u8>,
+    /// The CRL's serials (magnitudes, without leading zeros) with their revocation times, for OCSP answers.
+    pub(crate) revoked: Arc<HashMap<Vec<u8>, time::OffsetDateTime>>,
+    /// The CA, unsealed, to sign OCSP answers.
+    pub(crate) ca: Arc<portcullis_pki::ManagedCa>,
 }
 
 /// Built CRLs by CA id.
@@ -106,6 +112,8 @@ pub struct AdminState {
     /// The managed CAs that have CRLs, and when the store was last asked: the public listener answers requests for
     /// other ids from it without the store.
     crl_known: Arc<Mutex<Option<KnownCas>>>,
+    /// OCSP answers being signed at once (see `certs::OCSP_SIGNING`).
+    ocsp_signing: Arc<tokio::sync::Semaphore>,
     /// Renders the process's metrics in Prometheus' text format, for `GET /metrics`; none when not wired.
     metrics: Option<MetricsRender>,
     /// The dashboard's sign-in sessions (in memory: they do not survive a restart).
@@ -156,6 +164,7 @@ impl AdminState {
             crl_cache: Arc::default(),
             crl_build: Arc::default(),
             crl_known: Arc::default(),
+            ocsp_signing: Arc::new(tokio::sync::Semaphore::new(certs::OCSP_SIGNING)),
             metrics: None,
             sessions: Arc::default(),
             sign_in_limiter: Arc::default(),
@@ -287,6 +296,12 @@ pub fn router(state: AdminState) -> Router {
         // CRLs are public: whoever verifies our certificates must be able to fetch them.
         .route("/crl/{file}", get(certs::crl))
         .route("/client/v4/crl/{file}", get(certs::crl))
+        // So is OCSP, for the same reason.
+        .route(
+            "/ocsp/{ca_id}",
+            post(certs::ocsp_post).layer(DefaultBodyLimit::max(OCSP_BODY_BYTES)),
+        )
+        .route("/ocsp/{ca_id}/{*request}", get(certs::ocsp_get))
         .nest("/client/v4", api)
         .merge(dashboard::routes())
         .fallback(no_route)
@@ -301,6 +316,11 @@ pub fn router(state: AdminState) -> Router {
 pub fn public_router(state: AdminState) -> Router {
     Router::new()
         .route("/crl/{file}", get(certs::public_crl))
+        .route(
+            "/ocsp/{ca_id}",
+            post(certs::public_ocsp_post).layer(DefaultBodyLimit::max(OCSP_BODY_BYTES)),
+        )
+        .route("/ocsp/{ca_id}/{*request}", get(certs::public_ocsp_get))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(no_route)
