@@ -62,6 +62,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         client_certificate_quota: 100_000,
         ca_limit: 100,
         crl_base_url: None,
+        ocsp_base_url: None,
         public_listen: None,
         crl_refresh: 300,
         limits: args.limits,

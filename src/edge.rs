@@ -371,6 +371,9 @@ impl EdgeBuilder {
             }),
             None => None,
         };
+        if origin.health_check.is_none() || origin.servers().len() < 2 {
+            origin.clear_check_marks();
+        }
         let forwarding = settings
             .client_certificate_forwarding
             .styles()

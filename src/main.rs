@@ -20,6 +20,7 @@ macro_rules! out {
 
 mod cli_admin;
 mod cli_audit;
+mod cli_backup;
 mod cli_ca;
 mod cli_cert;
 mod cli_events;
@@ -92,6 +93,8 @@ enum Command {
     Events(cli_events::EventsArgs),
     /// The audit log of a running server: every write, when, and by which token.
     Audit(cli_audit::AuditArgs),
+    /// Copy the SQLite database of a data directory into a new file, consistently, while the server runs.
+    Backup(cli_backup::BackupArgs),
 }
 
 fn main() -> ExitCode {
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
         Command::ServerCert(args) => block_on(cli_server_cert::server_cert(args)),
         Command::Events(args) => block_on(cli_events::events(args)),
         Command::Audit(args) => block_on(cli_audit::audit(args)),
+        Command::Backup(args) => block_on(cli_backup::backup(args)),
     };
     match result {
         Ok(code) => code,

@@ -62,6 +62,11 @@ pub struct ServeArgs {
     /// distribution point. Without it, certificates carry none.
     #[arg(long, env = "PORTCULLIS_CRL_BASE_URL")]
     pub crl_base_url: Option<String>,
+    /// Public base URL under which `/ocsp/<ca-id>` (the managed CA's OCSP responder, on the admin and public
+    /// listeners) is reachable; written into issued certificates as their OCSP responder. Without it, certificates
+    /// name none.
+    #[arg(long, env = "PORTCULLIS_OCSP_BASE_URL")]
+    pub ocsp_base_url: Option<String>,
     /// Address of a public plain-HTTP listener that serves only the CRLs (`/crl/<ca-id>.crl`, for the relying
     /// parties behind --crl-base-url) and the health checks `/healthz` and `/readyz` (for load balancers). The admin
     /// listener serves them too, but belongs on localhost.
@@ -267,6 +272,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             client_certificate_quota: args.client_certificate_quota,
             mtls_certificate_limit: args.ca_limit,
             crl_base_url: args.crl_base_url.clone(),
+            ocsp_base_url: args.ocsp_base_url.clone(),
         },
         boot.master_key.clone(),
     );
@@ -321,7 +327,15 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let builder = Arc::new(EdgeBuilder {
         master_key: boot.master_key.clone(),
         dev_ca: DevEdgeCa::load_or_create(&args.data_dir, &boot.master_key)?,
-        default_host: args.default_host.as_ref().map(|h| h.to_ascii_lowercase()),
+        default_host: match &args.default_host {
+            // Clients without SNI name no host a wildcard could stand for: every request would be misdirected.
+            Some(h) if h.starts_with("*.") => {
+                anyhow::bail!(
+                    "--default-host {h:?}: a wildcard hostname cannot be the default host; name one of its names' hostnames or an exact one"
+                )
+            }
+            other => other.as_ref().map(|h| h.to_ascii_lowercase()),
+        },
         sessions: Default::default(),
         origin_health: Default::default(),
         expiry,

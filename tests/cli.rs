@@ -862,7 +862,14 @@ fn the_public_listener_serves_crls_and_health_checks_and_nothing_else() {
     let base = format!("http://{listen}");
     let server = Server::start_with(
         crate::support::scratch(),
-        &["--public-listen", &listen, "--crl-base-url", &base],
+        &[
+            "--public-listen",
+            &listen,
+            "--crl-base-url",
+            &base,
+            "--ocsp-base-url",
+            &base,
+        ],
         &[],
     );
     ok(&server.cli(&["zone", "add", "example.com"]));
@@ -1056,4 +1063,55 @@ fn the_public_listener_serves_crls_and_health_checks_and_nothing_else() {
     let big = format!("X-Big: {}", "a".repeat(20_000));
     let (_, status, _) = crate::support::curl(dir, &["-H", &big, &url]);
     assert_eq!(status, "431");
+}
+
+/// `portcullis backup` copies the database while the server runs; a server started on the copy (with the same
+/// master key) has everything, and can still use the CA's sealed key.
+#[test]
+fn a_backup_taken_while_serving_restores_everything() {
+    let server = server_with_zone();
+    ok(&server.cli(&["cert", "create", "--cn", "before-backup", "--out", "before"]));
+    let dir = server.dir.path();
+    let out = dir.join("backup.db");
+    let data = server.data_dir();
+    let data = data.to_str().expect("utf-8");
+    let backed_up = ok(&crate::support::portcullis(&[
+        "backup",
+        "--data-dir",
+        data,
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]));
+    assert!(backed_up.contains("master key"), "{backed_up}");
+    // Never over an existing file.
+    let again = crate::support::portcullis(&["backup", "--data-dir", data, "--out", out.to_str().expect("utf-8")]);
+    assert!(stderr(&again).contains("exists already"), "{}", stderr(&again));
+    // Nor for PostgreSQL, which has its own tools.
+    let pg = crate::support::portcullis(&[
+        "backup",
+        "--data-dir",
+        data,
+        "--out",
+        "x.db",
+        "--database-url",
+        "postgres://localhost/x",
+    ]);
+    assert!(stderr(&pg).contains("pg_dump"), "{}", stderr(&pg));
+    // Changes after the backup are not in it.
+    ok(&server.cli(&["cert", "create", "--cn", "after-backup", "--out", "after"]));
+
+    let restored = crate::support::scratch();
+    let restored_data = restored.path().join("data");
+    std::fs::create_dir_all(&restored_data).expect("a data directory");
+    std::fs::copy(&out, restored_data.join("portcullis.db")).expect("the backup in place");
+    for file in ["master.key", "admin-token"] {
+        std::fs::copy(server.data_dir().join(file), restored_data.join(file)).expect("copied");
+    }
+    drop(server);
+    let server = Server::start_with(restored, &[], &[]);
+    let certs = json(&server.cli(&["cert", "list", "--json"]));
+    let names: Vec<&str> = items(&certs).iter().map(|c| str_of(c, "common_name")).collect();
+    assert_eq!(names, ["before-backup"]);
+    // The CA's sealed key opens with the master key: it still issues.
+    ok(&server.cli(&["cert", "create", "--cn", "after-restore", "--out", "restored"]));
 }

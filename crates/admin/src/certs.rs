@@ -1,8 +1,11 @@
-//! Client certificates (`/zones/{zone_id}/client_certificates`), the managed CA (`/accounts/{account_id}/managed_ca`)
-//! and its CRL (`/crl/{ca_id}.crl`, unauthenticated, for CRL distribution points).
+//! Client certificates (`/zones/{zone_id}/client_certificates`), the managed CA (`/accounts/{account_id}/managed_ca`),
+//! its CRL (`/crl/{ca_id}.crl`) and its OCSP responder (`/ocsp/{ca_id}`), the last two unauthenticated, for relying
+//! parties.
 //!
 //! Issuance runs in `portcullis-pki` with the active managed CA, unsealed with the master key for the call and
-//! dropped after it. A generated private key is returned once and never stored.
+//! dropped after it. CRLs and OCSP answers are signed with the CA as cached beside its CRL: unsealed once per CRL
+//! build and kept until the CA is retired (the master key that opens it is in memory anyway). A generated private key
+//! is returned once and never stored.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use portcullis_pki::{
     CaParams, CertificateAuthorityRef, CertificateStatus, ClientCertificateRecord, CrlParams, GeneratedKeyRequest,
-    IssueOptions, KeyType, ManagedCa, RevokedEntry, StatusAction, SubjectAltNames, SubjectFields,
+    IssueOptions, KeyType, ManagedCa, RevocationReason, RevokedEntry, StatusAction, SubjectAltNames, SubjectFields,
 };
 use portcullis_store::{Actor, ClientCertificate, ManagedCaStatus, NewManagedCa};
 
@@ -236,10 +239,9 @@ pub async fn create_client_certificate(
             .crl_base_url
             .as_ref()
             .map(|base| format!("{}/crl/{}.crl", base.trim_end_matches('/'), ca.id())),
-        // The same listener answers OCSP for the CA (`/ocsp/{ca_id}`).
         ocsp_url: state
             .settings
-            .crl_base_url
+            .ocsp_base_url
             .as_ref()
             .map(|base| format!("{}/ocsp/{}", base.trim_end_matches('/'), ca.id())),
     };
@@ -650,7 +652,7 @@ async fn crl_response(state: &AdminState, file: &str, fresh: std::time::Duration
     }
 }
 
-async fn crl_der(state: &AdminState, file: &str, fresh: std::time::Duration) -> Result<Vec<u8>, ApiError> {
+async fn crl_der(state: &AdminState, file: &str, fresh: std::time::Duration) -> Result<axum::body::Bytes, ApiError> {
     let ca_id = file
         .strip_suffix(".crl")
         // Managed CA ids are 32 lower-case hex digits; anything else is refused before the store is asked.
@@ -720,6 +722,12 @@ async fn crl_der(state: &AdminState, file: &str, fresh: std::time::Duration) -> 
         .collect();
     *state.crl_known.lock().unwrap_or_else(|e| e.into_inner()) =
         Some((std::time::Instant::now(), cas.iter().map(|ca| ca.id.clone()).collect()));
+    // A retired CA's CRL, and its unsealed key, leave the cache.
+    state
+        .crl_cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|id, _| cas.iter().any(|ca| ca.id == *id));
     let stored = cas
         .into_iter()
         .find(|ca| ca.id == ca_id)
@@ -736,7 +744,8 @@ async fn crl_der(state: &AdminState, file: &str, fresh: std::time::Duration) -> 
                 serial: portcullis_pki::hex_decode(serial)
                     .ok_or_else(|| ApiError::internal(format!("stored serial {serial:?} is not hex")))?,
                 revoked_at: OffsetDateTime::from_unix_timestamp(*at).map_err(ApiError::internal)?,
-                reason: None,
+                // A revocation can be undone (reactivation); RFC 5280 allows that for certificateHold only.
+                reason: Some(RevocationReason::CertificateHold),
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
@@ -748,10 +757,15 @@ async fn crl_der(state: &AdminState, file: &str, fresh: std::time::Duration) -> 
         next_update: now + CRL_VALIDITY,
     };
     let crl = ca.build_crl(&params, &entries).map_err(ApiError::internal)?;
-    let der = crl.der().to_vec();
+    let der = axum::body::Bytes::copy_from_slice(crl.der());
     let revoked = entries
         .into_iter()
-        .map(|e| (e.serial.into_iter().skip_while(|b| *b == 0).collect(), e.revoked_at))
+        .map(|e| {
+            (
+                e.serial.into_iter().skip_while(|b| *b == 0).collect(),
+                (e.revoked_at, e.reason),
+            )
+        })
         .collect();
     state.crl_cache.lock().unwrap_or_else(|e| e.into_inner()).insert(
         ca_id.to_owned(),
@@ -770,15 +784,18 @@ async fn crl_der(state: &AdminState, file: &str, fresh: std::time::Duration) -> 
 /// How long an OCSP answer is valid (its `nextUpdate`): relying parties cache it that long, so a revocation reaches
 /// them within this time (the edge itself refuses a revoked certificate at once).
 const OCSP_VALIDITY: time::Duration = time::Duration::minutes(10);
+/// How far `thisUpdate` is set back, for relying parties whose clocks run a little behind.
+const OCSP_BACKDATE: time::Duration = time::Duration::minutes(1);
 
-/// OCSP answers signed at once; more wait, and past [`OCSP_WAIT`] get `tryLater`. Signing with an RSA CA key costs
-/// milliseconds, and anyone may send OCSP requests.
-pub(crate) const OCSP_SIGNING: usize = 16;
-const OCSP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// OCSP answers signed at once, each on a blocking thread so that signing (milliseconds with an RSA CA key) never
+/// holds up the runtime; more wait, and past [`OCSP_WAIT`] get `tryLater`. Anyone may send OCSP requests.
+pub(crate) const OCSP_SIGNING: usize = 2;
+const OCSP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// `POST /ocsp/{ca_id}` with a DER OCSP request (`application/ocsp-request`): the managed CA's OCSP responder,
 /// without authentication, like its CRL. The answers are the CRL's: `revoked` for a serial it lists, `good` for
-/// any other serial of this CA, `unknown` for another issuer's.
+/// any other serial of this CA, `unknown` for another issuer's beside one of this CA's; a request only about other
+/// issuers' certificates is `unauthorized` (RFC 5019 2.2.3), unsigned.
 pub async fn ocsp_post(
     State(state): State<AdminState>,
     Path(ca_id): Path<String>,
@@ -791,7 +808,7 @@ pub async fn ocsp_post(
 pub async fn ocsp_get(State(state): State<AdminState>, Path((ca_id, request)): Path<(String, String)>) -> Response {
     match decode_ocsp_get(&request) {
         Some(der) => ocsp_response(&state, &ca_id, &der, std::time::Duration::ZERO).await,
-        None => ocsp_der(portcullis_pki::OcspError::MalformedRequest.response()),
+        None => ocsp_error(portcullis_pki::OcspError::MalformedRequest),
     }
 }
 
@@ -812,7 +829,7 @@ pub async fn public_ocsp_get(
 ) -> Response {
     match decode_ocsp_get(&request) {
         Some(der) => ocsp_response(&state, &ca_id, &der, PUBLIC_CRL_FRESH).await,
-        None => ocsp_der(portcullis_pki::OcspError::MalformedRequest.response()),
+        None => ocsp_error(portcullis_pki::OcspError::MalformedRequest),
     }
 }
 
@@ -829,6 +846,7 @@ fn decode_ocsp_get(encoded: &str) -> Option<Vec<u8>> {
         .or_else(|| URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')).ok())
 }
 
+/// A signed answer; caches may keep it a minute (it stays valid ten).
 fn ocsp_der(der: Vec<u8>) -> Response {
     (
         [
@@ -840,57 +858,90 @@ fn ocsp_der(der: Vec<u8>) -> Response {
         .into_response()
 }
 
+/// An OCSP error status; never cached, since most are passing (`tryLater`) or about the request.
+fn ocsp_error(error: portcullis_pki::OcspError) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/ocsp-response"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        error.response(),
+    )
+        .into_response()
+}
+
 async fn ocsp_response(state: &AdminState, ca_id: &str, request: &[u8], fresh: std::time::Duration) -> Response {
     use portcullis_pki::{OcspError, OcspStatus};
     // OCSP speaks in its own statuses: an unanswerable request is still HTTP 200 with one of them.
     let ids = match portcullis_pki::ocsp::parse_request(request) {
         Ok(ids) => ids,
-        Err(_) => return ocsp_der(OcspError::MalformedRequest.response()),
+        Err(_) => return ocsp_error(OcspError::MalformedRequest),
     };
     let (ca, revoked) = match revocations(state, ca_id, fresh).await {
         Ok(found) => found,
         // Not a managed CA of ours (or a retired one): nobody here may answer for it.
-        Err(err) if err.status == StatusCode::NOT_FOUND => return ocsp_der(OcspError::Unauthorized.response()),
-        Err(err) if err.status == StatusCode::SERVICE_UNAVAILABLE => {
-            return ocsp_der(OcspError::TryLater.response());
-        }
+        Err(err) if err.status == StatusCode::NOT_FOUND => return ocsp_error(OcspError::Unauthorized),
+        Err(err) if err.status == StatusCode::SERVICE_UNAVAILABLE => return ocsp_error(OcspError::TryLater),
         Err(err) => {
             tracing::error!(error = %err.message, "OCSP: reading revocations failed");
-            return ocsp_der(OcspError::InternalError.response());
+            return ocsp_error(OcspError::InternalError);
         }
     };
     let mut answers = Vec::with_capacity(ids.len());
+    let mut ours = false;
     for id in ids {
         let status = match ca.issued(&id) {
-            Ok(true) => match revoked.get(&id.serial) {
-                Some(at) => OcspStatus::Revoked { at: *at, reason: None },
-                None => OcspStatus::Good,
-            },
+            Ok(true) => {
+                ours = true;
+                match revoked.get(&id.serial) {
+                    Some((at, reason)) => OcspStatus::Revoked {
+                        at: *at,
+                        reason: *reason,
+                    },
+                    None => OcspStatus::Good,
+                }
+            }
             Ok(false) => OcspStatus::Unknown,
-            Err(_) => return ocsp_der(OcspError::InternalError.response()),
+            Err(_) => return ocsp_error(OcspError::InternalError),
         };
         answers.push((id, status));
     }
-    let Ok(_signing) = tokio::time::timeout(OCSP_WAIT, state.ocsp_signing.acquire()).await else {
-        return ocsp_der(OcspError::TryLater.response());
+    if !ours {
+        // Nothing to sign for: this costs a flood of made-up requests no signature.
+        return ocsp_error(OcspError::Unauthorized);
+    }
+    let Ok(Ok(permit)) = tokio::time::timeout(OCSP_WAIT, state.ocsp_signing.clone().acquire_owned()).await else {
+        return ocsp_error(OcspError::TryLater);
     };
     let now = OffsetDateTime::now_utc();
-    match ca.ocsp_response(&answers, now, now + OCSP_VALIDITY) {
-        Ok(der) => ocsp_der(der),
-        Err(err) => {
+    let signed = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        ca.ocsp_response(&answers, now - OCSP_BACKDATE, now + OCSP_VALIDITY)
+    })
+    .await;
+    match signed {
+        Ok(Ok(der)) => ocsp_der(der),
+        Ok(Err(err)) => {
             tracing::error!(error = %err, "OCSP: signing failed");
-            ocsp_der(OcspError::InternalError.response())
+            ocsp_error(OcspError::InternalError)
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "OCSP: the signing task failed");
+            ocsp_error(OcspError::InternalError)
         }
     }
 }
 
-/// The managed CA `ca_id` and its revoked serials (magnitudes) with their revocation times, as its current CRL
-/// has them.
+/// The CRL's serials (magnitudes) with when and why each was revoked.
+pub(crate) type Revocations = HashMap<Vec<u8>, (OffsetDateTime, Option<RevocationReason>)>;
+
+/// The managed CA `ca_id` and its revoked serials, as its current CRL has them.
 async fn revocations(
     state: &AdminState,
     ca_id: &str,
     fresh: std::time::Duration,
-) -> Result<(Arc<ManagedCa>, Arc<HashMap<Vec<u8>, OffsetDateTime>>), ApiError> {
+) -> Result<(Arc<ManagedCa>, Arc<Revocations>), ApiError> {
+    // Makes sure the cached CRL is current (its bytes are shared, not copied).
     crl_der(state, &format!("{ca_id}.crl"), fresh).await?;
     let cache = state.crl_cache.lock().unwrap_or_else(|e| e.into_inner());
     let cached = cache

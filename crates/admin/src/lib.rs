@@ -66,6 +66,9 @@ pub struct AdminSettings {
     /// Public base URL of this admin listener's `/crl/…` path, written into issued certificates as their CRL
     /// distribution point; none when unset.
     pub crl_base_url: Option<String>,
+    /// Public base URL of the `/ocsp/…` path, written into issued certificates as their OCSP responder
+    /// (authority information access); none when unset.
+    pub ocsp_base_url: Option<String>,
 }
 
 impl Default for AdminSettings {
@@ -74,6 +77,7 @@ impl Default for AdminSettings {
             client_certificate_quota: 100_000,
             mtls_certificate_limit: 100,
             crl_base_url: None,
+            ocsp_base_url: None,
         }
     }
 }
@@ -84,9 +88,10 @@ pub(crate) struct CachedCrl {
     pub(crate) generation: u64,
     pub(crate) built_at: time::OffsetDateTime,
     pub(crate) checked_at: std::time::Instant,
-    pub(crate) der: Vec<u8>,
-    /// The CRL's serials (magnitudes, without leading zeros) with their revocation times, for OCSP answers.
-    pub(crate) revoked: Arc<HashMap<Vec<u8>, time::OffsetDateTime>>,
+    pub(crate) der: axum::body::Bytes,
+    /// The CRL's serials (magnitudes, without leading zeros) with their revocation times and reasons, for OCSP
+    /// answers.
+    pub(crate) revoked: Arc<certs::Revocations>,
     /// The CA, unsealed, to sign OCSP answers.
     pub(crate) ca: Arc<portcullis_pki::ManagedCa>,
 }

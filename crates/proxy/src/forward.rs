@@ -110,16 +110,27 @@ fn same_name(a: &str, b: &str) -> bool {
             .all(|(x, y)| x == y || (x == b'_' && y == b'-') || (x == b'-' && y == b'_'))
 }
 
-/// Whether `name` (lower-case, as `http` keeps names) is one of [`CERT_HEADERS`] or [`CF_CERT_HEADERS`],
-/// with `_` for `-` or not.
+/// The fields the proxy sets itself, whose underscore spellings a client could use to stand in for them at an
+/// origin that reads `_` as `-`.
+const FORWARDED_HEADERS: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+
+/// Whether `name` (lower-case, as `http` keeps names) is one of [`CERT_HEADERS`] or [`CF_CERT_HEADERS`], with `_`
+/// for `-` or not, or an underscore spelling of one of [`FORWARDED_HEADERS`] (their real spellings are handled
+/// apart: `X-Forwarded-For` is kept and extended).
 fn is_cert_header(name: &str) -> bool {
-    let first = name.as_bytes().first().copied();
-    (first == Some(b'c') || first == Some(b'x'))
-        && CERT_HEADERS.iter().chain(&CF_CERT_HEADERS).any(|n| same_name(name, n))
+    // Every request's fields pass through here: most (content-type, cookie…) are told apart by their start.
+    let b = name.as_bytes();
+    let candidate = b.starts_with(b"cf")
+        || b.starts_with(b"client")
+        || (b.len() > 11 && b[0] == b'x' && same_name(&name[..11], "x-forwarded"));
+    candidate
+        && (CERT_HEADERS.iter().chain(&CF_CERT_HEADERS).any(|n| same_name(name, n))
+            || (name.contains('_') && FORWARDED_HEADERS.iter().any(|n| same_name(name, n))))
 }
 
-/// Removes client-sent copies of the certificate headers, also spelled with underscores. One pass finds
-/// whether there are any: there are none unless a client is trying to spoof them.
+/// Removes client-sent copies of the certificate headers, also spelled with underscores, and underscore
+/// spellings of the `X-Forwarded-*` fields. One pass finds whether there are any: there are none unless a
+/// client is trying to spoof them.
 fn remove_cert_headers(headers: &mut HeaderMap) {
     if headers.keys().any(|k| is_cert_header(k.as_str())) {
         let spoofed: Vec<HeaderName> = headers.keys().filter(|k| is_cert_header(k.as_str())).cloned().collect();
@@ -546,8 +557,14 @@ impl Upstream {
         // Boxed: this path (bodies, upgrades, https and HTTP/2 origins) holds hyper's client
         // futures, which would otherwise enlarge every request's future, including the
         // fast path's above.
-        let boxed =
-            Box::pin(self.forward_with_hyper(parts, body, host, (attempts, server), upgrade, downstream_version));
+        let boxed = Box::pin(self.forward_with_hyper(
+            parts,
+            body,
+            host,
+            (attempts, server),
+            upgrade,
+            (downstream_version, grpc),
+        ));
         boxed.await
     }
 
@@ -563,10 +580,8 @@ impl Upstream {
         host: &Host,
         (mut attempts, mut server): (Attempts, usize),
         upgrade: Option<HeaderValue>,
-        downstream_version: Version,
+        (downstream_version, grpc): (Version, bool),
     ) -> (Response<Body>, bool) {
-        // Forwarding leaves the fields this reads (content-type, the path) as the client sent them.
-        let grpc = crate::handler::grpc_call(&parts.headers, parts.uri.path()).is_some();
         let error = |status| failure(status, grpc, downstream_version);
         let origin = &host.origin;
         let state = Arc::new(BodyState::default());
@@ -798,10 +813,16 @@ mod tests {
             "cf_cert_verified",
             "cf-cert_revoked",
             "x-forwarded_for",
+            "x_forwarded_proto",
+            "x-forwarded-for",
         ] {
             h.insert(HeaderName::from_static(name), HeaderValue::from_static("spoofed"));
         }
         remove_cert_headers(&mut h);
-        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-forwarded_for"]);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-forwarded-for"],
+            "the real X-Forwarded-For is extended, not removed"
+        );
     }
 }

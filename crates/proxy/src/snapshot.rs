@@ -238,6 +238,14 @@ impl Origin {
         self.turn = book.turn(hostname);
     }
 
+    /// Lets go of health-check marks: for an origin that is no longer checked, a mark from when it was would
+    /// otherwise hold a server down for good, since only a passing check clears it.
+    pub fn clear_check_marks(&self) {
+        for health in &self.health {
+            health.recovered();
+        }
+    }
+
     /// The servers, in the configured order.
     pub fn servers(&self) -> &[http::uri::Authority] {
         &self.servers

@@ -128,6 +128,35 @@ impl Store {
         Store::finish_open(Db::Sqlite(pool)).await
     }
 
+    /// Copies the SQLite database at `db` into the new file `out` with `VACUUM INTO`: one consistent snapshot,
+    /// compacted, taken while a server may be using the database (WAL readers do not block it, nor it them).
+    /// It opens `db` read-only and runs no migration, so a backup never changes the database it copies.
+    pub async fn backup_sqlite(db: &Path, out: &Path) -> Result<(), StoreError> {
+        if !db.is_file() {
+            return Err(StoreError::Invalid(format!("no SQLite database at {}", db.display())));
+        }
+        if out.exists() {
+            return Err(StoreError::Invalid(format!(
+                "{} exists already; a backup never overwrites a file",
+                out.display()
+            )));
+        }
+        let target = out
+            .to_str()
+            .ok_or_else(|| StoreError::Invalid(format!("{} is not a UTF-8 path", out.display())))?;
+        let options = SqliteConnectOptions::new()
+            .filename(db)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        sqlx::query("VACUUM INTO $1").bind(target).execute(&pool).await?;
+        pool.close().await;
+        Ok(())
+    }
+
     async fn finish_open(db: Db) -> Result<Store, StoreError> {
         let generation = read_generation(&db).await?;
         let (changes, _) = watch::channel(generation);
