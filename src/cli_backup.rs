@@ -12,8 +12,9 @@ pub struct BackupArgs {
     /// The data directory whose database to copy.
     #[arg(long, env = "PORTCULLIS_DATA_DIR", default_value = "portcullis-data")]
     pub data_dir: PathBuf,
-    /// The server's database URL, if it is not the data directory's SQLite file; only to refuse PostgreSQL.
-    #[arg(long, env = "PORTCULLIS_DATABASE_URL", hide = true)]
+    /// The server's database URL, when it is not the data directory's SQLite file: `sqlite://PATH` is copied,
+    /// PostgreSQL is refused.
+    #[arg(long, env = "PORTCULLIS_DATABASE_URL")]
     pub database_url: Option<String>,
     /// The file to write (it must not exist).
     #[arg(long, value_name = "FILE")]
@@ -21,12 +22,16 @@ pub struct BackupArgs {
 }
 
 pub async fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
-    if let Some(url) = &args.database_url
-        && (url.starts_with("postgres://") || url.starts_with("postgresql://"))
-    {
-        bail!("this server keeps its state in PostgreSQL: back it up with pg_dump");
-    }
-    let db = args.data_dir.join("portcullis.db");
+    let db = match args.database_url.as_deref() {
+        None => args.data_dir.join("portcullis.db"),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            bail!("this server keeps its state in PostgreSQL: back it up with pg_dump");
+        }
+        Some(url) => match url.strip_prefix("sqlite://") {
+            Some(path) => PathBuf::from(path),
+            None => bail!("unsupported database URL {url:?}: expected sqlite://PATH"),
+        },
+    };
     portcullis_store::Store::backup_sqlite(&db, &args.out)
         .await
         .with_context(|| format!("backing up {}", db.display()))?;
@@ -38,7 +43,8 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
         args.data_dir.join("master.key").display()
     );
     outln!(
-        "To restore: stop the server, put the file in place of {} (removing portcullis.db-wal and -shm), start it.",
+        "To restore: stop the server, put the file in place of {} (removing its -wal and -shm files), start it. \
+         Revocations made after this backup are not in it: revoke them again (portcullis audit lists them).",
         db.display()
     );
     Ok(ExitCode::SUCCESS)

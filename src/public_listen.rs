@@ -1,6 +1,7 @@
 //! The public listener (`serve --public-listen ADDR`): plain HTTP/1.1 serving what anyone may fetch and nothing
 //! else: the managed CAs' CRLs (`GET /crl/<ca-id>.crl`, the distribution point of certificates issued with
-//! `--crl-base-url`), their OCSP responders (`/ocsp/<ca-id>`, named in those certificates too) and the health
+//! `--crl-base-url`), their OCSP responders (`/ocsp/<ca-id>`, named in certificates issued with `--ocsp-base-url`)
+//! and the health
 //! checks (`/healthz`, `/readyz`) for load balancers and Kubernetes. The admin listener serves the same, but it
 //! carries the API and the dashboard and belongs on localhost.
 //!

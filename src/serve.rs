@@ -68,8 +68,9 @@ pub struct ServeArgs {
     #[arg(long, env = "PORTCULLIS_OCSP_BASE_URL")]
     pub ocsp_base_url: Option<String>,
     /// Address of a public plain-HTTP listener that serves only the CRLs (`/crl/<ca-id>.crl`, for the relying
-    /// parties behind --crl-base-url) and the health checks `/healthz` and `/readyz` (for load balancers). The admin
-    /// listener serves them too, but belongs on localhost.
+    /// parties behind --crl-base-url), the OCSP responders (`/ocsp/<ca-id>`, behind --ocsp-base-url) and the health
+    /// checks `/healthz` and `/readyz` (for load balancers). The admin listener serves them too, but belongs on
+    /// localhost.
     #[arg(long, env = "PORTCULLIS_PUBLIC_LISTEN")]
     pub public_listen: Option<SocketAddr>,
     /// How often uploaded CAs' CRLs are fetched from their URLs (`crl_urls`), in seconds; a failed fetch is tried
@@ -258,6 +259,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Bootstraps, builds the first edge snapshot, binds both listeners and serves in the background.
 pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
+    if let Some(host) = args.default_host.as_deref().filter(|h| h.starts_with("*.")) {
+        // Clients without SNI name no host a wildcard could stand for: every request would be misdirected. Refused
+        // before anything is created in the data directory.
+        anyhow::bail!(
+            "--default-host {host:?}: a wildcard hostname cannot be the default host; give an exact hostname"
+        );
+    }
     let boot = bootstrap(args).await?;
     if let Some(secret) = &boot.new_admin_token {
         // Shown once, on the first start; it is also in <data-dir>/admin-token (mode 0600).
@@ -327,15 +335,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let builder = Arc::new(EdgeBuilder {
         master_key: boot.master_key.clone(),
         dev_ca: DevEdgeCa::load_or_create(&args.data_dir, &boot.master_key)?,
-        default_host: match &args.default_host {
-            // Clients without SNI name no host a wildcard could stand for: every request would be misdirected.
-            Some(h) if h.starts_with("*.") => {
-                anyhow::bail!(
-                    "--default-host {h:?}: a wildcard hostname cannot be the default host; name one of its names' hostnames or an exact one"
-                )
-            }
-            other => other.as_ref().map(|h| h.to_ascii_lowercase()),
-        },
+        default_host: args.default_host.as_ref().map(|h| h.to_ascii_lowercase()),
         sessions: Default::default(),
         origin_health: Default::default(),
         expiry,

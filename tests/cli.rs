@@ -1083,6 +1083,7 @@ fn a_backup_taken_while_serving_restores_everything() {
         out.to_str().expect("utf-8"),
     ]));
     assert!(backed_up.contains("master key"), "{backed_up}");
+    assert_eq!(mode(&out) & 0o777, 0o600, "the copy is as private as the database");
     // Never over an existing file.
     let again = crate::support::portcullis(&["backup", "--data-dir", data, "--out", out.to_str().expect("utf-8")]);
     assert!(stderr(&again).contains("exists already"), "{}", stderr(&again));
@@ -1114,4 +1115,29 @@ fn a_backup_taken_while_serving_restores_everything() {
     assert_eq!(names, ["before-backup"]);
     // The CA's sealed key opens with the master key: it still issues.
     ok(&server.cli(&["cert", "create", "--cn", "after-restore", "--out", "restored"]));
+}
+
+/// A wildcard hostname cannot be the default host, and the refusal comes before anything is written.
+#[test]
+fn a_wildcard_default_host_is_refused_before_the_data_directory_is_made() {
+    let dir = crate::support::scratch();
+    let data = dir.path().join("data");
+    let out = crate::support::portcullis(&[
+        "serve",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--default-host",
+        "*.example.com",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("a wildcard hostname cannot be the default host"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!data.exists(), "nothing was created");
 }

@@ -5,10 +5,11 @@ use std::process::{Command, Output};
 
 /// Runs the `portcullis` binary built for this test run with `args`.
 pub fn portcullis(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .output()
-        .expect("the portcullis binary runs")
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    for name in PORTCULLIS_ENV {
+        command.env_remove(name);
+    }
+    command.args(args).output().expect("the portcullis binary runs")
 }
 
 /// Path of the test's scratch directory root.

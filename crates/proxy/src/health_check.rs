@@ -66,9 +66,13 @@ pub async fn run_health_checks(
                 let mut seen = std::collections::HashSet::new();
                 for host in snap.hosts.values() {
                     let Some(check) = &host.origin.health_check else {
+                        // A check removed while one of its probes was out may have marked a server down after
+                        // the snapshot builder let go of the marks; nothing else would ever clear it.
+                        host.origin.clear_check_marks();
                         continue;
                     };
                     if host.origin.servers().len() < 2 {
+                        host.origin.clear_check_marks();
                         continue;
                     }
                     for index in 0..host.origin.servers().len() {

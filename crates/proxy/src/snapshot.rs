@@ -242,7 +242,10 @@ impl Origin {
     /// otherwise hold a server down for good, since only a passing check clears it.
     pub fn clear_check_marks(&self) {
         for health in &self.health {
-            health.recovered();
+            // Read first: this runs for every unchecked host twice a second.
+            if health.is_check_down() {
+                health.recovered();
+            }
         }
     }
 

@@ -135,11 +135,20 @@ impl Store {
         if !db.is_file() {
             return Err(StoreError::Invalid(format!("no SQLite database at {}", db.display())));
         }
-        if out.exists() {
-            return Err(StoreError::Invalid(format!(
-                "{} exists already; a backup never overwrites a file",
-                out.display()
-            )));
+        // Created empty (VACUUM INTO fills an empty file) and private: the copy holds token hashes, sealed keys and
+        // the audit log.
+        let mut create = std::fs::OpenOptions::new();
+        create.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut create, 0o600);
+        if let Err(err) = create.open(out) {
+            return Err(StoreError::Invalid(
+                if err.kind() == std::io::ErrorKind::AlreadyExists {
+                    format!("{} exists already; a backup never overwrites a file", out.display())
+                } else {
+                    format!("cannot create {}: {err}", out.display())
+                },
+            ));
         }
         let target = out
             .to_str()
@@ -152,8 +161,17 @@ impl Store {
             .max_connections(1)
             .connect_with(options)
             .await?;
-        sqlx::query("VACUUM INTO $1").bind(target).execute(&pool).await?;
+        let copied = sqlx::query("VACUUM INTO $1").bind(target).execute(&pool).await;
         pool.close().await;
+        if let Err(err) = copied {
+            // No half-written backup is left behind.
+            let _ = std::fs::remove_file(out);
+            return Err(err.into());
+        }
+        // SQLite does not sync the file VACUUM INTO writes.
+        std::fs::File::open(out)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| StoreError::Invalid(format!("syncing {}: {e}", out.display())))?;
         Ok(())
     }
 
