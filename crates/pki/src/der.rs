@@ -53,6 +53,21 @@ pub(crate) fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
     }
 }
 
+/// GeneralizedTime to the second, as OCSP writes every time (RFC 6960 4.2.1).
+pub(crate) fn push_generalized_time(out: &mut Vec<u8>, t: OffsetDateTime) {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let text = format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    tlv(out, 0x18, text.as_bytes());
+}
+
 /// UTCTime up to 2049, GeneralizedTime from 2050 on (RFC 5280 4.1.2.5).
 pub(crate) fn push_time(out: &mut Vec<u8>, t: OffsetDateTime) {
     let t = t.to_offset(time::UtcOffset::UTC);
@@ -68,7 +83,7 @@ pub(crate) fn push_time(out: &mut Vec<u8>, t: OffsetDateTime) {
     if (1950..2050).contains(&year) {
         tlv(out, 0x17, format!("{:02}{body}", year % 100).as_bytes());
     } else {
-        tlv(out, 0x18, format!("{year:04}{body}").as_bytes());
+        push_generalized_time(out, t);
     }
 }
 

@@ -261,7 +261,7 @@ impl ManagedCa {
                 OcspStatus::Good => single.extend_from_slice(&[0x80, 0x00]),
                 OcspStatus::Revoked { at, reason } => {
                     let mut info = Vec::new();
-                    push_generalized_time(&mut info, *at);
+                    der::push_generalized_time(&mut info, *at);
                     if let Some(reason) = reason {
                         der::tlv(&mut info, 0xa0, &[TAG_ENUMERATED, 1, *reason as u8]);
                     }
@@ -269,9 +269,9 @@ impl ManagedCa {
                 }
                 OcspStatus::Unknown => single.extend_from_slice(&[0x82, 0x00]),
             }
-            push_generalized_time(&mut single, this_update);
+            der::push_generalized_time(&mut single, this_update);
             let mut next = Vec::new();
-            push_generalized_time(&mut next, next_update);
+            der::push_generalized_time(&mut next, next_update);
             der::tlv(&mut single, 0xa0, &next);
             der::tlv(&mut responses, TAG_SEQUENCE, &single);
         }
@@ -283,7 +283,7 @@ impl ManagedCa {
             &ca.public_key().subject_public_key.data,
         );
         der::tlv(&mut data, 0xa2, &der::wrap(TAG_OCTET_STRING, key_hash.as_ref()));
-        push_generalized_time(&mut data, this_update);
+        der::push_generalized_time(&mut data, this_update);
         der::tlv(&mut data, TAG_SEQUENCE, &responses);
         let tbs = der::wrap(TAG_SEQUENCE, &data);
 
@@ -303,21 +303,6 @@ impl ManagedCa {
         der::tlv(&mut response, 0xa0, &der::wrap(TAG_SEQUENCE, &bytes));
         Ok(der::wrap(TAG_SEQUENCE, &response))
     }
-}
-
-/// GeneralizedTime, which OCSP uses for every time (RFC 6960 4.2.1), to the second.
-fn push_generalized_time(out: &mut Vec<u8>, t: OffsetDateTime) {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    let text = format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
-    der::tlv(out, 0x18, text.as_bytes());
 }
 
 #[cfg(test)]

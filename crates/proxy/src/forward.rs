@@ -538,13 +538,11 @@ impl Upstream {
                             server = next;
                             continue;
                         }
-                        observe::upstream_error(&host.hostname, "connect");
-                        tracing::warn!(host = %host.hostname, error = %e, kind = "connect", "origin request failed");
+                        origin_failed(host, "connect", &e);
                         return error(StatusCode::BAD_GATEWAY);
                     }
                     Ok(Err(e)) => {
-                        observe::upstream_error(&host.hostname, "protocol");
-                        tracing::warn!(host = %host.hostname, error = %e, kind = "protocol", "origin request failed");
+                        origin_failed(host, "protocol", &e);
                         return error(StatusCode::BAD_GATEWAY);
                     }
                 }
@@ -632,13 +630,11 @@ impl Upstream {
                         }
                         continue;
                     }
-                    observe::upstream_error(&host.hostname, "connect");
-                    tracing::warn!(host = %host.hostname, error = %e, kind = "connect", "origin request failed");
+                    origin_failed(host, "connect", &e);
                     return error(StatusCode::BAD_GATEWAY);
                 }
                 Ok(Err(e)) => {
-                    observe::upstream_error(&host.hostname, "protocol");
-                    tracing::warn!(host = %host.hostname, error = %e, kind = "protocol", "origin request failed");
+                    origin_failed(host, "protocol", &e);
                     return error(StatusCode::BAD_GATEWAY);
                 }
             }
@@ -667,6 +663,12 @@ impl Upstream {
         parts.version = downstream_version;
         (Response::from_parts(parts, body.map_err(Into::into).boxed()), false)
     }
+}
+
+/// Counts and logs a failed origin request (`kind`: `connect` or `protocol`); the client gets a 502.
+fn origin_failed(host: &Host, kind: &'static str, error: &dyn std::fmt::Display) {
+    observe::upstream_error(&host.hostname, kind);
+    tracing::warn!(host = %host.hostname, %error, kind, "origin request failed");
 }
 
 /// The proxy's own error answer when forwarding fails (a gRPC status for gRPC calls), with
@@ -747,14 +749,7 @@ mod tests {
 
     #[test]
     fn spoofed_headers_removed_for_every_style() {
-        for style in [
-            Forwarding::None,
-            Forwarding::Cloudflare,
-            Forwarding::CfCertHeaders,
-            Forwarding::Rfc9440,
-            Forwarding::Xfcc,
-            Forwarding::XfccCert,
-        ] {
+        for style in Forwarding::ALL {
             let mut h = HeaderMap::new();
             for name in CERT_HEADERS.iter().chain(CF_CERT_HEADERS.iter()) {
                 h.insert(*name, HeaderValue::from_static("spoofed"));

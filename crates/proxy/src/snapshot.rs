@@ -340,7 +340,8 @@ pub enum Forwarding {
 }
 
 impl Forwarding {
-    const ALL: [Forwarding; 6] = [
+    /// Every style, `None` first.
+    pub(crate) const ALL: [Forwarding; 6] = [
         Forwarding::None,
         Forwarding::Cloudflare,
         Forwarding::CfCertHeaders,

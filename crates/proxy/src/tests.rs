@@ -203,6 +203,18 @@ impl hyper::body::Body for Drip {
 }
 
 async fn start_origin() -> SocketAddr {
+    origin_with(echo).await
+}
+
+/// A plain-HTTP origin (HTTP/1.1 and h2c) on a free port answering every request with `handle`.
+async fn origin_with<F, Fut, B>(handle: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -210,9 +222,10 @@ async fn start_origin() -> SocketAddr {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
+            let handle = handle.clone();
             tokio::spawn(async move {
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), service_fn(echo))
+                    .serve_connection(TokioIo::new(tcp), service_fn(handle))
                     .await;
             });
         }
@@ -1790,26 +1803,30 @@ async fn mtls_from_store_shaped_cas() {
     assert!(Mtls::from_cas(MtlsMode::Require, &bad).is_err());
 }
 
-#[test]
-fn sni_lookup_is_case_insensitive_and_falls_back() {
-    let mut snap = Snapshot::new(1);
-    assert!(snap.host_for_sni(Some("a.test")).is_none());
-    let pki = server_pki(&["a.test"]);
-    let host = Host::new(HostParams {
-        hostname: "A.test".into(),
+/// A host named `name` with `cert`, no mTLS and the default rules, for lookups that serve nothing.
+fn bare_host(name: &str, cert: &ServerCert) -> Host {
+    Host::new(HostParams {
+        hostname: name.into(),
         zone_id: None,
-        cert: pki.cert.clone(),
+        cert: cert.clone(),
         mtls: None,
         origin: Origin::new("http://127.0.0.1:1", false, None, true).unwrap(),
         forwarding: ForwardingSet::default(),
         ruleset: default_rules(),
         ratelimit: ruleset(&[]),
         url_normalization: UrlNormalization::default(),
-        sessions: TlsSessions::local("a.test"),
+        sessions: TlsSessions::local(name),
         min_tls_version: crate::MinTlsVersion::default(),
     })
-    .unwrap();
-    snap.insert(host);
+    .unwrap()
+}
+
+#[test]
+fn sni_lookup_is_case_insensitive_and_falls_back() {
+    let mut snap = Snapshot::new(1);
+    assert!(snap.host_for_sni(Some("a.test")).is_none());
+    let pki = server_pki(&["a.test"]);
+    snap.insert(bare_host("A.test", &pki.cert));
     assert_eq!(snap.host_for_sni(Some("A.TEST")).unwrap().hostname, "a.test");
     assert!(snap.host_for_sni(None).is_none());
     snap.default_host = Some("a.test".into());
@@ -1821,22 +1838,7 @@ fn a_wildcard_host_covers_one_label_and_yields_to_an_exact_host() {
     let mut snap = Snapshot::new(1);
     let pki = server_pki(&["*.w.test", "a.w.test"]);
     for name in ["*.w.test", "a.w.test"] {
-        snap.insert(
-            Host::new(HostParams {
-                hostname: name.into(),
-                zone_id: None,
-                cert: pki.cert.clone(),
-                mtls: None,
-                origin: Origin::new("http://127.0.0.1:1", false, None, true).unwrap(),
-                forwarding: ForwardingSet::default(),
-                ruleset: default_rules(),
-                ratelimit: ruleset(&[]),
-                url_normalization: UrlNormalization::default(),
-                sessions: TlsSessions::local(name),
-                min_tls_version: crate::MinTlsVersion::default(),
-            })
-            .unwrap(),
-        );
+        snap.insert(bare_host(name, &pki.cert));
     }
     let named = |n: &str| snap.host_for_sni(Some(n)).map(|h| h.hostname.clone());
     assert_eq!(named("B.w.test").as_deref(), Some("*.w.test"));

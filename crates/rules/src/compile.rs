@@ -477,13 +477,7 @@ impl Checker<'_> {
         if !matches!(op, CmpOp::Eq | CmpOp::Ne | CmpOp::In | CmpOp::Contains) {
             return Ok(());
         }
-        let items: &[Rhs] = match rhs {
-            Rhs::Set(items, _) => items,
-            one => std::slice::from_ref(one),
-        };
-        for item in items {
-            let Rhs::Str(s) = item else { continue };
-            let Ok(bytes) = self.unescape_basic(s) else { continue };
+        for (s, bytes) in self.string_literals(rhs) {
             let fits = |b: &u8| {
                 b.is_ascii_digit()
                     || if upper {
@@ -515,6 +509,22 @@ impl Checker<'_> {
         Ok(())
     }
 
+    /// The string literals of a comparison's right side (itself, or a set's members), each with its
+    /// unescaped bytes. A literal that does not unescape is left out: the matcher reports it.
+    fn string_literals<'r>(&self, rhs: &'r Rhs) -> Vec<(&'r StrLit, Vec<u8>)> {
+        let items: &[Rhs] = match rhs {
+            Rhs::Set(items, _) => items,
+            one => std::slice::from_ref(one),
+        };
+        items
+            .iter()
+            .filter_map(|item| match item {
+                Rhs::Str(s) => self.unescape_basic(s).ok().map(|bytes| (s, bytes)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// `http.host` is the name a request asked for, lower-cased and without a trailing dot, never a
     /// pattern: a literal with `*` (a wildcard hostname copied into `eq` or `in`), an upper-case letter or
     /// a trailing dot can never equal it, and a block on it would never fire.
@@ -522,13 +532,7 @@ impl Checker<'_> {
         if id != fields::HTTP_HOST || !matches!(op, CmpOp::Eq | CmpOp::Ne | CmpOp::In) {
             return Ok(());
         }
-        let items: &[Rhs] = match rhs {
-            Rhs::Set(items, _) => items,
-            one => std::slice::from_ref(one),
-        };
-        for item in items {
-            let Rhs::Str(s) = item else { continue };
-            let Ok(bytes) = self.unescape_basic(s) else { continue };
+        for (s, bytes) in self.string_literals(rhs) {
             if bytes.contains(&b'*') {
                 let text = String::from_utf8_lossy(&bytes).into_owned();
                 return Err(self

@@ -145,25 +145,7 @@ async fn bodies_over_the_limit_get_413() {
 
 /// An origin that answers at once and streams the request body back as it arrives.
 async fn start_streaming_echo() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service =
-                    service_fn(
-                        |req: Request<Incoming>| async move { Ok::<_, Infallible>(Response::new(req.into_body())) },
-                    );
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    origin_with(|req: Request<Incoming>| async move { Ok::<_, Infallible>(Response::new(req.into_body())) }).await
 }
 
 #[tokio::test]

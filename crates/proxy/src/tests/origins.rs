@@ -6,32 +6,18 @@ use crate::Steering;
 
 /// An origin that answers every request with its `name` in `x-served-by`, and counts them.
 async fn named_origin(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| async move {
-                    let body = req
-                        .into_body()
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    let mut resp = Response::new(Full::new(body).boxed());
-                    resp.headers_mut().insert("x-served-by", HeaderValue::from_static(name));
-                    Ok::<_, Infallible>(resp)
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    origin_with(move |req: Request<Incoming>| async move {
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let mut resp = Response::new(Full::new(body).boxed());
+        resp.headers_mut().insert("x-served-by", HeaderValue::from_static(name));
+        Ok::<_, Infallible>(resp)
+    })
+    .await
 }
 
 /// An address nothing listens on.
@@ -180,36 +166,21 @@ fn health_carries_over_to_a_rebuilt_origin_through_the_book() {
 
 /// An origin named `name` whose `/healthz` answers the status in `health` (every other path 200).
 async fn checked_origin(name: &'static str, health: Arc<std::sync::atomic::AtomicU16>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
+    origin_with(move |req: Request<Incoming>| {
+        let health = health.clone();
+        async move {
+            let status = if req.uri().path() == "/healthz" {
+                StatusCode::from_u16(health.load(std::sync::atomic::Ordering::Relaxed)).unwrap()
+            } else {
+                StatusCode::OK
             };
-            let health = health.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let health = health.clone();
-                    async move {
-                        let status = if req.uri().path() == "/healthz" {
-                            StatusCode::from_u16(health.load(std::sync::atomic::Ordering::Relaxed)).unwrap()
-                        } else {
-                            StatusCode::OK
-                        };
-                        let mut resp = Response::new(Full::new(Bytes::new()).boxed());
-                        *resp.status_mut() = status;
-                        resp.headers_mut().insert("x-served-by", HeaderValue::from_static(name));
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
+            let mut resp = Response::new(Full::new(Bytes::new()).boxed());
+            *resp.status_mut() = status;
+            resp.headers_mut().insert("x-served-by", HeaderValue::from_static(name));
+            Ok::<_, Infallible>(resp)
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// Waits up to 5 s for the host's servers to be up as `want`.
