@@ -286,6 +286,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     );
     // Filled by every snapshot build, appended to every scrape.
     let expiry: Arc<std::sync::Mutex<String>> = Arc::default();
+    // The snapshot in service; the first build replaces this empty one before anything is served.
+    let snapshot = Arc::new(ArcSwap::from_pointee(portcullis_proxy::Snapshot::new(0)));
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(portcullis_proxy::REQUEST_DURATION_SECONDS.to_owned()),
@@ -316,9 +318,11 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
                 "Security events dropped because the store writer fell behind"
             );
             let expiry = expiry.clone();
+            let serving = snapshot.clone();
             state.with_metrics(Arc::new(move || {
                 let mut text = handle.render();
                 text.push_str(&expiry.lock().unwrap_or_else(|e| e.into_inner()));
+                text.push_str(&portcullis_proxy::origin_server_gauges(&serving.load()));
                 text
             }))
         }
@@ -348,7 +352,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let first = edge::rebuild(&boot.store, &builder)
         .await
         .context("building the edge configuration")?;
-    let snapshot = Arc::new(ArcSwap::from_pointee(first));
+    snapshot.store(Arc::new(first));
     tokio::spawn(edge::keep_current(
         boot.store.clone(),
         builder.clone(),

@@ -1333,6 +1333,10 @@ fn several_origin_servers_share_requests_and_stand_in_for_a_dead_one() {
         metrics.contains("portcullis_origin_servers_down_total{host=\"localhost\"} 1"),
         "{metrics}"
     );
+    for (port, up) in [(dead, 0), (one, 1), (two, 1)] {
+        let series = format!("portcullis_origin_server_up{{host=\"localhost\",server=\"127.0.0.1:{port}\"}} {up}");
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
 
     // Failover: the second server takes every request while the first is down.
     ok(&server.cli(&[

@@ -55,7 +55,7 @@ pub use events::{EventSink, NoEvents, SecurityEvent, VecSink};
 pub use forward::{CERT_HEADERS, CF_CERT_HEADERS};
 pub use health_check::{HealthCheck, run_health_checks};
 pub use normalize::{NormalizationScope, NormalizationType, UrlNormalization};
-pub use observe::{REQUEST_DURATION_SECONDS, describe_metrics, record_snapshot};
+pub use observe::{REQUEST_DURATION_SECONDS, describe_metrics, origin_server_gauges, record_snapshot};
 pub use origin_health::{HealthBook, Steering};
 pub use origin_tls::{OriginIdentity, OriginTls};
 pub use proxy_protocol::TrustedProxies;

@@ -122,6 +122,38 @@ pub(crate) fn upstream_error(host: &str, kind: &'static str) {
     metrics::counter!(UPSTREAM_ERRORS_TOTAL, "host" => host.to_owned(), "kind" => kind).increment(1);
 }
 
+/// Gauges of the origin servers of every host with several, in Prometheus' text format, for `/metrics` to append:
+/// `portcullis_origin_server_up{host, server}` is 1 while a server takes requests and 0 while it is passed over
+/// (after failed connections or health checks). Read from the snapshot at each scrape, so servers that left the
+/// configuration leave no series behind.
+pub fn origin_server_gauges(snapshot: &crate::Snapshot) -> String {
+    let mut hosts: Vec<_> = snapshot
+        .hosts
+        .values()
+        .filter(|h| h.origin.servers().len() > 1)
+        .collect();
+    if hosts.is_empty() {
+        return String::new();
+    }
+    hosts.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    let label = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let mut out = String::from(
+        "# HELP portcullis_origin_server_up Whether an origin server of a hostname with several takes requests (1) \
+         or is passed over after failed connections or health checks (0).\n# TYPE portcullis_origin_server_up gauge\n",
+    );
+    for host in hosts {
+        for (server, up) in host.origin.servers().iter().zip(host.origin.servers_up()) {
+            out.push_str(&format!(
+                "portcullis_origin_server_up{{host=\"{}\",server=\"{}\"}} {}\n",
+                label(&host.hostname),
+                label(server.as_str()),
+                u8::from(up)
+            ));
+        }
+    }
+    out
+}
+
 pub(crate) fn origin_server_down(host: &str) {
     metrics::counter!(ORIGIN_SERVERS_DOWN_TOTAL, "host" => host.to_owned()).increment(1);
 }

@@ -240,3 +240,36 @@ async fn health_checks_take_a_failing_server_out_and_bring_it_back() {
     assert_eq!(seen.iter().filter(|s| *s == "b").count(), 2, "{seen:?}");
     let _ = stop.send(());
 }
+
+#[tokio::test]
+async fn origin_server_gauges_show_which_servers_take_requests() {
+    let w = world().await;
+    let (a, dead) = (named_origin("a").await, dead_address().await);
+    let origin = origin_of(&[dead, a], Steering::RoundRobin, false);
+    origin.connected(0, "api.test", Some(&"refused"));
+    let one = HostSpec::new("other.test", &w.ca);
+    let spec = HostSpec {
+        origin: Some(origin),
+        ..HostSpec::new("api.test", &w.ca)
+    };
+    let snapshot = build_snapshot(1, &w.server, w.origin, vec![spec, one]);
+    let text = crate::origin_server_gauges(&snapshot);
+    assert!(text.starts_with("# HELP portcullis_origin_server_up "), "{text}");
+    assert!(
+        text.contains(&format!(
+            "portcullis_origin_server_up{{host=\"api.test\",server=\"{dead}\"}} 0\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "portcullis_origin_server_up{{host=\"api.test\",server=\"{a}\"}} 1\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("other.test"),
+        "hosts with one server have no series: {text}"
+    );
+    assert_eq!(crate::origin_server_gauges(&Snapshot::new(1)), "");
+}
