@@ -92,6 +92,10 @@ impl Api {
         self.call(Method::DELETE, path, Some(&self.write.clone()), None).await
     }
 
+    pub(crate) async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(Method::PATCH, path, body).await
+    }
+
     pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, Some(&self.write.clone()), None).await
     }
@@ -480,11 +484,11 @@ async fn hostnames_and_associations() {
     assert_eq!(host["client_certificate_forwarding"], "none");
     assert_eq!(host["origin_tls_verify"], true);
     let host_id = host["id"].as_str().expect("id").to_owned();
+    let host_path = format!("{base}/hostnames/{host_id}");
 
     let (status, body) = api
-        .send(
-            Method::PATCH,
-            &format!("{base}/hostnames/{host_id}"),
+        .patch(
+            &host_path,
             json!({"tls_client_auth": "require", "client_certificate_forwarding": "rfc9440"}),
         )
         .await;
@@ -494,11 +498,7 @@ async fn hostnames_and_associations() {
     assert_eq!(body["result"]["origin"], "http://127.0.0.1:9000");
 
     let (status, body) = api
-        .send(
-            Method::PATCH,
-            &format!("{base}/hostnames/{host_id}"),
-            json!({"client_certificate_forwarding": "smoke-signals"}),
-        )
+        .patch(&host_path, json!({"client_certificate_forwarding": "smoke-signals"}))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
@@ -519,11 +519,7 @@ async fn hostnames_and_associations() {
         (json!("rfc9440"), json!("rfc9440")),
     ] {
         let (status, body) = api
-            .send(
-                Method::PATCH,
-                &format!("{base}/hostnames/{host_id}"),
-                json!({ "client_certificate_forwarding": sent }),
-            )
+            .patch(&host_path, json!({ "client_certificate_forwarding": sent }))
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["result"]["client_certificate_forwarding"], shown, "{sent}");
@@ -536,11 +532,7 @@ async fn hostnames_and_associations() {
         (json!(true), "expected a forwarding style or a list of them, not true"),
     ] {
         let (status, body) = api
-            .send(
-                Method::PATCH,
-                &format!("{base}/hostnames/{host_id}"),
-                json!({ "client_certificate_forwarding": sent }),
-            )
+            .patch(&host_path, json!({ "client_certificate_forwarding": sent }))
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(error(&body).1.contains(message), "{body}");
@@ -548,25 +540,13 @@ async fn hostnames_and_associations() {
 
     // TLS 1.3 only; the edge speaks nothing older than 1.2, so 1.0 is refused, not stored and ignored.
     assert_eq!(host["min_tls_version"], "1.2");
-    let (status, body) = api
-        .send(
-            Method::PATCH,
-            &format!("{base}/hostnames/{host_id}"),
-            json!({"min_tls_version": "1.3"}),
-        )
-        .await;
+    let (status, body) = api.patch(&host_path, json!({"min_tls_version": "1.3"})).await;
     assert_eq!(
         (status, &body["result"]["min_tls_version"]),
         (StatusCode::OK, &json!("1.3")),
         "{body}"
     );
-    let (status, body) = api
-        .send(
-            Method::PATCH,
-            &format!("{base}/hostnames/{host_id}"),
-            json!({"min_tls_version": "1.0"}),
-        )
-        .await;
+    let (status, body) = api.patch(&host_path, json!({"min_tls_version": "1.0"})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         error(&body)

@@ -53,10 +53,10 @@ pub(crate) fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
     }
 }
 
-/// GeneralizedTime to the second, as OCSP writes every time (RFC 6960 4.2.1).
-pub(crate) fn push_generalized_time(out: &mut Vec<u8>, t: OffsetDateTime) {
+/// `YYYYMMDDHHMMSSZ`, GeneralizedTime's text to the second.
+fn generalized_text(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    let text = format!(
+    format!(
         "{:04}{:02}{:02}{:02}{:02}{:02}Z",
         t.year(),
         u8::from(t.month()),
@@ -64,26 +64,22 @@ pub(crate) fn push_generalized_time(out: &mut Vec<u8>, t: OffsetDateTime) {
         t.hour(),
         t.minute(),
         t.second()
-    );
-    tlv(out, 0x18, text.as_bytes());
+    )
+}
+
+/// GeneralizedTime to the second, as OCSP writes every time (RFC 6960 4.2.1).
+pub(crate) fn push_generalized_time(out: &mut Vec<u8>, t: OffsetDateTime) {
+    tlv(out, 0x18, generalized_text(t).as_bytes());
 }
 
 /// UTCTime up to 2049, GeneralizedTime from 2050 on (RFC 5280 4.1.2.5).
 pub(crate) fn push_time(out: &mut Vec<u8>, t: OffsetDateTime) {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    let year = t.year();
-    let body = format!(
-        "{:02}{:02}{:02}{:02}{:02}Z",
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
-    if (1950..2050).contains(&year) {
-        tlv(out, 0x17, format!("{:02}{body}", year % 100).as_bytes());
+    let text = generalized_text(t);
+    if (1950..2050).contains(&t.to_offset(time::UtcOffset::UTC).year()) {
+        // UTCTime is the same text without the century.
+        tlv(out, 0x17, &text.as_bytes()[2..]);
     } else {
-        push_generalized_time(out, t);
+        tlv(out, 0x18, text.as_bytes());
     }
 }
 
