@@ -422,7 +422,7 @@ try {
   await hostsDialog.getByRole("button", { name: "Save hostnames" }).click();
   await hostsDialog.waitFor({ state: "hidden" });
   await byoca.locator("td.hosts-cell", { hasText: /^byo\.localhost$/ }).waitFor();
-  await byoca.getByRole("button", { name: "CRLs" }).click();
+  await byoca.getByRole("button", { name: "Revocation" }).click();
   const crlDialog = page.locator("#crl-dialog");
   provoke({ status: 400, url: /\/mtls_certificates\/[^/]+\/crl$/ });
   provoke({ text: /CRL/i });
@@ -432,7 +432,7 @@ try {
   await shot("04a-byoca-crl-refused");
   // Closed and opened again, the dialog does not show the previous error.
   await crlDialog.getByRole("button", { name: "Close" }).click();
-  await byoca.getByRole("button", { name: "CRLs" }).click();
+  await byoca.getByRole("button", { name: "Revocation" }).click();
   await page.locator("#crl-dialog[open]").waitFor();
   assert.equal(await crlDialog.locator(".dialog-error").isHidden(), true, "the CRL dialog opens without the old error");
   await crlDialog.getByLabel("…or paste it (PEM)").fill("");
@@ -441,6 +441,26 @@ try {
   await crlDialog.waitFor({ state: "hidden" });
   await page.locator("#toast", { hasText: "CRL accepted: 1 revoked certificate" }).waitFor();
   await byoca.getByText(/^updated \d{4}-\d{2}-\d{2}$/).waitFor();
+  // OCSP: a responder that is not http:// is refused with the reason; then hard fail with a responder of its own.
+  await byoca.getByRole("button", { name: "Revocation" }).click();
+  await page.locator("#crl-dialog[open]").waitFor();
+  assert.equal(await crlDialog.getByLabel("Check certificates with OCSP").inputValue(), "off");
+  await crlDialog.getByLabel("Check certificates with OCSP").selectOption("hard");
+  await crlDialog.getByLabel("Responder URL").fill("https://ocsp.corp.example/");
+  provoke({ status: 400, url: /\/mtls_certificates\/[^/]+\/ocsp$/ });
+  provoke({ text: /OCSP responder URL/ });
+  await crlDialog.getByRole("button", { name: "Save OCSP" }).click();
+  await crlDialog.locator(".dialog-error", { hasText: "must start with http://" }).waitFor();
+  await crlDialog.getByLabel("Responder URL").fill("http://ocsp.corp.example/");
+  await crlDialog.getByRole("button", { name: "Save OCSP" }).click();
+  await crlDialog.waitFor({ state: "hidden" });
+  await page.locator("#toast", { hasText: "OCSP checks on (hard fail)" }).waitFor();
+  await byoca.locator(".badge", { hasText: "OCSP hard" }).waitFor();
+  await byoca.getByRole("button", { name: "Revocation" }).click();
+  await page.locator("#crl-dialog[open]").waitFor();
+  assert.equal(await crlDialog.getByLabel("Responder URL").inputValue(), "http://ocsp.corp.example/");
+  await shot("04c-byoca-ocsp");
+  await crlDialog.getByRole("button", { name: "Close" }).click();
   // A certificate for the edge to present to origins: listed apart, never as a CA.
   await page.getByLabel("Certificate name").fill("edge-to-origin");
   await page.getByLabel("Certificate, then its intermediates (PEM)").fill(own.leaf);
@@ -452,7 +472,7 @@ try {
   await shot("04-bring-your-own-ca");
   fs.rmSync(own.dir, { recursive: true, force: true });
   // CRLs fetched from a URL: nothing listens on port 1, so the first fetch (at once) fails and says why.
-  await byoca.getByRole("button", { name: "CRLs" }).click();
+  await byoca.getByRole("button", { name: "Revocation" }).click();
   await page.locator("#crl-dialog[open]").waitFor();
   await crlDialog.getByLabel("Fetch them from").fill("http://127.0.0.1:1/ca.crl");
   await crlDialog.getByRole("button", { name: "Save URLs" }).click();
@@ -470,7 +490,7 @@ try {
   assert.ok(failing, "the failing fetch is shown");
   assert.match(await byoca.locator("td.crl-cell").textContent(), /http:\/\/127\.0\.0\.1:1\/ca\.crl: request failed/);
   await shot("04b-byoca-crl-fetch-failing");
-  await byoca.getByRole("button", { name: "CRLs" }).click();
+  await byoca.getByRole("button", { name: "Revocation" }).click();
   await page.locator("#crl-dialog[open]").waitFor();
   assert.equal(await crlDialog.getByLabel("Fetch them from").inputValue(), "http://127.0.0.1:1/ca.crl");
   await crlDialog.getByLabel("Fetch them from").fill("");

@@ -80,6 +80,23 @@ pub enum CaCommand {
         /// http:// or https:// URLs, one per CA of the bundle that publishes a CRL.
         urls: Vec<String>,
     },
+    /// Have the edge check an uploaded CA's client certificates with OCSP (NGINX's `ssl_ocsp`).
+    ///
+    /// `soft`: a certificate the responder says is revoked is revoked (as with a CRL); one without an answer
+    /// (responder down or unknown, no responder) is accepted as the chain check found it. `hard`: a certificate
+    /// without a good answer is not verified. `off` stops checking. Connections wait for the answer (at most
+    /// --ocsp-timeout seconds) before their first request; answers are cached until their nextUpdate, at most an
+    /// hour.
+    Ocsp {
+        /// The uploaded CA's id (see `ca list-uploaded`).
+        id: String,
+        /// off, soft or hard.
+        #[arg(value_parser = ["off", "soft", "hard"])]
+        check: String,
+        /// An http:// responder to ask instead of the one each certificate names.
+        #[arg(long, value_name = "URL")]
+        responder: Option<String>,
+    },
     /// Fetch a managed CA's CRL, or give an uploaded CA its CRL.
     ///
     /// `ca crl ID --out FILE` downloads the current CRL (DER) of the managed CA ID from the server's public
@@ -233,6 +250,7 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
                             s(c, "expires_on"),
                             s(c, "crl_updated_on"),
                             crl_source(c),
+                            ocsp_policy(c),
                         ]
                     })
                     .collect();
@@ -246,6 +264,7 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
                         "EXPIRES_ON",
                         "CRL_UPDATED_ON",
                         "CRL_SOURCE",
+                        "OCSP",
                     ],
                     &rows,
                 );
@@ -281,6 +300,23 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
                 outln!("CA {id}: CRLs are no longer fetched (the last ones stay in use)");
             } else {
                 outln!("CA {id}: CRLs are fetched from {}", urls.join(", "));
+            }
+        }
+        CaCommand::Ocsp { id, check, responder } => {
+            check_id(&id)?;
+            let account = account_id(&api).await?;
+            let ca = api
+                .send(
+                    Method::PUT,
+                    &format!("/accounts/{account}/mtls_certificates/{id}/ocsp"),
+                    &json!({ "check": check, "responder": responder }),
+                )
+                .await?
+                .result;
+            if json {
+                print_json(&ca)?;
+            } else {
+                outln!("CA {id}: OCSP {}", ocsp_policy(&ca));
             }
         }
         CaCommand::Crl(crl) => {
@@ -383,6 +419,18 @@ fn crl_source(ca: &Value) -> String {
         (None, None) => "not fetched yet".to_owned(),
     };
     format!("{} ({outcome})", urls.join(" "))
+}
+
+/// An uploaded CA's OCSP policy, for people: `off`, or the check and the responder asked.
+fn ocsp_policy(ca: &Value) -> String {
+    if ca["ca"].as_bool() == Some(false) {
+        return String::new();
+    }
+    match (s(ca, "ocsp_check"), ca["ocsp_responder"].as_str()) {
+        (check, _) if check == "off" || check.is_empty() => "off".to_owned(),
+        (check, Some(url)) => format!("{check} ({url})"),
+        (check, None) => format!("{check} (each certificate's responder)"),
+    }
 }
 
 /// Writes `contents` to `path` through a temporary file and a rename, so readers never see half a file.

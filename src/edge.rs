@@ -540,6 +540,8 @@ impl<'s> Verifiers<'s> {
                     certificates: managed.certificate.as_bytes(),
                     crl: None,
                     revoked_serials: self.revoked.get(managed.id.as_str()).unwrap_or(&none),
+                    // Revocations of the managed CA reach the edge directly; its own responder is not asked.
+                    ocsp: None,
                 })),
                 CaRef::Mtls(id) => {
                     if let Some(uploaded) = state.mtls_certificates.iter().find(|m| &m.id == id) {
@@ -547,6 +549,7 @@ impl<'s> Verifiers<'s> {
                             certificates: uploaded.certificates.as_bytes(),
                             crl: uploaded.crl.as_deref(),
                             revoked_serials: &none,
+                            ocsp: uploaded.ocsp.as_ref(),
                         });
                     }
                 }

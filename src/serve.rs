@@ -124,6 +124,10 @@ pub struct LimitArgs {
     /// Seconds to wait for each piece of a request body (then 408).
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub request_body_timeout: u64,
+    /// Seconds a query to an uploaded CA's OCSP responder may take (`ca ocsp`); a connection waits for it before its
+    /// first request, then its CA's policy decides.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub ocsp_timeout: u64,
     /// Seconds in-flight requests get to finish on shutdown.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub drain_timeout: u64,
@@ -160,6 +164,7 @@ impl LimitArgs {
             drain_timeout: Duration::from_secs(self.drain_timeout),
             max_request_body_bytes: self.max_request_body,
             request_body_timeout: Duration::from_secs(self.request_body_timeout),
+            ocsp_timeout: Duration::from_secs(self.ocsp_timeout),
             // Linux's answer honours the affinity mask (taskset, cgroup cpusets).
             worker_threads: self.edge_threads.map_or_else(
                 || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),

@@ -1532,3 +1532,191 @@ fn the_edge_serves_on_every_listen_address() {
         assert_eq!(without.1, "403", "port {port}");
     }
 }
+
+/// An uploaded CA's client certificates checked with OCSP against `openssl ocsp` as the CA's responder, signing
+/// with a delegated responder certificate: a revoked certificate is refused at once, a good one passes, and when
+/// the responder is gone a new certificate passes under `soft` and is refused under `hard`.
+#[test]
+fn ocsp_answers_from_an_uploaded_cas_responder_decide_at_the_edge() {
+    let server = Server::start();
+    setup(&server);
+    let dir = server.dir.path();
+    let run = |args: &[&str]| {
+        let out = openssl(dir, args);
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        probe.local_addr().expect("addr").port()
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "pki-ca.key",
+        "-out",
+        "pki-ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Corporate PKI",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    run(&ca);
+    std::fs::write(dir.join("responder.ext"), "extendedKeyUsage=OCSPSigning\n").expect("write");
+    std::fs::write(
+        dir.join("client.ext"),
+        format!("extendedKeyUsage=clientAuth\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:{port}/\n"),
+    )
+    .expect("write");
+    let mut index = String::new();
+    for (name, ext, revoked) in [
+        ("responder", "responder.ext", false),
+        ("good", "client.ext", false),
+        ("stolen", "client.ext", true),
+        ("new", "client.ext", false),
+    ] {
+        let mut csr = vec!["req"];
+        csr.extend(ec);
+        let (key, req, cert) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+        csr.extend(["-keyout", &key, "-out", &req, "-subj"]);
+        let subject = format!("/CN={name}-device");
+        csr.push(&subject);
+        run(&csr);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &req,
+            "-CA",
+            "pki-ca.pem",
+            "-CAkey",
+            "pki-ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            ext,
+            "-out",
+            &cert,
+        ]);
+        let serial = run(&["x509", "-in", &cert, "-noout", "-serial"]);
+        let serial = serial.trim().trim_start_matches("serial=");
+        // openssl's CA database: status, expiry, revocation time, serial, file, subject.
+        let status = if revoked {
+            "R\t301231000000Z\t250101000000Z"
+        } else {
+            "V\t301231000000Z\t"
+        };
+        // The newest certificate is left out until the responder is gone (it is then never asked about it).
+        if name != "new" {
+            index.push_str(&format!("{status}\t{serial}\tunknown\t{subject}\n"));
+        }
+    }
+    std::fs::write(dir.join("index.txt"), index).expect("write");
+    struct Responder(std::process::Child);
+    impl Drop for Responder {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut responder = Responder(
+        std::process::Command::new("openssl")
+            .args([
+                "ocsp",
+                "-index",
+                "index.txt",
+                "-port",
+                &port.to_string(),
+                "-CA",
+                "pki-ca.pem",
+            ])
+            .args(["-rsigner", "responder.pem", "-rkey", "responder.key", "-nmin", "5"])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("openssl ocsp runs"),
+    );
+    // It says so once it listens. (A probing connection would not do: it hangs on one that closes unasked.)
+    let mut started = std::io::BufReader::new(responder.0.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut started, &mut line).expect("openssl ocsp starts");
+    assert!(line.contains("waiting for OCSP client connections"), "{line}");
+
+    ok(&server.cli(&["ca", "upload", "--name", "corporate PKI", "pki-ca.pem"]));
+    let uploaded: serde_json::Value =
+        serde_json::from_str(&ok(&server.cli(&["ca", "list-uploaded", "--json"]))).expect("json");
+    let ca_id = uploaded[0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(uploaded[0]["ocsp_check"], "off");
+    ok(&server.cli(&["mtls", "enable", "localhost", "--ca", &ca_id]));
+    let with = |name: &str| {
+        [
+            "--cert".to_owned(),
+            format!("{name}.pem"),
+            "--key".to_owned(),
+            format!("{name}.key"),
+        ]
+    };
+    let status = |name: &str| {
+        let args = with(name);
+        get(&server, "/api", &[&args[0], &args[1], &args[2], &args[3]]).1
+    };
+    // Without OCSP, the chain is all that counts.
+    for name in ["good", "stolen"] {
+        let args = with(name);
+        get_until(&server, "/api", &[&args[0], &args[1], &args[2], &args[3]], "200");
+    }
+
+    let out = ok(&server.cli(&["ca", "ocsp", &ca_id, "soft"]));
+    assert!(out.contains("OCSP soft (each certificate's responder)"), "{out}");
+    let stolen = with("stolen");
+    get_until(
+        &server,
+        "/api",
+        &[&stolen[0], &stolen[1], &stolen[2], &stolen[3]],
+        "403",
+    );
+    assert_eq!(status("good"), "200");
+    // Revocation decides rules, as a CRL's does; off the rule's path the request passes.
+    let (_, code, body) = get(&server, "/", &[&stolen[0], &stolen[1], &stolen[2], &stolen[3]]);
+    assert_eq!(code, "200", "{body}");
+    let metrics = curl(dir, &[&format!("{}/metrics", server.api())]).2;
+    for outcome in ["good", "revoked"] {
+        let line = format!("portcullis_ocsp_queries_total{{outcome=\"{outcome}\"}} ");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+
+    // The responder goes away: a certificate it never answered for passes under soft, not under hard.
+    drop(responder);
+    assert_eq!(status("new"), "200");
+    let out = ok(&server.cli(&["ca", "ocsp", &ca_id, "hard"]));
+    assert!(out.contains("OCSP hard"), "{out}");
+    let new = with("new");
+    get_until(&server, "/api", &[&new[0], &new[1], &new[2], &new[3]], "403");
+    // Answers already had stay good until their nextUpdate.
+    assert_eq!(status("good"), "200");
+    assert_eq!(status("stolen"), "403");
+    let table = ok(&server.cli(&["ca", "list-uploaded"]));
+    assert!(table.contains("hard (each certificate's responder)"), "{table}");
+
+    // Bad settings are refused with the reason.
+    let bad = server.cli(&["ca", "ocsp", &ca_id, "hard", "--responder", "https://ocsp.example/"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("must start with http://"),
+        "{bad:?}"
+    );
+    ok(&server.cli(&["ca", "ocsp", &ca_id, "off"]));
+    get_until(&server, "/api", &[&new[0], &new[1], &new[2], &new[3]], "200");
+}

@@ -882,7 +882,7 @@ async function loadByoca() {
               h(
                 "div",
                 { class: "row" },
-                h("button", { type: "button", class: "btn btn-small", onclick: () => openCrl(ca) }, "CRLs", h("span", { class: "sr-only" }, ` of ${label}`)),
+                h("button", { type: "button", class: "btn btn-small", onclick: () => openCrl(ca) }, "Revocation", h("span", { class: "sr-only" }, ` of ${label}`)),
                 h("button", { type: "button", class: "btn btn-small", onclick: () => openByocaHosts(ca).catch(showError) }, "Edit hostnames", h("span", { class: "sr-only" }, ` of ${label}`)),
                 confirmButton("Delete", "Confirm delete", async () => {
                   await api("DELETE", `/accounts/${acc}/mtls_certificates/${ca.id}`);
@@ -900,14 +900,19 @@ async function loadByoca() {
   }
 }
 
-// The CRL column: when the CRLs last changed and, for fetched ones, whether the last fetch worked.
+// The revocation column: when the CRLs last changed and, for fetched ones, whether the last fetch worked; and
+// whether OCSP is asked.
 function crlCell(ca) {
-  const updated = ca.crl_updated_on ? `updated ${day(ca.crl_updated_on)}` : h("span", { class: "muted" }, "none");
-  if (!ca.crl_urls?.length) return h("td", { class: "nowrap" }, updated);
+  const updated = ca.crl_updated_on ? h("span", {}, `updated ${day(ca.crl_updated_on)}`) : h("span", { class: "muted" }, "none");
+  const ocsp =
+    ca.ocsp_check && ca.ocsp_check !== "off"
+      ? [" ", h("span", { class: "badge badge-ok", title: ca.ocsp_responder ?? "each certificate's responder" }, `OCSP ${ca.ocsp_check}`)]
+      : [];
+  if (!ca.crl_urls?.length) return h("td", { class: "crl-cell" }, updated, ...ocsp);
   const state = ca.crl_fetch_error
     ? h("span", { class: "badge badge-danger", title: ca.crl_fetch_error }, "fetch failing")
     : h("span", { class: "badge badge-ok", title: ca.crl_urls.join(" ") }, ca.crl_fetched_on ? "fetched" : "fetching");
-  return h("td", { class: "crl-cell" }, updated, " ", state, ca.crl_fetch_error ? h("div", { class: "muted small" }, ca.crl_fetch_error) : null);
+  return h("td", { class: "crl-cell" }, updated, " ", state, ...ocsp, ca.crl_fetch_error ? h("div", { class: "muted small" }, ca.crl_fetch_error) : null);
 }
 
 function renderOriginCerts(certs, acc) {
@@ -942,6 +947,8 @@ function openCrl(ca) {
   $("crl-ca-name").textContent = ca.name || ca.id;
   $("crl-form").reset();
   $("crl-urls").value = (ca.crl_urls ?? []).join("\n");
+  $("ocsp-check").value = ca.ocsp_check ?? "off";
+  $("ocsp-responder").value = ca.ocsp_responder ?? "";
   $("crl-result").textContent = ca.crl_updated_on ? `The current CRLs date from ${when(ca.crl_updated_on)}.` : "No CRL yet.";
   openDialog(dialog);
 }
@@ -1020,6 +1027,16 @@ function setupByoca() {
       await api("PUT", `/accounts/${await account()}/mtls_certificates/${crlDialog.dataset.id}/crl_urls`, { urls });
       crlDialog.close();
       toast(urls.length ? `CRLs will be fetched from ${plural(urls.length, "URL")}` : "CRLs are no longer fetched");
+      await loadByoca();
+    });
+  });
+  $("ocsp-save").addEventListener("click", (e) => {
+    run(e.currentTarget, async () => {
+      const check = $("ocsp-check").value;
+      const responder = $("ocsp-responder").value.trim() || null;
+      await api("PUT", `/accounts/${await account()}/mtls_certificates/${crlDialog.dataset.id}/ocsp`, { check, responder });
+      crlDialog.close();
+      toast(check === "off" ? "OCSP checks are off" : `OCSP checks on (${check} fail)`);
       await loadByoca();
     });
   });

@@ -44,6 +44,10 @@ pub struct MtlsCertificateView {
     pub crl_fetched_on: Option<String>,
     /// Why the last fetch failed, until one succeeds (the last good CRLs stay in use).
     pub crl_fetch_error: Option<String>,
+    /// OCSP checks of this CA's client certificates (Portcullis extension): `off`, `soft` or `hard`.
+    pub ocsp_check: &'static str,
+    /// The responder asked instead of the one each certificate names (`null`: that one).
+    pub ocsp_responder: Option<String>,
 }
 
 fn view(cert: MtlsCertificate) -> MtlsCertificateView {
@@ -63,6 +67,12 @@ fn view(cert: MtlsCertificate) -> MtlsCertificateView {
         crl_urls: cert.crl_urls,
         crl_fetched_on: cert.crl_fetched_on.map(rfc3339),
         crl_fetch_error: cert.crl_fetch_error,
+        ocsp_check: match &cert.ocsp {
+            None => "off",
+            Some(p) if p.hard_fail => "hard",
+            Some(_) => "soft",
+        },
+        ocsp_responder: cert.ocsp.and_then(|p| p.responder),
     }
 }
 
@@ -362,23 +372,87 @@ pub async fn put_crl_urls(
     Ok(ok(view(state.store.mtls_certificate(&id).await?)))
 }
 
+/// `PUT …/{id}/ocsp` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OcspSettings {
+    /// `off`; `soft`: a certificate the responder says is revoked is revoked, and one without an answer (responder
+    /// down, no responder, `unknown`) is accepted as the chain check found it; `hard`: one without a good answer
+    /// is not verified.
+    pub check: String,
+    /// An `http://` responder to ask instead of the one each certificate names in its authority information
+    /// access extension.
+    #[serde(default)]
+    pub responder: Option<String>,
+}
+
+/// Have the edge check this CA's client certificates with OCSP (Portcullis extension; NGINX's `ssl_ocsp`). A
+/// connection waits for the answer after its handshake, before its first request; answers are cached until their
+/// `nextUpdate` (at most an hour). A revoked certificate gets `cert_revoked`, as with a CRL; on hostnames that
+/// refuse untrusted certificates in the handshake, its connection is closed.
+#[utoipa::path(put, path = "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/ocsp", tag = "mtls certificates",
+    request_body = OcspSettings,
+    params(("account_id" = String, Path, description = "Account id"), ("mtls_certificate_id" = String, Path, description = "CA id")),
+    responses((status = 200, description = "The CA with its OCSP settings", body = MtlsCertificateView)))]
+pub async fn put_ocsp(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path((account_id, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<OcspSettings>,
+) -> ApiResult {
+    check_account(&state, &account_id).await?;
+    let hard_fail = match body.check.as_str() {
+        "off" => None,
+        "soft" => Some(false),
+        "hard" => Some(true),
+        other => {
+            return Err(ApiError::invalid(format!(
+                "check must be \"off\", \"soft\" or \"hard\" (got {other:?})"
+            )));
+        }
+    };
+    let responder = match body.responder.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(url) => Some(check_url(url, "an OCSP responder URL", &["http"]).map_err(ApiError::invalid)?),
+    };
+    if hard_fail.is_none() && responder.is_some() {
+        return Err(ApiError::invalid(
+            "a responder is set only with check \"soft\" or \"hard\"",
+        ));
+    }
+    let ca = state.store.mtls_certificate(&id).await?;
+    if !ca.ca {
+        return Err(ApiError::invalid(format!(
+            "mtls_certificate {id:?} is a client certificate; OCSP checks belong to CAs"
+        )));
+    }
+    let policy = hard_fail.map(|hard_fail| portcullis_pki::OcspPolicy { hard_fail, responder });
+    state.store.set_mtls_ocsp(&id, policy.as_ref(), &actor).await?;
+    Ok(ok(view(state.store.mtls_certificate(&id).await?)))
+}
+
 /// A CRL URL as it will be fetched: `http://` or `https://`, with a host, no user or password, at most 2,048
 /// bytes, no spaces.
 pub fn check_crl_url(url: &str) -> Result<String, String> {
+    check_url(url, "a CRL URL", &["http", "https"])
+}
+
+/// `url` (`what`, for errors) with one of `schemes`, a host, no user or password, at most 2,048 bytes, no spaces.
+fn check_url(url: &str, what: &str, schemes: &[&str]) -> Result<String, String> {
     let url = url.trim();
     if url.len() > 2048 {
-        return Err("a CRL URL must be at most 2048 bytes".into());
+        return Err(format!("{what} must be at most 2048 bytes"));
     }
     let uri: axum::http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return Err(format!("{url:?}: a CRL URL must start with http:// or https://")),
+    if !uri.scheme_str().is_some_and(|s| schemes.contains(&s)) {
+        let allowed: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+        return Err(format!("{url:?}: {what} must start with {}", allowed.join(" or ")));
     }
     let Some(authority) = uri.authority() else {
         return Err(format!("{url:?} has no host"));
     };
     if authority.as_str().contains('@') {
-        return Err(format!("{url:?}: a user or password in a CRL URL is not supported"));
+        return Err(format!("{url:?}: a user or password in {what} is not supported"));
     }
     if authority.host().is_empty() {
         return Err(format!("{url:?} has no host"));

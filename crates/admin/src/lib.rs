@@ -267,6 +267,7 @@ fn api_routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(byoca::associations))
         .routes(routes!(byoca::put_crl))
         .routes(routes!(byoca::put_crl_urls))
+        .routes(routes!(byoca::put_ocsp))
         .routes(routes!(events::list_events))
         .routes(routes!(traffic::traffic))
         .routes(routes!(tokens::create_token, tokens::list_tokens))

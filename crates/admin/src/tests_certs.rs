@@ -797,6 +797,57 @@ async fn bring_your_own_ca_lifecycle() {
         (StatusCode::OK, json!([]))
     );
 
+    // OCSP: a check and an optional http:// responder, each refused with the reason when wrong.
+    for (settings, want) in [
+        (
+            json!({"check": "sometimes"}),
+            "check must be \"off\", \"soft\" or \"hard\"",
+        ),
+        (
+            json!({"check": "hard", "responder": "https://ocsp.example/"}),
+            "must start with http://",
+        ),
+        (
+            json!({"check": "soft", "responder": "http://u:p@ocsp.example/"}),
+            "user or password",
+        ),
+        (
+            json!({"check": "off", "responder": "http://ocsp.example/"}),
+            "only with check",
+        ),
+    ] {
+        let (status, body) = api
+            .send(Method::PUT, &format!("{base}/{id}/ocsp"), settings.clone())
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{settings}");
+        assert!(error(&body).1.contains(want), "{settings}: {body}");
+    }
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &format!("{base}/{id}/ocsp"),
+            json!({"check": "hard", "responder": " http://ocsp.example:8080/ocsp "}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body["result"]["ocsp_check"], &body["result"]["ocsp_responder"]),
+        (&json!("hard"), &json!("http://ocsp.example:8080/ocsp"))
+    );
+    let (status, body) = api.get(&format!("{base}/{id}")).await;
+    assert_eq!(
+        (status, &body["result"]["ocsp_check"]),
+        (StatusCode::OK, &json!("hard"))
+    );
+    let (status, body) = api
+        .send(Method::PUT, &format!("{base}/{id}/ocsp"), json!({"check": "off"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body["result"]["ocsp_check"], &body["result"]["ocsp_responder"]),
+        (&json!("off"), &json!(null))
+    );
+
     // Remove the association; then the CA can go.
     let (status, _) = api
         .send(Method::PUT, &assoc, json!({"hostnames": [], "mtls_certificate_id": id}))
@@ -1261,6 +1312,8 @@ async fn json_objects_have_cloudflares_field_names_and_types() {
         ("crl_urls", "array"),
         ("crl_fetched_on", "null"),
         ("crl_fetch_error", "null"),
+        ("ocsp_check", "string"),
+        ("ocsp_responder", "null"),
     ]);
     assert_eq!(result_shape(&byo["result"]), mtls);
     let byo_id = s(&byo["result"]["id"]);
@@ -1418,6 +1471,10 @@ async fn openapi_lists_every_route_of_the_router() {
         (
             "put",
             "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/crl_urls",
+        ),
+        (
+            "put",
+            "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/ocsp",
         ),
         ("get", "/accounts/{account_id}/rules/lists"),
         ("post", "/accounts/{account_id}/rules/lists"),

@@ -31,6 +31,27 @@ pub enum RevocationReason {
     AaCompromise = 10,
 }
 
+impl RevocationReason {
+    /// The reason for a CRLReason code, `None` for codes RFC 5280 does not define.
+    pub fn from_code(code: u8) -> Option<RevocationReason> {
+        use RevocationReason as R;
+        [
+            R::Unspecified,
+            R::KeyCompromise,
+            R::CaCompromise,
+            R::AffiliationChanged,
+            R::Superseded,
+            R::CessationOfOperation,
+            R::CertificateHold,
+            R::RemoveFromCrl,
+            R::PrivilegeWithdrawn,
+            R::AaCompromise,
+        ]
+        .into_iter()
+        .find(|r| *r as u8 == code)
+    }
+}
+
 /// One revoked certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevokedEntry {

@@ -26,6 +26,7 @@ pub mod crl;
 pub mod dn;
 pub mod facts;
 pub mod ocsp;
+pub mod ocsp_check;
 pub mod pem;
 pub mod seal;
 pub mod server;
@@ -50,6 +51,7 @@ pub use facts::{
 };
 pub use keys::KeyType;
 pub use ocsp::{CertId, CertIdHash, OcspError, OcspStatus};
+pub use ocsp_check::{OcspAnswer, OcspPolicy, OcspTarget};
 pub use seal::MasterKey;
 pub use server::{ServerCertificate, parse_client_identity, parse_server_certificate};
 pub use status::{CertificateStatus, StatusAction, transition};

@@ -34,14 +34,14 @@ pub enum CertIdHash {
 }
 
 impl CertIdHash {
-    fn algorithm(self) -> &'static digest::Algorithm {
+    pub(crate) fn algorithm(self) -> &'static digest::Algorithm {
         match self {
             CertIdHash::Sha1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
             CertIdHash::Sha256 => &digest::SHA256,
         }
     }
 
-    fn oid(self) -> &'static [u8] {
+    pub(crate) fn oid(self) -> &'static [u8] {
         match self {
             CertIdHash::Sha1 => OID_SHA1,
             CertIdHash::Sha256 => OID_SHA256,
@@ -88,7 +88,7 @@ impl OcspError {
 }
 
 /// A DER element: its tag, its content, and what follows it.
-fn read_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+pub(crate) fn read_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;
     // Multi-byte tags do not occur in OCSP requests.
     if tag & 0x1f == 0x1f {
@@ -251,12 +251,7 @@ impl ManagedCa {
         let mut responses = Vec::new();
         for (id, status) in answers {
             let mut single = Vec::new();
-            let mut cert_id = Vec::new();
-            der::tlv(&mut cert_id, TAG_SEQUENCE, &[id.hash.oid(), &[0x05, 0x00][..]].concat());
-            der::tlv(&mut cert_id, TAG_OCTET_STRING, &id.issuer_name_hash);
-            der::tlv(&mut cert_id, TAG_OCTET_STRING, &id.issuer_key_hash);
-            der::tlv(&mut cert_id, TAG_INTEGER, &der::unsigned_integer_content(&id.serial));
-            der::tlv(&mut single, TAG_SEQUENCE, &cert_id);
+            id.encode(&mut single);
             match status {
                 OcspStatus::Good => single.extend_from_slice(&[0x80, 0x00]),
                 OcspStatus::Revoked { at, reason } => {
@@ -313,14 +308,13 @@ mod tests {
     fn request_for(ca: &ManagedCa, serial: &[u8], hash: CertIdHash) -> Vec<u8> {
         let (_, cert) = X509Certificate::from_der(ca.certificate_der()).unwrap();
         let hashes = issuer_hashes(&cert, hash);
-        let mut cert_id = Vec::new();
-        der::tlv(&mut cert_id, TAG_SEQUENCE, &[hash.oid(), &[0x05, 0x00][..]].concat());
-        der::tlv(&mut cert_id, TAG_OCTET_STRING, &hashes.name);
-        der::tlv(&mut cert_id, TAG_OCTET_STRING, &hashes.key);
-        der::tlv(&mut cert_id, TAG_INTEGER, &der::unsigned_integer_content(serial));
-        let request = der::wrap(TAG_SEQUENCE, &der::wrap(TAG_SEQUENCE, &cert_id));
-        let list = der::wrap(TAG_SEQUENCE, &request);
-        der::wrap(TAG_SEQUENCE, &der::wrap(TAG_SEQUENCE, &list))
+        let id = CertId {
+            hash,
+            issuer_name_hash: hashes.name,
+            issuer_key_hash: hashes.key,
+            serial: serial.to_vec(),
+        };
+        id.request()
     }
 
     fn ca() -> ManagedCa {

@@ -30,6 +30,7 @@ use crate::der;
 use crate::error::{PkiError, Result};
 use crate::facts::{self, ClientAuthFacts, IssuerInfo};
 use crate::keys;
+use crate::ocsp_check::{OcspPolicy, OcspTarget};
 use crate::pem;
 
 /// The log status (Cloudflare's `ClientMTLSAuthStatus`, plus `revoked`).
@@ -99,6 +100,7 @@ impl Verdict {
 struct Anchor {
     der: Vec<u8>,
     revoked: HashSet<Vec<u8>>,
+    ocsp: Option<OcspPolicy>,
 }
 
 /// Collects trust anchors, CRLs and revoked serials, then builds a [`Verifier`].
@@ -126,6 +128,7 @@ impl VerifierBuilder {
         self.anchors.push(Anchor {
             der: der.to_vec(),
             revoked: HashSet::new(),
+            ocsp: None,
         });
         Ok(self.anchors.len() - 1)
     }
@@ -137,6 +140,16 @@ impl VerifierBuilder {
             self.add_anchor(der)?;
         }
         Ok(certs.len())
+    }
+
+    /// Checks the certificates anchor `index` issued with OCSP under `policy` (see [`Verifier::ocsp_target`]).
+    pub fn set_ocsp(&mut self, index: usize, policy: OcspPolicy) -> Result<()> {
+        let anchor = self
+            .anchors
+            .get_mut(index)
+            .ok_or_else(|| PkiError::InvalidParameter(format!("no trust anchor {index}")))?;
+        anchor.ocsp = Some(policy);
+        Ok(())
     }
 
     /// Marks serials (big-endian magnitude, e.g. from the store) as revoked for anchor `index`.
@@ -194,6 +207,7 @@ impl VerifierBuilder {
         let mut infos = Vec::with_capacity(self.anchors.len());
         let mut revoked = Vec::with_capacity(self.anchors.len());
         let mut ders = Vec::with_capacity(self.anchors.len());
+        let mut ocsp = Vec::with_capacity(self.anchors.len());
         for a in self.anchors {
             // Both were checked in add_anchor; skip rather than panic if that ever changes.
             let cert = CertificateDer::from(a.der.as_slice());
@@ -207,6 +221,7 @@ impl VerifierBuilder {
             infos.push(info);
             revoked.push(a.revoked);
             ders.push(a.der);
+            ocsp.push(a.ocsp);
         }
         let anchor_revoked = revoked_anchors(&ders, &revoked);
         Verifier {
@@ -215,6 +230,7 @@ impl VerifierBuilder {
             revoked,
             ders,
             anchor_revoked,
+            ocsp,
         }
     }
 }
@@ -289,6 +305,8 @@ pub struct Verifier {
     ders: Vec<Vec<u8>>,
     /// Per anchor: revoked by the CRL of another anchor that issued it (see `revoked_anchors`).
     anchor_revoked: Vec<bool>,
+    /// Per anchor: whether (and how) the certificates under it are checked with OCSP.
+    ocsp: Vec<Option<OcspPolicy>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -319,6 +337,66 @@ impl Verifier {
         self.anchors.len()
     }
 
+    /// Whether any anchor's certificates are checked with OCSP.
+    pub fn has_ocsp(&self) -> bool {
+        self.ocsp.iter().any(Option::is_some)
+    }
+
+    /// What to ask an OCSP responder about `chain`'s leaf: `Some` only if the chain verifies at `now`, is not
+    /// already revoked, and the anchor it leads to has an OCSP policy. The leaf's issuer (the client's first
+    /// intermediate on the verified path, or the anchor) is the one the responder answers for. A certificate
+    /// that is itself an anchor is not checked.
+    pub fn ocsp_target(&self, chain: &[CertificateDer<'_>], now: OffsetDateTime) -> Option<OcspTarget> {
+        if !self.has_ocsp() {
+            return None;
+        }
+        let leaf = chain.first()?;
+        let ee = webpki::EndEntityCert::try_from(leaf).ok()?;
+        let path = ee
+            .verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                &self.anchors,
+                &chain[1..],
+                unix_time(now),
+                webpki::KeyUsage::client_auth(),
+                None,
+                None,
+            )
+            .ok()?;
+        let index = self.anchor_index(path.anchor())?;
+        let policy = self.ocsp.get(index)?.as_ref()?;
+        if self.path_revoked(index, &ee, &path) {
+            return None;
+        }
+        let issuer = match path.intermediate_certificates().next() {
+            Some(cert) => cert.der().as_ref().to_vec(),
+            None => self.ders.get(index)?.clone(),
+        };
+        OcspTarget::new(leaf.as_ref(), &issuer, policy).ok()
+    }
+
+    fn anchor_index(&self, anchor: &TrustAnchor<'_>) -> Option<usize> {
+        self.anchors.iter().position(|a| {
+            a.subject.as_ref() == anchor.subject.as_ref()
+                && a.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
+        })
+    }
+
+    /// Whether the certificate anchor `index` issued on `path` is revoked (see the module's doc).
+    fn path_revoked(&self, index: usize, ee: &webpki::EndEntityCert<'_>, path: &webpki::VerifiedPath<'_>) -> bool {
+        // The path runs from the leaf's issuer up to the anchor, so the last one is the anchor's child.
+        let issued_by_anchor = path
+            .intermediate_certificates()
+            .next_back()
+            .map(|c| c.serial())
+            .unwrap_or(ee.serial());
+        self.anchor_revoked.get(index).copied().unwrap_or(false)
+            || self
+                .revoked
+                .get(index)
+                .is_some_and(|set| set.contains(der::strip_leading_zeros(issued_by_anchor)))
+    }
+
     /// Verifies `chain` (leaf first, then the client's intermediates) at `now`.
     pub fn verify(&self, chain: &[CertificateDer<'_>], now: OffsetDateTime) -> Verdict {
         let Some(leaf) = chain.first() else {
@@ -339,24 +417,9 @@ impl Verifier {
         );
         match result {
             Ok(path) => {
-                let anchor = path.anchor();
-                let index = self.anchors.iter().position(|a| {
-                    a.subject.as_ref() == anchor.subject.as_ref()
-                        && a.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
-                });
-                // The path runs from the leaf's issuer up to the anchor, so the last one is the anchor's child.
-                let issued_by_anchor = path
-                    .intermediate_certificates()
-                    .next_back()
-                    .map(|c| c.serial())
-                    .unwrap_or(ee.serial());
-                let revoked = index.is_some_and(|i| {
-                    self.anchor_revoked.get(i).copied().unwrap_or(false)
-                        || self
-                            .revoked
-                            .get(i)
-                            .is_some_and(|set| set.contains(der::strip_leading_zeros(issued_by_anchor)))
-                });
+                let revoked = self
+                    .anchor_index(path.anchor())
+                    .is_some_and(|i| self.path_revoked(i, &ee, &path));
                 Verdict {
                     presented: true,
                     verified: true,

@@ -57,6 +57,9 @@ pub struct ProxyConfig {
     /// Load balancers whose connections start with a PROXY protocol header naming the client (none by
     /// default: no connection's address is taken from what it sends).
     pub proxy_protocol_from: TrustedProxies,
+    /// How long a query to an OCSP responder (connect, send, answer) may take; a connection waits for it
+    /// before its first request.
+    pub ocsp_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -84,6 +87,7 @@ impl Default for ProxyConfig {
             request_body_timeout: Duration::from_secs(60),
             worker_threads: 0,
             proxy_protocol_from: TrustedProxies::default(),
+            ocsp_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use portcullis_pki::ClientAuthFacts;
+use portcullis_pki::{AuthStatus, ClientAuthFacts};
 use rustls::pki_types::CertificateDer;
 use time::OffsetDateTime;
 
 use crate::forward::Body;
+use crate::ocsp::OcspOutcome;
 use crate::snapshot::{Host, Snapshot};
 use crate::tls::MtlsMode;
 
@@ -38,6 +39,9 @@ pub(crate) struct ConnInfo {
     pub local_port: u16,
     /// (snapshot generation, facts computed with that snapshot's verifier).
     facts: Mutex<Option<(u64, Arc<ClientAuthFacts>)>>,
+    /// The OCSP answer for the certificate, if its CA has an OCSP policy, and whether that policy fails hard.
+    /// Boxed: most connections have none, and every idle connection pays for this struct's size.
+    ocsp: OnceLock<Box<(OcspOutcome, bool)>>,
     /// For the idle timeout: when the connection started, requests in progress, and when the
     /// last one started (milliseconds after `started`).
     started: Instant,
@@ -119,6 +123,7 @@ impl ConnInfo {
             client_ip: remote.ip().to_canonical().to_string(),
             local_port,
             facts: Mutex::new(None),
+            ocsp: OnceLock::new(),
             started: Instant::now(),
             active: AtomicUsize::new(0),
             last_request_ms: AtomicU64::new(0),
@@ -150,6 +155,47 @@ impl ConnInfo {
         self.active.load(Ordering::Relaxed) == 0 && Instant::now() >= self.idle_deadline(idle_timeout)
     }
 
+    /// Records the OCSP answer for the connection's certificate (once): every later computation of the facts
+    /// applies it, and the facts already computed are recomputed.
+    pub(crate) fn set_ocsp(&self, outcome: OcspOutcome, hard_fail: bool) {
+        if self.ocsp.set(Box::new((outcome, hard_fail))).is_ok()
+            && let Ok(mut guard) = self.facts.lock()
+        {
+            *guard = None;
+        }
+    }
+
+    /// `facts` with the connection's OCSP answer applied: a revoked certificate is revoked, as by a CRL; under a
+    /// hard-fail policy, a certificate without a good answer is not verified (OpenSSL's wording for the reason).
+    fn with_ocsp(&self, mut facts: ClientAuthFacts, verifier: &portcullis_pki::Verifier) -> ClientAuthFacts {
+        let Some(answer) = self.ocsp.get() else {
+            return facts;
+        };
+        // A snapshot whose CAs no longer check OCSP drops the answer.
+        if !facts.cert_verified || facts.cert_revoked || !verifier.has_ocsp() {
+            return facts;
+        }
+        match &**answer {
+            (OcspOutcome::Good, _) => {}
+            (OcspOutcome::Revoked, _) => {
+                facts.cert_revoked = true;
+                facts.status = AuthStatus::Revoked;
+            }
+            (OcspOutcome::Unknown, true) => {
+                facts.cert_verified = false;
+                facts.verify_result = "FAILED:OCSP unknown cert".into();
+                facts.status = AuthStatus::Untrusted;
+            }
+            (OcspOutcome::Failed(_), true) => {
+                facts.cert_verified = false;
+                facts.verify_result = "FAILED:OCSP verification failed".into();
+                facts.status = AuthStatus::Untrusted;
+            }
+            (OcspOutcome::Unknown | OcspOutcome::Failed(_), false) => {}
+        }
+        facts
+    }
+
     /// The certificate facts right after the handshake, which used `snapshot`'s configuration
     /// for `host`. After a full handshake under `require`, the handshake has just verified the
     /// chain with the same verifier and refused anything untrusted, expired or revoked, so it is
@@ -158,7 +204,8 @@ impl ConnInfo {
     pub(crate) fn facts_at_handshake(&self, snapshot: &Snapshot, host: &Host, full: bool) -> Arc<ClientAuthFacts> {
         match &host.mtls {
             Some(mtls) if full && mtls.mode == MtlsMode::Require && !self.peer_chain.is_empty() => {
-                let facts = Arc::new(mtls.verifier.client_auth_accepted(&self.peer_chain));
+                let facts =
+                    Arc::new(self.with_ocsp(mtls.verifier.client_auth_accepted(&self.peer_chain), &mtls.verifier));
                 if let Ok(mut guard) = self.facts.lock() {
                     *guard = Some((snapshot.generation, facts.clone()));
                 }
@@ -181,7 +228,10 @@ impl ConnInfo {
             return facts.clone();
         }
         // Computed outside the lock: concurrent streams may both compute once, which is harmless.
-        let facts = Arc::new(mtls.verifier.client_auth(&self.peer_chain, OffsetDateTime::now_utc()));
+        let facts = Arc::new(self.with_ocsp(
+            mtls.verifier.client_auth(&self.peer_chain, OffsetDateTime::now_utc()),
+            &mtls.verifier,
+        ));
         if let Ok(mut guard) = self.facts.lock() {
             *guard = Some((snapshot.generation, facts.clone()));
         }

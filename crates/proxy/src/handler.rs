@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     pub proxy_protocol: crate::proxy_protocol::TrustedProxies,
     /// Rate-limiting counters of this node.
     pub rates: Arc<crate::ratelimit::RateLimiter>,
+    /// OCSP answers for client certificates, shared by the node's threads.
+    pub ocsp: Arc<crate::ocsp::OcspChecker>,
 }
 
 /// The request's host: `:authority` (HTTP/2, absolute-form) or `Host`, port removed, as sent

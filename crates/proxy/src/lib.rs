@@ -28,6 +28,7 @@ mod context;
 mod fields;
 mod h1;
 mod handler;
+mod ocsp;
 mod origin_h1;
 mod ratelimit;
 mod respond;

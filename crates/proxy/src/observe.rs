@@ -31,6 +31,9 @@ pub const UPSTREAM_ERRORS_TOTAL: &str = "portcullis_upstream_errors_total";
 /// Origin servers left alone after a failed connection, by host.
 pub const ORIGIN_SERVERS_DOWN_TOTAL: &str = "portcullis_origin_servers_down_total";
 /// Client connections open now (TCP accepted, until closed).
+/// Counter: queries to OCSP responders, by `outcome`.
+pub const OCSP_QUERIES_TOTAL: &str = "portcullis_ocsp_queries_total";
+/// Gauge: client connections open.
 pub const CONNECTIONS_OPEN: &str = "portcullis_connections_open";
 /// The generation of the snapshot in service.
 pub const SNAPSHOT_GENERATION: &str = "portcullis_snapshot_generation";
@@ -66,6 +69,10 @@ pub fn describe_metrics() {
     metrics::describe_counter!(
         ORIGIN_SERVERS_DOWN_TOTAL,
         "Origin servers left alone after a failed connection, by host (hosts with several origin servers)."
+    );
+    metrics::describe_counter!(
+        OCSP_QUERIES_TOTAL,
+        "Queries to uploaded CAs' OCSP responders, by outcome (good, revoked, unknown, failed)."
     );
     metrics::describe_gauge!(CONNECTIONS_OPEN, "Client connections open.");
     metrics::describe_gauge!(SNAPSHOT_GENERATION, "Store generation of the snapshot in service.");

@@ -33,6 +33,7 @@ use crate::forward::Upstream;
 use crate::h1;
 use crate::handler::{self, Shared};
 use crate::observe;
+use crate::ocsp::OcspOutcome;
 use crate::proxy_protocol;
 use crate::snapshot::Snapshot;
 use crate::tls;
@@ -93,12 +94,14 @@ pub async fn serve_all(
         .filter(|m| *m > 0 && (*m as usize) <= Semaphore::MAX_PERMITS)
         .ok_or_else(|| ProxyError::Config("max_connections must be between 1 and 2^32-1".into()))?;
     let (phase, phases) = watch::channel(Phase::Serving);
+    let config_ocsp_timeout = config.ocsp_timeout;
     let worker = Worker {
         snapshot,
         events,
         config: Arc::new(config),
         limiter: Arc::new(Semaphore::new(max as usize)),
         rates: Arc::default(),
+        ocsp: Arc::new(crate::ocsp::OcspChecker::new(config_ocsp_timeout)),
         phases,
     };
     let drain_timeout = worker.config.drain_timeout;
@@ -180,6 +183,7 @@ struct Worker {
     limiter: Arc<Semaphore>,
     /// Rate-limiting counters, shared by every thread so that a limit holds for the whole node.
     rates: Arc<crate::ratelimit::RateLimiter>,
+    ocsp: Arc<crate::ocsp::OcspChecker>,
     phases: watch::Receiver<Phase>,
 }
 
@@ -196,6 +200,7 @@ impl Worker {
             upstream: Upstream::new(config),
             proxy_protocol: config.proxy_protocol_from.clone(),
             rates: self.rates.clone(),
+            ocsp: self.ocsp.clone(),
         });
         let builder = Arc::new(h2_builder(config));
         // Pooled origin connections that outlive their usefulness are closed in the background;
@@ -458,9 +463,30 @@ async fn handshake(
         local_port,
     ));
     // Verify once now, so the first request does not pay for it.
-    let facts = conn.facts_at_handshake(&snapshot, &host, !resumed);
-    drop(snapshot);
+    let mut facts = conn.facts_at_handshake(&snapshot, &host, !resumed);
+    let ocsp_target = match &host.mtls {
+        Some(mtls) if facts.cert_verified && !facts.cert_revoked && mtls.verifier.has_ocsp() => mtls
+            .verifier
+            .ocsp_target(&conn.peer_chain, time::OffsetDateTime::now_utc()),
+        _ => None,
+    };
     let required = host.mtls.as_ref().is_some_and(|m| m.mode == tls::MtlsMode::Require);
+    if let Some(target) = ocsp_target {
+        let outcome = shared.ocsp.check(&target).await;
+        let refuses =
+            matches!(outcome, OcspOutcome::Revoked) || (target.hard_fail && !matches!(outcome, OcspOutcome::Good));
+        if refuses && required {
+            let detail = match &outcome {
+                OcspOutcome::Failed(e) => format!("no OCSP answer for the client certificate: {e}"),
+                other => format!("OCSP says the client certificate is {}", other.label()),
+            };
+            observe::handshake_failed(client, sni.as_deref(), "client_cert_invalid", &detail);
+            return None;
+        }
+        conn.set_ocsp(outcome, target.hard_fail);
+        facts = conn.facts(&snapshot, &host);
+    }
+    drop(snapshot);
     if resumed && required && (!facts.cert_verified || facts.cert_revoked) {
         // Resumption skips the certificate check; `require` must still never serve a certificate
         // that a full handshake would refuse now (it expired since the session began).

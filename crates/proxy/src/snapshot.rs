@@ -105,6 +105,8 @@ pub struct TrustedCa<'a> {
     pub crl: Option<&'a [u8]>,
     /// Serial numbers (hex, either case) this CA's certificates must be refused for.
     pub revoked_serials: &'a [String],
+    /// Whether the certificates these CAs issued are checked with OCSP after the handshake.
+    pub ocsp: Option<&'a portcullis_pki::OcspPolicy>,
 }
 
 impl Mtls {
@@ -130,6 +132,11 @@ impl Mtls {
                 builder
                     .revoke_serials(index, &serials)
                     .map_err(|e| ProxyError::Config(format!("trusted CA: {e}")))?;
+                if let Some(policy) = ca.ocsp {
+                    builder
+                        .set_ocsp(index, policy.clone())
+                        .map_err(|e| ProxyError::Config(format!("trusted CA: {e}")))?;
+                }
                 hints.push(CertificateDer::from(der));
             }
             if let Some(crl) = ca.crl {

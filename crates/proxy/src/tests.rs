@@ -1786,6 +1786,7 @@ async fn mtls_from_store_shaped_cas() {
             certificates: ca_pem.as_bytes(),
             crl: None,
             revoked_serials: &serials,
+            ocsp: None,
         }],
     )
     .unwrap();
@@ -1799,6 +1800,7 @@ async fn mtls_from_store_shaped_cas() {
         certificates: b"not a certificate",
         crl: None,
         revoked_serials: &[],
+        ocsp: None,
     }];
     assert!(Mtls::from_cas(MtlsMode::Require, &bad).is_err());
 }
@@ -2093,3 +2095,112 @@ mod http1;
 mod http2;
 mod limits;
 mod origins;
+
+/// An OCSP responder for `ca` on a free port: `revoked` serials (hex) are revoked, every other one good; counts
+/// the queries.
+async fn ocsp_responder(ca: ManagedCa, revoked: &[&str]) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let ca = Arc::new(ca);
+    let revoked: Arc<Vec<Vec<u8>>> = Arc::new(
+        revoked
+            .iter()
+            .map(|s| {
+                let bytes = portcullis_pki::hex_decode(s).unwrap();
+                bytes.iter().skip_while(|b| **b == 0).copied().collect()
+            })
+            .collect(),
+    );
+    let queries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = queries.clone();
+    let addr = origin_with(move |req: Request<Incoming>| {
+        let (ca, revoked, counted) = (ca.clone(), revoked.clone(), counted.clone());
+        async move {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let now = OffsetDateTime::now_utc();
+            let answers: Vec<_> = portcullis_pki::ocsp::parse_request(&body)
+                .unwrap()
+                .into_iter()
+                .map(|id| {
+                    let status = if revoked.contains(&id.serial) {
+                        portcullis_pki::OcspStatus::Revoked { at: now, reason: None }
+                    } else {
+                        portcullis_pki::OcspStatus::Good
+                    };
+                    (id, status)
+                })
+                .collect();
+            let der = ca
+                .ocsp_response(&answers, now, now + time::Duration::minutes(10))
+                .unwrap();
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(der))))
+        }
+    })
+    .await;
+    (addr, queries)
+}
+
+/// A GET / over a new HTTP/1.1 connection with `cert`: the status, or the error that ended the connection.
+async fn get_once(proxy: &Proxy, server: &ServerPki, cert: &ClientCert) -> Result<StatusCode, String> {
+    let tls = tls_connect(proxy, server, "api.test", Some(cert), b"http/1.1")
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = Request::get("/").header("host", "api.test").body(empty()).unwrap();
+    sender
+        .send_request(req)
+        .await
+        .map(|r| r.status())
+        .map_err(|e| e.to_string())
+}
+
+/// Under `require`, OCSP decides before any request: a revoked certificate's connection is closed, a good one is
+/// served, one query per certificate however many connections; and under a hard-fail policy a responder that
+/// cannot be reached closes the connection, where soft-fail serves it.
+#[tokio::test]
+async fn ocsp_answers_decide_connections_under_require() {
+    let w = world().await;
+    let ca = managed_ca();
+    let good = issue(&ca, "good", SubjectAltNames::default());
+    let revoked = issue(&ca, "revoked", SubjectAltNames::default());
+    let ca_der = ca.certificate_der().to_vec();
+    let (responder, queries) = ocsp_responder(ca, &[&revoked.serial_hex]).await;
+    let policy = |hard_fail, url: String| portcullis_pki::OcspPolicy {
+        hard_fail,
+        responder: Some(url),
+    };
+    let snapshot = |p| {
+        let mut b = VerifierBuilder::new();
+        let i = b.add_anchor(&ca_der).unwrap();
+        b.set_ocsp(i, p).unwrap();
+        let mut spec = HostSpec::new("api.test", &w.ca);
+        spec.mtls = Some((MtlsMode::Require, Arc::new(b.build()), ca_der.clone()));
+        build_snapshot(1, &w.server, w.origin, vec![spec])
+    };
+    let proxy = start_proxy(snapshot(policy(true, format!("http://{responder}/")))).await;
+    assert_eq!(get_once(&proxy, &w.server, &good).await, Ok(StatusCode::OK));
+    assert!(get_once(&proxy, &w.server, &revoked).await.is_err(), "revoked: closed");
+    assert_eq!(get_once(&proxy, &w.server, &good).await, Ok(StatusCode::OK));
+    assert!(get_once(&proxy, &w.server, &revoked).await.is_err());
+    assert_eq!(
+        queries.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "answers are cached"
+    );
+
+    // A responder that refuses connections: hard-fail closes, soft-fail serves.
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let proxy = start_proxy(snapshot(policy(true, format!("http://{dead}/")))).await;
+    assert!(
+        get_once(&proxy, &w.server, &good).await.is_err(),
+        "hard-fail without an answer"
+    );
+    let proxy = start_proxy(snapshot(policy(false, format!("http://{dead}/")))).await;
+    assert_eq!(
+        get_once(&proxy, &w.server, &good).await,
+        Ok(StatusCode::OK),
+        "soft-fail"
+    );
+}

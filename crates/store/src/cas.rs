@@ -1,6 +1,8 @@
 //! Certificate authorities: the managed CAs (with rotation), bring-your-own CAs (`mtls_certificates`, with CRLs),
 //! and hostname associations, which say which CAs guard which hostnames.
 
+use portcullis_pki::OcspPolicy;
+
 use crate::Store;
 use crate::db::{RowExt, commit_write, on_db};
 use crate::error::StoreError;
@@ -27,7 +29,8 @@ macro_rules! managed_ca_order {
 macro_rules! mtls_columns {
     () => {
         "id, account_id, name, ca, certificates, issuer, serial_number, signature, expires_on, uploaded_on, \
-         updated_at, crl, crl_updated_on, sealed_key, crl_urls, crl_fetched_on, crl_fetch_error"
+         updated_at, crl, crl_updated_on, sealed_key, crl_urls, crl_fetched_on, crl_fetch_error, ocsp_check, \
+         ocsp_responder"
     };
 }
 
@@ -173,6 +176,7 @@ impl Store {
             crl_urls: Vec::new(),
             crl_fetched_on: None,
             crl_fetch_error: None,
+            ocsp: None,
         };
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
@@ -194,7 +198,7 @@ impl Store {
             sqlx::query(concat!(
                 "INSERT INTO mtls_certificates (",
                 mtls_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
             ))
             .bind(&record.id)
             .bind(&record.account_id)
@@ -213,6 +217,8 @@ impl Store {
             .bind(record.crl_urls.join(" "))
             .bind(record.crl_fetched_on)
             .bind(&record.crl_fetch_error)
+            .bind(ocsp_check_text(record.ocsp.as_ref()))
+            .bind(record.ocsp.as_ref().and_then(|p| p.responder.as_deref()))
             .execute(&mut *tx)
             .await?;
             commit_write!(self, tx, actor, "create", "mtls_certificate", &record.id, &record.name);
@@ -331,6 +337,33 @@ impl Store {
                 return Err(StoreError::not_found("uploaded CA", id));
             }
             commit_write!(self, tx, actor, "set_crl_urls", "mtls_certificate", id, &joined);
+        });
+        Ok(())
+    }
+
+    /// Sets how the client certificates of a bring-your-own CA are checked with OCSP (`None`: not at all).
+    /// The caller has checked the responder URL.
+    pub async fn set_mtls_ocsp(&self, id: &str, policy: Option<&OcspPolicy>, actor: &Actor) -> Result<(), StoreError> {
+        let check = ocsp_check_text(policy);
+        let responder = policy.and_then(|p| p.responder.as_deref());
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE mtls_certificates SET ocsp_check = $1, ocsp_responder = $2, updated_at = $3 \
+                 WHERE id = $4 AND ca = 1",
+            )
+            .bind(check)
+            .bind(responder)
+            .bind(now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::not_found("uploaded CA", id));
+            }
+            let detail = format!("{check} {}", responder.unwrap_or(""));
+            commit_write!(self, tx, actor, "set_ocsp", "mtls_certificate", id, detail.trim_end());
         });
         Ok(())
     }
@@ -543,7 +576,28 @@ pub(crate) fn mtls_from_row(row: &impl RowExt) -> Result<MtlsCertificate, StoreE
         crl_urls: row.text("crl_urls")?.split_whitespace().map(str::to_owned).collect(),
         crl_fetched_on: row.opt_int("crl_fetched_on")?,
         crl_fetch_error: row.opt_text("crl_fetch_error")?,
+        ocsp: match row.text("ocsp_check")?.as_str() {
+            "off" => None,
+            check @ ("soft" | "hard") => Some(OcspPolicy {
+                hard_fail: check == "hard",
+                responder: row.opt_text("ocsp_responder")?,
+            }),
+            other => {
+                return Err(StoreError::Invalid(format!(
+                    "stored CA has unknown ocsp_check {other:?}"
+                )));
+            }
+        },
     })
+}
+
+/// How `ocsp_check` stores a policy.
+fn ocsp_check_text(policy: Option<&OcspPolicy>) -> &'static str {
+    match policy {
+        None => "off",
+        Some(p) if p.hard_fail => "hard",
+        Some(_) => "soft",
+    }
 }
 
 pub(crate) fn association_from_row(row: &impl RowExt) -> Result<HostnameAssociation, StoreError> {

@@ -202,6 +202,8 @@ pub struct MtlsCertificate {
     pub crl_fetched_on: Option<i64>,
     /// Why the last fetch failed, until one succeeds.
     pub crl_fetch_error: Option<String>,
+    /// Whether (and how) the client certificates this CA issued are checked with OCSP.
+    pub ocsp: Option<portcullis_pki::OcspPolicy>,
 }
 
 /// A new bring-your-own CA to store; its fields were computed from the PEM by `portcullis-pki`.

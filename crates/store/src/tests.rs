@@ -1497,3 +1497,45 @@ async fn crl_fetches_store_changes_only_and_keep_the_last_good_crl() {
     })
     .await;
 }
+
+/// An uploaded CA's OCSP policy is stored, read by the edge's state, announced, and cleared; client
+/// certificates and unknown ids are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ocsp_policies_are_stored_and_reach_the_edge_state() {
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let ca = store.add_mtls_certificate(sample_byo("pki"), 10, &a).await.expect("ca");
+        assert_eq!(ca.ocsp, None);
+        let policy = portcullis_pki::OcspPolicy {
+            hard_fail: true,
+            responder: Some("http://ocsp.example/".into()),
+        };
+        let before = *store.subscribe().borrow();
+        store.set_mtls_ocsp(&ca.id, Some(&policy), &a).await.expect("set");
+        assert!(*store.subscribe().borrow() > before, "a change the edge hears of");
+        assert_eq!(
+            store.mtls_certificate(&ca.id).await.expect("read").ocsp,
+            Some(policy.clone())
+        );
+        let state = store.load_edge_state().await.expect("state");
+        let stored = state
+            .mtls_certificates
+            .iter()
+            .find(|m| m.id == ca.id)
+            .expect("in the state");
+        assert_eq!(stored.ocsp, Some(policy));
+        let soft = portcullis_pki::OcspPolicy {
+            hard_fail: false,
+            responder: None,
+        };
+        store.set_mtls_ocsp(&ca.id, Some(&soft), &a).await.expect("soft");
+        assert_eq!(store.mtls_certificate(&ca.id).await.expect("read").ocsp, Some(soft));
+        store.set_mtls_ocsp(&ca.id, None, &a).await.expect("off");
+        assert_eq!(store.mtls_certificate(&ca.id).await.expect("read").ocsp, None);
+        assert!(matches!(
+            store.set_mtls_ocsp("nope", None, &a).await,
+            Err(StoreError::NotFound { .. })
+        ));
+    })
+    .await;
+}
