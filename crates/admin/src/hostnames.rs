@@ -235,7 +235,7 @@ pub struct HostnameSettings {
     pub min_tls_version: MinTlsVersion,
     /// More origin servers with the same scheme as `origin`, which share its settings. A server that
     /// refuses or times out a connection is left alone for 10 s (doubling while it keeps failing, up to
-    /// 2 min) and the request goes to the next server; a request with a body goes to one server only.
+    /// 2 min) and the request, with its body, goes to the next server.
     pub additional_origins: Vec<String>,
     /// How requests are spread over `origin` and `additional_origins`.
     pub origin_steering: OriginSteering,

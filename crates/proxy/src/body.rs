@@ -10,8 +10,8 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -78,6 +78,31 @@ pub(crate) enum RequestBody {
     Empty,
     H1(H1Body<ClientIo>),
     H2(Incoming),
+    /// A body that may go to another origin server if the first cannot be reached (see [`HeldBody`]).
+    Held(Arc<HeldBody>),
+}
+
+/// A request body shared between attempts at several origin servers. hyper's client consumes the request it is
+/// given, also when connecting fails; through this, the body stays here, and a next attempt can send it as long
+/// as not one frame of it was read (which is always so when connecting failed: the body is read only on a
+/// connection).
+pub(crate) struct HeldBody {
+    body: Mutex<RequestBody>,
+    read: AtomicBool,
+}
+
+impl HeldBody {
+    pub(crate) fn new(body: RequestBody) -> HeldBody {
+        HeldBody {
+            body: Mutex::new(body),
+            read: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a frame was read (then it cannot be sent again).
+    pub(crate) fn was_read(&self) -> bool {
+        self.read.load(Ordering::Acquire)
+    }
 }
 
 impl From<H1Body<ClientIo>> for RequestBody {
@@ -101,6 +126,13 @@ impl Body for RequestBody {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::H1(body) => Pin::new(body).poll_frame(cx),
             RequestBody::H2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            RequestBody::Held(held) => {
+                held.read.store(true, Ordering::Release);
+                match held.body.lock() {
+                    Ok(mut body) => Pin::new(&mut *body).poll_frame(cx),
+                    Err(_) => Poll::Ready(Some(Err("request body unavailable".into()))),
+                }
+            }
         }
     }
 
@@ -109,6 +141,7 @@ impl Body for RequestBody {
             RequestBody::Empty => true,
             RequestBody::H1(body) => body.is_end_stream(),
             RequestBody::H2(body) => body.is_end_stream(),
+            RequestBody::Held(held) => held.body.lock().is_ok_and(|b| b.is_end_stream()),
         }
     }
 
@@ -117,6 +150,7 @@ impl Body for RequestBody {
             RequestBody::Empty => SizeHint::with_exact(0),
             RequestBody::H1(body) => body.size_hint(),
             RequestBody::H2(body) => body.size_hint(),
+            RequestBody::Held(held) => held.body.lock().map(|b| b.size_hint()).unwrap_or_default(),
         }
     }
 }

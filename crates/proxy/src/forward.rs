@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use portcullis_pki::ClientAuthFacts;
 use rustls::pki_types::CertificateDer;
 
-use crate::body::{BodyFailure, BodyState, LimitedBody, RequestBody};
+use crate::body::{BodyFailure, BodyState, HeldBody, LimitedBody, RequestBody};
 use crate::config::ProxyConfig;
 use crate::conn::ConnInfo;
 use crate::fields::Seen;
@@ -569,8 +569,10 @@ impl Upstream {
     /// [`Upstream::forward`] through hyper's client: requests with a body, WebSocket upgrades,
     /// and https or HTTP/2 origins.
     ///
-    /// `(attempts, server)` is where the request goes first and where next if connecting fails; a
-    /// request with a body goes to one server only, since its body cannot be sent twice.
+    /// `(attempts, server)` is where the request goes first and where next if connecting fails. With several
+    /// servers, the body is held apart ([`HeldBody`]) so that a request, with or without a body, goes on to the
+    /// next server when the first cannot be reached, as nothing of it was sent; once a byte of the body went to an
+    /// origin, it is not sent again.
     async fn forward_with_hyper(
         &self,
         parts: http::request::Parts,
@@ -583,21 +585,26 @@ impl Upstream {
         let error = |status| failure(status, grpc, downstream_version);
         let origin = &host.origin;
         let state = Arc::new(BodyState::default());
-        // A request without a body can go to the next server if connecting fails; only then is its
-        // head kept for a second try.
-        let replayable = origin.servers().len() > 1 && hyper::body::Body::is_end_stream(&body);
+        let (held, mut body) = if origin.servers().len() > 1 {
+            let held = Arc::new(HeldBody::new(body));
+            (Some(held.clone()), Some(RequestBody::Held(held)))
+        } else {
+            (None, Some(body))
+        };
         let mut next_head = Some(parts);
-        let mut body = Some(LimitedBody::new(body, self.max_body, self.body_timeout, state.clone()));
         let mut resp = loop {
             let Some(head) = next_head.take() else {
                 return error(StatusCode::BAD_GATEWAY);
             };
-            if replayable {
+            if held.is_some() {
                 next_head = Some(copy_head(&head));
             }
-            let body = body.take().unwrap_or_else(|| {
-                LimitedBody::new(RequestBody::Empty, self.max_body, self.body_timeout, state.clone())
-            });
+            let body = match (body.take(), &held) {
+                (Some(first), _) => first,
+                (None, Some(held)) => RequestBody::Held(held.clone()),
+                (None, None) => return error(StatusCode::BAD_GATEWAY),
+            };
+            let body = LimitedBody::new(body, self.max_body, self.body_timeout, state.clone());
             let request = Request::from_parts(head, body);
             let sent = match &origin.tls {
                 Some(tls) => self.https_client(tls, origin.http2).request(request),
@@ -619,6 +626,7 @@ impl Upstream {
                 Ok(Err(e)) if e.is_connect() => {
                     origin.connected(server, &host.hostname, Some(&e));
                     if let Some(head) = next_head.as_mut()
+                        && held.as_ref().is_some_and(|h| !h.was_read())
                         && let Some(next) = origin.next_server(&mut attempts)
                     {
                         server = next;
