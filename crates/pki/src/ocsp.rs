@@ -248,56 +248,84 @@ impl ManagedCa {
         }
         let (_, ca) = X509Certificate::from_der(self.certificate_der())
             .map_err(|e| PkiError::Certificate(format!("CA certificate: {e}")))?;
-        let mut responses = Vec::new();
-        for (id, status) in answers {
-            let mut single = Vec::new();
-            id.encode(&mut single);
-            match status {
-                OcspStatus::Good => single.extend_from_slice(&[0x80, 0x00]),
-                OcspStatus::Revoked { at, reason } => {
-                    let mut info = Vec::new();
-                    der::push_generalized_time(&mut info, *at);
-                    if let Some(reason) = reason {
-                        der::tlv(&mut info, 0xa0, &[TAG_ENUMERATED, 1, *reason as u8]);
-                    }
-                    der::tlv(&mut single, 0xa1, &info);
+        let signer = Signer {
+            key: self.signing_key(),
+            algorithm: self.key_type().signature_algorithm_der(),
+            public_key: &ca.public_key().subject_public_key.data,
+            certificates: &[],
+        };
+        signed_response(answers, this_update, Some(next_update), &signer)
+    }
+}
+
+/// Who signs a response: a key, its signature algorithm (the DER AlgorithmIdentifier), its public key's bits (for
+/// the responder ID) and the certificates sent along (a delegated responder's own).
+pub(crate) struct Signer<'a> {
+    pub key: &'a rcgen::KeyPair,
+    pub algorithm: &'a [u8],
+    pub public_key: &'a [u8],
+    pub certificates: &'a [&'a [u8]],
+}
+
+/// A successful basic response for `answers`, signed by `signer`.
+pub(crate) fn signed_response(
+    answers: &[(CertId, OcspStatus)],
+    this_update: OffsetDateTime,
+    next_update: Option<OffsetDateTime>,
+    signer: &Signer<'_>,
+) -> Result<Vec<u8>> {
+    let mut responses = Vec::new();
+    for (id, status) in answers {
+        let mut single = Vec::new();
+        id.encode(&mut single);
+        match status {
+            OcspStatus::Good => single.extend_from_slice(&[0x80, 0x00]),
+            OcspStatus::Revoked { at, reason } => {
+                let mut info = Vec::new();
+                der::push_generalized_time(&mut info, *at);
+                if let Some(reason) = reason {
+                    der::tlv(&mut info, 0xa0, &[TAG_ENUMERATED, 1, *reason as u8]);
                 }
-                OcspStatus::Unknown => single.extend_from_slice(&[0x82, 0x00]),
+                der::tlv(&mut single, 0xa1, &info);
             }
-            der::push_generalized_time(&mut single, this_update);
+            OcspStatus::Unknown => single.extend_from_slice(&[0x82, 0x00]),
+        }
+        der::push_generalized_time(&mut single, this_update);
+        if let Some(next_update) = next_update {
             let mut next = Vec::new();
             der::push_generalized_time(&mut next, next_update);
             der::tlv(&mut single, 0xa0, &next);
-            der::tlv(&mut responses, TAG_SEQUENCE, &single);
         }
-
-        let mut data = Vec::new();
-        // responderID byKey: the SHA-1 of the CA's public key (RFC 6960 4.2.1).
-        let key_hash = digest::digest(
-            &digest::SHA1_FOR_LEGACY_USE_ONLY,
-            &ca.public_key().subject_public_key.data,
-        );
-        der::tlv(&mut data, 0xa2, &der::wrap(TAG_OCTET_STRING, key_hash.as_ref()));
-        der::push_generalized_time(&mut data, this_update);
-        der::tlv(&mut data, TAG_SEQUENCE, &responses);
-        let tbs = der::wrap(TAG_SEQUENCE, &data);
-
-        let signature = rcgen::SigningKey::sign(self.signing_key(), &tbs)?;
-        let mut bits = Vec::with_capacity(signature.len() + 1);
-        bits.push(0);
-        bits.extend_from_slice(&signature);
-        let mut basic = tbs;
-        basic.extend_from_slice(self.key_type().signature_algorithm_der());
-        der::tlv(&mut basic, TAG_BIT_STRING, &bits);
-        let basic = der::wrap(TAG_SEQUENCE, &basic);
-
-        let mut bytes = Vec::with_capacity(basic.len() + 32);
-        bytes.extend_from_slice(OID_OCSP_BASIC);
-        der::tlv(&mut bytes, TAG_OCTET_STRING, &basic);
-        let mut response = vec![TAG_ENUMERATED, 1, 0];
-        der::tlv(&mut response, 0xa0, &der::wrap(TAG_SEQUENCE, &bytes));
-        Ok(der::wrap(TAG_SEQUENCE, &response))
+        der::tlv(&mut responses, TAG_SEQUENCE, &single);
     }
+
+    let mut data = Vec::new();
+    // responderID byKey: the SHA-1 of the signer's public key (RFC 6960 4.2.1).
+    let key_hash = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, signer.public_key);
+    der::tlv(&mut data, 0xa2, &der::wrap(TAG_OCTET_STRING, key_hash.as_ref()));
+    der::push_generalized_time(&mut data, this_update);
+    der::tlv(&mut data, TAG_SEQUENCE, &responses);
+    let tbs = der::wrap(TAG_SEQUENCE, &data);
+
+    let signature = rcgen::SigningKey::sign(signer.key, &tbs)?;
+    let mut bits = Vec::with_capacity(signature.len() + 1);
+    bits.push(0);
+    bits.extend_from_slice(&signature);
+    let mut basic = tbs;
+    basic.extend_from_slice(signer.algorithm);
+    der::tlv(&mut basic, TAG_BIT_STRING, &bits);
+    if !signer.certificates.is_empty() {
+        let certs = der::wrap(TAG_SEQUENCE, &signer.certificates.concat());
+        der::tlv(&mut basic, 0xa0, &certs);
+    }
+    let basic = der::wrap(TAG_SEQUENCE, &basic);
+
+    let mut bytes = Vec::with_capacity(basic.len() + 32);
+    bytes.extend_from_slice(OID_OCSP_BASIC);
+    der::tlv(&mut bytes, TAG_OCTET_STRING, &basic);
+    let mut response = vec![TAG_ENUMERATED, 1, 0];
+    der::tlv(&mut response, 0xa0, &der::wrap(TAG_SEQUENCE, &bytes));
+    Ok(der::wrap(TAG_SEQUENCE, &response))
 }
 
 #[cfg(test)]

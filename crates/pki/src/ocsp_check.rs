@@ -52,7 +52,21 @@ pub struct OcspTarget {
     /// The policy's responder, else the certificate's first OCSP URL; `None` when neither exists.
     pub url: Option<String>,
     pub hard_fail: bool,
+    /// The trust anchor the chain leads to (its subject public key info), whose policy applies
+    /// ([`crate::Verifier::anchor_policy`]).
+    pub anchor_key: Vec<u8>,
+    /// When the certificate expires: a revocation holds until then.
+    pub not_after: OffsetDateTime,
     issuer: Vec<u8>,
+}
+
+/// A certificate that should be checked but for which no request can be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OcspUnusable {
+    pub hard_fail: bool,
+    /// As [`OcspTarget::anchor_key`].
+    pub anchor_key: Vec<u8>,
+    pub reason: String,
 }
 
 /// A verified answer.
@@ -135,24 +149,30 @@ pub fn responder_url(cert: &[u8]) -> Option<String> {
 }
 
 impl OcspTarget {
-    /// What to ask about `leaf`, issued by `issuer` (both DER, the chain already verified).
-    pub fn new(leaf: &[u8], issuer: &[u8], policy: &OcspPolicy) -> Result<OcspTarget> {
+    /// What to ask about `leaf`, issued by `issuer` (both DER, the chain already verified), which leads to the
+    /// anchor with `anchor_key`.
+    pub fn new(leaf: &[u8], issuer: &[u8], anchor_key: &[u8], policy: &OcspPolicy) -> Result<OcspTarget> {
         let cert_id = CertId::for_certificate(leaf, issuer, CertIdHash::Sha1)?;
+        let (_, cert) = X509Certificate::from_der(leaf).map_err(|e| PkiError::Certificate(e.to_string()))?;
         Ok(OcspTarget {
             request: cert_id.request(),
             url: policy.responder.clone().or_else(|| responder_url(leaf)),
             hard_fail: policy.hard_fail,
+            anchor_key: anchor_key.to_vec(),
+            not_after: cert.validity().not_after.to_datetime(),
             issuer: issuer.to_vec(),
             cert_id,
         })
     }
 
-    /// Identifies the certificate across connections (issuer name and key hashes, serial).
+    /// Identifies the question across connections: the certificate (issuer name and key hashes, serial) and the
+    /// responder asked, so that a changed responder is asked afresh.
     pub fn cache_key(&self) -> Vec<u8> {
         [
             &self.cert_id.issuer_name_hash[..],
             &self.cert_id.issuer_key_hash,
             &self.cert_id.serial,
+            self.url.as_deref().unwrap_or("").as_bytes(),
         ]
         .concat()
     }
@@ -207,6 +227,12 @@ impl OcspTarget {
         }
         self.verify_signer(tbs, algorithm, signature, &certs, now)?;
         let answer = self.read_data(tbs)?;
+        if let OcspStatus::Revoked { reason, .. } = answer.status
+            && reason != Some(RevocationReason::CertificateHold)
+        {
+            // A signed revocation stays true when the answer is old: only a hold can be lifted.
+            return Ok(answer);
+        }
         if answer.this_update > now + CLOCK_SKEW {
             return Err(bad("thisUpdate is in the future"));
         }
@@ -292,17 +318,23 @@ impl OcspTarget {
             }
             let status = match read_tlv(rest) {
                 Some((0x80, [], _)) => OcspStatus::Good,
+                // Signed and about our certificate: revoked, whatever the state of the details, which are read
+                // as far as they can be (a malformed reason or time must not turn a revocation into a failure
+                // that soft-fail would accept).
                 Some((0xa1, info, _)) => {
-                    let (at, info) = expect(info, 0x18, "revocationTime")?;
+                    let (at, info) = match read_tlv(info) {
+                        Some((0x18, at, rest)) => (generalized_time(at).ok(), rest),
+                        _ => (None, &[][..]),
+                    };
                     let reason = match read_tlv(info) {
-                        Some((0xa0, reason, _)) => match expect(reason, TAG_ENUMERATED, "revocation reason")? {
-                            ([code], _) => RevocationReason::from_code(*code),
-                            _ => return Err(bad("malformed revocation reason")),
+                        Some((0xa0, reason, _)) => match read_tlv(reason) {
+                            Some((TAG_ENUMERATED, [code], _)) => RevocationReason::from_code(*code),
+                            _ => None,
                         },
                         _ => None,
                     };
                     OcspStatus::Revoked {
-                        at: generalized_time(at)?,
+                        at: at.unwrap_or(OffsetDateTime::UNIX_EPOCH),
                         reason,
                     }
                 }
@@ -399,7 +431,141 @@ mod tests {
             hard_fail: true,
             responder: Some("http://ocsp.example/".into()),
         };
-        OcspTarget::new(leaf, ca.certificate_der(), &policy).unwrap()
+        OcspTarget::new(leaf, ca.certificate_der(), &anchor_key(ca), &policy).unwrap()
+    }
+
+    fn anchor_key(ca: &ManagedCa) -> Vec<u8> {
+        let der = CertificateDer::from(ca.certificate_der());
+        webpki::anchor_from_trusted_cert(&der)
+            .unwrap()
+            .subject_public_key_info
+            .as_ref()
+            .to_vec()
+    }
+
+    /// A responder certificate issued by `ca` for `key`, with `eku` (OCSP signing or not), valid from `from` for a
+    /// day.
+    fn responder_cert(ca: &ManagedCa, key: &rcgen::KeyPair, ocsp_signing: bool, from: OffsetDateTime) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "OCSP responder");
+        params.extended_key_usages = vec![if ocsp_signing {
+            rcgen::ExtendedKeyUsagePurpose::OcspSigning
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        params.not_before = from;
+        params.not_after = from + time::Duration::days(1);
+        let issuer =
+            rcgen::Issuer::from_ca_cert_der(&CertificateDer::from(ca.certificate_der()), ca.signing_key()).unwrap();
+        params.signed_by(key, &issuer).unwrap().der().to_vec()
+    }
+
+    /// A response for `t` signed by `key` (with `cert` sent along), valid for an hour from `now`, or without a
+    /// nextUpdate.
+    fn delegated_answer(
+        t: &OcspTarget,
+        key: &rcgen::KeyPair,
+        cert: &[u8],
+        status: OcspStatus,
+        now: OffsetDateTime,
+        next_update: Option<OffsetDateTime>,
+    ) -> Vec<u8> {
+        let (_, parsed) = X509Certificate::from_der(cert).unwrap();
+        let signer = crate::ocsp::Signer {
+            key,
+            algorithm: crate::KeyType::P256.signature_algorithm_der(),
+            public_key: &parsed.public_key().subject_public_key.data,
+            certificates: &[cert],
+        };
+        crate::ocsp::signed_response(&[(t.cert_id.clone(), status)], now, next_update, &signer).unwrap()
+    }
+
+    #[test]
+    fn a_delegated_responder_counts_only_with_the_issuers_ocsp_signing_certificate_valid_now() {
+        let ca = ca();
+        let leaf = leaf(&ca);
+        let t = target(&ca, &leaf);
+        let now = OffsetDateTime::now_utc();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let hour = Some(now + time::Duration::hours(1));
+        let authorized = responder_cert(&ca, &key, true, now - time::Duration::hours(1));
+        let answer = t.check_response(
+            &delegated_answer(&t, &key, &authorized, OcspStatus::Good, now, hour),
+            now,
+        );
+        assert_eq!(answer.unwrap().status, OcspStatus::Good);
+
+        let refused = |cert: &[u8]| {
+            let response = delegated_answer(&t, &key, cert, OcspStatus::Good, now, hour);
+            t.check_response(&response, now).unwrap_err().to_string()
+        };
+        let err = refused(&responder_cert(&ca, &key, false, now - time::Duration::hours(1)));
+        assert!(
+            err.contains("did not authorize for OCSP signing"),
+            "without the EKU: {err}"
+        );
+        let err = refused(&responder_cert(&ca, &key, true, now - time::Duration::days(3)));
+        assert!(err.contains("did not authorize for OCSP signing"), "expired: {err}");
+        let stranger = self::ca();
+        let err = refused(&responder_cert(&stranger, &key, true, now - time::Duration::hours(1)));
+        assert!(
+            err.contains("did not authorize for OCSP signing"),
+            "another CA's: {err}"
+        );
+        // A certificate sent along that did not sign the answer does not help another key's signature.
+        let other_key = rcgen::KeyPair::generate().unwrap();
+        let response = delegated_answer(&t, &other_key, &authorized, OcspStatus::Good, now, hour);
+        assert!(
+            t.check_response(&response, now)
+                .unwrap_err()
+                .to_string()
+                .contains("signature")
+        );
+    }
+
+    #[test]
+    fn answers_without_next_update_count_for_an_hour_and_revocations_for_good() {
+        let ca = ca();
+        let leaf = leaf(&ca);
+        let t = target(&ca, &leaf);
+        let now = OffsetDateTime::now_utc();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = responder_cert(&ca, &key, true, now - time::Duration::hours(12));
+        let good = delegated_answer(&t, &key, &cert, OcspStatus::Good, now, None);
+        assert_eq!(t.check_response(&good, now).unwrap().next_update, None);
+        assert!(t.check_response(&good, now + time::Duration::minutes(50)).is_ok());
+        let err = t.check_response(&good, now + time::Duration::minutes(70)).unwrap_err();
+        assert!(err.to_string().contains("older than an hour"), "{err}");
+        // A revocation stays a revocation when its answer is old; a hold does not.
+        let revoked = |reason| OcspStatus::Revoked {
+            at: now.replace_nanosecond(0).unwrap(),
+            reason,
+        };
+        let later = now + time::Duration::hours(3);
+        let past = Some(now + time::Duration::hours(1));
+        let compromised = delegated_answer(
+            &t,
+            &key,
+            &cert,
+            revoked(Some(RevocationReason::KeyCompromise)),
+            now,
+            past,
+        );
+        assert!(matches!(
+            t.check_response(&compromised, later).unwrap().status,
+            OcspStatus::Revoked { .. }
+        ));
+        let hold = delegated_answer(
+            &t,
+            &key,
+            &cert,
+            revoked(Some(RevocationReason::CertificateHold)),
+            now,
+            past,
+        );
+        assert!(t.check_response(&hold, later).is_err());
     }
 
     #[test]
@@ -514,15 +680,21 @@ mod tests {
             build(None, &[]).ocsp_target(&chain, now).is_none(),
             "no policy, no check"
         );
-        let t = build(Some(soft.clone()), &[]).ocsp_target(&chain, now).unwrap();
+        let t = build(Some(soft.clone()), &[])
+            .ocsp_target(&chain, now)
+            .unwrap()
+            .unwrap();
         assert_eq!(t.url.as_deref(), Some("http://ocsp.ca.example/ocsp"));
         assert!(!t.hard_fail);
-        assert_eq!(t, OcspTarget::new(&issued, ca.certificate_der(), &soft).unwrap());
+        assert_eq!(
+            t,
+            OcspTarget::new(&issued, ca.certificate_der(), &anchor_key(&ca), &soft).unwrap()
+        );
         let pinned = OcspPolicy {
             hard_fail: true,
             responder: Some("http://elsewhere/".into()),
         };
-        let t = build(Some(pinned), &[]).ocsp_target(&chain, now).unwrap();
+        let t = build(Some(pinned), &[]).ocsp_target(&chain, now).unwrap().unwrap();
         assert_eq!(t.url.as_deref(), Some("http://elsewhere/"));
         let (_, cert) = X509Certificate::from_der(&issued).unwrap();
         let serial = der::strip_leading_zeros(cert.raw_serial()).to_vec();

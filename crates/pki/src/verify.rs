@@ -30,7 +30,7 @@ use crate::der;
 use crate::error::{PkiError, Result};
 use crate::facts::{self, ClientAuthFacts, IssuerInfo};
 use crate::keys;
-use crate::ocsp_check::{OcspPolicy, OcspTarget};
+use crate::ocsp_check::{OcspPolicy, OcspTarget, OcspUnusable};
 use crate::pem;
 
 /// The log status (Cloudflare's `ClientMTLSAuthStatus`, plus `revoked`).
@@ -343,10 +343,15 @@ impl Verifier {
     }
 
     /// What to ask an OCSP responder about `chain`'s leaf: `Some` only if the chain verifies at `now`, is not
-    /// already revoked, and the anchor it leads to has an OCSP policy. The leaf's issuer (the client's first
-    /// intermediate on the verified path, or the anchor) is the one the responder answers for. A certificate
-    /// that is itself an anchor is not checked.
-    pub fn ocsp_target(&self, chain: &[CertificateDer<'_>], now: OffsetDateTime) -> Option<OcspTarget> {
+    /// already revoked, and the anchor it leads to has an OCSP policy (the strictest of the anchors with its
+    /// name and key, should a CA be uploaded twice). The leaf's issuer (the client's first intermediate on the
+    /// verified path, or the anchor) is the one the responder answers for. A certificate that is itself an anchor
+    /// is not checked. `Err` when the certificates cannot be read for a request (then no answer can be had).
+    pub fn ocsp_target(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: OffsetDateTime,
+    ) -> Option<std::result::Result<OcspTarget, OcspUnusable>> {
         if !self.has_ocsp() {
             return None;
         }
@@ -363,8 +368,9 @@ impl Verifier {
                 None,
             )
             .ok()?;
+        let anchor_key = path.anchor().subject_public_key_info.as_ref();
+        let policy = self.anchor_policy(anchor_key)?;
         let index = self.anchor_index(path.anchor())?;
-        let policy = self.ocsp.get(index)?.as_ref()?;
         if self.path_revoked(index, &ee, &path) {
             return None;
         }
@@ -372,7 +378,25 @@ impl Verifier {
             Some(cert) => cert.der().as_ref().to_vec(),
             None => self.ders.get(index)?.clone(),
         };
-        OcspTarget::new(leaf.as_ref(), &issuer, policy).ok()
+        Some(
+            OcspTarget::new(leaf.as_ref(), &issuer, anchor_key, policy).map_err(|e| OcspUnusable {
+                hard_fail: policy.hard_fail,
+                anchor_key: anchor_key.to_vec(),
+                reason: e.to_string(),
+            }),
+        )
+    }
+
+    /// The OCSP policy of the anchors with `key` (a trust anchor's subject public key info, as
+    /// [`OcspTarget::anchor_key`] holds it): the strictest one, `None` if none checks OCSP. Connections look their
+    /// answer's policy up again with each new snapshot, so a changed policy applies to them too.
+    pub fn anchor_policy(&self, key: &[u8]) -> Option<&OcspPolicy> {
+        self.anchors
+            .iter()
+            .zip(&self.ocsp)
+            .filter(|(a, _)| a.subject_public_key_info.as_ref() == key)
+            .filter_map(|(_, policy)| policy.as_ref())
+            .max_by_key(|p| p.hard_fail)
     }
 
     fn anchor_index(&self, anchor: &TrustAnchor<'_>) -> Option<usize> {

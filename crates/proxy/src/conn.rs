@@ -39,9 +39,10 @@ pub(crate) struct ConnInfo {
     pub local_port: u16,
     /// (snapshot generation, facts computed with that snapshot's verifier).
     facts: Mutex<Option<(u64, Arc<ClientAuthFacts>)>>,
-    /// The OCSP answer for the certificate, if its CA has an OCSP policy, and whether that policy fails hard.
-    /// Boxed: most connections have none, and every idle connection pays for this struct's size.
-    ocsp: OnceLock<Box<(OcspOutcome, bool)>>,
+    /// The OCSP answer for the certificate, if its CA has an OCSP policy, and the trust anchor (its subject public
+    /// key info) whose policy decides what the answer means. Boxed: most connections have none, and every idle
+    /// connection pays for this struct's size.
+    ocsp: OnceLock<Box<(OcspOutcome, Vec<u8>)>>,
     /// For the idle timeout: when the connection started, requests in progress, and when the
     /// last one started (milliseconds after `started`).
     started: Instant,
@@ -155,27 +156,43 @@ impl ConnInfo {
         self.active.load(Ordering::Relaxed) == 0 && Instant::now() >= self.idle_deadline(idle_timeout)
     }
 
-    /// Records the OCSP answer for the connection's certificate (once): every later computation of the facts
-    /// applies it, and the facts already computed are recomputed.
-    pub(crate) fn set_ocsp(&self, outcome: OcspOutcome, hard_fail: bool) {
-        if self.ocsp.set(Box::new((outcome, hard_fail))).is_ok()
-            && let Ok(mut guard) = self.facts.lock()
-        {
-            *guard = None;
+    /// Records the OCSP answer for the connection's certificate (once), for the anchor with `anchor_key`, and
+    /// returns `facts` (computed a moment ago with `host`'s verifier of snapshot `generation`) with the answer
+    /// applied, which are kept as the connection's facts.
+    pub(crate) fn set_ocsp(
+        &self,
+        outcome: OcspOutcome,
+        anchor_key: Vec<u8>,
+        facts: &ClientAuthFacts,
+        host: &Host,
+        generation: u64,
+    ) -> Arc<ClientAuthFacts> {
+        let _ = self.ocsp.set(Box::new((outcome, anchor_key)));
+        let Some(mtls) = &host.mtls else {
+            return Arc::new(facts.clone());
+        };
+        let facts = Arc::new(self.with_ocsp(facts.clone(), &mtls.verifier));
+        if let Ok(mut guard) = self.facts.lock() {
+            *guard = Some((generation, facts.clone()));
         }
+        facts
     }
 
-    /// `facts` with the connection's OCSP answer applied: a revoked certificate is revoked, as by a CRL; under a
-    /// hard-fail policy, a certificate without a good answer is not verified (OpenSSL's wording for the reason).
+    /// `facts` with the connection's OCSP answer applied under the policy `verifier` has now for the answer's CA
+    /// (none: the answer no longer counts): a revoked certificate is revoked, as by a CRL; under a hard-fail
+    /// policy, a certificate without a good answer is not verified (OpenSSL's wording for the reason).
     fn with_ocsp(&self, mut facts: ClientAuthFacts, verifier: &portcullis_pki::Verifier) -> ClientAuthFacts {
         let Some(answer) = self.ocsp.get() else {
             return facts;
         };
-        // A snapshot whose CAs no longer check OCSP drops the answer.
-        if !facts.cert_verified || facts.cert_revoked || !verifier.has_ocsp() {
+        let (outcome, anchor_key) = &**answer;
+        if !facts.cert_verified || facts.cert_revoked {
             return facts;
         }
-        match &**answer {
+        let Some(policy) = verifier.anchor_policy(anchor_key) else {
+            return facts;
+        };
+        match (outcome, policy.hard_fail) {
             (OcspOutcome::Good, _) => {}
             (OcspOutcome::Revoked, _) => {
                 facts.cert_revoked = true;

@@ -30,10 +30,9 @@ pub const CLIENT_CERT_TOTAL: &str = "portcullis_client_cert_total";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "portcullis_upstream_errors_total";
 /// Origin servers left alone after a failed connection, by host.
 pub const ORIGIN_SERVERS_DOWN_TOTAL: &str = "portcullis_origin_servers_down_total";
-/// Client connections open now (TCP accepted, until closed).
-/// Counter: queries to OCSP responders, by `outcome`.
+/// Queries to uploaded CAs' OCSP responders, by `outcome`.
 pub const OCSP_QUERIES_TOTAL: &str = "portcullis_ocsp_queries_total";
-/// Gauge: client connections open.
+/// Client connections open now (TCP accepted, until closed).
 pub const CONNECTIONS_OPEN: &str = "portcullis_connections_open";
 /// The generation of the snapshot in service.
 pub const SNAPSHOT_GENERATION: &str = "portcullis_snapshot_generation";

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
-use portcullis_pki::{OcspStatus, OcspTarget};
+use portcullis_pki::{OcspStatus, OcspTarget, RevocationReason};
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
@@ -28,6 +28,8 @@ const MAX_KEEP: Duration = Duration::from_secs(3600);
 const KEEP_WITHOUT_NEXT_UPDATE: Duration = Duration::from_secs(300);
 /// How long a failure (responder down, bad answer) is kept, so a dead responder is not asked by every connection.
 const KEEP_FAILURE: Duration = Duration::from_secs(10);
+/// How long a revocation is kept at most (until the certificate expires, within this).
+const MAX_KEEP_REVOKED: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// What the responder said about a certificate, or why nothing usable was had.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +73,7 @@ impl std::fmt::Debug for OcspChecker {
 }
 
 impl OcspChecker {
-    /// A checker whose queries (connect, send, answer) each take at most `timeout`.
+    /// A checker whose queries (connect, send, and the whole answer) take at most `timeout` each.
     pub fn new(timeout: Duration) -> OcspChecker {
         OcspChecker {
             cache: Mutex::new(HashMap::new()),
@@ -145,16 +147,22 @@ impl OcspChecker {
         let now = OffsetDateTime::now_utc();
         match target.check_response(&body, now) {
             Ok(answer) => {
+                let until = |t: OffsetDateTime| Duration::try_from(t - now).unwrap_or(Duration::ZERO);
                 let keep = match answer.next_update {
-                    Some(next) => Duration::try_from(next - now).unwrap_or(Duration::ZERO).min(MAX_KEEP),
+                    Some(next) => until(next).min(MAX_KEEP),
                     None => KEEP_WITHOUT_NEXT_UPDATE,
                 };
-                let outcome = match answer.status {
-                    OcspStatus::Good => OcspOutcome::Good,
-                    OcspStatus::Revoked { .. } => OcspOutcome::Revoked,
-                    OcspStatus::Unknown => OcspOutcome::Unknown,
-                };
-                (outcome, keep)
+                match answer.status {
+                    OcspStatus::Good => (OcspOutcome::Good, keep),
+                    // A revocation is final, except a hold: it is kept until the certificate expires, so that a
+                    // responder blocked later cannot have soft-fail accept the certificate again.
+                    OcspStatus::Revoked { reason, .. } if reason != Some(RevocationReason::CertificateHold) => (
+                        OcspOutcome::Revoked,
+                        until(target.not_after).clamp(keep, MAX_KEEP_REVOKED),
+                    ),
+                    OcspStatus::Revoked { .. } => (OcspOutcome::Revoked, keep),
+                    OcspStatus::Unknown => (OcspOutcome::Unknown, keep),
+                }
             }
             Err(e) => (OcspOutcome::Failed(format!("{url}: {e}")), KEEP_FAILURE),
         }

@@ -464,6 +464,9 @@ async fn handshake(
     ));
     // Verify once now, so the first request does not pay for it.
     let mut facts = conn.facts_at_handshake(&snapshot, &host, !resumed);
+    let generation = snapshot.generation;
+    // Not held while waiting for a responder.
+    drop(snapshot);
     let ocsp_target = match &host.mtls {
         Some(mtls) if facts.cert_verified && !facts.cert_revoked && mtls.verifier.has_ocsp() => mtls
             .verifier
@@ -472,9 +475,15 @@ async fn handshake(
     };
     let required = host.mtls.as_ref().is_some_and(|m| m.mode == tls::MtlsMode::Require);
     if let Some(target) = ocsp_target {
-        let outcome = shared.ocsp.check(&target).await;
-        let refuses =
-            matches!(outcome, OcspOutcome::Revoked) || (target.hard_fail && !matches!(outcome, OcspOutcome::Good));
+        let (outcome, hard_fail, anchor_key) = match target {
+            Ok(target) => (shared.ocsp.check(&target).await, target.hard_fail, target.anchor_key),
+            Err(unusable) => (
+                OcspOutcome::Failed(unusable.reason),
+                unusable.hard_fail,
+                unusable.anchor_key,
+            ),
+        };
+        let refuses = matches!(outcome, OcspOutcome::Revoked) || (hard_fail && !matches!(outcome, OcspOutcome::Good));
         if refuses && required {
             let detail = match &outcome {
                 OcspOutcome::Failed(e) => format!("no OCSP answer for the client certificate: {e}"),
@@ -483,10 +492,8 @@ async fn handshake(
             observe::handshake_failed(client, sni.as_deref(), "client_cert_invalid", &detail);
             return None;
         }
-        conn.set_ocsp(outcome, target.hard_fail);
-        facts = conn.facts(&snapshot, &host);
+        facts = conn.set_ocsp(outcome, anchor_key, &facts, &host, generation);
     }
-    drop(snapshot);
     if resumed && required && (!facts.cert_verified || facts.cert_revoked) {
         // Resumption skips the certificate check; `require` must still never serve a certificate
         // that a full handshake would refuse now (it expired since the session began).

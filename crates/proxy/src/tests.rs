@@ -2097,7 +2097,7 @@ mod limits;
 mod origins;
 
 /// An OCSP responder for `ca` on a free port: `revoked` serials (hex) are revoked, every other one good; counts
-/// the queries.
+/// the queries, and takes 200 ms over each, so that connections arriving together wait for the same one.
 async fn ocsp_responder(ca: ManagedCa, revoked: &[&str]) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     let ca = Arc::new(ca);
     let revoked: Arc<Vec<Vec<u8>>> = Arc::new(
@@ -2115,6 +2115,7 @@ async fn ocsp_responder(ca: ManagedCa, revoked: &[&str]) -> (SocketAddr, Arc<std
         let (ca, revoked, counted) = (ca.clone(), revoked.clone(), counted.clone());
         async move {
             counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(200)).await;
             let body = req.into_body().collect().await.unwrap().to_bytes();
             let now = OffsetDateTime::now_utc();
             let answers: Vec<_> = portcullis_pki::ocsp::parse_request(&body)
@@ -2165,6 +2166,7 @@ async fn ocsp_answers_decide_connections_under_require() {
     let ca = managed_ca();
     let good = issue(&ca, "good", SubjectAltNames::default());
     let revoked = issue(&ca, "revoked", SubjectAltNames::default());
+    let many = issue(&ca, "many", SubjectAltNames::default());
     let ca_der = ca.certificate_der().to_vec();
     let (responder, queries) = ocsp_responder(ca, &[&revoked.serial_hex]).await;
     let policy = |hard_fail, url: String| portcullis_pki::OcspPolicy {
@@ -2189,6 +2191,24 @@ async fn ocsp_answers_decide_connections_under_require() {
         2,
         "answers are cached"
     );
+    // Connections at once with a certificate not asked about yet share one query.
+    let results = tokio::join!(
+        get_once(&proxy, &w.server, &many),
+        get_once(&proxy, &w.server, &many),
+        get_once(&proxy, &w.server, &many),
+        get_once(&proxy, &w.server, &many),
+    );
+    let ok = Ok(StatusCode::OK);
+    assert_eq!(
+        results,
+        (ok.clone(), ok.clone(), ok.clone(), ok),
+        "four connections at once"
+    );
+    assert_eq!(
+        queries.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "one query for the four"
+    );
 
     // A responder that refuses connections: hard-fail closes, soft-fail serves.
     let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
@@ -2203,4 +2223,34 @@ async fn ocsp_answers_decide_connections_under_require() {
         Ok(StatusCode::OK),
         "soft-fail"
     );
+}
+
+/// On a host that lets rules decide (`request`), a connection's OCSP answer (here: none, the responder is down)
+/// is judged under its CA's policy in the newest snapshot: soft lets the request through, hard blocks it on the
+/// same connection, and turning the check off lets it through again.
+#[tokio::test]
+async fn an_open_connection_follows_its_cas_current_ocsp_policy() {
+    let w = world().await;
+    let cert = issue(&w.ca, "device", SubjectAltNames::default());
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let snapshot = |generation, hard_fail: Option<bool>| {
+        let mut b = VerifierBuilder::new();
+        let i = b.add_anchor(w.ca.certificate_der()).unwrap();
+        if let Some(hard_fail) = hard_fail {
+            let responder = Some(format!("http://{dead}/"));
+            b.set_ocsp(i, portcullis_pki::OcspPolicy { hard_fail, responder })
+                .unwrap();
+        }
+        let mut spec = HostSpec::new("api.test", &w.ca);
+        spec.mtls = Some((MtlsMode::Request, Arc::new(b.build()), w.ca.certificate_der().to_vec()));
+        build_snapshot(generation, &w.server, w.origin, vec![spec])
+    };
+    let proxy = start_proxy(snapshot(1, Some(false))).await;
+    let mut c = h1(&proxy, &w.server, "api.test", Some(&cert)).await;
+    assert_eq!(c.get("api.test", "/api", &[]).await.0, StatusCode::OK, "soft fail");
+    proxy.snapshot.store(Arc::new(snapshot(2, Some(true))));
+    let (status, _, body) = c.get("api.test", "/api", &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "hard fail, same connection: {body}");
+    proxy.snapshot.store(Arc::new(snapshot(3, None)));
+    assert_eq!(c.get("api.test", "/api", &[]).await.0, StatusCode::OK, "check off");
 }

@@ -1498,8 +1498,8 @@ async fn crl_fetches_store_changes_only_and_keep_the_last_good_crl() {
     .await;
 }
 
-/// An uploaded CA's OCSP policy is stored, read by the edge's state, announced, and cleared; client
-/// certificates and unknown ids are refused.
+/// An uploaded CA's OCSP policy is stored, read by the edge's state, announced, and cleared; an unknown id is
+/// refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ocsp_policies_are_stored_and_reach_the_edge_state() {
     on_both(|store, _| async move {
