@@ -129,35 +129,12 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
             }
             let id = list_id(&api, &base, &name).await?;
             let items_path = format!("{base}/{id}/items");
-            let items: Vec<Value> = values.iter().map(|ip| json!({"ip": ip, "comment": comment})).collect();
-            let chunks = by_size(items);
-            match (replace, chunks.as_slice()) {
-                // One request: the API replaces the items in one transaction.
-                (true, [] | [_]) => {
-                    let all = chunks.into_iter().next().unwrap_or_default();
-                    api.send(Method::PUT, &items_path, &Value::Array(all)).await?;
-                }
-                // Several: remove what is not in the new set, then add the rest, so that an item that stays is
-                // never missing and the list never holds more than the larger of the two sets (its limit).
-                (true, _) => {
-                    let keep: std::collections::HashSet<&str> = values.iter().map(String::as_str).collect();
-                    let stale: Vec<Value> = all_items(&api, &items_path)
-                        .await?
-                        .iter()
-                        .filter(|i| !keep.contains(s(i, "ip").as_str()))
-                        .map(|i| json!({"id": s(i, "id")}))
-                        .collect();
-                    for ids in by_size(stale) {
-                        api.send(Method::DELETE, &items_path, &json!({ "items": ids })).await?;
-                    }
-                    for chunk in chunks {
-                        api.send(Method::POST, &items_path, &Value::Array(chunk)).await?;
-                    }
-                }
-                (false, _) => {
-                    for chunk in chunks {
-                        api.send(Method::POST, &items_path, &Value::Array(chunk)).await?;
-                    }
+            if replace {
+                replace_items(&api, &items_path, &values, &comment).await?;
+            } else {
+                let items: Vec<Value> = values.iter().map(|ip| json!({"ip": ip, "comment": comment})).collect();
+                for chunk in by_size(items) {
+                    api.send(Method::POST, &items_path, &Value::Array(chunk)).await?;
                 }
             }
             outln!(
@@ -205,6 +182,39 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Makes `values` (canonical) the items of the list at `items_path`, each with `comment`.
+pub(crate) async fn replace_items(
+    api: &ApiClient,
+    items_path: &str,
+    values: &[String],
+    comment: &str,
+) -> anyhow::Result<()> {
+    let items: Vec<Value> = values.iter().map(|ip| json!({"ip": ip, "comment": comment})).collect();
+    let chunks = by_size(items);
+    if chunks.len() <= 1 {
+        // One request: the API replaces the items in one transaction.
+        let all = chunks.into_iter().next().unwrap_or_default();
+        api.send(Method::PUT, items_path, &Value::Array(all)).await?;
+        return Ok(());
+    }
+    // Several: remove what is not in the new set, then add the rest, so that an item that stays is never missing
+    // and the list never holds more than the larger of the two sets (its limit).
+    let keep: std::collections::HashSet<&str> = values.iter().map(String::as_str).collect();
+    let stale: Vec<Value> = all_items(api, items_path)
+        .await?
+        .iter()
+        .filter(|i| !keep.contains(s(i, "ip").as_str()))
+        .map(|i| json!({"id": s(i, "id")}))
+        .collect();
+    for ids in by_size(stale) {
+        api.send(Method::DELETE, items_path, &json!({ "items": ids })).await?;
+    }
+    for chunk in chunks {
+        api.send(Method::POST, items_path, &Value::Array(chunk)).await?;
+    }
+    Ok(())
 }
 
 /// `items` in consecutive groups of at most [`REQUEST_BYTES`] of JSON each.
@@ -258,7 +268,7 @@ async fn list_id(api: &ApiClient, base: &str, name: &str) -> anyhow::Result<Stri
 }
 
 /// Every item of a list, following the cursors.
-async fn all_items(api: &ApiClient, items_path: &str) -> anyhow::Result<Vec<Value>> {
+pub(crate) async fn all_items(api: &ApiClient, items_path: &str) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {

@@ -19,6 +19,7 @@ macro_rules! out {
 }
 
 mod cli_admin;
+mod cli_apply;
 mod cli_audit;
 mod cli_backup;
 mod cli_ca;
@@ -95,6 +96,11 @@ enum Command {
     Audit(cli_audit::AuditArgs),
     /// Copy the SQLite database of a data directory into a new file, consistently, while the server runs.
     Backup(cli_backup::BackupArgs),
+    /// Make a running server match a configuration file (zones, hostnames, mTLS, rules, IP lists), printing each
+    /// change; --dry-run only prints them.
+    Apply(cli_apply::ApplyArgs),
+    /// Print a running server's configuration as a file for `apply` (TOML).
+    Export(cli_apply::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -116,6 +122,8 @@ fn main() -> ExitCode {
         Command::Events(args) => block_on(cli_events::events(args)),
         Command::Audit(args) => block_on(cli_audit::audit(args)),
         Command::Backup(args) => block_on(cli_backup::backup(args)),
+        Command::Apply(args) => block_on(cli_apply::apply(args)),
+        Command::Export(args) => block_on(cli_apply::export(args)),
     };
     match result {
         Ok(code) => code,

@@ -1720,3 +1720,183 @@ fn ocsp_answers_from_an_uploaded_cas_responder_decide_at_the_edge() {
     ok(&server.cli(&["ca", "ocsp", &ca_id, "off"]));
     get_until(&server, "/api", &[&new[0], &new[1], &new[2], &new[3]], "200");
 }
+
+/// `portcullis apply` makes the server match a file and says what it changes (nothing with --dry-run, nothing the
+/// second time); `export` writes a file that applies with no changes; the edge serves what the file says; --prune
+/// removes what the file does not name; bad files are refused with the reason.
+#[test]
+fn apply_makes_the_server_match_a_file_and_export_round_trips() {
+    let server = Server::start();
+    let dir = server.dir.path();
+    let origin = format!("http://127.0.0.1:{}", echo_origin());
+    let file = |name: &str, text: &str| {
+        std::fs::write(dir.join(name), text).expect("write");
+        name.to_owned()
+    };
+    let rule = r#"
+[[zones.rules]]
+description = "mTLS on /api"
+expression = '(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/api"}'
+action = "block"
+"#;
+    let config = |items: &str, extra: &str, rules: &str| {
+        format!(
+            "[[lists]]\nname = \"office\"\ndescription = \"Office networks\"\nitems = [{items}]\n\n\
+             [[zones]]\nname = \"localhost\"\n{rules}\n\
+             [[zones.hostnames]]\nhostname = \"localhost\"\norigin = \"{origin}\"\n\
+             client_certificate_forwarding = \"rfc9440\"\nmtls = [\"managed\"]\n{extra}\n"
+        )
+    };
+    let first = file("first.toml", &config(r#""10.1.0.0/16", "192.0.2.7""#, "", rule));
+
+    let plan = ok(&server.cli(&["apply", &first, "--dry-run"]));
+    for line in [
+        "+ list $office",
+        "+ zone localhost",
+        "+ hostname localhost",
+        "(dry run: nothing was changed)",
+    ] {
+        assert!(plan.contains(line), "{line:?} in {plan}");
+    }
+    assert!(
+        !ok(&server.cli(&["zone", "list"])).contains("localhost"),
+        "a dry run changes nothing"
+    );
+
+    let applied = ok(&server.cli(&["apply", &first]));
+    for line in [
+        "+ list $office",
+        "~ list $office items: 2 added, 0 removed",
+        "+ zone localhost",
+        "+ hostname localhost",
+        "~ mtls with the managed CA: +localhost",
+        "~ localhost rules: 1 rule in place of 0",
+        "changes made",
+    ] {
+        assert!(applied.contains(line), "{line:?} in {applied}");
+    }
+    ok(&server.cli(&["cert", "create", "--cn", "device-1", "--out", "."]));
+    get_until(&server, "/api", &[], "403");
+    let echoed = get_until(&server, "/api", WITH_CERT, "200");
+    assert!(echoed.contains("client-cert: :"), "forwarded as RFC 9440: {echoed}");
+    assert_eq!(
+        ok(&server.cli(&["apply", &first])).trim(),
+        format!("no changes: the server matches {first}")
+    );
+
+    // What export writes applies with no changes.
+    let exported = ok(&server.cli(&["export"]));
+    for part in [
+        "name = \"office\"",
+        "\"10.1.0.0/16\"",
+        "mtls = [\"managed\"]",
+        "client_certificate_forwarding = \"rfc9440\"",
+    ] {
+        assert!(exported.contains(part), "{part:?} in {exported}");
+    }
+    let again = file("exported.toml", &exported);
+    assert!(
+        ok(&server.cli(&["apply", &again])).starts_with("no changes"),
+        "{exported}"
+    );
+
+    // Changes: items, a setting, the rules gone.
+    // Values written otherwise than the server keeps them (an origin in capitals with a slash, a rate limit
+    // without its defaults) still settle: the next apply finds no changes.
+    let ratelimit = r#"
+[[zones.ratelimit_rules]]
+expression = 'http.request.uri.path eq "/limited"'
+action = "block"
+ratelimit = { characteristics = ["cf.colo.id", "cf.tls_client_auth.cert_fingerprint_sha256"], period = 60, requests_per_period = 100 }
+"#;
+    let second = file(
+        "second.toml",
+        &config(
+            r#""10.1.0.0/16", "198.51.100.0/24""#,
+            "min_tls_version = \"1.3\"\nadditional_origins = [\"HTTP://127.0.0.1:9/\"]\norigin_steering = \"failover\"",
+            &format!("rules = []\n{ratelimit}"),
+        ),
+    );
+    let applied = ok(&server.cli(&["apply", &second]));
+    for line in [
+        "~ list $office items: 1 added, 1 removed",
+        "~ hostname localhost (additional_origins, min_tls_version, origin_steering)",
+        "~ localhost rules: 0 rules in place of 1",
+        "~ localhost ratelimit_rules: 1 rule in place of 0",
+        "4 changes made",
+    ] {
+        assert!(applied.contains(line), "{line:?} in {applied}");
+    }
+    assert!(ok(&server.cli(&["apply", &second])).starts_with("no changes"));
+    get_until(&server, "/api", &[], "200");
+    let shown = ok(&server.cli(&["list", "show", "office"]));
+    assert!(
+        shown.contains("198.51.100.0/24") && !shown.contains("192.0.2.7"),
+        "{shown}"
+    );
+
+    // --prune removes the zone's hostnames and the lists the file does not name; nothing else.
+    ok(&server.cli(&["host", "add", "other.localhost", "--origin", &origin]));
+    ok(&server.cli(&["list", "create", "extra"]));
+    let kept = ok(&server.cli(&["apply", &second]));
+    assert!(kept.starts_with("no changes"), "without --prune: {kept}");
+    let pruned = ok(&server.cli(&["apply", &second, "--prune"]));
+    assert!(
+        pruned.contains("- hostname other.localhost") && pruned.contains("- list $extra"),
+        "{pruned}"
+    );
+    assert!(!ok(&server.cli(&["host", "list"])).contains("other.localhost"));
+
+    // Bad files: the reason, and nothing changed.
+    let typo = file("typo.toml", &config(r#""10.1.0.0/16""#, "orign_http2 = true", ""));
+    let err = String::from_utf8_lossy(&server.cli(&["apply", &typo]).stderr).into_owned();
+    assert!(err.contains("unknown field `orign_http2`"), "{err}");
+    let bad_ca = file(
+        "ca.toml",
+        &config(r#""10.1.0.0/16""#, "", "").replace("[\"managed\"]", "[\"nobody's CA\"]"),
+    );
+    let out = server.cli(&["apply", &bad_ca]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no uploaded CA is called \"nobody's CA\""),
+        "{out:?}"
+    );
+    let bad_item = file("item.toml", &config(r#""10.1.0.0/33""#, "", ""));
+    assert!(!server.cli(&["apply", &bad_item]).status.success());
+    let typo_rule = file(
+        "typo-rule.toml",
+        &config(
+            r#""10.1.0.0/16""#,
+            "",
+            "[[zones.rules]]\nexpression = 'true'\naction = \"block\"\nenabeld = false\n",
+        ),
+    );
+    let err = String::from_utf8_lossy(&server.cli(&["apply", &typo_rule]).stderr).into_owned();
+    assert!(err.contains("rule 1: unknown field `enabeld`"), "{err}");
+    ok(&server.cli(&["zone", "add", "elsewhere.localhost"]));
+    ok(&server.cli(&["host", "add", "moved.elsewhere.localhost", "--origin", &origin]));
+    let moved = file(
+        "moved.toml",
+        &format!(
+            "[[zones]]\nname = \"localhost\"\n[[zones.hostnames]]\nhostname = \"moved.elsewhere.localhost\"\norigin = \"{origin}\"\n"
+        ),
+    );
+    let err = String::from_utf8_lossy(&server.cli(&["apply", &moved]).stderr).into_owned();
+    assert!(err.contains("belongs to zone elsewhere.localhost"), "{err}");
+    let bad_rule = file(
+        "rule.toml",
+        &config(
+            r#""10.1.0.0/16""#,
+            "",
+            "[[zones.rules]]\nexpression = 'ip.src in $ofice'\naction = \"block\"\n",
+        ),
+    );
+    let out = server.cli(&["apply", &bad_rule]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("rule 1") && err.contains("unknown list `$ofice`") && err.contains("did you mean $office"),
+        "{err}"
+    );
+    let shown = ok(&server.cli(&["list", "show", "office"]));
+    assert!(shown.contains("198.51.100.0/24"), "unchanged: {shown}");
+}

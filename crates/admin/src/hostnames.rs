@@ -448,6 +448,30 @@ fn check_origin_ca(pem: &str) -> Result<(), ApiError> {
     }
 }
 
+/// `origin` and `settings` checked as creating a hostname checks them (except that an `origin_client_certificate`
+/// is an uploaded client certificate, which needs the store) and in the form the API stores them: origins as
+/// `scheme://authority`, an empty `origin_ca` or `origin_client_certificate` as none. Also for clients that check
+/// a configuration before writing it or compare it with the server's (`portcullis apply`).
+pub fn normalize_settings(
+    origin: &str,
+    mut settings: HostnameSettings,
+) -> Result<(String, HostnameSettings), ApiError> {
+    let origin = check_origin(origin)?;
+    settings.additional_origins = check_additional_origins(&origin, &settings.additional_origins)?;
+    if let Some(check) = &settings.origin_health_check {
+        check.check()?;
+    }
+    settings.origin_ca = settings.origin_ca.filter(|pem| !pem.trim().is_empty());
+    if let Some(pem) = &settings.origin_ca {
+        check_origin_ca(pem)?;
+    }
+    settings.origin_client_certificate = settings.origin_client_certificate.filter(|id| !id.is_empty());
+    if settings.origin_client_certificate.is_some() {
+        check_https(&origin)?;
+    }
+    Ok((origin, settings))
+}
+
 /// Add a hostname.
 #[utoipa::path(post, path = "/zones/{zone_id}/hostnames", tag = "hostnames", request_body = CreateHostname,
     params(("zone_id" = String, Path, description = "Zone id")),
@@ -458,32 +482,23 @@ pub async fn create_hostname(
     Path(zone_id): Path<String>,
     ApiJson(body): ApiJson<CreateHostname>,
 ) -> ApiResult {
-    let origin = check_origin(&body.origin)?;
-    let additional_origins = check_additional_origins(&origin, &body.additional_origins)?;
-    if let Some(check) = &body.origin_health_check {
-        check.check()?;
-    }
-    if let Some(pem) = &body.origin_ca {
-        check_origin_ca(pem)?;
-    }
-    let client_cert = body.origin_client_certificate.filter(|id| !id.is_empty());
-    if let Some(id) = &client_cert {
-        check_origin_client_certificate(&state, id).await?;
-        check_https(&origin)?;
-    }
     let settings = HostnameSettings {
         tls_client_auth: body.tls_client_auth,
         client_certificate_forwarding: body.client_certificate_forwarding,
         origin_tls_verify: body.origin_tls_verify,
         origin_ca: body.origin_ca,
         origin_http2: body.origin_http2,
-        origin_client_certificate: client_cert,
+        origin_client_certificate: body.origin_client_certificate,
         send_client_ca_names: body.send_client_ca_names,
         min_tls_version: body.min_tls_version,
-        additional_origins,
+        additional_origins: body.additional_origins,
         origin_steering: body.origin_steering,
         origin_health_check: body.origin_health_check,
     };
+    let (origin, settings) = normalize_settings(&body.origin, settings)?;
+    if let Some(id) = &settings.origin_client_certificate {
+        check_origin_client_certificate(&state, id).await?;
+    }
     let settings = serde_json::to_value(settings).map_err(ApiError::internal)?;
     let host = state
         .store

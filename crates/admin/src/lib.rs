@@ -44,10 +44,11 @@ use portcullis_store::Store;
 pub use api::{ApiError, Envelope, ErrorItem, ResultInfo, codes};
 pub use hostnames::{
     CertificateForwarding, ForwardingStyles, HostnameSettings, MinTlsVersion, OriginHealthCheck, OriginSteering,
-    TlsClientAuth,
+    TlsClientAuth, check_origin, normalize_settings,
 };
 pub use rulesets::{
     PHASE as FIREWALL_PHASE, RATELIMIT_PHASE, add_list as add_stored_list, compile_stored as compile_stored_rules,
+    normalize_rules,
 };
 pub use traffic::{MinuteCount, TrafficSource};
 

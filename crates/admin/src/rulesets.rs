@@ -259,6 +259,68 @@ async fn compile(state: &AdminState, phase: &str, rules: &mut [NewRule], stored:
     Ok(())
 }
 
+/// Rules in the API's input shape for `phase`, checked as writing the whole phase checks them (with `lists`; an
+/// expression in `current`, the phase's rules now, skips the checks an older version did not make, as writes do),
+/// and in the form the API stores and shows them: description, expression, action, enabled, and the action
+/// parameters and rate limit with their defaults filled in. For clients that check rules before writing them and
+/// compare them with the server's (`portcullis apply`). Errors name the rule by its position (from 1).
+pub fn normalize_rules(
+    phase: &str,
+    rules: &[serde_json::Value],
+    lists: &Lists,
+    current: &std::collections::HashSet<String>,
+) -> Result<Vec<serde_json::Value>, String> {
+    let mut new = Vec::with_capacity(rules.len());
+    for (n, rule) in rules.iter().enumerate() {
+        let input: RuleInput = serde_json::from_value(rule.clone()).map_err(|e| format!("rule {}: {e}", n + 1))?;
+        new.push(
+            input
+                .to_new_rule()
+                .map_err(|e| format!("rule {}: {}", n + 1, e.message))?,
+        );
+    }
+    let ruleset = portcullis_rules::Ruleset {
+        rules: new
+            .iter()
+            .map(engine_rule)
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.message)?,
+    };
+    CompiledRuleset::compile_stored(&ruleset, phase == RATELIMIT_PHASE, lists)
+        .map_err(|err| ruleset_error(&err, &new).message)?;
+    for (index, rule) in new.iter().enumerate() {
+        if current.contains(&rule.expression) {
+            continue;
+        }
+        if let Err(e) = portcullis_rules::compile_with(&rule.expression, lists) {
+            let err = RulesetError {
+                index,
+                id: rule.id.clone(),
+                problem: RuleProblem::Expression(e),
+            };
+            return Err(ruleset_error(&err, &new).message);
+        }
+    }
+    Ok(new
+        .into_iter()
+        .map(|rule| {
+            let mut out = serde_json::json!({
+                "description": rule.description,
+                "expression": rule.expression,
+                "action": rule.action,
+                "enabled": rule.enabled,
+            });
+            if let Some(params) = rule.action_parameters {
+                out["action_parameters"] = params;
+            }
+            if let Some(ratelimit) = rule.ratelimit {
+                out["ratelimit"] = ratelimit;
+            }
+            out
+        })
+        .collect())
+}
+
 /// The stored lists whose names appear after a `$` in any of `expressions`: every list they can reference (a `$`
 /// inside a string literal only loads a list for nothing), without loading every list's items.
 pub(crate) async fn lists_named_in<'a>(

@@ -20,7 +20,7 @@ pub(crate) fn in_zone(hostname: &str, zone: &str) -> bool {
 
 /// Checks a hostname and that it lies in the zone named `zone`. A wildcard (`*.api.example.com`) is one `*`
 /// label in front of a name in the zone, and covers the names one label under it, as a wildcard certificate does.
-pub(crate) fn check_hostname(hostname: &str, zone: &str) -> Result<String, StoreError> {
+pub fn check_hostname(hostname: &str, zone: &str) -> Result<String, StoreError> {
     let trimmed = hostname.trim();
     let hostname = match trimmed.strip_prefix("*.") {
         Some(rest) => format!("*.{}", normalize_dns_name(rest)?),

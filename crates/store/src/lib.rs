@@ -36,6 +36,7 @@ pub use client_certs::{ClientCertQuery, MAX_PER_PAGE};
 pub use db::Store;
 pub use error::StoreError;
 pub use events::MAX_EVENTS_PER_PAGE;
+pub use hostnames::check_hostname;
 pub use lists::{MAX_LIST_ITEMS, MAX_LIST_ITEMS_PER_PAGE, MAX_LIST_TEXT, MAX_LISTS, MAX_TOTAL_LIST_ITEMS};
 pub use model::{
     Account, Actor, ApiToken, AuditEntry, CaRef, ClientCertificate, ClientCertificateStatus, CustomCertificate,
