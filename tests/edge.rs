@@ -1541,15 +1541,7 @@ fn ocsp_answers_from_an_uploaded_cas_responder_decide_at_the_edge() {
     let server = Server::start();
     setup(&server);
     let dir = server.dir.path();
-    let run = |args: &[&str]| {
-        let out = openssl(dir, args);
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let run = |args: &[&str]| crate::support::openssl_stdout(dir, args);
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         probe.local_addr().expect("addr").port()

@@ -309,18 +309,23 @@ pub fn issue_client_cert(server: &Server, cn: &str) -> String {
     ids[0].to_owned()
 }
 
+/// Runs `openssl` in `dir`, asserting that it succeeds; its standard output.
+#[allow(dead_code)]
+pub fn openssl_stdout(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = openssl(dir, args);
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Makes a CA of its own with `openssl req -x509` and a client certificate it signs, in `dir`; returns the paths of
 /// the client certificate and key. The edge knows nothing of this CA.
 #[allow(dead_code)]
 pub fn foreign_client_cert(dir: &std::path::Path) -> (PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        let out = openssl(dir, args);
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| openssl_stdout(dir, args);
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
     let mut ca = vec!["req", "-x509"];
     ca.extend(ec);

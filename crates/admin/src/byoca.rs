@@ -283,12 +283,7 @@ pub async fn put_crl(
     ApiJson(body): ApiJson<UploadCrl>,
 ) -> ApiResult {
     check_account(&state, &account_id).await?;
-    let ca = state.store.mtls_certificate(&id).await?;
-    if !ca.ca {
-        return Err(ApiError::invalid(format!(
-            "mtls_certificate {id:?} is a client certificate; CRLs belong to CAs"
-        )));
-    }
+    let ca = uploaded_ca(&state, &id, "CRLs").await?;
     let bundle =
         portcullis_pki::pem::certificates_from_pem_or_der(ca.certificates.as_bytes()).map_err(ApiError::internal)?;
     let text = body.crl.trim();
@@ -362,12 +357,7 @@ pub async fn put_crl_urls(
             urls.push(url);
         }
     }
-    let ca = state.store.mtls_certificate(&id).await?;
-    if !ca.ca {
-        return Err(ApiError::invalid(format!(
-            "mtls_certificate {id:?} is a client certificate; CRLs belong to CAs"
-        )));
-    }
+    uploaded_ca(&state, &id, "CRLs").await?;
     state.store.set_mtls_crl_urls(&id, &urls, &actor).await?;
     Ok(ok(view(state.store.mtls_certificate(&id).await?)))
 }
@@ -420,15 +410,21 @@ pub async fn put_ocsp(
             "a responder is set only with check \"soft\" or \"hard\"",
         ));
     }
-    let ca = state.store.mtls_certificate(&id).await?;
-    if !ca.ca {
-        return Err(ApiError::invalid(format!(
-            "mtls_certificate {id:?} is a client certificate; OCSP checks belong to CAs"
-        )));
-    }
+    uploaded_ca(&state, &id, "OCSP checks").await?;
     let policy = hard_fail.map(|hard_fail| portcullis_pki::OcspPolicy { hard_fail, responder });
     state.store.set_mtls_ocsp(&id, policy.as_ref(), &actor).await?;
     Ok(ok(view(state.store.mtls_certificate(&id).await?)))
+}
+
+/// The uploaded CA `id`; refused if it is a client certificate, which has no `what` (for the error).
+async fn uploaded_ca(state: &AdminState, id: &str, what: &str) -> Result<MtlsCertificate, ApiError> {
+    let ca = state.store.mtls_certificate(id).await?;
+    if !ca.ca {
+        return Err(ApiError::invalid(format!(
+            "mtls_certificate {id:?} is a client certificate; {what} belong to CAs"
+        )));
+    }
+    Ok(ca)
 }
 
 /// A CRL URL as it will be fetched: `http://` or `https://`, with a host, no user or password, at most 2,048
