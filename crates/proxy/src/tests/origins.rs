@@ -126,6 +126,21 @@ async fn failover_uses_the_standby_only_while_the_first_server_is_down() {
     let (status, headers, echoed) = read(c.0.send_request(req).await.unwrap()).await;
     assert_eq!((status, served_by(&headers)), (StatusCode::OK, "standby".into()));
     assert!(echoed == big, "the whole body arrived ({} bytes)", echoed.len());
+
+    // And to h2c origin servers, where hyper's HTTP/2 client sends the body from a task of its own.
+    let spec = HostSpec {
+        origin: Some(origin_of(&[dead, standby], Steering::Failover, true)),
+        ..HostSpec::new("api.test", &w.ca)
+    };
+    proxy
+        .snapshot
+        .store(Arc::new(build_snapshot(3, &w.server, w.origin, vec![spec])));
+    let mut c = h1(&proxy, &w.server, "api.test", None).await;
+    let (status, headers, echoed) = post(&mut c, "over h2c").await;
+    assert_eq!(
+        (status, served_by(&headers), echoed.as_str()),
+        (StatusCode::OK, "standby".into(), "over h2c")
+    );
 }
 
 #[tokio::test]
@@ -292,4 +307,17 @@ async fn origin_server_gauges_show_which_servers_take_requests() {
         "hosts with one server have no series: {text}"
     );
     assert_eq!(crate::origin_server_gauges(&Snapshot::new(1)), "");
+}
+
+/// A held body counts as read from its first poll on (then it is never sent to another server); asking whether it
+/// is at its end or how long it is does not count.
+#[tokio::test]
+async fn a_held_body_knows_once_it_was_read() {
+    let held = Arc::new(crate::body::HeldBody::new(crate::body::RequestBody::Empty));
+    let mut body = crate::body::RequestBody::Held(held.clone());
+    assert!(hyper::body::Body::is_end_stream(&body));
+    assert_eq!(hyper::body::Body::size_hint(&body).exact(), Some(0));
+    assert!(!held.was_read());
+    assert!(body.frame().await.is_none());
+    assert!(held.was_read());
 }
