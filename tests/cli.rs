@@ -1133,3 +1133,41 @@ fn a_wildcard_default_host_is_refused_before_the_data_directory_is_made() {
     );
     assert!(!data.exists(), "nothing was created");
 }
+
+/// The systemd unit in `contrib/` passes `systemd-analyze verify` without a warning, and every option its
+/// `ExecStart` gives is one `portcullis serve` takes.
+#[test]
+fn the_systemd_unit_verifies_and_gives_only_real_options() {
+    let path = crate::support::repo_root().join("contrib/systemd/portcullis.service");
+    let unit = std::fs::read_to_string(&path).expect("the unit file");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart line");
+    let help = ok(&crate::support::portcullis(&["serve", "--help"]));
+    let options: Vec<&str> = exec.split_whitespace().filter(|w| w.starts_with("--")).collect();
+    assert!(options.len() >= 4, "{exec}");
+    for option in options {
+        assert!(
+            help.contains(&format!("{option} ")),
+            "`portcullis serve` has no {option}:\n{help}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    let copy = dir.path().join("portcullis.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/portcullis", env!("CARGO_BIN_EXE_portcullis")),
+    )
+    .expect("write");
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package) runs");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        stderr(&out)
+    );
+}
