@@ -5,9 +5,12 @@
 //! `--dry-run` it only prints them. What the file describes is described whole: a hostname's settings that the file
 //! leaves out take their defaults, a zone's `rules` replace its custom rules, a list's `items` replace its items.
 //! What the file does not mention is left alone, unless `--prune` asks to remove the hostnames of the file's zones
-//! and the lists that it does not name (zones are never removed). `export` writes the same shape from the server,
-//! so that `export` then `apply` changes nothing. Not here: client certificates, CAs and server certificates, which
-//! hold keys and are made with `cert`, `ca` and `server-cert`; a CA is named in `mtls` by its name or id.
+//! and the lists that it does not name (zones are never removed). The whole file is checked first, with the admin
+//! crate's own checks (`normalize_settings`, `normalize_rules`) and the store's hostname check, so that what the
+//! API would refuse is refused before anything is written; values are compared in the form the server keeps them,
+//! so that a second `apply` finds nothing to change. `export` writes the same shape from the server, so that
+//! `export` then `apply` changes nothing. Not here: client certificates, CAs and server certificates, which hold
+//! keys and are made with `cert`, `ca` and `server-cert`; a CA is named in `mtls` by its name or id.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
