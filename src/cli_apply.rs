@@ -85,6 +85,8 @@ struct RuleOut {
 #[derive(Debug, serde::Serialize)]
 struct ZoneOut {
     name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url_normalization: Option<UrlNormalization>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     hostnames: Vec<HostOut>,
     rules: Vec<RuleOut>,
@@ -133,6 +135,40 @@ struct ZoneConfig {
     /// The rate-limiting rules (http_ratelimit), likewise.
     #[serde(default)]
     ratelimit_rules: Option<Vec<Map<String, Value>>>,
+    /// The zone's URL normalization; left out, it is left alone.
+    #[serde(default)]
+    url_normalization: Option<UrlNormalization>,
+}
+
+/// A zone's URL normalization, in the API's shape; a field left out takes its default.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct UrlNormalization {
+    #[serde(default = "default_scope")]
+    scope: String,
+    #[serde(rename = "type", default = "default_normalization")]
+    kind: String,
+}
+
+fn default_scope() -> String {
+    portcullis_store::URL_NORMALIZATION_SCOPES[0].to_owned()
+}
+
+fn default_normalization() -> String {
+    portcullis_store::URL_NORMALIZATION_TYPES[0].to_owned()
+}
+
+impl UrlNormalization {
+    fn of(value: &Value) -> UrlNormalization {
+        UrlNormalization {
+            scope: s(value, "scope"),
+            kind: s(value, "type"),
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        self.scope == default_scope() && self.kind == default_normalization()
+    }
 }
 
 /// Prints changes and, unless it is a dry run, counts them.
@@ -168,6 +204,8 @@ struct ZonePlan<'a> {
     hosts: Vec<HostPlan>,
     /// Per phase the file manages: (file key, phase, wanted rules, current rules), both normalized.
     rules: Vec<(&'static str, &'static str, Vec<Value>, Vec<Value>)>,
+    /// The URL normalization the file wants, if it says, and the zone's now.
+    url_normalization: Option<(UrlNormalization, UrlNormalization)>,
 }
 
 pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
@@ -383,12 +421,44 @@ async fn plan_zone<'a>(
             .unwrap_or_else(|_| current.iter().map(rule_fields).collect());
         rules.push((key, phase, want, have));
     }
+    let url_normalization = match &zone.url_normalization {
+        Some(want) => {
+            let (scopes, kinds) = (
+                portcullis_store::URL_NORMALIZATION_SCOPES,
+                portcullis_store::URL_NORMALIZATION_TYPES,
+            );
+            if !scopes.contains(&want.scope.as_str()) {
+                bail!(
+                    "zone {}: url_normalization scope must be one of {scopes:?} (got {:?})",
+                    zone.name,
+                    want.scope
+                );
+            }
+            if !kinds.contains(&want.kind.as_str()) {
+                bail!(
+                    "zone {}: url_normalization type must be one of {kinds:?} (got {:?})",
+                    zone.name,
+                    want.kind
+                );
+            }
+            let have = match &id {
+                Some(id) => UrlNormalization::of(&api.get(&format!("/zones/{id}/url_normalization")).await?.result),
+                None => UrlNormalization {
+                    scope: default_scope(),
+                    kind: default_normalization(),
+                },
+            };
+            Some((want.clone(), have))
+        }
+        None => None,
+    };
     Ok(ZonePlan {
         name: &zone.name,
         id,
         current_hosts,
         hosts,
         rules,
+        url_normalization,
     })
 }
 
@@ -547,6 +617,22 @@ async fn apply_zone(
         zone.id = Some(s(&created, "id"));
     }
     let hosts_path = zone.id.as_ref().map(|id| format!("/zones/{id}/hostnames"));
+
+    if let Some((want, have)) = &zone.url_normalization
+        && want != have
+        && plan.change(&format!(
+            "~ {} url_normalization: scope {}, type {} (was {}, {})",
+            zone.name, want.scope, want.kind, have.scope, have.kind
+        ))
+        && let Some(id) = &zone.id
+    {
+        api.send(
+            Method::PUT,
+            &format!("/zones/{id}/url_normalization"),
+            &serde_json::to_value(want)?,
+        )
+        .await?;
+    }
 
     for host in &zone.hosts {
         let name = &host.name;
@@ -834,7 +920,9 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         }
         let ratelimit_rules = phases.pop().unwrap_or_default();
         let rules = phases.pop().unwrap_or_default();
+        let url_normalization = UrlNormalization::of(&api.get(&format!("/zones/{id}/url_normalization")).await?.result);
         config.zones.push(ZoneOut {
+            url_normalization: (!url_normalization.is_default()).then_some(url_normalization),
             name: s(zone, "name"),
             hostnames,
             rules,

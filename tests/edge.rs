@@ -1806,7 +1806,7 @@ ratelimit = { characteristics = ["cf.colo.id", "cf.tls_client_auth.cert_fingerpr
         &config(
             r#""10.1.0.0/16", "198.51.100.0/24""#,
             "min_tls_version = \"1.3\"\nadditional_origins = [\"HTTP://127.0.0.1:9/\"]\norigin_steering = \"failover\"",
-            &format!("rules = []\n{ratelimit}"),
+            &format!("rules = []\n[zones.url_normalization]\nscope = \"both\"\n{ratelimit}"),
         ),
     );
     let applied = ok(&server.cli(&["apply", &second]));
@@ -1815,11 +1815,17 @@ ratelimit = { characteristics = ["cf.colo.id", "cf.tls_client_auth.cert_fingerpr
         "~ hostname localhost (additional_origins, min_tls_version, origin_steering)",
         "~ localhost rules: 0 rules in place of 1",
         "~ localhost ratelimit_rules: 1 rule in place of 0",
-        "4 changes made",
+        "~ localhost url_normalization: scope both, type cloudflare (was incoming, cloudflare)",
+        "5 changes made",
     ] {
         assert!(applied.contains(line), "{line:?} in {applied}");
     }
     assert!(ok(&server.cli(&["apply", &second])).starts_with("no changes"));
+    let exported = ok(&server.cli(&["export", "--zone", "localhost"]));
+    assert!(
+        exported.contains("[zones.url_normalization]\nscope = \"both\""),
+        "{exported}"
+    );
     get_until(&server, "/api", &[], "200");
     let shown = ok(&server.cli(&["list", "show", "office"]));
     assert!(
@@ -1875,6 +1881,16 @@ ratelimit = { characteristics = ["cf.colo.id", "cf.tls_client_auth.cert_fingerpr
     );
     let err = String::from_utf8_lossy(&server.cli(&["apply", &moved]).stderr).into_owned();
     assert!(err.contains("belongs to zone elsewhere.localhost"), "{err}");
+    let bad_scope = file(
+        "scope.toml",
+        &config(
+            r#""10.1.0.0/16""#,
+            "",
+            "[zones.url_normalization]\nscope = \"sometimes\"\n",
+        ),
+    );
+    let err = String::from_utf8_lossy(&server.cli(&["apply", &bad_scope]).stderr).into_owned();
+    assert!(err.contains("url_normalization scope must be one of"), "{err}");
     let bad_rule = file(
         "rule.toml",
         &config(
