@@ -9,8 +9,10 @@
 //! crate's own checks (`normalize_settings`, `normalize_rules`) and the store's hostname check, so that what the
 //! API would refuse is refused before anything is written; values are compared in the form the server keeps them,
 //! so that a second `apply` finds nothing to change. `export` writes the same shape from the server, so that
-//! `export` then `apply` changes nothing. Not here: client certificates, CAs and server certificates, which hold
-//! keys and are made with `cert`, `ca` and `server-cert`; a CA is named in `mtls` by its name or id.
+//! `export` then `apply` changes nothing. Uploaded CAs are in it, by name (their certificates are public); a CA
+//! whose bundle differs from the server's CA of that name is refused, since replacing one is a change of trust
+//! done by hand. Not here: client certificates, the managed CA and server certificates, which hold keys and are
+//! made with `cert`, `ca` and `server-cert`; `mtls` names a CA by its name or id, or `managed`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -94,8 +96,37 @@ struct ZoneOut {
     ratelimit_rules: Vec<RuleOut>,
 }
 
+/// An uploaded CA (its certificates are public; the CA's key stays with its owner), by name.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct CaConfig {
+    name: String,
+    /// The PEM bundle: the issuing CA, then the CAs above it.
+    certificates: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    crl_urls: Vec<String>,
+    /// `off` (the default), `soft` or `hard`.
+    #[serde(default = "ocsp_off", skip_serializing_if = "is_off")]
+    ocsp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ocsp_responder: Option<String>,
+}
+
+fn ocsp_off() -> String {
+    "off".to_owned()
+}
+
+fn is_off(check: &String) -> bool {
+    check == "off"
+}
+
+/// How an id in a plan stands for an uploaded CA that the file creates (a dry run never learns its id).
+const NEW_CA: &str = "new CA ";
+
 #[derive(Debug, serde::Serialize)]
 struct ConfigOut {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cas: Vec<CaConfig>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     lists: Vec<ListConfig>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -106,6 +137,8 @@ struct ConfigOut {
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    #[serde(default)]
+    cas: Vec<CaConfig>,
     #[serde(default)]
     lists: Vec<ListConfig>,
     #[serde(default)]
@@ -222,6 +255,13 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let existing = zones(&api).await?;
 
     // Everything that can be found wrong with the file is found before anything is changed.
+    let cas_plan = plan_cas(&api, &account, &config.cas).await?;
+    let mut cas = cas;
+    for ca in &cas_plan {
+        if ca.id.is_none() {
+            cas.push((format!("{NEW_CA}{}", ca.config.name), ca.config.name.clone()));
+        }
+    }
     let lists = check_lists(&config, &server_lists)?;
     let mut hosts_of = BTreeMap::new();
     for zone in &existing {
@@ -255,6 +295,24 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    let created = apply_cas(&api, &account, &cas_plan, &mut plan).await?;
+    // The CAs the file created, under their ids from now on.
+    for (placeholder, id) in &created {
+        for (ca_id, _) in cas.iter_mut() {
+            if ca_id == placeholder {
+                ca_id.clone_from(id);
+            }
+        }
+        for zone in zones_plan.iter_mut() {
+            for host in zone.hosts.iter_mut() {
+                if let Some(set) = host.mtls.as_mut()
+                    && set.remove(&Some(placeholder.clone()))
+                {
+                    set.insert(Some(id.clone()));
+                }
+            }
+        }
+    }
     apply_lists(&api, &lists_path, &config.lists, &server_lists, &mut plan).await?;
     for zone in &mut zones_plan {
         apply_zone(&api, zone, &cas, args.prune, &mut plan).await?;
@@ -329,6 +387,143 @@ fn read_config(path: &std::path::Path) -> anyhow::Result<Config> {
         }
     }
     Ok(config)
+}
+
+/// A CA of the file and the server's CA of that name, if any.
+struct CaPlan<'a> {
+    config: &'a CaConfig,
+    /// The bundle as the server would store it.
+    certificates: String,
+    crl_urls: Vec<String>,
+    ocsp: (String, Option<String>),
+    id: Option<String>,
+    current: Option<Value>,
+}
+
+/// Checks the file's CAs as an upload would be checked and finds them on the server by name, changing nothing. A
+/// CA of the server with the same name and other certificates is refused: replacing a CA moves hostnames, which
+/// is done by hand.
+async fn plan_cas<'a>(api: &ApiClient, account: &str, cas: &'a [CaConfig]) -> anyhow::Result<Vec<CaPlan<'a>>> {
+    let server = api.get(&format!("/accounts/{account}/mtls_certificates")).await?.result;
+    let mut plans: Vec<CaPlan<'a>> = Vec::new();
+    for ca in cas {
+        if ca.name.trim().is_empty() {
+            bail!("a CA in the file has no name: `mtls` names CAs by name");
+        }
+        if ca.name == MANAGED || plans.iter().any(|p| p.config.name == ca.name) {
+            bail!("CA {:?} is listed twice, or is the managed CA's name", ca.name);
+        }
+        let parsed = portcullis_pki::parse_ca_bundle(&ca.certificates, &ca.name, time::OffsetDateTime::now_utc())
+            .map_err(|e| anyhow::anyhow!("CA {:?}: {e}", ca.name))?;
+        if ca.crl_urls.len() > portcullis_admin::MAX_CRL_URLS {
+            bail!("CA {:?}: at most {} CRL URLs", ca.name, portcullis_admin::MAX_CRL_URLS);
+        }
+        let mut crl_urls = Vec::new();
+        for url in &ca.crl_urls {
+            let url = portcullis_admin::check_crl_url(url).map_err(|e| anyhow::anyhow!("CA {:?}: {e}", ca.name))?;
+            if !crl_urls.contains(&url) {
+                crl_urls.push(url);
+            }
+        }
+        if !["off", "soft", "hard"].contains(&ca.ocsp.as_str()) {
+            bail!(
+                "CA {:?}: ocsp must be \"off\", \"soft\" or \"hard\" (got {:?})",
+                ca.name,
+                ca.ocsp
+            );
+        }
+        let responder = match ca.ocsp_responder.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(_) if ca.ocsp == "off" => bail!("CA {:?}: an ocsp_responder needs ocsp \"soft\" or \"hard\"", ca.name),
+            Some(url) => Some(
+                portcullis_admin::check_ocsp_responder(url).map_err(|e| anyhow::anyhow!("CA {:?}: {e}", ca.name))?,
+            ),
+        };
+        let named: Vec<&Value> = array(&server)
+            .iter()
+            .filter(|c| c["ca"].as_bool() != Some(false) && s(c, "name") == ca.name)
+            .collect();
+        let current = match named.as_slice() {
+            [] => None,
+            [one] => Some((*one).clone()),
+            _ => bail!("several uploaded CAs are called {:?}: rename all but one", ca.name),
+        };
+        if let Some(current) = &current
+            && s(current, "certificates").trim() != parsed.record.certificates.trim()
+        {
+            bail!(
+                "CA {:?} on the server has other certificates: upload the new bundle under another name, move the \
+                 hostnames to it, then delete the old one",
+                ca.name
+            );
+        }
+        plans.push(CaPlan {
+            config: ca,
+            certificates: parsed.record.certificates,
+            crl_urls,
+            ocsp: (ca.ocsp.clone(), responder),
+            id: current.as_ref().map(|c| s(c, "id")),
+            current,
+        });
+    }
+    Ok(plans)
+}
+
+/// Uploads the file's new CAs and sets their CRL URLs and OCSP checks; returns (placeholder, id) for each CA made.
+async fn apply_cas(
+    api: &ApiClient,
+    account: &str,
+    cas: &[CaPlan<'_>],
+    plan: &mut Plan,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let base = format!("/accounts/{account}/mtls_certificates");
+    let mut created = Vec::new();
+    for ca in cas {
+        let name = &ca.config.name;
+        let id = match &ca.id {
+            Some(id) => Some(id.clone()),
+            None if plan.change(&format!("+ CA {name:?}")) => {
+                let body = json!({"ca": true, "name": name, "certificates": ca.certificates});
+                let id = s(&api.send(Method::POST, &base, &body).await?.result, "id");
+                created.push((format!("{NEW_CA}{name}"), id.clone()));
+                Some(id)
+            }
+            None => None,
+        };
+        let current = ca.current.as_ref();
+        let urls: Vec<String> = current
+            .map(|c| {
+                array(&c["crl_urls"])
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if urls != ca.crl_urls
+            && plan.change(&format!("~ CA {name:?} crl_urls: {}", ca.crl_urls.join(" ")))
+            && let Some(id) = &id
+        {
+            api.send(
+                Method::PUT,
+                &format!("{base}/{id}/crl_urls"),
+                &json!({"urls": ca.crl_urls}),
+            )
+            .await?;
+        }
+        let have = current.map_or_else(
+            || ("off".to_owned(), None),
+            |c| (s(c, "ocsp_check"), c["ocsp_responder"].as_str().map(str::to_owned)),
+        );
+        if have != ca.ocsp
+            && plan.change(&format!("~ CA {name:?} ocsp: {}", ca.ocsp.0))
+            && let Some(id) = &id
+        {
+            let body = json!({"check": ca.ocsp.0, "responder": ca.ocsp.1});
+            api.send(Method::PUT, &format!("{base}/{id}/ocsp"), &body).await?;
+        }
+    }
+    Ok(created)
 }
 
 /// The file's lists are valid; returns every list name the rules may use (the file's and the server's).
@@ -773,13 +968,14 @@ async fn apply_mtls(
             .as_ref()
             .map(|id| format!("?mtls_certificate_id={id}"))
             .unwrap_or_default();
+        let made_by_file = ca.as_ref().is_some_and(|id| id.starts_with(NEW_CA));
         let current: BTreeSet<String> = match &path {
-            Some(path) => array(&api.get(&format!("{path}{query}")).await?.result["hostnames"])
+            Some(path) if !made_by_file => array(&api.get(&format!("{path}{query}")).await?.result["hostnames"])
                 .iter()
                 .filter_map(Value::as_str)
                 .map(str::to_ascii_lowercase)
                 .collect(),
-            None => BTreeSet::new(),
+            _ => BTreeSet::new(),
         };
         let mut next = current.clone();
         for (host, set) in &wanted {
@@ -843,9 +1039,35 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let account = account_id(&api).await?;
     let cas = ca_names(&api, &account).await?;
     let mut config = ConfigOut {
+        cas: Vec::new(),
         lists: Vec::new(),
         zones: Vec::new(),
     };
+    // Only CAs a file can name: with a name no other CA has. The others stay on the server, named by id in `mtls`.
+    for ca in array(&api.get(&format!("/accounts/{account}/mtls_certificates")).await?.result) {
+        let name = s(ca, "name");
+        if ca["ca"].as_bool() == Some(false)
+            || name.is_empty()
+            || name == MANAGED
+            || cas.iter().filter(|(_, n)| *n == name).count() != 1
+        {
+            continue;
+        }
+        config.cas.push(CaConfig {
+            name: s(ca, "name"),
+            certificates: s(ca, "certificates"),
+            crl_urls: array(&ca["crl_urls"])
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            ocsp: match s(ca, "ocsp_check") {
+                check if check.is_empty() => ocsp_off(),
+                check => check,
+            },
+            ocsp_responder: ca["ocsp_responder"].as_str().map(str::to_owned),
+        });
+    }
     let lists_path = format!("/accounts/{account}/rules/lists");
     for list in array(&api.get(&lists_path).await?.result) {
         let items = crate::cli_list::all_items(&api, &format!("{lists_path}/{}/items", s(list, "id"))).await?;

@@ -1731,18 +1731,25 @@ description = "mTLS on /api"
 expression = '(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/api"}'
 action = "block"
 "#;
+    // A CA of the company's own (openssl), with a client certificate it issued.
+    let (foreign_cert, foreign_key) = crate::support::foreign_client_cert(dir);
+    let corp_pem = std::fs::read_to_string(dir.join("foreign-ca.pem")).expect("the CA");
     let config = |items: &str, extra: &str, rules: &str| {
         format!(
-            "[[lists]]\nname = \"office\"\ndescription = \"Office networks\"\nitems = [{items}]\n\n\
+            "[[cas]]\nname = \"corp\"\ncertificates = '''\n{corp_pem}'''\ncrl_urls = [\"http://127.0.0.1:1/corp.crl\"]\n\
+             ocsp = \"soft\"\n\n\
+             [[lists]]\nname = \"office\"\ndescription = \"Office networks\"\nitems = [{items}]\n\n\
              [[zones]]\nname = \"localhost\"\n{rules}\n\
              [[zones.hostnames]]\nhostname = \"localhost\"\norigin = \"{origin}\"\n\
-             client_certificate_forwarding = \"rfc9440\"\nmtls = [\"managed\"]\n{extra}\n"
+             client_certificate_forwarding = \"rfc9440\"\nmtls = [\"managed\", \"corp\"]\n{extra}\n"
         )
     };
     let first = file("first.toml", &config(r#""10.1.0.0/16", "192.0.2.7""#, "", rule));
 
     let plan = ok(&server.cli(&["apply", &first, "--dry-run"]));
     for line in [
+        "+ CA \"corp\"",
+        "~ mtls with the \"corp\" CA: +localhost",
         "+ list $office",
         "+ zone localhost",
         "+ hostname localhost",
@@ -1757,6 +1764,10 @@ action = "block"
 
     let applied = ok(&server.cli(&["apply", &first]));
     for line in [
+        "+ CA \"corp\"",
+        "~ CA \"corp\" crl_urls: http://127.0.0.1:1/corp.crl",
+        "~ CA \"corp\" ocsp: soft",
+        "~ mtls with the \"corp\" CA: +localhost",
         "+ list $office",
         "~ list $office items: 2 added, 0 removed",
         "+ zone localhost",
@@ -1770,6 +1781,9 @@ action = "block"
     ok(&server.cli(&["cert", "create", "--cn", "device-1", "--out", "."]));
     get_until(&server, "/api", &[], "403");
     let echoed = get_until(&server, "/api", WITH_CERT, "200");
+    // The company's own certificates too (soft OCSP: their CA names no responder, so no answer, and accepted).
+    let (corp_cert, corp_key) = (foreign_cert.display().to_string(), foreign_key.display().to_string());
+    get_until(&server, "/api", &["--cert", &corp_cert, "--key", &corp_key], "200");
     assert!(echoed.contains("client-cert: :"), "forwarded as RFC 9440: {echoed}");
     assert_eq!(
         ok(&server.cli(&["apply", &first])).trim(),
@@ -1781,8 +1795,11 @@ action = "block"
     for part in [
         "name = \"office\"",
         "\"10.1.0.0/16\"",
-        "mtls = [\"managed\"]",
+        "mtls = [\"managed\", \"corp\"]",
         "client_certificate_forwarding = \"rfc9440\"",
+        "[[cas]]\nname = \"corp\"",
+        "ocsp = \"soft\"",
+        "crl_urls = [\"http://127.0.0.1:1/corp.crl\"]",
     ] {
         assert!(exported.contains(part), "{part:?} in {exported}");
     }
@@ -1851,7 +1868,7 @@ ratelimit = { characteristics = ["cf.colo.id", "cf.tls_client_auth.cert_fingerpr
     assert!(err.contains("unknown field `orign_http2`"), "{err}");
     let bad_ca = file(
         "ca.toml",
-        &config(r#""10.1.0.0/16""#, "", "").replace("[\"managed\"]", "[\"nobody's CA\"]"),
+        &config(r#""10.1.0.0/16""#, "", "").replace("[\"managed\", \"corp\"]", "[\"nobody's CA\"]"),
     );
     let out = server.cli(&["apply", &bad_ca]);
     assert!(!out.status.success());
@@ -1881,6 +1898,19 @@ ratelimit = { characteristics = ["cf.colo.id", "cf.tls_client_auth.cert_fingerpr
     );
     let err = String::from_utf8_lossy(&server.cli(&["apply", &moved]).stderr).into_owned();
     assert!(err.contains("belongs to zone elsewhere.localhost"), "{err}");
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    crate::support::foreign_client_cert(&other);
+    let other_pem = std::fs::read_to_string(other.join("foreign-ca.pem")).expect("another CA");
+    let replaced = file(
+        "replaced.toml",
+        &config(r#""10.1.0.0/16""#, "", "").replace(corp_pem.as_str(), &other_pem),
+    );
+    let err = String::from_utf8_lossy(&server.cli(&["apply", &replaced]).stderr).into_owned();
+    assert!(
+        err.contains("CA \"corp\" on the server has other certificates"),
+        "{err}"
+    );
     let bad_scope = file(
         "scope.toml",
         &config(

@@ -403,7 +403,7 @@ pub async fn put_ocsp(
     };
     let responder = match body.responder.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(url) => Some(check_url(url, "an OCSP responder URL", &["http"]).map_err(ApiError::invalid)?),
+        Some(url) => Some(check_ocsp_responder(url).map_err(ApiError::invalid)?),
     };
     if hard_fail.is_none() && responder.is_some() {
         return Err(ApiError::invalid(
@@ -431,6 +431,12 @@ async fn uploaded_ca(state: &AdminState, id: &str, what: &str) -> Result<MtlsCer
 /// bytes, no spaces.
 pub fn check_crl_url(url: &str) -> Result<String, String> {
     check_url(url, "a CRL URL", &["http", "https"])
+}
+
+/// An OCSP responder URL as it will be asked: `http://` (RFC 6960 A.1; the answers are signed), with a host, no
+/// user or password, at most 2,048 bytes.
+pub fn check_ocsp_responder(url: &str) -> Result<String, String> {
+    check_url(url, "an OCSP responder URL", &["http"])
 }
 
 /// `url` (`what`, for errors) with one of `schemes`, a host, no user or password, at most 2,048 bytes, no spaces.

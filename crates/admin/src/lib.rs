@@ -42,6 +42,7 @@ use portcullis_pki::MasterKey;
 use portcullis_store::Store;
 
 pub use api::{ApiError, Envelope, ErrorItem, ResultInfo, codes};
+pub use byoca::{MAX_CRL_URLS, check_crl_url, check_ocsp_responder};
 pub use hostnames::{
     CertificateForwarding, ForwardingStyles, HostnameSettings, MinTlsVersion, OriginHealthCheck, OriginSteering,
     TlsClientAuth, check_origin, normalize_settings,
