@@ -249,13 +249,14 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         changes: 0,
     };
     let account = account_id(&api).await?;
-    let cas = ca_names(&api, &account).await?;
+    let uploaded = uploaded_certificates(&api, &account).await?;
+    let cas = ca_names(&uploaded);
     let lists_path = format!("/accounts/{account}/rules/lists");
     let server_lists = array(&api.get(&lists_path).await?.result).to_vec();
     let existing = zones(&api).await?;
 
     // Everything that can be found wrong with the file is found before anything is changed.
-    let cas_plan = plan_cas(&api, &account, &config.cas).await?;
+    let cas_plan = plan_cas(&uploaded, &config.cas)?;
     let mut cas = cas;
     for ca in &cas_plan {
         if ca.id.is_none() {
@@ -270,7 +271,7 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     }
     let mut zones_plan = Vec::new();
     for zone in &config.zones {
-        zones_plan.push(plan_zone(&api, zone, &existing, &hosts_of, &cas, &lists).await?);
+        zones_plan.push(plan_zone(&api, zone, &existing, &hosts_of, (&cas, &uploaded), &lists).await?);
     }
     let pruned_lists: Vec<&Value> = if args.prune {
         let named: BTreeSet<&str> = config.lists.iter().map(|l| l.name.as_str()).collect();
@@ -403,8 +404,7 @@ struct CaPlan<'a> {
 /// Checks the file's CAs as an upload would be checked and finds them on the server by name, changing nothing. A
 /// CA of the server with the same name and other certificates is refused: replacing a CA moves hostnames, which
 /// is done by hand.
-async fn plan_cas<'a>(api: &ApiClient, account: &str, cas: &'a [CaConfig]) -> anyhow::Result<Vec<CaPlan<'a>>> {
-    let server = api.get(&format!("/accounts/{account}/mtls_certificates")).await?.result;
+fn plan_cas<'a>(uploaded: &[Value], cas: &'a [CaConfig]) -> anyhow::Result<Vec<CaPlan<'a>>> {
     let mut plans: Vec<CaPlan<'a>> = Vec::new();
     for ca in cas {
         if ca.name.trim().is_empty() {
@@ -439,7 +439,7 @@ async fn plan_cas<'a>(api: &ApiClient, account: &str, cas: &'a [CaConfig]) -> an
                 portcullis_admin::check_ocsp_responder(url).map_err(|e| anyhow::anyhow!("CA {:?}: {e}", ca.name))?,
             ),
         };
-        let named: Vec<&Value> = array(&server)
+        let named: Vec<&Value> = uploaded
             .iter()
             .filter(|c| c["ca"].as_bool() != Some(false) && s(c, "name") == ca.name)
             .collect();
@@ -547,7 +547,7 @@ async fn plan_zone<'a>(
     zone: &'a ZoneConfig,
     existing: &[Value],
     hosts_of: &BTreeMap<String, Vec<Value>>,
-    cas: &[(String, String)],
+    (cas, uploaded): (&[(String, String)], &[Value]),
     lists: &portcullis_rules::Lists,
 ) -> anyhow::Result<ZonePlan<'a>> {
     let found = existing.iter().find(|z| s(z, "name").eq_ignore_ascii_case(&zone.name));
@@ -578,7 +578,7 @@ async fn plan_zone<'a>(
         let (origin, settings) = portcullis_admin::normalize_settings(origin, desired_settings(host)?)
             .map_err(|e| anyhow::anyhow!("hostname {name:?}: {}", e.message))?;
         if let Some(id) = &settings.origin_client_certificate
-            && !is_client_certificate(api, id).await?
+            && !is_client_certificate(uploaded, id)
         {
             bail!("hostname {name:?}: origin_client_certificate {id:?} is not an uploaded client certificate");
         }
@@ -658,13 +658,10 @@ async fn plan_zone<'a>(
 }
 
 /// Whether `id` is an uploaded client certificate (for an origin).
-async fn is_client_certificate(api: &ApiClient, id: &str) -> anyhow::Result<bool> {
-    let account = account_id(api).await?;
-    match api.get(&format!("/accounts/{account}/mtls_certificates/{id}")).await {
-        Ok(cert) => Ok(cert.result["ca"].as_bool() == Some(false)),
-        Err(err) if ApiFailure::is_not_found(&err) => Ok(false),
-        Err(err) => Err(err),
-    }
+fn is_client_certificate(uploaded: &[Value], id: &str) -> bool {
+    uploaded
+        .iter()
+        .any(|c| s(c, "id") == id && c["ca"].as_bool() == Some(false))
 }
 
 /// A hostname's settings as the file gives them: every setting it leaves out at its default. Refuses unknown
@@ -686,14 +683,18 @@ fn current_settings(view: &Value) -> anyhow::Result<HostnameSettings> {
     serde_json::from_value(Value::Object(fields)).context("reading a hostname's settings from the server")
 }
 
-/// Uploaded CAs by name and by id: (id, name) pairs.
-async fn ca_names(api: &ApiClient, account: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let all = api.get(&format!("/accounts/{account}/mtls_certificates")).await?.result;
-    Ok(array(&all)
+/// The account's uploaded certificates: CAs, and client certificates for origins (`"ca": false`).
+async fn uploaded_certificates(api: &ApiClient, account: &str) -> anyhow::Result<Vec<Value>> {
+    Ok(array(&api.get(&format!("/accounts/{account}/mtls_certificates")).await?.result).to_vec())
+}
+
+/// The uploaded CAs among `uploaded`: (id, name) pairs.
+fn ca_names(uploaded: &[Value]) -> Vec<(String, String)> {
+    uploaded
         .iter()
         .filter(|c| c["ca"].as_bool() != Some(false))
         .map(|c| (s(c, "id"), s(c, "name")))
-        .collect())
+        .collect()
 }
 
 /// The CA `name` in a file's `mtls` stands for: `None` for the managed CA, else an uploaded CA's id.
@@ -1037,14 +1038,15 @@ async fn apply_mtls(
 pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let api = ApiClient::new(&args.api)?;
     let account = account_id(&api).await?;
-    let cas = ca_names(&api, &account).await?;
+    let uploaded = uploaded_certificates(&api, &account).await?;
+    let cas = ca_names(&uploaded);
     let mut config = ConfigOut {
         cas: Vec::new(),
         lists: Vec::new(),
         zones: Vec::new(),
     };
     // Only CAs a file can name: with a name no other CA has. The others stay on the server, named by id in `mtls`.
-    for ca in array(&api.get(&format!("/accounts/{account}/mtls_certificates")).await?.result) {
+    for ca in &uploaded {
         let name = s(ca, "name");
         if ca["ca"].as_bool() == Some(false)
             || name.is_empty()

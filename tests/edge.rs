@@ -1862,75 +1862,50 @@ ratelimit = { characteristics = ["cf.colo.id", "cf.tls_client_auth.cert_fingerpr
     );
     assert!(!ok(&server.cli(&["host", "list"])).contains("other.localhost"));
 
-    // Bad files: the reason, and nothing changed.
-    let typo = file("typo.toml", &config(r#""10.1.0.0/16""#, "orign_http2 = true", ""));
-    let err = String::from_utf8_lossy(&server.cli(&["apply", &typo]).stderr).into_owned();
+    // Bad files: refused with the reason, and nothing changed.
+    let refused = |name: &str, text: &str| {
+        let out = server.cli(&["apply", &file(name, text)]);
+        assert!(!out.status.success(), "{name} was applied");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let items = r#""10.1.0.0/16""#;
+    let err = refused("typo.toml", &config(items, "orign_http2 = true", ""));
     assert!(err.contains("unknown field `orign_http2`"), "{err}");
-    let bad_ca = file(
+    let err = refused(
         "ca.toml",
-        &config(r#""10.1.0.0/16""#, "", "").replace("[\"managed\", \"corp\"]", "[\"nobody's CA\"]"),
+        &config(items, "", "").replace("[\"managed\", \"corp\"]", "[\"nobody's CA\"]"),
     );
-    let out = server.cli(&["apply", &bad_ca]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no uploaded CA is called \"nobody's CA\""),
-        "{out:?}"
-    );
-    let bad_item = file("item.toml", &config(r#""10.1.0.0/33""#, "", ""));
-    assert!(!server.cli(&["apply", &bad_item]).status.success());
-    let typo_rule = file(
-        "typo-rule.toml",
-        &config(
-            r#""10.1.0.0/16""#,
-            "",
-            "[[zones.rules]]\nexpression = 'true'\naction = \"block\"\nenabeld = false\n",
-        ),
-    );
-    let err = String::from_utf8_lossy(&server.cli(&["apply", &typo_rule]).stderr).into_owned();
+    assert!(err.contains("no uploaded CA is called \"nobody's CA\""), "{err}");
+    refused("item.toml", &config(r#""10.1.0.0/33""#, "", ""));
+    let typo_rule = "[[zones.rules]]\nexpression = 'true'\naction = \"block\"\nenabeld = false\n";
+    let err = refused("typo-rule.toml", &config(items, "", typo_rule));
     assert!(err.contains("rule 1: unknown field `enabeld`"), "{err}");
     ok(&server.cli(&["zone", "add", "elsewhere.localhost"]));
     ok(&server.cli(&["host", "add", "moved.elsewhere.localhost", "--origin", &origin]));
-    let moved = file(
-        "moved.toml",
-        &format!(
-            "[[zones]]\nname = \"localhost\"\n[[zones.hostnames]]\nhostname = \"moved.elsewhere.localhost\"\norigin = \"{origin}\"\n"
-        ),
+    let moved = format!(
+        "[[zones]]\nname = \"localhost\"\n[[zones.hostnames]]\nhostname = \"moved.elsewhere.localhost\"\norigin = \"{origin}\"\n"
     );
-    let err = String::from_utf8_lossy(&server.cli(&["apply", &moved]).stderr).into_owned();
+    let err = refused("moved.toml", &moved);
     assert!(err.contains("belongs to zone elsewhere.localhost"), "{err}");
     let other = dir.join("other");
     std::fs::create_dir_all(&other).expect("mkdir");
     crate::support::foreign_client_cert(&other);
     let other_pem = std::fs::read_to_string(other.join("foreign-ca.pem")).expect("another CA");
-    let replaced = file(
+    let err = refused(
         "replaced.toml",
-        &config(r#""10.1.0.0/16""#, "", "").replace(corp_pem.as_str(), &other_pem),
+        &config(items, "", "").replace(corp_pem.as_str(), &other_pem),
     );
-    let err = String::from_utf8_lossy(&server.cli(&["apply", &replaced]).stderr).into_owned();
     assert!(
         err.contains("CA \"corp\" on the server has other certificates"),
         "{err}"
     );
-    let bad_scope = file(
+    let err = refused(
         "scope.toml",
-        &config(
-            r#""10.1.0.0/16""#,
-            "",
-            "[zones.url_normalization]\nscope = \"sometimes\"\n",
-        ),
+        &config(items, "", "[zones.url_normalization]\nscope = \"sometimes\"\n"),
     );
-    let err = String::from_utf8_lossy(&server.cli(&["apply", &bad_scope]).stderr).into_owned();
     assert!(err.contains("url_normalization scope must be one of"), "{err}");
-    let bad_rule = file(
-        "rule.toml",
-        &config(
-            r#""10.1.0.0/16""#,
-            "",
-            "[[zones.rules]]\nexpression = 'ip.src in $ofice'\naction = \"block\"\n",
-        ),
-    );
-    let out = server.cli(&["apply", &bad_rule]);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let bad_rule = "[[zones.rules]]\nexpression = 'ip.src in $ofice'\naction = \"block\"\n";
+    let err = refused("rule.toml", &config(items, "", bad_rule));
     assert!(
         err.contains("rule 1") && err.contains("unknown list `$ofice`") && err.contains("did you mean $office"),
         "{err}"
