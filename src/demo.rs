@@ -65,6 +65,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ocsp_base_url: None,
         public_listen: None,
         crl_refresh: 300,
+        acme_directory: crate::acme::LETS_ENCRYPT.to_owned(),
+        acme_contact: Vec::new(),
+        acme_ca_file: None,
         limits: args.limits,
     };
     let running = serve::start(&serve_args).await?;

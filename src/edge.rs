@@ -307,6 +307,16 @@ impl EdgeBuilder {
                 .with_context(|| format!("hostname {}", host.hostname))?;
             snapshot.insert(built);
         }
+        // A broken answer costs its own validation only, never the rest of the configuration.
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        for answer in state.acme_challenges.iter().filter(|a| a.expires_on > now) {
+            if let Err(e) = self
+                .acme_answer(answer)
+                .and_then(|cert| Ok(snapshot.add_acme_answer(&answer.hostname, cert)?))
+            {
+                tracing::warn!(hostname = %answer.hostname, error = format!("{e:#}"), "ACME answer left out");
+            }
+        }
         snapshot.default_host = self.default_host.clone().filter(|h| snapshot.hosts.contains_key(h));
         *self.expiry.lock().unwrap_or_else(|e| e.into_inner()) = expiry_metrics(state, OffsetDateTime::now_utc());
         // Servers only the previous snapshot used are forgotten once it is gone; until then it holds them.
@@ -430,6 +440,18 @@ impl EdgeBuilder {
             .entry(name)
             .or_insert_with_key(|name| TlsSessions::new(name, self.master_key.derive(TICKET_SECRET_LABEL)))
             .clone()
+    }
+
+    /// A TLS-ALPN-01 answer's certificate, its key unsealed.
+    fn acme_answer(&self, answer: &portcullis_store::AcmeChallenge) -> anyhow::Result<ServerCert> {
+        let pkcs8 = portcullis_pki::seal::unseal(
+            &self.master_key,
+            &crate::acme::answer_seal_label(&answer.hostname),
+            &answer.sealed_key,
+        )
+        .context("unsealing its key")?;
+        let key_pem = portcullis_pki::pem::encode("PRIVATE KEY", &pkcs8);
+        Ok(ServerCert::from_pem(answer.certificate.as_bytes(), key_pem.as_bytes())?)
     }
 
     /// The newest uploaded certificate of the zone that covers the hostname, else a development one.

@@ -18,6 +18,8 @@ macro_rules! out {
     };
 }
 
+mod acme;
+mod cli_acme;
 mod cli_admin;
 mod cli_apply;
 mod cli_audit;
@@ -90,6 +92,8 @@ enum Command {
     List(cli_list::ListArgs),
     /// Server certificates the edge presents, per SNI, on a running server: list, upload, replace (renew), remove.
     ServerCert(cli_server_cert::ServerCertArgs),
+    /// Server certificates obtained and renewed over ACME (Let's Encrypt or a private ACME CA): order, list, remove.
+    Acme(cli_acme::AcmeArgs),
     /// Security events of a zone of a running server (blocks and logs), newest first, or followed with -f.
     Events(cli_events::EventsArgs),
     /// The audit log of a running server: every write, when, and by which token.
@@ -119,6 +123,7 @@ fn main() -> ExitCode {
         Command::Rule(args) => block_on(cli_rule::rule(args)),
         Command::List(args) => block_on(cli_list::list(args)),
         Command::ServerCert(args) => block_on(cli_server_cert::server_cert(args)),
+        Command::Acme(args) => block_on(cli_acme::acme(args)),
         Command::Events(args) => block_on(cli_events::events(args)),
         Command::Audit(args) => block_on(cli_audit::audit(args)),
         Command::Backup(args) => block_on(cli_backup::backup(args)),

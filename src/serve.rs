@@ -77,6 +77,16 @@ pub struct ServeArgs {
     /// again within a minute.
     #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub crl_refresh: u64,
+    /// The ACME directory that certificate packs (`acme order`) get their certificates from: Let's Encrypt by
+    /// default, or a private ACME CA (step-ca, …). Ordering a pack agrees to its terms of service.
+    #[arg(long, env = "PORTCULLIS_ACME_DIRECTORY", default_value = crate::acme::LETS_ENCRYPT, help_heading = "ACME")]
+    pub acme_directory: String,
+    /// A contact for the ACME account (an email address or a mailto: URI); repeat for several.
+    #[arg(long, env = "PORTCULLIS_ACME_CONTACT", value_delimiter = ',', help_heading = "ACME")]
+    pub acme_contact: Vec<String>,
+    /// A PEM root certificate to trust for the ACME directory's HTTPS instead of the system's (a private ACME CA).
+    #[arg(long, env = "PORTCULLIS_ACME_CA_FILE", help_heading = "ACME")]
+    pub acme_ca_file: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -407,6 +417,28 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         );
     }
     tracing::info!(edge_addrs = ?edge_addrs, %admin_addr, backend = boot.store.backend(), "listening");
+
+    // After the listeners are bound: validation reaches the edge.
+    tokio::spawn(crate::acme::run(
+        boot.store.clone(),
+        boot.master_key.clone(),
+        crate::acme::AcmeSettings {
+            directory: args.acme_directory.clone(),
+            contact: args
+                .acme_contact
+                .iter()
+                .map(|c| {
+                    if c.contains(':') {
+                        c.clone()
+                    } else {
+                        format!("mailto:{c}")
+                    }
+                })
+                .collect(),
+            ca_file: args.acme_ca_file.clone(),
+        },
+        snapshot.clone(),
+    ));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -81,9 +81,8 @@ fn s_client_get(server: &Server, args: &[&str]) -> String {
         .spawn()
         .expect("openssl runs");
     let mut stdin = child.stdin.take().expect("stdin");
-    stdin
-        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .expect("request");
+    // openssl may have quit already (a refused handshake), closing the pipe: its output says what happened.
+    let _ = stdin.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     drop(stdin);
     String::from_utf8_lossy(&child.wait_with_output().expect("openssl ends").stdout).into_owned()
 }

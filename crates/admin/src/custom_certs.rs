@@ -128,15 +128,23 @@ async fn checked_upload(
             parsed.hosts.join(", ")
         )));
     }
-    let sealed_key = portcullis_pki::server::seal_key(&state.master_key, parsed.leaf_der(), &parsed.key_pkcs8);
-    Ok(NewCustomCertificate {
+    Ok(sealed_custom_certificate(&state.master_key, &parsed))
+}
+
+/// What the store keeps of a validated certificate and key: the chain, the facts the API shows, and the key sealed
+/// with the master key. Uploads and the ACME manager's issuances both go through it.
+pub fn sealed_custom_certificate(
+    master: &portcullis_pki::MasterKey,
+    parsed: &portcullis_pki::ServerCertificate,
+) -> NewCustomCertificate {
+    NewCustomCertificate {
         certificate: parsed.chain_pem.clone(),
-        sealed_key,
+        sealed_key: portcullis_pki::server::seal_key(master, parsed.leaf_der(), &parsed.key_pkcs8),
         hosts: parsed.hosts.clone(),
         issuer: parsed.issuer.clone(),
         signature: parsed.signature.clone(),
         expires_on: parsed.expires_on.unix_timestamp(),
-    })
+    }
 }
 
 /// `PATCH` body, as Cloudflare's: a renewal sends the new `certificate` and `private_key` together.

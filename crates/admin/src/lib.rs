@@ -12,6 +12,7 @@ mod api;
 mod associations;
 mod auth;
 mod byoca;
+mod certificate_packs;
 mod certs;
 mod custom_certs;
 pub mod dashboard;
@@ -43,6 +44,8 @@ use portcullis_store::Store;
 
 pub use api::{ApiError, Envelope, ErrorItem, ResultInfo, codes};
 pub use byoca::{MAX_CRL_URLS, check_crl_url, check_ocsp_responder};
+pub use certificate_packs::check_pack_hosts;
+pub use custom_certs::sealed_custom_certificate;
 pub use hostnames::{
     CertificateForwarding, ForwardingStyles, HostnameSettings, MinTlsVersion, OriginHealthCheck, OriginSteering,
     TlsClientAuth, check_origin, normalize_settings,
@@ -260,6 +263,12 @@ fn api_routes() -> OpenApiRouter<AdminState> {
             custom_certs::get_custom_certificate,
             custom_certs::edit_custom_certificate,
             custom_certs::delete_custom_certificate
+        ))
+        .routes(routes!(certificate_packs::order_certificate_pack))
+        .routes(routes!(certificate_packs::list_certificate_packs))
+        .routes(routes!(
+            certificate_packs::get_certificate_pack,
+            certificate_packs::delete_certificate_pack
         ))
         .routes(routes!(certs::list_managed_cas))
         .routes(routes!(certs::rotate_managed_ca))

@@ -1449,6 +1449,10 @@ async fn openapi_lists_every_route_of_the_router() {
         ("get", "/zones/{zone_id}/custom_certificates/{custom_certificate_id}"),
         ("patch", "/zones/{zone_id}/custom_certificates/{custom_certificate_id}"),
         ("delete", "/zones/{zone_id}/custom_certificates/{custom_certificate_id}"),
+        ("post", "/zones/{zone_id}/ssl/certificate_packs/order"),
+        ("get", "/zones/{zone_id}/ssl/certificate_packs"),
+        ("get", "/zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}"),
+        ("delete", "/zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}"),
         ("get", "/zones/{zone_id}/security/events"),
         ("get", "/accounts/{account_id}/managed_ca"),
         ("post", "/accounts/{account_id}/managed_ca/rotate"),
@@ -1736,4 +1740,79 @@ async fn certificates_tokens_manage_client_certificates_only() {
             "{body}"
         );
     }
+}
+
+#[tokio::test]
+async fn certificate_packs_are_ordered_checked_listed_and_deleted() {
+    let api = Api::new().await;
+    let zone = api.zone("example.com").await;
+    let base = format!("/client/v4/zones/{zone}/ssl/certificate_packs");
+    let order = format!("{base}/order");
+
+    let refused = [
+        (json!({"hosts": ["*.example.com"]}), "dns-01"),
+        (json!({"hosts": ["api.example.org"]}), "not in zone"),
+        (json!({"hosts": []}), "1 to 50"),
+        (json!({"hosts": ["a.example.com", "A.example.com"]}), "twice"),
+        (
+            json!({"hosts": ["a.example.com"], "validation_method": "txt"}),
+            "tls-alpn-01",
+        ),
+        (json!({"hosts": ["a.example.com"], "type": "universal"}), "advanced"),
+        (
+            json!({"hosts": ["a.example.com"], "validity_days": 90}),
+            "validity_days",
+        ),
+    ];
+    for (body, why) in refused {
+        let (status, resp) = api.send(Method::POST, &order, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {resp}");
+        assert!(resp.to_string().contains(why), "{body}: {resp}");
+    }
+
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &order,
+            json!({"type": "advanced", "hosts": ["API.example.com", "example.com"], "validation_method": "tls-alpn-01"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let pack = &body["result"];
+    assert_eq!(pack["hosts"], json!(["api.example.com", "example.com"]));
+    assert_eq!(pack["status"], "initializing");
+    assert_eq!(pack["type"], "advanced");
+    assert_eq!(pack["primary_certificate"], Value::Null);
+    let id = s(&pack["id"]);
+
+    // A name is in one pack at a time.
+    let (status, resp) = api.send(Method::POST, &order, json!({"hosts": ["example.com"]})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{resp}");
+    assert!(resp.to_string().contains(&id), "{resp}");
+
+    let (status, list) = api.get(&base).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["result"].as_array().map(Vec::len), Some(1));
+    let (status, got) = api.get(&format!("{base}/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["result"]["id"], pack["id"]);
+
+    // What the ACME manager records shows through: the last failure, and when the next attempt comes.
+    let later = time::OffsetDateTime::now_utc().unix_timestamp() + 600;
+    api.store
+        .certificate_pack_failed(&id, &["Connection refused".to_owned()], later)
+        .await
+        .expect("failed");
+    let (_, got) = api.get(&format!("{base}/{id}")).await;
+    assert_eq!(got["result"]["status"], "pending_validation");
+    assert_eq!(
+        got["result"]["validation_errors"],
+        json!([{"message": "Connection refused"}])
+    );
+    assert!(got["result"]["next_attempt_on"].is_string(), "{got}");
+
+    let (status, _) = api.delete(&format!("{base}/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = api.get(&format!("{base}/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

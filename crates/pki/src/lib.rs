@@ -4,6 +4,7 @@
 //! - [`ca`]: the managed CA (create, rotate by creating another, seal the private key at rest)
 //!   and issuance of client certificates from a CSR or from a freshly generated key;
 //! - [`seal`]: AES-256-GCM sealing of CA private keys under a 32-byte master key;
+//! - [`acme`]: TLS-ALPN-01 answer certificates and the CSRs of ACME orders;
 //! - [`server`]: validation of uploaded server certificates and keys (`custom_certificates`) and sealing their keys;
 //! - [`status`]: the client-certificate status machine with Cloudflare's status names;
 //! - [`crl`]: CRL v2 encoding and signing, fast enough for 100,000 entries;
@@ -20,6 +21,7 @@ mod der;
 mod error;
 mod keys;
 
+pub mod acme;
 pub mod byoca;
 pub mod ca;
 pub mod crl;

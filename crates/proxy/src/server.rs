@@ -287,6 +287,25 @@ async fn accept_any(listeners: &[TcpListener], next: &mut usize) -> std::io::Res
     .await
 }
 
+/// Completes a TLS-ALPN-01 validation handshake with the answer certificate and closes: RFC 8737 has the ACME
+/// server look only at the certificate, and nothing is served on such a connection.
+async fn answer_acme(
+    start: tokio_rustls::StartHandshake<TcpStream>,
+    config: Arc<rustls::ServerConfig>,
+    deadline: tokio::time::Instant,
+    client: std::net::IpAddr,
+    sni: Option<&str>,
+) {
+    match timeout_at(deadline, start.into_stream(config)).await {
+        Ok(Ok(mut tls)) => {
+            tracing::info!(%client, sni, "answered an ACME TLS-ALPN-01 validation");
+            let _ = timeout_at(deadline, tls.shutdown()).await;
+        }
+        Ok(Err(e)) => observe::handshake_failed(client, sni, "acme_tls_alpn", &e.to_string()),
+        Err(_) => observe::handshake_failed(client, sni, "timeout", "ACME validation handshake not finished in time"),
+    }
+}
+
 /// The reason label and a log detail for a failed handshake. The detail is rustls' own text
 /// (e.g. "invalid peer certificate: Expired"), which names no key material.
 fn handshake_error(e: &std::io::Error) -> (&'static str, String) {
@@ -418,6 +437,11 @@ async fn handshake(
     };
     let sni = start.client_hello().server_name().map(str::to_owned);
     let snapshot = shared.snapshot.load_full();
+    if let Some(config) = snapshot.acme_answer(sni.as_deref(), start.client_hello().alpn()) {
+        drop(snapshot);
+        answer_acme(start, config, deadline, client, sni.as_deref()).await;
+        return None;
+    }
     let Some(host) = snapshot.host_for_sni(sni.as_deref()).cloned() else {
         let reason = if sni.is_some() { "unknown_sni" } else { "no_sni" };
         observe::handshake_failed(

@@ -37,6 +37,9 @@ pub struct Snapshot {
     /// The host used when the ClientHello has no SNI or an unknown one; without it such
     /// handshakes are refused with an `unrecognized_name` alert.
     pub default_host: Option<String>,
+    /// TLS-ALPN-01 answers (RFC 8737) by lower-case name, served to ClientHellos that offer only `acme-tls/1`,
+    /// whether or not the name is a host yet: the first certificate of a new hostname is validated this way.
+    acme_answers: FxHashMap<String, Arc<rustls::ServerConfig>>,
 }
 
 impl Snapshot {
@@ -72,6 +75,25 @@ impl Snapshot {
             return None;
         }
         self.wildcards.get(suffix)
+    }
+
+    /// Adds the TLS-ALPN-01 answer certificate for `name`.
+    pub fn add_acme_answer(&mut self, name: &str, cert: ServerCert) -> Result<(), ProxyError> {
+        self.acme_answers
+            .insert(name.to_ascii_lowercase(), tls::acme_answer_config(cert)?);
+        Ok(())
+    }
+
+    /// The TLS-ALPN-01 answer for a ClientHello, if it offers only `acme-tls/1` and one is pending for its SNI.
+    pub(crate) fn acme_answer<'a>(
+        &self,
+        sni: Option<&str>,
+        alpn: Option<impl Iterator<Item = &'a [u8]>>,
+    ) -> Option<Arc<rustls::ServerConfig>> {
+        if self.acme_answers.is_empty() || !tls::offers_only_acme(alpn?) {
+            return None;
+        }
+        self.acme_answers.get(&sni?.to_ascii_lowercase()).cloned()
     }
 
     /// The host for a ClientHello's SNI, falling back to the default host.

@@ -289,6 +289,37 @@ pub(crate) fn server_config(
     })
 }
 
+/// The ALPN protocol of TLS-ALPN-01 (RFC 8737).
+pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// The `ServerConfig` of a TLS-ALPN-01 answer: TLS 1.2 and 1.3, `acme-tls/1` only, no client certificate, no
+/// sessions. RFC 8737 has the server present the answer certificate and then close; nothing is served over it.
+pub(crate) fn acme_answer_config(cert: ServerCert) -> Result<Arc<ServerConfig>, ProxyError> {
+    let provider = provider();
+    let key = provider
+        .key_provider
+        .load_private_key(cert.key)
+        .map_err(|e| ProxyError::Config(format!("ACME answer key: {e}")))?;
+    // Not `with_single_cert`: it parses the certificate with webpki, which refuses the critical acmeIdentifier
+    // extension that is the whole point of the answer.
+    let answer = rustls::sign::CertifiedKey::new(cert.chain, key);
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ProxyError::Config(format!("TLS versions: {e}")))?
+        .with_client_cert_verifier(Arc::new(NoClientAuth))
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(answer)));
+    config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.ticketer = Arc::new(NoTickets);
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+/// True when a ClientHello offers `acme-tls/1` and nothing else, as an ACME server validating TLS-ALPN-01 does.
+pub(crate) fn offers_only_acme<'a>(mut alpn: impl Iterator<Item = &'a [u8]>) -> bool {
+    alpn.next() == Some(ACME_TLS_ALPN) && alpn.next().is_none()
+}
+
 /// Cloudflare's `cf.tls_version` spelling.
 pub(crate) fn version_name(version: Option<rustls::ProtocolVersion>) -> &'static str {
     match version {
@@ -319,4 +350,19 @@ pub(crate) fn cipher_name(suite: Option<rustls::SupportedCipherSuite>) -> String
         other => return other.as_str().unwrap_or("").to_owned(),
     };
     name.to_owned()
+}
+
+#[cfg(test)]
+mod acme_tests {
+    use super::offers_only_acme;
+
+    #[test]
+    fn only_a_client_hello_offering_acme_tls_alone_is_answered() {
+        let offers = |protocols: &[&'static [u8]]| offers_only_acme(protocols.iter().copied());
+        assert!(offers(&[b"acme-tls/1"]));
+        assert!(!offers(&[b"acme-tls/1", b"h2"]));
+        assert!(!offers(&[b"h2", b"acme-tls/1"]));
+        assert!(!offers(&[b"h2"]));
+        assert!(!offers(&[]));
+    }
 }

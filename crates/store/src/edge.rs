@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use crate::Store;
+use crate::acme::challenge_from_row;
 use crate::cas::{association_from_row, managed_ca_from_row, mtls_from_row};
 use crate::custom_certs::custom_cert_from_row;
 use crate::db::{RowExt, on_db};
@@ -126,6 +127,14 @@ impl Store {
             .iter()
             .map(custom_cert_from_row)
             .collect::<Result<Vec<_>, _>>()?;
+            let acme_challenges = sqlx::query(
+                "SELECT hostname, pack_id, certificate, sealed_key, expires_on FROM acme_challenges ORDER BY hostname",
+            )
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(challenge_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
             let mut rulesets = sqlx::query(
                 "SELECT id, zone_id, phase, name, description, version, last_updated FROM rulesets ORDER BY zone_id, phase",
             )
@@ -169,6 +178,7 @@ impl Store {
                 mtls_certificates,
                 revoked_serials,
                 custom_certificates,
+                acme_challenges,
                 rulesets,
                 lists,
                 client_certificate_expiry,

@@ -12,6 +12,7 @@
 //! both backends by a macro, replaces a `Store` trait with two hand-written implementations. The SQL is the same text
 //! on both (`$1` placeholders, unix-second times, 0/1 flags), so a trait would only duplicate it.
 
+mod acme;
 mod cas;
 mod client_certs;
 mod custom_certs;
@@ -31,6 +32,7 @@ mod zones;
 #[cfg(test)]
 mod tests;
 
+pub use acme::{AcmeChallenge, CertificatePack, MAX_PACK_HOSTS, MAX_PACKS_PER_ZONE};
 pub use cas::MAX_ASSOCIATED_HOSTNAMES;
 pub use client_certs::{ClientCertQuery, MAX_PER_PAGE};
 pub use db::Store;

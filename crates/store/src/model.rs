@@ -402,6 +402,8 @@ pub struct EdgeState {
     /// those of deleted zones), by CA id.
     pub revoked_serials: Vec<(String, String)>,
     pub custom_certificates: Vec<CustomCertificate>,
+    /// The TLS-ALPN-01 answers of ACME orders being validated.
+    pub acme_challenges: Vec<crate::AcmeChallenge>,
     pub rulesets: Vec<Ruleset>,
     /// Every named list with its items' values.
     pub lists: Vec<EdgeList>,

@@ -1539,3 +1539,149 @@ async fn ocsp_policies_are_stored_and_reach_the_edge_state() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn certificate_packs_issue_renew_and_go_with_their_certificate() {
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let zone = store.create_zone("example.com", &a).await.expect("zone");
+        let hosts = vec!["api.example.com".to_owned(), "www.example.com".to_owned()];
+        let pack = store
+            .add_certificate_pack(&zone.id, &hosts, "tls-alpn-01", &a)
+            .await
+            .expect("pack");
+        assert_eq!(pack.status, "initializing");
+        assert_eq!(
+            store.list_certificate_packs(&zone.id).await.expect("list"),
+            vec![pack.clone()]
+        );
+        // A name is in one pack only.
+        let err = store
+            .add_certificate_pack(&zone.id, &["www.example.com".to_owned()], "tls-alpn-01", &a)
+            .await
+            .expect_err("taken");
+        assert!(err.to_string().contains(&pack.id), "{err}");
+        assert!(matches!(
+            store.add_certificate_pack(&zone.id, &[], "tls-alpn-01", &a).await,
+            Err(StoreError::Invalid(_))
+        ));
+
+        // Answers reach the edge's state, and the write's generation is returned.
+        let answer = |host: &str| crate::AcmeChallenge {
+            hostname: host.to_owned(),
+            pack_id: pack.id.clone(),
+            certificate: format!("PEM {host}"),
+            sealed_key: vec![1, 2, 3],
+            expires_on: 2_000_000_000,
+        };
+        let generation = store
+            .set_acme_challenges(&pack.id, &[answer("api.example.com"), answer("www.example.com")])
+            .await
+            .expect("answers");
+        let state = store.load_edge_state().await.expect("state");
+        assert_eq!(state.generation, generation);
+        assert_eq!(state.acme_challenges.len(), 2);
+        assert_eq!(state.acme_challenges[0], answer("api.example.com"));
+        let pending = store.certificate_pack(&zone.id, &pack.id).await.expect("get");
+        assert_eq!(pending.status, "pending_validation");
+
+        // A failure withdraws the answers and keeps the reason.
+        store
+            .certificate_pack_failed(&pack.id, &["connection refused".to_owned()], 1_900_000_000)
+            .await
+            .expect("failed");
+        let failed = store.certificate_pack(&zone.id, &pack.id).await.expect("get");
+        assert_eq!(failed.validation_errors, ["connection refused"]);
+        assert_eq!((failed.attempts, failed.next_attempt_on), (1, 1_900_000_000));
+        assert!(store.load_edge_state().await.expect("state").acme_challenges.is_empty());
+
+        // Issuance stores the certificate and clears the failure; a renewal replaces it under the same id.
+        let cert = |n: i64| crate::NewCustomCertificate {
+            certificate: format!("PEM {n}"),
+            sealed_key: vec![9; 40],
+            hosts: hosts.clone(),
+            issuer: "CN=ACME".into(),
+            signature: "ECDSAWithSHA256".into(),
+            expires_on: 2_000_000_000 + n,
+        };
+        store
+            .set_acme_challenges(&pack.id, &[answer("api.example.com")])
+            .await
+            .expect("answers");
+        let issued = store
+            .certificate_pack_issued(&pack.id, cert(1), 1_800_000_000)
+            .await
+            .expect("issued");
+        assert_eq!(issued.status, "active");
+        assert!(issued.validation_errors.is_empty());
+        assert_eq!(
+            (issued.attempts, issued.issued_on, issued.expires_on),
+            (0, Some(1_800_000_000), Some(2_000_000_001))
+        );
+        let cert_id = issued.certificate_id.clone().expect("certificate id");
+        let state = store.load_edge_state().await.expect("state");
+        assert!(state.acme_challenges.is_empty());
+        assert_eq!(state.custom_certificates.len(), 1);
+        assert_eq!(state.custom_certificates[0].id, cert_id);
+        let renewed = store
+            .certificate_pack_issued(&pack.id, cert(2), 1_800_000_100)
+            .await
+            .expect("renewed");
+        assert_eq!(renewed.certificate_id.as_deref(), Some(cert_id.as_str()));
+        let stored = store.custom_certificate(&zone.id, &cert_id).await.expect("cert");
+        assert_eq!(stored.certificate, "PEM 2");
+        // A certificate removed by hand is made again.
+        store
+            .delete_custom_certificate(&zone.id, &cert_id, &a)
+            .await
+            .expect("rm");
+        let again = store
+            .certificate_pack_issued(&pack.id, cert(3), 1_800_000_200)
+            .await
+            .expect("again");
+        let new_id = again.certificate_id.expect("id");
+        assert_ne!(new_id, cert_id);
+
+        // Deleting the pack takes its certificate; a late issuance for it stores nothing.
+        store
+            .delete_certificate_pack(&zone.id, &pack.id, &a)
+            .await
+            .expect("delete");
+        assert!(store.list_custom_certificates(&zone.id).await.expect("list").is_empty());
+        assert!(matches!(
+            store.certificate_pack_issued(&pack.id, cert(4), 1_800_000_300).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(store.list_custom_certificates(&zone.id).await.expect("list").is_empty());
+        assert!(matches!(
+            store.delete_certificate_pack(&zone.id, &pack.id, &a).await,
+            Err(StoreError::NotFound { .. })
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn leases_have_one_holder_until_they_run_out_and_accounts_are_kept_once() {
+    on_both(|store, _| async move {
+        assert!(store.try_lease("acme", "node-a", 60).await.expect("take"));
+        assert!(store.try_lease("acme", "node-a", 60).await.expect("extend"));
+        assert!(!store.try_lease("acme", "node-b", 60).await.expect("held"));
+        store.release_lease("acme", "node-b").await.expect("not b's");
+        assert!(!store.try_lease("acme", "node-b", 60).await.expect("still held"));
+        store.release_lease("acme", "node-a").await.expect("release");
+        assert!(store.try_lease("acme", "node-b", -1).await.expect("free"));
+        // node-b's lease ran out at once, so node-a can take it.
+        assert!(store.try_lease("acme", "node-a", 60).await.expect("expired"));
+
+        let dir = "https://acme.example/directory";
+        assert_eq!(store.acme_account(dir).await.expect("none"), None);
+        assert_eq!(store.save_acme_account(dir, b"first").await.expect("save"), b"first");
+        assert_eq!(store.save_acme_account(dir, b"second").await.expect("kept"), b"first");
+        assert_eq!(
+            store.acme_account(dir).await.expect("some").as_deref(),
+            Some(&b"first"[..])
+        );
+    })
+    .await;
+}

@@ -1,0 +1,523 @@
+//! Server certificates obtained over ACME (Cloudflare's certificate packs), the TLS-ALPN-01 answers the edge serves
+//! while an order is validated, the ACME account of each directory, and leases.
+//!
+//! This module stores what the ACME manager of the binary decides; it does not speak ACME. A pack's certificate is
+//! an ordinary custom certificate (sealed key, same selection by SNI), which the pack keeps current: each issuance
+//! replaces it in the same write that marks the pack active, so the edge never lacks one.
+
+use crate::Store;
+use crate::db::{RowExt, commit_write, on_db};
+use crate::error::StoreError;
+use crate::ids::{new_id, now};
+use crate::model::{Actor, NewCustomCertificate};
+
+/// Most names in one pack (Let's Encrypt allows 100 per certificate; Cloudflare's advanced packs 50).
+pub const MAX_PACK_HOSTS: usize = 50;
+
+/// Most packs in a zone.
+pub const MAX_PACKS_PER_ZONE: usize = 100;
+
+/// Server certificates ordered and renewed over ACME for some names of a zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificatePack {
+    pub id: String,
+    pub zone_id: String,
+    pub hosts: Vec<String>,
+    pub validation_method: String,
+    /// `initializing` (not attempted yet), `pending_validation` (being ordered, or waiting to try again), `active`
+    /// (a certificate is served).
+    pub status: String,
+    /// The custom certificate this pack keeps current.
+    pub certificate_id: Option<String>,
+    pub issued_on: Option<i64>,
+    pub expires_on: Option<i64>,
+    /// Why the last attempt failed; empty after a success.
+    pub validation_errors: Vec<String>,
+    /// Failed attempts since the last success.
+    pub attempts: i64,
+    /// Unix time before which no new attempt starts.
+    pub next_attempt_on: i64,
+    pub created_on: i64,
+    pub modified_on: i64,
+}
+
+/// A TLS-ALPN-01 answer: the self-signed certificate the edge presents for `hostname` to a client offering only the
+/// `acme-tls/1` protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeChallenge {
+    pub hostname: String,
+    pub pack_id: String,
+    pub certificate: String,
+    pub sealed_key: Vec<u8>,
+    pub expires_on: i64,
+}
+
+macro_rules! pack_columns {
+    () => {
+        "id, zone_id, hosts, validation_method, status, certificate_id, issued_on, expires_on, validation_errors, \
+         attempts, next_attempt_on, created_on, modified_on"
+    };
+}
+
+fn strings(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+fn pack_from_row(row: &impl RowExt) -> Result<CertificatePack, StoreError> {
+    Ok(CertificatePack {
+        id: row.text("id")?,
+        zone_id: row.text("zone_id")?,
+        hosts: strings(&row.json("hosts")?),
+        validation_method: row.text("validation_method")?,
+        status: row.text("status")?,
+        certificate_id: row.opt_text("certificate_id")?,
+        issued_on: row.opt_int("issued_on")?,
+        expires_on: row.opt_int("expires_on")?,
+        validation_errors: strings(&row.json("validation_errors")?),
+        attempts: row.int("attempts")?,
+        next_attempt_on: row.int("next_attempt_on")?,
+        created_on: row.int("created_on")?,
+        modified_on: row.int("modified_on")?,
+    })
+}
+
+pub(crate) fn challenge_from_row(row: &impl RowExt) -> Result<AcmeChallenge, StoreError> {
+    Ok(AcmeChallenge {
+        hostname: row.text("hostname")?,
+        pack_id: row.text("pack_id")?,
+        certificate: row.text("certificate")?,
+        sealed_key: row.bytes("sealed_key")?,
+        expires_on: row.int("expires_on")?,
+    })
+}
+
+impl Store {
+    /// Adds a pack for `hosts` (lower-case, already checked against the zone by the caller). A name may be in one
+    /// pack only, since two orders for it would fight over its TLS-ALPN-01 answer.
+    pub async fn add_certificate_pack(
+        &self,
+        zone_id: &str,
+        hosts: &[String],
+        validation_method: &str,
+        actor: &Actor,
+    ) -> Result<CertificatePack, StoreError> {
+        if hosts.is_empty() || hosts.len() > MAX_PACK_HOSTS {
+            return Err(StoreError::Invalid(format!(
+                "a certificate pack has 1 to {MAX_PACK_HOSTS} hosts, not {}",
+                hosts.len()
+            )));
+        }
+        self.zone(zone_id).await?;
+        let at = now();
+        let record = CertificatePack {
+            id: new_id(),
+            zone_id: zone_id.to_owned(),
+            hosts: hosts.to_vec(),
+            validation_method: validation_method.to_owned(),
+            status: "initializing".to_owned(),
+            certificate_id: None,
+            issued_on: None,
+            expires_on: None,
+            validation_errors: Vec::new(),
+            attempts: 0,
+            next_attempt_on: 0,
+            created_on: at,
+            modified_on: at,
+        };
+        let hosts_json = serde_json::Value::from(record.hosts.clone()).to_string();
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let rows = sqlx::query("SELECT id, zone_id, hosts FROM certificate_packs")
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut in_zone = 0;
+            for row in &rows {
+                if row.text("zone_id")? == zone_id {
+                    in_zone += 1;
+                }
+                let taken = strings(&row.json("hosts")?);
+                if let Some(host) = hosts.iter().find(|h| taken.contains(h)) {
+                    return Err(StoreError::Conflict(format!(
+                        "{host} is already in certificate pack {}",
+                        row.text("id")?
+                    )));
+                }
+            }
+            if in_zone >= MAX_PACKS_PER_ZONE {
+                return Err(StoreError::LimitReached {
+                    code: 1400,
+                    message: format!("a zone has at most {MAX_PACKS_PER_ZONE} certificate packs"),
+                });
+            }
+            sqlx::query(concat!(
+                "INSERT INTO certificate_packs (",
+                pack_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, NULL, NULL, NULL, '[]', 0, 0, $6, $6)"
+            ))
+            .bind(&record.id)
+            .bind(&record.zone_id)
+            .bind(&hosts_json)
+            .bind(&record.validation_method)
+            .bind(&record.status)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            commit_write!(self, tx, actor, "create", "certificate_pack", &record.id, &hosts_json);
+        });
+        Ok(record)
+    }
+
+    /// The zone's packs, oldest first.
+    pub async fn list_certificate_packs(&self, zone_id: &str) -> Result<Vec<CertificatePack>, StoreError> {
+        self.zone(zone_id).await?;
+        on_db!(&self.db, |pool| {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                pack_columns!(),
+                " FROM certificate_packs WHERE zone_id = $1 ORDER BY created_on, id"
+            ))
+            .bind(zone_id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(pack_from_row).collect()
+        })
+    }
+
+    /// Every zone's packs, for the ACME manager.
+    pub async fn all_certificate_packs(&self) -> Result<Vec<CertificatePack>, StoreError> {
+        on_db!(&self.db, |pool| {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                pack_columns!(),
+                " FROM certificate_packs ORDER BY created_on, id"
+            ))
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(pack_from_row).collect()
+        })
+    }
+
+    /// Pack `id` of zone `zone_id`.
+    pub async fn certificate_pack(&self, zone_id: &str, id: &str) -> Result<CertificatePack, StoreError> {
+        on_db!(&self.db, |pool| {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                pack_columns!(),
+                " FROM certificate_packs WHERE zone_id = $1 AND id = $2"
+            ))
+            .bind(zone_id)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found("certificate_pack", id))?;
+            pack_from_row(&row)
+        })
+    }
+
+    /// Deletes a pack with its certificate and its pending answers, in one write: the edge stops presenting the
+    /// certificate at its next snapshot (hostnames fall back to another certificate that covers them).
+    pub async fn delete_certificate_pack(&self, zone_id: &str, id: &str, actor: &Actor) -> Result<(), StoreError> {
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let certificate_id: Option<Option<String>> =
+                sqlx::query_scalar("SELECT certificate_id FROM certificate_packs WHERE zone_id = $1 AND id = $2")
+                    .bind(zone_id)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(certificate_id) = certificate_id else {
+                return Err(StoreError::not_found("certificate_pack", id));
+            };
+            sqlx::query("DELETE FROM acme_challenges WHERE pack_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM certificate_packs WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(cert) = &certificate_id {
+                sqlx::query("DELETE FROM custom_certificates WHERE zone_id = $1 AND id = $2")
+                    .bind(zone_id)
+                    .bind(cert)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            commit_write!(
+                self,
+                tx,
+                actor,
+                "delete",
+                "certificate_pack",
+                id,
+                certificate_id.unwrap_or_default()
+            );
+        });
+        Ok(())
+    }
+
+    /// Replaces the TLS-ALPN-01 answers of pack `pack_id` with `challenges` (none: withdraws them) and marks an
+    /// unissued pack `pending_validation`. Returns the store generation the write made, so that the caller can wait
+    /// for the edge's snapshot to include the answers before telling the ACME server to look.
+    pub async fn set_acme_challenges(&self, pack_id: &str, challenges: &[AcmeChallenge]) -> Result<u64, StoreError> {
+        let at = now();
+        let generation = on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE certificate_packs SET status = CASE WHEN status = 'initializing' THEN 'pending_validation' \
+                 ELSE status END, modified_on = $2 WHERE id = $1",
+            )
+            .bind(pack_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::not_found("certificate_pack", pack_id));
+            }
+            sqlx::query("DELETE FROM acme_challenges WHERE pack_id = $1")
+                .bind(pack_id)
+                .execute(&mut *tx)
+                .await?;
+            for c in challenges {
+                sqlx::query(
+                    "INSERT INTO acme_challenges (hostname, pack_id, certificate, sealed_key, expires_on) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&c.hostname)
+                .bind(pack_id)
+                .bind(&c.certificate)
+                .bind(&c.sealed_key)
+                .bind(c.expires_on)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let names: Vec<&str> = challenges.iter().map(|c| c.hostname.as_str()).collect();
+            commit_write!(
+                self,
+                tx,
+                Actor::system(),
+                "update",
+                "acme_challenges",
+                pack_id,
+                names.join(" ")
+            )
+        });
+        Ok(u64::try_from(generation).unwrap_or(0))
+    }
+
+    /// Records a failed attempt: its answers withdrawn, `errors` kept for the API, the next attempt not before
+    /// `next_attempt_on`.
+    pub async fn certificate_pack_failed(
+        &self,
+        pack_id: &str,
+        errors: &[String],
+        next_attempt_on: i64,
+    ) -> Result<(), StoreError> {
+        let at = now();
+        let errors_json = serde_json::Value::from(errors.to_vec()).to_string();
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE certificate_packs SET status = CASE WHEN status = 'initializing' THEN 'pending_validation' \
+                 ELSE status END, validation_errors = $2, attempts = attempts + 1, next_attempt_on = $3, \
+                 modified_on = $4 WHERE id = $1",
+            )
+            .bind(pack_id)
+            .bind(&errors_json)
+            .bind(next_attempt_on)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::not_found("certificate_pack", pack_id));
+            }
+            sqlx::query("DELETE FROM acme_challenges WHERE pack_id = $1")
+                .bind(pack_id)
+                .execute(&mut *tx)
+                .await?;
+            commit_write!(
+                self,
+                tx,
+                Actor::system(),
+                "update",
+                "certificate_pack",
+                pack_id,
+                &errors_json
+            );
+        });
+        Ok(())
+    }
+
+    /// Records an issuance in one write: the pack's certificate is replaced (or created, the first time, or if it
+    /// was removed by hand), its answers withdrawn, and the pack marked `active`. A pack deleted meanwhile stays
+    /// deleted and its certificate is not stored.
+    pub async fn certificate_pack_issued(
+        &self,
+        pack_id: &str,
+        new: NewCustomCertificate,
+        issued_on: i64,
+    ) -> Result<CertificatePack, StoreError> {
+        let at = now();
+        let hosts = serde_json::Value::from(new.hosts.clone()).to_string();
+        let zone_id = on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query("SELECT zone_id, certificate_id FROM certificate_packs WHERE id = $1")
+                .bind(pack_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::not_found("certificate_pack", pack_id))?;
+            let zone_id = row.text("zone_id")?;
+            let mut certificate_id = row.opt_text("certificate_id")?;
+            if let Some(id) = &certificate_id {
+                let replaced = sqlx::query(
+                    "UPDATE custom_certificates SET certificate = $3, sealed_key = $4, hosts = $5, issuer = $6, \
+                     signature = $7, expires_on = $8, modified_on = $9 WHERE zone_id = $1 AND id = $2",
+                )
+                .bind(&zone_id)
+                .bind(id)
+                .bind(&new.certificate)
+                .bind(&new.sealed_key)
+                .bind(&hosts)
+                .bind(&new.issuer)
+                .bind(&new.signature)
+                .bind(new.expires_on)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if replaced == 0 {
+                    certificate_id = None;
+                }
+            }
+            let certificate_id = match certificate_id {
+                Some(id) => id,
+                None => {
+                    let id = new_id();
+                    sqlx::query(
+                        "INSERT INTO custom_certificates (id, zone_id, certificate, sealed_key, hosts, issuer, \
+                         signature, expires_on, uploaded_on, modified_on) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                    )
+                    .bind(&id)
+                    .bind(&zone_id)
+                    .bind(&new.certificate)
+                    .bind(&new.sealed_key)
+                    .bind(&hosts)
+                    .bind(&new.issuer)
+                    .bind(&new.signature)
+                    .bind(new.expires_on)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                    id
+                }
+            };
+            sqlx::query(
+                "UPDATE certificate_packs SET status = 'active', certificate_id = $2, issued_on = $3, \
+                 expires_on = $4, validation_errors = '[]', attempts = 0, next_attempt_on = 0, modified_on = $5 \
+                 WHERE id = $1",
+            )
+            .bind(pack_id)
+            .bind(&certificate_id)
+            .bind(issued_on)
+            .bind(new.expires_on)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM acme_challenges WHERE pack_id = $1")
+                .bind(pack_id)
+                .execute(&mut *tx)
+                .await?;
+            commit_write!(
+                self,
+                tx,
+                Actor::system(),
+                "update",
+                "certificate_pack",
+                pack_id,
+                &certificate_id
+            );
+            zone_id
+        });
+        self.certificate_pack(&zone_id, pack_id).await
+    }
+
+    /// The sealed credentials of the ACME account at `directory`, if one was made.
+    pub async fn acme_account(&self, directory: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        on_db!(&self.db, |pool| {
+            Ok(
+                sqlx::query_scalar("SELECT sealed_credentials FROM acme_accounts WHERE directory = $1")
+                    .bind(directory)
+                    .fetch_optional(pool)
+                    .await?,
+            )
+        })
+    }
+
+    /// Keeps the sealed credentials of a new ACME account at `directory`. If another node stored one first, that
+    /// one stays and is returned, so that a fleet uses one account.
+    pub async fn save_acme_account(&self, directory: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO acme_accounts (directory, sealed_credentials, created_on) VALUES ($1, $2, $3) \
+                 ON CONFLICT (directory) DO NOTHING",
+            )
+            .bind(directory)
+            .bind(sealed)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                let kept: Vec<u8> =
+                    sqlx::query_scalar("SELECT sealed_credentials FROM acme_accounts WHERE directory = $1")
+                        .bind(directory)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                tx.commit().await?;
+                return Ok(kept);
+            }
+            commit_write!(self, tx, Actor::system(), "create", "acme_account", directory, "");
+        });
+        Ok(sealed.to_vec())
+    }
+
+    /// Takes or extends lease `name` for `holder` until `ttl_secs` from now. True when `holder` has it: it was free,
+    /// had run out, or was already `holder`'s. Not a change of configuration, so nothing is announced.
+    pub async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<bool, StoreError> {
+        let at = now();
+        on_db!(&self.db, |pool| {
+            let taken = sqlx::query(
+                "INSERT INTO leases (name, holder, expires_on) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_on = excluded.expires_on \
+                 WHERE leases.holder = excluded.holder OR leases.expires_on < $4",
+            )
+            .bind(name)
+            .bind(holder)
+            .bind(at + ttl_secs)
+            .bind(at)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            Ok(taken == 1)
+        })
+    }
+
+    /// Gives lease `name` up, if `holder` has it.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        on_db!(&self.db, |pool| {
+            sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+                .bind(name)
+                .bind(holder)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+}

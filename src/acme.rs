@@ -1,0 +1,409 @@
+//! The ACME manager: obtains and renews the server certificates of certificate packs (`…/ssl/certificate_packs`)
+//! from an ACME directory (Let's Encrypt by default, or a private one such as step-ca), validating with TLS-ALPN-01
+//! (RFC 8737) on the edge's own TLS listener.
+//!
+//! How an order goes: the answers (one self-signed certificate per name) are written to the store; once this node's
+//! snapshot serves them (and, on PostgreSQL, the other nodes have had a moment to rebuild theirs, since the ACME
+//! server may reach any of them), the ACME server is told to look; then the order is finalized with a fresh P-256
+//! key and the certificate is stored as the pack's custom certificate, checked as an upload is, in the same write
+//! that withdraws the answers. A pack is due when it has no certificate yet, or when two thirds of its certificate's
+//! lifetime have passed (30 days before the end for Let's Encrypt's 90); a failure is tried again after a minute,
+//! doubling up to six hours, and its reason is the pack's `validation_errors`. In a fleet, one node at a time
+//! holds the `acme` lease and does the work. The account is made at the first order, agreeing to the directory's
+//! terms of service, and its credentials are kept in the store, sealed with the master key.
+//!
+//! Not here: HTTP-01 and DNS-01 (and so wildcard names), External Account Binding, ARI renewal windows.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use arc_swap::ArcSwap;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
+};
+use portcullis_pki::MasterKey;
+use portcullis_proxy::Snapshot;
+use portcullis_store::{AcmeChallenge, CertificatePack, Store};
+use time::OffsetDateTime;
+
+/// Let's Encrypt's production directory, the default.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// Where certificates come from.
+#[derive(Debug, Clone)]
+pub struct AcmeSettings {
+    pub directory: String,
+    /// Contact URIs for the account (`mailto:…`).
+    pub contact: Vec<String>,
+    /// A PEM root to trust for the directory's HTTPS instead of the system's (a private ACME server).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The lease one node of a fleet holds while it orders.
+const LEASE: &str = "acme";
+/// How long the lease lasts unless extended; longer than one order may take.
+const LEASE_SECS: i64 = 300;
+/// The most one order (validation, finalization, download) may take.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(180);
+/// How often packs are looked at when nothing changes.
+const CHECK_EVERY: Duration = Duration::from_secs(60);
+/// The first retry after a failure, doubled per failure up to [`MAX_BACKOFF_SECS`].
+const FIRST_BACKOFF_SECS: i64 = 60;
+const MAX_BACKOFF_SECS: i64 = 6 * 3600;
+
+/// The sealing label of a TLS-ALPN-01 answer's key; the snapshot builder unseals with it.
+pub fn answer_seal_label(hostname: &str) -> String {
+    format!("acme-answer:{hostname}")
+}
+
+fn account_seal_label(directory: &str) -> String {
+    format!("acme-account:{directory}")
+}
+
+/// Whether `pack` should be worked on at `now` (Unix seconds).
+pub fn due(pack: &CertificatePack, now: i64) -> bool {
+    if pack.next_attempt_on > now {
+        return false;
+    }
+    match (pack.status.as_str(), pack.issued_on, pack.expires_on) {
+        ("active", Some(issued), Some(expires)) => now >= renew_at(issued, expires),
+        _ => true,
+    }
+}
+
+/// When a certificate valid from `issued` to `expires` is renewed: after two thirds of its lifetime.
+pub fn renew_at(issued: i64, expires: i64) -> i64 {
+    expires - (expires - issued).max(0) / 3
+}
+
+/// When to try again after the `attempts`-th failure in a row (1 for the first).
+pub fn next_attempt(now: i64, attempts: i64) -> i64 {
+    let shift = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
+    now + FIRST_BACKOFF_SECS.saturating_mul(1 << shift).min(MAX_BACKOFF_SECS)
+}
+
+/// Runs until the process ends.
+pub async fn run(store: Store, master: Arc<MasterKey>, settings: AcmeSettings, snapshot: Arc<ArcSwap<Snapshot>>) {
+    let node = format!(
+        "{}-{}",
+        std::process::id(),
+        OffsetDateTime::now_utc().unix_timestamp_nanos()
+    );
+    let mut manager = Manager {
+        store: store.clone(),
+        master,
+        settings,
+        snapshot,
+        node,
+        account: None,
+    };
+    let mut changes = store.subscribe();
+    loop {
+        let wait = match manager.round().await {
+            Ok(Some(next)) => {
+                let now = OffsetDateTime::now_utc().unix_timestamp();
+                Duration::from_secs(u64::try_from(next - now).unwrap_or(0).clamp(1, CHECK_EVERY.as_secs()))
+            }
+            Ok(None) => CHECK_EVERY,
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "ACME round failed");
+                CHECK_EVERY
+            }
+        };
+        // Our own writes wake this too; a round with nothing due costs one query.
+        changes.mark_unchanged();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// When `pack` next becomes due, if it is not due at `now`.
+fn due_at(pack: &CertificatePack) -> i64 {
+    match (pack.status.as_str(), pack.issued_on, pack.expires_on) {
+        ("active", Some(issued), Some(expires)) => renew_at(issued, expires).max(pack.next_attempt_on),
+        _ => pack.next_attempt_on,
+    }
+}
+
+struct Manager {
+    store: Store,
+    master: Arc<MasterKey>,
+    settings: AcmeSettings,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    node: String,
+    account: Option<Account>,
+}
+
+impl Manager {
+    /// Works on the packs that are due; returns when the next one will be.
+    async fn round(&mut self) -> anyhow::Result<Option<i64>> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let (due, later): (Vec<CertificatePack>, Vec<CertificatePack>) = self
+            .store
+            .all_certificate_packs()
+            .await?
+            .into_iter()
+            .partition(|p| due(p, now));
+        let next = later.iter().map(due_at).min();
+        if due.is_empty() {
+            return Ok(next);
+        }
+        for pack in due {
+            // Taken (or extended) before each order, so that a node that stops mid-way hands over within minutes.
+            if !self.store.try_lease(LEASE, &self.node, LEASE_SECS).await? {
+                tracing::debug!("another node holds the ACME lease");
+                return Ok(Some(now + CHECK_EVERY.as_secs() as i64));
+            }
+            let outcome = match tokio::time::timeout(ORDER_TIMEOUT, self.order(&pack)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(anyhow!("the order took longer than {} s", ORDER_TIMEOUT.as_secs())),
+            };
+            match outcome {
+                Ok(expires) => {
+                    tracing::info!(pack = %pack.id, hosts = ?pack.hosts, %expires, "ACME certificate issued");
+                }
+                Err(e) => {
+                    let message = format!("{e:#}");
+                    let at = OffsetDateTime::now_utc().unix_timestamp();
+                    let next = next_attempt(at, pack.attempts + 1);
+                    tracing::warn!(pack = %pack.id, hosts = ?pack.hosts, error = %message, retry_in_s = next - at,
+                        "ACME order failed");
+                    if let Err(e) = self.store.certificate_pack_failed(&pack.id, &[message], next).await {
+                        tracing::warn!(pack = %pack.id, error = %e, "could not record the ACME failure");
+                    }
+                }
+            }
+        }
+        self.store.release_lease(LEASE, &self.node).await?;
+        // Read again in a second, for when the packs just worked on are due next.
+        Ok(Some(now))
+    }
+
+    fn builder(&self) -> anyhow::Result<instant_acme::AccountBuilder> {
+        Ok(match &self.settings.ca_file {
+            Some(path) => Account::builder_with_root(path)
+                .with_context(|| format!("reading --acme-ca-file {}", path.display()))?,
+            None => Account::builder().context("setting up the ACME client")?,
+        })
+    }
+
+    /// The directory's account: this process's, the store's, or a new one.
+    async fn account(&mut self) -> anyhow::Result<Account> {
+        if let Some(account) = &self.account {
+            return Ok(account.clone());
+        }
+        let directory = self.settings.directory.clone();
+        let label = account_seal_label(&directory);
+        let sealed = match self.store.acme_account(&directory).await? {
+            Some(sealed) => sealed,
+            None => {
+                let contact: Vec<&str> = self.settings.contact.iter().map(String::as_str).collect();
+                let (_, credentials) = self
+                    .builder()?
+                    .create(
+                        &NewAccount {
+                            contact: &contact,
+                            terms_of_service_agreed: true,
+                            only_return_existing: false,
+                        },
+                        directory.clone(),
+                        None,
+                    )
+                    .await
+                    .with_context(|| format!("creating an ACME account at {directory}"))?;
+                let json = serde_json::to_vec(&credentials)?;
+                let sealed = portcullis_pki::seal::seal(&self.master, &label, &json);
+                tracing::info!(%directory, "ACME account created");
+                // Another node may have stored one first: then that one is used.
+                self.store.save_acme_account(&directory, &sealed).await?
+            }
+        };
+        let json = portcullis_pki::seal::unseal(&self.master, &label, &sealed)
+            .context("unsealing the ACME account (another master key?)")?;
+        let credentials: AccountCredentials =
+            serde_json::from_slice(&json).context("reading the stored ACME account")?;
+        let account = self
+            .builder()?
+            .from_credentials(credentials)
+            .await
+            .with_context(|| format!("reaching the ACME directory {directory}"))?;
+        self.account = Some(account.clone());
+        Ok(account)
+    }
+
+    /// Orders `pack`'s certificate and stores it; returns when it expires.
+    async fn order(&mut self, pack: &CertificatePack) -> anyhow::Result<OffsetDateTime> {
+        let account = self.account().await?;
+        let identifiers: Vec<Identifier> = pack.hosts.iter().map(|h| Identifier::Dns(h.clone())).collect();
+        let mut order = account
+            .new_order(&NewOrder::new(&identifiers))
+            .await
+            .context("placing the order")?;
+
+        // The answers, for every authorization still pending.
+        let now = OffsetDateTime::now_utc();
+        let mut answers = Vec::new();
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.context("reading an authorization")?;
+            let name = authz.identifier().to_string();
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => bail!("the authorization for {name} is {other:?}"),
+            }
+            let challenge = authz
+                .challenge(ChallengeType::TlsAlpn01)
+                .ok_or_else(|| anyhow!("the ACME server offers no tls-alpn-01 challenge for {name}"))?;
+            let digest = challenge.key_authorization().digest();
+            let answer = portcullis_pki::acme::tls_alpn_01(&name, digest.as_ref(), now)?;
+            answers.push(AcmeChallenge {
+                sealed_key: portcullis_pki::seal::seal(&self.master, &answer_seal_label(&name), &answer.key_pkcs8),
+                hostname: name,
+                pack_id: pack.id.clone(),
+                certificate: answer.certificate_pem,
+                expires_on: answer.expires_on.unix_timestamp(),
+            });
+        }
+
+        if !answers.is_empty() {
+            let generation = self.store.set_acme_challenges(&pack.id, &answers).await?;
+            self.wait_for_snapshot(generation).await?;
+            let mut authorizations = order.authorizations();
+            while let Some(authz) = authorizations.next().await {
+                let mut authz = authz.context("reading an authorization")?;
+                if authz.status != AuthorizationStatus::Pending {
+                    continue;
+                }
+                if let Some(mut challenge) = authz.challenge(ChallengeType::TlsAlpn01) {
+                    challenge.set_ready().await.context("asking for validation")?;
+                }
+            }
+        }
+
+        let status = order
+            .poll_ready(&RetryPolicy::new().timeout(Duration::from_secs(90)))
+            .await
+            .context("waiting for validation")?;
+        if status != OrderStatus::Ready {
+            bail!("validation failed: {}", failure_reasons(&mut order).await);
+        }
+        let (key, csr) = portcullis_pki::acme::order_csr(&pack.hosts)?;
+        order.finalize_csr(&csr).await.context("finalizing the order")?;
+        let chain = order
+            .poll_certificate(&RetryPolicy::new().timeout(Duration::from_secs(90)))
+            .await
+            .context("downloading the certificate")?;
+        let key_pem = portcullis_pki::pem::encode("PRIVATE KEY", &key);
+        let parsed = portcullis_pki::parse_server_certificate(&chain, &key_pem, OffsetDateTime::now_utc())
+            .context("checking the issued certificate")?;
+        if let Some(missing) = pack.hosts.iter().find(|h| !parsed.hosts.contains(h)) {
+            bail!("the issued certificate does not cover {missing}");
+        }
+        let new = portcullis_admin::sealed_custom_certificate(&self.master, &parsed);
+        self.store
+            .certificate_pack_issued(&pack.id, new, parsed.not_before.unix_timestamp())
+            .await?;
+        Ok(parsed.expires_on)
+    }
+
+    /// Waits until this node serves the answers of store generation `generation`; on PostgreSQL, a little longer,
+    /// for the other nodes of the fleet.
+    async fn wait_for_snapshot(&self, generation: u64) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.snapshot.load().generation < generation {
+            if tokio::time::Instant::now() > deadline {
+                bail!("the edge did not pick the answers up within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if self.store.backend() == "postgres" {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        Ok(())
+    }
+}
+
+/// What the ACME server said about each failed challenge.
+async fn failure_reasons(order: &mut instant_acme::Order) -> String {
+    let mut reasons = Vec::new();
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(authz)) = authorizations.next().await {
+        for challenge in &authz.challenges {
+            if let Some(problem) = &challenge.error {
+                reasons.push(format!("{}: {problem}", authz.identifier()));
+            }
+        }
+    }
+    if let Some(problem) = &order.state().error {
+        reasons.push(problem.to_string());
+    }
+    if reasons.is_empty() {
+        "the order became invalid".to_owned()
+    } else {
+        reasons.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(status: &str, issued: Option<i64>, expires: Option<i64>, next: i64) -> CertificatePack {
+        CertificatePack {
+            id: "p".into(),
+            zone_id: "z".into(),
+            hosts: vec!["a.example.com".into()],
+            validation_method: "tls-alpn-01".into(),
+            status: status.into(),
+            certificate_id: None,
+            issued_on: issued,
+            expires_on: expires,
+            validation_errors: Vec::new(),
+            attempts: 0,
+            next_attempt_on: next,
+            created_on: 0,
+            modified_on: 0,
+        }
+    }
+
+    #[test]
+    fn packs_are_due_when_new_failed_long_enough_ago_or_two_thirds_through() {
+        let day = 86_400;
+        assert!(due(&pack("initializing", None, None, 0), 1_000));
+        assert!(due(&pack("pending_validation", None, None, 999), 1_000));
+        assert!(!due(&pack("pending_validation", None, None, 1_001), 1_000));
+        // Let's Encrypt's 90 days: renewed 30 days before the end.
+        let issued = 10 * day;
+        let expires = issued + 90 * day;
+        assert_eq!(renew_at(issued, expires), expires - 30 * day);
+        assert!(!due(
+            &pack("active", Some(issued), Some(expires), 0),
+            expires - 30 * day - 1
+        ));
+        assert!(due(&pack("active", Some(issued), Some(expires), 0), expires - 30 * day));
+        // A failing renewal waits for its retry even when due.
+        assert!(!due(
+            &pack("active", Some(issued), Some(expires), expires),
+            expires - day
+        ));
+    }
+
+    #[test]
+    fn retries_back_off_from_a_minute_to_six_hours() {
+        assert_eq!(next_attempt(0, 1), 60);
+        assert_eq!(next_attempt(0, 2), 120);
+        assert_eq!(next_attempt(0, 5), 960);
+        assert_eq!(next_attempt(0, 10), 6 * 3600);
+        assert_eq!(next_attempt(0, 1_000), 6 * 3600);
+    }
+}
