@@ -12,7 +12,9 @@
 //! holds the `acme` lease and does the work. The account is made at the first order, agreeing to the directory's
 //! terms of service, and its credentials are kept in the store, sealed with the master key.
 //!
-//! Not here: HTTP-01 and DNS-01 (and so wildcard names), External Account Binding, ARI renewal windows.
+//! Not here: HTTP-01 and DNS-01 (and so wildcard names), External Account Binding, ARI renewal windows, and knowing
+//! that every node of a fleet serves the answers (the nodes are not registered anywhere): the manager waits for its
+//! own snapshot, then two seconds more on PostgreSQL, where the other nodes follow within milliseconds.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use portcullis_pki::MasterKey;
 use portcullis_proxy::Snapshot;
 use portcullis_store::{AcmeChallenge, CertificatePack, Store};
 use time::OffsetDateTime;
+use zeroize::Zeroizing;
 
 /// Let's Encrypt's production directory, the default.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -48,6 +51,8 @@ const LEASE: &str = "acme";
 const LEASE_SECS: i64 = 300;
 /// The most one order (validation, finalization, download) may take.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(180);
+/// Most orders in one round, so that failing packs cannot hold the others off for long.
+const MAX_ORDERS_PER_ROUND: usize = 10;
 /// How often packs are looked at when nothing changes.
 const CHECK_EVERY: Duration = Duration::from_secs(60);
 /// The first retry after a failure, doubled per failure up to [`MAX_BACKOFF_SECS`].
@@ -147,38 +152,47 @@ impl Manager {
     /// Works on the packs that are due; returns when the next one will be.
     async fn round(&mut self) -> anyhow::Result<Option<i64>> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let (due, later): (Vec<CertificatePack>, Vec<CertificatePack>) = self
+        let (ready, later): (Vec<CertificatePack>, Vec<CertificatePack>) = self
             .store
             .all_certificate_packs()
             .await?
             .into_iter()
             .partition(|p| due(p, now));
         let next = later.iter().map(due_at).min();
-        if due.is_empty() {
+        if ready.is_empty() {
             return Ok(next);
         }
-        for pack in due {
+        for pack in ready.into_iter().take(MAX_ORDERS_PER_ROUND) {
             // Taken (or extended) before each order, so that a node that stops mid-way hands over within minutes.
             if !self.store.try_lease(LEASE, &self.node, LEASE_SECS).await? {
                 tracing::debug!("another node holds the ACME lease");
                 return Ok(Some(now + CHECK_EVERY.as_secs() as i64));
             }
+            // Read again under the lease: another node may have issued it, or someone removed it, meanwhile.
+            let pack = match self.store.certificate_pack(&pack.zone_id, &pack.id).await {
+                Ok(pack) if due(&pack, OffsetDateTime::now_utc().unix_timestamp()) => pack,
+                _ => continue,
+            };
             let outcome = match tokio::time::timeout(ORDER_TIMEOUT, self.order(&pack)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(anyhow!("the order took longer than {} s", ORDER_TIMEOUT.as_secs())),
             };
             match outcome {
                 Ok(expires) => {
+                    metrics::counter!("portcullis_acme_orders_total", "outcome" => "issued").increment(1);
                     tracing::info!(pack = %pack.id, hosts = ?pack.hosts, %expires, "ACME certificate issued");
                 }
                 Err(e) => {
+                    metrics::counter!("portcullis_acme_orders_total", "outcome" => "failed").increment(1);
                     let message = format!("{e:#}");
                     let at = OffsetDateTime::now_utc().unix_timestamp();
                     let next = next_attempt(at, pack.attempts + 1);
                     tracing::warn!(pack = %pack.id, hosts = ?pack.hosts, error = %message, retry_in_s = next - at,
                         "ACME order failed");
                     if let Err(e) = self.store.certificate_pack_failed(&pack.id, &[message], next).await {
+                        // Unrecorded, the pack would look due again at once: wait as if it had been.
                         tracing::warn!(pack = %pack.id, error = %e, "could not record the ACME failure");
+                        return Ok(Some(now + CHECK_EVERY.as_secs() as i64));
                     }
                 }
             }
@@ -220,7 +234,7 @@ impl Manager {
                     )
                     .await
                     .with_context(|| format!("creating an ACME account at {directory}"))?;
-                let json = serde_json::to_vec(&credentials)?;
+                let json = Zeroizing::new(serde_json::to_vec(&credentials)?);
                 let sealed = portcullis_pki::seal::seal(&self.master, &label, &json);
                 tracing::info!(%directory, "ACME account created");
                 // Another node may have stored one first: then that one is used.
@@ -290,20 +304,26 @@ impl Manager {
             }
         }
 
-        let status = order
-            .poll_ready(&RetryPolicy::new().timeout(Duration::from_secs(90)))
-            .await
-            .context("waiting for validation")?;
+        let status = match order.poll_ready(&polling()).await {
+            Ok(status) => status,
+            Err(instant_acme::Error::Api(problem)) => {
+                bail!("validation failed: {problem}{}", failure_reasons(&mut order).await)
+            }
+            Err(e) => return Err(e).context("waiting for validation"),
+        };
         if status != OrderStatus::Ready {
-            bail!("validation failed: {}", failure_reasons(&mut order).await);
+            bail!(
+                "validation failed: the order is {status:?}{}",
+                failure_reasons(&mut order).await
+            );
         }
         let (key, csr) = portcullis_pki::acme::order_csr(&pack.hosts)?;
         order.finalize_csr(&csr).await.context("finalizing the order")?;
         let chain = order
-            .poll_certificate(&RetryPolicy::new().timeout(Duration::from_secs(90)))
+            .poll_certificate(&polling())
             .await
             .context("downloading the certificate")?;
-        let key_pem = portcullis_pki::pem::encode("PRIVATE KEY", &key);
+        let key_pem = Zeroizing::new(portcullis_pki::pem::encode("PRIVATE KEY", &key));
         let parsed = portcullis_pki::parse_server_certificate(&chain, &key_pem, OffsetDateTime::now_utc())
             .context("checking the issued certificate")?;
         if let Some(missing) = pack.hosts.iter().find(|h| !parsed.hosts.contains(h)) {
@@ -333,7 +353,16 @@ impl Manager {
     }
 }
 
-/// What the ACME server said about each failed challenge.
+/// How an order is polled: after 1 s, then 1.5 times longer each time (a Retry-After from the server wins), for
+/// up to 90 s. instant-acme's default doubles from 250 ms and so stops polling after about 30 s of a 90 s budget.
+fn polling() -> RetryPolicy {
+    RetryPolicy::new()
+        .initial_delay(Duration::from_secs(1))
+        .backoff(1.5)
+        .timeout(Duration::from_secs(90))
+}
+
+/// What the ACME server said about each failed challenge, as `: name: problem; …`, or nothing.
 async fn failure_reasons(order: &mut instant_acme::Order) -> String {
     let mut reasons = Vec::new();
     let mut authorizations = order.authorizations();
@@ -344,13 +373,10 @@ async fn failure_reasons(order: &mut instant_acme::Order) -> String {
             }
         }
     }
-    if let Some(problem) = &order.state().error {
-        reasons.push(problem.to_string());
-    }
     if reasons.is_empty() {
-        "the order became invalid".to_owned()
+        String::new()
     } else {
-        reasons.join("; ")
+        format!(" ({})", reasons.join("; "))
     }
 }
 

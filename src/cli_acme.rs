@@ -1,6 +1,6 @@
 //! `portcullis acme …`: server certificates obtained and renewed over ACME (Cloudflare's certificate packs) on a
-//! running server: order one for some of a zone's names, list the packs with their status and last error, remove
-//! one. The server's ACME manager does the ordering; see `serve --acme-directory`.
+//! running server: order one for some of a zone's names, list the packs with their status and last error, try a
+//! failing one again now, remove one. The server's ACME manager does the ordering; see `serve --acme-directory`.
 
 use std::process::ExitCode;
 
@@ -32,6 +32,11 @@ pub enum AcmeCommand {
     /// List the zone's certificate packs: names, status, expiry, and why the last attempt failed.
     #[command(alias = "ls")]
     List,
+    /// Try a failing pack again now instead of after its back-off (once what made it fail is fixed).
+    Retry {
+        /// The pack's id (see `acme list`).
+        id: String,
+    },
     /// Remove a certificate pack and its certificate; its names fall back to another certificate that covers them.
     #[command(alias = "rm")]
     Remove {
@@ -86,6 +91,17 @@ pub async fn acme(args: AcmeArgs) -> anyhow::Result<ExitCode> {
                     .map(|p| vec![s(p, "id"), names(p), s(p, "status"), s(p, "expires_on"), errors(p)])
                     .collect();
                 print_table(&["ID", "HOSTS", "STATUS", "EXPIRES", "LAST ERROR"], &rows);
+            }
+        }
+        AcmeCommand::Retry { id } => {
+            let pack = api
+                .send(Method::PATCH, &format!("{base}/{id}"), &json!({}))
+                .await?
+                .result;
+            if json {
+                print_json(&pack)?;
+            } else {
+                outln!("certificate pack {id} ({}) is tried again now", names(&pack));
             }
         }
         AcmeCommand::Remove { id } => {

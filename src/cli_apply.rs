@@ -11,8 +11,10 @@
 //! so that a second `apply` finds nothing to change. `export` writes the same shape from the server, so that
 //! `export` then `apply` changes nothing. Uploaded CAs are in it, by name (their certificates are public); a CA
 //! whose bundle differs from the server's CA of that name is refused, since replacing one is a change of trust
-//! done by hand. Not here: client certificates, the managed CA and server certificates, which hold keys and are
-//! made with `cert`, `ca` and `server-cert`; `mtls` names a CA by its name or id, or `managed`.
+//! done by hand. A zone's `acme` lists the names of each certificate it gets over ACME (its certificate packs): the
+//! file says which certificates should exist, the server obtains them. Not here: client certificates, the managed
+//! CA and uploaded server certificates, which hold keys and are made with `cert`, `ca` and `server-cert`; `mtls`
+//! names a CA by its name or id, or `managed`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -94,6 +96,8 @@ struct ZoneOut {
     rules: Vec<RuleOut>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     ratelimit_rules: Vec<RuleOut>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    acme: Vec<Vec<String>>,
 }
 
 /// An uploaded CA (its certificates are public; the CA's key stays with its owner), by name.
@@ -171,6 +175,10 @@ struct ZoneConfig {
     /// The zone's URL normalization; left out, it is left alone.
     #[serde(default)]
     url_normalization: Option<UrlNormalization>,
+    /// The certificates obtained over ACME, each the names of one (a certificate pack); left out, they are left
+    /// alone.
+    #[serde(default)]
+    acme: Option<Vec<Vec<String>>>,
 }
 
 /// A zone's URL normalization, in the API's shape; a field left out takes its default.
@@ -239,6 +247,8 @@ struct ZonePlan<'a> {
     rules: Vec<(&'static str, &'static str, Vec<Value>, Vec<Value>)>,
     /// The URL normalization the file wants, if it says, and the zone's now.
     url_normalization: Option<(UrlNormalization, UrlNormalization)>,
+    /// The ACME certificates the file wants (each pack's names, sorted), if it says, and the zone's packs now.
+    acme: Option<(Vec<Vec<String>>, Vec<Value>)>,
 }
 
 pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
@@ -647,6 +657,26 @@ async fn plan_zone<'a>(
         }
         None => None,
     };
+    let acme = match &zone.acme {
+        Some(packs) => {
+            let mut want: Vec<Vec<String>> = Vec::new();
+            for names in packs {
+                let mut names = portcullis_admin::check_pack_hosts(names, &zone_name)
+                    .map_err(|e| anyhow::anyhow!("zone {} acme: {}", zone.name, e.message))?;
+                names.sort();
+                if let Some(name) = names.iter().find(|n| want.iter().flatten().any(|w| w == *n)) {
+                    bail!("zone {} acme: {name} is in two certificates", zone.name);
+                }
+                want.push(names);
+            }
+            let have = match &id {
+                Some(id) => array(&api.get(&format!("/zones/{id}/ssl/certificate_packs")).await?.result).to_vec(),
+                None => Vec::new(),
+            };
+            Some((want, have))
+        }
+        None => None,
+    };
     Ok(ZonePlan {
         name: &zone.name,
         id,
@@ -654,6 +684,7 @@ async fn plan_zone<'a>(
         hosts,
         rules,
         url_normalization,
+        acme,
     })
 }
 
@@ -895,6 +926,29 @@ async fn apply_zone(
         }
     }
 
+    if let Some((want, have)) = &zone.acme {
+        let base = zone.id.as_ref().map(|id| format!("/zones/{id}/ssl/certificate_packs"));
+        // Removed first, so that a name can move from one pack to another (it has no ACME certificate between).
+        for pack in have {
+            let names = pack_names(pack);
+            if !want.contains(&names)
+                && plan.change(&format!("- acme certificate {} ({})", names.join(", "), s(pack, "id")))
+                && let Some(base) = &base
+            {
+                api.delete(&format!("{base}/{}", s(pack, "id"))).await?;
+            }
+        }
+        for names in want {
+            if !have.iter().any(|p| pack_names(p) == *names)
+                && plan.change(&format!("+ acme certificate {}", names.join(", ")))
+                && let Some(base) = &base
+            {
+                api.send(Method::POST, &format!("{base}/order"), &json!({"hosts": names}))
+                    .await?;
+            }
+        }
+    }
+
     if prune && let Some(path) = &hosts_path {
         let wanted: BTreeSet<&str> = zone.hosts.iter().map(|h| h.name.as_str()).collect();
         for host in &zone.current_hosts {
@@ -905,6 +959,17 @@ async fn apply_zone(
         }
     }
     Ok(())
+}
+
+/// A certificate pack's names, sorted.
+fn pack_names(pack: &Value) -> Vec<String> {
+    let mut names: Vec<String> = array(&pack["hosts"])
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
 }
 
 /// The names of the settings that differ.
@@ -1145,12 +1210,17 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         let ratelimit_rules = phases.pop().unwrap_or_default();
         let rules = phases.pop().unwrap_or_default();
         let url_normalization = UrlNormalization::of(&api.get(&format!("/zones/{id}/url_normalization")).await?.result);
+        let acme = array(&api.get(&format!("/zones/{id}/ssl/certificate_packs")).await?.result)
+            .iter()
+            .map(pack_names)
+            .collect();
         config.zones.push(ZoneOut {
             url_normalization: (!url_normalization.is_default()).then_some(url_normalization),
             name: s(zone, "name"),
             hostnames,
             rules,
             ratelimit_rules,
+            acme,
         });
     }
     let text = toml::to_string(&config).context("writing the configuration as TOML")?;

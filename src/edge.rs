@@ -450,7 +450,7 @@ impl EdgeBuilder {
             &answer.sealed_key,
         )
         .context("unsealing its key")?;
-        let key_pem = portcullis_pki::pem::encode("PRIVATE KEY", &pkcs8);
+        let key_pem = zeroize::Zeroizing::new(portcullis_pki::pem::encode("PRIVATE KEY", &pkcs8));
         Ok(ServerCert::from_pem(answer.certificate.as_bytes(), key_pem.as_bytes())?)
     }
 

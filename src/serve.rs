@@ -329,6 +329,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
                 "Edge snapshot builds that failed (the previous snapshot stayed in service)"
             );
             metrics::describe_counter!(
+                "portcullis_acme_orders_total",
+                "ACME orders of certificate packs, by outcome (issued, failed)"
+            );
+            metrics::describe_counter!(
                 "portcullis_security_events_dropped_total",
                 "Security events dropped because the store writer fell behind"
             );

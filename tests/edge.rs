@@ -1717,7 +1717,12 @@ fn ocsp_answers_from_an_uploaded_cas_responder_decide_at_the_edge() {
 /// removes what the file does not name; bad files are refused with the reason.
 #[test]
 fn apply_makes_the_server_match_a_file_and_export_round_trips() {
-    let server = Server::start();
+    // An ACME directory that refuses at once: the packs the file orders stay pending.
+    let server = Server::start_with(
+        crate::support::scratch(),
+        &["--acme-directory", "https://127.0.0.1:1/directory"],
+        &[],
+    );
     let dir = server.dir.path();
     let origin = format!("http://127.0.0.1:{}", echo_origin());
     let file = |name: &str, text: &str| {
@@ -1822,7 +1827,10 @@ ratelimit = { characteristics = ["cf.colo.id", "cf.tls_client_auth.cert_fingerpr
         &config(
             r#""10.1.0.0/16", "198.51.100.0/24""#,
             "min_tls_version = \"1.3\"\nadditional_origins = [\"HTTP://127.0.0.1:9/\"]\norigin_steering = \"failover\"",
-            &format!("rules = []\n[zones.url_normalization]\nscope = \"both\"\n{ratelimit}"),
+            &format!(
+                "acme = [[\"www.localhost\", \"API.localhost\"]]\nrules = []\n\
+                 [zones.url_normalization]\nscope = \"both\"\n{ratelimit}"
+            ),
         ),
     );
     let applied = ok(&server.cli(&["apply", &second]));
@@ -1832,7 +1840,8 @@ ratelimit = { characteristics = ["cf.colo.id", "cf.tls_client_auth.cert_fingerpr
         "~ localhost rules: 0 rules in place of 1",
         "~ localhost ratelimit_rules: 1 rule in place of 0",
         "~ localhost url_normalization: scope both, type cloudflare (was incoming, cloudflare)",
-        "5 changes made",
+        "+ acme certificate api.localhost, www.localhost",
+        "6 changes made",
     ] {
         assert!(applied.contains(line), "{line:?} in {applied}");
     }
@@ -1840,6 +1849,10 @@ ratelimit = { characteristics = ["cf.colo.id", "cf.tls_client_auth.cert_fingerpr
     let exported = ok(&server.cli(&["export", "--zone", "localhost"]));
     assert!(
         exported.contains("[zones.url_normalization]\nscope = \"both\""),
+        "{exported}"
+    );
+    assert!(
+        exported.contains("acme = [[\"api.localhost\", \"www.localhost\"]]"),
         "{exported}"
     );
     get_until(&server, "/api", &[], "200");
@@ -1868,6 +1881,8 @@ ratelimit = { characteristics = ["cf.colo.id", "cf.tls_client_auth.cert_fingerpr
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let items = r#""10.1.0.0/16""#;
+    let err = refused("wildcard.toml", &config(items, "", "acme = [[\"*.localhost\"]]"));
+    assert!(err.contains("dns-01"), "{err}");
     let err = refused("typo.toml", &config(items, "orign_http2 = true", ""));
     assert!(err.contains("unknown field `orign_http2`"), "{err}");
     let err = refused(

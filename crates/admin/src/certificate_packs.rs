@@ -9,7 +9,6 @@
 
 use axum::Extension;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -17,7 +16,7 @@ use utoipa::ToSchema;
 use portcullis_store::{Actor, CertificatePack, MAX_PACK_HOSTS};
 
 use crate::AdminState;
-use crate::api::{ApiError, ApiJson, ApiResult, ok, ok_status};
+use crate::api::{ApiError, ApiJson, ApiResult, ok};
 use crate::time_fmt::rfc3339;
 use crate::zones::IdOnly;
 
@@ -81,8 +80,8 @@ fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Order body, as Cloudflare's, less the fields whose choices this edge does not have (the CA is the server's
-/// `--acme-directory`, and it decides the validity).
+/// Order body, as Cloudflare's. The fields whose choices this edge does not offer are refused with the reason when
+/// given, rather than ignored: the CA is the server's `--acme-directory`, and it decides the validity.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderCertificatePack {
@@ -93,6 +92,12 @@ pub struct OrderCertificatePack {
     pub hosts: Vec<String>,
     /// `tls-alpn-01`, if given.
     pub validation_method: Option<String>,
+    /// Refused: the ACME CA decides the validity (90 days at Let's Encrypt).
+    pub validity_days: Option<u32>,
+    /// Refused: certificates come from the server's `--acme-directory`.
+    pub certificate_authority: Option<String>,
+    /// `false`, if given.
+    pub cloudflare_branding: Option<bool>,
 }
 
 /// Checks an order's names: each a DNS name in zone `zone`, none a wildcard, none twice. Lower-cased.
@@ -124,7 +129,7 @@ pub fn check_pack_hosts(hosts: &[String], zone: &str) -> Result<Vec<String>, Api
 #[utoipa::path(post, path = "/zones/{zone_id}/ssl/certificate_packs/order", tag = "certificate packs",
     request_body = OrderCertificatePack,
     params(("zone_id" = String, Path, description = "Zone id")),
-    responses((status = 201, description = "The recorded pack; its certificate follows", body = CertificatePackView)))]
+    responses((status = 200, description = "The recorded pack; its certificate follows", body = CertificatePackView)))]
 pub async fn order_certificate_pack(
     State(state): State<AdminState>,
     Extension(actor): Extension<Actor>,
@@ -144,13 +149,43 @@ pub async fn order_certificate_pack(
              on its own TLS listener"
         )));
     }
+    if body.validity_days.is_some() {
+        return Err(ApiError::invalid(
+            "validity_days: the ACME CA decides how long certificates are valid (Let's Encrypt: 90 days); leave it out",
+        ));
+    }
+    if let Some(ca) = &body.certificate_authority {
+        return Err(ApiError::invalid(format!(
+            "certificate_authority {ca:?}: certificates come from the server's ACME directory \
+             (serve --acme-directory); leave it out"
+        )));
+    }
+    if body.cloudflare_branding == Some(true) {
+        return Err(ApiError::invalid(
+            "cloudflare_branding: there is no branding to add; leave it out",
+        ));
+    }
     let zone = state.store.zone(&zone_id).await?;
     let hosts = check_pack_hosts(&body.hosts, &zone.name)?;
     let pack = state
         .store
         .add_certificate_pack(&zone_id, &hosts, VALIDATION_METHOD, &actor)
         .await?;
-    Ok(ok_status(StatusCode::CREATED, view(pack, now())))
+    Ok(ok(view(pack, now())))
+}
+
+/// Restart validation: the next attempt starts now instead of after the failure's back-off (after fixing what
+/// made it fail, such as DNS or a firewall).
+#[utoipa::path(patch, path = "/zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}", tag = "certificate packs",
+    params(("zone_id" = String, Path, description = "Zone id"), ("certificate_pack_id" = String, Path, description = "Pack id")),
+    responses((status = 200, description = "The pack", body = CertificatePackView)))]
+pub async fn restart_certificate_pack(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path((zone_id, id)): Path<(String, String)>,
+) -> ApiResult {
+    state.store.retry_certificate_pack(&zone_id, &id, &actor).await?;
+    Ok(ok(view(state.store.certificate_pack(&zone_id, &id).await?, now())))
 }
 
 /// List the zone's certificate packs.

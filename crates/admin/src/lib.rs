@@ -268,6 +268,7 @@ fn api_routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(certificate_packs::list_certificate_packs))
         .routes(routes!(
             certificate_packs::get_certificate_pack,
+            certificate_packs::restart_certificate_pack,
             certificate_packs::delete_certificate_pack
         ))
         .routes(routes!(certs::list_managed_cas))

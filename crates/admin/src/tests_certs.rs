@@ -1452,6 +1452,7 @@ async fn openapi_lists_every_route_of_the_router() {
         ("post", "/zones/{zone_id}/ssl/certificate_packs/order"),
         ("get", "/zones/{zone_id}/ssl/certificate_packs"),
         ("get", "/zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}"),
+        ("patch", "/zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}"),
         ("delete", "/zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}"),
         ("get", "/zones/{zone_id}/security/events"),
         ("get", "/accounts/{account_id}/managed_ca"),
@@ -1761,8 +1762,17 @@ async fn certificate_packs_are_ordered_checked_listed_and_deleted() {
         (json!({"hosts": ["a.example.com"], "type": "universal"}), "advanced"),
         (
             json!({"hosts": ["a.example.com"], "validity_days": 90}),
-            "validity_days",
+            "ACME CA decides",
         ),
+        (
+            json!({"hosts": ["a.example.com"], "certificate_authority": "google"}),
+            "--acme-directory",
+        ),
+        (
+            json!({"hosts": ["a.example.com"], "cloudflare_branding": true}),
+            "branding",
+        ),
+        (json!({"hosts": ["a.example.com"], "validity": 90}), "unknown field"),
     ];
     for (body, why) in refused {
         let (status, resp) = api.send(Method::POST, &order, body.clone()).await;
@@ -1774,10 +1784,10 @@ async fn certificate_packs_are_ordered_checked_listed_and_deleted() {
         .send(
             Method::POST,
             &order,
-            json!({"type": "advanced", "hosts": ["API.example.com", "example.com"], "validation_method": "tls-alpn-01"}),
+            json!({"type": "advanced", "hosts": ["API.example.com", "example.com"], "validation_method": "tls-alpn-01", "cloudflare_branding": false}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(status, StatusCode::OK, "{body}");
     let pack = &body["result"];
     assert_eq!(pack["hosts"], json!(["api.example.com", "example.com"]));
     assert_eq!(pack["status"], "initializing");
@@ -1810,6 +1820,10 @@ async fn certificate_packs_are_ordered_checked_listed_and_deleted() {
         json!([{"message": "Connection refused"}])
     );
     assert!(got["result"]["next_attempt_on"].is_string(), "{got}");
+    // Restarting validation: no more waiting.
+    let (status, restarted) = api.send(Method::PATCH, &format!("{base}/{id}"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{restarted}");
+    assert_eq!(restarted["result"]["next_attempt_on"], Value::Null);
 
     let (status, _) = api.delete(&format!("{base}/{id}")).await;
     assert_eq!(status, StatusCode::OK);

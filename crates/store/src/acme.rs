@@ -130,6 +130,12 @@ impl Store {
         let hosts_json = serde_json::Value::from(record.hosts.clone()).to_string();
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
+            // Names are unique across zones, so two orders anywhere must not both pass the check below: the
+            // generation row, which every write updates, serializes them (a row lock on PostgreSQL; on SQLite this
+            // first write takes the database's write lock).
+            sqlx::query("UPDATE generation SET value = value WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
             let rows = sqlx::query("SELECT id, zone_id, hosts FROM certificate_packs")
                 .fetch_all(&mut *tx)
                 .await?;
@@ -222,23 +228,22 @@ impl Store {
     pub async fn delete_certificate_pack(&self, zone_id: &str, id: &str, actor: &Actor) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let certificate_id: Option<Option<String>> =
-                sqlx::query_scalar("SELECT certificate_id FROM certificate_packs WHERE zone_id = $1 AND id = $2")
-                    .bind(zone_id)
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let Some(certificate_id) = certificate_id else {
-                return Err(StoreError::not_found("certificate_pack", id));
-            };
             sqlx::query("DELETE FROM acme_challenges WHERE pack_id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM certificate_packs WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            // Deleted first, returning its certificate: an issuance running at the same time either finishes before
+            // (its certificate is the one returned) or finds no pack.
+            let certificate_id: Option<Option<String>> = sqlx::query_scalar(
+                "DELETE FROM certificate_packs WHERE zone_id = $1 AND id = $2 RETURNING certificate_id",
+            )
+            .bind(zone_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(certificate_id) = certificate_id else {
+                return Err(StoreError::not_found("certificate_pack", id));
+            };
             if let Some(cert) = &certificate_id {
                 sqlx::query("DELETE FROM custom_certificates WHERE zone_id = $1 AND id = $2")
                     .bind(zone_id)
@@ -309,6 +314,29 @@ impl Store {
         Ok(u64::try_from(generation).unwrap_or(0))
     }
 
+    /// Clears a pack's failures so that the next attempt starts now (Cloudflare's "restart validation").
+    pub async fn retry_certificate_pack(&self, zone_id: &str, id: &str, actor: &Actor) -> Result<(), StoreError> {
+        let at = now();
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE certificate_packs SET attempts = 0, next_attempt_on = 0, modified_on = $3 \
+                 WHERE zone_id = $1 AND id = $2",
+            )
+            .bind(zone_id)
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::not_found("certificate_pack", id));
+            }
+            commit_write!(self, tx, actor, "update", "certificate_pack", id, "retry");
+        });
+        Ok(())
+    }
+
     /// Records a failed attempt: its answers withdrawn, `errors` kept for the API, the next attempt not before
     /// `next_attempt_on`.
     pub async fn certificate_pack_failed(
@@ -366,11 +394,16 @@ impl Store {
         let hosts = serde_json::Value::from(new.hosts.clone()).to_string();
         let zone_id = on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let row = sqlx::query("SELECT zone_id, certificate_id FROM certificate_packs WHERE id = $1")
-                .bind(pack_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| StoreError::not_found("certificate_pack", pack_id))?;
+            // An update first, so that the pack's row is locked until the end (a deletion waits, then finds the
+            // certificate this stores).
+            let row = sqlx::query(
+                "UPDATE certificate_packs SET modified_on = $2 WHERE id = $1 RETURNING zone_id, certificate_id",
+            )
+            .bind(pack_id)
+            .bind(at)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::not_found("certificate_pack", pack_id))?;
             let zone_id = row.text("zone_id")?;
             let mut certificate_id = row.opt_text("certificate_id")?;
             if let Some(id) = &certificate_id {

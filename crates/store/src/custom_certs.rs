@@ -12,6 +12,24 @@ macro_rules! custom_cert_columns {
     };
 }
 
+/// Refuses, inside a write transaction, to change or delete a certificate that a certificate pack keeps current: the
+/// pack would not notice, and its names would go without until its renewal. The pack is removed instead.
+macro_rules! refuse_pack_certificate {
+    ($tx:ident, $id:expr) => {
+        let pack: Option<String> = sqlx::query_scalar("SELECT id FROM certificate_packs WHERE certificate_id = $1")
+            .bind($id)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        if let Some(pack) = pack {
+            return Err(StoreError::Conflict(format!(
+                "custom certificate {} is obtained over ACME by certificate pack {pack}: remove the pack \
+                 (`portcullis acme remove {pack}`) rather than its certificate",
+                $id
+            )));
+        }
+    };
+}
+
 impl Store {
     /// Stores a server certificate for zone `zone_id`.
     pub async fn add_custom_certificate(
@@ -106,6 +124,7 @@ impl Store {
         let hosts = serde_json::Value::from(new.hosts.clone()).to_string();
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
+            refuse_pack_certificate!(tx, id);
             let updated = sqlx::query(
                 "UPDATE custom_certificates SET certificate = $3, sealed_key = $4, hosts = $5, issuer = $6, \
                  signature = $7, expires_on = $8, modified_on = $9 WHERE zone_id = $1 AND id = $2",
@@ -134,6 +153,7 @@ impl Store {
     pub async fn delete_custom_certificate(&self, zone_id: &str, id: &str, actor: &Actor) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
+            refuse_pack_certificate!(tx, id);
             let deleted = sqlx::query("DELETE FROM custom_certificates WHERE zone_id = $1 AND id = $2")
                 .bind(zone_id)
                 .bind(id)

@@ -1630,17 +1630,30 @@ async fn certificate_packs_issue_renew_and_go_with_their_certificate() {
         assert_eq!(renewed.certificate_id.as_deref(), Some(cert_id.as_str()));
         let stored = store.custom_certificate(&zone.id, &cert_id).await.expect("cert");
         assert_eq!(stored.certificate, "PEM 2");
-        // A certificate removed by hand is made again.
+        // The pack's certificate is the pack's: it is neither removed nor replaced by hand.
+        for err in [
+            store
+                .delete_custom_certificate(&zone.id, &cert_id, &a)
+                .await
+                .expect_err("rm"),
+            store
+                .replace_custom_certificate(&zone.id, &cert_id, cert(3), &a)
+                .await
+                .expect_err("replace"),
+        ] {
+            assert!(matches!(&err, StoreError::Conflict(m) if m.contains(&pack.id)), "{err}");
+        }
+        // Restarting validation clears the failure count and the wait.
         store
-            .delete_custom_certificate(&zone.id, &cert_id, &a)
+            .certificate_pack_failed(&pack.id, &["timeout".to_owned()], 1_900_000_000)
             .await
-            .expect("rm");
-        let again = store
-            .certificate_pack_issued(&pack.id, cert(3), 1_800_000_200)
+            .expect("failed");
+        store
+            .retry_certificate_pack(&zone.id, &pack.id, &a)
             .await
-            .expect("again");
-        let new_id = again.certificate_id.expect("id");
-        assert_ne!(new_id, cert_id);
+            .expect("retry");
+        let retried = store.certificate_pack(&zone.id, &pack.id).await.expect("get");
+        assert_eq!((retried.attempts, retried.next_attempt_on), (0, 0));
 
         // Deleting the pack takes its certificate; a late issuance for it stores nothing.
         store
