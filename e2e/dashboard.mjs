@@ -823,6 +823,35 @@ try {
     await assertToastClear("Hostnames");
   }
 
+  step("Certificates over ACME: a wildcard is refused, an order shows the ACME server's failure, retry, remove");
+  {
+    // The test server's ACME directory (https://127.0.0.1:1) refuses connections: every attempt fails at once.
+    const names = page.getByLabel("Names (spaces or commas between them)");
+    provoke({ status: 400, url: /certificate_packs\/order$/ });
+    provoke({ text: /wildcard names are validated over DNS/ });
+    await names.fill("*.localhost");
+    await page.getByRole("button", { name: "Order certificate" }).click();
+    await page.locator("#page-error", { hasText: "dns-01" }).waitFor();
+    await names.fill("app.localhost, shop.localhost");
+    await page.getByRole("button", { name: "Order certificate" }).click();
+    await page.locator("#toast", { hasText: "Certificate for app.localhost, shop.localhost ordered" }).waitFor();
+    const packRow = page.locator("#acme-table tbody tr", { hasText: "app.localhost, shop.localhost" });
+    await packRow.waitFor();
+    // The failure appears once the page reloads its data (any action does); the Retry button comes with it.
+    for (let i = 0; i < 50 && !(await packRow.textContent()).includes("creating an ACME account"); i += 1) {
+      await sleep(200);
+      await nav("Hostnames", `${base}/dashboard/hostnames`);
+    }
+    assert.match(await packRow.textContent(), /failing, will retry.*creating an ACME account at https:\/\/127\.0\.0\.1:1\/directory/);
+    await packRow.getByRole("button", { name: "Retry now" }).click();
+    await page.locator("#toast", { hasText: "Trying app.localhost, shop.localhost again now" }).waitFor();
+    await shot("09b-acme");
+    await packRow.getByRole("button", { name: "Remove" }).click();
+    await packRow.getByRole("button", { name: "Confirm remove" }).click();
+    await packRow.waitFor({ state: "detached" });
+    await assertToastClear("Hostnames (ACME)");
+  }
+
   step("IP lists: create one, a bad item is named, items added; a rule using it blocks at the edge until an item goes");
   await nav("IP lists", `${base}/dashboard/lists`);
   await page.getByLabel("Name").fill("blocked_clients");

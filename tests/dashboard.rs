@@ -36,7 +36,12 @@ fn dashboard_flow_in_headless_chromium() {
     let e2e = repo_root().join("e2e");
     npm_ci(&e2e);
 
-    let server = Server::start();
+    // An ACME directory that refuses connections: the dashboard shows the failure of an order.
+    let server = Server::start_with(
+        crate::support::scratch(),
+        &["--acme-directory", "https://127.0.0.1:1/directory"],
+        &[],
+    );
     let origin = format!("http://127.0.0.1:{}", echo_origin());
     // No zone yet: the browser test creates it on the first page it sees, then adds the hostnames through the API.
     let token = std::fs::read_to_string(server.data_dir().join("admin-token")).expect("the admin token");

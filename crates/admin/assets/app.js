@@ -1579,6 +1579,7 @@ async function hostnamesPage() {
   });
   setupHostEdit();
   setupServerCerts();
+  setupAcme();
   await Promise.all([loadHostnames(), loadOriginCerts()]);
 }
 
@@ -1592,8 +1593,10 @@ async function pemOf(input, what) {
   return file.text();
 }
 
-function renderServerCerts(custom) {
+function renderServerCerts(custom, packs) {
   const table = $("sc-table");
+  // A pack's certificate is renewed by the server, and the API refuses to replace or delete it by hand.
+  const byAcme = new Set(packs.map((p) => p.primary_certificate).filter(Boolean));
   table.tBodies[0].replaceChildren(
     ...custom.map((cert) =>
       h(
@@ -1606,7 +1609,9 @@ function renderServerCerts(custom) {
         h(
           "td",
           {},
+          byAcme.has(cert.id) && h("span", { class: "badge badge-ok" }, "ACME"),
           canWrite &&
+            !byAcme.has(cert.id) &&
             h(
               "div",
               { class: "row" },
@@ -1622,6 +1627,78 @@ function renderServerCerts(custom) {
     ),
   );
   if (!custom.length) emptyRow(table, 5, "None uploaded: every hostname gets a certificate from the development edge CA.");
+}
+
+const ACME_STATUS = {
+  initializing: ["badge-muted", "waiting"],
+  pending_validation: ["badge-warn", "being validated"],
+  active: ["badge-ok", "active"],
+  expired: ["badge-danger", "expired"],
+};
+
+function renderAcme(packs) {
+  const table = $("acme-table");
+  table.tBodies[0].replaceChildren(
+    ...packs.map((pack) => {
+      const names = pack.hosts.join(", ");
+      const failing = pack.validation_errors.length > 0;
+      let [badge, label] = ACME_STATUS[pack.status] ?? ["badge-muted", pack.status];
+      if (failing && pack.status === "pending_validation") [badge, label] = ["badge-danger", "failing, will retry"];
+      if (failing && pack.status === "active") [badge, label] = ["badge-warn", "active, renewal failing"];
+      return h(
+        "tr",
+        { "data-id": pack.id },
+        h("td", { class: "mono" }, names),
+        h("td", {}, h("span", { class: `badge ${badge}` }, label)),
+        h("td", { class: "nowrap" }, pack.expires_on ? day(pack.expires_on) : "—"),
+        h(
+          "td",
+          { class: "small" },
+          failing ? pack.validation_errors.map((e) => e.message).join("; ") : "",
+          failing && pack.next_attempt_on ? h("span", { class: "muted" }, ` (next try ${when(pack.next_attempt_on)})`) : "",
+        ),
+        h(
+          "td",
+          {},
+          canWrite &&
+            h(
+              "div",
+              { class: "row" },
+              failing &&
+                h("button", {
+                  type: "button",
+                  class: "btn btn-small",
+                  onclick: (e) =>
+                    run(e.currentTarget, async () => {
+                      await api("PATCH", `/zones/${zone.id}/ssl/certificate_packs/${pack.id}`, {});
+                      toast(`Trying ${names} again now`);
+                      await loadHostnames();
+                    }),
+                }, "Retry now", h("span", { class: "sr-only" }, ` for ${names}`)),
+              confirmButton("Remove", "Confirm remove", async () => {
+                await api("DELETE", `/zones/${zone.id}/ssl/certificate_packs/${pack.id}`);
+                toast(`Certificate for ${names} removed`);
+                await loadHostnames();
+              }),
+            ),
+        ),
+      );
+    }),
+  );
+  if (!packs.length) emptyRow(table, 5, "None ordered.");
+}
+
+function setupAcme() {
+  $("acme-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run($("acme-order"), async () => {
+      const hosts = $("acme-hosts").value.split(/[\s,]+/).filter(Boolean);
+      const created = await api("POST", `/zones/${zone.id}/ssl/certificate_packs/order`, { type: "advanced", hosts });
+      e.target.reset();
+      toast(`Certificate for ${created.result.hosts.join(", ")} ordered`);
+      await loadHostnames();
+    });
+  });
 }
 
 function openReplace(cert) {
@@ -1705,12 +1782,14 @@ async function loadHostnames() {
     }
     return all;
   };
-  const [list, associated, custom] = await Promise.all([
+  const [list, associated, custom, packs] = await Promise.all([
     api("GET", `/zones/${zone.id}/hostnames`).then((d) => d.result ?? []),
     mtlsCoverage(),
     customPages(),
+    api("GET", `/zones/${zone.id}/ssl/certificate_packs`).then((d) => d.result ?? []),
   ]);
-  renderServerCerts(custom);
+  renderServerCerts(custom, packs);
+  renderAcme(packs);
   hostList = list;
   const table = $("hn-table");
   const forwarding = { none: "none", cloudflare: "Cloudflare headers", cf_cert_headers: "cf-cert-* headers", rfc9440: "RFC 9440", xfcc: "X-Forwarded-Client-Cert", xfcc_cert: "X-Forwarded-Client-Cert with the certificate" };
