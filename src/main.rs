@@ -92,7 +92,7 @@ enum Command {
     List(cli_list::ListArgs),
     /// Server certificates the edge presents, per SNI, on a running server: list, upload, replace (renew), remove.
     ServerCert(cli_server_cert::ServerCertArgs),
-    /// Server certificates obtained and renewed over ACME (Let's Encrypt or a private ACME CA): order, list, remove.
+    /// Server certificates obtained and renewed over ACME (Let's Encrypt or a private CA): order, list, retry, remove.
     Acme(cli_acme::AcmeArgs),
     /// Security events of a zone of a running server (blocks and logs), newest first, or followed with -f.
     Events(cli_events::EventsArgs),

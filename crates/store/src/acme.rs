@@ -52,6 +52,16 @@ pub struct AcmeChallenge {
     pub expires_on: i64,
 }
 
+/// Deletes a pack's TLS-ALPN-01 answers inside the write transaction `$tx`.
+macro_rules! withdraw_answers {
+    ($tx:ident, $pack_id:expr) => {
+        sqlx::query("DELETE FROM acme_challenges WHERE pack_id = $1")
+            .bind($pack_id)
+            .execute(&mut *$tx)
+            .await?;
+    };
+}
+
 macro_rules! pack_columns {
     () => {
         "id, zone_id, hosts, validation_method, status, certificate_id, issued_on, expires_on, validation_errors, \
@@ -228,10 +238,7 @@ impl Store {
     pub async fn delete_certificate_pack(&self, zone_id: &str, id: &str, actor: &Actor) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query("DELETE FROM acme_challenges WHERE pack_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            withdraw_answers!(tx, id);
             // Deleted first, returning its certificate: an issuance running at the same time either finishes before
             // (its certificate is the one returned) or finds no pack.
             let certificate_id: Option<Option<String>> = sqlx::query_scalar(
@@ -283,10 +290,7 @@ impl Store {
             if updated == 0 {
                 return Err(StoreError::not_found("certificate_pack", pack_id));
             }
-            sqlx::query("DELETE FROM acme_challenges WHERE pack_id = $1")
-                .bind(pack_id)
-                .execute(&mut *tx)
-                .await?;
+            withdraw_answers!(tx, pack_id);
             for c in challenges {
                 sqlx::query(
                     "INSERT INTO acme_challenges (hostname, pack_id, certificate, sealed_key, expires_on) \
@@ -364,10 +368,7 @@ impl Store {
             if updated == 0 {
                 return Err(StoreError::not_found("certificate_pack", pack_id));
             }
-            sqlx::query("DELETE FROM acme_challenges WHERE pack_id = $1")
-                .bind(pack_id)
-                .execute(&mut *tx)
-                .await?;
+            withdraw_answers!(tx, pack_id);
             commit_write!(
                 self,
                 tx,
@@ -462,10 +463,7 @@ impl Store {
             .bind(at)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("DELETE FROM acme_challenges WHERE pack_id = $1")
-                .bind(pack_id)
-                .execute(&mut *tx)
-                .await?;
+            withdraw_answers!(tx, pack_id);
             commit_write!(
                 self,
                 tx,
