@@ -12,7 +12,8 @@
 //! holds the `acme` lease and does the work. The account is made at the first order, agreeing to the directory's
 //! terms of service, and its credentials are kept in the store, sealed with the master key.
 //!
-//! Not here: HTTP-01 and DNS-01 (and so wildcard names), External Account Binding, ARI renewal windows, and knowing
+//! External Account Binding is given with `--acme-eab-kid` and `--acme-eab-hmac-key`, for the CAs that require it.
+//! Not here: HTTP-01 and DNS-01 (and so wildcard names), ARI renewal windows, and knowing
 //! that every node of a fleet serves the answers (the nodes are not registered anywhere): the manager waits for its
 //! own snapshot, then two seconds more on PostgreSQL, where the other nodes follow within milliseconds.
 
@@ -35,14 +36,33 @@ use zeroize::Zeroizing;
 /// Let's Encrypt's production directory, the default.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
-/// Where certificates come from.
-#[derive(Debug, Clone)]
+/// Where certificates come from. Not `Debug`: it holds the EAB key.
+#[derive(Clone)]
 pub struct AcmeSettings {
     pub directory: String,
     /// Contact URIs for the account (`mailto:…`).
     pub contact: Vec<String>,
     /// A PEM root to trust for the directory's HTTPS instead of the system's (a private ACME server).
     pub ca_file: Option<PathBuf>,
+    /// External Account Binding (RFC 8555 §7.3.4), which ZeroSSL, Google Trust Services and SSL.com require: the key
+    /// id and the HMAC key, decoded.
+    pub eab: Option<(String, Zeroizing<Vec<u8>>)>,
+}
+
+/// An EAB HMAC key as CAs hand it out (base64url, with or without padding), decoded.
+pub fn decode_eab_key(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+    use base64::Engine as _;
+    let trimmed = text.trim().trim_end_matches('=');
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .map_err(|e| format!("the EAB HMAC key is not base64url: {e}"))?;
+    if key.len() < 16 {
+        return Err(format!(
+            "the EAB HMAC key is {} bytes; CAs hand out 32 or more",
+            key.len()
+        ));
+    }
+    Ok(Zeroizing::new(key))
 }
 
 /// The lease one node of a fleet holds while it orders.
@@ -221,6 +241,11 @@ impl Manager {
             Some(sealed) => sealed,
             None => {
                 let contact: Vec<&str> = self.settings.contact.iter().map(String::as_str).collect();
+                let eab = self
+                    .settings
+                    .eab
+                    .as_ref()
+                    .map(|(kid, key)| instant_acme::ExternalAccountKey::new(kid.clone(), key));
                 let (_, credentials) = self
                     .builder()?
                     .create(
@@ -230,7 +255,7 @@ impl Manager {
                             only_return_existing: false,
                         },
                         directory.clone(),
-                        None,
+                        eab.as_ref(),
                     )
                     .await
                     .with_context(|| format!("creating an ACME account at {directory}"))?;
@@ -422,6 +447,15 @@ mod tests {
             &pack("active", Some(issued), Some(expires), expires),
             expires - day
         ));
+    }
+
+    #[test]
+    fn eab_keys_are_base64url_with_or_without_padding() {
+        let key = decode_eab_key("zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W").expect("key");
+        assert_eq!(key.len(), 48);
+        assert_eq!(decode_eab_key("AAECAwQFBgcICQoLDA0ODw==").expect("padded").len(), 16);
+        assert!(decode_eab_key("not base64!").expect_err("bad").contains("base64url"));
+        assert!(decode_eab_key("AAEC").expect_err("short").contains("3 bytes"));
     }
 
     #[test]

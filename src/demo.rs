@@ -68,6 +68,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         acme_directory: crate::acme::LETS_ENCRYPT.to_owned(),
         acme_contact: Vec::new(),
         acme_ca_file: None,
+        acme_eab_kid: None,
+        acme_eab_hmac_key: None,
         limits: args.limits,
     };
     let running = serve::start(&serve_args).await?;

@@ -87,6 +87,20 @@ pub struct ServeArgs {
     /// A PEM root certificate to trust for the ACME directory's HTTPS instead of the system's (a private ACME CA).
     #[arg(long, env = "PORTCULLIS_ACME_CA_FILE", help_heading = "ACME")]
     pub acme_ca_file: Option<PathBuf>,
+    /// External Account Binding key id, for ACME CAs that require one (ZeroSSL, Google Trust Services, SSL.com);
+    /// with --acme-eab-hmac-key.
+    #[arg(
+        long,
+        env = "PORTCULLIS_ACME_EAB_KID",
+        requires = "acme_eab_hmac_key",
+        help_heading = "ACME"
+    )]
+    pub acme_eab_kid: Option<String>,
+    /// External Account Binding HMAC key, base64url as the CA gives it; better in the environment than on the
+    /// command line.
+    #[arg(long, env = "PORTCULLIS_ACME_EAB_HMAC_KEY", requires = "acme_eab_kid", hide_env_values = true,
+          value_parser = parse_eab_key, help_heading = "ACME")]
+    pub acme_eab_hmac_key: Option<EabKey>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -149,6 +163,20 @@ pub struct LimitArgs {
     /// read from anyone else.
     #[arg(long, value_name = "CIDR", value_parser = proxy_cidrs, help_heading = "Edge")]
     pub proxy_protocol_from: Vec<String>,
+}
+
+/// A decoded EAB HMAC key; `Debug` does not show it.
+#[derive(Clone)]
+pub struct EabKey(pub zeroize::Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for EabKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EabKey(<redacted>)")
+    }
+}
+
+fn parse_eab_key(text: &str) -> Result<EabKey, String> {
+    crate::acme::decode_eab_key(text).map(EabKey)
 }
 
 fn proxy_cidrs(text: &str) -> Result<String, String> {
@@ -440,6 +468,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
                 })
                 .collect(),
             ca_file: args.acme_ca_file.clone(),
+            eab: args
+                .acme_eab_kid
+                .clone()
+                .zip(args.acme_eab_hmac_key.clone().map(|k| k.0)),
         },
         snapshot.clone(),
     ));

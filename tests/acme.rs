@@ -98,74 +98,112 @@ fn wait_for_pack(server: &Server, host: &str, what: &str, done: impl Fn(&Value) 
     }
 }
 
+/// pebble and its DNS, on free ports; killed when dropped.
+struct Pebble {
+    dir: tempfile::TempDir,
+    ca: std::path::PathBuf,
+    port: u16,
+    mgmt: u16,
+    dns_port: u16,
+    dns_mgmt: u16,
+    children: Vec<Killed>,
+}
+
+impl Pebble {
+    /// Ports and pebble's HTTPS certificate; nothing runs yet (pebble needs the edge's port first).
+    fn prepare() -> Pebble {
+        assert!(
+            Path::new(PEBBLE).exists() && Path::new(CHALLTESTSRV).exists(),
+            "the ACME test needs Let's Encrypt's pebble: apt-get install pebble (.ci/run installs it)"
+        );
+        let dir = scratch();
+        let ca = pebble_tls(dir.path());
+        Pebble {
+            dir,
+            ca,
+            port: free_port(),
+            mgmt: free_port(),
+            dns_port: free_udp_port(),
+            dns_mgmt: free_port(),
+            children: Vec::new(),
+        }
+    }
+
+    /// `serve` arguments that point the ACME manager at this pebble.
+    fn serve_args(&self) -> Vec<String> {
+        vec![
+            "--acme-directory".into(),
+            format!("https://127.0.0.1:{}/dir", self.port),
+            "--acme-ca-file".into(),
+            self.ca.display().to_string(),
+        ]
+    }
+
+    /// Starts the DNS (every name is 127.0.0.1 unless told otherwise) and pebble, validating TLS-ALPN-01 on
+    /// `edge_port`, with `extra` in its configuration.
+    fn start(&mut self, edge_port: u16, extra: serde_json::Value) {
+        let dir = self.dir.path().to_owned();
+        let dns_log = dir.join("challtestsrv.log");
+        self.children.push(Killed(
+            Command::new(CHALLTESTSRV)
+                .args(["-dns01", &format!("127.0.0.1:{}", self.dns_port)])
+                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                .args(["-management", &format!("127.0.0.1:{}", self.dns_mgmt)])
+                .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+                .stdout(std::fs::File::create(&dns_log).expect("log"))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("pebble-challtestsrv starts"),
+        ));
+        wait_for_port(self.dns_mgmt, "pebble-challtestsrv", &dns_log);
+        let mut config = serde_json::json!({
+            "listenAddress": format!("127.0.0.1:{}", self.port),
+            "managementListenAddress": format!("127.0.0.1:{}", self.mgmt),
+            "certificate": dir.join("pebble-cert.pem"),
+            "privateKey": dir.join("pebble-key.pem"),
+            "httpPort": 5002,
+            "tlsPort": edge_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        });
+        if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+            config.extend(extra.clone());
+        }
+        std::fs::write(
+            dir.join("pebble.json"),
+            serde_json::json!({ "pebble": config }).to_string(),
+        )
+        .expect("config");
+        let pebble_log = dir.join("pebble.log");
+        let log = std::fs::File::create(&pebble_log).expect("log");
+        self.children.push(Killed(
+            Command::new(PEBBLE)
+                .arg("-config")
+                .arg(dir.join("pebble.json"))
+                .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns_port)])
+                .env("PEBBLE_VA_NOSLEEP", "1")
+                .env("PEBBLE_WFE_NONCEREJECT", "0")
+                .env("PEBBLE_AUTHZREUSE", "0")
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("pebble starts"),
+        ));
+        wait_for_port(self.port, "pebble", &pebble_log);
+    }
+}
+
 #[test]
 fn acme_packs_are_issued_by_pebble_over_tls_alpn_renewed_and_removed() {
-    assert!(
-        Path::new(PEBBLE).exists() && Path::new(CHALLTESTSRV).exists(),
-        "the ACME test needs Let's Encrypt's pebble: apt-get install pebble (.ci/run installs it)"
-    );
-    let work = scratch();
-    let dir = work.path();
-    let pebble_ca = pebble_tls(dir);
-    let (pebble_port, pebble_mgmt, dns_port, dns_mgmt) = (free_port(), free_port(), free_udp_port(), free_port());
-
-    let server = Server::start_with(
-        scratch(),
-        &[
-            "--acme-directory",
-            &format!("https://127.0.0.1:{pebble_port}/dir"),
-            "--acme-ca-file",
-            pebble_ca.to_str().expect("utf-8"),
-            "--acme-contact",
-            "ops@acme.test",
-        ],
-        &[],
-    );
-
-    // Every name resolves to 127.0.0.1, where the edge listens, unless told otherwise.
-    let dns_log = dir.join("challtestsrv.log");
-    let _dns = Killed(
-        Command::new(CHALLTESTSRV)
-            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-            .stdout(std::fs::File::create(&dns_log).expect("log"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pebble-challtestsrv starts"),
-    );
-    wait_for_port(dns_mgmt, "pebble-challtestsrv", &dns_log);
-
+    let mut pebble = Pebble::prepare();
+    let mut args = pebble.serve_args();
+    args.extend(["--acme-contact".into(), "ops@acme.test".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_with(scratch(), &args, &[]);
     // Certificates valid for 30 s: renewed once two thirds of that have passed.
-    let config = serde_json::json!({"pebble": {
-        "listenAddress": format!("127.0.0.1:{pebble_port}"),
-        "managementListenAddress": format!("127.0.0.1:{pebble_mgmt}"),
-        "certificate": dir.join("pebble-cert.pem"),
-        "privateKey": dir.join("pebble-key.pem"),
-        "httpPort": 5002,
-        "tlsPort": server.edge_port,
-        "ocspResponderURL": "",
-        "externalAccountBindingRequired": false,
-        "certificateValidityPeriod": 30,
-    }});
-    std::fs::write(dir.join("pebble.json"), config.to_string()).expect("config");
-    let pebble_log = dir.join("pebble.log");
-    let log = std::fs::File::create(&pebble_log).expect("log");
-    let _pebble = Killed(
-        Command::new(PEBBLE)
-            .arg("-config")
-            .arg(dir.join("pebble.json"))
-            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
-            .env("PEBBLE_AUTHZREUSE", "0")
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("pebble starts"),
-    );
-    wait_for_port(pebble_port, "pebble", &pebble_log);
+    pebble.start(server.edge_port, serde_json::json!({"certificateValidityPeriod": 30}));
+    let dir = pebble.dir.path();
+    let (pebble_ca, pebble_mgmt, dns_mgmt) = (pebble.ca.clone(), pebble.mgmt, pebble.dns_mgmt);
 
     let origin = format!("http://127.0.0.1:{}", echo_origin());
     ok(&server.cli(&["zone", "add", "acme.test"]));
@@ -268,4 +306,52 @@ fn acme_packs_are_issued_by_pebble_over_tls_alpn_renewed_and_removed() {
     }
     let certs = ok(&server.cli(&["server-cert", "list", "--zone", "acme.test", "--json"]));
     assert!(!certs.contains(&cert_id), "{certs}");
+}
+
+/// CAs that require External Account Binding (ZeroSSL, Google Trust Services, SSL.com): with the key id and HMAC
+/// key the account is made and the certificate issued; without them the CA's refusal is the pack's error.
+#[test]
+fn acme_accounts_bind_to_an_external_account_when_the_ca_requires_it() {
+    const KID: &str = "kid-1";
+    const HMAC: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let mut pebble = Pebble::prepare();
+    let mut args = pebble.serve_args();
+    args.extend(["--acme-eab-kid".into(), KID.into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // The HMAC key from the environment, as the systemd unit's environment file gives it.
+    let server = Server::start_with(scratch(), &args, &[("PORTCULLIS_ACME_EAB_HMAC_KEY", HMAC)]);
+    pebble.start(
+        server.edge_port,
+        serde_json::json!({"externalAccountBindingRequired": true, "externalAccountMACKeys": {KID: HMAC}}),
+    );
+    let origin = format!("http://127.0.0.1:{}", echo_origin());
+    ok(&server.cli(&["zone", "add", "acme.test"]));
+    ok(&server.cli(&["host", "add", "api.acme.test", "--origin", &origin]));
+    ok(&server.cli(&["acme", "order", "--zone", "acme.test", "api.acme.test"]));
+    wait_for_pack(&server, "api.acme.test", "issuance with EAB", |p| {
+        p["status"] == "active"
+    });
+
+    // Another edge without the binding is refused by the CA, and says so.
+    let unbound_args = pebble.serve_args();
+    let unbound_args: Vec<&str> = unbound_args.iter().map(String::as_str).collect();
+    let unbound = Server::start_with(scratch(), &unbound_args, &[]);
+    ok(&unbound.cli(&["zone", "add", "acme.test"]));
+    ok(&unbound.cli(&["acme", "order", "--zone", "acme.test", "www.acme.test"]));
+    let failed = wait_for_pack(&unbound, "www.acme.test", "refusal without EAB", |p| {
+        p["validation_errors"].as_array().is_some_and(|e| !e.is_empty())
+    });
+    assert!(failed.to_string().contains("externalAccountRequired"), "{failed}");
+
+    // Half a binding does not start.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--acme-eab-kid", KID])
+        .env_remove("PORTCULLIS_ACME_EAB_HMAC_KEY")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--acme-eab-hmac-key"),
+        "{out:?}"
+    );
 }
