@@ -12,7 +12,8 @@
 //! holds the `acme` lease and does the work. The account is made at the first order, agreeing to the directory's
 //! terms of service, and its credentials are kept in the store, sealed with the master key.
 //!
-//! External Account Binding is given with `--acme-eab-kid` and `--acme-eab-hmac-key`, for the CAs that require it.
+//! External Account Binding is given with `--acme-eab-kid` and `PORTCULLIS_ACME_EAB_HMAC_KEY`, for the CAs that
+//! require it.
 //! Not here: HTTP-01 and DNS-01 (and so wildcard names), ARI renewal windows, and knowing
 //! that every node of a fleet serves the answers (the nodes are not registered anywhere): the manager waits for its
 //! own snapshot, then two seconds more on PostgreSQL, where the other nodes follow within milliseconds.
@@ -53,9 +54,11 @@ pub struct AcmeSettings {
 pub fn decode_eab_key(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
     use base64::Engine as _;
     let trimmed = text.trim().trim_end_matches('=');
+    // The decoder's error names the offending character and its place: not repeated, so that no part of a key
+    // reaches a log.
     let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(trimmed)
-        .map_err(|e| format!("the EAB HMAC key is not base64url: {e}"))?;
+        .map_err(|_| "the EAB HMAC key is not base64url (A-Z, a-z, 0-9, - and _)".to_owned())?;
     if key.len() < 16 {
         return Err(format!(
             "the EAB HMAC key is {} bytes; CAs hand out 32 or more",
@@ -378,12 +381,13 @@ impl Manager {
     }
 }
 
-/// How an order is polled: after 1 s, then 1.5 times longer each time (a Retry-After from the server wins), for
-/// up to 90 s. instant-acme's default doubles from 250 ms and so stops polling after about 30 s of a 90 s budget.
+/// How an order is polled: every 2 s (a Retry-After from the server wins) for up to 90 s. instant-acme stops at the
+/// first wait that would end past the deadline, so a growing back-off leaves much of the budget unpolled: its
+/// default (from 250 ms, doubling) stops after about 30 s of 90.
 fn polling() -> RetryPolicy {
     RetryPolicy::new()
-        .initial_delay(Duration::from_secs(1))
-        .backoff(1.5)
+        .initial_delay(Duration::from_secs(2))
+        .backoff(1.0)
         .timeout(Duration::from_secs(90))
 }
 
@@ -454,7 +458,11 @@ mod tests {
         let key = decode_eab_key("zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W").expect("key");
         assert_eq!(key.len(), 48);
         assert_eq!(decode_eab_key("AAECAwQFBgcICQoLDA0ODw==").expect("padded").len(), 16);
-        assert!(decode_eab_key("not base64!").expect_err("bad").contains("base64url"));
+        assert!(
+            decode_eab_key("not base64!")
+                .expect_err("bad")
+                .contains("not base64url")
+        );
         assert!(decode_eab_key("AAEC").expect_err("short").contains("3 bytes"));
     }
 

@@ -275,13 +275,19 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     }
     let lists = check_lists(&config, &server_lists)?;
     let mut hosts_of = BTreeMap::new();
+    let mut packs_of = BTreeMap::new();
     for zone in &existing {
-        let hosts = array(&api.get(&format!("/zones/{}/hostnames", s(zone, "id"))).await?.result).to_vec();
-        hosts_of.insert(s(zone, "id"), hosts);
+        let id = s(zone, "id");
+        let hosts = array(&api.get(&format!("/zones/{id}/hostnames")).await?.result).to_vec();
+        hosts_of.insert(id.clone(), hosts);
+        if config.zones.iter().any(|z| z.acme.is_some()) {
+            let packs = array(&api.get(&format!("/zones/{id}/ssl/certificate_packs")).await?.result).to_vec();
+            packs_of.insert(id, packs);
+        }
     }
     let mut zones_plan = Vec::new();
     for zone in &config.zones {
-        zones_plan.push(plan_zone(&api, zone, &existing, &hosts_of, (&cas, &uploaded), &lists).await?);
+        zones_plan.push(plan_zone(&api, zone, &existing, (&hosts_of, &packs_of), (&cas, &uploaded), &lists).await?);
     }
     let pruned_lists: Vec<&Value> = if args.prune {
         let named: BTreeSet<&str> = config.lists.iter().map(|l| l.name.as_str()).collect();
@@ -551,12 +557,15 @@ fn check_lists(config: &Config, server_lists: &[Value]) -> anyhow::Result<portcu
     Ok(lists)
 }
 
+/// Objects of the server's zones (hostnames, certificate packs), by zone id.
+type ByZone = BTreeMap<String, Vec<Value>>;
+
 /// Checks a zone of the file against the server and works out what it wants, changing nothing.
 async fn plan_zone<'a>(
     api: &ApiClient,
     zone: &'a ZoneConfig,
     existing: &[Value],
-    hosts_of: &BTreeMap<String, Vec<Value>>,
+    (hosts_of, packs_of): (&ByZone, &ByZone),
     (cas, uploaded): (&[(String, String)], &[Value]),
     lists: &portcullis_rules::Lists,
 ) -> anyhow::Result<ZonePlan<'a>> {
@@ -659,6 +668,14 @@ async fn plan_zone<'a>(
     };
     let acme = match &zone.acme {
         Some(packs) => {
+            if packs.len() > portcullis_store::MAX_PACKS_PER_ZONE {
+                bail!(
+                    "zone {} acme: at most {} certificates per zone, not {}",
+                    zone.name,
+                    portcullis_store::MAX_PACKS_PER_ZONE,
+                    packs.len()
+                );
+            }
             let mut want: Vec<Vec<String>> = Vec::new();
             for names in packs {
                 let mut names = portcullis_admin::check_pack_hosts(names, &zone_name)
@@ -667,12 +684,29 @@ async fn plan_zone<'a>(
                 if let Some(name) = names.iter().find(|n| want.iter().flatten().any(|w| w == *n)) {
                     bail!("zone {} acme: {name} is in two certificates", zone.name);
                 }
+                // A name in a pack of another zone (zones nest: `a.example.com` in `example.com`'s) must leave it
+                // there first; found now, before anything is removed here.
+                for (other, other_packs) in packs_of {
+                    if Some(other) == id.as_ref() {
+                        continue;
+                    }
+                    if let Some(name) = names
+                        .iter()
+                        .find(|n| other_packs.iter().any(|p| pack_names(p).contains(n)))
+                    {
+                        let other_name = existing
+                            .iter()
+                            .find(|z| s(z, "id") == *other)
+                            .map_or_else(|| other.clone(), |z| s(z, "name"));
+                        bail!(
+                            "zone {} acme: {name} has an ACME certificate in zone {other_name}: remove it there first",
+                            zone.name
+                        );
+                    }
+                }
                 want.push(names);
             }
-            let have = match &id {
-                Some(id) => array(&api.get(&format!("/zones/{id}/ssl/certificate_packs")).await?.result).to_vec(),
-                None => Vec::new(),
-            };
+            let have = id.as_ref().and_then(|id| packs_of.get(id)).cloned().unwrap_or_default();
             Some((want, have))
         }
         None => None,

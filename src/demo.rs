@@ -69,7 +69,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         acme_contact: Vec::new(),
         acme_ca_file: None,
         acme_eab_kid: None,
-        acme_eab_hmac_key: None,
         limits: args.limits,
     };
     let running = serve::start(&serve_args).await?;

@@ -87,20 +87,11 @@ pub struct ServeArgs {
     /// A PEM root certificate to trust for the ACME directory's HTTPS instead of the system's (a private ACME CA).
     #[arg(long, env = "PORTCULLIS_ACME_CA_FILE", help_heading = "ACME")]
     pub acme_ca_file: Option<PathBuf>,
-    /// External Account Binding key id, for ACME CAs that require one (ZeroSSL, Google Trust Services, SSL.com);
-    /// with --acme-eab-hmac-key.
-    #[arg(
-        long,
-        env = "PORTCULLIS_ACME_EAB_KID",
-        requires = "acme_eab_hmac_key",
-        help_heading = "ACME"
-    )]
+    /// External Account Binding key id, for ACME CAs that require one (ZeroSSL, Google Trust Services, SSL.com).
+    /// Its HMAC key (base64url, as the CA gives it) is read from the environment only, PORTCULLIS_ACME_EAB_HMAC_KEY,
+    /// so that it shows in no process listing.
+    #[arg(long, env = "PORTCULLIS_ACME_EAB_KID", help_heading = "ACME")]
     pub acme_eab_kid: Option<String>,
-    /// External Account Binding HMAC key, base64url as the CA gives it; better in the environment than on the
-    /// command line.
-    #[arg(long, env = "PORTCULLIS_ACME_EAB_HMAC_KEY", requires = "acme_eab_kid", hide_env_values = true,
-          value_parser = parse_eab_key, help_heading = "ACME")]
-    pub acme_eab_hmac_key: Option<EabKey>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -165,18 +156,22 @@ pub struct LimitArgs {
     pub proxy_protocol_from: Vec<String>,
 }
 
-/// A decoded EAB HMAC key; `Debug` does not show it.
-#[derive(Clone)]
-pub struct EabKey(pub zeroize::Zeroizing<Vec<u8>>);
+/// The environment variable that holds the EAB HMAC key.
+const EAB_KEY_ENV: &str = "PORTCULLIS_ACME_EAB_HMAC_KEY";
 
-impl std::fmt::Debug for EabKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EabKey(<redacted>)")
+/// The External Account Binding: `--acme-eab-kid` and the HMAC key from the environment, both or neither. No error
+/// quotes the key.
+fn acme_eab(args: &ServeArgs) -> anyhow::Result<Option<(String, zeroize::Zeroizing<Vec<u8>>)>> {
+    let key = std::env::var(EAB_KEY_ENV).ok().map(zeroize::Zeroizing::new);
+    match (&args.acme_eab_kid, key) {
+        (None, None) => Ok(None),
+        (Some(kid), Some(key)) => {
+            let key = crate::acme::decode_eab_key(&key).map_err(|e| anyhow::anyhow!("{EAB_KEY_ENV}: {e}"))?;
+            Ok(Some((kid.clone(), key)))
+        }
+        (Some(_), None) => anyhow::bail!("--acme-eab-kid needs the HMAC key in the environment, {EAB_KEY_ENV}"),
+        (None, Some(_)) => anyhow::bail!("{EAB_KEY_ENV} is set but --acme-eab-kid is not: give both or neither"),
     }
-}
-
-fn parse_eab_key(text: &str) -> Result<EabKey, String> {
-    crate::acme::decode_eab_key(text).map(EabKey)
 }
 
 fn proxy_cidrs(text: &str) -> Result<String, String> {
@@ -309,6 +304,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             "--default-host {host:?}: a wildcard hostname cannot be the default host; give an exact hostname"
         );
     }
+    let eab = acme_eab(args)?;
     let boot = bootstrap(args).await?;
     if let Some(secret) = &boot.new_admin_token {
         // Shown once, on the first start; it is also in <data-dir>/admin-token (mode 0600).
@@ -468,10 +464,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
                 })
                 .collect(),
             ca_file: args.acme_ca_file.clone(),
-            eab: args
-                .acme_eab_kid
-                .clone()
-                .zip(args.acme_eab_hmac_key.clone().map(|k| k.0)),
+            eab,
         },
         snapshot.clone(),
     ));

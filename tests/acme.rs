@@ -343,15 +343,39 @@ fn acme_accounts_bind_to_an_external_account_when_the_ca_requires_it() {
     });
     assert!(failed.to_string().contains("externalAccountRequired"), "{failed}");
 
-    // Half a binding does not start.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["serve", "--acme-eab-kid", KID])
-        .env_remove("PORTCULLIS_ACME_EAB_HMAC_KEY")
-        .output()
-        .expect("runs");
-    assert!(!out.status.success());
+    // Half a binding does not start, and a key that is not base64url is refused without being quoted.
+    let scratch_dir = scratch();
+    let serve = |kid: Option<&str>, key: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command
+            .args([
+                "serve",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(scratch_dir.path().join("data"))
+            .env_remove("PORTCULLIS_ACME_EAB_HMAC_KEY")
+            .env_remove("PORTCULLIS_ACME_EAB_KID");
+        if let Some(kid) = kid {
+            command.args(["--acme-eab-kid", kid]);
+        }
+        if let Some(key) = key {
+            command.env("PORTCULLIS_ACME_EAB_HMAC_KEY", key);
+        }
+        let out = command.output().expect("runs");
+        assert!(!out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(serve(Some(KID), None).contains("PORTCULLIS_ACME_EAB_HMAC_KEY"));
+    assert!(serve(None, Some(HMAC)).contains("--acme-eab-kid"));
+    let leaked = "s3cr3t+key/with=padding";
+    let err = serve(Some(KID), Some(leaked));
+    assert!(err.contains("not base64url") && !err.contains("s3cr3t"), "{err}");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--acme-eab-hmac-key"),
-        "{out:?}"
+        !scratch_dir.path().join("data").exists(),
+        "refused before anything is made"
     );
 }

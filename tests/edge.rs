@@ -1901,6 +1901,20 @@ ratelimit = { characteristics = ["cf.colo.id", "cf.tls_client_auth.cert_fingerpr
     );
     let err = refused("moved.toml", &moved);
     assert!(err.contains("belongs to zone elsewhere.localhost"), "{err}");
+    // Zones nest: a name with an ACME certificate in the inner zone is refused to the outer one before any change.
+    ok(&server.cli(&[
+        "acme",
+        "order",
+        "--zone",
+        "elsewhere.localhost",
+        "x.elsewhere.localhost",
+    ]));
+    let nested = "[[zones]]\nname = \"localhost\"\nacme = [[\"x.elsewhere.localhost\"]]\n";
+    let err = refused("nested.toml", nested);
+    assert!(
+        err.contains("x.elsewhere.localhost has an ACME certificate in zone elsewhere.localhost"),
+        "{err}"
+    );
     let other = dir.join("other");
     std::fs::create_dir_all(&other).expect("mkdir");
     crate::support::foreign_client_cert(&other);

@@ -36,6 +36,10 @@ const PORTCULLIS_ENV: &[&str] = &[
     "PORTCULLIS_P12_PASSWORD",
     "PORTCULLIS_LISTEN",
     "PORTCULLIS_DEFAULT_HOST",
+    "PORTCULLIS_ACME_DIRECTORY",
+    "PORTCULLIS_ACME_CA_FILE",
+    "PORTCULLIS_ACME_EAB_KID",
+    "PORTCULLIS_ACME_EAB_HMAC_KEY",
 ];
 
 /// A `portcullis serve` child process with its own data directory, killed when dropped.

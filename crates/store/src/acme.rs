@@ -62,6 +62,20 @@ macro_rules! withdraw_answers {
     };
 }
 
+/// On PostgreSQL, takes a key-share lock on zone `$zone_id` first, inside the write transaction `$tx`: the writes
+/// below insert rows that reference the zone, and a zone's deletion locks the zone and then the rows that go with
+/// it, so taking the zone first keeps the two from waiting on each other. SQLite has one writer at a time.
+macro_rules! lock_zone {
+    ($store:expr, $tx:ident, $zone_id:expr) => {
+        if $store.is_postgres() {
+            sqlx::query("SELECT id FROM zones WHERE id = $1 FOR KEY SHARE")
+                .bind($zone_id)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    };
+}
+
 macro_rules! pack_columns {
     () => {
         "id, zone_id, hosts, validation_method, status, certificate_id, issued_on, expires_on, validation_errors, \
@@ -140,6 +154,7 @@ impl Store {
         let hosts_json = serde_json::Value::from(record.hosts.clone()).to_string();
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
+            lock_zone!(self, tx, zone_id);
             // Names are unique across zones, so two orders anywhere must not both pass the check below: the
             // generation row, which every write updates, serializes them (a row lock on PostgreSQL; on SQLite this
             // first write takes the database's write lock).
@@ -238,9 +253,9 @@ impl Store {
     pub async fn delete_certificate_pack(&self, zone_id: &str, id: &str, actor: &Actor) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            withdraw_answers!(tx, id);
-            // Deleted first, returning its certificate: an issuance running at the same time either finishes before
-            // (its certificate is the one returned) or finds no pack.
+            // The pack's row first, as every other write to a pack takes it (its answers go by cascade), returning
+            // its certificate: an issuance running at the same time either finishes before (its certificate is the
+            // one returned) or finds no pack.
             let certificate_id: Option<Option<String>> = sqlx::query_scalar(
                 "DELETE FROM certificate_packs WHERE zone_id = $1 AND id = $2 RETURNING certificate_id",
             )
@@ -395,8 +410,13 @@ impl Store {
         let hosts = serde_json::Value::from(new.hosts.clone()).to_string();
         let zone_id = on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            // An update first, so that the pack's row is locked until the end (a deletion waits, then finds the
-            // certificate this stores).
+            let zone: Option<String> = sqlx::query_scalar("SELECT zone_id FROM certificate_packs WHERE id = $1")
+                .bind(pack_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let zone = zone.ok_or_else(|| StoreError::not_found("certificate_pack", pack_id))?;
+            lock_zone!(self, tx, &zone);
+            // Then the pack's row, locked until the end (a deletion waits, then finds the certificate this stores).
             let row = sqlx::query(
                 "UPDATE certificate_packs SET modified_on = $2 WHERE id = $1 RETURNING zone_id, certificate_id",
             )

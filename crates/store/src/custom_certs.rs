@@ -12,22 +12,25 @@ macro_rules! custom_cert_columns {
     };
 }
 
-/// Refuses, inside a write transaction, to change or delete a certificate that a certificate pack keeps current: the
-/// pack would not notice, and its names would go without until its renewal. The pack is removed instead.
-macro_rules! refuse_pack_certificate {
-    ($tx:ident, $id:expr) => {
+/// Why a write to custom certificate `$id` that changed no row did not: a certificate pack keeps it current (the
+/// pack would not notice a change, and its names would go without until its renewal; the pack is removed instead),
+/// or there is no such certificate. Checked after the write, inside its transaction, so that on SQLite the
+/// transaction writes before it reads.
+macro_rules! unchanged_certificate {
+    ($tx:ident, $id:expr) => {{
         let pack: Option<String> = sqlx::query_scalar("SELECT id FROM certificate_packs WHERE certificate_id = $1")
             .bind($id)
             .fetch_optional(&mut *$tx)
             .await?;
-        if let Some(pack) = pack {
-            return Err(StoreError::Conflict(format!(
+        match pack {
+            Some(pack) => StoreError::Conflict(format!(
                 "custom certificate {} is obtained over ACME by certificate pack {pack}: remove the pack \
                  (`portcullis acme remove {pack}`) rather than its certificate",
                 $id
-            )));
+            )),
+            None => StoreError::not_found("custom_certificate", $id),
         }
-    };
+    }};
 }
 
 impl Store {
@@ -124,10 +127,10 @@ impl Store {
         let hosts = serde_json::Value::from(new.hosts.clone()).to_string();
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            refuse_pack_certificate!(tx, id);
             let updated = sqlx::query(
                 "UPDATE custom_certificates SET certificate = $3, sealed_key = $4, hosts = $5, issuer = $6, \
-                 signature = $7, expires_on = $8, modified_on = $9 WHERE zone_id = $1 AND id = $2",
+                 signature = $7, expires_on = $8, modified_on = $9 WHERE zone_id = $1 AND id = $2 \
+                 AND NOT EXISTS (SELECT 1 FROM certificate_packs WHERE certificate_id = $2)",
             )
             .bind(zone_id)
             .bind(id)
@@ -142,7 +145,7 @@ impl Store {
             .await?
             .rows_affected();
             if updated == 0 {
-                return Err(StoreError::not_found("custom_certificate", id));
+                return Err(unchanged_certificate!(tx, id));
             }
             commit_write!(self, tx, actor, "update", "custom_certificate", id, &hosts);
         });
@@ -153,15 +156,17 @@ impl Store {
     pub async fn delete_custom_certificate(&self, zone_id: &str, id: &str, actor: &Actor) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            refuse_pack_certificate!(tx, id);
-            let deleted = sqlx::query("DELETE FROM custom_certificates WHERE zone_id = $1 AND id = $2")
-                .bind(zone_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let deleted = sqlx::query(
+                "DELETE FROM custom_certificates WHERE zone_id = $1 AND id = $2 \
+                 AND NOT EXISTS (SELECT 1 FROM certificate_packs WHERE certificate_id = $2)",
+            )
+            .bind(zone_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             if deleted == 0 {
-                return Err(StoreError::not_found("custom_certificate", id));
+                return Err(unchanged_certificate!(tx, id));
             }
             commit_write!(self, tx, actor, "delete", "custom_certificate", id, "");
         });
