@@ -69,6 +69,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         acme_contact: Vec::new(),
         acme_ca_file: None,
         acme_eab_kid: None,
+        no_acme: false,
         limits: args.limits,
     };
     let running = serve::start(&serve_args).await?;

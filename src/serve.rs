@@ -92,6 +92,10 @@ pub struct ServeArgs {
     /// so that it shows in no process listing.
     #[arg(long, env = "PORTCULLIS_ACME_EAB_KID", help_heading = "ACME")]
     pub acme_eab_kid: Option<String>,
+    /// This node never orders or renews certificates over ACME (another node of the fleet does, e.g. one that may
+    /// reach the ACME directory); it still serves the validation answers and the certificates.
+    #[arg(long, help_heading = "ACME")]
+    pub no_acme: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -447,27 +451,29 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     tracing::info!(edge_addrs = ?edge_addrs, %admin_addr, backend = boot.store.backend(), "listening");
 
     // After the listeners are bound: validation reaches the edge.
-    tokio::spawn(crate::acme::run(
-        boot.store.clone(),
-        boot.master_key.clone(),
-        crate::acme::AcmeSettings {
-            directory: args.acme_directory.clone(),
-            contact: args
-                .acme_contact
-                .iter()
-                .map(|c| {
-                    if c.contains(':') {
-                        c.clone()
-                    } else {
-                        format!("mailto:{c}")
-                    }
-                })
-                .collect(),
-            ca_file: args.acme_ca_file.clone(),
-            eab,
-        },
-        snapshot.clone(),
-    ));
+    if !args.no_acme {
+        tokio::spawn(crate::acme::run(
+            boot.store.clone(),
+            boot.master_key.clone(),
+            crate::acme::AcmeSettings {
+                directory: args.acme_directory.clone(),
+                contact: args
+                    .acme_contact
+                    .iter()
+                    .map(|c| {
+                        if c.contains(':') {
+                            c.clone()
+                        } else {
+                            format!("mailto:{c}")
+                        }
+                    })
+                    .collect(),
+                ca_file: args.acme_ca_file.clone(),
+                eab,
+            },
+            snapshot.clone(),
+        ));
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

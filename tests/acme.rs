@@ -139,6 +139,23 @@ impl Pebble {
         ]
     }
 
+    /// pebble's root, which its certificates chain to, written to a file.
+    fn root(&self) -> std::path::PathBuf {
+        let dir = self.dir.path();
+        let (code, status, pem) = curl(
+            dir,
+            &[
+                "--cacert",
+                self.ca.to_str().expect("utf-8"),
+                &format!("https://127.0.0.1:{}/roots/0", self.mgmt),
+            ],
+        );
+        assert_eq!((code, status.as_str()), (Some(0), "200"));
+        let path = dir.join("pebble-root.pem");
+        std::fs::write(&path, pem).expect("write");
+        path
+    }
+
     /// Starts the DNS (every name is 127.0.0.1 unless told otherwise) and pebble, validating TLS-ALPN-01 on
     /// `edge_port`, with `extra` in its configuration.
     fn start(&mut self, edge_port: u16, extra: serde_json::Value) {
@@ -203,7 +220,7 @@ fn acme_packs_are_issued_by_pebble_over_tls_alpn_renewed_and_removed() {
     // Certificates valid for 30 s: renewed once two thirds of that have passed.
     pebble.start(server.edge_port, serde_json::json!({"certificateValidityPeriod": 30}));
     let dir = pebble.dir.path();
-    let (pebble_ca, pebble_mgmt, dns_mgmt) = (pebble.ca.clone(), pebble.mgmt, pebble.dns_mgmt);
+    let dns_mgmt = pebble.dns_mgmt;
 
     let origin = format!("http://127.0.0.1:{}", echo_origin());
     ok(&server.cli(&["zone", "add", "acme.test"]));
@@ -228,17 +245,7 @@ fn acme_packs_are_issued_by_pebble_over_tls_alpn_renewed_and_removed() {
     );
 
     // curl trusts pebble's root only: the edge presents the issued chain.
-    let root = dir.join("pebble-root.pem");
-    let (code, status, root_pem) = curl(
-        dir,
-        &[
-            "--cacert",
-            pebble_ca.to_str().expect("utf-8"),
-            &format!("https://127.0.0.1:{pebble_mgmt}/roots/0"),
-        ],
-    );
-    assert_eq!((code, status.as_str()), (Some(0), "200"));
-    std::fs::write(&root, root_pem).expect("write");
+    let root = pebble.root();
     let edge = |dir: &Path| {
         curl(
             dir,
@@ -378,4 +385,61 @@ fn acme_accounts_bind_to_an_external_account_when_the_ca_requires_it() {
         !scratch_dir.path().join("data").exists(),
         "refused before anything is made"
     );
+}
+
+/// A fleet on PostgreSQL: node A orders (it may reach the ACME directory), node B (`--no-acme`) is the one the ACME
+/// server validates, so the answers must reach it through the shared store; then node B serves the certificate.
+#[test]
+fn in_a_fleet_the_answers_of_one_node_s_order_are_served_by_another() {
+    let Ok(admin_url) = std::env::var("PORTCULLIS_TEST_DATABASE_URL") else {
+        eprintln!("SKIPPED ACME fleet test: PORTCULLIS_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let db = crate::fleet::ScratchDb::create(&rt, &admin_url);
+    let master_key = crate::fleet::random_hex(32);
+    let env = [("PORTCULLIS_MASTER_KEY", master_key.as_str())];
+    let mut pebble = Pebble::prepare();
+    let mut args = pebble.serve_args();
+    args.extend(["--database-url".into(), db.url.clone()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let a = Server::start_with(scratch(), &args, &env);
+    let b = Server::start_with(scratch(), &["--database-url", &db.url, "--no-acme"], &env);
+    // pebble validates on node B's edge only.
+    pebble.start(b.edge_port, serde_json::json!({}));
+
+    let origin = format!("http://127.0.0.1:{}", echo_origin());
+    ok(&a.cli(&["zone", "add", "acme.test"]));
+    ok(&a.cli(&["host", "add", "api.acme.test", "--origin", &origin]));
+    ok(&a.cli(&["acme", "order", "--zone", "acme.test", "api.acme.test"]));
+    wait_for_pack(&a, "api.acme.test", "issuance validated on node B", |p| {
+        p["status"] == "active"
+    });
+
+    let root = pebble.root();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, status, body) = curl(
+            pebble.dir.path(),
+            &[
+                "--cacert",
+                root.to_str().expect("utf-8"),
+                "--resolve",
+                &format!("api.acme.test:{}:127.0.0.1", b.edge_port),
+                &format!("https://api.acme.test:{}/fleet", b.edge_port),
+            ],
+        );
+        if (code, status.as_str()) == (Some(0), "200") {
+            assert!(body.starts_with("get /fleet"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node B does not serve the issued certificate: curl {code:?} {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -11,14 +11,14 @@ use sqlx::Connection as _;
 use crate::support::{EdgeConn, Server, issue_client_cert, keep_alive_origin, ok, scratch, tls_client_config};
 
 /// A database made for one test, dropped (best effort, with its connections) when this is dropped.
-struct ScratchDb {
+pub(crate) struct ScratchDb {
     admin_url: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl ScratchDb {
-    fn create(rt: &tokio::runtime::Runtime, admin_url: &str) -> ScratchDb {
+    pub(crate) fn create(rt: &tokio::runtime::Runtime, admin_url: &str) -> ScratchDb {
         let name = format!("portcullis_fleet_{}", random_hex(6));
         rt.block_on(async {
             let mut conn = sqlx::PgConnection::connect(admin_url)
@@ -73,7 +73,7 @@ fn url_with_database(url: &str, name: &str) -> String {
     }
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
