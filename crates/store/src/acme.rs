@@ -6,7 +6,7 @@
 //! replaces it in the same write that marks the pack active, so the edge never lacks one.
 
 use crate::Store;
-use crate::db::{RowExt, commit_write, on_db};
+use crate::db::{RowExt, commit_write, json_strings, on_db};
 use crate::error::StoreError;
 use crate::ids::{new_id, now};
 use crate::model::{Actor, NewCustomCertificate};
@@ -83,24 +83,17 @@ macro_rules! pack_columns {
     };
 }
 
-fn strings(value: &serde_json::Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
-}
-
 fn pack_from_row(row: &impl RowExt) -> Result<CertificatePack, StoreError> {
     Ok(CertificatePack {
         id: row.text("id")?,
         zone_id: row.text("zone_id")?,
-        hosts: strings(&row.json("hosts")?),
+        hosts: json_strings(&row.json("hosts")?),
         validation_method: row.text("validation_method")?,
         status: row.text("status")?,
         certificate_id: row.opt_text("certificate_id")?,
         issued_on: row.opt_int("issued_on")?,
         expires_on: row.opt_int("expires_on")?,
-        validation_errors: strings(&row.json("validation_errors")?),
+        validation_errors: json_strings(&row.json("validation_errors")?),
         attempts: row.int("attempts")?,
         next_attempt_on: row.int("next_attempt_on")?,
         created_on: row.int("created_on")?,
@@ -169,7 +162,7 @@ impl Store {
                 if row.text("zone_id")? == zone_id {
                     in_zone += 1;
                 }
-                let taken = strings(&row.json("hosts")?);
+                let taken = json_strings(&row.json("hosts")?);
                 if let Some(host) = hosts.iter().find(|h| taken.contains(h)) {
                     return Err(StoreError::Conflict(format!(
                         "{host} is already in certificate pack {}",

@@ -1,7 +1,7 @@
 //! Server certificates the edge presents (Cloudflare's `custom_certificates`), with keys sealed at rest.
 
 use crate::Store;
-use crate::db::{RowExt, commit_write, on_db};
+use crate::db::{RowExt, commit_write, json_strings, on_db};
 use crate::error::StoreError;
 use crate::ids::{new_id, now};
 use crate::model::{Actor, CustomCertificate, NewCustomCertificate};
@@ -175,11 +175,7 @@ impl Store {
 }
 
 pub(crate) fn custom_cert_from_row(row: &impl RowExt) -> Result<CustomCertificate, StoreError> {
-    let hosts = row.json("hosts")?;
-    let hosts = hosts
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default();
+    let hosts = json_strings(&row.json("hosts")?);
     Ok(CustomCertificate {
         id: row.text("id")?,
         zone_id: row.text("zone_id")?,

@@ -341,3 +341,11 @@ macro_rules! impl_row_ext {
 }
 impl_row_ext!(sqlx::sqlite::SqliteRow);
 impl_row_ext!(sqlx::postgres::PgRow);
+
+/// The strings of a JSON array column (hosts, messages); anything else in it is skipped.
+pub(crate) fn json_strings(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
