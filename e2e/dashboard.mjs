@@ -852,6 +852,51 @@ try {
     await assertToastClear("Hostnames (ACME)");
   }
 
+  step("DNS validation: a bad secret is named, settings saved (never shown), a wildcard ordered over DNS, removal order");
+  {
+    const current = page.locator("#acme-dns-current");
+    await current.filter({ hasText: "None: names are validated with TLS-ALPN-01" }).waitFor();
+    await page.getByLabel("Name server (host or IP, optional :port)").fill("127.0.0.1:1");
+    await page.getByLabel("TSIG key name").fill("portcullis-acme");
+    await page.getByLabel("Seconds to wait for secondaries (0 to 120)").fill("0");
+    const secret = page.getByLabel("TSIG secret (base64)");
+    provoke({ status: 400, url: /ssl\/acme_dns$/ });
+    provoke({ text: /too short for a TSIG key/ });
+    await secret.fill("c2hvcnQ=");
+    await page.getByRole("button", { name: "Save DNS settings" }).click();
+    await page.locator("#page-error", { hasText: "too short for a TSIG key" }).waitFor();
+    const key = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=";
+    await secret.fill(key);
+    await page.getByRole("button", { name: "Save DNS settings" }).click();
+    await page.locator("#toast", { hasText: "DNS settings saved" }).waitFor();
+    await current.filter({ hasText: "Orders are validated over DNS through 127.0.0.1:1 (zone localhost), key portcullis-acme (hmac-sha256), 0 s" }).waitFor();
+    assert.ok(!(await page.content()).includes(key), "the secret is not on the page");
+
+    const names = page.getByLabel("Names (spaces or commas between them)");
+    await names.fill("*.localhost");
+    await page.getByRole("button", { name: "Order certificate" }).click();
+    await page.locator("#toast", { hasText: "Certificate for *.localhost ordered" }).waitFor();
+    const packRow = page.locator("#acme-table tbody tr", { hasText: "*.localhost" });
+    await packRow.waitFor();
+    assert.equal((await packRow.locator("td").nth(1).textContent()).trim(), "DNS");
+    await shot("09c-acme-dns");
+
+    // The settings stay while a pack is validated over DNS.
+    provoke({ status: 409, url: /ssl\/acme_dns$/ });
+    provoke({ text: /validated over DNS with these settings/ });
+    await page.getByRole("button", { name: "Remove DNS settings" }).click();
+    await page.getByRole("button", { name: "Confirm remove" }).click();
+    await page.locator("#page-error", { hasText: "remove it first" }).waitFor();
+    await packRow.getByRole("button", { name: "Remove" }).click();
+    await packRow.getByRole("button", { name: "Confirm remove" }).click();
+    await packRow.waitFor({ state: "detached" });
+    await page.getByRole("button", { name: "Remove DNS settings" }).click();
+    await page.getByRole("button", { name: "Confirm remove" }).click();
+    await page.locator("#toast", { hasText: "DNS settings removed" }).waitFor();
+    await current.filter({ hasText: "None: names are validated with TLS-ALPN-01" }).waitFor();
+    await assertToastClear("Hostnames (DNS validation)");
+  }
+
   step("IP lists: create one, a bad item is named, items added; a rule using it blocks at the edge until an item goes");
   await nav("IP lists", `${base}/dashboard/lists`);
   await page.getByLabel("Name").fill("blocked_clients");

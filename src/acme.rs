@@ -1,8 +1,13 @@
 //! The ACME manager: obtains and renews the server certificates of certificate packs (`…/ssl/certificate_packs`)
 //! from an ACME directory (Let's Encrypt by default, or a private one such as step-ca), validating with TLS-ALPN-01
-//! (RFC 8737) on the edge's own TLS listener.
+//! (RFC 8737) on the edge's own TLS listener, or with DNS-01 through the zone's name server (validation method
+//! `txt`, which wildcard names need).
 //!
-//! How an order goes: the answers (one self-signed certificate per name) are written to the store; once this node's
+//! How a DNS-01 order goes: the `_acme-challenge` TXT records are added with one signed DNS UPDATE to the zone's
+//! primary name server (`acme_dns` settings, see `dns_update`), the settings' propagation time is waited out, the
+//! ACME server is told to look, and the records are removed again whatever the outcome.
+//!
+//! How a TLS-ALPN-01 order goes: the answers (one self-signed certificate per name) are written to the store; once this node's
 //! snapshot serves them (and, on PostgreSQL, the other nodes have had a moment to rebuild theirs, since the ACME
 //! server may reach any of them), the ACME server is told to look; then the order is finalized with a fresh P-256
 //! key and the certificate is stored as the pack's custom certificate, checked as an upload is, in the same write
@@ -14,7 +19,7 @@
 //!
 //! External Account Binding is given with `--acme-eab-kid` and `PORTCULLIS_ACME_EAB_HMAC_KEY`, for the CAs that
 //! require it.
-//! Not here: HTTP-01 and DNS-01 (and so wildcard names), ARI renewal windows, and knowing
+//! Not here: HTTP-01, ARI renewal windows, and knowing
 //! that every node of a fleet serves the answers (the nodes are not registered anywhere): the manager waits for its
 //! own snapshot, then two seconds more on PostgreSQL, where the other nodes follow within milliseconds.
 
@@ -30,9 +35,11 @@ use instant_acme::{
 };
 use portcullis_pki::MasterKey;
 use portcullis_proxy::Snapshot;
-use portcullis_store::{AcmeChallenge, CertificatePack, Store};
+use portcullis_store::{AcmeChallenge, CertificatePack, DNS_VALIDATION, Store};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
+
+use crate::dns_update;
 
 /// Let's Encrypt's production directory, the default.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -72,8 +79,11 @@ pub fn decode_eab_key(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
 const LEASE: &str = "acme";
 /// How long the lease lasts unless extended; longer than one order may take.
 const LEASE_SECS: i64 = 300;
-/// The most one order (validation, finalization, download) may take.
-const ORDER_TIMEOUT: Duration = Duration::from_secs(180);
+/// The most one order (validation, finalization, download) may take; within the lease.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(240);
+/// The most a DNS-01 validation (propagation wait included) may take: well within [`ORDER_TIMEOUT`], so that the
+/// records are always removed before the order is given up.
+const DNS_VALIDATION_TIMEOUT: Duration = Duration::from_secs(180);
 /// Most orders in one round, so that failing packs cannot hold the others off for long.
 const MAX_ORDERS_PER_ROUND: usize = 10;
 /// How often packs are looked at when nothing changes.
@@ -81,6 +91,17 @@ const CHECK_EVERY: Duration = Duration::from_secs(60);
 /// The first retry after a failure, doubled per failure up to [`MAX_BACKOFF_SECS`].
 const FIRST_BACKOFF_SECS: i64 = 60;
 const MAX_BACKOFF_SECS: i64 = 6 * 3600;
+
+/// The TTL of `_acme-challenge` records: short, since they are removed once validated.
+const TXT_TTL: u32 = 60;
+
+/// A zone's DNS-01 settings, ready to use. Not `Debug`: the key holds the secret.
+struct DnsSettings {
+    server: String,
+    zone: String,
+    key: dns_update::TsigKey,
+    propagation: Duration,
+}
 
 /// The sealing label of a TLS-ALPN-01 answer's key; the snapshot builder unseals with it.
 pub fn answer_seal_label(hostname: &str) -> String {
@@ -282,8 +303,39 @@ impl Manager {
         Ok(account)
     }
 
+    /// The zone's DNS-01 settings, with the TSIG secret unsealed.
+    async fn dns_settings(&self, zone_id: &str) -> anyhow::Result<DnsSettings> {
+        let settings = self
+            .store
+            .acme_dns(zone_id)
+            .await?
+            .ok_or_else(|| anyhow!("the zone has no DNS update settings (portcullis acme dns set)"))?;
+        let secret = portcullis_pki::seal::unseal(
+            &self.master,
+            &portcullis_admin::tsig_seal_label(zone_id),
+            &settings.sealed_secret,
+        )
+        .context("unsealing the TSIG secret (another master key?)")?;
+        let algorithm = dns_update::Algorithm::parse(&settings.algorithm).map_err(|e| anyhow!(e))?;
+        Ok(DnsSettings {
+            server: settings.server,
+            zone: settings.dns_zone,
+            key: dns_update::TsigKey {
+                name: settings.key_name,
+                algorithm,
+                secret,
+            },
+            propagation: Duration::from_secs(u64::try_from(settings.propagation_seconds).unwrap_or(0)),
+        })
+    }
+
     /// Orders `pack`'s certificate and stores it; returns when it expires.
     async fn order(&mut self, pack: &CertificatePack) -> anyhow::Result<OffsetDateTime> {
+        let dns = if pack.validation_method == DNS_VALIDATION {
+            Some(self.dns_settings(&pack.zone_id).await?)
+        } else {
+            None
+        };
         let account = self.account().await?;
         let identifiers: Vec<Identifier> = pack.hosts.iter().map(|h| Identifier::Dns(h.clone())).collect();
         let mut order = account
@@ -291,17 +343,33 @@ impl Manager {
             .await
             .context("placing the order")?;
 
-        // The answers, for every authorization still pending.
+        // The answers, for every authorization still pending: TLS-ALPN-01 certificates, or DNS-01 TXT records.
         let now = OffsetDateTime::now_utc();
         let mut answers = Vec::new();
+        let mut records: Vec<(String, String)> = Vec::new();
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
             let mut authz = authz.context("reading an authorization")?;
-            let name = authz.identifier().to_string();
+            let identifier = authz.identifier();
+            let name = identifier.to_string();
+            let Identifier::Dns(base) = identifier.identifier else {
+                bail!("the ACME server asks about {name}, which is not a DNS name");
+            };
+            let base = base.clone();
             match authz.status {
                 AuthorizationStatus::Pending => {}
                 AuthorizationStatus::Valid => continue,
                 other => bail!("the authorization for {name} is {other:?}"),
+            }
+            if dns.is_some() {
+                let challenge = authz
+                    .challenge(ChallengeType::Dns01)
+                    .ok_or_else(|| anyhow!("the ACME server offers no dns-01 challenge for {name}"))?;
+                records.push((
+                    format!("_acme-challenge.{base}"),
+                    challenge.key_authorization().dns_value(),
+                ));
+                continue;
             }
             let challenge = authz
                 .challenge(ChallengeType::TlsAlpn01)
@@ -317,42 +385,56 @@ impl Manager {
             });
         }
 
-        if !answers.is_empty() {
-            let generation = self.store.set_acme_challenges(&pack.id, &answers).await?;
-            self.wait_for_snapshot(generation).await?;
-            let mut authorizations = order.authorizations();
-            while let Some(authz) = authorizations.next().await {
-                let mut authz = authz.context("reading an authorization")?;
-                if authz.status != AuthorizationStatus::Pending {
-                    continue;
+        let chain = match &dns {
+            Some(dns) => {
+                let added: Vec<dns_update::Change<'_>> = records
+                    .iter()
+                    .map(|(name, txt)| dns_update::Change::AddTxt {
+                        name,
+                        txt,
+                        ttl: TXT_TTL,
+                    })
+                    .collect();
+                if !added.is_empty() {
+                    dns_update::update(&dns.server, &dns.zone, &added, &dns.key)
+                        .await
+                        .context("publishing the _acme-challenge records")?;
                 }
-                if let Some(mut challenge) = authz.challenge(ChallengeType::TlsAlpn01) {
-                    challenge.set_ready().await.context("asking for validation")?;
+                let validated = tokio::time::timeout(
+                    DNS_VALIDATION_TIMEOUT,
+                    self.validate(&mut order, pack, ChallengeType::Dns01, dns.propagation),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow!(
+                        "validation took longer than {} s",
+                        DNS_VALIDATION_TIMEOUT.as_secs()
+                    ))
+                });
+                // Withdrawn whatever the outcome; a record left behind only costs a little DNS.
+                if !records.is_empty() {
+                    let removed: Vec<dns_update::Change<'_>> = records
+                        .iter()
+                        .map(|(name, txt)| dns_update::Change::DeleteTxt { name, txt })
+                        .collect();
+                    if let Err(e) = dns_update::update(&dns.server, &dns.zone, &removed, &dns.key).await {
+                        tracing::warn!(pack = %pack.id, error = format!("{e:#}"),
+                            "could not remove the _acme-challenge records");
+                    }
                 }
+                validated?
             }
-        }
-
-        let status = match order.poll_ready(&polling()).await {
-            Ok(status) => status,
-            Err(instant_acme::Error::Api(problem)) => {
-                bail!("validation failed: {problem}{}", failure_reasons(&mut order).await)
+            None => {
+                if !answers.is_empty() {
+                    let generation = self.store.set_acme_challenges(&pack.id, &answers).await?;
+                    self.wait_for_snapshot(generation).await?;
+                }
+                self.validate(&mut order, pack, ChallengeType::TlsAlpn01, Duration::ZERO)
+                    .await?
             }
-            Err(e) => return Err(e).context("waiting for validation"),
         };
-        if status != OrderStatus::Ready {
-            bail!(
-                "validation failed: the order is {status:?}{}",
-                failure_reasons(&mut order).await
-            );
-        }
-        let (key, csr) = portcullis_pki::acme::order_csr(&pack.hosts)?;
-        order.finalize_csr(&csr).await.context("finalizing the order")?;
-        let chain = order
-            .poll_certificate(&polling())
-            .await
-            .context("downloading the certificate")?;
-        let key_pem = Zeroizing::new(portcullis_pki::pem::encode("PRIVATE KEY", &key));
-        let parsed = portcullis_pki::parse_server_certificate(&chain, &key_pem, OffsetDateTime::now_utc())
+        let key_pem = Zeroizing::new(portcullis_pki::pem::encode("PRIVATE KEY", &chain.1));
+        let parsed = portcullis_pki::parse_server_certificate(&chain.0, &key_pem, OffsetDateTime::now_utc())
             .context("checking the issued certificate")?;
         if let Some(missing) = pack.hosts.iter().find(|h| !parsed.hosts.contains(h)) {
             bail!("the issued certificate does not cover {missing}");
@@ -362,6 +444,49 @@ impl Manager {
             .certificate_pack_issued(&pack.id, new, parsed.not_before.unix_timestamp())
             .await?;
         Ok(parsed.expires_on)
+    }
+
+    /// Once the answers are out (after `wait`), asks the ACME server to check each pending authorization's
+    /// `kind` challenge, waits for the order to be ready, finalizes it with a fresh key and downloads the chain:
+    /// returns the chain (PEM) and the key (PKCS#8 DER).
+    async fn validate(
+        &self,
+        order: &mut instant_acme::Order,
+        pack: &CertificatePack,
+        kind: ChallengeType,
+        wait: Duration,
+    ) -> anyhow::Result<(String, Zeroizing<Vec<u8>>)> {
+        tokio::time::sleep(wait).await;
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.context("reading an authorization")?;
+            if authz.status != AuthorizationStatus::Pending {
+                continue;
+            }
+            if let Some(mut challenge) = authz.challenge(kind.clone()) {
+                challenge.set_ready().await.context("asking for validation")?;
+            }
+        }
+        let status = match order.poll_ready(&polling()).await {
+            Ok(status) => status,
+            Err(instant_acme::Error::Api(problem)) => {
+                bail!("validation failed: {problem}{}", failure_reasons(order).await)
+            }
+            Err(e) => return Err(e).context("waiting for validation"),
+        };
+        if status != OrderStatus::Ready {
+            bail!(
+                "validation failed: the order is {status:?}{}",
+                failure_reasons(order).await
+            );
+        }
+        let (key, csr) = portcullis_pki::acme::order_csr(&pack.hosts)?;
+        order.finalize_csr(&csr).await.context("finalizing the order")?;
+        let chain = order
+            .poll_certificate(&polling())
+            .await
+            .context("downloading the certificate")?;
+        Ok((chain, key))
     }
 
     /// Waits until this node serves the answers of store generation `generation`; on PostgreSQL, a little longer,

@@ -681,6 +681,21 @@ async fn plan_zone<'a>(
                 let mut names = portcullis_admin::check_pack_hosts(names, &zone_name)
                     .map_err(|e| anyhow::anyhow!("zone {} acme: {}", zone.name, e.message))?;
                 names.sort();
+                // A wildcard is validated over DNS only: the zone must have its DNS update settings, which `apply`
+                // does not set (they hold a secret), before anything changes.
+                if let Some(wildcard) = names.iter().find(|n| n.starts_with("*.")) {
+                    let has_dns = match &id {
+                        Some(id) => !api.get(&format!("/zones/{id}/ssl/acme_dns")).await?.result.is_null(),
+                        None => false,
+                    };
+                    if !has_dns {
+                        bail!(
+                            "zone {} acme: {wildcard} is validated over DNS only: give the zone its DNS update \
+                             settings first (portcullis acme dns set)",
+                            zone.name
+                        );
+                    }
+                }
                 if let Some(name) = names.iter().find(|n| want.iter().flatten().any(|w| w == *n)) {
                     bail!("zone {} acme: {name} is in two certificates", zone.name);
                 }

@@ -34,6 +34,7 @@ mod cli_server_cert;
 mod client;
 mod crl_fetch;
 mod demo;
+mod dns_update;
 mod edge;
 mod public_listen;
 mod serve;

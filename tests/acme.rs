@@ -1,6 +1,8 @@
 //! Server certificates over ACME, end to end: Let's Encrypt's test server (`pebble`, Debian's package) validates
 //! names with TLS-ALPN-01 against the edge's own listener, resolving them through `pebble-challtestsrv`'s DNS, and
-//! curl then reaches the edge with a certificate pebble issued. Renewal, a failing validation, and removal too.
+//! curl then reaches the edge with a certificate pebble issued. Renewal, a failing validation, and removal too. And
+//! DNS-01: BIND's `named` is the zone's name server, Portcullis publishes the `_acme-challenge` records there with
+//! signed DNS UPDATEs, and pebble looks them up there.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -12,6 +14,8 @@ use crate::support::{Server, curl, echo_origin, ok, scratch};
 
 const PEBBLE: &str = "/usr/bin/pebble";
 const CHALLTESTSRV: &str = "/usr/bin/pebble-challtestsrv";
+const NAMED: &str = "/usr/sbin/named";
+const DIG: &str = "/usr/bin/dig";
 
 /// A child process killed when dropped.
 struct Killed(Child);
@@ -106,6 +110,8 @@ struct Pebble {
     mgmt: u16,
     dns_port: u16,
     dns_mgmt: u16,
+    /// A DNS server for pebble other than pebble-challtestsrv.
+    dns_server: Option<String>,
     children: Vec<Killed>,
 }
 
@@ -125,6 +131,7 @@ impl Pebble {
             mgmt: free_port(),
             dns_port: free_udp_port(),
             dns_mgmt: free_port(),
+            dns_server: None,
             children: Vec::new(),
         }
     }
@@ -197,7 +204,13 @@ impl Pebble {
             Command::new(PEBBLE)
                 .arg("-config")
                 .arg(dir.join("pebble.json"))
-                .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns_port)])
+                .args([
+                    "-dnsserver",
+                    &self
+                        .dns_server
+                        .clone()
+                        .unwrap_or_else(|| format!("127.0.0.1:{}", self.dns_port)),
+                ])
                 .env("PEBBLE_VA_NOSLEEP", "1")
                 .env("PEBBLE_WFE_NONCEREJECT", "0")
                 .env("PEBBLE_AUTHZREUSE", "0")
@@ -208,6 +221,208 @@ impl Pebble {
         ));
         wait_for_port(self.port, "pebble", &pebble_log);
     }
+}
+
+/// BIND's `named`, authoritative for one zone on a free port, letting TSIG key `portcullis-acme` update the zone's
+/// TXT records; killed when dropped.
+struct Named {
+    dir: tempfile::TempDir,
+    port: u16,
+    _child: Killed,
+}
+
+impl Named {
+    const KEY: &'static str = "portcullis-acme";
+
+    fn start(zone: &str, secret: &str) -> Named {
+        assert!(
+            Path::new(NAMED).exists() && Path::new(DIG).exists(),
+            "the DNS-01 test needs BIND: apt-get install bind9 bind9-dnsutils (.ci/run installs them)"
+        );
+        let dir = scratch();
+        let d = dir.path().display().to_string();
+        // A port free for TCP and UDP both.
+        let port = loop {
+            let port = free_port();
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+                break port;
+            }
+        };
+        std::fs::write(
+            dir.path().join("named.conf"),
+            format!(
+                r#"options {{
+    directory "{d}"; pid-file "{d}/named.pid"; session-keyfile "{d}/session.key";
+    listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};
+    recursion no; dnssec-validation no; notify no;
+}};
+key "{key}" {{ algorithm hmac-sha256; secret "{secret}"; }};
+zone "{zone}" {{ type primary; file "{d}/zone.db"; update-policy {{ grant {key} zonesub TXT; }}; }};
+"#,
+                key = Named::KEY
+            ),
+        )
+        .expect("named.conf");
+        std::fs::write(
+            dir.path().join("zone.db"),
+            format!(
+                "$TTL 60\n@ IN SOA ns.{zone}. admin.{zone}. 1 60 60 600 60\n@ IN NS ns.{zone}.\nns IN A 127.0.0.1\n"
+            ),
+        )
+        .expect("zone file");
+        let log = dir.path().join("named.log");
+        let child = Killed(
+            Command::new(NAMED)
+                .args(["-g", "-c"])
+                .arg(dir.path().join("named.conf"))
+                .stdout(std::fs::File::create(&log).expect("log"))
+                .stderr(std::fs::File::options().append(true).open(&log).expect("log"))
+                .spawn()
+                .expect("named starts"),
+        );
+        wait_for_port(port, "named", &log);
+        Named {
+            dir,
+            port,
+            _child: child,
+        }
+    }
+
+    /// The TXT records at `name`, as `dig +short` prints them.
+    fn txt(&self, name: &str) -> String {
+        let out = Command::new(DIG)
+            .args([
+                "+short",
+                "+tcp",
+                "-p",
+                &self.port.to_string(),
+                "@127.0.0.1",
+                "TXT",
+                name,
+            ])
+            .output()
+            .expect("dig runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default()
+    }
+}
+
+/// DNS-01: a wildcard certificate, its `_acme-challenge` records published in BIND with signed updates, validated
+/// by pebble there, and withdrawn afterwards; a wrong TSIG secret is BIND's BADSIG on the pack.
+#[test]
+fn wildcard_packs_are_validated_over_dns_through_the_zone_s_name_server() {
+    const SECRET: &str = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=";
+    let named = Named::start("acme.test", SECRET);
+    let mut pebble = Pebble::prepare();
+    pebble.dns_server = Some(format!("127.0.0.1:{}", named.port));
+    let args = pebble.serve_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_with(scratch(), &args, &[]);
+    pebble.start(server.edge_port, serde_json::json!({}));
+    let dir = pebble.dir.path();
+
+    let origin = format!("http://127.0.0.1:{}", echo_origin());
+    ok(&server.cli(&["zone", "add", "acme.test"]));
+    ok(&server.cli(&["host", "add", "*.acme.test", "--origin", &origin]));
+
+    // A wildcard needs the zone's DNS update settings, and the refusal says how to give them.
+    let out = server.cli(&["acme", "order", "--zone", "acme.test", "*.acme.test"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("acme dns set"), "{out:?}");
+
+    // The key as `tsig-keygen` writes it.
+    let key_file = dir.join("portcullis-acme.key");
+    std::fs::write(
+        &key_file,
+        format!(
+            "key \"{}\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{SECRET}\";\n}};\n",
+            Named::KEY
+        ),
+    )
+    .expect("key file");
+    let server_addr = format!("127.0.0.1:{}", named.port);
+    let set = ok(&server.cli(&[
+        "acme",
+        "dns",
+        "set",
+        "--zone",
+        "acme.test",
+        "--server",
+        &server_addr,
+        "--key-file",
+        key_file.to_str().expect("utf-8"),
+        "--propagation-seconds",
+        "0",
+    ]));
+    assert!(set.contains(Named::KEY) && !set.contains(SECRET), "{set}");
+    let shown = ok(&server.cli(&["acme", "dns", "show", "--zone", "acme.test", "--json"]));
+    assert!(shown.contains(&server_addr) && !shown.contains(SECRET), "{shown}");
+
+    let ordered = ok(&server.cli(&["acme", "order", "--zone", "acme.test", "*.acme.test", "acme.test"]));
+    assert!(ordered.contains("validated by txt"), "{ordered}");
+    let pack = wait_for_pack(&server, "*.acme.test", "issuance over DNS-01", |p| {
+        p["status"] == "active"
+    });
+    assert_eq!(pack["validation_method"], "txt");
+    assert_eq!(pack["validation_errors"], serde_json::json!([]));
+    // The records were withdrawn once validated.
+    assert_eq!(
+        named.txt("_acme-challenge.acme.test"),
+        "",
+        "named log:\n{}",
+        named.log()
+    );
+
+    // Any name under the wildcard gets the issued certificate.
+    let root = pebble.root();
+    let (code, status, body) = curl(
+        dir,
+        &[
+            "--cacert",
+            root.to_str().expect("utf-8"),
+            "--resolve",
+            &format!("anything.acme.test:{}:127.0.0.1", server.edge_port),
+            &format!("https://anything.acme.test:{}/wild", server.edge_port),
+        ],
+    );
+    assert_eq!((code, status.as_str()), (Some(0), "200"), "{body}");
+    assert!(body.starts_with("get /wild"), "{body}");
+
+    // The settings stay while a pack is validated over DNS.
+    let out = server.cli(&["acme", "dns", "remove", "--zone", "acme.test"]);
+    assert!(!out.status.success(), "{out:?}");
+
+    // A wrong secret: BIND refuses the signature, and the pack says so.
+    let wrong = dir.join("wrong.key");
+    std::fs::write(
+        &wrong,
+        format!(
+            "key \"{}\" {{ algorithm hmac-sha256; secret \"d3JvbmdzZWNyZXR3cm9uZ3NlY3JldHdyb25nc2VjcmV0\"; }};",
+            Named::KEY
+        ),
+    )
+    .expect("key file");
+    ok(&server.cli(&[
+        "acme",
+        "dns",
+        "set",
+        "--zone",
+        "acme.test",
+        "--server",
+        &server_addr,
+        "--key-file",
+        wrong.to_str().expect("utf-8"),
+        "--propagation-seconds",
+        "0",
+    ]));
+    ok(&server.cli(&["acme", "order", "--zone", "acme.test", "www.acme.test"]));
+    let failed = wait_for_pack(&server, "www.acme.test", "refusal of a wrong TSIG secret", |p| {
+        p["validation_errors"].as_array().is_some_and(|e| !e.is_empty())
+    });
+    assert!(failed.to_string().contains("BADSIG"), "{failed}");
 }
 
 #[test]
@@ -231,7 +446,7 @@ fn acme_packs_are_issued_by_pebble_over_tls_alpn_renewed_and_removed() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in zone"), "{out:?}");
     let out = server.cli(&["acme", "order", "--zone", "acme.test", "*.acme.test"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("dns-01"), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("over DNS"), "{out:?}");
 
     let ordered = ok(&server.cli(&["acme", "order", "--zone", "acme.test", "api.acme.test"]));
     assert!(ordered.contains("ordered certificate pack"), "{ordered}");

@@ -1882,7 +1882,7 @@ ratelimit = { characteristics = ["cf.colo.id", "cf.tls_client_auth.cert_fingerpr
     };
     let items = r#""10.1.0.0/16""#;
     let err = refused("wildcard.toml", &config(items, "", "acme = [[\"*.localhost\"]]"));
-    assert!(err.contains("dns-01"), "{err}");
+    assert!(err.contains("over DNS only") && err.contains("acme dns set"), "{err}");
     let err = refused("typo.toml", &config(items, "orign_http2 = true", ""));
     assert!(err.contains("unknown field `orign_http2`"), "{err}");
     let err = refused(
@@ -1940,4 +1940,47 @@ ratelimit = { characteristics = ["cf.colo.id", "cf.tls_client_auth.cert_fingerpr
     );
     let shown = ok(&server.cli(&["list", "show", "office"]));
     assert!(shown.contains("198.51.100.0/24"), "unchanged: {shown}");
+
+    // With the zone's DNS update settings (a `tsig-keygen` file), a wildcard is ordered, over DNS.
+    let key = dir.join("acme.key");
+    std::fs::write(
+        &key,
+        "key \"portcullis-acme\" { algorithm hmac-sha256; secret \"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=\"; };",
+    )
+    .expect("key file");
+    ok(&server.cli(&[
+        "acme",
+        "dns",
+        "set",
+        "--zone",
+        "elsewhere.localhost",
+        "--server",
+        "127.0.0.1:1",
+        "--key-file",
+        key.to_str().expect("utf-8"),
+    ]));
+    let wild = "[[zones]]\nname = \"elsewhere.localhost\"\nacme = [[\"x.elsewhere.localhost\"], [\"*.elsewhere.localhost\"]]\n";
+    let applied = ok(&server.cli(&["apply", &file("wild.toml", wild)]));
+    assert!(
+        applied.contains("+ acme certificate *.elsewhere.localhost"),
+        "{applied}"
+    );
+    let packs: serde_json::Value = serde_json::from_str(&ok(&server.cli(&[
+        "acme",
+        "list",
+        "--zone",
+        "elsewhere.localhost",
+        "--json",
+    ])))
+    .expect("json");
+    let wildcard = packs
+        .as_array()
+        .and_then(|p| {
+            p.iter()
+                .find(|p| p["hosts"] == serde_json::json!(["*.elsewhere.localhost"]))
+        })
+        .unwrap_or_else(|| panic!("no wildcard pack: {packs}"));
+    assert_eq!(wildcard["validation_method"], "txt");
+    let again = ok(&server.cli(&["apply", &file("wild.toml", wild)]));
+    assert!(again.contains("no changes"), "{again}");
 }

@@ -40,6 +40,7 @@ const PORTCULLIS_ENV: &[&str] = &[
     "PORTCULLIS_ACME_CA_FILE",
     "PORTCULLIS_ACME_EAB_KID",
     "PORTCULLIS_ACME_EAB_HMAC_KEY",
+    "PORTCULLIS_TSIG_SECRET",
 ];
 
 /// A `portcullis serve` child process with its own data directory, killed when dropped.

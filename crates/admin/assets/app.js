@@ -1649,6 +1649,7 @@ function renderAcme(packs) {
         "tr",
         { "data-id": pack.id },
         h("td", { class: "mono" }, names),
+        h("td", {}, pack.validation_method === "txt" ? "DNS" : "TLS-ALPN"),
         h("td", {}, h("span", { class: `badge ${badge}` }, label)),
         h("td", { class: "nowrap" }, pack.expires_on ? day(pack.expires_on) : "—"),
         h(
@@ -1685,7 +1686,29 @@ function renderAcme(packs) {
       );
     }),
   );
-  if (!packs.length) emptyRow(table, 5, "None ordered.");
+  if (!packs.length) emptyRow(table, 6, "None ordered.");
+}
+
+function renderAcmeDns(settings) {
+  const current = $("acme-dns-current");
+  if (!settings) {
+    current.replaceChildren("None: names are validated with TLS-ALPN-01, and wildcards cannot be ordered.");
+    $("acme-dns-remove").replaceChildren();
+    return;
+  }
+  current.replaceChildren(
+    h("span", { class: "badge badge-ok" }, "on"),
+    ` Orders are validated over DNS through ${settings.server} (zone ${settings.dns_zone}), key ${settings.key_name} (${settings.algorithm}), ${settings.propagation_seconds} s for secondaries.`,
+  );
+  $("acme-dns-remove").replaceChildren(
+    canWrite
+      ? confirmButton("Remove DNS settings", "Confirm remove", async () => {
+          await api("DELETE", `/zones/${zone.id}/ssl/acme_dns`);
+          toast("DNS settings removed");
+          await loadHostnames();
+        })
+      : "",
+  );
 }
 
 function setupAcme() {
@@ -1696,6 +1719,24 @@ function setupAcme() {
       const created = await api("POST", `/zones/${zone.id}/ssl/certificate_packs/order`, { type: "advanced", hosts });
       e.target.reset();
       toast(`Certificate for ${created.result.hosts.join(", ")} ordered`);
+      await loadHostnames();
+    });
+  });
+  $("acme-dns-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run($("acme-dns-save"), async () => {
+      const body = {
+        server: $("acme-dns-server").value.trim(),
+        key_name: $("acme-dns-key").value.trim(),
+        algorithm: $("acme-dns-alg").value,
+        secret: $("acme-dns-secret").value.trim(),
+        propagation_seconds: Number($("acme-dns-wait").value || 0),
+      };
+      const dnsZone = $("acme-dns-zone").value.trim();
+      if (dnsZone) body.dns_zone = dnsZone;
+      await api("PUT", `/zones/${zone.id}/ssl/acme_dns`, body);
+      e.target.reset();
+      toast("DNS settings saved");
       await loadHostnames();
     });
   });
@@ -1782,14 +1823,16 @@ async function loadHostnames() {
     }
     return all;
   };
-  const [list, associated, custom, packs] = await Promise.all([
+  const [list, associated, custom, packs, acmeDns] = await Promise.all([
     api("GET", `/zones/${zone.id}/hostnames`).then((d) => d.result ?? []),
     mtlsCoverage(),
     customPages(),
     api("GET", `/zones/${zone.id}/ssl/certificate_packs`).then((d) => d.result ?? []),
+    api("GET", `/zones/${zone.id}/ssl/acme_dns`).then((d) => d.result ?? null),
   ]);
   renderServerCerts(custom, packs);
   renderAcme(packs);
+  renderAcmeDns(acmeDns);
   hostList = list;
   const table = $("hn-table");
   const forwarding = { none: "none", cloudflare: "Cloudflare headers", cf_cert_headers: "cf-cert-* headers", rfc9440: "RFC 9440", xfcc: "X-Forwarded-Client-Cert", xfcc_cert: "X-Forwarded-Client-Cert with the certificate" };

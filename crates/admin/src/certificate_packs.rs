@@ -4,8 +4,9 @@
 //! Ordering a pack only records it; the binary's ACME manager orders the certificate from the configured ACME
 //! directory, answers TLS-ALPN-01 on the edge's own TLS listener (RFC 8737), stores the certificate as a custom
 //! certificate of the zone and renews it when two thirds of its lifetime have passed. The pack's `status` and
-//! `validation_errors` say where that stands. Validation is TLS-ALPN-01 only, so wildcard names (which ACME
-//! validates over DNS only) are refused, as are Cloudflare's `txt`, `http` and `email` methods.
+//! `validation_errors` say where that stands. Validation is TLS-ALPN-01 on the edge's listener, or DNS-01
+//! (Cloudflare's `txt`) through the zone's DNS update settings (`acme_dns`), which wildcard names need; Cloudflare's
+//! `http` and `email` methods are refused.
 
 use axum::Extension;
 use axum::extract::{Path, State};
@@ -13,15 +14,15 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use portcullis_store::{Actor, CertificatePack, MAX_PACK_HOSTS};
+use portcullis_store::{Actor, CertificatePack, DNS_VALIDATION, MAX_PACK_HOSTS};
 
 use crate::AdminState;
 use crate::api::{ApiError, ApiJson, ApiResult, ok};
 use crate::time_fmt::rfc3339;
 use crate::zones::IdOnly;
 
-/// The one validation method: TLS-ALPN-01, answered by the edge on its TLS listener.
-pub const VALIDATION_METHOD: &str = "tls-alpn-01";
+/// Validation by TLS-ALPN-01, answered by the edge on its TLS listener.
+pub const TLS_ALPN: &str = "tls-alpn-01";
 
 /// One reason the last attempt failed.
 #[derive(Debug, Serialize, ToSchema)]
@@ -88,9 +89,10 @@ pub struct OrderCertificatePack {
     /// `advanced`, if given.
     #[serde(rename = "type")]
     pub kind: Option<String>,
-    /// The names the certificate covers (1 to 50), each in the zone; no wildcards.
+    /// The names the certificate covers (1 to 50), each in the zone; wildcards (`*.example.com`) only over DNS.
     pub hosts: Vec<String>,
-    /// `tls-alpn-01`, if given.
+    /// `txt` (DNS-01, through the zone's `acme_dns` settings) or `tls-alpn-01` (on the edge's TLS listener). By
+    /// default `txt` when the zone has DNS settings, else `tls-alpn-01`.
     pub validation_method: Option<String>,
     /// Refused: the ACME CA decides the validity (90 days at Let's Encrypt).
     pub validity_days: Option<u32>,
@@ -100,7 +102,8 @@ pub struct OrderCertificatePack {
     pub cloudflare_branding: Option<bool>,
 }
 
-/// Checks an order's names: each a DNS name in zone `zone`, none a wildcard, none twice. Lower-cased.
+/// Checks an order's names: each a DNS name in zone `zone` (wildcards too: see [`check_pack_method`]), none twice.
+/// Lower-cased.
 pub fn check_pack_hosts(hosts: &[String], zone: &str) -> Result<Vec<String>, ApiError> {
     if hosts.is_empty() || hosts.len() > MAX_PACK_HOSTS {
         return Err(ApiError::invalid(format!(
@@ -110,12 +113,6 @@ pub fn check_pack_hosts(hosts: &[String], zone: &str) -> Result<Vec<String>, Api
     }
     let mut out: Vec<String> = Vec::with_capacity(hosts.len());
     for host in hosts {
-        if host.trim().starts_with("*.") {
-            return Err(ApiError::invalid(format!(
-                "{host}: wildcard names are validated over DNS (dns-01), which this edge does not do; \
-                 upload a wildcard certificate instead"
-            )));
-        }
         let name = portcullis_store::check_hostname(host, zone).map_err(|e| ApiError::invalid(e.to_string()))?;
         if out.contains(&name) {
             return Err(ApiError::invalid(format!("{name} is listed twice")));
@@ -123,6 +120,38 @@ pub fn check_pack_hosts(hosts: &[String], zone: &str) -> Result<Vec<String>, Api
         out.push(name);
     }
     Ok(out)
+}
+
+/// The validation method of an order for `hosts` (checked) asking for `requested`, in a zone with or without DNS
+/// update settings.
+pub fn check_pack_method(hosts: &[String], requested: Option<&str>, has_dns: bool) -> Result<&'static str, ApiError> {
+    let method = match requested.map(str::trim) {
+        None if has_dns => DNS_VALIDATION,
+        None => TLS_ALPN,
+        Some(m) if m == TLS_ALPN => TLS_ALPN,
+        Some(m) if m == DNS_VALIDATION || m == "dns-01" => DNS_VALIDATION,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "validation_method {other:?} is not available: use {DNS_VALIDATION} (DNS-01, through the zone's \
+                 DNS update settings) or {TLS_ALPN} (on the edge's own TLS listener)"
+            )));
+        }
+    };
+    if method == DNS_VALIDATION && !has_dns {
+        return Err(ApiError::invalid(
+            "validation over DNS (txt) needs the zone's DNS update settings first: PUT /zones/{zone_id}/ssl/acme_dns \
+             (portcullis acme dns set)",
+        ));
+    }
+    if method == TLS_ALPN
+        && let Some(wildcard) = hosts.iter().find(|h| h.starts_with("*."))
+    {
+        return Err(ApiError::invalid(format!(
+            "{wildcard}: wildcard names are validated over DNS (dns-01) only: give the zone DNS update settings \
+             (portcullis acme dns set), or upload a wildcard certificate"
+        )));
+    }
+    Ok(method)
 }
 
 /// Order a certificate for some of the zone's names, to be obtained and renewed over ACME.
@@ -140,14 +169,6 @@ pub async fn order_certificate_pack(
         && kind != "advanced"
     {
         return Err(ApiError::invalid(format!("unknown type {kind:?}: use advanced")));
-    }
-    if let Some(method) = body.validation_method.as_deref()
-        && method != VALIDATION_METHOD
-    {
-        return Err(ApiError::invalid(format!(
-            "validation_method {method:?} is not available: this edge validates with {VALIDATION_METHOD} \
-             on its own TLS listener"
-        )));
     }
     if body.validity_days.is_some() {
         return Err(ApiError::invalid(
@@ -167,9 +188,11 @@ pub async fn order_certificate_pack(
     }
     let zone = state.store.zone(&zone_id).await?;
     let hosts = check_pack_hosts(&body.hosts, &zone.name)?;
+    let has_dns = state.store.acme_dns(&zone_id).await?.is_some();
+    let method = check_pack_method(&hosts, body.validation_method.as_deref(), has_dns)?;
     let pack = state
         .store
-        .add_certificate_pack(&zone_id, &hosts, VALIDATION_METHOD, &actor)
+        .add_certificate_pack(&zone_id, &hosts, method, &actor)
         .await?;
     Ok(ok(view(pack, now())))
 }

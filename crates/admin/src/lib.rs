@@ -8,6 +8,7 @@
 
 mod access_settings;
 mod accounts;
+mod acme_dns;
 mod api;
 mod associations;
 mod auth;
@@ -42,9 +43,10 @@ use utoipa_axum::routes;
 use portcullis_pki::MasterKey;
 use portcullis_store::Store;
 
+pub use acme_dns::tsig_seal_label;
 pub use api::{ApiError, Envelope, ErrorItem, ResultInfo, codes};
 pub use byoca::{MAX_CRL_URLS, check_crl_url, check_ocsp_responder};
-pub use certificate_packs::check_pack_hosts;
+pub use certificate_packs::{check_pack_hosts, check_pack_method};
 pub use custom_certs::sealed_custom_certificate;
 pub use hostnames::{
     CertificateForwarding, ForwardingStyles, HostnameSettings, MinTlsVersion, OriginHealthCheck, OriginSteering,
@@ -265,6 +267,11 @@ fn api_routes() -> OpenApiRouter<AdminState> {
             custom_certs::delete_custom_certificate
         ))
         .routes(routes!(certificate_packs::order_certificate_pack))
+        .routes(routes!(
+            acme_dns::get_acme_dns,
+            acme_dns::set_acme_dns,
+            acme_dns::delete_acme_dns
+        ))
         .routes(routes!(certificate_packs::list_certificate_packs))
         .routes(routes!(
             certificate_packs::get_certificate_pack,

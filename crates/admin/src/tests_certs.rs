@@ -1450,6 +1450,9 @@ async fn openapi_lists_every_route_of_the_router() {
         ("patch", "/zones/{zone_id}/custom_certificates/{custom_certificate_id}"),
         ("delete", "/zones/{zone_id}/custom_certificates/{custom_certificate_id}"),
         ("post", "/zones/{zone_id}/ssl/certificate_packs/order"),
+        ("get", "/zones/{zone_id}/ssl/acme_dns"),
+        ("put", "/zones/{zone_id}/ssl/acme_dns"),
+        ("delete", "/zones/{zone_id}/ssl/acme_dns"),
         ("get", "/zones/{zone_id}/ssl/certificate_packs"),
         ("get", "/zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}"),
         ("patch", "/zones/{zone_id}/ssl/certificate_packs/{certificate_pack_id}"),
@@ -1757,7 +1760,11 @@ async fn certificate_packs_are_ordered_checked_listed_and_deleted() {
         (json!({"hosts": ["a.example.com", "A.example.com"]}), "twice"),
         (
             json!({"hosts": ["a.example.com"], "validation_method": "txt"}),
-            "tls-alpn-01",
+            "DNS update settings",
+        ),
+        (
+            json!({"hosts": ["a.example.com"], "validation_method": "http"}),
+            "not available",
         ),
         (json!({"hosts": ["a.example.com"], "type": "universal"}), "advanced"),
         (
@@ -1828,5 +1835,97 @@ async fn certificate_packs_are_ordered_checked_listed_and_deleted() {
     let (status, _) = api.delete(&format!("{base}/{id}")).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = api.get(&format!("{base}/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn dns_settings_are_checked_kept_sealed_and_make_wildcard_packs_possible() {
+    let api = Api::new().await;
+    let zone = api.zone("example.com").await;
+    let dns = format!("/client/v4/zones/{zone}/ssl/acme_dns");
+    let order = format!("/client/v4/zones/{zone}/ssl/certificate_packs/order");
+    const SECRET: &str = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=";
+
+    let (status, none) = api.get(&dns).await;
+    assert_eq!(status, StatusCode::OK, "{none}");
+    assert_eq!(none["result"], Value::Null);
+
+    let good = json!({"server": "192.0.2.53", "key_name": "portcullis", "secret": SECRET});
+    let with = |field: &str, value: Value| {
+        let mut body = good.clone();
+        body[field] = value;
+        body
+    };
+    let refused = [
+        (with("server", json!("ns.example.com:99999")), "port"),
+        (with("key_name", json!("two words")), "key_name"),
+        (with("algorithm", json!("hmac-md5")), "hmac-sha256"),
+        (with("secret", json!("c2hvcnQ=")), "too short"),
+        (with("secret", json!("not base64 at all!")), "not base64"),
+        (with("dns_zone", json!("example.org")), "parent"),
+        (with("propagation_seconds", json!(600)), "0 to 120"),
+        (with("ttl", json!(60)), "unknown field"),
+    ];
+    for (body, why) in refused {
+        let (status, resp) = api.send(Method::PUT, &dns, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {resp}");
+        assert!(resp.to_string().contains(why), "{body}: {resp}");
+    }
+
+    let (status, set) = api.send(Method::PUT, &dns, with("dns_zone", json!("com."))).await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    assert_eq!(set["result"]["server"], "192.0.2.53:53");
+    assert_eq!(set["result"]["dns_zone"], "com");
+    assert_eq!(set["result"]["algorithm"], "hmac-sha256");
+    assert_eq!(set["result"]["propagation_seconds"], 10);
+    let (_, got) = api.get(&dns).await;
+    assert_eq!(got["result"]["key_name"], "portcullis");
+    assert!(
+        !got.to_string().contains(SECRET) && got["result"].get("secret").is_none(),
+        "{got}"
+    );
+    // Sealed with the master key under the zone's label.
+    let stored = api.store.acme_dns(&zone).await.expect("read").expect("stored");
+    let secret = portcullis_pki::seal::unseal(&api.master_key, &crate::tsig_seal_label(&zone), &stored.sealed_secret)
+        .expect("unseals");
+    assert_eq!(secret.len(), 32);
+
+    // With the settings, packs are validated over DNS by default, and wildcards may be ordered.
+    let (status, pack) = api
+        .send(Method::POST, &order, json!({"hosts": ["*.example.com", "example.com"]}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{pack}");
+    assert_eq!(pack["result"]["validation_method"], "txt");
+    let (status, resp) = api
+        .send(
+            Method::POST,
+            &order,
+            json!({"hosts": ["*.api.example.com"], "validation_method": "tls-alpn-01"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+    let (status, alpn) = api
+        .send(
+            Method::POST,
+            &order,
+            json!({"hosts": ["www.example.com"], "validation_method": "tls-alpn-01"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{alpn}");
+    assert_eq!(alpn["result"]["validation_method"], "tls-alpn-01");
+
+    // The settings stay while a pack needs them.
+    let (status, resp) = api.delete(&dns).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{resp}");
+    let id = s(&pack["result"]["id"]);
+    let (status, _) = api
+        .delete(&format!("/client/v4/zones/{zone}/ssl/certificate_packs/{id}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, resp) = api.delete(&dns).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let (_, none) = api.get(&dns).await;
+    assert_eq!(none["result"], Value::Null);
+    let (status, _) = api.delete(&dns).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -52,6 +52,27 @@ pub struct AcmeChallenge {
     pub expires_on: i64,
 }
 
+/// How a zone's certificate packs are validated over DNS-01 (validation method `txt`): DNS UPDATEs (RFC 2136) of
+/// `dns_zone` sent to `server`, signed with a TSIG key whose secret is sealed with the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeDns {
+    pub zone_id: String,
+    /// `host:port` of the primary name server.
+    pub server: String,
+    /// The DNS zone the `_acme-challenge` records are written to (the zone's own name unless set).
+    pub dns_zone: String,
+    pub key_name: String,
+    /// `hmac-sha256`, `hmac-sha384` or `hmac-sha512`.
+    pub algorithm: String,
+    pub sealed_secret: Vec<u8>,
+    /// How long to wait after an update before the ACME server is told to look.
+    pub propagation_seconds: i64,
+    pub modified_on: i64,
+}
+
+/// The validation method of packs validated over DNS-01 (Cloudflare's name for it).
+pub const DNS_VALIDATION: &str = "txt";
+
 /// Deletes a pack's TLS-ALPN-01 answers inside the write transaction `$tx`.
 macro_rules! withdraw_answers {
     ($tx:ident, $pack_id:expr) => {
@@ -150,10 +171,21 @@ impl Store {
             lock_zone!(self, tx, zone_id);
             // Names are unique across zones, so two orders anywhere must not both pass the check below: the
             // generation row, which every write updates, serializes them (a row lock on PostgreSQL; on SQLite this
-            // first write takes the database's write lock).
+            // first write takes the database's write lock). It also orders this against removing DNS-01 settings.
             sqlx::query("UPDATE generation SET value = value WHERE id = 1")
                 .execute(&mut *tx)
                 .await?;
+            if validation_method == DNS_VALIDATION {
+                let configured: Option<String> = sqlx::query_scalar("SELECT zone_id FROM acme_dns WHERE zone_id = $1")
+                    .bind(zone_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if configured.is_none() {
+                    return Err(StoreError::Invalid(
+                        "validation over DNS (txt) needs the zone's DNS update settings first".to_owned(),
+                    ));
+                }
+            }
             let rows = sqlx::query("SELECT id, zone_id, hosts FROM certificate_packs")
                 .fetch_all(&mut *tx)
                 .await?;
@@ -530,6 +562,105 @@ impl Store {
             commit_write!(self, tx, Actor::system(), "create", "acme_account", directory, "");
         });
         Ok(sealed.to_vec())
+    }
+
+    /// The zone's DNS-01 settings, if any.
+    pub async fn acme_dns(&self, zone_id: &str) -> Result<Option<AcmeDns>, StoreError> {
+        on_db!(&self.db, |pool| {
+            let row = sqlx::query(
+                "SELECT zone_id, server, dns_zone, key_name, algorithm, sealed_secret, propagation_seconds, \
+                 modified_on FROM acme_dns WHERE zone_id = $1",
+            )
+            .bind(zone_id)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row
+                .map(|row| -> Result<AcmeDns, sqlx::Error> {
+                    Ok(AcmeDns {
+                        zone_id: row.text("zone_id")?,
+                        server: row.text("server")?,
+                        dns_zone: row.text("dns_zone")?,
+                        key_name: row.text("key_name")?,
+                        algorithm: row.text("algorithm")?,
+                        sealed_secret: row.bytes("sealed_secret")?,
+                        propagation_seconds: row.int("propagation_seconds")?,
+                        modified_on: row.int("modified_on")?,
+                    })
+                })
+                .transpose()?)
+        })
+    }
+
+    /// Sets (or replaces) the zone's DNS-01 settings, checked by the caller. The audit log records the server and
+    /// the key's name, never its secret.
+    pub async fn set_acme_dns(&self, settings: &AcmeDns, actor: &Actor) -> Result<AcmeDns, StoreError> {
+        self.zone(&settings.zone_id).await?;
+        let at = now();
+        let detail = format!(
+            "{} zone {} key {} ({})",
+            settings.server, settings.dns_zone, settings.key_name, settings.algorithm
+        );
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            lock_zone!(self, tx, &settings.zone_id);
+            sqlx::query(
+                "INSERT INTO acme_dns (zone_id, server, dns_zone, key_name, algorithm, sealed_secret, \
+                 propagation_seconds, modified_on) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (zone_id) DO UPDATE SET server = excluded.server, dns_zone = excluded.dns_zone, \
+                 key_name = excluded.key_name, algorithm = excluded.algorithm, \
+                 sealed_secret = excluded.sealed_secret, propagation_seconds = excluded.propagation_seconds, \
+                 modified_on = excluded.modified_on",
+            )
+            .bind(&settings.zone_id)
+            .bind(&settings.server)
+            .bind(&settings.dns_zone)
+            .bind(&settings.key_name)
+            .bind(&settings.algorithm)
+            .bind(&settings.sealed_secret)
+            .bind(settings.propagation_seconds)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            commit_write!(self, tx, actor, "update", "acme_dns", &settings.zone_id, &detail);
+        });
+        Ok(AcmeDns {
+            modified_on: at,
+            ..settings.clone()
+        })
+    }
+
+    /// Removes the zone's DNS-01 settings; refused while a pack of the zone is validated over DNS, since its
+    /// renewals would then fail.
+    pub async fn delete_acme_dns(&self, zone_id: &str, actor: &Actor) -> Result<(), StoreError> {
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            // Ordered against orders (see add_certificate_pack) by the generation row.
+            sqlx::query("UPDATE generation SET value = value WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+            let using: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM certificate_packs WHERE zone_id = $1 AND validation_method = $2 LIMIT 1",
+            )
+            .bind(zone_id)
+            .bind(DNS_VALIDATION)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(pack) = using {
+                return Err(StoreError::Conflict(format!(
+                    "certificate pack {pack} is validated over DNS with these settings: remove it first"
+                )));
+            }
+            let deleted = sqlx::query("DELETE FROM acme_dns WHERE zone_id = $1")
+                .bind(zone_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Err(StoreError::not_found("acme_dns", zone_id));
+            }
+            commit_write!(self, tx, actor, "delete", "acme_dns", zone_id, "");
+        });
+        Ok(())
     }
 
     /// Takes or extends lease `name` for `holder` until `ttl_secs` from now. True when `holder` has it: it was free,

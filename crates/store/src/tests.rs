@@ -1541,6 +1541,86 @@ async fn ocsp_policies_are_stored_and_reach_the_edge_state() {
 }
 
 #[tokio::test]
+async fn dns_validation_needs_the_zone_s_dns_settings_which_stay_while_packs_use_them() {
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let zone = store.create_zone("example.com", &a).await.expect("zone");
+        let wildcard = vec!["*.example.com".to_owned(), "example.com".to_owned()];
+        assert!(store.acme_dns(&zone.id).await.expect("read").is_none());
+        let err = store
+            .add_certificate_pack(&zone.id, &wildcard, crate::DNS_VALIDATION, &a)
+            .await
+            .expect_err("no settings yet");
+        assert!(err.to_string().contains("DNS update settings"), "{err}");
+
+        let settings = crate::AcmeDns {
+            zone_id: zone.id.clone(),
+            server: "192.0.2.53:53".into(),
+            dns_zone: "example.com".into(),
+            key_name: "portcullis".into(),
+            algorithm: "hmac-sha256".into(),
+            sealed_secret: vec![1, 2, 3],
+            propagation_seconds: 10,
+            modified_on: 0,
+        };
+        let stored = store.set_acme_dns(&settings, &a).await.expect("set");
+        assert_eq!(store.acme_dns(&zone.id).await.expect("read"), Some(stored.clone()));
+        let changed = crate::AcmeDns {
+            server: "192.0.2.54:5353".into(),
+            ..settings.clone()
+        };
+        store.set_acme_dns(&changed, &a).await.expect("replace");
+        let read = store.acme_dns(&zone.id).await.expect("read").expect("there");
+        assert_eq!(read.server, "192.0.2.54:5353");
+        assert!(matches!(
+            store
+                .set_acme_dns(
+                    &crate::AcmeDns {
+                        zone_id: "nope".into(),
+                        ..settings.clone()
+                    },
+                    &a
+                )
+                .await,
+            Err(StoreError::NotFound { .. })
+        ));
+        // The secret stays out of the audit log.
+        let audit = format!("{:?}", store.audit_log(10).await.expect("audit"));
+        assert!(
+            audit.contains("192.0.2.54:5353") && audit.contains("portcullis"),
+            "{audit}"
+        );
+
+        let pack = store
+            .add_certificate_pack(&zone.id, &wildcard, crate::DNS_VALIDATION, &a)
+            .await
+            .expect("a wildcard pack over DNS");
+        assert_eq!(pack.validation_method, "txt");
+        let err = store.delete_acme_dns(&zone.id, &a).await.expect_err("in use");
+        assert!(
+            matches!(err, StoreError::Conflict(_)) && err.to_string().contains(&pack.id),
+            "{err}"
+        );
+        store
+            .delete_certificate_pack(&zone.id, &pack.id, &a)
+            .await
+            .expect("pack removed");
+        store.delete_acme_dns(&zone.id, &a).await.expect("then the settings");
+        assert!(store.acme_dns(&zone.id).await.expect("read").is_none());
+        assert!(matches!(
+            store.delete_acme_dns(&zone.id, &a).await,
+            Err(StoreError::NotFound { .. })
+        ));
+
+        // They go with their zone.
+        store.set_acme_dns(&settings, &a).await.expect("set again");
+        store.delete_zone(&zone.id, &a).await.expect("zone deleted");
+        assert!(store.acme_dns(&zone.id).await.expect("read").is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn certificate_packs_issue_renew_and_go_with_their_certificate() {
     on_both(|store, _| async move {
         let a = Actor::system();
