@@ -78,12 +78,12 @@ pub fn decode_eab_key(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
 /// The lease one node of a fleet holds while it orders.
 const LEASE: &str = "acme";
 /// How long the lease lasts unless extended; longer than one order may take.
-const LEASE_SECS: i64 = 300;
+const LEASE_SECS: i64 = 600;
 /// The most one order (validation, finalization, download) may take; within the lease.
-const ORDER_TIMEOUT: Duration = Duration::from_secs(240);
-/// The most a DNS-01 validation (propagation wait included) may take: well within [`ORDER_TIMEOUT`], so that the
-/// records are always removed before the order is given up.
-const DNS_VALIDATION_TIMEOUT: Duration = Duration::from_secs(180);
+const ORDER_TIMEOUT: Duration = Duration::from_secs(420);
+/// The most a DNS-01 validation may take: the propagation wait (up to 120 s) and the ACME server's checks (polled for
+/// up to 90 s). The records are removed after it, or by [`Published`]'s drop if the whole order is cut short.
+const DNS_VALIDATION_TIMEOUT: Duration = Duration::from_secs(240);
 /// Most orders in one round, so that failing packs cannot hold the others off for long.
 const MAX_ORDERS_PER_ROUND: usize = 10;
 /// How often packs are looked at when nothing changes.
@@ -99,7 +99,7 @@ const TXT_TTL: u32 = 60;
 struct DnsSettings {
     server: String,
     zone: String,
-    key: dns_update::TsigKey,
+    key: Arc<dns_update::TsigKey>,
     propagation: Duration,
 }
 
@@ -320,11 +320,11 @@ impl Manager {
         Ok(DnsSettings {
             server: settings.server,
             zone: settings.dns_zone,
-            key: dns_update::TsigKey {
+            key: Arc::new(dns_update::TsigKey {
                 name: settings.key_name,
                 algorithm,
                 secret,
-            },
+            }),
             propagation: Duration::from_secs(u64::try_from(settings.propagation_seconds).unwrap_or(0)),
         })
     }
@@ -385,24 +385,40 @@ impl Manager {
             });
         }
 
-        let chain = match &dns {
+        match dns {
             Some(dns) => {
-                let added: Vec<dns_update::Change<'_>> = records
-                    .iter()
-                    .map(|(name, txt)| dns_update::Change::AddTxt {
-                        name,
-                        txt,
-                        ttl: TXT_TTL,
-                    })
-                    .collect();
-                if !added.is_empty() {
+                if let Some((name, _)) = records.iter().find(|(name, _)| !in_dns_zone(name, &dns.zone)) {
+                    bail!(
+                        "{name} is not in the DNS zone {} of the zone's DNS update settings",
+                        dns.zone
+                    );
+                }
+                // The pack shows as being validated, as a TLS-ALPN-01 one does once its answers are out.
+                self.store.set_acme_challenges(&pack.id, &[]).await?;
+                // Armed before the update is sent: its answer may be lost after the server applied it.
+                let published = Published {
+                    server: dns.server.clone(),
+                    zone: dns.zone.clone(),
+                    key: dns.key.clone(),
+                    records,
+                };
+                if !published.records.is_empty() {
+                    let added: Vec<dns_update::Change<'_>> = published
+                        .records
+                        .iter()
+                        .map(|(name, txt)| dns_update::Change::AddTxt {
+                            name,
+                            txt,
+                            ttl: TXT_TTL,
+                        })
+                        .collect();
                     dns_update::update(&dns.server, &dns.zone, &added, &dns.key)
                         .await
                         .context("publishing the _acme-challenge records")?;
                 }
-                let validated = tokio::time::timeout(
+                let authorized = tokio::time::timeout(
                     DNS_VALIDATION_TIMEOUT,
-                    self.validate(&mut order, pack, ChallengeType::Dns01, dns.propagation),
+                    authorize(&mut order, ChallengeType::Dns01, dns.propagation),
                 )
                 .await
                 .unwrap_or_else(|_| {
@@ -411,30 +427,26 @@ impl Manager {
                         DNS_VALIDATION_TIMEOUT.as_secs()
                     ))
                 });
-                // Withdrawn whatever the outcome; a record left behind only costs a little DNS.
-                if !records.is_empty() {
-                    let removed: Vec<dns_update::Change<'_>> = records
-                        .iter()
-                        .map(|(name, txt)| dns_update::Change::DeleteTxt { name, txt })
-                        .collect();
-                    if let Err(e) = dns_update::update(&dns.server, &dns.zone, &removed, &dns.key).await {
-                        tracing::warn!(pack = %pack.id, error = format!("{e:#}"),
-                            "could not remove the _acme-challenge records");
-                    }
-                }
-                validated?
+                // Withdrawn whatever the outcome, before the certificate is fetched.
+                published.withdraw(&pack.id).await;
+                authorized?;
             }
             None => {
                 if !answers.is_empty() {
                     let generation = self.store.set_acme_challenges(&pack.id, &answers).await?;
                     self.wait_for_snapshot(generation).await?;
                 }
-                self.validate(&mut order, pack, ChallengeType::TlsAlpn01, Duration::ZERO)
-                    .await?
+                authorize(&mut order, ChallengeType::TlsAlpn01, Duration::ZERO).await?;
             }
-        };
-        let key_pem = Zeroizing::new(portcullis_pki::pem::encode("PRIVATE KEY", &chain.1));
-        let parsed = portcullis_pki::parse_server_certificate(&chain.0, &key_pem, OffsetDateTime::now_utc())
+        }
+        let (key, csr) = portcullis_pki::acme::order_csr(&pack.hosts)?;
+        order.finalize_csr(&csr).await.context("finalizing the order")?;
+        let chain = order
+            .poll_certificate(&polling())
+            .await
+            .context("downloading the certificate")?;
+        let key_pem = Zeroizing::new(portcullis_pki::pem::encode("PRIVATE KEY", &key));
+        let parsed = portcullis_pki::parse_server_certificate(&chain, &key_pem, OffsetDateTime::now_utc())
             .context("checking the issued certificate")?;
         if let Some(missing) = pack.hosts.iter().find(|h| !parsed.hosts.contains(h)) {
             bail!("the issued certificate does not cover {missing}");
@@ -444,49 +456,6 @@ impl Manager {
             .certificate_pack_issued(&pack.id, new, parsed.not_before.unix_timestamp())
             .await?;
         Ok(parsed.expires_on)
-    }
-
-    /// Once the answers are out (after `wait`), asks the ACME server to check each pending authorization's
-    /// `kind` challenge, waits for the order to be ready, finalizes it with a fresh key and downloads the chain:
-    /// returns the chain (PEM) and the key (PKCS#8 DER).
-    async fn validate(
-        &self,
-        order: &mut instant_acme::Order,
-        pack: &CertificatePack,
-        kind: ChallengeType,
-        wait: Duration,
-    ) -> anyhow::Result<(String, Zeroizing<Vec<u8>>)> {
-        tokio::time::sleep(wait).await;
-        let mut authorizations = order.authorizations();
-        while let Some(authz) = authorizations.next().await {
-            let mut authz = authz.context("reading an authorization")?;
-            if authz.status != AuthorizationStatus::Pending {
-                continue;
-            }
-            if let Some(mut challenge) = authz.challenge(kind.clone()) {
-                challenge.set_ready().await.context("asking for validation")?;
-            }
-        }
-        let status = match order.poll_ready(&polling()).await {
-            Ok(status) => status,
-            Err(instant_acme::Error::Api(problem)) => {
-                bail!("validation failed: {problem}{}", failure_reasons(order).await)
-            }
-            Err(e) => return Err(e).context("waiting for validation"),
-        };
-        if status != OrderStatus::Ready {
-            bail!(
-                "validation failed: the order is {status:?}{}",
-                failure_reasons(order).await
-            );
-        }
-        let (key, csr) = portcullis_pki::acme::order_csr(&pack.hosts)?;
-        order.finalize_csr(&csr).await.context("finalizing the order")?;
-        let chain = order
-            .poll_certificate(&polling())
-            .await
-            .context("downloading the certificate")?;
-        Ok((chain, key))
     }
 
     /// Waits until this node serves the answers of store generation `generation`; on PostgreSQL, a little longer,
@@ -504,6 +473,97 @@ impl Manager {
         }
         Ok(())
     }
+}
+
+/// Once the answers are out (after `wait`), asks the ACME server to check each pending authorization's `kind`
+/// challenge and waits until the order is ready to be finalized.
+async fn authorize(order: &mut instant_acme::Order, kind: ChallengeType, wait: Duration) -> anyhow::Result<()> {
+    tokio::time::sleep(wait).await;
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let mut authz = authz.context("reading an authorization")?;
+        if authz.status != AuthorizationStatus::Pending {
+            continue;
+        }
+        if let Some(mut challenge) = authz.challenge(kind.clone()) {
+            challenge.set_ready().await.context("asking for validation")?;
+        }
+    }
+    let status = match order.poll_ready(&polling()).await {
+        Ok(status) => status,
+        Err(instant_acme::Error::Api(problem)) => {
+            bail!("validation failed: {problem}{}", failure_reasons(order).await)
+        }
+        Err(e) => return Err(e).context("waiting for validation"),
+    };
+    if status != OrderStatus::Ready {
+        bail!(
+            "validation failed: the order is {status:?}{}",
+            failure_reasons(order).await
+        );
+    }
+    Ok(())
+}
+
+/// Whether `name` is `zone` or under it.
+fn in_dns_zone(name: &str, zone: &str) -> bool {
+    name == zone || name.strip_suffix(zone).is_some_and(|prefix| prefix.ends_with('.'))
+}
+
+/// An order's `_acme-challenge` records while they are published. [`Published::withdraw`] removes them; dropped
+/// without that (an error, or the order's timeout cancelling it), it removes them in the background, so that they
+/// never stay behind.
+struct Published {
+    server: String,
+    zone: String,
+    key: Arc<dns_update::TsigKey>,
+    records: Vec<(String, String)>,
+}
+
+impl Published {
+    async fn withdraw(mut self, pack_id: &str) {
+        let records = std::mem::take(&mut self.records);
+        if let Err(e) = remove_records(&self.server, &self.zone, &self.key, &records).await {
+            tracing::warn!(pack = %pack_id, error = format!("{e:#}"), "could not remove the _acme-challenge records");
+        }
+    }
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        let records = std::mem::take(&mut self.records);
+        if records.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (server, zone, key) = (self.server.clone(), self.zone.clone(), self.key.clone());
+        runtime.spawn(async move {
+            if let Err(e) = remove_records(&server, &zone, &key, &records).await {
+                tracing::warn!(error = format!("{e:#}"), "could not remove the _acme-challenge records");
+            }
+        });
+    }
+}
+
+/// Deletes exactly these TXT records (a record already gone is no error).
+async fn remove_records(
+    server: &str,
+    zone: &str,
+    key: &dns_update::TsigKey,
+    records: &[(String, String)],
+) -> anyhow::Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let removed: Vec<dns_update::Change<'_>> = records
+        .iter()
+        .map(|(name, txt)| dns_update::Change::DeleteTxt { name, txt })
+        .collect();
+    dns_update::update(server, zone, &removed, key)
+        .await
+        .context("removing the _acme-challenge records")
 }
 
 /// How an order is polled: every 2 s (a Retry-After from the server wins) for up to 90 s. instant-acme stops at the
@@ -589,6 +649,14 @@ mod tests {
                 .contains("not base64url")
         );
         assert!(decode_eab_key("AAEC").expect_err("short").contains("3 bytes"));
+    }
+
+    #[test]
+    fn challenge_records_must_be_in_the_updated_zone() {
+        assert!(in_dns_zone("_acme-challenge.example.com", "example.com"));
+        assert!(in_dns_zone("_acme-challenge.api.example.com", "com"));
+        assert!(!in_dns_zone("_acme-challenge.example.com", "ample.com"));
+        assert!(!in_dns_zone("_acme-challenge.example.com", "example.org"));
     }
 
     #[test]

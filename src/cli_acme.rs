@@ -87,29 +87,81 @@ pub enum DnsCommand {
     Remove,
 }
 
-/// The name, algorithm and secret of a key file as `tsig-keygen` (BIND) writes it.
+/// The words, quoted strings and punctuation of a BIND configuration file, without its comments (`#`, `//`,
+/// `/* */`). Quoted strings keep their quotes, so that `"key"` is not the word `key`.
+fn bind_tokens(text: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '#' => {
+                chars.by_ref().find(|&c| c == '\n');
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                chars.by_ref().find(|&c| c == '\n');
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut last = ' ';
+                for c in chars.by_ref() {
+                    if last == '*' && c == '/' {
+                        break;
+                    }
+                    last = c;
+                }
+            }
+            '"' => {
+                let quoted: String = chars.by_ref().take_while(|&c| c != '"').collect();
+                tokens.push(format!("\"{quoted}\""));
+            }
+            '{' | '}' | ';' => tokens.push(c.to_string()),
+            c if c.is_whitespace() => {}
+            c => {
+                let mut word = c.to_string();
+                while let Some(&next) = chars.peek() {
+                    if next.is_whitespace() || matches!(next, '{' | '}' | ';' | '"' | '#') {
+                        break;
+                    }
+                    word.push(next);
+                    chars.next();
+                }
+                tokens.push(word);
+            }
+        }
+    }
+    tokens
+}
+
+/// The name, algorithm and secret of the first `key "NAME" { algorithm …; secret "…"; };` statement of a key file,
+/// as `tsig-keygen` or `ddns-confgen` (BIND) write it.
 pub fn read_key_file(text: &str) -> anyhow::Result<(String, String, Zeroizing<String>)> {
-    let quoted_after = |word: &str| -> Option<String> {
-        let at = text.find(word)? + word.len();
-        let rest = text[at..].trim_start();
-        let rest = rest.strip_prefix('"')?;
-        Some(rest[..rest.find('"')?].to_owned())
-    };
-    let name = quoted_after("key").ok_or_else(|| anyhow::anyhow!("no `key \"NAME\"` in the key file"))?;
-    let algorithm = text
-        .find("algorithm")
-        .map(|at| {
-            text[at + "algorithm".len()..]
-                .trim_start()
-                .split(|c: char| c == ';' || c.is_whitespace())
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| anyhow::anyhow!("no `algorithm …;` in the key file"))?;
-    let secret =
-        Zeroizing::new(quoted_after("secret").ok_or_else(|| anyhow::anyhow!("no `secret \"…\";` in the key file"))?);
+    let tokens = Zeroizing::new(bind_tokens(text));
+    let unquote = |t: &str| t.strip_prefix('"').and_then(|t| t.strip_suffix('"')).map(str::to_owned);
+    let at = tokens
+        .iter()
+        .position(|t| t == "key")
+        .ok_or_else(|| anyhow::anyhow!("no `key \"NAME\" {{ … }};` statement in the key file"))?;
+    let name = tokens
+        .get(at + 1)
+        .map(|t| unquote(t).unwrap_or_else(|| t.clone()))
+        .filter(|n| !n.is_empty() && n != "{")
+        .ok_or_else(|| anyhow::anyhow!("the key statement has no name"))?;
+    if tokens.get(at + 2).map(String::as_str) != Some("{") {
+        anyhow::bail!("the key statement of {name:?} has no `{{`");
+    }
+    let (mut algorithm, mut secret) = (None, None);
+    let mut i = at + 3;
+    while let Some(token) = tokens.get(i) {
+        match token.as_str() {
+            "}" => break,
+            "algorithm" => algorithm = tokens.get(i + 1).cloned(),
+            "secret" => secret = tokens.get(i + 1).and_then(|t| unquote(t)).map(Zeroizing::new),
+            _ => {}
+        }
+        i += 1;
+    }
+    let algorithm = algorithm.ok_or_else(|| anyhow::anyhow!("key {name:?} has no `algorithm …;`"))?;
+    let secret = secret.ok_or_else(|| anyhow::anyhow!("key {name:?} has no `secret \"…\";`"))?;
     Ok((name, algorithm, secret))
 }
 
@@ -280,5 +332,14 @@ mod tests {
         assert_eq!(secret.as_str(), "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=");
         assert!(read_key_file("key \"x\" { algorithm hmac-sha256; };").is_err());
         assert!(read_key_file("").is_err());
+        // ddns-confgen's file: comments first (naming the key too), and a key whose name contains "secret".
+        let confgen = "# To activate this key, place the following in named.conf, and\n\
+            # in a separate keyfile on the system or systems from which nsupdate\n\
+            # will be run:\nkey \"acme-secret-key\" {\n\talgorithm hmac-sha512;\n\tsecret \"AAECAwQFBgcICQoLDA0ODw==\";\n};\n\
+            /* update-policy { grant acme-secret-key zonesub ANY; }; */\n";
+        let (name, algorithm, secret) = read_key_file(confgen).expect("ddns-confgen");
+        assert_eq!(name, "acme-secret-key");
+        assert_eq!(algorithm, "hmac-sha512");
+        assert_eq!(secret.as_str(), "AAECAwQFBgcICQoLDA0ODw==");
     }
 }

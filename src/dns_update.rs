@@ -353,8 +353,14 @@ pub fn check_answer(answer: &[u8], id: u16, request_mac: &[u8], key: &TsigKey, n
     signed.extend_from_slice(&unsigned);
     signed.extend_from_slice(&tsig_variables(key, time_signed, fudge, error, other)?);
     let verify_key = hmac::Key::new(key.algorithm.hmac(), &key.secret);
-    hmac::verify(&verify_key, &signed, mac)
-        .map_err(|_| anyhow!("the DNS server's answer is not signed by TSIG key {}", key.name))?;
+    if hmac::verify(&verify_key, &signed, mac).is_err() {
+        let code = if rcode == 0 {
+            String::new()
+        } else {
+            format!(" (it says {})", rcode_name(rcode))
+        };
+        bail!("the DNS server's answer is not signed by TSIG key {}{code}", key.name);
+    }
     ensure!(
         now.abs_diff(time_signed) <= u64::from(fudge),
         "the DNS server's clock and this host's differ by more than {fudge} s"

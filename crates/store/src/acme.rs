@@ -603,6 +603,11 @@ impl Store {
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             lock_zone!(self, tx, &settings.zone_id);
+            // The generation row before the settings' row, as delete_acme_dns takes them, so that the two cannot wait
+            // on each other.
+            sqlx::query("UPDATE generation SET value = value WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "INSERT INTO acme_dns (zone_id, server, dns_zone, key_name, algorithm, sealed_secret, \
                  propagation_seconds, modified_on) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
