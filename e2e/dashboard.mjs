@@ -876,6 +876,16 @@ try {
     await names.fill("*.localhost");
     await page.getByRole("button", { name: "Order certificate" }).click();
     await page.locator("#toast", { hasText: "Certificate for *.localhost ordered" }).waitFor();
+    // The method may be chosen: HTTP-01 on the public listener.
+    await names.fill("www.localhost");
+    await page.getByLabel("Validation", { exact: true }).selectOption("http");
+    await page.getByRole("button", { name: "Order certificate" }).click();
+    await page.locator("#toast", { hasText: "Certificate for www.localhost ordered" }).waitFor();
+    const httpRow = page.locator("#acme-table tbody tr", { hasText: "www.localhost" });
+    assert.equal((await httpRow.locator("td").nth(1).textContent()).trim(), "HTTP");
+    await httpRow.getByRole("button", { name: "Remove" }).click();
+    await httpRow.getByRole("button", { name: "Confirm remove" }).click();
+    await httpRow.waitFor({ state: "detached" });
     const packRow = page.locator("#acme-table tbody tr", { hasText: "*.localhost" });
     await packRow.waitFor();
     assert.equal((await packRow.locator("td").nth(1).textContent()).trim(), "DNS");

@@ -1,27 +1,30 @@
 //! The ACME manager: obtains and renews the server certificates of certificate packs (`…/ssl/certificate_packs`)
 //! from an ACME directory (Let's Encrypt by default, or a private one such as step-ca), validating with TLS-ALPN-01
-//! (RFC 8737) on the edge's own TLS listener, or with DNS-01 through the zone's name server (validation method
-//! `txt`, which wildcard names need).
+//! (RFC 8737) on the edge's own TLS listener, with DNS-01 through the zone's name server (validation method `txt`,
+//! which wildcard names need), or with HTTP-01 on the public listener (validation method `http`).
 //!
 //! How a DNS-01 order goes: the `_acme-challenge` TXT records are added with one signed DNS UPDATE to the zone's
 //! primary name server (`acme_dns` settings, see `dns_update`), the settings' propagation time is waited out, the
 //! ACME server is told to look, and the records are removed again whatever the outcome.
 //!
-//! How a TLS-ALPN-01 order goes: the answers (one self-signed certificate per name) are written to the store; once this node's
-//! snapshot serves them (and, on PostgreSQL, the other nodes have had a moment to rebuild theirs, since the ACME
-//! server may reach any of them), the ACME server is told to look; then the order is finalized with a fresh P-256
-//! key and the certificate is stored as the pack's custom certificate, checked as an upload is, in the same write
-//! that withdraws the answers. A pack is due when it has no certificate yet, or when two thirds of its certificate's
-//! lifetime have passed (30 days before the end for Let's Encrypt's 90); a failure is tried again after a minute,
-//! doubling up to six hours, and its reason is the pack's `validation_errors`. In a fleet, one node at a time
-//! holds the `acme` lease and does the work. The account is made at the first order, agreeing to the directory's
-//! terms of service, and its credentials are kept in the store, sealed with the master key.
+//! How a TLS-ALPN-01 or HTTP-01 order goes: the answers (one self-signed certificate per name, or one key
+//! authorization per token) are written to the store; once this node's snapshot serves them (and, on PostgreSQL, the
+//! other nodes have had a moment to rebuild theirs, since the ACME server may reach any of them), the ACME server is
+//! told to look.
+//!
+//! Then the order is finalized with a fresh P-256 key and the certificate is stored as the pack's custom
+//! certificate, checked as an upload is, in the same write that withdraws the answers. A pack is due when it has no
+//! certificate yet, or when two thirds of its certificate's lifetime have passed (30 days before the end for Let's
+//! Encrypt's 90); a failure is tried again after a minute, doubling up to six hours, and its reason is the pack's
+//! `validation_errors`. In a fleet, one node at a time holds the `acme` lease and does the work. The account is
+//! made at the first order, agreeing to the directory's terms of service, and its credentials are kept in the store,
+//! sealed with the master key.
 //!
 //! External Account Binding is given with `--acme-eab-kid` and `PORTCULLIS_ACME_EAB_HMAC_KEY`, for the CAs that
 //! require it.
-//! Not here: HTTP-01, ARI renewal windows, and knowing
-//! that every node of a fleet serves the answers (the nodes are not registered anywhere): the manager waits for its
-//! own snapshot, then two seconds more on PostgreSQL, where the other nodes follow within milliseconds.
+//! Not here: ARI renewal windows, and knowing that every node of a fleet serves the answers (the nodes are not
+//! registered anywhere): the manager waits for its own snapshot, then two seconds more on PostgreSQL, where the
+//! other nodes follow within milliseconds.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,7 +38,7 @@ use instant_acme::{
 };
 use portcullis_pki::MasterKey;
 use portcullis_proxy::Snapshot;
-use portcullis_store::{AcmeChallenge, CertificatePack, DNS_VALIDATION, Store};
+use portcullis_store::{AcmeChallenge, AcmeHttpAnswer, CertificatePack, DNS_VALIDATION, HTTP_VALIDATION, Store};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
@@ -55,6 +58,8 @@ pub struct AcmeSettings {
     /// External Account Binding (RFC 8555 §7.3.4), which ZeroSSL, Google Trust Services and SSL.com require: the key
     /// id and the HMAC key, decoded.
     pub eab: Option<(String, Zeroizing<Vec<u8>>)>,
+    /// Whether this server runs the public listener, which serves HTTP-01 answers.
+    pub public_listener: bool,
 }
 
 /// An EAB HMAC key as CAs hand it out (base64url, with or without padding), decoded.
@@ -344,8 +349,16 @@ impl Manager {
             .context("placing the order")?;
 
         // The answers, for every authorization still pending: TLS-ALPN-01 certificates, or DNS-01 TXT records.
+        let http = pack.validation_method == HTTP_VALIDATION;
+        if http && !self.settings.public_listener {
+            bail!(
+                "validation over HTTP (http-01) needs the public listener, on what port 80 of each name reaches: \
+                 serve --public-listen 0.0.0.0:80"
+            );
+        }
         let now = OffsetDateTime::now_utc();
         let mut answers = Vec::new();
+        let mut http_answers = Vec::new();
         let mut records: Vec<(String, String)> = Vec::new();
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
@@ -371,6 +384,19 @@ impl Manager {
                 ));
                 continue;
             }
+            if http {
+                let challenge = authz
+                    .challenge(ChallengeType::Http01)
+                    .ok_or_else(|| anyhow!("the ACME server offers no http-01 challenge for {name}"))?;
+                http_answers.push(AcmeHttpAnswer {
+                    token: challenge.token.clone(),
+                    hostname: base,
+                    pack_id: pack.id.clone(),
+                    key_authorization: challenge.key_authorization().as_str().to_owned(),
+                    expires_on: (now + time::Duration::days(1)).unix_timestamp(),
+                });
+                continue;
+            }
             let challenge = authz
                 .challenge(ChallengeType::TlsAlpn01)
                 .ok_or_else(|| anyhow!("the ACME server offers no tls-alpn-01 challenge for {name}"))?;
@@ -394,7 +420,7 @@ impl Manager {
                     );
                 }
                 // The pack shows as being validated, as a TLS-ALPN-01 one does once its answers are out.
-                self.store.set_acme_challenges(&pack.id, &[]).await?;
+                self.store.set_acme_challenges(&pack.id, &[], &[]).await?;
                 // Armed before the update is sent: its answer may be lost after the server applied it.
                 let published = Published {
                     server: dns.server.clone(),
@@ -432,11 +458,19 @@ impl Manager {
                 authorized?;
             }
             None => {
-                if !answers.is_empty() {
-                    let generation = self.store.set_acme_challenges(&pack.id, &answers).await?;
+                if !answers.is_empty() || !http_answers.is_empty() {
+                    let generation = self
+                        .store
+                        .set_acme_challenges(&pack.id, &answers, &http_answers)
+                        .await?;
                     self.wait_for_snapshot(generation).await?;
                 }
-                authorize(&mut order, ChallengeType::TlsAlpn01, Duration::ZERO).await?;
+                let kind = if http {
+                    ChallengeType::Http01
+                } else {
+                    ChallengeType::TlsAlpn01
+                };
+                authorize(&mut order, kind, Duration::ZERO).await?;
             }
         }
         let (key, csr) = portcullis_pki::acme::order_csr(&pack.hosts)?;

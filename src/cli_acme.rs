@@ -32,7 +32,8 @@ pub enum AcmeCommand {
         /// The names the certificate covers (`*.example.com` over DNS only).
         #[arg(required = true, value_name = "HOST")]
         hosts: Vec<String>,
-        /// `txt` (DNS-01) or `tls-alpn-01`; by default `txt` when the zone has DNS update settings.
+        /// `txt` (DNS-01), `tls-alpn-01`, or `http` (HTTP-01 on the public listener, `serve --public-listen` on port
+        /// 80); by default `txt` when the zone has DNS update settings, else `tls-alpn-01`.
         #[arg(long, value_name = "METHOD")]
         method: Option<String>,
     },

@@ -64,6 +64,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         crl_base_url: None,
         ocsp_base_url: None,
         public_listen: None,
+        https_port: None,
         crl_refresh: 300,
         acme_directory: crate::acme::LETS_ENCRYPT.to_owned(),
         acme_contact: Vec::new(),

@@ -317,6 +317,9 @@ impl EdgeBuilder {
                 tracing::warn!(hostname = %answer.hostname, error = format!("{e:#}"), "ACME answer left out");
             }
         }
+        for answer in state.acme_http_answers.iter().filter(|a| a.expires_on > now) {
+            snapshot.add_http_answer(&answer.token, &answer.hostname, &answer.key_authorization);
+        }
         snapshot.default_host = self.default_host.clone().filter(|h| snapshot.hosts.contains_key(h));
         *self.expiry.lock().unwrap_or_else(|e| e.into_inner()) = expiry_metrics(state, OffsetDateTime::now_utc());
         // Servers only the previous snapshot used are forgotten once it is gone; until then it holds them.

@@ -70,9 +70,14 @@ pub struct ServeArgs {
     /// Address of a public plain-HTTP listener that serves only the CRLs (`/crl/<ca-id>.crl`, for the relying
     /// parties behind --crl-base-url), the OCSP responders (`/ocsp/<ca-id>`, behind --ocsp-base-url) and the health
     /// checks `/healthz` and `/readyz` (for load balancers). The admin listener serves them too, but belongs on
-    /// localhost.
+    /// localhost. On port 80 it is also the edge's plain-HTTP side: ACME HTTP-01 answers, and a redirect to HTTPS
+    /// for requests to the edge's hostnames.
     #[arg(long, env = "PORTCULLIS_PUBLIC_LISTEN")]
     pub public_listen: Option<SocketAddr>,
+    /// The HTTPS port the public listener's redirects name: by default the first --listen port (set 443 when a
+    /// load balancer or NAT maps 443 to the edge's port).
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub https_port: Option<u16>,
     /// How often uploaded CAs' CRLs are fetched from their URLs (`crl_urls`), in seconds; a failed fetch is tried
     /// again within a minute.
     #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -444,7 +449,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     outln!("dashboard on http://{admin_addr}/dashboard (sign in with an API token)");
     if let Some(listener) = &public_listener {
         outln!(
-            "public listener (CRLs, /healthz, /readyz) on http://{}",
+            "public listener (CRLs, /healthz, /readyz, ACME HTTP-01, redirects to HTTPS) on http://{}",
             listener.local_addr()?
         );
     }
@@ -470,6 +475,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
                     .collect(),
                 ca_file: args.acme_ca_file.clone(),
                 eab,
+                public_listener: args.public_listen.is_some(),
             },
             snapshot.clone(),
         ));
@@ -489,6 +495,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         args.limits.proxy_config(),
         stopped(stop_rx.clone()),
     ));
+    let public_snapshot = snapshot.clone();
     let edge = portcullis_proxy::serve_all(
         edge_listeners,
         snapshot,
@@ -508,9 +515,13 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     if let Some(listener) = public_listener {
         // Served until the process exits, not stopped with the others: during the drain, load balancers must
         // read the 503 of /readyz rather than a refused connection they may retry.
+        let edge_side = crate::public_listen::EdgeSide {
+            snapshot: public_snapshot,
+            https_port: args.https_port.unwrap_or(edge_addr.port()),
+        };
         tokio::spawn(crate::public_listen::serve(
             listener,
-            portcullis_admin::public_router(state.clone()),
+            crate::public_listen::with_edge(portcullis_admin::public_router(state.clone()), edge_side),
             std::future::pending(),
         ));
     }

@@ -2,7 +2,7 @@
 //! names with TLS-ALPN-01 against the edge's own listener, resolving them through `pebble-challtestsrv`'s DNS, and
 //! curl then reaches the edge with a certificate pebble issued. Renewal, a failing validation, and removal too. And
 //! DNS-01: BIND's `named` is the zone's name server, Portcullis publishes the `_acme-challenge` records there with
-//! signed DNS UPDATEs, and pebble looks them up there.
+//! signed DNS UPDATEs, and pebble looks them up there. And HTTP-01 on the public listener, with its redirects.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -423,6 +423,91 @@ fn wildcard_packs_are_validated_over_dns_through_the_zone_s_name_server() {
         p["validation_errors"].as_array().is_some_and(|e| !e.is_empty())
     });
     assert!(failed.to_string().contains("BADSIG"), "{failed}");
+}
+
+/// HTTP-01 on the public listener (port 80's stand-in): pebble fetches the answer there. The same listener sends the
+/// edge's hostnames to HTTPS and still serves its own routes.
+#[test]
+fn http_01_answers_and_https_redirects_are_served_on_the_public_listener() {
+    let mut pebble = Pebble::prepare();
+    let public_port = free_port();
+    let mut args = pebble.serve_args();
+    args.extend(["--public-listen".into(), format!("127.0.0.1:{public_port}")]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_with(scratch(), &args, &[]);
+    pebble.start(server.edge_port, serde_json::json!({"httpPort": public_port}));
+    let dir = pebble.dir.path();
+    let origin = format!("http://127.0.0.1:{}", echo_origin());
+    ok(&server.cli(&["zone", "add", "acme.test"]));
+    ok(&server.cli(&["host", "add", "api.acme.test", "--origin", &origin]));
+
+    let ordered = ok(&server.cli(&[
+        "acme",
+        "order",
+        "--zone",
+        "acme.test",
+        "--method",
+        "http",
+        "api.acme.test",
+    ]));
+    assert!(ordered.contains("validated by http"), "{ordered}");
+    let pack = wait_for_pack(&server, "api.acme.test", "issuance over HTTP-01", |p| {
+        p["status"] == "active"
+    });
+    assert_eq!(pack["validation_method"], "http");
+    let root = pebble.root();
+    let (code, status, body) = curl(
+        dir,
+        &[
+            "--cacert",
+            root.to_str().expect("utf-8"),
+            "--resolve",
+            &format!("api.acme.test:{}:127.0.0.1", server.edge_port),
+            &format!("https://api.acme.test:{}/over-http-01", server.edge_port),
+        ],
+    );
+    assert_eq!((code, status.as_str()), (Some(0), "200"), "{body}");
+
+    // Plain HTTP to an edge hostname is sent to HTTPS, with the method kept for anything but GET and HEAD.
+    let public = |host: &str, extra: &[&str], path: &str| {
+        let url = format!("http://127.0.0.1:{public_port}{path}");
+        let header = format!("Host: {host}");
+        let mut args = vec!["-H", header.as_str(), "-w", "%{http_code} %{redirect_url}"];
+        args.extend_from_slice(extra);
+        args.push(url.as_str());
+        curl(dir, &args)
+    };
+    let edge = server.edge_port;
+    let (_, status, _) = public("API.acme.test", &[], "/v1/items?page=2");
+    assert_eq!(status, format!("301 https://api.acme.test:{edge}/v1/items?page=2"));
+    let (_, status, _) = public("api.acme.test:80", &["-X", "POST", "--data", "x"], "/v1/items");
+    assert_eq!(status, format!("308 https://api.acme.test:{edge}/v1/items"));
+    // Other names, the public routes and unknown challenges are not redirected.
+    let (_, status, _) = public("elsewhere.test", &[], "/v1/items");
+    assert_eq!(status, "404 ");
+    let (_, status, body) = public("api.acme.test", &[], "/healthz");
+    assert_eq!((status.as_str(), body.as_str()), ("200 ", "ok\n"));
+    let (_, status, _) = public("api.acme.test", &[], "/.well-known/acme-challenge/unknown-token");
+    assert_eq!(status, "404 ");
+
+    // Without the public listener, an HTTP-01 order fails and says why.
+    let bare_args = pebble.serve_args();
+    let bare_args: Vec<&str> = bare_args.iter().map(String::as_str).collect();
+    let bare = Server::start_with(scratch(), &bare_args, &[]);
+    ok(&bare.cli(&["zone", "add", "acme.test"]));
+    ok(&bare.cli(&[
+        "acme",
+        "order",
+        "--zone",
+        "acme.test",
+        "--method",
+        "http",
+        "www.acme.test",
+    ]));
+    let failed = wait_for_pack(&bare, "www.acme.test", "HTTP-01 without the public listener", |p| {
+        p["validation_errors"].as_array().is_some_and(|e| !e.is_empty())
+    });
+    assert!(failed.to_string().contains("--public-listen"), "{failed}");
 }
 
 #[test]

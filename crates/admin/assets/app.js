@@ -1649,7 +1649,7 @@ function renderAcme(packs) {
         "tr",
         { "data-id": pack.id },
         h("td", { class: "mono" }, names),
-        h("td", {}, pack.validation_method === "txt" ? "DNS" : "TLS-ALPN"),
+        h("td", {}, { txt: "DNS", http: "HTTP" }[pack.validation_method] ?? "TLS-ALPN"),
         h("td", {}, h("span", { class: `badge ${badge}` }, label)),
         h("td", { class: "nowrap" }, pack.expires_on ? day(pack.expires_on) : "—"),
         h(
@@ -1716,7 +1716,9 @@ function setupAcme() {
     e.preventDefault();
     run($("acme-order"), async () => {
       const hosts = $("acme-hosts").value.split(/[\s,]+/).filter(Boolean);
-      const created = await api("POST", `/zones/${zone.id}/ssl/certificate_packs/order`, { type: "advanced", hosts });
+      const body = { type: "advanced", hosts };
+      if ($("acme-method").value) body.validation_method = $("acme-method").value;
+      const created = await api("POST", `/zones/${zone.id}/ssl/certificate_packs/order`, body);
       e.target.reset();
       toast(`Certificate for ${created.result.hosts.join(", ")} ordered`);
       await loadHostnames();

@@ -4,9 +4,9 @@
 //! Ordering a pack only records it; the binary's ACME manager orders the certificate from the configured ACME
 //! directory, answers TLS-ALPN-01 on the edge's own TLS listener (RFC 8737), stores the certificate as a custom
 //! certificate of the zone and renews it when two thirds of its lifetime have passed. The pack's `status` and
-//! `validation_errors` say where that stands. Validation is TLS-ALPN-01 on the edge's listener, or DNS-01
-//! (Cloudflare's `txt`) through the zone's DNS update settings (`acme_dns`), which wildcard names need; Cloudflare's
-//! `http` and `email` methods are refused.
+//! `validation_errors` say where that stands. Validation is TLS-ALPN-01 on the edge's listener, DNS-01 (Cloudflare's
+//! `txt`) through the zone's DNS update settings (`acme_dns`), which wildcard names need, or HTTP-01 (`http`) on the
+//! server's public listener; Cloudflare's `email` method is refused.
 
 use axum::Extension;
 use axum::extract::{Path, State};
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use portcullis_store::{Actor, CertificatePack, DNS_VALIDATION, MAX_PACK_HOSTS};
+use portcullis_store::{Actor, CertificatePack, DNS_VALIDATION, HTTP_VALIDATION, MAX_PACK_HOSTS};
 
 use crate::AdminState;
 use crate::api::{ApiError, ApiJson, ApiResult, ok};
@@ -91,8 +91,9 @@ pub struct OrderCertificatePack {
     pub kind: Option<String>,
     /// The names the certificate covers (1 to 50), each in the zone; wildcards (`*.example.com`) only over DNS.
     pub hosts: Vec<String>,
-    /// `txt` (DNS-01, through the zone's `acme_dns` settings) or `tls-alpn-01` (on the edge's TLS listener). By
-    /// default `txt` when the zone has DNS settings, else `tls-alpn-01`.
+    /// `txt` (DNS-01, through the zone's `acme_dns` settings), `tls-alpn-01` (on the edge's TLS listener) or `http`
+    /// (HTTP-01, on the public listener at port 80). By default `txt` when the zone has DNS settings, else
+    /// `tls-alpn-01`.
     pub validation_method: Option<String>,
     /// Refused: the ACME CA decides the validity (90 days at Let's Encrypt).
     pub validity_days: Option<u32>,
@@ -130,10 +131,12 @@ pub fn check_pack_method(hosts: &[String], requested: Option<&str>, has_dns: boo
         None => TLS_ALPN,
         Some(m) if m == TLS_ALPN => TLS_ALPN,
         Some(m) if m == DNS_VALIDATION || m == "dns-01" => DNS_VALIDATION,
+        Some(m) if m == HTTP_VALIDATION || m == "http-01" => HTTP_VALIDATION,
         Some(other) => {
             return Err(ApiError::invalid(format!(
                 "validation_method {other:?} is not available: use {DNS_VALIDATION} (DNS-01, through the zone's \
-                 DNS update settings) or {TLS_ALPN} (on the edge's own TLS listener)"
+                 DNS update settings), {TLS_ALPN} (on the edge's own TLS listener) or {HTTP_VALIDATION} (HTTP-01, on \
+                 the public listener)"
             )));
         }
     };
@@ -143,7 +146,7 @@ pub fn check_pack_method(hosts: &[String], requested: Option<&str>, has_dns: boo
              (portcullis acme dns set)",
         ));
     }
-    if method == TLS_ALPN
+    if method != DNS_VALIDATION
         && let Some(wildcard) = hosts.iter().find(|h| h.starts_with("*."))
     {
         return Err(ApiError::invalid(format!(

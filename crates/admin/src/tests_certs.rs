@@ -1763,8 +1763,12 @@ async fn certificate_packs_are_ordered_checked_listed_and_deleted() {
             "DNS update settings",
         ),
         (
-            json!({"hosts": ["a.example.com"], "validation_method": "http"}),
+            json!({"hosts": ["a.example.com"], "validation_method": "email"}),
             "not available",
+        ),
+        (
+            json!({"hosts": ["*.example.com"], "validation_method": "http"}),
+            "over DNS (dns-01) only",
         ),
         (json!({"hosts": ["a.example.com"], "type": "universal"}), "advanced"),
         (
@@ -1801,6 +1805,15 @@ async fn certificate_packs_are_ordered_checked_listed_and_deleted() {
     assert_eq!(pack["type"], "advanced");
     assert_eq!(pack["primary_certificate"], Value::Null);
     let id = s(&pack["id"]);
+    let (status, http) = api
+        .send(
+            Method::POST,
+            &order,
+            json!({"hosts": ["h.example.com"], "validation_method": "http"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{http}");
+    assert_eq!(http["result"]["validation_method"], "http");
 
     // A name is in one pack at a time.
     let (status, resp) = api.send(Method::POST, &order, json!({"hosts": ["example.com"]})).await;
@@ -1809,7 +1822,7 @@ async fn certificate_packs_are_ordered_checked_listed_and_deleted() {
 
     let (status, list) = api.get(&base).await;
     assert_eq!(status, StatusCode::OK, "{list}");
-    assert_eq!(list["result"].as_array().map(Vec::len), Some(1));
+    assert_eq!(list["result"].as_array().map(Vec::len), Some(2));
     let (status, got) = api.get(&format!("{base}/{id}")).await;
     assert_eq!(status, StatusCode::OK, "{got}");
     assert_eq!(got["result"]["id"], pack["id"]);

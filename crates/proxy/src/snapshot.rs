@@ -40,6 +40,9 @@ pub struct Snapshot {
     /// TLS-ALPN-01 answers (RFC 8737) by lower-case name, served to ClientHellos that offer only `acme-tls/1`,
     /// whether or not the name is a host yet: the first certificate of a new hostname is validated this way.
     acme_answers: FxHashMap<String, Arc<rustls::ServerConfig>>,
+    /// HTTP-01 answers by token: the lower-case name they are for, and the key authorization. The binary's public
+    /// listener serves them; the edge itself does not speak plain HTTP.
+    http_answers: FxHashMap<String, (String, String)>,
 }
 
 impl Snapshot {
@@ -94,6 +97,22 @@ impl Snapshot {
             return None;
         }
         self.acme_answers.get(&sni?.to_ascii_lowercase()).cloned()
+    }
+
+    /// Adds the HTTP-01 answer `key_authorization` at `token`, for requests to `name`.
+    pub fn add_http_answer(&mut self, token: &str, name: &str, key_authorization: &str) {
+        self.http_answers.insert(
+            token.to_owned(),
+            (name.to_ascii_lowercase(), key_authorization.to_owned()),
+        );
+    }
+
+    /// The key authorization of the HTTP-01 answer at `token`, if one is pending for `name` (lower-case).
+    pub fn http_answer(&self, token: &str, name: &str) -> Option<&str> {
+        match self.http_answers.get(token) {
+            Some((for_name, answer)) if for_name == name => Some(answer),
+            _ => None,
+        }
     }
 
     /// The host for a ClientHello's SNI, falling back to the default host.

@@ -52,6 +52,17 @@ pub struct AcmeChallenge {
     pub expires_on: i64,
 }
 
+/// An HTTP-01 answer: the key authorization the public listener serves at `/.well-known/acme-challenge/<token>` to
+/// requests for `hostname`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeHttpAnswer {
+    pub token: String,
+    pub hostname: String,
+    pub pack_id: String,
+    pub key_authorization: String,
+    pub expires_on: i64,
+}
+
 /// How a zone's certificate packs are validated over DNS-01 (validation method `txt`): DNS UPDATEs (RFC 2136) of
 /// `dns_zone` sent to `server`, signed with a TSIG key whose secret is sealed with the master key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,10 +84,17 @@ pub struct AcmeDns {
 /// The validation method of packs validated over DNS-01 (Cloudflare's name for it).
 pub const DNS_VALIDATION: &str = "txt";
 
-/// Deletes a pack's TLS-ALPN-01 answers inside the write transaction `$tx`.
+/// The validation method of packs validated over HTTP-01 on the public listener (Cloudflare's name for it).
+pub const HTTP_VALIDATION: &str = "http";
+
+/// Deletes a pack's TLS-ALPN-01 and HTTP-01 answers inside the write transaction `$tx`.
 macro_rules! withdraw_answers {
     ($tx:ident, $pack_id:expr) => {
         sqlx::query("DELETE FROM acme_challenges WHERE pack_id = $1")
+            .bind($pack_id)
+            .execute(&mut *$tx)
+            .await?;
+        sqlx::query("DELETE FROM acme_http_answers WHERE pack_id = $1")
             .bind($pack_id)
             .execute(&mut *$tx)
             .await?;
@@ -119,6 +137,16 @@ fn pack_from_row(row: &impl RowExt) -> Result<CertificatePack, StoreError> {
         next_attempt_on: row.int("next_attempt_on")?,
         created_on: row.int("created_on")?,
         modified_on: row.int("modified_on")?,
+    })
+}
+
+pub(crate) fn http_answer_from_row(row: &impl RowExt) -> Result<AcmeHttpAnswer, StoreError> {
+    Ok(AcmeHttpAnswer {
+        token: row.text("token")?,
+        hostname: row.text("hostname")?,
+        pack_id: row.text("pack_id")?,
+        key_authorization: row.text("key_authorization")?,
+        expires_on: row.int("expires_on")?,
     })
 }
 
@@ -311,10 +339,15 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces the TLS-ALPN-01 answers of pack `pack_id` with `challenges` (none: withdraws them) and marks an
-    /// unissued pack `pending_validation`. Returns the store generation the write made, so that the caller can wait
-    /// for the edge's snapshot to include the answers before telling the ACME server to look.
-    pub async fn set_acme_challenges(&self, pack_id: &str, challenges: &[AcmeChallenge]) -> Result<u64, StoreError> {
+    /// Replaces the answers of pack `pack_id` with `challenges` (TLS-ALPN-01) and `http` (HTTP-01) (none: withdraws
+    /// them) and marks an unissued pack `pending_validation`. Returns the store generation the write made, so that
+    /// the caller can wait for the edge's snapshot to include the answers before telling the ACME server to look.
+    pub async fn set_acme_challenges(
+        &self,
+        pack_id: &str,
+        challenges: &[AcmeChallenge],
+        http: &[AcmeHttpAnswer],
+    ) -> Result<u64, StoreError> {
         let at = now();
         let generation = on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
@@ -344,7 +377,24 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            let names: Vec<&str> = challenges.iter().map(|c| c.hostname.as_str()).collect();
+            for a in http {
+                sqlx::query(
+                    "INSERT INTO acme_http_answers (token, hostname, pack_id, key_authorization, expires_on) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&a.token)
+                .bind(&a.hostname)
+                .bind(pack_id)
+                .bind(&a.key_authorization)
+                .bind(a.expires_on)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let names: Vec<&str> = challenges
+                .iter()
+                .map(|c| c.hostname.as_str())
+                .chain(http.iter().map(|a| a.hostname.as_str()))
+                .collect();
             commit_write!(
                 self,
                 tx,

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use crate::Store;
-use crate::acme::challenge_from_row;
+use crate::acme::{challenge_from_row, http_answer_from_row};
 use crate::cas::{association_from_row, managed_ca_from_row, mtls_from_row};
 use crate::custom_certs::custom_cert_from_row;
 use crate::db::{RowExt, on_db};
@@ -135,6 +135,14 @@ impl Store {
             .iter()
             .map(challenge_from_row)
             .collect::<Result<Vec<_>, _>>()?;
+            let acme_http_answers = sqlx::query(
+                "SELECT token, hostname, pack_id, key_authorization, expires_on FROM acme_http_answers ORDER BY token",
+            )
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(http_answer_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
             let mut rulesets = sqlx::query(
                 "SELECT id, zone_id, phase, name, description, version, last_updated FROM rulesets ORDER BY zone_id, phase",
             )
@@ -179,6 +187,7 @@ impl Store {
                 revoked_serials,
                 custom_certificates,
                 acme_challenges,
+                acme_http_answers,
                 rulesets,
                 lists,
                 client_certificate_expiry,

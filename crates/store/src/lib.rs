@@ -32,7 +32,10 @@ mod zones;
 #[cfg(test)]
 mod tests;
 
-pub use acme::{AcmeChallenge, AcmeDns, CertificatePack, DNS_VALIDATION, MAX_PACK_HOSTS, MAX_PACKS_PER_ZONE};
+pub use acme::{
+    AcmeChallenge, AcmeDns, AcmeHttpAnswer, CertificatePack, DNS_VALIDATION, HTTP_VALIDATION, MAX_PACK_HOSTS,
+    MAX_PACKS_PER_ZONE,
+};
 pub use cas::MAX_ASSOCIATED_HOSTNAMES;
 pub use client_certs::{ClientCertQuery, MAX_PER_PAGE};
 pub use db::Store;

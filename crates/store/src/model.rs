@@ -404,6 +404,8 @@ pub struct EdgeState {
     pub custom_certificates: Vec<CustomCertificate>,
     /// The TLS-ALPN-01 answers of ACME orders being validated.
     pub acme_challenges: Vec<crate::AcmeChallenge>,
+    /// Pending HTTP-01 answers (public listener).
+    pub acme_http_answers: Vec<crate::AcmeHttpAnswer>,
     pub rulesets: Vec<Ruleset>,
     /// Every named list with its items' values.
     pub lists: Vec<EdgeList>,

@@ -1654,14 +1654,26 @@ async fn certificate_packs_issue_renew_and_go_with_their_certificate() {
             sealed_key: vec![1, 2, 3],
             expires_on: 2_000_000_000,
         };
+        let http = |token: &str| crate::AcmeHttpAnswer {
+            token: token.to_owned(),
+            hostname: "www.example.com".to_owned(),
+            pack_id: pack.id.clone(),
+            key_authorization: format!("{token}.thumbprint"),
+            expires_on: 2_000_000_000,
+        };
         let generation = store
-            .set_acme_challenges(&pack.id, &[answer("api.example.com"), answer("www.example.com")])
+            .set_acme_challenges(
+                &pack.id,
+                &[answer("api.example.com"), answer("www.example.com")],
+                &[http("tok-1")],
+            )
             .await
             .expect("answers");
         let state = store.load_edge_state().await.expect("state");
         assert_eq!(state.generation, generation);
         assert_eq!(state.acme_challenges.len(), 2);
         assert_eq!(state.acme_challenges[0], answer("api.example.com"));
+        assert_eq!(state.acme_http_answers, vec![http("tok-1")]);
         let pending = store.certificate_pack(&zone.id, &pack.id).await.expect("get");
         assert_eq!(pending.status, "pending_validation");
 
@@ -1673,7 +1685,8 @@ async fn certificate_packs_issue_renew_and_go_with_their_certificate() {
         let failed = store.certificate_pack(&zone.id, &pack.id).await.expect("get");
         assert_eq!(failed.validation_errors, ["connection refused"]);
         assert_eq!((failed.attempts, failed.next_attempt_on), (1, 1_900_000_000));
-        assert!(store.load_edge_state().await.expect("state").acme_challenges.is_empty());
+        let state = store.load_edge_state().await.expect("state");
+        assert!(state.acme_challenges.is_empty() && state.acme_http_answers.is_empty());
 
         // Issuance stores the certificate and clears the failure; a renewal replaces it under the same id.
         let cert = |n: i64| crate::NewCustomCertificate {
@@ -1685,7 +1698,7 @@ async fn certificate_packs_issue_renew_and_go_with_their_certificate() {
             expires_on: 2_000_000_000 + n,
         };
         store
-            .set_acme_challenges(&pack.id, &[answer("api.example.com")])
+            .set_acme_challenges(&pack.id, &[answer("api.example.com")], &[http("tok-2")])
             .await
             .expect("answers");
         let issued = store
@@ -1700,7 +1713,7 @@ async fn certificate_packs_issue_renew_and_go_with_their_certificate() {
         );
         let cert_id = issued.certificate_id.clone().expect("certificate id");
         let state = store.load_edge_state().await.expect("state");
-        assert!(state.acme_challenges.is_empty());
+        assert!(state.acme_challenges.is_empty() && state.acme_http_answers.is_empty());
         assert_eq!(state.custom_certificates.len(), 1);
         assert_eq!(state.custom_certificates[0].id, cert_id);
         let renewed = store
