@@ -336,6 +336,14 @@ impl Manager {
 
     /// Orders `pack`'s certificate and stores it; returns when it expires.
     async fn order(&mut self, pack: &CertificatePack) -> anyhow::Result<OffsetDateTime> {
+        // Checked before anything is asked of the ACME server, whose rate limits count orders.
+        let http = pack.validation_method == HTTP_VALIDATION;
+        if http && !self.settings.public_listener {
+            bail!(
+                "validation over HTTP (http-01) needs the public listener, on what port 80 of each name reaches: \
+                 serve --public-listen 0.0.0.0:80 (on every node that orders)"
+            );
+        }
         let dns = if pack.validation_method == DNS_VALIDATION {
             Some(self.dns_settings(&pack.zone_id).await?)
         } else {
@@ -349,13 +357,6 @@ impl Manager {
             .context("placing the order")?;
 
         // The answers, for every authorization still pending: TLS-ALPN-01 certificates, or DNS-01 TXT records.
-        let http = pack.validation_method == HTTP_VALIDATION;
-        if http && !self.settings.public_listener {
-            bail!(
-                "validation over HTTP (http-01) needs the public listener, on what port 80 of each name reaches: \
-                 serve --public-listen 0.0.0.0:80"
-            );
-        }
         let now = OffsetDateTime::now_utc();
         let mut answers = Vec::new();
         let mut http_answers = Vec::new();

@@ -49,8 +49,8 @@ pub struct EdgeSide {
 }
 
 /// `router` with the edge's side in front: HTTP-01 answers at `/.well-known/acme-challenge/<token>` (for the name
-/// the answer is for only), and, for a request to one of the edge's hostnames, a redirect to the same URL over
-/// HTTPS: 301 for GET and HEAD, 308 otherwise (the client repeats the method and body). The public routes (CRLs,
+/// the answer is for only), and, for a request to a name the edge serves over TLS (one of its hostnames, or any
+/// name when it has a default host), a redirect to the same URL over HTTPS: 301 for GET and HEAD, 308 otherwise (the client repeats the method and body). The public routes (CRLs,
 /// OCSP, health checks) are served for every name, as before.
 pub fn with_edge(router: axum::Router, edge: EdgeSide) -> axum::Router {
     router.layer(axum::middleware::from_fn_with_state(edge, edge_first))
@@ -100,7 +100,13 @@ async fn edge_first(State(edge): State<EdgeSide>, req: Request, next: Next) -> R
         } else {
             format!(":{}", edge.https_port)
         };
-        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        // An asterisk-form target (`OPTIONS *`) has no path to keep.
+        let target = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .filter(|p| p.starts_with('/'))
+            .unwrap_or("/");
         let status = if matches!(*req.method(), Method::GET | Method::HEAD) {
             StatusCode::MOVED_PERMANENTLY
         } else {

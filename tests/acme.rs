@@ -482,6 +482,8 @@ fn http_01_answers_and_https_redirects_are_served_on_the_public_listener() {
     assert_eq!(status, format!("301 https://api.acme.test:{edge}/v1/items?page=2"));
     let (_, status, _) = public("api.acme.test:80", &["-X", "POST", "--data", "x"], "/v1/items");
     assert_eq!(status, format!("308 https://api.acme.test:{edge}/v1/items"));
+    let (_, status, _) = public("api.acme.test", &["-X", "OPTIONS", "--request-target", "*"], "/");
+    assert_eq!(status, format!("308 https://api.acme.test:{edge}/"));
     // Other names, the public routes and unknown challenges are not redirected.
     let (_, status, _) = public("elsewhere.test", &[], "/v1/items");
     assert_eq!(status, "404 ");

@@ -380,7 +380,9 @@ impl Store {
             for a in http {
                 sqlx::query(
                     "INSERT INTO acme_http_answers (token, hostname, pack_id, key_authorization, expires_on) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token) DO UPDATE SET hostname = excluded.hostname, \
+                     pack_id = excluded.pack_id, key_authorization = excluded.key_authorization, \
+                     expires_on = excluded.expires_on",
                 )
                 .bind(&a.token)
                 .bind(&a.hostname)
