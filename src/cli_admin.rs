@@ -276,6 +276,22 @@ pub enum TokenCommand {
         scope: String,
         #[arg(long, default_value = "cli")]
         name: String,
+        /// The token stops working after this long: `90d`, `12h`, `30m`.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "expires_on")]
+        expires_in: Option<i64>,
+        /// The token stops working at this time (RFC 3339, `2027-01-31T00:00:00Z`).
+        #[arg(long, value_name = "TIME")]
+        expires_on: Option<String>,
+        /// The token works only from this address or CIDR; repeat for several.
+        #[arg(long, value_name = "CIDR")]
+        allow_ip: Vec<String>,
+        /// The token never works from this address or CIDR; repeat for several.
+        #[arg(long, value_name = "CIDR")]
+        deny_ip: Vec<String>,
+        /// The token may reach only this zone (name or id), not the account's CAs, tokens or other zones; repeat for
+        /// several.
+        #[arg(long, value_name = "ZONE")]
+        zone: Vec<String>,
     },
     /// List API tokens.
     List,
@@ -666,14 +682,61 @@ pub async fn mtls(args: MtlsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `90d`, `12h`, `30m` or `45s`, in seconds.
+fn parse_duration(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: give a number and a unit, as 90d, 12h, 30m or 45s"))?;
+    let per = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => return Err(format!("{text:?}: the unit is d, h, m or s")),
+    };
+    match n.checked_mul(per) {
+        Some(seconds) if seconds > 0 && seconds <= 100 * 365 * 86_400 => Ok(seconds),
+        _ => Err(format!("{text:?}: from 1 second to 100 years")),
+    }
+}
+
 pub async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
     let api = ApiClient::new(&args.api)?;
     match args.command {
-        TokenCommand::Create { scope, name } => {
-            let token = api
-                .send(Method::POST, "/user/tokens", &json!({ "name": name, "scope": scope }))
-                .await?
-                .result;
+        TokenCommand::Create {
+            scope,
+            name,
+            expires_in,
+            expires_on,
+            allow_ip,
+            deny_ip,
+            zone,
+        } => {
+            let mut body = json!({ "name": name, "scope": scope });
+            let expires_on = match (expires_in, expires_on) {
+                (Some(seconds), _) => Some(
+                    (time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds))
+                        .format(&time::format_description::well_known::Rfc3339)?,
+                ),
+                (None, at) => at,
+            };
+            if let Some(at) = expires_on {
+                body["expires_on"] = json!(at);
+            }
+            if !allow_ip.is_empty() || !deny_ip.is_empty() {
+                body["condition"] = json!({"request_ip": {"in": allow_ip, "not_in": deny_ip}});
+            }
+            if !zone.is_empty() {
+                let all = zones(&api).await?;
+                let ids = zone
+                    .iter()
+                    .map(|z| zone_named(&all, z).map(|found| s(&found, "id")))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                body["zones"] = json!(ids);
+            }
+            let token = api.send(Method::POST, "/user/tokens", &body).await?.result;
             if args.api.json {
                 print_json(&token)?;
             } else {
@@ -700,10 +763,19 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
                             s(t, "scope"),
                             s(t, "status"),
                             s(t, "issued_on"),
+                            s(t, "expires_on"),
+                            array(&t["zones"])
+                                .iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(" "),
                         ]
                     })
                     .collect();
-                print_table(&["ID", "NAME", "SCOPE", "STATUS", "ISSUED_ON"], &rows);
+                print_table(
+                    &["ID", "NAME", "SCOPE", "STATUS", "ISSUED_ON", "EXPIRES_ON", "ZONES"],
+                    &rows,
+                );
             }
         }
         TokenCommand::Revoke { id } => {

@@ -265,7 +265,9 @@ pub async fn bootstrap(args: &ServeArgs) -> anyhow::Result<Bootstrapped> {
 
     let mut new_admin_token = None;
     if store.list_tokens().await?.is_empty() {
-        let (token, secret) = store.create_token("admin", TokenScope::Write, &Actor::system()).await?;
+        let (token, secret) = store
+            .create_token("admin", TokenScope::Write, &Default::default(), &Actor::system())
+            .await?;
         // A token file left from an earlier database names a token that no longer exists: replace it.
         let path = args.data_dir.join("admin-token");
         match std::fs::remove_file(&path) {

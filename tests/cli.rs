@@ -690,6 +690,69 @@ fn rules_add_list_toggle_and_remove() {
 }
 
 #[test]
+fn tokens_can_be_limited_to_a_zone_an_address_and_a_time() {
+    let server = server_with_zone();
+    ok(&server.cli(&["zone", "add", "example.net"]));
+    let token = json(&server.cli(&[
+        "token",
+        "create",
+        "--scope",
+        "write",
+        "--name",
+        "team-net",
+        "--zone",
+        "example.net",
+        "--expires-in",
+        "30d",
+        "--allow-ip",
+        "127.0.0.0/8",
+        "--json",
+    ]));
+    let secret = str_of(&token, "value").to_owned();
+    assert!(str_of(&token, "expires_on").starts_with("20"), "{token}");
+    let tokens = ok(&server.cli(&["token", "list"]));
+    assert!(
+        tokens.lines().any(|l| l.contains("team-net") && l.contains("active")),
+        "{tokens}"
+    );
+    // It sees and changes its zone only.
+    let zones = ok(&server.cli(&["zone", "list", "--token", &secret]));
+    assert!(
+        zones.contains("example.net") && !zones.contains("example.com"),
+        "{zones}"
+    );
+    ok(&server.cli(&[
+        "host",
+        "add",
+        "api.example.net",
+        "--origin",
+        "http://127.0.0.1:9",
+        "--zone",
+        "example.net",
+        "--token",
+        &secret,
+    ]));
+    let err = fails(&server.cli(&["zone", "add", "example.org", "--token", &secret]));
+    assert!(err.contains("only reach its zones"), "{err}");
+    // From elsewhere it does not work.
+    let far = json(&server.cli(&[
+        "token",
+        "create",
+        "--scope",
+        "read",
+        "--name",
+        "far",
+        "--allow-ip",
+        "192.0.2.0/24",
+        "--json",
+    ]));
+    let err = fails(&server.cli(&["zone", "list", "--token", str_of(&far, "value")]));
+    assert!(err.contains("may not be used from this address"), "{err}");
+    let err = fails(&server.cli(&["token", "create", "--scope", "read", "--expires-in", "soon"]));
+    assert!(err.contains("a number and a unit"), "{err}");
+}
+
+#[test]
 fn a_read_token_cannot_write() {
     let server = server_with_zone();
     let token = json(&server.cli(&["token", "create", "--scope", "read", "--name", "viewer", "--json"]));

@@ -319,6 +319,16 @@ fn dn_strings_and_facts_match_openssl() {
         assert_eq!(facts.cert_not_after, x509_field(d, &cert, &["-enddate"]));
         let ski = openssl_ok(d, &["x509", "-in", &cert, "-noout", "-ext", "subjectKeyIdentifier"]);
         assert_eq!(facts.cert_ski, ski.lines().nth(1).unwrap().trim().replace(':', ""));
+        // The public-key pin: SHA-256 of the DER SubjectPublicKeyInfo, as openssl extracts it.
+        openssl_ok(d, &["x509", "-in", &cert, "-noout", "-pubkey", "-out", "spki.pem"]);
+        openssl_ok(
+            d,
+            &[
+                "pkey", "-pubin", "-in", "spki.pem", "-outform", "DER", "-out", "spki.der",
+            ],
+        );
+        let digest = openssl_ok(d, &["dgst", "-sha256", "-r", "spki.der"]);
+        assert_eq!(facts.cert_spki_sha256, digest.split_whitespace().next().unwrap());
     }
 }
 

@@ -138,7 +138,7 @@ const when = (rfc3339) => (rfc3339 ? rfc3339.replace("T", " ").replace("Z", " UT
 const lines = (text) => text.split(/\r?\n/).map((s) => s.trim()).filter(Boolean);
 
 function statusBadge(status) {
-  const kind = { active: "ok", revoked: "danger", ok: "ok", block: "danger", log: "warn" }[status] ?? "warn";
+  const kind = { active: "ok", revoked: "danger", expired: "danger", ok: "ok", block: "danger", log: "warn" }[status] ?? "warn";
   return h("span", { class: `badge badge-${kind}` }, status.replaceAll("_", " "));
 }
 
@@ -1989,7 +1989,13 @@ async function tokensPage() {
   $("tk-form").addEventListener("submit", (e) => {
     e.preventDefault();
     run(e.submitter, async () => {
-      const created = await api("POST", "/user/tokens", { name: $("tk-name").value.trim(), scope: $("tk-scope").value });
+      const body = { name: $("tk-name").value.trim(), scope: $("tk-scope").value };
+      if ($("tk-expires").value) body.expires_on = `${$("tk-expires").value}T00:00:00Z`;
+      const ips = $("tk-ips").value.split(/[\s,]+/).filter(Boolean);
+      if (ips.length) body.condition = { request_ip: { in: ips } };
+      const zoneIds = [...$("tk-zones").selectedOptions].map((o) => o.value);
+      if (zoneIds.length) body.zones = zoneIds;
+      const created = await api("POST", "/user/tokens", body);
       e.target.reset();
       $("tk-secret-value").textContent = created.result.value;
       $("tk-secret").hidden = false;
@@ -1998,7 +2004,24 @@ async function tokensPage() {
       await loadTokens();
     });
   });
+  const zones = (await api("GET", "/zones?per_page=1000")).result ?? [];
+  zoneNames = new Map(zones.map((z) => [z.id, z.name]));
+  $("tk-zones").replaceChildren(...zones.map((z) => h("option", { value: z.id }, z.name)));
   await loadTokens();
+}
+
+// Zone names by id, for the tokens' limits.
+let zoneNames = new Map();
+
+function tokenLimits(token) {
+  const parts = [];
+  if (token.expires_on) parts.push(`until ${day(token.expires_on)}`);
+  if (token.not_before) parts.push(`from ${day(token.not_before)}`);
+  const ips = token.condition?.request_ip;
+  if (ips?.in?.length) parts.push(`only from ${ips.in.join(", ")}`);
+  if (ips?.not_in?.length) parts.push(`never from ${ips.not_in.join(", ")}`);
+  if (token.zones) parts.push(`zones ${token.zones.map((id) => zoneNames.get(id) ?? id).join(", ")}`);
+  return parts.length ? parts.join(" · ") : "none";
 }
 
 async function loadTokens() {
@@ -2015,6 +2038,7 @@ async function loadTokens() {
         { "data-id": token.id },
         h("td", {}, token.name, token.id === mine ? [" ", h("span", { class: "badge badge-ok" }, "this session")] : ""),
         h("td", {}, token.scope),
+        h("td", { class: "small" }, tokenLimits(token)),
         h("td", {}, statusBadge(token.status)),
         h("td", { class: "nowrap" }, day(token.issued_on)),
         h(
@@ -2036,7 +2060,7 @@ async function loadTokens() {
       ),
     ),
   );
-  if (!tokens.length) emptyRow(table, 5, "No tokens.");
+  if (!tokens.length) emptyRow(table, 6, "No tokens.");
 }
 
 async function listsPage() {

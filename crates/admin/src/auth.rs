@@ -3,13 +3,20 @@
 //! nothing (the dashboard's expression editor uses it in read-only sessions too). With a session cookie, every other
 //! method must also carry the session's CSRF token in `X-CSRF-Token`, `/rules/validate` included. A bearer token,
 //! when present, always wins over a cookie.
+//!
+//! A token's restrictions are checked on every request, a session's too: its validity period (`not_before`,
+//! `expires_on`), the client addresses it works from (`condition.request_ip`, against the TCP peer: behind a reverse
+//! proxy that is the proxy), and the zones it may reach (then only `/zones/{one of them}/…`, the zone list, which
+//! shows only them, and `/user/tokens/verify`).
 
-use axum::extract::{Request, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use portcullis_store::{Actor, TokenScope};
+use portcullis_store::{Actor, TokenRestrictions, TokenScope};
 
 use crate::AdminState;
 use crate::api::{ApiError, codes};
@@ -65,6 +72,89 @@ fn read_scope_may(req: &Request) -> bool {
     }
 }
 
+/// The zones a zone-restricted token may reach, for the handlers that list zones.
+#[derive(Debug, Clone)]
+pub struct ZoneLimit(pub Vec<String>);
+
+/// Whether `addr` (a client's address) is one `net` (a CIDR or a bare address) covers. IPv4 clients of a dual-stack
+/// listener arrive as `::ffff:a.b.c.d` and are compared as IPv4.
+pub fn ip_in(net: &str, addr: IpAddr) -> bool {
+    let addr = addr.to_canonical();
+    match net.parse::<ipnet::IpNet>() {
+        Ok(net) => net.contains(&addr),
+        Err(_) => net.parse::<IpAddr>().is_ok_and(|ip| ip.to_canonical() == addr),
+    }
+}
+
+/// Whether a zone-restricted token may make this request.
+fn zone_path_allowed(zones: &[String], req: &Request) -> bool {
+    let path = req.uri().path();
+    let path = path.strip_prefix("/client/v4").unwrap_or(path);
+    let parts: Vec<&str> = path.trim_start_matches('/').trim_end_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["zones"] => matches!(*req.method(), Method::GET | Method::HEAD),
+        ["zones", zone, ..] => zones.iter().any(|z| z == zone),
+        ["user", "tokens", "verify"] => true,
+        _ => false,
+    }
+}
+
+/// Why `restrictions` refuse this request at `now`, if they do.
+fn restriction_error(restrictions: &TokenRestrictions, req: &Request, now: i64) -> Option<Response> {
+    if !restrictions.live_at(now) {
+        let why = match restrictions.expires_on {
+            Some(at) if now >= at => format!("this token expired at {}", crate::time_fmt::rfc3339(at)),
+            _ => format!(
+                "this token is not valid before {}",
+                crate::time_fmt::rfc3339(restrictions.not_before.unwrap_or(0))
+            ),
+        };
+        return Some(
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                codes::AUTHENTICATION,
+                format!("Authentication error: {why}"),
+            )
+            .into_response(),
+        );
+    }
+    if !restrictions.ip_in.is_empty() || !restrictions.ip_not_in.is_empty() {
+        // Without the peer's address (the API served without it) the condition cannot hold.
+        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let allowed = peer.is_some_and(|ip| {
+            (restrictions.ip_in.is_empty() || restrictions.ip_in.iter().any(|n| ip_in(n, ip)))
+                && !restrictions.ip_not_in.iter().any(|n| ip_in(n, ip))
+        });
+        if !allowed {
+            return Some(
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    codes::UNAUTHORIZED,
+                    "Unauthorized to access requested resource: this token may not be used from this address",
+                )
+                .into_response(),
+            );
+        }
+    }
+    if let Some(zones) = &restrictions.zones
+        && !zone_path_allowed(zones, req)
+    {
+        return Some(
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                codes::UNAUTHORIZED,
+                "Unauthorized to access requested resource: this token may only reach its zones",
+            )
+            .into_response(),
+        );
+    }
+    None
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
 /// Checks the request's token (or session) and its scope, then passes the request on with the caller's [`Actor`]
 /// attached.
 pub async fn require_token(State(state): State<AdminState>, mut req: Request, next: Next) -> Response {
@@ -92,8 +182,14 @@ pub async fn require_token(State(state): State<AdminState>, mut req: Request, ne
         }
         Err(err) => return ApiError::from(err).into_response(),
     };
+    if let Some(refused) = restriction_error(&token.restrictions, &req, now()) {
+        return refused;
+    }
     if !scope_may(token.scope, &req) {
         return scope_error(token.scope);
+    }
+    if let Some(zones) = token.restrictions.zones {
+        req.extensions_mut().insert(ZoneLimit(zones));
     }
     req.extensions_mut().insert(Actor::token(token.id));
     next.run(req).await
@@ -127,21 +223,27 @@ async fn with_session(state: &AdminState, id: &str, reads_only: bool, mut req: R
             return scope_error(session.scope);
         }
     }
-    // The token behind the session may have been revoked since sign-in: that ends the session.
+    // The token behind the session may have been revoked since sign-in, or have expired: that ends the session.
     match state.store.list_tokens().await {
-        Ok(tokens)
-            if tokens
-                .iter()
-                .any(|t| t.id == session.token_id && t.revoked_on.is_none()) => {}
-        Ok(_) => {
-            state.sessions.remove(id);
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                codes::AUTHENTICATION,
-                "Authentication error: the token of this session was revoked",
-            )
-            .into_response();
-        }
+        Ok(tokens) => match tokens
+            .iter()
+            .find(|t| t.id == session.token_id && t.revoked_on.is_none() && t.restrictions.live_at(now()))
+        {
+            Some(token) => {
+                if let Some(refused) = restriction_error(&token.restrictions, &req, now()) {
+                    return refused;
+                }
+            }
+            None => {
+                state.sessions.remove(id);
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    codes::AUTHENTICATION,
+                    "Authentication error: the token of this session was revoked or expired",
+                )
+                .into_response();
+            }
+        },
         Err(err) => return ApiError::from(err).into_response(),
     }
     req.extensions_mut().insert(Actor::token(session.token_id));

@@ -38,11 +38,11 @@ impl Api {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open_sqlite(&dir.path().join("p.db")).await.expect("store");
         let (_, write) = store
-            .create_token("w", TokenScope::Write, &Actor::system())
+            .create_token("w", TokenScope::Write, &Default::default(), &Actor::system())
             .await
             .expect("token");
         let (_, read) = store
-            .create_token("r", TokenScope::Read, &Actor::system())
+            .create_token("r", TokenScope::Read, &Default::default(), &Actor::system())
             .await
             .expect("token");
         let master_key = std::sync::Arc::new(portcullis_pki::MasterKey::generate());
@@ -613,6 +613,157 @@ async fn every_write_is_in_the_audit_log_with_its_token() {
         .get("/client/v4/accounts/ffffffffffffffffffffffffffffffff/audit_logs")
         .await;
     assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7003));
+}
+
+/// A request with a bearer token, from `peer` when given (as the listener records it).
+async fn call_from(api: &Api, method: Method, path: &str, token: &str, peer: Option<&str>) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .expect("request");
+    if let Some(peer) = peer {
+        req.extensions_mut().insert(axum::extract::ConnectInfo(
+            peer.parse::<std::net::SocketAddr>().expect("address"),
+        ));
+    }
+    let resp = api.router.clone().oneshot(req).await.expect("response");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn token_restrictions_are_checked_and_enforced() {
+    let api = Api::new().await;
+    let a = api.zone("a.example").await;
+    let b = api.zone("b.example").await;
+    let create = |body: Value| api.send(Method::POST, "/client/v4/user/tokens", body);
+
+    for (body, why) in [
+        (
+            json!({"name": "x", "scope": "read", "expires_on": "2001-01-01T00:00:00Z"}),
+            "in the past",
+        ),
+        (
+            json!({"name": "x", "scope": "read", "expires_on": "tomorrow"}),
+            "RFC 3339",
+        ),
+        (
+            json!({"name": "x", "scope": "read", "not_before": "2099-02-01T00:00:00Z", "expires_on": "2099-01-01T00:00:00Z"}),
+            "before expires_on",
+        ),
+        (
+            json!({"name": "x", "scope": "read", "condition": {"request_ip": {"in": ["10.0.0.0/33"]}}}),
+            "CIDR",
+        ),
+        (json!({"name": "x", "scope": "read", "zones": []}), "1 to 100"),
+        (json!({"name": "x", "scope": "read", "zones": ["nope"]}), "not found"),
+    ] {
+        let (status, resp) = create(body.clone()).await;
+        assert!(status.is_client_error(), "{body}: {resp}");
+        assert!(resp.to_string().contains(why), "{body}: {resp}");
+    }
+
+    // Zones: only its zone, the zone list shows only it, and nothing of the account.
+    let (status, made) = create(json!({"name": "team-a", "scope": "write", "zones": [a]})).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    assert_eq!(made["result"]["zones"], json!([a]));
+    let secret = made["result"]["value"].as_str().expect("secret").to_owned();
+    let (status, _) = call_from(
+        &api,
+        Method::GET,
+        &format!("/client/v4/zones/{a}/hostnames"),
+        &secret,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, resp) = call_from(
+        &api,
+        Method::GET,
+        &format!("/client/v4/zones/{b}/hostnames"),
+        &secret,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{resp}");
+    assert!(resp.to_string().contains("only reach its zones"), "{resp}");
+    let (status, list) = call_from(&api, Method::GET, "/client/v4/zones", &secret, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> = list["result"]
+        .as_array()
+        .expect("zones")
+        .iter()
+        .filter_map(|z| z["id"].as_str())
+        .collect();
+    assert_eq!(ids, [a.as_str()]);
+    let (status, _) = call_from(&api, Method::GET, "/client/v4/user/tokens", &secret, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = call_from(&api, Method::GET, "/client/v4/user/tokens/verify", &secret, None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Client addresses: only from 10.0.0.0/8 (IPv4 clients of a dual-stack listener too), never from 10.9.0.0/16;
+    // without the peer's address the condition cannot hold.
+    let (status, made) = create(json!({"name": "ci", "scope": "read",
+        "condition": {"request_ip": {"in": ["10.0.0.0/8"], "not_in": ["10.9.0.0/16"]}}}))
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    assert_eq!(made["result"]["condition"]["request_ip"]["in"], json!(["10.0.0.0/8"]));
+    let secret = made["result"]["value"].as_str().expect("secret").to_owned();
+    for (peer, want) in [
+        (Some("10.1.2.3:5000"), StatusCode::OK),
+        (Some("[::ffff:10.1.2.3]:5000"), StatusCode::OK),
+        (Some("10.9.0.1:5000"), StatusCode::FORBIDDEN),
+        (Some("192.0.2.1:5000"), StatusCode::FORBIDDEN),
+        (None, StatusCode::FORBIDDEN),
+    ] {
+        let (status, resp) = call_from(&api, Method::GET, "/client/v4/zones", &secret, peer).await;
+        assert_eq!(status, want, "{peer:?}: {resp}");
+    }
+
+    // Validity: an expired token and one not valid yet are refused, and listed as expired.
+    let restricted = |not_before: Option<i64>, expires_on: Option<i64>| portcullis_store::TokenRestrictions {
+        not_before,
+        expires_on,
+        ..Default::default()
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (old, old_secret) = api
+        .store
+        .create_token(
+            "old",
+            TokenScope::Write,
+            &restricted(None, Some(now - 1)),
+            &Actor::system(),
+        )
+        .await
+        .expect("token");
+    let (status, resp) = call_from(&api, Method::GET, "/client/v4/zones", &old_secret, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{resp}");
+    assert!(resp.to_string().contains("expired"), "{resp}");
+    let (_, early_secret) = api
+        .store
+        .create_token(
+            "early",
+            TokenScope::Read,
+            &restricted(Some(now + 3600), None),
+            &Actor::system(),
+        )
+        .await
+        .expect("token");
+    let (status, resp) = call_from(&api, Method::GET, "/client/v4/zones", &early_secret, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{resp}");
+    assert!(resp.to_string().contains("not valid before"), "{resp}");
+    let (_, tokens) = api.get("/client/v4/user/tokens").await;
+    let listed = tokens["result"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .find(|t| t["id"] == old.id.as_str())
+        .cloned();
+    assert_eq!(listed.expect("listed")["status"], "expired");
 }
 
 #[tokio::test]

@@ -1,4 +1,6 @@
-//! `/user/tokens`: API tokens. The secret (`value`) is returned once, at creation, as Cloudflare does.
+//! `/user/tokens`: API tokens. The secret (`value`) is returned once, at creation, as Cloudflare does. A token may
+//! be restricted, with Cloudflare's fields where it has them: `not_before`, `expires_on`, `condition.request_ip`
+//! (`in` and `not_in` CIDRs), and Portcullis' `zones` (the zone ids it may reach). `auth` enforces them.
 
 use axum::Extension;
 use axum::extract::{Path, State};
@@ -6,7 +8,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use portcullis_store::{Actor, ApiToken, TokenScope};
+use portcullis_store::{Actor, ApiToken, TokenRestrictions, TokenScope};
 
 use crate::AdminState;
 use crate::api::{ApiError, ApiJson, ApiResult, ok, ok_all, ok_status};
@@ -23,12 +25,42 @@ pub enum Scope {
     Certificates,
 }
 
+/// Most CIDRs in a token's condition, and most zones.
+const MAX_RESTRICTION_ITEMS: usize = 100;
+
+/// Client addresses, as Cloudflare's `condition.request_ip`.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestIp {
+    /// The token works only from these addresses or CIDRs.
+    #[serde(rename = "in", default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_in: Vec<String>,
+    /// The token never works from these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_in: Vec<String>,
+}
+
+/// Cloudflare's `condition`.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    pub request_ip: Option<RequestIp>,
+}
+
 /// `POST /user/tokens` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub name: String,
     pub scope: Scope,
+    /// RFC 3339; the token does not work before it.
+    pub not_before: Option<String>,
+    /// RFC 3339; the token stops working then.
+    pub expires_on: Option<String>,
+    /// The client addresses it works from.
+    pub condition: Option<Condition>,
+    /// Zone ids: the token may reach only these zones (and not the account's CAs, tokens or other zones).
+    pub zones: Option<Vec<String>>,
 }
 
 /// A token as listed.
@@ -37,14 +69,29 @@ pub struct TokenView {
     pub id: String,
     pub name: String,
     pub scope: Scope,
+    /// `active`, `expired` (past `expires_on`, or before `not_before`) or `revoked`.
     pub status: &'static str,
     pub issued_on: String,
+    pub not_before: Option<String>,
+    pub expires_on: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Condition>,
+    /// The zones it may reach; `null`: all.
+    pub zones: Option<Vec<String>>,
     /// The secret: present only in the response that created the token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }
 
 fn view(token: ApiToken, value: Option<String>) -> TokenView {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let r = token.restrictions;
+    let condition = (!r.ip_in.is_empty() || !r.ip_not_in.is_empty()).then(|| Condition {
+        request_ip: Some(RequestIp {
+            ip_in: r.ip_in.clone(),
+            not_in: r.ip_not_in.clone(),
+        }),
+    });
     TokenView {
         id: token.id,
         name: token.name,
@@ -55,12 +102,96 @@ fn view(token: ApiToken, value: Option<String>) -> TokenView {
         },
         status: if token.revoked_on.is_some() {
             "revoked"
+        } else if !r.live_at(now) {
+            "expired"
         } else {
             "active"
         },
         issued_on: rfc3339(token.created_on),
+        not_before: r.not_before.map(rfc3339),
+        expires_on: r.expires_on.map(rfc3339),
+        condition,
+        zones: r.zones,
         value,
     }
+}
+
+fn rfc3339_time(field: &str, text: &str) -> Result<i64, ApiError> {
+    time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+        .map(time::OffsetDateTime::unix_timestamp)
+        .map_err(|_| {
+            ApiError::invalid(format!(
+                "{field} {text:?} is not an RFC 3339 time (2027-01-31T00:00:00Z)"
+            ))
+        })
+}
+
+/// The restrictions of a new token, checked: times in order and not over, CIDRs that parse, zones that exist.
+async fn check_restrictions(state: &AdminState, body: &CreateToken) -> Result<TokenRestrictions, ApiError> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let not_before = body
+        .not_before
+        .as_deref()
+        .map(|t| rfc3339_time("not_before", t))
+        .transpose()?;
+    let expires_on = body
+        .expires_on
+        .as_deref()
+        .map(|t| rfc3339_time("expires_on", t))
+        .transpose()?;
+    if let Some(expires) = expires_on {
+        if expires <= now {
+            return Err(ApiError::invalid("expires_on is in the past"));
+        }
+        if not_before.is_some_and(|start| start >= expires) {
+            return Err(ApiError::invalid("not_before must be before expires_on"));
+        }
+    }
+    let (ip_in, ip_not_in) = match body.condition.as_ref().and_then(|c| c.request_ip.as_ref()) {
+        Some(ips) => (ips.ip_in.clone(), ips.not_in.clone()),
+        None => (Vec::new(), Vec::new()),
+    };
+    if ip_in.len() + ip_not_in.len() > MAX_RESTRICTION_ITEMS {
+        return Err(ApiError::invalid(format!(
+            "condition.request_ip: at most {MAX_RESTRICTION_ITEMS} addresses"
+        )));
+    }
+    let checked = |list: Vec<String>| -> Result<Vec<String>, ApiError> {
+        list.into_iter()
+            .map(|item| {
+                let item = item.trim().to_owned();
+                if item.parse::<ipnet::IpNet>().is_ok() || item.parse::<std::net::IpAddr>().is_ok() {
+                    Ok(item)
+                } else {
+                    Err(ApiError::invalid(format!(
+                        "condition.request_ip: {item:?} is not an IP address or CIDR"
+                    )))
+                }
+            })
+            .collect()
+    };
+    let (ip_in, ip_not_in) = (checked(ip_in)?, checked(ip_not_in)?);
+    let zones = match &body.zones {
+        None => None,
+        Some(zones) => {
+            if zones.is_empty() || zones.len() > MAX_RESTRICTION_ITEMS {
+                return Err(ApiError::invalid(format!(
+                    "zones: give 1 to {MAX_RESTRICTION_ITEMS} zone ids (leave it out for every zone)"
+                )));
+            }
+            for zone in zones {
+                state.store.zone(zone).await?;
+            }
+            Some(zones.clone())
+        }
+    };
+    Ok(TokenRestrictions {
+        not_before,
+        expires_on,
+        ip_in,
+        ip_not_in,
+        zones,
+    })
 }
 
 /// Create a token. Its `value` is shown once.
@@ -76,7 +207,11 @@ pub async fn create_token(
         Scope::Write => TokenScope::Write,
         Scope::Certificates => TokenScope::Certificates,
     };
-    let (token, secret) = state.store.create_token(&body.name, scope, &actor).await?;
+    let restrictions = check_restrictions(&state, &body).await?;
+    let (token, secret) = state
+        .store
+        .create_token(&body.name, scope, &restrictions, &actor)
+        .await?;
     Ok(ok_status(StatusCode::CREATED, view(token, Some(secret))))
 }
 
@@ -125,10 +260,16 @@ pub async fn revoke_token(
     // Tokens are made through the API, with a write token: revoking the last one would leave no way to change
     // anything again (the server makes a first token only when there is none at all).
     let tokens = state.store.list_tokens().await?;
-    let writers = |t: &&ApiToken| t.scope == TokenScope::Write && t.revoked_on.is_none();
+    // Only a write token without zones or an end keeps the whole server in reach.
+    let writers = |t: &&ApiToken| {
+        t.scope == TokenScope::Write
+            && t.revoked_on.is_none()
+            && t.restrictions.zones.is_none()
+            && t.restrictions.expires_on.is_none()
+    };
     if tokens.iter().filter(writers).count() == 1 && tokens.iter().filter(writers).any(|t| t.id == token_id) {
         return Err(ApiError::conflict(
-            "this is the last active write token: create another write token before revoking it",
+            "this is the last active write token for the whole server without an end: create another before revoking it",
         ));
     }
     state.store.revoke_token(&token_id, &actor).await?;

@@ -121,7 +121,11 @@ pub struct ZoneQuery {
 /// List zones.
 #[utoipa::path(get, path = "/zones", tag = "zones", params(ZoneQuery),
     responses((status = 200, description = "A page of zones", body = [ZoneView])))]
-pub async fn list_zones(State(state): State<AdminState>, ApiQuery(query): ApiQuery<ZoneQuery>) -> ApiResult {
+pub async fn list_zones(
+    State(state): State<AdminState>,
+    limit: Option<axum::Extension<crate::auth::ZoneLimit>>,
+    ApiQuery(query): ApiQuery<ZoneQuery>,
+) -> ApiResult {
     let account = state.store.account().await?;
     let name = query.name.as_deref().map(str::to_ascii_lowercase);
     let other_account = query.account_id.as_deref().is_some_and(|id| id != account.id)
@@ -134,6 +138,8 @@ pub async fn list_zones(State(state): State<AdminState>, ApiQuery(query): ApiQue
         .filter(|_| !other_account)
         .filter(|z| name.as_deref().is_none_or(|n| z.name == n))
         .filter(|z| query.status.as_deref().is_none_or(|s| z.status == s))
+        // A zone-restricted token sees its zones only.
+        .filter(|z| limit.as_ref().is_none_or(|axum::Extension(l)| l.0.contains(&z.id)))
         .collect();
     match query.order.as_deref() {
         None | Some("name") => {}

@@ -77,6 +77,9 @@ pub struct ClientAuthFacts {
     pub cert_issuer_serial: String,
     pub cert_fingerprint_sha256: String,
     pub cert_fingerprint_sha1: String,
+    /// SHA-256 of the leaf's DER SubjectPublicKeyInfo, lower-case hex: a pin that survives re-issuance with the
+    /// same key (Envoy's `verify_certificate_spki`, HPKP's pin, in hex).
+    pub cert_spki_sha256: String,
     pub cert_not_before: String,
     pub cert_not_after: String,
     pub cert_ski: String,
@@ -112,6 +115,7 @@ impl Default for ClientAuthFacts {
             cert_issuer_serial: String::new(),
             cert_fingerprint_sha256: String::new(),
             cert_fingerprint_sha1: String::new(),
+            cert_spki_sha256: String::new(),
             cert_not_before: String::new(),
             cert_not_after: String::new(),
             cert_ski: String::new(),
@@ -139,7 +143,7 @@ pub enum FactValue<'a> {
 }
 
 /// How many fields [`ClientAuthFacts::fields`] lists.
-pub const FACT_COUNT: usize = 27;
+pub const FACT_COUNT: usize = 28;
 
 impl ClientAuthFacts {
     /// Field names (`cf.tls_client_auth.*` then `portcullis.tls_client_auth.*`) and values, in a stable order.
@@ -199,6 +203,10 @@ impl ClientAuthFacts {
             ("portcullis.tls_client_auth.cert_san_uri", Array(&self.san_uri)),
             ("portcullis.tls_client_auth.cert_san_email", Array(&self.san_email)),
             ("portcullis.tls_client_auth.cert_san_ip", Array(&self.san_ip)),
+            (
+                "portcullis.tls_client_auth.cert_spki_sha256",
+                Str(&self.cert_spki_sha256),
+            ),
         ]
     }
 
@@ -287,6 +295,7 @@ pub fn compute_facts(chain: &[CertificateDer<'_>], anchors: &[IssuerInfo]) -> Cl
     facts.cert_not_before = der::openssl_time(der::from_timestamp(leaf.validity().not_before.timestamp()));
     facts.cert_not_after = der::openssl_time(der::from_timestamp(leaf.validity().not_after.timestamp()));
     facts.cert_ski = subject_key_id(&leaf).map(|k| der::hex(k, true)).unwrap_or_default();
+    facts.cert_spki_sha256 = der::hex(digest::digest(&digest::SHA256, leaf.public_key().raw).as_ref(), false);
     if let Ok(Some(san)) = leaf.subject_alternative_name() {
         for name in &san.value.general_names {
             match name {

@@ -286,7 +286,7 @@ mod tests {
     #[test]
     fn every_fact_has_a_field() {
         assert!(fact_ids().iter().all(Option::is_some));
-        assert_eq!(fact_ids().len(), 27);
+        assert_eq!(fact_ids().len(), portcullis_pki::FACT_COUNT);
     }
 
     #[test]

@@ -1628,6 +1628,17 @@ async fn resumed_sessions_keep_the_client_certificate() {
 #[tokio::test]
 async fn tls_version_cipher_and_client_ip_fields() {
     let w = world().await;
+    let good = issue(
+        &w.ca,
+        "good",
+        SubjectAltNames {
+            dns: vec!["a.internal".into()],
+            ..SubjectAltNames::default()
+        },
+    );
+    // The public-key pin of the client's certificate (tests/pki.rs checks the value against openssl).
+    let spki = portcullis_pki::compute_facts(&good.chain[..1], &[]).cert_spki_sha256;
+    assert_eq!(spki.len(), 64);
     let mut spec = HostSpec::new("api.test", &w.ca);
     spec.rules = ruleset(&[
         (
@@ -1650,16 +1661,13 @@ async fn tls_version_cipher_and_client_ip_fields() {
             Action::Log,
             None,
         ),
+        (
+            &format!(r#"portcullis.tls_client_auth.cert_spki_sha256 in {{"{spki}"}}"#),
+            Action::Log,
+            None,
+        ),
     ]);
     let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
-    let good = issue(
-        &w.ca,
-        "good",
-        SubjectAltNames {
-            dns: vec!["a.internal".into()],
-            ..SubjectAltNames::default()
-        },
-    );
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(w.server.ca_der.clone()).unwrap();
@@ -1676,12 +1684,12 @@ async fn tls_version_cipher_and_client_ip_fields() {
         StatusCode::OK
     );
     let rules: Vec<String> = proxy.events.events().into_iter().filter_map(|e| e.rule_id).collect();
-    assert_eq!(rules, ["rule0", "rule2", "rule3"]);
+    assert_eq!(rules, ["rule0", "rule2", "rule3", "rule4"]);
 
     let mut c = h1(&proxy, &w.server, "api.test", None).await;
     assert_eq!(c.get("api.test", "/", &[]).await.0, StatusCode::OK);
     let rules: Vec<String> = proxy.events.events().into_iter().filter_map(|e| e.rule_id).collect();
-    assert_eq!(rules, ["rule0", "rule2", "rule3", "rule1"]);
+    assert_eq!(rules, ["rule0", "rule2", "rule3", "rule4", "rule1"]);
 }
 
 /// curl (OpenSSL) as a real client, over HTTP/2 and HTTP/1.1; skipped when curl is missing.

@@ -469,9 +469,9 @@ impl Checker<'_> {
             | fields::CF_TLS_CLIENT_AUTH_CERT_ISSUER_SERIAL
             | fields::CF_TLS_CLIENT_AUTH_CERT_SKI
             | fields::CF_TLS_CLIENT_AUTH_CERT_ISSUER_SKI => true,
-            fields::CF_TLS_CLIENT_AUTH_CERT_FINGERPRINT_SHA256 | fields::CF_TLS_CLIENT_AUTH_CERT_FINGERPRINT_SHA1 => {
-                false
-            }
+            fields::CF_TLS_CLIENT_AUTH_CERT_FINGERPRINT_SHA256
+            | fields::CF_TLS_CLIENT_AUTH_CERT_FINGERPRINT_SHA1
+            | fields::PORTCULLIS_TLS_CLIENT_AUTH_CERT_SPKI_SHA256 => false,
             _ => return Ok(()),
         };
         if !matches!(op, CmpOp::Eq | CmpOp::Ne | CmpOp::In | CmpOp::Contains) {

@@ -163,6 +163,7 @@ schema! {
     PORTCULLIS_TLS_CLIENT_AUTH_CERT_SAN_URI = "portcullis.tls_client_auth.cert_san_uri": BytesArray, "URIs in the certificate's subjectAltName (SPIFFE IDs)";
     PORTCULLIS_TLS_CLIENT_AUTH_CERT_SAN_EMAIL = "portcullis.tls_client_auth.cert_san_email": BytesArray, "E-mail addresses in the certificate's subjectAltName";
     PORTCULLIS_TLS_CLIENT_AUTH_CERT_SAN_IP = "portcullis.tls_client_auth.cert_san_ip": BytesArray, "IP addresses in the certificate's subjectAltName, as text (\"10.0.0.5\", \"2001:db8::1\")";
+    PORTCULLIS_TLS_CLIENT_AUTH_CERT_SPKI_SHA256 = "portcullis.tls_client_auth.cert_spki_sha256": Bytes, "SHA-256 of the certificate's public key (DER SubjectPublicKeyInfo), lower-case hex: a pin that survives re-issuance with the same key";
     PORTCULLIS_GRPC_SERVICE = "portcullis.grpc.service": Bytes, "gRPC service, e.g. \"helloworld.Greeter\" (\"\" when not gRPC)";
     PORTCULLIS_GRPC_METHOD = "portcullis.grpc.method": Bytes, "gRPC method, e.g. \"SayHello\" (\"\" when not gRPC)";
 }

@@ -47,6 +47,7 @@ pub use model::{
     Account, Actor, ApiToken, AuditEntry, CaRef, ClientCertificate, ClientCertificateStatus, CustomCertificate,
     EdgeList, EdgeState, EventFilter, Hostname, HostnameAssociation, List, ListItem, ListOperation, ManagedCa,
     ManagedCaStatus, MtlsCertificate, NewCustomCertificate, NewListItem, NewManagedCa, NewMtlsCertificate, NewRule,
-    Rule, Ruleset, SecurityEvent, TokenScope, URL_NORMALIZATION_SCOPES, URL_NORMALIZATION_TYPES, Zone,
+    Rule, Ruleset, SecurityEvent, TokenRestrictions, TokenScope, URL_NORMALIZATION_SCOPES, URL_NORMALIZATION_TYPES,
+    Zone,
 };
 pub use rulesets::{MAX_RULES, Position};

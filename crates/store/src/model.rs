@@ -90,6 +90,29 @@ pub struct ApiToken {
     pub scope: TokenScope,
     pub created_on: i64,
     pub revoked_on: Option<i64>,
+    pub restrictions: TokenRestrictions,
+}
+
+/// Where and when a token works; the default restricts nothing. Checked by the admin API on every request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TokenRestrictions {
+    /// Unix time before which the token does not work.
+    pub not_before: Option<i64>,
+    /// Unix time from which the token no longer works.
+    pub expires_on: Option<i64>,
+    /// Client addresses (CIDRs) it works from; empty: any.
+    pub ip_in: Vec<String>,
+    /// Client addresses (CIDRs) it never works from.
+    pub ip_not_in: Vec<String>,
+    /// The ids of the zones it may reach; `None`: every zone and the account.
+    pub zones: Option<Vec<String>>,
+}
+
+impl TokenRestrictions {
+    /// Whether the token works at Unix time `now`.
+    pub fn live_at(&self, now: i64) -> bool {
+        self.not_before.is_none_or(|t| now >= t) && self.expires_on.is_none_or(|t| now < t)
+    }
 }
 
 /// One audited write.

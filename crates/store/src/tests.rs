@@ -252,7 +252,7 @@ async fn bad_zone_names_are_refused_with_the_reason() {
 async fn tokens_authenticate_until_revoked() {
     on_both(|store, _| async move {
         let (token, secret) = store
-            .create_token("ci", TokenScope::Read, &Actor::system())
+            .create_token("ci", TokenScope::Read, &Default::default(), &Actor::system())
             .await
             .expect("create");
         assert!(secret.starts_with("pct_"));
@@ -270,6 +270,25 @@ async fn tokens_authenticate_until_revoked() {
             .await
             .expect_err("already revoked");
         assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+
+        // Restrictions are kept as given.
+        let restrictions = crate::TokenRestrictions {
+            not_before: Some(1_700_000_000),
+            expires_on: Some(2_000_000_000),
+            ip_in: vec!["10.0.0.0/8".into(), "192.0.2.7".into()],
+            ip_not_in: vec!["10.9.0.0/16".into()],
+            zones: Some(vec!["zone-a".into(), "zone-b".into()]),
+        };
+        let (limited, secret) = store
+            .create_token("limited", TokenScope::Certificates, &restrictions, &Actor::system())
+            .await
+            .expect("create");
+        assert_eq!(limited.restrictions, restrictions);
+        let read = store.authenticate(&secret).await.expect("auth").expect("live");
+        assert_eq!(read.restrictions, restrictions);
+        assert!(read.restrictions.live_at(1_800_000_000));
+        assert!(!read.restrictions.live_at(2_000_000_000) && !read.restrictions.live_at(1_600_000_000));
+        assert_eq!(store.list_tokens().await.expect("list")[1].restrictions, restrictions);
     })
     .await;
 }

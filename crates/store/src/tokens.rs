@@ -3,20 +3,28 @@
 use base64::Engine as _;
 
 use crate::Store;
-use crate::db::{RowExt, commit_write, on_db};
+use crate::db::{RowExt, commit_write, json_strings, on_db};
 use crate::error::StoreError;
 use crate::ids::{new_id, now, random_bytes, sha256_hex};
-use crate::model::{Actor, ApiToken, TokenScope};
+use crate::model::{Actor, ApiToken, TokenRestrictions, TokenScope};
+
+macro_rules! token_columns {
+    () => {
+        "id, name, scope, created_on, revoked_on, not_before, expires_on, request_ip, zones"
+    };
+}
 
 /// Every secret starts with this, so that leaked tokens are easy to find with secret scanners.
 const SECRET_PREFIX: &str = "pct_";
 
 impl Store {
-    /// Creates a token and returns it with its secret. The secret is not stored and cannot be shown again.
+    /// Creates a token, with `restrictions` (checked by the caller), and returns it with its secret. The secret is
+    /// not stored and cannot be shown again.
     pub async fn create_token(
         &self,
         name: &str,
         scope: TokenScope,
+        restrictions: &TokenRestrictions,
         actor: &Actor,
     ) -> Result<(ApiToken, String), StoreError> {
         let name = name.trim();
@@ -33,17 +41,29 @@ impl Store {
             scope,
             created_on: now(),
             revoked_on: None,
+            restrictions: restrictions.clone(),
         };
+        let request_ip = (!restrictions.ip_in.is_empty() || !restrictions.ip_not_in.is_empty())
+            .then(|| serde_json::json!({"in": restrictions.ip_in, "not_in": restrictions.ip_not_in}).to_string());
+        let zones = restrictions
+            .zones
+            .as_ref()
+            .map(|z| serde_json::Value::from(z.clone()).to_string());
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
-                "INSERT INTO api_tokens (id, name, secret_sha256, scope, created_on) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO api_tokens (id, name, secret_sha256, scope, created_on, not_before, expires_on, \
+                 request_ip, zones) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&token.id)
             .bind(&token.name)
             .bind(sha256_hex(secret.as_bytes()))
             .bind(scope.as_str())
             .bind(token.created_on)
+            .bind(restrictions.not_before)
+            .bind(restrictions.expires_on)
+            .bind(&request_ip)
+            .bind(&zones)
             .execute(&mut *tx)
             .await?;
             commit_write!(self, tx, actor, "create", "api_token", &token.id, scope.as_str());
@@ -58,10 +78,11 @@ impl Store {
         }
         let hash = sha256_hex(secret.as_bytes());
         on_db!(&self.db, |pool| {
-            let row = sqlx::query(
-                "SELECT id, name, scope, created_on, revoked_on FROM api_tokens \
-                 WHERE secret_sha256 = $1 AND revoked_on IS NULL",
-            )
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                token_columns!(),
+                " FROM api_tokens WHERE secret_sha256 = $1 AND revoked_on IS NULL"
+            ))
             .bind(&hash)
             .fetch_optional(pool)
             .await?;
@@ -72,10 +93,13 @@ impl Store {
     /// All tokens, revoked ones included, oldest first.
     pub async fn list_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
         on_db!(&self.db, |pool| {
-            let rows =
-                sqlx::query("SELECT id, name, scope, created_on, revoked_on FROM api_tokens ORDER BY created_on, id")
-                    .fetch_all(pool)
-                    .await?;
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                token_columns!(),
+                " FROM api_tokens ORDER BY created_on, id"
+            ))
+            .fetch_all(pool)
+            .await?;
             rows.iter().map(token_from_row).collect()
         })
     }
@@ -104,11 +128,27 @@ fn token_from_row(row: &impl RowExt) -> Result<ApiToken, StoreError> {
     let scope = row.text("scope")?;
     let scope = TokenScope::parse(&scope)
         .ok_or_else(|| StoreError::Invalid(format!("stored token {id} has unknown scope {scope:?}")))?;
+    let request_ip: serde_json::Value = row
+        .opt_text("request_ip")?
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let zones = row
+        .opt_text("zones")?
+        .map(|t| serde_json::from_str::<Vec<String>>(&t))
+        .transpose()
+        .map_err(|e| StoreError::Invalid(format!("stored token {id} has unreadable zones: {e}")))?;
     Ok(ApiToken {
-        id,
         name: row.text("name")?,
         scope,
         created_on: row.int("created_on")?,
         revoked_on: row.opt_int("revoked_on")?,
+        restrictions: TokenRestrictions {
+            not_before: row.opt_int("not_before")?,
+            expires_on: row.opt_int("expires_on")?,
+            ip_in: json_strings(&request_ip["in"]),
+            ip_not_in: json_strings(&request_ip["not_in"]),
+            zones,
+        },
+        id,
     })
 }

@@ -302,6 +302,22 @@ async fn login(
             );
         }
     };
+    if !token
+        .restrictions
+        .live_at(time::OffsetDateTime::now_utc().unix_timestamp())
+    {
+        state.sign_in_limiter.failed(address, now);
+        return login_html(
+            StatusCode::UNAUTHORIZED,
+            Some("That token has expired, or is not valid yet."),
+        );
+    }
+    if token.restrictions.zones.is_some() {
+        return login_html(
+            StatusCode::FORBIDDEN,
+            Some("That token may only reach some zones; the dashboard needs a token for the whole account."),
+        );
+    }
     state.sign_in_limiter.succeeded(address);
     let (id, _) = state.sessions.create(token.id, token.scope);
     let mut response = Redirect::to("/dashboard").into_response();

@@ -353,6 +353,7 @@ async fn revoking_the_token_ends_its_sessions() {
         .create_token(
             "dash",
             portcullis_store::TokenScope::Write,
+            &Default::default(),
             &portcullis_store::Actor::system(),
         )
         .await
