@@ -86,6 +86,18 @@ pub fn ip_in(net: &str, addr: IpAddr) -> bool {
     }
 }
 
+/// Whether `restrictions` let a client at `peer` (none: unknown) use the token.
+pub fn address_allowed(restrictions: &TokenRestrictions, peer: Option<IpAddr>) -> bool {
+    if restrictions.ip_in.is_empty() && restrictions.ip_not_in.is_empty() {
+        return true;
+    }
+    // Without the peer's address (the API served without it) the condition cannot hold.
+    peer.is_some_and(|ip| {
+        (restrictions.ip_in.is_empty() || restrictions.ip_in.iter().any(|n| ip_in(n, ip)))
+            && !restrictions.ip_not_in.iter().any(|n| ip_in(n, ip))
+    })
+}
+
 /// Whether a zone-restricted token may make this request.
 fn zone_path_allowed(zones: &[String], req: &Request) -> bool {
     let path = req.uri().path();
@@ -118,14 +130,9 @@ fn restriction_error(restrictions: &TokenRestrictions, req: &Request, now: i64) 
             .into_response(),
         );
     }
-    if !restrictions.ip_in.is_empty() || !restrictions.ip_not_in.is_empty() {
-        // Without the peer's address (the API served without it) the condition cannot hold.
+    {
         let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        let allowed = peer.is_some_and(|ip| {
-            (restrictions.ip_in.is_empty() || restrictions.ip_in.iter().any(|n| ip_in(n, ip)))
-                && !restrictions.ip_not_in.iter().any(|n| ip_in(n, ip))
-        });
-        if !allowed {
+        if !address_allowed(restrictions, peer) {
             return Some(
                 ApiError::new(
                     StatusCode::FORBIDDEN,
@@ -232,6 +239,9 @@ async fn with_session(state: &AdminState, id: &str, reads_only: bool, mut req: R
             Some(token) => {
                 if let Some(refused) = restriction_error(&token.restrictions, &req, now()) {
                     return refused;
+                }
+                if let Some(zones) = &token.restrictions.zones {
+                    req.extensions_mut().insert(ZoneLimit(zones.clone()));
                 }
             }
             None => {

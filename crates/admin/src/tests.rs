@@ -659,6 +659,10 @@ async fn token_restrictions_are_checked_and_enforced() {
             "CIDR",
         ),
         (json!({"name": "x", "scope": "read", "zones": []}), "1 to 100"),
+        (
+            json!({"name": "x", "scope": "read", "condition": {"request_ip": {"not_in": ["::ffff:10.0.0.0/104"]}}}),
+            "IPv4 form",
+        ),
         (json!({"name": "x", "scope": "read", "zones": ["nope"]}), "not found"),
     ] {
         let (status, resp) = create(body.clone()).await;
@@ -703,6 +707,45 @@ async fn token_restrictions_are_checked_and_enforced() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = call_from(&api, Method::GET, "/client/v4/user/tokens/verify", &secret, None).await;
     assert_eq!(status, StatusCode::OK);
+    // A restricted write token cannot make itself an unrestricted one.
+    let (made, limited_secret) = api
+        .store
+        .create_token(
+            "until-friday",
+            TokenScope::Write,
+            &portcullis_store::TokenRestrictions {
+                expires_on: Some(time::OffsetDateTime::now_utc().unix_timestamp() + 3600),
+                ..Default::default()
+            },
+            &Actor::system(),
+        )
+        .await
+        .expect("token");
+    let body = r#"{"name": "forever", "scope": "write"}"#;
+    let (status, resp) = api
+        .call(
+            Method::POST,
+            "/client/v4/user/tokens",
+            Some(&limited_secret),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{resp}");
+    assert!(resp.to_string().contains("cannot create tokens"), "{resp}");
+    // Nor does it count as the way back in: the unrestricted write token stays the last one.
+    let (_, list) = api.get("/client/v4/user/tokens").await;
+    let unrestricted = list["result"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .find(|t| {
+            t["scope"] == "write" && t["expires_on"].is_null() && t["zones"].is_null() && t["id"] != made.id.as_str()
+        })
+        .and_then(|t| t["id"].as_str())
+        .expect("the first write token")
+        .to_owned();
+    let (status, resp) = api.delete(&format!("/client/v4/user/tokens/{unrestricted}")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{resp}");
 
     // Client addresses: only from 10.0.0.0/8 (IPv4 clients of a dual-stack listener too), never from 10.9.0.0/16;
     // without the peer's address the condition cannot hold.
@@ -825,7 +868,10 @@ async fn tokens_via_the_api_show_their_secret_once() {
         .to_owned();
     let (status, body) = api.delete(&format!("/client/v4/user/tokens/{write_id}")).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(error(&body).1.contains("last active write token"), "{body}");
+    assert!(
+        error(&body).1.contains("last live write token without restrictions"),
+        "{body}"
+    );
     let (status, body) = api
         .send(
             Method::POST,

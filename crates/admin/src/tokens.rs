@@ -160,11 +160,13 @@ async fn check_restrictions(state: &AdminState, body: &CreateToken) -> Result<To
         list.into_iter()
             .map(|item| {
                 let item = item.trim().to_owned();
-                if item.parse::<ipnet::IpNet>().is_ok() || item.parse::<std::net::IpAddr>().is_ok() {
+                // Clients' IPv4 addresses are compared as IPv4: an IPv4-mapped IPv6 form would never match.
+                let mapped = item.to_ascii_lowercase().contains("::ffff:");
+                if !mapped && (item.parse::<ipnet::IpNet>().is_ok() || item.parse::<std::net::IpAddr>().is_ok()) {
                     Ok(item)
                 } else {
                     Err(ApiError::invalid(format!(
-                        "condition.request_ip: {item:?} is not an IP address or CIDR"
+                        "condition.request_ip: {item:?} is not an IP address or CIDR (IPv4 ones in IPv4 form)"
                     )))
                 }
             })
@@ -207,6 +209,17 @@ pub async fn create_token(
         Scope::Write => TokenScope::Write,
         Scope::Certificates => TokenScope::Certificates,
     };
+    // A restricted token could otherwise make itself an unrestricted one.
+    if let Some(caller) = &actor.token_id {
+        let tokens = state.store.list_tokens().await?;
+        if tokens.iter().any(|t| &t.id == caller && t.restrictions.any()) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                crate::api::codes::UNAUTHORIZED,
+                "Unauthorized to access requested resource: a token with restrictions cannot create tokens",
+            ));
+        }
+    }
     let restrictions = check_restrictions(&state, &body).await?;
     let (token, secret) = state
         .store
@@ -257,21 +270,7 @@ pub async fn revoke_token(
     Extension(actor): Extension<Actor>,
     Path(token_id): Path<String>,
 ) -> ApiResult {
-    // Tokens are made through the API, with a write token: revoking the last one would leave no way to change
-    // anything again (the server makes a first token only when there is none at all).
-    let tokens = state.store.list_tokens().await?;
-    // Only a write token without zones or an end keeps the whole server in reach.
-    let writers = |t: &&ApiToken| {
-        t.scope == TokenScope::Write
-            && t.revoked_on.is_none()
-            && t.restrictions.zones.is_none()
-            && t.restrictions.expires_on.is_none()
-    };
-    if tokens.iter().filter(writers).count() == 1 && tokens.iter().filter(writers).any(|t| t.id == token_id) {
-        return Err(ApiError::conflict(
-            "this is the last active write token for the whole server without an end: create another before revoking it",
-        ));
-    }
+    // The store refuses the last live unrestricted write token.
     state.store.revoke_token(&token_id, &actor).await?;
     // Its dashboard sessions end now, not at their next API call.
     state.sessions.remove_token(&token_id);

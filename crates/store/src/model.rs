@@ -113,6 +113,20 @@ impl TokenRestrictions {
     pub fn live_at(&self, now: i64) -> bool {
         self.not_before.is_none_or(|t| now >= t) && self.expires_on.is_none_or(|t| now < t)
     }
+
+    /// Whether the token works at `now` from anywhere, for every zone and without an end.
+    pub fn unrestricted_at(&self, now: i64) -> bool {
+        self.live_at(now)
+            && self.expires_on.is_none()
+            && self.ip_in.is_empty()
+            && self.ip_not_in.is_empty()
+            && self.zones.is_none()
+    }
+
+    /// Whether any restriction is set.
+    pub fn any(&self) -> bool {
+        *self != TokenRestrictions::default()
+    }
 }
 
 /// One audited write.

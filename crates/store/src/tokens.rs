@@ -104,10 +104,38 @@ impl Store {
         })
     }
 
-    /// Revokes the token `id`; its secret stops working at once.
+    /// Revokes the token `id`; its secret stops working at once. The last live write token without restrictions
+    /// is refused (409): without one, nothing could change the whole server again (the server makes a first token
+    /// only when there is none at all).
     pub async fn revoke_token(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
+        let at = now();
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
+            // Serializes revocations (the generation row, which every write updates), so that two cannot each
+            // leave the other as the last writer.
+            sqlx::query("UPDATE generation SET value = value WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                token_columns!(),
+                " FROM api_tokens WHERE scope = 'write' AND revoked_on IS NULL"
+            ))
+            .fetch_all(&mut *tx)
+            .await?;
+            let writers: Vec<ApiToken> = rows
+                .iter()
+                .map(token_from_row)
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .filter(|t| t.restrictions.unrestricted_at(at))
+                .collect();
+            if writers.len() == 1 && writers[0].id == id {
+                return Err(StoreError::Conflict(
+                    "this is the last live write token without restrictions: create another before revoking it"
+                        .to_owned(),
+                ));
+            }
             let updated = sqlx::query("UPDATE api_tokens SET revoked_on = $1 WHERE id = $2 AND revoked_on IS NULL")
                 .bind(now())
                 .bind(id)
@@ -128,9 +156,12 @@ fn token_from_row(row: &impl RowExt) -> Result<ApiToken, StoreError> {
     let scope = row.text("scope")?;
     let scope = TokenScope::parse(&scope)
         .ok_or_else(|| StoreError::Invalid(format!("stored token {id} has unknown scope {scope:?}")))?;
+    // Unreadable restrictions are an error, never no restriction.
     let request_ip: serde_json::Value = row
         .opt_text("request_ip")?
-        .and_then(|t| serde_json::from_str(&t).ok())
+        .map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| StoreError::Invalid(format!("stored token {id} has an unreadable request_ip: {e}")))?
         .unwrap_or_default();
     let zones = row
         .opt_text("zones")?

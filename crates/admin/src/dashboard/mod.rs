@@ -312,6 +312,13 @@ async fn login(
             Some("That token has expired, or is not valid yet."),
         );
     }
+    if !crate::auth::address_allowed(&token.restrictions, address) {
+        state.sign_in_limiter.failed(address, now);
+        return login_html(
+            StatusCode::FORBIDDEN,
+            Some("That token may not be used from your address."),
+        );
+    }
     if token.restrictions.zones.is_some() {
         return login_html(
             StatusCode::FORBIDDEN,
