@@ -92,6 +92,8 @@ struct ZoneOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     url_normalization: Option<UrlNormalization>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    managed_request_headers: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     hostnames: Vec<HostOut>,
     rules: Vec<RuleOut>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -175,6 +177,10 @@ struct ZoneConfig {
     /// The zone's URL normalization; left out, it is left alone.
     #[serde(default)]
     url_normalization: Option<UrlNormalization>,
+    /// The managed request-header transforms that are on (`add_client_certificate_headers`); left out, they are
+    /// left alone.
+    #[serde(default)]
+    managed_request_headers: Option<Vec<String>>,
     /// The certificates obtained over ACME, each the names of one (a certificate pack); left out, they are left
     /// alone.
     #[serde(default)]
@@ -247,6 +253,8 @@ struct ZonePlan<'a> {
     rules: Vec<(&'static str, &'static str, Vec<Value>, Vec<Value>)>,
     /// The URL normalization the file wants, if it says, and the zone's now.
     url_normalization: Option<(UrlNormalization, UrlNormalization)>,
+    /// The managed transforms the file wants on, if it says, and those on now; both sorted.
+    managed_headers: Option<(Vec<String>, Vec<String>)>,
     /// The ACME certificates the file wants (each pack's names, sorted), if it says, and the zone's packs now.
     acme: Option<(Vec<Vec<String>>, Vec<Value>)>,
 }
@@ -635,6 +643,26 @@ async fn plan_zone<'a>(
             .unwrap_or_else(|_| current.iter().map(rule_fields).collect());
         rules.push((key, phase, want, have));
     }
+    let managed_headers = match &zone.managed_request_headers {
+        Some(want) => {
+            let offered = portcullis_admin::MANAGED_REQUEST_TRANSFORMS;
+            if let Some(unknown) = want.iter().find(|id| !offered.contains(&id.as_str())) {
+                bail!(
+                    "zone {}: managed_request_headers: {unknown:?} is not offered (only {offered:?})",
+                    zone.name
+                );
+            }
+            let mut want = want.clone();
+            want.sort();
+            want.dedup();
+            let have = match &id {
+                Some(id) => managed_on(&api.get(&format!("/zones/{id}/managed_headers")).await?.result),
+                None => Vec::new(),
+            };
+            Some((want, have))
+        }
+        None => None,
+    };
     let url_normalization = match &zone.url_normalization {
         Some(want) => {
             let (scopes, kinds) = (
@@ -733,8 +761,20 @@ async fn plan_zone<'a>(
         hosts,
         rules,
         url_normalization,
+        managed_headers,
         acme,
     })
+}
+
+/// The ids of the managed transforms that are on, sorted, from `GET …/managed_headers`.
+fn managed_on(result: &Value) -> Vec<String> {
+    let mut on: Vec<String> = array(&result["managed_request_headers"])
+        .iter()
+        .filter(|h| h["enabled"].as_bool() == Some(true))
+        .map(|h| s(h, "id"))
+        .collect();
+    on.sort();
+    on
 }
 
 /// Whether `id` is an uploaded client certificate (for an origin).
@@ -906,6 +946,28 @@ async fn apply_zone(
             Method::PUT,
             &format!("/zones/{id}/url_normalization"),
             &serde_json::to_value(want)?,
+        )
+        .await?;
+    }
+
+    if let Some((want, have)) = &zone.managed_headers
+        && want != have
+        && plan.change(&format!(
+            "~ {} managed_request_headers: [{}] (was [{}])",
+            zone.name,
+            want.join(", "),
+            have.join(", ")
+        ))
+        && let Some(id) = &zone.id
+    {
+        let changes: Vec<Value> = portcullis_admin::MANAGED_REQUEST_TRANSFORMS
+            .iter()
+            .map(|t| json!({"id": t, "enabled": want.iter().any(|w| w == t)}))
+            .collect();
+        api.send(
+            Method::PATCH,
+            &format!("/zones/{id}/managed_headers"),
+            &json!({"managed_request_headers": changes}),
         )
         .await?;
     }
@@ -1263,8 +1325,10 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(pack_names)
             .collect();
+        let managed_request_headers = managed_on(&api.get(&format!("/zones/{id}/managed_headers")).await?.result);
         config.zones.push(ZoneOut {
             url_normalization: (!url_normalization.is_default()).then_some(url_normalization),
+            managed_request_headers,
             name: s(zone, "name"),
             hostnames,
             rules,

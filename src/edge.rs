@@ -233,6 +233,15 @@ fn expiry_metrics(state: &EdgeState, now: OffsetDateTime) -> String {
 }
 
 /// The proxy's form of a zone's stored URL normalization setting.
+/// What a hostname takes from its zone.
+struct ZoneParts {
+    ruleset: Arc<CompiledRuleset>,
+    ratelimit: Arc<CompiledRuleset>,
+    url_normalization: UrlNormalization,
+    /// The zone's "Add TLS client auth headers" managed transform is on.
+    cert_headers: bool,
+}
+
 fn url_normalization(zone: &portcullis_store::Zone) -> anyhow::Result<UrlNormalization> {
     let scope = match zone.url_normalization_scope.as_str() {
         "incoming" => NormalizationScope::Incoming,
@@ -286,6 +295,18 @@ impl EdgeBuilder {
                 url_normalization(zone).with_context(|| format!("zone {}", zone.name))?,
             );
         }
+        // Zones whose "Add TLS client auth headers" managed transform is on: each of their hostnames forwards the
+        // cf-cert-* headers, whatever its own forwarding styles.
+        let cert_header_zones: std::collections::HashSet<&str> = state
+            .zones
+            .iter()
+            .filter(|z| {
+                z.managed_request_headers
+                    .iter()
+                    .any(|h| h == "add_client_certificate_headers")
+            })
+            .map(|z| z.id.as_str())
+            .collect();
         let mut snapshot = Snapshot::new(state.generation);
         let mut verifiers = Verifiers::new(state);
         for host in &state.hostnames {
@@ -294,15 +315,18 @@ impl EdgeBuilder {
                     state,
                     &mut verifiers,
                     host,
-                    rulesets
-                        .get(host.zone_id.as_str())
-                        .cloned()
-                        .unwrap_or_else(|| empty.clone()),
-                    ratelimits
-                        .get(host.zone_id.as_str())
-                        .cloned()
-                        .unwrap_or_else(|| empty.clone()),
-                    normalization.get(host.zone_id.as_str()).copied().unwrap_or_default(),
+                    ZoneParts {
+                        ruleset: rulesets
+                            .get(host.zone_id.as_str())
+                            .cloned()
+                            .unwrap_or_else(|| empty.clone()),
+                        ratelimit: ratelimits
+                            .get(host.zone_id.as_str())
+                            .cloned()
+                            .unwrap_or_else(|| empty.clone()),
+                        url_normalization: normalization.get(host.zone_id.as_str()).copied().unwrap_or_default(),
+                        cert_headers: cert_header_zones.contains(host.zone_id.as_str()),
+                    },
                 )
                 .with_context(|| format!("hostname {}", host.hostname))?;
             snapshot.insert(built);
@@ -337,9 +361,7 @@ impl EdgeBuilder {
         state: &EdgeState,
         verifiers: &mut Verifiers<'_>,
         host: &portcullis_store::Hostname,
-        ruleset: Arc<CompiledRuleset>,
-        ratelimit: Arc<CompiledRuleset>,
-        url_normalization: UrlNormalization,
+        zone: ZoneParts,
     ) -> anyhow::Result<Host> {
         let settings = HostnameSettings::from_stored(&host.settings).context("stored settings")?;
         // An unusable identity fails this origin's handshakes (502), not the whole snapshot: every other
@@ -399,6 +421,7 @@ impl EdgeBuilder {
                 CertificateForwarding::Xfcc => Forwarding::Xfcc,
                 CertificateForwarding::XfccCert => Forwarding::XfccCert,
             })
+            .chain(zone.cert_headers.then_some(Forwarding::CfCertHeaders))
             .collect();
         Ok(Host::new(HostParams {
             hostname: host.hostname.clone(),
@@ -407,9 +430,9 @@ impl EdgeBuilder {
             mtls: self.mtls(state, verifiers, host, &settings)?,
             origin,
             forwarding,
-            ruleset,
-            ratelimit,
-            url_normalization,
+            ruleset: zone.ruleset,
+            ratelimit: zone.ratelimit,
+            url_normalization: zone.url_normalization,
             sessions: self.sessions_of(&host.hostname),
             min_tls_version: match settings.min_tls_version {
                 portcullis_admin::MinTlsVersion::Tls12 => portcullis_proxy::MinTlsVersion::Tls12,

@@ -108,6 +108,53 @@ fn curl_sees_rules_enforced_over_http1_and_http2() {
     }
 }
 
+/// Cloudflare's "Add TLS client auth headers" managed transform, turned on for the zone by `apply`: every hostname
+/// of the zone forwards the cf-cert-* headers besides its own style, and client-sent copies still never pass.
+#[test]
+fn the_managed_transform_adds_cf_cert_headers_for_every_hostname_of_the_zone() {
+    let server = Server::start();
+    setup(&server);
+    let file = server.dir.path().join("headers.toml");
+    std::fs::write(
+        &file,
+        "[[zones]]\nname = \"localhost\"\nmanaged_request_headers = [\"add_client_certificate_headers\"]\n",
+    )
+    .expect("write");
+    let applied = ok(&server.cli(&["apply", file.to_str().expect("utf-8")]));
+    assert!(
+        applied.contains("~ localhost managed_request_headers: [add_client_certificate_headers]"),
+        "{applied}"
+    );
+    let again = ok(&server.cli(&["apply", file.to_str().expect("utf-8")]));
+    assert!(again.contains("no changes"), "{again}");
+    let exported = ok(&server.cli(&["export"]));
+    assert!(
+        exported.contains("managed_request_headers = [\"add_client_certificate_headers\"]"),
+        "{exported}"
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (_, status, body) = get(&server, "/", &[WITH_CERT, &["-H", "cf-cert-serial: spoofed"]].concat());
+        if status == "200" && body.contains("cf-cert-verified: true") {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "no cf-cert-* headers: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        body.contains("cf-cert-presented: true") && body.contains("cf-cert-subject-dn: "),
+        "{body}"
+    );
+    assert!(
+        body.contains("client-cert: :mii"),
+        "the hostname's own style stays: {body}"
+    );
+    assert!(!body.contains("spoofed"), "{body}");
+    let (_, _, body) = get(&server, "/", &[]);
+    assert!(body.contains("cf-cert-presented: false"), "{body}");
+}
+
 #[test]
 fn spoofed_certificate_headers_never_reach_the_origin_and_host_must_match_sni() {
     let server = Server::start();

@@ -1580,6 +1580,17 @@ async function hostnamesPage() {
   setupHostEdit();
   setupServerCerts();
   setupAcme();
+  // Read-only sessions see the setting without changing it.
+  $("mh-cert").disabled = !canWrite;
+  $("mh-cert").addEventListener("change", (e) => {
+    const enabled = e.target.checked;
+    run(e.target, async () => {
+      await api("PATCH", `/zones/${zone.id}/managed_headers`, {
+        managed_request_headers: [{ id: "add_client_certificate_headers", enabled }],
+      });
+      toast(enabled ? "cf-cert-* headers added for every hostname" : "cf-cert-* headers no longer added zone-wide");
+    });
+  });
   await Promise.all([loadHostnames(), loadOriginCerts()]);
 }
 
@@ -1825,13 +1836,15 @@ async function loadHostnames() {
     }
     return all;
   };
-  const [list, associated, custom, packs, acmeDns] = await Promise.all([
+  const [list, associated, custom, packs, acmeDns, managed] = await Promise.all([
     api("GET", `/zones/${zone.id}/hostnames`).then((d) => d.result ?? []),
     mtlsCoverage(),
     customPages(),
     api("GET", `/zones/${zone.id}/ssl/certificate_packs`).then((d) => d.result ?? []),
     api("GET", `/zones/${zone.id}/ssl/acme_dns`).then((d) => d.result ?? null),
+    api("GET", `/zones/${zone.id}/managed_headers`).then((d) => d.result),
   ]);
+  $("mh-cert").checked = !!managed?.managed_request_headers?.some((t) => t.id === "add_client_certificate_headers" && t.enabled);
   renderServerCerts(custom, packs);
   renderAcme(packs);
   renderAcmeDns(acmeDns);

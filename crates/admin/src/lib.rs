@@ -20,6 +20,7 @@ pub mod dashboard;
 mod events;
 mod hostnames;
 mod lists;
+mod managed_headers;
 mod rulesets;
 mod time_fmt;
 mod tokens;
@@ -52,6 +53,7 @@ pub use hostnames::{
     CertificateForwarding, ForwardingStyles, HostnameSettings, MinTlsVersion, OriginHealthCheck, OriginSteering,
     TlsClientAuth, check_origin, normalize_settings,
 };
+pub use managed_headers::REQUEST_TRANSFORMS as MANAGED_REQUEST_TRANSFORMS;
 pub use rulesets::{
     PHASE as FIREWALL_PHASE, RATELIMIT_PHASE, add_list as add_stored_list, compile_stored as compile_stored_rules,
     normalize_rules,
@@ -265,6 +267,10 @@ fn api_routes() -> OpenApiRouter<AdminState> {
             custom_certs::get_custom_certificate,
             custom_certs::edit_custom_certificate,
             custom_certs::delete_custom_certificate
+        ))
+        .routes(routes!(
+            managed_headers::get_managed_headers,
+            managed_headers::patch_managed_headers
         ))
         .routes(routes!(certificate_packs::order_certificate_pack))
         .routes(routes!(

@@ -1450,6 +1450,8 @@ async fn openapi_lists_every_route_of_the_router() {
         ("patch", "/zones/{zone_id}/custom_certificates/{custom_certificate_id}"),
         ("delete", "/zones/{zone_id}/custom_certificates/{custom_certificate_id}"),
         ("post", "/zones/{zone_id}/ssl/certificate_packs/order"),
+        ("get", "/zones/{zone_id}/managed_headers"),
+        ("patch", "/zones/{zone_id}/managed_headers"),
         ("get", "/zones/{zone_id}/ssl/acme_dns"),
         ("put", "/zones/{zone_id}/ssl/acme_dns"),
         ("delete", "/zones/{zone_id}/ssl/acme_dns"),
@@ -1941,4 +1943,48 @@ async fn dns_settings_are_checked_kept_sealed_and_make_wildcard_packs_possible()
     assert_eq!(none["result"], Value::Null);
     let (status, _) = api.delete(&dns).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn managed_headers_are_listed_and_switched_in_cloudflare_s_shape() {
+    let api = Api::new().await;
+    let zone = api.zone("example.com").await;
+    let path = format!("/client/v4/zones/{zone}/managed_headers");
+    let (status, body) = api.get(&path).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["result"],
+        json!({"managed_request_headers": [{"id": "add_client_certificate_headers", "enabled": false}],
+               "managed_response_headers": []})
+    );
+    let on = json!({"managed_request_headers": [{"id": "add_client_certificate_headers", "enabled": true}]});
+    let (status, body) = api.patch(&path, on).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["managed_request_headers"][0]["enabled"], true);
+    let state = api.store.load_edge_state().await.expect("state");
+    assert_eq!(
+        state.zones[0].managed_request_headers,
+        ["add_client_certificate_headers"]
+    );
+    for (patch, why) in [
+        (
+            json!({"managed_request_headers": [{"id": "add_visitor_location_headers", "enabled": true}]}),
+            "not offered",
+        ),
+        (
+            json!({"managed_response_headers": [{"id": "add_security_headers", "enabled": true}]}),
+            "none is",
+        ),
+        (
+            json!({"managed_request_headers": [{"id": "add_client_certificate_headers"}]}),
+            "enabled",
+        ),
+    ] {
+        let (status, body) = api.patch(&path, patch.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{patch}: {body}");
+        assert!(body.to_string().contains(why), "{patch}: {body}");
+    }
+    let off = json!({"managed_request_headers": [{"id": "add_client_certificate_headers", "enabled": false}]});
+    let (_, body) = api.patch(&path, off).await;
+    assert_eq!(body["result"]["managed_request_headers"][0]["enabled"], false);
 }

@@ -44,6 +44,8 @@ pub struct Zone {
     pub url_normalization_scope: String,
     /// Which URL normalization: one of [`URL_NORMALIZATION_TYPES`].
     pub url_normalization_type: String,
+    /// Cloudflare's managed request-header transforms that are on (`add_client_certificate_headers`).
+    pub managed_request_headers: Vec<String>,
 }
 
 /// The values of [`Zone::url_normalization_scope`], Cloudflare's; the first is the default.

@@ -11,7 +11,8 @@ use crate::model::{Actor, URL_NORMALIZATION_SCOPES, URL_NORMALIZATION_TYPES, Zon
 /// The zone columns, as a macro so that queries stay `&'static str` (sqlx refuses SQL built at run time).
 macro_rules! zone_columns {
     () => {
-        "id, account_id, name, status, created_on, modified_on, url_normalization_scope, url_normalization_type"
+        "id, account_id, name, status, created_on, modified_on, url_normalization_scope, url_normalization_type, \
+         managed_request_headers"
     };
 }
 
@@ -30,6 +31,7 @@ impl Store {
             modified_on: at,
             url_normalization_scope: URL_NORMALIZATION_SCOPES[0].to_owned(),
             url_normalization_type: URL_NORMALIZATION_TYPES[0].to_owned(),
+            managed_request_headers: Vec::new(),
         };
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
@@ -127,6 +129,38 @@ impl Store {
         self.zone(id).await
     }
 
+    /// Sets which of Cloudflare's managed request-header transforms are on in zone `id` (ids checked by the caller).
+    pub async fn set_managed_request_headers(
+        &self,
+        id: &str,
+        enabled: &[String],
+        actor: &Actor,
+    ) -> Result<Zone, StoreError> {
+        let json = serde_json::Value::from(enabled.to_vec()).to_string();
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query("UPDATE zones SET managed_request_headers = $1, modified_on = $2 WHERE id = $3")
+                .bind(&json)
+                .bind(now())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            if updated.rows_affected() == 0 {
+                return Err(StoreError::not_found("zone", id));
+            }
+            commit_write!(
+                self,
+                tx,
+                actor,
+                "update",
+                "zone",
+                id,
+                &format!("managed_request_headers {json}")
+            );
+        });
+        self.zone(id).await
+    }
+
     /// Deletes the zone with id `id` and everything configured in it. Its client certificates that have not
     /// expired are revoked first: the account's managed CA issued them and other zones' hostnames trust it, so
     /// their serials stay refused and listed in the CRL (`deleted_zone_certificates`) until they expire.
@@ -176,6 +210,7 @@ where
         modified_on: row.try_get("modified_on")?,
         url_normalization_scope: row.try_get("url_normalization_scope")?,
         url_normalization_type: row.try_get("url_normalization_type")?,
+        managed_request_headers: managed_headers(&row.try_get::<String, _>("managed_request_headers")?),
     })
 }
 
@@ -205,4 +240,9 @@ pub(crate) fn normalize_dns_name(name: &str) -> Result<String, StoreError> {
         }
     }
     Ok(lower)
+}
+
+/// The stored list of managed transforms that are on; anything unreadable counts as none.
+pub(crate) fn managed_headers(text: &str) -> Vec<String> {
+    serde_json::from_str::<Vec<String>>(text).unwrap_or_default()
 }
