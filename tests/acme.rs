@@ -69,6 +69,20 @@ fn pebble_tls(dir: &Path) -> std::path::PathBuf {
     ca_path
 }
 
+/// curl, trusting only `root`, to `https://HOST:PORT/PATH` on the edge at 127.0.0.1:`port`.
+fn curl_edge(dir: &Path, root: &Path, host: &str, port: u16, path: &str) -> (Option<i32>, String, String) {
+    curl(
+        dir,
+        &[
+            "--cacert",
+            root.to_str().expect("utf-8"),
+            "--resolve",
+            &format!("{host}:{port}:127.0.0.1"),
+            &format!("https://{host}:{port}{path}"),
+        ],
+    )
+}
+
 fn packs(server: &Server) -> Vec<Value> {
     let out = ok(&server.cli(&["acme", "list", "--zone", "acme.test", "--json"]));
     serde_json::from_str::<Value>(&out)
@@ -378,16 +392,7 @@ fn wildcard_packs_are_validated_over_dns_through_the_zone_s_name_server() {
 
     // Any name under the wildcard gets the issued certificate.
     let root = pebble.root();
-    let (code, status, body) = curl(
-        dir,
-        &[
-            "--cacert",
-            root.to_str().expect("utf-8"),
-            "--resolve",
-            &format!("anything.acme.test:{}:127.0.0.1", server.edge_port),
-            &format!("https://anything.acme.test:{}/wild", server.edge_port),
-        ],
-    );
+    let (code, status, body) = curl_edge(dir, &root, "anything.acme.test", server.edge_port, "/wild");
     assert_eq!((code, status.as_str()), (Some(0), "200"), "{body}");
     assert!(body.starts_with("get /wild"), "{body}");
 
@@ -456,16 +461,7 @@ fn http_01_answers_and_https_redirects_are_served_on_the_public_listener() {
     });
     assert_eq!(pack["validation_method"], "http");
     let root = pebble.root();
-    let (code, status, body) = curl(
-        dir,
-        &[
-            "--cacert",
-            root.to_str().expect("utf-8"),
-            "--resolve",
-            &format!("api.acme.test:{}:127.0.0.1", server.edge_port),
-            &format!("https://api.acme.test:{}/over-http-01", server.edge_port),
-        ],
-    );
+    let (code, status, body) = curl_edge(dir, &root, "api.acme.test", server.edge_port, "/over-http-01");
     assert_eq!((code, status.as_str()), (Some(0), "200"), "{body}");
 
     // Plain HTTP to an edge hostname is sent to HTTPS, with the method kept for anything but GET and HEAD.
@@ -548,18 +544,7 @@ fn acme_packs_are_issued_by_pebble_over_tls_alpn_renewed_and_removed() {
 
     // curl trusts pebble's root only: the edge presents the issued chain.
     let root = pebble.root();
-    let edge = |dir: &Path| {
-        curl(
-            dir,
-            &[
-                "--cacert",
-                root.to_str().expect("utf-8"),
-                "--resolve",
-                &format!("api.acme.test:{}:127.0.0.1", server.edge_port),
-                &format!("https://api.acme.test:{}/hello", server.edge_port),
-            ],
-        )
-    };
+    let edge = |dir: &Path| curl_edge(dir, &root, "api.acme.test", server.edge_port, "/hello");
     let (code, status, body) = edge(dir);
     assert_eq!((code, status.as_str()), (Some(0), "200"), "{body}");
     assert!(body.starts_with("get /hello"), "{body}");
@@ -724,16 +709,7 @@ fn in_a_fleet_the_answers_of_one_node_s_order_are_served_by_another() {
     let root = pebble.root();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let (code, status, body) = curl(
-            pebble.dir.path(),
-            &[
-                "--cacert",
-                root.to_str().expect("utf-8"),
-                "--resolve",
-                &format!("api.acme.test:{}:127.0.0.1", b.edge_port),
-                &format!("https://api.acme.test:{}/fleet", b.edge_port),
-            ],
-        );
+        let (code, status, body) = curl_edge(pebble.dir.path(), &root, "api.acme.test", b.edge_port, "/fleet");
         if (code, status.as_str()) == (Some(0), "200") {
             assert!(body.starts_with("get /fleet"), "{body}");
             break;
