@@ -852,17 +852,19 @@ try {
     await assertToastClear("Hostnames (ACME)");
   }
 
-  step("Managed transform: the zone's hostnames add the cf-cert-* headers, and the setting survives a reload");
+  step("Managed transforms: the zone's hostnames add the cf-cert-* headers, and the setting survives a reload");
   {
-    const box = page.getByLabel("Add TLS client auth headers", { exact: false });
+    const label = "Add TLS client auth headers (the 17 cf-cert-* headers)";
+    const box = page.getByLabel(label);
     assert.equal(await box.isChecked(), false);
     await box.check();
-    await page.locator("#toast", { hasText: "cf-cert-* headers added for every hostname" }).waitFor();
+    await page.locator("#toast", { hasText: `${label}: on` }).waitFor();
     await nav("Hostnames", `${base}/dashboard/hostnames`);
     await page.locator("#hn-table tbody tr").first().waitFor();
-    assert.equal(await page.getByLabel("Add TLS client auth headers", { exact: false }).isChecked(), true, "kept");
-    await page.getByLabel("Add TLS client auth headers", { exact: false }).uncheck();
-    await page.locator("#toast", { hasText: "no longer added zone-wide" }).waitFor();
+    assert.equal(await page.getByLabel(label).isChecked(), true, "kept");
+    assert.equal(await page.getByLabel("Remove X-Powered-By from responses").isChecked(), false);
+    await page.getByLabel(label).uncheck();
+    await page.locator("#toast", { hasText: `${label}: off` }).waitFor();
   }
 
   step("DNS validation: a bad secret is named, settings saved (never shown), a wildcard ordered over DNS, removal order");

@@ -94,6 +94,8 @@ struct ZoneOut {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     managed_request_headers: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    managed_response_headers: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     hostnames: Vec<HostOut>,
     rules: Vec<RuleOut>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -181,6 +183,9 @@ struct ZoneConfig {
     /// left alone.
     #[serde(default)]
     managed_request_headers: Option<Vec<String>>,
+    /// The managed response-header transforms that are on (`remove_x-powered-by_header`); likewise.
+    #[serde(default)]
+    managed_response_headers: Option<Vec<String>>,
     /// The certificates obtained over ACME, each the names of one (a certificate pack); left out, they are left
     /// alone.
     #[serde(default)]
@@ -253,8 +258,9 @@ struct ZonePlan<'a> {
     rules: Vec<(&'static str, &'static str, Vec<Value>, Vec<Value>)>,
     /// The URL normalization the file wants, if it says, and the zone's now.
     url_normalization: Option<(UrlNormalization, UrlNormalization)>,
-    /// The managed transforms the file wants on, if it says, and those on now; both sorted.
-    managed_headers: Option<(Vec<String>, Vec<String>)>,
+    /// The managed transforms the file wants on, for requests and for responses (each `None` where it does not
+    /// say), and those on now; all sorted.
+    managed_headers: Option<ManagedPlan>,
     /// The ACME certificates the file wants (each pack's names, sorted), if it says, and the zone's packs now.
     acme: Option<(Vec<Vec<String>>, Vec<Value>)>,
 }
@@ -643,25 +649,41 @@ async fn plan_zone<'a>(
             .unwrap_or_else(|_| current.iter().map(rule_fields).collect());
         rules.push((key, phase, want, have));
     }
-    let managed_headers = match &zone.managed_request_headers {
-        Some(want) => {
-            let offered = portcullis_admin::MANAGED_REQUEST_TRANSFORMS;
-            if let Some(unknown) = want.iter().find(|id| !offered.contains(&id.as_str())) {
+    let managed_headers = if zone.managed_request_headers.is_none() && zone.managed_response_headers.is_none() {
+        None
+    } else {
+        let wanted = |list: &Option<Vec<String>>, offered: &[&str], key: &str| -> anyhow::Result<Option<Vec<String>>> {
+            let Some(list) = list else { return Ok(None) };
+            if let Some(unknown) = list.iter().find(|id| !offered.contains(&id.as_str())) {
                 bail!(
-                    "zone {}: managed_request_headers: {unknown:?} is not offered (only {offered:?})",
+                    "zone {}: {key}: {unknown:?} is not offered (only {offered:?})",
                     zone.name
                 );
             }
-            let mut want = want.clone();
-            want.sort();
-            want.dedup();
-            let have = match &id {
-                Some(id) => managed_on(&api.get(&format!("/zones/{id}/managed_headers")).await?.result),
-                None => Vec::new(),
-            };
-            Some((want, have))
-        }
-        None => None,
+            let mut list = list.clone();
+            list.sort();
+            list.dedup();
+            Ok(Some(list))
+        };
+        let request = wanted(
+            &zone.managed_request_headers,
+            &portcullis_admin::MANAGED_REQUEST_TRANSFORMS,
+            "managed_request_headers",
+        )?;
+        let response = wanted(
+            &zone.managed_response_headers,
+            &portcullis_admin::MANAGED_RESPONSE_TRANSFORMS,
+            "managed_response_headers",
+        )?;
+        let have = match &id {
+            Some(id) => managed_on(&api.get(&format!("/zones/{id}/managed_headers")).await?.result),
+            None => (Vec::new(), Vec::new()),
+        };
+        Some(ManagedPlan {
+            request,
+            response,
+            have,
+        })
     };
     let url_normalization = match &zone.url_normalization {
         Some(want) => {
@@ -766,15 +788,27 @@ async fn plan_zone<'a>(
     })
 }
 
-/// The ids of the managed transforms that are on, sorted, from `GET …/managed_headers`.
-fn managed_on(result: &Value) -> Vec<String> {
-    let mut on: Vec<String> = array(&result["managed_request_headers"])
-        .iter()
-        .filter(|h| h["enabled"].as_bool() == Some(true))
-        .map(|h| s(h, "id"))
-        .collect();
-    on.sort();
-    on
+/// What a file wants of a zone's managed transforms, and what is on now.
+struct ManagedPlan {
+    request: Option<Vec<String>>,
+    response: Option<Vec<String>>,
+    /// (request, response) on now.
+    have: (Vec<String>, Vec<String>),
+}
+
+/// The ids of the managed transforms that are on, sorted, for requests and for responses, from
+/// `GET …/managed_headers`.
+fn managed_on(result: &Value) -> (Vec<String>, Vec<String>) {
+    let on = |key: &str| {
+        let mut on: Vec<String> = array(&result[key])
+            .iter()
+            .filter(|h| h["enabled"].as_bool() == Some(true))
+            .map(|h| s(h, "id"))
+            .collect();
+        on.sort();
+        on
+    };
+    (on("managed_request_headers"), on("managed_response_headers"))
 }
 
 /// Whether `id` is an uploaded client certificate (for an origin).
@@ -950,26 +984,37 @@ async fn apply_zone(
         .await?;
     }
 
-    if let Some((want, have)) = &zone.managed_headers
-        && want != have
-        && plan.change(&format!(
-            "~ {} managed_request_headers: [{}] (was [{}])",
-            zone.name,
-            want.join(", "),
-            have.join(", ")
-        ))
-        && let Some(id) = &zone.id
-    {
-        let changes: Vec<Value> = portcullis_admin::MANAGED_REQUEST_TRANSFORMS
-            .iter()
-            .map(|t| json!({"id": t, "enabled": want.iter().any(|w| w == t)}))
-            .collect();
-        api.send(
-            Method::PATCH,
-            &format!("/zones/{id}/managed_headers"),
-            &json!({"managed_request_headers": changes}),
-        )
-        .await?;
+    if let Some(plan_headers) = &zone.managed_headers {
+        let (have_request, have_response) = &plan_headers.have;
+        let want_request = plan_headers.request.as_ref().unwrap_or(have_request);
+        let want_response = plan_headers.response.as_ref().unwrap_or(have_response);
+        if (want_request != have_request || want_response != have_response)
+            && plan.change(&format!(
+                "~ {} managed headers: requests [{}], responses [{}] (were [{}], [{}])",
+                zone.name,
+                want_request.join(", "),
+                want_response.join(", "),
+                have_request.join(", "),
+                have_response.join(", ")
+            ))
+            && let Some(id) = &zone.id
+        {
+            let changes = |offered: &[&str], want: &[String]| -> Vec<Value> {
+                offered
+                    .iter()
+                    .map(|t| json!({"id": t, "enabled": want.iter().any(|w| w == t)}))
+                    .collect()
+            };
+            api.send(
+                Method::PATCH,
+                &format!("/zones/{id}/managed_headers"),
+                &json!({
+                    "managed_request_headers": changes(&portcullis_admin::MANAGED_REQUEST_TRANSFORMS, want_request),
+                    "managed_response_headers": changes(&portcullis_admin::MANAGED_RESPONSE_TRANSFORMS, want_response),
+                }),
+            )
+            .await?;
+        }
     }
 
     for host in &zone.hosts {
@@ -1325,10 +1370,12 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(pack_names)
             .collect();
-        let managed_request_headers = managed_on(&api.get(&format!("/zones/{id}/managed_headers")).await?.result);
+        let (managed_request_headers, managed_response_headers) =
+            managed_on(&api.get(&format!("/zones/{id}/managed_headers")).await?.result);
         config.zones.push(ZoneOut {
             url_normalization: (!url_normalization.is_default()).then_some(url_normalization),
             managed_request_headers,
+            managed_response_headers,
             name: s(zone, "name"),
             hostnames,
             rules,

@@ -19,7 +19,8 @@ use portcullis_pki::MasterKey;
 use portcullis_proxy::snapshot::TrustedCa;
 use portcullis_proxy::{
     EventSink, Forwarding, HealthBook, HealthCheck, Host, HostParams, Mtls, MtlsMode, NormalizationScope,
-    NormalizationType, Origin, OriginIdentity, ServerCert, Snapshot, Steering, TlsSessions, UrlNormalization,
+    NormalizationType, Origin, OriginIdentity, ServerCert, Snapshot, Steering, TlsSessions, Transforms,
+    UrlNormalization,
 };
 use portcullis_rules::CompiledRuleset;
 use portcullis_store::{CaRef, EdgeState, Store};
@@ -238,8 +239,8 @@ struct ZoneParts {
     ruleset: Arc<CompiledRuleset>,
     ratelimit: Arc<CompiledRuleset>,
     url_normalization: UrlNormalization,
-    /// The zone's "Add TLS client auth headers" managed transform is on.
-    cert_headers: bool,
+    /// Whether the zone's "Add TLS client auth headers" managed transform is on, and its other transforms.
+    transforms: (bool, Transforms),
 }
 
 fn url_normalization(zone: &portcullis_store::Zone) -> anyhow::Result<UrlNormalization> {
@@ -295,17 +296,24 @@ impl EdgeBuilder {
                 url_normalization(zone).with_context(|| format!("zone {}", zone.name))?,
             );
         }
-        // Zones whose "Add TLS client auth headers" managed transform is on: each of their hostnames forwards the
-        // cf-cert-* headers, whatever its own forwarding styles.
-        let cert_header_zones: std::collections::HashSet<&str> = state
+        // Each zone's managed transforms: "Add TLS client auth headers" makes each of its hostnames forward the
+        // cf-cert-* headers, whatever its own forwarding styles; the others apply as they are.
+        let transforms: HashMap<&str, (bool, Transforms)> = state
             .zones
             .iter()
-            .filter(|z| {
-                z.managed_request_headers
-                    .iter()
-                    .any(|h| h == "add_client_certificate_headers")
+            .map(|z| {
+                let on = |list: &[String], id: &str| list.iter().any(|h| h == id);
+                let (request, response) = (&z.managed_request_headers, &z.managed_response_headers);
+                let zone_transforms = Transforms {
+                    true_client_ip: on(request, "add_true_client_ip_headers"),
+                    security_headers: on(response, "add_security_headers"),
+                    remove_powered_by: on(response, "remove_x-powered-by_header"),
+                };
+                (
+                    z.id.as_str(),
+                    (on(request, "add_client_certificate_headers"), zone_transforms),
+                )
             })
-            .map(|z| z.id.as_str())
             .collect();
         let mut snapshot = Snapshot::new(state.generation);
         let mut verifiers = Verifiers::new(state);
@@ -325,7 +333,7 @@ impl EdgeBuilder {
                             .cloned()
                             .unwrap_or_else(|| empty.clone()),
                         url_normalization: normalization.get(host.zone_id.as_str()).copied().unwrap_or_default(),
-                        cert_headers: cert_header_zones.contains(host.zone_id.as_str()),
+                        transforms: transforms.get(host.zone_id.as_str()).copied().unwrap_or_default(),
                     },
                 )
                 .with_context(|| format!("hostname {}", host.hostname))?;
@@ -421,7 +429,7 @@ impl EdgeBuilder {
                 CertificateForwarding::Xfcc => Forwarding::Xfcc,
                 CertificateForwarding::XfccCert => Forwarding::XfccCert,
             })
-            .chain(zone.cert_headers.then_some(Forwarding::CfCertHeaders))
+            .chain(zone.transforms.0.then_some(Forwarding::CfCertHeaders))
             .collect();
         Ok(Host::new(HostParams {
             hostname: host.hostname.clone(),
@@ -430,6 +438,7 @@ impl EdgeBuilder {
             mtls: self.mtls(state, verifiers, host, &settings)?,
             origin,
             forwarding,
+            transforms: zone.transforms.1,
             ruleset: zone.ruleset,
             ratelimit: zone.ratelimit,
             url_normalization: zone.url_normalization,

@@ -109,7 +109,8 @@ fn curl_sees_rules_enforced_over_http1_and_http2() {
 }
 
 /// Cloudflare's "Add TLS client auth headers" managed transform, turned on for the zone by `apply`: every hostname
-/// of the zone forwards the cf-cert-* headers besides its own style, and client-sent copies still never pass.
+/// of the zone forwards the cf-cert-* headers besides its own style, and client-sent copies still never pass. And
+/// "Add security headers" on the responses.
 #[test]
 fn the_managed_transform_adds_cf_cert_headers_for_every_hostname_of_the_zone() {
     let server = Server::start();
@@ -117,19 +118,23 @@ fn the_managed_transform_adds_cf_cert_headers_for_every_hostname_of_the_zone() {
     let file = server.dir.path().join("headers.toml");
     std::fs::write(
         &file,
-        "[[zones]]\nname = \"localhost\"\nmanaged_request_headers = [\"add_client_certificate_headers\"]\n",
+        "[[zones]]\nname = \"localhost\"\nmanaged_request_headers = [\"add_client_certificate_headers\"]\n\
+         managed_response_headers = [\"add_security_headers\"]\n",
     )
     .expect("write");
     let applied = ok(&server.cli(&["apply", file.to_str().expect("utf-8")]));
     assert!(
-        applied.contains("~ localhost managed_request_headers: [add_client_certificate_headers]"),
+        applied.contains(
+            "~ localhost managed headers: requests [add_client_certificate_headers], responses [add_security_headers]"
+        ),
         "{applied}"
     );
     let again = ok(&server.cli(&["apply", file.to_str().expect("utf-8")]));
     assert!(again.contains("no changes"), "{again}");
     let exported = ok(&server.cli(&["export"]));
     assert!(
-        exported.contains("managed_request_headers = [\"add_client_certificate_headers\"]"),
+        exported.contains("managed_request_headers = [\"add_client_certificate_headers\"]")
+            && exported.contains("managed_response_headers = [\"add_security_headers\"]"),
         "{exported}"
     );
 
@@ -151,8 +156,13 @@ fn the_managed_transform_adds_cf_cert_headers_for_every_hostname_of_the_zone() {
         "the hostname's own style stays: {body}"
     );
     assert!(!body.contains("spoofed"), "{body}");
-    let (_, _, body) = get(&server, "/", &[]);
+    let (_, _, body) = get(&server, "/", &["-D", "response-headers.txt"]);
     assert!(body.contains("cf-cert-presented: false"), "{body}");
+    let headers = std::fs::read_to_string(server.dir.path().join("response-headers.txt")).expect("headers");
+    assert!(
+        headers.to_ascii_lowercase().contains("x-content-type-options: nosniff"),
+        "{headers}"
+    );
 }
 
 #[test]

@@ -1580,17 +1580,20 @@ async function hostnamesPage() {
   setupHostEdit();
   setupServerCerts();
   setupAcme();
-  // Read-only sessions see the setting without changing it.
-  $("mh-cert").disabled = !canWrite;
-  $("mh-cert").addEventListener("change", (e) => {
-    const enabled = e.target.checked;
-    run(e.target, async () => {
-      await api("PATCH", `/zones/${zone.id}/managed_headers`, {
-        managed_request_headers: [{ id: "add_client_certificate_headers", enabled }],
+  for (const box of $("mh-set").querySelectorAll("input[type=checkbox]")) {
+    // Read-only sessions see the settings without changing them.
+    box.disabled = !canWrite;
+    box.addEventListener("change", (e) => {
+      const { checked: enabled, value: id } = e.target;
+      const name = e.target.closest("label").textContent.replace(/\s+/g, " ").trim();
+      run(e.target, async () => {
+        await api("PATCH", `/zones/${zone.id}/managed_headers`, {
+          [`managed_${e.target.dataset.kind}_headers`]: [{ id, enabled }],
+        });
+        toast(`${name}: ${enabled ? "on" : "off"}`);
       });
-      toast(enabled ? "cf-cert-* headers added for every hostname" : "cf-cert-* headers no longer added zone-wide");
     });
-  });
+  }
   await Promise.all([loadHostnames(), loadOriginCerts()]);
 }
 
@@ -1844,7 +1847,9 @@ async function loadHostnames() {
     api("GET", `/zones/${zone.id}/ssl/acme_dns`).then((d) => d.result ?? null),
     api("GET", `/zones/${zone.id}/managed_headers`).then((d) => d.result),
   ]);
-  $("mh-cert").checked = !!managed?.managed_request_headers?.some((t) => t.id === "add_client_certificate_headers" && t.enabled);
+  for (const box of $("mh-set").querySelectorAll("input[type=checkbox]")) {
+    box.checked = !!managed?.[`managed_${box.dataset.kind}_headers`]?.some((t) => t.id === box.value && t.enabled);
+  }
   renderServerCerts(custom, packs);
   renderAcme(packs);
   renderAcmeDns(acmeDns);

@@ -53,7 +53,9 @@ pub use hostnames::{
     CertificateForwarding, ForwardingStyles, HostnameSettings, MinTlsVersion, OriginHealthCheck, OriginSteering,
     TlsClientAuth, check_origin, normalize_settings,
 };
-pub use managed_headers::REQUEST_TRANSFORMS as MANAGED_REQUEST_TRANSFORMS;
+pub use managed_headers::{
+    REQUEST_TRANSFORMS as MANAGED_REQUEST_TRANSFORMS, RESPONSE_TRANSFORMS as MANAGED_RESPONSE_TRANSFORMS,
+};
 pub use rulesets::{
     PHASE as FIREWALL_PHASE, RATELIMIT_PHASE, add_list as add_stored_list, compile_stored as compile_stored_rules,
     normalize_rules,

@@ -1,10 +1,14 @@
-//! Cloudflare's Managed Transforms of a zone, `/zones/{zone_id}/managed_headers`: the one offered here is
-//! `add_client_certificate_headers` ("Add TLS client auth headers"), which makes every hostname of the zone send its
-//! origin the 17 `cf-cert-*` headers, as the hostname forwarding style `cf_cert_headers` does for one hostname.
+//! Cloudflare's Managed Transforms of a zone, `/zones/{zone_id}/managed_headers`. Offered here:
+//! - `add_client_certificate_headers` ("Add TLS client auth headers"): every hostname of the zone sends its origin the
+//!   17 `cf-cert-*` headers, as the hostname forwarding style `cf_cert_headers` does for one hostname (client-sent
+//!   copies are stripped whatever is set here);
+//! - `add_true_client_ip_headers`: `True-Client-IP` carries the client's address (a client-sent one is replaced);
+//! - `add_security_headers` (responses): `X-Content-Type-Options: nosniff`, `X-Frame-Options: SAMEORIGIN`,
+//!   `X-XSS-Protection: 1; mode=block` and `Referrer-Policy: same-origin`, each when the origin sent none;
+//! - `remove_x-powered-by_header` (responses).
 //!
-//! Client-sent copies of those headers are stripped whatever is set here (the proxy does that for every request).
-//! Not offered: Cloudflare's other transforms (visitor location, True-Client-IP, security response headers), which
-//! are refused by name rather than ignored.
+//! Not offered: visitor location headers (there is no geolocation here); asked for, they are refused by name rather
+//! than ignored.
 
 use axum::Extension;
 use axum::extract::{Path, State};
@@ -17,7 +21,10 @@ use crate::AdminState;
 use crate::api::{ApiError, ApiJson, ApiResult, ok};
 
 /// The managed request-header transforms this edge offers.
-pub const REQUEST_TRANSFORMS: [&str; 1] = ["add_client_certificate_headers"];
+pub const REQUEST_TRANSFORMS: [&str; 2] = ["add_client_certificate_headers", "add_true_client_ip_headers"];
+
+/// The managed response-header transforms this edge offers.
+pub const RESPONSE_TRANSFORMS: [&str; 2] = ["add_security_headers", "remove_x-powered-by_header"];
 
 /// One transform and whether it is on.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -31,7 +38,6 @@ pub struct ManagedHeader {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ManagedHeaders {
     pub managed_request_headers: Vec<ManagedHeader>,
-    /// None offered.
     pub managed_response_headers: Vec<ManagedHeader>,
 }
 
@@ -45,17 +51,46 @@ pub struct PatchManagedHeaders {
     pub managed_response_headers: Vec<ManagedHeader>,
 }
 
-fn view(enabled: &[String]) -> ManagedHeaders {
+fn listed(offered: &[&str], enabled: &[String]) -> Vec<ManagedHeader> {
+    offered
+        .iter()
+        .map(|id| ManagedHeader {
+            id: (*id).to_owned(),
+            enabled: enabled.iter().any(|e| e == id),
+        })
+        .collect()
+}
+
+fn view(zone: &portcullis_store::Zone) -> ManagedHeaders {
     ManagedHeaders {
-        managed_request_headers: REQUEST_TRANSFORMS
-            .iter()
-            .map(|id| ManagedHeader {
-                id: (*id).to_owned(),
-                enabled: enabled.iter().any(|e| e == id),
-            })
-            .collect(),
-        managed_response_headers: Vec::new(),
+        managed_request_headers: listed(&REQUEST_TRANSFORMS, &zone.managed_request_headers),
+        managed_response_headers: listed(&RESPONSE_TRANSFORMS, &zone.managed_response_headers),
     }
+}
+
+/// `enabled` with `changes` made, each checked against `offered`; sorted.
+fn changed(
+    kind: &str,
+    offered: &[&str],
+    enabled: &[String],
+    changes: &[ManagedHeader],
+) -> Result<Vec<String>, ApiError> {
+    let mut out = enabled.to_vec();
+    for change in changes {
+        if !offered.contains(&change.id.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "managed {kind} header transform {:?} is not offered here: {} are",
+                change.id,
+                offered.join(", ")
+            )));
+        }
+        out.retain(|id| id != &change.id);
+        if change.enabled {
+            out.push(change.id.clone());
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// List the zone's managed transforms.
@@ -64,7 +99,7 @@ fn view(enabled: &[String]) -> ManagedHeaders {
     responses((status = 200, description = "The transforms and whether each is on", body = ManagedHeaders)))]
 pub async fn get_managed_headers(State(state): State<AdminState>, Path(zone_id): Path<String>) -> ApiResult {
     let zone = state.store.zone(&zone_id).await?;
-    Ok(ok(view(&zone.managed_request_headers)))
+    Ok(ok(view(&zone)))
 }
 
 /// Turn managed transforms on or off.
@@ -79,33 +114,24 @@ pub async fn patch_managed_headers(
     ApiJson(body): ApiJson<PatchManagedHeaders>,
 ) -> ApiResult {
     let zone = state.store.zone(&zone_id).await?;
-    if let Some(response) = body.managed_response_headers.first() {
-        return Err(ApiError::invalid(format!(
-            "managed response header transform {:?} is not offered here (none is)",
-            response.id
-        )));
-    }
-    let mut enabled = zone.managed_request_headers.clone();
-    for change in &body.managed_request_headers {
-        if !REQUEST_TRANSFORMS.contains(&change.id.as_str()) {
-            return Err(ApiError::invalid(format!(
-                "managed request header transform {:?} is not offered here: {} is",
-                change.id,
-                REQUEST_TRANSFORMS.join(", ")
-            )));
-        }
-        enabled.retain(|id| id != &change.id);
-        if change.enabled {
-            enabled.push(change.id.clone());
-        }
-    }
-    enabled.sort();
-    if enabled == zone.managed_request_headers {
-        return Ok(ok(view(&enabled)));
+    let request = changed(
+        "request",
+        &REQUEST_TRANSFORMS,
+        &zone.managed_request_headers,
+        &body.managed_request_headers,
+    )?;
+    let response = changed(
+        "response",
+        &RESPONSE_TRANSFORMS,
+        &zone.managed_response_headers,
+        &body.managed_response_headers,
+    )?;
+    if request == zone.managed_request_headers && response == zone.managed_response_headers {
+        return Ok(ok(view(&zone)));
     }
     let zone = state
         .store
-        .set_managed_request_headers(&zone_id, &enabled, &actor)
+        .set_managed_headers(&zone_id, &request, &response, &actor)
         .await?;
-    Ok(ok(view(&zone.managed_request_headers)))
+    Ok(ok(view(&zone)))
 }

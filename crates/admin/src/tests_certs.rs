@@ -1954,8 +1954,10 @@ async fn managed_headers_are_listed_and_switched_in_cloudflare_s_shape() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body["result"],
-        json!({"managed_request_headers": [{"id": "add_client_certificate_headers", "enabled": false}],
-               "managed_response_headers": []})
+        json!({"managed_request_headers": [{"id": "add_client_certificate_headers", "enabled": false},
+                                           {"id": "add_true_client_ip_headers", "enabled": false}],
+               "managed_response_headers": [{"id": "add_security_headers", "enabled": false},
+                                            {"id": "remove_x-powered-by_header", "enabled": false}]})
     );
     let on = json!({"managed_request_headers": [{"id": "add_client_certificate_headers", "enabled": true}]});
     let (status, body) = api.patch(&path, on).await;
@@ -1966,14 +1968,22 @@ async fn managed_headers_are_listed_and_switched_in_cloudflare_s_shape() {
         state.zones[0].managed_request_headers,
         ["add_client_certificate_headers"]
     );
+    // Those left out stay as they are.
+    let response = json!({"managed_response_headers": [{"id": "remove_x-powered-by_header", "enabled": true}]});
+    let (status, body) = api.patch(&path, response).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["managed_request_headers"][0]["enabled"], true);
+    assert_eq!(body["result"]["managed_response_headers"][1]["enabled"], true);
+    let state = api.store.load_edge_state().await.expect("state");
+    assert_eq!(state.zones[0].managed_response_headers, ["remove_x-powered-by_header"]);
     for (patch, why) in [
         (
             json!({"managed_request_headers": [{"id": "add_visitor_location_headers", "enabled": true}]}),
             "not offered",
         ),
         (
-            json!({"managed_response_headers": [{"id": "add_security_headers", "enabled": true}]}),
-            "none is",
+            json!({"managed_response_headers": [{"id": "add_client_certificate_headers", "enabled": true}]}),
+            "not offered",
         ),
         (
             json!({"managed_request_headers": [{"id": "add_client_certificate_headers"}]}),

@@ -481,6 +481,9 @@ impl Upstream {
         parts
             .headers
             .insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        if host.transforms.true_client_ip {
+            put(&mut parts.headers, "true-client-ip", &conn.client_ip);
+        }
         match &host.hostname_header {
             Some(v) if request_host == host.hostname => {
                 parts.headers.insert(X_FORWARDED_HOST, v.clone());
@@ -549,6 +552,9 @@ impl Upstream {
             };
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            if host.transforms.on_responses() {
+                transform_response(&mut parts.headers, host.transforms);
+            }
             parts.version = downstream_version;
             return (Response::from_parts(parts, body), false);
         }
@@ -668,8 +674,34 @@ impl Upstream {
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        if host.transforms.on_responses() {
+            transform_response(&mut parts.headers, host.transforms);
+        }
         parts.version = downstream_version;
         (Response::from_parts(parts, body.map_err(Into::into).boxed()), false)
+    }
+}
+
+/// The headers of Cloudflare's "Add security headers" managed transform.
+const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "SAMEORIGIN"),
+    ("x-xss-protection", "1; mode=block"),
+    ("referrer-policy", "same-origin"),
+];
+
+/// Applies a host's response transforms to an origin's response headers.
+fn transform_response(headers: &mut HeaderMap, transforms: crate::snapshot::Transforms) {
+    if transforms.remove_powered_by {
+        headers.remove("x-powered-by");
+    }
+    if transforms.security_headers {
+        for (name, value) in SECURITY_HEADERS {
+            // The origin's own choice stands.
+            headers
+                .entry(HeaderName::from_static(name))
+                .or_insert(HeaderValue::from_static(value));
+        }
     }
 }
 

@@ -62,7 +62,9 @@ pub use origin_tls::{OriginIdentity, OriginTls};
 pub use proxy_protocol::TrustedProxies;
 pub use server::{serve, serve_all};
 pub use sessions::TlsSessions;
-pub use snapshot::{Forwarding, ForwardingSet, Host, HostParams, MinTlsVersion, Mtls, Origin, Snapshot, TrustedCa};
+pub use snapshot::{
+    Forwarding, ForwardingSet, Host, HostParams, MinTlsVersion, Mtls, Origin, Snapshot, Transforms, TrustedCa,
+};
 pub use tls::{MtlsMode, ServerCert};
 pub use traffic::{MinuteCount, TRAFFIC, Traffic};
 

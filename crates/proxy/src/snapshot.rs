@@ -444,6 +444,25 @@ impl FromIterator<Forwarding> for ForwardingSet {
     }
 }
 
+/// Cloudflare's managed transforms a host applies (those its zone turned on), besides certificate forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Transforms {
+    /// `add_true_client_ip_headers`: `True-Client-IP` carries the client's address (a client-sent one is replaced).
+    pub true_client_ip: bool,
+    /// `add_security_headers`: responses get `X-Content-Type-Options`, `X-Frame-Options`, `X-XSS-Protection` and
+    /// `Referrer-Policy` when the origin set none of its own.
+    pub security_headers: bool,
+    /// `remove_x-powered-by_header`: responses lose `X-Powered-By`.
+    pub remove_powered_by: bool,
+}
+
+impl Transforms {
+    /// Whether any applies to responses.
+    pub(crate) fn on_responses(self) -> bool {
+        self.security_headers || self.remove_powered_by
+    }
+}
+
 /// One protected hostname.
 #[derive(Debug)]
 pub struct Host {
@@ -459,6 +478,8 @@ pub struct Host {
     pub mtls: Option<Mtls>,
     pub origin: Origin,
     pub forwarding: ForwardingSet,
+    /// The zone's managed transforms.
+    pub transforms: Transforms,
     /// The zone's ruleset. Not public: `has_rules` is derived from it when the host is built.
     pub(crate) ruleset: Arc<CompiledRuleset>,
     /// The zone's rate-limiting rules (`http_ratelimit`), evaluated after `ruleset` lets a request through.
@@ -487,6 +508,7 @@ pub struct HostParams {
     pub mtls: Option<(Mtls, Vec<CertificateDer<'static>>)>,
     pub origin: Origin,
     pub forwarding: ForwardingSet,
+    pub transforms: Transforms,
     pub ruleset: Arc<CompiledRuleset>,
     /// Compiled with `CompiledRuleset::compile_ratelimit`; empty when the zone has none.
     pub ratelimit: Arc<CompiledRuleset>,
@@ -529,6 +551,7 @@ impl Host {
             mtls: params.mtls.map(|(m, _)| m),
             origin: params.origin,
             forwarding: params.forwarding,
+            transforms: params.transforms,
             rule_fields: {
                 let mut fields = *params.ruleset.fields();
                 fields.extend(params.ratelimit.fields());

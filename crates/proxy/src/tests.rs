@@ -325,6 +325,7 @@ struct HostSpec {
     /// Rate-limiting rules (none by default).
     ratelimit: Arc<CompiledRuleset>,
     min_tls_version: crate::MinTlsVersion,
+    transforms: crate::Transforms,
 }
 
 impl HostSpec {
@@ -340,6 +341,7 @@ impl HostSpec {
             sessions: None,
             ratelimit: Arc::new(CompiledRuleset::compile_ratelimit(&Ruleset::default()).unwrap()),
             min_tls_version: crate::MinTlsVersion::default(),
+            transforms: crate::Transforms::default(),
         }
     }
 }
@@ -358,6 +360,7 @@ fn build_snapshot(generation: u64, server: &ServerPki, origin: SocketAddr, specs
                 .origin
                 .unwrap_or_else(|| Origin::new(&format!("http://{origin}"), spec.h2c, None, false).unwrap()),
             forwarding: spec.forwarding,
+            transforms: spec.transforms,
             ruleset: spec.rules,
             ratelimit: spec.ratelimit,
             url_normalization: spec.normalization,
@@ -572,6 +575,61 @@ async fn world() -> World {
 
 // ---------------------------------------------------------------------------------------------
 // Tests
+
+/// Cloudflare's managed transforms: `True-Client-IP` replaces a client-sent one; `X-Powered-By` goes; the security
+/// headers are added where the origin set none, on both of the proxy's origin paths (bodyless requests through its
+/// own client, the others through hyper's).
+#[tokio::test]
+async fn managed_transforms_change_request_and_response_headers() {
+    let w = world().await;
+    let origin = origin_with(|req: Request<Incoming>| async move {
+        let seen = req
+            .headers()
+            .get("true-client-ip")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        let mut resp = Response::new(Full::new(Bytes::from(seen)));
+        resp.headers_mut()
+            .insert("x-powered-by", HeaderValue::from_static("Express"));
+        resp.headers_mut()
+            .insert("x-frame-options", HeaderValue::from_static("DENY"));
+        Ok::<_, Infallible>(resp)
+    })
+    .await;
+    let mut on = HostSpec::new("api.test", &w.ca);
+    on.transforms = crate::Transforms {
+        true_client_ip: true,
+        security_headers: true,
+        remove_powered_by: true,
+    };
+    let off = HostSpec::new("other.test", &w.ca);
+    let proxy = start_proxy(build_snapshot(1, &w.server, origin, vec![on, off])).await;
+
+    let mut c = h1(&proxy, &w.server, "api.test", None).await;
+    let (status, headers, body) = c.get("api.test", "/", &[("true-client-ip", "10.6.6.6")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "127.0.0.1", "the client's address, not the one it sent");
+    assert!(headers.get("x-powered-by").is_none());
+    assert_eq!(headers["x-frame-options"], "DENY", "the origin's own stands");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "same-origin");
+    assert_eq!(headers["x-xss-protection"], "1; mode=block");
+    // With a body, through hyper's client.
+    let req = Request::post("/")
+        .header("host", "api.test")
+        .body(Full::new(Bytes::from_static(b"payload")).boxed())
+        .unwrap();
+    let (status, headers, _) = read(c.0.send_request(req).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get("x-powered-by").is_none() && headers["x-content-type-options"] == "nosniff");
+
+    // A host of a zone without them: all as the origin sent it.
+    let mut c = h1(&proxy, &w.server, "other.test", None).await;
+    let (_, headers, body) = c.get("other.test", "/", &[("true-client-ip", "10.6.6.6")]).await;
+    assert_eq!(body, "10.6.6.6");
+    assert_eq!(headers["x-powered-by"], "Express");
+    assert!(headers.get("x-content-type-options").is_none());
+}
 
 #[tokio::test]
 async fn valid_cert_is_allowed_and_no_cert_is_blocked() {
@@ -1822,6 +1880,7 @@ fn bare_host(name: &str, cert: &ServerCert) -> Host {
         mtls: None,
         origin: Origin::new("http://127.0.0.1:1", false, None, true).unwrap(),
         forwarding: ForwardingSet::default(),
+        transforms: crate::Transforms::default(),
         ruleset: default_rules(),
         ratelimit: ruleset(&[]),
         url_normalization: UrlNormalization::default(),

@@ -36,7 +36,7 @@ impl Store {
             };
             let zones = sqlx::query(
                 "SELECT id, account_id, name, status, created_on, modified_on, url_normalization_scope, \
-                     url_normalization_type, managed_request_headers FROM zones ORDER BY name",
+                     url_normalization_type, managed_request_headers, managed_response_headers FROM zones ORDER BY name",
             )
             .fetch_all(&mut *tx)
             .await?
@@ -52,6 +52,7 @@ impl Store {
                     url_normalization_scope: r.text("url_normalization_scope")?,
                     url_normalization_type: r.text("url_normalization_type")?,
                     managed_request_headers: crate::zones::managed_headers(&r.text("managed_request_headers")?),
+                    managed_response_headers: crate::zones::managed_headers(&r.text("managed_response_headers")?),
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

@@ -46,6 +46,8 @@ pub struct Zone {
     pub url_normalization_type: String,
     /// Cloudflare's managed request-header transforms that are on (`add_client_certificate_headers`).
     pub managed_request_headers: Vec<String>,
+    /// Cloudflare's managed response-header transforms that are on (`remove_x-powered-by_header`).
+    pub managed_response_headers: Vec<String>,
 }
 
 /// The values of [`Zone::url_normalization_scope`], Cloudflare's; the first is the default.

@@ -12,7 +12,7 @@ use crate::model::{Actor, URL_NORMALIZATION_SCOPES, URL_NORMALIZATION_TYPES, Zon
 macro_rules! zone_columns {
     () => {
         "id, account_id, name, status, created_on, modified_on, url_normalization_scope, url_normalization_type, \
-         managed_request_headers"
+         managed_request_headers, managed_response_headers"
     };
 }
 
@@ -32,6 +32,7 @@ impl Store {
             url_normalization_scope: URL_NORMALIZATION_SCOPES[0].to_owned(),
             url_normalization_type: URL_NORMALIZATION_TYPES[0].to_owned(),
             managed_request_headers: Vec::new(),
+            managed_response_headers: Vec::new(),
         };
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
@@ -129,22 +130,29 @@ impl Store {
         self.zone(id).await
     }
 
-    /// Sets which of Cloudflare's managed request-header transforms are on in zone `id` (ids checked by the caller).
-    pub async fn set_managed_request_headers(
+    /// Sets which of Cloudflare's managed transforms are on in zone `id`, for requests and for responses (ids
+    /// checked by the caller).
+    pub async fn set_managed_headers(
         &self,
         id: &str,
-        enabled: &[String],
+        request: &[String],
+        response: &[String],
         actor: &Actor,
     ) -> Result<Zone, StoreError> {
-        let json = serde_json::Value::from(enabled.to_vec()).to_string();
+        let request = serde_json::Value::from(request.to_vec()).to_string();
+        let response = serde_json::Value::from(response.to_vec()).to_string();
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let updated = sqlx::query("UPDATE zones SET managed_request_headers = $1, modified_on = $2 WHERE id = $3")
-                .bind(&json)
-                .bind(now())
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            let updated = sqlx::query(
+                "UPDATE zones SET managed_request_headers = $1, managed_response_headers = $2, modified_on = $3 \
+                 WHERE id = $4",
+            )
+            .bind(&request)
+            .bind(&response)
+            .bind(now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             if updated.rows_affected() == 0 {
                 return Err(StoreError::not_found("zone", id));
             }
@@ -155,7 +163,7 @@ impl Store {
                 "update",
                 "zone",
                 id,
-                &format!("managed_request_headers {json}")
+                &format!("managed headers {request} {response}")
             );
         });
         self.zone(id).await
@@ -211,6 +219,7 @@ where
         url_normalization_scope: row.try_get("url_normalization_scope")?,
         url_normalization_type: row.try_get("url_normalization_type")?,
         managed_request_headers: managed_headers(&row.try_get::<String, _>("managed_request_headers")?),
+        managed_response_headers: managed_headers(&row.try_get::<String, _>("managed_response_headers")?),
     })
 }
 
