@@ -91,9 +91,8 @@ struct ZoneOut {
     name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     url_normalization: Option<UrlNormalization>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// Written even when empty, so that applying the file elsewhere turns the others off.
     managed_request_headers: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     managed_response_headers: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     hostnames: Vec<HostOut>,
@@ -999,7 +998,9 @@ async fn apply_zone(
             ))
             && let Some(id) = &zone.id
         {
-            let changes = |offered: &[&str], want: &[String]| -> Vec<Value> {
+            // Only the lists the file gives: the server keeps the other as it is.
+            let changes = |offered: &[&str], want: &Option<Vec<String>>| -> Vec<Value> {
+                let Some(want) = want else { return Vec::new() };
                 offered
                     .iter()
                     .map(|t| json!({"id": t, "enabled": want.iter().any(|w| w == t)}))
@@ -1009,8 +1010,10 @@ async fn apply_zone(
                 Method::PATCH,
                 &format!("/zones/{id}/managed_headers"),
                 &json!({
-                    "managed_request_headers": changes(&portcullis_admin::MANAGED_REQUEST_TRANSFORMS, want_request),
-                    "managed_response_headers": changes(&portcullis_admin::MANAGED_RESPONSE_TRANSFORMS, want_response),
+                    "managed_request_headers":
+                        changes(&portcullis_admin::MANAGED_REQUEST_TRANSFORMS, &plan_headers.request),
+                    "managed_response_headers":
+                        changes(&portcullis_admin::MANAGED_RESPONSE_TRANSFORMS, &plan_headers.response),
                 }),
             )
             .await?;

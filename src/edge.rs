@@ -233,7 +233,6 @@ fn expiry_metrics(state: &EdgeState, now: OffsetDateTime) -> String {
     out
 }
 
-/// The proxy's form of a zone's stored URL normalization setting.
 /// What a hostname takes from its zone.
 struct ZoneParts {
     ruleset: Arc<CompiledRuleset>,
@@ -243,6 +242,7 @@ struct ZoneParts {
     transforms: (bool, Transforms),
 }
 
+/// The proxy's form of a zone's stored URL normalization setting.
 fn url_normalization(zone: &portcullis_store::Zone) -> anyhow::Result<UrlNormalization> {
     let scope = match zone.url_normalization_scope.as_str() {
         "incoming" => NormalizationScope::Incoming,

@@ -1587,9 +1587,15 @@ async function hostnamesPage() {
       const { checked: enabled, value: id } = e.target;
       const name = e.target.closest("label").textContent.replace(/\s+/g, " ").trim();
       run(e.target, async () => {
-        await api("PATCH", `/zones/${zone.id}/managed_headers`, {
-          [`managed_${e.target.dataset.kind}_headers`]: [{ id, enabled }],
-        });
+        try {
+          await api("PATCH", `/zones/${zone.id}/managed_headers`, {
+            [`managed_${e.target.dataset.kind}_headers`]: [{ id, enabled }],
+          });
+        } catch (error) {
+          // The box shows what is stored.
+          e.target.checked = !enabled;
+          throw error;
+        }
         toast(`${name}: ${enabled ? "on" : "off"}`);
       });
     });

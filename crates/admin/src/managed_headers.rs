@@ -113,25 +113,21 @@ pub async fn patch_managed_headers(
     Path(zone_id): Path<String>,
     ApiJson(body): ApiJson<PatchManagedHeaders>,
 ) -> ApiResult {
-    let zone = state.store.zone(&zone_id).await?;
-    let request = changed(
-        "request",
-        &REQUEST_TRANSFORMS,
-        &zone.managed_request_headers,
-        &body.managed_request_headers,
-    )?;
-    let response = changed(
-        "response",
-        &RESPONSE_TRANSFORMS,
-        &zone.managed_response_headers,
-        &body.managed_response_headers,
-    )?;
-    if request == zone.managed_request_headers && response == zone.managed_response_headers {
-        return Ok(ok(view(&zone)));
-    }
     let zone = state
         .store
-        .set_managed_headers(&zone_id, &request, &response, &actor)
+        .update_managed_headers(&zone_id, &actor, |request, response| {
+            Ok((
+                changed("request", &REQUEST_TRANSFORMS, request, &body.managed_request_headers)
+                    .map_err(|e| e.message)?,
+                changed(
+                    "response",
+                    &RESPONSE_TRANSFORMS,
+                    response,
+                    &body.managed_response_headers,
+                )
+                .map_err(|e| e.message)?,
+            ))
+        })
         .await?;
     Ok(ok(view(&zone)))
 }

@@ -114,12 +114,19 @@ fn same_name(a: &str, b: &str) -> bool {
 /// origin that reads `_` as `-`.
 const FORWARDED_HEADERS: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
 
-/// Whether `name` (lower-case, as `http` keeps names) is one of [`CERT_HEADERS`] or [`CF_CERT_HEADERS`], with `_`
-/// for `-` or not, or an underscore spelling of one of [`FORWARDED_HEADERS`] (their real spellings are handled
-/// apart: `X-Forwarded-For` is kept and extended).
+/// `True-Client-IP`, which the zone's managed transform sets: a client-sent one is always removed, so that an origin
+/// that trusts it can never be handed a forged one (also not after the transform is turned off).
+const TRUE_CLIENT_IP: &str = "true-client-ip";
+
+/// Whether `name` (lower-case, as `http` keeps names) is one of [`CERT_HEADERS`] or [`CF_CERT_HEADERS`] or
+/// [`TRUE_CLIENT_IP`], with `_` for `-` or not, or an underscore spelling of one of [`FORWARDED_HEADERS`] (their real
+/// spellings are handled apart: `X-Forwarded-For` is kept and extended).
 fn is_cert_header(name: &str) -> bool {
     // Every request's fields pass through here: most (content-type, cookie…) are told apart by their start.
     let b = name.as_bytes();
+    if b.len() == TRUE_CLIENT_IP.len() && b[0] == b't' {
+        return same_name(name, TRUE_CLIENT_IP);
+    }
     let candidate = b.starts_with(b"cf")
         || b.starts_with(b"client")
         || (b.len() > 11 && b[0] == b'x' && same_name(&name[..11], "x-forwarded"));
@@ -665,6 +672,9 @@ impl Upstream {
             let (mut parts, _) = resp.into_parts();
             parts.extensions.insert(upstream);
             strip_hop_by_hop(&mut parts.headers);
+            if host.transforms.on_responses() {
+                transform_response(&mut parts.headers, host.transforms);
+            }
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

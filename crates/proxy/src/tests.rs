@@ -576,9 +576,10 @@ async fn world() -> World {
 // ---------------------------------------------------------------------------------------------
 // Tests
 
-/// Cloudflare's managed transforms: `True-Client-IP` replaces a client-sent one; `X-Powered-By` goes; the security
+/// Cloudflare's managed transforms: `True-Client-IP` carries the client's address; `X-Powered-By` goes; the security
 /// headers are added where the origin set none, on both of the proxy's origin paths (bodyless requests through its
-/// own client, the others through hyper's).
+/// own client, the others through hyper's) and over HTTP/2. A client-sent `True-Client-IP`, in either spelling,
+/// never reaches the origin, transform or not.
 #[tokio::test]
 async fn managed_transforms_change_request_and_response_headers() {
     let w = world().await;
@@ -606,7 +607,13 @@ async fn managed_transforms_change_request_and_response_headers() {
     let proxy = start_proxy(build_snapshot(1, &w.server, origin, vec![on, off])).await;
 
     let mut c = h1(&proxy, &w.server, "api.test", None).await;
-    let (status, headers, body) = c.get("api.test", "/", &[("true-client-ip", "10.6.6.6")]).await;
+    let (status, headers, body) = c
+        .get(
+            "api.test",
+            "/",
+            &[("true-client-ip", "10.6.6.6"), ("true_client_ip", "10.7.7.7")],
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "127.0.0.1", "the client's address, not the one it sent");
     assert!(headers.get("x-powered-by").is_none());
@@ -623,10 +630,15 @@ async fn managed_transforms_change_request_and_response_headers() {
     assert_eq!(status, StatusCode::OK);
     assert!(headers.get("x-powered-by").is_none() && headers["x-content-type-options"] == "nosniff");
 
-    // A host of a zone without them: all as the origin sent it.
+    let mut c2 = h2(&proxy, &w.server, "api.test", None).await;
+    let (status, headers, body) = c2.get("api.test", "/").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "127.0.0.1"));
+    assert!(headers.get("x-powered-by").is_none() && headers["x-content-type-options"] == "nosniff");
+
+    // A host of a zone without them: as the origin sent it, and still no client-sent True-Client-IP.
     let mut c = h1(&proxy, &w.server, "other.test", None).await;
     let (_, headers, body) = c.get("other.test", "/", &[("true-client-ip", "10.6.6.6")]).await;
-    assert_eq!(body, "10.6.6.6");
+    assert_eq!(body, "");
     assert_eq!(headers["x-powered-by"], "Express");
     assert!(headers.get("x-content-type-options").is_none());
 }

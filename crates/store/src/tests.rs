@@ -1562,6 +1562,52 @@ async fn ocsp_policies_are_stored_and_reach_the_edge_state() {
 }
 
 #[tokio::test]
+async fn managed_headers_are_read_and_changed_in_one_write() {
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let zone = store.create_zone("example.com", &a).await.expect("zone");
+        assert!(zone.managed_request_headers.is_empty() && zone.managed_response_headers.is_empty());
+        let before = store.generation().await.expect("generation");
+        let changed = store
+            .update_managed_headers(&zone.id, &a, |request, response| {
+                assert!(request.is_empty() && response.is_empty());
+                Ok((
+                    vec!["add_true_client_ip_headers".into()],
+                    vec!["add_security_headers".into()],
+                ))
+            })
+            .await
+            .expect("changed");
+        assert_eq!(changed.managed_request_headers, ["add_true_client_ip_headers"]);
+        assert_eq!(changed.managed_response_headers, ["add_security_headers"]);
+        let state = store.load_edge_state().await.expect("state");
+        assert_eq!(state.zones[0].managed_response_headers, ["add_security_headers"]);
+        // No change, no write.
+        let after = store.generation().await.expect("generation");
+        store
+            .update_managed_headers(&zone.id, &a, |request, response| {
+                Ok((request.to_vec(), response.to_vec()))
+            })
+            .await
+            .expect("same");
+        assert_eq!(store.generation().await.expect("generation"), after);
+        assert!(after > before);
+        let err = store
+            .update_managed_headers(&zone.id, &a, |_, _| Err("not offered".into()))
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, StoreError::Invalid(ref m) if m == "not offered"), "{err}");
+        assert!(matches!(
+            store
+                .update_managed_headers("nope", &a, |r, s| Ok((r.to_vec(), s.to_vec())))
+                .await,
+            Err(StoreError::NotFound { .. })
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn dns_validation_needs_the_zone_s_dns_settings_which_stay_while_packs_use_them() {
     on_both(|store, _| async move {
         let a = Actor::system();

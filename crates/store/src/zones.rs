@@ -130,41 +130,60 @@ impl Store {
         self.zone(id).await
     }
 
-    /// Sets which of Cloudflare's managed transforms are on in zone `id`, for requests and for responses (ids
-    /// checked by the caller).
-    pub async fn set_managed_headers(
+    /// Changes which of Cloudflare's managed transforms are on in zone `id`: `change` gets the ids on now (for
+    /// requests, for responses) and returns the new lists, or why not (an `Invalid` error). Read and written in one
+    /// transaction, so that two changes made at once both count; nothing is written when nothing changes.
+    pub async fn update_managed_headers(
         &self,
         id: &str,
-        request: &[String],
-        response: &[String],
         actor: &Actor,
+        change: impl Fn(&[String], &[String]) -> Result<(Vec<String>, Vec<String>), String>,
     ) -> Result<Zone, StoreError> {
-        let request = serde_json::Value::from(request.to_vec()).to_string();
-        let response = serde_json::Value::from(response.to_vec()).to_string();
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let updated = sqlx::query(
-                "UPDATE zones SET managed_request_headers = $1, managed_response_headers = $2, modified_on = $3 \
-                 WHERE id = $4",
-            )
-            .bind(&request)
-            .bind(&response)
-            .bind(now())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            if updated.rows_affected() == 0 {
+            // A write first: the row's lock on PostgreSQL, the database's write lock on SQLite, so that the read
+            // below is not overtaken.
+            let locked = sqlx::query("UPDATE zones SET modified_on = modified_on WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            if locked.rows_affected() == 0 {
                 return Err(StoreError::not_found("zone", id));
             }
-            commit_write!(
-                self,
-                tx,
-                actor,
-                "update",
-                "zone",
-                id,
-                &format!("managed headers {request} {response}")
+            let row = sqlx::query("SELECT managed_request_headers, managed_response_headers FROM zones WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let (request_now, response_now) = (
+                managed_headers(&row.try_get::<String, _>("managed_request_headers")?),
+                managed_headers(&row.try_get::<String, _>("managed_response_headers")?),
             );
+            let (request, response) = change(&request_now, &response_now).map_err(StoreError::Invalid)?;
+            if request == request_now && response == response_now {
+                tx.rollback().await?;
+            } else {
+                let request = serde_json::Value::from(request).to_string();
+                let response = serde_json::Value::from(response).to_string();
+                sqlx::query(
+                    "UPDATE zones SET managed_request_headers = $1, managed_response_headers = $2, \
+                     modified_on = $3 WHERE id = $4",
+                )
+                .bind(&request)
+                .bind(&response)
+                .bind(now())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                commit_write!(
+                    self,
+                    tx,
+                    actor,
+                    "update",
+                    "zone",
+                    id,
+                    &format!("managed headers {request} {response}")
+                );
+            }
         });
         self.zone(id).await
     }
