@@ -116,6 +116,13 @@ fn wait_for_pack(server: &Server, host: &str, what: &str, done: impl Fn(&Value) 
     }
 }
 
+/// Waits (up to 90 s) until the pack for `host` records a failure; returns the pack.
+fn wait_for_failure(server: &Server, host: &str, what: &str) -> Value {
+    wait_for_pack(server, host, what, |p| {
+        p["validation_errors"].as_array().is_some_and(|e| !e.is_empty())
+    })
+}
+
 /// pebble and its DNS, on free ports; killed when dropped.
 struct Pebble {
     dir: tempfile::TempDir,
@@ -424,9 +431,7 @@ fn wildcard_packs_are_validated_over_dns_through_the_zone_s_name_server() {
         "0",
     ]));
     ok(&server.cli(&["acme", "order", "--zone", "acme.test", "www.acme.test"]));
-    let failed = wait_for_pack(&server, "www.acme.test", "refusal of a wrong TSIG secret", |p| {
-        p["validation_errors"].as_array().is_some_and(|e| !e.is_empty())
-    });
+    let failed = wait_for_failure(&server, "www.acme.test", "refusal of a wrong TSIG secret");
     assert!(failed.to_string().contains("BADSIG"), "{failed}");
 }
 
@@ -502,9 +507,7 @@ fn http_01_answers_and_https_redirects_are_served_on_the_public_listener() {
         "http",
         "www.acme.test",
     ]));
-    let failed = wait_for_pack(&bare, "www.acme.test", "HTTP-01 without the public listener", |p| {
-        p["validation_errors"].as_array().is_some_and(|e| !e.is_empty())
-    });
+    let failed = wait_for_failure(&bare, "www.acme.test", "HTTP-01 without the public listener");
     assert!(failed.to_string().contains("--public-listen"), "{failed}");
 }
 
@@ -572,9 +575,7 @@ fn acme_packs_are_issued_by_pebble_over_tls_alpn_renewed_and_removed() {
     );
     assert_eq!((code, status.as_str()), (Some(0), "200"));
     ok(&server.cli(&["acme", "order", "--zone", "acme.test", "down.acme.test"]));
-    let failed = wait_for_pack(&server, "down.acme.test", "failure", |p| {
-        p["validation_errors"].as_array().is_some_and(|e| !e.is_empty())
-    });
+    let failed = wait_for_failure(&server, "down.acme.test", "failure");
     assert_eq!(failed["status"], "pending_validation", "{failed}");
     assert!(failed["next_attempt_on"].is_string(), "{failed}");
     let listed = ok(&server.cli(&["acme", "list", "--zone", "acme.test"]));
@@ -632,9 +633,7 @@ fn acme_accounts_bind_to_an_external_account_when_the_ca_requires_it() {
     let unbound = Server::start_with(scratch(), &unbound_args, &[]);
     ok(&unbound.cli(&["zone", "add", "acme.test"]));
     ok(&unbound.cli(&["acme", "order", "--zone", "acme.test", "www.acme.test"]));
-    let failed = wait_for_pack(&unbound, "www.acme.test", "refusal without EAB", |p| {
-        p["validation_errors"].as_array().is_some_and(|e| !e.is_empty())
-    });
+    let failed = wait_for_failure(&unbound, "www.acme.test", "refusal without EAB");
     assert!(failed.to_string().contains("externalAccountRequired"), "{failed}");
 
     // Half a binding does not start, and a key that is not base64url is refused without being quoted.
