@@ -75,8 +75,9 @@ pub enum HostCommand {
         /// Zone id or name; by default the zone HOST belongs to.
         #[arg(long)]
         zone: Option<String>,
-        /// TLS-layer behaviour when mTLS is enabled: request (rules decide) or require (handshake fails).
-        #[arg(long, value_parser = ["request", "require"])]
+        /// TLS-layer behaviour when mTLS is enabled: request (rules decide), require (the handshake fails without
+        /// a valid certificate) or verify_if_given (fails only when a certificate is presented and is not valid).
+        #[arg(long, value_parser = ["request", "require", "verify_if_given"])]
         tls_client_auth: Option<String>,
         /// Forward the client certificate to the origin: none, cloudflare, cf_cert_headers, rfc9440, xfcc,
         /// xfcc_cert (XFCC with the certificate and chain); several with commas (rfc9440,xfcc).
@@ -108,7 +109,8 @@ pub enum HostCommand {
         /// Stop the active health checks.
         #[arg(long, conflicts_with_all = ["health_check", "health_check_interval", "health_check_timeout"])]
         no_health_check: bool,
-        #[arg(long, value_parser = ["request", "require"])]
+        /// request, require or verify_if_given (as for `host add`).
+        #[arg(long, value_parser = ["request", "require", "verify_if_given"])]
         tls_client_auth: Option<String>,
         /// The forwarding styles, replacing the hostname's (as for `host add`).
         #[arg(long, value_delimiter = ',', value_parser = FORWARDING_STYLES)]

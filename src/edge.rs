@@ -529,6 +529,7 @@ impl EdgeBuilder {
         let mode = match settings.tls_client_auth {
             TlsClientAuth::Request => MtlsMode::Request,
             TlsClientAuth::Require => MtlsMode::Require,
+            TlsClientAuth::VerifyIfGiven => MtlsMode::VerifyIfGiven,
         };
         Ok(Some((
             Mtls { verifier, mode },

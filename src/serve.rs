@@ -52,7 +52,7 @@ pub struct ServeArgs {
     /// Address of the admin API. It carries secrets: keep it on localhost unless you know why not.
     #[arg(long, env = "PORTCULLIS_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
-    /// Most active client certificates per zone (Cloudflare's error 1445 past it).
+    /// Most active, unexpired client certificates per zone (Cloudflare's error 1445 past it).
     #[arg(long, default_value_t = 100_000)]
     pub client_certificate_quota: u32,
     /// Most bring-your-own CAs (Cloudflare's error 1489 past it).

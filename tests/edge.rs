@@ -256,7 +256,7 @@ fn a_revocation_blocks_the_next_request_within_100_ms() {
 }
 
 #[test]
-fn require_mode_fails_the_handshake_without_a_certificate() {
+fn require_and_verify_if_given_modes_fail_the_handshake_of_a_bad_certificate() {
     let server = Server::start();
     setup(&server);
     let origin = format!("http://127.0.0.1:{}", echo_origin());
@@ -286,6 +286,55 @@ fn require_mode_fails_the_handshake_without_a_certificate() {
     };
     let (code, status, _) = run(&[]);
     assert_ne!(code, Some(0), "no certificate: the handshake fails");
+    assert_eq!(status, "000");
+    let (code, status, _) = run(WITH_CERT);
+    assert_eq!((code, status.as_str()), (Some(0), "200"));
+
+    // verify_if_given: without a certificate the handshake completes; a certificate from a CA the host does not
+    // trust fails it (openssl makes one that is not ours).
+    let stranger = openssl(
+        server.dir.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "stranger.key",
+            "-out",
+            "stranger.pem",
+            "-subj",
+            "/CN=stranger",
+            "-days",
+            "1",
+        ],
+    );
+    assert!(stranger.status.success(), "{stranger:?}");
+    let untrusted: &[&str] = &["--cert", "stranger.pem", "--key", "stranger.key"];
+    let (code, status, _) = run(untrusted);
+    assert_ne!(code, Some(0), "require refuses a stranger too");
+    assert_eq!(status, "000");
+    ok(&server.cli(&[
+        "host",
+        "set",
+        "strict.localhost",
+        "--tls-client-auth",
+        "verify_if_given",
+    ]));
+    let shown = ok(&server.cli(&["host", "show", "strict.localhost"]));
+    assert!(shown.contains("verify_if_given"), "{shown}");
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, status, _) = run(&[]);
+    assert_eq!(
+        (code, status.as_str()),
+        (Some(0), "200"),
+        "no certificate reaches the rules"
+    );
+    let (code, status, _) = run(untrusted);
+    assert_ne!(code, Some(0), "an untrusted certificate fails the handshake");
     assert_eq!(status, "000");
     let (code, status, _) = run(WITH_CERT);
     assert_eq!((code, status.as_str()), (Some(0), "200"));

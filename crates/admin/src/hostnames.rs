@@ -22,6 +22,10 @@ pub enum TlsClientAuth {
     Request,
     /// Fail the handshake unless a valid certificate is presented.
     Require,
+    /// Complete the handshake without a certificate, but fail it when one is presented that does not verify or is
+    /// revoked (Caddy's `verify_if_given`, HAProxy's `verify optional`): clients without certificates reach the
+    /// rules, clients with a bad one never do.
+    VerifyIfGiven,
 }
 
 /// The oldest TLS version a hostname accepts, in Cloudflare's `min_tls_version` spelling. Only 1.2 and 1.3: the

@@ -497,7 +497,11 @@ async fn handshake(
             .ocsp_target(&conn.peer_chain, time::OffsetDateTime::now_utc()),
         _ => None,
     };
-    let required = host.mtls.as_ref().is_some_and(|m| m.mode == tls::MtlsMode::Require);
+    // Under `require`, and under `verify_if_given` once a certificate is presented, the edge never
+    // serves a certificate that the handshake's check would refuse now.
+    let required = host.mtls.as_ref().is_some_and(|m| {
+        m.mode == tls::MtlsMode::Require || (m.mode == tls::MtlsMode::VerifyIfGiven && !conn.peer_chain.is_empty())
+    });
     if let Some(target) = ocsp_target {
         let (outcome, hard_fail, anchor_key) = match target {
             Ok(target) => (shared.ocsp.check(&target).await, target.hard_fail, target.anchor_key),
@@ -519,8 +523,9 @@ async fn handshake(
         facts = conn.set_ocsp(outcome, anchor_key, &facts, &host, generation);
     }
     if resumed && required && (!facts.cert_verified || facts.cert_revoked) {
-        // Resumption skips the certificate check; `require` must still never serve a certificate
-        // that a full handshake would refuse now (it expired since the session began).
+        // Resumption skips the certificate check; `require` (and `verify_if_given` with a
+        // certificate) must still never serve a certificate that a full handshake would refuse
+        // now (it expired since the session began).
         observe::handshake_failed(
             client,
             sni.as_deref(),

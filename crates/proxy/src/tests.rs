@@ -828,6 +828,50 @@ async fn require_mode_refuses_the_handshake_without_a_trusted_cert() {
     assert_eq!(c.get("api.test", "/api", &[]).await.0, StatusCode::OK);
 }
 
+/// `verify_if_given`: no certificate reaches the rules (also on a resumed session), a certificate
+/// that does not verify fails the handshake, a good one is served.
+#[tokio::test]
+async fn verify_if_given_refuses_only_a_certificate_that_does_not_verify() {
+    let w = world().await;
+    let mut spec = HostSpec::new("api.test", &w.ca);
+    spec.mtls = Some((
+        MtlsMode::VerifyIfGiven,
+        verifier(&w.ca, &[]),
+        w.ca.certificate_der().to_vec(),
+    ));
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
+
+    let anonymous = client_config(&w.server, None, b"http/1.1", true);
+    for expected in [rustls::HandshakeKind::Full, rustls::HandshakeKind::Resumed] {
+        let (mut c, kind) = h1_with(&proxy, anonymous.clone(), "api.test").await;
+        assert_eq!(kind, Some(expected));
+        assert_eq!(c.get("api.test", "/public", &[]).await.0, StatusCode::OK);
+        // The test host's rule blocks /api without a verified certificate: the rules still decide.
+        assert_eq!(c.get("api.test", "/api", &[]).await.0, StatusCode::FORBIDDEN);
+    }
+
+    let stranger = issue(&managed_ca(), "stranger", SubjectAltNames::default());
+    let refused = match tls_connect(&proxy, &w.server, "api.test", Some(&stranger), b"http/1.1").await {
+        Err(_) => true,
+        Ok(tls) => match hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(tls)).await {
+            Err(_) => true,
+            Ok((mut sender, conn)) => {
+                tokio::spawn(conn);
+                let req = Request::get("/public")
+                    .header("host", "api.test")
+                    .body(empty())
+                    .unwrap();
+                sender.send_request(req).await.is_err()
+            }
+        },
+    };
+    assert!(refused, "an untrusted certificate is refused at the handshake");
+
+    let good = issue(&w.ca, "good", SubjectAltNames::default());
+    let mut c = h1(&proxy, &w.server, "api.test", Some(&good)).await;
+    assert_eq!(c.get("api.test", "/api", &[]).await.0, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn sni_host_mismatch_is_misdirected() {
     let w = world().await;

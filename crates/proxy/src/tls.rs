@@ -8,6 +8,9 @@
 //!   This is Cloudflare's model, and it lets a rule answer with a readable 403 instead of an alert.
 //! - [`MtlsMode::Require`]: a certificate is mandatory and the handshake fails unless the
 //!   host's [`portcullis_pki::Verifier`] says verified and not revoked.
+//! - [`MtlsMode::VerifyIfGiven`]: a client without a certificate completes the handshake (and the
+//!   rules see `cert_presented` false), but one that presents a certificate is held to `require`'s
+//!   check (Caddy's `verify_if_given`, HAProxy's `verify optional`).
 //!
 //! Not here: choosing the host by SNI (see `server`), computing facts (see `conn`).
 
@@ -32,6 +35,18 @@ pub enum MtlsMode {
     Request,
     /// Refuse the handshake unless a certificate is presented, verifies and is not revoked.
     Require,
+    /// Accept a handshake without a certificate; refuse one whose certificate does not verify or is
+    /// revoked.
+    VerifyIfGiven,
+}
+
+impl MtlsMode {
+    /// Whether a certificate the client presents has been verified by the handshake itself (so a
+    /// full handshake's facts need no second verification, and a resumed session's certificate
+    /// that is no longer trusted must be refused).
+    pub(crate) fn verifies_at_handshake(self) -> bool {
+        self != MtlsMode::Request
+    }
 }
 
 /// The certificate a `require` verifier refused, for the handshake's failure log line.

@@ -13,6 +13,12 @@ macro_rules! client_cert_columns {
     };
 }
 
+/// The certificates that count towards a zone's quota: active and not yet expired. An expired certificate can no
+/// longer pass verification, so it frees its slot as a revocation does (Cloudflare counts it until it is revoked,
+/// which makes short-lived certificates fill the quota with dead ones).
+const ACTIVE_UNEXPIRED: &str =
+    "SELECT COUNT(*) FROM client_certificates WHERE zone_id = $1 AND status = 'active' AND expires_on > $2";
+
 /// Which of a zone's client certificates [`Store::list_client_certificates`] returns, and in what order.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ClientCertQuery<'a> {
@@ -48,11 +54,11 @@ impl Store {
                 .bind(&cert.zone_id)
                 .execute(&mut *tx)
                 .await?;
-            let active: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM client_certificates WHERE zone_id = $1 AND status = 'active'")
-                    .bind(&cert.zone_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let active: i64 = sqlx::query_scalar(ACTIVE_UNEXPIRED)
+                .bind(&cert.zone_id)
+                .bind(crate::ids::now())
+                .fetch_one(&mut *tx)
+                .await?;
             if active >= i64::from(quota) {
                 return Err(StoreError::LimitReached {
                     code: 1445,
@@ -233,13 +239,20 @@ impl Store {
                     .bind(zone_id)
                     .execute(&mut *tx)
                     .await?;
-                let active: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM client_certificates WHERE zone_id = $1 AND status = 'active'",
-                )
-                .bind(zone_id)
-                .fetch_one(&mut *tx)
-                .await?;
-                if active >= i64::from(quota) {
+                let now = crate::ids::now();
+                // A certificate that has expired since it was revoked takes no slot when reactivated.
+                let expires_on: Option<i64> =
+                    sqlx::query_scalar("SELECT expires_on FROM client_certificates WHERE zone_id = $1 AND id = $2")
+                        .bind(zone_id)
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let active: i64 = sqlx::query_scalar(ACTIVE_UNEXPIRED)
+                    .bind(zone_id)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if expires_on.is_some_and(|e| e > now) && active >= i64::from(quota) {
                     tx.rollback().await?;
                     return Err(StoreError::LimitReached {
                         code: 1445,

@@ -871,6 +871,52 @@ async fn client_certificates_search_and_expiry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificates_do_not_count_towards_the_quota() {
+    use crate::ClientCertificateStatus as S;
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let zone = store.create_zone("example.com", &a).await.expect("zone");
+        let ca = store.add_managed_ca(sample_ca("ca"), &a).await.expect("ca");
+        let mut expired = sample_cert(&zone.id, &ca.id, 0);
+        expired.expires_on = crate::ids::now() - 10;
+        store
+            .add_client_certificate(&expired, 1, &a)
+            .await
+            .expect("expired one");
+        let live = sample_cert(&zone.id, &ca.id, 1);
+        store
+            .add_client_certificate(&live, 1, &a)
+            .await
+            .expect("the expired certificate holds no slot");
+        match store
+            .add_client_certificate(&sample_cert(&zone.id, &ca.id, 2), 1, &a)
+            .await
+        {
+            Err(StoreError::LimitReached { code: 1445, .. }) => {}
+            other => panic!("the live certificate holds the slot, got {other:?}"),
+        }
+        // Reactivating a revoked certificate that has expired since takes no slot either, while a live one does.
+        store
+            .set_client_certificate_status(&zone.id, &expired.id, S::Active, S::Revoked, &a)
+            .await
+            .expect("revoke the expired one");
+        store
+            .set_client_certificate_status(&zone.id, &live.id, S::Active, S::Revoked, &a)
+            .await
+            .expect("revoke the live one");
+        store
+            .set_client_certificate_status_within_quota(&zone.id, &live.id, S::Revoked, S::Active, 1, &a)
+            .await
+            .expect("reactivate the live one");
+        store
+            .set_client_certificate_status_within_quota(&zone.id, &expired.id, S::Revoked, S::Active, 1, &a)
+            .await
+            .expect("the live one is the only one counted");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_quota_pages_and_status() {
     use crate::ClientCertificateStatus as S;
     on_both(|store, _| async move {
