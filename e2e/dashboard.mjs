@@ -364,6 +364,8 @@ try {
   await page.locator("#hosts-list li", { hasText: "app.localhost" }).waitFor();
   await page.locator("#assoc-list li", { hasText: "app.localhost" }).locator(".badge", { hasText: "mTLS on" }).waitFor();
   await page.getByRole("button", { name: "Done" }).click();
+  // No rule reads the certificate yet: the page says that mTLS enforces nothing so far.
+  await page.locator("#page-warning", { hasText: /mTLS on app\.localhost, localhost enforces nothing yet/ }).waitFor();
   const row = page.locator("#cert-table tbody tr", { hasText: "device-1" });
   await row.locator(".badge", { hasText: "active" }).waitFor();
   await row.getByText("Example Corp / Devices").waitFor();

@@ -266,7 +266,7 @@ struct ZonePlan<'a> {
 
 pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let config = read_config(&args.file)?;
-    let api = ApiClient::new(&args.api)?;
+    let api = ApiClient::new(&args.api)?.hold_warnings();
     let mut plan = Plan {
         dry_run: args.dry_run,
         changes: 0,
@@ -362,6 +362,7 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         (n, true) => outln!("{n} change{} to make (dry run: nothing was changed)", plural(n)),
         (n, false) => outln!("{n} change{} made", plural(n)),
     }
+    api.print_held_warnings();
     Ok(ExitCode::SUCCESS)
 }
 

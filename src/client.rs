@@ -36,6 +36,9 @@ pub struct ApiClient {
     /// The token, or why there is none.
     token: Result<String, String>,
     http: Client<HttpConnector, Full<Bytes>>,
+    /// With [`ApiClient::hold_warnings`]: per zone (`/zones/{id}`, or `""` for other paths), the warnings of the
+    /// latest write, printed by [`ApiClient::print_held_warnings`] instead of after each write.
+    held: Option<std::sync::Mutex<std::collections::BTreeMap<String, Vec<String>>>>,
 }
 
 /// A successful response: the envelope's `result` and `result_info`.
@@ -68,7 +71,32 @@ impl ApiClient {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(10)));
         let http = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(ApiClient { base, token, http })
+        Ok(ApiClient {
+            base,
+            token,
+            http,
+            held: None,
+        })
+    }
+
+    /// Holds the API's warnings instead of printing them after each write: for a series of writes (`apply`), whose
+    /// states on the way would be warned about although the last one is right. Each zone's latest warnings describe
+    /// it as it is after the series.
+    pub fn hold_warnings(mut self) -> ApiClient {
+        self.held = Some(Default::default());
+        self
+    }
+
+    /// Prints the held warnings (each once).
+    pub fn print_held_warnings(&self) {
+        let Some(held) = &self.held else { return };
+        let held = held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut seen = std::collections::BTreeSet::new();
+        for text in held.values().flatten() {
+            if seen.insert(text) {
+                eprintln!("warning: {text}");
+            }
+        }
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<ApiResponse> {
@@ -141,6 +169,25 @@ impl ApiClient {
             .with_context(|| format!("{method} {url}: the answer (HTTP {status}) is not JSON"))?;
         if envelope["success"] != Value::Bool(true) {
             return Err(ApiFailure::from_envelope(status.as_u16(), &envelope, &format!("{method} {path}")).into());
+        }
+        // Warnings about what was just written (an mTLS setup that enforces nothing, say): it is in effect, but the
+        // person who wrote it should hear of them.
+        if method != Method::GET {
+            let warnings = array(&envelope["messages"])
+                .iter()
+                .filter_map(|m| m["message"].as_str().map(str::to_owned));
+            match &self.held {
+                Some(held) => {
+                    let zone = path
+                        .strip_prefix("/zones/")
+                        .map(|rest| rest.split('/').next().unwrap_or_default().to_owned())
+                        .unwrap_or_default();
+                    held.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(zone, warnings.collect());
+                }
+                None => warnings.for_each(|text| eprintln!("warning: {text}")),
+            }
         }
         Ok(ApiResponse {
             result: envelope["result"].clone(),

@@ -142,6 +142,116 @@ fn zones_hosts_and_mtls() {
     assert!(err.contains("no zone \"nope.example\""), "{err}");
 }
 
+/// The writes that leave mTLS enforcing nothing, or blocking where no certificate is asked for, say so (the API's
+/// `messages`, printed by the CLI as warnings), and stop saying so once the setup is right.
+#[test]
+fn mtls_setups_that_enforce_nothing_are_warned_about() {
+    let server = server_with_zone();
+    ok(&server.cli(&["host", "add", "api.example.com", "--origin", "http://127.0.0.1:9"]));
+    let enabled = server.cli(&["mtls", "enable", "api.example.com"]);
+    ok(&enabled);
+    let warned = stderr(&enabled);
+    assert!(
+        warned.contains("warning: mTLS on api.example.com enforces nothing yet"),
+        "{warned}"
+    );
+
+    // Cloudflare's own template, without the revocation check: warned about too.
+    let naive = server.cli(&[
+        "rule",
+        "add",
+        "--expression",
+        "not cf.tls_client_auth.cert_verified",
+        "--action",
+        "block",
+    ]);
+    ok(&naive);
+    let warned = stderr(&naive);
+    assert!(!warned.contains("enforces nothing"), "{warned}");
+    assert!(
+        warned.contains("checks cf.tls_client_auth.cert_verified but not cf.tls_client_auth.cert_revoked"),
+        "{warned}"
+    );
+    let rules = json(&server.cli(&["rule", "list", "--json"]));
+    let naive_id = str_of(&items(&rules)[0], "id").to_owned();
+    ok(&server.cli(&["rule", "remove", &naive_id]));
+
+    let added = server.cli(&["rule", "add-mtls", "--path", "/api"]);
+    ok(&added);
+    assert_eq!(
+        stderr(&added),
+        "",
+        "a revocation-aware rule on the only hostname is the right setup"
+    );
+
+    // A hostname without mTLS under a rule that applies everywhere: its /api would be blocked for everyone.
+    let plain = server.cli(&["host", "add", "www.example.com", "--origin", "http://127.0.0.1:9"]);
+    ok(&plain);
+    let warned = stderr(&plain);
+    assert!(
+        warned.contains("applies to www.example.com, where mTLS is not enabled"),
+        "{warned}"
+    );
+    // The API answers the same in its envelope's messages.
+    let body = server.api_put(
+        &format!(
+            "/zones/{}/certificate_authorities/hostname_associations",
+            server.zone_id("example.com")
+        ),
+        &serde_json::json!({"hostnames": ["api.example.com", "www.example.com"]}),
+    );
+    assert_eq!(body["success"], true, "{body}");
+    assert_eq!(body["messages"], serde_json::json!([]), "{body}");
+    let body = server.api_put(
+        &format!(
+            "/zones/{}/certificate_authorities/hostname_associations",
+            server.zone_id("example.com")
+        ),
+        &serde_json::json!({"hostnames": ["api.example.com"]}),
+    );
+    assert_eq!(body["messages"][0]["code"], 10100, "{body}");
+    assert!(
+        body["messages"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("applies to www.example.com")),
+        "{body}"
+    );
+
+    // `apply` writes the hostname before its rule: it warns only about where it leaves the zone.
+    let file = server.dir.path().join("org.toml");
+    let config = r#"
+[[zones]]
+name = "example.org"
+
+[[zones.rules]]
+description = "mTLS on /api"
+expression = '(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/api"}'
+action = "block"
+
+[[zones.hostnames]]
+hostname = "api.example.org"
+origin = "http://127.0.0.1:9"
+mtls = ["managed"]
+"#;
+    std::fs::write(&file, config).expect("write");
+    let applied = server.cli(&["apply", file.to_str().expect("utf-8")]);
+    ok(&applied);
+    assert_eq!(stderr(&applied), "", "the zone as applied is right");
+    std::fs::write(&file, config.replace(r#"mtls = ["managed"]"#, "mtls = []")).expect("write");
+    let applied = server.cli(&["apply", file.to_str().expect("utf-8")]);
+    ok(&applied);
+    let warned = stderr(&applied);
+    assert_eq!(
+        warned.matches("warning: rule \"mTLS on /api\"").count(),
+        1,
+        "once, about the zone as it is left: {warned}"
+    );
+    assert!(
+        warned.contains("applies to api.example.org, where mTLS is not enabled"),
+        "{warned}"
+    );
+}
+
 #[test]
 fn cert_create_with_a_generated_key_verifies_with_openssl() {
     let server = server_with_zone();

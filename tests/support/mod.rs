@@ -149,6 +149,39 @@ impl Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// `PUT` of `body` to the admin API's `path` (under `/client/v4`) with the admin token, by curl; the envelope.
+    pub fn api_put(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let token = std::fs::read_to_string(self.data_dir().join("admin-token")).expect("token");
+        let auth = format!("Authorization: Bearer {}", token.trim());
+        let url = format!("{}/client/v4{path}", self.api());
+        let body = body.to_string();
+        let args = [
+            "-X",
+            "PUT",
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body,
+            &url,
+        ];
+        let (_, _, out) = curl(self.dir.path(), &args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    /// The id of zone `name`.
+    pub fn zone_id(&self, name: &str) -> String {
+        let out = ok(&self.cli(&["zone", "list", "--json"]));
+        let zones: serde_json::Value = serde_json::from_str(&out).expect("json");
+        zones
+            .as_array()
+            .and_then(|z| z.iter().find(|z| z["name"] == name))
+            .and_then(|z| z["id"].as_str())
+            .unwrap_or_else(|| panic!("no zone {name}: {out}"))
+            .to_owned()
+    }
+
     /// Runs `portcullis ARGS --api <this server> --data-dir <its data dir>` in the scratch directory.
     pub fn cli(&self, args: &[&str]) -> Output {
         let data_dir = self.data_dir();

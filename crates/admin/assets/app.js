@@ -47,7 +47,18 @@ async function api(method, path, body) {
     error.status = response.status;
     throw error;
   }
+  // A write that succeeded may still leave the zone's mTLS enforcing nothing: the API says so in `messages`.
+  if (method !== "GET" && /^\/zones\/[^/]+\/(hostnames|rulesets|certificate_authorities)\b/.test(path)) {
+    showWarnings(data.messages || []);
+  }
   return data;
+}
+
+function showWarnings(messages) {
+  const el = $("page-warning");
+  if (!el) return;
+  el.replaceChildren(...messages.map((m) => h("p", {}, m.message)));
+  el.hidden = messages.length === 0;
 }
 
 // Builds an element; children may be strings (set as text, never parsed as HTML), nodes, or arrays of them.

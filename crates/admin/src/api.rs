@@ -99,6 +99,18 @@ pub fn ok<T: Serialize>(result: T) -> Response {
     .into_response()
 }
 
+/// A successful response with `messages` (warnings about what was written, which is in effect nonetheless).
+pub fn ok_with<T: Serialize>(status: StatusCode, result: T, messages: Vec<ErrorItem>) -> Response {
+    let body = Envelope {
+        success: true,
+        errors: vec![],
+        messages,
+        result: Some(result),
+        result_info: None,
+    };
+    (status, Json(body)).into_response()
+}
+
 /// A successful response with a status other than 200 (e.g. 201).
 pub fn ok_status<T: Serialize>(status: StatusCode, result: T) -> Response {
     (status, ok(result)).into_response()

@@ -71,8 +71,9 @@ pub async fn put_associations(
         .store
         .replace_hostname_associations(&zone_id, &ca, &body.hostnames, &actor)
         .await?;
-    Ok(ok(Associations {
+    let result = Associations {
         hostnames,
         mtls_certificate_id: body.mtls_certificate_id.filter(|id| !id.is_empty()),
-    }))
+    };
+    Ok(crate::mtls_check::answer(&state, &zone_id, axum::http::StatusCode::OK, result).await)
 }

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use portcullis_store::{Actor, Hostname};
 
 use crate::AdminState;
-use crate::api::{ApiError, ApiJson, ApiResult, ok, ok_all, ok_status};
+use crate::api::{ApiError, ApiJson, ApiResult, ok, ok_all};
 use crate::time_fmt::rfc3339;
 use crate::zones::IdOnly;
 
@@ -23,8 +23,9 @@ pub enum TlsClientAuth {
     /// Fail the handshake unless a valid certificate is presented.
     Require,
     /// Complete the handshake without a certificate, but fail it when one is presented that does not verify or is
-    /// revoked (Caddy's `verify_if_given`, HAProxy's `verify optional`): clients without certificates reach the
-    /// rules, clients with a bad one never do.
+    /// revoked at the handshake (Caddy's `verify_if_given`, HAProxy's `verify optional`): clients without
+    /// certificates reach the rules. As under `require`, a certificate revoked or expiring while its connection is
+    /// open is left to the rules.
     VerifyIfGiven,
 }
 
@@ -508,7 +509,7 @@ pub async fn create_hostname(
         .store
         .create_hostname(&zone_id, &body.hostname, &origin, settings, &actor)
         .await?;
-    Ok(ok_status(StatusCode::CREATED, view(host)?))
+    Ok(crate::mtls_check::answer(&state, &zone_id, StatusCode::CREATED, view(host)?).await)
 }
 
 /// List a zone's hostnames.
@@ -612,7 +613,7 @@ pub async fn update_hostname(
             &actor,
         )
         .await?;
-    Ok(ok(view(host)?))
+    Ok(crate::mtls_check::answer(&state, &zone_id, StatusCode::OK, view(host)?).await)
 }
 
 /// Remove a hostname (and its CA associations).
@@ -625,7 +626,7 @@ pub async fn delete_hostname(
     Path((zone_id, id)): Path<(String, String)>,
 ) -> ApiResult {
     state.store.delete_hostname(&zone_id, &id, &actor).await?;
-    Ok(ok(IdOnly { id }))
+    Ok(crate::mtls_check::answer(&state, &zone_id, StatusCode::OK, IdOnly { id }).await)
 }
 
 #[cfg(test)]

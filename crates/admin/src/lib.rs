@@ -21,6 +21,7 @@ mod events;
 mod hostnames;
 mod lists;
 mod managed_headers;
+mod mtls_check;
 mod rulesets;
 mod time_fmt;
 mod tokens;

@@ -434,7 +434,7 @@ pub async fn get_entrypoint(
 ) -> ApiResult {
     check_phase(&phase)?;
     match state.store.entrypoint(&zone_id, &phase).await? {
-        Some(rs) => Ok(ok(ruleset_view(rs))),
+        Some(rs) => Ok(crate::mtls_check::answer(&state, &zone_id, StatusCode::OK, ruleset_view(rs)).await),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             codes::NOT_FOUND,
@@ -456,7 +456,7 @@ pub async fn put_entrypoint(
 ) -> ApiResult {
     check_phase(&phase)?;
     let rs = replace(&state, &zone_id, &phase, body, None, &actor).await?;
-    Ok(ok(ruleset_view(rs)))
+    Ok(crate::mtls_check::answer(&state, &zone_id, StatusCode::OK, ruleset_view(rs)).await)
 }
 
 /// Validates `body` for `phase`, compiles its rules and writes them as the zone's ruleset of that phase.
@@ -582,7 +582,7 @@ pub async fn create_ruleset(
     }
     // The store refuses it if the ruleset exists, also when another writer created it a moment ago.
     let rs = write(&state, &zone_id, &phase, body, None, true, &actor).await?;
-    Ok(ok(ruleset_view(rs)))
+    Ok(crate::mtls_check::answer(&state, &zone_id, StatusCode::OK, ruleset_view(rs)).await)
 }
 
 /// Get a ruleset.
@@ -609,7 +609,7 @@ pub async fn put_ruleset(
     let current = state.store.ruleset(&zone_id, &ruleset_id).await?;
     let phase = current.phase.clone();
     let rs = replace(&state, &zone_id, &phase, body, Some(&current), &actor).await?;
-    Ok(ok(ruleset_view(rs)))
+    Ok(crate::mtls_check::answer(&state, &zone_id, StatusCode::OK, ruleset_view(rs)).await)
 }
 
 /// Delete a ruleset and its rules (204, no body, as Cloudflare answers).
@@ -655,7 +655,7 @@ pub async fn add_rule(
         .store
         .add_rule(&zone_id, &ruleset_id, new, position, &actor)
         .await?;
-    Ok(ok(ruleset_view(rs)))
+    Ok(crate::mtls_check::answer(&state, &zone_id, StatusCode::OK, ruleset_view(rs)).await)
 }
 
 /// `PATCH …/rules/{rule_id}` body: fields to change; absent ones stay.
@@ -753,7 +753,7 @@ pub async fn update_rule(
         .store
         .update_rule(&zone_id, &ruleset_id, &rule_id, updated, position, &actor)
         .await?;
-    Ok(ok(ruleset_view(rs)))
+    Ok(crate::mtls_check::answer(&state, &zone_id, StatusCode::OK, ruleset_view(rs)).await)
 }
 
 /// Delete a rule.
@@ -767,5 +767,5 @@ pub async fn delete_rule(
     Path((zone_id, ruleset_id, rule_id)): Path<(String, String, String)>,
 ) -> ApiResult {
     let rs = state.store.delete_rule(&zone_id, &ruleset_id, &rule_id, &actor).await?;
-    Ok(ok(ruleset_view(rs)))
+    Ok(crate::mtls_check::answer(&state, &zone_id, StatusCode::OK, ruleset_view(rs)).await)
 }

@@ -215,11 +215,13 @@ impl ConnInfo {
     /// The certificate facts right after the handshake, which used `snapshot`'s configuration
     /// for `host`. After a full handshake with a certificate under `require` or
     /// `verify_if_given`, the handshake has just verified the chain with the same verifier and
-    /// refused anything untrusted, expired or revoked, so it is not verified again. A resumed session is verified here: resumption skips the handshake's
-    /// check, and the certificate may have been revoked since.
+    /// refused anything untrusted, expired or revoked, so it is not verified again. A resumed
+    /// session is verified here: resumption skips the handshake's check, and the certificate may
+    /// have been revoked since.
     pub(crate) fn facts_at_handshake(&self, snapshot: &Snapshot, host: &Host, full: bool) -> Arc<ClientAuthFacts> {
+        let verified = full && !self.peer_chain.is_empty();
         match &host.mtls {
-            Some(mtls) if full && mtls.mode.verifies_at_handshake() && !self.peer_chain.is_empty() => {
+            Some(mtls) if verified && mtls.mode.verifies_at_handshake() => {
                 let facts =
                     Arc::new(self.with_ocsp(mtls.verifier.client_auth_accepted(&self.peer_chain), &mtls.verifier));
                 if let Ok(mut guard) = self.facts.lock() {

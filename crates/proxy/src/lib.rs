@@ -4,7 +4,7 @@
 //!
 //! - [`snapshot`]: the immutable [`Snapshot`] (hosts, TLS configs, trust, origins, rulesets)
 //!   that the binary builds from the store and publishes through an `ArcSwap`;
-//! - [`tls`]: per-host `ServerConfig`s and the `Request`/`Require` client verifiers;
+//! - [`tls`]: per-host `ServerConfig`s and the client verifier (`Request`, `Require`, `VerifyIfGiven`);
 //! - [`sessions`]: session caches and ticket keys that outlive snapshots (and are shared by a fleet);
 //! - [`serve`]: the accept loop, handshake, HTTP/2 (hyper), graceful shutdown;
 //! - HTTP/1.1 (internal, `h1`): the proxy's own server side, keep-alive, WebSocket tunnels;

@@ -18,7 +18,7 @@ pub const REQUESTS_TOTAL: &str = "portcullis_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "portcullis_request_duration_seconds";
 /// Handshakes by `result` (`ok|failed`) and `reason`: `ok`, `timeout`, `closed` (the client
 /// hung up), `bad_client_hello`, `no_sni`, `unknown_sni`, `client_cert_required`,
-/// `client_cert_invalid` (untrusted, expired or revoked under `Require`), `tls_error` (anything
+/// `client_cert_invalid` (untrusted, expired or revoked under `Require` or `VerifyIfGiven`), `tls_error` (anything
 /// else rustls refused, e.g. no common version or cipher, or the client's alert).
 pub const HANDSHAKES_TOTAL: &str = "portcullis_handshakes_total";
 /// Successful handshakes that resumed an earlier TLS session (a subset of `result="ok"`), so

@@ -749,9 +749,19 @@ async fn revocation_reaches_an_open_http2_connection() {
 /// certificate has expired since must be refused like a full handshake would be.
 #[tokio::test]
 async fn require_mode_refuses_a_resumed_session_whose_certificate_expired() {
+    refuses_a_resumed_session_whose_certificate_expired(MtlsMode::Require).await;
+}
+
+/// The same under `verify_if_given`, which lets resumed sessions without a certificate through.
+#[tokio::test]
+async fn verify_if_given_refuses_a_resumed_session_whose_certificate_expired() {
+    refuses_a_resumed_session_whose_certificate_expired(MtlsMode::VerifyIfGiven).await;
+}
+
+async fn refuses_a_resumed_session_whose_certificate_expired(mode: MtlsMode) {
     let w = world().await;
     let mut spec = HostSpec::new("api.test", &w.ca);
-    spec.mtls = Some((MtlsMode::Require, verifier(&w.ca, &[]), w.ca.certificate_der().to_vec()));
+    spec.mtls = Some((mode, verifier(&w.ca, &[]), w.ca.certificate_der().to_vec()));
     let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
     // Valid for three more seconds: issued "a day ago" for one day.
     let cert = issue_at(
@@ -793,7 +803,7 @@ async fn require_mode_refuses_a_resumed_session_whose_certificate_expired() {
     };
     assert!(
         refused,
-        "a resumed session with an expired certificate is refused under require"
+        "a resumed session with an expired certificate is refused under {mode:?}"
     );
 }
 

@@ -1,8 +1,8 @@
 //! TLS for one host: its `rustls::ServerConfig` and the client-certificate verifiers behind it.
 //!
-//! Both verifiers check proof of possession (the client's handshake signature against the
+//! The verifier checks proof of possession (the client's handshake signature against the
 //! presented leaf) with the crypto provider's algorithms, so a client can never claim a
-//! certificate whose key it does not hold. They differ in what they accept:
+//! certificate whose key it does not hold. What it accepts depends on the host's mode:
 //! - [`MtlsMode::Request`]: client auth is offered but optional, and *any* chain is accepted at the
 //!   handshake; trust is decided later, per request, by the rules (`cf.tls_client_auth.*`).
 //!   This is Cloudflare's model, and it lets a rule answer with a readable 403 instead of an alert.
@@ -49,7 +49,7 @@ impl MtlsMode {
     }
 }
 
-/// The certificate a `require` verifier refused, for the handshake's failure log line.
+/// The certificate a `require` or `verify_if_given` verifier refused, for the handshake's failure log line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RefusedCert {
     pub subject: String,

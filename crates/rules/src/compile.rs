@@ -38,6 +38,37 @@ impl Program {
         &self.lists
     }
 
+    /// The values string field `field` can have when this program matches, when the expression
+    /// pins them with `eq` or `in {…}` (through `and`: any pinned conjunct; through `or`: the
+    /// union, only if every disjunct pins). `None` when the program may match whatever the field
+    /// holds. The control plane uses it to tell which hostnames a rule can apply to
+    /// (`http.host`); a `Some` set is a superset of the values that can match, never a subset.
+    pub fn pinned_values(&self, field: FieldId) -> Option<Vec<Vec<u8>>> {
+        fn pinned(e: &Expr, field: FieldId) -> Option<Vec<Vec<u8>>> {
+            match e {
+                Expr::Compare { lhs, m, each: false } => match (&**lhs, m) {
+                    (Expr::Field(id, Kind::Bytes), Matcher::Cmp(CmpOp::Eq, Value::Bytes(v))) if *id == field => {
+                        Some(vec![v.clone()])
+                    }
+                    (Expr::Field(id, Kind::Bytes), Matcher::InBytes(set)) if *id == field => {
+                        Some(set.iter().map(|v| v.to_vec()).collect())
+                    }
+                    _ => None,
+                },
+                Expr::And(items) => items.iter().filter_map(|i| pinned(i, field)).min_by_key(Vec::len),
+                Expr::Or(items) => {
+                    let mut all = Vec::new();
+                    for item in items {
+                        all.extend(pinned(item, field)?);
+                    }
+                    Some(all)
+                }
+                _ => None,
+            }
+        }
+        pinned(&self.root, field)
+    }
+
     /// Equality tests of which at least one must hold for this program to match: each is a byte
     /// string read straight from the context ([`Accessor`]) and a literal it must equal. Found in
     /// `eq` and `in {…}` tests, through `and` (the smallest set of any conjunct) and `or` (the

@@ -903,3 +903,33 @@ fn deepest_nesting_fits_a_small_stack() {
         .join()
         .expect("compiles without overflowing");
 }
+
+#[test]
+fn pinned_values_are_a_superset_of_what_can_match() {
+    let host = crate::field_by_name("http.host").unwrap().id();
+    let pinned = |src: &str| {
+        compile(src).unwrap().pinned_values(host).map(|mut v| {
+            v.sort();
+            v.into_iter().map(|b| String::from_utf8(b).unwrap()).collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(pinned(r#"http.host eq "a.test""#), Some(vec!["a.test".to_owned()]));
+    assert_eq!(
+        pinned(r#"http.host in {"b.test" "a.test"} and not cf.tls_client_auth.cert_verified"#),
+        Some(vec!["a.test".to_owned(), "b.test".to_owned()])
+    );
+    assert_eq!(
+        pinned(r#"(http.host eq "a.test" and http.request.uri.path eq "/x") or http.host eq "b.test""#),
+        Some(vec!["a.test".to_owned(), "b.test".to_owned()])
+    );
+    // Anything that does not pin the host: the rule may apply to every hostname.
+    for src in [
+        r#"http.host eq "a.test" or http.request.uri.path eq "/x""#,
+        r#"not http.host eq "a.test""#,
+        r#"http.host ne "a.test""#,
+        r#"lower(http.host) eq "a.test""#,
+        r#"http.request.uri.path eq "/api""#,
+    ] {
+        assert_eq!(pinned(src), None, "{src}");
+    }
+}

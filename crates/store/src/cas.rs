@@ -455,6 +455,19 @@ impl Store {
         })
     }
 
+    /// The hostnames of zone `zone_id` guarded by any CA (those with mTLS enabled), sorted, each once.
+    pub async fn mtls_hostnames(&self, zone_id: &str) -> Result<Vec<String>, StoreError> {
+        on_db!(&self.db, |pool| {
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT hostname FROM hostname_associations WHERE zone_id = $1 ORDER BY hostname",
+            )
+            .bind(zone_id)
+            .fetch_all(pool)
+            .await?;
+            Ok(names)
+        })
+    }
+
     /// The hostnames of zone `zone_id` guarded by `ca`, sorted.
     pub async fn hostname_associations(&self, zone_id: &str, ca: &CaRef) -> Result<Vec<String>, StoreError> {
         self.zone(zone_id).await?;

@@ -37,8 +37,8 @@ pub struct ClientCertQuery<'a> {
 pub const MAX_PER_PAGE: u32 = 1_000;
 
 impl Store {
-    /// Stores a newly issued certificate. `quota` caps the zone's *active* certificates (Cloudflare's error 1445);
-    /// revoked ones do not count.
+    /// Stores a newly issued certificate. `quota` caps the zone's *active, unexpired* certificates (Cloudflare's
+    /// error 1445); revoked and expired ones do not count.
     pub async fn add_client_certificate(
         &self,
         cert: &ClientCertificate,
@@ -205,8 +205,9 @@ impl Store {
     }
 
     /// Like [`Store::set_client_certificate_status`], but a move to `active` is refused with Cloudflare's error 1445
-    /// when the zone already has `quota` active certificates (checked in the same transaction as the update, under
-    /// the zone's row lock, like [`Store::add_client_certificate`]), so reactivation cannot overrun the quota.
+    /// when the zone already has `quota` active, unexpired certificates (checked in the same transaction as the
+    /// update, under the zone's row lock, like [`Store::add_client_certificate`]), so reactivation cannot overrun the
+    /// quota. A certificate that has expired meanwhile takes no slot, so its reactivation is never refused.
     pub async fn set_client_certificate_status_within_quota(
         &self,
         zone_id: &str,

@@ -191,7 +191,8 @@ async fn page(State(state): State<AdminState>, headers: HeaderMap, index: usize)
     }
     out.push_str(&format!(
         "</ul></nav>\n<main id=\"main\" data-page=\"{key}\" tabindex=\"-1\">\n<h1>{}</h1>\n\
-         <div id=\"page-error\" class=\"alert alert-error\" role=\"alert\" hidden></div>\n{body}</main>\n\
+         <div id=\"page-error\" class=\"alert alert-error\" role=\"alert\" hidden></div>\n\
+         <div id=\"page-warning\" class=\"alert alert-warn\" role=\"status\" hidden></div>\n{body}</main>\n\
          <div id=\"toast\" class=\"toast\" role=\"status\" aria-live=\"polite\"></div>\n</body>\n</html>\n",
         escape(title)
     ));

@@ -1,0 +1,314 @@
+//! Warnings about a zone's mTLS setup that is valid but does not do what it looks like it does, returned in the
+//! `messages` of the writes that can cause them (hostnames, CA associations, custom rules). They name the three
+//! silent mistakes of Cloudflare's model, where asking for a certificate enforces nothing by itself:
+//! - a hostname with mTLS in `request` or `verify_if_given` mode that no enabled block rule checks: clients without
+//!   a valid certificate are served;
+//! - a block rule that tests `cf.tls_client_auth.cert_verified` but not `cert_revoked`: a revoked certificate
+//!   still verifies, so it passes;
+//! - a block rule on client-certificate fields that applies to a hostname without mTLS, where no certificate is
+//!   ever asked for.
+//!
+//! Not here: refusing anything (every warned-about setup is legal and sometimes wanted), or rules of other phases.
+
+use std::collections::BTreeSet;
+
+use portcullis_rules::{FieldId, Program, field_by_name};
+
+use crate::AdminState;
+use crate::api::{ApiError, ErrorItem};
+use crate::hostnames::{HostnameSettings, TlsClientAuth};
+
+/// The code of every message here (Portcullis' own; Cloudflare has no such warnings).
+pub const WARNING_CODE: u32 = 10_100;
+
+/// Most hostnames one message names before it says how many more there are.
+const NAMED: usize = 5;
+
+/// A configured hostname, as the checks see it.
+#[derive(Debug, Clone)]
+pub(crate) struct HostView {
+    pub name: String,
+    pub mtls: bool,
+    pub mode: TlsClientAuth,
+}
+
+/// An enabled custom rule, compiled.
+pub(crate) struct RuleView {
+    pub label: String,
+    pub block: bool,
+    pub program: Program,
+}
+
+fn is_cert_field(id: FieldId) -> bool {
+    let name = id.field().name();
+    name.starts_with("cf.tls_client_auth.") || name.starts_with("portcullis.tls_client_auth.")
+}
+
+fn field(name: &str) -> Option<FieldId> {
+    field_by_name(name).map(|f| f.id())
+}
+
+/// Whether configured hostname `host` (exact or `*.` wildcard) serves requests for `name`.
+fn serves(host: &str, name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    if host == name {
+        return true;
+    }
+    match host.strip_prefix("*.") {
+        Some(suffix) => name
+            .strip_suffix(suffix)
+            .and_then(|label| label.strip_suffix('.'))
+            .is_some_and(|label| !label.is_empty() && !label.contains('.')),
+        None => false,
+    }
+}
+
+/// The hostnames `rule` can apply to: all of them unless its expression pins `http.host`.
+fn applies_to<'h>(rule: &RuleView, hosts: &'h [HostView]) -> Vec<&'h HostView> {
+    let pinned = field("http.host").and_then(|id| rule.program.pinned_values(id));
+    hosts
+        .iter()
+        .filter(|h| match &pinned {
+            None => true,
+            Some(names) => names
+                .iter()
+                .any(|n| std::str::from_utf8(n).is_ok_and(|n| serves(&h.name, n))),
+        })
+        .collect()
+}
+
+fn named(names: &[&str]) -> String {
+    let shown = names.iter().take(NAMED).copied().collect::<Vec<_>>().join(", ");
+    match names.len().saturating_sub(NAMED) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
+
+/// The warnings for a zone's hostnames and its enabled custom rules, in a stable order.
+pub(crate) fn warnings(hosts: &[HostView], rules: &[RuleView]) -> Vec<String> {
+    let mut out = Vec::new();
+    let enforcing: Vec<&RuleView> = rules
+        .iter()
+        .filter(|r| r.block && r.program.fields().iter().any(is_cert_field))
+        .collect();
+
+    let unchecked: Vec<&str> = hosts
+        .iter()
+        .filter(|h| h.mtls && h.mode != TlsClientAuth::Require)
+        .filter(|h| {
+            !enforcing
+                .iter()
+                .any(|r| applies_to(r, hosts).iter().any(|a| a.name == h.name))
+        })
+        .map(|h| h.name.as_str())
+        .collect();
+    if !unchecked.is_empty() {
+        out.push(format!(
+            "mTLS on {} enforces nothing yet: the edge asks for a client certificate, but no enabled block rule that \
+             applies there reads cf.tls_client_auth.*, so clients without a valid certificate are served. Add one \
+             (`portcullis rule add-mtls`, or \"Create a mTLS rule\" in the dashboard), or set tls_client_auth to \
+             \"require\"",
+            named(&unchecked)
+        ));
+    }
+
+    let verified = field("cf.tls_client_auth.cert_verified");
+    let revocation = [
+        field("cf.tls_client_auth.cert_revoked"),
+        field("portcullis.tls_client_auth.cert_status"),
+    ];
+    for rule in &enforcing {
+        let reads = rule.program.fields();
+        if verified.is_some_and(|v| reads.contains(v)) && !revocation.iter().flatten().any(|f| reads.contains(*f)) {
+            out.push(format!(
+                "rule {} checks cf.tls_client_auth.cert_verified but not cf.tls_client_auth.cert_revoked: a revoked \
+                 certificate still verifies (cert_verified stays true, as at Cloudflare), so it passes this rule. \
+                 Use (not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked)",
+                rule.label
+            ));
+        }
+        let plain: Vec<&str> = applies_to(rule, hosts)
+            .iter()
+            .filter(|h| !h.mtls)
+            .map(|h| h.name.as_str())
+            .collect();
+        if !plain.is_empty() {
+            out.push(format!(
+                "rule {} reads client-certificate fields and applies to {}, where mTLS is not enabled: no certificate \
+                 is asked for there, so those fields always describe none (cert_presented and cert_verified are \
+                 false). Enable mTLS there, or limit the rule with http.host",
+                rule.label,
+                named(&plain)
+            ));
+        }
+    }
+    out
+}
+
+/// The warnings for zone `zone_id` as it is stored now, as envelope messages. A rule that no longer compiles (a
+/// list it names was changed meanwhile) is left out rather than failing the write that asked.
+pub(crate) async fn zone_messages(state: &AdminState, zone_id: &str) -> Result<Vec<ErrorItem>, ApiError> {
+    let mtls: BTreeSet<String> = state.store.mtls_hostnames(zone_id).await?.into_iter().collect();
+    let hosts: Vec<HostView> = state
+        .store
+        .list_hostnames(zone_id)
+        .await?
+        .into_iter()
+        .map(|h| {
+            let mode = HostnameSettings::from_stored(&h.settings)
+                .map(|s| s.tls_client_auth)
+                .unwrap_or_default();
+            HostView {
+                mtls: mtls.contains(&h.hostname),
+                name: h.hostname,
+                mode,
+            }
+        })
+        .collect();
+    let stored = state
+        .store
+        .entrypoint(zone_id, crate::rulesets::PHASE)
+        .await?
+        .map(|r| r.rules)
+        .unwrap_or_default();
+    let enabled: Vec<_> = stored.into_iter().filter(|r| r.enabled).collect();
+    let lists = crate::rulesets::lists_named_in(state, enabled.iter().map(|r| r.expression.as_str())).await?;
+    let rules: Vec<RuleView> = enabled
+        .iter()
+        .filter_map(|r| {
+            let program = portcullis_rules::compile_with(&r.expression, &lists).ok()?;
+            let label = if r.description.is_empty() {
+                r.id.clone()
+            } else {
+                format!("{:?} ({})", r.description, r.id)
+            };
+            Some(RuleView {
+                label,
+                block: r.action == "block",
+                program,
+            })
+        })
+        .collect();
+    Ok(warnings(&hosts, &rules)
+        .into_iter()
+        .map(|message| ErrorItem {
+            code: WARNING_CODE,
+            message,
+        })
+        .collect())
+}
+
+/// The answer to a write in zone `zone_id`: `result`, with the zone's warnings as its `messages`. The write has
+/// happened whatever they say; if they cannot be worked out, the answer carries none (and the log says why).
+pub(crate) async fn answer<T: serde::Serialize>(
+    state: &AdminState,
+    zone_id: &str,
+    status: axum::http::StatusCode,
+    result: T,
+) -> axum::response::Response {
+    let messages = match zone_messages(state, zone_id).await {
+        Ok(messages) => messages,
+        Err(e) => {
+            tracing::warn!(zone = zone_id, error = e.message, "mTLS setup warnings not computed");
+            Vec::new()
+        }
+    };
+    crate::api::ok_with(status, result, messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, mtls: bool, mode: TlsClientAuth) -> HostView {
+        HostView {
+            name: name.into(),
+            mtls,
+            mode,
+        }
+    }
+
+    fn rule(label: &str, expression: &str) -> RuleView {
+        RuleView {
+            label: label.into(),
+            block: true,
+            program: portcullis_rules::compile(expression).unwrap(),
+        }
+    }
+
+    const GOOD: &str = r#"(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {"/api"}"#;
+
+    #[test]
+    fn an_mtls_hostname_without_a_rule_is_named() {
+        let hosts = [
+            host("api.test", true, TlsClientAuth::Request),
+            host("strict.test", true, TlsClientAuth::Require),
+            host("maybe.test", true, TlsClientAuth::VerifyIfGiven),
+        ];
+        let w = warnings(&hosts, &[]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("mTLS on api.test, maybe.test enforces nothing yet"),
+            "{w:?}"
+        );
+        assert!(warnings(&hosts, &[rule("r", GOOD)]).is_empty());
+        // A rule pinned to another hostname, a log rule, or one that reads no certificate field does not count.
+        let other = rule("r", &format!(r#"{GOOD} and http.host eq "strict.test""#));
+        let mut log = rule("l", GOOD);
+        log.block = false;
+        let path = rule("p", r#"http.request.uri.path eq "/x""#);
+        for rules in [vec![other], vec![log], vec![path]] {
+            let w = warnings(&hosts, &rules);
+            assert!(
+                w[0].starts_with("mTLS on api.test, maybe.test enforces nothing yet"),
+                "{w:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rule_without_revocation_and_a_rule_on_a_plain_hostname_are_named() {
+        let hosts = [
+            host("api.test", true, TlsClientAuth::Request),
+            host("www.test", false, TlsClientAuth::Request),
+        ];
+        let naive = rule(
+            "naive",
+            r#"not cf.tls_client_auth.cert_verified and http.host eq "api.test""#,
+        );
+        let w = warnings(&hosts, &[naive]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("rule naive checks cf.tls_client_auth.cert_verified but not"),
+            "{w:?}"
+        );
+
+        let status = rule(
+            "status",
+            r#"portcullis.tls_client_auth.cert_status ne "ok" and http.host eq "api.test""#,
+        );
+        assert!(warnings(&hosts, &[status]).is_empty());
+
+        let everywhere = rule("everywhere", GOOD);
+        let w = warnings(&hosts, &[everywhere]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("rule everywhere reads client-certificate fields and applies to www.test,"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn wildcards_serve_one_label() {
+        assert!(serves("*.example.com", "a.example.com"));
+        assert!(serves("*.example.com", "A.Example.com"));
+        assert!(!serves("*.example.com", "example.com"));
+        assert!(!serves("*.example.com", "a.b.example.com"));
+        assert!(!serves("*.example.com", "aexample.com"));
+        assert!(serves("api.test", "api.test"));
+        let many: Vec<String> = (0..7).map(|i| format!("h{i}.test")).collect();
+        let names: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(named(&names), "h0.test, h1.test, h2.test, h3.test, h4.test and 2 more");
+    }
+}
