@@ -267,16 +267,23 @@ struct ZonePlan<'a> {
 pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let config = read_config(&args.file)?;
     let api = ApiClient::new(&args.api)?.hold_warnings();
+    let applied = apply_to(&api, &args, config).await;
+    // Also when a write failed: the warnings describe the zones as the writes that were made left them.
+    api.print_held_warnings();
+    applied
+}
+
+async fn apply_to(api: &ApiClient, args: &ApplyArgs, config: Config) -> anyhow::Result<ExitCode> {
     let mut plan = Plan {
         dry_run: args.dry_run,
         changes: 0,
     };
-    let account = account_id(&api).await?;
-    let uploaded = uploaded_certificates(&api, &account).await?;
+    let account = account_id(api).await?;
+    let uploaded = uploaded_certificates(api, &account).await?;
     let cas = ca_names(&uploaded);
     let lists_path = format!("/accounts/{account}/rules/lists");
     let server_lists = array(&api.get(&lists_path).await?.result).to_vec();
-    let existing = zones(&api).await?;
+    let existing = zones(api).await?;
 
     // Everything that can be found wrong with the file is found before anything is changed.
     let cas_plan = plan_cas(&uploaded, &config.cas)?;
@@ -300,7 +307,7 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     }
     let mut zones_plan = Vec::new();
     for zone in &config.zones {
-        zones_plan.push(plan_zone(&api, zone, &existing, (&hosts_of, &packs_of), (&cas, &uploaded), &lists).await?);
+        zones_plan.push(plan_zone(api, zone, &existing, (&hosts_of, &packs_of), (&cas, &uploaded), &lists).await?);
     }
     let pruned_lists: Vec<&Value> = if args.prune {
         let named: BTreeSet<&str> = config.lists.iter().map(|l| l.name.as_str()).collect();
@@ -325,7 +332,7 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let created = apply_cas(&api, &account, &cas_plan, &mut plan).await?;
+    let created = apply_cas(api, &account, &cas_plan, &mut plan).await?;
     // The CAs the file created, under their ids from now on.
     for (placeholder, id) in &created {
         for (ca_id, _) in cas.iter_mut() {
@@ -343,9 +350,9 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    apply_lists(&api, &lists_path, &config.lists, &server_lists, &mut plan).await?;
+    apply_lists(api, &lists_path, &config.lists, &server_lists, &mut plan).await?;
     for zone in &mut zones_plan {
-        apply_zone(&api, zone, &cas, args.prune, &mut plan).await?;
+        apply_zone(api, zone, &cas, args.prune, &mut plan).await?;
     }
     for list in pruned_lists {
         let name = s(list, "name");
@@ -362,7 +369,6 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         (n, true) => outln!("{n} change{} to make (dry run: nothing was changed)", plural(n)),
         (n, false) => outln!("{n} change{} made", plural(n)),
     }
-    api.print_held_warnings();
     Ok(ExitCode::SUCCESS)
 }
 

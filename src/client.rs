@@ -36,8 +36,8 @@ pub struct ApiClient {
     /// The token, or why there is none.
     token: Result<String, String>,
     http: Client<HttpConnector, Full<Bytes>>,
-    /// With [`ApiClient::hold_warnings`]: per zone (`/zones/{id}`, or `""` for other paths), the warnings of the
-    /// latest write, printed by [`ApiClient::print_held_warnings`] instead of after each write.
+    /// With [`ApiClient::hold_warnings`]: per zone id, the warnings of the latest write that answers with them,
+    /// printed by [`ApiClient::print_held_warnings`] instead of after each write.
     held: Option<std::sync::Mutex<std::collections::BTreeMap<String, Vec<String>>>>,
 }
 
@@ -176,17 +176,22 @@ impl ApiClient {
             let warnings = array(&envelope["messages"])
                 .iter()
                 .filter_map(|m| m["message"].as_str().map(str::to_owned));
-            match &self.held {
-                Some(held) => {
-                    let zone = path
-                        .strip_prefix("/zones/")
-                        .map(|rest| rest.split('/').next().unwrap_or_default().to_owned())
-                        .unwrap_or_default();
+            // Only these writes answer with the zone's warnings; the others' empty `messages` say nothing of it.
+            let zone = path.strip_prefix("/zones/").and_then(|rest| {
+                let (zone, rest) = rest.split_once('/')?;
+                ["hostnames", "rulesets", "certificate_authorities"]
+                    .iter()
+                    .any(|p| rest.starts_with(p))
+                    .then_some(zone)
+            });
+            match (&self.held, zone) {
+                (Some(held), Some(zone)) => {
                     held.lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .insert(zone, warnings.collect());
+                        .insert(zone.to_owned(), warnings.collect());
                 }
-                None => warnings.for_each(|text| eprintln!("warning: {text}")),
+                (Some(_), None) => {}
+                (None, _) => warnings.for_each(|text| eprintln!("warning: {text}")),
             }
         }
         Ok(ApiResponse {

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 
-use portcullis_rules::{FieldId, Program, field_by_name};
+use portcullis_rules::{FieldId, Pinned, Program, field_by_name};
 
 use crate::AdminState;
 use crate::api::{ApiError, ErrorItem};
@@ -27,6 +27,7 @@ const NAMED: usize = 5;
 /// A configured hostname, as the checks see it.
 #[derive(Debug, Clone)]
 pub(crate) struct HostView {
+    /// Lower-case, as stored; `*.` for a wildcard hostname.
     pub name: String,
     pub mtls: bool,
     pub mode: TlsClientAuth,
@@ -39,6 +40,58 @@ pub(crate) struct RuleView {
     pub program: Program,
 }
 
+/// Which hostnames a rule can apply to.
+enum Scope {
+    /// It does not read `http.host`: every hostname.
+    All,
+    /// It reads `http.host` in a way that does not say which (e.g. `ne`, `matches`).
+    Unknown,
+    /// Only hostnames with a name that satisfies one of these.
+    Pins(Vec<Pinned>),
+}
+
+impl Scope {
+    fn of(program: &Program) -> Scope {
+        let Some(host) = field("http.host") else {
+            return Scope::Unknown;
+        };
+        if !program.fields().contains(host) {
+            return Scope::All;
+        }
+        match program.pinned_values(host) {
+            Some(pins) => Scope::Pins(pins),
+            None => Scope::Unknown,
+        }
+    }
+
+    /// Whether the rule can apply to `host` (when unsure: yes).
+    fn may_apply(&self, host: &str) -> bool {
+        match self {
+            Scope::All | Scope::Unknown => true,
+            Scope::Pins(pins) => pins.iter().any(|p| match p {
+                Pinned::Exact(v) => std::str::from_utf8(v).is_ok_and(|v| serves(host, v)),
+                // Which names of a wildcard hostname a pattern matches is not worth working out here.
+                Pinned::Pattern(_) if host.starts_with("*.") => true,
+                Pinned::Pattern(_) => p.matches(host.as_bytes()),
+            }),
+        }
+    }
+
+    /// Whether the rule applies to `host` for certain (when unsure: no).
+    fn surely_applies(&self, host: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Unknown => false,
+            Scope::Pins(pins) => pins.iter().any(|p| match p {
+                Pinned::Exact(v) => std::str::from_utf8(v).is_ok_and(|v| serves(host, v)),
+                // `rule add-mtls --host '*.d.example.com'` writes the hostname as the pattern.
+                Pinned::Pattern(_) if host.starts_with("*.") => p.pattern().is_some_and(|t| t == host.as_bytes()),
+                Pinned::Pattern(_) => p.matches(host.as_bytes()),
+            }),
+        }
+    }
+}
+
 fn is_cert_field(id: FieldId) -> bool {
     let name = id.field().name();
     name.starts_with("cf.tls_client_auth.") || name.starts_with("portcullis.tls_client_auth.")
@@ -48,33 +101,16 @@ fn field(name: &str) -> Option<FieldId> {
     field_by_name(name).map(|f| f.id())
 }
 
-/// Whether configured hostname `host` (exact or `*.` wildcard) serves requests for `name`.
+/// Whether configured hostname `host` serves requests whose `http.host` is `name` (always lower-case, never a
+/// pattern): the same name, or one label under a wildcard hostname's domain.
 fn serves(host: &str, name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    if host == name {
-        return true;
-    }
     match host.strip_prefix("*.") {
         Some(suffix) => name
             .strip_suffix(suffix)
             .and_then(|label| label.strip_suffix('.'))
-            .is_some_and(|label| !label.is_empty() && !label.contains('.')),
-        None => false,
+            .is_some_and(|label| !label.is_empty() && !label.contains(['.', '*'])),
+        None => host == name,
     }
-}
-
-/// The hostnames `rule` can apply to: all of them unless its expression pins `http.host`.
-fn applies_to<'h>(rule: &RuleView, hosts: &'h [HostView]) -> Vec<&'h HostView> {
-    let pinned = field("http.host").and_then(|id| rule.program.pinned_values(id));
-    hosts
-        .iter()
-        .filter(|h| match &pinned {
-            None => true,
-            Some(names) => names
-                .iter()
-                .any(|n| std::str::from_utf8(n).is_ok_and(|n| serves(&h.name, n))),
-        })
-        .collect()
 }
 
 fn named(names: &[&str]) -> String {
@@ -85,30 +121,31 @@ fn named(names: &[&str]) -> String {
     }
 }
 
-/// The warnings for a zone's hostnames and its enabled custom rules, in a stable order.
+/// The warnings for a zone's hostnames and its enabled custom rules, in a stable order. Each rule's scope is worked
+/// out once, so the cost is rules × hostnames × pins.
 pub(crate) fn warnings(hosts: &[HostView], rules: &[RuleView]) -> Vec<String> {
     let mut out = Vec::new();
-    let enforcing: Vec<&RuleView> = rules
+    let enforcing: Vec<(&RuleView, Scope)> = rules
         .iter()
         .filter(|r| r.block && r.program.fields().iter().any(is_cert_field))
+        .map(|r| (r, Scope::of(&r.program)))
         .collect();
 
+    let everywhere = enforcing
+        .iter()
+        .any(|(_, scope)| matches!(scope, Scope::All | Scope::Unknown));
     let unchecked: Vec<&str> = hosts
         .iter()
-        .filter(|h| h.mtls && h.mode != TlsClientAuth::Require)
-        .filter(|h| {
-            !enforcing
-                .iter()
-                .any(|r| applies_to(r, hosts).iter().any(|a| a.name == h.name))
-        })
+        .filter(|h| h.mtls && h.mode != TlsClientAuth::Require && !everywhere)
+        .filter(|h| !enforcing.iter().any(|(_, scope)| scope.may_apply(&h.name)))
         .map(|h| h.name.as_str())
         .collect();
     if !unchecked.is_empty() {
         out.push(format!(
             "mTLS on {} enforces nothing yet: the edge asks for a client certificate, but no enabled block rule that \
-             applies there reads cf.tls_client_auth.*, so clients without a valid certificate are served. Add one \
-             (`portcullis rule add-mtls`, or \"Create a mTLS rule\" in the dashboard), or set tls_client_auth to \
-             \"require\"",
+             applies there reads cf.tls_client_auth.* or portcullis.tls_client_auth.*, so clients without a valid \
+             certificate are served. Add one (portcullis rule add-mtls, or \"Create a mTLS rule\" in the dashboard), \
+             or set tls_client_auth to \"require\"",
             named(&unchecked)
         ));
     }
@@ -118,7 +155,7 @@ pub(crate) fn warnings(hosts: &[HostView], rules: &[RuleView]) -> Vec<String> {
         field("cf.tls_client_auth.cert_revoked"),
         field("portcullis.tls_client_auth.cert_status"),
     ];
-    for rule in &enforcing {
+    for (rule, scope) in &enforcing {
         let reads = rule.program.fields();
         if verified.is_some_and(|v| reads.contains(v)) && !revocation.iter().flatten().any(|f| reads.contains(*f)) {
             out.push(format!(
@@ -128,16 +165,16 @@ pub(crate) fn warnings(hosts: &[HostView], rules: &[RuleView]) -> Vec<String> {
                 rule.label
             ));
         }
-        let plain: Vec<&str> = applies_to(rule, hosts)
+        let plain: Vec<&str> = hosts
             .iter()
-            .filter(|h| !h.mtls)
+            .filter(|h| !h.mtls && scope.surely_applies(&h.name))
             .map(|h| h.name.as_str())
             .collect();
         if !plain.is_empty() {
             out.push(format!(
                 "rule {} reads client-certificate fields and applies to {}, where mTLS is not enabled: no certificate \
                  is asked for there, so those fields always describe none (cert_presented and cert_verified are \
-                 false). Enable mTLS there, or limit the rule with http.host",
+                 false) for every request the rule matches. Enable mTLS there, or limit the rule with http.host",
                 rule.label,
                 named(&plain)
             ));
@@ -172,25 +209,35 @@ pub(crate) async fn zone_messages(state: &AdminState, zone_id: &str) -> Result<V
         .await?
         .map(|r| r.rules)
         .unwrap_or_default();
-    let enabled: Vec<_> = stored.into_iter().filter(|r| r.enabled).collect();
-    let lists = crate::rulesets::lists_named_in(state, enabled.iter().map(|r| r.expression.as_str())).await?;
-    let rules: Vec<RuleView> = enabled
-        .iter()
-        .filter_map(|r| {
-            let program = portcullis_rules::compile_with(&r.expression, &lists).ok()?;
-            let label = if r.description.is_empty() {
-                r.id.clone()
-            } else {
-                format!("{:?} ({})", r.description, r.id)
-            };
-            Some(RuleView {
-                label,
-                block: r.action == "block",
-                program,
-            })
-        })
+    // Only block rules that name a client-certificate field can enforce anything; the rest are not compiled.
+    let candidates: Vec<_> = stored
+        .into_iter()
+        .filter(|r| r.enabled && r.action == "block" && r.expression.contains("tls_client_auth."))
         .collect();
-    Ok(warnings(&hosts, &rules)
+    let lists = crate::rulesets::lists_named_in(state, candidates.iter().map(|r| r.expression.as_str())).await?;
+    // Compiling (regexes included) is CPU work: off the async workers.
+    let found = tokio::task::spawn_blocking(move || {
+        let rules: Vec<RuleView> = candidates
+            .iter()
+            .filter_map(|r| {
+                let program = portcullis_rules::compile_with(&r.expression, &lists).ok()?;
+                let label = if r.description.is_empty() {
+                    r.id.clone()
+                } else {
+                    format!("{:?} ({})", r.description, r.id)
+                };
+                Some(RuleView {
+                    label,
+                    block: true,
+                    program,
+                })
+            })
+            .collect();
+        warnings(&hosts, &rules)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(found
         .into_iter()
         .map(|message| ErrorItem {
             code: WARNING_CODE,
@@ -300,9 +347,35 @@ mod tests {
     }
 
     #[test]
+    fn rules_limited_to_a_wildcard_hostname_or_by_other_tests_are_not_misread() {
+        let hosts = [
+            host("*.d.test", true, TlsClientAuth::Request),
+            host("a.test", true, TlsClientAuth::Request),
+            host("www.test", false, TlsClientAuth::Request),
+        ];
+        // What `rule add-mtls --host a.test --host '*.d.test'` writes.
+        let generated = rule(
+            "generated",
+            &format!(r#"{GOOD} and (http.host in {{"a.test"}} or http.host wildcard "*.d.test")"#),
+        );
+        assert_eq!(warnings(&hosts, &[generated]), Vec::<String>::new());
+        // A scope the check cannot read: no warning either way.
+        let unknown = rule("unknown", &format!(r#"{GOOD} and http.host ne "www.test""#));
+        assert_eq!(warnings(&hosts, &[unknown]), Vec::<String>::new());
+        // A pattern that names one hostname of the wildcard's domain does not cover the others for certain, but
+        // may: no warning for the wildcard hostname; a.test stays unchecked.
+        let one = rule("one", &format!(r#"{GOOD} and http.host wildcard "x.d.*""#));
+        let w = warnings(&hosts, &[one]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("mTLS on a.test enforces nothing yet"), "{w:?}");
+    }
+
+    #[test]
     fn wildcards_serve_one_label() {
         assert!(serves("*.example.com", "a.example.com"));
-        assert!(serves("*.example.com", "A.Example.com"));
+        // http.host is lower-case and never a pattern.
+        assert!(!serves("*.example.com", "A.Example.com"));
+        assert!(!serves("*.example.com", "*.example.com"));
         assert!(!serves("*.example.com", "example.com"));
         assert!(!serves("*.example.com", "a.b.example.com"));
         assert!(!serves("*.example.com", "aexample.com"));

@@ -434,7 +434,7 @@ pub async fn get_entrypoint(
 ) -> ApiResult {
     check_phase(&phase)?;
     match state.store.entrypoint(&zone_id, &phase).await? {
-        Some(rs) => Ok(crate::mtls_check::answer(&state, &zone_id, StatusCode::OK, ruleset_view(rs)).await),
+        Some(rs) => Ok(ok(ruleset_view(rs))),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             codes::NOT_FOUND,

@@ -38,20 +38,23 @@ impl Program {
         &self.lists
     }
 
-    /// The values string field `field` can have when this program matches, when the expression
-    /// pins them with `eq` or `in {…}` (through `and`: any pinned conjunct; through `or`: the
-    /// union, only if every disjunct pins). `None` when the program may match whatever the field
-    /// holds. The control plane uses it to tell which hostnames a rule can apply to
-    /// (`http.host`); a `Some` set is a superset of the values that can match, never a subset.
-    pub fn pinned_values(&self, field: FieldId) -> Option<Vec<Vec<u8>>> {
-        fn pinned(e: &Expr, field: FieldId) -> Option<Vec<Vec<u8>>> {
+    /// What string field `field` must hold for this program to match, when the expression pins it
+    /// with `eq`, `in {…}` or `wildcard`/`strict wildcard` (through `and`: any pinned conjunct;
+    /// through `or`: all of them, only if every disjunct pins). `None` when the program may match
+    /// whatever the field holds. The control plane uses it to tell which hostnames a rule can
+    /// apply to (`http.host`): a value that matches no pin cannot match the program.
+    pub fn pinned_values(&self, field: FieldId) -> Option<Vec<Pinned>> {
+        fn pinned(e: &Expr, field: FieldId) -> Option<Vec<Pinned>> {
             match e {
                 Expr::Compare { lhs, m, each: false } => match (&**lhs, m) {
                     (Expr::Field(id, Kind::Bytes), Matcher::Cmp(CmpOp::Eq, Value::Bytes(v))) if *id == field => {
-                        Some(vec![v.clone()])
+                        Some(vec![Pinned::Exact(v.clone())])
                     }
                     (Expr::Field(id, Kind::Bytes), Matcher::InBytes(set)) if *id == field => {
-                        Some(set.iter().map(|v| v.to_vec()).collect())
+                        Some(set.iter().map(|v| Pinned::Exact(v.to_vec())).collect())
+                    }
+                    (Expr::Field(id, Kind::Bytes), Matcher::Wildcard(w)) if *id == field => {
+                        Some(vec![Pinned::Pattern(w.clone())])
                     }
                     _ => None,
                 },
@@ -96,6 +99,33 @@ impl Program {
             }
         }
         atoms(&self.root)
+    }
+}
+
+/// A value a program requires of a string field ([`Program::pinned_values`]).
+#[derive(Debug, Clone)]
+pub enum Pinned {
+    /// `field eq "v"`, or one of an `in {…}` set.
+    Exact(Vec<u8>),
+    /// `field wildcard "…"` (or `strict wildcard`).
+    Pattern(Wildcard),
+}
+
+impl Pinned {
+    /// Whether `value` satisfies this pin.
+    pub fn matches(&self, value: &[u8]) -> bool {
+        match self {
+            Pinned::Exact(v) => v == value,
+            Pinned::Pattern(w) => w.is_match(value),
+        }
+    }
+
+    /// The pattern of a wildcard pin, as it would be written (lower-cased unless strict).
+    pub fn pattern(&self) -> Option<Vec<u8>> {
+        match self {
+            Pinned::Exact(_) => None,
+            Pinned::Pattern(w) => Some(w.text()),
+        }
     }
 }
 

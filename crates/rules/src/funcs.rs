@@ -298,7 +298,7 @@ pub(crate) fn url_decode(b: Cow<'_, [u8]>, recursive: bool, unicode: bool) -> Co
 /// A whole-value pattern where `*` matches any run of bytes; `\*` and `\\` are literal.
 /// Case-insensitive (ASCII) unless `case_sensitive`.
 #[derive(Debug, Clone)]
-pub(crate) struct Wildcard {
+pub struct Wildcard {
     /// Literal text between the stars; `parts.len() - 1` stars.
     parts: Vec<Vec<u8>>,
     case_sensitive: bool,
@@ -343,6 +343,23 @@ impl Wildcard {
             parts.iter_mut().for_each(|p| p.make_ascii_lowercase());
         }
         Ok(Wildcard { parts, case_sensitive })
+    }
+
+    /// The pattern as text: the parts joined by `*`, with their own `*` and `\\` escaped.
+    pub(crate) fn text(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, part) in self.parts.iter().enumerate() {
+            if i > 0 {
+                out.push(b'*');
+            }
+            for &c in part {
+                if c == b'*' || c == b'\\' {
+                    out.push(b'\\');
+                }
+                out.push(c);
+            }
+        }
+        out
     }
 
     pub(crate) fn stars(&self) -> usize {

@@ -50,8 +50,9 @@ mod ruleset;
 mod schema;
 mod types;
 
-pub use compile::{FUNCTIONS, Program, REGEX_SIZE_LIMIT, compile, compile_with};
+pub use compile::{FUNCTIONS, Pinned, Program, REGEX_SIZE_LIMIT, compile, compile_with};
 pub use error::{CompileError, MAX_EXPRESSION_BYTES, MAX_NESTING, MAX_NODES};
+pub use funcs::Wildcard;
 pub use lists::{List, Lists};
 pub use ratelimit::{Characteristic, CompiledRateLimit, RateLimit};
 pub use ruleset::{

@@ -908,9 +908,17 @@ fn deepest_nesting_fits_a_small_stack() {
 fn pinned_values_are_a_superset_of_what_can_match() {
     let host = crate::field_by_name("http.host").unwrap().id();
     let pinned = |src: &str| {
-        compile(src).unwrap().pinned_values(host).map(|mut v| {
-            v.sort();
-            v.into_iter().map(|b| String::from_utf8(b).unwrap()).collect::<Vec<_>>()
+        compile(src).unwrap().pinned_values(host).map(|pins| {
+            let mut shown: Vec<String> = pins
+                .iter()
+                .map(|p| match (p, p.pattern()) {
+                    (crate::Pinned::Exact(v), _) => String::from_utf8(v.clone()).unwrap(),
+                    (_, Some(pattern)) => format!("~{}", String::from_utf8(pattern).unwrap()),
+                    (_, None) => unreachable!(),
+                })
+                .collect();
+            shown.sort();
+            shown
         })
     };
     assert_eq!(pinned(r#"http.host eq "a.test""#), Some(vec!["a.test".to_owned()]));
@@ -922,12 +930,27 @@ fn pinned_values_are_a_superset_of_what_can_match() {
         pinned(r#"(http.host eq "a.test" and http.request.uri.path eq "/x") or http.host eq "b.test""#),
         Some(vec!["a.test".to_owned(), "b.test".to_owned()])
     );
+    // What `rule add-mtls --host a.test --host '*.d.test'` writes.
+    assert_eq!(
+        pinned(r#"http.request.uri.path in {"/api"} and (http.host in {"a.test"} or http.host wildcard "*.D.test")"#),
+        Some(vec!["a.test".to_owned(), "~*.d.test".to_owned()])
+    );
+    assert_eq!(
+        pinned(r#"http.host strict wildcard "x\*y*""#),
+        Some(vec!["~x\\*y*".to_owned()])
+    );
+    let pins = compile(r#"http.host wildcard "*.d.test""#)
+        .unwrap()
+        .pinned_values(host)
+        .unwrap();
+    assert!(pins[0].matches(b"a.d.test") && !pins[0].matches(b"d.test"));
     // Anything that does not pin the host: the rule may apply to every hostname.
     for src in [
         r#"http.host eq "a.test" or http.request.uri.path eq "/x""#,
         r#"not http.host eq "a.test""#,
         r#"http.host ne "a.test""#,
         r#"lower(http.host) eq "a.test""#,
+        r#"http.host matches "a""#,
         r#"http.request.uri.path eq "/api""#,
     ] {
         assert_eq!(pinned(src), None, "{src}");
