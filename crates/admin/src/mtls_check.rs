@@ -10,7 +10,7 @@
 //!
 //! Not here: refusing anything (every warned-about setup is legal and sometimes wanted), or rules of other phases.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use portcullis_rules::{FieldId, Pinned, Program, field_by_name};
 
@@ -56,7 +56,12 @@ impl Scope {
             return Scope::Unknown;
         };
         if !program.fields().contains(host) {
-            return Scope::All;
+            // The full URI holds the host too: a rule may be limited through it in ways not read here.
+            let through_uri = ["http.request.full_uri", "raw.http.request.full_uri"]
+                .iter()
+                .filter_map(|name| field(name))
+                .any(|f| program.fields().contains(f));
+            return if through_uri { Scope::Unknown } else { Scope::All };
         }
         match program.pinned_values(host) {
             Some(pins) => Scope::Pins(pins),
@@ -64,12 +69,13 @@ impl Scope {
         }
     }
 
-    /// Whether the rule can apply to `host` (when unsure: yes).
-    fn may_apply(&self, host: &str) -> bool {
+    /// Whether the rule can apply to `host` (when unsure: yes). `exact` holds the zone's hostnames that are not
+    /// wildcards, which take their names from a wildcard hostname.
+    fn may_apply(&self, host: &str, exact: &HashSet<&str>) -> bool {
         match self {
             Scope::All | Scope::Unknown => true,
             Scope::Pins(pins) => pins.iter().any(|p| match p {
-                Pinned::Exact(v) => std::str::from_utf8(v).is_ok_and(|v| serves(host, v)),
+                Pinned::Exact(v) => std::str::from_utf8(v).is_ok_and(|v| serves(host, v, exact)),
                 // Which names of a wildcard hostname a pattern matches is not worth working out here.
                 Pinned::Pattern(_) if host.starts_with("*.") => true,
                 Pinned::Pattern(_) => p.matches(host.as_bytes()),
@@ -78,12 +84,12 @@ impl Scope {
     }
 
     /// Whether the rule applies to `host` for certain (when unsure: no).
-    fn surely_applies(&self, host: &str) -> bool {
+    fn surely_applies(&self, host: &str, exact: &HashSet<&str>) -> bool {
         match self {
             Scope::All => true,
             Scope::Unknown => false,
             Scope::Pins(pins) => pins.iter().any(|p| match p {
-                Pinned::Exact(v) => std::str::from_utf8(v).is_ok_and(|v| serves(host, v)),
+                Pinned::Exact(v) => std::str::from_utf8(v).is_ok_and(|v| serves(host, v, exact)),
                 // `rule add-mtls --host '*.d.example.com'` writes the hostname as the pattern.
                 Pinned::Pattern(_) if host.starts_with("*.") => p.pattern().is_some_and(|t| t == host.as_bytes()),
                 Pinned::Pattern(_) => p.matches(host.as_bytes()),
@@ -102,9 +108,11 @@ fn field(name: &str) -> Option<FieldId> {
 }
 
 /// Whether configured hostname `host` serves requests whose `http.host` is `name` (always lower-case, never a
-/// pattern): the same name, or one label under a wildcard hostname's domain.
-fn serves(host: &str, name: &str) -> bool {
+/// pattern): the same name, or one label under a wildcard hostname's domain unless `exact` (the zone's hostnames
+/// that are not wildcards) has that name, as the edge prefers an exact hostname.
+fn serves(host: &str, name: &str, exact: &HashSet<&str>) -> bool {
     match host.strip_prefix("*.") {
+        Some(_) if exact.contains(name) => false,
         Some(suffix) => name
             .strip_suffix(suffix)
             .and_then(|label| label.strip_suffix('.'))
@@ -131,13 +139,18 @@ pub(crate) fn warnings(hosts: &[HostView], rules: &[RuleView]) -> Vec<String> {
         .map(|r| (r, Scope::of(&r.program)))
         .collect();
 
+    let exact: HashSet<&str> = hosts
+        .iter()
+        .map(|h| h.name.as_str())
+        .filter(|h| !h.starts_with("*."))
+        .collect();
     let everywhere = enforcing
         .iter()
         .any(|(_, scope)| matches!(scope, Scope::All | Scope::Unknown));
     let unchecked: Vec<&str> = hosts
         .iter()
         .filter(|h| h.mtls && h.mode != TlsClientAuth::Require && !everywhere)
-        .filter(|h| !enforcing.iter().any(|(_, scope)| scope.may_apply(&h.name)))
+        .filter(|h| !enforcing.iter().any(|(_, scope)| scope.may_apply(&h.name, &exact)))
         .map(|h| h.name.as_str())
         .collect();
     if !unchecked.is_empty() {
@@ -167,7 +180,7 @@ pub(crate) fn warnings(hosts: &[HostView], rules: &[RuleView]) -> Vec<String> {
         }
         let plain: Vec<&str> = hosts
             .iter()
-            .filter(|h| !h.mtls && scope.surely_applies(&h.name))
+            .filter(|h| !h.mtls && scope.surely_applies(&h.name, &exact))
             .map(|h| h.name.as_str())
             .collect();
         if !plain.is_empty() {
@@ -371,15 +384,40 @@ mod tests {
     }
 
     #[test]
+    fn an_exact_hostname_takes_its_name_from_the_wildcard() {
+        // What `rule add-mtls --host a.d.test` and the dashboard write for the one hostname with mTLS.
+        let generated = || rule("generated", &format!(r#"{GOOD} and http.host in {{"a.d.test"}}"#));
+        let hosts = [
+            host("a.d.test", true, TlsClientAuth::Request),
+            host("*.d.test", false, TlsClientAuth::Request),
+        ];
+        assert_eq!(warnings(&hosts, &[generated()]), Vec::<String>::new());
+        let hosts = [
+            host("a.d.test", false, TlsClientAuth::Request),
+            host("*.d.test", true, TlsClientAuth::Request),
+        ];
+        let w = warnings(&hosts, &[generated()]);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("mTLS on *.d.test enforces nothing yet"), "{w:?}");
+        assert!(w[1].contains("applies to a.d.test, where mTLS is not enabled"), "{w:?}");
+        // A rule limited through the full URI is not taken to apply everywhere.
+        let uri = rule(
+            "uri",
+            &format!(r#"{GOOD} and http.request.full_uri wildcard "https://a.d.test/*""#),
+        );
+        assert_eq!(warnings(&hosts, &[uri]), Vec::<String>::new());
+    }
+
+    #[test]
     fn wildcards_serve_one_label() {
-        assert!(serves("*.example.com", "a.example.com"));
+        assert!(serves("*.example.com", "a.example.com", &HashSet::new()));
         // http.host is lower-case and never a pattern.
-        assert!(!serves("*.example.com", "A.Example.com"));
-        assert!(!serves("*.example.com", "*.example.com"));
-        assert!(!serves("*.example.com", "example.com"));
-        assert!(!serves("*.example.com", "a.b.example.com"));
-        assert!(!serves("*.example.com", "aexample.com"));
-        assert!(serves("api.test", "api.test"));
+        assert!(!serves("*.example.com", "A.Example.com", &HashSet::new()));
+        assert!(!serves("*.example.com", "*.example.com", &HashSet::new()));
+        assert!(!serves("*.example.com", "example.com", &HashSet::new()));
+        assert!(!serves("*.example.com", "a.b.example.com", &HashSet::new()));
+        assert!(!serves("*.example.com", "aexample.com", &HashSet::new()));
+        assert!(serves("api.test", "api.test", &HashSet::new()));
         let many: Vec<String> = (0..7).map(|i| format!("h{i}.test")).collect();
         let names: Vec<&str> = many.iter().map(String::as_str).collect();
         assert_eq!(named(&names), "h0.test, h1.test, h2.test, h3.test, h4.test and 2 more");
