@@ -1344,3 +1344,56 @@ fn the_systemd_unit_verifies_and_gives_only_real_options() {
         stderr(&out)
     );
 }
+
+/// The Prometheus alerting rules in `contrib/` pass `promtool check rules`, their unit tests pass `promtool test
+/// rules`, and every metric they name is one Portcullis exports (so a renamed metric cannot leave an alert that
+/// never fires).
+#[test]
+fn the_prometheus_alerts_check_pass_their_tests_and_name_real_metrics() {
+    let dir = crate::support::repo_root().join("contrib/prometheus");
+    for args in [
+        ["check", "rules", "portcullis-alerts.yml"],
+        ["test", "rules", "portcullis-alerts.test.yml"],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool (Debian's prometheus package) runs");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+
+    fn sources(dir: &Path, out: &mut String) {
+        for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&std::fs::read_to_string(&path).expect("read"));
+            }
+        }
+    }
+    let mut code = String::new();
+    for part in ["src", "crates"] {
+        sources(&crate::support::repo_root().join(part), &mut code);
+    }
+    let rules = std::fs::read_to_string(dir.join("portcullis-alerts.yml")).expect("the rules");
+    let mut names: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("portcullis_"))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 8, "{names:?}");
+    for name in names {
+        assert!(
+            code.contains(&format!("\"{name}\"")) || code.contains(&format!("{name}{{")),
+            "the alerts name {name}, which Portcullis does not export"
+        );
+    }
+}
