@@ -371,6 +371,16 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
                 "portcullis_security_events_dropped_total",
                 "Security events dropped because the store writer fell behind"
             );
+            // Failure counters are exported at 0 from the start: Prometheus' increase() cannot see a counter's first
+            // step from nothing, so an alert on the first failure would never fire.
+            for name in [
+                "portcullis_snapshot_builds_failed_total",
+                "portcullis_security_events_dropped_total",
+                "portcullis_crl_fetch_failures_total",
+            ] {
+                metrics::counter!(name).increment(0);
+            }
+            metrics::counter!("portcullis_acme_orders_total", "outcome" => "failed").increment(0);
             let expiry = expiry.clone();
             let serving = snapshot.clone();
             state.with_metrics(Arc::new(move || {
