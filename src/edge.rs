@@ -140,42 +140,60 @@ fn uploaded_cert<'a>(
 /// stay in force rather than every certificate failing) and logged at every build until a newer one is uploaded.
 fn expiry_metrics(state: &EdgeState, now: OffsetDateTime) -> String {
     use std::fmt::Write as _;
-    let mut out = String::from(
-        "# HELP portcullis_certificate_not_after_timestamp_seconds When a certificate the edge relies on expires \
-         (Unix time): uploaded server certificates by hostname, managed and uploaded CAs, origin client \
-         certificates.\n\
-         # TYPE portcullis_certificate_not_after_timestamp_seconds gauge\n",
-    );
+    // (labels, the certificate's PEM, its notAfter when the store has it).
+    let mut certs: Vec<(String, &str, Option<i64>)> = Vec::new();
     for host in &state.hostnames {
         if let Some(cert) = uploaded_cert(state, host) {
-            let _ = writeln!(
-                out,
-                "portcullis_certificate_not_after_timestamp_seconds{{kind=\"server\",host=\"{}\",id=\"{}\"}} {}",
-                host.hostname, cert.id, cert.expires_on
-            );
+            let labels = format!("kind=\"server\",host=\"{}\",id=\"{}\"", host.hostname, cert.id);
+            certs.push((labels, &cert.certificate, Some(cert.expires_on)));
         }
     }
     for ca in &state.managed_cas {
-        match portcullis_pki::certificate_not_after(ca.certificate.as_bytes()) {
-            Ok(at) => {
-                let _ = writeln!(
-                    out,
-                    "portcullis_certificate_not_after_timestamp_seconds{{kind=\"managed_ca\",id=\"{}\"}} {}",
-                    ca.id,
-                    at.unix_timestamp()
-                );
-            }
-            Err(e) => tracing::warn!(ca = %ca.id, error = %e, "cannot read the managed CA's expiry"),
-        }
+        certs.push((format!("kind=\"managed_ca\",id=\"{}\"", ca.id), &ca.certificate, None));
     }
     for cert in &state.mtls_certificates {
         let kind = if cert.ca { "uploaded_ca" } else { "origin_client" };
-        let _ = writeln!(
-            out,
-            "portcullis_certificate_not_after_timestamp_seconds{{kind=\"{kind}\",id=\"{}\"}} {}",
-            cert.id, cert.expires_on
-        );
+        let labels = format!("kind=\"{kind}\",id=\"{}\"", cert.id);
+        certs.push((labels, &cert.certificates, Some(cert.expires_on)));
     }
+    let mut not_after = String::from(
+        "# HELP portcullis_certificate_not_after_timestamp_seconds When a certificate the edge relies on expires \
+         (Unix time): uploaded server certificates by hostname (those obtained over ACME too), managed and uploaded \
+         CAs, origin client certificates.\n\
+         # TYPE portcullis_certificate_not_after_timestamp_seconds gauge\n",
+    );
+    // With notBefore, an alert can scale with the lifetime: certificates over ACME renew when a third is left.
+    let mut not_before = String::from(
+        "# HELP portcullis_certificate_not_before_timestamp_seconds When a certificate the edge relies on became \
+         valid (Unix time); the same series as portcullis_certificate_not_after_timestamp_seconds.\n\
+         # TYPE portcullis_certificate_not_before_timestamp_seconds gauge\n",
+    );
+    for (labels, pem, stored_not_after) in certs {
+        match (portcullis_pki::certificate_validity(pem.as_bytes()), stored_not_after) {
+            (Ok((from, until)), stored) => {
+                let until = stored.unwrap_or(until.unix_timestamp());
+                let _ = writeln!(
+                    not_after,
+                    "portcullis_certificate_not_after_timestamp_seconds{{{labels}}} {until}"
+                );
+                let _ = writeln!(
+                    not_before,
+                    "portcullis_certificate_not_before_timestamp_seconds{{{labels}}} {}",
+                    from.unix_timestamp()
+                );
+            }
+            (Err(e), Some(until)) => {
+                tracing::warn!(certificate = %labels, error = %e, "cannot read a certificate's validity");
+                let _ = writeln!(
+                    not_after,
+                    "portcullis_certificate_not_after_timestamp_seconds{{{labels}}} {until}"
+                );
+            }
+            (Err(e), None) => tracing::warn!(certificate = %labels, error = %e, "cannot read a certificate's expiry"),
+        }
+    }
+    let mut out = not_after;
+    out.push_str(&not_before);
     out.push_str(
         "# HELP portcullis_crl_next_update_timestamp_seconds When an uploaded CA's CRL passes its nextUpdate (Unix \
          time); upload a newer CRL before then.\n\
@@ -635,9 +653,12 @@ pub async fn keep_current(store: Store, builder: Arc<EdgeBuilder>, snapshot: Arc
                 );
                 portcullis_proxy::observe::record_snapshot(next.generation);
                 snapshot.store(Arc::new(next));
+                metrics::gauge!("portcullis_snapshot_build_failing").set(0.0);
             }
             Err(err) => {
                 metrics::counter!("portcullis_snapshot_builds_failed_total").increment(1);
+                // A failed build is not retried until the next change: the gauge says the edge is behind until then.
+                metrics::gauge!("portcullis_snapshot_build_failing").set(1.0);
                 tracing::error!(
                     error = format!("{err:#}"),
                     "edge snapshot build failed; the previous one stays"

@@ -363,6 +363,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
                 "portcullis_snapshot_builds_failed_total",
                 "Edge snapshot builds that failed (the previous snapshot stayed in service)"
             );
+            metrics::describe_gauge!(
+                "portcullis_snapshot_build_failing",
+                "1 while the latest edge snapshot build failed (the edge serves an older state until a build succeeds)"
+            );
             metrics::describe_counter!(
                 "portcullis_acme_orders_total",
                 "ACME orders of certificate packs, by outcome (issued, failed)"
@@ -380,7 +384,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             ] {
                 metrics::counter!(name).increment(0);
             }
-            metrics::counter!("portcullis_acme_orders_total", "outcome" => "failed").increment(0);
+            for outcome in ["failed", "issued"] {
+                metrics::counter!("portcullis_acme_orders_total", "outcome" => outcome).increment(0);
+            }
             let expiry = expiry.clone();
             let serving = snapshot.clone();
             state.with_metrics(Arc::new(move || {

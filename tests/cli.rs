@@ -1390,7 +1390,8 @@ fn the_prometheus_alerts_check_pass_their_tests_and_name_real_metrics() {
     names.sort_unstable();
     names.dedup();
     assert!(names.len() >= 8, "{names:?}");
-    // The failure counters the alerts watch with increase() are there from the start, at 0.
+    // The failure counters the alerts watch with increase() are there from the start, at 0, and the first snapshot
+    // build succeeded.
     let server = Server::start();
     let (_, status, metrics) = crate::support::curl(server.dir.path(), &[&format!("{}/metrics", server.api())]);
     assert_eq!(status, "200");
@@ -1399,6 +1400,8 @@ fn the_prometheus_alerts_check_pass_their_tests_and_name_real_metrics() {
         "portcullis_security_events_dropped_total 0",
         "portcullis_crl_fetch_failures_total 0",
         "portcullis_acme_orders_total{outcome=\"failed\"} 0",
+        "portcullis_acme_orders_total{outcome=\"issued\"} 0",
+        "portcullis_snapshot_build_failing 0",
     ] {
         assert!(metrics.lines().any(|l| l == series), "{series} in\n{metrics}");
     }

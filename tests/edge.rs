@@ -646,8 +646,19 @@ fn uploaded_ca_certificates_verify_and_expired_ones_are_refused() {
             .unix_timestamp()
     );
     assert!(metrics.contains(&ca_line), "{metrics}");
+    // Its notBefore beside it, so that an alert can scale with the certificate's lifetime.
+    let (not_before, _) = portcullis_pki::certificate_validity(ca.certificate_pem().as_bytes()).expect("validity");
+    let from_line = format!(
+        "portcullis_certificate_not_before_timestamp_seconds{{kind=\"uploaded_ca\",id=\"{ca_id}\"}} {}",
+        not_before.unix_timestamp()
+    );
+    assert!(metrics.contains(&from_line), "{metrics}");
     assert!(
         metrics.contains("portcullis_certificate_not_after_timestamp_seconds{kind=\"managed_ca\",id=\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_certificate_not_before_timestamp_seconds{kind=\"managed_ca\",id=\""),
         "{metrics}"
     );
     // The issued client certificates, per zone: the one setup() made.

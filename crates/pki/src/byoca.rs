@@ -158,12 +158,22 @@ pub fn parse_ca_bundle(pem_text: &str, name: &str, now: OffsetDateTime) -> Resul
 
 /// When the first certificate of `pem_or_der` expires: for expiry metrics.
 pub fn certificate_not_after(pem_or_der: &[u8]) -> Result<OffsetDateTime> {
+    certificate_validity(pem_or_der).map(|(_, not_after)| not_after)
+}
+
+/// `notBefore` and `notAfter` of the first certificate in `pem_or_der`, without checking anything else: for
+/// metrics of certificates that were checked when stored.
+pub fn certificate_validity(pem_or_der: &[u8]) -> Result<(OffsetDateTime, OffsetDateTime)> {
     let first = pem::certificates_from_pem_or_der(pem_or_der)?
         .into_iter()
         .next()
         .ok_or_else(|| PkiError::Certificate("no certificate".into()))?;
     let (_, cert) = X509Certificate::from_der(&first).map_err(|e| PkiError::Certificate(e.to_string()))?;
-    Ok(der::from_timestamp(cert.validity().not_after.timestamp()))
+    let validity = cert.validity();
+    Ok((
+        der::from_timestamp(validity.not_before.timestamp()),
+        der::from_timestamp(validity.not_after.timestamp()),
+    ))
 }
 
 /// The earliest `nextUpdate` of the CRLs in `crls` (PEM, possibly several, or one DER; `None` when none has one),

@@ -39,8 +39,8 @@ pub mod verify;
 mod tests;
 
 pub use byoca::{
-    MtlsCertificateRecord, UploadedCa, UploadedCrl, certificate_not_after, check_crl_for_ca, check_crls_for_bundle,
-    crl_next_update, parse_ca_bundle,
+    MtlsCertificateRecord, UploadedCa, UploadedCrl, certificate_not_after, certificate_validity, check_crl_for_ca,
+    check_crls_for_bundle, crl_next_update, parse_ca_bundle,
 };
 pub use ca::{
     CaParams, CertificateAuthorityRef, ClientCertificateRecord, GeneratedKeyRequest, IssueOptions, IssuedCertificate,

@@ -442,6 +442,9 @@ fn crl_revokes_and_is_checked_against_its_ca() {
         parsed.validity().not_after.timestamp()
     );
     assert!(certificate_not_after(b"").is_err());
+    let (not_before, not_after) = crate::certificate_validity(ca.certificate_pem().as_bytes()).unwrap();
+    assert_eq!(not_before.unix_timestamp(), parsed.validity().not_before.timestamp());
+    assert_eq!(not_after.unix_timestamp(), parsed.validity().not_after.timestamp());
     let checked = check_crl_for_ca(ca.certificate_der(), crl.pem().as_bytes()).unwrap();
     assert_eq!(checked.entries, 2);
     assert_eq!(checked.revoked_serials[1], vec![0x80, 0x01]);
