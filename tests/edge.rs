@@ -291,29 +291,13 @@ fn require_and_verify_if_given_modes_fail_the_handshake_of_a_bad_certificate() {
     assert_eq!((code, status.as_str()), (Some(0), "200"));
 
     // verify_if_given: without a certificate the handshake completes; a certificate from a CA the host does not
-    // trust fails it (openssl makes one that is not ours).
-    let stranger = openssl(
-        server.dir.path(),
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "stranger.key",
-            "-out",
-            "stranger.pem",
-            "-subj",
-            "/CN=stranger",
-            "-days",
-            "1",
-        ],
+    // trust fails it (openssl makes one from a CA of its own).
+    let (stranger_cert, stranger_key) = crate::support::foreign_client_cert(server.dir.path());
+    let (stranger_cert, stranger_key) = (
+        stranger_cert.to_str().expect("utf-8").to_owned(),
+        stranger_key.to_str().expect("utf-8").to_owned(),
     );
-    assert!(stranger.status.success(), "{stranger:?}");
-    let untrusted: &[&str] = &["--cert", "stranger.pem", "--key", "stranger.key"];
+    let untrusted: &[&str] = &["--cert", &stranger_cert, "--key", &stranger_key];
     let (code, status, _) = run(untrusted);
     assert_ne!(code, Some(0), "require refuses a stranger too");
     assert_eq!(status, "000");
@@ -961,7 +945,6 @@ fn rate_limits_per_client_certificate_through_the_api() {
     let dir = server.dir.path();
     let zones: serde_json::Value = serde_json::from_str(&ok(&server.cli(&["zone", "list", "--json"]))).expect("json");
     let zone = zones[0]["id"].as_str().expect("zone").to_owned();
-    let token = std::fs::read_to_string(server.data_dir().join("admin-token")).expect("token");
     let body = serde_json::json!({"rules": [{
         "description": "2 requests a minute per certificate",
         "expression": "cf.tls_client_auth.cert_verified",
@@ -972,28 +955,12 @@ fn rate_limits_per_client_certificate_through_the_api() {
             "requests_per_period": 2,
             "mitigation_timeout": 600
         }
-    }]})
-    .to_string();
-    let url = format!(
-        "{}/client/v4/zones/{zone}/rulesets/phases/http_ratelimit/entrypoint",
-        server.api()
+    }]});
+    let answer = server.api_put(
+        &format!("/zones/{zone}/rulesets/phases/http_ratelimit/entrypoint"),
+        &body,
     );
-    let auth = format!("Authorization: Bearer {}", token.trim());
-    let (_, status, out) = curl(
-        dir,
-        &[
-            "-X",
-            "PUT",
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &body,
-            &url,
-        ],
-    );
-    assert_eq!(status, "200", "{out}");
+    assert_eq!(answer["success"], true, "{answer}");
 
     // The edge picks the rule up with its next snapshot; until then requests are not counted.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -814,28 +814,33 @@ async fn require_mode_refuses_the_handshake_without_a_trusted_cert() {
     spec.mtls = Some((MtlsMode::Require, verifier(&w.ca, &[]), w.ca.certificate_der().to_vec()));
     let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
 
-    // With TLS 1.3 the client finishes first; the server's refusal arrives as an alert on first use.
     for cert in [None, Some(issue(&managed_ca(), "stranger", SubjectAltNames::default()))] {
-        let refused = match tls_connect(&proxy, &w.server, "api.test", cert.as_ref(), b"http/1.1").await {
-            Err(_) => true,
-            Ok(tls) => match hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(tls)).await {
-                Err(_) => true,
-                Ok((mut sender, conn)) => {
-                    tokio::spawn(conn);
-                    let req = Request::get("/public")
-                        .header("host", "api.test")
-                        .body(empty())
-                        .unwrap();
-                    sender.send_request(req).await.is_err()
-                }
-            },
-        };
+        let refused = refused_at_handshake(&proxy, &w.server, cert.as_ref()).await;
         assert!(refused, "handshake accepted with {:?}", cert.is_some());
     }
 
     let good = issue(&w.ca, "good", SubjectAltNames::default());
     let mut c = h1(&proxy, &w.server, "api.test", Some(&good)).await;
     assert_eq!(c.get("api.test", "/api", &[]).await.0, StatusCode::OK);
+}
+
+/// Whether `api.test` on `proxy` refuses a client with `cert`: with TLS 1.3 the client finishes
+/// first, so the server's refusal arrives as an alert on first use.
+async fn refused_at_handshake(proxy: &Proxy, server: &ServerPki, cert: Option<&ClientCert>) -> bool {
+    match tls_connect(proxy, server, "api.test", cert, b"http/1.1").await {
+        Err(_) => true,
+        Ok(tls) => match hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(tls)).await {
+            Err(_) => true,
+            Ok((mut sender, conn)) => {
+                tokio::spawn(conn);
+                let req = Request::get("/public")
+                    .header("host", "api.test")
+                    .body(empty())
+                    .unwrap();
+                sender.send_request(req).await.is_err()
+            }
+        },
+    }
 }
 
 /// `verify_if_given`: no certificate reaches the rules (also on a resumed session), a certificate
@@ -861,21 +866,10 @@ async fn verify_if_given_refuses_only_a_certificate_that_does_not_verify() {
     }
 
     let stranger = issue(&managed_ca(), "stranger", SubjectAltNames::default());
-    let refused = match tls_connect(&proxy, &w.server, "api.test", Some(&stranger), b"http/1.1").await {
-        Err(_) => true,
-        Ok(tls) => match hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(tls)).await {
-            Err(_) => true,
-            Ok((mut sender, conn)) => {
-                tokio::spawn(conn);
-                let req = Request::get("/public")
-                    .header("host", "api.test")
-                    .body(empty())
-                    .unwrap();
-                sender.send_request(req).await.is_err()
-            }
-        },
-    };
-    assert!(refused, "an untrusted certificate is refused at the handshake");
+    assert!(
+        refused_at_handshake(&proxy, &w.server, Some(&stranger)).await,
+        "an untrusted certificate is refused at the handshake"
+    );
 
     let good = issue(&w.ca, "good", SubjectAltNames::default());
     let mut c = h1(&proxy, &w.server, "api.test", Some(&good)).await;
