@@ -788,17 +788,7 @@ async fn refuses_a_resumed_session_whose_certificate_expired(mode: MtlsMode) {
         Err(_) => true,
         Ok(tls) => {
             assert_eq!(tls.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
-            match hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(tls)).await {
-                Err(_) => true,
-                Ok((mut sender, conn)) => {
-                    tokio::spawn(conn);
-                    let req = Request::get("/public")
-                        .header("host", "api.test")
-                        .body(empty())
-                        .unwrap();
-                    sender.send_request(req).await.is_err()
-                }
-            }
+            first_request_fails(tls).await
         }
     };
     assert!(
@@ -829,17 +819,22 @@ async fn require_mode_refuses_the_handshake_without_a_trusted_cert() {
 async fn refused_at_handshake(proxy: &Proxy, server: &ServerPki, cert: Option<&ClientCert>) -> bool {
     match tls_connect(proxy, server, "api.test", cert, b"http/1.1").await {
         Err(_) => true,
-        Ok(tls) => match hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(tls)).await {
-            Err(_) => true,
-            Ok((mut sender, conn)) => {
-                tokio::spawn(conn);
-                let req = Request::get("/public")
-                    .header("host", "api.test")
-                    .body(empty())
-                    .unwrap();
-                sender.send_request(req).await.is_err()
-            }
-        },
+        Ok(tls) => first_request_fails(tls).await,
+    }
+}
+
+/// Whether the first request on `tls` fails (the server's alert arrives with it).
+async fn first_request_fails(tls: tokio_rustls::client::TlsStream<TcpStream>) -> bool {
+    match hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(tls)).await {
+        Err(_) => true,
+        Ok((mut sender, conn)) => {
+            tokio::spawn(conn);
+            let req = Request::get("/public")
+                .header("host", "api.test")
+                .body(empty())
+                .unwrap();
+            sender.send_request(req).await.is_err()
+        }
     }
 }
 
