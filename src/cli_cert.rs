@@ -81,6 +81,9 @@ pub struct CreateArgs {
     /// Email subject alternative names.
     #[arg(long, value_name = "EMAIL", num_args = 1..)]
     pub email: Vec<String>,
+    /// IP address subject alternative names (IPv4 or IPv6).
+    #[arg(long, value_name = "ADDRESS", num_args = 1..)]
+    pub ip: Vec<std::net::IpAddr>,
     /// Days the certificate is valid (1 to 5475; the server's default is 3650).
     #[arg(long, value_name = "N")]
     pub validity_days: Option<u32>,
@@ -307,8 +310,9 @@ async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
                     body[key] = json!(value);
                 }
             }
-            if !(args.dns.is_empty() && args.uri.is_empty() && args.email.is_empty()) {
-                body["subject_alt_names"] = json!({ "dns": args.dns, "uri": args.uri, "email": args.email });
+            if !(args.dns.is_empty() && args.uri.is_empty() && args.email.is_empty() && args.ip.is_empty()) {
+                body["subject_alt_names"] =
+                    json!({ "dns": args.dns, "uri": args.uri, "email": args.email, "ip": args.ip });
             }
             body
         }

@@ -269,6 +269,9 @@ fn cert_create_with_a_generated_key_verifies_with_openssl() {
         "alice.example.com",
         "--email",
         "alice@example.com",
+        "--ip",
+        "10.0.0.5",
+        "2001:db8::1",
         "--key-type",
         "p384",
         "--validity-days",
@@ -301,6 +304,8 @@ fn cert_create_with_a_generated_key_verifies_with_openssl() {
     assert!(text.contains("CN = alice") || text.contains("CN=alice"), "{text}");
     assert!(text.contains("DNS:alice.example.com"), "{text}");
     assert!(text.contains("email:alice@example.com"), "{text}");
+    assert!(text.contains("IP Address:10.0.0.5"), "{text}");
+    assert!(text.contains("IP Address:2001:DB8:0:0:0:0:0:1"), "{text}");
     assert!(text.contains("NIST CURVE: P-384"), "{text}");
     // The key belongs to the certificate.
     let cert_pub = openssl_ok(&alice, &["x509", "-in", "cert.pem", "-noout", "-pubkey"]);

@@ -191,7 +191,7 @@ pub struct CreateClientCertificate {
     pub location: Option<String>,
     pub organization: Option<String>,
     pub organizational_unit: Option<String>,
-    /// SANs for a generated key: `{"dns": [...], "uri": [...], "email": [...]}`.
+    /// SANs for a generated key: `{"dns": [...], "uri": [...], "email": [...], "ip": [...]}`.
     #[schema(value_type = Option<Object>)]
     pub subject_alt_names: Option<SubjectAltNames>,
     /// With a generated key: also return a PKCS#12 bundle (base64) protected by this password.

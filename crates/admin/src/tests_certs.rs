@@ -293,6 +293,21 @@ async fn client_certificate_input_errors_name_the_field() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error(&body).1.contains("unknown key type \"dsa\""), "{body}");
+    // A misspelt SAN kind, or an address that is not one, is refused rather than left out of the certificate.
+    for (sans, expected) in [
+        (json!({"ips": ["10.0.0.5"]}), "unknown field `ips`"),
+        (json!({"ip": ["10.0.0.300"]}), "invalid IP address syntax"),
+    ] {
+        let (status, body) = api
+            .send(
+                Method::POST,
+                &path,
+                json!({"generate_key": {}, "common_name": "x", "subject_alt_names": sans}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(error(&body).1.contains(expected), "{body}");
+    }
     let (total, _) = api
         .store
         .list_client_certificates(&zone, &portcullis_store::ClientCertQuery::default(), 0, 10)

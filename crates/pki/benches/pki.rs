@@ -37,6 +37,7 @@ fn setup() -> (ManagedCa, Vec<u8>, OffsetDateTime) {
                     dns: vec!["device-0001.example.com".into()],
                     uri: vec!["spiffe://example.org/device/0001".into()],
                     email: vec![],
+                    ip: vec![],
                 },
                 ..Default::default()
             },

@@ -130,8 +130,10 @@ pub struct SubjectFields {
     pub organizational_unit: String,
 }
 
-/// Subject alternative names: DNS names, URIs (SPIFFE IDs and the like) and email addresses.
+/// Subject alternative names: DNS names, URIs (SPIFFE IDs and the like), email addresses and IP addresses.
+/// Unknown keys are refused, so that a misspelt one is not silently left out of a certificate.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SubjectAltNames {
     #[serde(default)]
     pub dns: Vec<String>,
@@ -139,6 +141,9 @@ pub struct SubjectAltNames {
     pub uri: Vec<String>,
     #[serde(default)]
     pub email: Vec<String>,
+    /// IPv4 or IPv6 addresses (`"10.0.0.5"`, `"2001:db8::1"`).
+    #[serde(default)]
+    pub ip: Vec<std::net::IpAddr>,
 }
 
 /// A request to issue a certificate for a key that Portcullis generates.
@@ -385,7 +390,6 @@ impl ManagedCa {
         .map_err(PkiError::CsrSignature)?;
         let subject = dn::to_rcgen(&info.subject)?;
         let mut sans = SubjectAltNames::default();
-        let mut ips = Vec::new();
         if let Some(exts) = req.requested_extensions() {
             for ext in exts {
                 if let ParsedExtension::SubjectAlternativeName(san) = ext {
@@ -396,9 +400,9 @@ impl ManagedCa {
                             GeneralName::RFC822Name(s) => sans.email.push((*s).to_owned()),
                             GeneralName::IPAddress(bytes) => {
                                 if let Ok(a) = <[u8; 4]>::try_from(*bytes) {
-                                    ips.push(std::net::IpAddr::from(a));
+                                    sans.ip.push(std::net::IpAddr::from(a));
                                 } else if let Ok(a) = <[u8; 16]>::try_from(*bytes) {
-                                    ips.push(std::net::IpAddr::from(a));
+                                    sans.ip.push(std::net::IpAddr::from(a));
                                 }
                             }
                             _ => {}
@@ -407,8 +411,7 @@ impl ManagedCa {
                 }
             }
         }
-        let mut san_types = san_types(&sans)?;
-        san_types.extend(ips.into_iter().map(SanType::IpAddress));
+        let san_types = san_types(&sans)?;
         let spki = rcgen::SubjectPublicKeyInfo::from_der(info.subject_pki.raw)
             .map_err(|e| PkiError::WeakKey(format!("the CSR's public key cannot be used ({e})")))?;
         let params = self.leaf_params(subject, san_types, options, now)?;
@@ -586,5 +589,6 @@ fn san_types(sans: &SubjectAltNames) -> Result<Vec<SanType>> {
     for e in &sans.email {
         out.push(SanType::Rfc822Name(ia5("email", e)?));
     }
+    out.extend(sans.ip.iter().map(|ip| SanType::IpAddress(*ip)));
     Ok(out)
 }

@@ -116,6 +116,7 @@ fn generated(cn: &str) -> GeneratedKeyRequest {
             dns: vec!["a.example".into()],
             uri: vec![],
             email: vec![],
+            ip: vec![],
         },
     }
 }

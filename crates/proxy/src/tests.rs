@@ -1017,6 +1017,7 @@ async fn forwarding_styles_carry_the_facts() {
             dns: vec!["svc-a.internal".into()],
             uri: vec!["spiffe://acme/svc-a".into()],
             email: vec![],
+            ip: vec![],
         },
     );
     let f = facts_for(&w.ca, &cert);
