@@ -55,7 +55,7 @@ pub enum CertCommand {
 pub struct CreateArgs {
     /// Sign this PEM certificate signing request instead of generating a key; the subject and SANs come from it.
     #[arg(long, value_name = "CSR.pem",
-          conflicts_with_all = ["key_type", "cn", "org", "ou", "country", "dns", "uri", "email", "p12_password"])]
+          conflicts_with_all = ["key_type", "cn", "org", "ou", "country", "dns", "uri", "email", "ip", "p12_password"])]
     pub csr: Option<PathBuf>,
     /// Type of the key to generate [default: p256].
     #[arg(long, value_parser = ["p256", "p384", "rsa2048", "rsa3072"])]

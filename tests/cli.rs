@@ -404,8 +404,10 @@ fn cert_from_a_csr_lifecycle_and_the_crl() {
     );
     assert!(verified.contains("cert.pem: OK"), "{verified}");
     // A CSR and subject fields do not go together.
-    let err = fails(&server.cli(&["cert", "create", "--csr", "device.csr", "--cn", "x"]));
-    assert!(err.contains("cannot be used with"), "{err}");
+    for extra in [["--cn", "x"], ["--ip", "10.0.0.5"]] {
+        let err = fails(&server.cli(&[&["cert", "create", "--csr", "device.csr"][..], &extra[..]].concat()));
+        assert!(err.contains("cannot be used with"), "{err}");
+    }
 
     let list = ok(&server.cli(&["cert", "list"]));
     let header = list.lines().next().expect("a header");
