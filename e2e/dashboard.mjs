@@ -366,6 +366,9 @@ try {
   await page.getByRole("button", { name: "Done" }).click();
   // No rule reads the certificate yet: the page says that mTLS enforces nothing so far.
   await page.locator("#page-warning", { hasText: /mTLS on app\.localhost, localhost enforces nothing yet/ }).waitFor();
+  // And when the page opens again, until a rule enforces it.
+  await page.reload();
+  await page.locator("#page-warning", { hasText: /mTLS on app\.localhost, localhost enforces nothing yet/ }).waitFor();
   const row = page.locator("#cert-table tbody tr", { hasText: "device-1" });
   await row.locator(".badge", { hasText: "active" }).waitFor();
   await row.getByText("Example Corp / Devices").waitFor();

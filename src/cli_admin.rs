@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use hyper::Method;
 use serde_json::{Value, json};
 
-use crate::client::{ApiArgs, ApiClient, array, print_json, print_table, s, zone_named, zones};
+use crate::client::{ApiArgs, ApiClient, array, print_json, print_table, s, zone_named, zone_or_only, zones};
 
 #[derive(Debug, clap::Args)]
 pub struct ZoneArgs {
@@ -257,6 +257,14 @@ pub enum MtlsCommand {
         host: String,
         #[arg(long)]
         ca: Option<String>,
+    },
+    /// Print the warnings about the zone's mTLS setup (a hostname no rule enforces, a rule that lets revoked
+    /// certificates through, a certificate rule on a hostname without mTLS); exits 1 when there is one, for
+    /// deployment pipelines.
+    Check {
+        /// Zone id or name; by default the only zone there is.
+        #[arg(long)]
+        zone: Option<String>,
     },
 }
 
@@ -641,6 +649,28 @@ pub async fn mtls(args: MtlsArgs) -> anyhow::Result<ExitCode> {
     let (enable, host, ca) = match args.command {
         MtlsCommand::Enable { host, ca } => (true, host, ca),
         MtlsCommand::Disable { host, ca } => (false, host, ca),
+        MtlsCommand::Check { zone } => {
+            let zone = zone_or_only(&api, zone.as_deref()).await?;
+            let found = api
+                .get(&format!("/zones/{}/portcullis/mtls_check", s(&zone, "id")))
+                .await?
+                .result;
+            if args.api.json {
+                print_json(&found)?;
+            } else {
+                for warning in array(&found) {
+                    outln!("warning: {}", s(warning, "message"));
+                }
+                if array(&found).is_empty() {
+                    outln!("zone {}: no warnings", s(&zone, "name"));
+                }
+            }
+            return Ok(if array(&found).is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
     };
     let (zone, found) = find_host(&api, &host).await?;
     let name = s(&found, "hostname");

@@ -237,6 +237,20 @@ mtls = ["managed"]
     let applied = server.cli(&["apply", file.to_str().expect("utf-8")]);
     ok(&applied);
     assert_eq!(stderr(&applied), "", "the zone as applied is right");
+    // `mtls check` says the same for a pipeline: 0 and nothing to warn about here, 1 and the warnings there.
+    let checked = server.cli(&["mtls", "check", "--zone", "example.org"]);
+    assert_eq!(
+        (checked.status.code(), stdout(&checked).as_str()),
+        (Some(0), "zone example.org: no warnings\n")
+    );
+    let checked = server.cli(&["mtls", "check", "--zone", "example.com"]);
+    assert_eq!(checked.status.code(), Some(1), "{}", stdout(&checked));
+    assert!(
+        stdout(&checked).contains("warning: rule \"mTLS on /api\"")
+            || stdout(&checked).contains("applies to www.example.com, where mTLS is not enabled"),
+        "{}",
+        stdout(&checked)
+    );
     std::fs::write(&file, config.replace(r#"mtls = ["managed"]"#, "mtls = []")).expect("write");
     let applied = server.cli(&["apply", file.to_str().expect("utf-8")]);
     ok(&applied);

@@ -2243,6 +2243,12 @@ async function start() {
       noZone();
       return;
     }
+    // The zone's mTLS warnings as they stand, not only after a write on this page.
+    if (zone && ["overview", "certificates", "hostnames", "rules", "mtls-rule"].includes(main.dataset.page)) {
+      api("GET", `/zones/${zone.id}/portcullis/mtls_check`)
+        .then((data) => showWarnings(data.result || []))
+        .catch((error) => console.error(error));
+    }
     await PAGES[main.dataset.page]?.();
   } catch (error) {
     showError(error);

@@ -232,6 +232,7 @@ fn api_routes() -> OpenApiRouter<AdminState> {
             hostnames::delete_hostname
         ))
         .routes(routes!(associations::get_associations, associations::put_associations))
+        .routes(routes!(mtls_check::get_mtls_check))
         .routes(routes!(access_settings::get_settings, access_settings::put_settings))
         .routes(routes!(rulesets::get_entrypoint, rulesets::put_entrypoint))
         .routes(routes!(rulesets::list_rulesets, rulesets::create_ruleset))

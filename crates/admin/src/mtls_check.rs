@@ -259,6 +259,19 @@ pub(crate) async fn zone_messages(state: &AdminState, zone_id: &str) -> Result<V
         .collect())
 }
 
+/// The zone's mTLS setup warnings as they stand (Portcullis extension): what the writes answer with, for the
+/// dashboard to show when a page opens and for `portcullis mtls check` in a deployment pipeline.
+#[utoipa::path(get, path = "/zones/{zone_id}/portcullis/mtls_check", tag = "mtls",
+    params(("zone_id" = String, Path, description = "Zone id")),
+    responses((status = 200, description = "The warnings; none when the setup enforces what it asks for", body = [ErrorItem])))]
+pub async fn get_mtls_check(
+    axum::extract::State(state): axum::extract::State<AdminState>,
+    axum::extract::Path(zone_id): axum::extract::Path<String>,
+) -> crate::api::ApiResult {
+    state.store.zone(&zone_id).await?;
+    Ok(crate::api::ok_all(zone_messages(&state, &zone_id).await?))
+}
+
 /// The answer to a write in zone `zone_id`: `result`, with the zone's warnings as its `messages`. The write has
 /// happened whatever they say; if they cannot be worked out, the answer carries none (and the log says why).
 pub(crate) async fn answer<T: serde::Serialize>(

@@ -1448,6 +1448,7 @@ async fn openapi_lists_every_route_of_the_router() {
         ("delete", "/zones/{zone_id}/hostnames/{hostname_id}"),
         ("get", "/zones/{zone_id}/certificate_authorities/hostname_associations"),
         ("put", "/zones/{zone_id}/certificate_authorities/hostname_associations"),
+        ("get", "/zones/{zone_id}/portcullis/mtls_check"),
         ("get", "/zones/{zone_id}/rulesets/phases/{phase}/entrypoint"),
         ("put", "/zones/{zone_id}/rulesets/phases/{phase}/entrypoint"),
         ("post", "/zones/{zone_id}/rulesets/{ruleset_id}/rules"),
