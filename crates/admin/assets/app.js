@@ -49,10 +49,15 @@ async function api(method, path, body) {
   }
   // A write that succeeded may still leave the zone's mTLS enforcing nothing: the API says so in `messages`.
   if (method !== "GET" && /^\/zones\/[^/]+\/(hostnames|rulesets|certificate_authorities)\b/.test(path)) {
+    warningsSeq += 1;
     showWarnings(data.messages || []);
   }
   return data;
 }
+
+// Counts the writes that answered with warnings, so that an older answer of the check a page makes as it opens
+// never replaces newer ones.
+let warningsSeq = 0;
 
 function showWarnings(messages) {
   const el = $("page-warning");
@@ -2245,8 +2250,11 @@ async function start() {
     }
     // The zone's mTLS warnings as they stand, not only after a write on this page.
     if (zone && ["overview", "certificates", "hostnames", "rules", "mtls-rule"].includes(main.dataset.page)) {
+      const seq = warningsSeq;
       api("GET", `/zones/${zone.id}/portcullis/mtls_check`)
-        .then((data) => showWarnings(data.result || []))
+        .then((data) => {
+          if (seq === warningsSeq) showWarnings(data.result || []);
+        })
         .catch((error) => console.error(error));
     }
     await PAGES[main.dataset.page]?.();
