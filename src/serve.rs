@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// Most active, unexpired client certificates per zone (Cloudflare's error 1445 past it).
     #[arg(long, default_value_t = 100_000)]
     pub client_certificate_quota: u32,
+    /// Remove client certificates (and their records) this many days after they expire, checked hourly; 0 keeps
+    /// them for ever. An expired certificate fails verification and has left its CA's CRL already.
+    #[arg(long, value_name = "DAYS", default_value_t = 90)]
+    pub tidy_expired_after: u32,
     /// Most bring-your-own CAs (Cloudflare's error 1489 past it).
     #[arg(long, default_value_t = 100)]
     pub ca_limit: u32,
@@ -429,6 +433,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         snapshot.clone(),
     ));
     let events = StoreEvents::start(boot.store.clone());
+    if args.tidy_expired_after > 0 {
+        tokio::spawn(tidy(boot.store.clone(), args.tidy_expired_after));
+    }
     tokio::spawn(crate::crl_fetch::run(
         boot.store.clone(),
         std::time::Duration::from_secs(args.crl_refresh),
@@ -689,6 +696,26 @@ pub fn write_private_file_replacing(path: &Path, contents: &[u8]) -> anyhow::Res
 pub fn random_suffix() -> String {
     let key = MasterKey::generate();
     key.to_hex()[..8].to_owned()
+}
+
+/// Removes client certificates `days` after they expire, at start and then hourly (`--tidy-expired-after`). Every
+/// node of a fleet may run it: a second run finds nothing and writes nothing.
+async fn tidy(store: Store, days: u32) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let cut = time::OffsetDateTime::now_utc().unix_timestamp() - i64::from(days) * 86_400;
+        match store.tidy_client_certificates(cut, &Actor::system()).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(
+                removed,
+                days,
+                "removed client certificates expired for longer than --tidy-expired-after"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not remove long-expired client certificates"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -292,6 +292,38 @@ impl Store {
 }
 
 impl Store {
+    /// Removes the client certificates that expired before `expired_before` (Unix seconds), whatever their status,
+    /// and the remembered serials of deleted zones' certificates that did: Vault's `tidy`. An expired certificate
+    /// fails verification at the edge and has left its CA's CRL, so nothing needs its record any more; without
+    /// this, a fleet that rotates short-lived certificates grows the table by a row per device and rotation for
+    /// ever. Returns how many records went; a run that removes nothing writes nothing (no audit entry, no new
+    /// generation).
+    pub async fn tidy_client_certificates(&self, expired_before: i64, actor: &Actor) -> Result<u64, StoreError> {
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let certificates = sqlx::query("DELETE FROM client_certificates WHERE expires_on < $1")
+                .bind(expired_before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let remembered = sqlx::query("DELETE FROM deleted_zone_certificates WHERE expires_on < $1")
+                .bind(expired_before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let removed = certificates + remembered;
+            if removed == 0 {
+                tx.rollback().await?;
+                return Ok(0);
+            }
+            let detail = format!(
+                "{certificates} client certificates and {remembered} serials of deleted zones expired before {expired_before}"
+            );
+            commit_write!(self, tx, actor, "tidy", "client_certificate", "", &detail);
+            Ok(removed)
+        })
+    }
+
     /// Serial numbers (lower hex) and revocation times of the certificates of managed CA `ca_id` that the edge
     /// refuses (any status but `active`, and those of deleted zones) and that have not expired at `now` (Unix
     /// seconds): what its CRL lists.

@@ -871,6 +871,55 @@ async fn client_certificates_search_and_expiry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tidy_removes_only_certificates_expired_before_the_cut() {
+    use crate::ClientCertificateStatus as S;
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let zone = store.create_zone("example.com", &a).await.expect("zone");
+        let ca = store.add_managed_ca(sample_ca("ca"), &a).await.expect("ca");
+        let now = crate::ids::now();
+        let mut old = sample_cert(&zone.id, &ca.id, 0);
+        old.expires_on = now - 100 * 86_400;
+        let mut old_revoked = sample_cert(&zone.id, &ca.id, 1);
+        old_revoked.expires_on = now - 100 * 86_400;
+        let mut recent = sample_cert(&zone.id, &ca.id, 2);
+        recent.expires_on = now - 86_400;
+        let live = sample_cert(&zone.id, &ca.id, 3);
+        for cert in [&old, &old_revoked, &recent, &live] {
+            store.add_client_certificate(cert, 10, &a).await.expect("issue");
+        }
+        store
+            .set_client_certificate_status(&zone.id, &old_revoked.id, S::Active, S::Revoked, &a)
+            .await
+            .expect("revoke");
+        let before = store.generation().await.expect("generation");
+
+        let cut = now - 90 * 86_400;
+        assert_eq!(store.tidy_client_certificates(cut, &a).await.expect("tidy"), 2);
+        let (left, total) = store
+            .list_client_certificates(&zone.id, &crate::ClientCertQuery::default(), 0, 50)
+            .await
+            .expect("list");
+        assert_eq!(total, 2);
+        let mut ids: Vec<&str> = left.iter().map(|c| c.id.as_str()).collect();
+        ids.sort_unstable();
+        let mut expected = [recent.id.as_str(), live.id.as_str()];
+        expected.sort_unstable();
+        assert_eq!(ids, expected);
+        assert!(
+            store.generation().await.expect("generation") > before,
+            "the edge hears of it"
+        );
+
+        // Nothing more to remove: nothing is written.
+        let after = store.generation().await.expect("generation");
+        assert_eq!(store.tidy_client_certificates(cut, &a).await.expect("tidy"), 0);
+        assert_eq!(store.generation().await.expect("generation"), after);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_certificates_do_not_count_towards_the_quota() {
     use crate::ClientCertificateStatus as S;
     on_both(|store, _| async move {
