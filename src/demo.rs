@@ -60,7 +60,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         default_host: Some("localhost".to_owned()),
         admin_listen: args.admin_listen,
         client_certificate_quota: 100_000,
-        tidy_expired_after: 90,
+        tidy_expired_after: 0,
         ca_limit: 100,
         crl_base_url: None,
         ocsp_base_url: None,

@@ -55,9 +55,9 @@ pub struct ServeArgs {
     /// Most active, unexpired client certificates per zone (Cloudflare's error 1445 past it).
     #[arg(long, default_value_t = 100_000)]
     pub client_certificate_quota: u32,
-    /// Remove client certificates (and their records) this many days after they expire, checked hourly; 0 keeps
-    /// them for ever. An expired certificate fails verification and has left its CA's CRL already.
-    #[arg(long, value_name = "DAYS", default_value_t = 90)]
+    /// Remove client certificates' records this many days after they expire, checked hourly (e.g. 90); 0, the
+    /// default, keeps them. An expired certificate fails verification and has left its CA's CRL already.
+    #[arg(long, value_name = "DAYS", default_value_t = 0)]
     pub tidy_expired_after: u32,
     /// Most bring-your-own CAs (Cloudflare's error 1489 past it).
     #[arg(long, default_value_t = 100)]
@@ -705,8 +705,10 @@ async fn tidy(store: Store, days: u32) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let cut = time::OffsetDateTime::now_utc().unix_timestamp() - i64::from(days) * 86_400;
-        match store.tidy_client_certificates(cut, &Actor::system()).await {
+        match store
+            .tidy_client_certificates(i64::from(days) * 86_400, &Actor::system())
+            .await
+        {
             Ok(0) => {}
             Ok(removed) => tracing::info!(
                 removed,

@@ -1415,8 +1415,8 @@ fn the_prometheus_alerts_check_pass_their_tests_and_name_real_metrics() {
     names.dedup();
     assert!(names.len() >= 8, "{names:?}");
     // The failure counters the alerts watch with increase() are there from the start, at 0, and the first snapshot
-    // build succeeded.
-    let server = Server::start();
+    // build succeeded (with the hourly tidy of expired certificates on, which also runs at start).
+    let server = Server::start_with(crate::support::scratch(), &["--tidy-expired-after", "30"], &[]);
     let (_, status, metrics) = crate::support::curl(server.dir.path(), &[&format!("{}/metrics", server.api())]);
     assert_eq!(status, "200");
     for series in [

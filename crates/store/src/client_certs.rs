@@ -292,21 +292,31 @@ impl Store {
 }
 
 impl Store {
-    /// Removes the client certificates that expired before `expired_before` (Unix seconds), whatever their status,
-    /// and the remembered serials of deleted zones' certificates that did: Vault's `tidy`. An expired certificate
+    /// Removes the client certificates that expired more than `expired_for` seconds ago, whatever their status,
+    /// and the remembered serials of deleted zones' certificates that did: Vault's `tidy`. "Ago" is by the
+    /// database's clock, so that in a fleet a node whose own clock runs ahead cannot remove live certificates (and
+    /// with them revocations). An expired certificate
     /// fails verification at the edge and has left its CA's CRL, so nothing needs its record any more; without
     /// this, a fleet that rotates short-lived certificates grows the table by a row per device and rotation for
     /// ever. Returns how many records went; a run that removes nothing writes nothing (no audit entry, no new
     /// generation).
-    pub async fn tidy_client_certificates(&self, expired_before: i64, actor: &Actor) -> Result<u64, StoreError> {
+    pub async fn tidy_client_certificates(&self, expired_for: i64, actor: &Actor) -> Result<u64, StoreError> {
+        let clock = if self.is_postgres() {
+            "SELECT CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)"
+        } else {
+            "SELECT CAST(strftime('%s', 'now') AS INTEGER)"
+        };
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let certificates = sqlx::query("DELETE FROM client_certificates WHERE expires_on < $1")
+            let now: i64 = sqlx::query_scalar(clock).fetch_one(&mut *tx).await?;
+            let expired_before = now.saturating_sub(expired_for);
+            // In the order zone deletion takes these tables, so that the two cannot deadlock on PostgreSQL.
+            let remembered = sqlx::query("DELETE FROM deleted_zone_certificates WHERE expires_on < $1")
                 .bind(expired_before)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            let remembered = sqlx::query("DELETE FROM deleted_zone_certificates WHERE expires_on < $1")
+            let certificates = sqlx::query("DELETE FROM client_certificates WHERE expires_on < $1")
                 .bind(expired_before)
                 .execute(&mut *tx)
                 .await?

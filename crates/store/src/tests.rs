@@ -894,8 +894,8 @@ async fn tidy_removes_only_certificates_expired_before_the_cut() {
             .expect("revoke");
         let before = store.generation().await.expect("generation");
 
-        let cut = now - 90 * 86_400;
-        assert_eq!(store.tidy_client_certificates(cut, &a).await.expect("tidy"), 2);
+        let ninety_days = 90 * 86_400;
+        assert_eq!(store.tidy_client_certificates(ninety_days, &a).await.expect("tidy"), 2);
         let (left, total) = store
             .list_client_certificates(&zone.id, &crate::ClientCertQuery::default(), 0, 50)
             .await
@@ -913,7 +913,7 @@ async fn tidy_removes_only_certificates_expired_before_the_cut() {
 
         // Nothing more to remove: nothing is written.
         let after = store.generation().await.expect("generation");
-        assert_eq!(store.tidy_client_certificates(cut, &a).await.expect("tidy"), 0);
+        assert_eq!(store.tidy_client_certificates(ninety_days, &a).await.expect("tidy"), 0);
         assert_eq!(store.generation().await.expect("generation"), after);
     })
     .await;
