@@ -427,6 +427,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         .await
         .context("building the edge configuration")?;
     snapshot.store(Arc::new(first));
+    // Set before the listeners open, so that the alert's gauge is there from the first scrape.
+    metrics::gauge!("portcullis_snapshot_build_failing").set(0.0);
     tokio::spawn(edge::keep_current(
         boot.store.clone(),
         builder.clone(),
