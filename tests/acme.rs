@@ -188,9 +188,11 @@ impl Pebble {
     /// `edge_port`, with `extra` in its configuration.
     fn start(&mut self, edge_port: u16, extra: serde_json::Value) {
         let dir = self.dir.path().to_owned();
+        // A port found free may be taken by another test before the child binds it: the ports nothing else has
+        // been told of yet are picked again then (pebble's own is in the edge's arguments already).
         let dns_log = dir.join("challtestsrv.log");
-        self.children.push(Killed(
-            Command::new(CHALLTESTSRV)
+        for attempt in 0.. {
+            let mut child = Command::new(CHALLTESTSRV)
                 .args(["-dns01", &format!("127.0.0.1:{}", self.dns_port)])
                 .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
                 .args(["-management", &format!("127.0.0.1:{}", self.dns_mgmt)])
@@ -198,31 +200,41 @@ impl Pebble {
                 .stdout(std::fs::File::create(&dns_log).expect("log"))
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("pebble-challtestsrv starts"),
-        ));
-        wait_for_port(self.dns_mgmt, "pebble-challtestsrv", &dns_log);
-        let mut config = serde_json::json!({
-            "listenAddress": format!("127.0.0.1:{}", self.port),
-            "managementListenAddress": format!("127.0.0.1:{}", self.mgmt),
-            "certificate": dir.join("pebble-cert.pem"),
-            "privateKey": dir.join("pebble-key.pem"),
-            "httpPort": 5002,
-            "tlsPort": edge_port,
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
-        });
-        if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
-            config.extend(extra.clone());
+                .expect("pebble-challtestsrv starts");
+            match wait_listening(&mut child, &[self.dns_mgmt], &dns_log) {
+                Ok(()) => {
+                    self.children.push(Killed(child));
+                    break;
+                }
+                Err(log) if attempt < 4 && log.contains("address already in use") => {
+                    self.dns_port = free_udp_port();
+                    self.dns_mgmt = free_port();
+                }
+                Err(log) => panic!("pebble-challtestsrv did not start; log:\n{log}"),
+            }
         }
-        std::fs::write(
-            dir.join("pebble.json"),
-            serde_json::json!({ "pebble": config }).to_string(),
-        )
-        .expect("config");
         let pebble_log = dir.join("pebble.log");
-        let log = std::fs::File::create(&pebble_log).expect("log");
-        self.children.push(Killed(
-            Command::new(PEBBLE)
+        for attempt in 0.. {
+            let mut config = serde_json::json!({
+                "listenAddress": format!("127.0.0.1:{}", self.port),
+                "managementListenAddress": format!("127.0.0.1:{}", self.mgmt),
+                "certificate": dir.join("pebble-cert.pem"),
+                "privateKey": dir.join("pebble-key.pem"),
+                "httpPort": 5002,
+                "tlsPort": edge_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false,
+            });
+            if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+                config.extend(extra.clone());
+            }
+            std::fs::write(
+                dir.join("pebble.json"),
+                serde_json::json!({ "pebble": config }).to_string(),
+            )
+            .expect("config");
+            let log = std::fs::File::create(&pebble_log).expect("log");
+            let mut child = Command::new(PEBBLE)
                 .arg("-config")
                 .arg(dir.join("pebble.json"))
                 .args([
@@ -238,9 +250,50 @@ impl Pebble {
                 .stdout(log.try_clone().expect("log"))
                 .stderr(log)
                 .spawn()
-                .expect("pebble starts"),
-        ));
-        wait_for_port(self.port, "pebble", &pebble_log);
+                .expect("pebble starts");
+            match wait_listening(&mut child, &[self.port, self.mgmt], &pebble_log) {
+                Ok(()) => {
+                    self.children.push(Killed(child));
+                    return;
+                }
+                Err(log)
+                    if attempt < 4
+                        && log.contains(&format!("127.0.0.1:{}: bind: address already in use", self.mgmt)) =>
+                {
+                    self.mgmt = free_port();
+                }
+                Err(log) => panic!("pebble did not start; log:\n{log}"),
+            }
+        }
+    }
+}
+
+/// Waits (up to 20 s) until `child` accepts connections on every one of `ports` and is still running a moment
+/// later; else its log, with the child ended.
+fn wait_listening(child: &mut Child, ports: &[u16], log: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let read_log = || std::fs::read_to_string(log).unwrap_or_default();
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err(read_log());
+        }
+        if ports
+            .iter()
+            .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        {
+            // A port another process holds also accepts: the child must still be running once it has bound its own.
+            std::thread::sleep(Duration::from_millis(200));
+            if let Ok(None) = child.try_wait() {
+                return Ok(());
+            }
+            return Err(read_log());
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("not listening on {ports:?} after 20 s\n{}", read_log()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
