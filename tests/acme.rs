@@ -37,18 +37,6 @@ fn free_udp_port() -> u16 {
     socket.local_addr().expect("its address").port()
 }
 
-fn wait_for_port(port: u16, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not listen on {port}; log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// pebble's HTTPS certificate, from a CA of the test's own; returns the CA's PEM path.
 fn pebble_tls(dir: &Path) -> std::path::PathBuf {
     let ca_key = rcgen::KeyPair::generate().expect("key");
@@ -315,17 +303,20 @@ impl Named {
         );
         let dir = scratch();
         let d = dir.path().display().to_string();
-        // A port free for TCP and UDP both.
-        let port = loop {
-            let port = free_port();
-            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-                break port;
-            }
-        };
-        std::fs::write(
-            dir.path().join("named.conf"),
-            format!(
-                r#"options {{
+        let log = dir.path().join("named.log");
+        // A port free for TCP and UDP both, picked again if it is taken before named binds it.
+        let (port, child) = (0..5)
+            .find_map(|_| {
+                let port = loop {
+                    let port = free_port();
+                    if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+                        break port;
+                    }
+                };
+                std::fs::write(
+                    dir.path().join("named.conf"),
+                    format!(
+                        r#"options {{
     directory "{d}"; pid-file "{d}/named.pid"; session-keyfile "{d}/session.key";
     listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};
     recursion no; dnssec-validation no; notify no;
@@ -333,28 +324,40 @@ impl Named {
 key "{key}" {{ algorithm hmac-sha256; secret "{secret}"; }};
 zone "{zone}" {{ type primary; file "{d}/zone.db"; update-policy {{ grant {key} zonesub TXT; }}; }};
 "#,
-                key = Named::KEY
-            ),
-        )
-        .expect("named.conf");
-        std::fs::write(
-            dir.path().join("zone.db"),
-            format!(
-                "$TTL 60\n@ IN SOA ns.{zone}. admin.{zone}. 1 60 60 600 60\n@ IN NS ns.{zone}.\nns IN A 127.0.0.1\n"
-            ),
-        )
-        .expect("zone file");
-        let log = dir.path().join("named.log");
-        let child = Killed(
-            Command::new(NAMED)
-                .args(["-g", "-c"])
-                .arg(dir.path().join("named.conf"))
-                .stdout(std::fs::File::create(&log).expect("log"))
-                .stderr(std::fs::File::options().append(true).open(&log).expect("log"))
-                .spawn()
-                .expect("named starts"),
-        );
-        wait_for_port(port, "named", &log);
+                        key = Named::KEY
+                    ),
+                )
+                .expect("named.conf");
+                std::fs::write(
+                    dir.path().join("zone.db"),
+                    format!(
+                        "$TTL 60\n@ IN SOA ns.{zone}. admin.{zone}. 1 60 60 600 60\n@ IN NS ns.{zone}.\nns IN A 127.0.0.1\n"
+                    ),
+                )
+                .expect("zone file");
+                let mut child = Command::new(NAMED)
+                    .args(["-g", "-c"])
+                    .arg(dir.path().join("named.conf"))
+                    .stdout(std::fs::File::create(&log).expect("log"))
+                    .stderr(std::fs::File::options().append(true).open(&log).expect("log"))
+                    .spawn()
+                    .expect("named starts");
+                let started = wait_listening(&mut child, &[port], &log);
+                // named goes on running when it cannot listen: its log says so.
+                let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+                if started.is_ok() && !log_text.contains("address in use") {
+                    return Some((port, Killed(child)));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                None
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "named did not start; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
         Named {
             dir,
             port,
