@@ -69,29 +69,20 @@ impl Scope {
         }
     }
 
-    /// Whether the rule can apply to `host` (when unsure: yes). `exact` holds the zone's hostnames that are not
+    /// Whether the rule applies to `host`; `when_unsure` is the answer where the scope does not say (yes for
+    /// "can it apply", no for "does it apply for certain"). `exact` holds the zone's hostnames that are not
     /// wildcards, which take their names from a wildcard hostname.
-    fn may_apply(&self, host: &str, exact: &HashSet<&str>) -> bool {
-        match self {
-            Scope::All | Scope::Unknown => true,
-            Scope::Pins(pins) => pins.iter().any(|p| match p {
-                Pinned::Exact(v) => std::str::from_utf8(v).is_ok_and(|v| serves(host, v, exact)),
-                // Which names of a wildcard hostname a pattern matches is not worth working out here.
-                Pinned::Pattern(_) if host.starts_with("*.") => true,
-                Pinned::Pattern(_) => p.matches(host.as_bytes()),
-            }),
-        }
-    }
-
-    /// Whether the rule applies to `host` for certain (when unsure: no).
-    fn surely_applies(&self, host: &str, exact: &HashSet<&str>) -> bool {
+    fn applies(&self, host: &str, exact: &HashSet<&str>, when_unsure: bool) -> bool {
         match self {
             Scope::All => true,
-            Scope::Unknown => false,
+            Scope::Unknown => when_unsure,
             Scope::Pins(pins) => pins.iter().any(|p| match p {
                 Pinned::Exact(v) => std::str::from_utf8(v).is_ok_and(|v| serves(host, v, exact)),
-                // `rule add-mtls --host '*.d.example.com'` writes the hostname as the pattern.
-                Pinned::Pattern(_) if host.starts_with("*.") => p.pattern().is_some_and(|t| t == host.as_bytes()),
+                // Which names of a wildcard hostname a pattern matches is not worked out here, but
+                // `rule add-mtls --host '*.d.example.com'` writes the hostname itself as the pattern.
+                Pinned::Pattern(_) if host.starts_with("*.") => {
+                    when_unsure || p.pattern().is_some_and(|t| t == host.as_bytes())
+                }
                 Pinned::Pattern(_) => p.matches(host.as_bytes()),
             }),
         }
@@ -150,7 +141,7 @@ pub(crate) fn warnings(hosts: &[HostView], rules: &[RuleView]) -> Vec<String> {
     let unchecked: Vec<&str> = hosts
         .iter()
         .filter(|h| h.mtls && h.mode != TlsClientAuth::Require && !everywhere)
-        .filter(|h| !enforcing.iter().any(|(_, scope)| scope.may_apply(&h.name, &exact)))
+        .filter(|h| !enforcing.iter().any(|(_, scope)| scope.applies(&h.name, &exact, true)))
         .map(|h| h.name.as_str())
         .collect();
     if !unchecked.is_empty() {
@@ -180,7 +171,7 @@ pub(crate) fn warnings(hosts: &[HostView], rules: &[RuleView]) -> Vec<String> {
         }
         let plain: Vec<&str> = hosts
             .iter()
-            .filter(|h| !h.mtls && scope.surely_applies(&h.name, &exact))
+            .filter(|h| !h.mtls && scope.applies(&h.name, &exact, false))
             .map(|h| h.name.as_str())
             .collect();
         if !plain.is_empty() {
