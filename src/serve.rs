@@ -167,6 +167,16 @@ pub struct LimitArgs {
     /// read from anyone else.
     #[arg(long, value_name = "CIDR", value_parser = proxy_cidrs, help_heading = "Edge")]
     pub proxy_protocol_from: Vec<String>,
+    /// A request header in which front proxies that terminate TLS themselves (AWS ALB in mTLS passthrough mode,
+    /// NGINX, a CDN) pass the client's certificate: read only on connections from `--client-cert-header-from`,
+    /// where on mTLS hosts it is verified and judged as if the client had presented it to the edge (their own
+    /// certificates never count as a client's); removed from every request before the origin. RFC 9440
+    /// (`Client-Cert`, with `Client-Cert-Chain`), PEM or URL-encoded PEM, or base64 DER.
+    #[arg(long, value_name = "NAME", value_parser = cert_header_name, requires = "client_cert_header_from", help_heading = "Edge")]
+    pub client_cert_header: Option<String>,
+    /// The front proxies (IP or CIDR; repeat or comma-separate) whose `--client-cert-header` is read.
+    #[arg(long, value_name = "CIDR", value_parser = proxy_cidrs, requires = "client_cert_header", help_heading = "Edge")]
+    pub client_cert_header_from: Vec<String>,
 }
 
 /// The environment variable that holds the EAB HMAC key.
@@ -185,6 +195,10 @@ fn acme_eab(args: &ServeArgs) -> anyhow::Result<Option<(String, zeroize::Zeroizi
         (Some(_), None) => anyhow::bail!("--acme-eab-kid needs the HMAC key in the environment, {EAB_KEY_ENV}"),
         (None, Some(_)) => anyhow::bail!("{EAB_KEY_ENV} is set but --acme-eab-kid is not: give both or neither"),
     }
+}
+
+fn cert_header_name(text: &str) -> Result<String, String> {
+    portcullis_proxy::ClientCertHeader::header_name(text).map(|_| text.to_owned())
 }
 
 fn proxy_cidrs(text: &str) -> Result<String, String> {
@@ -221,6 +235,12 @@ impl LimitArgs {
                 self.proxy_protocol_from.iter().map(String::as_str),
             )
             .unwrap_or_default(),
+            // Both checked when parsed, and each requires the other.
+            client_cert_header: self.client_cert_header.as_deref().and_then(|name| {
+                let from =
+                    portcullis_proxy::TrustedProxies::parse(self.client_cert_header_from.iter().map(String::as_str));
+                portcullis_proxy::ClientCertHeader::new(name, from.ok()?).ok()
+            }),
             ..portcullis_proxy::ProxyConfig::default()
         }
     }

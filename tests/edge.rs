@@ -789,6 +789,52 @@ fn behind_a_tcp_balancer_the_proxy_protocol_is_required_from_it() {
     );
 }
 
+/// Behind a front proxy that terminates TLS (NGINX's `$ssl_client_escaped_cert`, AWS ALB): curl, as the front
+/// proxy, sends no certificate of its own and the client's in the header; the rule judges that one, a revocation
+/// reaches it, and the header never gets to the origin. Without `--client-cert-header-from` the flag is refused.
+#[test]
+fn behind_a_front_proxy_the_clients_certificate_comes_from_its_header() {
+    let server = Server::start_with(
+        crate::support::scratch(),
+        &[
+            "--client-cert-header",
+            "X-Client-Cert",
+            "--client-cert-header-from",
+            "127.0.0.1",
+        ],
+        &[],
+    );
+    let id = setup(&server);
+    let pem = std::fs::read(server.dir.path().join("cert.pem")).expect("cert.pem");
+    let escaped: String = pem
+        .iter()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(*b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let header = format!("X-Client-Cert: {escaped}");
+    let with_header = ["-H", header.as_str()];
+    let (_, status, body) = get(&server, "/api", &with_header);
+    assert_eq!(status, "200", "{body}");
+    assert!(
+        body.contains("client-cert: :mii"),
+        "the certificate forwarded as configured: {body}"
+    );
+    assert!(!body.contains("x-client-cert"), "{body}");
+    assert_eq!(get(&server, "/api", &[]).1, "403", "no header, no certificate");
+    ok(&server.cli(&["cert", "revoke", &id]));
+    get_until(&server, "/api", &with_header, "403");
+
+    let out = crate::support::portcullis(&["serve", "--client-cert-header", "X-Client-Cert"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--client-cert-header-from"), "{err}");
+}
+
 /// An origin that requires a client certificate (`openssl s_server -Verify`): the hostname presents the one
 /// uploaded for it through the API (`"ca": false`, key sealed at rest), and without it the origin refuses.
 #[test]

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::cert_header::ClientCertHeader;
 use crate::proxy_protocol::TrustedProxies;
 
 /// Limits for [`crate::serve`].
@@ -57,6 +58,9 @@ pub struct ProxyConfig {
     /// Load balancers whose connections start with a PROXY protocol header naming the client (none by
     /// default: no connection's address is taken from what it sends).
     pub proxy_protocol_from: TrustedProxies,
+    /// The request header in which front proxies that terminate TLS themselves pass the client's certificate, and
+    /// the addresses of those proxies (none by default: every certificate comes from a handshake with the edge).
+    pub client_cert_header: Option<ClientCertHeader>,
     /// How long a query to an OCSP responder (connect, send, answer) may take; a connection waits for it
     /// before its first request.
     pub ocsp_timeout: Duration,
@@ -87,6 +91,7 @@ impl Default for ProxyConfig {
             request_body_timeout: Duration::from_secs(60),
             worker_threads: 0,
             proxy_protocol_from: TrustedProxies::default(),
+            client_cert_header: None,
             ocsp_timeout: Duration::from_secs(5),
         }
     }

@@ -177,39 +177,12 @@ impl ConnInfo {
         facts
     }
 
-    /// `facts` with the connection's OCSP answer applied under the policy `verifier` has now for the answer's CA
-    /// (none: the answer no longer counts): a revoked certificate is revoked, as by a CRL; under a hard-fail
-    /// policy, a certificate without a good answer is not verified (OpenSSL's wording for the reason).
-    fn with_ocsp(&self, mut facts: ClientAuthFacts, verifier: &portcullis_pki::Verifier) -> ClientAuthFacts {
-        let Some(answer) = self.ocsp.get() else {
-            return facts;
-        };
-        let (outcome, anchor_key) = &**answer;
-        if !facts.cert_verified || facts.cert_revoked {
-            return facts;
+    /// `facts` with the connection's OCSP answer applied (see [`apply_ocsp`]).
+    fn with_ocsp(&self, facts: ClientAuthFacts, verifier: &portcullis_pki::Verifier) -> ClientAuthFacts {
+        match self.ocsp.get() {
+            Some(answer) => apply_ocsp(facts, &answer.0, &answer.1, verifier),
+            None => facts,
         }
-        let Some(policy) = verifier.anchor_policy(anchor_key) else {
-            return facts;
-        };
-        match (outcome, policy.hard_fail) {
-            (OcspOutcome::Good, _) => {}
-            (OcspOutcome::Revoked, _) => {
-                facts.cert_revoked = true;
-                facts.status = AuthStatus::Revoked;
-            }
-            (OcspOutcome::Unknown, true) => {
-                facts.cert_verified = false;
-                facts.verify_result = "FAILED:OCSP unknown cert".into();
-                facts.status = AuthStatus::Untrusted;
-            }
-            (OcspOutcome::Failed(_), true) => {
-                facts.cert_verified = false;
-                facts.verify_result = "FAILED:OCSP verification failed".into();
-                facts.status = AuthStatus::Untrusted;
-            }
-            (OcspOutcome::Unknown | OcspOutcome::Failed(_), false) => {}
-        }
-        facts
     }
 
     /// The certificate facts right after the handshake, which used `snapshot`'s configuration
@@ -255,4 +228,40 @@ impl ConnInfo {
         }
         facts
     }
+}
+
+/// `facts` with an OCSP answer (`outcome`, for the anchor with `anchor_key`) applied under the policy `verifier` has
+/// now for the answer's CA (none: the answer no longer counts): a revoked certificate is revoked, as by a CRL; under
+/// a hard-fail policy, a certificate without a good answer is not verified (OpenSSL's wording for the reason).
+pub(crate) fn apply_ocsp(
+    mut facts: ClientAuthFacts,
+    outcome: &OcspOutcome,
+    anchor_key: &[u8],
+    verifier: &portcullis_pki::Verifier,
+) -> ClientAuthFacts {
+    if !facts.cert_verified || facts.cert_revoked {
+        return facts;
+    }
+    let Some(policy) = verifier.anchor_policy(anchor_key) else {
+        return facts;
+    };
+    match (outcome, policy.hard_fail) {
+        (OcspOutcome::Good, _) => {}
+        (OcspOutcome::Revoked, _) => {
+            facts.cert_revoked = true;
+            facts.status = AuthStatus::Revoked;
+        }
+        (OcspOutcome::Unknown, true) => {
+            facts.cert_verified = false;
+            facts.verify_result = "FAILED:OCSP unknown cert".into();
+            facts.status = AuthStatus::Untrusted;
+        }
+        (OcspOutcome::Failed(_), true) => {
+            facts.cert_verified = false;
+            facts.verify_result = "FAILED:OCSP verification failed".into();
+            facts.status = AuthStatus::Untrusted;
+        }
+        (OcspOutcome::Unknown | OcspOutcome::Failed(_), false) => {}
+    }
+    facts
 }

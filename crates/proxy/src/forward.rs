@@ -419,6 +419,7 @@ impl Upstream {
         host: &Host,
         conn: &Arc<ConnInfo>,
         facts: &ClientAuthFacts,
+        chain: &[CertificateDer<'static>],
         request_host: &str,
     ) -> (Response<Body>, bool) {
         let downstream_version = req.version();
@@ -463,7 +464,7 @@ impl Upstream {
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, protocol.clone());
         }
-        certificate_headers(&mut parts.headers, host.forwarding, facts, &conn.peer_chain);
+        certificate_headers(&mut parts.headers, host.forwarding, facts, chain);
 
         // Earlier X-Forwarded-For fields are folded, in order, into one value ending with the client.
         let mut xff = String::new();

@@ -10,14 +10,17 @@ use arc_swap::ArcSwap;
 use http::{Request, Response, StatusCode};
 use portcullis_pki::ClientAuthFacts;
 use portcullis_rules::{Action, Characteristic, CompiledRateLimit, Context, Value};
+use rustls::pki_types::CertificateDer;
 
 use crate::body::RequestBody;
-use crate::conn::ConnInfo;
+use crate::cert_header::{CertHeaderReader, HeaderCert};
+use crate::conn::{ConnInfo, apply_ocsp};
 use crate::context::{self, RequestFacts};
 use crate::events::{EventSink, SecurityEvent};
 use crate::forward::{Body, Upstream};
 use crate::normalize::{self, NormalizationScope, NormalizationType};
 use crate::observe;
+use crate::ocsp::OcspOutcome;
 use crate::ratelimit::Decision;
 use crate::respond;
 use crate::snapshot::{Host, Snapshot};
@@ -33,6 +36,8 @@ pub(crate) struct Shared {
     pub rates: Arc<crate::ratelimit::RateLimiter>,
     /// OCSP answers for client certificates, shared by the node's threads.
     pub ocsp: Arc<crate::ocsp::OcspChecker>,
+    /// The header in which trusted front proxies pass the client's certificate, if configured.
+    pub cert_header: Option<CertHeaderReader>,
 }
 
 /// The request's host: `:authority` (HTTP/2, absolute-form) or `Host`, port removed, as sent
@@ -244,9 +249,22 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
         Some(h) if !same_host => Some(h.to_ascii_lowercase()),
         _ => None,
     };
-    let facts = conn.facts(&snapshot, &host);
+    // Behind a trusted front proxy the client's certificate is the one in its header, never the connection's own.
+    let header_cert = match &shared.cert_header {
+        Some(reader) if reader.trusts(conn.remote.ip()) => Some(reader.read(req.headers(), &host, snapshot.generation)),
+        _ => None,
+    };
+    let facts = match &header_cert {
+        Some(cert) => cert.facts.clone(),
+        None => conn.facts(&snapshot, &host),
+    };
     // Only `host` is needed from here on; do not pin the whole snapshot for a long request.
     drop(snapshot);
+    let facts = match &header_cert {
+        Some(cert) => header_ocsp(shared, &host, cert).await,
+        None => facts,
+    };
+    let chain: &[CertificateDer<'static>] = header_cert.as_ref().map_or(&conn.peer_chain, |c| &c.chain);
     let req_host = req_host.as_deref().unwrap_or(&host.hostname);
     // Rules see the hostname the request was routed to: a wildcard host's the name asked for, any other host's
     // its own. A Host that names no configured host (an IP address, an alias) must not steer a request past
@@ -353,12 +371,15 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
         }
         Request::from_parts(parts, body)
     };
-    let req = if host.url_normalization.scope == NormalizationScope::Both {
+    let mut req = if host.url_normalization.scope == NormalizationScope::Both {
         normalized_for_origin(req, host.url_normalization.kind)
     } else {
         req
     };
-    let (resp, failed) = shared.upstream.forward(req, &host, conn, &facts, req_host).await;
+    if let Some(reader) = &shared.cert_header {
+        reader.strip(req.headers_mut());
+    }
+    let (resp, failed) = shared.upstream.forward(req, &host, conn, &facts, chain, req_host).await;
     if failed {
         action = "error";
     }
@@ -469,4 +490,24 @@ fn block_response(
     } else {
         respond::blocked(custom, version)
     }
+}
+
+/// A front proxy's certificate's facts with its CA's OCSP answer applied, as a connection's are after its handshake
+/// (the answer is cached for every connection and request).
+async fn header_ocsp(shared: &Shared, host: &Host, cert: &HeaderCert) -> Arc<ClientAuthFacts> {
+    let facts = cert.facts.clone();
+    let Some(mtls) = &host.mtls else {
+        return facts;
+    };
+    if !facts.cert_verified || facts.cert_revoked || !mtls.verifier.has_ocsp() {
+        return facts;
+    }
+    let Some(target) = mtls.verifier.ocsp_target(&cert.chain, time::OffsetDateTime::now_utc()) else {
+        return facts;
+    };
+    let (outcome, anchor_key) = match target {
+        Ok(target) => (shared.ocsp.check(&target).await, target.anchor_key),
+        Err(unusable) => (OcspOutcome::Failed(unusable.reason), unusable.anchor_key),
+    };
+    Arc::new(apply_ocsp((*facts).clone(), &outcome, &anchor_key, &mtls.verifier))
 }

@@ -16,6 +16,7 @@
 //! - [`health_check`]: active health checks of those servers;
 //! - [`origin_tls`]: TLS to `https://` origins;
 //! - [`proxy_protocol`]: client addresses from TCP load balancers (PROXY protocol v1 and v2);
+//! - [`cert_header`]: client certificates that front proxies terminating TLS pass in a header;
 //! - [`events`]: security events for blocked and logged requests;
 //! - [`observe`]: metrics (the `metrics` facade), the access log and failed-handshake events.
 //!
@@ -34,6 +35,7 @@ mod ratelimit;
 mod respond;
 mod server;
 
+pub mod cert_header;
 pub mod config;
 pub mod events;
 pub mod forward;
@@ -51,6 +53,7 @@ pub mod traffic;
 #[cfg(test)]
 mod tests;
 
+pub use cert_header::ClientCertHeader;
 pub use config::ProxyConfig;
 pub use events::{EventSink, NoEvents, SecurityEvent, VecSink};
 pub use forward::{CERT_HEADERS, CF_CERT_HEADERS};

@@ -26,6 +26,7 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use crate::ProxyError;
 use crate::body::RequestBody;
+use crate::cert_header::CertHeaderReader;
 use crate::config::ProxyConfig;
 use crate::conn::{self, ConnInfo};
 use crate::events::EventSink;
@@ -201,6 +202,7 @@ impl Worker {
             proxy_protocol: config.proxy_protocol_from.clone(),
             rates: self.rates.clone(),
             ocsp: self.ocsp.clone(),
+            cert_header: config.client_cert_header.clone().map(CertHeaderReader::new),
         });
         let builder = Arc::new(h2_builder(config));
         // Pooled origin connections that outlive their usefulness are closed in the background;

@@ -989,6 +989,120 @@ async fn spoofed_certificate_headers_never_reach_the_origin() {
     }
 }
 
+/// Behind a front proxy that terminates TLS itself, the client's certificate comes from the proxy's header (in any
+/// of its formats), is verified, revoked and forwarded as a presented one would be; the front proxy's own
+/// certificate never counts as a client's, and from any other address the header is ignored. It never reaches the
+/// origin.
+#[tokio::test]
+async fn a_trusted_front_proxy_passes_the_clients_certificate_in_a_header() {
+    use crate::cert_header::ClientCertHeader;
+    use crate::proxy_protocol::TrustedProxies;
+    use base64::Engine as _;
+    let w = world().await;
+    let spec = |revoked: &[&str]| {
+        let mut spec = HostSpec::new("rfc.test", &w.ca);
+        spec.forwarding = Forwarding::Rfc9440.into();
+        spec.mtls = Some((
+            MtlsMode::Request,
+            verifier(&w.ca, revoked),
+            w.ca.certificate_der().to_vec(),
+        ));
+        spec
+    };
+    let config = |from: &str| ProxyConfig {
+        client_cert_header: Some(
+            ClientCertHeader::new("X-Client-Cert", TrustedProxies::parse([from]).unwrap()).unwrap(),
+        ),
+        ..ProxyConfig::default()
+    };
+    let proxy = start_proxy_with(
+        build_snapshot(1, &w.server, w.origin, vec![spec(&[])]),
+        config("127.0.0.0/8"),
+    )
+    .await;
+    let front = issue(&w.ca, "front-proxy", SubjectAltNames::default());
+    let good = issue(&w.ca, "device-1", SubjectAltNames::default());
+    let stranger = issue(&managed_ca(), "stranger", SubjectAltNames::default());
+    let b64 = |c: &ClientCert| base64::engine::general_purpose::STANDARD.encode(c.chain[0].as_ref());
+    // As NGINX's `$ssl_client_escaped_cert` and AWS ALB send it.
+    let url_pem = |c: &ClientCert| -> String {
+        portcullis_pki::pem::encode("CERTIFICATE", c.chain[0].as_ref())
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let last_status = || proxy.events.events().last().map(|e| e.mtls_status).unwrap_or_default();
+
+    let mut c = h1(&proxy, &w.server, "rfc.test", Some(&front)).await;
+    let (status, _, _) = c.get("rfc.test", "/api", &[]).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the front proxy's own certificate is not a client's"
+    );
+    assert_eq!(last_status(), "absent");
+    let (status, _, body) = c.get("rfc.test", "/api", &[("x-client-cert", &url_pem(&good))]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen = origin_headers(&body);
+    assert_eq!(header(&seen, "client-cert"), Some(format!(":{}:", b64(&good)).as_str()));
+    assert_eq!(
+        header(&seen, "x-client-cert"),
+        None,
+        "the front proxy's header stops at the edge"
+    );
+    for (value, want) in [(url_pem(&stranger), "untrusted"), ("%%broken".to_owned(), "untrusted")] {
+        let (status, _, _) = c.get("rfc.test", "/api", &[("x-client-cert", &value)]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{value}");
+        assert_eq!(last_status(), want);
+    }
+    // Over HTTP/2, as base64 DER.
+    let mut c2 = h2(&proxy, &w.server, "rfc.test", None).await;
+    let req = Request::get("https://rfc.test/api")
+        .header("x-client-cert", b64(&good))
+        .body(empty())
+        .unwrap();
+    let (status, _, _) = read(c2.0.send_request(req).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Revoked: at the next request, on the same connection.
+    proxy.snapshot.store(Arc::new(build_snapshot(
+        2,
+        &w.server,
+        w.origin,
+        vec![spec(&[&good.serial_hex])],
+    )));
+    let (status, _, _) = c.get("rfc.test", "/api", &[("x-client-cert", &url_pem(&good))]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(last_status(), "revoked");
+
+    // From an address that is not a front proxy the header is nothing: stripped, and the connection's own
+    // certificate is the client's.
+    let direct = start_proxy_with(
+        build_snapshot(1, &w.server, w.origin, vec![spec(&[])]),
+        config("10.0.0.0/8"),
+    )
+    .await;
+    let mut c = h1(&direct, &w.server, "rfc.test", None).await;
+    let (status, _, _) = c.get("rfc.test", "/api", &[("x-client-cert", &url_pem(&good))]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, body) = c
+        .get("rfc.test", "/public", &[("x-client-cert", &url_pem(&good))])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(header(&origin_headers(&body), "x-client-cert"), None);
+    let mut c = h1(&direct, &w.server, "rfc.test", Some(&good)).await;
+    let (status, _, _) = c
+        .get("rfc.test", "/api", &[("x-client-cert", &url_pem(&stranger))])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn forwarding_styles_carry_the_facts() {
     let w = world().await;
