@@ -70,7 +70,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run Portcullis: the edge (TLS) listener and the admin API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Try Portcullis: a ready-made mTLS setup for `localhost` with an echo origin and a client certificate.
     Demo(demo::DemoArgs),
     /// Zones of a running server.
@@ -114,7 +114,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Rules(args) => cli_rules::run(args),
         Command::Cert(args) => cli_cert::run(args),
-        Command::Serve(args) => block_on(async { serve::run(args).await.map(|()| ExitCode::SUCCESS) }),
+        Command::Serve(args) => block_on(async { serve::run(*args).await.map(|()| ExitCode::SUCCESS) }),
         Command::Demo(args) => block_on(async { demo::run(args).await.map(|()| ExitCode::SUCCESS) }),
         Command::Zone(args) => block_on(cli_admin::zone(args)),
         Command::Host(args) => block_on(cli_admin::host(args)),

@@ -170,13 +170,23 @@ pub struct LimitArgs {
     /// A request header in which front proxies that terminate TLS themselves (AWS ALB in mTLS passthrough mode,
     /// NGINX, a CDN) pass the client's certificate: read only on connections from `--client-cert-header-from`,
     /// where on mTLS hosts it is verified and judged as if the client had presented it to the edge (their own
-    /// certificates never count as a client's); removed from every request before the origin. RFC 9440
-    /// (`Client-Cert`, with `Client-Cert-Chain`), PEM or URL-encoded PEM, or base64 DER.
+    /// certificates never count as a client's; `require` and `verify_if_given` answer 403 for what their handshake
+    /// would refuse); removed from every request before the origin. RFC 9440 (`Client-Cert`, with
+    /// `Client-Cert-Chain`), PEM or URL-encoded PEM, or base64 DER.
     #[arg(long, value_name = "NAME", value_parser = cert_header_name, requires = "client_cert_header_from", help_heading = "Edge")]
     pub client_cert_header: Option<String>,
     /// The front proxies (IP or CIDR; repeat or comma-separate) whose `--client-cert-header` is read.
-    #[arg(long, value_name = "CIDR", value_parser = proxy_cidrs, requires = "client_cert_header", help_heading = "Edge")]
+    #[arg(long, value_name = "CIDR", value_parser = front_proxy_cidrs, requires = "client_cert_header", help_heading = "Edge")]
     pub client_cert_header_from: Vec<String>,
+    /// A request header in which front proxies name the client's address: `X-Forwarded-For`, `Forwarded` (RFC
+    /// 7239), or a one-address header such as `X-Real-IP` or `CF-Connecting-IP`. Read only on connections from
+    /// `--client-ip-header-from`, from the right: the first address that is not one of those proxies becomes
+    /// `ip.src`, the address rate limits count, and the one events, logs and `True-Client-IP` name.
+    #[arg(long, value_name = "NAME", value_parser = ip_header_name, requires = "client_ip_header_from", help_heading = "Edge")]
+    pub client_ip_header: Option<String>,
+    /// The front proxies (IP or CIDR; repeat or comma-separate) whose `--client-ip-header` is read.
+    #[arg(long, value_name = "CIDR", value_parser = front_proxy_cidrs, requires = "client_ip_header", help_heading = "Edge")]
+    pub client_ip_header_from: Vec<String>,
 }
 
 /// The environment variable that holds the EAB HMAC key.
@@ -199,6 +209,20 @@ fn acme_eab(args: &ServeArgs) -> anyhow::Result<Option<(String, zeroize::Zeroizi
 
 fn cert_header_name(text: &str) -> Result<String, String> {
     portcullis_proxy::ClientCertHeader::header_name(text).map(|_| text.to_owned())
+}
+
+fn ip_header_name(text: &str) -> Result<String, String> {
+    portcullis_proxy::ClientIpHeader::header_name(text).map(|_| text.to_owned())
+}
+
+/// As [`proxy_cidrs`], and naming at least one address: an empty value (an unset variable) must not leave the
+/// header unread, and so unstripped.
+fn front_proxy_cidrs(text: &str) -> Result<String, String> {
+    match portcullis_proxy::TrustedProxies::parse([text]) {
+        Ok(list) if list.is_empty() => Err("names no address".into()),
+        Ok(_) => Ok(text.to_owned()),
+        Err(e) => Err(e),
+    }
 }
 
 fn proxy_cidrs(text: &str) -> Result<String, String> {
@@ -240,6 +264,11 @@ impl LimitArgs {
                 let from =
                     portcullis_proxy::TrustedProxies::parse(self.client_cert_header_from.iter().map(String::as_str));
                 portcullis_proxy::ClientCertHeader::new(name, from.ok()?).ok()
+            }),
+            client_ip_header: self.client_ip_header.as_deref().and_then(|name| {
+                let from =
+                    portcullis_proxy::TrustedProxies::parse(self.client_ip_header_from.iter().map(String::as_str));
+                portcullis_proxy::ClientIpHeader::new(name, from.ok()?).ok()
             }),
             ..portcullis_proxy::ProxyConfig::default()
         }

@@ -791,7 +791,8 @@ fn behind_a_tcp_balancer_the_proxy_protocol_is_required_from_it() {
 
 /// Behind a front proxy that terminates TLS (NGINX's `$ssl_client_escaped_cert`, AWS ALB): curl, as the front
 /// proxy, sends no certificate of its own and the client's in the header; the rule judges that one, a revocation
-/// reaches it, and the header never gets to the origin. Without `--client-cert-header-from` the flag is refused.
+/// reaches it, and the header never gets to the origin. The client's address comes from `X-Forwarded-For` and is
+/// the one the security event names. Without `--client-cert-header-from` the flag is refused.
 #[test]
 fn behind_a_front_proxy_the_clients_certificate_comes_from_its_header() {
     let server = Server::start_with(
@@ -801,6 +802,10 @@ fn behind_a_front_proxy_the_clients_certificate_comes_from_its_header() {
             "X-Client-Cert",
             "--client-cert-header-from",
             "127.0.0.1",
+            "--client-ip-header",
+            "X-Forwarded-For",
+            "--client-ip-header-from",
+            "127.0.0.0/8",
         ],
         &[],
     );
@@ -828,6 +833,23 @@ fn behind_a_front_proxy_the_clients_certificate_comes_from_its_header() {
     assert_eq!(get(&server, "/api", &[]).1, "403", "no header, no certificate");
     ok(&server.cli(&["cert", "revoke", &id]));
     get_until(&server, "/api", &with_header, "403");
+    let (_, status, _) = get(
+        &server,
+        "/api",
+        &["-H", header.as_str(), "-H", "X-Forwarded-For: 203.0.113.9"],
+    );
+    assert_eq!(status, "403");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = ok(&server.cli(&["events", "--action", "block", "--json"]));
+        let events: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let named = |e: &serde_json::Value| e["client_ip"] == "203.0.113.9" && e["mtls_status"] == "revoked";
+        if events.as_array().is_some_and(|e| e.iter().any(named)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no event for 203.0.113.9: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     let out = crate::support::portcullis(&["serve", "--client-cert-header", "X-Client-Cert"]);
     assert!(!out.status.success());

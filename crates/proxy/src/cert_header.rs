@@ -6,8 +6,10 @@
 //!
 //! Only requests on connections from the configured front proxies are read this way, and on those the connection's
 //! own certificate (the front proxy's, if it has one) never stands for a client: without the header the request has
-//! no certificate. From anywhere else the header is ignored. Either way it is removed before the request reaches the
-//! origin, which gets the host's own forwarding styles instead.
+//! no certificate; `require` and `verify_if_given` refuse (403) what they would refuse at a handshake. From anywhere
+//! else the header is ignored. Either way it is removed (in its `_` spellings too) before the request reaches the
+//! origin, which gets the host's own forwarding styles instead. The edge cannot check that the client holds the
+//! certificate's key: that is what the front proxy is trusted for.
 //!
 //! Formats, told apart by their first bytes: RFC 9440 (`:base64:`; for the header `Client-Cert`, its chain comes from
 //! `Client-Cert-Chain`), PEM or percent-encoded PEM (several certificates: the leaf, then its chain), and base64 DER
@@ -32,8 +34,10 @@ use crate::snapshot::Host;
 const MAX_CERTS: usize = 8;
 /// Longest header value read (one header; the request's header limits bound it too).
 const MAX_VALUE: usize = 32 * 1024;
-/// Most verified headers remembered per edge thread; the memory is cleared when it is full.
+/// Most verified headers remembered per edge thread, and most bytes of their chains; the memory is cleared when
+/// either is reached.
 const MAX_CACHED: usize = 4096;
+const MAX_CACHED_BYTES: usize = 8 * 1024 * 1024;
 /// How long a verification is kept within one snapshot, so that a certificate that expires meanwhile is seen to.
 const KEEP: Duration = Duration::from_secs(60);
 
@@ -64,6 +68,10 @@ impl ClientCertHeader {
         ) {
             return Err(format!("{header} cannot carry a client certificate"));
         }
+        if crate::forward::same_name(header.as_str(), "x-forwarded-client-cert") {
+            // Envoy appends to XFCC, one element per hop, so a client's own element would be read as its certificate.
+            return Err("x-forwarded-client-cert (XFCC) is not read: its elements name every hop".into());
+        }
         Ok(header)
     }
 
@@ -80,8 +88,15 @@ pub(crate) struct HeaderCert {
 
 struct Cached {
     generation: u64,
-    at: Instant,
+    /// Until when the verification holds: [`KEEP`], or the certificate's expiry if sooner.
+    until: Instant,
     cert: Arc<HeaderCert>,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<[u8; 32], Cached>,
+    bytes: usize,
 }
 
 /// One edge thread's reader of the header, with the verifications it has done.
@@ -89,7 +104,7 @@ pub(crate) struct CertHeaderReader {
     config: ClientCertHeader,
     /// `Client-Cert-Chain` when the header is RFC 9440's `Client-Cert`.
     chain_name: Option<HeaderName>,
-    cache: Mutex<HashMap<[u8; 32], Cached>>,
+    cache: Mutex<Cache>,
 }
 
 impl CertHeaderReader {
@@ -98,7 +113,7 @@ impl CertHeaderReader {
         CertHeaderReader {
             config,
             chain_name,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
         }
     }
 
@@ -107,11 +122,21 @@ impl CertHeaderReader {
         self.config.from.contains(ip)
     }
 
-    /// Removes the header (and its chain header) before the request goes to the origin.
+    /// Removes the header (and its chain header) before the request goes to the origin, in any spelling an
+    /// origin reads as it (`X_Client_Cert` is `HTTP_X_CLIENT_CERT` to CGI, WSGI and Rack, like the real one).
     pub(crate) fn strip(&self, headers: &mut HeaderMap) {
-        headers.remove(&self.config.name);
-        if let Some(chain) = &self.chain_name {
-            headers.remove(chain);
+        let ours = |name: &str| {
+            crate::forward::same_name(name, self.config.name.as_str())
+                || self
+                    .chain_name
+                    .as_ref()
+                    .is_some_and(|c| crate::forward::same_name(name, c.as_str()))
+        };
+        if headers.keys().any(|k| ours(k.as_str())) {
+            let found: Vec<HeaderName> = headers.keys().filter(|k| ours(k.as_str())).cloned().collect();
+            for name in found {
+                headers.remove(name);
+            }
         }
     }
 
@@ -133,31 +158,46 @@ impl CertHeaderReader {
         };
         let key = cache_key(&host.hostname, value, chain_value);
         if let Ok(cache) = self.cache.lock()
-            && let Some(hit) = cache.get(&key)
+            && let Some(hit) = cache.entries.get(&key)
             && hit.generation == generation
-            && hit.at.elapsed() < KEEP
+            && Instant::now() < hit.until
         {
             return hit.cert.clone();
         }
+        let now = OffsetDateTime::now_utc();
         let cert = match decode(value, chain_value) {
             Ok(chain) => Arc::new(HeaderCert {
-                facts: Arc::new(mtls.verifier.client_auth(&chain, OffsetDateTime::now_utc())),
+                facts: Arc::new(mtls.verifier.client_auth(&chain, now)),
                 chain: chain.into(),
             }),
             Err(e) => unreadable(&mtls.verifier, e),
         };
+        let keep = match cert.chain.first() {
+            Some(leaf) if cert.facts.cert_verified => portcullis_pki::certificate_not_after(leaf.as_ref())
+                .ok()
+                .map_or(Duration::ZERO, |end| {
+                    Duration::try_from(end - now).unwrap_or(Duration::ZERO).min(KEEP)
+                }),
+            _ => KEEP,
+        };
+        let size = cert.chain.iter().map(|c| c.as_ref().len()).sum::<usize>() + value.len();
         if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= MAX_CACHED {
-                cache.clear();
+            if cache.entries.len() >= MAX_CACHED || cache.bytes + size > MAX_CACHED_BYTES {
+                cache.entries.clear();
+                cache.bytes = 0;
             }
-            cache.insert(
+            let old = cache.entries.insert(
                 key,
                 Cached {
                     generation,
-                    at: Instant::now(),
+                    until: Instant::now() + keep,
                     cert: cert.clone(),
                 },
             );
+            // The same key is the same header, so a replaced entry was as large.
+            if old.is_none() {
+                cache.bytes += size;
+            }
         }
         cert
     }
@@ -453,7 +493,8 @@ mod tests {
         let from = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
         assert!(ClientCertHeader::new("X-Amzn-Mtls-Clientcert", from.clone()).is_ok());
         assert!(ClientCertHeader::new("bad header", from.clone()).is_err());
-        assert!(ClientCertHeader::new("Host", from).is_err());
+        assert!(ClientCertHeader::new("Host", from.clone()).is_err());
+        assert!(ClientCertHeader::new("X_Forwarded_Client_Cert", from).is_err());
         assert!(ClientCertHeader::new("client-cert", TrustedProxies::default()).is_err());
     }
 

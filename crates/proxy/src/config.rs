@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::cert_header::ClientCertHeader;
+use crate::client_ip::ClientIpHeader;
 use crate::proxy_protocol::TrustedProxies;
 
 /// Limits for [`crate::serve`].
@@ -61,6 +62,9 @@ pub struct ProxyConfig {
     /// The request header in which front proxies that terminate TLS themselves pass the client's certificate, and
     /// the addresses of those proxies (none by default: every certificate comes from a handshake with the edge).
     pub client_cert_header: Option<ClientCertHeader>,
+    /// The request header in which front proxies name the client's address (`X-Forwarded-For`, `Forwarded`,
+    /// `X-Real-IP`, …), and their addresses (none by default: the client is whoever connected).
+    pub client_ip_header: Option<ClientIpHeader>,
     /// How long a query to an OCSP responder (connect, send, answer) may take; a connection waits for it
     /// before its first request.
     pub ocsp_timeout: Duration,
@@ -92,6 +96,7 @@ impl Default for ProxyConfig {
             worker_threads: 0,
             proxy_protocol_from: TrustedProxies::default(),
             client_cert_header: None,
+            client_ip_header: None,
             ocsp_timeout: Duration::from_secs(5),
         }
     }

@@ -23,6 +23,8 @@ pub(crate) struct RequestFacts<'a> {
     /// The request's path after the zone's URL normalization (the path as sent when none).
     pub path: &'a str,
     pub conn: &'a ConnInfo,
+    /// `ip.src`: the connection's address, or the one a trusted front proxy's header names.
+    pub client: std::net::IpAddr,
     pub cert: &'a ClientAuthFacts,
     /// (service, method) for a gRPC request.
     pub grpc: Option<(&'a str, &'a str)>,
@@ -258,7 +260,7 @@ pub(crate) fn fill(ctx: &mut Context, wanted: &FieldSet, req: &Parts, rf: &Reque
             Value::Bytes(joined(&req.headers, http::header::REFERER, b", ")),
         );
     }
-    set!(fields::IP_SRC, Value::Ip(rf.conn.remote.ip().to_canonical()));
+    set!(fields::IP_SRC, Value::Ip(rf.client));
     set!(fields::SSL, Value::Bool(true));
     set!(fields::CF_TLS_VERSION, Value::from(rf.conn.tls_version));
     set!(fields::CF_TLS_CIPHER, Value::from(rf.conn.tls_cipher.as_str()));

@@ -103,7 +103,7 @@ fn strip_seen(headers: &mut HeaderMap, seen: Seen) {
 
 /// Whether `a` and `b` are the same header name once `_` is read as `-`, as CGI, WSGI and Rack origins read
 /// them (`X_Forwarded_Client_Cert` reaches them as `HTTP_X_FORWARDED_CLIENT_CERT`, like the real header).
-fn same_name(a: &str, b: &str) -> bool {
+pub(crate) fn same_name(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
@@ -208,6 +208,14 @@ fn url_encoded_pem(out: &mut String, der: &[u8]) {
             out.push_str(&format!("%{b:02X}"));
         }
     }
+}
+
+/// Who a forwarded request is from: the certificate's facts and chain, and the address, each from the connection
+/// or from a trusted front proxy's headers.
+pub(crate) struct FromClient<'a> {
+    pub facts: &'a ClientAuthFacts,
+    pub chain: &'a [CertificateDer<'static>],
+    pub ip: &'a str,
 }
 
 /// Removes client-sent certificate headers and adds the host's styles.
@@ -418,8 +426,7 @@ impl Upstream {
         req: Request<RequestBody>,
         host: &Host,
         conn: &Arc<ConnInfo>,
-        facts: &ClientAuthFacts,
-        chain: &[CertificateDer<'static>],
+        client: FromClient<'_>,
         request_host: &str,
     ) -> (Response<Body>, bool) {
         let downstream_version = req.version();
@@ -464,7 +471,7 @@ impl Upstream {
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, protocol.clone());
         }
-        certificate_headers(&mut parts.headers, host.forwarding, facts, chain);
+        certificate_headers(&mut parts.headers, host.forwarding, client.facts, client.chain);
 
         // Earlier X-Forwarded-For fields are folded, in order, into one value ending with the client.
         let mut xff = String::new();
@@ -490,7 +497,7 @@ impl Upstream {
             .headers
             .insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         if host.transforms.true_client_ip {
-            put(&mut parts.headers, "true-client-ip", &conn.client_ip);
+            put(&mut parts.headers, "true-client-ip", client.ip);
         }
         match &host.hostname_header {
             Some(v) if request_host == host.hostname => {

@@ -17,7 +17,7 @@ use crate::cert_header::{CertHeaderReader, HeaderCert};
 use crate::conn::{ConnInfo, apply_ocsp};
 use crate::context::{self, RequestFacts};
 use crate::events::{EventSink, SecurityEvent};
-use crate::forward::{Body, Upstream};
+use crate::forward::{Body, FromClient, Upstream};
 use crate::normalize::{self, NormalizationScope, NormalizationType};
 use crate::observe;
 use crate::ocsp::OcspOutcome;
@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub ocsp: Arc<crate::ocsp::OcspChecker>,
     /// The header in which trusted front proxies pass the client's certificate, if configured.
     pub cert_header: Option<CertHeaderReader>,
+    /// The header in which trusted front proxies name the client's address, if configured.
+    pub client_ip_header: Option<crate::client_ip::ClientIpHeader>,
 }
 
 /// The request's host: `:authority` (HTTP/2, absolute-form) or `Host`, port removed, as sent
@@ -115,6 +117,8 @@ struct Outcome {
     /// The connection's host in the snapshot that judged the request; `None` when it has left
     /// the configuration (or the request ended before the lookup).
     host: Option<Arc<Host>>,
+    /// The client's address when a front proxy's header named it (else the connection's is).
+    client_ip: Option<String>,
 }
 
 impl Outcome {
@@ -124,6 +128,7 @@ impl Outcome {
             rule_id: None,
             facts: None,
             host,
+            client_ip: None,
         }
     }
 }
@@ -167,7 +172,7 @@ pub(crate) async fn handle(req: Request<RequestBody>, shared: Arc<Shared>, conn:
         path = head.path,
         status = resp.status().as_u16(),
         latency_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-        client_ip = conn.client_ip,
+        client_ip = outcome.client_ip.as_deref().unwrap_or(&conn.client_ip),
         protocol = head.protocol,
         tls_version = conn.tls_version,
         mtls_status = facts.map_or("", |f| f.status.as_str()),
@@ -260,6 +265,42 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
     };
     // Only `host` is needed from here on; do not pin the whole snapshot for a long request.
     drop(snapshot);
+    let client_addr = match &shared.client_ip_header {
+        Some(reader) if reader.trusts(conn.remote.ip()) => reader.client(req.headers()),
+        _ => None,
+    };
+    let client_ip: Option<String> = client_addr.map(|ip| ip.to_string());
+    // `require` and `verify_if_given` refuse at the handshake what they refuse; a front proxy's header is judged
+    // here, by the same measure, with a 403 (or a gRPC status).
+    if header_cert.is_some()
+        && let Some(mtls) = &host.mtls
+        && !mtls.mode.admits(&facts)
+    {
+        let grpc = grpc_call(req.headers(), req.uri().path()).is_some();
+        let resp = block_response(grpc, &facts, None, version);
+        shared.events.record(SecurityEvent {
+            at: unix_now(),
+            zone_id: host.zone_id.clone(),
+            host: req_host.as_deref().unwrap_or(&host.hostname).to_owned(),
+            method: observe::truncate(req.method().as_str(), observe::MAX_LOGGED_METHOD).to_owned(),
+            path: observe::truncate(req.uri().path(), observe::MAX_LOGGED_PATH).to_owned(),
+            client_ip: client_ip.clone().unwrap_or_else(|| conn.client_ip.clone()),
+            action: "block",
+            rule_id: None,
+            status_code: resp.status().as_u16(),
+            mtls_status: facts.status.as_str(),
+            cert_fingerprint_sha256: facts.cert_fingerprint_sha256.clone(),
+            cert_serial: facts.cert_serial.clone(),
+        });
+        let outcome = Outcome {
+            action: "block",
+            rule_id: None,
+            facts: Some(facts),
+            host: Some(host),
+            client_ip,
+        };
+        return (resp, outcome);
+    }
     let facts = match &header_cert {
         Some(cert) => header_ocsp(shared, &host, cert).await,
         None => facts,
@@ -291,6 +332,7 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
                 host: rules_host,
                 path: &path,
                 conn,
+                client: client_addr.unwrap_or_else(|| conn.remote.ip().to_canonical()),
                 cert: &facts,
                 grpc,
             },
@@ -302,7 +344,7 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
             host: rules_host.to_owned(),
             method: observe::truncate(parts.method.as_str(), observe::MAX_LOGGED_METHOD).to_owned(),
             path: observe::truncate(parts.uri.path(), observe::MAX_LOGGED_PATH).to_owned(),
-            client_ip: conn.client_ip.clone(),
+            client_ip: client_ip.clone().unwrap_or_else(|| conn.client_ip.clone()),
             action,
             rule_id,
             status_code: status,
@@ -328,6 +370,7 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
                     rule_id,
                     facts: Some(facts),
                     host: Some(host),
+                    client_ip,
                 };
                 return (resp, outcome);
             }
@@ -363,6 +406,7 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
                     rule_id,
                     facts: Some(facts),
                     host: Some(host),
+                    client_ip,
                 };
                 return (resp, outcome);
             }
@@ -379,7 +423,20 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
     if let Some(reader) = &shared.cert_header {
         reader.strip(req.headers_mut());
     }
-    let (resp, failed) = shared.upstream.forward(req, &host, conn, &facts, chain, req_host).await;
+    let (resp, failed) = shared
+        .upstream
+        .forward(
+            req,
+            &host,
+            conn,
+            FromClient {
+                facts: &facts,
+                chain,
+                ip: client_ip.as_deref().unwrap_or(&conn.client_ip),
+            },
+            req_host,
+        )
+        .await;
     if failed {
         action = "error";
     }
@@ -388,6 +445,7 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
         rule_id,
         facts: Some(facts),
         host: Some(host),
+        client_ip,
     };
     (resp, outcome)
 }

@@ -17,6 +17,7 @@
 //! - [`origin_tls`]: TLS to `https://` origins;
 //! - [`proxy_protocol`]: client addresses from TCP load balancers (PROXY protocol v1 and v2);
 //! - [`cert_header`]: client certificates that front proxies terminating TLS pass in a header;
+//! - [`client_ip`]: client addresses that front proxies pass in a header;
 //! - [`events`]: security events for blocked and logged requests;
 //! - [`observe`]: metrics (the `metrics` facade), the access log and failed-handshake events.
 //!
@@ -36,6 +37,7 @@ mod respond;
 mod server;
 
 pub mod cert_header;
+pub mod client_ip;
 pub mod config;
 pub mod events;
 pub mod forward;
@@ -54,6 +56,7 @@ pub mod traffic;
 mod tests;
 
 pub use cert_header::ClientCertHeader;
+pub use client_ip::ClientIpHeader;
 pub use config::ProxyConfig;
 pub use events::{EventSink, NoEvents, SecurityEvent, VecSink};
 pub use forward::{CERT_HEADERS, CF_CERT_HEADERS};

@@ -203,6 +203,7 @@ impl Worker {
             rates: self.rates.clone(),
             ocsp: self.ocsp.clone(),
             cert_header: config.client_cert_header.clone().map(CertHeaderReader::new),
+            client_ip_header: config.client_ip_header.clone(),
         });
         let builder = Arc::new(h2_builder(config));
         // Pooled origin connections that outlive their usefulness are closed in the background;

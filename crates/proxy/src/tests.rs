@@ -1103,6 +1103,70 @@ async fn a_trusted_front_proxy_passes_the_clients_certificate_in_a_header() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// `require` and `verify_if_given` judge a front proxy's header as the handshake judges a presented certificate, with
+/// a 403 instead of a failed handshake (the front proxy's own certificate passed that), whatever the rules say; and
+/// the header is removed in its underscore spelling too.
+#[tokio::test]
+async fn require_and_verify_if_given_apply_to_a_front_proxys_header() {
+    use crate::cert_header::ClientCertHeader;
+    use crate::proxy_protocol::TrustedProxies;
+    use base64::Engine as _;
+    let w = world().await;
+    let host = |name: &'static str, mode: MtlsMode| {
+        let mut spec = HostSpec::new(name, &w.ca);
+        spec.rules = ruleset(&[]);
+        spec.mtls = Some((mode, verifier(&w.ca, &[]), w.ca.certificate_der().to_vec()));
+        spec
+    };
+    let config = ProxyConfig {
+        client_cert_header: Some(
+            ClientCertHeader::new("X-Client-Cert", TrustedProxies::parse(["127.0.0.1"]).unwrap()).unwrap(),
+        ),
+        ..ProxyConfig::default()
+    };
+    let specs = vec![
+        host("api.test", MtlsMode::Require),
+        host("other.test", MtlsMode::VerifyIfGiven),
+    ];
+    let proxy = start_proxy_with(build_snapshot(1, &w.server, w.origin, specs), config).await;
+    let front = issue(&w.ca, "front-proxy", SubjectAltNames::default());
+    let good = issue(&w.ca, "device-1", SubjectAltNames::default());
+    let stranger = issue(&managed_ca(), "stranger", SubjectAltNames::default());
+    let b64 = |c: &ClientCert| base64::engine::general_purpose::STANDARD.encode(c.chain[0].as_ref());
+
+    let mut c = h1(&proxy, &w.server, "api.test", Some(&front)).await;
+    let (status, _, _) = c.get("api.test", "/", &[]).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "require: the front proxy's own certificate is not the client's"
+    );
+    let (status, _, _) = c.get("api.test", "/", &[("x-client-cert", &b64(&stranger))]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, body) = c
+        .get(
+            "api.test",
+            "/",
+            &[("x-client-cert", &b64(&good)), ("x_client_cert", "spoof")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(!body.to_ascii_lowercase().contains("client_cert"), "{body}");
+    let events = proxy.events.events();
+    assert_eq!(
+        events.iter().map(|e| (e.action, e.mtls_status)).collect::<Vec<_>>(),
+        [("block", "absent"), ("block", "untrusted")]
+    );
+
+    let mut c = h1(&proxy, &w.server, "other.test", None).await;
+    let (status, _, _) = c.get("other.test", "/", &[]).await;
+    assert_eq!(status, StatusCode::OK, "verify_if_given: no certificate is let through");
+    let (status, _, _) = c.get("other.test", "/", &[("x-client-cert", &b64(&stranger))]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = c.get("other.test", "/", &[("x-client-cert", &b64(&good))]).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn forwarding_styles_carry_the_facts() {
     let w = world().await;

@@ -47,6 +47,17 @@ impl MtlsMode {
     pub(crate) fn verifies_at_handshake(self) -> bool {
         self != MtlsMode::Request
     }
+
+    /// Whether the mode lets a request with `facts` through (the handshake's measure, for a certificate the
+    /// handshake did not see).
+    pub(crate) fn admits(self, facts: &portcullis_pki::ClientAuthFacts) -> bool {
+        let trusted = facts.cert_verified && !facts.cert_revoked;
+        match self {
+            MtlsMode::Request => true,
+            MtlsMode::Require => trusted,
+            MtlsMode::VerifyIfGiven => !facts.cert_presented || trusted,
+        }
+    }
 }
 
 /// The certificate a `require` or `verify_if_given` verifier refused, for the handshake's failure log line.

@@ -528,6 +528,74 @@ async fn client_addresses_come_from_the_proxy_protocol_of_trusted_balancers_only
     assert_eq!(forwarded_for(&body).as_deref(), Some("127.0.0.1"));
 }
 
+/// Behind an HTTP front proxy, the client's address is the first from the right of its `X-Forwarded-For` that is not
+/// a front proxy: rules, security events and `True-Client-IP` see it, while `X-Forwarded-For` to the origin goes on
+/// ending with the connection's address. From other addresses the header names nobody.
+#[tokio::test]
+async fn client_addresses_come_from_the_header_of_trusted_front_proxies_only() {
+    use crate::client_ip::ClientIpHeader;
+    use crate::proxy_protocol::TrustedProxies;
+    let w = world().await;
+    let spec = || {
+        let mut spec = HostSpec {
+            rules: ruleset(&[("ip.src eq 203.0.113.66", Action::Block, None)]),
+            ..HostSpec::new("api.test", &w.ca)
+        };
+        spec.transforms.true_client_ip = true;
+        spec
+    };
+    let config = |from: &[&str]| ProxyConfig {
+        client_ip_header: Some(
+            ClientIpHeader::new("X-Forwarded-For", TrustedProxies::parse(from.iter().copied()).unwrap()).unwrap(),
+        ),
+        ..ProxyConfig::default()
+    };
+    let proxy = start_proxy_with(
+        build_snapshot(1, &w.server, w.origin, vec![spec()]),
+        config(&["127.0.0.1", "10.0.0.0/8"]),
+    )
+    .await;
+    let mut c = h1(&proxy, &w.server, "api.test", None).await;
+    // The client put 203.0.113.66 first; a CDN and the front proxy appended what they saw.
+    let (status, _, body) = c
+        .get(
+            "api.test",
+            "/",
+            &[("x-forwarded-for", "203.0.113.66, 198.51.100.4, 10.1.1.1")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen = origin_headers(&body);
+    assert_eq!(header(&seen, "true-client-ip"), Some("198.51.100.4"));
+    assert_eq!(
+        header(&seen, "x-forwarded-for"),
+        Some("203.0.113.66, 198.51.100.4, 10.1.1.1, 127.0.0.1")
+    );
+    let (status, _, _) = c
+        .get("api.test", "/", &[("x-forwarded-for", "198.51.100.4, 203.0.113.66")])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let events = proxy.events.events();
+    assert_eq!(events.last().map(|e| e.client_ip.as_str()), Some("203.0.113.66"));
+    // No header, or one that names no address where the client's should be: the connection's address.
+    for xff in [None, Some("203.0.113.66, garbage")] {
+        let extra: Vec<(&str, &str)> = xff.map(|v| ("x-forwarded-for", v)).into_iter().collect();
+        let (status, _, body) = c.get("api.test", "/", &extra).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(header(&origin_headers(&body), "true-client-ip"), Some("127.0.0.1"));
+    }
+
+    let direct = start_proxy_with(
+        build_snapshot(1, &w.server, w.origin, vec![spec()]),
+        config(&["10.0.0.0/8"]),
+    )
+    .await;
+    let mut c = h1(&direct, &w.server, "api.test", None).await;
+    let (status, _, body) = c.get("api.test", "/", &[("x-forwarded-for", "203.0.113.66")]).await;
+    assert_eq!(status, StatusCode::OK, "a client cannot name itself");
+    assert_eq!(header(&origin_headers(&body), "true-client-ip"), Some("127.0.0.1"));
+}
+
 #[tokio::test]
 async fn a_host_header_that_is_not_an_authority_is_refused() {
     let w = world().await;
