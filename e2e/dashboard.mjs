@@ -770,7 +770,7 @@ try {
 
   step("Server certificates: upload one for app.localhost, the edge presents it, replace it, delete it");
   {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "portcullis-server-cert-"));
+    const dir = fs.mkdtempSync(path.join(work, "server-cert-"));
     const openssl = (...args) => {
       const out = spawnSync("openssl", args, { cwd: dir, encoding: "utf8", input: "" });
       if (out.status !== 0) throw new Error(`openssl ${args.join(" ")}: ${out.stderr}`);
