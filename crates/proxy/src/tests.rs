@@ -1015,8 +1015,15 @@ async fn a_trusted_front_proxy_passes_the_clients_certificate_in_a_header() {
         ),
         ..ProxyConfig::default()
     };
+    // A second host that trusts another CA: a header verified for one host is never taken for the other.
+    let other_ca = managed_ca();
     let proxy = start_proxy_with(
-        build_snapshot(1, &w.server, w.origin, vec![spec(&[])]),
+        build_snapshot(
+            1,
+            &w.server,
+            w.origin,
+            vec![spec(&[]), HostSpec::new("other.test", &other_ca)],
+        ),
         config("127.0.0.0/8"),
     )
     .await;
@@ -1061,6 +1068,14 @@ async fn a_trusted_front_proxy_passes_the_clients_certificate_in_a_header() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{value}");
         assert_eq!(last_status(), want);
     }
+    let mut o = h1(&proxy, &w.server, "other.test", None).await;
+    let (status, _, _) = o.get("other.test", "/api", &[("x-client-cert", &url_pem(&good))]).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "verified for rfc.test, not for other.test"
+    );
+    assert_eq!(last_status(), "untrusted");
     // Over HTTP/2, as base64 DER.
     let mut c2 = h2(&proxy, &w.server, "rfc.test", None).await;
     let req = Request::get("https://rfc.test/api")
