@@ -60,12 +60,8 @@ impl ClientCertHeader {
 
     /// `name` as a header that can carry a certificate (not one that frames the request or routes it).
     pub fn header_name(name: &str) -> Result<HeaderName, String> {
-        let header =
-            HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| format!("{name:?} is not a header name"))?;
-        if matches!(
-            header.as_str(),
-            "host" | "content-length" | "transfer-encoding" | "connection" | "te" | "upgrade" | "client-cert-chain"
-        ) {
+        let header = carrier_header(name, "a client certificate")?;
+        if header.as_str() == "client-cert-chain" {
             return Err(format!("{header} cannot carry a client certificate"));
         }
         if crate::forward::same_name(header.as_str(), "x-forwarded-client-cert") {
@@ -201,6 +197,19 @@ impl CertHeaderReader {
         }
         cert
     }
+}
+
+/// `name` as a header a front proxy can pass `what` in: a valid name, and not one that frames or routes the request.
+pub(crate) fn carrier_header(name: &str, what: &str) -> Result<HeaderName, String> {
+    let header =
+        HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| format!("{name:?} is not a header name"))?;
+    if matches!(
+        header.as_str(),
+        "host" | "content-length" | "transfer-encoding" | "connection" | "te" | "upgrade"
+    ) {
+        return Err(format!("{header} cannot carry {what}"));
+    }
+    Ok(header)
 }
 
 fn absent() -> Arc<HeaderCert> {

@@ -38,15 +38,7 @@ impl ClientIpHeader {
 
     /// `name` as a header that can carry an address (not one that frames or routes the request).
     pub fn header_name(name: &str) -> Result<HeaderName, String> {
-        let header =
-            HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| format!("{name:?} is not a header name"))?;
-        if matches!(
-            header.as_str(),
-            "host" | "content-length" | "transfer-encoding" | "connection" | "te" | "upgrade"
-        ) {
-            return Err(format!("{header} cannot carry a client's address"));
-        }
-        Ok(header)
+        crate::cert_header::carrier_header(name, "a client's address")
     }
 
     /// Whether requests on a connection from `ip` name their client in the header.
