@@ -270,8 +270,12 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
         _ => None,
     };
     let client_ip: Option<String> = client_addr.map(|ip| ip.to_string());
-    // `require` and `verify_if_given` refuse at the handshake what they refuse; a front proxy's header is judged
-    // here, by the same measure, with a 403 (or a gRPC status).
+    let facts = match &header_cert {
+        Some(cert) => header_ocsp(shared, &host, cert).await,
+        None => facts,
+    };
+    // `require` and `verify_if_given` refuse at the handshake what they refuse (OCSP's answer included); a front
+    // proxy's header is judged here, by the same measure, with a 403 (or a gRPC status).
     if header_cert.is_some()
         && let Some(mtls) = &host.mtls
         && !mtls.mode.admits(&facts)
@@ -301,10 +305,6 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
         };
         return (resp, outcome);
     }
-    let facts = match &header_cert {
-        Some(cert) => header_ocsp(shared, &host, cert).await,
-        None => facts,
-    };
     let chain: &[CertificateDer<'static>] = header_cert.as_ref().map_or(&conn.peer_chain, |c| &c.chain);
     let req_host = req_host.as_deref().unwrap_or(&host.hostname);
     // Rules see the hostname the request was routed to: a wildcard host's the name asked for, any other host's

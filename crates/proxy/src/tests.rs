@@ -2476,6 +2476,49 @@ async fn get_once(proxy: &Proxy, server: &ServerPki, cert: &ClientCert) -> Resul
 /// Under `require`, OCSP decides before any request: a revoked certificate's connection is closed, a good one is
 /// served, one query per certificate however many connections; and under a hard-fail policy a responder that
 /// cannot be reached closes the connection, where soft-fail serves it.
+/// Under `require`, a front proxy's header certificate that the CA's OCSP responder says is revoked is refused, as
+/// its handshake would have been; a good one goes through, and the front proxy's own is checked at its handshake.
+#[tokio::test]
+async fn ocsp_answers_decide_a_front_proxys_header_under_require() {
+    use crate::cert_header::ClientCertHeader;
+    use crate::proxy_protocol::TrustedProxies;
+    use base64::Engine as _;
+    let w = world().await;
+    let ca = managed_ca();
+    let front = issue(&ca, "front-proxy", SubjectAltNames::default());
+    let good = issue(&ca, "good", SubjectAltNames::default());
+    let revoked = issue(&ca, "revoked", SubjectAltNames::default());
+    let ca_der = ca.certificate_der().to_vec();
+    let (responder, _) = ocsp_responder(ca, &[&revoked.serial_hex]).await;
+    let mut b = VerifierBuilder::new();
+    let i = b.add_anchor(&ca_der).unwrap();
+    b.set_ocsp(
+        i,
+        portcullis_pki::OcspPolicy {
+            hard_fail: true,
+            responder: Some(format!("http://{responder}/")),
+        },
+    )
+    .unwrap();
+    let mut spec = HostSpec::new("api.test", &w.ca);
+    spec.rules = ruleset(&[]);
+    spec.mtls = Some((MtlsMode::Require, Arc::new(b.build()), ca_der.clone()));
+    let config = ProxyConfig {
+        client_cert_header: Some(
+            ClientCertHeader::new("X-Client-Cert", TrustedProxies::parse(["127.0.0.1"]).unwrap()).unwrap(),
+        ),
+        ..ProxyConfig::default()
+    };
+    let proxy = start_proxy_with(build_snapshot(1, &w.server, w.origin, vec![spec]), config).await;
+    let b64 = |c: &ClientCert| base64::engine::general_purpose::STANDARD.encode(c.chain[0].as_ref());
+    let mut c = h1(&proxy, &w.server, "api.test", Some(&front)).await;
+    let (status, _, body) = c.get("api.test", "/", &[("x-client-cert", &b64(&good))]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, _) = c.get("api.test", "/", &[("x-client-cert", &b64(&revoked))]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "OCSP says revoked");
+    assert_eq!(proxy.events.events().last().map(|e| e.mtls_status), Some("revoked"));
+}
+
 #[tokio::test]
 async fn ocsp_answers_decide_connections_under_require() {
     let w = world().await;
