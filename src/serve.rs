@@ -229,6 +229,11 @@ fn proxy_cidrs(text: &str) -> Result<String, String> {
     portcullis_proxy::TrustedProxies::parse([text]).map(|_| text.to_owned())
 }
 
+/// The addresses of CIDR flags already checked by [`proxy_cidrs`] or [`front_proxy_cidrs`].
+fn trusted(items: &[String]) -> portcullis_proxy::TrustedProxies {
+    portcullis_proxy::TrustedProxies::parse(items.iter().map(String::as_str)).unwrap_or_default()
+}
+
 impl LimitArgs {
     /// The proxy's configuration with these limits.
     pub fn proxy_config(&self) -> portcullis_proxy::ProxyConfig {
@@ -254,21 +259,13 @@ impl LimitArgs {
                 || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
                 usize::from,
             ),
-            // Each value was checked when the arguments were parsed.
-            proxy_protocol_from: portcullis_proxy::TrustedProxies::parse(
-                self.proxy_protocol_from.iter().map(String::as_str),
-            )
-            .unwrap_or_default(),
-            // Both checked when parsed, and each requires the other.
+            // Each value was checked when the arguments were parsed, and each header flag requires its `-from`.
+            proxy_protocol_from: trusted(&self.proxy_protocol_from),
             client_cert_header: self.client_cert_header.as_deref().and_then(|name| {
-                let from =
-                    portcullis_proxy::TrustedProxies::parse(self.client_cert_header_from.iter().map(String::as_str));
-                portcullis_proxy::ClientCertHeader::new(name, from.ok()?).ok()
+                portcullis_proxy::ClientCertHeader::new(name, trusted(&self.client_cert_header_from)).ok()
             }),
             client_ip_header: self.client_ip_header.as_deref().and_then(|name| {
-                let from =
-                    portcullis_proxy::TrustedProxies::parse(self.client_ip_header_from.iter().map(String::as_str));
-                portcullis_proxy::ClientIpHeader::new(name, from.ok()?).ok()
+                portcullis_proxy::ClientIpHeader::new(name, trusted(&self.client_ip_header_from)).ok()
             }),
             ..portcullis_proxy::ProxyConfig::default()
         }

@@ -282,7 +282,7 @@ pub(crate) fn decode(value: &[u8], chain: Option<&[u8]>) -> Result<Vec<Certifica
         } else {
             value.to_vec()
         };
-        if contains(&text, b"-----BEGIN") {
+        if find(&text, b"-----BEGIN").is_some() {
             pem_certificates(&text)?
         } else {
             text.split(|b| *b == b',')
@@ -305,10 +305,6 @@ pub(crate) fn decode(value: &[u8], chain: Option<&[u8]>) -> Result<Vec<Certifica
         return Err(DecodeError("more certificates than a chain has"));
     }
     Ok(certs.into_iter().map(CertificateDer::from).collect())
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// An RFC 8941 byte sequence, `:base64:` (parameters not allowed).

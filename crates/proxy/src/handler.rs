@@ -274,6 +274,28 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
         Some(cert) => header_ocsp(shared, &host, cert).await,
         None => facts,
     };
+    let chain: &[CertificateDer<'static>] = header_cert.as_ref().map_or(&conn.peer_chain, |c| &c.chain);
+    let req_host = req_host.as_deref().unwrap_or(&host.hostname);
+    // Rules see the hostname the request was routed to: a wildcard host's the name asked for, any other host's
+    // its own. A Host that names no configured host (an IP address, an alias) must not steer a request past
+    // rules written for this one, as `http.host eq "admin.example.com"` would be otherwise; the origin still
+    // gets the Host as sent.
+    let rules_host: &str = if host.wildcard { req_host } else { &host.hostname };
+    let event =
+        |method: &http::Method, path: &str, action: &'static str, rule_id: Option<String>, status: u16| SecurityEvent {
+            at: unix_now(),
+            zone_id: host.zone_id.clone(),
+            host: rules_host.to_owned(),
+            method: observe::truncate(method.as_str(), observe::MAX_LOGGED_METHOD).to_owned(),
+            path: observe::truncate(path, observe::MAX_LOGGED_PATH).to_owned(),
+            client_ip: client_ip.clone().unwrap_or_else(|| conn.client_ip.clone()),
+            action,
+            rule_id,
+            status_code: status,
+            mtls_status: facts.status.as_str(),
+            cert_fingerprint_sha256: facts.cert_fingerprint_sha256.clone(),
+            cert_serial: facts.cert_serial.clone(),
+        };
     // `require` and `verify_if_given` refuse at the handshake what they refuse (OCSP's answer included); a front
     // proxy's header is judged here, by the same measure, with a 403 (or a gRPC status).
     if header_cert.is_some()
@@ -282,20 +304,13 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
     {
         let grpc = grpc_call(req.headers(), req.uri().path()).is_some();
         let resp = block_response(grpc, &facts, None, version);
-        shared.events.record(SecurityEvent {
-            at: unix_now(),
-            zone_id: host.zone_id.clone(),
-            host: req_host.as_deref().unwrap_or(&host.hostname).to_owned(),
-            method: observe::truncate(req.method().as_str(), observe::MAX_LOGGED_METHOD).to_owned(),
-            path: observe::truncate(req.uri().path(), observe::MAX_LOGGED_PATH).to_owned(),
-            client_ip: client_ip.clone().unwrap_or_else(|| conn.client_ip.clone()),
-            action: "block",
-            rule_id: None,
-            status_code: resp.status().as_u16(),
-            mtls_status: facts.status.as_str(),
-            cert_fingerprint_sha256: facts.cert_fingerprint_sha256.clone(),
-            cert_serial: facts.cert_serial.clone(),
-        });
+        shared.events.record(event(
+            req.method(),
+            req.uri().path(),
+            "block",
+            None,
+            resp.status().as_u16(),
+        ));
         let outcome = Outcome {
             action: "block",
             rule_id: None,
@@ -305,13 +320,6 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
         };
         return (resp, outcome);
     }
-    let chain: &[CertificateDer<'static>] = header_cert.as_ref().map_or(&conn.peer_chain, |c| &c.chain);
-    let req_host = req_host.as_deref().unwrap_or(&host.hostname);
-    // Rules see the hostname the request was routed to: a wildcard host's the name asked for, any other host's
-    // its own. A Host that names no configured host (an IP address, an alias) must not steer a request past
-    // rules written for this one, as `http.host eq "admin.example.com"` would be otherwise; the origin still
-    // gets the Host as sent.
-    let rules_host: &str = if host.wildcard { req_host } else { &host.hostname };
 
     let mut action = "allow";
     let mut rule_id = None;
@@ -338,19 +346,8 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
             },
         );
         let verdict = host.ruleset.eval(&ctx);
-        let event = |action: &'static str, rule_id: Option<String>, status: u16| SecurityEvent {
-            at: unix_now(),
-            zone_id: host.zone_id.clone(),
-            host: rules_host.to_owned(),
-            method: observe::truncate(parts.method.as_str(), observe::MAX_LOGGED_METHOD).to_owned(),
-            path: observe::truncate(parts.uri.path(), observe::MAX_LOGGED_PATH).to_owned(),
-            client_ip: client_ip.clone().unwrap_or_else(|| conn.client_ip.clone()),
-            action,
-            rule_id,
-            status_code: status,
-            mtls_status: facts.status.as_str(),
-            cert_fingerprint_sha256: facts.cert_fingerprint_sha256.clone(),
-            cert_serial: facts.cert_serial.clone(),
+        let event = |action: &'static str, rule_id: Option<String>, status: u16| {
+            event(&parts.method, parts.uri.path(), action, rule_id, status)
         };
         for rule in &verdict.logged {
             shared.events.record(event("log", rule.rule().id.clone(), 0));

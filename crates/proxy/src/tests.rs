@@ -989,15 +989,42 @@ async fn spoofed_certificate_headers_never_reach_the_origin() {
     }
 }
 
+/// A proxy configuration reading client certificates from `X-Client-Cert` on connections from `from`.
+fn front_proxy_config(from: &str) -> ProxyConfig {
+    ProxyConfig {
+        client_cert_header: Some(
+            crate::cert_header::ClientCertHeader::new(
+                "X-Client-Cert",
+                crate::proxy_protocol::TrustedProxies::parse([from]).unwrap(),
+            )
+            .unwrap(),
+        ),
+        ..ProxyConfig::default()
+    }
+}
+
+/// The leaf's DER in base64, as Cloudflare's and HAProxy's headers carry it.
+fn leaf_b64(c: &ClientCert) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(c.chain[0].as_ref())
+}
+
+/// A verifier that trusts `ca_der`, with `policy` for its certificates' OCSP checks.
+fn ocsp_verifier(ca_der: &[u8], policy: Option<portcullis_pki::OcspPolicy>) -> Arc<Verifier> {
+    let mut b = VerifierBuilder::new();
+    let i = b.add_anchor(ca_der).unwrap();
+    if let Some(policy) = policy {
+        b.set_ocsp(i, policy).unwrap();
+    }
+    Arc::new(b.build())
+}
+
 /// Behind a front proxy that terminates TLS itself, the client's certificate comes from the proxy's header (in any
 /// of its formats), is verified, revoked and forwarded as a presented one would be; the front proxy's own
 /// certificate never counts as a client's, and from any other address the header is ignored. It never reaches the
 /// origin.
 #[tokio::test]
 async fn a_trusted_front_proxy_passes_the_clients_certificate_in_a_header() {
-    use crate::cert_header::ClientCertHeader;
-    use crate::proxy_protocol::TrustedProxies;
-    use base64::Engine as _;
     let w = world().await;
     let spec = |revoked: &[&str]| {
         let mut spec = HostSpec::new("rfc.test", &w.ca);
@@ -1009,12 +1036,6 @@ async fn a_trusted_front_proxy_passes_the_clients_certificate_in_a_header() {
         ));
         spec
     };
-    let config = |from: &str| ProxyConfig {
-        client_cert_header: Some(
-            ClientCertHeader::new("X-Client-Cert", TrustedProxies::parse([from]).unwrap()).unwrap(),
-        ),
-        ..ProxyConfig::default()
-    };
     // A second host that trusts another CA: a header verified for one host is never taken for the other.
     let other_ca = managed_ca();
     let proxy = start_proxy_with(
@@ -1024,13 +1045,12 @@ async fn a_trusted_front_proxy_passes_the_clients_certificate_in_a_header() {
             w.origin,
             vec![spec(&[]), HostSpec::new("other.test", &other_ca)],
         ),
-        config("127.0.0.0/8"),
+        front_proxy_config("127.0.0.0/8"),
     )
     .await;
     let front = issue(&w.ca, "front-proxy", SubjectAltNames::default());
     let good = issue(&w.ca, "device-1", SubjectAltNames::default());
     let stranger = issue(&managed_ca(), "stranger", SubjectAltNames::default());
-    let b64 = |c: &ClientCert| base64::engine::general_purpose::STANDARD.encode(c.chain[0].as_ref());
     // As NGINX's `$ssl_client_escaped_cert` and AWS ALB send it.
     let url_pem = |c: &ClientCert| -> String {
         portcullis_pki::pem::encode("CERTIFICATE", c.chain[0].as_ref())
@@ -1057,7 +1077,10 @@ async fn a_trusted_front_proxy_passes_the_clients_certificate_in_a_header() {
     let (status, _, body) = c.get("rfc.test", "/api", &[("x-client-cert", &url_pem(&good))]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let seen = origin_headers(&body);
-    assert_eq!(header(&seen, "client-cert"), Some(format!(":{}:", b64(&good)).as_str()));
+    assert_eq!(
+        header(&seen, "client-cert"),
+        Some(format!(":{}:", leaf_b64(&good)).as_str())
+    );
     assert_eq!(
         header(&seen, "x-client-cert"),
         None,
@@ -1079,7 +1102,7 @@ async fn a_trusted_front_proxy_passes_the_clients_certificate_in_a_header() {
     // Over HTTP/2, as base64 DER.
     let mut c2 = h2(&proxy, &w.server, "rfc.test", None).await;
     let req = Request::get("https://rfc.test/api")
-        .header("x-client-cert", b64(&good))
+        .header("x-client-cert", leaf_b64(&good))
         .body(empty())
         .unwrap();
     let (status, _, _) = read(c2.0.send_request(req).await.unwrap()).await;
@@ -1100,7 +1123,7 @@ async fn a_trusted_front_proxy_passes_the_clients_certificate_in_a_header() {
     // certificate is the client's.
     let direct = start_proxy_with(
         build_snapshot(1, &w.server, w.origin, vec![spec(&[])]),
-        config("10.0.0.0/8"),
+        front_proxy_config("10.0.0.0/8"),
     )
     .await;
     let mut c = h1(&direct, &w.server, "rfc.test", None).await;
@@ -1123,9 +1146,6 @@ async fn a_trusted_front_proxy_passes_the_clients_certificate_in_a_header() {
 /// the header is removed in its underscore spelling too.
 #[tokio::test]
 async fn require_and_verify_if_given_apply_to_a_front_proxys_header() {
-    use crate::cert_header::ClientCertHeader;
-    use crate::proxy_protocol::TrustedProxies;
-    use base64::Engine as _;
     let w = world().await;
     let host = |name: &'static str, mode: MtlsMode| {
         let mut spec = HostSpec::new(name, &w.ca);
@@ -1133,21 +1153,18 @@ async fn require_and_verify_if_given_apply_to_a_front_proxys_header() {
         spec.mtls = Some((mode, verifier(&w.ca, &[]), w.ca.certificate_der().to_vec()));
         spec
     };
-    let config = ProxyConfig {
-        client_cert_header: Some(
-            ClientCertHeader::new("X-Client-Cert", TrustedProxies::parse(["127.0.0.1"]).unwrap()).unwrap(),
-        ),
-        ..ProxyConfig::default()
-    };
     let specs = vec![
         host("api.test", MtlsMode::Require),
         host("other.test", MtlsMode::VerifyIfGiven),
     ];
-    let proxy = start_proxy_with(build_snapshot(1, &w.server, w.origin, specs), config).await;
+    let proxy = start_proxy_with(
+        build_snapshot(1, &w.server, w.origin, specs),
+        front_proxy_config("127.0.0.1"),
+    )
+    .await;
     let front = issue(&w.ca, "front-proxy", SubjectAltNames::default());
     let good = issue(&w.ca, "device-1", SubjectAltNames::default());
     let stranger = issue(&managed_ca(), "stranger", SubjectAltNames::default());
-    let b64 = |c: &ClientCert| base64::engine::general_purpose::STANDARD.encode(c.chain[0].as_ref());
 
     let mut c = h1(&proxy, &w.server, "api.test", Some(&front)).await;
     let (status, _, _) = c.get("api.test", "/", &[]).await;
@@ -1156,13 +1173,13 @@ async fn require_and_verify_if_given_apply_to_a_front_proxys_header() {
         StatusCode::FORBIDDEN,
         "require: the front proxy's own certificate is not the client's"
     );
-    let (status, _, _) = c.get("api.test", "/", &[("x-client-cert", &b64(&stranger))]).await;
+    let (status, _, _) = c.get("api.test", "/", &[("x-client-cert", &leaf_b64(&stranger))]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _, body) = c
         .get(
             "api.test",
             "/",
-            &[("x-client-cert", &b64(&good)), ("x_client_cert", "spoof")],
+            &[("x-client-cert", &leaf_b64(&good)), ("x_client_cert", "spoof")],
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -1176,9 +1193,11 @@ async fn require_and_verify_if_given_apply_to_a_front_proxys_header() {
     let mut c = h1(&proxy, &w.server, "other.test", None).await;
     let (status, _, _) = c.get("other.test", "/", &[]).await;
     assert_eq!(status, StatusCode::OK, "verify_if_given: no certificate is let through");
-    let (status, _, _) = c.get("other.test", "/", &[("x-client-cert", &b64(&stranger))]).await;
+    let (status, _, _) = c
+        .get("other.test", "/", &[("x-client-cert", &leaf_b64(&stranger))])
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _, _) = c.get("other.test", "/", &[("x-client-cert", &b64(&good))]).await;
+    let (status, _, _) = c.get("other.test", "/", &[("x-client-cert", &leaf_b64(&good))]).await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -2473,16 +2492,10 @@ async fn get_once(proxy: &Proxy, server: &ServerPki, cert: &ClientCert) -> Resul
         .map_err(|e| e.to_string())
 }
 
-/// Under `require`, OCSP decides before any request: a revoked certificate's connection is closed, a good one is
-/// served, one query per certificate however many connections; and under a hard-fail policy a responder that
-/// cannot be reached closes the connection, where soft-fail serves it.
 /// Under `require`, a front proxy's header certificate that the CA's OCSP responder says is revoked is refused, as
 /// its handshake would have been; a good one goes through, and the front proxy's own is checked at its handshake.
 #[tokio::test]
 async fn ocsp_answers_decide_a_front_proxys_header_under_require() {
-    use crate::cert_header::ClientCertHeader;
-    use crate::proxy_protocol::TrustedProxies;
-    use base64::Engine as _;
     let w = world().await;
     let ca = managed_ca();
     let front = issue(&ca, "front-proxy", SubjectAltNames::default());
@@ -2490,35 +2503,29 @@ async fn ocsp_answers_decide_a_front_proxys_header_under_require() {
     let revoked = issue(&ca, "revoked", SubjectAltNames::default());
     let ca_der = ca.certificate_der().to_vec();
     let (responder, _) = ocsp_responder(ca, &[&revoked.serial_hex]).await;
-    let mut b = VerifierBuilder::new();
-    let i = b.add_anchor(&ca_der).unwrap();
-    b.set_ocsp(
-        i,
-        portcullis_pki::OcspPolicy {
-            hard_fail: true,
-            responder: Some(format!("http://{responder}/")),
-        },
-    )
-    .unwrap();
+    let policy = portcullis_pki::OcspPolicy {
+        hard_fail: true,
+        responder: Some(format!("http://{responder}/")),
+    };
     let mut spec = HostSpec::new("api.test", &w.ca);
     spec.rules = ruleset(&[]);
-    spec.mtls = Some((MtlsMode::Require, Arc::new(b.build()), ca_der.clone()));
-    let config = ProxyConfig {
-        client_cert_header: Some(
-            ClientCertHeader::new("X-Client-Cert", TrustedProxies::parse(["127.0.0.1"]).unwrap()).unwrap(),
-        ),
-        ..ProxyConfig::default()
-    };
-    let proxy = start_proxy_with(build_snapshot(1, &w.server, w.origin, vec![spec]), config).await;
-    let b64 = |c: &ClientCert| base64::engine::general_purpose::STANDARD.encode(c.chain[0].as_ref());
+    spec.mtls = Some((MtlsMode::Require, ocsp_verifier(&ca_der, Some(policy)), ca_der.clone()));
+    let proxy = start_proxy_with(
+        build_snapshot(1, &w.server, w.origin, vec![spec]),
+        front_proxy_config("127.0.0.1"),
+    )
+    .await;
     let mut c = h1(&proxy, &w.server, "api.test", Some(&front)).await;
-    let (status, _, body) = c.get("api.test", "/", &[("x-client-cert", &b64(&good))]).await;
+    let (status, _, body) = c.get("api.test", "/", &[("x-client-cert", &leaf_b64(&good))]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _, _) = c.get("api.test", "/", &[("x-client-cert", &b64(&revoked))]).await;
+    let (status, _, _) = c.get("api.test", "/", &[("x-client-cert", &leaf_b64(&revoked))]).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "OCSP says revoked");
     assert_eq!(proxy.events.events().last().map(|e| e.mtls_status), Some("revoked"));
 }
 
+/// Under `require`, OCSP decides before any request: a revoked certificate's connection is closed, a good one is
+/// served, one query per certificate however many connections; and under a hard-fail policy a responder that
+/// cannot be reached closes the connection, where soft-fail serves it.
 #[tokio::test]
 async fn ocsp_answers_decide_connections_under_require() {
     let w = world().await;
@@ -2533,11 +2540,8 @@ async fn ocsp_answers_decide_connections_under_require() {
         responder: Some(url),
     };
     let snapshot = |p| {
-        let mut b = VerifierBuilder::new();
-        let i = b.add_anchor(&ca_der).unwrap();
-        b.set_ocsp(i, p).unwrap();
         let mut spec = HostSpec::new("api.test", &w.ca);
-        spec.mtls = Some((MtlsMode::Require, Arc::new(b.build()), ca_der.clone()));
+        spec.mtls = Some((MtlsMode::Require, ocsp_verifier(&ca_der, Some(p)), ca_der.clone()));
         build_snapshot(1, &w.server, w.origin, vec![spec])
     };
     let proxy = start_proxy(snapshot(policy(true, format!("http://{responder}/")))).await;
@@ -2593,15 +2597,16 @@ async fn an_open_connection_follows_its_cas_current_ocsp_policy() {
     let cert = issue(&w.ca, "device", SubjectAltNames::default());
     let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let snapshot = |generation, hard_fail: Option<bool>| {
-        let mut b = VerifierBuilder::new();
-        let i = b.add_anchor(w.ca.certificate_der()).unwrap();
-        if let Some(hard_fail) = hard_fail {
-            let responder = Some(format!("http://{dead}/"));
-            b.set_ocsp(i, portcullis_pki::OcspPolicy { hard_fail, responder })
-                .unwrap();
-        }
+        let policy = hard_fail.map(|hard_fail| portcullis_pki::OcspPolicy {
+            hard_fail,
+            responder: Some(format!("http://{dead}/")),
+        });
         let mut spec = HostSpec::new("api.test", &w.ca);
-        spec.mtls = Some((MtlsMode::Request, Arc::new(b.build()), w.ca.certificate_der().to_vec()));
+        spec.mtls = Some((
+            MtlsMode::Request,
+            ocsp_verifier(w.ca.certificate_der(), policy),
+            w.ca.certificate_der().to_vec(),
+        ));
         build_snapshot(generation, &w.server, w.origin, vec![spec])
     };
     let proxy = start_proxy(snapshot(1, Some(false))).await;
