@@ -4,7 +4,8 @@
 //!
 //! When the limit or the timeout is hit, the body yields an error, which makes the upstream client
 //! abort the request; the shared [`BodyState`] tells the forwarder why, so it can answer 413 or
-//! 408 instead of 502. Does not decide anything else about the request.
+//! 408 instead of 502. A trailer section is cleaned on the way (`forward::clean_trailers`). Does not decide
+//! anything else about the request.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -16,6 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderName;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
@@ -165,10 +167,18 @@ pub(crate) struct LimitedBody {
     sleep: Option<Pin<Box<Sleep>>>,
     state: Arc<BodyState>,
     done: bool,
+    /// Passed to [`crate::forward::clean_trailers`].
+    front_cert: Arc<[HeaderName]>,
 }
 
 impl LimitedBody {
-    pub(crate) fn new(inner: RequestBody, limit: u64, timeout: Duration, state: Arc<BodyState>) -> LimitedBody {
+    pub(crate) fn new(
+        inner: RequestBody,
+        limit: u64,
+        timeout: Duration,
+        state: Arc<BodyState>,
+        front_cert: Arc<[HeaderName]>,
+    ) -> LimitedBody {
         LimitedBody {
             inner,
             limit,
@@ -177,6 +187,7 @@ impl LimitedBody {
             sleep: None,
             state,
             done: false,
+            front_cert,
         }
     }
 
@@ -199,8 +210,11 @@ impl Body for LimitedBody {
             return Poll::Ready(None);
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
+            Poll::Ready(Some(Ok(mut frame))) => {
                 self.sleep = None;
+                if let Some(trailers) = frame.trailers_mut() {
+                    crate::forward::clean_trailers(trailers, &self.front_cert);
+                }
                 if let Some(data) = frame.data_ref() {
                     self.seen = self.seen.saturating_add(data.len() as u64);
                     if self.seen > self.limit {

@@ -1,6 +1,7 @@
 //! Forwarding an allowed request to the host's origin: header hygiene (hop-by-hop headers,
 //! spoofed certificate headers, `X-Forwarded-*`), the host's certificate-forwarding style, and the
-//! pooled upstream clients. Bodies and trailers stream through untouched; nothing is buffered.
+//! pooled upstream clients. Bodies stream through untouched, and trailers with only what
+//! `clean_trailers` leaves of them; nothing is buffered.
 //!
 //! Supported origins: `http://` (HTTP/1.1, or h2c with prior knowledge for gRPC) and `https://`
 //! (HTTP/1.1 or HTTP/2 by ALPN). WebSocket upgrades pass through to HTTP/1.1 origins. Request
@@ -143,6 +144,42 @@ fn remove_cert_headers(headers: &mut HeaderMap) {
         let spoofed: Vec<HeaderName> = headers.keys().filter(|k| is_cert_header(k.as_str())).cloned().collect();
         for name in spoofed {
             headers.remove(name);
+        }
+    }
+}
+
+/// Fields a request's trailer section may not carry to the origin, besides the certificate headers and the
+/// hop-by-hop fields: those only the proxy sets (`X-Forwarded-*`, `Forwarded`), and those that frame, route or
+/// authenticate a request, which the rules and the proxy read in the header section only.
+const NOT_IN_TRAILERS: [&str; 10] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "host",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "content-length",
+    "transfer-encoding",
+];
+
+/// Cleans a request's trailer section before it goes to the origin. RFC 9110 forbids merging trailers into the
+/// header section, but some origin frameworks do it: there a trailer could stand in for a field the proxy sets
+/// (a certificate header, `X-Forwarded-For`) or for one the rules were evaluated without. Removed, in any
+/// `_`/`-` spelling: the certificate headers, `True-Client-IP`, [`NOT_IN_TRAILERS`], `front` (the names a front
+/// proxy passes the client's certificate in), and the hop-by-hop fields. Other trailers (gRPC's, checksums) go on.
+pub(crate) fn clean_trailers(trailers: &mut HeaderMap, front: &[HeaderName]) {
+    strip_hop_by_hop(trailers);
+    let refused = |name: &str| {
+        is_cert_header(name)
+            || NOT_IN_TRAILERS.iter().any(|n| same_name(name, n))
+            || front.iter().any(|n| same_name(name, n.as_str()))
+    };
+    if trailers.keys().any(|k| refused(k.as_str())) {
+        let found: Vec<HeaderName> = trailers.keys().filter(|k| refused(k.as_str())).cloned().collect();
+        for name in found {
+            trailers.remove(name);
         }
     }
 }
@@ -346,6 +383,9 @@ pub(crate) struct Upstream {
     response_timeout: Duration,
     max_body: u64,
     body_timeout: Duration,
+    /// The header a front proxy passes the client's certificate in (when configured): never forwarded, also not
+    /// as a request trailer.
+    front_cert: Arc<[HeaderName]>,
 }
 
 impl Upstream {
@@ -364,6 +404,7 @@ impl Upstream {
             max_body: config.max_request_body_bytes,
             // A zero timeout would fail every body that is not already buffered.
             body_timeout: config.request_body_timeout.max(Duration::from_millis(10)),
+            front_cert: config.client_cert_header.iter().map(|h| h.name().clone()).collect(),
         }
     }
 
@@ -390,6 +431,7 @@ impl Upstream {
             self.max_body,
             self.body_timeout,
             Arc::new(BodyState::default()),
+            self.front_cert.clone(),
         );
         let mut request = Request::from_parts(head, body);
         if origin.http2 {
@@ -625,7 +667,13 @@ impl Upstream {
                 (None, Some(held)) => RequestBody::Held(held.clone()),
                 (None, None) => return error(StatusCode::BAD_GATEWAY),
             };
-            let body = LimitedBody::new(body, self.max_body, self.body_timeout, state.clone());
+            let body = LimitedBody::new(
+                body,
+                self.max_body,
+                self.body_timeout,
+                state.clone(),
+                self.front_cert.clone(),
+            );
             let request = Request::from_parts(head, body);
             let sent = match &origin.tls {
                 Some(tls) => self.https_client(tls, origin.http2).request(request),
@@ -877,5 +925,42 @@ mod tests {
             ["x-forwarded-for"],
             "the real X-Forwarded-For is extended, not removed"
         );
+    }
+
+    #[test]
+    fn trailers_lose_what_only_the_proxy_sets_and_what_routes_a_request() {
+        let mut t = HeaderMap::new();
+        for name in [
+            "grpc-status",
+            "x-checksum",
+            "x-forwarded-client-cert",
+            "cf_cert_verified",
+            "x-forwarded-for",
+            "x_forwarded_host",
+            "forwarded",
+            "true-client-ip",
+            "host",
+            "authorization",
+            "cookie",
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "x-hop",
+            "x-client-cert",
+            "x_client_cert",
+        ] {
+            t.insert(HeaderName::from_static(name), HeaderValue::from_static("spoofed"));
+        }
+        t.insert(header::CONNECTION, HeaderValue::from_static("x-hop"));
+        clean_trailers(&mut t, &[HeaderName::from_static("x-client-cert")]);
+        assert_eq!(
+            t.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["grpc-status", "x-checksum"]
+        );
+        // Without a front proxy, a trailer of that name is nobody's and goes on.
+        let mut t = HeaderMap::new();
+        t.insert("x-client-cert", HeaderValue::from_static("x"));
+        clean_trailers(&mut t, &[]);
+        assert_eq!(t.len(), 1);
     }
 }

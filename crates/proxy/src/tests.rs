@@ -1695,6 +1695,91 @@ async fn allowed_grpc_call_streams_body_and_trailers() {
     }
 }
 
+/// An origin that answers with the names and values of the request's trailers, as JSON.
+async fn trailer_echo(req: Request<Incoming>) -> Result<Response<OriginBody>, Infallible> {
+    let collected = req.into_body().collect().await.ok();
+    let trailers: serde_json::Map<String, Json> = collected
+        .as_ref()
+        .and_then(|c| c.trailers())
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                Json::String(String::from_utf8_lossy(v.as_bytes()).into()),
+            )
+        })
+        .collect();
+    Ok(Response::new(
+        Full::new(Bytes::from(Json::Object(trailers).to_string())).boxed(),
+    ))
+}
+
+/// A request body whose trailer section carries forged proxy headers next to a legitimate one.
+fn body_with_forged_trailers() -> ReqBody {
+    Full::new(Bytes::from_static(b"payload"))
+        .with_trailers(async {
+            let mut t = HeaderMap::new();
+            for (name, value) in [
+                ("x-checksum", "abc"),
+                ("x-forwarded-client-cert", "Hash=00;Subject=\"CN=admin\""),
+                ("cf-cert-verified", "true"),
+                ("x_forwarded_for", "10.0.0.1"),
+                ("authorization", "Bearer forged"),
+                ("x-client-cert", "forged"),
+            ] {
+                t.insert(name, HeaderValue::from_static(value));
+            }
+            Some(Ok(t))
+        })
+        .boxed()
+}
+
+/// Request trailers reach an HTTP/2 origin, from HTTP/2 and from chunked HTTP/1.1 clients, without the certificate
+/// headers, the forwarded fields, credentials and the front proxy's certificate header: an origin that merges
+/// trailers into the header section must not find forged ones there.
+#[tokio::test]
+async fn request_trailers_cannot_carry_forged_proxy_headers() {
+    let w = world().await;
+    let origin = origin_with(trailer_echo).await;
+    let mut spec = HostSpec::new("api.test", &w.ca);
+    spec.h2c = true;
+    let proxy = start_proxy_with(
+        build_snapshot(1, &w.server, origin, vec![spec]),
+        front_proxy_config("192.0.2.0/24"),
+    )
+    .await;
+    let good = issue(&w.ca, "good", SubjectAltNames::default());
+    let check = |body: &str| {
+        let seen: serde_json::Map<String, Json> = serde_json::from_str(body).unwrap();
+        assert_eq!(seen.get("x-checksum"), Some(&Json::String("abc".into())), "{body}");
+        assert_eq!(seen.len(), 1, "only the checksum goes on: {body}");
+    };
+
+    let mut c = h2(&proxy, &w.server, "api.test", Some(&good)).await;
+    let req = Request::post("https://api.test/upload")
+        .body(body_with_forged_trailers())
+        .unwrap();
+    let (status, _, body) = read(c.0.send_request(req).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    check(&body);
+
+    // hyper's HTTP/1.1 client sends the trailers its `Trailer` field declares; the proxy's own server decodes them.
+    let mut c = h1(&proxy, &w.server, "api.test", Some(&good)).await;
+    let req = Request::post("/upload")
+        .header("host", "api.test")
+        .header("transfer-encoding", "chunked")
+        .header(
+            "trailer",
+            "x-checksum, x-forwarded-client-cert, cf-cert-verified, x_forwarded_for, authorization, x-client-cert",
+        )
+        .body(body_with_forged_trailers())
+        .unwrap();
+    let (status, _, body) = read(c.0.send_request(req).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    check(&body);
+}
+
 #[tokio::test]
 async fn custom_block_response_log_rules_and_tls_fields() {
     let w = world().await;
