@@ -1,7 +1,7 @@
 //! Which of the header fields the proxy treats specially a message carries, found in one pass
 //! over its fields: the ones that decide framing and persistence (`Connection`, `TE`,
-//! `Transfer-Encoding`, `Content-Length`, `Expect`), the other hop-by-hop fields, and
-//! `X-Forwarded-For`. Most messages carry few of them, and asking a `HeaderMap` for an absent
+//! `Transfer-Encoding`, `Content-Length`, `Expect`), the other hop-by-hop fields,
+//! `X-Forwarded-For`, and `Host` (and whether it came twice). Most messages carry few of them, and asking a `HeaderMap` for an absent
 //! field costs a hashed lookup; on the HTTP/1.1 path those lookups had been 7 % of a request's
 //! instructions. It does not read values or change the map.
 
@@ -11,7 +11,7 @@ use http::header::{self, HeaderName};
 /// The fields [`Seen`] notes, in the order of its bits. The first [`HOP_BY_HOP`] are the
 /// hop-by-hop fields (RFC 9110 7.6.1). A `static`: a `const` array of names would be built and
 /// dropped at every use.
-pub(crate) static NOTED: [HeaderName; 12] = [
+pub(crate) static NOTED: [HeaderName; 13] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -24,6 +24,7 @@ pub(crate) static NOTED: [HeaderName; 12] = [
     HeaderName::from_static("x-forwarded-for"),
     header::CONTENT_LENGTH,
     header::EXPECT,
+    header::HOST,
 ];
 
 /// How many of [`NOTED`], from the start, are hop-by-hop.
@@ -41,6 +42,10 @@ impl Seen {
     pub(crate) const X_FORWARDED_FOR: u16 = 1 << 9;
     pub(crate) const CONTENT_LENGTH: u16 = 1 << 10;
     pub(crate) const EXPECT: u16 = 1 << 11;
+    pub(crate) const HOST: u16 = 1 << 12;
+    /// Not a field: `Host` more than once, which RFC 9112 §3.2 answers with 400 (an origin could route by
+    /// another `Host` than the one the proxy checked).
+    pub(crate) const HOST_REPEATED: u16 = 1 << 13;
 
     /// The noted fields of `headers`.
     pub(crate) fn of(headers: &HeaderMap) -> Seen {
@@ -53,7 +58,11 @@ impl Seen {
 
     /// Adds `name` if it is one of [`NOTED`].
     pub(crate) fn note(&mut self, name: &HeaderName) {
-        self.0 |= bit(name.as_str());
+        let bit = bit(name.as_str());
+        if bit == Seen::HOST && self.has(Seen::HOST) {
+            self.0 |= Seen::HOST_REPEATED;
+        }
+        self.0 |= bit;
     }
 
     /// Whether any of `fields` (bits of this type) was seen.
@@ -87,6 +96,7 @@ fn bit(name: &str) -> u16 {
         "x-forwarded-for" => Seen::X_FORWARDED_FOR,
         "content-length" => Seen::CONTENT_LENGTH,
         "expect" => Seen::EXPECT,
+        "host" => Seen::HOST,
         _ => 0,
     }
 }

@@ -149,8 +149,27 @@ fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<(usize, Head)>, R
     let shared = Bytes::copy_from_slice(&buf[..len]);
     let uri = Uri::from_maybe_shared(shared.slice_ref_in(buf, path.as_bytes())).map_err(|_| bad)?;
     let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
-    let (headers, seen) = field_map(buf, &shared, req.headers, FORWARDING_HEADROOM).ok_or(bad)?;
+    let (mut headers, seen) = field_map(buf, &shared, req.headers, FORWARDING_HEADROOM).ok_or(bad)?;
+    if seen.has(Seen::HOST_REPEATED) {
+        return Err(bad);
+    }
     let framing = request_framing(&headers, version, seen)?;
+    if seen.has(Seen::CONTENT_LENGTH) {
+        // Framing comes from the Content-Length here: with Transfer-Encoding too, the request was refused.
+        let n = match framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        // One value for the origin, whatever form the client used (`5, 5`, or the field twice): an origin that
+        // read such a field differently would see another body length than the proxy does.
+        let single = headers.get_all(header::CONTENT_LENGTH).iter().nth(1).is_none()
+            && headers
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| !v.as_bytes().contains(&b','));
+        if !single {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
     let connection = |token| seen.has(Seen::CONNECTION) && has_token(&headers, header::CONNECTION, token);
     let keep_alive = if version == Version::HTTP_11 {
         !connection("close")
@@ -750,8 +769,12 @@ where
         } else {
             None
         };
+        // A client that sent `Expect: 100-continue` and is answered before it was asked for the body may send the
+        // body or may not (RFC 9110 §10.1.1): what it sends next could be either, and reading a next request as
+        // the rest of this body (or the reverse) desynchronises the connection, so it ends after this response.
+        let body_unasked = lock(&wire).continue_sent == Some(0);
         // Judged by when the request was awaited: no second clock read per request.
-        let keep = keep_alive && !closing && !*stopping.borrow() && waiting_since < limits.max_age;
+        let keep = keep_alive && !closing && !body_unasked && !*stopping.borrow() && waiting_since < limits.max_age;
         let written = Box::pin(write_response(
             &wire,
             limits.send,
@@ -802,6 +825,10 @@ async fn next_head<IO: AsyncRead + AsyncWrite + Unpin>(
     // nothing is cut off as soon as one that sends a partial head. So is a pipelined head whose
     // first bytes came with the previous request.
     let mut head_begun = (first || !lock(wire).unread().is_empty()).then_some(waiting_since);
+    // How much of the unread bytes was parsed and found incomplete: a head ends with a line end, so bytes that
+    // bring none cannot complete it, and are not parsed again from the start (a head sent a byte per TLS record
+    // would otherwise cost a parse of everything before each byte).
+    let mut partial_at = 0;
     loop {
         let buffered = {
             let mut w = lock(wire);
@@ -813,6 +840,10 @@ async fn next_head<IO: AsyncRead + AsyncWrite + Unpin>(
                 if unread.len() >= H2_PREFACE.len() {
                     return Next::Http2;
                 }
+            } else if partial_at > 0 && partial_at < unread.len() && !unread[partial_at..].contains(&b'\n') {
+                if unread.len() >= limits.max_head {
+                    return Next::Refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+                }
             } else {
                 match parse_head(unread, limits.max_headers) {
                     Ok(Some((len, head))) => {
@@ -822,7 +853,7 @@ async fn next_head<IO: AsyncRead + AsyncWrite + Unpin>(
                     Ok(None) if unread.len() >= limits.max_head => {
                         return Next::Refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
                     }
-                    Ok(None) => {}
+                    Ok(None) => partial_at = unread.len(),
                     Err(Refusal(status)) => return Next::Refuse(status),
                 }
             }
@@ -1274,7 +1305,27 @@ mod tests {
             framing("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
             Ok(Framing::Length(5))
         );
+        // Repeated lengths go on as one value.
+        for (text, value) in [
+            ("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n", "5"),
+            ("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", "5"),
+            ("POST / HTTP/1.1\r\nContent-Length: 0,0\r\n\r\n", "0"),
+            ("POST / HTTP/1.1\r\nContent-Length: 7\r\n\r\n", "7"),
+        ] {
+            let (_, h) = head(text).unwrap().unwrap();
+            let values: Vec<_> = h.parts.headers.get_all(header::CONTENT_LENGTH).iter().collect();
+            assert_eq!(values, [value], "{text:?}");
+        }
         let bad = Err(StatusCode::BAD_REQUEST);
+        // Host twice: the proxy checks one, an origin might route by the other.
+        assert_eq!(
+            framing("GET / HTTP/1.1\r\nHost: api.test\r\nHost: other.test\r\n\r\n"),
+            bad
+        );
+        assert_eq!(
+            framing("GET / HTTP/1.1\r\nHost: api.test\r\nhost: api.test\r\n\r\n"),
+            bad
+        );
         // Smuggling shapes: both framings, differing or malformed lengths, TE in HTTP/1.0.
         assert_eq!(
             framing("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"),

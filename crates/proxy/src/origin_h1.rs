@@ -294,13 +294,14 @@ fn parse_response(buf: &[u8], method: &Method) -> Result<Option<ParsedResponse>,
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or_else(|| bad("status"))?;
     let shared = Bytes::copy_from_slice(&buf[..len]);
-    let (headers, seen) = field_map(buf, &shared, resp.headers, RESPONSE_HEADROOM).ok_or_else(|| bad("field"))?;
+    let (mut headers, seen) = field_map(buf, &shared, resp.headers, RESPONSE_HEADROOM).ok_or_else(|| bad("field"))?;
     let connection = |token| seen.has(Seen::CONNECTION) && has_token(&headers, header::CONNECTION, token);
     let keep = if resp.version == Some(1) {
         !connection("close")
     } else {
         connection("keep-alive")
     };
+    let mut mixed_framing = false;
     let framing = if *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -309,11 +310,18 @@ fn parse_response(buf: &[u8], method: &Method) -> Result<Option<ParsedResponse>,
         Framing::Done
     } else if seen.has(Seen::TRANSFER_ENCODING) {
         let codings: Vec<&[u8]> = tokens(&headers, header::TRANSFER_ENCODING).collect();
-        match codings.as_slice() {
-            [only] if only.eq_ignore_ascii_case(b"chunked") => Framing::Chunked(Chunk::Size),
-            // Other codings are the client's to decode; this side only needs the end.
-            _ => Framing::UntilClose,
+        if !matches!(codings.as_slice(), [only] if only.eq_ignore_ascii_case(b"chunked")) {
+            // Transfer-Encoding is hop-by-hop: a body in another coding (gzip…) would reach the client without
+            // the field that says how to read it.
+            return Err(bad("transfer coding other than chunked"));
         }
+        // RFC 9112 §6.3: chunked framing overrides a Content-Length, which must not be passed on; an origin that
+        // sends both is not trusted with a next request on this connection.
+        if seen.has(Seen::CONTENT_LENGTH) {
+            headers.remove(header::CONTENT_LENGTH);
+            mixed_framing = true;
+        }
+        Framing::Chunked(Chunk::Size)
     } else if seen.has(Seen::CONTENT_LENGTH) {
         let mut length = None;
         for part in tokens(&headers, header::CONTENT_LENGTH) {
@@ -328,8 +336,10 @@ fn parse_response(buf: &[u8], method: &Method) -> Result<Option<ParsedResponse>,
             length = Some(n);
         }
         match length {
-            Some(n) if n > 0 => Framing::Length(n),
-            _ => Framing::Done,
+            Some(0) => Framing::Done,
+            Some(n) => Framing::Length(n),
+            // An empty value says nothing of where the body ends.
+            None => return Err(bad("empty content-length")),
         }
     } else {
         Framing::UntilClose
@@ -338,7 +348,12 @@ fn parse_response(buf: &[u8], method: &Method) -> Result<Option<ParsedResponse>,
     parts.status = status;
     parts.version = Version::HTTP_11;
     parts.headers = headers;
-    Ok(Some((len, parts, framing, keep && framing != Framing::UntilClose)))
+    Ok(Some((
+        len,
+        parts,
+        framing,
+        keep && !mixed_framing && framing != Framing::UntilClose,
+    )))
 }
 
 /// A response body read from a pooled origin connection; the connection returns to the pool
@@ -410,14 +425,28 @@ mod tests {
             (Framing::Done, true)
         );
         assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"),
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
             (Framing::Chunked(Chunk::Size), true)
         );
+        // Both: chunked decides, the Content-Length is not passed on, and the connection is not reused.
+        let (_, parts, mixed, keep) = parse(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((mixed, keep), (Framing::Chunked(Chunk::Size), false));
+        assert!(!parts.headers.contains_key(header::CONTENT_LENGTH));
         assert_eq!(framing("HTTP/1.1 200 OK\r\n\r\n"), (Framing::UntilClose, false));
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
-            (Framing::UntilClose, false)
-        );
+        // A body in a transfer coding the client would not be told of, or without a length in its Content-Length.
+        for refused in [
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: ,\r\n\r\n",
+        ] {
+            assert!(parse(refused, Method::GET).is_err(), "{refused:?}");
+        }
         assert_eq!(framing("HTTP/1.1 204 No Content\r\n\r\n"), (Framing::Done, true));
         assert_eq!(
             framing("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n"),

@@ -122,6 +122,64 @@ async fn expect_continue_pipelining_and_http10() {
     }
 }
 
+/// A request with `Expect: 100-continue` answered before its body was asked for: the client may or may not send the
+/// body (RFC 9110 §10.1.1), so what follows cannot be read as a next request; the connection ends instead.
+#[tokio::test]
+async fn a_refused_expect_continue_request_ends_the_connection() {
+    let w = world().await;
+    let proxy = api_proxy(&w, ProxyConfig::default()).await;
+    let mut tls = raw(&proxy, &w).await;
+    // Blocked by the rules (no certificate on /api) before the body is read.
+    tls.write_all(b"POST /api HTTP/1.1\r\nHost: api.test\r\nContent-Length: 39\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = responses(&mut tls, 1).await.remove(0);
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    // A client that skips the body and sends its next request: never read as a request of its own.
+    let _ = tls.write_all(b"GET /public HTTP/1.1\r\nHost: api.test\r\n\r\n").await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WAIT, tls.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection closes");
+    assert!(!String::from_utf8_lossy(&rest).contains("200 OK"));
+
+    // With the body asked for and sent, the connection stays open.
+    let mut tls = raw(&proxy, &w).await;
+    for _ in 0..2 {
+        tls.write_all(b"PUT /public HTTP/1.1\r\nHost: api.test\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(responses(&mut tls, 1).await[0].0.starts_with("HTTP/1.1 100"));
+        tls.write_all(b"hi").await.unwrap();
+        let (head, _) = responses(&mut tls, 1).await.remove(0);
+        assert!(
+            head.starts_with("HTTP/1.1 200") && !head.contains("connection: close"),
+            "{head}"
+        );
+    }
+}
+
+/// A head that arrives a byte at a time (one TLS record each) is parsed when its lines end, whole, and answered.
+#[tokio::test]
+async fn a_head_sent_a_byte_at_a_time_is_answered() {
+    let w = world().await;
+    let proxy = api_proxy(&w, ProxyConfig::default()).await;
+    let mut tls = raw(&proxy, &w).await;
+    for byte in b"GET /public HTTP/1.1\r\nHost: api.test\r\nX-A: 1\r\n\r\n" {
+        tls.write_all(&[*byte]).await.unwrap();
+        tls.flush().await.unwrap();
+    }
+    let (head, body) = responses(&mut tls, 1).await.remove(0);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("\"x-a\":[\"1\"]"), "{body}");
+    // Bare LFs end lines too.
+    for byte in b"GET /public HTTP/1.1\nHost: api.test\n\n" {
+        tls.write_all(&[*byte]).await.unwrap();
+        tls.flush().await.unwrap();
+    }
+    assert!(responses(&mut tls, 1).await[0].0.starts_with("HTTP/1.1 200"));
+}
+
 #[tokio::test]
 async fn chunked_uploads_head_requests_and_unread_bodies() {
     let w = world().await;
