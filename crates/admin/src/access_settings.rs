@@ -4,8 +4,9 @@
 //! removes it and leaves the other styles (RFC 9440, XFCC, `cf-cert-*`) as they are. `china_network` is accepted only as
 //! `false`. Changes to several hostnames are written together or not at all.
 
+use crate::api::Path;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

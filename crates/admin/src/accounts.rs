@@ -81,7 +81,7 @@ pub struct AuditMetadata {
     responses((status = 200, description = "Audit entries, newest first", body = [AuditView])))]
 pub async fn audit_logs(
     State(state): State<AdminState>,
-    axum::extract::Path(account_id): axum::extract::Path<String>,
+    crate::api::Path(account_id): crate::api::Path<String>,
     crate::api::ApiQuery(query): crate::api::ApiQuery<AuditQuery>,
 ) -> ApiResult {
     crate::certs::check_account(&state, &account_id).await?;

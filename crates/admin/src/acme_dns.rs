@@ -6,8 +6,9 @@
 //! server, updated with DNS UPDATE (RFC 2136) signed with TSIG (RFC 8945). The secret is sealed with the master key
 //! and never returned. This module only checks and stores the settings; the binary's ACME manager uses them.
 
+use crate::api::Path;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

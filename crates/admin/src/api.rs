@@ -1,4 +1,5 @@
-//! Cloudflare's JSON envelope, the API's error type, and the JSON body extractor.
+//! Cloudflare's JSON envelope, the API's error type, and the extractors (JSON body, query, path) whose rejections
+//! come back in it.
 //!
 //! Every response has the shape `{success, errors: [{code, message}], messages, result, result_info?}`. This module
 //! is the one place where errors become HTTP responses: 4xx carry a message that names the problem; 5xx say only
@@ -227,9 +228,92 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        let json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                let essence = v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+                essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+            });
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    codes::TOO_LARGE,
+                    format!(
+                        "request body is larger than the limit of {} bytes",
+                        crate::MAX_BODY_BYTES
+                    ),
+                )
+            } else {
+                ApiError::new(e.status(), codes::MALFORMED_JSON, e.body_text())
+            }
+        })?;
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                codes::MALFORMED_JSON,
+                "the request body must be JSON with Content-Type: application/json",
+            ));
+        }
+        if json_has_nul(&bytes) {
+            // PostgreSQL cannot store it in text, SQLite can: refused on both, so both answer alike.
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                codes::MALFORMED_JSON,
+                "invalid request body: a string contains a NUL character (\\u0000)",
+            ));
+        }
+        match Json::<T>::from_bytes(&bytes) {
             Ok(Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+/// Whether JSON text has a `\u0000` escape (a raw NUL is not valid JSON anyway). Backslashes appear only inside
+/// strings, where each starts an escape of its own, so one pass over the escapes finds them.
+fn json_has_nul(text: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(at) = text[i..].iter().position(|b| *b == b'\\') {
+        let escape = i + at + 1;
+        if text.get(escape) == Some(&b'u') && text.get(escape + 1..escape + 5) == Some(b"0000") {
+            return true;
+        }
+        // The escaped character (`\\` included) is skipped with it.
+        i = escape + 1;
+        if i >= text.len() {
+            return false;
+        }
+    }
+    false
+}
+
+/// Path parameters whose rejections come back in the envelope; a path with a NUL (`%00`) in it is refused, so that
+/// SQLite and PostgreSQL (which cannot store one) answer alike.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let path = parts.uri.path().as_bytes();
+        if path.windows(3).any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0') {
+            return Err(ApiError::invalid("the path contains a NUL character (%00)"));
+        }
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => Err(ApiError::new(
+                rejection.status(),
+                codes::INVALID,
+                format!("invalid path: {}", rejection.body_text()),
+            )),
         }
     }
 }
@@ -313,4 +397,19 @@ where
 
 fn query_rejection(rejection: QueryRejection) -> ApiError {
     ApiError::invalid(format!("invalid query string: {}", rejection.body_text()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_has_nul;
+
+    #[test]
+    fn nul_escapes_are_found_and_escaped_backslashes_are_not() {
+        assert!(json_has_nul(br#"{"a": "x\u0000"}"#));
+        assert!(json_has_nul(br#"["\"", "\u0000"]"#));
+        assert!(!json_has_nul(br#"{"a": "x\\u0000"}"#));
+        assert!(!json_has_nul(br#"{"a": "\u0001 \\ \n"}"#));
+        assert!(!json_has_nul(br#"{"a": "trailing\"#));
+        assert!(!json_has_nul(b""));
+    }
 }

@@ -1,8 +1,9 @@
 //! `/zones/{zone_id}/certificate_authorities/hostname_associations`: which hostnames have mTLS enabled, and with
 //! which CA. Without `mtls_certificate_id` the call is about the managed CA, as in Cloudflare's API.
 
+use crate::api::Path;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

@@ -4,8 +4,9 @@
 //! hostname presents to an `https://` origin that requires one (`origin_client_certificate`); their keys are sealed
 //! with the master key and never shown again.
 
+use crate::api::Path;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};

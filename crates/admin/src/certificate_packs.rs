@@ -8,8 +8,9 @@
 //! `txt`) through the zone's DNS update settings (`acme_dns`), which wildcard names need, or HTTP-01 (`http`) on the
 //! server's public listener; Cloudflare's `email` method is refused.
 
+use crate::api::Path;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;

@@ -11,8 +11,9 @@
 //! `bundle_method` and `type` are accepted for compatibility with Cloudflare clients, but have no effect: the chain is
 //! always served as uploaded — Cloudflare's `force` — so records report `bundle_method: "force"`.
 
+use crate::api::Path;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

@@ -1,6 +1,7 @@
 //! `/zones/{zone_id}/security/events` (Portcullis extension): requests the rules blocked or logged.
 
-use axum::extract::{Path, State};
+use crate::api::Path;
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

@@ -1,7 +1,8 @@
 //! `/zones/{zone_id}/hostnames` (Portcullis extension): the hostnames the edge serves, their origins and settings.
 
+use crate::api::Path;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -9,7 +10,8 @@ use utoipa::ToSchema;
 use portcullis_store::{Actor, Hostname};
 
 use crate::AdminState;
-use crate::api::{ApiError, ApiJson, ApiResult, ok, ok_all};
+use crate::api::{ApiError, ApiJson, ApiResult, codes, ok, ok_all};
+use crate::auth::ZoneLimit;
 use crate::time_fmt::rfc3339;
 use crate::zones::IdOnly;
 
@@ -378,6 +380,26 @@ fn check_https(origin: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Refuses a token limited to zones that picks an `origin_client_certificate` other than the hostname's own
+/// (`current`). Uploaded client certificates are the account's, not a zone's: such a token could otherwise have the
+/// edge present another zone's certificate, and prove its key, to a server the token names. Keeping or clearing the
+/// one the hostname has is its zone's business.
+fn zone_token_may_choose(
+    limit: Option<&Extension<ZoneLimit>>,
+    current: Option<&str>,
+    chosen: &str,
+) -> Result<(), ApiError> {
+    if limit.is_some() && current != Some(chosen) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            codes::UNAUTHORIZED,
+            "Unauthorized to access requested resource: origin_client_certificate names an account certificate, \
+             which a token limited to zones cannot choose; set it with an account-wide token",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that `id` names an uploaded client certificate (`"ca": false`) with its key.
 async fn check_origin_client_certificate(state: &AdminState, id: &str) -> Result<(), ApiError> {
     let cert = state.store.mtls_certificate(id).await.map_err(|_| {
@@ -484,6 +506,7 @@ pub fn normalize_settings(
 pub async fn create_hostname(
     State(state): State<AdminState>,
     Extension(actor): Extension<Actor>,
+    limit: Option<Extension<ZoneLimit>>,
     Path(zone_id): Path<String>,
     ApiJson(body): ApiJson<CreateHostname>,
 ) -> ApiResult {
@@ -502,6 +525,7 @@ pub async fn create_hostname(
     };
     let (origin, settings) = normalize_settings(&body.origin, settings)?;
     if let Some(id) = &settings.origin_client_certificate {
+        zone_token_may_choose(limit.as_ref(), None, id)?;
         check_origin_client_certificate(&state, id).await?;
     }
     let settings = serde_json::to_value(settings).map_err(ApiError::internal)?;
@@ -543,6 +567,7 @@ pub async fn get_hostname(State(state): State<AdminState>, Path((zone_id, id)): 
 pub async fn update_hostname(
     State(state): State<AdminState>,
     Extension(actor): Extension<Actor>,
+    limit: Option<Extension<ZoneLimit>>,
     Path((zone_id, id)): Path<(String, String)>,
     ApiJson(body): ApiJson<UpdateHostname>,
 ) -> ApiResult {
@@ -578,6 +603,7 @@ pub async fn update_hostname(
     match body.origin_client_certificate {
         Some(id) if id.is_empty() => settings.origin_client_certificate = None,
         Some(id) => {
+            zone_token_may_choose(limit.as_ref(), settings.origin_client_certificate.as_deref(), &id)?;
             check_origin_client_certificate(&state, &id).await?;
             settings.origin_client_certificate = Some(id);
         }

@@ -380,7 +380,11 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AdminState>) -
     }
     match tokio::time::timeout(READY_STORE_TIMEOUT, state.store.generation()).await {
         Ok(Ok(_)) => "ready\n".into_response(),
-        Ok(Err(e)) => unavailable(format!("the store: {e}")),
+        Ok(Err(e)) => {
+            // The error can name database hosts and users; `/readyz` is also on the public listener.
+            tracing::warn!(error = %e, "readiness: the store did not answer");
+            unavailable("the store did not answer (see the log)".to_owned())
+        }
         Err(_) => unavailable(format!("the store did not answer within {READY_STORE_TIMEOUT:?}")),
     }
 }

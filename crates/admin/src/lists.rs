@@ -7,9 +7,10 @@
 //! its snapshot is rebuilt. Only the `ip` kind is accepted: hostname, ASN and redirect lists feed Cloudflare features
 //! that Portcullis does not have.
 
+use crate::api::Path;
 use axum::Extension;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse as _;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};

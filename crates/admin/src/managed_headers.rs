@@ -10,8 +10,9 @@
 //! Not offered: visitor location headers (there is no geolocation here); asked for, they are refused by name rather
 //! than ignored.
 
+use crate::api::Path;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

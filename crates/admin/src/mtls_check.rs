@@ -257,7 +257,7 @@ pub(crate) async fn zone_messages(state: &AdminState, zone_id: &str) -> Result<V
     responses((status = 200, description = "The warnings; none when the setup enforces what it asks for", body = [ErrorItem])))]
 pub async fn get_mtls_check(
     axum::extract::State(state): axum::extract::State<AdminState>,
-    axum::extract::Path(zone_id): axum::extract::Path<String>,
+    crate::api::Path(zone_id): crate::api::Path<String>,
 ) -> crate::api::ApiResult {
     state.store.zone(&zone_id).await?;
     Ok(crate::api::ok_all(zone_messages(&state, &zone_id).await?))

@@ -3,8 +3,9 @@
 //! in Cloudflare's shapes. Every write compiles the whole resulting ruleset first, so an invalid expression (reported
 //! with its caret diagnostic) or a bad custom response never reaches the store.
 
+use crate::api::Path;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -464,6 +464,59 @@ async fn bad_input_is_named_and_leaves_nothing() {
     assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7000));
     let (status, body) = api.call(Method::PUT, "/client/v4/zones", Some(&w), Some("{}")).await;
     assert_eq!((status, error(&body).0), (StatusCode::METHOD_NOT_ALLOWED, 7001));
+
+    // Paths that are not UTF-8 or hold a NUL, and NULs in JSON strings: refused in the envelope, on both stores
+    // alike (PostgreSQL cannot store a NUL in text).
+    for path in [
+        "/client/v4/zones/%FF",
+        "/client/v4/zones/%00",
+        "/client/v4/zones/a%00b/hostnames",
+    ] {
+        let (status, body) = api.get(path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(error(&body).0, 1400, "{path}: {body}");
+    }
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/client/v4/zones",
+            Some(&w),
+            Some(r#"{"name": "a\u0000.com"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).1.contains("NUL"), "{body}");
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/client/v4/user/tokens",
+            Some(&w),
+            Some(r#"{"name": "x\\u0000", "scope": "read"}"#),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "a backslash and the text u0000 are no NUL: {body}"
+    );
+    assert_eq!(body["result"]["name"], r"x\u0000");
+    let (status, body) = api
+        .call(Method::POST, "/client/v4/zones", Some(&w), Some(r#"{"name": "a.com"}"#))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _) = api
+        .call(Method::POST, "/client/v4/zones", None, Some(r#"{"name": "b.com"}"#))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/client/v4/zones")
+        .header(header::AUTHORIZATION, format!("Bearer {w}"))
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(r#"{"name": "c.com"}"#))
+        .expect("request");
+    let resp = api.router.clone().oneshot(req).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
 
 #[tokio::test]

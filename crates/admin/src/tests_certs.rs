@@ -1685,6 +1685,96 @@ async fn origin_client_certificates_are_uploaded_with_their_key_and_used_by_host
     assert_eq!(status, StatusCode::OK);
 }
 
+/// Uploaded client certificates are the account's: a token limited to a zone cannot have its hostnames present one
+/// (and prove its key) to an origin it names, on create or update; it can keep or clear the one a hostname has.
+#[tokio::test]
+async fn zone_tokens_cannot_choose_an_account_client_certificate_for_their_origins() {
+    let api = Api::new().await;
+    let tmp = Tmp::new();
+    let account = account(&api).await;
+    let (cert, key) = tmp.leaf("b-to-origin", "/CN=b-to-origin", &["extendedKeyUsage=clientAuth"]);
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &format!("/client/v4/accounts/{account}/mtls_certificates"),
+            json!({"ca": false, "certificates": cert, "private_key": key}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let cert_id = s(&body["result"]["id"]);
+    let a = api.zone("a.example").await;
+    let hosts = format!("/client/v4/zones/{a}/hostnames");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &hosts,
+            json!({"hostname": "kept.a.example", "origin": "https://10.0.0.1", "origin_client_certificate": cert_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let kept = s(&body["result"]["id"]);
+    let (status, made) = api
+        .send(
+            Method::POST,
+            "/client/v4/user/tokens",
+            json!({"name": "team-a", "scope": "write", "zones": [a]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let team = s(&made["result"]["value"]);
+    let as_team = |method: Method, path: String, body: Value| {
+        let team = team.clone();
+        let api = &api;
+        async move { api.call(method, &path, Some(&team), Some(&body.to_string())).await }
+    };
+
+    let (status, body) = as_team(
+        Method::POST,
+        hosts.clone(),
+        json!({"hostname": "new.a.example", "origin": "https://attacker.example", "origin_client_certificate": cert_id}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(error(&body).1.contains("account-wide token"), "{body}");
+    let (status, body) = as_team(
+        Method::POST,
+        hosts.clone(),
+        json!({"hostname": "new.a.example", "origin": "https://10.0.0.2"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let new = s(&body["result"]["id"]);
+    let (status, body) = as_team(
+        Method::PATCH,
+        format!("{hosts}/{new}"),
+        json!({"origin_client_certificate": cert_id}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (_, body) = api.get(&format!("{hosts}/{new}")).await;
+    assert!(body["result"].get("origin_client_certificate").is_none(), "{body}");
+    // The hostname's own certificate: kept while other settings change, and cleared.
+    let (status, body) = as_team(
+        Method::PATCH,
+        format!("{hosts}/{kept}"),
+        json!({"origin_client_certificate": cert_id, "origin_http2": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = as_team(
+        Method::PATCH,
+        format!("{hosts}/{kept}"),
+        json!({"origin_client_certificate": ""}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The account-wide token may set it.
+    let (status, body) = api
+        .patch(&format!("{hosts}/{new}"), json!({"origin_client_certificate": cert_id}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 /// A `certificates` token, for a provisioning service: it reads, and issues, revokes and reactivates client
 /// certificates, and nothing else.
 #[tokio::test]

@@ -2,8 +2,9 @@
 //! be restricted, with Cloudflare's fields where it has them: `not_before`, `expires_on`, `condition.request_ip`
 //! (`in` and `not_in` CIDRs), and Portcullis' `zones` (the zone ids it may reach). `auth` enforces them.
 
+use crate::api::Path;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

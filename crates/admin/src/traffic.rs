@@ -5,7 +5,8 @@
 //! (`portcullis serve` wires the proxy's per-minute counters). Without one, the endpoint says so instead of
 //! answering zeros that would look like an idle edge.
 
-use axum::extract::{Path, State};
+use crate::api::Path;
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 use time::OffsetDateTime;

@@ -3,8 +3,9 @@
 //! origin; `none`), `type` which normalization (`cloudflare`, the default, or `rfc3986`). DELETE restores the
 //! defaults. The edge applies a change with the next snapshot, like any other write.
 
+use crate::api::Path;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

@@ -1,7 +1,8 @@
 //! `/zones`: create, list, get and delete zones.
 
+use crate::api::Path;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};

@@ -136,6 +136,8 @@ impl Store {
     ) -> Result<Hostname, StoreError> {
         let mut record = self.hostname(zone_id, id).await?;
         let expected = based_on.cloned().unwrap_or_else(|| record.settings.clone());
+        // The origin too: an edit of the settings alone writes the origin read here back.
+        let expected_origin = record.origin.clone();
         if let Some(origin) = origin {
             record.origin = origin.to_owned();
         }
@@ -148,19 +150,21 @@ impl Store {
             // Compared as JSON, not as text, and locked on PostgreSQL until the update (SQLite has one writer, and
             // refuses this transaction's write if another committed since its read).
             let query = if self.is_postgres() {
-                "SELECT settings FROM hostnames WHERE zone_id = $1 AND id = $2 FOR UPDATE"
+                "SELECT settings, origin FROM hostnames WHERE zone_id = $1 AND id = $2 FOR UPDATE"
             } else {
-                "SELECT settings FROM hostnames WHERE zone_id = $1 AND id = $2"
+                "SELECT settings, origin FROM hostnames WHERE zone_id = $1 AND id = $2"
             };
-            let stored: Option<String> = sqlx::query_scalar(query)
+            let stored: Option<(String, String)> = sqlx::query_as(query)
                 .bind(zone_id)
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let Some(stored) = stored else {
+            let Some((stored, stored_origin)) = stored else {
                 return Err(StoreError::not_found("hostname", id));
             };
-            if serde_json::from_str::<serde_json::Value>(&stored).ok().as_ref() != Some(&expected) {
+            if serde_json::from_str::<serde_json::Value>(&stored).ok().as_ref() != Some(&expected)
+                || stored_origin != expected_origin
+            {
                 return Err(StoreError::Conflict(format!(
                     "hostname {:?} changed while this edit was being made; read it again and retry",
                     record.hostname
