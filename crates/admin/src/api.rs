@@ -272,6 +272,28 @@ where
     }
 }
 
+/// The longest name (tokens, rulesets, uploaded certificates) the API stores, in characters: names and descriptions
+/// go into every edge snapshot and every listing, so they are bounded like everything else a client sends.
+pub const MAX_NAME_CHARS: usize = 256;
+/// The longest description (rules, rulesets), in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 500;
+/// The longest rule `id` or `ref`, in bytes (a key of the store's indexes on both backends).
+pub const MAX_RULE_ID_BYTES: usize = 128;
+
+/// Refuses `text` (the field `what`) if it is longer than `max` characters or holds control characters.
+pub fn check_text(what: &str, text: &str, max: usize) -> Result<(), ApiError> {
+    let chars = text.chars().count();
+    if chars > max {
+        return Err(ApiError::invalid(format!(
+            "{what} is {chars} characters long; the limit is {max}"
+        )));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!("{what} contains a control character")));
+    }
+    Ok(())
+}
+
 /// Whether JSON text has a `\u0000` escape (a raw NUL is not valid JSON anyway). Backslashes appear only inside
 /// strings, where each starts an escape of its own, so one pass over the escapes finds them.
 fn json_has_nul(text: &[u8]) -> bool {

@@ -104,6 +104,9 @@ pub async fn upload(
     ApiJson(body): ApiJson<UploadCa>,
 ) -> ApiResult {
     check_account(&state, &account_id).await?;
+    if let Some(name) = &body.name {
+        crate::api::check_text("name", name, crate::api::MAX_NAME_CHARS)?;
+    }
     let key = body.private_key.as_deref().filter(|k| !k.trim().is_empty());
     if !body.ca {
         let key = key.ok_or_else(|| {

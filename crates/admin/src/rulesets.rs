@@ -166,6 +166,17 @@ impl RuleInput {
     }
 
     fn to_new_rule(&self) -> Result<NewRule, ApiError> {
+        use crate::api::{MAX_DESCRIPTION_CHARS, MAX_RULE_ID_BYTES, check_text};
+        for (what, id) in [("id", &self.id), ("ref", &self.reference)] {
+            if let Some(id) = id
+                && (id.len() > MAX_RULE_ID_BYTES || !id.bytes().all(|b| b.is_ascii_graphic()))
+            {
+                return Err(ApiError::invalid(format!(
+                    "rule {what} must be at most {MAX_RULE_ID_BYTES} printable ASCII characters without spaces"
+                )));
+            }
+        }
+        check_text("description", &self.description, MAX_DESCRIPTION_CHARS)?;
         let action_parameters = match &self.action_parameters {
             Some(params) => Some(serde_json::to_value(params).map_err(ApiError::internal)?),
             None => None,
@@ -506,6 +517,12 @@ async fn write(
     };
     let stored = current.or(loaded.as_ref()).map_or(&[][..], |rs| rs.rules.as_slice());
     compile(state, phase, &mut rules, stored).await?;
+    if let Some(name) = &body.name {
+        crate::api::check_text("name", name, crate::api::MAX_NAME_CHARS)?;
+    }
+    if let Some(description) = &body.description {
+        crate::api::check_text("description", description, crate::api::MAX_DESCRIPTION_CHARS)?;
+    }
     let name = body
         .name
         .or_else(|| current.map(|rs| rs.name.clone()))

@@ -517,6 +517,45 @@ async fn bad_input_is_named_and_leaves_nothing() {
         .expect("request");
     let resp = api.router.clone().oneshot(req).await.expect("response");
     assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // Names, descriptions and rule ids are bounded: they go into every snapshot and listing.
+    let long = "n".repeat(crate::api::MAX_NAME_CHARS + 1);
+    let (status, body) = api
+        .send(
+            Method::POST,
+            "/client/v4/user/tokens",
+            json!({"name": long, "scope": "read"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).1.contains("the limit is 256"), "{body}");
+    let zone = api.zone("rules.example").await;
+    let entry = format!("/client/v4/zones/{zone}/rulesets/phases/http_request_firewall_custom/entrypoint");
+    let rule = |extra: Value| {
+        let mut rule = json!({"expression": "http.request.uri.path eq \"/x\"", "action": "block"});
+        for (k, v) in extra.as_object().expect("object") {
+            rule[k] = v.clone();
+        }
+        json!({"rules": [rule]})
+    };
+    for (extra, why) in [
+        (json!({"description": "d".repeat(501)}), "the limit is 500"),
+        (json!({"description": "two\nlines"}), "control character"),
+        (json!({"ref": "has space"}), "printable ASCII"),
+        (json!({"id": "i".repeat(129)}), "at most 128"),
+    ] {
+        let (status, body) = api.send(Method::PUT, &entry, rule(extra.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{extra}: {body}");
+        assert!(error(&body).1.contains(why), "{extra}: {body}");
+    }
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &entry,
+            rule(json!({"ref": "r".repeat(128), "description": "é".repeat(500)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "at the limits: {body}");
 }
 
 #[tokio::test]
@@ -629,6 +668,41 @@ async fn hostnames_and_associations() {
         .get(&format!("{path}?mtls_certificate_id=ffffffffffffffffffffffffffffffff"))
         .await;
     assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7003));
+
+    // Nested zones: a name under the more specific zone is that zone's, in either order of creation.
+    let child = api.zone("team.example.com").await;
+    for name in ["x.team.example.com", "*.team.example.com", "team.example.com"] {
+        let (status, body) = api
+            .send(
+                Method::POST,
+                &format!("{base}/hostnames"),
+                json!({"hostname": name, "origin": "http://127.0.0.1:9000"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {body}");
+        assert!(error(&body).1.contains("more specific"), "{body}");
+    }
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &format!("/client/v4/zones/{child}/hostnames"),
+            json!({"hostname": "x.team.example.com", "origin": "http://127.0.0.1:9000"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &format!("{base}/hostnames"),
+            json!({"hostname": "v.ops.example.com", "origin": "http://127.0.0.1:9000"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = api
+        .send(Method::POST, "/client/v4/zones", json!({"name": "ops.example.com"}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(error(&body).1.contains("v.ops.example.com"), "{body}");
 }
 
 #[tokio::test]

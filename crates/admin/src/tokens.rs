@@ -221,6 +221,7 @@ pub async fn create_token(
             ));
         }
     }
+    crate::api::check_text("name", &body.name, crate::api::MAX_NAME_CHARS)?;
     let restrictions = check_restrictions(&state, &body).await?;
     let (token, secret) = state
         .store

@@ -51,6 +51,20 @@ impl Store {
     ) -> Result<Hostname, StoreError> {
         let zone = self.zone(zone_id).await?;
         let hostname = check_hostname(hostname, &zone.name)?;
+        // A name under a more specific zone (`api.sub.example.com` while `sub.example.com` is a zone) is that
+        // zone's: else whoever may write the parent zone could take names the child zone's tokens never see.
+        let covered = hostname.strip_prefix("*.").unwrap_or(&hostname);
+        if let Some(child) = self
+            .list_zones()
+            .await?
+            .into_iter()
+            .find(|z| z.id != zone.id && z.name.len() > zone.name.len() && in_zone(covered, &z.name))
+        {
+            return Err(StoreError::Invalid(format!(
+                "hostname {hostname:?} is in zone {:?}, which is more specific than {:?}: add it there",
+                child.name, zone.name
+            )));
+        }
         let at = now();
         let record = Hostname {
             id: new_id(),

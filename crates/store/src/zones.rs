@@ -20,6 +20,22 @@ impl Store {
     /// Creates the zone `name` (a DNS name, stored lower-cased).
     pub async fn create_zone(&self, name: &str, actor: &Actor) -> Result<Zone, StoreError> {
         let name = normalize_dns_name(name)?;
+        // The other way round from `create_hostname`'s check: a new zone must not take over names a parent zone
+        // already serves.
+        for parent in self.list_zones().await? {
+            if parent.name.len() < name.len() && crate::hostnames::in_zone(&name, &parent.name) {
+                let taken = self.list_hostnames(&parent.id).await?.into_iter().find(|h| {
+                    let covered = h.hostname.strip_prefix("*.").unwrap_or(&h.hostname);
+                    crate::hostnames::in_zone(covered, &name)
+                });
+                if let Some(h) = taken {
+                    return Err(StoreError::Conflict(format!(
+                        "zone {:?} serves {:?}, which would be in zone {name:?}: delete that hostname first",
+                        parent.name, h.hostname
+                    )));
+                }
+            }
+        }
         let account = self.account().await?;
         let at = now();
         let zone = Zone {
