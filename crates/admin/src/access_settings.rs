@@ -79,6 +79,9 @@ pub async fn put_settings(
             .iter()
             .find(|h| h.hostname == wanted)
             .ok_or_else(|| ApiError::not_found("hostname", &entry.hostname))?;
+        if changes.iter().any(|(id, _, _)| *id == host.id) {
+            return Err(ApiError::invalid(format!("{} is listed twice", entry.hostname)));
+        }
         let mut settings = HostnameSettings::from_stored(&host.settings).map_err(ApiError::internal)?;
         let styles = settings.client_certificate_forwarding.styles();
         settings.client_certificate_forwarding = if entry.client_certificate_forwarding {
@@ -88,6 +91,7 @@ pub async fn put_settings(
         };
         changes.push((
             host.id.clone(),
+            host.settings.clone(),
             serde_json::to_value(settings).map_err(ApiError::internal)?,
         ));
     }

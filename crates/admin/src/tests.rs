@@ -402,6 +402,11 @@ async fn certificate_forwarding_settings_follow_cloudflare_shapes() {
             StatusCode::BAD_REQUEST,
             "invalid request body: settings[0]: missing field `china_network` at line 1 column 79",
         ),
+        (
+            json!({"settings": [entry("b.example.com", true), entry("B.example.com.", false)]}),
+            StatusCode::BAD_REQUEST,
+            "B.example.com. is listed twice",
+        ),
     ] {
         let (status, body) = api.send(Method::PUT, &path, bad).await;
         assert_eq!(status, status_code, "{body}");

@@ -199,29 +199,44 @@ impl Store {
         Ok(record)
     }
 
-    /// Replaces the settings of several hostnames of one zone in one transaction: all of them or none.
+    /// Replaces the settings of several hostnames of one zone in one transaction: all of them or none. Each change
+    /// is `(id, based_on, settings)`: the write is refused as a conflict if a hostname's stored settings are no
+    /// longer `based_on` (what the new ones were derived from), so that a concurrent edit is not silently undone.
     pub async fn update_hostname_settings(
         &self,
         zone_id: &str,
-        changes: &[(String, serde_json::Value)],
+        changes: &[(String, serde_json::Value, serde_json::Value)],
         actor: &Actor,
     ) -> Result<(), StoreError> {
         let at = now();
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            for (id, settings) in changes {
-                let updated =
-                    sqlx::query("UPDATE hostnames SET settings = $1, modified_on = $2 WHERE zone_id = $3 AND id = $4")
-                        .bind(settings.to_string())
-                        .bind(at)
-                        .bind(zone_id)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                if updated == 0 {
+            let query = if self.is_postgres() {
+                "SELECT settings FROM hostnames WHERE zone_id = $1 AND id = $2 FOR UPDATE"
+            } else {
+                "SELECT settings FROM hostnames WHERE zone_id = $1 AND id = $2"
+            };
+            for (id, based_on, settings) in changes {
+                let stored: Option<String> = sqlx::query_scalar(query)
+                    .bind(zone_id)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(stored) = stored else {
                     return Err(StoreError::not_found("hostname", id));
+                };
+                if serde_json::from_str::<serde_json::Value>(&stored).ok().as_ref() != Some(based_on) {
+                    return Err(StoreError::Conflict(format!(
+                        "hostname {id:?} changed while this edit was being made; read it again and retry"
+                    )));
                 }
+                sqlx::query("UPDATE hostnames SET settings = $1, modified_on = $2 WHERE zone_id = $3 AND id = $4")
+                    .bind(settings.to_string())
+                    .bind(at)
+                    .bind(zone_id)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             let detail = format!("settings of {} hostnames", changes.len());
             commit_write!(self, tx, actor, "update", "hostname", zone_id, &detail);

@@ -683,6 +683,29 @@ async fn origin_client_certificates_keep_their_key_and_stay_while_used() {
             )
             .await
             .expect("current");
+        // The same for several hostnames at once: a stale one refuses the whole change.
+        let now_set = serde_json::json!({"origin_http2": true});
+        let err = store
+            .update_hostname_settings(
+                &zone.id,
+                &[(
+                    host.id.clone(),
+                    stale.clone(),
+                    serde_json::json!({"origin_http2": false}),
+                )],
+                &a,
+            )
+            .await
+            .expect_err("stale");
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        store
+            .update_hostname_settings(&zone.id, &[(host.id.clone(), now_set, serde_json::json!({}))], &a)
+            .await
+            .expect("current");
+        assert_eq!(
+            store.hostname(&zone.id, &host.id).await.expect("host").settings,
+            serde_json::json!({})
+        );
         store.delete_mtls_certificate(&client.id, &a).await.expect("delete");
     })
     .await;
