@@ -146,6 +146,10 @@ pub struct LimitArgs {
     /// Seconds for an origin's response headers (then 504).
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub upstream_response_timeout: u64,
+    /// Seconds a response body from an origin, or a WebSocket tunnel, may carry no byte before it is cut off
+    /// (Envoy's stream_idle_timeout, NGINX's proxy_read_timeout); 0: never.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub stream_idle_timeout: u64,
     /// Largest request body, in bytes (then 413).
     #[arg(long, value_name = "BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_request_body: u64,
@@ -250,6 +254,7 @@ impl LimitArgs {
             max_connection_age: Duration::from_secs(self.max_connection_age),
             upstream_connect_timeout: Duration::from_secs(self.upstream_connect_timeout),
             upstream_response_timeout: Duration::from_secs(self.upstream_response_timeout),
+            stream_idle_timeout: Duration::from_secs(self.stream_idle_timeout),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             max_request_body_bytes: self.max_request_body,
             request_body_timeout: Duration::from_secs(self.request_body_timeout),

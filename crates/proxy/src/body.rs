@@ -6,6 +6,8 @@
 //! abort the request; the shared [`BodyState`] tells the forwarder why, so it can answer 413 or
 //! 408 instead of 502. A trailer section is cleaned on the way (`forward::clean_trailers`). Does not decide
 //! anything else about the request.
+//!
+//! Also here: the stream idle timeout of response bodies ([`IdleBody`], [`IdleTimer`]).
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -252,6 +254,93 @@ impl Body for LimitedBody {
 
     fn is_end_stream(&self) -> bool {
         self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Why a response body or tunnel was cut off: nothing moved for the stream idle timeout.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamIdle;
+
+impl fmt::Display for StreamIdle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no bytes for the stream idle timeout")
+    }
+}
+
+impl StdError for StreamIdle {}
+
+/// The stream idle timeout of one body: armed only while the body waits (most bodies are read without waiting, and
+/// cost no timer), and started again after every frame.
+pub(crate) struct IdleTimer {
+    idle: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl IdleTimer {
+    /// `idle` zero: never expires.
+    pub(crate) fn new(idle: Duration) -> IdleTimer {
+        IdleTimer { idle, sleep: None }
+    }
+
+    /// A frame arrived.
+    pub(crate) fn reset(&mut self) {
+        self.sleep = None;
+    }
+
+    /// The body is waiting: whether it has waited too long (else `cx` is woken when it has).
+    pub(crate) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.idle.is_zero() {
+            return false;
+        }
+        let idle = self.idle;
+        self.sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)))
+            .as_mut()
+            .poll(cx)
+            .is_ready()
+    }
+}
+
+/// A response body cut off with an error when the origin sends nothing for the stream idle timeout.
+pub(crate) struct IdleBody<B> {
+    inner: B,
+    timer: IdleTimer,
+}
+
+impl<B> IdleBody<B> {
+    pub(crate) fn new(inner: B, idle: Duration) -> IdleBody<B> {
+        IdleBody {
+            inner,
+            timer: IdleTimer::new(idle),
+        }
+    }
+}
+
+impl<B> Body for IdleBody<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.timer.reset();
+                Poll::Ready(frame)
+            }
+            Poll::Pending if this.timer.expired(cx) => Poll::Ready(Some(Err(Box::new(StreamIdle)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

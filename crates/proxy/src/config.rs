@@ -35,6 +35,10 @@ pub struct ProxyConfig {
     pub upstream_connect_timeout: Duration,
     /// From sending the request to the origin until its response headers arrive.
     pub upstream_response_timeout: Duration,
+    /// How long a response body from the origin, or a WebSocket tunnel, may go without a byte (either way, for a
+    /// tunnel) before it is cut off: Envoy's `stream_idle_timeout`, NGINX's `proxy_read_timeout`. A stuck origin
+    /// then frees the client's connection, and an idle tunnel its slot. Zero: never.
+    pub stream_idle_timeout: Duration,
     /// A connection with no request in progress and none started for this long is closed
     /// gracefully (GOAWAY for HTTP/2). hyper has no idle timeout of its own.
     pub idle_timeout: Duration,
@@ -87,6 +91,7 @@ impl Default for ProxyConfig {
             h2_keep_alive_timeout: Duration::from_secs(10),
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_response_timeout: Duration::from_secs(60),
+            stream_idle_timeout: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(120),
             max_connection_age: Duration::from_secs(3600),
             max_connections: 10_000,

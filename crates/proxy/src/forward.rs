@@ -26,7 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use portcullis_pki::ClientAuthFacts;
 use rustls::pki_types::CertificateDer;
 
-use crate::body::{BodyFailure, BodyState, HeldBody, LimitedBody, RequestBody};
+use crate::body::{BodyFailure, BodyState, HeldBody, IdleBody, LimitedBody, RequestBody};
 use crate::config::ProxyConfig;
 use crate::conn::ConnInfo;
 use crate::fields::Seen;
@@ -383,6 +383,8 @@ pub(crate) struct Upstream {
     response_timeout: Duration,
     max_body: u64,
     body_timeout: Duration,
+    /// See `ProxyConfig::stream_idle_timeout`.
+    stream_idle: Duration,
     /// The header a front proxy passes the client's certificate in (when configured): never forwarded, also not
     /// as a request trailer.
     front_cert: Arc<[HeaderName]>,
@@ -394,7 +396,7 @@ impl Upstream {
         connector.set_connect_timeout(Some(config.upstream_connect_timeout));
         connector.set_nodelay(true);
         Upstream {
-            origin_h1: OriginPool::new(config.upstream_connect_timeout),
+            origin_h1: OriginPool::new(config.upstream_connect_timeout, config.stream_idle_timeout),
             http1: client_builder(false).build(connector.clone()),
             h2c: client_builder(true).build(connector.clone()),
             https: Mutex::new(HashMap::new()),
@@ -405,6 +407,7 @@ impl Upstream {
             // A zero timeout would fail every body that is not already buffered.
             body_timeout: config.request_body_timeout.max(Duration::from_millis(10)),
             front_cert: config.client_cert_header.iter().map(|h| h.name().clone()).collect(),
+            stream_idle: config.stream_idle_timeout,
         }
     }
 
@@ -744,7 +747,8 @@ impl Upstream {
             transform_response(&mut parts.headers, host.transforms);
         }
         parts.version = downstream_version;
-        (Response::from_parts(parts, body.map_err(Into::into).boxed()), false)
+        let body = IdleBody::new(body.map_err(Into::into), self.stream_idle);
+        (Response::from_parts(parts, body.boxed()), false)
     }
 }
 

@@ -19,6 +19,7 @@
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
@@ -51,6 +52,8 @@ pub(crate) struct Limits {
     pub idle: Duration,
     /// How long one response write may wait for the client to read.
     pub send: Duration,
+    /// How long a WebSocket tunnel may carry no byte either way (zero: for ever).
+    pub stream_idle: Duration,
     /// No new request starts after this; a response then says `Connection: close`.
     pub max_age: Instant,
 }
@@ -787,7 +790,7 @@ where
         .await;
         if let Some(upgrade) = upgrade {
             if written.is_ok() {
-                Box::pin(tunnel(&wire, upgrade, &mut stopping)).await;
+                Box::pin(tunnel(&wire, upgrade, &mut stopping, limits.stream_idle)).await;
             }
             drop(in_progress);
             return Outcome::Closed;
@@ -1133,6 +1136,7 @@ async fn tunnel<IO: AsyncRead + AsyncWrite + Unpin>(
     wire: &WireRef<IO>,
     upgrade: OriginUpgrade,
     stopping: &mut watch::Receiver<bool>,
+    idle: Duration,
 ) {
     let (io, early) = {
         let mut w = lock(wire);
@@ -1151,6 +1155,29 @@ async fn tunnel<IO: AsyncRead + AsyncWrite + Unpin>(
     if !early.is_empty() && origin.write_all(&early).await.is_err() {
         return;
     }
+    let started = Instant::now();
+    let moved = AtomicU64::new(0);
+    let mut client = Moving {
+        io: &mut client,
+        started,
+        moved: &moved,
+    };
+    let mut origin = Moving {
+        io: &mut origin,
+        started,
+        moved: &moved,
+    };
+    // Ends when nothing moved either way for `idle`: the time of the last byte is read again at each deadline, so
+    // the clock is not reset for every read and write.
+    let quiet = async {
+        loop {
+            let last = Duration::from_millis(moved.load(Ordering::Relaxed));
+            tokio::time::sleep_until(started + last + idle).await;
+            if Duration::from_millis(moved.load(Ordering::Relaxed)) == last {
+                break;
+            }
+        }
+    };
     tokio::select! {
         copied = tokio::io::copy_bidirectional(&mut client, &mut origin) => {
             if let Err(e) = copied {
@@ -1158,6 +1185,50 @@ async fn tunnel<IO: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         _ = stopping.wait_for(|stop| *stop) => {}
+        () = quiet, if !idle.is_zero() => tracing::debug!("upgraded connection idle for the stream idle timeout"),
+    }
+}
+
+/// One side of a tunnel, noting when bytes last moved through it (milliseconds after `started`).
+struct Moving<'a, S> {
+    io: &'a mut S,
+    started: Instant,
+    moved: &'a AtomicU64,
+}
+
+impl<S> Moving<'_, S> {
+    fn note(&self, n: usize) {
+        if n > 0 {
+            let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.moved.store(ms, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Moving<'_, S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *self.io).poll_read(cx, buf);
+        self.note(buf.filled().len() - before);
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Moving<'_, S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut *self.io).poll_write(cx, bytes);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.note(n);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_shutdown(cx)
     }
 }
 

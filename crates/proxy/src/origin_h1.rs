@@ -17,7 +17,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,7 +28,7 @@ use hyper::body::{Frame, SizeHint};
 use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 
-use crate::body::BoxError;
+use crate::body::{BoxError, IdleTimer, StreamIdle};
 use crate::fields::Seen;
 use crate::forward::Body;
 use crate::h1::{Chunk, Framing, Wire, field_map, has_token, tokens};
@@ -69,6 +69,8 @@ const RESPONSE_HEADROOM: usize = 2;
 pub(crate) struct OriginPool {
     idle: Mutex<ByAuthority>,
     connect_timeout: Duration,
+    /// The stream idle timeout of response bodies (see `ProxyConfig::stream_idle_timeout`).
+    stream_idle: Duration,
     /// Sweeps so far.
     sweeps: AtomicU64,
 }
@@ -93,10 +95,11 @@ fn usable(wire: &Wire<TcpStream>) -> bool {
 }
 
 impl OriginPool {
-    pub(crate) fn new(connect_timeout: Duration) -> Arc<OriginPool> {
+    pub(crate) fn new(connect_timeout: Duration, stream_idle: Duration) -> Arc<OriginPool> {
         Arc::new(OriginPool {
             idle: Mutex::new(ByAuthority::default()),
             connect_timeout,
+            stream_idle,
             sweeps: AtomicU64::new(0),
         })
     }
@@ -210,6 +213,7 @@ impl OriginPool {
             pool: self.clone(),
             authority: authority.to_owned(),
             keep,
+            timer: IdleTimer::new(self.stream_idle),
         };
         Response::from_parts(parts, body.boxed())
     }
@@ -363,6 +367,7 @@ struct OriginBody {
     pool: Arc<OriginPool>,
     authority: String,
     keep: bool,
+    timer: IdleTimer,
 }
 
 impl hyper::body::Body for OriginBody {
@@ -375,7 +380,18 @@ impl hyper::body::Body for OriginBody {
             return Poll::Ready(None);
         };
         let id = wire.body_id;
-        let polled = ready!(wire.poll_body(cx, id));
+        let polled = match wire.poll_body(cx, id) {
+            Poll::Ready(polled) => {
+                this.timer.reset();
+                polled
+            }
+            Poll::Pending if this.timer.expired(cx) => {
+                // The connection goes with the body: a late byte cannot reach the next request.
+                this.wire = None;
+                return Poll::Ready(Some(Err(Box::new(StreamIdle))));
+            }
+            Poll::Pending => return Poll::Pending,
+        };
         let finished = !matches!(polled, Some(Ok(_))) || wire.framing == Framing::Done;
         if finished && let Some(wire) = this.wire.take() {
             // Returned as soon as its last byte is read: an HTTP/2 client side stops polling

@@ -230,6 +230,7 @@ impl Worker {
             max_headers: config.h1_max_headers,
             max_head: config.h1_max_buf_size.max(8192),
             send: config.h1_send_timeout,
+            stream_idle: config.stream_idle_timeout,
         };
         let mut phases = self.phases.clone();
         let stop = async {
@@ -344,6 +345,7 @@ struct ConnLimits {
     max_headers: usize,
     max_head: usize,
     send: Duration,
+    stream_idle: Duration,
 }
 
 async fn connection(
@@ -370,6 +372,7 @@ async fn connection(
             header_read: limits.timers.header_read,
             idle: limits.timers.idle,
             send: limits.send,
+            stream_idle: limits.stream_idle,
             max_age,
         };
         match h1::serve(tls, conn.clone(), shared.clone(), h1_limits, stopping.clone()).await {

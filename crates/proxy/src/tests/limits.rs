@@ -420,6 +420,105 @@ async fn websocket_upgrades_pass_through_after_the_rules() {
     assert!(heads.try_recv().is_err());
 }
 
+/// With a stream idle timeout, a tunnel that carries bytes stays open, and one quiet for the timeout is closed.
+#[tokio::test]
+async fn a_quiet_websocket_tunnel_is_closed_after_the_stream_idle_timeout() {
+    let w = world().await;
+    let (origin, _heads) = start_websocket_origin().await;
+    let proxy = start_proxy_with(
+        build_snapshot(1, &w.server, origin, vec![HostSpec::new("api.test", &w.ca)]),
+        ProxyConfig {
+            stream_idle_timeout: Duration::from_millis(600),
+            ..ProxyConfig::default()
+        },
+    )
+    .await;
+    let good = issue(&w.ca, "good", SubjectAltNames::default());
+    let mut tls = tls_connect(&proxy, &w.server, "api.test", Some(&good), b"http/1.1")
+        .await
+        .unwrap();
+    tls.write_all(WS_HANDSHAKE.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tls.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"));
+    // Traffic every 300 ms keeps it open past the timeout.
+    for _ in 0..4 {
+        tls.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut back))
+            .await
+            .expect("no echo")
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let quiet = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the quiet tunnel is closed");
+    assert!(quiet.elapsed() >= Duration::from_millis(250), "{:?}", quiet.elapsed());
+}
+
+/// A response body that stops half way: one frame, then nothing, for ever.
+struct Stall(bool);
+
+impl hyper::body::Body for Stall {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if std::mem::replace(&mut self.0, true) {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(b"part")))))
+        }
+    }
+}
+
+/// An origin whose response body stalls is cut off after the stream idle timeout, on both origin paths (the
+/// proxy's own HTTP/1.1 client, hyper's for h2c), to HTTP/1.1 and HTTP/2 clients, instead of holding the
+/// client's request for ever.
+#[tokio::test]
+async fn a_stalled_response_body_is_cut_off_after_the_stream_idle_timeout() {
+    let w = world().await;
+    let origin =
+        origin_with(|_req: Request<Incoming>| async { Ok::<_, Infallible>(Response::new(Stall(false))) }).await;
+    let mut h2c = HostSpec::new("grpc.test", &w.ca);
+    h2c.h2c = true;
+    let proxy = start_proxy_with(
+        build_snapshot(1, &w.server, origin, vec![HostSpec::new("api.test", &w.ca), h2c]),
+        ProxyConfig {
+            stream_idle_timeout: Duration::from_millis(500),
+            ..ProxyConfig::default()
+        },
+    )
+    .await;
+    for host in ["api.test", "grpc.test"] {
+        let mut c = h1(&proxy, &w.server, host, None).await;
+        let req = Request::get("/public").header("host", host).body(empty()).unwrap();
+        let resp = c.0.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect()).await;
+        assert!(
+            matches!(body, Ok(Err(_))),
+            "{host}, HTTP/1.1: the body ends in an error"
+        );
+
+        let mut c = h2(&proxy, &w.server, host, None).await;
+        let req = Request::get(format!("https://{host}/public")).body(empty()).unwrap();
+        let resp = c.0.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect()).await;
+        assert!(matches!(body, Ok(Err(_))), "{host}, HTTP/2: the stream is reset");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Observability
 
