@@ -35,6 +35,8 @@ pub(crate) struct ConnInfo {
     /// `remote`'s address as text (IPv4-mapped IPv6 addresses as IPv4), for logs, events and
     /// `X-Forwarded-For`; formatted once per connection.
     pub client_ip: String,
+    /// `client_ip` as the value of `X-Forwarded-For` (cloned per request, not parsed and copied).
+    pub client_ip_value: http::HeaderValue,
     pub local_port: u16,
     /// (snapshot generation, facts computed with that snapshot's verifier).
     facts: Mutex<Option<(u64, Arc<ClientAuthFacts>)>>,
@@ -114,13 +116,16 @@ impl ConnInfo {
         remote: SocketAddr,
         local_port: u16,
     ) -> ConnInfo {
+        let client_ip = remote.ip().to_canonical().to_string();
         ConnInfo {
             host_name,
             peer_chain,
             tls_version,
             tls_cipher,
             remote,
-            client_ip: remote.ip().to_canonical().to_string(),
+            client_ip_value: http::HeaderValue::from_maybe_shared(bytes::Bytes::from(client_ip.clone()))
+                .unwrap_or_else(|_| http::HeaderValue::from_static("unknown")),
+            client_ip,
             local_port,
             facts: Mutex::new(None),
             ocsp: OnceLock::new(),

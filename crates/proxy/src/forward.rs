@@ -118,6 +118,7 @@ const FORWARDED_HEADERS: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x
 /// `True-Client-IP`, which the zone's managed transform sets: a client-sent one is always removed, so that an origin
 /// that trusts it can never be handed a forged one (also not after the transform is turned off).
 const TRUE_CLIENT_IP: &str = "true-client-ip";
+const TRUE_CLIENT_IP_NAME: HeaderName = HeaderName::from_static(TRUE_CLIENT_IP);
 
 /// Whether `name` (lower-case, as `http` keeps names) is one of [`CERT_HEADERS`] or [`CF_CERT_HEADERS`] or
 /// [`TRUE_CLIENT_IP`], with `_` for `-` or not, or an underscore spelling of one of [`FORWARDED_HEADERS`] (their real
@@ -195,9 +196,11 @@ fn value(text: &str) -> Option<HeaderValue> {
     })
 }
 
-fn put(headers: &mut HeaderMap, name: &'static str, text: &str) {
+/// Sets `name` to `text`. Names come from constants where the call is per request: `HeaderName::from_static` in a
+/// constant is parsed once, at compile time, and per call otherwise.
+fn put(headers: &mut HeaderMap, name: HeaderName, text: &str) {
     if let Some(v) = value(text) {
-        headers.insert(HeaderName::from_static(name), v);
+        headers.insert(name, v);
     }
 }
 
@@ -286,10 +289,14 @@ fn add_certificate_headers(
             if let Some(der) = leaf {
                 put(
                     headers,
-                    "cf-client-cert-der-base64",
+                    HeaderName::from_static("cf-client-cert-der-base64"),
                     &base64::engine::general_purpose::STANDARD.encode(der),
                 );
-                put(headers, "cf-client-cert-sha256", &facts.cert_fingerprint_sha256);
+                put(
+                    headers,
+                    HeaderName::from_static("cf-client-cert-sha256"),
+                    &facts.cert_fingerprint_sha256,
+                );
             }
         }
         Forwarding::CfCertHeaders => {
@@ -314,15 +321,19 @@ fn add_certificate_headers(
                 &f.cert_issuer_ski,
             ];
             for (name, text) in CF_CERT_HEADERS.into_iter().zip(values) {
-                put(headers, name, text);
+                put(headers, HeaderName::from_static(name), text);
             }
         }
         Forwarding::Rfc9440 => {
             // Cloudflare's recommended transform rules (8.3): only a trusted certificate, never a truncated one.
             if trusted && !facts.cert_rfc9440_too_large && !facts.cert_rfc9440.is_empty() {
-                put(headers, "client-cert", &facts.cert_rfc9440);
+                put(headers, HeaderName::from_static("client-cert"), &facts.cert_rfc9440);
                 if !facts.cert_chain_rfc9440.is_empty() && !facts.cert_chain_rfc9440_too_large {
-                    put(headers, "client-cert-chain", &facts.cert_chain_rfc9440);
+                    put(
+                        headers,
+                        HeaderName::from_static("client-cert-chain"),
+                        &facts.cert_chain_rfc9440,
+                    );
                 }
             }
         }
@@ -355,7 +366,7 @@ fn add_certificate_headers(
                     xfcc.push_str(";DNS=");
                     xfcc.push_str(&xfcc_value(dns));
                 }
-                put(headers, "x-forwarded-client-cert", &xfcc);
+                put(headers, HeaderName::from_static("x-forwarded-client-cert"), &xfcc);
             }
         }
     }
@@ -532,23 +543,23 @@ impl Upstream {
             }
         }
         if xff.is_empty() {
-            // The usual case, without the intermediate string.
-            put(&mut parts.headers, "x-forwarded-for", &conn.client_ip);
+            // The usual case: the connection's address, made a header value once per connection.
+            parts.headers.insert(X_FORWARDED_FOR, conn.client_ip_value.clone());
         } else {
             xff.push_str(&conn.client_ip);
-            put(&mut parts.headers, "x-forwarded-for", &xff);
+            put(&mut parts.headers, X_FORWARDED_FOR, &xff);
         }
         parts
             .headers
             .insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         if host.transforms.true_client_ip {
-            put(&mut parts.headers, "true-client-ip", client.ip);
+            put(&mut parts.headers, TRUE_CLIENT_IP_NAME, client.ip);
         }
         match &host.hostname_header {
             Some(v) if request_host == host.hostname => {
                 parts.headers.insert(X_FORWARDED_HOST, v.clone());
             }
-            _ => put(&mut parts.headers, "x-forwarded-host", request_host),
+            _ => put(&mut parts.headers, X_FORWARDED_HOST, request_host),
         }
 
         let origin = &host.origin;

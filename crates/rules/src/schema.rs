@@ -221,6 +221,26 @@ impl FieldSet {
     pub fn iter(&self) -> impl Iterator<Item = FieldId> + '_ {
         FIELDS.iter().map(Field::id).filter(|id| self.contains(*id))
     }
+
+    /// The fields in both sets.
+    pub fn intersection(&self, other: &FieldSet) -> FieldSet {
+        FieldSet([self.0[0] & other.0[0], self.0[1] & other.0[1]])
+    }
+
+    /// The fields in id order, found by their bits: a step per field in the set, not per field in the schema.
+    pub fn members(&self) -> impl Iterator<Item = FieldId> {
+        self.0.into_iter().enumerate().flat_map(|(word, mut bits)| {
+            std::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let bit = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                // A bit is only ever set from an id, so it names a field of the schema (at most 128 of them).
+                u16::try_from(word * 64 + bit).ok().map(FieldId)
+            })
+        })
+    }
 }
 
 /// Why a value could not be stored in a [`Context`] or parsed for a field.
@@ -405,5 +425,33 @@ fn from_json(ty: &Type, json: &serde_json::Value) -> Result<Value, String> {
             Ok(Value::Map(map))
         }
         (_, other) => Err(format!("expected {ty}, found JSON {other}")),
+    }
+}
+
+#[cfg(test)]
+mod field_set_tests {
+    use super::*;
+
+    #[test]
+    fn members_walk_the_bits_in_id_order() {
+        let all: Vec<FieldId> = FIELDS.iter().map(Field::id).collect();
+        let mut set = FieldSet::new();
+        assert_eq!(set.members().count(), 0);
+        // Every third field, across both words of the set.
+        for id in all.iter().step_by(3) {
+            set.insert(*id);
+        }
+        assert_eq!(set.members().collect::<Vec<_>>(), set.iter().collect::<Vec<_>>());
+        let mut first_and_last = FieldSet::new();
+        first_and_last.insert(all[0]);
+        first_and_last.insert(*all.last().expect("fields"));
+        assert_eq!(
+            set.intersection(&first_and_last).members().collect::<Vec<_>>(),
+            all.iter()
+                .enumerate()
+                .filter(|(i, _)| *i == 0 || (*i == all.len() - 1 && i % 3 == 0))
+                .map(|(_, id)| *id)
+                .collect::<Vec<_>>()
+        );
     }
 }
