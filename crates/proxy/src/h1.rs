@@ -516,6 +516,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
                         }
                         Ok(httparse::Status::Partial) => return Ok(None),
                         Ok(httparse::Status::Complete((len, fields))) => {
+                            // httparse takes a bare LF as a line end; chunk framing here never does.
+                            let section = &unread[..len];
+                            if section
+                                .iter()
+                                .enumerate()
+                                .any(|(i, b)| *b == b'\n' && (i == 0 || section[i - 1] != b'\r'))
+                            {
+                                return Err("bare LF in the trailer section");
+                            }
                             let mut trailers = HeaderMap::with_capacity(fields.len());
                             for f in fields {
                                 let name =
@@ -1513,6 +1522,20 @@ mod tests {
             (b"0\r\nbad field\r\n\r\n", "malformed trailer"),
         ] {
             assert!(decode_all(input, chunked, 3).is_err(), "{why}");
+        }
+        // A bare LF ending the body or a trailer line: refused, not read as the end.
+        for input in [
+            &b"0\r\n\nGET / HTTP/1.1\r\n\r\n"[..],
+            b"0\r\nx-sum: 1\n\r\n",
+            b"0\r\nx-sum: 1\r\n\n",
+        ] {
+            for step in [1, 3, 64] {
+                assert_eq!(
+                    decode_all(input, chunked, step).map(|_| ()),
+                    Err("bare LF in the trailer section"),
+                    "{input:?}"
+                );
+            }
         }
         let long_line = format!("5;{}\r\n", "x".repeat(MAX_CHUNK_LINE + 10));
         assert!(decode_all(long_line.as_bytes(), chunked, 1024).is_err());
