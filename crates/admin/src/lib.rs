@@ -316,6 +316,7 @@ pub fn router(state: AdminState) -> Router {
     let spec = Arc::new(spec);
     let api = api
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(middleware::map_response(no_store))
         .with_state(state.clone());
     Router::new()
         .route(
@@ -361,6 +362,15 @@ pub fn public_router(state: AdminState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// API answers are never cached: some carry secrets once (a new token's value, an issued private key or PKCS#12),
+/// and every one reflects state that changes under it.
+async fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .entry(axum::http::header::CACHE_CONTROL)
+        .or_insert(axum::http::HeaderValue::from_static("no-store"));
+    resp
 }
 
 /// Liveness: the process answers.

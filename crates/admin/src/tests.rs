@@ -467,6 +467,20 @@ async fn bad_input_is_named_and_leaves_nothing() {
 
     let (status, body) = api.get("/client/v4/nothing/here").await;
     assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, 7000));
+    // API answers, refusals included, are never cached (some carry a secret once).
+    for (path, token) in [("/client/v4/zones", Some(w.as_str())), ("/client/v4/zones", None)] {
+        let mut req = Request::builder().uri(path);
+        if let Some(token) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let resp = api
+            .router
+            .clone()
+            .oneshot(req.body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store", "{path} {token:?}");
+    }
     let (status, body) = api.call(Method::PUT, "/client/v4/zones", Some(&w), Some("{}")).await;
     assert_eq!((status, error(&body).0), (StatusCode::METHOD_NOT_ALLOWED, 7001));
 
