@@ -294,9 +294,22 @@ pub(crate) fn to_rcgen(name: &X509Name<'_>) -> Result<rcgen::DistinguishedName> 
                 OID_OU => rcgen::DnType::OrganizationalUnitName,
                 _ => {
                     let arcs: Option<Vec<u64>> = attr.attr_type().iter().map(|i| i.collect());
-                    rcgen::DnType::CustomDnType(
-                        arcs.ok_or_else(|| PkiError::Csr(format!("attribute type {oid} has arcs too large to copy")))?,
-                    )
+                    let arcs =
+                        arcs.ok_or_else(|| PkiError::Csr(format!("attribute type {oid} has arcs too large to copy")))?;
+                    // X.660: at least two arcs, the first 0, 1 or 2, and the second below 40 under 0 and 1. The
+                    // encoder the certificate is written with asserts this, so a CSR with such a type is refused
+                    // here rather than failing (or panicking) at signing.
+                    let valid = match arcs.as_slice() {
+                        [first @ (0 | 1), second, ..] => *first <= 1 && *second < 40,
+                        [2, _, ..] => true,
+                        _ => false,
+                    };
+                    if !valid {
+                        return Err(PkiError::Csr(format!(
+                            "the subject has an attribute of type {oid:?}, which is not a valid object identifier"
+                        )));
+                    }
+                    rcgen::DnType::CustomDnType(arcs)
                 }
             };
             let value = attr.attr_value();

@@ -860,3 +860,81 @@ fn a_bundles_intermediate_revokes_its_leaves_with_its_own_crl() {
     let v = verifier.verify(&[der(inter.der())], t);
     assert!(!v.verified, "a bundle's intermediate presented by a client: {v:?}");
 }
+
+/// A DER TLV with a definite length.
+fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// The end of the TLV that starts at `at`.
+fn der_end(data: &[u8], at: usize) -> usize {
+    let first = data[at + 1];
+    if first < 0x80 {
+        return at + 2 + usize::from(first);
+    }
+    let n = usize::from(first & 0x7f);
+    let len = data[at + 2..at + 2 + n]
+        .iter()
+        .fold(0usize, |l, b| l << 8 | usize::from(*b));
+    at + 2 + n + len
+}
+
+/// A CSR, validly signed, whose subject has an attribute type that is no valid object identifier (a first byte of
+/// 0x78 or more decodes as the arcs 3.x): refused with an error, not a panic of the certificate encoder at signing.
+#[test]
+fn csr_subject_attribute_types_that_are_no_valid_oid_are_refused() {
+    use rcgen::SigningKey as _;
+    let ca = ca();
+    for (patched, name) in [
+        (&[0x06, 0x03, 0x78, 0x03, 0x04][..], "first byte 0x78"),
+        (&[0x06, 0x03, 0x7f, 0x03, 0x04][..], "first byte 0x7f"),
+    ] {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(rcgen::DnType::CommonName, "odd");
+        p.distinguished_name
+            .push(rcgen::DnType::CustomDnType(vec![1, 2, 3, 4]), "x");
+        let csr = p.serialize_request(&key).unwrap().der().to_vec();
+        // CertificationRequest ::= SEQUENCE { info, algorithm, signature }
+        let inner = if csr[1] < 0x80 {
+            2
+        } else {
+            2 + usize::from(csr[1] & 0x7f)
+        };
+        let info_end = der_end(&csr, inner);
+        let algorithm_end = der_end(&csr, info_end);
+        let mut info = csr[inner..info_end].to_vec();
+        let oid = [0x06, 0x03, 0x2a, 0x03, 0x04];
+        let at = info
+            .windows(oid.len())
+            .position(|w| w == oid)
+            .expect("the custom attribute type");
+        info[at..at + oid.len()].copy_from_slice(patched);
+        let signature = key.sign(&info).unwrap();
+        let mut bits = vec![0u8];
+        bits.extend(signature);
+        let mut body = info.clone();
+        body.extend_from_slice(&csr[info_end..algorithm_end]);
+        body.extend(der_tlv(0x03, &bits));
+        let forged = der_tlv(0x30, &body);
+        let pem = pem::encode("CERTIFICATE REQUEST", &forged);
+        let err = ca
+            .issue_from_csr(pem.as_bytes(), &IssueOptions::default(), now())
+            .expect_err(name);
+        assert!(
+            err.to_string().contains("not a valid object identifier"),
+            "{name}: {err}"
+        );
+    }
+}
