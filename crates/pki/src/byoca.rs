@@ -239,6 +239,59 @@ pub fn check_crls_for_bundle(bundle: &[Vec<u8>], crls: &[u8]) -> Result<Vec<Uplo
     Ok(out)
 }
 
+/// Refuses a CRL that does not list every revoked certificate of its CA, since the CA's revocations are taken to be
+/// exactly what it lists (a newer one replaces the one before): a delta CRL, one limited to CA certificates,
+/// attribute certificates or some revocation reasons, an indirect CRL, and one with a critical extension this
+/// code does not know (RFC 5280 §5.2 forbids using it). `onlyContainsUserCerts` is kept: client certificates are
+/// user certificates.
+fn check_crl_scope(extensions: &[x509_parser::extensions::X509Extension<'_>]) -> Result<()> {
+    use x509_parser::extensions::ParsedExtension;
+    const KNOWN: [&str; 8] = [
+        "2.5.29.20",            // CRL number
+        "2.5.29.35",            // authority key identifier
+        "2.5.29.28",            // issuing distribution point (checked below)
+        "2.5.29.18",            // issuer alternative name
+        "2.5.29.46",            // freshest CRL (where delta CRLs are; this one is complete)
+        "2.5.29.60",            // expired certificates on CRL
+        "1.3.6.1.5.5.7.1.1",    // authority information access
+        "1.3.6.1.4.1.311.21.1", // Microsoft CA version
+    ];
+    for ext in extensions {
+        let oid = ext.oid.to_id_string();
+        if oid == "2.5.29.27" {
+            return Err(PkiError::Crl(
+                "it is a delta CRL, which lists only the changes since a full one; use the CA's full CRL".into(),
+            ));
+        }
+        if let ParsedExtension::IssuingDistributionPoint(idp) = ext.parsed_extension() {
+            let limit = if idp.only_contains_ca_certs {
+                Some("only CA certificates")
+            } else if idp.only_contains_attribute_certs {
+                Some("only attribute certificates")
+            } else if idp.only_some_reasons.is_some() {
+                Some("only some revocation reasons")
+            } else if idp.indirect_crl {
+                Some("certificates of other CAs (an indirect CRL)")
+            } else {
+                None
+            };
+            if let Some(limit) = limit {
+                return Err(PkiError::Crl(format!(
+                    "its issuing distribution point limits it to {limit}; use the CA's CRL of all its certificates"
+                )));
+            }
+        } else if oid == "2.5.29.28" {
+            return Err(PkiError::Crl("its issuing distribution point cannot be read".into()));
+        }
+        if ext.critical && !KNOWN.contains(&oid.as_str()) {
+            return Err(PkiError::Crl(format!(
+                "it has the critical extension {oid}, which Portcullis does not know, so cannot use it (RFC 5280)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that `crl` (PEM or DER) is a well-formed CRL signed by `ca_der`.
 pub fn check_crl_for_ca(ca_der: &[u8], crl: &[u8]) -> Result<UploadedCrl> {
     let crl_der = pem::single_from_pem_or_der(crl, "X509 CRL").map_err(|e| PkiError::Crl(e.to_string()))?;
@@ -267,6 +320,7 @@ pub(crate) fn check_crl_der(ca_der: &[u8], crl_der: &[u8]) -> Result<UploadedCrl
         &parsed.signature_value.data,
     )
     .map_err(|e| PkiError::CrlIssuer(format!("its signature does not verify with the CA's key: {e}")))?;
+    check_crl_scope(tbs.extensions())?;
     let revoked_serials: Vec<Vec<u8>> = tbs
         .revoked_certificates
         .iter()

@@ -938,3 +938,46 @@ fn csr_subject_attribute_types_that_are_no_valid_oid_are_refused() {
         );
     }
 }
+
+/// A CRL limited to CA certificates lists none of the clients' revocations, so it is refused as the CA's CRL; one
+/// limited to user certificates (client certificates are) or with only a distribution point is taken.
+#[test]
+fn crls_that_do_not_cover_the_clients_are_refused() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Partitioned CA");
+    let cert = params.self_signed(&key).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_der(cert.der(), &key).unwrap();
+    let crl = |scope: Option<rcgen::CrlScope>, with_idp: bool| {
+        rcgen::CertificateRevocationListParams {
+            this_update: now(),
+            next_update: now() + Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: with_idp.then(|| rcgen::CrlIssuingDistributionPoint {
+                distribution_point: rcgen::CrlDistributionPoint {
+                    uris: vec!["http://crl.example/ca.crl".into()],
+                },
+                scope,
+            }),
+            revoked_certs: vec![],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .unwrap()
+        .der()
+        .to_vec()
+    };
+    let err = check_crl_for_ca(cert.der(), &crl(Some(rcgen::CrlScope::CaCertsOnly), true)).unwrap_err();
+    assert!(err.to_string().contains("only CA certificates"), "{err}");
+    for (scope, with_idp) in [
+        (Some(rcgen::CrlScope::UserCertsOnly), true),
+        (None, true),
+        (None, false),
+    ] {
+        check_crl_for_ca(cert.der(), &crl(scope, with_idp)).unwrap();
+    }
+}
