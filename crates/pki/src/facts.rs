@@ -5,7 +5,8 @@
 //! lower-case hex of the DER; times as OpenSSL prints them (`Mar 21 13:35:00 2022 GMT`); RFC 9440
 //! `Client-Cert` (`:base64:`, empty over 10 KiB) and `Client-Cert-Chain` (`:b64:, :b64:` as sent by
 //! the client, empty over 16 KiB). The issuer serial and SKI come from the direct issuer: the
-//! matching intermediate sent by the client, else the matching trust anchor.
+//! matching trust anchor, else the intermediate sent by the client whose key verifies the leaf's
+//! signature (a name and key id alone are the client's to forge).
 //!
 //! This module only describes the certificate; verification results come from [`crate::verify`]
 //! and are merged in by [`crate::Verifier::client_auth`]. The struct is plain data: mapping it to rule
@@ -324,17 +325,32 @@ pub fn compute_facts(chain: &[CertificateDer<'_>], anchors: &[IssuerInfo]) -> Cl
         (Some(a), Some(k)) => a == k,
         _ => true,
     };
-    let from_chain = chain[1..].iter().find_map(|c| {
-        let (_, cert) = X509Certificate::from_der(c.as_ref()).ok()?;
-        (cert.subject().as_raw() == issuer_raw && key_matches(subject_key_id(&cert)))
+    // The configured anchors first: the client sends the rest, and could send a certificate of its own making with
+    // the issuer's name and key id, so one from the chain counts only if its key verifies the leaf's signature
+    // (a verification only for leaves under an intermediate that is not itself an anchor).
+    let from_anchors = anchors
+        .iter()
+        .find(|a| a.subject_der.as_slice() == issuer_raw && key_matches(a.key_id.as_deref()));
+    let from_chain = || {
+        chain[1..].iter().find_map(|c| {
+            let (_, cert) = X509Certificate::from_der(c.as_ref()).ok()?;
+            (cert.subject().as_raw() == issuer_raw
+                && key_matches(subject_key_id(&cert))
+                && crate::keys::verify_signed_data(
+                    cert.public_key(),
+                    &leaf.signature_algorithm,
+                    leaf.tbs_certificate.as_ref(),
+                    &leaf.signature_value.data,
+                )
+                .is_ok())
             .then(|| IssuerInfo::from_parsed(&cert))
-    });
-    let found = from_chain.as_ref().or_else(|| {
-        anchors
-            .iter()
-            .find(|a| a.subject_der.as_slice() == issuer_raw && key_matches(a.key_id.as_deref()))
-    });
-    if let Some(info) = found {
+        })
+    };
+    let found = match from_anchors {
+        Some(info) => Some(info.clone()),
+        None => from_chain(),
+    };
+    if let Some(info) = &found {
         facts.cert_issuer_serial.clone_from(&info.serial);
         facts.cert_issuer_ski.clone_from(&info.ski);
     }

@@ -981,3 +981,45 @@ fn crls_that_do_not_cover_the_clients_are_refused() {
         check_crl_for_ca(cert.der(), &crl(scope, with_idp)).unwrap();
     }
 }
+
+/// `cert_issuer_serial` and `cert_issuer_ski` come from the certificate that issued the leaf: a certificate the
+/// client adds with the issuer's name and no key id (or the leaf's authority key id) is not taken for it, whether
+/// the issuer is an anchor or an intermediate the client sends.
+#[test]
+fn issuer_facts_are_not_taken_from_a_lookalike_the_client_sends() {
+    let ca_params = |name: &str, serial: u64| {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.serial_number = Some(rcgen::SerialNumber::from(serial));
+        p
+    };
+    let root_key = rcgen::KeyPair::generate().unwrap();
+    let root = ca_params("Root", 0x11).self_signed(&root_key).unwrap();
+    let root_issuer = rcgen::Issuer::from_ca_cert_der(root.der(), &root_key).unwrap();
+    let mid_key = rcgen::KeyPair::generate().unwrap();
+    let mid = ca_params("Issuing", 0x22).signed_by(&mid_key, &root_issuer).unwrap();
+    let mid_issuer = rcgen::Issuer::from_ca_cert_der(mid.der(), &mid_key).unwrap();
+    let mut leaf_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "device");
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &mid_issuer).unwrap();
+    // Self-signed, with the intermediate's name and a serial of the client's choosing, and no key id.
+    let fake_key = rcgen::KeyPair::generate().unwrap();
+    let mut fake_params = ca_params("Issuing", 0x666);
+    fake_params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(Vec::new());
+    let fake = fake_params.self_signed(&fake_key).unwrap();
+    let chain = [der(leaf.der()), der(fake.der()), der(mid.der())];
+    let mid_serial = IssuerInfo::from_der(mid.der()).unwrap().serial;
+
+    // The intermediate is not an anchor: the one whose key signed the leaf counts.
+    let facts = compute_facts(&chain, &[IssuerInfo::from_der(root.der()).unwrap()]);
+    assert_eq!(facts.cert_issuer_serial, mid_serial);
+    assert_ne!(facts.cert_issuer_serial, "0666");
+    // The intermediate is an anchor (as every certificate of an uploaded bundle is): the anchor counts.
+    let facts = compute_facts(&chain, &[IssuerInfo::from_der(mid.der()).unwrap()]);
+    assert_eq!(facts.cert_issuer_serial, mid_serial);
+    // Only the lookalike: no issuer facts rather than its.
+    let facts = compute_facts(&chain[..2], &[IssuerInfo::from_der(root.der()).unwrap()]);
+    assert_eq!(facts.cert_issuer_serial, "");
+}
