@@ -1023,3 +1023,62 @@ fn issuer_facts_are_not_taken_from_a_lookalike_the_client_sends() {
     let facts = compute_facts(&chain[..2], &[IssuerInfo::from_der(root.der()).unwrap()]);
     assert_eq!(facts.cert_issuer_serial, "");
 }
+
+/// An anchor a path ends at must itself be in force: an uploaded bundle's intermediate (an anchor, as every
+/// certificate of a bundle is) past its validity, or one whose extended key usage leaves out client authentication,
+/// vouches for no client, as OpenSSL decides; the same CA renewed with the same key still does.
+#[test]
+fn an_expired_or_server_only_anchor_vouches_for_no_client() {
+    let ca_params = |name: &str, from: OffsetDateTime, to: OffsetDateTime, eku: Vec<rcgen::ExtendedKeyUsagePurpose>| {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.not_before = from;
+        p.not_after = to;
+        p.extended_key_usages = eku;
+        p
+    };
+    let t = now();
+    let root_key = rcgen::KeyPair::generate().unwrap();
+    let root = ca_params("Root", t - Duration::days(3650), t + Duration::days(3650), vec![])
+        .self_signed(&root_key)
+        .unwrap();
+    let root_issuer = rcgen::Issuer::from_ca_cert_der(root.der(), &root_key).unwrap();
+    let mid_key = rcgen::KeyPair::generate().unwrap();
+    let mid = |from, to, eku| {
+        ca_params("Issuing", from, to, eku)
+            .signed_by(&mid_key, &root_issuer)
+            .unwrap()
+    };
+    let current = mid(t - Duration::days(30), t + Duration::days(30), vec![]);
+    let expired = mid(t - Duration::days(60), t - Duration::days(1), vec![]);
+    let server_only = mid(
+        t - Duration::days(30),
+        t + Duration::days(30),
+        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth],
+    );
+    let issuer = rcgen::Issuer::from_ca_cert_der(current.der(), &mid_key).unwrap();
+    let mut leaf_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "device");
+    leaf_params.not_before = t - Duration::days(1);
+    leaf_params.not_after = t + Duration::days(10);
+    leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    let verify = |anchors: &[&[u8]]| {
+        let mut b = VerifierBuilder::new();
+        for a in anchors {
+            b.add_anchor(a).unwrap();
+        }
+        b.build().verify(&[der(leaf.der())], t)
+    };
+    assert!(verify(&[root.der(), current.der()]).verified);
+    let v = verify(&[root.der(), expired.der()]);
+    assert!(!v.verified, "an expired intermediate");
+    assert_eq!(v.reason, "FAILED:certificate has expired");
+    let v = verify(&[root.der(), server_only.der()]);
+    assert!(!v.verified, "a server-only intermediate");
+    assert_eq!(v.reason, "FAILED:unsupported certificate purpose");
+    // Renewed with the same name and key: the current one keeps the path in force.
+    assert!(verify(&[root.der(), expired.der(), current.der()]).verified);
+}

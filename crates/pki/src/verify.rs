@@ -11,7 +11,9 @@
 //! leaf, or the top intermediate), with the CRL of the anchor that issued it: every certificate of an uploaded
 //! bundle is an anchor, so a bundle's intermediate revokes its leaves with its own CRL, and an anchor that the CRL
 //! of its own issuer (another anchor) lists revokes everything under it. CRL signatures are
-//! checked once, when added, and CRL `nextUpdate` is not enforced. A presented certificate that is
+//! checked once, when added, and CRL `nextUpdate` is not enforced. The anchor a path ends at must be within its
+//! validity period and allow client authentication by its extended key usage (webpki checks both on the rest of
+//! the path only). A presented certificate that is
 //! byte-for-byte one of the anchors (a self-signed certificate uploaded as its own CA) is accepted
 //! within its validity period, as OpenSSL does. Failure reasons use OpenSSL's
 //! wording as Cloudflare shows it (`FAILED:certificate has expired`, …).
@@ -224,6 +226,7 @@ impl VerifierBuilder {
             ocsp.push(a.ocsp);
         }
         let anchor_revoked = revoked_anchors(&ders, &revoked);
+        let in_force = ders.iter().map(|der| AnchorTerms::of(der)).collect();
         Verifier {
             anchors,
             infos,
@@ -231,6 +234,7 @@ impl VerifierBuilder {
             ders,
             anchor_revoked,
             ocsp,
+            in_force,
         }
     }
 }
@@ -307,6 +311,54 @@ pub struct Verifier {
     anchor_revoked: Vec<bool>,
     /// Per anchor: whether (and how) the certificates under it are checked with OCSP.
     ocsp: Vec<Option<OcspPolicy>>,
+    /// Per anchor: what webpki does not check of an anchor (its validity period and purpose).
+    in_force: Vec<AnchorTerms>,
+}
+
+/// What an anchor must also satisfy for a path that ends at it, which webpki checks on the rest of the path but not
+/// on the anchor: that it is within its validity period (an intermediate of an uploaded bundle is an anchor, and
+/// expires like any other certificate; OpenSSL refuses a path through an expired CA), and that its extended key
+/// usage, if it has one, allows client authentication.
+#[derive(Debug, Clone, Copy)]
+struct AnchorTerms {
+    not_before: i64,
+    not_after: i64,
+    client_auth: bool,
+}
+
+impl AnchorTerms {
+    fn of(der: &[u8]) -> AnchorTerms {
+        match X509Certificate::from_der(der) {
+            Ok((_, cert)) => AnchorTerms {
+                not_before: cert.validity().not_before.timestamp(),
+                not_after: cert.validity().not_after.timestamp(),
+                client_auth: match cert.extended_key_usage() {
+                    Ok(Some(eku)) => eku.value.client_auth || eku.value.any,
+                    Ok(None) => true,
+                    Err(_) => false,
+                },
+            },
+            // Parsed when it was added; a certificate that cannot be read vouches for nothing.
+            Err(_) => AnchorTerms {
+                not_before: i64::MAX,
+                not_after: i64::MIN,
+                client_auth: false,
+            },
+        }
+    }
+
+    /// Why a path ending at this anchor is refused at `now`, if it is.
+    fn refusal(&self, now: i64) -> Option<(&'static str, AuthStatus)> {
+        if now > self.not_after {
+            Some(("certificate has expired", AuthStatus::Expired))
+        } else if now < self.not_before {
+            Some(("certificate is not yet valid", AuthStatus::NotYetValid))
+        } else if !self.client_auth {
+            Some(("unsupported certificate purpose", AuthStatus::Untrusted))
+        } else {
+            None
+        }
+    }
 }
 
 impl std::fmt::Debug for Verifier {
@@ -399,6 +451,24 @@ impl Verifier {
             .max_by_key(|p| p.hard_fail)
     }
 
+    /// Why the path ending at `anchor` is refused at `now` (see [`AnchorTerms`]); none if any anchor with its name and
+    /// key is in force (a CA uploaded twice, renewed with the same key, counts once).
+    fn anchor_refusal(&self, anchor: &TrustAnchor<'_>, now: OffsetDateTime) -> Option<(&'static str, AuthStatus)> {
+        let now = now.unix_timestamp();
+        let mut refusal = None;
+        for (a, terms) in self.anchors.iter().zip(&self.in_force) {
+            if a.subject.as_ref() == anchor.subject.as_ref()
+                && a.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
+            {
+                match terms.refusal(now) {
+                    None => return None,
+                    Some(why) => refusal = refusal.or(Some(why)),
+                }
+            }
+        }
+        refusal
+    }
+
     fn anchor_index(&self, anchor: &TrustAnchor<'_>) -> Option<usize> {
         self.anchors.iter().position(|a| {
             a.subject.as_ref() == anchor.subject.as_ref()
@@ -441,6 +511,9 @@ impl Verifier {
         );
         match result {
             Ok(path) => {
+                if let Some((reason, status)) = self.anchor_refusal(path.anchor(), now) {
+                    return Verdict::failed(reason, status);
+                }
                 let revoked = self
                     .anchor_index(path.anchor())
                     .is_some_and(|i| self.path_revoked(i, &ee, &path));
