@@ -346,6 +346,24 @@ async fn start_websocket_origin() -> (SocketAddr, mpsc::UnboundedReceiver<String
     (addr, rx)
 }
 
+/// Connects to `api.test` with `cert`, sends [`WS_HANDSHAKE`] and reads the response head.
+async fn websocket_handshake(proxy: &Proxy, w: &World, cert: &ClientCert) -> (TlsStream<TcpStream>, String) {
+    let mut tls = tls_connect(proxy, &w.server, "api.test", Some(cert), b"http/1.1")
+        .await
+        .unwrap();
+    tls.write_all(WS_HANDSHAKE.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut byte))
+            .await
+            .expect("no response head")
+            .unwrap();
+        head.push(byte[0]);
+    }
+    (tls, String::from_utf8_lossy(&head).into_owned())
+}
+
 const WS_HANDSHAKE: &str = "GET /ws HTTP/1.1\r\nHost: api.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
@@ -364,20 +382,8 @@ async fn websocket_upgrades_pass_through_after_the_rules() {
     let proxy = start_proxy(build_snapshot(1, &w.server, origin, vec![spec, h2_origin])).await;
     let good = issue(&w.ca, "good", SubjectAltNames::default());
 
-    let mut tls = tls_connect(&proxy, &w.server, "api.test", Some(&good), b"http/1.1")
-        .await
-        .unwrap();
-    tls.write_all(WS_HANDSHAKE.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut byte))
-            .await
-            .expect("no 101")
-            .unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let (mut tls, head) = websocket_handshake(&proxy, &w, &good).await;
+    let head = head.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
     assert!(
@@ -434,17 +440,8 @@ async fn a_quiet_websocket_tunnel_is_closed_after_the_stream_idle_timeout() {
     )
     .await;
     let good = issue(&w.ca, "good", SubjectAltNames::default());
-    let mut tls = tls_connect(&proxy, &w.server, "api.test", Some(&good), b"http/1.1")
-        .await
-        .unwrap();
-    tls.write_all(WS_HANDSHAKE.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tls.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"));
+    let (mut tls, head) = websocket_handshake(&proxy, &w, &good).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     // Traffic every 300 ms keeps it open past the timeout.
     for _ in 0..4 {
         tls.write_all(b"ping").await.unwrap();
