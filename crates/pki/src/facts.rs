@@ -334,16 +334,8 @@ pub fn compute_facts(chain: &[CertificateDer<'_>], anchors: &[IssuerInfo]) -> Cl
     let from_chain = || {
         chain[1..].iter().find_map(|c| {
             let (_, cert) = X509Certificate::from_der(c.as_ref()).ok()?;
-            (cert.subject().as_raw() == issuer_raw
-                && key_matches(subject_key_id(&cert))
-                && crate::keys::verify_signed_data(
-                    cert.public_key(),
-                    &leaf.signature_algorithm,
-                    leaf.tbs_certificate.as_ref(),
-                    &leaf.signature_value.data,
-                )
-                .is_ok())
-            .then(|| IssuerInfo::from_parsed(&cert))
+            (key_matches(subject_key_id(&cert)) && crate::keys::issued_by(&leaf, &cert))
+                .then(|| IssuerInfo::from_parsed(&cert))
         })
     };
     let found = match from_anchors {

@@ -194,6 +194,21 @@ pub(crate) fn check_client_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<String
     }
 }
 
+/// Whether `parent` issued `child`: its subject is the child's issuer and its key verifies the child's signature.
+pub(crate) fn issued_by(
+    child: &x509_parser::certificate::X509Certificate<'_>,
+    parent: &x509_parser::certificate::X509Certificate<'_>,
+) -> bool {
+    parent.subject().as_raw() == child.issuer().as_raw()
+        && verify_signed_data(
+            parent.public_key(),
+            &child.signature_algorithm,
+            child.tbs_certificate.as_ref(),
+            &child.signature_value.data,
+        )
+        .is_ok()
+}
+
 /// Verifies `signature` over `message` made by the key in `spki` with algorithm `sig_alg`.
 pub(crate) fn verify_signed_data(
     spki: &SubjectPublicKeyInfo<'_>,

@@ -259,19 +259,7 @@ fn revoked_anchors(ders: &[Vec<u8>], revoked: &[HashSet<Vec<u8>>]) -> Vec<bool> 
             certs
                 .iter()
                 .enumerate()
-                .filter(|(j, parent)| {
-                    *j != i
-                        && parent.as_ref().is_some_and(|p| {
-                            p.subject().as_raw() == child.issuer().as_raw()
-                                && keys::verify_signed_data(
-                                    p.public_key(),
-                                    &child.signature_algorithm,
-                                    child.tbs_certificate.as_ref(),
-                                    &child.signature_value.data,
-                                )
-                                .is_ok()
-                        })
-                })
+                .filter(|(j, parent)| *j != i && parent.as_ref().is_some_and(|p| keys::issued_by(child, p)))
                 .map(|(j, _)| j)
                 .collect()
         })

@@ -121,19 +121,13 @@ impl CertHeaderReader {
     /// Removes the header (and its chain header) before the request goes to the origin, in any spelling an
     /// origin reads as it (`X_Client_Cert` is `HTTP_X_CLIENT_CERT` to CGI, WSGI and Rack, like the real one).
     pub(crate) fn strip(&self, headers: &mut HeaderMap) {
-        let ours = |name: &str| {
+        crate::forward::remove_where(headers, |name| {
             crate::forward::same_name(name, self.config.name.as_str())
                 || self
                     .chain_name
                     .as_ref()
                     .is_some_and(|c| crate::forward::same_name(name, c.as_str()))
-        };
-        if headers.keys().any(|k| ours(k.as_str())) {
-            let found: Vec<HeaderName> = headers.keys().filter(|k| ours(k.as_str())).cloned().collect();
-            for name in found {
-                headers.remove(name);
-            }
-        }
+        });
     }
 
     /// The certificate in `headers` under `host`'s trust (snapshot `generation`): no certificate without the header,

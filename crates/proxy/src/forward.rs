@@ -141,9 +141,15 @@ fn is_cert_header(name: &str) -> bool {
 /// spellings of the `X-Forwarded-*` fields. One pass finds whether there are any: there are none unless a
 /// client is trying to spoof them.
 fn remove_cert_headers(headers: &mut HeaderMap) {
-    if headers.keys().any(|k| is_cert_header(k.as_str())) {
-        let spoofed: Vec<HeaderName> = headers.keys().filter(|k| is_cert_header(k.as_str())).cloned().collect();
-        for name in spoofed {
+    remove_where(headers, is_cert_header);
+}
+
+/// Removes every field whose name `unwanted` picks, with all its values. One pass finds whether there are any: most
+/// messages have none, and then nothing is collected.
+pub(crate) fn remove_where(headers: &mut HeaderMap, unwanted: impl Fn(&str) -> bool) {
+    if headers.keys().any(|k| unwanted(k.as_str())) {
+        let found: Vec<HeaderName> = headers.keys().filter(|k| unwanted(k.as_str())).cloned().collect();
+        for name in found {
             headers.remove(name);
         }
     }
@@ -172,17 +178,11 @@ const NOT_IN_TRAILERS: [&str; 10] = [
 /// proxy passes the client's certificate in), and the hop-by-hop fields. Other trailers (gRPC's, checksums) go on.
 pub(crate) fn clean_trailers(trailers: &mut HeaderMap, front: &[HeaderName]) {
     strip_hop_by_hop(trailers);
-    let refused = |name: &str| {
+    remove_where(trailers, |name| {
         is_cert_header(name)
             || NOT_IN_TRAILERS.iter().any(|n| same_name(name, n))
             || front.iter().any(|n| same_name(name, n.as_str()))
-    };
-    if trailers.keys().any(|k| refused(k.as_str())) {
-        let found: Vec<HeaderName> = trailers.keys().filter(|k| refused(k.as_str())).cloned().collect();
-        for name in found {
-            trailers.remove(name);
-        }
-    }
+    });
 }
 
 /// A header value from arbitrary text: bytes a header cannot carry (controls) become `?`.
