@@ -1082,3 +1082,91 @@ fn an_expired_or_server_only_anchor_vouches_for_no_client() {
     // Renewed with the same name and key: the current one keeps the path in force.
     assert!(verify(&[root.der(), expired.der(), current.der()]).verified);
 }
+
+#[test]
+fn a_path_to_a_bundles_intermediate_is_held_to_the_roots_terms() {
+    let t = now();
+    let ca_params = |name: &str, constraint: rcgen::BasicConstraints| {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(constraint);
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.not_before = t - Duration::days(30);
+        p.not_after = t + Duration::days(30);
+        p
+    };
+    let leaf = |sans: Vec<String>, issuer: &rcgen::Issuer<'_, &rcgen::KeyPair>| {
+        let mut p = rcgen::CertificateParams::new(sans).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, "device");
+        p.not_before = t - Duration::days(1);
+        p.not_after = t + Duration::days(10);
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        p.signed_by(&rcgen::KeyPair::generate().unwrap(), issuer).unwrap()
+    };
+    let verify = |anchors: &[&[u8]], chain: &[&[u8]]| {
+        let mut b = VerifierBuilder::new();
+        for a in anchors {
+            b.add_anchor(a).unwrap();
+        }
+        let chain: Vec<_> = chain.iter().map(|c| der(c)).collect();
+        b.build().verify(&chain, t)
+    };
+
+    // A root limited to good.example, and an unconstrained intermediate under it.
+    let root_key = rcgen::KeyPair::generate().unwrap();
+    let mut root_params = ca_params("Constrained Root", rcgen::BasicConstraints::Unconstrained);
+    root_params.name_constraints = Some(rcgen::NameConstraints {
+        permitted_subtrees: vec![rcgen::GeneralSubtree::DnsName("good.example".into())],
+        excluded_subtrees: vec![],
+    });
+    let root = root_params.self_signed(&root_key).unwrap();
+    let root_issuer = rcgen::Issuer::from_ca_cert_der(root.der(), &root_key).unwrap();
+    let mid_key = rcgen::KeyPair::generate().unwrap();
+    let mid = ca_params("Issuing", rcgen::BasicConstraints::Unconstrained)
+        .signed_by(&mid_key, &root_issuer)
+        .unwrap();
+    let mid_issuer = rcgen::Issuer::from_ca_cert_der(mid.der(), &mid_key).unwrap();
+    let inside = leaf(vec!["a.good.example".into()], &mid_issuer);
+    let outside = leaf(vec!["evil.example".into()], &mid_issuer);
+
+    assert!(verify(&[root.der(), mid.der()], &[inside.der()]).verified);
+    let v = verify(&[root.der(), mid.der()], &[outside.der()]);
+    assert!(
+        !v.verified,
+        "the root's name constraints apply through the bundle's intermediate"
+    );
+    assert_eq!(v.reason, "FAILED:permitted subtree violation");
+    // The same with the intermediate sent by the client, and with the bundle in the other order.
+    assert!(!verify(&[root.der(), mid.der()], &[outside.der(), mid.der()]).verified);
+    assert!(!verify(&[mid.der(), root.der()], &[outside.der()]).verified);
+    // An intermediate uploaded on its own is trusted on its own, as before.
+    assert!(verify(&[mid.der()], &[outside.der()]).verified);
+
+    // A root that allows no CA below it.
+    let strict_key = rcgen::KeyPair::generate().unwrap();
+    let strict = ca_params("Strict Root", rcgen::BasicConstraints::Constrained(0))
+        .self_signed(&strict_key)
+        .unwrap();
+    let strict_issuer = rcgen::Issuer::from_ca_cert_der(strict.der(), &strict_key).unwrap();
+    let sub_key = rcgen::KeyPair::generate().unwrap();
+    let sub = ca_params("Sub", rcgen::BasicConstraints::Unconstrained)
+        .signed_by(&sub_key, &strict_issuer)
+        .unwrap();
+    let sub_issuer = rcgen::Issuer::from_ca_cert_der(sub.der(), &sub_key).unwrap();
+    let under_sub = leaf(vec![], &sub_issuer);
+    let direct = leaf(vec![], &strict_issuer);
+    assert!(verify(&[strict.der()], &[direct.der()]).verified);
+    for (anchors, chain) in [
+        (
+            vec![strict.der().as_ref()],
+            vec![under_sub.der().as_ref(), sub.der().as_ref()],
+        ),
+        (
+            vec![strict.der().as_ref(), sub.der().as_ref()],
+            vec![under_sub.der().as_ref()],
+        ),
+    ] {
+        let v = verify(&anchors, &chain);
+        assert!(!v.verified, "a CA below a root with path length 0");
+        assert_eq!(v.reason, "FAILED:path length constraint exceeded");
+    }
+}

@@ -12,8 +12,11 @@
 //! bundle is an anchor, so a bundle's intermediate revokes its leaves with its own CRL, and an anchor that the CRL
 //! of its own issuer (another anchor) lists revokes everything under it. CRL signatures are
 //! checked once, when added, and CRL `nextUpdate` is not enforced. The anchor a path ends at must be within its
-//! validity period and allow client authentication by its extended key usage (webpki checks both on the rest of
-//! the path only). A presented certificate that is
+//! validity period, allow client authentication by its extended key usage and have no more CAs below it than its
+//! path length constraint allows (webpki checks these on the rest of the path only). A path that ends at an
+//! intermediate of an uploaded bundle whose issuer is an anchor too must also reach a root through the bundle, so
+//! that the root's name constraints and terms apply, as OpenSSL builds it; an intermediate uploaded on its own is
+//! trusted on its own. A presented certificate that is
 //! byte-for-byte one of the anchors (a self-signed certificate uploaded as its own CA) is accepted
 //! within its validity period, as OpenSSL does. Failure reasons use OpenSSL's
 //! wording as Cloudflare shows it (`FAILED:certificate has expired`, …).
@@ -225,8 +228,36 @@ impl VerifierBuilder {
             ders.push(a.der);
             ocsp.push(a.ocsp);
         }
-        let anchor_revoked = revoked_anchors(&ders, &revoked);
+        let certs: Vec<Option<X509Certificate<'_>>> = ders
+            .iter()
+            .map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
+            .collect();
+        let parents = anchor_parents(&certs);
+        let anchor_revoked = revoked_anchors(&certs, &parents, &revoked);
         let in_force = ders.iter().map(|der| AnchorTerms::of(der)).collect();
+        // A top is self-issued or has no issuer among the anchors: a path may end there. Any other anchor is an
+        // intermediate of an uploaded bundle whose issuer is trusted too.
+        let top: Vec<bool> = parents.iter().map(Vec::is_empty).collect();
+        let same = |i: usize, j: usize| {
+            anchors[i].subject.as_ref() == anchors[j].subject.as_ref()
+                && anchors[i].subject_public_key_info.as_ref() == anchors[j].subject_public_key_info.as_ref()
+        };
+        let below_a_root: Vec<bool> = (0..anchors.len())
+            .map(|i| !top[i] && !(0..anchors.len()).any(|j| top[j] && same(i, j)))
+            .collect();
+        let roots = anchors
+            .iter()
+            .zip(&top)
+            .filter(|(_, t)| **t)
+            .map(|(a, _)| a.clone())
+            .collect();
+        let bundle_intermediates = ders
+            .iter()
+            .zip(&top)
+            .filter(|(_, t)| !**t)
+            .map(|(d, _)| CertificateDer::from(d.clone()))
+            .collect();
+        drop(certs);
         Verifier {
             anchors,
             infos,
@@ -235,20 +266,18 @@ impl VerifierBuilder {
             anchor_revoked,
             ocsp,
             in_force,
+            below_a_root,
+            roots,
+            bundle_intermediates,
         }
     }
 }
 
-/// Which anchors are themselves revoked: an intermediate of an uploaded bundle is an anchor of its own (so that
-/// its CRL revokes its leaves), and the CRL of the anchor that issued it may list it, directly or further up.
-fn revoked_anchors(ders: &[Vec<u8>], revoked: &[HashSet<Vec<u8>>]) -> Vec<bool> {
-    let certs: Vec<Option<X509Certificate<'_>>> = ders
-        .iter()
-        .map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
-        .collect();
-    // parent[i]: the anchors that issued anchor i: the subject is its issuer and the key verifies its signature
-    // (a name alone could be a re-keyed CA's, whose serial numbers are another sequence).
-    let parents: Vec<Vec<usize>> = certs
+/// parent[i]: the anchors that issued anchor i: the subject is its issuer and the key verifies its signature
+/// (a name alone could be a re-keyed CA's, whose serial numbers are another sequence). A self-issued anchor has
+/// none: a CA renewed with the same key would otherwise be the parent of its own predecessor.
+fn anchor_parents(certs: &[Option<X509Certificate<'_>>]) -> Vec<Vec<usize>> {
+    certs
         .iter()
         .enumerate()
         .map(|(i, child)| {
@@ -263,10 +292,19 @@ fn revoked_anchors(ders: &[Vec<u8>], revoked: &[HashSet<Vec<u8>>]) -> Vec<bool> 
                 .map(|(j, _)| j)
                 .collect()
         })
-        .collect();
-    let mut out = vec![false; ders.len()];
+        .collect()
+}
+
+/// Which anchors are themselves revoked: an intermediate of an uploaded bundle is an anchor of its own (so that
+/// its CRL revokes its leaves), and the CRL of the anchor that issued it may list it, directly or further up.
+fn revoked_anchors(
+    certs: &[Option<X509Certificate<'_>>],
+    parents: &[Vec<usize>],
+    revoked: &[HashSet<Vec<u8>>],
+) -> Vec<bool> {
+    let mut out = vec![false; certs.len()];
     // Each pass reaches one more level of a bundle's hierarchy; a bundle holds a few certificates.
-    for _ in 0..ders.len() {
+    for _ in 0..certs.len() {
         let mut changed = false;
         for (i, cert) in certs.iter().enumerate() {
             let Some(cert) = cert else { continue };
@@ -299,19 +337,30 @@ pub struct Verifier {
     anchor_revoked: Vec<bool>,
     /// Per anchor: whether (and how) the certificates under it are checked with OCSP.
     ocsp: Vec<Option<OcspPolicy>>,
-    /// Per anchor: what webpki does not check of an anchor (its validity period and purpose).
+    /// Per anchor: what webpki does not check of an anchor (its validity period, purpose and path length).
     in_force: Vec<AnchorTerms>,
+    /// Per anchor: an intermediate of an uploaded bundle whose issuer is an anchor too, and not also trusted on its
+    /// own (no self-issued or issuer-less anchor has its name and key). A path that ends there must also reach a
+    /// root, so that the root's name constraints, path length, validity and purpose apply to it.
+    below_a_root: Vec<bool>,
+    /// The anchors a path may end at for that second check: the self-issued ones and those with no issuer among
+    /// the anchors.
+    roots: Vec<TrustAnchor<'static>>,
+    /// The other anchors, offered as intermediates for that check.
+    bundle_intermediates: Vec<CertificateDer<'static>>,
 }
 
 /// What an anchor must also satisfy for a path that ends at it, which webpki checks on the rest of the path but not
 /// on the anchor: that it is within its validity period (an intermediate of an uploaded bundle is an anchor, and
-/// expires like any other certificate; OpenSSL refuses a path through an expired CA), and that its extended key
-/// usage, if it has one, allows client authentication.
+/// expires like any other certificate; OpenSSL refuses a path through an expired CA), that its extended key
+/// usage, if it has one, allows client authentication, and that no more CA certificates stand below it than its
+/// path length constraint allows.
 #[derive(Debug, Clone, Copy)]
 struct AnchorTerms {
     not_before: i64,
     not_after: i64,
     client_auth: bool,
+    path_len: Option<u32>,
 }
 
 impl AnchorTerms {
@@ -325,24 +374,33 @@ impl AnchorTerms {
                     Ok(None) => true,
                     Err(_) => false,
                 },
+                path_len: match cert.basic_constraints() {
+                    Ok(Some(bc)) => bc.value.path_len_constraint,
+                    Ok(None) => None,
+                    Err(_) => Some(0),
+                },
             },
             // Parsed when it was added; a certificate that cannot be read vouches for nothing.
             Err(_) => AnchorTerms {
                 not_before: i64::MAX,
                 not_after: i64::MIN,
                 client_auth: false,
+                path_len: Some(0),
             },
         }
     }
 
-    /// Why a path ending at this anchor is refused at `now`, if it is.
-    fn refusal(&self, now: i64) -> Option<(&'static str, AuthStatus)> {
+    /// Why a path ending at this anchor, with `cas_below` CA certificates between it and the leaf, is refused at
+    /// `now`, if it is.
+    fn refusal(&self, now: i64, cas_below: usize) -> Option<(&'static str, AuthStatus)> {
         if now > self.not_after {
             Some(("certificate has expired", AuthStatus::Expired))
         } else if now < self.not_before {
             Some(("certificate is not yet valid", AuthStatus::NotYetValid))
         } else if !self.client_auth {
             Some(("unsupported certificate purpose", AuthStatus::Untrusted))
+        } else if self.path_len.is_some_and(|n| cas_below > n as usize) {
+            Some(("path length constraint exceeded", AuthStatus::Untrusted))
         } else {
             None
         }
@@ -439,16 +497,23 @@ impl Verifier {
             .max_by_key(|p| p.hard_fail)
     }
 
-    /// Why the path ending at `anchor` is refused at `now` (see [`AnchorTerms`]); none if any anchor with its name and
-    /// key is in force (a CA uploaded twice, renewed with the same key, counts once).
-    fn anchor_refusal(&self, anchor: &TrustAnchor<'_>, now: OffsetDateTime) -> Option<(&'static str, AuthStatus)> {
+    /// Why `path` is refused at `now` for what webpki does not check of the anchor it ends at (see [`AnchorTerms`]);
+    /// none if any anchor with its name and key is in force (a CA uploaded twice, renewed with the same key, counts
+    /// once).
+    fn anchor_refusal(
+        &self,
+        path: &webpki::VerifiedPath<'_>,
+        now: OffsetDateTime,
+    ) -> Option<(&'static str, AuthStatus)> {
+        let anchor = path.anchor();
+        let cas_below = path.intermediate_certificates().count();
         let now = now.unix_timestamp();
         let mut refusal = None;
         for (a, terms) in self.anchors.iter().zip(&self.in_force) {
             if a.subject.as_ref() == anchor.subject.as_ref()
                 && a.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
             {
-                match terms.refusal(now) {
+                match terms.refusal(now, cas_below) {
                     None => return None,
                     Some(why) => refusal = refusal.or(Some(why)),
                 }
@@ -499,12 +564,16 @@ impl Verifier {
         );
         match result {
             Ok(path) => {
-                if let Some((reason, status)) = self.anchor_refusal(path.anchor(), now) {
+                if let Some((reason, status)) = self.anchor_refusal(&path, now) {
                     return Verdict::failed(reason, status);
                 }
-                let revoked = self
-                    .anchor_index(path.anchor())
-                    .is_some_and(|i| self.path_revoked(i, &ee, &path));
+                let index = self.anchor_index(path.anchor());
+                if index.is_some_and(|i| self.below_a_root.get(i).copied().unwrap_or(false))
+                    && let Some((reason, status)) = self.root_refusal(&ee, chain, now)
+                {
+                    return Verdict::failed(reason, status);
+                }
+                let revoked = index.is_some_and(|i| self.path_revoked(i, &ee, &path));
                 Verdict {
                     presented: true,
                     verified: true,
@@ -524,6 +593,39 @@ impl Verifier {
                 let (reason, status) = failure(&err, chain);
                 Verdict::failed(reason, status)
             }
+        }
+    }
+
+    /// Why `chain`, verified up to an intermediate of an uploaded bundle, is refused when its path is carried on up
+    /// to a root through the bundle's certificates, if it is: the root's name constraints (webpki applies an
+    /// anchor's), the path length constraints and the root's own terms. OpenSSL, and so NGINX, builds the path to
+    /// the root in the same way.
+    fn root_refusal(
+        &self,
+        ee: &webpki::EndEntityCert<'_>,
+        chain: &[CertificateDer<'_>],
+        now: OffsetDateTime,
+    ) -> Option<(&'static str, AuthStatus)> {
+        let intermediates: Vec<CertificateDer<'_>> = chain[1..]
+            .iter()
+            .map(|c| CertificateDer::from(c.as_ref()))
+            .chain(
+                self.bundle_intermediates
+                    .iter()
+                    .map(|c| CertificateDer::from(c.as_ref())),
+            )
+            .collect();
+        match ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &self.roots,
+            &intermediates,
+            unix_time(now),
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        ) {
+            Ok(path) => self.anchor_refusal(&path, now),
+            Err(err) => Some(failure(&err, chain)),
         }
     }
 
