@@ -260,6 +260,15 @@ impl Store {
     pub async fn delete_mtls_certificate(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
+            // On PostgreSQL the row lock orders this delete with an association being written for the same CA
+            // (which takes a share lock on it), so that neither commits unseen by the other. SQLite has one
+            // writer: an association committed since this transaction's read makes its delete a conflict.
+            if self.is_postgres() {
+                sqlx::query("SELECT id FROM mtls_certificates WHERE id = $1 FOR UPDATE")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let in_use: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hostname_associations WHERE ca_ref = $1")
                 .bind(id)
                 .fetch_one(&mut *tx)
@@ -532,6 +541,21 @@ impl Store {
                 .bind(at)
                 .execute(&mut *tx)
                 .await?;
+            }
+            // The CA checked above may have been deleted since; the associations must not outlive it. Inside
+            // the transaction, after this one's writes: see `delete_mtls_certificate` for the ordering.
+            if let CaRef::Mtls(id) = ca
+                && !names.is_empty()
+            {
+                let query = if self.is_postgres() {
+                    "SELECT id FROM mtls_certificates WHERE id = $1 FOR SHARE"
+                } else {
+                    "SELECT id FROM mtls_certificates WHERE id = $1"
+                };
+                let still: Option<String> = sqlx::query_scalar(query).bind(id).fetch_optional(&mut *tx).await?;
+                if still.is_none() {
+                    return Err(StoreError::not_found("mtls_certificate", id));
+                }
             }
             commit_write!(self, tx, actor, "replace", "hostname_associations", zone_id, &detail);
         });

@@ -608,6 +608,68 @@ async fn byo_cas_have_a_limit_and_cannot_be_deleted_while_associated() {
     .await;
 }
 
+/// Associates a hostname with a CA that a transaction on `other` (another connection) is deleting meanwhile. Once
+/// the delete commits, the association must have been refused: none may name a CA that is gone. A macro, as the
+/// two backends' connections share no convenient trait bound.
+macro_rules! associate_during_delete {
+    ($store:expr, $other:expr) => {{
+        let store: &Store = $store;
+        let mut other = $other;
+        let a = Actor::system();
+        let zone = store.create_zone("example.com", &a).await.expect("zone");
+        let ca = store.add_mtls_certificate(sample_byo("one"), 2, &a).await.expect("ca");
+        let mut delete = other.begin().await.expect("begin");
+        sqlx::query("DELETE FROM mtls_certificates WHERE id = $1")
+            .bind(ca.id.clone())
+            .execute(&mut *delete)
+            .await
+            .expect("delete, uncommitted");
+        let writer = store.clone();
+        let (zone_id, ca_id) = (zone.id.clone(), ca.id.clone());
+        let associate = tokio::spawn(async move {
+            writer
+                .replace_hostname_associations(&zone_id, &crate::CaRef::Mtls(ca_id), &["api.example.com".into()], &a)
+                .await
+        });
+        // Long enough for the association's transaction to reach the delete's lock.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        delete.commit().await.expect("commit the delete");
+        match associate.await.expect("task") {
+            Err(StoreError::NotFound { .. } | StoreError::Conflict(_)) => {}
+            other => panic!("the association of a deleted CA was {other:?}"),
+        }
+        assert!(
+            store
+                .hostname_associations(&zone.id, &crate::CaRef::Mtls(ca.id.clone()))
+                .await
+                .expect("associations")
+                .is_empty(),
+            "an association outlived its CA"
+        );
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_association_written_while_its_ca_is_deleted_does_not_outlive_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("portcullis.db");
+    let store = Store::open_sqlite(&path).await.expect("sqlite");
+    let other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("second sqlite connection");
+    associate_during_delete!(&store, other);
+    if let Ok(admin_url) = std::env::var("PORTCULLIS_TEST_DATABASE_URL") {
+        let (scratch, url) = PgScratch::new(&admin_url).await;
+        let store = Store::open(&url).await.expect("postgres");
+        let other = sqlx::PgConnection::connect(&url)
+            .await
+            .expect("second postgres connection");
+        associate_during_delete!(&store, other);
+        drop(store);
+        scratch.drop_db().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_client_certificates_keep_their_key_and_stay_while_used() {
     on_both(|store, _| async move {
