@@ -1,12 +1,15 @@
 //! Limits failed dashboard sign-ins, per client address and for the whole process, so that guessing API tokens
 //! through the sign-in form is slow (tokens are 256-bit random, but a wrong one still costs a store lookup).
 //!
-//! Fixed one-minute windows: an address that failed [`PER_ADDRESS`] times within a minute of its first failure is
-//! refused until that minute is over, and once [`GLOBAL`] failures happened within a minute every address is. A
-//! refused attempt is not checked at all (not even a right token), and it does not extend the wait. A successful
-//! sign-in forgets the address's failures. The table holds at most [`MAX_ADDRESSES`] addresses: expired windows are
-//! dropped first, then the address whose window is oldest, so memory stays bounded under many addresses (the global
-//! limit still applies to them).
+//! Fixed one-minute windows. Every attempt counts as a failure when it begins ([`SignInLimiter::begin`]), so
+//! attempts sent in parallel are counted before any of them is answered; a successful sign-in then forgets the
+//! address's failures. An address (an IPv6 client's /64, which one host can hold whole) that failed
+//! [`PER_ADDRESS`] times within a minute of its first failure is refused until that minute is over. Once [`GLOBAL`]
+//! failures happened within a minute, an address that failed at all in its minute is refused too, as is a peer
+//! whose address is unknown; an address with no failure still gets its attempt, so outsiders who fail on purpose
+//! cannot lock the operators out. A refused attempt is not checked at all (not even a right token), and it does
+//! not extend the wait. The table holds at most [`MAX_ADDRESSES`] addresses: expired windows are dropped first,
+//! then the address whose window is oldest, so memory stays bounded under many addresses.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -66,30 +69,40 @@ impl SignInLimiter {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether an attempt from `address` may be checked now.
-    pub fn check(&self, address: Option<IpAddr>, now: Instant) -> Result<(), Limited> {
-        let table = self.lock();
-        if let Some(global) = table.global.filter(|w| w.live(now) && w.failures >= GLOBAL) {
-            return Err(Limited {
-                retry_after: global.retry_after(now),
-                global: true,
-            });
-        }
-        if let Some(window) = address
+    /// Begins an attempt from `address`: refused if it may not be checked now, else counted as a failure until
+    /// [`SignInLimiter::succeeded`] forgets it.
+    pub fn begin(&self, address: Option<IpAddr>, now: Instant) -> Result<(), Limited> {
+        let address = address.map(group);
+        let mut table = self.lock();
+        let pressed = table.global.filter(|w| w.live(now) && w.failures >= GLOBAL);
+        let own = address
             .and_then(|a| table.by_address.get(&a))
-            .filter(|w| w.live(now) && w.failures >= PER_ADDRESS)
-        {
+            .copied()
+            .filter(|w| w.live(now));
+        if let Some(window) = own.filter(|w| w.failures >= PER_ADDRESS) {
             return Err(Limited {
                 retry_after: window.retry_after(now),
                 global: false,
             });
         }
-        Ok(())
-    }
-
-    /// Counts a failed sign-in from `address`.
-    pub fn failed(&self, address: Option<IpAddr>, now: Instant) {
-        let mut table = self.lock();
+        if let Some(global) = pressed {
+            // Under pressure, an address gets one attempt per window, and an unknown peer none.
+            match own {
+                Some(window) => {
+                    return Err(Limited {
+                        retry_after: window.retry_after(now),
+                        global: true,
+                    });
+                }
+                None if address.is_none() => {
+                    return Err(Limited {
+                        retry_after: global.retry_after(now),
+                        global: true,
+                    });
+                }
+                None => {}
+            }
+        }
         let bump = |window: &mut Option<Window>| match window {
             Some(w) if w.live(now) => w.failures = w.failures.saturating_add(1),
             _ => {
@@ -100,7 +113,7 @@ impl SignInLimiter {
             }
         };
         bump(&mut table.global);
-        let Some(address) = address else { return };
+        let Some(address) = address else { return Ok(()) };
         if !table.by_address.contains_key(&address) && table.by_address.len() >= MAX_ADDRESSES {
             table.by_address.retain(|_, w| w.live(now));
             if table.by_address.len() >= MAX_ADDRESSES
@@ -114,17 +127,27 @@ impl SignInLimiter {
         if let Some(window) = window {
             table.by_address.insert(address, window);
         }
+        Ok(())
     }
 
     /// Forgets the failures of `address` after it signed in.
     pub fn succeeded(&self, address: Option<IpAddr>) {
         if let Some(address) = address {
-            self.lock().by_address.remove(&address);
+            self.lock().by_address.remove(&group(address));
         }
     }
 
     /// Addresses tracked now.
     pub fn tracked(&self) -> usize {
         self.lock().by_address.len()
+    }
+}
+
+/// The unit an address is counted in: an IPv4 address, or an IPv6 address's /64 (the smallest prefix a network
+/// hands a host, so one client can rotate through all of it).
+fn group(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
     }
 }

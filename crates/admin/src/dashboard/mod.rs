@@ -271,9 +271,9 @@ async fn login(
     }
     let address = peer.map(|axum::Extension(info)| info.0.ip().to_canonical());
     let now = std::time::Instant::now();
-    if let Err(limited) = state.sign_in_limiter.check(address, now) {
+    if let Err(limited) = state.sign_in_limiter.begin(address, now) {
         let who = if limited.global {
-            "Too many failed sign-ins on this server"
+            "Too many failed sign-ins on this server, and one from your address"
         } else {
             "Too many failed sign-ins from your address"
         };
@@ -289,7 +289,6 @@ async fn login(
     let token = match state.store.authenticate(form.token.trim()).await {
         Ok(Some(token)) => token,
         Ok(None) => {
-            state.sign_in_limiter.failed(address, now);
             return login_html(
                 StatusCode::UNAUTHORIZED,
                 Some("That token is not valid (or was revoked)."),
@@ -307,14 +306,12 @@ async fn login(
         .restrictions
         .live_at(time::OffsetDateTime::now_utc().unix_timestamp())
     {
-        state.sign_in_limiter.failed(address, now);
         return login_html(
             StatusCode::UNAUTHORIZED,
             Some("That token has expired, or is not valid yet."),
         );
     }
     if !crate::auth::address_allowed(&token.restrictions, address) {
-        state.sign_in_limiter.failed(address, now);
         return login_html(
             StatusCode::FORBIDDEN,
             Some("That token may not be used from your address."),

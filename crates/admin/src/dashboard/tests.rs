@@ -444,58 +444,75 @@ fn escape_covers_html_metacharacters() {
 }
 
 #[test]
-fn the_sign_in_limiter_counts_failures_per_address_and_globally_in_bounded_memory() {
+fn the_sign_in_limiter_counts_attempts_per_address_and_globally_in_bounded_memory() {
     use super::limiter::{GLOBAL, MAX_ADDRESSES, PER_ADDRESS, SignInLimiter, WINDOW};
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     use std::time::{Duration, Instant};
 
     let limiter = SignInLimiter::default();
     let t0 = Instant::now();
     let a = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
     let b = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)));
+    // Each attempt counts when it begins, so attempts in parallel cannot outrun the count.
     for i in 0..PER_ADDRESS {
-        assert!(limiter.check(a, t0).is_ok(), "attempt {i} is allowed");
-        limiter.failed(a, t0 + Duration::from_secs(u64::from(i)));
+        assert!(
+            limiter.begin(a, t0 + Duration::from_secs(u64::from(i))).is_ok(),
+            "attempt {i} is allowed"
+        );
     }
     let limited = limiter
-        .check(a, t0 + Duration::from_secs(10))
+        .begin(a, t0 + Duration::from_secs(10))
         .expect_err("the sixth is refused");
     assert!(!limited.global);
-    assert_eq!(limited.retry_after, 50, "the window started at the first failure");
+    assert_eq!(limited.retry_after, 50, "the window started at the first attempt");
     assert!(
-        limiter.check(b, t0 + Duration::from_secs(10)).is_ok(),
+        limiter.begin(a, t0 + Duration::from_secs(59)).is_err(),
+        "a refused attempt does not count, nor end the wait"
+    );
+    assert!(
+        limiter.begin(b, t0 + Duration::from_secs(10)).is_ok(),
         "other addresses are not affected"
     );
-    assert!(limiter.check(a, t0 + WINDOW).is_ok(), "the window is over");
-    limiter.failed(a, t0 + WINDOW);
-    assert!(
-        limiter.check(a, t0 + WINDOW).is_ok(),
-        "a new window starts with one failure"
-    );
+    limiter.succeeded(b);
+    assert!(limiter.begin(a, t0 + WINDOW).is_ok(), "the window is over");
     limiter.succeeded(a);
     assert_eq!(limiter.tracked(), 0, "a sign-in forgets the address");
+
+    // An IPv6 client's /64 is one address; another /64 is another.
+    let v6 = |s: &str| Some(IpAddr::V6(s.parse::<Ipv6Addr>().unwrap()));
+    let six = SignInLimiter::default();
+    for i in 0..PER_ADDRESS {
+        assert!(six.begin(v6(&format!("2001:db8:1:2::{:x}", i + 1)), t0).is_ok());
+    }
+    assert!(six.begin(v6("2001:db8:1:2:ffff::9"), t0).is_err());
+    assert!(six.begin(v6("2001:db8:1:3::1"), t0).is_ok());
 
     // Many addresses: the table stays bounded.
     let many = SignInLimiter::default();
     let t1 = Instant::now();
     for i in 0..(MAX_ADDRESSES as u32 + 50) {
-        many.failed(Some(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))), t1);
+        assert!(
+            many.begin(Some(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))), t1)
+                .is_ok()
+        );
     }
     assert_eq!(many.tracked(), MAX_ADDRESSES);
 
-    // The global limit: failures from unknown peers count there only, and then everyone waits.
+    // The global limit: after GLOBAL failures in a minute, an address that failed at all waits, and so does an
+    // unknown peer; an address with no failure still gets its attempt.
     let global = SignInLimiter::default();
     for _ in 0..GLOBAL {
-        assert!(global.check(None, t1).is_ok());
-        global.failed(None, t1);
+        assert!(global.begin(None, t1).is_ok());
     }
     assert_eq!(global.tracked(), 0);
-    let limited = global
-        .check(b, t1 + Duration::from_millis(1500))
-        .expect_err("everyone waits");
+    let later = t1 + Duration::from_millis(1500);
+    let limited = global.begin(None, later).expect_err("an unknown peer waits");
     assert!(limited.global);
     assert_eq!(limited.retry_after, 59, "rounded up");
-    assert!(global.check(b, t1 + WINDOW).is_ok());
+    assert!(global.begin(b, later).is_ok(), "a clean address is let in");
+    let limited = global.begin(b, later).expect_err("its second attempt waits");
+    assert!(limited.global);
+    assert!(global.begin(b, t1 + WINDOW).is_ok(), "until its minute is over");
 }
 
 #[tokio::test]
@@ -548,6 +565,24 @@ async fn too_many_failed_sign_ins_from_an_address_get_429_with_retry_after() {
     let (status, headers, _) = login("198.51.100.8:40000", &api.write.clone()).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(headers.contains_key(header::SET_COOKIE));
+    // Attempts sent at once are counted as they begin: no more than the limit are checked.
+    let tasks: Vec<_> = (0..12)
+        .map(|i| tokio::spawn(login(&format!("203.0.113.9:{}", 40000 + i), "pct_wrong")))
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("task").0);
+    }
+    let checked = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+    let refused = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!(
+        (checked, refused),
+        (
+            super::limiter::PER_ADDRESS as usize,
+            12 - super::limiter::PER_ADDRESS as usize
+        ),
+        "{statuses:?}"
+    );
 }
 
 #[tokio::test]
