@@ -151,8 +151,15 @@ function ownCa() {
   openssl("ca", ...conf, "-gencrl", "-out", "ca.crl.pem");
   // The DER form, to upload as a binary file.
   openssl("crl", "-in", "ca.crl.pem", "-outform", "DER", "-out", "ca.crl");
+  // "sha256 Fingerprint=AB:CD:…" as the API shows it: lower hex, no colons.
+  const leafSha256 = openssl("x509", "-in", "leaf.pem", "-noout", "-fingerprint", "-sha256")
+    .split("=")[1]
+    .trim()
+    .replaceAll(":", "")
+    .toLowerCase();
   return {
     dir,
+    leafSha256,
     pem: fs.readFileSync(path.join(dir, "ca.pem"), "utf8"),
     crl: path.join(dir, "ca.crl"),
     leaf: fs.readFileSync(path.join(dir, "leaf.pem"), "utf8"),
@@ -465,6 +472,24 @@ try {
   await page.locator("#crl-dialog[open]").waitFor();
   assert.equal(await crlDialog.getByLabel("Responder URL").inputValue(), "http://ocsp.corp.example/");
   await shot("04c-byoca-ocsp");
+  // One certificate of the CA revoked at the edge, listed in the dialog, then taken back.
+  const revocations = crlDialog.locator("#edge-revocations");
+  await revocations.locator("li", { hasText: "None." }).waitFor();
+  provoke({ status: 400, url: /\/mtls_certificates\/[^/]+\/revocations$/ });
+  provoke({ text: /64 hex digits/ });
+  await crlDialog.getByLabel("Certificate to revoke (PEM), or its SHA-256 fingerprint").fill("3f4a");
+  await crlDialog.getByRole("button", { name: "Revoke certificate" }).click();
+  await crlDialog.locator(".dialog-error", { hasText: "must be 64 hex digits" }).waitFor();
+  await crlDialog.getByLabel("Certificate to revoke (PEM), or its SHA-256 fingerprint").fill(own.leaf);
+  await crlDialog.getByLabel("Note (optional)").fill("lost laptop");
+  await crlDialog.getByRole("button", { name: "Revoke certificate" }).click();
+  const revoked = revocations.locator(`li[data-fingerprint="${own.leafSha256}"]`, { hasText: "lost laptop" });
+  await revoked.waitFor();
+  await page.locator("#toast", { hasText: "revoked at the edge" }).waitFor();
+  await shot("04d-byoca-revoked-at-the-edge");
+  await revoked.getByRole("button", { name: "Take back" }).click();
+  await revoked.getByRole("button", { name: "Confirm take back" }).click();
+  await revocations.locator("li", { hasText: "None." }).waitFor();
   await crlDialog.getByRole("button", { name: "Close" }).click();
   // A certificate for the edge to present to origins: listed apart, never as a CA.
   await page.getByLabel("Certificate name").fill("edge-to-origin");

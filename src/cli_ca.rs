@@ -97,6 +97,40 @@ pub enum CaCommand {
         #[arg(long, value_name = "URL")]
         responder: Option<String>,
     },
+    /// Revoke one certificate an uploaded CA issued, at the edge and at once, without waiting for the CA's CRL.
+    ///
+    /// Every edge node refuses it as revoked from its next snapshot (`cf.tls_client_auth.cert_revoked`; on
+    /// hostnames that require a trusted certificate its handshakes fail). Give the certificate (PEM; it must have
+    /// been issued by this CA) or its SHA-256 fingerprint, as security events show it.
+    Revoke {
+        /// The uploaded CA's id (see `ca list-uploaded`).
+        id: String,
+        /// The certificate to revoke, PEM.
+        #[arg(
+            value_name = "CERT.pem",
+            required_unless_present = "sha256",
+            conflicts_with = "sha256"
+        )]
+        cert: Option<PathBuf>,
+        /// Its SHA-256 fingerprint (64 hex digits) instead.
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        /// Why, for the record.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// List the certificates revoked at the edge under an uploaded CA.
+    Revocations {
+        /// The uploaded CA's id (see `ca list-uploaded`).
+        id: String,
+    },
+    /// Take back a revocation made with `ca revoke`: the certificate is trusted again.
+    Unrevoke {
+        /// The uploaded CA's id.
+        id: String,
+        /// The revocation's id (see `ca revocations`).
+        revocation_id: String,
+    },
     /// Fetch a managed CA's CRL, or give an uploaded CA its CRL.
     ///
     /// `ca crl ID --out FILE` downloads the current CRL (DER) of the managed CA ID from the server's public
@@ -300,6 +334,68 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
                 outln!("CA {id}: CRLs are no longer fetched (the last ones stay in use)");
             } else {
                 outln!("CA {id}: CRLs are fetched from {}", urls.join(", "));
+            }
+        }
+        CaCommand::Revoke { id, cert, sha256, note } => {
+            check_id(&id)?;
+            let account = account_id(&api).await?;
+            let body = match (cert, sha256) {
+                (Some(path), _) => {
+                    let pem = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    json!({ "certificate": pem, "note": note })
+                }
+                (None, Some(hex)) => json!({ "fingerprint_sha256": hex, "note": note }),
+                (None, None) => bail!("give the certificate (CERT.pem) or --sha256"),
+            };
+            let revocation = api
+                .send(
+                    Method::POST,
+                    &format!("/accounts/{account}/mtls_certificates/{id}/revocations"),
+                    &body,
+                )
+                .await?
+                .result;
+            if json {
+                print_json(&revocation)?;
+            } else {
+                outln!(
+                    "CA {id}: certificate {} revoked at the edge (revocation {})",
+                    s(&revocation, "fingerprint_sha256"),
+                    s(&revocation, "id")
+                );
+            }
+        }
+        CaCommand::Revocations { id } => {
+            check_id(&id)?;
+            let account = account_id(&api).await?;
+            let list = api
+                .get(&format!("/accounts/{account}/mtls_certificates/{id}/revocations"))
+                .await?
+                .result;
+            if json {
+                print_json(&list)?;
+            } else {
+                let rows: Vec<_> = array(&list)
+                    .iter()
+                    .map(|r| vec![s(r, "id"), s(r, "fingerprint_sha256"), s(r, "created_on"), s(r, "note")])
+                    .collect();
+                print_table(&["ID", "SHA-256", "REVOKED", "NOTE"], &rows);
+            }
+        }
+        CaCommand::Unrevoke { id, revocation_id } => {
+            check_id(&id)?;
+            check_id(&revocation_id)?;
+            let account = account_id(&api).await?;
+            let removed = api
+                .delete(&format!(
+                    "/accounts/{account}/mtls_certificates/{id}/revocations/{revocation_id}"
+                ))
+                .await?
+                .result;
+            if json {
+                print_json(&removed)?;
+            } else {
+                outln!("CA {id}: revocation {revocation_id} taken back");
             }
         }
         CaCommand::Ocsp { id, check, responder } => {

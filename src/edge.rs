@@ -573,6 +573,8 @@ fn ca_key(ca: &CaRef) -> String {
 struct Verifiers<'s> {
     state: &'s EdgeState,
     revoked: HashMap<&'s str, Vec<String>>,
+    /// Fingerprints revoked under each uploaded CA.
+    revoked_fingerprints: HashMap<&'s str, Vec<String>>,
     built: HashMap<
         Vec<String>,
         (
@@ -588,9 +590,17 @@ impl<'s> Verifiers<'s> {
         for (ca_id, serial) in &state.revoked_serials {
             revoked.entry(ca_id.as_str()).or_default().push(serial.clone());
         }
+        let mut revoked_fingerprints: HashMap<&str, Vec<String>> = HashMap::new();
+        for (ca_id, fingerprint) in &state.mtls_revocations {
+            revoked_fingerprints
+                .entry(ca_id.as_str())
+                .or_default()
+                .push(fingerprint.clone());
+        }
         Verifiers {
             state,
             revoked,
+            revoked_fingerprints,
             built: HashMap::new(),
         }
     }
@@ -616,6 +626,7 @@ impl<'s> Verifiers<'s> {
                     certificates: managed.certificate.as_bytes(),
                     crl: None,
                     revoked_serials: self.revoked.get(managed.id.as_str()).unwrap_or(&none),
+                    revoked_fingerprints: &none,
                     // Revocations of the managed CA reach the edge directly; its own responder is not asked.
                     ocsp: None,
                 })),
@@ -625,6 +636,7 @@ impl<'s> Verifiers<'s> {
                             certificates: uploaded.certificates.as_bytes(),
                             crl: uploaded.crl.as_deref(),
                             revoked_serials: &none,
+                            revoked_fingerprints: self.revoked_fingerprints.get(id.as_str()).unwrap_or(&none),
                             ocsp: uploaded.ocsp.as_ref(),
                         });
                     }

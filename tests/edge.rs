@@ -672,6 +672,48 @@ fn uploaded_ca_certificates_verify_and_expired_ones_are_refused() {
     assert_eq!(status, "403", "listed in a stale CRL: still revoked");
     let (_, status, body) = get(&server, "/api", &["--cert", "partner.pem", "--key", "partner.key"]);
     assert_eq!(status, "200", "not listed: still served: {body}");
+
+    // One certificate revoked at the edge by the operator, at once, without a new CRL; then taken back.
+    let partner = ["--cert", "partner.pem", "--key", "partner.key"];
+    let revoked: serde_json::Value = serde_json::from_str(&ok(&server.cli(&[
+        "ca",
+        "revoke",
+        &ca_id,
+        "partner.pem",
+        "--note",
+        "lost laptop",
+        "--json",
+    ])))
+    .expect("json");
+    get_until(&server, "/api", &partner, "403");
+    let fingerprint = revoked["fingerprint_sha256"].as_str().expect("fingerprint").to_owned();
+    let partner_pem = std::fs::read(dir.join("partner.pem")).expect("read");
+    let facts = portcullis_pki::compute_facts(
+        &[portcullis_pki::CertificateDer::from(
+            portcullis_pki::pem::certificates_from_pem_or_der(&partner_pem)
+                .expect("pem")
+                .remove(0),
+        )],
+        &[],
+    );
+    assert_eq!(fingerprint, facts.cert_fingerprint_sha256, "the rule field's value");
+    let (_, status, _) = get(&server, "/api", WITH_CERT);
+    assert_eq!(status, "200", "other certificates are not affected");
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&server.cli(&["ca", "revocations", &ca_id, "--json"]))).expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["note"], "lost laptop");
+    // A certificate another CA issued is not this CA's to revoke.
+    let out = server.cli(&["ca", "revoke", &ca_id, "cert.pem"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no certificate of this CA issued it"), "{err}");
+    let id = revoked["id"].as_str().expect("id");
+    ok(&server.cli(&["ca", "unrevoke", &ca_id, id]));
+    get_until(&server, "/api", &partner, "200");
+    // By fingerprint, in upper case as some tools print it.
+    ok(&server.cli(&["ca", "revoke", &ca_id, "--sha256", &fingerprint.to_ascii_uppercase()]));
+    get_until(&server, "/api", &partner, "403");
 }
 
 /// Operators see every request as one JSON access-log line with its mTLS facts, and Prometheus counters move.

@@ -966,7 +966,34 @@ function openCrl(ca) {
   $("ocsp-check").value = ca.ocsp_check ?? "off";
   $("ocsp-responder").value = ca.ocsp_responder ?? "";
   $("crl-result").textContent = ca.crl_updated_on ? `The current CRLs date from ${when(ca.crl_updated_on)}.` : "No CRL yet.";
+  $("edge-revocations").replaceChildren();
   openDialog(dialog);
+  run($("revoke-save"), () => loadEdgeRevocations(ca.id));
+}
+
+// The certificates of uploaded CA `id` revoked at the edge, listed in the Revocation dialog with a way back.
+async function loadEdgeRevocations(id) {
+  const path = `/accounts/${await account()}/mtls_certificates/${id}/revocations`;
+  const list = (await api("GET", path)).result ?? [];
+  $("edge-revocations").replaceChildren(
+    ...list.map((r) =>
+      h(
+        "li",
+        { "data-fingerprint": r.fingerprint_sha256 },
+        h("code", { title: r.fingerprint_sha256 }, `${r.fingerprint_sha256.slice(0, 16)}…`),
+        " ",
+        h("span", { class: "muted small" }, `${day(r.created_on)}${r.note ? `: ${r.note}` : ""}`),
+        " ",
+        canWrite &&
+          confirmButton("Take back", "Confirm take back", async () => {
+            await api("DELETE", `${path}/${r.id}`);
+            toast("Revocation taken back");
+            await loadEdgeRevocations(id);
+          }),
+      ),
+    ),
+  );
+  if (!list.length) $("edge-revocations").replaceChildren(h("li", { class: "muted" }, "None."));
 }
 
 // A CRL file as the API takes it: PEM text as is, DER as base64.
@@ -1044,6 +1071,22 @@ function setupByoca() {
       crlDialog.close();
       toast(urls.length ? `CRLs will be fetched from ${plural(urls.length, "URL")}` : "CRLs are no longer fetched");
       await loadByoca();
+    });
+  });
+  $("revoke-save").addEventListener("click", (e) => {
+    run(e.currentTarget, async () => {
+      const given = $("revoke-cert").value.trim();
+      if (!given) throw new Error("paste the certificate (PEM) or its SHA-256 fingerprint");
+      const body = given.startsWith("-----BEGIN")
+        ? { certificate: given }
+        : { fingerprint_sha256: given.replace(/^sha256\s*fingerprint\s*=\s*/i, "").replace(/[:\s]/g, "") };
+      body.note = $("revoke-note").value.trim();
+      const id = crlDialog.dataset.id;
+      const revoked = (await api("POST", `/accounts/${await account()}/mtls_certificates/${id}/revocations`, body)).result;
+      $("revoke-cert").value = "";
+      $("revoke-note").value = "";
+      toast(`Certificate ${revoked.fingerprint_sha256.slice(0, 16)}… revoked at the edge`);
+      await loadEdgeRevocations(id);
     });
   });
   $("ocsp-save").addEventListener("click", (e) => {

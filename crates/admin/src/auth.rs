@@ -35,8 +35,9 @@ fn scope_error(scope: TokenScope) -> Response {
     ApiError::new(StatusCode::FORBIDDEN, codes::UNAUTHORIZED, message).into_response()
 }
 
-/// Whether a `certificates` token may make this non-read request: issuing (`POST …/client_certificates`), and
-/// reactivating or revoking one (`PATCH`/`DELETE …/client_certificates/{id}`).
+/// Whether a `certificates` token may make this non-read request: issuing (`POST …/client_certificates`),
+/// reactivating or revoking one (`PATCH`/`DELETE …/client_certificates/{id}`), and revoking one an uploaded CA
+/// issued, or taking that back (`POST …/mtls_certificates/{id}/revocations`, `DELETE …/revocations/{id}`).
 fn certificates_scope_may(req: &Request) -> bool {
     let path = req.uri().path();
     let path = path.strip_prefix("/client/v4").unwrap_or(path);
@@ -45,6 +46,12 @@ fn certificates_scope_may(req: &Request) -> bool {
         (&Method::POST, ["zones", zone, "client_certificates"]) => !zone.is_empty(),
         (&Method::PATCH | &Method::DELETE, ["zones", zone, "client_certificates", id]) => {
             !zone.is_empty() && !id.is_empty()
+        }
+        (&Method::POST, ["accounts", account, "mtls_certificates", ca, "revocations"]) => {
+            !account.is_empty() && !ca.is_empty()
+        }
+        (&Method::DELETE, ["accounts", account, "mtls_certificates", ca, "revocations", id]) => {
+            !account.is_empty() && !ca.is_empty() && !id.is_empty()
         }
         _ => false,
     }

@@ -297,6 +297,8 @@ fn api_routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(byoca::put_crl))
         .routes(routes!(byoca::put_crl_urls))
         .routes(routes!(byoca::put_ocsp))
+        .routes(routes!(byoca::add_revocation, byoca::list_revocations))
+        .routes(routes!(byoca::delete_revocation))
         .routes(routes!(events::list_events))
         .routes(routes!(traffic::traffic))
         .routes(routes!(tokens::create_token, tokens::list_tokens))

@@ -812,6 +812,65 @@ async fn bring_your_own_ca_lifecycle() {
         (StatusCode::OK, json!([]))
     );
 
+    // Certificates revoked at the edge: by fingerprint, or by the certificate if this CA issued it.
+    let revocations = format!("{base}/{id}/revocations");
+    for (request, want) in [
+        (json!({}), "give either certificate or fingerprint_sha256"),
+        (
+            json!({"fingerprint_sha256": "ab".repeat(32), "certificate": ca_pem}),
+            "give either certificate or fingerprint_sha256",
+        ),
+        (json!({"fingerprint_sha256": "abc"}), "must be 64 hex digits"),
+        (
+            json!({"certificate": tmp.read("leaf.pem")}),
+            "no certificate of this CA issued it",
+        ),
+        (
+            json!({"fingerprint_sha256": "ab".repeat(32), "note": "x".repeat(501)}),
+            "the limit is 500",
+        ),
+    ] {
+        let (status, body) = api.send(Method::POST, &revocations, request.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{request}: {body}");
+        assert!(error(&body).1.contains(want), "{request}: {body}");
+    }
+    // A token that manages client certificates may revoke and take back; a read token may only look.
+    let (_, certificates_token) = api
+        .store
+        .create_token(
+            "helpdesk",
+            portcullis_store::TokenScope::Certificates,
+            &Default::default(),
+            &portcullis_store::Actor::system(),
+        )
+        .await
+        .expect("token");
+    let request = json!({"fingerprint_sha256": "AB".repeat(32), "note": "lost laptop"}).to_string();
+    let (status, _) = api
+        .call(Method::POST, &revocations, Some(&api.read.clone()), Some(&request))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = api
+        .call(Method::POST, &revocations, Some(&certificates_token), Some(&request))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["fingerprint_sha256"], "ab".repeat(32));
+    let revocation_id = s(&body["result"]["id"]);
+    let (status, body) = api.get(&revocations).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["result"][0]["note"], "lost laptop", "{body}");
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("{revocations}/{revocation_id}"),
+            Some(&certificates_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = api.get(&revocations).await;
+    assert_eq!(body["result"], json!([]));
+
     // OCSP: a check and an optional http:// responder, each refused with the reason when wrong.
     for (settings, want) in [
         (

@@ -156,6 +156,34 @@ pub fn parse_ca_bundle(pem_text: &str, name: &str, now: OffsetDateTime) -> Resul
     })
 }
 
+/// The SHA-256 fingerprint of the one certificate in `cert` (PEM or DER), after checking that a certificate of
+/// `bundle` (an uploaded CA's PEM) issued it: its issuer name and signature. For revoking one certificate of an
+/// uploaded CA by the certificate itself.
+pub fn fingerprint_of_issued(cert: &[u8], bundle: &[u8]) -> Result<[u8; 32]> {
+    let certs = pem::certificates_from_pem_or_der(cert)?;
+    let [leaf_der] = certs.as_slice() else {
+        return Err(PkiError::Certificate(format!(
+            "expected one certificate, found {}",
+            certs.len()
+        )));
+    };
+    let (rest, leaf) = X509Certificate::from_der(leaf_der).map_err(|e| PkiError::Certificate(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(PkiError::Certificate("trailing data after the certificate".into()));
+    }
+    let cas = pem::certificates_from_pem_or_der(bundle)?;
+    let issued = cas
+        .iter()
+        .any(|ca| X509Certificate::from_der(ca).is_ok_and(|(_, ca)| keys::issued_by(&leaf, &ca)));
+    if !issued {
+        return Err(PkiError::Certificate(
+            "no certificate of this CA issued it (issuer name or signature does not match)".into(),
+        ));
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf_der);
+    <[u8; 32]>::try_from(digest.as_ref()).map_err(|_| PkiError::Certificate("digest length".into()))
+}
+
 /// When the first certificate of `pem_or_der` expires: for expiry metrics.
 pub fn certificate_not_after(pem_or_der: &[u8]) -> Result<OffsetDateTime> {
     certificate_validity(pem_or_der).map(|(_, not_after)| not_after)

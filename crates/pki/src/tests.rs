@@ -1170,3 +1170,36 @@ fn a_path_to_a_bundles_intermediate_is_held_to_the_roots_terms() {
         assert_eq!(v.reason, "FAILED:path length constraint exceeded");
     }
 }
+
+#[test]
+fn a_denied_fingerprint_revokes_that_certificate_only() {
+    let t = now();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Own CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_der(ca.der(), &ca_key).unwrap();
+    let leaf = |cn: &str| {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.not_before = t - Duration::days(1);
+        p.not_after = t + Duration::days(10);
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        p.signed_by(&rcgen::KeyPair::generate().unwrap(), &issuer).unwrap()
+    };
+    let (lost, kept) = (leaf("lost laptop"), leaf("desk"));
+    let mut b = VerifierBuilder::new();
+    b.add_anchor(ca.der()).unwrap();
+    let fingerprint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, lost.der());
+    b.deny_fingerprint(fingerprint.as_ref().try_into().unwrap());
+    let v = b.build();
+    let denied = v.verify(&[der(lost.der())], t);
+    assert!(denied.verified && denied.revoked, "{denied:?}");
+    assert_eq!(denied.status, AuthStatus::Revoked);
+    assert!(!denied.is_trusted());
+    let facts = v.client_auth(&[der(lost.der())], t);
+    assert!(facts.cert_revoked);
+    let other = v.verify(&[der(kept.der())], t);
+    assert!(other.is_trusted(), "{other:?}");
+}

@@ -7,7 +7,7 @@
 //! Semantics (Cloudflare's): `verified` is true for a valid chain (client-auth EKU, validity at the
 //! given time, signatures up to an anchor) even when the certificate is revoked; `revoked` is true
 //! only for a verified certificate whose serial is revoked by a CRL of the anchor or by the anchor's
-//! revoked-serial set. Revocation is checked for the certificate the anchor issued directly (the
+//! revoked-serial set, or whose SHA-256 fingerprint an operator denied. Revocation is checked for the certificate the anchor issued directly (the
 //! leaf, or the top intermediate), with the CRL of the anchor that issued it: every certificate of an uploaded
 //! bundle is an anchor, so a bundle's intermediate revokes its leaves with its own CRL, and an anchor that the CRL
 //! of its own issuer (another anchor) lists revokes everything under it. CRL signatures are
@@ -112,6 +112,7 @@ struct Anchor {
 #[derive(Default)]
 pub struct VerifierBuilder {
     anchors: Vec<Anchor>,
+    denied: HashSet<[u8; 32]>,
 }
 
 impl VerifierBuilder {
@@ -175,6 +176,13 @@ impl VerifierBuilder {
         Ok(())
     }
 
+    /// Refuses as revoked the certificate whose DER has SHA-256 `fingerprint`, whichever anchor it leads to: an
+    /// operator's revocation of one certificate an uploaded CA issued, effective before (or without) that CA's CRL.
+    /// A fingerprint names one certificate, where a serial number needs its issuer too.
+    pub fn deny_fingerprint(&mut self, fingerprint: [u8; 32]) {
+        self.denied.insert(fingerprint);
+    }
+
     /// Adds a CRL (PEM or DER). Its signature must verify against an anchor with the CRL's issuer
     /// name; its serials are then revoked for that anchor.
     pub fn add_crl(&mut self, crl: &[u8]) -> Result<usize> {
@@ -207,13 +215,13 @@ impl VerifierBuilder {
         Ok(entries)
     }
 
-    pub fn build(self) -> Verifier {
+    pub fn build(mut self) -> Verifier {
         let mut anchors = Vec::with_capacity(self.anchors.len());
         let mut infos = Vec::with_capacity(self.anchors.len());
         let mut revoked = Vec::with_capacity(self.anchors.len());
         let mut ders = Vec::with_capacity(self.anchors.len());
         let mut ocsp = Vec::with_capacity(self.anchors.len());
-        for a in self.anchors {
+        for a in self.anchors.drain(..) {
             // Both were checked in add_anchor; skip rather than panic if that ever changes.
             let cert = CertificateDer::from(a.der.as_slice());
             let Ok(ta) = webpki::anchor_from_trusted_cert(&cert) else {
@@ -259,6 +267,7 @@ impl VerifierBuilder {
             .collect();
         drop(certs);
         Verifier {
+            denied: self.denied,
             anchors,
             infos,
             revoked,
@@ -348,6 +357,8 @@ pub struct Verifier {
     roots: Vec<TrustAnchor<'static>>,
     /// The other anchors, offered as intermediates for that check.
     bundle_intermediates: Vec<CertificateDer<'static>>,
+    /// SHA-256 fingerprints of certificates refused as revoked (see [`VerifierBuilder::deny_fingerprint`]).
+    denied: HashSet<[u8; 32]>,
 }
 
 /// What an anchor must also satisfy for a path that ends at it, which webpki checks on the rest of the path but not
@@ -469,7 +480,7 @@ impl Verifier {
         let anchor_key = path.anchor().subject_public_key_info.as_ref();
         let policy = self.anchor_policy(anchor_key)?;
         let index = self.anchor_index(path.anchor())?;
-        if self.path_revoked(index, &ee, &path) {
+        if self.path_revoked(index, &ee, &path) || self.denied(leaf.as_ref()) {
             return None;
         }
         let issuer = match path.intermediate_certificates().next() {
@@ -544,6 +555,15 @@ impl Verifier {
                 .is_some_and(|set| set.contains(der::strip_leading_zeros(issued_by_anchor)))
     }
 
+    /// Whether the certificate `der` is refused by its fingerprint. No hashing when nothing is.
+    fn denied(&self, der: &[u8]) -> bool {
+        if self.denied.is_empty() {
+            return false;
+        }
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+        <[u8; 32]>::try_from(digest.as_ref()).is_ok_and(|fp| self.denied.contains(&fp))
+    }
+
     /// Verifies `chain` (leaf first, then the client's intermediates) at `now`.
     pub fn verify(&self, chain: &[CertificateDer<'_>], now: OffsetDateTime) -> Verdict {
         let Some(leaf) = chain.first() else {
@@ -573,7 +593,7 @@ impl Verifier {
                 {
                     return Verdict::failed(reason, status);
                 }
-                let revoked = index.is_some_and(|i| self.path_revoked(i, &ee, &path));
+                let revoked = index.is_some_and(|i| self.path_revoked(i, &ee, &path)) || self.denied(leaf.as_ref());
                 Verdict {
                     presented: true,
                     verified: true,
@@ -655,7 +675,8 @@ impl Verifier {
             .iter()
             .position(|d| d.as_slice() == leaf)
             .and_then(|i| self.revoked.get(i))
-            .is_some_and(|set| set.contains(serial));
+            .is_some_and(|set| set.contains(serial))
+            || self.denied(leaf);
         Verdict {
             presented: true,
             verified: true,

@@ -146,6 +146,8 @@ pub struct TrustedCa<'a> {
     pub crl: Option<&'a [u8]>,
     /// Serial numbers (hex, either case) this CA's certificates must be refused for.
     pub revoked_serials: &'a [String],
+    /// SHA-256 fingerprints (hex, either case) of certificates to refuse as revoked, whichever CA issued them.
+    pub revoked_fingerprints: &'a [String],
     /// Whether the certificates these CAs issued are checked with OCSP after the handshake.
     pub ocsp: Option<&'a portcullis_pki::OcspPolicy>,
 }
@@ -179,6 +181,12 @@ impl Mtls {
                         .map_err(|e| ProxyError::Config(format!("trusted CA: {e}")))?;
                 }
                 hints.push(CertificateDer::from(der));
+            }
+            for f in ca.revoked_fingerprints {
+                let fingerprint = portcullis_pki::hex_decode(f)
+                    .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                    .ok_or_else(|| ProxyError::Config(format!("revoked fingerprint {f:?} is not 64 hex digits")))?;
+                builder.deny_fingerprint(fingerprint);
             }
             if let Some(crl) = ca.crl {
                 builder

@@ -2205,6 +2205,7 @@ async fn mtls_from_store_shaped_cas() {
             certificates: ca_pem.as_bytes(),
             crl: None,
             revoked_serials: &serials,
+            revoked_fingerprints: &[],
             ocsp: None,
         }],
     )
@@ -2219,6 +2220,7 @@ async fn mtls_from_store_shaped_cas() {
         certificates: b"not a certificate",
         crl: None,
         revoked_serials: &[],
+        revoked_fingerprints: &[],
         ocsp: None,
     }];
     assert!(Mtls::from_cas(MtlsMode::Require, &bad).is_err());

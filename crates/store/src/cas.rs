@@ -9,8 +9,12 @@ use crate::error::StoreError;
 use crate::hostnames::check_hostname;
 use crate::ids::{new_id, now};
 use crate::model::{
-    Actor, CaRef, HostnameAssociation, ManagedCa, ManagedCaStatus, MtlsCertificate, NewManagedCa, NewMtlsCertificate,
+    Actor, CaRef, HostnameAssociation, ManagedCa, ManagedCaStatus, MtlsCertificate, MtlsRevocation, NewManagedCa,
+    NewMtlsCertificate,
 };
+
+/// Most certificates one uploaded CA may have revoked at the edge; past that, its CRL is the way.
+pub const MAX_REVOCATIONS_PER_CA: i64 = 10_000;
 
 macro_rules! managed_ca_columns {
     () => {
@@ -350,6 +354,117 @@ impl Store {
         Ok(())
     }
 
+    /// Revokes, at the edge, the certificate with SHA-256 `fingerprint` (64 hex digits) that the uploaded CA `ca_id`
+    /// issued. Revoking it again returns the existing revocation unchanged.
+    pub async fn add_mtls_revocation(
+        &self,
+        ca_id: &str,
+        fingerprint: &str,
+        note: &str,
+        actor: &Actor,
+    ) -> Result<MtlsRevocation, StoreError> {
+        if fingerprint.len() != 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::Invalid(format!(
+                "fingerprint_sha256 must be 64 hex digits (got {} characters)",
+                fingerprint.chars().count()
+            )));
+        }
+        let fingerprint = fingerprint.to_ascii_lowercase();
+        let revocation = MtlsRevocation {
+            id: new_id(),
+            mtls_certificate_id: ca_id.to_owned(),
+            fingerprint_sha256: fingerprint.clone(),
+            note: note.to_owned(),
+            created_on: now(),
+        };
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            // A write to the CA's row first: it must exist and be a CA, and the row lock (PostgreSQL) or the write
+            // lock (SQLite) keeps it from being deleted before this commits.
+            let touched = sqlx::query("UPDATE mtls_certificates SET updated_at = $1 WHERE id = $2 AND ca = 1")
+                .bind(now())
+                .bind(ca_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if touched == 0 {
+                return Err(StoreError::not_found("uploaded CA", ca_id));
+            }
+            if let Some(row) = sqlx::query(
+                "SELECT id, mtls_certificate_id, fingerprint_sha256, note, created_on FROM mtls_certificate_revocations \
+                 WHERE mtls_certificate_id = $1 AND fingerprint_sha256 = $2",
+            )
+            .bind(ca_id)
+            .bind(&fingerprint)
+            .fetch_optional(&mut *tx)
+            .await?
+            {
+                return revocation_from_row(&row);
+            }
+            let count: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM mtls_certificate_revocations WHERE mtls_certificate_id = $1")
+                    .bind(ca_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if count >= MAX_REVOCATIONS_PER_CA {
+                return Err(StoreError::Invalid(format!(
+                    "uploaded CA {ca_id:?} already has {MAX_REVOCATIONS_PER_CA} revoked certificates, the most it may \
+                     have: publish a CRL (`crl_urls`) for more"
+                )));
+            }
+            sqlx::query(
+                "INSERT INTO mtls_certificate_revocations (id, mtls_certificate_id, fingerprint_sha256, note, created_on) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&revocation.id)
+            .bind(ca_id)
+            .bind(&fingerprint)
+            .bind(note)
+            .bind(revocation.created_on)
+            .execute(&mut *tx)
+            .await?;
+            commit_write!(self, tx, actor, "revoke", "mtls_certificate", ca_id, &fingerprint);
+        });
+        Ok(revocation)
+    }
+
+    /// The certificates revoked at the edge under the uploaded CA `ca_id`, oldest first.
+    pub async fn mtls_revocations(&self, ca_id: &str) -> Result<Vec<MtlsRevocation>, StoreError> {
+        self.mtls_certificate(ca_id).await?;
+        on_db!(&self.db, |pool| {
+            sqlx::query(
+                "SELECT id, mtls_certificate_id, fingerprint_sha256, note, created_on FROM mtls_certificate_revocations \
+                 WHERE mtls_certificate_id = $1 ORDER BY created_on, id",
+            )
+            .bind(ca_id)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(revocation_from_row)
+            .collect()
+        })
+    }
+
+    /// Takes back the revocation `id` of the uploaded CA `ca_id`: the certificate is trusted again.
+    pub async fn delete_mtls_revocation(&self, ca_id: &str, id: &str, actor: &Actor) -> Result<(), StoreError> {
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let fingerprint: Option<String> = sqlx::query_scalar(
+                "DELETE FROM mtls_certificate_revocations WHERE id = $1 AND mtls_certificate_id = $2 \
+                 RETURNING fingerprint_sha256",
+            )
+            .bind(id)
+            .bind(ca_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(fingerprint) = fingerprint else {
+                return Err(StoreError::not_found("revocation", id));
+            };
+            commit_write!(self, tx, actor, "unrevoke", "mtls_certificate", ca_id, &fingerprint);
+        });
+        Ok(())
+    }
+
     /// Sets how the client certificates of a bring-your-own CA are checked with OCSP (`None`: not at all).
     /// The caller has checked the responder URL.
     pub async fn set_mtls_ocsp(&self, id: &str, policy: Option<&OcspPolicy>, actor: &Actor) -> Result<(), StoreError> {
@@ -591,6 +706,16 @@ pub(crate) fn managed_ca_from_row(row: &impl RowExt) -> Result<ManagedCa, StoreE
         crl_number: row.int("crl_number")?,
         created_on: row.int("created_on")?,
         retired_on: row.opt_int("retired_on")?,
+    })
+}
+
+fn revocation_from_row(row: &impl RowExt) -> Result<MtlsRevocation, StoreError> {
+    Ok(MtlsRevocation {
+        id: row.text("id")?,
+        mtls_certificate_id: row.text("mtls_certificate_id")?,
+        fingerprint_sha256: row.text("fingerprint_sha256")?,
+        note: row.text("note")?,
+        created_on: row.int("created_on")?,
     })
 }
 

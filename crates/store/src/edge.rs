@@ -93,6 +93,15 @@ impl Store {
             .iter()
             .map(mtls_from_row)
             .collect::<Result<Vec<_>, _>>()?;
+            let mtls_revocations = sqlx::query(
+                "SELECT mtls_certificate_id, fingerprint_sha256 FROM mtls_certificate_revocations \
+                 ORDER BY mtls_certificate_id, fingerprint_sha256",
+            )
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| Ok((r.text("mtls_certificate_id")?, r.text("fingerprint_sha256")?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
             let revoked_serials = sqlx::query(
                 "SELECT ca_id, serial_number FROM client_certificates WHERE status <> 'active' \
                  UNION ALL SELECT ca_id, serial_number FROM deleted_zone_certificates WHERE expires_on > $1 \
@@ -186,6 +195,7 @@ impl Store {
                 associations,
                 managed_cas,
                 mtls_certificates,
+                mtls_revocations,
                 revoked_serials,
                 custom_certificates,
                 acme_challenges,

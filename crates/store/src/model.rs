@@ -247,6 +247,17 @@ pub struct MtlsCertificate {
     pub ocsp: Option<portcullis_pki::OcspPolicy>,
 }
 
+/// A certificate an uploaded CA issued that the edge refuses as revoked (Portcullis extension), by its fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MtlsRevocation {
+    pub id: String,
+    pub mtls_certificate_id: String,
+    /// SHA-256 of the certificate's DER, lower hex.
+    pub fingerprint_sha256: String,
+    pub note: String,
+    pub created_on: i64,
+}
+
 /// A new bring-your-own CA to store; its fields were computed from the PEM by `portcullis-pki`.
 #[derive(Debug, Clone)]
 pub struct NewMtlsCertificate {
@@ -439,6 +450,8 @@ pub struct EdgeState {
     /// Managed CAs that are active or still trusted.
     pub managed_cas: Vec<ManagedCa>,
     pub mtls_certificates: Vec<MtlsCertificate>,
+    /// `(uploaded CA id, SHA-256 fingerprint)` of the certificates operators revoked under uploaded CAs.
+    pub mtls_revocations: Vec<(String, String)>,
     /// Serial numbers (lower hex) of managed-CA certificates that must be refused (any status but `active`, and
     /// those of deleted zones), by CA id.
     pub revoked_serials: Vec<(String, String)>,

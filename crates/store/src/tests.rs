@@ -649,6 +649,69 @@ macro_rules! associate_during_delete {
     }};
 }
 
+#[tokio::test]
+async fn certificates_revoked_under_an_uploaded_ca_reach_the_edge_state_and_go_with_it() {
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let ca = store.add_mtls_certificate(sample_byo("one"), 2, &a).await.expect("ca");
+        let fp = "AB".repeat(32);
+        let first = store
+            .add_mtls_revocation(&ca.id, &fp, "lost laptop", &a)
+            .await
+            .expect("revoke");
+        assert_eq!(first.fingerprint_sha256, "ab".repeat(32), "stored in lower case");
+        let again = store
+            .add_mtls_revocation(&ca.id, &"ab".repeat(32), "other note", &a)
+            .await
+            .expect("again");
+        assert_eq!(again, first, "revoking twice keeps the first");
+        for bad in ["ab", &"zz".repeat(32), &"ab".repeat(33)] {
+            assert!(matches!(
+                store.add_mtls_revocation(&ca.id, bad, "", &a).await,
+                Err(StoreError::Invalid(_))
+            ));
+        }
+        assert!(matches!(
+            store
+                .add_mtls_revocation("ffffffffffffffffffffffffffffffff", &fp, "", &a)
+                .await,
+            Err(StoreError::NotFound { .. })
+        ));
+        let second = store
+            .add_mtls_revocation(&ca.id, &"cd".repeat(32), "", &a)
+            .await
+            .expect("second");
+        assert_eq!(
+            store.mtls_revocations(&ca.id).await.expect("list"),
+            [first.clone(), second.clone()]
+        );
+        let state = store.load_edge_state().await.expect("edge state");
+        assert_eq!(
+            state.mtls_revocations,
+            [(ca.id.clone(), "ab".repeat(32)), (ca.id.clone(), "cd".repeat(32))]
+        );
+        store
+            .delete_mtls_revocation(&ca.id, &first.id, &a)
+            .await
+            .expect("unrevoke");
+        assert!(matches!(
+            store.delete_mtls_revocation(&ca.id, &first.id, &a).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(store.mtls_revocations(&ca.id).await.expect("list"), [second]);
+        store.delete_mtls_certificate(&ca.id, &a).await.expect("delete the CA");
+        assert!(
+            store
+                .load_edge_state()
+                .await
+                .expect("edge state")
+                .mtls_revocations
+                .is_empty()
+        );
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_association_written_while_its_ca_is_deleted_does_not_outlive_it() {
     let dir = tempfile::tempdir().expect("tempdir");
