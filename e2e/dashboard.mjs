@@ -142,7 +142,10 @@ function ownCa() {
   openssl("req", "-x509", ...ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/CN=E2E Corp Devices CA/O=E2E Corp",
     "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign");
   openssl("req", ...ec, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=e2e-device");
-  openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "7", "-out", "leaf.pem");
+  // X.509 v3 (with extensions), as the edge trusts only v3 certificates.
+  fs.writeFileSync(path.join(dir, "leaf.ext"), "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n");
+  openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "7", "-extfile", "leaf.ext",
+    "-out", "leaf.pem");
   fs.writeFileSync(path.join(dir, "ca.cnf"), "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ncrlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 30\n");
   fs.writeFileSync(path.join(dir, "index.txt"), "");
   fs.writeFileSync(path.join(dir, "crlnumber"), "01\n");
@@ -151,15 +154,11 @@ function ownCa() {
   openssl("ca", ...conf, "-gencrl", "-out", "ca.crl.pem");
   // The DER form, to upload as a binary file.
   openssl("crl", "-in", "ca.crl.pem", "-outform", "DER", "-out", "ca.crl");
-  // "sha256 Fingerprint=AB:CD:…" as the API shows it: lower hex, no colons.
-  const leafSha256 = openssl("x509", "-in", "leaf.pem", "-noout", "-fingerprint", "-sha256")
-    .split("=")[1]
-    .trim()
-    .replaceAll(":", "")
-    .toLowerCase();
+  // "serial=0A1B…", as the API shows it: upper hex of the number, without leading zero bytes.
+  const leafSerial = openssl("x509", "-in", "leaf.pem", "-noout", "-serial").split("=")[1].trim().replace(/^(00)+/, "");
   return {
     dir,
-    leafSha256,
+    leafSerial,
     pem: fs.readFileSync(path.join(dir, "ca.pem"), "utf8"),
     crl: path.join(dir, "ca.crl"),
     leaf: fs.readFileSync(path.join(dir, "leaf.pem"), "utf8"),
@@ -476,14 +475,14 @@ try {
   const revocations = crlDialog.locator("#edge-revocations");
   await revocations.locator("li", { hasText: "None." }).waitFor();
   provoke({ status: 400, url: /\/mtls_certificates\/[^/]+\/revocations$/ });
-  provoke({ text: /64 hex digits/ });
-  await crlDialog.getByLabel("Certificate to revoke (PEM), or its SHA-256 fingerprint").fill("3f4a");
+  provoke({ text: /serial_number must be hex/ });
+  await crlDialog.getByLabel("Certificate to revoke (PEM), or its serial number").fill("not-a-serial");
   await crlDialog.getByRole("button", { name: "Revoke certificate" }).click();
-  await crlDialog.locator(".dialog-error", { hasText: "must be 64 hex digits" }).waitFor();
-  await crlDialog.getByLabel("Certificate to revoke (PEM), or its SHA-256 fingerprint").fill(own.leaf);
+  await crlDialog.locator(".dialog-error", { hasText: "serial_number must be hex" }).waitFor();
+  await crlDialog.getByLabel("Certificate to revoke (PEM), or its serial number").fill(own.leaf);
   await crlDialog.getByLabel("Note (optional)").fill("lost laptop");
   await crlDialog.getByRole("button", { name: "Revoke certificate" }).click();
-  const revoked = revocations.locator(`li[data-fingerprint="${own.leafSha256}"]`, { hasText: "lost laptop" });
+  const revoked = revocations.locator(`li[data-serial="${own.leafSerial}"]`, { hasText: "lost laptop" });
   await revoked.waitFor();
   await page.locator("#toast", { hasText: "revoked at the edge" }).waitFor();
   await shot("04d-byoca-revoked-at-the-edge");

@@ -100,21 +100,22 @@ pub enum CaCommand {
     /// Revoke one certificate an uploaded CA issued, at the edge and at once, without waiting for the CA's CRL.
     ///
     /// Every edge node refuses it as revoked from its next snapshot (`cf.tls_client_auth.cert_revoked`; on
-    /// hostnames that require a trusted certificate its handshakes fail). Give the certificate (PEM; it must have
-    /// been issued by this CA) or its SHA-256 fingerprint, as security events show it.
+    /// hostnames that require a trusted certificate its handshakes fail). Give the certificate (PEM; a certificate
+    /// of this CA must have issued it; an intermediate's revokes everything under it), or its serial number for one
+    /// that a certificate of this CA issued directly, as security events show it.
     Revoke {
         /// The uploaded CA's id (see `ca list-uploaded`).
         id: String,
         /// The certificate to revoke, PEM.
         #[arg(
             value_name = "CERT.pem",
-            required_unless_present = "sha256",
-            conflicts_with = "sha256"
+            required_unless_present = "serial",
+            conflicts_with = "serial"
         )]
         cert: Option<PathBuf>,
-        /// Its SHA-256 fingerprint (64 hex digits) instead.
+        /// Its serial number (hex; `:` between bytes allowed) instead.
         #[arg(long, value_name = "HEX")]
-        sha256: Option<String>,
+        serial: Option<String>,
         /// Why, for the record.
         #[arg(long, default_value = "")]
         note: String,
@@ -336,16 +337,16 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
                 outln!("CA {id}: CRLs are fetched from {}", urls.join(", "));
             }
         }
-        CaCommand::Revoke { id, cert, sha256, note } => {
+        CaCommand::Revoke { id, cert, serial, note } => {
             check_id(&id)?;
             let account = account_id(&api).await?;
-            let body = match (cert, sha256) {
+            let body = match (cert, serial) {
                 (Some(path), _) => {
                     let pem = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
                     json!({ "certificate": pem, "note": note })
                 }
-                (None, Some(hex)) => json!({ "fingerprint_sha256": hex, "note": note }),
-                (None, None) => bail!("give the certificate (CERT.pem) or --sha256"),
+                (None, Some(hex)) => json!({ "serial_number": hex, "note": note }),
+                (None, None) => bail!("give the certificate (CERT.pem) or --serial"),
             };
             let revocation = api
                 .send(
@@ -359,8 +360,8 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
                 print_json(&revocation)?;
             } else {
                 outln!(
-                    "CA {id}: certificate {} revoked at the edge (revocation {})",
-                    s(&revocation, "fingerprint_sha256"),
+                    "CA {id}: certificate with serial {} revoked at the edge (revocation {})",
+                    s(&revocation, "serial_number"),
                     s(&revocation, "id")
                 );
             }
@@ -377,9 +378,17 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
             } else {
                 let rows: Vec<_> = array(&list)
                     .iter()
-                    .map(|r| vec![s(r, "id"), s(r, "fingerprint_sha256"), s(r, "created_on"), s(r, "note")])
+                    .map(|r| {
+                        vec![
+                            s(r, "id"),
+                            s(r, "serial_number"),
+                            r["issuer"].as_str().unwrap_or("(any of the CA)").to_owned(),
+                            s(r, "created_on"),
+                            s(r, "note"),
+                        ]
+                    })
                     .collect();
-                print_table(&["ID", "SHA-256", "REVOKED", "NOTE"], &rows);
+                print_table(&["ID", "SERIAL", "ISSUER", "REVOKED", "NOTE"], &rows);
             }
         }
         CaCommand::Unrevoke { id, revocation_id } => {

@@ -573,8 +573,8 @@ fn ca_key(ca: &CaRef) -> String {
 struct Verifiers<'s> {
     state: &'s EdgeState,
     revoked: HashMap<&'s str, Vec<String>>,
-    /// Fingerprints revoked under each uploaded CA.
-    revoked_fingerprints: HashMap<&'s str, Vec<String>>,
+    /// `(serial, issuer)` revoked at the edge under each uploaded CA.
+    revoked_at_edge: HashMap<&'s str, Vec<(String, String)>>,
     built: HashMap<
         Vec<String>,
         (
@@ -590,17 +590,17 @@ impl<'s> Verifiers<'s> {
         for (ca_id, serial) in &state.revoked_serials {
             revoked.entry(ca_id.as_str()).or_default().push(serial.clone());
         }
-        let mut revoked_fingerprints: HashMap<&str, Vec<String>> = HashMap::new();
-        for (ca_id, fingerprint) in &state.mtls_revocations {
-            revoked_fingerprints
+        let mut revoked_at_edge: HashMap<&str, Vec<(String, String)>> = HashMap::new();
+        for (ca_id, serial, issuer) in &state.mtls_revocations {
+            revoked_at_edge
                 .entry(ca_id.as_str())
                 .or_default()
-                .push(fingerprint.clone());
+                .push((serial.clone(), issuer.clone()));
         }
         Verifiers {
             state,
             revoked,
-            revoked_fingerprints,
+            revoked_at_edge,
             built: HashMap::new(),
         }
     }
@@ -626,7 +626,7 @@ impl<'s> Verifiers<'s> {
                     certificates: managed.certificate.as_bytes(),
                     crl: None,
                     revoked_serials: self.revoked.get(managed.id.as_str()).unwrap_or(&none),
-                    revoked_fingerprints: &none,
+                    revoked_at_edge: &[],
                     // Revocations of the managed CA reach the edge directly; its own responder is not asked.
                     ocsp: None,
                 })),
@@ -636,7 +636,7 @@ impl<'s> Verifiers<'s> {
                             certificates: uploaded.certificates.as_bytes(),
                             crl: uploaded.crl.as_deref(),
                             revoked_serials: &none,
-                            revoked_fingerprints: self.revoked_fingerprints.get(id.as_str()).unwrap_or(&none),
+                            revoked_at_edge: self.revoked_at_edge.get(id.as_str()).map_or(&[], Vec::as_slice),
                             ocsp: uploaded.ocsp.as_ref(),
                         });
                     }

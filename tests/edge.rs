@@ -686,7 +686,6 @@ fn uploaded_ca_certificates_verify_and_expired_ones_are_refused() {
     ])))
     .expect("json");
     get_until(&server, "/api", &partner, "403");
-    let fingerprint = revoked["fingerprint_sha256"].as_str().expect("fingerprint").to_owned();
     let partner_pem = std::fs::read(dir.join("partner.pem")).expect("read");
     let facts = portcullis_pki::compute_facts(
         &[portcullis_pki::CertificateDer::from(
@@ -696,7 +695,13 @@ fn uploaded_ca_certificates_verify_and_expired_ones_are_refused() {
         )],
         &[],
     );
-    assert_eq!(fingerprint, facts.cert_fingerprint_sha256, "the rule field's value");
+    let serial = revoked["serial_number"].as_str().expect("serial").to_owned();
+    assert_eq!(
+        serial.trim_start_matches('0'),
+        facts.cert_serial.trim_start_matches('0'),
+        "the rule field's value"
+    );
+    assert_eq!(revoked["fingerprint_sha256"], facts.cert_fingerprint_sha256.as_str());
     let (_, status, _) = get(&server, "/api", WITH_CERT);
     assert_eq!(status, "200", "other certificates are not affected");
     let listed: serde_json::Value =
@@ -711,8 +716,13 @@ fn uploaded_ca_certificates_verify_and_expired_ones_are_refused() {
     let id = revoked["id"].as_str().expect("id");
     ok(&server.cli(&["ca", "unrevoke", &ca_id, id]));
     get_until(&server, "/api", &partner, "200");
-    // By fingerprint, in upper case as some tools print it.
-    ok(&server.cli(&["ca", "revoke", &ca_id, "--sha256", &fingerprint.to_ascii_uppercase()]));
+    // By serial number, in lower case with colons as some tools print it.
+    let colons: Vec<String> = serial
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| String::from_utf8_lossy(pair).to_ascii_lowercase())
+        .collect();
+    ok(&server.cli(&["ca", "revoke", &ca_id, "--serial", &colons.join(":")]));
     get_until(&server, "/api", &partner, "403");
 }
 

@@ -979,10 +979,14 @@ async function loadEdgeRevocations(id) {
     ...list.map((r) =>
       h(
         "li",
-        { "data-fingerprint": r.fingerprint_sha256 },
-        h("code", { title: r.fingerprint_sha256 }, `${r.fingerprint_sha256.slice(0, 16)}…`),
+        { "data-serial": r.serial_number },
+        h("code", { title: r.fingerprint_sha256 ? `SHA-256 ${r.fingerprint_sha256}` : undefined }, r.serial_number),
         " ",
-        h("span", { class: "muted small" }, `${day(r.created_on)}${r.note ? `: ${r.note}` : ""}`),
+        h(
+          "span",
+          { class: "muted small" },
+          `${r.issuer ? `from ${r.issuer}, ` : ""}${day(r.created_on)}${r.note ? `: ${r.note}` : ""}`,
+        ),
         " ",
         canWrite &&
           confirmButton("Take back", "Confirm take back", async () => {
@@ -1076,16 +1080,15 @@ function setupByoca() {
   $("revoke-save").addEventListener("click", (e) => {
     run(e.currentTarget, async () => {
       const given = $("revoke-cert").value.trim();
-      if (!given) throw new Error("paste the certificate (PEM) or its SHA-256 fingerprint");
-      const body = given.startsWith("-----BEGIN")
-        ? { certificate: given }
-        : { fingerprint_sha256: given.replace(/^sha256\s*fingerprint\s*=\s*/i, "").replace(/[:\s]/g, "") };
+      if (!given) throw new Error("paste the certificate (PEM) or its serial number");
+      // `openssl x509 -serial` prints "serial=…".
+      const body = given.startsWith("-----BEGIN") ? { certificate: given } : { serial_number: given.replace(/^serial\s*=\s*/i, "").replace(/\s/g, "") };
       body.note = $("revoke-note").value.trim();
       const id = crlDialog.dataset.id;
       const revoked = (await api("POST", `/accounts/${await account()}/mtls_certificates/${id}/revocations`, body)).result;
       $("revoke-cert").value = "";
       $("revoke-note").value = "";
-      toast(`Certificate ${revoked.fingerprint_sha256.slice(0, 16)}… revoked at the edge`);
+      toast(`Certificate ${revoked.serial_number} revoked at the edge`);
       await loadEdgeRevocations(id);
     });
   });

@@ -371,33 +371,43 @@ pub async fn put_crl_urls(
 pub struct RevocationView {
     pub id: String,
     pub mtls_certificate_id: String,
-    /// SHA-256 of the certificate's DER, lower hex: `cf.tls_client_auth.cert_fingerprint_sha256`.
-    pub fingerprint_sha256: String,
+    /// Upper hex, as `cf.tls_client_auth.cert_serial` shows it.
+    pub serial_number: String,
+    /// Its issuer (RFC 2253); `null`: issued by any certificate of this CA.
+    pub issuer: Option<String>,
+    /// SHA-256 of the certificate, lower hex, when it was given whole; for people (matching is by issuer and serial,
+    /// which whoever holds the certificate cannot change, where an ECDSA signature, and so the fingerprint, can be
+    /// re-encoded).
+    pub fingerprint_sha256: Option<String>,
     pub note: String,
     pub created_on: String,
 }
 
 fn revocation_view(r: portcullis_store::MtlsRevocation) -> RevocationView {
+    let some = |s: String| (!s.is_empty()).then_some(s);
     RevocationView {
         id: r.id,
         mtls_certificate_id: r.mtls_certificate_id,
-        fingerprint_sha256: r.fingerprint_sha256,
+        serial_number: r.serial_number.to_ascii_uppercase(),
+        issuer: if r.issuer_der.is_empty() { None } else { Some(r.issuer) },
+        fingerprint_sha256: some(r.fingerprint_sha256),
         note: r.note,
         created_on: rfc3339(r.created_on),
     }
 }
 
-/// `POST …/{id}/revocations` body: the certificate, or its fingerprint.
+/// `POST …/{id}/revocations` body: the certificate, or its serial number.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRevocation {
-    /// The certificate to revoke (PEM); it must have been issued by a certificate of this CA.
+    /// The certificate to revoke (PEM or base64 DER); a certificate of this CA must have issued it. It may be an
+    /// intermediate CA's, which revokes every certificate under it.
     #[serde(default)]
     pub certificate: Option<String>,
-    /// Or its SHA-256 fingerprint (64 hex digits, as `cf.tls_client_auth.cert_fingerprint_sha256` and the security
-    /// events show it), for a certificate at hand only by name.
+    /// Or its serial number (hex, either case, `:` between bytes allowed, as `cf.tls_client_auth.cert_serial` and
+    /// the security events show it), for a certificate issued directly by a certificate of this CA.
     #[serde(default)]
-    pub fingerprint_sha256: Option<String>,
+    pub serial_number: Option<String>,
     /// Why, for the record (at most 500 characters).
     #[serde(default)]
     pub note: String,
@@ -405,7 +415,8 @@ pub struct NewRevocation {
 
 /// Revoke one certificate an uploaded CA issued, at the edge and at once (Portcullis extension): every edge node
 /// refuses it as revoked (`cf.tls_client_auth.cert_revoked`; closed in the handshake on hostnames that require a
-/// trusted certificate) from its next snapshot, without waiting for the CA's own CRL. At most 10,000 per CA.
+/// trusted certificate) from its next snapshot, without waiting for the CA's own CRL. Matched by issuer and serial
+/// number. At most 10,000 per CA.
 #[utoipa::path(post, path = "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/revocations", tag = "mtls certificates",
     request_body = NewRevocation,
     params(("account_id" = String, Path, description = "Account id"), ("mtls_certificate_id" = String, Path, description = "CA id")),
@@ -419,21 +430,35 @@ pub async fn add_revocation(
     check_account(&state, &account_id).await?;
     crate::api::check_text("note", &body.note, crate::api::MAX_DESCRIPTION_CHARS)?;
     let ca = uploaded_ca(&state, &id, "revocations").await?;
-    let fingerprint = match (body.certificate.as_deref(), body.fingerprint_sha256.as_deref()) {
-        (Some(pem), None) => {
-            let fp = portcullis_pki::byoca::fingerprint_of_issued(pem.as_bytes(), ca.certificates.as_bytes())
+    let revocation = match (body.certificate.as_deref(), body.serial_number) {
+        (Some(given), None) => {
+            let bytes = if given.trim_start().starts_with("-----BEGIN") {
+                given.as_bytes().to_vec()
+            } else {
+                base64::engine::general_purpose::STANDARD
+                    .decode(given.trim())
+                    .map_err(|_| ApiError::invalid("certificate must be PEM or base64 DER"))?
+            };
+            let issued = portcullis_pki::byoca::issued_certificate(&bytes, ca.certificates.as_bytes())
                 .map_err(|e| ApiError::invalid(format!("certificate: {e}")))?;
-            portcullis_pki::hex_lower(&fp)
+            portcullis_store::NewMtlsRevocation {
+                serial_number: portcullis_pki::hex_lower(&issued.serial),
+                issuer_der: portcullis_pki::hex_lower(&issued.issuer),
+                issuer: issued.issuer_text,
+                fingerprint_sha256: portcullis_pki::hex_lower(&issued.fingerprint_sha256),
+                note: body.note,
+            }
         }
-        (None, Some(fp)) => fp.trim().to_owned(),
+        (None, Some(serial)) => portcullis_store::NewMtlsRevocation {
+            serial_number: serial,
+            note: body.note,
+            ..Default::default()
+        },
         _ => {
-            return Err(ApiError::invalid("give either certificate or fingerprint_sha256"));
+            return Err(ApiError::invalid("give either certificate or serial_number"));
         }
     };
-    let revocation = state
-        .store
-        .add_mtls_revocation(&id, &fingerprint, &body.note, &actor)
-        .await?;
+    let revocation = state.store.add_mtls_revocation(&id, &revocation, &actor).await?;
     Ok(ok(revocation_view(revocation)))
 }
 

@@ -812,21 +812,22 @@ async fn bring_your_own_ca_lifecycle() {
         (StatusCode::OK, json!([]))
     );
 
-    // Certificates revoked at the edge: by fingerprint, or by the certificate if this CA issued it.
+    // Certificates revoked at the edge: by serial number, or by the certificate if this CA issued it.
     let revocations = format!("{base}/{id}/revocations");
     for (request, want) in [
-        (json!({}), "give either certificate or fingerprint_sha256"),
+        (json!({}), "give either certificate or serial_number"),
         (
-            json!({"fingerprint_sha256": "ab".repeat(32), "certificate": ca_pem}),
-            "give either certificate or fingerprint_sha256",
+            json!({"serial_number": "0a", "certificate": ca_pem}),
+            "give either certificate or serial_number",
         ),
-        (json!({"fingerprint_sha256": "abc"}), "must be 64 hex digits"),
+        (json!({"serial_number": "xyz"}), "serial_number must be hex"),
+        (json!({"certificate": "not base64!"}), "must be PEM or base64 DER"),
         (
             json!({"certificate": tmp.read("leaf.pem")}),
             "no certificate of this CA issued it",
         ),
         (
-            json!({"fingerprint_sha256": "ab".repeat(32), "note": "x".repeat(501)}),
+            json!({"serial_number": "0a", "note": "x".repeat(501)}),
             "the limit is 500",
         ),
     ] {
@@ -845,7 +846,7 @@ async fn bring_your_own_ca_lifecycle() {
         )
         .await
         .expect("token");
-    let request = json!({"fingerprint_sha256": "AB".repeat(32), "note": "lost laptop"}).to_string();
+    let request = json!({"serial_number": "00:AB:CD", "note": "lost laptop"}).to_string();
     let (status, _) = api
         .call(Method::POST, &revocations, Some(&api.read.clone()), Some(&request))
         .await;
@@ -854,7 +855,11 @@ async fn bring_your_own_ca_lifecycle() {
         .call(Method::POST, &revocations, Some(&certificates_token), Some(&request))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["result"]["fingerprint_sha256"], "ab".repeat(32));
+    assert_eq!(
+        (&body["result"]["serial_number"], &body["result"]["issuer"]),
+        (&json!("ABCD"), &Value::Null),
+        "{body}"
+    );
     let revocation_id = s(&body["result"]["id"]);
     let (status, body) = api.get(&revocations).await;
     assert_eq!(status, StatusCode::OK);
@@ -1560,6 +1565,18 @@ async fn openapi_lists_every_route_of_the_router() {
         (
             "put",
             "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/ocsp",
+        ),
+        (
+            "get",
+            "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/revocations",
+        ),
+        (
+            "post",
+            "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/revocations",
+        ),
+        (
+            "delete",
+            "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/revocations/{revocation_id}",
         ),
         ("get", "/accounts/{account_id}/rules/lists"),
         ("post", "/accounts/{account_id}/rules/lists"),

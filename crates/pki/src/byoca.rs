@@ -156,10 +156,23 @@ pub fn parse_ca_bundle(pem_text: &str, name: &str, now: OffsetDateTime) -> Resul
     })
 }
 
-/// The SHA-256 fingerprint of the one certificate in `cert` (PEM or DER), after checking that a certificate of
-/// `bundle` (an uploaded CA's PEM) issued it: its issuer name and signature. For revoking one certificate of an
-/// uploaded CA by the certificate itself.
-pub fn fingerprint_of_issued(cert: &[u8], bundle: &[u8]) -> Result<[u8; 32]> {
+/// One certificate an uploaded CA issued, as an operator's revocation at the edge names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCertificate {
+    /// Its issuer name: raw DER without the outer SEQUENCE header, as webpki reads it.
+    pub issuer: Vec<u8>,
+    /// Its issuer name, RFC 2253, for people.
+    pub issuer_text: String,
+    /// Its serial number, big-endian magnitude.
+    pub serial: Vec<u8>,
+    /// SHA-256 of its DER (`cf.tls_client_auth.cert_fingerprint_sha256`), for people: matching is by issuer and
+    /// serial, which whoever holds the certificate cannot change.
+    pub fingerprint_sha256: [u8; 32],
+}
+
+/// The one certificate in `cert` (PEM or DER), after checking that a certificate of `bundle` (an uploaded CA's PEM)
+/// issued it: its issuer name and signature. It may be a client's certificate or an intermediate CA's.
+pub fn issued_certificate(cert: &[u8], bundle: &[u8]) -> Result<IssuedCertificate> {
     let certs = pem::certificates_from_pem_or_der(cert)?;
     let [leaf_der] = certs.as_slice() else {
         return Err(PkiError::Certificate(format!(
@@ -171,6 +184,16 @@ pub fn fingerprint_of_issued(cert: &[u8], bundle: &[u8]) -> Result<[u8; 32]> {
     if !rest.is_empty() {
         return Err(PkiError::Certificate("trailing data after the certificate".into()));
     }
+    if leaf.version() != x509_parser::x509::X509Version::V3 {
+        return Err(PkiError::Certificate(format!(
+            "it is an X.509 {} certificate; the edge trusts only v3 ones, so it needs no revoking",
+            match leaf.version().0 {
+                0 => "v1",
+                1 => "v2",
+                _ => "unknown-version",
+            }
+        )));
+    }
     let cas = pem::certificates_from_pem_or_der(bundle)?;
     let issued = cas
         .iter()
@@ -180,8 +203,16 @@ pub fn fingerprint_of_issued(cert: &[u8], bundle: &[u8]) -> Result<[u8; 32]> {
             "no certificate of this CA issued it (issuer name or signature does not match)".into(),
         ));
     }
+    let der = rustls_pki_types::CertificateDer::from(leaf_der.as_slice());
+    let parsed = webpki::EndEntityCert::try_from(&der).map_err(|e| PkiError::Certificate(e.to_string()))?;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf_der);
-    <[u8; 32]>::try_from(digest.as_ref()).map_err(|_| PkiError::Certificate("digest length".into()))
+    Ok(IssuedCertificate {
+        issuer: parsed.issuer().to_vec(),
+        issuer_text: dn::rfc2253(leaf.issuer()),
+        serial: der::strip_leading_zeros(parsed.serial()).to_vec(),
+        fingerprint_sha256: <[u8; 32]>::try_from(digest.as_ref())
+            .map_err(|_| PkiError::Certificate("digest length".into()))?,
+    })
 }
 
 /// When the first certificate of `pem_or_der` expires: for expiry metrics.

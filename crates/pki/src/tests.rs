@@ -1172,34 +1172,202 @@ fn a_path_to_a_bundles_intermediate_is_held_to_the_roots_terms() {
 }
 
 #[test]
-fn a_denied_fingerprint_revokes_that_certificate_only() {
+fn a_certificate_revoked_at_the_edge_is_refused_by_issuer_and_serial_however_encoded() {
     let t = now();
+    let ca_params = |cn: &str| {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p
+    };
     let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Own CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca = ca_params("Own CA").self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::from_ca_cert_der(ca.der(), &ca_key).unwrap();
-    let leaf = |cn: &str| {
+    let sub_key = rcgen::KeyPair::generate().unwrap();
+    let sub = ca_params("Team CA").signed_by(&sub_key, &issuer).unwrap();
+    let sub_issuer = rcgen::Issuer::from_ca_cert_der(sub.der(), &sub_key).unwrap();
+    let leaf = |cn: &str, issuer: &rcgen::Issuer<'_, &rcgen::KeyPair>| {
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         p.distinguished_name.push(rcgen::DnType::CommonName, cn);
         p.not_before = t - Duration::days(1);
         p.not_after = t + Duration::days(10);
         p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        p.signed_by(&rcgen::KeyPair::generate().unwrap(), &issuer).unwrap()
+        p.signed_by(&rcgen::KeyPair::generate().unwrap(), issuer).unwrap()
     };
-    let (lost, kept) = (leaf("lost laptop"), leaf("desk"));
-    let mut b = VerifierBuilder::new();
-    b.add_anchor(ca.der()).unwrap();
-    let fingerprint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, lost.der());
-    b.deny_fingerprint(fingerprint.as_ref().try_into().unwrap());
-    let v = b.build();
+    let (lost, kept, under_sub) = (
+        leaf("lost laptop", &issuer),
+        leaf("desk", &issuer),
+        leaf("team", &sub_issuer),
+    );
+    let bundle = ca.pem();
+    let verifier = |deny: &[&[u8]]| {
+        let mut b = VerifierBuilder::new();
+        b.add_anchor(ca.der()).unwrap();
+        for cert in deny {
+            let id = byoca::issued_certificate(cert, bundle.as_bytes()).unwrap();
+            b.deny(&id.issuer, &id.serial);
+        }
+        b.build()
+    };
+    let v = verifier(&[lost.der()]);
     let denied = v.verify(&[der(lost.der())], t);
     assert!(denied.verified && denied.revoked, "{denied:?}");
     assert_eq!(denied.status, AuthStatus::Revoked);
-    assert!(!denied.is_trusted());
-    let facts = v.client_auth(&[der(lost.der())], t);
-    assert!(facts.cert_revoked);
-    let other = v.verify(&[der(kept.der())], t);
-    assert!(other.is_trusted(), "{other:?}");
+    assert!(v.client_auth(&[der(lost.der())], t).cert_revoked);
+    assert!(v.verify(&[der(kept.der())], t).is_trusted());
+
+    // The holder re-encodes the ECDSA signature (s → n − s, still valid): another fingerprint, still refused.
+    let flipped = flip_ecdsa_s(lost.der());
+    assert_ne!(flipped, lost.der().to_vec());
+    let still = v.verify(&[CertificateDer::from(flipped.clone())], t);
+    assert!(still.verified, "the re-encoded certificate verifies: {still:?}");
+    assert!(still.revoked, "and is still revoked");
+
+    // An intermediate revoked at the edge revokes what is under it, sent by the client or uploaded.
+    let v = verifier(&[sub.der()]);
+    let below = v.verify(&[der(under_sub.der()), der(sub.der())], t);
+    assert!(below.verified && below.revoked, "{below:?}");
+    assert!(v.verify(&[der(kept.der())], t).is_trusted());
+    let mut b = VerifierBuilder::new();
+    b.add_anchor(ca.der()).unwrap();
+    let sub_index = b.add_anchor(sub.der()).unwrap();
+    let id = byoca::issued_certificate(sub.der(), bundle.as_bytes()).unwrap();
+    b.deny(&id.issuer, &id.serial);
+    let v = b.build();
+    assert!(
+        v.verify(&[der(under_sub.der())], t).revoked,
+        "under an uploaded intermediate"
+    );
+
+    // By serial alone, as issued by a certificate of the bundle.
+    let mut b = VerifierBuilder::new();
+    b.add_anchor(ca.der()).unwrap();
+    b.add_anchor(sub.der()).unwrap();
+    let serial = byoca::issued_certificate(under_sub.der(), sub.pem().as_bytes())
+        .unwrap()
+        .serial;
+    b.deny_issued_by(sub_index, &serial).unwrap();
+    let v = b.build();
+    assert!(v.verify(&[der(under_sub.der())], t).revoked);
+    assert!(v.verify(&[der(kept.der())], t).is_trusted());
+
+    // Another CA's certificate is not this bundle's to revoke.
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let other = ca_params("Other CA").self_signed(&other_key).unwrap();
+    let other_issuer = rcgen::Issuer::from_ca_cert_der(other.der(), &other_key).unwrap();
+    let stranger = leaf("stranger", &other_issuer);
+    let err = byoca::issued_certificate(stranger.der(), bundle.as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("no certificate of this CA issued it"), "{err}");
+}
+
+/// `cert` (an ECDSA P-256-signed certificate) with its signature's `s` replaced by `n - s`: the other valid encoding
+/// of the same signature, which anyone holding the certificate can make.
+fn flip_ecdsa_s(cert: &[u8]) -> Vec<u8> {
+    const N: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xbc, 0xe6,
+        0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+    ];
+    let (_, parsed) = X509Certificate::from_der(cert).unwrap();
+    let tbs_start = header_len(cert);
+    let tbs_end = der_end(cert, tbs_start);
+    let tbs = cert[tbs_start..tbs_end].to_vec();
+    let alg_end = der_end(cert, tbs_end);
+    let alg = cert[tbs_end..alg_end].to_vec();
+    let sig = parsed.signature_value.data.to_vec();
+    // ECDSA-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER }
+    let r_start = header_len(&sig);
+    let r_end = der_end(&sig, r_start);
+    let r = sig[r_start..r_end].to_vec();
+    let s_tlv = &sig[r_end..der_end(&sig, r_end)];
+    let s_bytes = &s_tlv[header_len(s_tlv)..];
+    let mut s = [0u8; 32];
+    let trimmed: Vec<u8> = s_bytes.iter().copied().skip_while(|b| *b == 0).collect();
+    s[32 - trimmed.len()..].copy_from_slice(&trimmed);
+    let mut flipped = [0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let d = i16::from(N[i]) - i16::from(s[i]) - borrow;
+        borrow = i16::from(d < 0);
+        flipped[i] = (d + if d < 0 { 256 } else { 0 }) as u8;
+    }
+    let mut content: Vec<u8> = flipped.iter().copied().skip_while(|b| *b == 0).collect();
+    if content.first().is_some_and(|b| b & 0x80 != 0) {
+        content.insert(0, 0);
+    }
+    let mut seq = r;
+    seq.extend(der_tlv(0x02, &content));
+    let sig = der_tlv(0x30, &seq);
+    let mut bits = vec![0u8];
+    bits.extend(sig);
+    let mut body = tbs;
+    body.extend(alg);
+    body.extend(der_tlv(0x03, &bits));
+    der_tlv(0x30, &body)
+}
+
+/// The length of the DER header (tag and length) at the start of `data`.
+fn header_len(data: &[u8]) -> usize {
+    if data[1] & 0x80 == 0 {
+        2
+    } else {
+        2 + usize::from(data[1] & 0x7f)
+    }
+}
+
+#[test]
+fn a_key_rollover_certificate_does_not_count_towards_path_length_and_cross_signed_cas_stand_alone() {
+    let t = now();
+    let ca_params = |cn: &str, constraint: rcgen::BasicConstraints| {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(constraint);
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p
+    };
+    let leaf_under = |issuer: &rcgen::Issuer<'_, &rcgen::KeyPair>| {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, "device");
+        p.not_before = t - Duration::days(1);
+        p.not_after = t + Duration::days(10);
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        p.signed_by(&rcgen::KeyPair::generate().unwrap(), issuer).unwrap()
+    };
+    // A root allowing no CA below it, and its next key certified by the old one (same name: self-issued).
+    let old_key = rcgen::KeyPair::generate().unwrap();
+    let root = ca_params("Root", rcgen::BasicConstraints::Constrained(0))
+        .self_signed(&old_key)
+        .unwrap();
+    let old_issuer = rcgen::Issuer::from_ca_cert_der(root.der(), &old_key).unwrap();
+    let new_key = rcgen::KeyPair::generate().unwrap();
+    let rollover = ca_params("Root", rcgen::BasicConstraints::Constrained(0))
+        .signed_by(&new_key, &old_issuer)
+        .unwrap();
+    let new_issuer = rcgen::Issuer::from_ca_cert_der(rollover.der(), &new_key).unwrap();
+    let leaf = leaf_under(&new_issuer);
+    let mut b = VerifierBuilder::new();
+    b.add_anchor(root.der()).unwrap();
+    let v = b.build().verify(&[der(leaf.der()), der(rollover.der())], t);
+    assert!(v.is_trusted(), "{v:?}");
+
+    // Two CAs that certified each other, with no root uploaded: each vouches on its own.
+    let (a_key, b_key) = (rcgen::KeyPair::generate().unwrap(), rcgen::KeyPair::generate().unwrap());
+    let a_self = ca_params("A", rcgen::BasicConstraints::Unconstrained)
+        .self_signed(&a_key)
+        .unwrap();
+    let b_self = ca_params("B", rcgen::BasicConstraints::Unconstrained)
+        .self_signed(&b_key)
+        .unwrap();
+    let a_issuer = rcgen::Issuer::from_ca_cert_der(a_self.der(), &a_key).unwrap();
+    let b_issuer = rcgen::Issuer::from_ca_cert_der(b_self.der(), &b_key).unwrap();
+    let a_by_b = ca_params("A", rcgen::BasicConstraints::Unconstrained)
+        .signed_by(&a_key, &b_issuer)
+        .unwrap();
+    let b_by_a = ca_params("B", rcgen::BasicConstraints::Unconstrained)
+        .signed_by(&b_key, &a_issuer)
+        .unwrap();
+    let leaf = leaf_under(&a_issuer);
+    let mut b = VerifierBuilder::new();
+    b.add_anchor(a_by_b.der()).unwrap();
+    b.add_anchor(b_by_a.der()).unwrap();
+    let v = b.build().verify(&[der(leaf.der())], t);
+    assert!(v.is_trusted(), "{v:?}");
 }

@@ -7,7 +7,8 @@
 //! Semantics (Cloudflare's): `verified` is true for a valid chain (client-auth EKU, validity at the
 //! given time, signatures up to an anchor) even when the certificate is revoked; `revoked` is true
 //! only for a verified certificate whose serial is revoked by a CRL of the anchor or by the anchor's
-//! revoked-serial set, or whose SHA-256 fingerprint an operator denied. Revocation is checked for the certificate the anchor issued directly (the
+//! revoked-serial set, or that an operator revoked at the edge by issuer and serial number (see
+//! [`VerifierBuilder::deny`]; a certificate on the path above the leaf, or the anchor, revokes what is under it). Revocation is checked for the certificate the anchor issued directly (the
 //! leaf, or the top intermediate), with the CRL of the anchor that issued it: every certificate of an uploaded
 //! bundle is an anchor, so a bundle's intermediate revokes its leaves with its own CRL, and an anchor that the CRL
 //! of its own issuer (another anchor) lists revokes everything under it. CRL signatures are
@@ -112,7 +113,7 @@ struct Anchor {
 #[derive(Default)]
 pub struct VerifierBuilder {
     anchors: Vec<Anchor>,
-    denied: HashSet<[u8; 32]>,
+    denied: HashSet<(Vec<u8>, Vec<u8>)>,
 }
 
 impl VerifierBuilder {
@@ -176,11 +177,30 @@ impl VerifierBuilder {
         Ok(())
     }
 
-    /// Refuses as revoked the certificate whose DER has SHA-256 `fingerprint`, whichever anchor it leads to: an
-    /// operator's revocation of one certificate an uploaded CA issued, effective before (or without) that CA's CRL.
-    /// A fingerprint names one certificate, where a serial number needs its issuer too.
-    pub fn deny_fingerprint(&mut self, fingerprint: [u8; 32]) {
-        self.denied.insert(fingerprint);
+    /// Refuses as revoked the certificate with issuer `issuer` (the raw DER of its issuer name without the outer
+    /// SEQUENCE header, as [`crate::byoca::IssuedCertificate::issuer`] holds it) and serial number `serial` (big-endian
+    /// magnitude), wherever it stands on a path: an operator's revocation of one certificate an uploaded CA issued,
+    /// effective before (or without) that CA's CRL. Issuer and serial are inside the signed part of a certificate,
+    /// so whoever holds it cannot re-encode it past this (an ECDSA signature can be re-encoded, and with it the
+    /// certificate's fingerprint).
+    pub fn deny(&mut self, issuer: &[u8], serial: &[u8]) {
+        self.denied
+            .insert((issuer.to_vec(), der::strip_leading_zeros(serial).to_vec()));
+    }
+
+    /// Refuses as revoked the certificate with serial number `serial` that anchor `index` issued (see
+    /// [`VerifierBuilder::deny`]).
+    pub fn deny_issued_by(&mut self, index: usize, serial: &[u8]) -> Result<()> {
+        let anchor = self
+            .anchors
+            .get(index)
+            .ok_or_else(|| PkiError::InvalidParameter(format!("no trust anchor {index}")))?;
+        let cert = CertificateDer::from(anchor.der.as_slice());
+        let parsed =
+            webpki::EndEntityCert::try_from(&cert).map_err(|e| PkiError::Certificate(format!("trust anchor: {e}")))?;
+        let subject = parsed.subject().to_vec();
+        self.deny(&subject, serial);
+        Ok(())
     }
 
     /// Adds a CRL (PEM or DER). Its signature must verify against an anchor with the CRL's issuer
@@ -241,11 +261,30 @@ impl VerifierBuilder {
             .map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
             .collect();
         let parents = anchor_parents(&certs);
-        let anchor_revoked = revoked_anchors(&certs, &parents, &revoked);
+        // An anchor revoked at the edge revokes what is under it, as one its issuer's CRL lists.
+        let denied_anchors: Vec<bool> = ders
+            .iter()
+            .map(|der| issuer_and_serial(der).is_some_and(|key| self.denied.contains(&key)))
+            .collect();
+        let anchor_revoked = revoked_anchors(&certs, &parents, &revoked, denied_anchors);
         let in_force = ders.iter().map(|der| AnchorTerms::of(der)).collect();
         // A top is self-issued or has no issuer among the anchors: a path may end there. Any other anchor is an
-        // intermediate of an uploaded bundle whose issuer is trusted too.
-        let top: Vec<bool> = parents.iter().map(Vec::is_empty).collect();
+        // intermediate of an uploaded bundle whose issuer is trusted too, unless no top is above it (CAs that
+        // cross-signed each other, with no root among the anchors): then it is a top itself.
+        let mut top: Vec<bool> = parents.iter().map(Vec::is_empty).collect();
+        let mut reaches_top = top.clone();
+        for _ in 0..parents.len() {
+            let before = reaches_top.clone();
+            for (i, up) in parents.iter().enumerate() {
+                reaches_top[i] = reaches_top[i] || up.iter().any(|&j| before[j]);
+            }
+            if before == reaches_top {
+                break;
+            }
+        }
+        for (t, reaches) in top.iter_mut().zip(&reaches_top) {
+            *t = *t || !*reaches;
+        }
         let same = |i: usize, j: usize| {
             anchors[i].subject.as_ref() == anchors[j].subject.as_ref()
                 && anchors[i].subject_public_key_info.as_ref() == anchors[j].subject_public_key_info.as_ref()
@@ -310,8 +349,8 @@ fn revoked_anchors(
     certs: &[Option<X509Certificate<'_>>],
     parents: &[Vec<usize>],
     revoked: &[HashSet<Vec<u8>>],
+    mut out: Vec<bool>,
 ) -> Vec<bool> {
-    let mut out = vec![false; certs.len()];
     // Each pass reaches one more level of a bundle's hierarchy; a bundle holds a few certificates.
     for _ in 0..certs.len() {
         let mut changed = false;
@@ -357,8 +396,18 @@ pub struct Verifier {
     roots: Vec<TrustAnchor<'static>>,
     /// The other anchors, offered as intermediates for that check.
     bundle_intermediates: Vec<CertificateDer<'static>>,
-    /// SHA-256 fingerprints of certificates refused as revoked (see [`VerifierBuilder::deny_fingerprint`]).
-    denied: HashSet<[u8; 32]>,
+    /// `(issuer, serial)` of certificates refused as revoked (see [`VerifierBuilder::deny`]).
+    denied: HashSet<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A certificate's issuer name (raw, without the outer header) and serial number (magnitude), as webpki reads them.
+fn issuer_and_serial(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let cert = CertificateDer::from(der);
+    let parsed = webpki::EndEntityCert::try_from(&cert).ok()?;
+    Some((
+        parsed.issuer().to_vec(),
+        der::strip_leading_zeros(parsed.serial()).to_vec(),
+    ))
 }
 
 /// What an anchor must also satisfy for a path that ends at it, which webpki checks on the rest of the path but not
@@ -480,7 +529,7 @@ impl Verifier {
         let anchor_key = path.anchor().subject_public_key_info.as_ref();
         let policy = self.anchor_policy(anchor_key)?;
         let index = self.anchor_index(path.anchor())?;
-        if self.path_revoked(index, &ee, &path) || self.denied(leaf.as_ref()) {
+        if self.path_revoked(index, &ee, &path) || self.denied_on(&ee, &path) {
             return None;
         }
         let issuer = match path.intermediate_certificates().next() {
@@ -517,7 +566,11 @@ impl Verifier {
         now: OffsetDateTime,
     ) -> Option<(&'static str, AuthStatus)> {
         let anchor = path.anchor();
-        let cas_below = path.intermediate_certificates().count();
+        // RFC 5280 4.2.1.9: self-issued intermediates (a CA's key rollover) do not count.
+        let cas_below = path
+            .intermediate_certificates()
+            .filter(|c| c.subject() != c.issuer())
+            .count();
         let now = now.unix_timestamp();
         let mut refusal = None;
         for (a, terms) in self.anchors.iter().zip(&self.in_force) {
@@ -555,13 +608,20 @@ impl Verifier {
                 .is_some_and(|set| set.contains(der::strip_leading_zeros(issued_by_anchor)))
     }
 
-    /// Whether the certificate `der` is refused by its fingerprint. No hashing when nothing is.
-    fn denied(&self, der: &[u8]) -> bool {
+    /// Whether the leaf or a certificate above it on `path` was revoked at the edge (the anchor is covered by
+    /// `anchor_revoked`).
+    fn denied_on(&self, ee: &webpki::EndEntityCert<'_>, path: &webpki::VerifiedPath<'_>) -> bool {
         if self.denied.is_empty() {
             return false;
         }
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
-        <[u8; 32]>::try_from(digest.as_ref()).is_ok_and(|fp| self.denied.contains(&fp))
+        let is_denied = |issuer: &[u8], serial: &[u8]| {
+            self.denied
+                .contains(&(issuer.to_vec(), der::strip_leading_zeros(serial).to_vec()))
+        };
+        is_denied(ee.issuer(), ee.serial())
+            || path
+                .intermediate_certificates()
+                .any(|c| is_denied(c.issuer(), c.serial()))
     }
 
     /// Verifies `chain` (leaf first, then the client's intermediates) at `now`.
@@ -593,7 +653,7 @@ impl Verifier {
                 {
                     return Verdict::failed(reason, status);
                 }
-                let revoked = index.is_some_and(|i| self.path_revoked(i, &ee, &path)) || self.denied(leaf.as_ref());
+                let revoked = index.is_some_and(|i| self.path_revoked(i, &ee, &path)) || self.denied_on(&ee, &path);
                 Verdict {
                     presented: true,
                     verified: true,
@@ -676,7 +736,7 @@ impl Verifier {
             .position(|d| d.as_slice() == leaf)
             .and_then(|i| self.revoked.get(i))
             .is_some_and(|set| set.contains(serial))
-            || self.denied(leaf);
+            || issuer_and_serial(leaf).is_some_and(|key| self.denied.contains(&key));
         Verdict {
             presented: true,
             verified: true,

@@ -146,8 +146,9 @@ pub struct TrustedCa<'a> {
     pub crl: Option<&'a [u8]>,
     /// Serial numbers (hex, either case) this CA's certificates must be refused for.
     pub revoked_serials: &'a [String],
-    /// SHA-256 fingerprints (hex, either case) of certificates to refuse as revoked, whichever CA issued them.
-    pub revoked_fingerprints: &'a [String],
+    /// Certificates revoked at the edge: `(serial, issuer)`, both hex; the serial's issuer is the name `issuer` (the
+    /// raw DER of an issuer name without its outer header) or, when that is empty, any of these certificates.
+    pub revoked_at_edge: &'a [(String, String)],
     /// Whether the certificates these CAs issued are checked with OCSP after the handshake.
     pub ocsp: Option<&'a portcullis_pki::OcspPolicy>,
 }
@@ -168,6 +169,7 @@ impl Mtls {
                     .ok_or_else(|| ProxyError::Config(format!("revoked serial {s:?} is not hex")))?;
                 serials.push(bytes);
             }
+            let mut indexes = Vec::with_capacity(ders.len());
             for der in ders {
                 let index = builder
                     .add_anchor(&der)
@@ -181,12 +183,26 @@ impl Mtls {
                         .map_err(|e| ProxyError::Config(format!("trusted CA: {e}")))?;
                 }
                 hints.push(CertificateDer::from(der));
+                indexes.push(index);
             }
-            for f in ca.revoked_fingerprints {
-                let fingerprint = portcullis_pki::hex_decode(f)
-                    .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-                    .ok_or_else(|| ProxyError::Config(format!("revoked fingerprint {f:?} is not 64 hex digits")))?;
-                builder.deny_fingerprint(fingerprint);
+            for (serial, issuer) in ca.revoked_at_edge {
+                // The store checked both; a row that is not hex is skipped rather than keeping every later
+                // change from reaching the edge.
+                let (Some(serial), Some(issuer)) =
+                    (portcullis_pki::hex_decode(serial), portcullis_pki::hex_decode(issuer))
+                else {
+                    tracing::warn!(serial, issuer, "a revocation at the edge that is not hex: skipped");
+                    continue;
+                };
+                if issuer.is_empty() {
+                    for &index in &indexes {
+                        builder
+                            .deny_issued_by(index, &serial)
+                            .map_err(|e| ProxyError::Config(format!("trusted CA: {e}")))?;
+                    }
+                } else {
+                    builder.deny(&issuer, &serial);
+                }
             }
             if let Some(crl) = ca.crl {
                 builder

@@ -2205,7 +2205,7 @@ async fn mtls_from_store_shaped_cas() {
             certificates: ca_pem.as_bytes(),
             crl: None,
             revoked_serials: &serials,
-            revoked_fingerprints: &[],
+            revoked_at_edge: &[],
             ocsp: None,
         }],
     )
@@ -2220,7 +2220,7 @@ async fn mtls_from_store_shaped_cas() {
         certificates: b"not a certificate",
         crl: None,
         revoked_serials: &[],
-        revoked_fingerprints: &[],
+        revoked_at_edge: &[],
         ocsp: None,
     }];
     assert!(Mtls::from_cas(MtlsMode::Require, &bad).is_err());

@@ -10,11 +10,17 @@ use crate::hostnames::check_hostname;
 use crate::ids::{new_id, now};
 use crate::model::{
     Actor, CaRef, HostnameAssociation, ManagedCa, ManagedCaStatus, MtlsCertificate, MtlsRevocation, NewManagedCa,
-    NewMtlsCertificate,
+    NewMtlsCertificate, NewMtlsRevocation,
 };
 
 /// Most certificates one uploaded CA may have revoked at the edge; past that, its CRL is the way.
 pub const MAX_REVOCATIONS_PER_CA: i64 = 10_000;
+
+macro_rules! revocation_columns {
+    () => {
+        "id, mtls_certificate_id, serial_number, issuer_der, issuer, fingerprint_sha256, note, created_on"
+    };
+}
 
 macro_rules! managed_ca_columns {
     () => {
@@ -354,27 +360,36 @@ impl Store {
         Ok(())
     }
 
-    /// Revokes, at the edge, the certificate with SHA-256 `fingerprint` (64 hex digits) that the uploaded CA `ca_id`
-    /// issued. Revoking it again returns the existing revocation unchanged.
+    /// Revokes, at the edge, the certificate `revocation` names that the uploaded CA `ca_id` issued. Revoking it
+    /// again returns the existing revocation unchanged.
     pub async fn add_mtls_revocation(
         &self,
         ca_id: &str,
-        fingerprint: &str,
-        note: &str,
+        revocation: &NewMtlsRevocation,
         actor: &Actor,
     ) -> Result<MtlsRevocation, StoreError> {
-        if fingerprint.len() != 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StoreError::Invalid(format!(
-                "fingerprint_sha256 must be 64 hex digits (got {} characters)",
-                fingerprint.chars().count()
-            )));
+        let serial = normal_serial(&revocation.serial_number)?;
+        let issuer_der = revocation.issuer_der.to_ascii_lowercase();
+        if issuer_der.len() > 2 * 4096
+            || !issuer_der.len().is_multiple_of(2)
+            || !issuer_der.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(StoreError::Invalid(
+                "issuer_der must be hex, at most 4,096 bytes".into(),
+            ));
         }
-        let fingerprint = fingerprint.to_ascii_lowercase();
-        let revocation = MtlsRevocation {
+        let fingerprint = revocation.fingerprint_sha256.to_ascii_lowercase();
+        if !(fingerprint.is_empty() || fingerprint.len() == 64 && fingerprint.bytes().all(|b| b.is_ascii_hexdigit())) {
+            return Err(StoreError::Invalid("fingerprint_sha256 must be 64 hex digits".into()));
+        }
+        let record = MtlsRevocation {
             id: new_id(),
             mtls_certificate_id: ca_id.to_owned(),
-            fingerprint_sha256: fingerprint.clone(),
-            note: note.to_owned(),
+            serial_number: serial.clone(),
+            issuer_der: issuer_der.clone(),
+            issuer: revocation.issuer.clone(),
+            fingerprint_sha256: fingerprint,
+            note: revocation.note.clone(),
             created_on: now(),
         };
         on_db!(&self.db, |pool| {
@@ -390,12 +405,15 @@ impl Store {
             if touched == 0 {
                 return Err(StoreError::not_found("uploaded CA", ca_id));
             }
-            if let Some(row) = sqlx::query(
-                "SELECT id, mtls_certificate_id, fingerprint_sha256, note, created_on FROM mtls_certificate_revocations \
-                 WHERE mtls_certificate_id = $1 AND fingerprint_sha256 = $2",
-            )
+            if let Some(row) = sqlx::query(concat!(
+                "SELECT ",
+                revocation_columns!(),
+                " FROM mtls_certificate_revocations \
+                 WHERE mtls_certificate_id = $1 AND serial_number = $2 AND issuer_der = $3"
+            ))
             .bind(ca_id)
-            .bind(&fingerprint)
+            .bind(&serial)
+            .bind(&issuer_der)
             .fetch_optional(&mut *tx)
             .await?
             {
@@ -408,34 +426,38 @@ impl Store {
                     .await?;
             if count >= MAX_REVOCATIONS_PER_CA {
                 return Err(StoreError::Invalid(format!(
-                    "uploaded CA {ca_id:?} already has {MAX_REVOCATIONS_PER_CA} revoked certificates, the most it may \
-                     have: publish a CRL (`crl_urls`) for more"
+                    "uploaded CA {ca_id:?} already has {MAX_REVOCATIONS_PER_CA} certificates revoked at the edge, the \
+                     most it may have: publish a CRL (`crl_urls`) for more"
                 )));
             }
             sqlx::query(
-                "INSERT INTO mtls_certificate_revocations (id, mtls_certificate_id, fingerprint_sha256, note, created_on) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO mtls_certificate_revocations (id, mtls_certificate_id, serial_number, issuer_der, issuer, \
+                 fingerprint_sha256, note, created_on) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
-            .bind(&revocation.id)
+            .bind(&record.id)
             .bind(ca_id)
-            .bind(&fingerprint)
-            .bind(note)
-            .bind(revocation.created_on)
+            .bind(&record.serial_number)
+            .bind(&record.issuer_der)
+            .bind(&record.issuer)
+            .bind(&record.fingerprint_sha256)
+            .bind(&record.note)
+            .bind(record.created_on)
             .execute(&mut *tx)
             .await?;
-            commit_write!(self, tx, actor, "revoke", "mtls_certificate", ca_id, &fingerprint);
+            commit_write!(self, tx, actor, "revoke", "mtls_certificate", ca_id, &serial);
         });
-        Ok(revocation)
+        Ok(record)
     }
 
     /// The certificates revoked at the edge under the uploaded CA `ca_id`, oldest first.
     pub async fn mtls_revocations(&self, ca_id: &str) -> Result<Vec<MtlsRevocation>, StoreError> {
         self.mtls_certificate(ca_id).await?;
         on_db!(&self.db, |pool| {
-            sqlx::query(
-                "SELECT id, mtls_certificate_id, fingerprint_sha256, note, created_on FROM mtls_certificate_revocations \
-                 WHERE mtls_certificate_id = $1 ORDER BY created_on, id",
-            )
+            sqlx::query(concat!(
+                "SELECT ",
+                revocation_columns!(),
+                " FROM mtls_certificate_revocations WHERE mtls_certificate_id = $1 ORDER BY created_on, id"
+            ))
             .bind(ca_id)
             .fetch_all(pool)
             .await?
@@ -449,18 +471,23 @@ impl Store {
     pub async fn delete_mtls_revocation(&self, ca_id: &str, id: &str, actor: &Actor) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let fingerprint: Option<String> = sqlx::query_scalar(
+            let serial: Option<String> = sqlx::query_scalar(
                 "DELETE FROM mtls_certificate_revocations WHERE id = $1 AND mtls_certificate_id = $2 \
-                 RETURNING fingerprint_sha256",
+                 RETURNING serial_number",
             )
             .bind(id)
             .bind(ca_id)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some(fingerprint) = fingerprint else {
+            let Some(serial) = serial else {
                 return Err(StoreError::not_found("revocation", id));
             };
-            commit_write!(self, tx, actor, "unrevoke", "mtls_certificate", ca_id, &fingerprint);
+            sqlx::query("UPDATE mtls_certificates SET updated_at = $1 WHERE id = $2")
+                .bind(now())
+                .bind(ca_id)
+                .execute(&mut *tx)
+                .await?;
+            commit_write!(self, tx, actor, "unrevoke", "mtls_certificate", ca_id, &serial);
         });
         Ok(())
     }
@@ -713,9 +740,32 @@ fn revocation_from_row(row: &impl RowExt) -> Result<MtlsRevocation, StoreError> 
     Ok(MtlsRevocation {
         id: row.text("id")?,
         mtls_certificate_id: row.text("mtls_certificate_id")?,
+        serial_number: row.text("serial_number")?,
+        issuer_der: row.text("issuer_der")?,
+        issuer: row.text("issuer")?,
         fingerprint_sha256: row.text("fingerprint_sha256")?,
         note: row.text("note")?,
         created_on: row.int("created_on")?,
+    })
+}
+
+/// A serial number as stored: lower hex of its magnitude (no leading zeros, "0" for zero), from hex in either case
+/// with optional `:` separators, at most 20 bytes (RFC 5280).
+fn normal_serial(text: &str) -> Result<String, StoreError> {
+    let digits: String = text.trim().chars().filter(|c| *c != ':').collect();
+    if digits.is_empty() || digits.len() > 40 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(StoreError::Invalid(format!(
+            "serial_number must be hex (at most 20 bytes, `:` between bytes allowed), got {:?}",
+            text.chars().take(64).collect::<String>()
+        )));
+    }
+    let trimmed = digits.trim_start_matches('0').to_ascii_lowercase();
+    Ok(if trimmed.is_empty() {
+        "0".to_owned()
+    } else if !trimmed.len().is_multiple_of(2) {
+        format!("0{trimmed}")
+    } else {
+        trimmed
     })
 }
 

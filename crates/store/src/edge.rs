@@ -94,13 +94,19 @@ impl Store {
             .map(mtls_from_row)
             .collect::<Result<Vec<_>, _>>()?;
             let mtls_revocations = sqlx::query(
-                "SELECT mtls_certificate_id, fingerprint_sha256 FROM mtls_certificate_revocations \
-                 ORDER BY mtls_certificate_id, fingerprint_sha256",
+                "SELECT mtls_certificate_id, serial_number, issuer_der FROM mtls_certificate_revocations \
+                 ORDER BY mtls_certificate_id, serial_number, issuer_der",
             )
             .fetch_all(&mut *tx)
             .await?
             .iter()
-            .map(|r| Ok((r.text("mtls_certificate_id")?, r.text("fingerprint_sha256")?)))
+            .map(|r| {
+                Ok((
+                    r.text("mtls_certificate_id")?,
+                    r.text("serial_number")?,
+                    r.text("issuer_der")?,
+                ))
+            })
             .collect::<Result<Vec<_>, StoreError>>()?;
             let revoked_serials = sqlx::query(
                 "SELECT ca_id, serial_number FROM client_certificates WHERE status <> 'active' \

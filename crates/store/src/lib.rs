@@ -47,7 +47,7 @@ pub use model::{
     Account, Actor, ApiToken, AuditEntry, CaRef, ClientCertificate, ClientCertificateStatus, CustomCertificate,
     EdgeList, EdgeState, EventFilter, Hostname, HostnameAssociation, List, ListItem, ListOperation, ManagedCa,
     ManagedCaStatus, MtlsCertificate, MtlsRevocation, NewCustomCertificate, NewListItem, NewManagedCa,
-    NewMtlsCertificate, NewRule, Rule, Ruleset, SecurityEvent, TokenRestrictions, TokenScope, URL_NORMALIZATION_SCOPES,
-    URL_NORMALIZATION_TYPES, Zone,
+    NewMtlsCertificate, NewMtlsRevocation, NewRule, Rule, Ruleset, SecurityEvent, TokenRestrictions, TokenScope,
+    URL_NORMALIZATION_SCOPES, URL_NORMALIZATION_TYPES, Zone,
 };
 pub use rulesets::{MAX_RULES, Position};

@@ -247,15 +247,33 @@ pub struct MtlsCertificate {
     pub ocsp: Option<portcullis_pki::OcspPolicy>,
 }
 
-/// A certificate an uploaded CA issued that the edge refuses as revoked (Portcullis extension), by its fingerprint.
+/// A certificate an uploaded CA issued that the edge refuses as revoked (Portcullis extension).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MtlsRevocation {
     pub id: String,
     pub mtls_certificate_id: String,
-    /// SHA-256 of the certificate's DER, lower hex.
+    /// Lower hex, no leading zeros.
+    pub serial_number: String,
+    /// Hex of the issuer name's DER (without its outer header); empty: issued by any certificate of the bundle.
+    pub issuer_der: String,
+    /// The issuer, RFC 2253, when known.
+    pub issuer: String,
+    /// SHA-256 of the certificate, lower hex, when it was given whole.
     pub fingerprint_sha256: String,
     pub note: String,
     pub created_on: i64,
+}
+
+/// What [`crate::Store::add_mtls_revocation`] records.
+#[derive(Debug, Clone, Default)]
+pub struct NewMtlsRevocation {
+    /// Hex (either case), at most 20 bytes.
+    pub serial_number: String,
+    /// Hex; empty for any certificate of the bundle.
+    pub issuer_der: String,
+    pub issuer: String,
+    pub fingerprint_sha256: String,
+    pub note: String,
 }
 
 /// A new bring-your-own CA to store; its fields were computed from the PEM by `portcullis-pki`.
@@ -450,8 +468,9 @@ pub struct EdgeState {
     /// Managed CAs that are active or still trusted.
     pub managed_cas: Vec<ManagedCa>,
     pub mtls_certificates: Vec<MtlsCertificate>,
-    /// `(uploaded CA id, SHA-256 fingerprint)` of the certificates operators revoked under uploaded CAs.
-    pub mtls_revocations: Vec<(String, String)>,
+    /// `(uploaded CA id, serial, issuer_der)` of the certificates operators revoked under uploaded CAs (see
+    /// [`MtlsRevocation`]).
+    pub mtls_revocations: Vec<(String, String, String)>,
     /// Serial numbers (lower hex) of managed-CA certificates that must be refused (any status but `active`, and
     /// those of deleted zones), by CA id.
     pub revoked_serials: Vec<(String, String)>,

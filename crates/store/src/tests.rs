@@ -608,6 +608,89 @@ async fn byo_cas_have_a_limit_and_cannot_be_deleted_while_associated() {
     .await;
 }
 
+#[tokio::test]
+async fn certificates_revoked_under_an_uploaded_ca_reach_the_edge_state_and_go_with_it() {
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let ca = store.add_mtls_certificate(sample_byo("one"), 2, &a).await.expect("ca");
+        let by_serial = |serial: &str| crate::NewMtlsRevocation {
+            serial_number: serial.to_owned(),
+            note: "lost laptop".into(),
+            ..Default::default()
+        };
+        let first = store
+            .add_mtls_revocation(&ca.id, &by_serial("00:0A:BC"), &a)
+            .await
+            .expect("revoke");
+        assert_eq!(first.serial_number, "0abc", "hex of the magnitude, lower case");
+        let again = store
+            .add_mtls_revocation(&ca.id, &by_serial("abc"), &a)
+            .await
+            .expect("again");
+        assert_eq!(again, first, "revoking twice keeps the first");
+        for bad in ["", "xyz", &"ab".repeat(21)] {
+            assert!(
+                matches!(
+                    store.add_mtls_revocation(&ca.id, &by_serial(bad), &a).await,
+                    Err(StoreError::Invalid(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            store
+                .add_mtls_revocation("ffffffffffffffffffffffffffffffff", &by_serial("01"), &a)
+                .await,
+            Err(StoreError::NotFound { .. })
+        ));
+        let whole = crate::NewMtlsRevocation {
+            serial_number: "7f".into(),
+            issuer_der: "3110300E".into(),
+            issuer: "CN=Team CA".into(),
+            fingerprint_sha256: "CD".repeat(32),
+            note: String::new(),
+        };
+        let second = store.add_mtls_revocation(&ca.id, &whole, &a).await.expect("second");
+        assert_eq!(
+            (second.issuer_der.as_str(), second.fingerprint_sha256.as_str()),
+            ("3110300e", "cd".repeat(32).as_str())
+        );
+        // Oldest first; both were made within the same second, so compare them by id.
+        let mut listed = store.mtls_revocations(&ca.id).await.expect("list");
+        listed.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut made = vec![first.clone(), second.clone()];
+        made.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(listed, made);
+        let state = store.load_edge_state().await.expect("edge state");
+        assert_eq!(
+            state.mtls_revocations,
+            [
+                (ca.id.clone(), "0abc".to_owned(), String::new()),
+                (ca.id.clone(), "7f".to_owned(), "3110300e".to_owned())
+            ]
+        );
+        store
+            .delete_mtls_revocation(&ca.id, &first.id, &a)
+            .await
+            .expect("unrevoke");
+        assert!(matches!(
+            store.delete_mtls_revocation(&ca.id, &first.id, &a).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(store.mtls_revocations(&ca.id).await.expect("list"), [second]);
+        store.delete_mtls_certificate(&ca.id, &a).await.expect("delete the CA");
+        assert!(
+            store
+                .load_edge_state()
+                .await
+                .expect("edge state")
+                .mtls_revocations
+                .is_empty()
+        );
+    })
+    .await;
+}
+
 /// Associates a hostname with a CA that a transaction on `other` (another connection) is deleting meanwhile. Once
 /// the delete commits, the association must have been refused: none may name a CA that is gone. A macro, as the
 /// two backends' connections share no convenient trait bound.
@@ -649,67 +732,42 @@ macro_rules! associate_during_delete {
     }};
 }
 
-#[tokio::test]
-async fn certificates_revoked_under_an_uploaded_ca_reach_the_edge_state_and_go_with_it() {
-    on_both(|store, _| async move {
+/// The other order: a CA deleted while a transaction on `other` is associating a hostname with it (its row
+/// written, and on PostgreSQL the CA's row share-locked, as `replace_hostname_associations` does). Once that
+/// commits, the delete must have been refused.
+macro_rules! delete_during_associate {
+    ($store:expr, $other:expr, $postgres:expr) => {{
+        let store: &Store = $store;
+        let mut other = $other;
         let a = Actor::system();
-        let ca = store.add_mtls_certificate(sample_byo("one"), 2, &a).await.expect("ca");
-        let fp = "AB".repeat(32);
-        let first = store
-            .add_mtls_revocation(&ca.id, &fp, "lost laptop", &a)
+        let zone = store.create_zone("example.org", &a).await.expect("zone");
+        let ca = store.add_mtls_certificate(sample_byo("two"), 2, &a).await.expect("ca");
+        let mut associate = other.begin().await.expect("begin");
+        sqlx::query("INSERT INTO hostname_associations (zone_id, hostname, ca_ref, created_on) VALUES ($1, $2, $3, 0)")
+            .bind(zone.id.clone())
+            .bind("api.example.org".to_owned())
+            .bind(ca.id.clone())
+            .execute(&mut *associate)
             .await
-            .expect("revoke");
-        assert_eq!(first.fingerprint_sha256, "ab".repeat(32), "stored in lower case");
-        let again = store
-            .add_mtls_revocation(&ca.id, &"ab".repeat(32), "other note", &a)
-            .await
-            .expect("again");
-        assert_eq!(again, first, "revoking twice keeps the first");
-        for bad in ["ab", &"zz".repeat(32), &"ab".repeat(33)] {
-            assert!(matches!(
-                store.add_mtls_revocation(&ca.id, bad, "", &a).await,
-                Err(StoreError::Invalid(_))
-            ));
-        }
-        assert!(matches!(
-            store
-                .add_mtls_revocation("ffffffffffffffffffffffffffffffff", &fp, "", &a)
-                .await,
-            Err(StoreError::NotFound { .. })
-        ));
-        let second = store
-            .add_mtls_revocation(&ca.id, &"cd".repeat(32), "", &a)
-            .await
-            .expect("second");
-        assert_eq!(
-            store.mtls_revocations(&ca.id).await.expect("list"),
-            [first.clone(), second.clone()]
-        );
-        let state = store.load_edge_state().await.expect("edge state");
-        assert_eq!(
-            state.mtls_revocations,
-            [(ca.id.clone(), "ab".repeat(32)), (ca.id.clone(), "cd".repeat(32))]
-        );
-        store
-            .delete_mtls_revocation(&ca.id, &first.id, &a)
-            .await
-            .expect("unrevoke");
-        assert!(matches!(
-            store.delete_mtls_revocation(&ca.id, &first.id, &a).await,
-            Err(StoreError::NotFound { .. })
-        ));
-        assert_eq!(store.mtls_revocations(&ca.id).await.expect("list"), [second]);
-        store.delete_mtls_certificate(&ca.id, &a).await.expect("delete the CA");
-        assert!(
-            store
-                .load_edge_state()
+            .expect("association, uncommitted");
+        if $postgres {
+            sqlx::query("SELECT id FROM mtls_certificates WHERE id = $1 FOR SHARE")
+                .bind(ca.id.clone())
+                .execute(&mut *associate)
                 .await
-                .expect("edge state")
-                .mtls_revocations
-                .is_empty()
-        );
-    })
-    .await;
+                .expect("share lock");
+        }
+        let deleter = store.clone();
+        let id = ca.id.clone();
+        let delete = tokio::spawn(async move { deleter.delete_mtls_certificate(&id, &Actor::system()).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        associate.commit().await.expect("commit the association");
+        match delete.await.expect("task") {
+            Err(StoreError::Conflict(_)) => {}
+            other => panic!("deleting a CA being associated was {other:?}"),
+        }
+        store.mtls_certificate(&ca.id).await.expect("the CA stays");
+    }};
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -721,6 +779,10 @@ async fn an_association_written_while_its_ca_is_deleted_does_not_outlive_it() {
         .await
         .expect("second sqlite connection");
     associate_during_delete!(&store, other);
+    let other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("second sqlite connection");
+    delete_during_associate!(&store, other, false);
     if let Ok(admin_url) = std::env::var("PORTCULLIS_TEST_DATABASE_URL") {
         let (scratch, url) = PgScratch::new(&admin_url).await;
         let store = Store::open(&url).await.expect("postgres");
@@ -728,6 +790,10 @@ async fn an_association_written_while_its_ca_is_deleted_does_not_outlive_it() {
             .await
             .expect("second postgres connection");
         associate_during_delete!(&store, other);
+        let other = sqlx::PgConnection::connect(&url)
+            .await
+            .expect("second postgres connection");
+        delete_during_associate!(&store, other, true);
         drop(store);
         scratch.drop_db().await;
     }

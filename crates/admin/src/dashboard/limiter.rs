@@ -2,13 +2,15 @@
 //! through the sign-in form is slow (tokens are 256-bit random, but a wrong one still costs a store lookup).
 //!
 //! Fixed one-minute windows. Every attempt counts as a failure when it begins ([`SignInLimiter::begin`]), so
-//! attempts sent in parallel are counted before any of them is answered; a successful sign-in then forgets the
-//! address's failures. An address (an IPv6 client's /64, which one host can hold whole) that failed
-//! [`PER_ADDRESS`] times within a minute of its first failure is refused until that minute is over. Once [`GLOBAL`]
-//! failures happened within a minute, an address that failed at all in its minute is refused too, as is a peer
-//! whose address is unknown; an address with no failure still gets its attempt, so outsiders who fail on purpose
-//! cannot lock the operators out. A refused attempt is not checked at all (not even a right token), and it does
-//! not extend the wait. The table holds at most [`MAX_ADDRESSES`] addresses: expired windows are dropped first,
+//! attempts sent in parallel are counted before any of them is answered; a successful sign-in then takes back its
+//! own attempt only (so that a valid token cannot be used to reset the count between guesses). An address (an IPv6
+//! client's /64, which one host can hold whole) that failed [`PER_ADDRESS`] times within a minute of its first
+//! failure is refused until that minute is over. Once [`GLOBAL`] failures happened within a minute, an address that
+//! failed at all in its minute is refused too, as is a peer whose address is unknown; an address with no failure
+//! still gets its attempt, so that outsiders who fail on purpose from a few addresses cannot lock the operators out.
+//! Past [`CEILING`] failures within a minute, from however many addresses, every attempt waits: the bound on the
+//! store lookups that guessing can cost. A refused attempt is not checked at all (not even a right token), and it
+//! does not extend the wait. The table holds at most [`MAX_ADDRESSES`] addresses: expired windows are dropped first,
 //! then the address whose window is oldest, so memory stays bounded under many addresses.
 
 use std::collections::HashMap;
@@ -18,8 +20,10 @@ use std::time::{Duration, Instant};
 
 /// Failed sign-ins an address may make per window.
 pub const PER_ADDRESS: u32 = 5;
-/// Failed sign-ins the whole process accepts per window, from all addresses together.
+/// Failed sign-ins the whole process accepts per window before only addresses without a failure may try.
 pub const GLOBAL: u32 = 100;
+/// Failed sign-ins the whole process accepts per window at all.
+pub const CEILING: u32 = 10 * GLOBAL;
 /// The window.
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// Most addresses tracked at once.
@@ -74,6 +78,12 @@ impl SignInLimiter {
     pub fn begin(&self, address: Option<IpAddr>, now: Instant) -> Result<(), Limited> {
         let address = address.map(group);
         let mut table = self.lock();
+        if let Some(global) = table.global.filter(|w| w.live(now) && w.failures >= CEILING) {
+            return Err(Limited {
+                retry_after: global.retry_after(now),
+                global: true,
+            });
+        }
         let pressed = table.global.filter(|w| w.live(now) && w.failures >= GLOBAL);
         let own = address
             .and_then(|a| table.by_address.get(&a))
@@ -130,10 +140,18 @@ impl SignInLimiter {
         Ok(())
     }
 
-    /// Forgets the failures of `address` after it signed in.
+    /// Takes back the attempt of `address` that [`SignInLimiter::begin`] counted, which signed in.
     pub fn succeeded(&self, address: Option<IpAddr>) {
-        if let Some(address) = address {
-            self.lock().by_address.remove(&group(address));
+        let mut table = self.lock();
+        if let Some(global) = table.global.as_mut() {
+            global.failures = global.failures.saturating_sub(1);
+        }
+        let Some(address) = address.map(group) else { return };
+        if let Some(window) = table.by_address.get_mut(&address) {
+            window.failures = window.failures.saturating_sub(1);
+            if window.failures == 0 {
+                table.by_address.remove(&address);
+            }
         }
     }
 

@@ -445,7 +445,7 @@ fn escape_covers_html_metacharacters() {
 
 #[test]
 fn the_sign_in_limiter_counts_attempts_per_address_and_globally_in_bounded_memory() {
-    use super::limiter::{GLOBAL, MAX_ADDRESSES, PER_ADDRESS, SignInLimiter, WINDOW};
+    use super::limiter::{CEILING, GLOBAL, MAX_ADDRESSES, PER_ADDRESS, SignInLimiter, WINDOW};
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     use std::time::{Duration, Instant};
 
@@ -476,7 +476,19 @@ fn the_sign_in_limiter_counts_attempts_per_address_and_globally_in_bounded_memor
     limiter.succeeded(b);
     assert!(limiter.begin(a, t0 + WINDOW).is_ok(), "the window is over");
     limiter.succeeded(a);
-    assert_eq!(limiter.tracked(), 0, "a sign-in forgets the address");
+    assert_eq!(limiter.tracked(), 0, "a sign-in takes back its own attempt");
+    // A sign-in takes back only its own attempt: a valid token does not reset the count between guesses.
+    let c = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3)));
+    for _ in 0..PER_ADDRESS - 1 {
+        assert!(limiter.begin(c, t0 + WINDOW).is_ok());
+    }
+    assert!(limiter.begin(c, t0 + WINDOW).is_ok());
+    limiter.succeeded(c);
+    assert!(limiter.begin(c, t0 + WINDOW).is_ok(), "the fifth attempt, given back");
+    assert!(
+        limiter.begin(c, t0 + WINDOW).is_err(),
+        "the earlier failures still count"
+    );
 
     // An IPv6 client's /64 is one address; another /64 is another.
     let v6 = |s: &str| Some(IpAddr::V6(s.parse::<Ipv6Addr>().unwrap()));
@@ -490,13 +502,17 @@ fn the_sign_in_limiter_counts_attempts_per_address_and_globally_in_bounded_memor
     // Many addresses: the table stays bounded.
     let many = SignInLimiter::default();
     let t1 = Instant::now();
+    // Under the ceiling each minute, from more addresses than the table holds.
+    let per_minute = CEILING - 1;
     for i in 0..(MAX_ADDRESSES as u32 + 50) {
+        let at = t1 + WINDOW * (i / per_minute);
         assert!(
-            many.begin(Some(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))), t1)
+            many.begin(Some(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))), at)
                 .is_ok()
         );
+        assert!(many.tracked() <= MAX_ADDRESSES);
     }
-    assert_eq!(many.tracked(), MAX_ADDRESSES);
+    assert!(many.tracked() >= 50, "the last minute's addresses are tracked");
 
     // The global limit: after GLOBAL failures in a minute, an address that failed at all waits, and so does an
     // unknown peer; an address with no failure still gets its attempt.
@@ -513,6 +529,20 @@ fn the_sign_in_limiter_counts_attempts_per_address_and_globally_in_bounded_memor
     let limited = global.begin(b, later).expect_err("its second attempt waits");
     assert!(limited.global);
     assert!(global.begin(b, t1 + WINDOW).is_ok(), "until its minute is over");
+
+    // Past the ceiling, every attempt waits, however many addresses it comes from.
+    let ceiling = SignInLimiter::default();
+    for i in 0..CEILING {
+        assert!(
+            ceiling
+                .begin(Some(IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + i))), t1)
+                .is_ok()
+        );
+    }
+    let limited = ceiling
+        .begin(Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1))), t1)
+        .expect_err("a clean address waits too");
+    assert!(limited.global);
 }
 
 #[tokio::test]
