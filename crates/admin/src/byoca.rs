@@ -435,8 +435,9 @@ pub async fn add_revocation(
             let bytes = if given.trim_start().starts_with("-----BEGIN") {
                 given.as_bytes().to_vec()
             } else {
+                let compact: String = given.chars().filter(|c| !c.is_ascii_whitespace()).collect();
                 base64::engine::general_purpose::STANDARD
-                    .decode(given.trim())
+                    .decode(compact)
                     .map_err(|_| ApiError::invalid("certificate must be PEM or base64 DER"))?
             };
             let issued = portcullis_pki::byoca::issued_certificate(&bytes, ca.certificates.as_bytes())

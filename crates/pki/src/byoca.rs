@@ -203,13 +203,11 @@ pub fn issued_certificate(cert: &[u8], bundle: &[u8]) -> Result<IssuedCertificat
             "no certificate of this CA issued it (issuer name or signature does not match)".into(),
         ));
     }
-    let der = rustls_pki_types::CertificateDer::from(leaf_der.as_slice());
-    let parsed = webpki::EndEntityCert::try_from(&der).map_err(|e| PkiError::Certificate(e.to_string()))?;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf_der);
     Ok(IssuedCertificate {
-        issuer: parsed.issuer().to_vec(),
+        issuer: der::content_of(leaf.issuer().as_raw()).to_vec(),
         issuer_text: dn::rfc2253(leaf.issuer()),
-        serial: der::strip_leading_zeros(parsed.serial()).to_vec(),
+        serial: der::strip_leading_zeros(leaf.raw_serial()).to_vec(),
         fingerprint_sha256: <[u8; 32]>::try_from(digest.as_ref())
             .map_err(|_| PkiError::Certificate("digest length".into()))?,
     })

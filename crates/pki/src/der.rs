@@ -43,6 +43,14 @@ pub(crate) fn unsigned_integer_content(magnitude: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The content octets of the DER element `tlv` (its tag and length removed), as webpki holds names: a
+/// certificate's issuer and subject without the outer SEQUENCE header. Empty if `tlv` is cut short.
+pub(crate) fn content_of(tlv: &[u8]) -> &[u8] {
+    let Some(&first) = tlv.get(1) else { return &[] };
+    let header = if first < 0x80 { 2 } else { 2 + usize::from(first & 0x7f) };
+    tlv.get(header..).unwrap_or(&[])
+}
+
 /// The magnitude of a DER INTEGER's content octets, without sign padding; `[0]` for zero.
 pub(crate) fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
     let skip = bytes.iter().take_while(|b| **b == 0).count();

@@ -1371,3 +1371,37 @@ fn a_key_rollover_certificate_does_not_count_towards_path_length_and_cross_signe
     let v = b.build().verify(&[der(leaf.der())], t);
     assert!(v.is_trusted(), "{v:?}");
 }
+
+#[test]
+fn a_ca_with_a_critical_policy_constraint_can_have_its_certificates_revoked_at_the_edge() {
+    let t = now();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "Policy CA");
+    // policyConstraints { requireExplicitPolicy 0 }, critical as RFC 5280 wants it: webpki's end-entity parser
+    // refuses the certificate, trust anchors take it.
+    let mut policy = rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 36], vec![0x30, 0x03, 0x80, 0x01, 0x00]);
+    policy.set_criticality(true);
+    params.custom_extensions = vec![policy];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ca = params.self_signed(&key).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_der(ca.der(), &key).unwrap();
+    let mut leaf_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "device");
+    leaf_params.not_before = t - Duration::days(1);
+    leaf_params.not_after = t + Duration::days(10);
+    leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf = leaf_params
+        .signed_by(&rcgen::KeyPair::generate().unwrap(), &issuer)
+        .unwrap();
+    let id = byoca::issued_certificate(leaf.der(), ca.pem().as_bytes()).expect("the leaf names its issuer");
+    let mut b = VerifierBuilder::new();
+    b.add_anchor(ca.der()).unwrap();
+    assert!(b.build().verify(&[der(leaf.der())], t).is_trusted());
+    let mut b = VerifierBuilder::new();
+    let index = b.add_anchor(ca.der()).unwrap();
+    b.deny_issued_by(index, &id.serial)
+        .expect("by serial, as the CA issued it");
+    let v = b.build().verify(&[der(leaf.der())], t);
+    assert!(v.verified && v.revoked, "{v:?}");
+}

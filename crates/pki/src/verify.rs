@@ -17,7 +17,8 @@
 //! path length constraint allows (webpki checks these on the rest of the path only). A path that ends at an
 //! intermediate of an uploaded bundle whose issuer is an anchor too must also reach a root through the bundle, so
 //! that the root's name constraints and terms apply, as OpenSSL builds it; an intermediate uploaded on its own is
-//! trusted on its own. A presented certificate that is
+//! trusted on its own, and so are CAs that certified each other with no root among the anchors. A presented
+//! certificate that is
 //! byte-for-byte one of the anchors (a self-signed certificate uploaded as its own CA) is accepted
 //! within its validity period, as OpenSSL does. Failure reasons use OpenSSL's
 //! wording as Cloudflare shows it (`FAILED:certificate has expired`, …).
@@ -195,10 +196,11 @@ impl VerifierBuilder {
             .anchors
             .get(index)
             .ok_or_else(|| PkiError::InvalidParameter(format!("no trust anchor {index}")))?;
-        let cert = CertificateDer::from(anchor.der.as_slice());
-        let parsed =
-            webpki::EndEntityCert::try_from(&cert).map_err(|e| PkiError::Certificate(format!("trust anchor: {e}")))?;
-        let subject = parsed.subject().to_vec();
+        // Read as add_anchor read it (webpki's end-entity parser refuses CA certificates that anchors may be, such
+        // as ones with critical policy constraints).
+        let (_, cert) =
+            X509Certificate::from_der(&anchor.der).map_err(|e| PkiError::Certificate(format!("trust anchor: {e}")))?;
+        let subject = der::content_of(cert.subject().as_raw()).to_vec();
         self.deny(&subject, serial);
         Ok(())
     }
@@ -400,13 +402,14 @@ pub struct Verifier {
     denied: HashSet<(Vec<u8>, Vec<u8>)>,
 }
 
-/// A certificate's issuer name (raw, without the outer header) and serial number (magnitude), as webpki reads them.
+/// A certificate's issuer name (raw, without the outer header) and serial number (magnitude), as webpki reads them
+/// from the certificates of a path; read with x509-parser, which (unlike webpki's end-entity parser) accepts every CA
+/// certificate an anchor may be.
 fn issuer_and_serial(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
-    let cert = CertificateDer::from(der);
-    let parsed = webpki::EndEntityCert::try_from(&cert).ok()?;
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
     Some((
-        parsed.issuer().to_vec(),
-        der::strip_leading_zeros(parsed.serial()).to_vec(),
+        der::content_of(cert.issuer().as_raw()).to_vec(),
+        der::strip_leading_zeros(cert.raw_serial()).to_vec(),
     ))
 }
 

@@ -749,19 +749,25 @@ fn revocation_from_row(row: &impl RowExt) -> Result<MtlsRevocation, StoreError> 
     })
 }
 
-/// A serial number as stored: lower hex of its magnitude (no leading zeros, "0" for zero), from hex in either case
-/// with optional `:` separators, at most 20 bytes (RFC 5280).
+/// A serial number as stored: lower hex of its magnitude in whole bytes (no leading zero bytes, "00" for zero), from
+/// hex in either case with optional `:` separators, at most 20 bytes (RFC 5280) once leading zeros are gone.
 fn normal_serial(text: &str) -> Result<String, StoreError> {
     let digits: String = text.trim().chars().filter(|c| *c != ':').collect();
-    if digits.is_empty() || digits.len() > 40 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(StoreError::Invalid(format!(
+    let bad = || {
+        StoreError::Invalid(format!(
             "serial_number must be hex (at most 20 bytes, `:` between bytes allowed), got {:?}",
             text.chars().take(64).collect::<String>()
-        )));
+        ))
+    };
+    if digits.is_empty() || digits.len() > 128 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
     }
     let trimmed = digits.trim_start_matches('0').to_ascii_lowercase();
+    if trimmed.len() > 40 {
+        return Err(bad());
+    }
     Ok(if trimmed.is_empty() {
-        "0".to_owned()
+        "00".to_owned()
     } else if !trimmed.len().is_multiple_of(2) {
         format!("0{trimmed}")
     } else {

@@ -628,6 +628,24 @@ async fn certificates_revoked_under_an_uploaded_ca_reach_the_edge_state_and_go_w
             .await
             .expect("again");
         assert_eq!(again, first, "revoking twice keeps the first");
+        let zero = store
+            .add_mtls_revocation(&ca.id, &by_serial("0"), &a)
+            .await
+            .expect("serial zero");
+        assert_eq!(zero.serial_number, "00", "whole bytes, as the edge decodes them");
+        store
+            .delete_mtls_revocation(&ca.id, &zero.id, &a)
+            .await
+            .expect("unrevoke");
+        let long = store
+            .add_mtls_revocation(&ca.id, &by_serial(&format!("00:{}ab", "ab:".repeat(19))), &a)
+            .await
+            .expect("20 bytes after a sign byte");
+        assert_eq!(long.serial_number, "ab".repeat(20));
+        store
+            .delete_mtls_revocation(&ca.id, &long.id, &a)
+            .await
+            .expect("unrevoke");
         for bad in ["", "xyz", &"ab".repeat(21)] {
             assert!(
                 matches!(

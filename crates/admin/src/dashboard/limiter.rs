@@ -140,14 +140,15 @@ impl SignInLimiter {
         Ok(())
     }
 
-    /// Takes back the attempt of `address` that [`SignInLimiter::begin`] counted, which signed in.
-    pub fn succeeded(&self, address: Option<IpAddr>) {
+    /// Takes back the attempt of `address` that [`SignInLimiter::begin`] counted at `began`, which signed in; from
+    /// the windows it was counted in only (a window that started since did not count it).
+    pub fn succeeded(&self, address: Option<IpAddr>, began: Instant) {
         let mut table = self.lock();
-        if let Some(global) = table.global.as_mut() {
+        if let Some(global) = table.global.as_mut().filter(|w| w.start <= began) {
             global.failures = global.failures.saturating_sub(1);
         }
         let Some(address) = address.map(group) else { return };
-        if let Some(window) = table.by_address.get_mut(&address) {
+        if let Some(window) = table.by_address.get_mut(&address).filter(|w| w.start <= began) {
             window.failures = window.failures.saturating_sub(1);
             if window.failures == 0 {
                 table.by_address.remove(&address);

@@ -323,7 +323,7 @@ async fn login(
             Some("That token may only reach some zones; the dashboard needs a token for the whole account."),
         );
     }
-    state.sign_in_limiter.succeeded(address);
+    state.sign_in_limiter.succeeded(address, now);
     let (id, _) = state.sessions.create(token.id, token.scope);
     let mut response = Redirect::to("/dashboard").into_response();
     *response.status_mut() = StatusCode::SEE_OTHER;

@@ -473,9 +473,9 @@ fn the_sign_in_limiter_counts_attempts_per_address_and_globally_in_bounded_memor
         limiter.begin(b, t0 + Duration::from_secs(10)).is_ok(),
         "other addresses are not affected"
     );
-    limiter.succeeded(b);
+    limiter.succeeded(b, t0 + Duration::from_secs(10));
     assert!(limiter.begin(a, t0 + WINDOW).is_ok(), "the window is over");
-    limiter.succeeded(a);
+    limiter.succeeded(a, t0 + WINDOW);
     assert_eq!(limiter.tracked(), 0, "a sign-in takes back its own attempt");
     // A sign-in takes back only its own attempt: a valid token does not reset the count between guesses.
     let c = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3)));
@@ -483,7 +483,7 @@ fn the_sign_in_limiter_counts_attempts_per_address_and_globally_in_bounded_memor
         assert!(limiter.begin(c, t0 + WINDOW).is_ok());
     }
     assert!(limiter.begin(c, t0 + WINDOW).is_ok());
-    limiter.succeeded(c);
+    limiter.succeeded(c, t0 + WINDOW);
     assert!(limiter.begin(c, t0 + WINDOW).is_ok(), "the fifth attempt, given back");
     assert!(
         limiter.begin(c, t0 + WINDOW).is_err(),
