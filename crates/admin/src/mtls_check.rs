@@ -218,7 +218,13 @@ pub(crate) async fn zone_messages(state: &AdminState, zone_id: &str) -> Result<V
         .into_iter()
         .filter(|r| r.enabled && r.action == "block" && r.expression.contains("tls_client_auth."))
         .collect();
-    let lists = crate::rulesets::lists_named_in(state, candidates.iter().map(|r| r.expression.as_str())).await?;
+    // Stored rules name lists that exist; no hint is shown from here.
+    let lists = crate::rulesets::lists_named_in(
+        state,
+        candidates.iter().map(|r| r.expression.as_str()),
+        crate::rulesets::Suggest::Nothing,
+    )
+    .await?;
     // Compiling (regexes included) is CPU work: off the async workers.
     let found = tokio::task::spawn_blocking(move || {
         let rules: Vec<RuleView> = candidates

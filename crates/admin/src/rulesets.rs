@@ -15,6 +15,7 @@ use portcullis_store::{Actor, NewRule, Position, Rule, Ruleset};
 
 use crate::AdminState;
 use crate::api::{ApiError, ApiJson, ApiResult, codes, ok};
+use crate::auth::ZoneLimit;
 use crate::time_fmt::rfc3339;
 
 /// The custom rules' phase.
@@ -244,8 +245,14 @@ fn stored_as_new(rule: &Rule) -> NewRule {
 /// expressions, shows the caret diagnostic. Expressions already in `stored` (the ruleset as it is) are compiled as
 /// stored rules are: a check added after they were written (wrong-case hex literals) refuses new and changed
 /// expressions, but never blocks edits of other rules of a ruleset that an earlier version accepted.
-async fn compile(state: &AdminState, phase: &str, rules: &mut [NewRule], stored: &[Rule]) -> Result<(), ApiError> {
-    let lists = lists_named_in(state, rules.iter().map(|r| r.expression.as_str())).await?;
+async fn compile(
+    state: &AdminState,
+    phase: &str,
+    rules: &mut [NewRule],
+    stored: &[Rule],
+    suggest: Suggest,
+) -> Result<(), ApiError> {
+    let lists = lists_named_in(state, rules.iter().map(|r| r.expression.as_str()), suggest).await?;
     let ruleset = portcullis_rules::Ruleset {
         rules: rules.iter().map(engine_rule).collect::<Result<_, _>>()?,
     };
@@ -333,11 +340,30 @@ pub fn normalize_rules(
         .collect())
 }
 
+/// Whether a caller may be shown the names of lists it did not name (in "did you mean" hints): not a token limited to
+/// some zones, which cannot list the account's lists either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Suggest {
+    ListNames,
+    Nothing,
+}
+
+impl Suggest {
+    pub(crate) fn for_caller(limit: &Option<Extension<ZoneLimit>>) -> Suggest {
+        if limit.is_some() {
+            Suggest::Nothing
+        } else {
+            Suggest::ListNames
+        }
+    }
+}
+
 /// The stored lists whose names appear after a `$` in any of `expressions`: every list they can reference (a `$`
 /// inside a string literal only loads a list for nothing), without loading every list's items.
 pub(crate) async fn lists_named_in<'a>(
     state: &AdminState,
     expressions: impl Iterator<Item = &'a str>,
+    suggest: Suggest,
 ) -> Result<Lists, ApiError> {
     let mut names = std::collections::BTreeSet::new();
     // An expression over the size limit fails to compile anyway; scanning it would only cost time.
@@ -363,7 +389,7 @@ pub(crate) async fn lists_named_in<'a>(
         return Ok(lists);
     }
     let loaded = state.store.edge_lists(Some(&names)).await?;
-    if loaded.len() < names.len() {
+    if loaded.len() < names.len() && suggest == Suggest::ListNames {
         // A name that is not a list: let the compiler suggest the closest one that is.
         for list in state.store.lists().await? {
             lists.insert_unloaded(&list.name);
@@ -463,11 +489,21 @@ pub async fn get_entrypoint(
 pub async fn put_entrypoint(
     State(state): State<AdminState>,
     Extension(actor): Extension<Actor>,
+    limit: Option<Extension<ZoneLimit>>,
     Path((zone_id, phase)): Path<(String, String)>,
     ApiJson(body): ApiJson<PutEntrypoint>,
 ) -> ApiResult {
     check_phase(&phase)?;
-    let rs = replace(&state, &zone_id, &phase, body, None, &actor).await?;
+    let rs = replace(
+        &state,
+        &zone_id,
+        &phase,
+        body,
+        None,
+        &actor,
+        Suggest::for_caller(&limit),
+    )
+    .await?;
     Ok(crate::mtls_check::answer(&state, &zone_id, StatusCode::OK, ruleset_view(rs)).await)
 }
 
@@ -480,8 +516,9 @@ async fn replace(
     body: PutEntrypoint,
     current: Option<&Ruleset>,
     actor: &Actor,
+    suggest: Suggest,
 ) -> Result<Ruleset, ApiError> {
-    write(state, zone_id, phase, body, current, false, actor).await
+    write(state, zone_id, phase, body, current, false, actor, suggest).await
 }
 
 /// [`replace`], or with `create_only` a create that fails if the ruleset exists by the time it is written.
@@ -493,6 +530,7 @@ async fn write(
     current: Option<&Ruleset>,
     create_only: bool,
     actor: &Actor,
+    suggest: Suggest,
 ) -> Result<Ruleset, ApiError> {
     if body.kind.as_deref().is_some_and(|k| k != "zone") {
         return Err(ApiError::invalid("kind must be \"zone\""));
@@ -516,7 +554,7 @@ async fn write(
         None => state.store.entrypoint(zone_id, phase).await?,
     };
     let stored = current.or(loaded.as_ref()).map_or(&[][..], |rs| rs.rules.as_slice());
-    compile(state, phase, &mut rules, stored).await?;
+    compile(state, phase, &mut rules, stored, suggest).await?;
     if let Some(name) = &body.name {
         crate::api::check_text("name", name, crate::api::MAX_NAME_CHARS)?;
     }
@@ -585,6 +623,7 @@ pub async fn list_rulesets(State(state): State<AdminState>, Path(zone_id): Path<
 pub async fn create_ruleset(
     State(state): State<AdminState>,
     Extension(actor): Extension<Actor>,
+    limit: Option<Extension<ZoneLimit>>,
     Path(zone_id): Path<String>,
     ApiJson(body): ApiJson<PutEntrypoint>,
 ) -> ApiResult {
@@ -599,7 +638,17 @@ pub async fn create_ruleset(
         )));
     }
     // The store refuses it if the ruleset exists, also when another writer created it a moment ago.
-    let rs = write(&state, &zone_id, &phase, body, None, true, &actor).await?;
+    let rs = write(
+        &state,
+        &zone_id,
+        &phase,
+        body,
+        None,
+        true,
+        &actor,
+        Suggest::for_caller(&limit),
+    )
+    .await?;
     Ok(crate::mtls_check::answer(&state, &zone_id, StatusCode::OK, ruleset_view(rs)).await)
 }
 
@@ -621,12 +670,22 @@ pub async fn get_ruleset(
 pub async fn put_ruleset(
     State(state): State<AdminState>,
     Extension(actor): Extension<Actor>,
+    limit: Option<Extension<ZoneLimit>>,
     Path((zone_id, ruleset_id)): Path<(String, String)>,
     ApiJson(body): ApiJson<PutEntrypoint>,
 ) -> ApiResult {
     let current = state.store.ruleset(&zone_id, &ruleset_id).await?;
     let phase = current.phase.clone();
-    let rs = replace(&state, &zone_id, &phase, body, Some(&current), &actor).await?;
+    let rs = replace(
+        &state,
+        &zone_id,
+        &phase,
+        body,
+        Some(&current),
+        &actor,
+        Suggest::for_caller(&limit),
+    )
+    .await?;
     Ok(crate::mtls_check::answer(&state, &zone_id, StatusCode::OK, ruleset_view(rs)).await)
 }
 
@@ -651,6 +710,7 @@ pub async fn delete_ruleset(
 pub async fn add_rule(
     State(state): State<AdminState>,
     Extension(actor): Extension<Actor>,
+    limit: Option<Extension<ZoneLimit>>,
     Path((zone_id, ruleset_id)): Path<(String, String)>,
     ApiJson(body): ApiJson<RuleInput>,
 ) -> ApiResult {
@@ -665,7 +725,14 @@ pub async fn add_rule(
     // Compile the ruleset as it will be (order does not change validity, so appending is enough to check).
     let mut all: Vec<NewRule> = current.rules.iter().map(stored_as_new).collect();
     all.push(new);
-    compile(&state, &current.phase, &mut all, &current.rules).await?;
+    compile(
+        &state,
+        &current.phase,
+        &mut all,
+        &current.rules,
+        Suggest::for_caller(&limit),
+    )
+    .await?;
     let new = all
         .pop()
         .ok_or_else(|| ApiError::internal("the new rule went missing"))?;
@@ -713,6 +780,7 @@ pub struct PatchRule {
 pub async fn update_rule(
     State(state): State<AdminState>,
     Extension(actor): Extension<Actor>,
+    limit: Option<Extension<ZoneLimit>>,
     Path((zone_id, ruleset_id, rule_id)): Path<(String, String, String)>,
     ApiJson(body): ApiJson<PatchRule>,
 ) -> ApiResult {
@@ -759,7 +827,14 @@ pub async fn update_rule(
             }
         })
         .collect();
-    compile(&state, &current.phase, &mut all, &current.rules).await?;
+    compile(
+        &state,
+        &current.phase,
+        &mut all,
+        &current.rules,
+        Suggest::for_caller(&limit),
+    )
+    .await?;
     let updated = all
         .into_iter()
         .zip(&current.rules)

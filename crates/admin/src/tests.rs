@@ -1464,6 +1464,26 @@ async fn lists_follow_cloudflare_shapes_and_rules_reference_them() {
             .contains("unknown list `$ofice` at 1:11; did you mean $office?"),
         "{body}"
     );
+    // A token limited to the zone cannot list the account's lists, and is not shown their names either.
+    let (_, zone_token) = api
+        .store
+        .create_token(
+            "zone only",
+            portcullis_store::TokenScope::Write,
+            &portcullis_store::TokenRestrictions {
+                zones: Some(vec![zone.clone()]),
+                ..Default::default()
+            },
+            &portcullis_store::Actor::system(),
+        )
+        .await
+        .expect("token");
+    let typo = json!({"rules": [{"expression": "ip.src in $ofice", "action": "block"}]}).to_string();
+    let (status, body) = api.call(Method::PUT, &entry, Some(&zone_token), Some(&typo)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = error(&body).1;
+    assert!(message.contains("unknown list `$ofice` at 1:11"), "{body}");
+    assert!(!message.contains("office"), "{body}");
     let (status, body) = api
         .send(
             Method::PUT,

@@ -38,7 +38,13 @@ pub struct Validation {
     request_body = ValidateExpression,
     responses((status = 200, description = "Whether it compiles, with the caret diagnostic when not", body = Validation)))]
 pub async fn validate(State(state): State<AdminState>, ApiJson(body): ApiJson<ValidateExpression>) -> ApiResult {
-    let lists = crate::rulesets::lists_named_in(&state, std::iter::once(body.expression.as_str())).await?;
+    // Dashboard sessions hold tokens for the whole account, which may list the lists.
+    let lists = crate::rulesets::lists_named_in(
+        &state,
+        std::iter::once(body.expression.as_str()),
+        crate::rulesets::Suggest::ListNames,
+    )
+    .await?;
     Ok(ok(check(&body.expression, &lists)))
 }
 
