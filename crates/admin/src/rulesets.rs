@@ -518,7 +518,7 @@ async fn replace(
     actor: &Actor,
     suggest: Suggest,
 ) -> Result<Ruleset, ApiError> {
-    write(state, zone_id, phase, body, current, false, actor, suggest).await
+    write(state, zone_id, phase, body, current, false, (actor, suggest)).await
 }
 
 /// [`replace`], or with `create_only` a create that fails if the ruleset exists by the time it is written.
@@ -529,8 +529,7 @@ async fn write(
     body: PutEntrypoint,
     current: Option<&Ruleset>,
     create_only: bool,
-    actor: &Actor,
-    suggest: Suggest,
+    (actor, suggest): (&Actor, Suggest),
 ) -> Result<Ruleset, ApiError> {
     if body.kind.as_deref().is_some_and(|k| k != "zone") {
         return Err(ApiError::invalid("kind must be \"zone\""));
@@ -645,8 +644,7 @@ pub async fn create_ruleset(
         body,
         None,
         true,
-        &actor,
-        Suggest::for_caller(&limit),
+        (&actor, Suggest::for_caller(&limit)),
     )
     .await?;
     Ok(crate::mtls_check::answer(&state, &zone_id, StatusCode::OK, ruleset_view(rs)).await)
