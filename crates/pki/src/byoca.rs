@@ -204,10 +204,11 @@ pub fn issued_certificate(cert: &[u8], bundle: &[u8]) -> Result<IssuedCertificat
         ));
     }
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf_der);
+    let (issuer, serial) = crate::verify::issuer_key(&leaf);
     Ok(IssuedCertificate {
-        issuer: der::content_of(leaf.issuer().as_raw()).to_vec(),
+        issuer,
         issuer_text: dn::rfc2253(leaf.issuer()),
-        serial: der::strip_leading_zeros(leaf.raw_serial()).to_vec(),
+        serial,
         fingerprint_sha256: <[u8; 32]>::try_from(digest.as_ref())
             .map_err(|_| PkiError::Certificate("digest length".into()))?,
     })

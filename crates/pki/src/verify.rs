@@ -264,9 +264,9 @@ impl VerifierBuilder {
             .collect();
         let parents = anchor_parents(&certs);
         // An anchor revoked at the edge revokes what is under it, as one its issuer's CRL lists.
-        let denied_anchors: Vec<bool> = ders
+        let denied_anchors: Vec<bool> = certs
             .iter()
-            .map(|der| issuer_and_serial(der).is_some_and(|key| self.denied.contains(&key)))
+            .map(|c| c.as_ref().is_some_and(|c| self.denied.contains(&issuer_key(c))))
             .collect();
         let anchor_revoked = revoked_anchors(&certs, &parents, &revoked, denied_anchors);
         let in_force = ders.iter().map(|der| AnchorTerms::of(der)).collect();
@@ -287,12 +287,8 @@ impl VerifierBuilder {
         for (t, reaches) in top.iter_mut().zip(&reaches_top) {
             *t = *t || !*reaches;
         }
-        let same = |i: usize, j: usize| {
-            anchors[i].subject.as_ref() == anchors[j].subject.as_ref()
-                && anchors[i].subject_public_key_info.as_ref() == anchors[j].subject_public_key_info.as_ref()
-        };
         let below_a_root: Vec<bool> = (0..anchors.len())
-            .map(|i| !top[i] && !(0..anchors.len()).any(|j| top[j] && same(i, j)))
+            .map(|i| !top[i] && !(0..anchors.len()).any(|j| top[j] && same_anchor(&anchors[i], &anchors[j])))
             .collect();
         let roots = anchors
             .iter()
@@ -403,14 +399,18 @@ pub struct Verifier {
 }
 
 /// A certificate's issuer name (raw, without the outer header) and serial number (magnitude), as webpki reads them
-/// from the certificates of a path; read with x509-parser, which (unlike webpki's end-entity parser) accepts every CA
-/// certificate an anchor may be.
-fn issuer_and_serial(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
-    let (_, cert) = X509Certificate::from_der(der).ok()?;
-    Some((
+/// from the certificates of a path: the key of [`VerifierBuilder::deny`]. Read with x509-parser, which (unlike
+/// webpki's end-entity parser) accepts every CA certificate an anchor may be.
+pub(crate) fn issuer_key(cert: &X509Certificate<'_>) -> (Vec<u8>, Vec<u8>) {
+    (
         der::content_of(cert.issuer().as_raw()).to_vec(),
         der::strip_leading_zeros(cert.raw_serial()).to_vec(),
-    ))
+    )
+}
+
+/// Whether two anchors are the same CA: the same name and key (a CA uploaded twice, or renewed with the same key).
+fn same_anchor(a: &TrustAnchor<'_>, b: &TrustAnchor<'_>) -> bool {
+    a.subject.as_ref() == b.subject.as_ref() && a.subject_public_key_info.as_ref() == b.subject_public_key_info.as_ref()
 }
 
 /// What an anchor must also satisfy for a path that ends at it, which webpki checks on the rest of the path but not
@@ -577,9 +577,7 @@ impl Verifier {
         let now = now.unix_timestamp();
         let mut refusal = None;
         for (a, terms) in self.anchors.iter().zip(&self.in_force) {
-            if a.subject.as_ref() == anchor.subject.as_ref()
-                && a.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
-            {
+            if same_anchor(a, anchor) {
                 match terms.refusal(now, cas_below) {
                     None => return None,
                     Some(why) => refusal = refusal.or(Some(why)),
@@ -590,10 +588,7 @@ impl Verifier {
     }
 
     fn anchor_index(&self, anchor: &TrustAnchor<'_>) -> Option<usize> {
-        self.anchors.iter().position(|a| {
-            a.subject.as_ref() == anchor.subject.as_ref()
-                && a.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
-        })
+        self.anchors.iter().position(|a| same_anchor(a, anchor))
     }
 
     /// Whether the certificate anchor `index` issued on `path` is revoked (see the module's doc).
@@ -739,7 +734,7 @@ impl Verifier {
             .position(|d| d.as_slice() == leaf)
             .and_then(|i| self.revoked.get(i))
             .is_some_and(|set| set.contains(serial))
-            || issuer_and_serial(leaf).is_some_and(|key| self.denied.contains(&key));
+            || self.denied.contains(&issuer_key(&cert));
         Verdict {
             presented: true,
             verified: true,
