@@ -605,7 +605,7 @@ fn acme_packs_are_issued_by_pebble_over_tls_alpn_renewed_and_removed() {
     let root = pebble.root();
     let edge = |dir: &Path| curl_edge(dir, &root, "api.acme.test", server.edge_port, "/hello");
     let (code, status, body) = edge(dir);
-    assert_eq!((code, status.as_str()), (Some(0), "200"), "{body}");
+    assert_eq!((code, status.as_str()), (Some(0), "200"), "{body}\n{}", server.report());
     assert!(body.starts_with("get /hello"), "{body}");
 
     // Two thirds into the 30 s, the pack renews into the same custom certificate.
@@ -615,7 +615,7 @@ fn acme_packs_are_issued_by_pebble_over_tls_alpn_renewed_and_removed() {
     });
     assert_eq!(renewed["primary_certificate"].as_str(), Some(cert_id.as_str()));
     let (code, status, body) = edge(dir);
-    assert_eq!((code, status.as_str()), (Some(0), "200"), "{body}");
+    assert_eq!((code, status.as_str()), (Some(0), "200"), "{body}\n{}", server.report());
 
     // A name the ACME server reaches elsewhere (127.0.0.2, where nothing listens) fails validation, with
     // pebble's reason kept on the pack, and is tried again later.

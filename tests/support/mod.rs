@@ -139,6 +139,17 @@ impl Server {
         }
     }
 
+    /// For failure messages: whether the process still runs (its state from `/proc`) and its log so far.
+    pub fn report(&self) -> String {
+        let pid = self.child.id();
+        let state = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("State:")).map(str::to_owned))
+            .unwrap_or_else(|| "gone".into());
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        format!("server pid {pid} {state}; server log:\n{log}")
+    }
+
     /// The server's data directory (it holds `admin-token`).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
