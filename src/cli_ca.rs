@@ -97,6 +97,19 @@ pub enum CaCommand {
         #[arg(long, value_name = "URL")]
         responder: Option<String>,
     },
+    /// Choose whether an uploaded CA fails closed on stale CRLs.
+    ///
+    /// `off` (the default): a CRL past its nextUpdate stays in use, so that stale revocation data cannot take the
+    /// edge down (the expiry metrics and alerts show it). SECONDS (0 to 2592000): that long past a CRL's
+    /// nextUpdate, the edge trusts none of the CA's certificates until a newer CRL arrives, nor any while a
+    /// certificate of the bundle that clients' paths end at has no CRL (OpenSSL's "CRL has expired").
+    CrlGrace {
+        /// The uploaded CA's id (see `ca list-uploaded`).
+        id: String,
+        /// Seconds of grace past nextUpdate, or `off`.
+        #[arg(value_name = "SECONDS|off")]
+        grace: String,
+    },
     /// Revoke one certificate an uploaded CA issued, at the edge and at once, without waiting for the CA's CRL.
     ///
     /// Every edge node refuses it as revoked from its next snapshot (`cf.tls_client_auth.cert_revoked`; on
@@ -335,6 +348,33 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
                 outln!("CA {id}: CRLs are no longer fetched (the last ones stay in use)");
             } else {
                 outln!("CA {id}: CRLs are fetched from {}", urls.join(", "));
+            }
+        }
+        CaCommand::CrlGrace { id, grace } => {
+            check_id(&id)?;
+            let seconds: Option<i64> = match grace.as_str() {
+                "off" => None,
+                n => Some(
+                    n.parse()
+                        .with_context(|| format!("the grace is a number of seconds or off, not {n:?}"))?,
+                ),
+            };
+            let account = account_id(&api).await?;
+            let ca = api
+                .send(
+                    Method::PUT,
+                    &format!("/accounts/{account}/mtls_certificates/{id}/crl_grace"),
+                    &json!({ "grace_seconds": seconds }),
+                )
+                .await?
+                .result;
+            if json {
+                print_json(&ca)?;
+            } else {
+                match seconds {
+                    None => outln!("CA {id}: a CRL past its nextUpdate stays in use"),
+                    Some(s) => outln!("CA {id}: its certificates are refused {s} s after a CRL's nextUpdate passes"),
+                }
             }
         }
         CaCommand::Revoke { id, cert, serial, note } => {

@@ -629,6 +629,7 @@ impl<'s> Verifiers<'s> {
                     revoked_at_edge: &[],
                     // Revocations of the managed CA reach the edge directly; its own responder is not asked.
                     ocsp: None,
+                    crl_grace: None,
                 })),
                 CaRef::Mtls(id) => {
                     if let Some(uploaded) = state.mtls_certificates.iter().find(|m| &m.id == id) {
@@ -638,6 +639,7 @@ impl<'s> Verifiers<'s> {
                             revoked_serials: &none,
                             revoked_at_edge: self.revoked_at_edge.get(id.as_str()).map_or(&[], Vec::as_slice),
                             ocsp: uploaded.ocsp.as_ref(),
+                            crl_grace: uploaded.crl_grace_seconds,
                         });
                     }
                 }

@@ -672,6 +672,13 @@ fn uploaded_ca_certificates_verify_and_expired_ones_are_refused() {
     assert_eq!(status, "403", "listed in a stale CRL: still revoked");
     let (_, status, body) = get(&server, "/api", &["--cert", "partner.pem", "--key", "partner.key"]);
     assert_eq!(status, "200", "not listed: still served: {body}");
+    // Unless the CA is set to fail closed: a day past nextUpdate is past an hour's grace, and not past two days'.
+    ok(&server.cli(&["ca", "crl-grace", &ca_id, "3600"]));
+    let partner_args = ["--cert", "partner.pem", "--key", "partner.key"];
+    get_until(&server, "/api", &partner_args, "403");
+    ok(&server.cli(&["ca", "crl-grace", &ca_id, "172800"]));
+    get_until(&server, "/api", &partner_args, "200");
+    ok(&server.cli(&["ca", "crl-grace", &ca_id, "off"]));
 
     // One certificate revoked at the edge by the operator, at once, without a new CRL; then taken back.
     let partner = ["--cert", "partner.pem", "--key", "partner.key"];

@@ -49,6 +49,9 @@ pub struct MtlsCertificateView {
     pub ocsp_check: &'static str,
     /// The responder asked instead of the one each certificate names (`null`: that one).
     pub ocsp_responder: Option<String>,
+    /// `null` (the default): a CRL past its `nextUpdate` stays in use. A number: seconds past it after which the
+    /// edge trusts none of this CA's certificates, nor any while it has no CRL (Portcullis extension).
+    pub crl_grace_seconds: Option<i64>,
 }
 
 fn view(cert: MtlsCertificate) -> MtlsCertificateView {
@@ -74,6 +77,7 @@ fn view(cert: MtlsCertificate) -> MtlsCertificateView {
             Some(_) => "soft",
         },
         ocsp_responder: cert.ocsp.and_then(|p| p.responder),
+        crl_grace_seconds: cert.crl_grace_seconds,
     }
 }
 
@@ -489,6 +493,35 @@ pub async fn delete_revocation(
     check_account(&state, &account_id).await?;
     state.store.delete_mtls_revocation(&id, &revocation_id, &actor).await?;
     Ok(ok(IdOnly { id: revocation_id }))
+}
+
+/// `PUT …/{id}/crl_grace` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CrlGrace {
+    /// `null`: a CRL past its `nextUpdate` stays in use (the default: stale revocation data must not take the edge
+    /// down). 0 to 2,592,000 (30 days): that many seconds past it, the edge trusts none of this CA's certificates
+    /// until a newer CRL arrives, nor any while a certificate of the bundle that clients' paths end at has no CRL.
+    pub grace_seconds: Option<i64>,
+}
+
+/// Choose whether this CA fails closed on stale CRLs (Portcullis extension; OpenSSL's, and so NGINX's and
+/// HAProxy's, only behaviour is to fail closed at once). Refused paths read `FAILED:CRL has expired` or
+/// `FAILED:unable to get certificate CRL`.
+#[utoipa::path(put, path = "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/crl_grace", tag = "mtls certificates",
+    request_body = CrlGrace,
+    params(("account_id" = String, Path, description = "Account id"), ("mtls_certificate_id" = String, Path, description = "CA id")),
+    responses((status = 200, description = "The CA with its CRL grace", body = MtlsCertificateView)))]
+pub async fn put_crl_grace(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path((account_id, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<CrlGrace>,
+) -> ApiResult {
+    check_account(&state, &account_id).await?;
+    uploaded_ca(&state, &id, "CRL policies").await?;
+    state.store.set_mtls_crl_grace(&id, body.grace_seconds, &actor).await?;
+    Ok(ok(view(state.store.mtls_certificate(&id).await?)))
 }
 
 /// `PUT …/{id}/ocsp` body.

@@ -297,6 +297,7 @@ fn api_routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(byoca::put_crl))
         .routes(routes!(byoca::put_crl_urls))
         .routes(routes!(byoca::put_ocsp))
+        .routes(routes!(byoca::put_crl_grace))
         .routes(routes!(byoca::add_revocation, byoca::list_revocations))
         .routes(routes!(byoca::delete_revocation))
         .routes(routes!(events::list_events))

@@ -876,6 +876,48 @@ async fn bring_your_own_ca_lifecycle() {
     let (_, body) = api.get(&revocations).await;
     assert_eq!(body["result"], json!([]));
 
+    // Failing closed on stale CRLs: off by default, a grace in seconds, bounded.
+    let (status, body) = api.get(&format!("{base}/{id}")).await;
+    assert_eq!(
+        (status, &body["result"]["crl_grace_seconds"]),
+        (StatusCode::OK, &Value::Null)
+    );
+    for bad in [json!(-1), json!(2_592_001)] {
+        let (status, body) = api
+            .send(
+                Method::PUT,
+                &format!("{base}/{id}/crl_grace"),
+                json!({"grace_seconds": bad}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(error(&body).1.contains("0 to 2592000 seconds"), "{body}");
+    }
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &format!("{base}/{id}/crl_grace"),
+            json!({"grace_seconds": 3600}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["result"]["crl_grace_seconds"]),
+        (StatusCode::OK, &json!(3600)),
+        "{body}"
+    );
+    let (status, body) = api
+        .send(
+            Method::PUT,
+            &format!("{base}/{id}/crl_grace"),
+            json!({"grace_seconds": null}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["result"]["crl_grace_seconds"]),
+        (StatusCode::OK, &Value::Null),
+        "{body}"
+    );
+
     // OCSP: a check and an optional http:// responder, each refused with the reason when wrong.
     for (settings, want) in [
         (
@@ -1393,6 +1435,7 @@ async fn json_objects_have_cloudflares_field_names_and_types() {
         ("crl_fetch_error", "null"),
         ("ocsp_check", "string"),
         ("ocsp_responder", "null"),
+        ("crl_grace_seconds", "null"),
     ]);
     assert_eq!(result_shape(&byo["result"]), mtls);
     let byo_id = s(&byo["result"]["id"]);
@@ -1565,6 +1608,10 @@ async fn openapi_lists_every_route_of_the_router() {
         (
             "put",
             "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/ocsp",
+        ),
+        (
+            "put",
+            "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}/crl_grace",
         ),
         (
             "get",

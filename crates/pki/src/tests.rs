@@ -1405,3 +1405,52 @@ fn a_ca_with_a_critical_policy_constraint_can_have_its_certificates_revoked_at_t
     let v = b.build().verify(&[der(leaf.der())], t);
     assert!(v.verified && v.revoked, "{v:?}");
 }
+
+#[test]
+fn a_stale_crl_fails_closed_only_when_asked_after_its_grace() {
+    let ca = ca();
+    let issued = ca
+        .issue_with_generated_key(
+            &generated("x"),
+            &IssueOptions {
+                validity_days: 30,
+                ..Default::default()
+            },
+            now(),
+        )
+        .unwrap();
+    let chain = [der(&issued.der)];
+    // A CRL whose nextUpdate passed two hours ago, listing nothing.
+    let crl = ca
+        .build_crl(
+            &CrlParams {
+                crl_number: 1,
+                this_update: now() - Duration::days(1),
+                next_update: now() - Duration::hours(2),
+            },
+            &[],
+        )
+        .unwrap();
+    let verify = |crl: Option<&[u8]>, grace: Option<i64>| {
+        let mut b = VerifierBuilder::new();
+        let index = b.add_anchor(ca.certificate_der()).unwrap();
+        if let Some(crl) = crl {
+            b.add_crl(crl).unwrap();
+        }
+        if let Some(grace) = grace {
+            b.require_fresh_crl(index, grace).unwrap();
+        }
+        b.build().verify(&chain, now())
+    };
+    assert!(
+        verify(Some(crl.der()), None).is_trusted(),
+        "by default a stale CRL stays in use"
+    );
+    assert!(verify(Some(crl.der()), Some(3 * 3600)).is_trusted(), "within the grace");
+    let v = verify(Some(crl.der()), Some(3600));
+    assert!(!v.verified, "past the grace");
+    assert_eq!(v.reason, "FAILED:CRL has expired");
+    let v = verify(None, Some(3600));
+    assert_eq!(v.reason, "FAILED:unable to get certificate CRL", "no CRL at all");
+    assert!(verify(None, None).is_trusted());
+}

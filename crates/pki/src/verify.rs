@@ -12,7 +12,8 @@
 //! leaf, or the top intermediate), with the CRL of the anchor that issued it: every certificate of an uploaded
 //! bundle is an anchor, so a bundle's intermediate revokes its leaves with its own CRL, and an anchor that the CRL
 //! of its own issuer (another anchor) lists revokes everything under it. CRL signatures are
-//! checked once, when added, and CRL `nextUpdate` is not enforced. The anchor a path ends at must be within its
+//! checked once, when added, and CRL `nextUpdate` is not enforced unless asked for
+//! ([`VerifierBuilder::require_fresh_crl`]). The anchor a path ends at must be within its
 //! validity period, allow client authentication by its extended key usage and have no more CAs below it than its
 //! path length constraint allows (webpki checks these on the rest of the path only). A path that ends at an
 //! intermediate of an uploaded bundle whose issuer is an anchor too must also reach a root through the bundle, so
@@ -108,6 +109,22 @@ struct Anchor {
     der: Vec<u8>,
     revoked: HashSet<Vec<u8>>,
     ocsp: Option<OcspPolicy>,
+    /// Whether a CRL of this anchor was added, and the earliest `nextUpdate` of those that have one.
+    crl: Option<Option<i64>>,
+    /// Seconds past its CRL's `nextUpdate` after which the anchor vouches for nobody (see
+    /// [`VerifierBuilder::require_fresh_crl`]).
+    crl_grace: Option<i64>,
+}
+
+/// Until when a path that ends at an anchor may be trusted for want of a fresh CRL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CrlFreshness {
+    /// No requirement, or a CRL with no `nextUpdate`.
+    Always,
+    /// Until this Unix time: the CRL's `nextUpdate` and the grace.
+    Until(i64),
+    /// Never: a fresh CRL is required and none was added.
+    NoCrl,
 }
 
 /// Collects trust anchors, CRLs and revoked serials, then builds a [`Verifier`].
@@ -137,6 +154,8 @@ impl VerifierBuilder {
             der: der.to_vec(),
             revoked: HashSet::new(),
             ocsp: None,
+            crl: None,
+            crl_grace: None,
         });
         Ok(self.anchors.len() - 1)
     }
@@ -205,6 +224,18 @@ impl VerifierBuilder {
         Ok(())
     }
 
+    /// Has anchor `index` vouch for nobody once its CRL is more than `grace` seconds past its `nextUpdate`, or when it
+    /// has no CRL at all: an operator's choice of failing closed on stale revocation data (OpenSSL's "CRL has
+    /// expired"), where the default keeps a stale CRL in use. A CRL without `nextUpdate` never goes stale.
+    pub fn require_fresh_crl(&mut self, index: usize, grace: i64) -> Result<()> {
+        let anchor = self
+            .anchors
+            .get_mut(index)
+            .ok_or_else(|| PkiError::InvalidParameter(format!("no trust anchor {index}")))?;
+        anchor.crl_grace = Some(grace.max(0));
+        Ok(())
+    }
+
     /// Adds a CRL (PEM or DER). Its signature must verify against an anchor with the CRL's issuer
     /// name; its serials are then revoked for that anchor.
     pub fn add_crl(&mut self, crl: &[u8]) -> Result<usize> {
@@ -214,6 +245,11 @@ impl VerifierBuilder {
             match byoca::check_crl_der(&anchor.der, &crl_der) {
                 Ok(parsed) => {
                     anchor.revoked.extend(parsed.revoked_serials);
+                    let next = parsed.next_update.map(|t| t.unix_timestamp());
+                    anchor.crl = Some(match (anchor.crl.flatten(), next) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    });
                     return Ok(parsed.entries);
                 }
                 Err(e) => last_err = Some(e),
@@ -243,6 +279,7 @@ impl VerifierBuilder {
         let mut revoked = Vec::with_capacity(self.anchors.len());
         let mut ders = Vec::with_capacity(self.anchors.len());
         let mut ocsp = Vec::with_capacity(self.anchors.len());
+        let mut crl_fresh = Vec::with_capacity(self.anchors.len());
         for a in self.anchors.drain(..) {
             // Both were checked in add_anchor; skip rather than panic if that ever changes.
             let cert = CertificateDer::from(a.der.as_slice());
@@ -257,6 +294,11 @@ impl VerifierBuilder {
             revoked.push(a.revoked);
             ders.push(a.der);
             ocsp.push(a.ocsp);
+            crl_fresh.push(match (a.crl_grace, a.crl) {
+                (None, _) | (Some(_), Some(None)) => CrlFreshness::Always,
+                (Some(grace), Some(Some(next_update))) => CrlFreshness::Until(next_update.saturating_add(grace)),
+                (Some(_), None) => CrlFreshness::NoCrl,
+            });
         }
         let certs: Vec<Option<X509Certificate<'_>>> = ders
             .iter()
@@ -304,6 +346,7 @@ impl VerifierBuilder {
             .collect();
         drop(certs);
         Verifier {
+            crl_fresh,
             denied: self.denied,
             anchors,
             infos,
@@ -396,6 +439,8 @@ pub struct Verifier {
     bundle_intermediates: Vec<CertificateDer<'static>>,
     /// `(issuer, serial)` of certificates refused as revoked (see [`VerifierBuilder::deny`]).
     denied: HashSet<(Vec<u8>, Vec<u8>)>,
+    /// Per anchor: until when its CRL is fresh enough (see [`VerifierBuilder::require_fresh_crl`]).
+    crl_fresh: Vec<CrlFreshness>,
 }
 
 /// A certificate's issuer name (raw, without the outer header) and serial number (magnitude), as webpki reads them
@@ -606,6 +651,16 @@ impl Verifier {
                 .is_some_and(|set| set.contains(der::strip_leading_zeros(issued_by_anchor)))
     }
 
+    /// Why a path ending at anchor `index` is refused at `now` for want of a fresh CRL, if it is.
+    fn stale_crl(&self, index: usize, now: OffsetDateTime) -> Option<(&'static str, AuthStatus)> {
+        match self.crl_fresh.get(index)? {
+            CrlFreshness::Always => None,
+            CrlFreshness::Until(deadline) if now.unix_timestamp() <= *deadline => None,
+            CrlFreshness::Until(_) => Some(("CRL has expired", AuthStatus::Untrusted)),
+            CrlFreshness::NoCrl => Some(("unable to get certificate CRL", AuthStatus::Untrusted)),
+        }
+    }
+
     /// Whether the leaf or a certificate above it on `path` was revoked at the edge (the anchor is covered by
     /// `anchor_revoked`).
     fn denied_on(&self, ee: &webpki::EndEntityCert<'_>, path: &webpki::VerifiedPath<'_>) -> bool {
@@ -646,6 +701,9 @@ impl Verifier {
                     return Verdict::failed(reason, status);
                 }
                 let index = self.anchor_index(path.anchor());
+                if let Some((reason, status)) = index.and_then(|i| self.stale_crl(i, now)) {
+                    return Verdict::failed(reason, status);
+                }
                 if index.is_some_and(|i| self.below_a_root.get(i).copied().unwrap_or(false))
                     && let Some((reason, status)) = self.root_refusal(&ee, chain, now)
                 {

@@ -151,6 +151,9 @@ pub struct TrustedCa<'a> {
     pub revoked_at_edge: &'a [(String, String)],
     /// Whether the certificates these CAs issued are checked with OCSP after the handshake.
     pub ocsp: Option<&'a portcullis_pki::OcspPolicy>,
+    /// `Some(grace)`: a path ending at one of these certificates is refused once its CRL is `grace` seconds past its
+    /// `nextUpdate`, or while it has none (see [`portcullis_pki::VerifierBuilder::require_fresh_crl`]).
+    pub crl_grace: Option<i64>,
 }
 
 impl Mtls {
@@ -184,6 +187,13 @@ impl Mtls {
                 }
                 hints.push(CertificateDer::from(der));
                 indexes.push(index);
+            }
+            if let Some(grace) = ca.crl_grace {
+                for &index in &indexes {
+                    builder
+                        .require_fresh_crl(index, grace)
+                        .map_err(|e| ProxyError::Config(format!("trusted CA: {e}")))?;
+                }
             }
             for (serial, issuer) in ca.revoked_at_edge {
                 // The store checked both; a row that is not hex is skipped rather than keeping every later

@@ -2207,6 +2207,7 @@ async fn mtls_from_store_shaped_cas() {
             revoked_serials: &serials,
             revoked_at_edge: &[],
             ocsp: None,
+            crl_grace: None,
         }],
     )
     .unwrap();
@@ -2222,6 +2223,7 @@ async fn mtls_from_store_shaped_cas() {
         revoked_serials: &[],
         revoked_at_edge: &[],
         ocsp: None,
+        crl_grace: None,
     }];
     assert!(Mtls::from_cas(MtlsMode::Require, &bad).is_err());
 }

@@ -13,6 +13,9 @@ use crate::model::{
     NewMtlsCertificate, NewMtlsRevocation,
 };
 
+/// The longest grace after a CRL's `nextUpdate` that [`Store::set_mtls_crl_grace`] takes: 30 days.
+pub const MAX_CRL_GRACE_SECONDS: i64 = 30 * 86_400;
+
 /// Most certificates one uploaded CA may have revoked at the edge; past that, its CRL is the way.
 pub const MAX_REVOCATIONS_PER_CA: i64 = 10_000;
 
@@ -40,7 +43,7 @@ macro_rules! mtls_columns {
     () => {
         "id, account_id, name, ca, certificates, issuer, serial_number, signature, expires_on, uploaded_on, \
          updated_at, crl, crl_updated_on, sealed_key, crl_urls, crl_fetched_on, crl_fetch_error, ocsp_check, \
-         ocsp_responder"
+         ocsp_responder, crl_grace_seconds"
     };
 }
 
@@ -187,6 +190,7 @@ impl Store {
             crl_fetched_on: None,
             crl_fetch_error: None,
             ocsp: None,
+            crl_grace_seconds: None,
         };
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
@@ -208,7 +212,7 @@ impl Store {
             sqlx::query(concat!(
                 "INSERT INTO mtls_certificates (",
                 mtls_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
             ))
             .bind(&record.id)
             .bind(&record.account_id)
@@ -229,6 +233,7 @@ impl Store {
             .bind(&record.crl_fetch_error)
             .bind(ocsp_check_text(record.ocsp.as_ref()))
             .bind(record.ocsp.as_ref().and_then(|p| p.responder.as_deref()))
+            .bind(record.crl_grace_seconds)
             .execute(&mut *tx)
             .await?;
             commit_write!(self, tx, actor, "create", "mtls_certificate", &record.id, &record.name);
@@ -488,6 +493,35 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             commit_write!(self, tx, actor, "unrevoke", "mtls_certificate", ca_id, &serial);
+        });
+        Ok(())
+    }
+
+    /// Sets whether a bring-your-own CA fails closed on stale CRLs: `None` keeps a CRL in use past its `nextUpdate`;
+    /// `Some(grace)` (0 to 30 days, in seconds) has the edge trust none of its certificates `grace` seconds after
+    /// it, or while the CA has no CRL.
+    pub async fn set_mtls_crl_grace(&self, id: &str, grace: Option<i64>, actor: &Actor) -> Result<(), StoreError> {
+        if grace.is_some_and(|g| !(0..=MAX_CRL_GRACE_SECONDS).contains(&g)) {
+            return Err(StoreError::Invalid(format!(
+                "the grace must be 0 to {MAX_CRL_GRACE_SECONDS} seconds (30 days)"
+            )));
+        }
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE mtls_certificates SET crl_grace_seconds = $1, updated_at = $2 WHERE id = $3 AND ca = 1",
+            )
+            .bind(grace)
+            .bind(now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::not_found("uploaded CA", id));
+            }
+            let detail = grace.map_or_else(|| "off".to_owned(), |g| g.to_string());
+            commit_write!(self, tx, actor, "set_crl_grace", "mtls_certificate", id, &detail);
         });
         Ok(())
     }
@@ -806,6 +840,7 @@ pub(crate) fn mtls_from_row(row: &impl RowExt) -> Result<MtlsCertificate, StoreE
                 )));
             }
         },
+        crl_grace_seconds: row.opt_int("crl_grace_seconds")?,
     })
 }
 

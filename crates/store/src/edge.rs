@@ -84,7 +84,7 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
             let mtls_certificates = sqlx::query(
                 "SELECT id, account_id, name, ca, certificates, issuer, serial_number, signature, expires_on, \
-                 uploaded_on, updated_at, crl, crl_updated_on, sealed_key, crl_urls, crl_fetched_on, crl_fetch_error, ocsp_check, ocsp_responder \
+                 uploaded_on, updated_at, crl, crl_updated_on, sealed_key, crl_urls, crl_fetched_on, crl_fetch_error, ocsp_check, ocsp_responder, crl_grace_seconds \
                  FROM mtls_certificates \
                  ORDER BY uploaded_on DESC, id",
             )

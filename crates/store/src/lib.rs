@@ -36,7 +36,7 @@ pub use acme::{
     AcmeChallenge, AcmeDns, AcmeHttpAnswer, CertificatePack, DNS_VALIDATION, HTTP_VALIDATION, MAX_PACK_HOSTS,
     MAX_PACKS_PER_ZONE,
 };
-pub use cas::{MAX_ASSOCIATED_HOSTNAMES, MAX_REVOCATIONS_PER_CA};
+pub use cas::{MAX_ASSOCIATED_HOSTNAMES, MAX_CRL_GRACE_SECONDS, MAX_REVOCATIONS_PER_CA};
 pub use client_certs::{ClientCertQuery, MAX_PER_PAGE};
 pub use db::Store;
 pub use error::StoreError;

@@ -245,6 +245,9 @@ pub struct MtlsCertificate {
     pub crl_fetch_error: Option<String>,
     /// Whether (and how) the client certificates this CA issued are checked with OCSP.
     pub ocsp: Option<portcullis_pki::OcspPolicy>,
+    /// `None`: a stale CRL stays in use. `Some(grace)`: seconds past a CRL's `nextUpdate` after which the edge
+    /// trusts none of this CA's certificates, nor any while it has no CRL.
+    pub crl_grace_seconds: Option<i64>,
 }
 
 /// A certificate an uploaded CA issued that the edge refuses as revoked (Portcullis extension).

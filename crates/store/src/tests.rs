@@ -696,6 +696,23 @@ async fn certificates_revoked_under_an_uploaded_ca_reach_the_edge_state_and_go_w
             Err(StoreError::NotFound { .. })
         ));
         assert_eq!(store.mtls_revocations(&ca.id).await.expect("list"), [second]);
+        // Failing closed on stale CRLs, read back by the API and the edge.
+        store.set_mtls_crl_grace(&ca.id, Some(3600), &a).await.expect("grace");
+        assert_eq!(
+            store.mtls_certificate(&ca.id).await.expect("ca").crl_grace_seconds,
+            Some(3600)
+        );
+        let state = store.load_edge_state().await.expect("edge state");
+        assert_eq!(state.mtls_certificates[0].crl_grace_seconds, Some(3600));
+        assert!(matches!(
+            store.set_mtls_crl_grace(&ca.id, Some(-1), &a).await,
+            Err(StoreError::Invalid(_))
+        ));
+        store.set_mtls_crl_grace(&ca.id, None, &a).await.expect("off");
+        assert_eq!(
+            store.mtls_certificate(&ca.id).await.expect("ca").crl_grace_seconds,
+            None
+        );
         store.delete_mtls_certificate(&ca.id, &a).await.expect("delete the CA");
         assert!(
             store
