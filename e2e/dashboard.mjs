@@ -970,7 +970,8 @@ try {
   await page.getByRole("button", { name: "Add items" }).click();
   await page.locator("#toast", { hasText: "2 items added to $blocked_clients" }).waitFor();
   await page.locator("#ls-items-table tbody tr", { hasText: "192.0.2.0/24" }).waitFor();
-  assert.equal(await listRow.locator("td").nth(1).textContent(), "2");
+  // The lists table is reloaded after the items table: wait for its count rather than read it once.
+  await listRow.locator("td").nth(1).filter({ hasText: /^2$/ }).waitFor();
   const entryUrl = `${base}/client/v4/zones/${zoneId}/rulesets/phases/http_request_firewall_custom/entrypoint`;
   const entry = (await (await fetch(entryUrl, { headers: authorization })).json()).result;
   const rulesUrl = `${base}/client/v4/zones/${zoneId}/rulesets/${entry.id}/rules`;
@@ -989,7 +990,7 @@ try {
   await until("a client in the list", 403, () => edgeGet("/listed"));
   await page.reload();
   await ready();
-  assert.equal(await listRow.locator("td").nth(2).textContent(), "1 rule");
+  await listRow.locator("td").nth(2).filter({ hasText: /^1 rule$/ }).waitFor();
   // A list that a rule uses cannot be deleted.
   provoke({ status: 409, url: /\/rules\/lists\/[^/]+$/ });
   provoke({ text: /referenced by rules/ });

@@ -117,6 +117,10 @@ struct CaConfig {
     ocsp: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ocsp_responder: Option<String>,
+    /// Seconds past a CRL's nextUpdate after which the edge trusts none of the CA's certificates; absent: a stale
+    /// CRL stays in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crl_grace_seconds: Option<i64>,
 }
 
 fn ocsp_off() -> String {
@@ -468,6 +472,15 @@ fn plan_cas<'a>(uploaded: &[Value], cas: &'a [CaConfig]) -> anyhow::Result<Vec<C
                 ca.ocsp
             );
         }
+        if let Some(grace) = ca.crl_grace_seconds
+            && !(0..=portcullis_store::MAX_CRL_GRACE_SECONDS).contains(&grace)
+        {
+            bail!(
+                "CA {:?}: crl_grace_seconds must be 0 to {} (30 days), or absent",
+                ca.name,
+                portcullis_store::MAX_CRL_GRACE_SECONDS
+            );
+        }
         let responder = match ca.ocsp_responder.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(_) if ca.ocsp == "off" => bail!("CA {:?}: an ocsp_responder needs ocsp \"soft\" or \"hard\"", ca.name),
@@ -557,6 +570,18 @@ async fn apply_cas(
         {
             let body = json!({"check": ca.ocsp.0, "responder": ca.ocsp.1});
             api.send(Method::PUT, &format!("{base}/{id}/ocsp"), &body).await?;
+        }
+        let grace = ca.config.crl_grace_seconds;
+        let have = current.and_then(|c| c["crl_grace_seconds"].as_i64());
+        if have != grace
+            && plan.change(&format!(
+                "~ CA {name:?} crl_grace_seconds: {}",
+                grace.map_or_else(|| "off".to_owned(), |g| g.to_string())
+            ))
+            && let Some(id) = &id
+        {
+            let body = json!({"grace_seconds": grace});
+            api.send(Method::PUT, &format!("{base}/{id}/crl_grace"), &body).await?;
         }
     }
     Ok(created)
@@ -1299,6 +1324,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
                 check => check,
             },
             ocsp_responder: ca["ocsp_responder"].as_str().map(str::to_owned),
+            crl_grace_seconds: ca["crl_grace_seconds"].as_i64(),
         });
     }
     let lists_path = format!("/accounts/{account}/rules/lists");

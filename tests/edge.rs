@@ -2029,6 +2029,23 @@ action = "block"
         "{exported}"
     );
 
+    // Failing closed without a fresh CRL: the corp CA has none (its URL answers nothing), so none of its
+    // certificates is trusted while the file asks for it.
+    let strict = config(r#""10.1.0.0/16", "192.0.2.7""#, "", rule).replacen(
+        "ocsp = \"soft\"\n",
+        "ocsp = \"soft\"\ncrl_grace_seconds = 86400\n",
+        1,
+    );
+    let strict = file("strict.toml", &strict);
+    let applied = ok(&server.cli(&["apply", &strict]));
+    assert!(applied.contains("~ CA \"corp\" crl_grace_seconds: 86400"), "{applied}");
+    get_until(&server, "/api", &["--cert", &corp_cert, "--key", &corp_key], "403");
+    let exported = ok(&server.cli(&["export"]));
+    assert!(exported.contains("crl_grace_seconds = 86400"), "{exported}");
+    let applied = ok(&server.cli(&["apply", &first]));
+    assert!(applied.contains("~ CA \"corp\" crl_grace_seconds: off"), "{applied}");
+    get_until(&server, "/api", &["--cert", &corp_cert, "--key", &corp_key], "200");
+
     // Changes: items, a setting, the rules gone.
     // Values written otherwise than the server keeps them (an origin in capitals with a slash, a rate limit
     // without its defaults) still settle: the next apply finds no changes.

@@ -1454,3 +1454,126 @@ fn a_stale_crl_fails_closed_only_when_asked_after_its_grace() {
     assert_eq!(v.reason, "FAILED:unable to get certificate CRL", "no CRL at all");
     assert!(verify(None, None).is_trusted());
 }
+
+#[test]
+fn stale_crls_count_for_every_copy_of_a_ca_for_the_root_above_and_for_pinned_certificates() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+        Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, SerialNumber,
+    };
+    let t = now();
+    let ca_params = |cn: &str| {
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.not_before = t - Duration::days(1);
+        p.not_after = t + Duration::days(30);
+        p
+    };
+    let root_key = KeyPair::generate().unwrap();
+    let root = ca_params("Fresh Root").self_signed(&root_key).unwrap();
+    let root_issuer = Issuer::new(ca_params("Fresh Root"), &root_key);
+    let inter_key = KeyPair::generate().unwrap();
+    let inter = ca_params("Fresh Issuing CA")
+        .signed_by(&inter_key, &root_issuer)
+        .unwrap();
+    let inter_issuer = Issuer::new(ca_params("Fresh Issuing CA"), &inter_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, "device");
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.not_before = t - Duration::days(1);
+    p.not_after = t + Duration::days(10);
+    let leaf = p.signed_by(&leaf_key, &inter_issuer).unwrap();
+    let chain = [der(leaf.der())];
+    let crl = |issuer: &Issuer<'_, &KeyPair>, next_update: OffsetDateTime| {
+        CertificateRevocationListParams {
+            this_update: next_update - Duration::days(1),
+            next_update,
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(issuer)
+        .unwrap()
+        .der()
+        .to_vec()
+    };
+    let stale = |issuer| crl(issuer, t - Duration::hours(2));
+    let fresh = |issuer| crl(issuer, t + Duration::hours(1));
+
+    // The same CA uploaded twice, fail-closed on the second copy only: its CRL lands on the first, and the
+    // strictest grace holds for both.
+    let twice = |crls: &[Vec<u8>], grace: Option<i64>| {
+        let mut b = VerifierBuilder::new();
+        b.add_anchor(inter.der()).unwrap();
+        let second = b.add_anchor(inter.der()).unwrap();
+        for c in crls {
+            b.add_crl(c).unwrap();
+        }
+        if let Some(grace) = grace {
+            b.require_fresh_crl(second, grace).unwrap();
+        }
+        b.build().verify(&chain, t)
+    };
+    assert!(twice(&[stale(&inter_issuer)], None).is_trusted());
+    assert_eq!(
+        twice(&[stale(&inter_issuer)], Some(3600)).reason,
+        "FAILED:CRL has expired"
+    );
+    assert!(
+        twice(&[stale(&inter_issuer), fresh(&inter_issuer)], Some(3600)).is_trusted(),
+        "the newest CRL counts"
+    );
+
+    // A path to the bundle's intermediate is carried up to the root, whose stale CRL fails it closed.
+    let bundle = |root_crl: Vec<u8>, grace_on_root: Option<i64>| {
+        let mut b = VerifierBuilder::new();
+        let r = b.add_anchor(root.der()).unwrap();
+        b.add_anchor(inter.der()).unwrap();
+        b.add_crl(&root_crl).unwrap();
+        b.add_crl(&fresh(&inter_issuer)).unwrap();
+        if let Some(grace) = grace_on_root {
+            b.require_fresh_crl(r, grace).unwrap();
+        }
+        b.build()
+    };
+    assert!(bundle(stale(&root_issuer), None).verify(&chain, t).is_trusted());
+    assert_eq!(
+        bundle(stale(&root_issuer), Some(3600)).verify(&chain, t).reason,
+        "FAILED:CRL has expired"
+    );
+    let v = bundle(fresh(&root_issuer), Some(3600));
+    assert!(v.verify(&chain, t).is_trusted());
+    // Judged again when the root's CRL goes stale past its grace, sooner than when the leaf expires.
+    let crl_deadline = (t + Duration::hours(1)).unix_timestamp() + 3600 + 1;
+    assert_eq!(v.recheck_at(&chain, t), Some(crl_deadline));
+    let without_grace = bundle(fresh(&root_issuer), None);
+    let leaf_end = (t + Duration::days(10)).unix_timestamp() + 1;
+    assert_eq!(without_grace.recheck_at(&chain, t), Some(leaf_end));
+    assert!(
+        !without_grace
+            .verify(&chain, t + Duration::days(10) + Duration::seconds(1))
+            .is_trusted(),
+        "expired at the time recheck_at named"
+    );
+
+    // A self-signed certificate uploaded as its own CA needs a CRL of its own too.
+    let pinned_key = KeyPair::generate().unwrap();
+    let mut p = ca_params("Pinned Device");
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let pinned = p.self_signed(&pinned_key).unwrap();
+    let pinned_chain = [der(pinned.der())];
+    let pinned_verifier = |grace: Option<i64>| {
+        let mut b = VerifierBuilder::new();
+        let i = b.add_anchor(pinned.der()).unwrap();
+        if let Some(grace) = grace {
+            b.require_fresh_crl(i, grace).unwrap();
+        }
+        b.build().verify(&pinned_chain, t)
+    };
+    assert!(pinned_verifier(None).is_trusted());
+    assert_eq!(pinned_verifier(Some(0)).reason, "FAILED:unable to get certificate CRL");
+}

@@ -13,7 +13,8 @@
 //! bundle is an anchor, so a bundle's intermediate revokes its leaves with its own CRL, and an anchor that the CRL
 //! of its own issuer (another anchor) lists revokes everything under it. CRL signatures are
 //! checked once, when added, and CRL `nextUpdate` is not enforced unless asked for
-//! ([`VerifierBuilder::require_fresh_crl`]). The anchor a path ends at must be within its
+//! ([`VerifierBuilder::require_fresh_crl`]: then for the anchor a path ends at, every copy of it counting, and on a
+//! path carried up to a root, for the root and the bundle's CAs on the way). The anchor a path ends at must be within its
 //! validity period, allow client authentication by its extended key usage and have no more CAs below it than its
 //! path length constraint allows (webpki checks these on the rest of the path only). A path that ends at an
 //! intermediate of an uploaded bundle whose issuer is an anchor too must also reach a root through the bundle, so
@@ -109,7 +110,8 @@ struct Anchor {
     der: Vec<u8>,
     revoked: HashSet<Vec<u8>>,
     ocsp: Option<OcspPolicy>,
-    /// Whether a CRL of this anchor was added, and the earliest `nextUpdate` of those that have one.
+    /// Whether a CRL of this anchor was added, and the latest `nextUpdate` of those added (`Some(None)`: one has
+    /// none, so it never goes stale). The newest CRL is the one that says what is revoked now.
     crl: Option<Option<i64>>,
     /// Seconds past its CRL's `nextUpdate` after which the anchor vouches for nobody (see
     /// [`VerifierBuilder::require_fresh_crl`]).
@@ -246,10 +248,7 @@ impl VerifierBuilder {
                 Ok(parsed) => {
                     anchor.revoked.extend(parsed.revoked_serials);
                     let next = parsed.next_update.map(|t| t.unix_timestamp());
-                    anchor.crl = Some(match (anchor.crl.flatten(), next) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    });
+                    anchor.crl = newest_crl(anchor.crl, Some(next));
                     return Ok(parsed.entries);
                 }
                 Err(e) => last_err = Some(e),
@@ -294,11 +293,7 @@ impl VerifierBuilder {
             revoked.push(a.revoked);
             ders.push(a.der);
             ocsp.push(a.ocsp);
-            crl_fresh.push(match (a.crl_grace, a.crl) {
-                (None, _) | (Some(_), Some(None)) => CrlFreshness::Always,
-                (Some(grace), Some(Some(next_update))) => CrlFreshness::Until(next_update.saturating_add(grace)),
-                (Some(_), None) => CrlFreshness::NoCrl,
-            });
+            crl_fresh.push((a.crl_grace, a.crl));
         }
         let certs: Vec<Option<X509Certificate<'_>>> = ders
             .iter()
@@ -311,7 +306,35 @@ impl VerifierBuilder {
             .map(|c| c.as_ref().is_some_and(|c| self.denied.contains(&issuer_key(c))))
             .collect();
         let anchor_revoked = revoked_anchors(&certs, &parents, &revoked, denied_anchors);
-        let in_force = ders.iter().map(|der| AnchorTerms::of(der)).collect();
+        let in_force: Vec<AnchorTerms> = ders.iter().map(|der| AnchorTerms::of(der)).collect();
+        // A CA uploaded twice (or renewed with the same key) is one CA: add_crl gave its CRLs to the first copy,
+        // and the strictest grace any copy asks for holds for all of them.
+        let crl_fresh: Vec<CrlFreshness> = (0..anchors.len())
+            .map(|i| {
+                let same = (0..anchors.len()).filter(|&j| same_anchor(&anchors[i], &anchors[j]));
+                let grace = same.clone().filter_map(|j| crl_fresh[j].0).min();
+                let crl = same.fold(None, |newest, j| newest_crl(newest, crl_fresh[j].1));
+                match (grace, crl) {
+                    (None, _) | (Some(_), Some(None)) => CrlFreshness::Always,
+                    (Some(grace), Some(Some(next_update))) => CrlFreshness::Until(next_update.saturating_add(grace)),
+                    (Some(_), None) => CrlFreshness::NoCrl,
+                }
+            })
+            .collect();
+        let mut deadlines: Vec<i64> = crl_fresh
+            .iter()
+            .filter_map(|f| match f {
+                CrlFreshness::Until(t) => Some(t.saturating_add(1)),
+                _ => None,
+            })
+            .chain(
+                in_force
+                    .iter()
+                    .flat_map(|t| [t.not_before, t.not_after.saturating_add(1)]),
+            )
+            .collect();
+        deadlines.sort_unstable();
+        deadlines.dedup();
         // A top is self-issued or has no issuer among the anchors: a path may end there. Any other anchor is an
         // intermediate of an uploaded bundle whose issuer is trusted too, unless no top is above it (CAs that
         // cross-signed each other, with no root among the anchors): then it is a top itself.
@@ -347,6 +370,7 @@ impl VerifierBuilder {
         drop(certs);
         Verifier {
             crl_fresh,
+            deadlines,
             denied: self.denied,
             anchors,
             infos,
@@ -441,6 +465,18 @@ pub struct Verifier {
     denied: HashSet<(Vec<u8>, Vec<u8>)>,
     /// Per anchor: until when its CRL is fresh enough (see [`VerifierBuilder::require_fresh_crl`]).
     crl_fresh: Vec<CrlFreshness>,
+    /// The first second at which some anchor's terms change (it expires, or its CRL goes stale past its grace),
+    /// sorted: see [`Verifier::recheck_at`].
+    deadlines: Vec<i64>,
+}
+
+/// The newer of two CRL records (`None`: no CRL; `Some(None)`: a CRL without `nextUpdate`, which is never stale).
+fn newest_crl(a: Option<Option<i64>>, b: Option<Option<i64>>) -> Option<Option<i64>> {
+    match (a, b) {
+        (Some(None), _) | (_, Some(None)) => Some(None),
+        (Some(Some(x)), Some(Some(y))) => Some(Some(x.max(y))),
+        (a, b) => a.or(b),
+    }
 }
 
 /// A certificate's issuer name (raw, without the outer header) and serial number (magnitude), as webpki reads them
@@ -760,7 +796,17 @@ impl Verifier {
             None,
             None,
         ) {
-            Ok(path) => self.anchor_refusal(&path, now),
+            Ok(path) => self.anchor_refusal(&path, now).or_else(|| {
+                // The root's CRL, and those of the bundle's CAs on the way up, vouch for the path too.
+                let on_the_way = path.intermediate_certificates().filter_map(|c| {
+                    let der = c.der();
+                    self.ders.iter().position(|d| d.as_slice() == der.as_ref())
+                });
+                self.anchor_index(path.anchor())
+                    .into_iter()
+                    .chain(on_the_way)
+                    .find_map(|i| self.stale_crl(i, now))
+            }),
             Err(err) => Some(failure(&err, chain)),
         }
     }
@@ -785,11 +831,12 @@ impl Verifier {
             Ok(Some(eku)) if eku.value.client_auth || eku.value.any => {}
             _ => return Verdict::failed("unsupported certificate purpose", AuthStatus::Untrusted),
         }
+        let index = self.ders.iter().position(|d| d.as_slice() == leaf);
+        if let Some((reason, status)) = index.and_then(|i| self.stale_crl(i, now)) {
+            return Verdict::failed(reason, status);
+        }
         let serial = der::strip_leading_zeros(cert.raw_serial());
-        let revoked = self
-            .ders
-            .iter()
-            .position(|d| d.as_slice() == leaf)
+        let revoked = index
             .and_then(|i| self.revoked.get(i))
             .is_some_and(|set| set.contains(serial))
             || self.denied.contains(&issuer_key(&cert));
@@ -800,6 +847,27 @@ impl Verifier {
             reason: "SUCCESS".into(),
             status: if revoked { AuthStatus::Revoked } else { AuthStatus::Ok },
         }
+    }
+
+    /// When a verdict on `chain` reached at `now` may first come out otherwise with this verifier: the first second
+    /// after `now` at which a certificate of the chain or an anchor starts or ends its validity, or an anchor's CRL
+    /// goes stale past its grace (see [`VerifierBuilder::require_fresh_crl`]). `None`: never. Callers that keep a verdict (a
+    /// connection's facts) judge again then, so a client whose certificate expires is not trusted for as long as
+    /// its connection lasts. Cheap: it reads validity periods, it does not build a path.
+    pub fn recheck_at(&self, chain: &[CertificateDer<'_>], now: OffsetDateTime) -> Option<i64> {
+        let now = now.unix_timestamp();
+        let chain_terms = chain.iter().flat_map(|c| match X509Certificate::from_der(c.as_ref()) {
+            Ok((_, cert)) => {
+                let validity = cert.validity();
+                vec![
+                    validity.not_before.timestamp(),
+                    validity.not_after.timestamp().saturating_add(1),
+                ]
+            }
+            Err(_) => Vec::new(),
+        });
+        let anchors_next = self.deadlines.iter().copied().find(|&t| t > now);
+        chain_terms.filter(|&t| t > now).chain(anchors_next).min()
     }
 
     /// All `cf.tls_client_auth.*` and `portcullis.tls_client_auth.*` values for `chain` at `now`.

@@ -84,7 +84,8 @@ pub(crate) struct HeaderCert {
 
 struct Cached {
     generation: u64,
-    /// Until when the verification holds: [`KEEP`], or the certificate's expiry if sooner.
+    /// Until when the verification holds: [`KEEP`], or sooner when it may change (see
+    /// [`portcullis_pki::Verifier::recheck_at`]).
     until: Instant,
     cert: Arc<HeaderCert>,
 }
@@ -162,14 +163,11 @@ impl CertHeaderReader {
             }),
             Err(e) => unreadable(&mtls.verifier, e),
         };
-        let keep = match cert.chain.first() {
-            Some(leaf) if cert.facts.cert_verified => portcullis_pki::certificate_not_after(leaf.as_ref())
-                .ok()
-                .map_or(Duration::ZERO, |end| {
-                    Duration::try_from(end - now).unwrap_or(Duration::ZERO).min(KEEP)
-                }),
-            _ => KEEP,
-        };
+        // Until the verdict may change with time (a certificate expires, a CRL goes stale past its grace).
+        let keep = mtls.verifier.recheck_at(&cert.chain, now).map_or(KEEP, |at| {
+            let left = u64::try_from(at.saturating_sub(now.unix_timestamp())).unwrap_or(0);
+            Duration::from_secs(left).min(KEEP)
+        });
         let size = cert.chain.iter().map(|c| c.as_ref().len()).sum::<usize>() + value.len();
         if let Ok(mut cache) = self.cache.lock() {
             if cache.entries.len() >= MAX_CACHED || cache.bytes + size > MAX_CACHED_BYTES {

@@ -4,7 +4,9 @@
 //!
 //! Facts are computed once per connection and recomputed only when a newer snapshot is in
 //! service, so a revocation reaches long-lived HTTP/2 connections at their next request without
-//! re-verifying the chain on every request. Does not decide anything; see `handler`.
+//! re-verifying the chain on every request, or when the verdict may change with time (a certificate
+//! of the chain expires, a CRL goes stale past its grace: [`portcullis_pki::Verifier::recheck_at`]),
+//! so a connection does not outlive its certificate's trust. Does not decide anything; see `handler`.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -38,8 +40,7 @@ pub(crate) struct ConnInfo {
     /// `client_ip` as the value of `X-Forwarded-For` (cloned per request, not parsed and copied).
     pub client_ip_value: http::HeaderValue,
     pub local_port: u16,
-    /// (snapshot generation, facts computed with that snapshot's verifier).
-    facts: Mutex<Option<(u64, Arc<ClientAuthFacts>)>>,
+    facts: Mutex<Option<Cached>>,
     /// The OCSP answer for the certificate, if its CA has an OCSP policy, and the trust anchor (its subject public
     /// key info) whose policy decides what the answer means. Boxed: most connections have none, and every idle
     /// connection pays for this struct's size.
@@ -49,6 +50,15 @@ pub(crate) struct ConnInfo {
     started: Instant,
     active: AtomicUsize,
     last_request_ms: AtomicU64,
+}
+
+/// Facts computed with the verifier of snapshot `generation`, good until Unix time `until` (`None`: for as long as
+/// that snapshot is in service).
+#[derive(Debug)]
+struct Cached {
+    generation: u64,
+    until: Option<i64>,
+    facts: Arc<ClientAuthFacts>,
 }
 
 /// Marks a request in progress until dropped.
@@ -176,10 +186,30 @@ impl ConnInfo {
             return Arc::new(facts.clone());
         };
         let facts = Arc::new(self.with_ocsp(facts.clone(), &mtls.verifier));
-        if let Ok(mut guard) = self.facts.lock() {
-            *guard = Some((generation, facts.clone()));
-        }
+        self.keep(generation, &mtls.verifier, OffsetDateTime::now_utc(), &facts);
         facts
+    }
+
+    /// Keeps `facts`, judged at `now` with `verifier` of snapshot `generation`, until they may change.
+    fn keep(
+        &self,
+        generation: u64,
+        verifier: &portcullis_pki::Verifier,
+        now: OffsetDateTime,
+        facts: &Arc<ClientAuthFacts>,
+    ) {
+        let until = if self.peer_chain.is_empty() {
+            None
+        } else {
+            verifier.recheck_at(&self.peer_chain, now)
+        };
+        if let Ok(mut guard) = self.facts.lock() {
+            *guard = Some(Cached {
+                generation,
+                until,
+                facts: facts.clone(),
+            });
+        }
     }
 
     /// `facts` with the connection's OCSP answer applied (see [`apply_ocsp`]).
@@ -202,9 +232,7 @@ impl ConnInfo {
             Some(mtls) if verified && mtls.mode.verifies_at_handshake() => {
                 let facts =
                     Arc::new(self.with_ocsp(mtls.verifier.client_auth_accepted(&self.peer_chain), &mtls.verifier));
-                if let Ok(mut guard) = self.facts.lock() {
-                    *guard = Some((snapshot.generation, facts.clone()));
-                }
+                self.keep(snapshot.generation, &mtls.verifier, OffsetDateTime::now_utc(), &facts);
                 facts
             }
             _ => self.facts(snapshot, host),
@@ -218,21 +246,25 @@ impl ConnInfo {
             return absent();
         };
         if let Ok(guard) = self.facts.lock()
-            && let Some((generation, facts)) = guard.as_ref()
-            && *generation == snapshot.generation
+            && let Some(cached) = guard.as_ref()
+            && cached.generation == snapshot.generation
+            && cached.until.is_none_or(|until| unix_now() < until)
         {
-            return facts.clone();
+            return cached.facts.clone();
         }
         // Computed outside the lock: concurrent streams may both compute once, which is harmless.
-        let facts = Arc::new(self.with_ocsp(
-            mtls.verifier.client_auth(&self.peer_chain, OffsetDateTime::now_utc()),
-            &mtls.verifier,
-        ));
-        if let Ok(mut guard) = self.facts.lock() {
-            *guard = Some((snapshot.generation, facts.clone()));
-        }
+        let now = OffsetDateTime::now_utc();
+        let facts = Arc::new(self.with_ocsp(mtls.verifier.client_auth(&self.peer_chain, now), &mtls.verifier));
+        self.keep(snapshot.generation, &mtls.verifier, now, &facts);
         facts
     }
+}
+
+/// The Unix time in seconds (0 for a clock before 1970, which makes kept facts last until it is set right).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// `facts` with an OCSP answer (`outcome`, for the anchor with `anchor_key`) applied under the policy `verifier` has

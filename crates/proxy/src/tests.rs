@@ -745,6 +745,37 @@ async fn revocation_reaches_an_open_http2_connection() {
     assert_eq!(proxy.events.events()[0].mtls_status, "revoked");
 }
 
+/// A connection's facts are kept per snapshot, but not past its certificate's expiry: a client whose certificate
+/// expires while its HTTP/2 connection stays open is not trusted for its next request (NGINX and HAProxy judge only
+/// at the handshake).
+#[tokio::test]
+async fn an_open_connection_is_not_trusted_past_its_certificates_expiry() {
+    let w = world().await;
+    let proxy = start_proxy(build_snapshot(
+        1,
+        &w.server,
+        w.origin,
+        vec![HostSpec::new("api.test", &w.ca)],
+    ))
+    .await;
+    // Valid for three more seconds: issued "a day ago" for one day.
+    let cert = issue_at(
+        &w.ca,
+        "expiring",
+        SubjectAltNames::default(),
+        &IssueOptions {
+            validity_days: 1,
+            ..IssueOptions::default()
+        },
+        OffsetDateTime::now_utc() - time::Duration::days(1) + time::Duration::seconds(3),
+    );
+    let mut c = h2(&proxy, &w.server, "api.test", Some(&cert)).await;
+    assert_eq!(c.get("api.test", "/api").await.0, StatusCode::OK);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(c.get("api.test", "/api").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(proxy.events.events()[0].mtls_status, "expired");
+}
+
 /// Resumption skips the handshake's certificate check, so under `require` a resumed session whose
 /// certificate has expired since must be refused like a full handshake would be.
 #[tokio::test]
