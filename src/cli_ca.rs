@@ -102,7 +102,9 @@ pub enum CaCommand {
     /// `off` (the default): a CRL past its nextUpdate stays in use, so that stale revocation data cannot take the
     /// edge down (the expiry metrics and alerts show it). SECONDS (0 to 2592000): that long past a CRL's
     /// nextUpdate, the edge trusts none of the CA's certificates until a newer CRL arrives, nor any while a
-    /// certificate of the bundle that clients' paths end at has no CRL (OpenSSL's "CRL has expired").
+    /// certificate of the bundle on clients' paths (the CA that issued them and every CA above it in the bundle,
+    /// the root included) has no CRL (OpenSSL's "CRL has expired", "unable to get certificate CRL"). Connections
+    /// already open are judged again at their next request.
     CrlGrace {
         /// The uploaded CA's id (see `ca list-uploaded`).
         id: String,

@@ -499,9 +499,10 @@ pub async fn delete_revocation(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CrlGrace {
-    /// `null`: a CRL past its `nextUpdate` stays in use (the default: stale revocation data must not take the edge
-    /// down). 0 to 2,592,000 (30 days): that many seconds past it, the edge trusts none of this CA's certificates
-    /// until a newer CRL arrives, nor any while a certificate of the bundle that clients' paths end at has no CRL.
+    /// `null` or absent: a CRL past its `nextUpdate` stays in use (the default: stale revocation data must not take
+    /// the edge down). 0 to 2,592,000 (30 days): that many seconds past it, the edge trusts none of this CA's
+    /// certificates until a newer CRL arrives, nor any while a certificate of the bundle on clients' paths (the CA
+    /// that issued them and every CA above it in the bundle, the root included) has no CRL.
     pub grace_seconds: Option<i64>,
 }
 

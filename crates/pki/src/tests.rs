@@ -1547,9 +1547,13 @@ fn stale_crls_count_for_every_copy_of_a_ca_for_the_root_above_and_for_pinned_cer
     );
     let v = bundle(fresh(&root_issuer), Some(3600));
     assert!(v.verify(&chain, t).is_trusted());
-    // Judged again when the root's CRL goes stale past its grace, sooner than when the leaf expires.
+    // Judged again when the root's CRL goes stale past its grace, sooner than when the leaf expires: trusted
+    // up to that second, not at it.
     let crl_deadline = (t + Duration::hours(1)).unix_timestamp() + 3600 + 1;
     assert_eq!(v.recheck_at(&chain, t), Some(crl_deadline));
+    let at = |unix: i64| OffsetDateTime::from_unix_timestamp(unix).unwrap();
+    assert!(v.verify(&chain, at(crl_deadline - 1)).is_trusted());
+    assert_eq!(v.verify(&chain, at(crl_deadline)).reason, "FAILED:CRL has expired");
     let without_grace = bundle(fresh(&root_issuer), None);
     let leaf_end = (t + Duration::days(10)).unix_timestamp() + 1;
     assert_eq!(without_grace.recheck_at(&chain, t), Some(leaf_end));

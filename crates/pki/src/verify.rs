@@ -13,8 +13,8 @@
 //! bundle is an anchor, so a bundle's intermediate revokes its leaves with its own CRL, and an anchor that the CRL
 //! of its own issuer (another anchor) lists revokes everything under it. CRL signatures are
 //! checked once, when added, and CRL `nextUpdate` is not enforced unless asked for
-//! ([`VerifierBuilder::require_fresh_crl`]: then for the anchor a path ends at, every copy of it counting, and on a
-//! path carried up to a root, for the root and the bundle's CAs on the way). The anchor a path ends at must be within its
+//! ([`VerifierBuilder::require_fresh_crl`]: then for the anchor a path ends at, every copy of it counting, and for
+//! the anchors above it, such as the root above a bundle's intermediate). The anchor a path ends at must be within its
 //! validity period, allow client authentication by its extended key usage and have no more CAs below it than its
 //! path length constraint allows (webpki checks these on the rest of the path only). A path that ends at an
 //! intermediate of an uploaded bundle whose issuer is an anchor too must also reach a root through the bundle, so
@@ -127,6 +127,20 @@ enum CrlFreshness {
     Until(i64),
     /// Never: a fresh CRL is required and none was added.
     NoCrl,
+}
+
+impl CrlFreshness {
+    /// The one of the two that stops trusting first.
+    fn stricter(self, other: CrlFreshness) -> CrlFreshness {
+        match (self, other) {
+            (CrlFreshness::NoCrl, _) | (_, CrlFreshness::NoCrl) => CrlFreshness::NoCrl,
+            (CrlFreshness::Until(a), CrlFreshness::Until(b)) => CrlFreshness::Until(a.min(b)),
+            (CrlFreshness::Until(a), CrlFreshness::Always) | (CrlFreshness::Always, CrlFreshness::Until(a)) => {
+                CrlFreshness::Until(a)
+            }
+            (CrlFreshness::Always, CrlFreshness::Always) => CrlFreshness::Always,
+        }
+    }
 }
 
 /// Collects trust anchors, CRLs and revoked serials, then builds a [`Verifier`].
@@ -309,7 +323,7 @@ impl VerifierBuilder {
         let in_force: Vec<AnchorTerms> = ders.iter().map(|der| AnchorTerms::of(der)).collect();
         // A CA uploaded twice (or renewed with the same key) is one CA: add_crl gave its CRLs to the first copy,
         // and the strictest grace any copy asks for holds for all of them.
-        let crl_fresh: Vec<CrlFreshness> = (0..anchors.len())
+        let own_crl: Vec<CrlFreshness> = (0..anchors.len())
             .map(|i| {
                 let same = (0..anchors.len()).filter(|&j| same_anchor(&anchors[i], &anchors[j]));
                 let grace = same.clone().filter_map(|j| crl_fresh[j].0).min();
@@ -319,6 +333,24 @@ impl VerifierBuilder {
                     (Some(grace), Some(Some(next_update))) => CrlFreshness::Until(next_update.saturating_add(grace)),
                     (Some(_), None) => CrlFreshness::NoCrl,
                 }
+            })
+            .collect();
+        // A path that ends at an anchor also rests on the CRLs of the anchors above it (the root above a bundle's
+        // intermediate, and the bundle's CAs in between), whichever copies of them the client sends: each anchor
+        // is held to the stalest of its own and its ancestors'.
+        let crl_fresh: Vec<CrlFreshness> = (0..anchors.len())
+            .map(|i| {
+                let mut seen = vec![false; anchors.len()];
+                let mut todo = vec![i];
+                let mut fresh = CrlFreshness::Always;
+                while let Some(j) = todo.pop() {
+                    if std::mem::replace(&mut seen[j], true) {
+                        continue;
+                    }
+                    fresh = fresh.stricter(own_crl[j]);
+                    todo.extend(&parents[j]);
+                }
+                fresh
             })
             .collect();
         let mut deadlines: Vec<i64> = crl_fresh
@@ -796,17 +828,8 @@ impl Verifier {
             None,
             None,
         ) {
-            Ok(path) => self.anchor_refusal(&path, now).or_else(|| {
-                // The root's CRL, and those of the bundle's CAs on the way up, vouch for the path too.
-                let on_the_way = path.intermediate_certificates().filter_map(|c| {
-                    let der = c.der();
-                    self.ders.iter().position(|d| d.as_slice() == der.as_ref())
-                });
-                self.anchor_index(path.anchor())
-                    .into_iter()
-                    .chain(on_the_way)
-                    .find_map(|i| self.stale_crl(i, now))
-            }),
+            // The CRLs of the root and of the CAs on the way up count already: see `crl_fresh` in `build`.
+            Ok(path) => self.anchor_refusal(&path, now),
             Err(err) => Some(failure(&err, chain)),
         }
     }

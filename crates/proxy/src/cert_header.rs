@@ -155,7 +155,7 @@ impl CertHeaderReader {
         {
             return hit.cert.clone();
         }
-        let now = OffsetDateTime::now_utc();
+        let (now, now_instant) = (OffsetDateTime::now_utc(), Instant::now());
         let cert = match decode(value, chain_value) {
             Ok(chain) => Arc::new(HeaderCert {
                 facts: Arc::new(mtls.verifier.client_auth(&chain, now)),
@@ -165,8 +165,11 @@ impl CertHeaderReader {
         };
         // Until the verdict may change with time (a certificate expires, a CRL goes stale past its grace).
         let keep = mtls.verifier.recheck_at(&cert.chain, now).map_or(KEEP, |at| {
-            let left = u64::try_from(at.saturating_sub(now.unix_timestamp())).unwrap_or(0);
-            Duration::from_secs(left).min(KEEP)
+            OffsetDateTime::from_unix_timestamp(at)
+                .ok()
+                .and_then(|at| Duration::try_from(at - now).ok())
+                .unwrap_or(Duration::ZERO)
+                .min(KEEP)
         });
         let size = cert.chain.iter().map(|c| c.as_ref().len()).sum::<usize>() + value.len();
         if let Ok(mut cache) = self.cache.lock() {
@@ -178,7 +181,7 @@ impl CertHeaderReader {
                 key,
                 Cached {
                     generation,
-                    until: Instant::now() + keep,
+                    until: now_instant + keep,
                     cert: cert.clone(),
                 },
             );

@@ -186,23 +186,30 @@ impl ConnInfo {
             return Arc::new(facts.clone());
         };
         let facts = Arc::new(self.with_ocsp(facts.clone(), &mtls.verifier));
-        self.keep(generation, &mtls.verifier, OffsetDateTime::now_utc(), &facts);
+        // The facts were judged before the responder was asked, which may have taken seconds: they hold only
+        // until the time already kept with them.
+        let kept = self
+            .facts
+            .lock()
+            .ok()
+            .and_then(|guard| guard.as_ref().filter(|c| c.generation == generation).map(|c| c.until));
+        // None kept (a poisoned lock): judged again at the next request.
+        let until = kept.unwrap_or(Some(i64::MIN));
+        self.keep(generation, until, &facts);
         facts
     }
 
-    /// Keeps `facts`, judged at `now` with `verifier` of snapshot `generation`, until they may change.
-    fn keep(
-        &self,
-        generation: u64,
-        verifier: &portcullis_pki::Verifier,
-        now: OffsetDateTime,
-        facts: &Arc<ClientAuthFacts>,
-    ) {
-        let until = if self.peer_chain.is_empty() {
+    /// Until when facts judged at `judged_at` with `verifier` hold (see [`portcullis_pki::Verifier::recheck_at`]).
+    fn until(&self, verifier: &portcullis_pki::Verifier, judged_at: OffsetDateTime) -> Option<i64> {
+        if self.peer_chain.is_empty() {
             None
         } else {
-            verifier.recheck_at(&self.peer_chain, now)
-        };
+            verifier.recheck_at(&self.peer_chain, judged_at)
+        }
+    }
+
+    /// Keeps `facts`, computed with the verifier of snapshot `generation`, until Unix time `until`.
+    fn keep(&self, generation: u64, until: Option<i64>, facts: &Arc<ClientAuthFacts>) {
         if let Ok(mut guard) = self.facts.lock() {
             *guard = Some(Cached {
                 generation,
@@ -225,14 +232,20 @@ impl ConnInfo {
     /// `verify_if_given`, the handshake has just verified the chain with the same verifier and
     /// refused anything untrusted, expired or revoked, so it is not verified again. A resumed
     /// session is verified here: resumption skips the handshake's check, and the certificate may
-    /// have been revoked since.
-    pub(crate) fn facts_at_handshake(&self, snapshot: &Snapshot, host: &Host, full: bool) -> Arc<ClientAuthFacts> {
+    /// have been revoked since. `handshake_began`: a time no later than the handshake's check.
+    pub(crate) fn facts_at_handshake(
+        &self,
+        snapshot: &Snapshot,
+        host: &Host,
+        full: bool,
+        handshake_began: OffsetDateTime,
+    ) -> Arc<ClientAuthFacts> {
         let verified = full && !self.peer_chain.is_empty();
         match &host.mtls {
             Some(mtls) if verified && mtls.mode.verifies_at_handshake() => {
                 let facts =
                     Arc::new(self.with_ocsp(mtls.verifier.client_auth_accepted(&self.peer_chain), &mtls.verifier));
-                self.keep(snapshot.generation, &mtls.verifier, OffsetDateTime::now_utc(), &facts);
+                self.keep(snapshot.generation, self.until(&mtls.verifier, handshake_began), &facts);
                 facts
             }
             _ => self.facts(snapshot, host),
@@ -255,7 +268,7 @@ impl ConnInfo {
         // Computed outside the lock: concurrent streams may both compute once, which is harmless.
         let now = OffsetDateTime::now_utc();
         let facts = Arc::new(self.with_ocsp(mtls.verifier.client_auth(&self.peer_chain, now), &mtls.verifier));
-        self.keep(snapshot.generation, &mtls.verifier, now, &facts);
+        self.keep(snapshot.generation, self.until(&mtls.verifier, now), &facts);
         facts
     }
 }

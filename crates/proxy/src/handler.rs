@@ -296,10 +296,10 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
             cert_fingerprint_sha256: facts.cert_fingerprint_sha256.clone(),
             cert_serial: facts.cert_serial.clone(),
         };
-    // `require` and `verify_if_given` refuse at the handshake what they refuse (OCSP's answer included); a front
-    // proxy's header is judged here, by the same measure, with a 403 (or a gRPC status).
-    if header_cert.is_some()
-        && let Some(mtls) = &host.mtls
+    // `require` and `verify_if_given` refuse at the handshake what they refuse (OCSP's answer included). A front
+    // proxy's header is judged here by the same measure, with a 403 (or a gRPC status), and so is a connection's
+    // certificate that has lost trust since its handshake (revoked, expired, its CA's CRL stale past its grace).
+    if let Some(mtls) = &host.mtls
         && !mtls.mode.admits(&facts)
     {
         let grpc = grpc_call(req.headers(), req.uri().path()).is_some();

@@ -461,6 +461,7 @@ async fn handshake(
         return None;
     };
     let config = host.server_configs.for_suites(start.client_hello().cipher_suites());
+    let handshake_began = time::OffsetDateTime::now_utc();
     let handshake = timeout_at(deadline, start.into_stream(config)).await;
     // Taken whatever the outcome, so that it can never be attributed to a later handshake.
     let refused_cert = tls::take_refused_cert();
@@ -493,7 +494,7 @@ async fn handshake(
         local_port,
     ));
     // Verify once now, so the first request does not pay for it.
-    let mut facts = conn.facts_at_handshake(&snapshot, &host, !resumed);
+    let mut facts = conn.facts_at_handshake(&snapshot, &host, !resumed, handshake_began);
     let generation = snapshot.generation;
     // Not held while waiting for a responder.
     drop(snapshot);
