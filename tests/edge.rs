@@ -1274,24 +1274,6 @@ fn crls_fetched_from_a_url_revoke_at_the_edge_and_old_ones_are_refused() {
         serde_json::from_str(&ok(&server.cli(&["ca", "list-uploaded", "--json"]))).expect("json");
     let ca_id = uploaded[0]["id"].as_str().expect("id").to_owned();
     ok(&server.cli(&["mtls", "enable", "localhost", "--ca", &ca_id]));
-    let mut serials = Vec::new();
-    for name in ["laptop", "stolen"] {
-        let request = GeneratedKeyRequest {
-            subject: SubjectFields {
-                common_name: name.to_owned(),
-                ..SubjectFields::default()
-            },
-            ..GeneratedKeyRequest::default()
-        };
-        let options = IssueOptions {
-            validity_days: 30,
-            ..IssueOptions::default()
-        };
-        let issued = ca.issue_with_generated_key(&request, &options, now).expect("issued");
-        std::fs::write(dir.join(format!("{name}.pem")), &issued.record.certificate).expect("write");
-        std::fs::write(dir.join(format!("{name}.key")), issued.private_key_pem.as_bytes()).expect("write");
-        serials.push(portcullis_pki::hex_decode(&issued.record.serial_number).expect("hex"));
-    }
     let crl = |number: u64, age_hours: i64, revoked: &[Vec<u8>]| {
         let this_update = now - time::Duration::hours(age_hours);
         ca.build_crl(
@@ -1312,8 +1294,34 @@ fn crls_fetched_from_a_url_revoke_at_the_edge_and_old_ones_are_refused() {
         .expect("crl")
     };
     let (port, served) = crate::support::file_server(200, crl(1, 2, &[]).der().to_vec());
-    let out = ok(&server.cli(&["ca", "crl-urls", &ca_id, &format!("http://127.0.0.1:{port}/pki.crl")]));
-    assert!(out.contains("CRLs are fetched from http://127.0.0.1:"), "{out}");
+    let crl_url = format!("http://127.0.0.1:{port}/pki.crl");
+    let mut serials = Vec::new();
+    for name in ["laptop", "stolen"] {
+        let request = GeneratedKeyRequest {
+            subject: SubjectFields {
+                common_name: name.to_owned(),
+                ..SubjectFields::default()
+            },
+            ..GeneratedKeyRequest::default()
+        };
+        let options = IssueOptions {
+            validity_days: 30,
+            crl_distribution_point: Some(crl_url.clone()),
+            ..IssueOptions::default()
+        };
+        let issued = ca.issue_with_generated_key(&request, &options, now).expect("issued");
+        std::fs::write(dir.join(format!("{name}.pem")), &issued.record.certificate).expect("write");
+        std::fs::write(dir.join(format!("{name}.key")), issued.private_key_pem.as_bytes()).expect("write");
+        serials.push(portcullis_pki::hex_decode(&issued.record.serial_number).expect("hex"));
+    }
+    // The URL is taken from a client certificate's CRL distribution point; a certificate naming none is refused.
+    let out = server.cli(&["ca", "crl-urls", &ca_id, "--from-cert", "pki-ca.pem"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("names no http:// or https:// CRL distribution point"),
+        "{out:?}"
+    );
+    let out = ok(&server.cli(&["ca", "crl-urls", &ca_id, "--from-cert", "laptop.pem"]));
+    assert!(out.contains(&format!("CRLs are fetched from {crl_url}")), "{out}");
     let source = || {
         let table = ok(&server.cli(&["ca", "list-uploaded"]));
         table

@@ -214,6 +214,41 @@ pub fn issued_certificate(cert: &[u8], bundle: &[u8]) -> Result<IssuedCertificat
     })
 }
 
+/// The `http://` and `https://` URLs that the CRL distribution points of the certificates in `pem_or_der` (PEM, one or
+/// more, or one DER certificate) name, in order, without repeats: where the CRL of each one's issuer is published
+/// (RFC 5280 4.2.1.13). A client certificate's points name its CA's CRL; a bundle intermediate's, its root's. Other
+/// schemes (`ldap://`) and relative names are left out: the server fetches over HTTP only. Nothing is fetched or
+/// trusted here; the caller decides whether to fetch from them.
+pub fn crl_distribution_points(pem_or_der: &[u8]) -> Result<Vec<String>> {
+    use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
+    let mut urls: Vec<String> = Vec::new();
+    for der in pem::certificates_from_pem_or_der(pem_or_der)? {
+        let (_, cert) = X509Certificate::from_der(&der).map_err(|e| PkiError::Certificate(e.to_string()))?;
+        for ext in cert.extensions() {
+            let ParsedExtension::CRLDistributionPoints(points) = ext.parsed_extension() else {
+                continue;
+            };
+            for point in points.iter() {
+                let Some(DistributionPointName::FullName(names)) = &point.distribution_point else {
+                    continue;
+                };
+                for name in names {
+                    if let GeneralName::URI(uri) = name
+                        && ["http://", "https://"].iter().any(|scheme| {
+                            uri.len() > scheme.len()
+                                && uri.get(..scheme.len()).is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+                        })
+                        && !urls.iter().any(|u| u == uri)
+                    {
+                        urls.push((*uri).to_owned());
+                    }
+                }
+            }
+        }
+    }
+    Ok(urls)
+}
+
 /// When the first certificate of `pem_or_der` expires: for expiry metrics.
 pub fn certificate_not_after(pem_or_der: &[u8]) -> Result<OffsetDateTime> {
     certificate_validity(pem_or_der).map(|(_, not_after)| not_after)

@@ -40,7 +40,7 @@ mod tests;
 
 pub use byoca::{
     MtlsCertificateRecord, UploadedCa, UploadedCrl, certificate_not_after, certificate_validity, check_crl_for_ca,
-    check_crls_for_bundle, crl_next_update, parse_ca_bundle,
+    check_crls_for_bundle, crl_distribution_points, crl_next_update, parse_ca_bundle,
 };
 pub use ca::{
     CaParams, CertificateAuthorityRef, ClientCertificateRecord, GeneratedKeyRequest, IssueOptions, IssuedCertificate,

@@ -1581,3 +1581,34 @@ fn stale_crls_count_for_every_copy_of_a_ca_for_the_root_above_and_for_pinned_cer
     assert!(pinned_verifier(None).is_trusted());
     assert_eq!(pinned_verifier(Some(0)).reason, "FAILED:unable to get certificate CRL");
 }
+
+#[test]
+fn crl_distribution_points_name_http_urls_only() {
+    use rcgen::{CertificateParams, CrlDistributionPoint, DnType, KeyPair};
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, "device");
+    p.crl_distribution_points = vec![
+        CrlDistributionPoint {
+            uris: vec![
+                "ldap://ldap.example/cn=CA,dc=example?certificateRevocationList".into(),
+                "http://crl.example/ca.crl".into(),
+            ],
+        },
+        CrlDistributionPoint {
+            uris: vec!["HTTPS://crl.example/b.crl".into(), "http://crl.example/ca.crl".into()],
+        },
+    ];
+    let with = p.self_signed(&key).unwrap();
+    let without = CertificateParams::new(vec!["plain.test".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let both = format!("{}{}", without.pem(), with.pem());
+    assert_eq!(
+        crate::crl_distribution_points(both.as_bytes()).unwrap(),
+        ["http://crl.example/ca.crl", "HTTPS://crl.example/b.crl"]
+    );
+    assert!(crate::crl_distribution_points(without.der()).unwrap().is_empty());
+    assert!(crate::crl_distribution_points(b"not a certificate").is_err());
+}
