@@ -725,22 +725,25 @@ fn shared_types_are_send_and_sync() {
 
 /// A bundle of a root and its intermediate, leaves issued by the intermediate: the intermediate's CRL is accepted
 /// with the root's in one upload, and revokes the leaf it lists (and no other).
+/// rcgen parameters of a CA named `cn` that signs certificates and CRLs, valid from a day before `t` to 30 days after.
+fn crl_signing_ca_params(cn: &str, t: OffsetDateTime) -> rcgen::CertificateParams {
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    p.not_before = t - Duration::days(1);
+    p.not_after = t + Duration::days(30);
+    p
+}
+
 #[test]
 fn a_bundles_intermediate_revokes_its_leaves_with_its_own_crl() {
     use rcgen::{
-        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-        Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
+        CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyIdMethod,
+        KeyPair, RevokedCertParams, SerialNumber,
     };
     let t = now();
-    let ca_params = |cn: &str| {
-        let mut p = CertificateParams::default();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        p.not_before = t - Duration::days(1);
-        p.not_after = t + Duration::days(30);
-        p
-    };
+    let ca_params = |cn: &str| crl_signing_ca_params(cn, t);
     let root_key = KeyPair::generate().unwrap();
     let root = ca_params("Partner Root").self_signed(&root_key).unwrap();
     let root_issuer = Issuer::new(ca_params("Partner Root"), &root_key);
@@ -1458,19 +1461,11 @@ fn a_stale_crl_fails_closed_only_when_asked_after_its_grace() {
 #[test]
 fn stale_crls_count_for_every_copy_of_a_ca_for_the_root_above_and_for_pinned_certificates() {
     use rcgen::{
-        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-        Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, SerialNumber,
+        CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyIdMethod,
+        KeyPair, SerialNumber,
     };
     let t = now();
-    let ca_params = |cn: &str| {
-        let mut p = CertificateParams::default();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        p.not_before = t - Duration::days(1);
-        p.not_after = t + Duration::days(30);
-        p
-    };
+    let ca_params = |cn: &str| crl_signing_ca_params(cn, t);
     let root_key = KeyPair::generate().unwrap();
     let root = ca_params("Fresh Root").self_signed(&root_key).unwrap();
     let root_issuer = Issuer::new(ca_params("Fresh Root"), &root_key);
