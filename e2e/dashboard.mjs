@@ -471,6 +471,32 @@ try {
   await page.locator("#crl-dialog[open]").waitFor();
   assert.equal(await crlDialog.getByLabel("Responder URL").inputValue(), "http://ocsp.corp.example/");
   await shot("04c-byoca-ocsp");
+  // Failing closed on out-of-date CRLs: more than 30 days is refused with the reason; two hours are kept and shown;
+  // then off again.
+  const grace = crlDialog.getByLabel(/hours past a CRL's next update/);
+  assert.equal(await grace.inputValue(), "");
+  provoke({ status: 400, url: /\/mtls_certificates\/[^/]+\/crl_grace$/ });
+  provoke({ text: /0 to 2592000 seconds/ });
+  await grace.fill("1000");
+  await crlDialog.getByRole("button", { name: "Save grace" }).click();
+  await crlDialog.locator(".dialog-error", { hasText: "0 to 2592000 seconds" }).waitFor();
+  await grace.fill("2");
+  await crlDialog.getByRole("button", { name: "Save grace" }).click();
+  await crlDialog.waitFor({ state: "hidden" });
+  await page.locator("#toast", { hasText: "Certificates are refused 2 h after a CRL's next update" }).waitFor();
+  await byoca.locator(".badge", { hasText: "fails closed +2 h" }).waitFor();
+  await byoca.getByRole("button", { name: "Revocation" }).click();
+  await page.locator("#crl-dialog[open]").waitFor();
+  assert.equal(await grace.inputValue(), "2");
+  await shot("04e-byoca-crl-grace");
+  await grace.fill("");
+  await crlDialog.getByRole("button", { name: "Save grace" }).click();
+  await crlDialog.waitFor({ state: "hidden" });
+  await page.locator("#toast", { hasText: "Out-of-date CRLs stay in use" }).waitFor();
+  // The table is reloaded after the toast: wait for the badge to go rather than count it once.
+  await byoca.locator(".badge", { hasText: "fails closed" }).waitFor({ state: "detached" });
+  await byoca.getByRole("button", { name: "Revocation" }).click();
+  await page.locator("#crl-dialog[open]").waitFor();
   // One certificate of the CA revoked at the edge, listed in the dialog, then taken back.
   const revocations = crlDialog.locator("#edge-revocations");
   await revocations.locator("li", { hasText: "None." }).waitFor();

@@ -79,9 +79,9 @@ pub enum CaCommand {
         id: String,
         /// http:// or https:// URLs, one per CA of the bundle that publishes a CRL.
         urls: Vec<String>,
-        /// Also the URLs named in the CRL distribution points of the certificates in this PEM file: a client
-        /// certificate the CA issued names the CA's CRL, and the bundle itself names those of the CAs above its
-        /// first. Repeatable.
+        /// Add the URLs named in the CRL distribution points of the certificates in this PEM file to those given
+        /// (the list replaces the current one): a client certificate the CA issued names the CA's CRL, and an
+        /// intermediate of the bundle names its root's. Repeatable.
         #[arg(long, value_name = "CERT.pem")]
         from_cert: Vec<PathBuf>,
     },
@@ -260,7 +260,7 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
         CaCommand::Upload { name, file } => {
             let pem = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {} as PEM text", file.display()))?;
-            let id = upload(
+            upload(
                 &api,
                 json,
                 json!({ "ca": true, "certificates": pem, "name": name }),
@@ -268,16 +268,6 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
                 "use it with `portcullis mtls enable HOST --ca",
             )
             .await?;
-            // The bundle's own distribution points name the CRLs of the CAs above its first (its root's).
-            let named = portcullis_pki::crl_distribution_points(pem.as_bytes()).unwrap_or_default();
-            if !json && !named.is_empty() {
-                outln!(
-                    "its certificates name CRLs at {}: have them fetched with `portcullis ca crl-urls {id} --from-cert {} \
-                     --from-cert CLIENT.pem` (a client certificate it issued names its own CRL)",
-                    named.join(", "),
-                    file.display()
-                );
-            }
         }
         CaCommand::UploadClient { name, cert, key } => {
             let read = |path: &PathBuf| {
@@ -561,8 +551,7 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Posts `body` to `mtls_certificates` and reports what was stored, ending with `use_it` and its id (how to use it).
-/// Uploads `body` and tells about it; returns the new id.
-async fn upload(api: &ApiClient, json: bool, body: Value, kind: &str, use_it: &str) -> anyhow::Result<String> {
+async fn upload(api: &ApiClient, json: bool, body: Value, kind: &str, use_it: &str) -> anyhow::Result<()> {
     let account = account_id(api).await?;
     let uploaded = api
         .send(Method::POST, &format!("/accounts/{account}/mtls_certificates"), &body)
@@ -580,7 +569,7 @@ async fn upload(api: &ApiClient, json: bool, body: Value, kind: &str, use_it: &s
             s(&uploaded, "id")
         );
     }
-    Ok(s(&uploaded, "id"))
+    Ok(())
 }
 
 /// Where an uploaded CA's CRLs come from, for `ca list-uploaded`: its URLs with the last fetch's outcome, or

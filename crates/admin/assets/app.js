@@ -916,14 +916,29 @@ async function loadByoca() {
   }
 }
 
-// The revocation column: when the CRLs last changed and, for fetched ones, whether the last fetch worked; and
-// whether OCSP is asked.
+// Seconds as hours for people: "2 h", "0.5 h".
+function hours(seconds) {
+  return `${+(seconds / 3600).toFixed(2)} h`;
+}
+
+// The revocation column: when the CRLs last changed and, for fetched ones, whether the last fetch worked; whether
+// OCSP is asked; and whether out-of-date CRLs fail closed.
 function crlCell(ca) {
   const updated = ca.crl_updated_on ? h("span", {}, `updated ${day(ca.crl_updated_on)}`) : h("span", { class: "muted" }, "none");
   const ocsp =
     ca.ocsp_check && ca.ocsp_check !== "off"
       ? [" ", h("span", { class: "badge badge-ok", title: ca.ocsp_responder ?? "each certificate's responder" }, `OCSP ${ca.ocsp_check}`)]
       : [];
+  if (ca.crl_grace_seconds != null) {
+    ocsp.push(
+      " ",
+      h(
+        "span",
+        { class: "badge badge-warn", title: "none of its certificates is trusted this long after a CRL's next update" },
+        `fails closed +${hours(ca.crl_grace_seconds)}`,
+      ),
+    );
+  }
   if (!ca.crl_urls?.length) return h("td", { class: "crl-cell" }, updated, ...ocsp);
   const state = ca.crl_fetch_error
     ? h("span", { class: "badge badge-danger", title: ca.crl_fetch_error }, "fetch failing")
@@ -965,6 +980,7 @@ function openCrl(ca) {
   $("crl-urls").value = (ca.crl_urls ?? []).join("\n");
   $("ocsp-check").value = ca.ocsp_check ?? "off";
   $("ocsp-responder").value = ca.ocsp_responder ?? "";
+  $("crl-grace").value = ca.crl_grace_seconds == null ? "" : String(+(ca.crl_grace_seconds / 3600).toFixed(4));
   $("crl-result").textContent = ca.crl_updated_on ? `The current CRLs date from ${when(ca.crl_updated_on)}.` : "No CRL yet.";
   $("edge-revocations").replaceChildren();
   openDialog(dialog);
@@ -1099,6 +1115,21 @@ function setupByoca() {
       await api("PUT", `/accounts/${await account()}/mtls_certificates/${crlDialog.dataset.id}/ocsp`, { check, responder });
       crlDialog.close();
       toast(check === "off" ? "OCSP checks are off" : `OCSP checks on (${check} fail)`);
+      await loadByoca();
+    });
+  });
+  $("crl-grace-save").addEventListener("click", (e) => {
+    run(e.currentTarget, async () => {
+      const text = $("crl-grace").value.trim();
+      const grace_seconds = text === "" ? null : Math.round(Number(text) * 3600);
+      if (grace_seconds !== null && !Number.isFinite(grace_seconds)) throw new Error(`${text} is not a number of hours`);
+      await api("PUT", `/accounts/${await account()}/mtls_certificates/${crlDialog.dataset.id}/crl_grace`, { grace_seconds });
+      crlDialog.close();
+      toast(
+        grace_seconds === null
+          ? "Out-of-date CRLs stay in use"
+          : `Certificates are refused ${hours(grace_seconds)} after a CRL's next update`,
+      );
       await loadByoca();
     });
   });

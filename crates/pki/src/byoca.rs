@@ -214,9 +214,10 @@ pub fn issued_certificate(cert: &[u8], bundle: &[u8]) -> Result<IssuedCertificat
     })
 }
 
-/// The `http://` and `https://` URLs that the CRL distribution points of the certificates in `pem_or_der` (PEM, one or
-/// more, or one DER certificate) name, in order, without repeats: where the CRL of each one's issuer is published
-/// (RFC 5280 4.2.1.13). A client certificate's points name its CA's CRL; a bundle intermediate's, its root's. Other
+/// Where the CRL distribution points of the certificates in `pem_or_der` (PEM, one or more, or one DER certificate)
+/// say the CRL of each one's issuer is published (RFC 5280 4.2.1.13): the first `http://` or `https://` name of each
+/// point (the others name the same CRL elsewhere, and fetching both would give two CRLs of one CA), in order,
+/// without repeats. A client certificate's points name its CA's CRL; a bundle intermediate's, its root's. Other
 /// schemes (`ldap://`) and relative names are left out: the server fetches over HTTP only. Nothing is fetched or
 /// trusted here; the caller decides whether to fetch from them.
 pub fn crl_distribution_points(pem_or_der: &[u8]) -> Result<Vec<String>> {
@@ -232,16 +233,21 @@ pub fn crl_distribution_points(pem_or_der: &[u8]) -> Result<Vec<String>> {
                 let Some(DistributionPointName::FullName(names)) = &point.distribution_point else {
                     continue;
                 };
-                for name in names {
-                    if let GeneralName::URI(uri) = name
-                        && ["http://", "https://"].iter().any(|scheme| {
+                let first_http = names.iter().find_map(|name| match name {
+                    GeneralName::URI(uri)
+                        if ["http://", "https://"].iter().any(|scheme| {
                             uri.len() > scheme.len()
                                 && uri.get(..scheme.len()).is_some_and(|s| s.eq_ignore_ascii_case(scheme))
-                        })
-                        && !urls.iter().any(|u| u == uri)
+                        }) =>
                     {
-                        urls.push((*uri).to_owned());
+                        Some(*uri)
                     }
+                    _ => None,
+                });
+                if let Some(uri) = first_http
+                    && !urls.iter().any(|u| u.eq_ignore_ascii_case(uri))
+                {
+                    urls.push(uri.to_owned());
                 }
             }
         }

@@ -1591,7 +1591,10 @@ fn crl_distribution_points_name_http_urls_only() {
             ],
         },
         CrlDistributionPoint {
-            uris: vec!["HTTPS://crl.example/b.crl".into(), "http://crl.example/ca.crl".into()],
+            uris: vec!["HTTPS://crl.example/b.crl".into(), "http://mirror.example/b.crl".into()],
+        },
+        CrlDistributionPoint {
+            uris: vec!["http://CRL.example/ca.crl".into()],
         },
     ];
     let with = p.self_signed(&key).unwrap();
@@ -1606,4 +1609,54 @@ fn crl_distribution_points_name_http_urls_only() {
     );
     assert!(crate::crl_distribution_points(without.der()).unwrap().is_empty());
     assert!(crate::crl_distribution_points(b"not a certificate").is_err());
+}
+
+#[test]
+fn a_root_cross_signed_by_a_ca_that_fails_closed_answers_for_itself() {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
+    let t = now();
+    let x_key = KeyPair::generate().unwrap();
+    let x = crl_signing_ca_params("Root X", t).self_signed(&x_key).unwrap();
+    let x_issuer = Issuer::new(crl_signing_ca_params("Root X", t), &x_key);
+    let y_key = KeyPair::generate().unwrap();
+    let y = crl_signing_ca_params("Root Y", t).self_signed(&y_key).unwrap();
+    let y_issuer = Issuer::new(crl_signing_ca_params("Root Y", t), &y_key);
+    // X's name and key, certified by Y.
+    let x_by_y = crl_signing_ca_params("Root X", t).signed_by(&x_key, &y_issuer).unwrap();
+    let inter_key = KeyPair::generate().unwrap();
+    let inter = crl_signing_ca_params("X Issuing CA", t)
+        .signed_by(&inter_key, &x_issuer)
+        .unwrap();
+    let inter_issuer = Issuer::new(crl_signing_ca_params("X Issuing CA", t), &inter_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, "device");
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.not_before = t - Duration::days(1);
+    p.not_after = t + Duration::days(10);
+    let leaf = p.signed_by(&leaf_key, &inter_issuer).unwrap();
+    let chain = [der(leaf.der())];
+    let verifier = |grace_on_x: bool| {
+        let mut b = VerifierBuilder::new();
+        let xi = b.add_anchor(x.der()).unwrap();
+        b.add_anchor(x_by_y.der()).unwrap();
+        b.add_anchor(inter.der()).unwrap();
+        // Y's own bundle fails closed and has no CRL: its clients are refused, X's are not.
+        let yi = b.add_anchor(y.der()).unwrap();
+        b.require_fresh_crl(yi, 0).unwrap();
+        if grace_on_x {
+            b.require_fresh_crl(xi, 0).unwrap();
+        }
+        b.build()
+    };
+    assert!(
+        verifier(false).verify(&chain, t).is_trusted(),
+        "{:?}",
+        verifier(false).verify(&chain, t)
+    );
+    // The root the path rests on counts when it asks for a CRL itself.
+    assert_eq!(
+        verifier(true).verify(&chain, t).reason,
+        "FAILED:unable to get certificate CRL"
+    );
 }

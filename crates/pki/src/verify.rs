@@ -335,38 +335,6 @@ impl VerifierBuilder {
                 }
             })
             .collect();
-        // A path that ends at an anchor also rests on the CRLs of the anchors above it (the root above a bundle's
-        // intermediate, and the bundle's CAs in between), whichever copies of them the client sends: each anchor
-        // is held to the stalest of its own and its ancestors'.
-        let crl_fresh: Vec<CrlFreshness> = (0..anchors.len())
-            .map(|i| {
-                let mut seen = vec![false; anchors.len()];
-                let mut todo = vec![i];
-                let mut fresh = CrlFreshness::Always;
-                while let Some(j) = todo.pop() {
-                    if std::mem::replace(&mut seen[j], true) {
-                        continue;
-                    }
-                    fresh = fresh.stricter(own_crl[j]);
-                    todo.extend(&parents[j]);
-                }
-                fresh
-            })
-            .collect();
-        let mut deadlines: Vec<i64> = crl_fresh
-            .iter()
-            .filter_map(|f| match f {
-                CrlFreshness::Until(t) => Some(t.saturating_add(1)),
-                _ => None,
-            })
-            .chain(
-                in_force
-                    .iter()
-                    .flat_map(|t| [t.not_before, t.not_after.saturating_add(1)]),
-            )
-            .collect();
-        deadlines.sort_unstable();
-        deadlines.dedup();
         // A top is self-issued or has no issuer among the anchors: a path may end there. Any other anchor is an
         // intermediate of an uploaded bundle whose issuer is trusted too, unless no top is above it (CAs that
         // cross-signed each other, with no root among the anchors): then it is a top itself.
@@ -387,6 +355,49 @@ impl VerifierBuilder {
         let below_a_root: Vec<bool> = (0..anchors.len())
             .map(|i| !top[i] && !(0..anchors.len()).any(|j| top[j] && same_anchor(&anchors[i], &anchors[j])))
             .collect();
+        // A path that ends at a bundle's intermediate also rests on the CRLs of the anchors above it, up to the
+        // roots (the root above it, and the bundle's CAs in between), whichever copies of them the client sends: it
+        // is held to the stalest of its own and theirs. A top's paths end there, so nothing above a top counts (a
+        // root cross-signed by another CA answers for itself, as do CAs that certified each other).
+        let climbed: Vec<CrlFreshness> = (0..anchors.len())
+            .map(|i| {
+                let mut seen = vec![false; anchors.len()];
+                let mut todo = vec![i];
+                let mut fresh = CrlFreshness::Always;
+                while let Some(j) = todo.pop() {
+                    if std::mem::replace(&mut seen[j], true) {
+                        continue;
+                    }
+                    fresh = fresh.stricter(own_crl[j]);
+                    if below_a_root[j] {
+                        todo.extend(&parents[j]);
+                    }
+                }
+                fresh
+            })
+            .collect();
+        // Every copy of a CA answers the same, whichever of them a path is matched to.
+        let crl_fresh: Vec<CrlFreshness> = (0..anchors.len())
+            .map(|i| {
+                (0..anchors.len())
+                    .filter(|&j| same_anchor(&anchors[i], &anchors[j]))
+                    .fold(CrlFreshness::Always, |fresh, j| fresh.stricter(climbed[j]))
+            })
+            .collect();
+        let mut deadlines: Vec<i64> = crl_fresh
+            .iter()
+            .filter_map(|f| match f {
+                CrlFreshness::Until(t) => Some(t.saturating_add(1)),
+                _ => None,
+            })
+            .chain(
+                in_force
+                    .iter()
+                    .flat_map(|t| [t.not_before, t.not_after.saturating_add(1)]),
+            )
+            .collect();
+        deadlines.sort_unstable();
+        deadlines.dedup();
         let roots = anchors
             .iter()
             .zip(&top)

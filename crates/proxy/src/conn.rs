@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -50,6 +50,11 @@ pub(crate) struct ConnInfo {
     started: Instant,
     active: AtomicUsize,
     last_request_ms: AtomicU64,
+    /// Set when the connection's certificate lost the trust its host's mode requires: the connection ends after
+    /// the answer that says so, so that the client connects again (with its renewed certificate) instead of being
+    /// refused on it until it is idle or old enough to be closed.
+    ending: AtomicBool,
+    ending_waker: atomic_waker::AtomicWaker,
 }
 
 /// Facts computed with the verifier of snapshot `generation`, good until Unix time `until` (`None`: for as long as
@@ -142,7 +147,36 @@ impl ConnInfo {
             started: Instant::now(),
             active: AtomicUsize::new(0),
             last_request_ms: AtomicU64::new(0),
+            ending: AtomicBool::new(false),
+            ending_waker: atomic_waker::AtomicWaker::new(),
         }
+    }
+
+    /// Ends the connection once the requests in progress are answered (see `ending`).
+    pub(crate) fn end(&self) {
+        self.ending.store(true, Ordering::Release);
+        self.ending_waker.wake();
+    }
+
+    /// Whether [`ConnInfo::end`] was called.
+    pub(crate) fn is_ending(&self) -> bool {
+        self.ending.load(Ordering::Acquire)
+    }
+
+    /// Resolves once [`ConnInfo::end`] is called.
+    pub(crate) fn ended(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            if self.is_ending() {
+                return Poll::Ready(());
+            }
+            self.ending_waker.register(cx.waker());
+            // Set between the first look and the registration: it woke no one.
+            if self.is_ending() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     /// Counts a request as in progress until the guard drops, without recording its start time

@@ -786,7 +786,12 @@ where
         // the rest of this body (or the reverse) desynchronises the connection, so it ends after this response.
         let body_unasked = lock(&wire).continue_sent == Some(0);
         // Judged by when the request was awaited: no second clock read per request.
-        let keep = keep_alive && !closing && !body_unasked && !*stopping.borrow() && waiting_since < limits.max_age;
+        let keep = keep_alive
+            && !closing
+            && !body_unasked
+            && !*stopping.borrow()
+            && waiting_since < limits.max_age
+            && !conn.is_ending();
         let written = Box::pin(write_response(
             &wire,
             limits.send,

@@ -302,6 +302,10 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
     if let Some(mtls) = &host.mtls
         && !mtls.mode.admits(&facts)
     {
+        if header_cert.is_none() {
+            // The connection's own certificate: a new connection is the client's way to present another one.
+            conn.end();
+        }
         let grpc = grpc_call(req.headers(), req.uri().path()).is_some();
         let resp = block_response(grpc, &facts, None, version);
         shared.events.record(event(

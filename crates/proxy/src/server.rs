@@ -602,6 +602,10 @@ async fn serve_h2(
                 closing = true;
                 served.as_mut().graceful_shutdown();
             }
+            () = conn.ended(), if !closing => {
+                closing = true;
+                served.as_mut().graceful_shutdown();
+            }
             () = tokio::time::sleep_until(idle_at.min(max_age)), if !closing => {
                 if Instant::now() >= max_age || conn.is_idle(idle) {
                     closing = true;

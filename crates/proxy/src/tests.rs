@@ -782,6 +782,16 @@ async fn an_open_connection_is_not_trusted_past_its_certificates_expiry() {
     let events = proxy.events.events();
     assert_eq!(events.len(), 2, "{events:?}");
     assert!(events.iter().all(|e| e.mtls_status == "expired"), "{events:?}");
+    // Under `require` the connection ends after the 403 (GOAWAY), so that the client connects again with its
+    // renewed certificate; under `request` the rules decide each request and the connection stays.
+    for _ in 0..50 {
+        if strict.0.is_closed() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(strict.0.is_closed(), "the connection that lost its trust ended");
+    assert!(!c.0.is_closed());
 }
 
 /// Resumption skips the handshake's certificate check, so under `require` a resumed session whose
