@@ -24,6 +24,7 @@ use time::OffsetDateTime;
 use crate::forward::Body;
 use crate::ocsp::OcspOutcome;
 use crate::snapshot::{Host, Snapshot};
+use crate::unix_now;
 
 /// One accepted TLS connection.
 #[derive(Debug)]
@@ -305,13 +306,6 @@ impl ConnInfo {
         self.keep(snapshot.generation, self.until(&mtls.verifier, now), &facts);
         facts
     }
-}
-
-/// The Unix time in seconds (0 for a clock before 1970, which makes kept facts last until it is set right).
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// `facts` with an OCSP answer (`outcome`, for the anchor with `anchor_key`) applied under the policy `verifier` has

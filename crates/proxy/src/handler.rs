@@ -24,6 +24,7 @@ use crate::ocsp::OcspOutcome;
 use crate::ratelimit::Decision;
 use crate::respond;
 use crate::snapshot::{Host, Snapshot};
+use crate::unix_now;
 
 /// What every connection shares.
 pub(crate) struct Shared {
@@ -99,12 +100,6 @@ pub(crate) fn grpc_call<'a>(headers: &http::HeaderMap, path: &'a str) -> Option<
         // Still gRPC (a block must answer with a gRPC status); just no service/method fields.
         _ => Some(("", "")),
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
 /// What the access log and the metrics say about a request, besides its response.

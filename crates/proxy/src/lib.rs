@@ -55,6 +55,13 @@ pub mod traffic;
 #[cfg(test)]
 mod tests;
 
+/// The Unix time in whole seconds; 0 for a clock set before 1970.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
 pub use cert_header::ClientCertHeader;
 pub use client_ip::ClientIpHeader;
 pub use config::ProxyConfig;

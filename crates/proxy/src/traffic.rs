@@ -11,7 +11,8 @@
 //! independent ones (tests).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::unix_now;
 
 /// Minutes kept.
 pub const MINUTES: usize = 60;
@@ -74,12 +75,6 @@ fn read(cell: &AtomicU64, minute: u64) -> u64 {
 /// The current minute since the Unix epoch, truncated to the 32 bits of a stamp.
 fn minute_of(unix_seconds: i64) -> u64 {
     (u64::try_from(unix_seconds).unwrap_or(0) / 60) & COUNT_MASK
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
 impl Traffic {
