@@ -52,12 +52,13 @@ fn row(e: &Value) -> Vec<String> {
         format!("{} {}", s(e, "method"), s(e, "path")),
         s(e, "client_ip"),
         s(e, "mtls_status"),
+        s(e, "cert_verify_error"),
         s(e, "cert_serial"),
         s(e, "rule_id"),
     ]
 }
 
-const HEADERS: [&str; 9] = [
+const HEADERS: [&str; 10] = [
     "TIME",
     "ACTION",
     "STATUS",
@@ -65,6 +66,7 @@ const HEADERS: [&str; 9] = [
     "REQUEST",
     "CLIENT_IP",
     "MTLS",
+    "VERIFY_ERROR",
     "CERT_SERIAL",
     "RULE",
 ];

@@ -747,6 +747,8 @@ fn to_row(e: portcullis_proxy::SecurityEvent) -> portcullis_store::SecurityEvent
         mtls_status: e.mtls_status.to_owned(),
         cert_fingerprint_sha256: e.cert_fingerprint_sha256,
         cert_serial: e.cert_serial,
+        cert_subject_dn: e.cert_subject_dn,
+        cert_verify_error: e.cert_verify_error,
     }
 }
 

@@ -572,6 +572,14 @@ fn uploaded_ca_certificates_verify_and_expired_ones_are_refused() {
         let events: serde_json::Value = serde_json::from_str(&body).expect("json");
         if events["result"].as_array().is_some_and(|e| !e.is_empty()) {
             assert_eq!(events["result"][0]["action"], "block");
+            // Why, in OpenSSL's words, and whose certificate it was.
+            assert_eq!(events["result"][0]["cert_verify_error"], "certificate has expired");
+            assert!(
+                events["result"][0]["cert_subject_dn"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("CN=")),
+                "{events}"
+            );
             found = true;
             break;
         }

@@ -1616,8 +1616,14 @@ async function eventsPage() {
             h("td", {}, ev.host),
             h("td", { class: "mono nowrap" }, `${ev.method} ${ev.path}`),
             h("td", { class: "mono nowrap" }, ev.client_ip),
-            h("td", {}, statusBadge(ev.mtls_status)),
-            h("td", { class: "mono", title: ev.cert_fingerprint_sha256 || undefined }, ev.cert_fingerprint_sha256 ? `${ev.cert_fingerprint_sha256.slice(0, 16)}…` : "—"),
+            // Why the certificate was not trusted (OpenSSL's words), under the status it led to.
+            h("td", {}, statusBadge(ev.mtls_status), ev.cert_verify_error ? h("div", { class: "muted small verify-error" }, ev.cert_verify_error) : null),
+            h(
+              "td",
+              { class: "mono", title: [ev.cert_subject_dn, ev.cert_fingerprint_sha256].filter(Boolean).join("\n") || undefined },
+              ev.cert_fingerprint_sha256 ? `${ev.cert_fingerprint_sha256.slice(0, 16)}…` : "—",
+              ev.cert_subject_dn ? h("div", { class: "muted small subject" }, ev.cert_subject_dn) : null,
+            ),
             h("td", { title: ev.rule_id ?? undefined }, ev.rule_id ? (ruleNames.get(ev.rule_id) ?? ev.rule_id) : "—"),
           ),
         ),

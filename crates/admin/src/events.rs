@@ -41,6 +41,11 @@ pub struct EventView {
     pub mtls_status: String,
     pub cert_fingerprint_sha256: String,
     pub cert_serial: String,
+    /// The client certificate's subject (RFC 2253); `""` when none was presented.
+    pub cert_subject_dn: String,
+    /// Why the client certificate failed verification, in OpenSSL's words (`certificate has expired`, `unable to
+    /// get local issuer certificate`); `""` when it verified or none was presented.
+    pub cert_verify_error: String,
 }
 
 fn view(e: SecurityEvent) -> EventView {
@@ -57,6 +62,8 @@ fn view(e: SecurityEvent) -> EventView {
         mtls_status: e.mtls_status,
         cert_fingerprint_sha256: e.cert_fingerprint_sha256,
         cert_serial: e.cert_serial,
+        cert_subject_dn: e.cert_subject_dn,
+        cert_verify_error: e.cert_verify_error,
     }
 }
 

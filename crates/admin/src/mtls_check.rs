@@ -6,7 +6,9 @@
 //! - a block rule that tests `cf.tls_client_auth.cert_verified` but not `cert_revoked`: a revoked certificate
 //!   still verifies, so it passes;
 //! - a block rule on client-certificate fields that applies to a hostname without mTLS, where no certificate is
-//!   ever asked for.
+//!   ever asked for;
+//! - a `skip` rule, reading no client-certificate field, placed before the block rules that check certificates on
+//!   an mTLS hostname: the requests it matches there are served whatever certificate they came with.
 //!
 //! Not here: refusing anything (every warned-about setup is legal and sometimes wanted), or rules of other phases.
 
@@ -33,10 +35,12 @@ pub(crate) struct HostView {
     pub mode: TlsClientAuth,
 }
 
-/// An enabled custom rule, compiled.
+/// An enabled custom rule, compiled, in the ruleset's order.
 pub(crate) struct RuleView {
     pub label: String,
     pub block: bool,
+    /// A `skip` that ends the evaluation of the custom rules.
+    pub skips_rules: bool,
     pub program: Program,
 }
 
@@ -124,10 +128,12 @@ fn named(names: &[&str]) -> String {
 /// out once, so the cost is rules × hostnames × pins.
 pub(crate) fn warnings(hosts: &[HostView], rules: &[RuleView]) -> Vec<String> {
     let mut out = Vec::new();
-    let enforcing: Vec<(&RuleView, Scope)> = rules
+    // With each rule's place in the ruleset, for the skips before it.
+    let enforcing: Vec<(usize, &RuleView, Scope)> = rules
         .iter()
-        .filter(|r| r.block && r.program.fields().iter().any(is_cert_field))
-        .map(|r| (r, Scope::of(&r.program)))
+        .enumerate()
+        .filter(|(_, r)| r.block && r.program.fields().iter().any(is_cert_field))
+        .map(|(i, r)| (i, r, Scope::of(&r.program)))
         .collect();
 
     let exact: HashSet<&str> = hosts
@@ -137,11 +143,15 @@ pub(crate) fn warnings(hosts: &[HostView], rules: &[RuleView]) -> Vec<String> {
         .collect();
     let everywhere = enforcing
         .iter()
-        .any(|(_, scope)| matches!(scope, Scope::All | Scope::Unknown));
+        .any(|(_, _, scope)| matches!(scope, Scope::All | Scope::Unknown));
     let unchecked: Vec<&str> = hosts
         .iter()
         .filter(|h| h.mtls && h.mode != TlsClientAuth::Require && !everywhere)
-        .filter(|h| !enforcing.iter().any(|(_, scope)| scope.applies(&h.name, &exact, true)))
+        .filter(|h| {
+            !enforcing
+                .iter()
+                .any(|(_, _, scope)| scope.applies(&h.name, &exact, true))
+        })
         .map(|h| h.name.as_str())
         .collect();
     if !unchecked.is_empty() {
@@ -159,7 +169,7 @@ pub(crate) fn warnings(hosts: &[HostView], rules: &[RuleView]) -> Vec<String> {
         field("cf.tls_client_auth.cert_revoked"),
         field("portcullis.tls_client_auth.cert_status"),
     ];
-    for (rule, scope) in &enforcing {
+    for (_, rule, scope) in &enforcing {
         let reads = rule.program.fields();
         if verified.is_some_and(|v| reads.contains(v)) && !revocation.iter().flatten().any(|f| reads.contains(*f)) {
             out.push(format!(
@@ -184,7 +194,39 @@ pub(crate) fn warnings(hosts: &[HostView], rules: &[RuleView]) -> Vec<String> {
             ));
         }
     }
+
+    // A skip that reads a certificate field is taken to let only clients with one through (`cert_verified and
+    // ip.src in {…}`), and one whose hostnames cannot be read is left alone, as above.
+    for (i, skip) in rules.iter().enumerate() {
+        if !skip.skips_rules || skip.program.fields().iter().any(is_cert_field) {
+            continue;
+        }
+        let scope = Scope::of(&skip.program);
+        let bypassed: Vec<&str> = hosts
+            .iter()
+            .filter(|h| h.mtls && h.mode != TlsClientAuth::Require && scope.applies(&h.name, &exact, false))
+            .filter(|h| {
+                enforcing
+                    .iter()
+                    .any(|(j, _, checks)| *j > i && checks.applies(&h.name, &exact, true))
+            })
+            .map(|h| h.name.as_str())
+            .collect();
+        if !bypassed.is_empty() {
+            out.push(format!(
+                "rule {} skips the remaining custom rules on {} before the block rules there check client                  certificates, and reads no cf.tls_client_auth.* field itself: the requests it matches are served                  with or without a valid certificate. Move it after them, exclude those requests in the block rule                  instead, or add (cf.tls_client_auth.cert_verified and not cf.tls_client_auth.cert_revoked) to it",
+                skip.label,
+                named(&bypassed)
+            ));
+        }
+    }
     out
+}
+
+/// Whether a stored `skip` rule's `action_parameters` skip the remaining custom rules: `"ruleset": "current"`, or
+/// no `phases` (a skip without parameters), as the rules engine reads them.
+fn skips_rules(action: &str, parameters: Option<&serde_json::Value>) -> bool {
+    action == "skip" && parameters.is_none_or(|p| p.get("ruleset").is_some() || p.get("phases").is_none())
 }
 
 /// The warnings for zone `zone_id` as it is stored now, as envelope messages. A rule that no longer compiles (a
@@ -213,10 +255,15 @@ pub(crate) async fn zone_messages(state: &AdminState, zone_id: &str) -> Result<V
         .await?
         .map(|r| r.rules)
         .unwrap_or_default();
-    // Only block rules that name a client-certificate field can enforce anything; the rest are not compiled.
+    // Only block rules that name a client-certificate field can enforce anything, and only skips of the remaining
+    // rules can pass them by; the rest are not compiled.
     let candidates: Vec<_> = stored
         .into_iter()
-        .filter(|r| r.enabled && r.action == "block" && r.expression.contains("tls_client_auth."))
+        .filter(|r| {
+            r.enabled
+                && ((r.action == "block" && r.expression.contains("tls_client_auth."))
+                    || skips_rules(&r.action, r.action_parameters.as_ref()))
+        })
         .collect();
     // Stored rules name lists that exist; no hint is shown from here.
     let lists = crate::rulesets::lists_named_in(
@@ -238,7 +285,8 @@ pub(crate) async fn zone_messages(state: &AdminState, zone_id: &str) -> Result<V
                 };
                 Some(RuleView {
                     label,
-                    block: true,
+                    block: r.action == "block",
+                    skips_rules: skips_rules(&r.action, r.action_parameters.as_ref()),
                     program,
                 })
             })
@@ -303,7 +351,16 @@ mod tests {
         RuleView {
             label: label.into(),
             block: true,
+            skips_rules: false,
             program: portcullis_rules::compile(expression).unwrap(),
+        }
+    }
+
+    fn skip(label: &str, expression: &str) -> RuleView {
+        RuleView {
+            block: false,
+            skips_rules: true,
+            ..rule(label, expression)
         }
     }
 
@@ -416,6 +473,49 @@ mod tests {
             &format!(r#"{GOOD} and http.request.full_uri wildcard "https://a.d.test/*""#),
         );
         assert_eq!(warnings(&hosts, &[uri]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_skip_before_the_certificate_check_is_named() {
+        let hosts = [
+            host("api.test", true, TlsClientAuth::Request),
+            host("strict.test", true, TlsClientAuth::Require),
+            host("www.test", false, TlsClientAuth::Request),
+        ];
+        let check = || rule("check", &format!(r#"{GOOD} and http.host in {{"api.test"}}"#));
+        let health = || skip("health", r#"http.request.uri.path eq "/health""#);
+        let w = warnings(&hosts, &[health(), check()]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("rule health skips the remaining custom rules on api.test before"),
+            "{w:?}"
+        );
+        // After the check, it skips nothing the check would have done.
+        assert_eq!(warnings(&hosts, &[check(), health()]), Vec::<String>::new());
+        // A skip that asks for a valid certificate itself, one limited to another hostname (the `require` one, where
+        // the handshake checks, or one without mTLS), or one that is not a skip of the rules: no warning.
+        let trusted = skip(
+            "trusted",
+            r#"cf.tls_client_auth.cert_verified and ip.src in {10.0.0.0/8}"#,
+        );
+        let elsewhere = skip("elsewhere", r#"http.host in {"strict.test" "www.test"}"#);
+        let mut phases_only = health();
+        phases_only.skips_rules = false;
+        for quiet in [trusted, elsewhere, phases_only] {
+            assert_eq!(warnings(&hosts, &[quiet, check()]), Vec::<String>::new());
+        }
+        // The stored parameters, read as the rules engine reads them.
+        assert!(skips_rules("skip", None));
+        assert!(skips_rules("skip", Some(&serde_json::json!({"ruleset": "current"}))));
+        assert!(skips_rules(
+            "skip",
+            Some(&serde_json::json!({"ruleset": "current", "phases": ["http_ratelimit"]}))
+        ));
+        assert!(!skips_rules(
+            "skip",
+            Some(&serde_json::json!({"phases": ["http_ratelimit"]}))
+        ));
+        assert!(!skips_rules("block", None));
     }
 
     #[test]

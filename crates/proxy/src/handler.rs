@@ -173,6 +173,8 @@ pub(crate) async fn handle(req: Request<RequestBody>, shared: Arc<Shared>, conn:
         mtls_status = facts.map_or("", |f| f.status.as_str()),
         cert_fingerprint_sha256 = facts.map_or("", |f| f.cert_fingerprint_sha256.as_str()),
         cert_serial = facts.map_or("", |f| f.cert_serial.as_str()),
+        cert_subject = observe::truncate(facts.map_or("", |f| f.cert_subject_dn_rfc2253.as_str()), observe::MAX_LOGGED_SUBJECT),
+        verify_error = facts.map_or("", |f| f.verify_error()),
         rule_id = outcome.rule_id.as_deref().unwrap_or(""),
         action = outcome.action,
     );
@@ -290,6 +292,8 @@ async fn decide(req: Request<RequestBody>, shared: &Shared, conn: &Arc<ConnInfo>
             mtls_status: facts.status.as_str(),
             cert_fingerprint_sha256: facts.cert_fingerprint_sha256.clone(),
             cert_serial: facts.cert_serial.clone(),
+            cert_subject_dn: observe::truncate(&facts.cert_subject_dn_rfc2253, observe::MAX_LOGGED_SUBJECT).to_owned(),
+            cert_verify_error: facts.verify_error().to_owned(),
         };
     // `require` and `verify_if_given` refuse at the handshake what they refuse (OCSP's answer included). A front
     // proxy's header is judged here by the same measure, with a 403 (or a gRPC status), and so is a connection's

@@ -24,7 +24,9 @@ pub const HANDSHAKES_TOTAL: &str = "portcullis_handshakes_total";
 /// Successful handshakes that resumed an earlier TLS session (a subset of `result="ok"`), so
 /// a benchmark or an operator can see how many full handshakes the edge really did.
 pub const HANDSHAKES_RESUMED_TOTAL: &str = "portcullis_handshakes_resumed_total";
-/// Client-certificate status, once per connection (`ok|absent|untrusted|notyetvalid|expired|revoked`).
+/// Client certificates by `host` and `status` (`ok|absent|untrusted|notyetvalid|expired|revoked`): once per
+/// handshake that reached a host, accepted or refused (a `require` host's refusals count here too, by the status
+/// that refused them; a missing certificate as `absent`), so an alert can say which hostname's clients fail and why.
 pub const CLIENT_CERT_TOTAL: &str = "portcullis_client_cert_total";
 /// Failed origin requests by host and `kind` (`connect|timeout|protocol`).
 pub const UPSTREAM_ERRORS_TOTAL: &str = "portcullis_upstream_errors_total";
@@ -46,8 +48,8 @@ pub(crate) const MAX_LOGGED_PATH: usize = 1024;
 pub(crate) const MAX_LOGGED_METHOD: usize = 32;
 /// The longest SNI (bytes) written to a log line; DNS names are at most 253.
 const MAX_LOGGED_SNI: usize = 255;
-/// The longest certificate subject (bytes) written to a log line.
-const MAX_LOGGED_SUBJECT: usize = 1024;
+/// The longest certificate subject (bytes) written to a log line or a security event.
+pub(crate) const MAX_LOGGED_SUBJECT: usize = 1024;
 
 /// Registers descriptions (units, help text) with the installed recorder. Optional; call it
 /// once after installing the recorder.
@@ -63,7 +65,10 @@ pub fn describe_metrics() {
         HANDSHAKES_RESUMED_TOTAL,
         "Successful TLS handshakes that resumed a session."
     );
-    metrics::describe_counter!(CLIENT_CERT_TOTAL, "Client-certificate status, once per connection.");
+    metrics::describe_counter!(
+        CLIENT_CERT_TOTAL,
+        "Client-certificate status by host, once per handshake that reached a host, accepted or refused."
+    );
     metrics::describe_counter!(UPSTREAM_ERRORS_TOTAL, "Failed origin requests by host and kind.");
     metrics::describe_counter!(
         ORIGIN_SERVERS_DOWN_TOTAL,
@@ -164,8 +169,8 @@ pub(crate) fn origin_server_down(host: &str) {
     metrics::counter!(ORIGIN_SERVERS_DOWN_TOTAL, "host" => host.to_owned()).increment(1);
 }
 
-pub(crate) fn client_cert(status: &'static str) {
-    metrics::counter!(CLIENT_CERT_TOTAL, "status" => status).increment(1);
+pub(crate) fn client_cert(host: &str, status: &'static str) {
+    metrics::counter!(CLIENT_CERT_TOTAL, "host" => host.to_owned(), "status" => status).increment(1);
 }
 
 pub(crate) fn handshake_ok(resumed: bool) {
@@ -206,6 +211,7 @@ pub(crate) fn handshake_refused(
         cert_subject = truncate(cert.map_or("", |c| c.subject.as_str()), MAX_LOGGED_SUBJECT),
         cert_serial = cert.map_or("", |c| c.serial.as_str()),
         cert_fingerprint_sha256 = cert.map_or("", |c| c.fingerprint_sha256.as_str()),
+        verify_error = cert.map_or("", |c| c.verify_error.as_str()),
         "TLS handshake failed"
     );
 }

@@ -471,6 +471,11 @@ async fn handshake(
             let (reason, detail) = handshake_error(&e);
             // Only our verifier's refusals carry a certificate; never attach one to another failure.
             let cert = refused_cert.filter(|_| reason == "client_cert_invalid");
+            match (&cert, reason) {
+                (Some(cert), _) => observe::client_cert(&host.hostname, cert.status),
+                (None, "client_cert_required") => observe::client_cert(&host.hostname, "absent"),
+                _ => {}
+            }
             observe::handshake_refused(client, sni.as_deref(), reason, &detail, cert.as_ref());
             return None;
         }
@@ -524,6 +529,12 @@ async fn handshake(
                 OcspOutcome::Failed(e) => format!("no OCSP answer for the client certificate: {e}"),
                 other => format!("OCSP says the client certificate is {}", other.label()),
             };
+            let status = if matches!(outcome, OcspOutcome::Revoked) {
+                "revoked"
+            } else {
+                "untrusted"
+            };
+            observe::client_cert(&host.hostname, status);
             observe::handshake_failed(client, sni.as_deref(), "client_cert_invalid", &detail);
             return None;
         }
@@ -533,6 +544,7 @@ async fn handshake(
         // Resumption skips the certificate check; `require` (and `verify_if_given` with a
         // certificate) must still never serve a certificate that a full handshake would refuse
         // now (it expired since the session began).
+        observe::client_cert(&host.hostname, facts.status.as_str());
         observe::handshake_failed(
             client,
             sni.as_deref(),
@@ -545,7 +557,7 @@ async fn handshake(
         return None;
     }
     observe::handshake_ok(resumed);
-    observe::client_cert(facts.status.as_str());
+    observe::client_cert(&host.hostname, facts.status.as_str());
     Some((tls, conn))
 }
 

@@ -712,7 +712,15 @@ async fn cert_from_another_ca_is_blocked() {
     let mut c = h2(&proxy, &w.server, "api.test", Some(&stranger)).await;
     let (status, _, _) = c.get("api.test", "/api").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(proxy.events.events()[0].mtls_status, "untrusted");
+    let event = &proxy.events.events()[0];
+    assert_eq!(event.mtls_status, "untrusted");
+    // Whose certificate, and why it was not trusted, for the operator reading the event.
+    assert_eq!(event.cert_verify_error, "unable to get local issuer certificate");
+    assert_eq!(
+        event.cert_subject_dn,
+        facts_for(&w.ca, &stranger).cert_subject_dn_rfc2253
+    );
+    assert!(event.cert_subject_dn.contains("CN=stranger"), "{event:?}");
 }
 
 #[tokio::test]
@@ -743,6 +751,9 @@ async fn revocation_reaches_an_open_http2_connection() {
     let (status, _, _) = c.get("api.test", "/api").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(proxy.events.events()[0].mtls_status, "revoked");
+    // As Cloudflare has it, a revoked certificate verified (`cert_verified` and `cert_revoked` are both true): the
+    // status says revoked, and there is no verification error.
+    assert_eq!(proxy.events.events()[0].cert_verify_error, "");
 }
 
 /// A connection's facts are kept per snapshot, but not past its certificate's expiry: a client whose certificate

@@ -66,6 +66,10 @@ pub(crate) struct RefusedCert {
     pub subject: String,
     pub serial: String,
     pub fingerprint_sha256: String,
+    /// `untrusted`, `notyetvalid`, `expired` or `revoked`.
+    pub status: &'static str,
+    /// Why, in OpenSSL's words (`unable to get local issuer certificate`, `CRL has expired`).
+    pub verify_error: String,
 }
 
 thread_local! {
@@ -159,6 +163,9 @@ impl ClientCertVerifier for ClientVerifier {
                 subject: facts.cert_subject_dn_rfc2253,
                 serial: facts.cert_serial,
                 fingerprint_sha256: facts.cert_fingerprint_sha256,
+                status: verdict.status.as_str(),
+                // A revoked certificate verified (`SUCCESS`), as Cloudflare has it; its status says why.
+                verify_error: verdict.reason.strip_prefix("FAILED:").unwrap_or("").to_owned(),
             });
         });
         let err = match verdict.status {

@@ -21,8 +21,8 @@ impl Store {
             for e in events {
                 sqlx::query(
                     "INSERT INTO security_events (at, zone_id, host, method, path, client_ip, action, rule_id, \
-                     status_code, mtls_status, cert_fingerprint_sha256, cert_serial) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                     status_code, mtls_status, cert_fingerprint_sha256, cert_serial, cert_subject_dn, cert_verify_error) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 )
                 .bind(e.at)
                 .bind(&e.zone_id)
@@ -36,6 +36,8 @@ impl Store {
                 .bind(&e.mtls_status)
                 .bind(&e.cert_fingerprint_sha256)
                 .bind(&e.cert_serial)
+                .bind(&e.cert_subject_dn)
+                .bind(&e.cert_verify_error)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -63,7 +65,7 @@ impl Store {
             // '' (or 0 for after_id) disables a filter, so one query text serves every combination.
             let rows = sqlx::query(
                 "SELECT id, at, zone_id, host, method, path, client_ip, action, rule_id, status_code, mtls_status, \
-                 cert_fingerprint_sha256, cert_serial FROM security_events \
+                 cert_fingerprint_sha256, cert_serial, cert_subject_dn, cert_verify_error FROM security_events \
                  WHERE ($1 = '' OR zone_id = $1) AND ($2 = '' OR host = $2) AND ($3 = '' OR action = $3) \
                  AND ($4 = '' OR mtls_status = $4) AND id > $5 \
                  ORDER BY id DESC LIMIT $6",
@@ -96,5 +98,7 @@ fn event_from_row(row: &impl RowExt) -> Result<SecurityEvent, StoreError> {
         mtls_status: row.text("mtls_status")?,
         cert_fingerprint_sha256: row.text("cert_fingerprint_sha256")?,
         cert_serial: row.text("cert_serial")?,
+        cert_subject_dn: row.text("cert_subject_dn")?,
+        cert_verify_error: row.text("cert_verify_error")?,
     })
 }

@@ -445,6 +445,10 @@ pub struct SecurityEvent {
     pub mtls_status: String,
     pub cert_fingerprint_sha256: String,
     pub cert_serial: String,
+    /// RFC 2253; `""` when no certificate was presented.
+    pub cert_subject_dn: String,
+    /// Why the certificate failed verification; `""` when it verified or none was presented.
+    pub cert_verify_error: String,
 }
 
 /// Which security events to list.

@@ -1563,6 +1563,12 @@ async fn security_events_are_filtered_and_bounded() {
             mtls_status: "absent".into(),
             cert_fingerprint_sha256: String::new(),
             cert_serial: String::new(),
+            cert_subject_dn: format!("CN=device-{n},O=Acme"),
+            cert_verify_error: if n == 9 {
+                "certificate has expired".into()
+            } else {
+                String::new()
+            },
         };
         let batch: Vec<_> = (0..10)
             .map(|n| event(n, if n % 2 == 0 { "block" } else { "log" }, "a.example"))
@@ -1578,6 +1584,14 @@ async fn security_events_are_filtered_and_bounded() {
         assert_eq!(
             all.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
             ["/p9", "/p8", "/p7", "/p6", "/p5", "/p4"]
+        );
+        assert_eq!(
+            (all[0].cert_subject_dn.as_str(), all[0].cert_verify_error.as_str()),
+            ("CN=device-9,O=Acme", "certificate has expired")
+        );
+        assert_eq!(
+            (all[1].cert_subject_dn.as_str(), all[1].cert_verify_error.as_str()),
+            ("CN=device-8,O=Acme", "")
         );
         let blocks = store
             .list_security_events(&crate::EventFilter {

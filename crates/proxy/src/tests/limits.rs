@@ -590,6 +590,8 @@ async fn access_log_and_failed_handshakes_are_logged() {
     let capture = capture();
     // Callsites first hit before the subscriber was installed may have cached "never".
     tracing::callsite::rebuild_interest_cache();
+    // The metrics recorder, installed before the handshakes it counts.
+    let _ = metric_values();
 
     let w = World {
         ca: managed_ca(),
@@ -632,12 +634,15 @@ async fn access_log_and_failed_handshakes_are_logged() {
     assert_eq!(a["mtls_status"], "ok");
     assert_eq!(a["cert_fingerprint_sha256"], f.cert_fingerprint_sha256);
     assert_eq!(a["cert_serial"], f.cert_serial);
+    assert_eq!(a["cert_subject"], f.cert_subject_dn_rfc2253);
+    assert_eq!(a["verify_error"], "");
     assert_eq!(a["rule_id"], "");
     assert_eq!(a["action"], "allow");
     let b = &access[1];
     assert_eq!(b["protocol"], "HTTP/1.1");
     assert_eq!(b["status"], "403");
     assert_eq!(b["mtls_status"], "absent");
+    assert_eq!((b["cert_subject"].as_str(), b["verify_error"].as_str()), ("", ""));
     assert_eq!(b["rule_id"], "rule0");
     assert_eq!(b["action"], "block");
 
@@ -671,8 +676,20 @@ async fn access_log_and_failed_handshakes_are_logged() {
     assert!(failures[1]["cert_subject"].contains("CN=stranger"), "{:?}", failures[1]);
     assert_eq!(failures[1]["cert_serial"], sf.cert_serial);
     assert_eq!(failures[1]["cert_fingerprint_sha256"], sf.cert_fingerprint_sha256);
+    assert_eq!(failures[1]["verify_error"], "unable to get local issuer certificate");
+    assert_eq!(failures[0]["verify_error"], "");
     assert_eq!(failures[2]["reason"], "unknown_sni");
     assert_eq!(failures[2]["sni"], "log-unknown.test");
+    // The refusals count by hostname and why, beside the accepted certificate.
+    let m = metric_values();
+    let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
+    assert_eq!(
+        get("portcullis_client_cert_total{host=log.test,status=ok}"),
+        1.0,
+        "{m:#?}"
+    );
+    assert_eq!(get("portcullis_client_cert_total{host=log.test,status=absent}"), 1.0);
+    assert_eq!(get("portcullis_client_cert_total{host=log.test,status=untrusted}"), 1.0);
 }
 
 /// Whether `log.test` refuses this client: at the handshake, or (TLS 1.3, where the client
@@ -787,8 +804,19 @@ async fn metrics_move() {
     assert_eq!(get("portcullis_request_duration_seconds{host=metrics.test}"), 4.0);
     assert!(get("portcullis_handshakes_total{reason=ok,result=ok}") >= 3.0);
     assert!(get("portcullis_handshakes_total{reason=unknown_sni,result=failed}") >= 1.0);
-    assert!(get("portcullis_client_cert_total{status=ok}") >= 1.0);
-    assert!(get("portcullis_client_cert_total{status=absent}") >= 2.0);
+    assert_eq!(
+        get("portcullis_client_cert_total{host=metrics.test,status=ok}"),
+        1.0,
+        "{m:#?}"
+    );
+    assert_eq!(
+        get("portcullis_client_cert_total{host=metrics.test,status=absent}"),
+        1.0
+    );
+    assert_eq!(
+        get("portcullis_client_cert_total{host=metrics-down.test,status=absent}"),
+        1.0
+    );
     assert_eq!(get("portcullis_snapshot_generation{}"), 42.0);
     assert!(m.contains_key("portcullis_connections_open{}"));
 }
