@@ -801,9 +801,12 @@ try {
   assert.equal(await hnDialog.getByLabel("Minimum TLS version").inputValue(), "1.2");
   await hnDialog.getByLabel("Minimum TLS version").selectOption("1.3");
   assert.equal(await hnDialog.getByLabel("Speak HTTP/2 to the origin").isChecked(), false);
+  assert.equal(await hnDialog.getByLabel("Host sent to the origin").inputValue(), "");
+  await hnDialog.getByLabel("Host sent to the origin").fill("Backend.Internal");
   await hnDialog.getByRole("button", { name: "Save" }).click();
   await hnDialog.waitFor({ state: "hidden" });
   await app.locator("td", { hasText: "http://127.0.0.1:9" }).waitFor();
+  await app.locator(".host-header", { hasText: "Host: backend.internal" }).waitFor();
   await page.locator("#toast", { hasText: "Hostname saved" }).waitFor();
   await assertToastClear("Hostnames");
   const appCells = await app.locator("td").allTextContents();
@@ -815,6 +818,7 @@ try {
   assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").origin_http2, false, "left as it was");
   assert.deepEqual(hostsNow.find((x) => x.hostname === "app.localhost").additional_origins, ["http://127.0.0.1:10", "http://127.0.0.1:11"]);
   assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").origin_steering, "round_robin");
+  assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").origin_host_header, "backend.internal");
   assert.deepEqual(hostsNow.find((x) => x.hostname === "app.localhost").client_certificate_forwarding, ["rfc9440", "xfcc_cert"]);
   await shot("09-hostnames");
 

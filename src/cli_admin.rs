@@ -86,6 +86,10 @@ pub enum HostCommand {
         /// Speak HTTP/2 to the origin (h2c prior knowledge for http:// origins); gRPC origins need it.
         #[arg(long)]
         origin_h2: bool,
+        /// Send this Host (NAME or NAME:PORT) to the origin instead of the client's: for origins that serve by a
+        /// name of their own (cloud load balancers, virtual hosts). HTTP/1.1 origins only.
+        #[arg(long, value_name = "NAME", conflicts_with = "origin_h2")]
+        origin_host_header: Option<String>,
         #[command(flatten)]
         origin_tls: OriginTlsArgs,
         /// Name the trusted CAs when asking clients for a certificate (default true); false keeps them private.
@@ -118,6 +122,12 @@ pub enum HostCommand {
         /// Speak HTTP/2 to the origin (true or false).
         #[arg(long)]
         origin_h2: Option<bool>,
+        /// Send this Host to the origin instead of the client's (as for `host add`).
+        #[arg(long, value_name = "NAME")]
+        origin_host_header: Option<String>,
+        /// Send the client's Host to the origin again.
+        #[arg(long, conflicts_with = "origin_host_header")]
+        no_origin_host_header: bool,
         #[command(flatten)]
         origin_tls: OriginTlsArgs,
         /// Stop trusting the --origin-ca set before (back to the public roots).
@@ -444,6 +454,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             tls_client_auth,
             forward_cert,
             origin_h2,
+            origin_host_header,
             origin_tls,
             client_ca_names,
             min_tls_version,
@@ -472,6 +483,9 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             if origin_h2 {
                 body["origin_http2"] = json!(true);
             }
+            if let Some(name) = origin_host_header {
+                body["origin_host_header"] = json!(name);
+            }
             let created = api
                 .send(Method::POST, &format!("/zones/{}/hostnames", s(&zone, "id")), &body)
                 .await?
@@ -496,6 +510,8 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             tls_client_auth,
             forward_cert,
             origin_h2,
+            origin_host_header,
+            no_origin_host_header,
             origin_tls,
             no_origin_ca,
             no_origin_client_cert,
@@ -527,6 +543,12 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             if let Some(h2) = origin_h2 {
                 body["origin_http2"] = json!(h2);
             }
+            if let Some(name) = origin_host_header {
+                body["origin_host_header"] = json!(name);
+            }
+            if no_origin_host_header {
+                body["origin_host_header"] = json!("");
+            }
             origin_tls.apply(&mut body)?;
             // The API's way to remove a setting: an empty string.
             if no_origin_ca {
@@ -546,7 +568,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             }
             if body.as_object().is_some_and(serde_json::Map::is_empty) {
                 bail!(
-                    "nothing to change: give --origin, --steering, --health-check, --no-health-check, --tls-client-auth, --forward-cert, --origin-h2, --client-ca-names, --min-tls-version or an origin TLS option"
+                    "nothing to change: give --origin, --steering, --health-check, --no-health-check, --tls-client-auth, --forward-cert, --origin-h2, --origin-host-header, --no-origin-host-header, --client-ca-names, --min-tls-version or an origin TLS option"
                 );
             }
             let updated = api
@@ -615,6 +637,12 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
                     ("client_certificate_forwarding", styles(&found)),
                     ("origin_tls_verify", s(&found, "origin_tls_verify")),
                     ("origin_http2", s(&found, "origin_http2")),
+                    (
+                        "origin_host_header",
+                        found["origin_host_header"]
+                            .as_str()
+                            .map_or_else(|| "the client's".to_owned(), str::to_owned),
+                    ),
                     (
                         "origin_ca",
                         if found["origin_ca"].is_string() {

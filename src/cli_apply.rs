@@ -1083,6 +1083,7 @@ async fn apply_zone(
                         ("origin_ca", json!("")),
                         ("origin_client_certificate", json!("")),
                         ("origin_health_check", Value::Null),
+                        ("origin_host_header", json!("")),
                     ] {
                         if body.get(key).is_none() {
                             body[key] = cleared;

@@ -432,6 +432,12 @@ impl EdgeBuilder {
             }),
             None => None,
         };
+        origin.host_header = match &settings.origin_host_header {
+            Some(name) => {
+                Some(hyper::http::HeaderValue::from_str(name).with_context(|| format!("origin_host_header {name:?}"))?)
+            }
+            None => None,
+        };
         if origin.health_check.is_none() || origin.servers().len() < 2 {
             origin.clear_check_marks();
         }

@@ -108,6 +108,52 @@ fn curl_sees_rules_enforced_over_http1_and_http2() {
     }
 }
 
+/// A Host override from the CLI reaches the origin (and shows in `host show`), is refused with an HTTP/2 origin,
+/// and is removed again.
+#[test]
+fn the_origin_gets_the_host_the_hostname_names() {
+    let server = Server::start();
+    setup(&server);
+    // The edge takes a change with its next snapshot, a moment after the write.
+    let origin_sees = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, _, body) = get(&server, "/", &[]);
+            if body.contains(needle) {
+                return body;
+            }
+            assert!(std::time::Instant::now() < deadline, "{needle:?} not in {body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    ok(&server.cli(&[
+        "host",
+        "set",
+        "localhost",
+        "--origin-host-header",
+        "Backend.Internal:8080",
+    ]));
+    let body = origin_sees("\r\nhost: backend.internal:8080\r\n");
+    assert!(body.contains("x-forwarded-host: localhost"), "{body}");
+    let shown = ok(&server.cli(&["host", "show", "localhost"]));
+    assert!(shown.contains("backend.internal:8080"), "{shown}");
+
+    let out = server.cli(&["host", "set", "localhost", "--origin-h2", "true"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HTTP/1.1 origins"),
+        "{out:?}"
+    );
+    let out = server.cli(&["host", "set", "localhost", "--origin-host-header", "user@evil"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid origin_host_header"),
+        "{out:?}"
+    );
+
+    ok(&server.cli(&["host", "set", "localhost", "--no-origin-host-header"]));
+    origin_sees("\r\nhost: localhost:");
+}
+
 /// Cloudflare's "Add TLS client auth headers" managed transform, turned on for the zone by `apply`: every hostname
 /// of the zone forwards the cf-cert-* headers besides its own style, and client-sent copies still never pass. And
 /// "Add security headers" on the responses.
@@ -2075,7 +2121,8 @@ ratelimit = { characteristics = ["cf.colo.id", "cf.tls_client_auth.cert_fingerpr
         "second.toml",
         &config(
             r#""10.1.0.0/16", "198.51.100.0/24""#,
-            "min_tls_version = \"1.3\"\nadditional_origins = [\"HTTP://127.0.0.1:9/\"]\norigin_steering = \"failover\"",
+            "min_tls_version = \"1.3\"\nadditional_origins = [\"HTTP://127.0.0.1:9/\"]\norigin_steering = \"failover\"\n\
+             origin_host_header = \"Backend.Internal\"",
             &format!(
                 "acme = [[\"www.localhost\", \"API.localhost\"]]\nrules = []\n\
                  [zones.url_normalization]\nscope = \"both\"\n{ratelimit}"
@@ -2085,7 +2132,7 @@ ratelimit = { characteristics = ["cf.colo.id", "cf.tls_client_auth.cert_fingerpr
     let applied = ok(&server.cli(&["apply", &second]));
     for line in [
         "~ list $office items: 1 added, 1 removed",
-        "~ hostname localhost (additional_origins, min_tls_version, origin_steering)",
+        "~ hostname localhost (additional_origins, min_tls_version, origin_host_header, origin_steering)",
         "~ localhost rules: 0 rules in place of 1",
         "~ localhost ratelimit_rules: 1 rule in place of 0",
         "~ localhost url_normalization: scope both, type cloudflare (was incoming, cloudflare)",
@@ -2102,6 +2149,10 @@ ratelimit = { characteristics = ["cf.colo.id", "cf.tls_client_auth.cert_fingerpr
     );
     assert!(
         exported.contains("acme = [[\"api.localhost\", \"www.localhost\"]]"),
+        "{exported}"
+    );
+    assert!(
+        exported.contains("origin_host_header = \"backend.internal\""),
         "{exported}"
     );
     get_until(&server, "/api", &[], "200");

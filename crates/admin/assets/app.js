@@ -1670,6 +1670,7 @@ async function hostnamesPage() {
         client_certificate_forwarding: checkedStyles("hn-forward"),
         min_tls_version: $("hn-min-tls").value,
         origin_http2: $("hn-h2").checked,
+        origin_host_header: $("hn-host-header").value.trim() || null,
       });
       e.target.reset();
       toast("Hostname added");
@@ -2013,7 +2014,8 @@ function checkedStyles(id) {
 /** A hostname's origin servers, one per line, and how requests are spread over several. */
 function originCell(host) {
   const more = host.additional_origins ?? [];
-  if (!more.length) return h("td", { class: "mono" }, host.origin);
+  const hostHeader = host.origin_host_header && h("div", { class: "muted small host-header" }, `Host: ${host.origin_host_header}`);
+  if (!more.length) return h("td", { class: "mono" }, host.origin, hostHeader);
   const steering = host.origin_steering === "failover" ? "failover, in this order" : "round robin";
   const check = host.origin_health_check;
   return h(
@@ -2022,6 +2024,7 @@ function originCell(host) {
     ...[host.origin, ...more].map((o) => h("div", {}, o)),
     h("div", { class: "muted small steering" }, steering),
     check && h("div", { class: "muted small steering" }, `checks ${check.path} every ${check.interval} s`),
+    hostHeader,
   );
 }
 
@@ -2047,6 +2050,7 @@ function openHostEdit(id) {
   $("hn-edit-ca-names").checked = host.send_client_ca_names !== false;
   $("hn-edit-min-tls").value = host.min_tls_version ?? "1.2";
   $("hn-edit-h2").checked = host.origin_http2 === true;
+  $("hn-edit-host-header").value = host.origin_host_header ?? "";
   openDialog(dialog);
   $("hn-edit-origin").focus();
 }
@@ -2080,6 +2084,8 @@ function setupHostEdit() {
         send_client_ca_names: $("hn-edit-ca-names").checked,
         min_tls_version: $("hn-edit-min-tls").value,
         origin_http2: $("hn-edit-h2").checked,
+        // Empty sends the client's Host again.
+        origin_host_header: $("hn-edit-host-header").value.trim(),
       });
       dialog.close();
       toast("Hostname saved");

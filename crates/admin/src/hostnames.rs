@@ -249,6 +249,12 @@ pub struct HostnameSettings {
     /// Active health checks of the origin servers; without, only failed connections take a server out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin_health_check: Option<OriginHealthCheck>,
+    /// The `Host` sent to the origin instead of the client's (`name` or `name:port`), for origins that serve by a
+    /// name of their own: cloud load balancers, virtual hosts (NGINX's `proxy_set_header Host`, Cloudflare's
+    /// host header override). Health checks send it too. HTTP/1.1 origins only: an HTTP/2 origin gets the origin
+    /// URL's authority as `:authority`, so name the origin by the name it wants.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_host_header: Option<String>,
 }
 
 impl Default for HostnameSettings {
@@ -266,6 +272,7 @@ impl Default for HostnameSettings {
             additional_origins: Vec::new(),
             origin_steering: OriginSteering::default(),
             origin_health_check: None,
+            origin_host_header: None,
         }
     }
 }
@@ -339,6 +346,9 @@ pub struct CreateHostname {
     /// Active health checks of the origin servers.
     #[serde(default)]
     pub origin_health_check: Option<OriginHealthCheck>,
+    /// The `Host` sent to an HTTP/1.1 origin instead of the client's.
+    #[serde(default)]
+    pub origin_host_header: Option<String>,
 }
 
 fn yes() -> bool {
@@ -367,6 +377,8 @@ pub struct UpdateHostname {
     #[serde(default, deserialize_with = "set_or_null")]
     #[schema(value_type = Option<OriginHealthCheck>)]
     pub origin_health_check: Option<Option<OriginHealthCheck>>,
+    /// An empty string sends the client's `Host` again.
+    pub origin_host_header: Option<String>,
 }
 
 /// A client certificate can only be presented over TLS.
@@ -467,6 +479,48 @@ pub fn check_additional_origins(origin: &str, additional: &[String]) -> Result<V
     Ok(seen.split_off(1))
 }
 
+/// The longest `origin_host_header`: a DNS name (253) and a port.
+const MAX_HOST_HEADER: usize = 259;
+
+/// Checks an `origin_host_header`: a host name or address with an optional port, nothing else; lower-cased, as
+/// names are compared. Empty is none. Refused with an HTTP/2 origin, which would never send it.
+fn check_host_header(value: Option<String>, http2: bool) -> Result<Option<String>, ApiError> {
+    let Some(value) = value.map(|v| v.trim().to_ascii_lowercase()).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let bad = |why: &str| {
+        Err(ApiError::invalid(format!(
+            "invalid origin_host_header {value:?}: {why}"
+        )))
+    };
+    if value.len() > MAX_HOST_HEADER {
+        return bad(&format!("longer than {MAX_HOST_HEADER} bytes"));
+    }
+    if value.contains(['@', '/', '?', '#']) {
+        return bad("only a host name and an optional port are allowed");
+    }
+    match value.parse::<axum::http::uri::Authority>() {
+        Ok(a) if a.host().is_empty() => return bad("a host name is required"),
+        // The parser takes any port text; rebuilt from a numeric port, anything else differs.
+        Ok(a)
+            if a.port_u16()
+                .map_or(a.host().to_owned(), |p| format!("{}:{p}", a.host()))
+                != value =>
+        {
+            return bad("the port must be a number from 0 to 65535");
+        }
+        Ok(_) => {}
+        Err(e) => return bad(&e.to_string()),
+    }
+    if http2 {
+        return Err(ApiError::invalid(
+            "origin_host_header applies to HTTP/1.1 origins; an HTTP/2 origin (origin_http2) gets the origin URL's \
+             name as :authority, so give the origin by the name it expects",
+        ));
+    }
+    Ok(Some(value))
+}
+
 fn check_origin_ca(pem: &str) -> Result<(), ApiError> {
     match portcullis_pki::pem::certificates_from_pem_or_der(pem.as_bytes()) {
         Ok(certs) if !certs.is_empty() => Ok(()),
@@ -496,6 +550,7 @@ pub fn normalize_settings(
     if settings.origin_client_certificate.is_some() {
         check_https(&origin)?;
     }
+    settings.origin_host_header = check_host_header(settings.origin_host_header, settings.origin_http2)?;
     Ok((origin, settings))
 }
 
@@ -522,6 +577,7 @@ pub async fn create_hostname(
         additional_origins: body.additional_origins,
         origin_steering: body.origin_steering,
         origin_health_check: body.origin_health_check,
+        origin_host_header: body.origin_host_header,
     };
     let (origin, settings) = normalize_settings(&body.origin, settings)?;
     if let Some(id) = &settings.origin_client_certificate {
@@ -627,6 +683,11 @@ pub async fn update_hostname(
     if settings.origin_client_certificate.is_some() {
         check_https(primary)?;
     }
+    // Checked whichever of the two changed: turning HTTP/2 on under a Host override is refused too.
+    settings.origin_host_header = check_host_header(
+        body.origin_host_header.or(settings.origin_host_header.take()),
+        settings.origin_http2,
+    )?;
     let settings = serde_json::to_value(settings).map_err(ApiError::internal)?;
     let host = state
         .store
@@ -657,7 +718,31 @@ pub async fn delete_hostname(
 
 #[cfg(test)]
 mod tests {
-    use super::{OriginHealthCheck, check_additional_origins, check_origin};
+    use super::{OriginHealthCheck, check_additional_origins, check_host_header, check_origin};
+
+    #[test]
+    fn host_header_overrides_are_names_with_an_optional_port() {
+        let ok = |v: &str| check_host_header(Some(v.into()), false).map_err(|e| e.message);
+        assert_eq!(ok("Backend.Example.com"), Ok(Some("backend.example.com".into())));
+        assert_eq!(ok("lb.internal:8080"), Ok(Some("lb.internal:8080".into())));
+        assert_eq!(ok("[::1]:8443"), Ok(Some("[::1]:8443".into())));
+        assert_eq!(ok("  "), Ok(None), "empty is none");
+        for bad in [
+            "user@host",
+            "host/path",
+            "host?q",
+            "a b",
+            "host:port",
+            ":80",
+            &"a".repeat(300),
+        ] {
+            let err = ok(bad).expect_err(bad);
+            assert!(err.starts_with("invalid origin_host_header"), "{bad}: {err}");
+        }
+        let err = check_host_header(Some("a.example".into()), true).expect_err("h2");
+        assert!(err.message.contains("HTTP/1.1 origins"), "{}", err.message);
+        assert_eq!(check_host_header(None, true).map_err(|e| e.message), Ok(None));
+    }
 
     #[test]
     fn health_checks_take_defaults_and_are_checked() {

@@ -582,8 +582,8 @@ impl Upstream {
             parts.headers.remove(header::HOST);
         } else {
             parts.version = Version::HTTP_11;
-            // Keep the client's Host so the origin sees the name it was asked for.
-            if let Some(h) = authority_host {
+            // The hostname's override, or the client's Host, so the origin sees the name it was asked for.
+            if let Some(h) = host.origin.host_header.clone().or(authority_host) {
                 parts.headers.insert(header::HOST, h);
             }
         }

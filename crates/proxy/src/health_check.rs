@@ -6,8 +6,9 @@
 //! timeout, a refused connection) and up again at the first check that passes; a request's success
 //! does not bring it back. The host's requests pass over a server that is down either way: by its check
 //! or by a failed connection ([`ServerHealth`](crate::origin_health::ServerHealth)). Only origins with
-//! several servers are checked: with one, there is nothing else to send to. A wildcard host's checks
-//! carry no `Host` of its own, so the origin sees the server's address.
+//! several servers are checked: with one, there is nothing else to send to. A check carries the hostname's
+//! `Host` override if it has one; otherwise a wildcard host's checks carry no `Host` of its own, so the origin
+//! sees the server's address.
 //!
 //! What it does not do: read the store (it follows the snapshot the binary publishes), or check
 //! origins of hosts without a check path.
@@ -158,7 +159,9 @@ async fn probe(upstream: &crate::forward::Upstream, host: &Host, index: usize) -
         .build()
         .map_err(|e| e.to_string())?;
     let mut request = Request::get(uri);
-    if !origin.http2 && !host.hostname.starts_with("*.") {
+    if let Some(name) = origin.host_header.as_ref().filter(|_| !origin.http2) {
+        request = request.header(header::HOST, name);
+    } else if !origin.http2 && !host.hostname.starts_with("*.") {
         // The name the host's requests carry, so that virtual hosts at the origin answer as they would.
         request = request.header(header::HOST, host.hostname.as_str());
     }

@@ -252,6 +252,8 @@ pub struct Origin {
     pub tls: Option<OriginTls>,
     /// The active health check of the servers, if any (only origins with several servers are checked).
     pub health_check: Option<crate::health_check::HealthCheck>,
+    /// The `Host` sent instead of the client's (HTTP/1.1 origins; health checks too).
+    pub host_header: Option<http::HeaderValue>,
 }
 
 impl Origin {
@@ -291,6 +293,7 @@ impl Origin {
             http2,
             tls,
             health_check: None,
+            host_header: None,
         })
     }
 

@@ -698,6 +698,39 @@ async fn valid_cert_is_allowed_and_no_cert_is_blocked() {
     assert_eq!(events[0].path, "/api");
 }
 
+/// A hostname's Host override reaches its HTTP/1.1 origin on every path there: the proxy's own client (bodyless
+/// requests), hyper's client (requests with a body), from HTTP/1.1 and HTTP/2 clients; `X-Forwarded-Host` still
+/// names what the client asked for.
+#[tokio::test]
+async fn a_host_override_is_what_the_origin_sees() {
+    let w = world().await;
+    let mut spec = HostSpec::new("api.test", &w.ca);
+    let mut origin = Origin::new(&format!("http://{}", w.origin), false, None, true).unwrap();
+    origin.host_header = Some(http::HeaderValue::from_static("backend.internal:8080"));
+    spec.origin = Some(origin);
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
+    let good = issue(&w.ca, "good", SubjectAltNames::default());
+
+    let mut c = h1(&proxy, &w.server, "api.test", Some(&good)).await;
+    let (status, _, body) = c.get("api.test", "/api", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let headers = origin_headers(&body);
+    assert_eq!(header(&headers, "host"), Some("backend.internal:8080"));
+    assert_eq!(header(&headers, "x-forwarded-host"), Some("api.test"));
+    let req = Request::post("/api")
+        .header("host", "api.test")
+        .body(Full::new(Bytes::from_static(b"payload")).boxed())
+        .unwrap();
+    let (status, _, body) = read(c.0.send_request(req).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(header(&origin_headers(&body), "host"), Some("backend.internal:8080"));
+
+    let mut c2 = h2(&proxy, &w.server, "api.test", Some(&good)).await;
+    let (status, _, body) = c2.get("api.test", "/api").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(header(&origin_headers(&body), "host"), Some("backend.internal:8080"));
+}
+
 #[tokio::test]
 async fn cert_from_another_ca_is_blocked() {
     let w = world().await;

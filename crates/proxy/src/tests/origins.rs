@@ -199,12 +199,16 @@ fn health_carries_over_to_a_rebuilt_origin_through_the_book() {
     );
 }
 
-/// An origin named `name` whose `/healthz` answers the status in `health` (every other path 200).
+/// An origin named `name` whose `/healthz` answers the status in `health` (every other path 200), or 421 to a
+/// check without `Host: backend.internal`, as a virtual host by that name would.
 async fn checked_origin(name: &'static str, health: Arc<std::sync::atomic::AtomicU16>) -> SocketAddr {
     origin_with(move |req: Request<Incoming>| {
         let health = health.clone();
         async move {
-            let status = if req.uri().path() == "/healthz" {
+            let named = req.headers().get("host").is_some_and(|h| h == "backend.internal");
+            let status = if req.uri().path() == "/healthz" && !named {
+                StatusCode::MISDIRECTED_REQUEST
+            } else if req.uri().path() == "/healthz" {
                 StatusCode::from_u16(health.load(std::sync::atomic::Ordering::Relaxed)).unwrap()
             } else {
                 StatusCode::OK
@@ -244,6 +248,8 @@ async fn health_checks_take_a_failing_server_out_and_bring_it_back() {
         interval: Duration::from_millis(100),
         timeout: Duration::from_secs(2),
     });
+    // The checks carry the hostname's Host override, as its requests do.
+    origin.host_header = Some(HeaderValue::from_static("backend.internal"));
     let spec = HostSpec {
         origin: Some(origin),
         ..HostSpec::new("api.test", &w.ca)
