@@ -28,6 +28,100 @@ pub struct ApiArgs {
     /// Print the API's JSON result instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// For an https:// --api: the CA certificate(s) (PEM) that issued the admin listener's certificate; the
+    /// public web roots without it.
+    #[arg(long, global = true, env = "PORTCULLIS_API_CA", value_name = "FILE")]
+    pub api_ca: Option<PathBuf>,
+    /// For an https:// --api that requires a client certificate (serve --admin-client-ca): the certificate chain
+    /// (PEM, leaf first).
+    #[arg(
+        long,
+        global = true,
+        env = "PORTCULLIS_API_CERT",
+        requires = "api_key",
+        value_name = "FILE"
+    )]
+    pub api_cert: Option<PathBuf>,
+    /// The key of --api-cert (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "PORTCULLIS_API_KEY",
+        requires = "api_cert",
+        value_name = "FILE"
+    )]
+    pub api_key: Option<PathBuf>,
+}
+
+/// How requests reach the admin API.
+enum Transport {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<portcullis_proxy::origin_tls::HttpsConnector, Full<Bytes>>),
+}
+
+impl Transport {
+    fn for_args(args: &ApiArgs, base: &str) -> anyhow::Result<Transport> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        if base.starts_with("http://") {
+            if args.api_ca.is_some() || args.api_cert.is_some() {
+                bail!("--api-ca and --api-cert are for an https:// --api; {base} is plain HTTP");
+            }
+            return Ok(Transport::Plain(Client::builder(TokioExecutor::new()).build(connector)));
+        }
+        if !base.starts_with("https://") {
+            bail!("--api must be an http:// or https:// URL, not {base:?}");
+        }
+        let ca = match &args.api_ca {
+            Some(path) => Some(std::fs::read(path).with_context(|| format!("reading --api-ca {}", path.display()))?),
+            None => None,
+        };
+        let identity = match (&args.api_cert, &args.api_key) {
+            (Some(cert), Some(key)) => Some(identity(cert, key)?),
+            _ => None,
+        };
+        let tls = portcullis_proxy::OriginTls::with_identity(ca.as_deref(), true, false, identity)
+            .context("the TLS settings for --api")?;
+        let https = portcullis_proxy::origin_tls::HttpsConnector::new(connector, &tls, Duration::from_secs(10));
+        Ok(Transport::Tls(Client::builder(TokioExecutor::new()).build(https)))
+    }
+
+    /// What a failed request says, before its cause.
+    fn unreachable(&self) -> &'static str {
+        match self {
+            Transport::Plain(_) => "cannot reach the admin API (is `portcullis serve` running?)",
+            Transport::Tls(_) => {
+                "cannot reach the admin API over TLS (is `portcullis serve` running? Does --api-ca name the CA of its \
+                 certificate, and --api-cert/--api-key one its --admin-client-ca trusts?)"
+            }
+        }
+    }
+
+    async fn request(&self, req: Request<Full<Bytes>>) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+        Ok(match self {
+            Transport::Plain(client) => client.request(req).await?,
+            Transport::Tls(client) => client.request(req).await?,
+        })
+    }
+}
+
+/// The client certificate presented to an admin listener that requires one.
+fn identity(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<portcullis_proxy::OriginIdentity> {
+    use rustls::pki_types::pem::PemObject as _;
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading --api-cert {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("reading the certificates in --api-cert {}", cert.display()))?;
+    if chain.is_empty() {
+        bail!("--api-cert {} holds no CERTIFICATE", cert.display());
+    }
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading the key in --api-key {}", key.display()))?;
+    Ok(portcullis_proxy::OriginIdentity {
+        id: "cli".to_owned(),
+        chain,
+        key,
+    })
 }
 
 /// A connected client.
@@ -35,7 +129,7 @@ pub struct ApiClient {
     base: String,
     /// The token, or why there is none.
     token: Result<String, String>,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Transport,
     /// With [`ApiClient::hold_warnings`]: per zone id, the warnings of the latest write that answers with them,
     /// printed by [`ApiClient::print_held_warnings`] instead of after each write.
     held: Option<std::sync::Mutex<std::collections::BTreeMap<String, Vec<String>>>>,
@@ -50,9 +144,7 @@ pub struct ApiResponse {
 impl ApiClient {
     pub fn new(args: &ApiArgs) -> anyhow::Result<ApiClient> {
         let base = args.api.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") {
-            bail!("--api must be an http:// URL (the admin API listens on plain HTTP, normally on localhost)");
-        }
+        let http = Transport::for_args(args, &base)?;
         // A missing token is reported by the first call that needs one: public paths (`get_raw`) do not.
         let token = match &args.token {
             Some(token) => Ok(token.trim().to_owned()),
@@ -68,9 +160,6 @@ impl ApiClient {
                     })
             }
         };
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
-        let http = Client::builder(TokioExecutor::new()).build(connector);
         Ok(ApiClient {
             base,
             token,
@@ -123,7 +212,7 @@ impl ApiClient {
         let resp = tokio::time::timeout(Duration::from_secs(60), self.http.request(req))
             .await
             .map_err(|_| anyhow!("GET {url}: no answer within 60 s"))?
-            .with_context(|| format!("GET {url}: cannot reach the server (is `portcullis serve` running?)"))?;
+            .with_context(|| format!("GET {url}: {}", self.http.unreachable()))?;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -158,7 +247,7 @@ impl ApiClient {
         let resp = tokio::time::timeout(Duration::from_secs(60), self.http.request(req))
             .await
             .map_err(|_| anyhow!("{method} {url}: no answer within 60 s"))?
-            .with_context(|| format!("{method} {url}: cannot reach the admin API (is `portcullis serve` running?)"))?;
+            .with_context(|| format!("{method} {url}: {}", self.http.unreachable()))?;
         let status = resp.status();
         let bytes = resp
             .into_body()

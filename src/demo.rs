@@ -59,6 +59,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         listen: vec![args.listen],
         default_host: Some("localhost".to_owned()),
         admin_listen: args.admin_listen,
+        admin_tls_cert: None,
+        admin_tls_key: None,
+        admin_client_ca: None,
         client_certificate_quota: 100_000,
         tidy_expired_after: 0,
         ca_limit: 100,
@@ -81,6 +84,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         token: None,
         data_dir: data_dir.clone(),
         json: false,
+        api_ca: None,
+        api_cert: None,
+        api_key: None,
     })?;
 
     let zone = api

@@ -19,6 +19,7 @@ macro_rules! out {
 }
 
 mod acme;
+mod admin_tls;
 mod cli_acme;
 mod cli_admin;
 mod cli_apply;

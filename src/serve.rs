@@ -52,6 +52,32 @@ pub struct ServeArgs {
     /// Address of the admin API. It carries secrets: keep it on localhost unless you know why not.
     #[arg(long, env = "PORTCULLIS_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
+    /// Serve the admin API and dashboard over TLS with this certificate chain (PEM, leaf first), for an admin
+    /// listener reached from other machines. Read again when the file or the key changes.
+    #[arg(
+        long,
+        env = "PORTCULLIS_ADMIN_TLS_CERT",
+        requires = "admin_tls_key",
+        value_name = "FILE"
+    )]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// The key of --admin-tls-cert (PEM: PKCS#8, SEC1 or PKCS#1).
+    #[arg(
+        long,
+        env = "PORTCULLIS_ADMIN_TLS_KEY",
+        requires = "admin_tls_cert",
+        value_name = "FILE"
+    )]
+    pub admin_tls_key: Option<PathBuf>,
+    /// With --admin-tls-cert: require every admin client (CLI, dashboard's browser) to present a certificate from
+    /// these CAs (PEM) before any request, besides its token.
+    #[arg(
+        long,
+        env = "PORTCULLIS_ADMIN_CLIENT_CA",
+        requires = "admin_tls_cert",
+        value_name = "FILE"
+    )]
+    pub admin_client_ca: Option<PathBuf>,
     /// Most active, unexpired client certificates per zone (Cloudflare's error 1445 past it).
     #[arg(long, default_value_t = 100_000)]
     pub client_certificate_quota: u32,
@@ -500,6 +526,14 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             bind_edge(*addr, &args.listen).with_context(|| format!("binding the edge listener to {addr}"))?;
         edge_listeners.push(listener);
     }
+    // Loaded before any listener is bound: a certificate that does not load stops the start, naming the file.
+    let admin_tls = match (&args.admin_tls_cert, &args.admin_tls_key) {
+        (Some(cert), Some(key)) => {
+            let cert = crate::admin_tls::FileCert::load(cert, key).context("the admin listener's certificate")?;
+            Some(crate::admin_tls::server_config(cert, args.admin_client_ca.as_deref())?)
+        }
+        _ => None,
+    };
     let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding the admin listener to {}", args.admin_listen))?;
@@ -517,14 +551,19 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         .collect::<Result<Vec<_>, _>>()?;
     let edge_addr = edge_addrs[0];
     let admin_addr = admin_listener.local_addr()?;
-    if !admin_addr.ip().is_loopback() {
-        tracing::warn!(%admin_addr, "the admin API listens beyond localhost; protect it (firewall, TLS-terminating proxy)");
+    if !admin_addr.ip().is_loopback() && admin_tls.is_none() {
+        tracing::warn!(
+            %admin_addr,
+            "the admin API listens beyond localhost over plain HTTP; serve it over TLS (--admin-tls-cert, \
+             --admin-tls-key, and --admin-client-ca to require client certificates) or keep it behind a firewall"
+        );
     }
     for addr in &edge_addrs {
         outln!("edge listening on https://{addr}");
     }
-    outln!("admin API listening on http://{admin_addr}/client/v4");
-    outln!("dashboard on http://{admin_addr}/dashboard (sign in with an API token)");
+    let admin_scheme = if admin_tls.is_some() { "https" } else { "http" };
+    outln!("admin API listening on {admin_scheme}://{admin_addr}/client/v4");
+    outln!("dashboard on {admin_scheme}://{admin_addr}/dashboard (sign in with an API token)");
     if let Some(listener) = &public_listener {
         outln!(
             "public listener (CRLs, /healthz, /readyz, ACME HTTP-01, redirects to HTTPS) on http://{}",
@@ -604,12 +643,22 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         ));
     }
     // With the peer's address, for the dashboard's limit on failed sign-ins.
-    let admin = axum::serve(
-        admin_listener,
-        portcullis_admin::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(stop_rx))
-    .into_future();
+    let admin: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> = match admin_tls {
+        Some(config) => Box::pin(crate::admin_tls::serve(
+            admin_listener,
+            portcullis_admin::router(state),
+            config,
+            stopped(stop_rx),
+        )),
+        None => Box::pin(
+            axum::serve(
+                admin_listener,
+                portcullis_admin::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped(stop_rx))
+            .into_future(),
+        ),
+    };
     let task = tokio::spawn(async move {
         let (edge, admin) = tokio::join!(edge, admin);
         edge.context("edge listener failed")?;

@@ -267,6 +267,25 @@ mtls = ["managed"]
         warned.contains("applies to api.example.org, where mTLS is not enabled"),
         "{warned}"
     );
+
+    // A skip of the remaining rules placed before the mTLS rule lets what it matches through without a
+    // certificate: named, with the way out.
+    let skip_first = config.replace(
+        "[[zones.rules]]\ndescription = \"mTLS on /api\"",
+        "[[zones.rules]]\ndescription = \"health\"\nexpression = 'http.request.uri.path eq \"/api/health\"'\n\
+         action = \"skip\"\n\n[[zones.rules]]\ndescription = \"mTLS on /api\"",
+    );
+    assert!(skip_first.contains("\"health\""), "{skip_first}");
+    std::fs::write(&file, skip_first).expect("write");
+    ok(&server.cli(&["apply", file.to_str().expect("utf-8")]));
+    let checked = server.cli(&["mtls", "check", "--zone", "example.org"]);
+    assert_eq!(checked.status.code(), Some(1), "{}", stdout(&checked));
+    assert!(
+        stdout(&checked).contains("rule \"health\" (")
+            && stdout(&checked).contains("skips the remaining custom rules on api.example.org"),
+        "{}",
+        stdout(&checked)
+    );
 }
 
 #[test]
@@ -1435,4 +1454,203 @@ fn the_prometheus_alerts_check_pass_their_tests_and_name_real_metrics() {
             "the alerts name {name}, which Portcullis does not export"
         );
     }
+}
+
+/// The admin API served over TLS with client certificates required (`serve --admin-tls-cert --admin-tls-key
+/// --admin-client-ca`): the CLI reaches it with `--api https://… --api-ca --api-cert --api-key`; no client without
+/// a certificate from the admin CA gets a request in (a certificate of the edge's managed CA included); a renewed
+/// certificate written over the files is served from the next connection on, and a broken one is not.
+#[test]
+fn the_admin_api_over_tls_takes_only_clients_with_an_admin_certificate() {
+    let dir = crate::support::scratch();
+    let (client_cert, client_key) = crate::support::foreign_client_cert(dir.path());
+    let (client_cert, client_key) = (client_cert.display().to_string(), client_key.display().to_string());
+    // The admin listener's certificate, issued by the same CA for 127.0.0.1 (written over the files each time).
+    let issue_server_cert = |cn: &str| {
+        openssl_ok(
+            dir.path(),
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "admin.key",
+                "-out",
+                "admin.csr",
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+        );
+        std::fs::write(
+            dir.path().join("admin.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write");
+        openssl_ok(
+            dir.path(),
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "admin.csr",
+                "-CA",
+                "foreign-ca.pem",
+                "-CAkey",
+                "foreign-ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "admin.ext",
+                "-out",
+                "admin.pem",
+            ],
+        );
+    };
+    issue_server_cert("admin-one");
+    let server = Server::start_with(
+        dir,
+        &[
+            "--admin-tls-cert",
+            "admin.pem",
+            "--admin-tls-key",
+            "admin.key",
+            "--admin-client-ca",
+            "foreign-ca.pem",
+        ],
+        &[],
+    );
+    assert!(server.api().starts_with("https://"), "{}", server.api());
+    let tls = [
+        "--api-ca",
+        "foreign-ca.pem",
+        "--api-cert",
+        &client_cert,
+        "--api-key",
+        &client_key,
+    ];
+    let with = |args: &[&str]| server.cli(&[args, &tls[..]].concat());
+    let out = ok(&with(&["zone", "add", "example.com"]));
+    assert!(out.starts_with("created zone example.com ("), "{out}");
+    assert!(ok(&with(&["zone", "list"])).contains("example.com"));
+
+    // Without the client certificate, or without trusting the admin CA, nothing is read.
+    let err = stderr(&server.cli(&["zone", "list", "--api-ca", "foreign-ca.pem"]));
+    assert!(err.contains("cannot reach the admin API over TLS"), "{err}");
+    let err = stderr(&server.cli(&["zone", "list", "--api-cert", &client_cert, "--api-key", &client_key]));
+    assert!(err.contains("cannot reach") && err.contains("UnknownIssuer"), "{err}");
+    let curl = |extra: &[&str]| {
+        let url = format!("{}/client/v4/zones", server.api());
+        let token = std::fs::read_to_string(server.data_dir().join("admin-token")).expect("token");
+        let auth = format!("Authorization: Bearer {}", token.trim());
+        let mut args = vec!["--cacert", "foreign-ca.pem", "-H", &auth];
+        args.extend(extra);
+        args.push(&url);
+        crate::support::curl(server.dir.path(), &args)
+    };
+    let (code, status, body) = curl(&["--cert", &client_cert, "--key", &client_key]);
+    assert_eq!((code, status.as_str()), (Some(0), "200"), "{body}");
+    // The dashboard's session cookie is Secure here.
+    let token = std::fs::read_to_string(server.data_dir().join("admin-token")).expect("token");
+    let login = format!("{}/dashboard/login", server.api());
+    let form = format!("token={}", token.trim());
+    let args = [
+        "--cacert",
+        "foreign-ca.pem",
+        "--cert",
+        &client_cert,
+        "--key",
+        &client_key,
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "--data",
+        &form,
+        &login,
+    ];
+    let out = std::process::Command::new("curl")
+        .args(["-s"])
+        .args(args)
+        .current_dir(server.dir.path())
+        .output()
+        .expect("curl runs");
+    let head = stdout(&out).to_ascii_lowercase();
+    let cookie = head.lines().find(|l| l.starts_with("set-cookie:")).unwrap_or_default();
+    assert!(
+        cookie.contains("portcullis_session=") && cookie.contains("; secure"),
+        "{head}"
+    );
+    let (code, _, _) = curl(&[]);
+    assert_ne!(code, Some(0), "no client certificate");
+    // A certificate of the edge's managed CA is the edge's clients', not the admin API's.
+    ok(&with(&["cert", "create", "--cn", "device-1", "--out", "."]));
+    let (code, _, _) = curl(&["--cert", "cert.pem", "--key", "key.pem"]);
+    assert_ne!(code, Some(0), "a managed-CA certificate");
+
+    // A renewal written over the files: served from a connection a moment later, without a restart.
+    let presented = || {
+        let out = std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{}", server.port)])
+            .args(["-cert", &client_cert, "-key", &client_key])
+            .current_dir(server.dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl s_client runs");
+        stdout(&out)
+            .lines()
+            .find(|l| l.starts_with("subject="))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(presented().contains("admin-one"), "{}", presented());
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let dir = server.dir.path();
+    let run_in = |args: &[&str]| openssl_ok(dir, args);
+    run_in(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "admin.key",
+        "-out",
+        "admin.csr",
+        "-subj",
+        "/CN=admin-two",
+    ]);
+    run_in(&[
+        "x509",
+        "-req",
+        "-in",
+        "admin.csr",
+        "-CA",
+        "foreign-ca.pem",
+        "-CAkey",
+        "foreign-ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "admin.ext",
+        "-out",
+        "admin.pem",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !presented().contains("admin-two") {
+        assert!(std::time::Instant::now() < deadline, "still {}", presented());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // A key that does not belong to the certificate: logged, and the renewed pair stays in service.
+    std::fs::copy(dir.join("foreign-key.pem"), dir.join("admin.key")).expect("copy");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(presented().contains("admin-two"), "{}", presented());
+    assert!(ok(&with(&["zone", "list"])).contains("example.com"));
+    let log = std::fs::read_to_string(dir.join("server.log")).expect("log");
+    assert!(log.contains("does not load"), "{log}");
 }

@@ -41,6 +41,12 @@ const PORTCULLIS_ENV: &[&str] = &[
     "PORTCULLIS_ACME_EAB_KID",
     "PORTCULLIS_ACME_EAB_HMAC_KEY",
     "PORTCULLIS_TSIG_SECRET",
+    "PORTCULLIS_ADMIN_TLS_CERT",
+    "PORTCULLIS_ADMIN_TLS_KEY",
+    "PORTCULLIS_ADMIN_CLIENT_CA",
+    "PORTCULLIS_API_CA",
+    "PORTCULLIS_API_CERT",
+    "PORTCULLIS_API_KEY",
 ];
 
 /// A `portcullis serve` child process with its own data directory, killed when dropped.
@@ -49,6 +55,8 @@ pub struct Server {
     child: std::process::Child,
     /// The admin listener's port.
     pub port: u16,
+    /// `http`, or `https` with `--admin-tls-cert`.
+    pub admin_scheme: &'static str,
     /// The edge (TLS) listener's port (the first one's, with several `--listen`).
     pub edge_port: u16,
     /// Every edge listener's port, in the order of `--listen`.
@@ -98,7 +106,7 @@ impl Server {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let mut seen = Vec::new();
         let mut edge_ports = Vec::new();
-        let port = loop {
+        let (port, admin_scheme) = loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
@@ -108,12 +116,14 @@ impl Server {
                     {
                         edge_ports.push(port);
                     }
-                    if let Some(port) = line
-                        .strip_prefix("admin API listening on http://127.0.0.1:")
-                        .and_then(|rest| rest.strip_suffix("/client/v4"))
-                        .and_then(|port| port.parse::<u16>().ok())
-                    {
-                        break port;
+                    let admin = |scheme: &'static str| {
+                        line.strip_prefix(&format!("admin API listening on {scheme}://127.0.0.1:"))
+                            .and_then(|rest| rest.strip_suffix("/client/v4"))
+                            .and_then(|port| port.parse::<u16>().ok())
+                            .map(|port| (port, scheme))
+                    };
+                    if let Some(found) = admin("http").or_else(|| admin("https")) {
+                        break found;
                     }
                     seen.push(line);
                 }
@@ -133,6 +143,7 @@ impl Server {
         Server {
             child,
             port,
+            admin_scheme,
             edge_port,
             edge_ports,
             dir,
@@ -157,7 +168,7 @@ impl Server {
 
     /// `http://127.0.0.1:PORT`.
     pub fn api(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.admin_scheme, self.port)
     }
 
     /// `PUT` of `body` to the admin API's `path` (under `/client/v4`) with the admin token, by curl; the envelope.

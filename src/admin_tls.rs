@@ -1,0 +1,241 @@
+//! TLS on the admin listener (`serve --admin-tls-cert FILE --admin-tls-key FILE [--admin-client-ca FILE]`): the
+//! API's tokens and the dashboard's sign-in cross the network encrypted when the admin API has to be reached from
+//! other machines (a fleet's operators, `portcullis apply` in CI), without a TLS-terminating proxy in front, which
+//! would also hide the client's address from tokens limited to addresses. With `--admin-client-ca`, a client must
+//! also present a certificate from those CAs before any request is read: a second factor beside the token.
+//!
+//! The certificate and key are read again when either file has changed, looked at by a new connection's handshake
+//! at most every [`RECHECK_EVERY`], so a renewal (certbot, cert-manager, an ACME client) needs no restart and is
+//! served from the next connection on; a pair that does not load is logged and the one in service stays. Client
+//! CAs are read at start. HTTP/1.1 only: the API and the dashboard need nothing more.
+//!
+//! Not here: what the API serves (the admin crate), plain HTTP (axum's own server, as without these options).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, bail};
+use arc_swap::ArcSwap;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+
+/// How often at most a handshake looks at the certificate and key files' modification times.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+/// Connections served at once; past it, new ones are closed at once.
+const MAX_CONNECTIONS: usize = 1024;
+/// Time for a client to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time to send a request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Time in-flight requests get to finish once the server stops.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// The admin listener's certificate, as last loaded from its files.
+pub struct FileCert {
+    cert: PathBuf,
+    key: PathBuf,
+    current: ArcSwap<CertifiedKey>,
+    /// The files' modification times when `current` was loaded, and when they were last looked at.
+    loaded: Mutex<Stamps>,
+}
+
+struct Stamps {
+    files: (Option<SystemTime>, Option<SystemTime>),
+    checked: Instant,
+}
+
+impl std::fmt::Debug for FileCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileCert")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The chain (PEM, leaf first) and its key (PEM: PKCS#8, SEC1 or PKCS#1), checked to belong together.
+fn load_pair(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("reading the certificates in {}", cert.display()))?;
+    if chain.is_empty() {
+        bail!("{} holds no CERTIFICATE", cert.display());
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading the key in {}", key.display()))?;
+    CertifiedKey::from_der(chain, key_der, &provider())
+        .with_context(|| format!("{} and {} do not make a usable pair", cert.display(), key.display()))
+}
+
+fn provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
+impl FileCert {
+    /// Loads the pair; an error names the file and what is wrong with it.
+    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Arc<FileCert>> {
+        let stamps = (modified(cert), modified(key));
+        let pair = load_pair(cert, key)?;
+        Ok(Arc::new(FileCert {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: ArcSwap::from_pointee(pair),
+            loaded: Mutex::new(Stamps {
+                files: stamps,
+                checked: Instant::now(),
+            }),
+        }))
+    }
+
+    /// Loads the pair again if either file changed since the last load, looking at most every [`RECHECK_EVERY`].
+    /// A pair that does not load is logged once (until a file changes again) and the one in service stays.
+    fn refresh(&self) {
+        let mut loaded = self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if loaded.checked.elapsed() < RECHECK_EVERY {
+            return;
+        }
+        loaded.checked = Instant::now();
+        let stamps = (modified(&self.cert), modified(&self.key));
+        if loaded.files == stamps {
+            return;
+        }
+        loaded.files = stamps;
+        match load_pair(&self.cert, &self.key) {
+            Ok(pair) => {
+                self.current.store(Arc::new(pair));
+                tracing::info!(cert = %self.cert.display(), "admin listener: certificate reloaded");
+            }
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "admin listener: the changed certificate or key does not load; the previous one stays in service"
+            ),
+        }
+    }
+}
+
+impl ResolvesServerCert for FileCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // A stat of two files at most once a second; they are read only when they changed.
+        self.refresh();
+        Some(self.current.load_full())
+    }
+}
+
+/// The listener's TLS configuration: `cert` for every name, TLS 1.2 and 1.3, and with `client_ca` (PEM) a
+/// certificate from those CAs required of every client.
+pub fn server_config(cert: Arc<FileCert>, client_ca: Option<&Path>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?;
+    let builder = match client_ca {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_file_iter(path).with_context(|| format!("reading {}", path.display()))? {
+                let ca = ca.with_context(|| format!("reading the certificates in {}", path.display()))?;
+                roots
+                    .add(ca)
+                    .with_context(|| format!("a CA certificate in {}", path.display()))?;
+            }
+            if roots.is_empty() {
+                bail!("{} holds no CERTIFICATE", path.display());
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .context("the admin client CA")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves `router` over TLS on `listener` until `stop`, then lets in-flight requests finish for up to [`DRAIN`].
+/// Each request carries the peer's address as `ConnectInfo`, as on the plain listener.
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    config: Arc<rustls::ServerConfig>,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "admin listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "admin listener: connection limit reached; closed");
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let http = http.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "admin listener: TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "admin listener: TLS handshake not finished in time");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                // What the dashboard reads to mark its session cookie Secure, as behind a TLS-terminating proxy;
+                // a client's own value is replaced.
+                req.headers_mut().insert(
+                    axum::http::HeaderName::from_static("x-forwarded-proto"),
+                    axum::http::HeaderValue::from_static("https"),
+                );
+                router.clone().oneshot(req.map(axum::body::Body::new))
+            });
+            if let Err(e) = watcher.watch(http.serve_connection(TokioIo::new(tls), service)).await {
+                tracing::debug!(%peer, error = %e, "admin listener: connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+        tracing::warn!("admin listener: requests still in flight after the drain; closed");
+    }
+    Ok(())
+}
