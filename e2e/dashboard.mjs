@@ -803,15 +803,18 @@ try {
   assert.equal(await hnDialog.getByLabel("Speak HTTP/2 to the origin").isChecked(), false);
   assert.equal(await hnDialog.getByLabel("Host sent to the origin").inputValue(), "");
   await hnDialog.getByLabel("Host sent to the origin").fill("Backend.Internal");
+  assert.equal(await hnDialog.getByLabel("Certificate fields as headers").inputValue(), "");
+  await hnDialog.getByLabel("Certificate fields as headers").fill("X-SSL-Client-Verify: portcullis.tls_client_auth.verify_result\n\nX-Client-Spiffe: portcullis.tls_client_auth.cert_san_uri");
   await hnDialog.getByRole("button", { name: "Save" }).click();
   await hnDialog.waitFor({ state: "hidden" });
   await app.locator("td", { hasText: "http://127.0.0.1:9" }).waitFor();
   await app.locator(".host-header", { hasText: "Host: backend.internal" }).waitFor();
+  assert.equal(await app.locator(".cert-headers").textContent(), "x-client-spiffe, x-ssl-client-verify");
   await page.locator("#toast", { hasText: "Hostname saved" }).waitFor();
   await assertToastClear("Hostnames");
   const appCells = await app.locator("td").allTextContents();
   assert.equal(appCells[4], "require");
-  assert.equal(appCells[5], "RFC 9440, X-Forwarded-Client-Cert with the certificate");
+  assert.equal(appCells[5], "RFC 9440, X-Forwarded-Client-Cert with the certificatex-client-spiffe, x-ssl-client-verify", "the styles, then the named headers");
   const hostsNow = (await (await fetch(`${base}/client/v4/zones/${zoneId}/hostnames`, { headers: authorization })).json()).result;
   assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").send_client_ca_names, false);
   assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").min_tls_version, "1.3");
@@ -819,6 +822,10 @@ try {
   assert.deepEqual(hostsNow.find((x) => x.hostname === "app.localhost").additional_origins, ["http://127.0.0.1:10", "http://127.0.0.1:11"]);
   assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").origin_steering, "round_robin");
   assert.equal(hostsNow.find((x) => x.hostname === "app.localhost").origin_host_header, "backend.internal");
+  assert.deepEqual(hostsNow.find((x) => x.hostname === "app.localhost").client_certificate_headers, {
+    "x-client-spiffe": "portcullis.tls_client_auth.cert_san_uri",
+    "x-ssl-client-verify": "portcullis.tls_client_auth.verify_result",
+  });
   assert.deepEqual(hostsNow.find((x) => x.hostname === "app.localhost").client_certificate_forwarding, ["rfc9440", "xfcc_cert"]);
   await shot("09-hostnames");
 

@@ -90,6 +90,11 @@ pub enum HostCommand {
         /// name of their own (cloud load balancers, virtual hosts). HTTP/1.1 origins only.
         #[arg(long, value_name = "NAME", conflicts_with = "origin_h2")]
         origin_host_header: Option<String>,
+        /// Send a client-certificate field to the origin under a header name of your choosing, as NGINX's
+        /// proxy_set_header does: HEADER=FIELD, e.g. X-SSL-Client-Verify=portcullis.tls_client_auth.verify_result;
+        /// repeat for several.
+        #[arg(long, value_name = "HEADER=FIELD", value_parser = header_field)]
+        cert_header: Vec<(String, String)>,
         #[command(flatten)]
         origin_tls: OriginTlsArgs,
         /// Name the trusted CAs when asking clients for a certificate (default true); false keeps them private.
@@ -128,6 +133,13 @@ pub enum HostCommand {
         /// Send the client's Host to the origin again.
         #[arg(long, conflicts_with = "origin_host_header")]
         no_origin_host_header: bool,
+        /// The certificate fields sent under header names of your choosing, replacing the hostname's (as for
+        /// `host add`).
+        #[arg(long, value_name = "HEADER=FIELD", value_parser = header_field)]
+        cert_header: Vec<(String, String)>,
+        /// Send no certificate fields under names of your choosing any more.
+        #[arg(long, conflicts_with = "cert_header")]
+        no_cert_headers: bool,
         #[command(flatten)]
         origin_tls: OriginTlsArgs,
         /// Stop trusting the --origin-ca set before (back to the public roots).
@@ -455,6 +467,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             forward_cert,
             origin_h2,
             origin_host_header,
+            cert_header,
             origin_tls,
             client_ca_names,
             min_tls_version,
@@ -486,6 +499,9 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             if let Some(name) = origin_host_header {
                 body["origin_host_header"] = json!(name);
             }
+            if !cert_header.is_empty() {
+                body["client_certificate_headers"] = header_map(cert_header);
+            }
             let created = api
                 .send(Method::POST, &format!("/zones/{}/hostnames", s(&zone, "id")), &body)
                 .await?
@@ -512,6 +528,8 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             origin_h2,
             origin_host_header,
             no_origin_host_header,
+            cert_header,
+            no_cert_headers,
             origin_tls,
             no_origin_ca,
             no_origin_client_cert,
@@ -549,6 +567,12 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             if no_origin_host_header {
                 body["origin_host_header"] = json!("");
             }
+            if !cert_header.is_empty() {
+                body["client_certificate_headers"] = header_map(cert_header);
+            }
+            if no_cert_headers {
+                body["client_certificate_headers"] = json!({});
+            }
             origin_tls.apply(&mut body)?;
             // The API's way to remove a setting: an empty string.
             if no_origin_ca {
@@ -568,7 +592,7 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             }
             if body.as_object().is_some_and(serde_json::Map::is_empty) {
                 bail!(
-                    "nothing to change: give --origin, --steering, --health-check, --no-health-check, --tls-client-auth, --forward-cert, --origin-h2, --origin-host-header, --no-origin-host-header, --client-ca-names, --min-tls-version or an origin TLS option"
+                    "nothing to change: give --origin, --steering, --health-check, --no-health-check, --tls-client-auth, --forward-cert, --origin-h2, --origin-host-header, --no-origin-host-header, --cert-header, --no-cert-headers, --client-ca-names, --min-tls-version or an origin TLS option"
                 );
             }
             let updated = api
@@ -637,6 +661,18 @@ pub async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
                     ("client_certificate_forwarding", styles(&found)),
                     ("origin_tls_verify", s(&found, "origin_tls_verify")),
                     ("origin_http2", s(&found, "origin_http2")),
+                    (
+                        "client_certificate_headers",
+                        found["client_certificate_headers"]
+                            .as_object()
+                            .map(|m| {
+                                m.iter()
+                                    .map(|(h, f)| format!("{h}: {}", f.as_str().unwrap_or_default()))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            })
+                            .unwrap_or_default(),
+                    ),
                     (
                         "origin_host_header",
                         found["origin_host_header"]
@@ -847,4 +883,21 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--cert-header HEADER=FIELD`.
+fn header_field(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((header, field)) if !header.trim().is_empty() && !field.trim().is_empty() => {
+            Ok((header.trim().to_owned(), field.trim().to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?} is not HEADER=FIELD (e.g. X-SSL-Client-Verify=portcullis.tls_client_auth.verify_result)"
+        )),
+    }
+}
+
+/// The API's `client_certificate_headers` from `--cert-header` pairs.
+fn header_map(pairs: Vec<(String, String)>) -> Value {
+    Value::Object(pairs.into_iter().map(|(h, f)| (h, Value::String(f))).collect())
 }

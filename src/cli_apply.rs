@@ -1084,6 +1084,7 @@ async fn apply_zone(
                         ("origin_client_certificate", json!("")),
                         ("origin_health_check", Value::Null),
                         ("origin_host_header", json!("")),
+                        ("client_certificate_headers", json!({})),
                     ] {
                         if body.get(key).is_none() {
                             body[key] = cleared;

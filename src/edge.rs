@@ -471,6 +471,12 @@ impl EdgeBuilder {
                 portcullis_admin::MinTlsVersion::Tls12 => portcullis_proxy::MinTlsVersion::Tls12,
                 portcullis_admin::MinTlsVersion::Tls13 => portcullis_proxy::MinTlsVersion::Tls13,
             },
+            field_headers: portcullis_proxy::field_headers::FieldHeaders::new(
+                settings
+                    .client_certificate_headers
+                    .iter()
+                    .map(|(header, field)| (header.as_str(), field.as_str())),
+            )?,
         })?)
     }
 

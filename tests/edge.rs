@@ -109,9 +109,9 @@ fn curl_sees_rules_enforced_over_http1_and_http2() {
 }
 
 /// A Host override from the CLI reaches the origin (and shows in `host show`), is refused with an HTTP/2 origin,
-/// and is removed again.
+/// and is removed again; so do certificate fields under header names of the operator's choosing.
 #[test]
-fn the_origin_gets_the_host_the_hostname_names() {
+fn the_origin_gets_the_host_and_certificate_headers_the_hostname_names() {
     let server = Server::start();
     setup(&server);
     // The edge takes a change with its next snapshot, a moment after the write.
@@ -152,6 +152,63 @@ fn the_origin_gets_the_host_the_hostname_names() {
 
     ok(&server.cli(&["host", "set", "localhost", "--no-origin-host-header"]));
     origin_sees("\r\nhost: localhost:");
+
+    // Certificate fields under the names an NGINX-fronted origin reads; a client's own copy never passes.
+    ok(&server.cli(&[
+        "host",
+        "set",
+        "localhost",
+        "--cert-header",
+        "X-SSL-Client-Verify=portcullis.tls_client_auth.verify_result",
+        "--cert-header",
+        "X-SSL-Client-S-DN=cf.tls_client_auth.cert_subject_dn_legacy",
+    ]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (_, _, body) = get(
+            &server,
+            "/",
+            &[WITH_CERT, &["-H", "X-SSL-Client-S-DN: /CN=admin"]].concat(),
+        );
+        if body.contains("x-ssl-client-verify: success") {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(body.contains("\r\nx-ssl-client-s-dn: /cn=device-1"), "{body}");
+    assert!(!body.contains("/cn=admin"), "{body}");
+    let (_, _, body) = get(&server, "/", &[]);
+    assert!(
+        body.contains("x-ssl-client-verify: none") && !body.contains("x-ssl-client-s-dn"),
+        "{body}"
+    );
+    let shown = ok(&server.cli(&["host", "show", "localhost"]));
+    assert!(
+        shown.contains("x-ssl-client-verify: portcullis.tls_client_auth.verify_result"),
+        "{shown}"
+    );
+    let out = server.cli(&[
+        "host",
+        "set",
+        "localhost",
+        "--cert-header",
+        "Host=cf.tls_client_auth.cert_serial",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sets or reads this field itself"),
+        "{out:?}"
+    );
+    ok(&server.cli(&["host", "set", "localhost", "--no-cert-headers"]));
+    origin_sees("\r\nhost: localhost:");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(&server, "/", &[]).2.contains("x-ssl-client-verify") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the headers are gone once removed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Cloudflare's "Add TLS client auth headers" managed transform, turned on for the zone by `apply`: every hostname

@@ -1972,7 +1972,14 @@ async function loadHostnames() {
         serverCertCell(host, custom),
         mtlsCell(associated.get(host.hostname)),
         h("td", {}, host.tls_client_auth),
-        h("td", {}, [host.client_certificate_forwarding].flat().map((style) => forwarding[style] ?? style).join(", ")),
+        h(
+          "td",
+          {},
+          [host.client_certificate_forwarding].flat().map((style) => forwarding[style] ?? style).join(", "),
+          Object.keys(host.client_certificate_headers ?? {}).length
+            ? h("div", { class: "muted small mono cert-headers" }, Object.keys(host.client_certificate_headers).join(", "))
+            : null,
+        ),
         h(
           "td",
           {},
@@ -2009,6 +2016,18 @@ function healthCheck(pathId, intervalId, previous = null) {
 /** The forwarding styles checked in the fieldset `id` (none checked: nothing is forwarded). */
 function checkedStyles(id) {
   return [...$(id).querySelectorAll("input:checked")].map((box) => box.value);
+}
+
+/** `Header: field` lines as the API's map; a line without a colon is sent as a name without a field, which the API
+ * refuses with the list of fields. */
+function headerLines(text) {
+  const map = {};
+  for (const line of lines(text)) {
+    const at = line.indexOf(":");
+    if (at < 0) map[line] = "";
+    else map[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+  }
+  return map;
 }
 
 /** A hostname's origin servers, one per line, and how requests are spread over several. */
@@ -2051,6 +2070,9 @@ function openHostEdit(id) {
   $("hn-edit-min-tls").value = host.min_tls_version ?? "1.2";
   $("hn-edit-h2").checked = host.origin_http2 === true;
   $("hn-edit-host-header").value = host.origin_host_header ?? "";
+  $("hn-edit-cert-headers").value = Object.entries(host.client_certificate_headers ?? {})
+    .map(([header, field]) => `${header}: ${field}`)
+    .join("\n");
   openDialog(dialog);
   $("hn-edit-origin").focus();
 }
@@ -2086,6 +2108,7 @@ function setupHostEdit() {
         origin_http2: $("hn-edit-h2").checked,
         // Empty sends the client's Host again.
         origin_host_header: $("hn-edit-host-header").value.trim(),
+        client_certificate_headers: headerLines($("hn-edit-cert-headers").value),
       });
       dialog.close();
       toast("Hostname saved");

@@ -1,5 +1,7 @@
 //! `/zones/{zone_id}/hostnames` (Portcullis extension): the hostnames the edge serves, their origins and settings.
 
+use std::collections::BTreeMap;
+
 use crate::api::Path;
 use axum::Extension;
 use axum::extract::State;
@@ -255,6 +257,12 @@ pub struct HostnameSettings {
     /// URL's authority as `:authority`, so name the origin by the name it wants.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin_host_header: Option<String>,
+    /// Client-certificate fields sent to the origin under header names of the operator's choosing: header name →
+    /// field name (`{"X-SSL-Client-Verify": "portcullis.tls_client_auth.verify_result"}`), for origins that read
+    /// them as NGINX's `proxy_set_header` set them. Client-sent copies are always removed; a field without a value
+    /// sends no header; a list is joined with `", "`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub client_certificate_headers: BTreeMap<String, String>,
 }
 
 impl Default for HostnameSettings {
@@ -273,6 +281,7 @@ impl Default for HostnameSettings {
             origin_steering: OriginSteering::default(),
             origin_health_check: None,
             origin_host_header: None,
+            client_certificate_headers: BTreeMap::new(),
         }
     }
 }
@@ -349,6 +358,9 @@ pub struct CreateHostname {
     /// The `Host` sent to an HTTP/1.1 origin instead of the client's.
     #[serde(default)]
     pub origin_host_header: Option<String>,
+    /// Header name → client-certificate field, sent to the origin.
+    #[serde(default)]
+    pub client_certificate_headers: BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -379,6 +391,8 @@ pub struct UpdateHostname {
     pub origin_health_check: Option<Option<OriginHealthCheck>>,
     /// An empty string sends the client's `Host` again.
     pub origin_host_header: Option<String>,
+    /// Replaces the map; `{}` removes them all.
+    pub client_certificate_headers: Option<BTreeMap<String, String>>,
 }
 
 /// A client certificate can only be presented over TLS.
@@ -479,6 +493,80 @@ pub fn check_additional_origins(origin: &str, additional: &[String]) -> Result<V
     Ok(seen.split_off(1))
 }
 
+/// The most `client_certificate_headers` a hostname may have.
+pub const MAX_CERTIFICATE_HEADERS: usize = 32;
+
+/// Header names an operator may not give a certificate field: hop-by-hop, framing, routing and authentication
+/// fields, and those the edge sets itself (compared with `_` read as `-`, as some origins read it).
+const RESERVED_HEADERS: [&str; 20] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "expect",
+    "cookie",
+    "authorization",
+    "proxy-authorization",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "true-client-ip",
+];
+
+/// Prefixes of the certificate headers the forwarding styles write.
+const STYLE_HEADER_PREFIXES: [&str; 4] = ["cf-client-cert-", "cf-cert-", "client-cert", "x-forwarded-client-cert"];
+
+/// Checks `client_certificate_headers`: at most [`MAX_CERTIFICATE_HEADERS`], each a header name (lower-cased) that
+/// is not reserved nor a style's and appears once, mapped to a client-certificate field. Errors name the entry.
+fn check_certificate_headers(map: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ApiError> {
+    if map.len() > MAX_CERTIFICATE_HEADERS {
+        return Err(ApiError::invalid(format!(
+            "client_certificate_headers has {} entries; at most {MAX_CERTIFICATE_HEADERS} are allowed",
+            map.len()
+        )));
+    }
+    let fields = portcullis_pki::ClientAuthFacts::default();
+    let fields = fields.fields().map(|(name, _)| name);
+    let mut out = BTreeMap::new();
+    for (header, field) in map {
+        let bad = |why: String| {
+            Err(ApiError::invalid(format!(
+                "client_certificate_headers {header:?}: {why}"
+            )))
+        };
+        let name = header.trim().to_ascii_lowercase();
+        if name.is_empty() || name.len() > 64 || axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return bad("not a header name (letters, digits and - _ . ! # $ % & ' * + ^ ` | ~, at most 64)".into());
+        }
+        let spelled = name.replace('_', "-");
+        if RESERVED_HEADERS.contains(&spelled.as_str()) {
+            return bad("the edge sets or reads this field itself; choose another name".into());
+        }
+        if STYLE_HEADER_PREFIXES.iter().any(|p| spelled.starts_with(p)) {
+            return bad("a forwarding style writes this name (client_certificate_forwarding); choose another".into());
+        }
+        if !fields.contains(&field.as_str()) {
+            return bad(format!(
+                "{field:?} is not a client-certificate field; the fields are {}",
+                fields.join(", ")
+            ));
+        }
+        if out.keys().any(|k: &String| k.replace('_', "-") == spelled) {
+            return bad("named twice".into());
+        }
+        out.insert(name, field);
+    }
+    Ok(out)
+}
+
 /// The longest `origin_host_header`: a DNS name (253) and a port.
 const MAX_HOST_HEADER: usize = 259;
 
@@ -551,6 +639,7 @@ pub fn normalize_settings(
         check_https(&origin)?;
     }
     settings.origin_host_header = check_host_header(settings.origin_host_header, settings.origin_http2)?;
+    settings.client_certificate_headers = check_certificate_headers(settings.client_certificate_headers)?;
     Ok((origin, settings))
 }
 
@@ -578,6 +667,7 @@ pub async fn create_hostname(
         origin_steering: body.origin_steering,
         origin_health_check: body.origin_health_check,
         origin_host_header: body.origin_host_header,
+        client_certificate_headers: body.client_certificate_headers,
     };
     let (origin, settings) = normalize_settings(&body.origin, settings)?;
     if let Some(id) = &settings.origin_client_certificate {
@@ -683,6 +773,9 @@ pub async fn update_hostname(
     if settings.origin_client_certificate.is_some() {
         check_https(primary)?;
     }
+    if let Some(map) = body.client_certificate_headers {
+        settings.client_certificate_headers = check_certificate_headers(map)?;
+    }
     // Checked whichever of the two changed: turning HTTP/2 on under a Host override is refused too.
     settings.origin_host_header = check_host_header(
         body.origin_host_header.or(settings.origin_host_header.take()),
@@ -718,7 +811,68 @@ pub async fn delete_hostname(
 
 #[cfg(test)]
 mod tests {
-    use super::{OriginHealthCheck, check_additional_origins, check_host_header, check_origin};
+    use super::{
+        OriginHealthCheck, check_additional_origins, check_certificate_headers, check_host_header, check_origin,
+    };
+
+    #[test]
+    fn certificate_headers_name_fields_under_free_names() {
+        let check = |pairs: &[(&str, &str)]| {
+            check_certificate_headers(pairs.iter().map(|(h, f)| ((*h).to_owned(), (*f).to_owned())).collect())
+                .map_err(|e| e.message)
+        };
+        let ok = check(&[
+            ("X-SSL-Client-Verify", "portcullis.tls_client_auth.verify_result"),
+            ("x-client-spiffe", "portcullis.tls_client_auth.cert_san_uri"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            ok.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["x-client-spiffe", "x-ssl-client-verify"],
+            "lower-cased"
+        );
+        for (pairs, why) in [
+            (
+                vec![("Host", "cf.tls_client_auth.cert_serial")],
+                "sets or reads this field itself",
+            ),
+            (
+                vec![("x_forwarded_for", "cf.tls_client_auth.cert_serial")],
+                "sets or reads this field itself",
+            ),
+            (
+                vec![("cf-cert-serial", "cf.tls_client_auth.cert_serial")],
+                "a forwarding style writes",
+            ),
+            (
+                vec![("client_cert", "cf.tls_client_auth.cert_serial")],
+                "a forwarding style writes",
+            ),
+            (
+                vec![("bad header", "cf.tls_client_auth.cert_serial")],
+                "not a header name",
+            ),
+            (vec![("x-a", "http.host")], "is not a client-certificate field"),
+            (
+                vec![
+                    ("x-a", "cf.tls_client_auth.cert_serial"),
+                    ("X_A", "cf.tls_client_auth.cert_serial"),
+                ],
+                "named twice",
+            ),
+        ] {
+            let err = check(&pairs).expect_err(why);
+            assert!(
+                err.starts_with("client_certificate_headers") && err.contains(why),
+                "{why}: {err}"
+            );
+        }
+        let many: Vec<(String, &str)> = (0..33)
+            .map(|i| (format!("x-h{i}"), "cf.tls_client_auth.cert_serial"))
+            .collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(h, f)| (h.as_str(), *f)).collect();
+        assert!(check(&many).expect_err("too many").contains("at most 32"));
+    }
 
     #[test]
     fn host_header_overrides_are_names_with_an_optional_port() {

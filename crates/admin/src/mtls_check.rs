@@ -164,18 +164,29 @@ pub(crate) fn warnings(hosts: &[HostView], rules: &[RuleView]) -> Vec<String> {
         ));
     }
 
-    let verified = field("cf.tls_client_auth.cert_verified");
+    // Both say a revoked certificate verified, as at Cloudflare.
+    let verified = [
+        "cf.tls_client_auth.cert_verified",
+        "portcullis.tls_client_auth.verify_result",
+    ]
+    .map(|name| (name, field(name)));
     let revocation = [
         field("cf.tls_client_auth.cert_revoked"),
         field("portcullis.tls_client_auth.cert_status"),
     ];
     for (_, rule, scope) in &enforcing {
         let reads = rule.program.fields();
-        if verified.is_some_and(|v| reads.contains(v)) && !revocation.iter().flatten().any(|f| reads.contains(*f)) {
+        let checked = verified
+            .iter()
+            .find(|(_, id)| id.is_some_and(|v| reads.contains(v)))
+            .map(|(name, _)| *name);
+        if let Some(checked) = checked
+            && !revocation.iter().flatten().any(|f| reads.contains(*f))
+        {
             out.push(format!(
-                "rule {} checks cf.tls_client_auth.cert_verified but not cf.tls_client_auth.cert_revoked: a revoked \
-                 certificate still verifies (cert_verified stays true, as at Cloudflare), so it passes this rule. \
-                 Use (not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked)",
+                "rule {} checks {checked} but not cf.tls_client_auth.cert_revoked: a revoked certificate still \
+                 verifies (cert_verified stays true and verify_result SUCCESS, as at Cloudflare), so it passes this \
+                 rule. Use (not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked)",
                 rule.label
             ));
         }
@@ -416,6 +427,17 @@ mod tests {
             r#"portcullis.tls_client_auth.cert_status ne "ok" and http.host eq "api.test""#,
         );
         assert!(warnings(&hosts, &[status]).is_empty());
+        // NGINX's $ssl_client_verify says SUCCESS for a revoked certificate here too.
+        let result = rule(
+            "result",
+            r#"portcullis.tls_client_auth.verify_result ne "SUCCESS" and http.host eq "api.test""#,
+        );
+        let w = warnings(&hosts, &[result]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("rule result checks portcullis.tls_client_auth.verify_result but not"),
+            "{w:?}"
+        );
 
         let everywhere = rule("everywhere", GOOD);
         let w = warnings(&hosts, &[everywhere]);

@@ -144,7 +144,7 @@ pub enum FactValue<'a> {
 }
 
 /// How many fields [`ClientAuthFacts::fields`] lists.
-pub const FACT_COUNT: usize = 28;
+pub const FACT_COUNT: usize = 29;
 
 impl ClientAuthFacts {
     /// Field names (`cf.tls_client_auth.*` then `portcullis.tls_client_auth.*`) and values, in a stable order.
@@ -199,6 +199,7 @@ impl ClientAuthFacts {
                 Bool(self.cert_chain_rfc9440_too_large),
             ),
             ("portcullis.tls_client_auth.verify_error", Str(self.verify_error())),
+            ("portcullis.tls_client_auth.verify_result", Str(&self.verify_result)),
             ("portcullis.tls_client_auth.cert_status", Str(self.status.as_str())),
             ("portcullis.tls_client_auth.cert_san_dns", Array(&self.san_dns)),
             ("portcullis.tls_client_auth.cert_san_uri", Array(&self.san_uri)),

@@ -613,7 +613,7 @@ fn facts_formats() {
     assert_eq!(f.cert_issuer_dn, format!("CN={},O=Acme\\, Inc.", ca.name()));
     assert_eq!(f.cert_issuer_dn_legacy, format!("/O=Acme, Inc./CN={}", ca.name()));
     assert_eq!(f.verify_result, "SUCCESS");
-    assert_eq!(f.fields().len(), 28);
+    assert_eq!(f.fields().len(), 29);
     assert_eq!(f.cert_spki_sha256.len(), 64);
     assert_eq!(f.fields().iter().filter(|(n, _)| n.starts_with("cf.")).count(), 21);
 

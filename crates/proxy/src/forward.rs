@@ -186,7 +186,7 @@ pub(crate) fn clean_trailers(trailers: &mut HeaderMap, front: &[HeaderName]) {
 }
 
 /// A header value from arbitrary text: bytes a header cannot carry (controls) become `?`.
-fn value(text: &str) -> Option<HeaderValue> {
+pub(crate) fn value(text: &str) -> Option<HeaderValue> {
     HeaderValue::from_bytes(text.as_bytes()).ok().or_else(|| {
         let cleaned: Vec<u8> = text
             .bytes()
@@ -528,6 +528,7 @@ impl Upstream {
             parts.headers.insert(header::UPGRADE, protocol.clone());
         }
         certificate_headers(&mut parts.headers, host.forwarding, client.facts, client.chain);
+        host.field_headers.apply(&mut parts.headers, client.facts);
 
         // Earlier X-Forwarded-For fields are folded, in order, into one value ending with the client.
         let mut xff = String::new();
@@ -668,6 +669,17 @@ impl Upstream {
         } else {
             (None, Some(body))
         };
+        // The names the front proxy passes certificates in, and the hostname's own certificate headers: no trailer
+        // may stand in for them at an origin that folds trailers into the header section.
+        let trailer_names: Arc<[HeaderName]> = if host.field_headers.is_empty() {
+            self.front_cert.clone()
+        } else {
+            self.front_cert
+                .iter()
+                .chain(host.field_headers.names())
+                .cloned()
+                .collect()
+        };
         let mut next_head = Some(parts);
         let mut resp = loop {
             let Some(head) = next_head.take() else {
@@ -686,7 +698,7 @@ impl Upstream {
                 self.max_body,
                 self.body_timeout,
                 state.clone(),
-                self.front_cert.clone(),
+                trailer_names.clone(),
             );
             let request = Request::from_parts(head, body);
             let sent = match &origin.tls {

@@ -40,6 +40,7 @@ pub mod cert_header;
 pub mod client_ip;
 pub mod config;
 pub mod events;
+pub mod field_headers;
 pub mod forward;
 pub mod health_check;
 pub mod normalize;

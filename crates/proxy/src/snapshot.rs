@@ -515,6 +515,8 @@ pub struct Host {
     pub mtls: Option<Mtls>,
     pub origin: Origin,
     pub forwarding: ForwardingSet,
+    /// Certificate fields sent to the origin under header names of the operator's choosing.
+    pub field_headers: crate::field_headers::FieldHeaders,
     /// The zone's managed transforms.
     pub transforms: Transforms,
     /// The zone's ruleset. Not public: `has_rules` is derived from it when the host is built.
@@ -554,6 +556,8 @@ pub struct HostParams {
     pub sessions: TlsSessions,
     /// The oldest TLS version the host accepts.
     pub min_tls_version: MinTlsVersion,
+    /// Certificate fields sent to the origin under header names of the operator's choosing.
+    pub field_headers: crate::field_headers::FieldHeaders,
 }
 
 /// The oldest TLS version a host accepts: 1.2 (the default, as on Cloudflare) or 1.3. rustls speaks neither 1.0
@@ -588,6 +592,7 @@ impl Host {
             mtls: params.mtls.map(|(m, _)| m),
             origin: params.origin,
             forwarding: params.forwarding,
+            field_headers: params.field_headers,
             transforms: params.transforms,
             rule_fields: {
                 let mut fields = *params.ruleset.fields();

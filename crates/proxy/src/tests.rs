@@ -326,6 +326,7 @@ struct HostSpec {
     ratelimit: Arc<CompiledRuleset>,
     min_tls_version: crate::MinTlsVersion,
     transforms: crate::Transforms,
+    field_headers: crate::field_headers::FieldHeaders,
 }
 
 impl HostSpec {
@@ -342,6 +343,7 @@ impl HostSpec {
             ratelimit: Arc::new(CompiledRuleset::compile_ratelimit(&Ruleset::default()).unwrap()),
             min_tls_version: crate::MinTlsVersion::default(),
             transforms: crate::Transforms::default(),
+            field_headers: crate::field_headers::FieldHeaders::default(),
         }
     }
 }
@@ -366,6 +368,7 @@ fn build_snapshot(generation: u64, server: &ServerPki, origin: SocketAddr, specs
             url_normalization: spec.normalization,
             sessions: spec.sessions.unwrap_or_else(|| TlsSessions::local(spec.name)),
             min_tls_version: spec.min_tls_version,
+            field_headers: spec.field_headers,
         })
         .unwrap();
         snap.insert(host);
@@ -729,6 +732,79 @@ async fn a_host_override_is_what_the_origin_sees() {
     let (status, _, body) = c2.get("api.test", "/api").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(header(&origin_headers(&body), "host"), Some("backend.internal:8080"));
+}
+
+/// Certificate fields under header names of the operator's choosing: set from the connection's certificate (a list
+/// joined, a boolean as text, NGINX's verify result), client-sent copies removed in any spelling, and no header
+/// for a field without a value.
+#[tokio::test]
+async fn certificate_fields_reach_the_origin_under_the_chosen_names() {
+    let w = world().await;
+    let mut spec = HostSpec::new("api.test", &w.ca);
+    spec.rules = ruleset(&[]);
+    spec.field_headers = crate::field_headers::FieldHeaders::new([
+        ("x-ssl-client-verify", "portcullis.tls_client_auth.verify_result"),
+        ("x-ssl-client-s-dn", "cf.tls_client_auth.cert_subject_dn_legacy"),
+        ("x-client-spiffe", "portcullis.tls_client_auth.cert_san_uri"),
+        ("x-client-verified", "cf.tls_client_auth.cert_verified"),
+    ])
+    .unwrap();
+    let proxy = start_proxy(build_snapshot(1, &w.server, w.origin, vec![spec])).await;
+    let sans = SubjectAltNames {
+        uri: vec!["spiffe://example.org/a".into(), "spiffe://example.org/b".into()],
+        ..SubjectAltNames::default()
+    };
+    let good = issue(&w.ca, "svc-a", sans);
+    let f = facts_for(&w.ca, &good);
+
+    let spoofed = [
+        ("x-ssl-client-verify", "SUCCESS"),
+        ("x_ssl_client_s_dn", "/CN=admin"),
+        ("X-Client-Spiffe", "spiffe://example.org/admin"),
+    ];
+    let mut c = h1(&proxy, &w.server, "api.test", Some(&good)).await;
+    let (status, _, body) = c.get("api.test", "/api", &spoofed).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let headers = origin_headers(&body);
+    assert_eq!(header(&headers, "x-ssl-client-verify"), Some("SUCCESS"));
+    assert_eq!(
+        header(&headers, "x-ssl-client-s-dn"),
+        Some(f.cert_subject_dn_legacy.as_str())
+    );
+    assert!(
+        f.cert_subject_dn_legacy.contains("/CN=svc-a"),
+        "{}",
+        f.cert_subject_dn_legacy
+    );
+    assert_eq!(
+        header(&headers, "x-client-spiffe"),
+        Some("spiffe://example.org/a, spiffe://example.org/b")
+    );
+    assert_eq!(header(&headers, "x-client-verified"), Some("true"));
+    assert!(
+        !body.contains("x_ssl_client_s_dn") && !body.contains("/CN=admin"),
+        "{body}"
+    );
+
+    let mut anon = h1(&proxy, &w.server, "api.test", None).await;
+    let (status, _, body) = anon.get("api.test", "/api", &spoofed).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let headers = origin_headers(&body);
+    assert_eq!(header(&headers, "x-ssl-client-verify"), Some("NONE"));
+    assert_eq!(header(&headers, "x-client-verified"), Some("false"));
+    assert_eq!(
+        header(&headers, "x-ssl-client-s-dn"),
+        None,
+        "no certificate, no subject: {body}"
+    );
+    assert_eq!(header(&headers, "x-client-spiffe"), None, "{body}");
+    assert!(
+        !body.contains("/CN=admin") && !body.contains("example.org/admin"),
+        "{body}"
+    );
+
+    assert!(crate::field_headers::FieldHeaders::new([("x-a", "cf.tls_client_auth.nope")]).is_err());
+    assert!(crate::field_headers::FieldHeaders::new([("bad header", "cf.tls_client_auth.cert_serial")]).is_err());
 }
 
 #[tokio::test]
@@ -2336,6 +2412,7 @@ fn bare_host(name: &str, cert: &ServerCert) -> Host {
         url_normalization: UrlNormalization::default(),
         sessions: TlsSessions::local(name),
         min_tls_version: crate::MinTlsVersion::default(),
+        field_headers: crate::field_headers::FieldHeaders::default(),
     })
     .unwrap()
 }

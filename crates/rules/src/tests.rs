@@ -699,6 +699,7 @@ fn schema_is_complete() {
         "cf.tls_cipher",
         "cf.edge.server_port",
         "portcullis.tls_client_auth.verify_error",
+        "portcullis.tls_client_auth.verify_result",
         "portcullis.tls_client_auth.cert_status",
         "portcullis.tls_client_auth.cert_san_dns",
         "portcullis.tls_client_auth.cert_san_uri",
