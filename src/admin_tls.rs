@@ -41,6 +41,9 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Time in-flight requests get to finish once the server stops.
 const DRAIN: Duration = Duration::from_secs(10);
+/// A connection's whole life, keep-alive included: without it, connections left idle after one request would hold
+/// the slots. Clients (the CLI, a browser, `events -f`) simply connect again.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 
 /// The admin listener's certificate, as last loaded from its files.
 pub struct FileCert {
@@ -52,9 +55,12 @@ pub struct FileCert {
 }
 
 struct Stamps {
-    files: (Option<SystemTime>, Option<SystemTime>),
+    files: (FileStamp, FileStamp),
     checked: Instant,
 }
+
+/// A file's modification time and length: a rewrite within the clock's resolution still changes one of them.
+type FileStamp = Option<(SystemTime, u64)>;
 
 impl std::fmt::Debug for FileCert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,8 +71,9 @@ impl std::fmt::Debug for FileCert {
     }
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+fn stamp(path: &Path) -> FileStamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 /// The chain (PEM, leaf first) and its key (PEM: PKCS#8, SEC1 or PKCS#1), checked to belong together.
@@ -90,7 +97,7 @@ fn provider() -> rustls::crypto::CryptoProvider {
 impl FileCert {
     /// Loads the pair; an error names the file and what is wrong with it.
     pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Arc<FileCert>> {
-        let stamps = (modified(cert), modified(key));
+        let stamps = (stamp(cert), stamp(key));
         let pair = load_pair(cert, key)?;
         Ok(Arc::new(FileCert {
             cert: cert.to_owned(),
@@ -106,12 +113,15 @@ impl FileCert {
     /// Loads the pair again if either file changed since the last load, looking at most every [`RECHECK_EVERY`].
     /// A pair that does not load is logged once (until a file changes again) and the one in service stays.
     fn refresh(&self) {
-        let mut loaded = self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Another handshake is looking: this one serves the pair in service rather than wait.
+        let Ok(mut loaded) = self.loaded.try_lock() else {
+            return;
+        };
         if loaded.checked.elapsed() < RECHECK_EVERY {
             return;
         }
         loaded.checked = Instant::now();
-        let stamps = (modified(&self.cert), modified(&self.key));
+        let stamps = (stamp(&self.cert), stamp(&self.key));
         if loaded.files == stamps {
             return;
         }
@@ -228,7 +238,9 @@ pub async fn serve(
                 );
                 router.clone().oneshot(req.map(axum::body::Body::new))
             });
-            if let Err(e) = watcher.watch(http.serve_connection(TokioIo::new(tls), service)).await {
+            let served = watcher.watch(http.serve_connection(TokioIo::new(tls), service));
+            // Past its lifetime the connection is simply dropped.
+            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_LIFETIME, served).await {
                 tracing::debug!(%peer, error = %e, "admin listener: connection ended with an error");
             }
         });

@@ -397,6 +397,15 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         );
     }
     let eab = acme_eab(args)?;
+    // Loaded before the data directory is touched or anything is bound: a certificate that does not load stops the
+    // start, naming the file.
+    let admin_tls = match (&args.admin_tls_cert, &args.admin_tls_key) {
+        (Some(cert), Some(key)) => {
+            let cert = crate::admin_tls::FileCert::load(cert, key).context("the admin listener's certificate")?;
+            Some(crate::admin_tls::server_config(cert, args.admin_client_ca.as_deref())?)
+        }
+        _ => None,
+    };
     let boot = bootstrap(args).await?;
     if let Some(secret) = &boot.new_admin_token {
         // Shown once, on the first start; it is also in <data-dir>/admin-token (mode 0600).
@@ -526,14 +535,6 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             bind_edge(*addr, &args.listen).with_context(|| format!("binding the edge listener to {addr}"))?;
         edge_listeners.push(listener);
     }
-    // Loaded before any listener is bound: a certificate that does not load stops the start, naming the file.
-    let admin_tls = match (&args.admin_tls_cert, &args.admin_tls_key) {
-        (Some(cert), Some(key)) => {
-            let cert = crate::admin_tls::FileCert::load(cert, key).context("the admin listener's certificate")?;
-            Some(crate::admin_tls::server_config(cert, args.admin_client_ca.as_deref())?)
-        }
-        _ => None,
-    };
     let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding the admin listener to {}", args.admin_listen))?;

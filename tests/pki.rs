@@ -497,6 +497,12 @@ fn inspect_exit_codes_and_output() {
     assert_eq!(json["cf.tls_client_auth.cert_verified"], true);
     assert_eq!(json["cf.tls_client_auth.cert_revoked"], true);
     assert_eq!(json["portcullis.tls_client_auth.cert_status"], "revoked");
+    // NGINX's $ssl_client_verify for a revoked certificate, where Cloudflare's cert_verified stays true.
+    assert_eq!(
+        json["portcullis.tls_client_auth.verify_result"],
+        "FAILED:certificate revoked"
+    );
+    assert_eq!(json["portcullis.tls_client_auth.verify_error"], "certificate revoked");
     assert_eq!(
         json["portcullis.tls_client_auth.cert_san_dns"],
         serde_json::json!(["client.example"])

@@ -2019,13 +2019,16 @@ function checkedStyles(id) {
 }
 
 /** `Header: field` lines as the API's map; a line without a colon is sent as a name without a field, which the API
- * refuses with the list of fields. */
+ * refuses with the list of fields. A name given twice is refused here: the map would keep only one. */
 function headerLines(text) {
   const map = {};
   for (const line of lines(text)) {
     const at = line.indexOf(":");
-    if (at < 0) map[line] = "";
-    else map[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+    const name = at < 0 ? line : line.slice(0, at).trim();
+    if (Object.keys(map).some((known) => known.toLowerCase() === name.toLowerCase())) {
+      throw new Error(`Certificate fields as headers: ${name} is given twice`);
+    }
+    map[name] = at < 0 ? "" : line.slice(at + 1).trim();
   }
   return map;
 }

@@ -496,34 +496,6 @@ pub fn check_additional_origins(origin: &str, additional: &[String]) -> Result<V
 /// The most `client_certificate_headers` a hostname may have.
 pub const MAX_CERTIFICATE_HEADERS: usize = 32;
 
-/// Header names an operator may not give a certificate field: hop-by-hop, framing, routing and authentication
-/// fields, and those the edge sets itself (compared with `_` read as `-`, as some origins read it).
-const RESERVED_HEADERS: [&str; 20] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "content-type",
-    "content-encoding",
-    "expect",
-    "cookie",
-    "authorization",
-    "proxy-authorization",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "true-client-ip",
-];
-
-/// Prefixes of the certificate headers the forwarding styles write.
-const STYLE_HEADER_PREFIXES: [&str; 4] = ["cf-client-cert-", "cf-cert-", "client-cert", "x-forwarded-client-cert"];
-
 /// Checks `client_certificate_headers`: at most [`MAX_CERTIFICATE_HEADERS`], each a header name (lower-cased) that
 /// is not reserved nor a style's and appears once, mapped to a client-certificate field. Errors name the entry.
 fn check_certificate_headers(map: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ApiError> {
@@ -546,13 +518,10 @@ fn check_certificate_headers(map: BTreeMap<String, String>) -> Result<BTreeMap<S
         if name.is_empty() || name.len() > 64 || axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return bad("not a header name (letters, digits and - _ . ! # $ % & ' * + ^ ` | ~, at most 64)".into());
         }
+        if let Some(why) = portcullis_pki::reserved_header(&name) {
+            return bad(why.into());
+        }
         let spelled = name.replace('_', "-");
-        if RESERVED_HEADERS.contains(&spelled.as_str()) {
-            return bad("the edge sets or reads this field itself; choose another name".into());
-        }
-        if STYLE_HEADER_PREFIXES.iter().any(|p| spelled.starts_with(p)) {
-            return bad("a forwarding style writes this name (client_certificate_forwarding); choose another".into());
-        }
         if !fields.contains(&field.as_str()) {
             return bad(format!(
                 "{field:?} is not a client-certificate field; the fields are {}",

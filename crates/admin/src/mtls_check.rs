@@ -164,15 +164,15 @@ pub(crate) fn warnings(hosts: &[HostView], rules: &[RuleView]) -> Vec<String> {
         ));
     }
 
-    // Both say a revoked certificate verified, as at Cloudflare.
-    let verified = [
+    let verified = [(
         "cf.tls_client_auth.cert_verified",
-        "portcullis.tls_client_auth.verify_result",
-    ]
-    .map(|name| (name, field(name)));
+        field("cf.tls_client_auth.cert_verified"),
+    )];
+    // verify_result says FAILED for a revoked certificate, as NGINX's $ssl_client_verify does.
     let revocation = [
         field("cf.tls_client_auth.cert_revoked"),
         field("portcullis.tls_client_auth.cert_status"),
+        field("portcullis.tls_client_auth.verify_result"),
     ];
     for (_, rule, scope) in &enforcing {
         let reads = rule.program.fields();
@@ -185,8 +185,7 @@ pub(crate) fn warnings(hosts: &[HostView], rules: &[RuleView]) -> Vec<String> {
         {
             out.push(format!(
                 "rule {} checks {checked} but not cf.tls_client_auth.cert_revoked: a revoked certificate still \
-                 verifies (cert_verified stays true and verify_result SUCCESS, as at Cloudflare), so it passes this \
-                 rule. Use (not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked)",
+                 verifies (cert_verified stays true, as at Cloudflare), so it passes this rule. Use (not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked)",
                 rule.label
             ));
         }
@@ -206,10 +205,19 @@ pub(crate) fn warnings(hosts: &[HostView], rules: &[RuleView]) -> Vec<String> {
         }
     }
 
-    // A skip that reads a certificate field is taken to let only clients with one through (`cert_verified and
-    // ip.src in {…}`), and one whose hostnames cannot be read is left alone, as above.
+    // A skip that reads a verification outcome is taken to let only verified clients through (`cert_verified and
+    // ip.src in {…}`); one on other certificate fields (`cert_presented`, a subject) lets a self-signed certificate
+    // through. One whose hostnames cannot be read is left alone, as above.
+    let outcome: Vec<FieldId> = [
+        "cf.tls_client_auth.cert_verified",
+        "portcullis.tls_client_auth.verify_result",
+        "portcullis.tls_client_auth.cert_status",
+    ]
+    .iter()
+    .filter_map(|name| field(name))
+    .collect();
     for (i, skip) in rules.iter().enumerate() {
-        if !skip.skips_rules || skip.program.fields().iter().any(is_cert_field) {
+        if !skip.skips_rules || outcome.iter().any(|f| skip.program.fields().contains(*f)) {
             continue;
         }
         let scope = Scope::of(&skip.program);
@@ -225,7 +233,10 @@ pub(crate) fn warnings(hosts: &[HostView], rules: &[RuleView]) -> Vec<String> {
             .collect();
         if !bypassed.is_empty() {
             out.push(format!(
-                "rule {} skips the remaining custom rules on {} before the block rules there check client                  certificates, and reads no cf.tls_client_auth.* field itself: the requests it matches are served                  with or without a valid certificate. Move it after them, exclude those requests in the block rule                  instead, or add (cf.tls_client_auth.cert_verified and not cf.tls_client_auth.cert_revoked) to it",
+                "rule {} skips the remaining custom rules on {} before the block rules there check client \
+                 certificates, and does not itself ask for a verified one: the requests it matches are served with \
+                 or without a valid certificate. Move it after them, exclude those requests in the block rule \
+                 instead, or add (cf.tls_client_auth.cert_verified and not cf.tls_client_auth.cert_revoked) to it",
                 skip.label,
                 named(&bypassed)
             ));
@@ -427,17 +438,12 @@ mod tests {
             r#"portcullis.tls_client_auth.cert_status ne "ok" and http.host eq "api.test""#,
         );
         assert!(warnings(&hosts, &[status]).is_empty());
-        // NGINX's $ssl_client_verify says SUCCESS for a revoked certificate here too.
+        // NGINX's $ssl_client_verify says FAILED for a revoked certificate, and so does verify_result.
         let result = rule(
             "result",
             r#"portcullis.tls_client_auth.verify_result ne "SUCCESS" and http.host eq "api.test""#,
         );
-        let w = warnings(&hosts, &[result]);
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert!(
-            w[0].starts_with("rule result checks portcullis.tls_client_auth.verify_result but not"),
-            "{w:?}"
-        );
+        assert!(warnings(&hosts, &[result]).is_empty());
 
         let everywhere = rule("everywhere", GOOD);
         let w = warnings(&hosts, &[everywhere]);
@@ -507,11 +513,21 @@ mod tests {
         let check = || rule("check", &format!(r#"{GOOD} and http.host in {{"api.test"}}"#));
         let health = || skip("health", r#"http.request.uri.path eq "/health""#);
         let w = warnings(&hosts, &[health(), check()]);
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert!(
-            w[0].starts_with("rule health skips the remaining custom rules on api.test before"),
-            "{w:?}"
+        assert_eq!(
+            w,
+            [
+                "rule health skips the remaining custom rules on api.test before the block rules there check client \
+              certificates, and does not itself ask for a verified one: the requests it matches are served with or \
+              without a valid certificate. Move it after them, exclude those requests in the block rule instead, or \
+              add (cf.tls_client_auth.cert_verified and not cf.tls_client_auth.cert_revoked) to it"
+            ]
         );
+        // Presenting any certificate is not having a verified one.
+        let presented = skip(
+            "presented",
+            r#"cf.tls_client_auth.cert_presented and http.request.uri.path eq "/x""#,
+        );
+        assert_eq!(warnings(&hosts, &[presented, check()]).len(), 1);
         // After the check, it skips nothing the check would have done.
         assert_eq!(warnings(&hosts, &[check(), health()]), Vec::<String>::new());
         // A skip that asks for a valid certificate itself, one limited to another hostname (the `require` one, where

@@ -146,6 +146,57 @@ pub enum FactValue<'a> {
 /// How many fields [`ClientAuthFacts::fields`] lists.
 pub const FACT_COUNT: usize = 29;
 
+/// The fields that say how verification went rather than who the certificate names: the rest (subject, issuer,
+/// serial, fingerprints, SANs, the PEMs) are whatever a client put in a certificate until it verified, so a
+/// forwarder sends them only for a trusted one.
+pub const OUTCOME_FIELDS: [&str; 8] = [
+    "cf.tls_client_auth.cert_presented",
+    "cf.tls_client_auth.cert_verified",
+    "cf.tls_client_auth.cert_revoked",
+    "cf.tls_client_auth.cert_rfc9440_too_large",
+    "cf.tls_client_auth.cert_chain_rfc9440_too_large",
+    "portcullis.tls_client_auth.verify_error",
+    "portcullis.tls_client_auth.verify_result",
+    "portcullis.tls_client_auth.cert_status",
+];
+
+/// Header names no certificate field may be forwarded under (`_` read as `-`, as some origins read it): framing,
+/// hop-by-hop, routing and authentication fields, those the edge sets itself, and the forwarding styles' names.
+/// `None` for a name that is free; otherwise why it is not. Shared by the admin API's check and the proxy's.
+pub fn reserved_header(name: &str) -> Option<&'static str> {
+    const EDGE_OWN: [&str; 20] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "expect",
+        "cookie",
+        "authorization",
+        "proxy-authorization",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "true-client-ip",
+    ];
+    const STYLE_PREFIXES: [&str; 4] = ["cf-client-cert-", "cf-cert-", "client-cert", "x-forwarded-client-cert"];
+    let spelled = name.to_ascii_lowercase().replace('_', "-");
+    if EDGE_OWN.contains(&spelled.as_str()) {
+        Some("the edge sets or reads this field itself; choose another name")
+    } else if STYLE_PREFIXES.iter().any(|p| spelled.starts_with(p)) {
+        Some("a forwarding style writes this name (client_certificate_forwarding); choose another")
+    } else {
+        None
+    }
+}
+
 impl ClientAuthFacts {
     /// Field names (`cf.tls_client_auth.*` then `portcullis.tls_client_auth.*`) and values, in a stable order.
     /// An array, not a `Vec`: the proxy calls this per request when a rule reads a certificate field, and
@@ -199,7 +250,10 @@ impl ClientAuthFacts {
                 Bool(self.cert_chain_rfc9440_too_large),
             ),
             ("portcullis.tls_client_auth.verify_error", Str(self.verify_error())),
-            ("portcullis.tls_client_auth.verify_result", Str(&self.verify_result)),
+            (
+                "portcullis.tls_client_auth.verify_result",
+                Str(self.nginx_verify_result()),
+            ),
             ("portcullis.tls_client_auth.cert_status", Str(self.status.as_str())),
             ("portcullis.tls_client_auth.cert_san_dns", Array(&self.san_dns)),
             ("portcullis.tls_client_auth.cert_san_uri", Array(&self.san_uri)),
@@ -212,10 +266,21 @@ impl ClientAuthFacts {
         ]
     }
 
-    /// Why verification failed, OpenSSL-style (`certificate has expired`); `""` when the certificate verified or
-    /// none was presented. The rule field `portcullis.tls_client_auth.verify_error`.
+    /// Why the certificate is not trusted, OpenSSL-style (`certificate has expired`, `certificate revoked`); `""`
+    /// when it is trusted or none was presented. The rule field `portcullis.tls_client_auth.verify_error`.
     pub fn verify_error(&self) -> &str {
-        self.verify_result.strip_prefix("FAILED:").unwrap_or("")
+        self.nginx_verify_result().strip_prefix("FAILED:").unwrap_or("")
+    }
+
+    /// `SUCCESS`, `NONE` or `FAILED:<reason>` as NGINX's `$ssl_client_verify` has it: a revoked certificate is
+    /// `FAILED:certificate revoked` (where [`ClientAuthFacts::verify_result`], Workers' `certVerified`, says
+    /// `SUCCESS` beside `cert_revoked`). The rule field `portcullis.tls_client_auth.verify_result`.
+    pub fn nginx_verify_result(&self) -> &str {
+        if self.cert_revoked {
+            "FAILED:certificate revoked"
+        } else {
+            &self.verify_result
+        }
     }
 
     /// Copies a verification result in.

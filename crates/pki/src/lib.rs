@@ -49,7 +49,8 @@ pub use ca::{
 pub use crl::{Crl, CrlParams, RevocationReason, RevokedEntry};
 pub use error::PkiError;
 pub use facts::{
-    ClientAuthFacts, FACT_COUNT, FactValue, IssuerInfo, RFC9440_CHAIN_LIMIT, RFC9440_LEAF_LIMIT, compute_facts,
+    ClientAuthFacts, FACT_COUNT, FactValue, IssuerInfo, OUTCOME_FIELDS, RFC9440_CHAIN_LIMIT, RFC9440_LEAF_LIMIT,
+    compute_facts, reserved_header,
 };
 pub use keys::KeyType;
 pub use ocsp::{CertId, CertIdHash, OcspError, OcspStatus};

@@ -97,7 +97,11 @@ const ACTIONS: [&str; 6] = ["allow", "log", "skip", "block", "misdirected", "err
 pub(crate) struct HostMetrics {
     requests: [metrics::Counter; ACTIONS.len()],
     duration: metrics::Histogram,
+    client_certs: [metrics::Counter; CERT_STATUSES.len()],
 }
+
+/// The `status` values of [`CLIENT_CERT_TOTAL`].
+const CERT_STATUSES: [&str; 6] = ["ok", "absent", "untrusted", "notyetvalid", "expired", "revoked"];
 
 impl std::fmt::Debug for HostMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,6 +115,16 @@ impl HostMetrics {
             requests: ACTIONS
                 .map(|action| metrics::counter!(REQUESTS_TOTAL, "host" => host.to_owned(), "action" => action)),
             duration: metrics::histogram!(REQUEST_DURATION_SECONDS, "host" => host.to_owned()),
+            client_certs: CERT_STATUSES
+                .map(|status| metrics::counter!(CLIENT_CERT_TOTAL, "host" => host.to_owned(), "status" => status)),
+        }
+    }
+
+    /// Counts a handshake's client-certificate status (see [`CLIENT_CERT_TOTAL`]).
+    pub(crate) fn client_cert(&self, status: &'static str) {
+        match CERT_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => self.client_certs[i].increment(1),
+            None => debug_assert!(false, "unknown client certificate status {status}"),
         }
     }
 
@@ -167,10 +181,6 @@ pub fn origin_server_gauges(snapshot: &crate::Snapshot) -> String {
 
 pub(crate) fn origin_server_down(host: &str) {
     metrics::counter!(ORIGIN_SERVERS_DOWN_TOTAL, "host" => host.to_owned()).increment(1);
-}
-
-pub(crate) fn client_cert(host: &str, status: &'static str) {
-    metrics::counter!(CLIENT_CERT_TOTAL, "host" => host.to_owned(), "status" => status).increment(1);
 }
 
 pub(crate) fn handshake_ok(resumed: bool) {

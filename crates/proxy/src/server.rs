@@ -472,8 +472,8 @@ async fn handshake(
             // Only our verifier's refusals carry a certificate; never attach one to another failure.
             let cert = refused_cert.filter(|_| reason == "client_cert_invalid");
             match (&cert, reason) {
-                (Some(cert), _) => observe::client_cert(&host.hostname, cert.status),
-                (None, "client_cert_required") => observe::client_cert(&host.hostname, "absent"),
+                (Some(cert), _) => host.metrics.client_cert(cert.status),
+                (None, "client_cert_required") => host.metrics.client_cert("absent"),
                 _ => {}
             }
             observe::handshake_refused(client, sni.as_deref(), reason, &detail, cert.as_ref());
@@ -534,7 +534,7 @@ async fn handshake(
             } else {
                 "untrusted"
             };
-            observe::client_cert(&host.hostname, status);
+            host.metrics.client_cert(status);
             observe::handshake_failed(client, sni.as_deref(), "client_cert_invalid", &detail);
             return None;
         }
@@ -544,7 +544,7 @@ async fn handshake(
         // Resumption skips the certificate check; `require` (and `verify_if_given` with a
         // certificate) must still never serve a certificate that a full handshake would refuse
         // now (it expired since the session began).
-        observe::client_cert(&host.hostname, facts.status.as_str());
+        host.metrics.client_cert(facts.status.as_str());
         observe::handshake_failed(
             client,
             sni.as_deref(),
@@ -557,7 +557,7 @@ async fn handshake(
         return None;
     }
     observe::handshake_ok(resumed);
-    observe::client_cert(&host.hostname, facts.status.as_str());
+    host.metrics.client_cert(facts.status.as_str());
     Some((tls, conn))
 }
 

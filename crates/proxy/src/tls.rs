@@ -164,8 +164,11 @@ impl ClientCertVerifier for ClientVerifier {
                 serial: facts.cert_serial,
                 fingerprint_sha256: facts.cert_fingerprint_sha256,
                 status: verdict.status.as_str(),
-                // A revoked certificate verified (`SUCCESS`), as Cloudflare has it; its status says why.
-                verify_error: verdict.reason.strip_prefix("FAILED:").unwrap_or("").to_owned(),
+                verify_error: if verdict.revoked {
+                    "certificate revoked".to_owned()
+                } else {
+                    verdict.reason.strip_prefix("FAILED:").unwrap_or("").to_owned()
+                },
             });
         });
         let err = match verdict.status {

@@ -157,8 +157,8 @@ schema! {
     CF_TLS_CLIENT_AUTH_CERT_RFC9440_TOO_LARGE = "cf.tls_client_auth.cert_rfc9440_too_large": Bool, "The encoded leaf is over 10 KiB";
     CF_TLS_CLIENT_AUTH_CERT_CHAIN_RFC9440 = "cf.tls_client_auth.cert_chain_rfc9440": Bytes, "Chain without the leaf as an RFC 9440 Client-Cert-Chain value; \"\" if none or over 16 KiB";
     CF_TLS_CLIENT_AUTH_CERT_CHAIN_RFC9440_TOO_LARGE = "cf.tls_client_auth.cert_chain_rfc9440_too_large": Bool, "The encoded chain is over 16 KiB";
-    PORTCULLIS_TLS_CLIENT_AUTH_VERIFY_ERROR = "portcullis.tls_client_auth.verify_error": Bytes, "Why verification failed (\"\" when verified or no certificate)";
-    PORTCULLIS_TLS_CLIENT_AUTH_VERIFY_RESULT = "portcullis.tls_client_auth.verify_result": Bytes, "SUCCESS, NONE (no certificate) or FAILED:<reason>, as NGINX's $ssl_client_verify and Workers' certVerified (a revoked certificate verified: SUCCESS)";
+    PORTCULLIS_TLS_CLIENT_AUTH_VERIFY_ERROR = "portcullis.tls_client_auth.verify_error": Bytes, "Why the certificate is not trusted, e.g. \"certificate has expired\", \"certificate revoked\" (\"\" when trusted or no certificate)";
+    PORTCULLIS_TLS_CLIENT_AUTH_VERIFY_RESULT = "portcullis.tls_client_auth.verify_result": Bytes, "SUCCESS, NONE (no certificate) or FAILED:<reason>, as NGINX's $ssl_client_verify (FAILED:certificate revoked for a revoked one)";
     PORTCULLIS_TLS_CLIENT_AUTH_CERT_STATUS = "portcullis.tls_client_auth.cert_status": Bytes, "Verification outcome: ok, absent, untrusted, notyetvalid, expired or revoked";
     PORTCULLIS_TLS_CLIENT_AUTH_CERT_SAN_DNS = "portcullis.tls_client_auth.cert_san_dns": BytesArray, "DNS names in the certificate's subjectAltName";
     PORTCULLIS_TLS_CLIENT_AUTH_CERT_SAN_URI = "portcullis.tls_client_auth.cert_san_uri": BytesArray, "URIs in the certificate's subjectAltName (SPIFFE IDs)";
