@@ -418,6 +418,32 @@ try {
   await page.locator("#cert-table tbody tr", { hasText: "device-p12" }).waitFor();
   await shot("03-client-certificates");
 
+  step("issuance policy: a name outside it is refused in the wizard with the policy's words, then the policy is cleared");
+  await page.locator("#policy-now", { hasText: "any validity, any names" }).waitFor();
+  await page.getByLabel("Longest validity in days").fill("30");
+  await page.getByLabel("Allowed names").fill("device-*\n\n*.devices.localhost");
+  await page.getByRole("button", { name: "Save policy" }).click();
+  await page.locator("#policy-now", { hasText: "at most 30 days, names matching device-*, *.devices.localhost" }).waitFor();
+  await page.locator("#toast", { hasText: "Issuance policy saved" }).waitFor();
+  provoke({ status: 400, url: /\/client_certificates$/ });
+  provoke({ text: /client certificate policy allows/ });
+  await page.getByRole("button", { name: "Add Certificate" }).click();
+  await page.getByLabel("Common name").fill("laptop-1");
+  await page.getByLabel("Certificate validity").selectOption("30");
+  await page.getByRole("button", { name: "Create", exact: true }).click();
+  await page.getByText(/the name "laptop-1" is not one the zone's client certificate policy allows/).first().waitFor();
+  await page.getByRole("button", { name: "Cancel" }).first().click();
+  await page.getByLabel("Longest validity in days").fill("");
+  await page.getByLabel("Allowed names").fill("");
+  await page.getByRole("button", { name: "Save policy" }).click();
+  await page.locator("#policy-now", { hasText: "any validity, any names" }).waitFor();
+  {
+    const auth = { Authorization: `Bearer ${token}` };
+    const zid = (await (await fetch(`${base}/client/v4/zones?name=localhost`, { headers: auth })).json()).result[0].id;
+    const policyNow = await (await fetch(`${base}/client/v4/zones/${zid}/portcullis/client_certificate_policy`, { headers: auth })).json();
+    assert.deepEqual(policyNow.result, {}, "cleared");
+  }
+
   step("bring your own CA: upload, associate a hostname, upload its CRL");
   const own = ownCa();
   await page.getByRole("tab", { name: "Bring your own CA" }).click();

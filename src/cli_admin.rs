@@ -44,6 +44,22 @@ pub enum ZoneCommand {
         #[arg(long = "type", value_parser = ["cloudflare", "rfc3986"])]
         kind: Option<String>,
     },
+    /// Show or set what the client certificates issued in a zone may be: how long they live and which names
+    /// they carry. Without options, shows it.
+    CertPolicy {
+        /// Zone id or name.
+        zone: String,
+        /// The longest validity, in days (also the default validity when a request names none).
+        #[arg(long, value_name = "DAYS")]
+        max_validity_days: Option<u32>,
+        /// A pattern the common name and every SAN must match (`*` for any characters), e.g. '*.devices.example.com'
+        /// or 'spiffe://example.com/team-a/*'; repeat for several. Replaces the zone's list.
+        #[arg(long = "allow", value_name = "PATTERN")]
+        allow: Vec<String>,
+        /// Remove the policy (no limits).
+        #[arg(long, conflicts_with_all = ["max_validity_days", "allow"])]
+        clear: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -392,6 +408,46 @@ pub async fn zone(args: ZoneArgs) -> anyhow::Result<ExitCode> {
                     s(&zone, "name"),
                     s(&setting, "scope"),
                     s(&setting, "type")
+                );
+            }
+        }
+        ZoneCommand::CertPolicy {
+            zone,
+            max_validity_days,
+            allow,
+            clear,
+        } => {
+            let zone = find_zone(&api, Some(&zone), None).await?;
+            let path = format!("/zones/{}/portcullis/client_certificate_policy", s(&zone, "id"));
+            let mut policy = api.get(&path).await?.result;
+            if clear || max_validity_days.is_some() || !allow.is_empty() {
+                if clear {
+                    policy = json!({});
+                }
+                // An option left out keeps its value.
+                if let Some(days) = max_validity_days {
+                    policy["max_validity_days"] = json!(days);
+                }
+                if !allow.is_empty() {
+                    policy["allowed_names"] = json!(allow);
+                }
+                policy = api.send(Method::PUT, &path, &policy).await?.result;
+            }
+            if args.api.json {
+                print_json(&policy)?;
+            } else {
+                let days = policy["max_validity_days"]
+                    .as_u64()
+                    .map_or_else(|| "any".to_owned(), |d| format!("{d} days"));
+                let names = array(&policy["allowed_names"])
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                outln!(
+                    "zone {}: client certificates valid for at most {days}; names: {}",
+                    s(&zone, "name"),
+                    if names.is_empty() { "any" } else { &names }
                 );
             }
         }

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use hyper::Method;
-use portcullis_admin::{FIREWALL_PHASE, HostnameSettings, RATELIMIT_PHASE};
+use portcullis_admin::{ClientCertificatePolicy, FIREWALL_PHASE, HostnameSettings, RATELIMIT_PHASE};
 use serde_json::{Map, Value, json};
 
 use crate::client::{ApiArgs, ApiClient, ApiFailure, account_id, array, s, zones};
@@ -101,6 +101,8 @@ struct ZoneOut {
     ratelimit_rules: Vec<RuleOut>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     acme: Vec<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_certificate_policy: Option<ClientCertificatePolicy>,
 }
 
 /// An uploaded CA (its certificates are public; the CA's key stays with its owner), by name.
@@ -193,6 +195,9 @@ struct ZoneConfig {
     /// alone.
     #[serde(default)]
     acme: Option<Vec<Vec<String>>>,
+    /// What the client certificates issued in the zone may be (`{}` for no limits); left out, it is left alone.
+    #[serde(default)]
+    client_certificate_policy: Option<ClientCertificatePolicy>,
 }
 
 /// A zone's URL normalization, in the API's shape; a field left out takes its default.
@@ -266,6 +271,8 @@ struct ZonePlan<'a> {
     managed_headers: Option<ManagedPlan>,
     /// The ACME certificates the file wants (each pack's names, sorted), if it says, and the zone's packs now.
     acme: Option<(Vec<Vec<String>>, Vec<Value>)>,
+    /// The client certificate policy the file wants, if it says, and the zone's now.
+    cert_policy: Option<(ClientCertificatePolicy, ClientCertificatePolicy)>,
 }
 
 pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
@@ -807,6 +814,23 @@ async fn plan_zone<'a>(
         }
         None => None,
     };
+    let cert_policy = match &zone.client_certificate_policy {
+        Some(want) => {
+            want.check()
+                .map_err(|e| anyhow::anyhow!("zone {}: client_certificate_policy: {}", zone.name, e.message))?;
+            let have = match &id {
+                Some(id) => serde_json::from_value(
+                    api.get(&format!("/zones/{id}/portcullis/client_certificate_policy"))
+                        .await?
+                        .result,
+                )
+                .context("reading a zone's client certificate policy from the server")?,
+                None => ClientCertificatePolicy::default(),
+            };
+            Some((want.clone(), have))
+        }
+        None => None,
+    };
     Ok(ZonePlan {
         name: &zone.name,
         id,
@@ -816,6 +840,7 @@ async fn plan_zone<'a>(
         url_normalization,
         managed_headers,
         acme,
+        cert_policy,
     })
 }
 
@@ -1010,6 +1035,19 @@ async fn apply_zone(
         api.send(
             Method::PUT,
             &format!("/zones/{id}/url_normalization"),
+            &serde_json::to_value(want)?,
+        )
+        .await?;
+    }
+
+    if let Some((want, have)) = &zone.cert_policy
+        && want != have
+        && plan.change(&format!("~ {} client_certificate_policy", zone.name))
+        && let Some(id) = &zone.id
+    {
+        api.send(
+            Method::PUT,
+            &format!("/zones/{id}/portcullis/client_certificate_policy"),
             &serde_json::to_value(want)?,
         )
         .await?;
@@ -1410,7 +1448,14 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
             .collect();
         let (managed_request_headers, managed_response_headers) =
             managed_on(&api.get(&format!("/zones/{id}/managed_headers")).await?.result);
+        let policy: ClientCertificatePolicy = serde_json::from_value(
+            api.get(&format!("/zones/{id}/portcullis/client_certificate_policy"))
+                .await?
+                .result,
+        )
+        .context("reading a zone's client certificate policy from the server")?;
         config.zones.push(ZoneOut {
+            client_certificate_policy: (policy != ClientCertificatePolicy::default()).then_some(policy),
             url_normalization: (!url_normalization.is_default()).then_some(url_normalization),
             managed_request_headers,
             managed_response_headers,

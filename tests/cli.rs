@@ -1654,3 +1654,161 @@ fn the_admin_api_over_tls_takes_only_clients_with_an_admin_certificate() {
     let log = std::fs::read_to_string(dir.join("server.log")).expect("log");
     assert!(log.contains("does not load"), "{log}");
 }
+
+/// A zone's client certificate policy: how long its certificates may live (also their default validity) and which
+/// names they may carry, checked before anything is signed; only an account-wide token may change it, so a token
+/// limited to the zone (a `certificates` token for a provisioning service, say) stays inside it.
+#[test]
+fn a_zones_client_certificate_policy_bounds_what_is_issued() {
+    let server = server_with_zone();
+    let shown = ok(&server.cli(&["zone", "cert-policy", "example.com"]));
+    assert_eq!(
+        shown,
+        "zone example.com: client certificates valid for at most any; names: any\n"
+    );
+    let shown = ok(&server.cli(&[
+        "zone",
+        "cert-policy",
+        "example.com",
+        "--max-validity-days",
+        "30",
+        "--allow",
+        "device-*",
+        "--allow",
+        "*.devices.example.com",
+    ]));
+    assert_eq!(
+        shown,
+        "zone example.com: client certificates valid for at most 30 days; names: device-*, *.devices.example.com\n"
+    );
+
+    // Within the policy: issued, for 30 days when the request names no validity.
+    let issued = json(&server.cli(&[
+        "cert",
+        "create",
+        "--cn",
+        "device-1",
+        "--dns",
+        "a.devices.example.com",
+        "--out",
+        ".",
+        "--json",
+    ]));
+    assert_eq!(issued["validity_days"], 30, "{issued}");
+    let end = openssl_ok(
+        server.dir.path(),
+        &["x509", "-in", "cert.pem", "-noout", "-subject", "-enddate"],
+    );
+    assert!(end.contains("CN=device-1") || end.contains("CN = device-1"), "{end}");
+
+    // Outside it: refused, naming what is wrong, and nothing is recorded.
+    let err = fails(&server.cli(&["cert", "create", "--cn", "admin", "--out", "r1"]));
+    assert!(
+        err.contains("the name \"admin\" is not one the zone's client certificate policy allows"),
+        "{err}"
+    );
+    let err = fails(&server.cli(&[
+        "cert",
+        "create",
+        "--cn",
+        "device-2",
+        "--dns",
+        "evil.example.org",
+        "--out",
+        "r2",
+    ]));
+    assert!(err.contains("\"evil.example.org\""), "{err}");
+    let err = fails(&server.cli(&[
+        "cert",
+        "create",
+        "--cn",
+        "device-3",
+        "--validity-days",
+        "90",
+        "--out",
+        "r3",
+    ]));
+    assert!(
+        err.contains("validity_days 90 is more than the zone's client certificate policy allows (30"),
+        "{err}"
+    );
+    // From a CSR too: its names are checked before it is signed.
+    openssl_ok(
+        server.dir.path(),
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "csr.key",
+            "-out",
+            "admin.csr",
+            "-subj",
+            "/CN=admin",
+        ],
+    );
+    let err = fails(&server.cli(&["cert", "create", "--csr", "admin.csr", "--out", "r4"]));
+    assert!(err.contains("\"admin\""), "{err}");
+    let listed = json(&server.cli(&["cert", "list", "--json"]));
+    assert_eq!(items(&listed).len(), 1, "only device-1 was issued: {listed}");
+
+    // A token limited to the zone issues within the policy but cannot change it.
+    let token = json(&server.cli(&[
+        "token",
+        "create",
+        "--scope",
+        "write",
+        "--name",
+        "zone-team",
+        "--zone",
+        "example.com",
+        "--json",
+    ]));
+    let secret = str_of(&token, "value").to_owned();
+    let err = fails(&server.cli(&["zone", "cert-policy", "example.com", "--clear", "--token", &secret]));
+    assert!(err.contains("only an account-wide token may change it"), "{err}");
+    ok(&server.cli(&[
+        "cert",
+        "create",
+        "--cn",
+        "device-4",
+        "--zone",
+        "example.com",
+        "--out",
+        "d4",
+        "--token",
+        &secret,
+    ]));
+
+    let shown = ok(&server.cli(&["zone", "cert-policy", "example.com", "--clear"]));
+    assert_eq!(
+        shown,
+        "zone example.com: client certificates valid for at most any; names: any\n"
+    );
+    ok(&server.cli(&["cert", "create", "--cn", "admin", "--out", "admin"]));
+    let err = fails(&server.cli(&["zone", "cert-policy", "example.com", "--max-validity-days", "0"]));
+    assert!(err.contains("max_validity_days must be between 1 and 5475"), "{err}");
+
+    // In an apply file, and back out of export.
+    let file = server.dir.path().join("policy.toml");
+    std::fs::write(
+        &file,
+        "[[zones]]\nname = \"example.com\"\n\n[zones.client_certificate_policy]\nmax_validity_days = 7\n\
+         allowed_names = [\"spiffe://example.com/*\"]\n",
+    )
+    .expect("write");
+    let applied = ok(&server.cli(&["apply", file.to_str().expect("utf-8")]));
+    assert!(applied.contains("~ example.com client_certificate_policy"), "{applied}");
+    assert!(ok(&server.cli(&["apply", file.to_str().expect("utf-8")])).starts_with("no changes"));
+    let exported = ok(&server.cli(&["export", "--zone", "example.com"]));
+    assert!(
+        exported.contains(
+            "[zones.client_certificate_policy]\nmax_validity_days = 7\nallowed_names = [\"spiffe://example.com/*\"]"
+        ),
+        "{exported}"
+    );
+}

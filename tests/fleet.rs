@@ -188,6 +188,16 @@ fn a_revocation_through_node_a_blocks_on_node_b_within_a_second() {
         back.as_millis()
     );
 
+    // Node A, where the reactivation was written, serves it too before its sessions are tried (its edge takes the
+    // change with its next snapshot, which a busy machine may make a moment later than node B's).
+    let with_cert_a = tls_client_config(&a, Some((&cert, &key)), &[b"http/1.1"]);
+    let mut conn_a = rt
+        .block_on(EdgeConn::connect(a.edge_port, with_cert_a, false))
+        .expect("connect to node A");
+    poll_until(&rt, &mut conn_a, 200, Instant::now(), Duration::from_secs(5))
+        .unwrap_or_else(|seen| panic!("node A did not let the reactivated certificate through: {seen:?}"));
+    drop(conn_a);
+
     // A TLS session made with node A resumes on node B: both derive their ticket keys from the shared master
     // key. One client (one session store) that trusts both nodes' development edge CAs.
     let both = {

@@ -445,6 +445,34 @@ async function certificatesPage() {
     await loadManagedCas();
   });
   loadManagedCas().catch(showError);
+  setupPolicy();
+}
+
+/** The zone's client certificate policy: shown, and saved from its form. */
+function setupPolicy() {
+  const path = `/zones/${zone.id}/portcullis/client_certificate_policy`;
+  const show = (policy) => {
+    const days = policy.max_validity_days ? `at most ${policy.max_validity_days} days` : "any validity";
+    const names = policy.allowed_names?.length ? `names matching ${policy.allowed_names.join(", ")}` : "any names";
+    $("policy-now").textContent = `Certificates issued here: ${days}, ${names}.`;
+    $("policy-days").value = policy.max_validity_days ?? "";
+    $("policy-names").value = (policy.allowed_names ?? []).join("\n");
+  };
+  $("policy-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run($("policy-save"), async () => {
+      const body = {};
+      const days = $("policy-days").value.trim();
+      if (days) body.max_validity_days = Number(days);
+      const names = lines($("policy-names").value);
+      if (names.length) body.allowed_names = names;
+      show((await api("PUT", path, body)).result);
+      toast("Issuance policy saved");
+    });
+  });
+  api("GET", path)
+    .then((answer) => show(answer.result ?? {}))
+    .catch(showError);
 }
 
 async function loadManagedCas() {

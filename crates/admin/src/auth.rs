@@ -113,6 +113,9 @@ fn zone_path_allowed(zones: &[String], req: &Request) -> bool {
     match parts.as_slice() {
         ["zones"] => matches!(*req.method(), Method::GET | Method::HEAD),
         ["zones", zone, ..] => zones.iter().any(|z| z == zone),
+        // The managed CA's certificates, which its clients need beside the certificates the token issues (and
+        // which the CRL and the handshake's CA names show anyway).
+        ["accounts", _, "managed_ca"] => matches!(*req.method(), Method::GET | Method::HEAD),
         ["user", "tokens", "verify"] => true,
         _ => false,
     }

@@ -233,8 +233,10 @@ pub async fn create_client_certificate(
     if let Some(wanted) = body.certificate_authority_id.as_deref().filter(|id| *id != ca.id()) {
         return Err(ApiError::invalid(not_issuing(&state, wanted, ca.id()).await?));
     }
+    let policy = crate::cert_policy::ClientCertificatePolicy::of_zone(&state, &zone_id).await?;
     let options = IssueOptions {
-        validity_days: body.validity_days.unwrap_or(portcullis_pki::ca::DEFAULT_VALIDITY_DAYS),
+        validity_days: policy.validity(body.validity_days)?,
+        allowed_names: policy.allowed_names,
         crl_distribution_point: state
             .settings
             .crl_base_url

@@ -13,6 +13,7 @@ mod api;
 mod associations;
 mod auth;
 mod byoca;
+mod cert_policy;
 mod certificate_packs;
 mod certs;
 mod custom_certs;
@@ -48,6 +49,7 @@ use portcullis_store::Store;
 pub use acme_dns::tsig_seal_label;
 pub use api::{ApiError, Envelope, ErrorItem, ResultInfo, codes};
 pub use byoca::{MAX_CRL_URLS, check_crl_url, check_ocsp_responder};
+pub use cert_policy::ClientCertificatePolicy;
 pub use certificate_packs::{check_pack_hosts, check_pack_method};
 pub use custom_certs::sealed_custom_certificate;
 pub use hostnames::{
@@ -263,6 +265,7 @@ fn api_routes() -> OpenApiRouter<AdminState> {
             certs::patch_client_certificate,
             certs::revoke_client_certificate
         ))
+        .routes(routes!(cert_policy::get_policy, cert_policy::put_policy))
         .routes(routes!(
             custom_certs::create_custom_certificate,
             custom_certs::list_custom_certificates

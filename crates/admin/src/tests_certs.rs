@@ -1556,6 +1556,8 @@ async fn openapi_lists_every_route_of_the_router() {
         ("get", "/zones/{zone_id}/certificate_authorities/hostname_associations"),
         ("put", "/zones/{zone_id}/certificate_authorities/hostname_associations"),
         ("get", "/zones/{zone_id}/portcullis/mtls_check"),
+        ("get", "/zones/{zone_id}/portcullis/client_certificate_policy"),
+        ("put", "/zones/{zone_id}/portcullis/client_certificate_policy"),
         ("get", "/zones/{zone_id}/rulesets/phases/{phase}/entrypoint"),
         ("put", "/zones/{zone_id}/rulesets/phases/{phase}/entrypoint"),
         ("post", "/zones/{zone_id}/rulesets/{ruleset_id}/rules"),

@@ -102,6 +102,10 @@ pub struct IssueOptions {
     pub crl_distribution_point: Option<String>,
     /// URL of the CA's OCSP responder, put in an authority information access extension.
     pub ocsp_url: Option<String>,
+    /// Patterns every name of the certificate must match (its subject's common name and each subject alternative
+    /// name, as text), `*` standing for any characters, compared without regard to ASCII case; empty allows any.
+    /// Checked before anything is signed.
+    pub allowed_names: Vec<String>,
 }
 
 impl Default for IssueOptions {
@@ -110,8 +114,52 @@ impl Default for IssueOptions {
             validity_days: DEFAULT_VALIDITY_DAYS,
             crl_distribution_point: None,
             ocsp_url: None,
+            allowed_names: Vec::new(),
         }
     }
+}
+
+/// Whether `name` matches `pattern`, `*` standing for any run of characters (none included), ASCII case ignored.
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    // The classic greedy matcher with one backtrack point: linear in practice, never exponential.
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if pi < p.len() && p[pi].eq_ignore_ascii_case(&n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+/// Refuses a certificate with a name no pattern of `options.allowed_names` matches, naming it.
+fn check_names(options: &IssueOptions, common_name: &str, sans: &SubjectAltNames) -> Result<()> {
+    if options.allowed_names.is_empty() {
+        return Ok(());
+    }
+    let names = std::iter::once(common_name.to_owned())
+        .filter(|cn| !cn.is_empty())
+        .chain(sans.dns.iter().cloned())
+        .chain(sans.uri.iter().cloned())
+        .chain(sans.email.iter().cloned())
+        .chain(sans.ip.iter().map(ToString::to_string));
+    for name in names {
+        if !options.allowed_names.iter().any(|p| name_matches(p, &name)) {
+            return Err(PkiError::NameNotAllowed(name));
+        }
+    }
+    Ok(())
 }
 
 /// Subject fields for a certificate whose key Portcullis generates. Empty strings are omitted.
@@ -411,6 +459,14 @@ impl ManagedCa {
                 }
             }
         }
+        if !options.allowed_names.is_empty() {
+            // Every common name (a CSR may carry several); one that is not text matches no pattern but `*`.
+            for cn in info.subject.iter_common_name() {
+                let cn = cn.as_str().map_or_else(|_| "\u{fffd}".to_owned(), str::to_owned);
+                check_names(options, &cn, &SubjectAltNames::default())?;
+            }
+            check_names(options, "", &sans)?;
+        }
         let san_types = san_types(&sans)?;
         let spki = rcgen::SubjectPublicKeyInfo::from_der(info.subject_pki.raw)
             .map_err(|e| PkiError::WeakKey(format!("the CSR's public key cannot be used ({e})")))?;
@@ -437,6 +493,7 @@ impl ManagedCa {
         if s.common_name.trim().is_empty() {
             return Err(PkiError::InvalidParameter("the subject needs a common name".into()));
         }
+        check_names(options, &s.common_name, &request.sans)?;
         if !s.country.is_empty() && (s.country.len() != 2 || !s.country.bytes().all(|b| b.is_ascii_alphabetic())) {
             return Err(PkiError::InvalidParameter(format!(
                 "country must be a two-letter ISO 3166 code (got {:?})",

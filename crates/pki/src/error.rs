@@ -4,6 +4,8 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PkiError {
+    #[error("the name {0:?} is not one the zone's client certificate policy allows (allowed_names)")]
+    NameNotAllowed(String),
     #[error("invalid master key: {0}")]
     InvalidMasterKey(String),
     #[error(

@@ -44,7 +44,7 @@ pub use byoca::{
 };
 pub use ca::{
     CaParams, CertificateAuthorityRef, ClientCertificateRecord, GeneratedKeyRequest, IssueOptions, IssuedCertificate,
-    IssuedWithKey, ManagedCa, SubjectAltNames, SubjectFields,
+    IssuedWithKey, ManagedCa, SubjectAltNames, SubjectFields, name_matches,
 };
 pub use crl::{Crl, CrlParams, RevocationReason, RevokedEntry};
 pub use error::PkiError;

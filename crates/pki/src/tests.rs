@@ -216,6 +216,7 @@ fn csr_subject_and_sans_are_copied() {
                 validity_days: 30,
                 crl_distribution_point: Some("http://crl.example/ca.crl".into()),
                 ocsp_url: Some("http://ocsp.example/ca".into()),
+                allowed_names: Vec::new(),
             },
             now(),
         )
@@ -265,6 +266,57 @@ fn csr_subject_and_sans_are_copied() {
     assert_eq!(f.san_uri, vec!["spiffe://example.org/device/1"]);
     assert_eq!(f.san_email, vec!["james@example.com"]);
     assert_eq!(f.san_ip, vec!["10.0.0.5", "2001:db8::1"]);
+}
+
+#[test]
+fn issuance_keeps_to_the_allowed_names() {
+    use crate::name_matches;
+    assert!(name_matches("*.devices.example.com", "A.Devices.example.com"));
+    assert!(name_matches(
+        "spiffe://example.org/device/*",
+        "spiffe://example.org/device/1"
+    ));
+    assert!(name_matches("*", ""));
+    assert!(name_matches("a*b*c", "aXXbYYc"));
+    assert!(!name_matches("*.devices.example.com", "devices.example.com.evil"));
+    assert!(!name_matches("device-*", "admin"));
+    assert!(!name_matches("a*b*c", "aXXbYY"));
+
+    let ca = ca();
+    let (csr, _) = subject_csr();
+    let allowing = |patterns: &[&str]| IssueOptions {
+        allowed_names: patterns.iter().map(|p| (*p).to_owned()).collect(),
+        ..IssueOptions::default()
+    };
+    // The CSR names "James Royal", device-1.example.com, a SPIFFE ID, an email address and two addresses.
+    let all = [
+        "James Royal",
+        "*.example.com",
+        "spiffe://example.org/device/*",
+        "*@example.com",
+        "10.0.0.*",
+        "2001:db8::*",
+    ];
+    assert!(ca.issue_from_csr(csr.as_bytes(), &allowing(&all), now()).is_ok());
+    for left_out in 0..all.len() {
+        let mut fewer = all.to_vec();
+        fewer.remove(left_out);
+        let err = ca
+            .issue_from_csr(csr.as_bytes(), &allowing(&fewer), now())
+            .expect_err(all[left_out]);
+        assert!(matches!(err, crate::PkiError::NameNotAllowed(_)), "{err}");
+    }
+    let err = ca
+        .issue_with_generated_key(&generated("admin"), &allowing(&["device-*", "*.example"]), now())
+        .expect_err("admin");
+    assert_eq!(
+        err.to_string(),
+        "the name \"admin\" is not one the zone's client certificate policy allows (allowed_names)"
+    );
+    assert!(
+        ca.issue_with_generated_key(&generated("device-7"), &allowing(&["device-*", "*.example"]), now())
+            .is_ok()
+    );
 }
 
 #[test]

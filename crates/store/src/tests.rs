@@ -124,6 +124,32 @@ async fn account_is_created_once_and_survives_reopen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zones_client_certificate_policy_is_set_read_and_removed() {
+    on_both(|store, _| async move {
+        let actor = Actor::token("0123456789abcdef0123456789abcdef");
+        let zone = store.create_zone("policy.example", &actor).await.expect("create");
+        assert_eq!(store.client_certificate_policy(&zone.id).await.expect("read"), None);
+        let policy = serde_json::json!({"max_validity_days": 90, "allowed_names": ["*.devices.policy.example"]});
+        store
+            .set_client_certificate_policy(&zone.id, Some(&policy), &actor)
+            .await
+            .expect("set");
+        assert_eq!(
+            store.client_certificate_policy(&zone.id).await.expect("read"),
+            Some(policy)
+        );
+        store
+            .set_client_certificate_policy(&zone.id, None, &actor)
+            .await
+            .expect("remove");
+        assert_eq!(store.client_certificate_policy(&zone.id).await.expect("read"), None);
+        assert!(store.client_certificate_policy("nope").await.is_err());
+        assert!(store.set_client_certificate_policy("nope", None, &actor).await.is_err());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zones_create_list_get_delete() {
     on_both(|store, _| async move {
         let actor = Actor::token("0123456789abcdef0123456789abcdef");

@@ -146,6 +146,53 @@ impl Store {
         self.zone(id).await
     }
 
+    /// Zone `id`'s client certificate policy (JSON as the admin API gave it), or `None` when it has none.
+    pub async fn client_certificate_policy(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let text: Option<String> = on_db!(&self.db, |pool| {
+            sqlx::query_scalar("SELECT client_certificate_policy FROM zones WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        match text {
+            None => Err(StoreError::not_found("zone", id)),
+            Some(text) if text.is_empty() => Ok(None),
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| StoreError::Invalid(format!("the stored client certificate policy: {e}"))),
+        }
+    }
+
+    /// Sets (or with `None` removes) zone `id`'s client certificate policy; audited as a change of the zone.
+    pub async fn set_client_certificate_policy(
+        &self,
+        id: &str,
+        policy: Option<&serde_json::Value>,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        let text = policy.map(serde_json::Value::to_string).unwrap_or_default();
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated =
+                sqlx::query("UPDATE zones SET client_certificate_policy = $1, modified_on = $2 WHERE id = $3")
+                    .bind(&text)
+                    .bind(now())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            if updated.rows_affected() == 0 {
+                return Err(StoreError::not_found("zone", id));
+            }
+            let detail = if text.is_empty() {
+                "client_certificate_policy none".to_owned()
+            } else {
+                format!("client_certificate_policy {text}")
+            };
+            commit_write!(self, tx, actor, "update", "zone", id, &detail);
+        });
+        Ok(())
+    }
+
     /// Changes which of Cloudflare's managed transforms are on in zone `id`: `change` gets the ids on now (for
     /// requests, for responses) and returns the new lists, or why not (an `Invalid` error). Read and written in one
     /// transaction, so that two changes made at once both count; nothing is written when nothing changes.
