@@ -421,17 +421,20 @@ try {
   step("issuance policy: a name outside it is refused in the wizard with the policy's words, then the policy is cleared");
   await page.locator("#policy-now", { hasText: "any validity, any names" }).waitFor();
   await page.getByLabel("Longest validity in days").fill("30");
-  await page.getByLabel("Allowed names").fill("device-*\n\n*.devices.localhost");
+  await page.getByLabel("Allowed names").fill("cn:device-*\n\ndns:*.devices.localhost");
   await page.getByRole("button", { name: "Save policy" }).click();
-  await page.locator("#policy-now", { hasText: "at most 30 days, names matching device-*, *.devices.localhost" }).waitFor();
+  await page.locator("#policy-now", { hasText: "at most 30 days, names matching cn:device-*, dns:*.devices.localhost" }).waitFor();
+  // The wizard no longer offers what the policy refuses.
+  assert.equal(await page.locator("#cert-validity option[value='365']").isDisabled(), true);
+  assert.equal(await page.locator("#cert-validity option[value='30']").isDisabled(), false);
   await page.locator("#toast", { hasText: "Issuance policy saved" }).waitFor();
   provoke({ status: 400, url: /\/client_certificates$/ });
-  provoke({ text: /client certificate policy allows/ });
+  provoke({ text: /client certificate policy/ });
   await page.getByRole("button", { name: "Add Certificate" }).click();
   await page.getByLabel("Common name").fill("laptop-1");
   await page.getByLabel("Certificate validity").selectOption("30");
   await page.getByRole("button", { name: "Create", exact: true }).click();
-  await page.getByText(/the name "laptop-1" is not one the zone's client certificate policy allows/).first().waitFor();
+  await page.getByText(/the name "cn:laptop-1" is not allowed by the zone's client certificate policy/).first().waitFor();
   await page.getByRole("button", { name: "Cancel" }).first().click();
   await page.getByLabel("Longest validity in days").fill("");
   await page.getByLabel("Allowed names").fill("");

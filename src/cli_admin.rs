@@ -436,16 +436,17 @@ pub async fn zone(args: ZoneArgs) -> anyhow::Result<ExitCode> {
             if args.api.json {
                 print_json(&policy)?;
             } else {
-                let days = policy["max_validity_days"]
-                    .as_u64()
-                    .map_or_else(|| "any".to_owned(), |d| format!("{d} days"));
+                let days = policy["max_validity_days"].as_u64().map_or_else(
+                    || "of any validity".to_owned(),
+                    |d| format!("valid for at most {d} days"),
+                );
                 let names = array(&policy["allowed_names"])
                     .iter()
                     .filter_map(Value::as_str)
                     .collect::<Vec<_>>()
                     .join(", ");
                 outln!(
-                    "zone {}: client certificates valid for at most {days}; names: {}",
+                    "zone {}: client certificates {days}; names: {}",
                     s(&zone, "name"),
                     if names.is_empty() { "any" } else { &names }
                 );

@@ -1042,7 +1042,12 @@ async fn apply_zone(
 
     if let Some((want, have)) = &zone.cert_policy
         && want != have
-        && plan.change(&format!("~ {} client_certificate_policy", zone.name))
+        && plan.change(&format!(
+            "~ {} client_certificate_policy: {} (was {})",
+            zone.name,
+            serde_json::to_string(want)?,
+            serde_json::to_string(have)?
+        ))
         && let Some(id) = &zone.id
     {
         api.send(

@@ -323,6 +323,9 @@ async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
 
     let api = ApiClient::new(&args.api)?;
     let zone = zone_or_only(&api, args.zone.as_deref()).await?;
+    // Read before issuing: a generated key exists only in the answer, so nothing may fail between it and the files.
+    let account = s(&zone["account"], "id");
+    let cas = api.get(&format!("/accounts/{account}/managed_ca")).await?.result;
     let mut cert = api
         .send(
             Method::POST,
@@ -334,8 +337,6 @@ async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     let id = s(&cert, "id");
     let issued = || format!("certificate {id} was issued, but");
 
-    let account = s(&zone["account"], "id");
-    let cas = api.get(&format!("/accounts/{account}/managed_ca")).await?.result;
     let issuer_id = s(&cert["certificate_authority"], "id");
     let ca = array(&cas)
         .iter()

@@ -1664,7 +1664,7 @@ fn a_zones_client_certificate_policy_bounds_what_is_issued() {
     let shown = ok(&server.cli(&["zone", "cert-policy", "example.com"]));
     assert_eq!(
         shown,
-        "zone example.com: client certificates valid for at most any; names: any\n"
+        "zone example.com: client certificates of any validity; names: any\n"
     );
     let shown = ok(&server.cli(&[
         "zone",
@@ -1673,13 +1673,13 @@ fn a_zones_client_certificate_policy_bounds_what_is_issued() {
         "--max-validity-days",
         "30",
         "--allow",
-        "device-*",
+        "cn:device-*",
         "--allow",
-        "*.devices.example.com",
+        "dns:*.devices.example.com",
     ]));
     assert_eq!(
         shown,
-        "zone example.com: client certificates valid for at most 30 days; names: device-*, *.devices.example.com\n"
+        "zone example.com: client certificates valid for at most 30 days; names: cn:device-*, dns:*.devices.example.com\n"
     );
 
     // Within the policy: issued, for 30 days when the request names no validity.
@@ -1704,7 +1704,7 @@ fn a_zones_client_certificate_policy_bounds_what_is_issued() {
     // Outside it: refused, naming what is wrong, and nothing is recorded.
     let err = fails(&server.cli(&["cert", "create", "--cn", "admin", "--out", "r1"]));
     assert!(
-        err.contains("the name \"admin\" is not one the zone's client certificate policy allows"),
+        err.contains("the name \"cn:admin\" is not allowed by the zone's client certificate policy"),
         "{err}"
     );
     let err = fails(&server.cli(&[
@@ -1717,7 +1717,7 @@ fn a_zones_client_certificate_policy_bounds_what_is_issued() {
         "--out",
         "r2",
     ]));
-    assert!(err.contains("\"evil.example.org\""), "{err}");
+    assert!(err.contains("\"dns:evil.example.org\""), "{err}");
     let err = fails(&server.cli(&[
         "cert",
         "create",
@@ -1752,9 +1752,19 @@ fn a_zones_client_certificate_policy_bounds_what_is_issued() {
         ],
     );
     let err = fails(&server.cli(&["cert", "create", "--csr", "admin.csr", "--out", "r4"]));
-    assert!(err.contains("\"admin\""), "{err}");
+    assert!(err.contains("\"cn:admin\""), "{err}");
     let listed = json(&server.cli(&["cert", "list", "--json"]));
     assert_eq!(items(&listed).len(), 1, "only device-1 was issued: {listed}");
+    // A certificate revoked, then the policy made stricter: reactivating it is refused.
+    let device_1 = str_of(&items(&listed)[0], "id").to_owned();
+    ok(&server.cli(&["cert", "revoke", &device_1]));
+    ok(&server.cli(&["zone", "cert-policy", "example.com", "--max-validity-days", "7"]));
+    let err = fails(&server.cli(&["cert", "reactivate", &device_1]));
+    assert!(
+        err.contains("issued for 30 days, more than the zone's client certificate policy allows (7"),
+        "{err}"
+    );
+    ok(&server.cli(&["zone", "cert-policy", "example.com", "--max-validity-days", "30"]));
 
     // A token limited to the zone issues within the policy but cannot change it.
     let token = json(&server.cli(&[
@@ -1787,7 +1797,7 @@ fn a_zones_client_certificate_policy_bounds_what_is_issued() {
     let shown = ok(&server.cli(&["zone", "cert-policy", "example.com", "--clear"]));
     assert_eq!(
         shown,
-        "zone example.com: client certificates valid for at most any; names: any\n"
+        "zone example.com: client certificates of any validity; names: any\n"
     );
     ok(&server.cli(&["cert", "create", "--cn", "admin", "--out", "admin"]));
     let err = fails(&server.cli(&["zone", "cert-policy", "example.com", "--max-validity-days", "0"]));
@@ -1798,16 +1808,21 @@ fn a_zones_client_certificate_policy_bounds_what_is_issued() {
     std::fs::write(
         &file,
         "[[zones]]\nname = \"example.com\"\n\n[zones.client_certificate_policy]\nmax_validity_days = 7\n\
-         allowed_names = [\"spiffe://example.com/*\"]\n",
+         allowed_names = [\"uri:spiffe://example.com/*\"]\n",
     )
     .expect("write");
     let applied = ok(&server.cli(&["apply", file.to_str().expect("utf-8")]));
-    assert!(applied.contains("~ example.com client_certificate_policy"), "{applied}");
+    assert!(
+        applied.contains(
+            "~ example.com client_certificate_policy: {\"max_validity_days\":7,\"allowed_names\":[\"uri:spiffe://example.com/*\"]} (was {})"
+        ),
+        "{applied}"
+    );
     assert!(ok(&server.cli(&["apply", file.to_str().expect("utf-8")])).starts_with("no changes"));
     let exported = ok(&server.cli(&["export", "--zone", "example.com"]));
     assert!(
         exported.contains(
-            "[zones.client_certificate_policy]\nmax_validity_days = 7\nallowed_names = [\"spiffe://example.com/*\"]"
+            "[zones.client_certificate_policy]\nmax_validity_days = 7\nallowed_names = [\"uri:spiffe://example.com/*\"]"
         ),
         "{exported}"
     );

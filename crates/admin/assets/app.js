@@ -457,7 +457,21 @@ function setupPolicy() {
     $("policy-now").textContent = `Certificates issued here: ${days}, ${names}.`;
     $("policy-days").value = policy.max_validity_days ?? "";
     $("policy-names").value = (policy.allowed_names ?? []).join("\n");
+    // Saving before the policy is read would send an empty form, which removes it.
+    $("policy-save").disabled = false;
+    // The wizard offers no validity the policy refuses, and its longest when that is not among the choices.
+    const select = $("cert-validity");
+    const max = policy.max_validity_days;
+    const wasPolicy = select.selectedOptions[0]?.dataset.policy !== undefined;
+    select.querySelector("option[data-policy]")?.remove();
+    for (const option of select.options) option.disabled = Boolean(max) && Number(option.value) > max;
+    if (max && ![...select.options].some((o) => Number(o.value) === max)) {
+      select.append(h("option", { value: String(max), "data-policy": "" }, `${max} days (the zone's longest)`));
+    }
+    if (max && Number(select.value) > max) select.value = String(max);
+    else if (!max && wasPolicy) select.value = "3650";
   };
+  $("policy-save").disabled = true;
   $("policy-form").addEventListener("submit", (e) => {
     e.preventDefault();
     run($("policy-save"), async () => {

@@ -2,12 +2,15 @@
 //! issued in a zone may be. The managed CA is the account's, as at Cloudflare, so a certificate issued in one zone is
 //! trusted by every hostname that trusts that CA: a zone's policy bounds what its tokens can issue (a
 //! `certificates` token for a provisioning service, say): how long a certificate may live (`max_validity_days`,
-//! also the default when a request names none) and which names it may carry (`allowed_names`: patterns that its
-//! common name and every subject alternative name must match, `*` for any characters, as step-ca's and Vault's
-//! name policies do).
+//! also the default when a request names none and the usual default is longer) and which names it may carry
+//! (`allowed_names`: typed patterns, `cn:device-*`, `dns:*.devices.example.com`, `ip:10.0.0.0/8`…, that every
+//! subject attribute and subject alternative name must match; see `portcullis_pki::name_policy`). Issuing and
+//! reactivating are both checked against it.
 //!
-//! Only an account-wide write token may change a policy: a token limited to the zone is what it bounds. Not here:
-//! certificates issued before a policy (they stay valid; revoke them), uploaded CAs (Portcullis holds no key).
+//! Only an account-wide write token may change a policy: a token limited to the zone is what it bounds. A token
+//! that reaches a zone without a policy (an account-wide `certificates` token, one limited to several zones) is
+//! not bounded there. Not here: certificates issued before a policy and never reactivated (they stay valid; revoke
+//! them), uploaded CAs (Portcullis holds no key).
 
 use axum::Extension;
 use axum::extract::State;
@@ -34,9 +37,10 @@ pub struct ClientCertificatePolicy {
     /// when a request names none (if shorter than the usual 3,650).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_validity_days: Option<u32>,
-    /// Patterns (`*` for any characters, ASCII case ignored) that the common name and every subject alternative
-    /// name (DNS, URI, email, IP address as text) of an issued certificate must match: e.g.
-    /// `"*.devices.example.com"`, `"spiffe://example.com/team-a/*"`, `"device-*"`. Empty: any name.
+    /// Typed patterns that every subject attribute (`cn:`, `o:`, `ou:`, `c:`, `st:`, `l:`) and subject alternative
+    /// name (`dns:`, `uri:`, `email:`, `ip:` as an address or CIDR block) of an issued certificate must match; `*`
+    /// stands for any characters within one label, path segment or email part: e.g. `"cn:device-*"`,
+    /// `"dns:*.devices.example.com"`, `"uri:spiffe://example.com/team-a/*"`. Empty: any name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_names: Vec<String>,
 }
@@ -58,14 +62,14 @@ impl ClientCertificatePolicy {
                 self.allowed_names.len()
             )));
         }
-        for pattern in &self.allowed_names {
-            if pattern.is_empty() || pattern.len() > MAX_PATTERN || pattern.chars().any(char::is_control) {
-                return Err(ApiError::invalid(format!(
-                    "allowed_names {pattern:?}: a pattern is 1 to {MAX_PATTERN} bytes without control characters"
-                )));
-            }
+        if let Some(long) = self.allowed_names.iter().find(|p| p.len() > MAX_PATTERN) {
+            return Err(ApiError::invalid(format!(
+                "allowed_names {long:?}: a pattern is at most {MAX_PATTERN} bytes"
+            )));
         }
-        Ok(())
+        portcullis_pki::name_policy::NamePolicy::parse(&self.allowed_names)
+            .map(|_| ())
+            .map_err(|e| ApiError::invalid(format!("allowed_names {e}")))
     }
 
     /// The policy stored for `zone_id`; the default (no limits) when there is none.
@@ -74,6 +78,31 @@ impl ClientCertificatePolicy {
             None => Ok(ClientCertificatePolicy::default()),
             Some(value) => serde_json::from_value(value).map_err(ApiError::internal),
         }
+    }
+
+    /// Refuses an issued certificate (PEM, and the validity it was issued with) that this policy would not issue.
+    pub(crate) fn allows_existing(&self, pem: &str, validity_days: i64) -> Result<(), ApiError> {
+        if let Some(max) = self.max_validity_days
+            && validity_days > i64::from(max)
+        {
+            return Err(ApiError::invalid(format!(
+                "this certificate was issued for {validity_days} days, more than the zone's client certificate \
+                 policy allows ({max}, max_validity_days); issue a new one"
+            )));
+        }
+        if self.allowed_names.is_empty() {
+            return Ok(());
+        }
+        let der = portcullis_pki::pem::certificates_from_pem_or_der(pem.as_bytes())
+            .ok()
+            .and_then(|certs| certs.into_iter().next())
+            .ok_or_else(|| ApiError::internal("a stored client certificate is not PEM"))?;
+        let names = portcullis_pki::name_policy::certificate_names(&der).and_then(|names| {
+            portcullis_pki::name_policy::NamePolicy::parse(&self.allowed_names)
+                .map_err(portcullis_pki::PkiError::InvalidParameter)?
+                .check(&names)
+        });
+        names.map_err(|e| ApiError::invalid(format!("{e}; issue a new certificate")))
     }
 
     /// The validity of a certificate requested with `asked` days (`None`: the default), or why it is refused.

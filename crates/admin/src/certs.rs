@@ -458,6 +458,12 @@ impl Default for PatchClientCertificate {
 async fn change_status(state: &AdminState, zone_id: &str, id: &str, action: StatusAction, actor: &Actor) -> ApiResult {
     let current = state.store.client_certificate(zone_id, id).await?;
     let next = portcullis_pki::transition(current.status, action).map_err(|e| ApiError::conflict(e.to_string()))?;
+    if action == StatusAction::Reactivate {
+        // A revoked certificate brought back is a certificate the zone vouches for again: it must be one the zone's
+        // policy would issue now (one issued before the policy, or revoked for breaking it, stays revoked).
+        let policy = crate::cert_policy::ClientCertificatePolicy::of_zone(state, zone_id).await?;
+        policy.allows_existing(&current.certificate, current.validity_days)?;
+    }
     let updated = state
         .store
         .set_client_certificate_status_within_quota(

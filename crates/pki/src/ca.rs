@@ -102,9 +102,8 @@ pub struct IssueOptions {
     pub crl_distribution_point: Option<String>,
     /// URL of the CA's OCSP responder, put in an authority information access extension.
     pub ocsp_url: Option<String>,
-    /// Patterns every name of the certificate must match (its subject's common name and each subject alternative
-    /// name, as text), `*` standing for any characters, compared without regard to ASCII case; empty allows any.
-    /// Checked before anything is signed.
+    /// The zone's name policy (`kind:pattern`, see [`crate::name_policy`]): every subject attribute and subject
+    /// alternative name must match a pattern of its kind; empty allows any. Checked before anything is signed.
     pub allowed_names: Vec<String>,
 }
 
@@ -119,47 +118,14 @@ impl Default for IssueOptions {
     }
 }
 
-/// Whether `name` matches `pattern`, `*` standing for any run of characters (none included), ASCII case ignored.
-pub fn name_matches(pattern: &str, name: &str) -> bool {
-    let (p, n) = (pattern.as_bytes(), name.as_bytes());
-    // The classic greedy matcher with one backtrack point: linear in practice, never exponential.
-    let (mut pi, mut ni) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ni));
-            pi += 1;
-        } else if pi < p.len() && p[pi].eq_ignore_ascii_case(&n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if let Some((sp, sn)) = star {
-            pi = sp + 1;
-            ni = sn + 1;
-            star = Some((sp, sn + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
-}
-
-/// Refuses a certificate with a name no pattern of `options.allowed_names` matches, naming it.
-fn check_names(options: &IssueOptions, common_name: &str, sans: &SubjectAltNames) -> Result<()> {
+/// Refuses a certificate with a name `options.allowed_names` does not allow (see [`crate::name_policy`]).
+fn check_names(options: &IssueOptions, names: &[(crate::name_policy::NameKind, String)]) -> Result<()> {
     if options.allowed_names.is_empty() {
         return Ok(());
     }
-    let names = std::iter::once(common_name.to_owned())
-        .filter(|cn| !cn.is_empty())
-        .chain(sans.dns.iter().cloned())
-        .chain(sans.uri.iter().cloned())
-        .chain(sans.email.iter().cloned())
-        .chain(sans.ip.iter().map(ToString::to_string));
-    for name in names {
-        if !options.allowed_names.iter().any(|p| name_matches(p, &name)) {
-            return Err(PkiError::NameNotAllowed(name));
-        }
-    }
-    Ok(())
+    crate::name_policy::NamePolicy::parse(&options.allowed_names)
+        .map_err(PkiError::InvalidParameter)?
+        .check(names)
 }
 
 /// Subject fields for a certificate whose key Portcullis generates. Empty strings are omitted.
@@ -460,12 +426,15 @@ impl ManagedCa {
             }
         }
         if !options.allowed_names.is_empty() {
-            // Every common name (a CSR may carry several); one that is not text matches no pattern but `*`.
-            for cn in info.subject.iter_common_name() {
-                let cn = cn.as_str().map_or_else(|_| "\u{fffd}".to_owned(), str::to_owned);
-                check_names(options, &cn, &SubjectAltNames::default())?;
+            let mut names = crate::name_policy::subject_names(&info.subject)?;
+            if let Some(exts) = req.requested_extensions() {
+                for ext in exts {
+                    if let ParsedExtension::SubjectAlternativeName(san) = ext {
+                        names.extend(crate::name_policy::san_names(&san.general_names)?);
+                    }
+                }
             }
-            check_names(options, "", &sans)?;
+            check_names(options, &names)?;
         }
         let san_types = san_types(&sans)?;
         let spki = rcgen::SubjectPublicKeyInfo::from_der(info.subject_pki.raw)
@@ -493,7 +462,27 @@ impl ManagedCa {
         if s.common_name.trim().is_empty() {
             return Err(PkiError::InvalidParameter("the subject needs a common name".into()));
         }
-        check_names(options, &s.common_name, &request.sans)?;
+        if !options.allowed_names.is_empty() {
+            use crate::name_policy::NameKind;
+            let mut names: Vec<(NameKind, String)> = [
+                (NameKind::Cn, &s.common_name),
+                (NameKind::O, &s.organization),
+                (NameKind::Ou, &s.organizational_unit),
+                (NameKind::C, &s.country),
+                (NameKind::St, &s.state),
+                (NameKind::L, &s.location),
+            ]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k, v.clone()))
+            .collect();
+            let sans = &request.sans;
+            names.extend(sans.dns.iter().map(|n| (NameKind::Dns, n.clone())));
+            names.extend(sans.uri.iter().map(|n| (NameKind::Uri, n.clone())));
+            names.extend(sans.email.iter().map(|n| (NameKind::Email, n.clone())));
+            names.extend(sans.ip.iter().map(|n| (NameKind::Ip, n.to_string())));
+            check_names(options, &names)?;
+        }
         if !s.country.is_empty() && (s.country.len() != 2 || !s.country.bytes().all(|b| b.is_ascii_alphabetic())) {
             return Err(PkiError::InvalidParameter(format!(
                 "country must be a two-letter ISO 3166 code (got {:?})",

@@ -4,7 +4,8 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PkiError {
-    #[error("the name {0:?} is not one the zone's client certificate policy allows (allowed_names)")]
+    /// What the zone's name policy refuses, as a noun phrase (`the name "cn:admin"`).
+    #[error("{0} is not allowed by the zone's client certificate policy (allowed_names)")]
     NameNotAllowed(String),
     #[error("invalid master key: {0}")]
     InvalidMasterKey(String),

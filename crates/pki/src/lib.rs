@@ -27,6 +27,7 @@ pub mod ca;
 pub mod crl;
 pub mod dn;
 pub mod facts;
+pub mod name_policy;
 pub mod ocsp;
 pub mod ocsp_check;
 pub mod pem;
@@ -44,7 +45,7 @@ pub use byoca::{
 };
 pub use ca::{
     CaParams, CertificateAuthorityRef, ClientCertificateRecord, GeneratedKeyRequest, IssueOptions, IssuedCertificate,
-    IssuedWithKey, ManagedCa, SubjectAltNames, SubjectFields, name_matches,
+    IssuedWithKey, ManagedCa, SubjectAltNames, SubjectFields,
 };
 pub use crl::{Crl, CrlParams, RevocationReason, RevokedEntry};
 pub use error::PkiError;

@@ -269,33 +269,110 @@ fn csr_subject_and_sans_are_copied() {
 }
 
 #[test]
-fn issuance_keeps_to_the_allowed_names() {
-    use crate::name_matches;
-    assert!(name_matches("*.devices.example.com", "A.Devices.example.com"));
-    assert!(name_matches(
-        "spiffe://example.org/device/*",
-        "spiffe://example.org/device/1"
+fn name_policies_match_each_kind_within_its_parts() {
+    use crate::name_policy::{NameKind, NamePolicy};
+    let policy = |patterns: &[&str]| NamePolicy::parse(&patterns.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>());
+    let allows = |patterns: &[&str], kind: NameKind, name: &str| {
+        policy(patterns).unwrap().check(&[(kind, name.to_owned())]).is_ok()
+    };
+    // DNS: `*` stays within a label; case is ignored.
+    assert!(allows(
+        &["dns:*.devices.example.com"],
+        NameKind::Dns,
+        "A.Devices.example.com"
     ));
-    assert!(name_matches("*", ""));
-    assert!(name_matches("a*b*c", "aXXbYYc"));
-    assert!(!name_matches("*.devices.example.com", "devices.example.com.evil"));
-    assert!(!name_matches("device-*", "admin"));
-    assert!(!name_matches("a*b*c", "aXXbYY"));
+    assert!(!allows(
+        &["dns:*.devices.example.com"],
+        NameKind::Dns,
+        "a.b.devices.example.com"
+    ));
+    assert!(!allows(
+        &["dns:*.devices.example.com"],
+        NameKind::Dns,
+        "devices.example.com"
+    ));
+    // URIs: `*` stays within a path segment, dot segments are refused, case counts.
+    let spiffe = ["uri:spiffe://example.com/team-a/*"];
+    assert!(allows(&spiffe, NameKind::Uri, "spiffe://example.com/team-a/svc"));
+    assert!(!allows(&spiffe, NameKind::Uri, "spiffe://example.com/team-a/x/y"));
+    assert!(!allows(&spiffe, NameKind::Uri, "spiffe://example.com/team-a/.."));
+    assert!(!allows(
+        &["uri:spiffe://example.com/*/*"],
+        NameKind::Uri,
+        "spiffe://example.com/team-a/%2E%2e"
+    ));
+    assert!(!allows(&spiffe, NameKind::Uri, "spiffe://example.com/TEAM-A/svc"));
+    // A pattern allows names of its own kind only.
+    assert!(!allows(
+        &["dns:*.example.com"],
+        NameKind::Uri,
+        "spiffe://x/a.example.com"
+    ));
+    assert!(!allows(
+        &["email:*@example.com"],
+        NameKind::Uri,
+        "spiffe://x/a@example.com"
+    ));
+    assert!(allows(&["email:*@example.com"], NameKind::Email, "ops@example.com"));
+    assert!(!allows(&["email:*@example.com"], NameKind::Email, "a@b@example.com"));
+    // Subject attributes: nothing that gives a DN its structure.
+    assert!(allows(&["cn:device-*"], NameKind::Cn, "device-1.corp"));
+    assert!(!allows(&["cn:device-*"], NameKind::Cn, "device-1,OU=admins"));
+    assert!(!allows(&["cn:*"], NameKind::Cn, "a+OU=admins"));
+    // IP addresses by CIDR, or one address.
+    assert!(allows(&["ip:10.0.0.0/8"], NameKind::Ip, "10.1.2.3"));
+    assert!(!allows(&["ip:10.0.0.0/8"], NameKind::Ip, "11.0.0.1"));
+    assert!(allows(&["ip:2001:db8::/32"], NameKind::Ip, "2001:db8::1"));
+    assert!(allows(&["ip:10.0.0.5"], NameKind::Ip, "10.0.0.5"));
+    assert!(!allows(&["ip:10.0.0.5"], NameKind::Ip, "10.0.0.50"));
+    // The glob's backtracking.
+    for (pattern, name, want) in [
+        ("cn:a*b*c", "aXXbYYc", true),
+        ("cn:a*b*c", "aXXbYY", false),
+        ("cn:*ab", "aab", true),
+        ("cn:a*a", "a", false),
+        ("cn:*a*b", "xaxxb", true),
+        ("cn:**", "anything", true),
+        ("cn:abcdef", "abc", false),
+    ] {
+        assert_eq!(allows(&[pattern], NameKind::Cn, name), want, "{pattern} {name}");
+    }
+    // Patterns name their kind.
+    for bad in ["device-*", "host:x", "dns:", "ip:10.0.0.0/33", "ip:nope", "cn:a,b"] {
+        assert!(policy(&[bad]).is_err(), "{bad}");
+    }
+    // A certificate must name something.
+    let err = policy(&["o:*"])
+        .unwrap()
+        .check(&[(NameKind::O, "Acme".into())])
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("a certificate with neither a common name"),
+        "{err}"
+    );
+}
 
+#[test]
+fn issuance_keeps_to_the_allowed_names() {
     let ca = ca();
     let (csr, _) = subject_csr();
     let allowing = |patterns: &[&str]| IssueOptions {
         allowed_names: patterns.iter().map(|p| (*p).to_owned()).collect(),
         ..IssueOptions::default()
     };
-    // The CSR names "James Royal", device-1.example.com, a SPIFFE ID, an email address and two addresses.
+    // The CSR names C, ST, L, O, OU, CN, a DNS name, a SPIFFE ID, an email address and two addresses.
     let all = [
-        "James Royal",
-        "*.example.com",
-        "spiffe://example.org/device/*",
-        "*@example.com",
-        "10.0.0.*",
-        "2001:db8::*",
+        "c:US",
+        "st:Texas",
+        "l:Austin",
+        "o:Access",
+        "ou:Access Admins",
+        "cn:James Royal",
+        "dns:*.example.com",
+        "uri:spiffe://example.org/device/*",
+        "email:*@example.com",
+        "ip:10.0.0.0/24",
+        "ip:2001:db8::/64",
     ];
     assert!(ca.issue_from_csr(csr.as_bytes(), &allowing(&all), now()).is_ok());
     for left_out in 0..all.len() {
@@ -306,16 +383,55 @@ fn issuance_keeps_to_the_allowed_names() {
             .expect_err(all[left_out]);
         assert!(matches!(err, crate::PkiError::NameNotAllowed(_)), "{err}");
     }
+    // A subject attribute no pattern can name (here emailAddress) is refused under a policy.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "device-1");
+    p.distinguished_name.push(
+        rcgen::DnType::CustomDnType(vec![1, 2, 840, 113549, 1, 9, 1]),
+        "root@corp.example",
+    );
+    let odd = csr_pem(p, &key);
     let err = ca
-        .issue_with_generated_key(&generated("admin"), &allowing(&["device-*", "*.example"]), now())
+        .issue_from_csr(odd.as_bytes(), &allowing(&["cn:device-*"]), now())
+        .unwrap_err();
+    assert!(err.to_string().contains("1.2.840.113549.1.9.1"), "{err}");
+    assert!(
+        ca.issue_from_csr(odd.as_bytes(), &IssueOptions::default(), now())
+            .is_ok(),
+        "no policy, no check"
+    );
+
+    let err = ca
+        .issue_with_generated_key(
+            &generated("admin"),
+            &allowing(&["cn:device-*", "dns:*.example", "c:US"]),
+            now(),
+        )
         .expect_err("admin");
     assert_eq!(
         err.to_string(),
-        "the name \"admin\" is not one the zone's client certificate policy allows (allowed_names)"
+        "the name \"cn:admin\" is not allowed by the zone's client certificate policy (allowed_names)"
     );
     assert!(
-        ca.issue_with_generated_key(&generated("device-7"), &allowing(&["device-*", "*.example"]), now())
-            .is_ok()
+        ca.issue_with_generated_key(
+            &generated("device-7"),
+            &allowing(&["cn:device-*", "dns:*.example", "c:US"]),
+            now()
+        )
+        .is_ok()
+    );
+    // Reactivation checks a stored certificate the same way.
+    let issued = ca
+        .issue_with_generated_key(&generated("device-8"), &IssueOptions::default(), now())
+        .unwrap();
+    let der = crate::pem::certificates_from_pem_or_der(issued.record.certificate.as_bytes()).unwrap();
+    let names = crate::name_policy::certificate_names(&der[0]).unwrap();
+    let strict = crate::name_policy::NamePolicy::parse(&["cn:device-*".to_owned(), "c:US".to_owned()]).unwrap();
+    assert!(
+        strict.check(&names).is_err(),
+        "its DNS name a.example is not allowed: {names:?}"
     );
 }
 
