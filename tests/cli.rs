@@ -1456,6 +1456,54 @@ fn the_prometheus_alerts_check_pass_their_tests_and_name_real_metrics() {
     }
 }
 
+/// The admin listener's certificate for 127.0.0.1, issued in `dir` by the CA of `foreign_client_cert` (written over
+/// `admin.pem` and `admin.key` each time).
+fn admin_server_cert(dir: &Path, cn: &str) {
+    let subject = format!("/CN={cn}");
+    openssl_ok(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "admin.key",
+            "-out",
+            "admin.csr",
+            "-subj",
+            &subject,
+        ],
+    );
+    std::fs::write(
+        dir.join("admin.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write");
+    openssl_ok(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "admin.csr",
+            "-CA",
+            "foreign-ca.pem",
+            "-CAkey",
+            "foreign-ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "admin.ext",
+            "-out",
+            "admin.pem",
+        ],
+    );
+}
+
 /// The admin API served over TLS with client certificates required (`serve --admin-tls-cert --admin-tls-key
 /// --admin-client-ca`): the CLI reaches it with `--api https://… --api-ca --api-cert --api-key`; no client without
 /// a certificate from the admin CA gets a request in (a certificate of the edge's managed CA included); a renewed
@@ -1465,52 +1513,7 @@ fn the_admin_api_over_tls_takes_only_clients_with_an_admin_certificate() {
     let dir = crate::support::scratch();
     let (client_cert, client_key) = crate::support::foreign_client_cert(dir.path());
     let (client_cert, client_key) = (client_cert.display().to_string(), client_key.display().to_string());
-    // The admin listener's certificate, issued by the same CA for 127.0.0.1 (written over the files each time).
-    let issue_server_cert = |cn: &str| {
-        openssl_ok(
-            dir.path(),
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "admin.key",
-                "-out",
-                "admin.csr",
-                "-subj",
-                &format!("/CN={cn}"),
-            ],
-        );
-        std::fs::write(
-            dir.path().join("admin.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-        )
-        .expect("write");
-        openssl_ok(
-            dir.path(),
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "admin.csr",
-                "-CA",
-                "foreign-ca.pem",
-                "-CAkey",
-                "foreign-ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "admin.ext",
-                "-out",
-                "admin.pem",
-            ],
-        );
-    };
-    issue_server_cert("admin-one");
+    admin_server_cert(dir.path(), "admin-one");
     let server = Server::start_with(
         dir,
         &[
@@ -1609,38 +1612,7 @@ fn the_admin_api_over_tls_takes_only_clients_with_an_admin_certificate() {
     assert!(presented().contains("admin-one"), "{}", presented());
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let dir = server.dir.path();
-    let run_in = |args: &[&str]| openssl_ok(dir, args);
-    run_in(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "admin.key",
-        "-out",
-        "admin.csr",
-        "-subj",
-        "/CN=admin-two",
-    ]);
-    run_in(&[
-        "x509",
-        "-req",
-        "-in",
-        "admin.csr",
-        "-CA",
-        "foreign-ca.pem",
-        "-CAkey",
-        "foreign-ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "admin.ext",
-        "-out",
-        "admin.pem",
-    ]);
+    admin_server_cert(dir, "admin-two");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !presented().contains("admin-two") {
         assert!(std::time::Instant::now() < deadline, "still {}", presented());
