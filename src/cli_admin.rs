@@ -52,8 +52,10 @@ pub enum ZoneCommand {
         /// The longest validity, in days (also the default validity when a request names none).
         #[arg(long, value_name = "DAYS")]
         max_validity_days: Option<u32>,
-        /// A pattern the common name and every SAN must match (`*` for any characters), e.g. '*.devices.example.com'
-        /// or 'spiffe://example.com/team-a/*'; repeat for several. Replaces the zone's list.
+        /// A typed pattern every subject attribute and SAN must match (cn:, o:, ou:, c:, st:, l:, dns:, uri:,
+        /// email:, ip: with an address or CIDR block; * stays within one DNS label, URI path segment or email part),
+        /// e.g. 'cn:device-*', 'dns:*.devices.example.com' or 'uri:spiffe://example.com/team-a/*'; repeat for
+        /// several. Replaces the zone's list.
         #[arg(long = "allow", value_name = "PATTERN")]
         allow: Vec<String>,
         /// Remove the policy (no limits).
@@ -297,8 +299,8 @@ pub enum MtlsCommand {
         ca: Option<String>,
     },
     /// Print the warnings about the zone's mTLS setup (a hostname no rule enforces, a rule that lets revoked
-    /// certificates through, a certificate rule on a hostname without mTLS); exits 1 when there is one, for
-    /// deployment pipelines.
+    /// certificates through, a certificate rule on a hostname without mTLS, a skip placed before the certificate
+    /// rules); exits 1 when there is one, for deployment pipelines.
     Check {
         /// Zone id or name; by default the only zone there is.
         #[arg(long)]

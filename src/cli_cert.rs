@@ -84,7 +84,8 @@ pub struct CreateArgs {
     /// IP address subject alternative names (IPv4 or IPv6).
     #[arg(long, value_name = "ADDRESS", num_args = 1..)]
     pub ip: Vec<std::net::IpAddr>,
-    /// Days the certificate is valid (1 to 5475; the server's default is 3650).
+    /// Days the certificate is valid (1 to 5475; the server's default is 3650, or the zone policy's
+    /// max_validity_days when shorter).
     #[arg(long, value_name = "N")]
     pub validity_days: Option<u32>,
     /// Zone id or name; by default the only zone there is.

@@ -183,7 +183,7 @@ fn default_key_type() -> String {
 pub struct CreateClientCertificate {
     /// PEM CSR; its subject and SANs are copied.
     pub csr: Option<String>,
-    /// 1 to 5,475; 3,650 by default.
+    /// 1 to 5,475; 3,650 by default, or the zone policy's max_validity_days when shorter.
     pub validity_days: Option<u32>,
     pub generate_key: Option<GenerateKey>,
     pub common_name: Option<String>,

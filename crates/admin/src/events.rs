@@ -43,8 +43,8 @@ pub struct EventView {
     pub cert_serial: String,
     /// The client certificate's subject (RFC 2253); `""` when none was presented.
     pub cert_subject_dn: String,
-    /// Why the client certificate failed verification, in OpenSSL's words (`certificate has expired`, `unable to
-    /// get local issuer certificate`); `""` when it verified or none was presented.
+    /// Why the client certificate is not trusted, in OpenSSL's words (`certificate has expired`, `certificate
+    /// revoked`, `unable to get local issuer certificate`); `""` when it is trusted or none was presented.
     pub cert_verify_error: String,
 }
 

@@ -259,8 +259,8 @@ pub struct HostnameSettings {
     pub origin_host_header: Option<String>,
     /// Client-certificate fields sent to the origin under header names of the operator's choosing: header name →
     /// field name (`{"X-SSL-Client-Verify": "portcullis.tls_client_auth.verify_result"}`), for origins that read
-    /// them as NGINX's `proxy_set_header` set them. Client-sent copies are always removed; a field without a value
-    /// sends no header; a list is joined with `", "`.
+    /// them as NGINX's `proxy_set_header` set them. Client-sent copies are always removed; the holder's fields are
+    /// sent for a trusted certificate only; a field without a value sends no header; a list is joined with `", "`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub client_certificate_headers: BTreeMap<String, String>,
 }

@@ -1,5 +1,5 @@
 //! Warnings about a zone's mTLS setup that is valid but does not do what it looks like it does, returned in the
-//! `messages` of the writes that can cause them (hostnames, CA associations, custom rules). They name the three
+//! `messages` of the writes that can cause them (hostnames, CA associations, custom rules). They name the four
 //! silent mistakes of Cloudflare's model, where asking for a certificate enforces nothing by itself:
 //! - a hostname with mTLS in `request` or `verify_if_given` mode that no enabled block rule checks: clients without
 //!   a valid certificate are served;
@@ -7,8 +7,9 @@
 //!   still verifies, so it passes;
 //! - a block rule on client-certificate fields that applies to a hostname without mTLS, where no certificate is
 //!   ever asked for;
-//! - a `skip` rule, reading no client-certificate field, placed before the block rules that check certificates on
-//!   an mTLS hostname: the requests it matches there are served whatever certificate they came with.
+//! - a `skip` rule, reading no verification outcome (`cert_verified`, `verify_result`, `cert_status`), placed
+//!   before the block rules that check certificates on an mTLS hostname: the requests it matches there are served
+//!   whatever certificate they came with.
 //!
 //! Not here: refusing anything (every warned-about setup is legal and sometimes wanted), or rules of other phases.
 

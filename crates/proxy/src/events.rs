@@ -25,9 +25,9 @@ pub struct SecurityEvent {
     pub cert_serial: String,
     /// The certificate's subject (RFC 2253, at most 1 KiB), so that an operator sees whose request it was.
     pub cert_subject_dn: String,
-    /// Why the certificate failed verification, OpenSSL-style (`certificate has expired`, `unable to get local
-    /// issuer certificate`); `""` when it verified or none was presented. Under `request` this is the only place
-    /// an operator learns why a client's certificate was not trusted.
+    /// Why the certificate is not trusted, OpenSSL-style (`certificate has expired`, `certificate revoked`, `unable
+    /// to get local issuer certificate`); `""` when it is trusted or none was presented. Under `request` this is the
+    /// only place an operator learns why a client's certificate was not trusted.
     pub cert_verify_error: String,
 }
 
