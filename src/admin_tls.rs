@@ -12,22 +12,17 @@
 //! Not here: what the API serves (the admin crate), plain HTTP (axum's own server, as without these options).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use arc_swap::ArcSwap;
-use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
-use tower::ServiceExt as _;
 
 /// How often at most a handshake looks at the certificate and key files' modification times.
 const RECHECK_EVERY: Duration = Duration::from_secs(1);
@@ -78,6 +73,17 @@ fn stamp(path: &Path) -> FileStamp {
 
 /// The chain (PEM, leaf first) and its key (PEM: PKCS#8, SEC1 or PKCS#1), checked to belong together.
 fn load_pair(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
+    let (chain, key_der) = read_pem_pair(cert, key)?;
+    CertifiedKey::from_der(chain, key_der, &provider())
+        .with_context(|| format!("{} and {} do not make a usable pair", cert.display(), key.display()))
+}
+
+/// A certificate chain (PEM, leaf first) and a key (PEM: PKCS#8, SEC1 or PKCS#1) from their files; also the CLI's
+/// client certificate for an admin listener that asks for one. Errors name the file.
+pub fn read_pem_pair(
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let chain = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("reading {}", cert.display()))?
         .collect::<Result<Vec<_>, _>>()
@@ -85,9 +91,8 @@ fn load_pair(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
     if chain.is_empty() {
         bail!("{} holds no CERTIFICATE", cert.display());
     }
-    let key_der = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading the key in {}", key.display()))?;
-    CertifiedKey::from_der(chain, key_der, &provider())
-        .with_context(|| format!("{} and {} do not make a usable pair", cert.display(), key.display()))
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading the key in {}", key.display()))?;
+    Ok((chain, key))
 }
 
 fn provider() -> rustls::crypto::CryptoProvider {
@@ -179,75 +184,23 @@ pub fn server_config(cert: Arc<FileCert>, client_ca: Option<&Path>) -> anyhow::R
 }
 
 /// Serves `router` over TLS on `listener` until `stop`, then lets in-flight requests finish for up to [`DRAIN`].
-/// Each request carries the peer's address as `ConnectInfo`, as on the plain listener.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     config: Arc<rustls::ServerConfig>,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(stop);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(error = %e, "admin listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "admin listener: connection limit reached; closed");
-            continue;
-        };
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        let http = http.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::info!(%peer, error = %e, "admin listener: TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!(%peer, "admin listener: TLS handshake not finished in time");
-                    return;
-                }
-            };
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                // What the dashboard reads to mark its session cookie Secure, as behind a TLS-terminating proxy;
-                // a client's own value is replaced.
-                req.headers_mut().insert(
-                    axum::http::HeaderName::from_static("x-forwarded-proto"),
-                    axum::http::HeaderValue::from_static("https"),
-                );
-                router.clone().oneshot(req.map(axum::body::Body::new))
-            });
-            let served = watcher.watch(http.serve_connection(TokioIo::new(tls), service));
-            // Past its lifetime the connection is simply dropped.
-            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_LIFETIME, served).await {
-                tracing::debug!(%peer, error = %e, "admin listener: connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
-        tracing::warn!("admin listener: requests still in flight after the drain; closed");
-    }
+    let limits = crate::bounded_http::Limits {
+        connections: MAX_CONNECTIONS,
+        head_timeout: HEAD_TIMEOUT,
+        max_head: MAX_HEAD_BYTES,
+        lifetime: CONNECTION_LIFETIME,
+        drain: DRAIN,
+    };
+    let tls = crate::bounded_http::Tls {
+        acceptor: tokio_rustls::TlsAcceptor::from(config),
+        handshake_timeout: HANDSHAKE_TIMEOUT,
+    };
+    crate::bounded_http::serve("admin listener", listener, router, limits, Some(tls), stop).await;
     Ok(())
 }

@@ -105,16 +105,7 @@ impl Transport {
 
 /// The client certificate presented to an admin listener that requires one.
 fn identity(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<portcullis_proxy::OriginIdentity> {
-    use rustls::pki_types::pem::PemObject as _;
-    let chain = rustls::pki_types::CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("reading --api-cert {}", cert.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("reading the certificates in --api-cert {}", cert.display()))?;
-    if chain.is_empty() {
-        bail!("--api-cert {} holds no CERTIFICATE", cert.display());
-    }
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("reading the key in --api-key {}", key.display()))?;
+    let (chain, key) = crate::admin_tls::read_pem_pair(cert, key).context("--api-cert and --api-key")?;
     Ok(portcullis_proxy::OriginIdentity {
         id: "cli".to_owned(),
         chain,

@@ -20,6 +20,7 @@ macro_rules! out {
 
 mod acme;
 mod admin_tls;
+mod bounded_http;
 mod cli_acme;
 mod cli_admin;
 mod cli_apply;

@@ -21,11 +21,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use portcullis_proxy::Snapshot;
 use tokio::net::TcpListener;
-use tower::ServiceExt as _;
 
 /// Connections served at once; past it, new ones are closed at once.
 const MAX_CONNECTIONS: usize = 1024;
@@ -122,44 +119,15 @@ async fn edge_first(State(edge): State<EdgeSide>, req: Request, next: Next) -> R
 
 /// Serves `router` on `listener` until `stop` completes; connections still open then are dropped.
 pub async fn serve(listener: TcpListener, router: axum::Router, stop: impl Future<Output = ()>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES);
-    tokio::pin!(stop);
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(error = %e, "public listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "public listener: connection limit reached; closed");
-            continue;
-        };
-        let router = router.clone();
-        let conn = http.serve_connection(
-            TokioIo::new(stream),
-            hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                router.clone().oneshot(req.map(axum::body::Body::new))
-            }),
-        );
-        tokio::spawn(async move {
-            let _slot = slot;
-            // Past its lifetime the connection is simply dropped.
-            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
-                tracing::debug!(%peer, error = %e, "public listener: connection ended with an error");
-            }
-        });
-    }
+    let limits = crate::bounded_http::Limits {
+        connections: MAX_CONNECTIONS,
+        head_timeout: HEAD_TIMEOUT,
+        max_head: MAX_HEAD_BYTES,
+        lifetime: CONNECTION_LIFETIME,
+        // Served until the process exits: there is no drain.
+        drain: Duration::ZERO,
+    };
+    crate::bounded_http::serve("public listener", listener, router, limits, None, stop).await;
 }
 
 #[cfg(test)]
