@@ -1265,6 +1265,39 @@ try {
   assert.equal((await until("the retired CA's certificate", 403, async () => curlEdge("/api", certFile, keyFile))).status, 403);
   await assertToastClear("Client Certificates");
 
+  step("a managed CA signed by our own root: request, CSR download, install refused without the chain, then installed");
+  await page.locator("#mcr-cn").fill("E2E Devices CA");
+  await page.locator("#mcr-key").selectOption("p384");
+  const [csrDownload] = await Promise.all([
+    page.waitForEvent("download"),
+    page.getByRole("button", { name: "Create request" }).click(),
+  ]);
+  await csrDownload.saveAs(path.join(work, "sub.csr"));
+  const requestRow = page.locator("#mcr-table tbody tr", { hasText: "E2E Devices CA" });
+  await requestRow.waitFor();
+  const signByRoot = (...args) => {
+    const out = spawnSync("openssl", args, { cwd: work, encoding: "utf8" });
+    if (out.status !== 0) throw new Error(`openssl ${args.join(" ")}: ${out.stderr}`);
+  };
+  signByRoot("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "root.key", "-out", "root.pem",
+    "-days", "7300", "-subj", "/CN=E2E Root", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign");
+  signByRoot("x509", "-req", "-in", "sub.csr", "-CA", "root.pem", "-CAkey", "root.key", "-CAcreateserial", "-copy_extensions", "copyall",
+    "-days", "7000", "-out", "sub.pem");
+  await requestRow.getByRole("button", { name: "Install certificate" }).click();
+  const installDialog = page.locator("#mcr-dialog");
+  await installDialog.getByLabel("Certificate your CA signed (PEM)").fill(fs.readFileSync(path.join(work, "sub.pem"), "utf8"));
+  provoke({ status: 400, url: /\/managed_ca\/requests\/[0-9a-f]+\/install$/ });
+  provoke({ text: /no chain: give the certificate of the CA that signed it/ });
+  await installDialog.getByRole("button", { name: "Install", exact: true }).click();
+  await installDialog.locator(".dialog-error", { hasText: "no chain" }).waitFor();
+  await installDialog.getByLabel(/^Chain:/).fill(fs.readFileSync(path.join(work, "root.pem"), "utf8"));
+  await shot("16b-managed-ca-install");
+  await installDialog.getByRole("button", { name: "Install", exact: true }).click();
+  await page.locator("#toast", { hasText: "signed by CN=E2E Root" }).waitFor();
+  await page.locator("#mca-table tbody tr", { hasText: "E2E Devices CA" }).getByText("CN=E2E Root").waitFor();
+  await page.locator("#mcr-table tbody tr", { hasText: "No request waits for a certificate." }).waitFor();
+  await assertToastClear("Client Certificates");
+
   step("phone-sized layout");
   await page.setViewportSize({ width: 390, height: 844 });
   await page.reload();

@@ -1,4 +1,4 @@
-//! `portcullis ca …`: the managed CA (show, rotate, retire, its CRL) and bring-your-own CAs (upload, list, delete,
+//! `portcullis ca …`: the managed CA (show, rotate, retire, its CRL, a CA signed by your own root) and bring-your-own CAs (upload, list, delete,
 //! their CRLs) of a running server, through its admin API.
 
 use std::io::Write as _;
@@ -35,6 +35,48 @@ pub enum CaCommand {
         /// Organization (O=) of the new CA.
         #[arg(long)]
         organization: Option<String>,
+    },
+    /// Start a managed CA that your own CA signs (an intermediate under your root), instead of a self-signed one.
+    ///
+    /// The server makes the CA's key (it never leaves the server, sealed like every managed CA key) and a CSR,
+    /// written to --out (or printed). Have your CA sign it as a CA (the CSR asks for CA:TRUE, pathlen:0 and
+    /// keyCertSign, cRLSign; e.g. `openssl x509 -req -copy_extensions copyall`), then `ca install`. Nothing issues
+    /// from it until then.
+    Request {
+        /// Key type of the new CA [default: p256].
+        #[arg(long, value_parser = ["p256", "p384", "rsa2048", "rsa3072", "rsa4096"])]
+        key_type: Option<String>,
+        /// Common name (CN=) of the new CA [default: Portcullis Managed CA <id>].
+        #[arg(long)]
+        common_name: Option<String>,
+        /// Organization (O=) of the new CA.
+        #[arg(long)]
+        organization: Option<String>,
+        /// Write the CSR (PEM) to this new file instead of standard output.
+        #[arg(long, value_name = "FILE.csr")]
+        out: Option<PathBuf>,
+    },
+    /// List the managed CA requests waiting for a certificate (`ca request`).
+    Requests,
+    /// Install the certificate your CA signed for a request: it becomes the active managed CA (the previous one
+    /// stays trusted until `ca retire`).
+    ///
+    /// Refused, naming why, unless the certificate is for the request's key, is a CA that may sign certificates
+    /// and CRLs, is valid now, and the chain goes from its signer up to a self-signed root.
+    Install {
+        /// The request's id (see `ca requests`).
+        id: String,
+        /// The signed certificate, PEM (the chain may follow it in the same file).
+        #[arg(long, value_name = "CERT.pem")]
+        cert: PathBuf,
+        /// The certificates above it, PEM: the CA that signed it first, up to and including your root.
+        #[arg(long, value_name = "CHAIN.pem")]
+        chain: Option<PathBuf>,
+    },
+    /// Delete a managed CA request and its key.
+    DeleteRequest {
+        /// The request's id (see `ca requests`).
+        id: String,
     },
     /// Stop trusting a managed CA that a rotation replaced; certificates it issued stop working.
     Retire {
@@ -184,7 +226,7 @@ fn check_id(id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-const CA_HEADERS: [&str; 5] = ["ID", "NAME", "STATUS", "KEY_TYPE", "CREATED_ON"];
+const CA_HEADERS: [&str; 7] = ["ID", "NAME", "STATUS", "KEY_TYPE", "CREATED_ON", "EXPIRES_ON", "ISSUER"];
 
 fn ca_row(ca: &Value) -> Vec<String> {
     vec![
@@ -193,6 +235,19 @@ fn ca_row(ca: &Value) -> Vec<String> {
         s(ca, "status"),
         s(ca, "key_type"),
         s(ca, "created_on"),
+        s(ca, "expires_on"),
+        s(ca, "issuer"),
+    ]
+}
+
+const REQUEST_HEADERS: [&str; 4] = ["ID", "NAME", "KEY_TYPE", "CREATED_ON"];
+
+fn request_row(request: &Value) -> Vec<String> {
+    vec![
+        s(request, "id"),
+        s(request, "name"),
+        s(request, "key_type"),
+        s(request, "created_on"),
     ]
 }
 
@@ -237,6 +292,114 @@ pub async fn ca(args: CaArgs) -> anyhow::Result<ExitCode> {
                     s(&ca, "id"),
                     s(&ca, "key_type")
                 );
+            }
+        }
+        CaCommand::Request {
+            key_type,
+            common_name,
+            organization,
+            out,
+        } => {
+            if let Some(path) = &out
+                && path.exists()
+            {
+                bail!("{} already exists; refusing to overwrite it", path.display());
+            }
+            let account = account_id(&api).await?;
+            let mut body = json!({});
+            for (key, value) in [
+                ("key_type", key_type),
+                ("common_name", common_name),
+                ("organization", organization),
+            ] {
+                if let Some(value) = value {
+                    body[key] = json!(value);
+                }
+            }
+            let request = api
+                .send(Method::POST, &format!("/accounts/{account}/managed_ca/requests"), &body)
+                .await?
+                .result;
+            let id = s(&request, "id");
+            if let Some(path) = &out {
+                std::fs::write(path, s(&request, "csr"))
+                    .with_context(|| format!("request {id} was made, but {} cannot be written", path.display()))?;
+            }
+            if json {
+                print_json(&request)?;
+            } else {
+                if out.is_none() {
+                    out!("{}", s(&request, "csr"));
+                }
+                let next = format!(
+                    "managed CA request {id} ({}): have your CA sign {}, then `portcullis ca install {id} --cert \
+                     SIGNED.pem --chain CHAIN.pem`",
+                    s(&request, "name"),
+                    out.as_ref()
+                        .map_or_else(|| "the CSR above".to_owned(), |p| p.display().to_string())
+                );
+                if out.is_some() {
+                    outln!("{next}");
+                } else {
+                    eprintln!("{next}");
+                }
+            }
+        }
+        CaCommand::Requests => {
+            let account = account_id(&api).await?;
+            let requests = api
+                .get(&format!("/accounts/{account}/managed_ca/requests"))
+                .await?
+                .result;
+            if json {
+                print_json(&requests)?;
+            } else {
+                print_table(
+                    &REQUEST_HEADERS,
+                    &array(&requests).iter().map(request_row).collect::<Vec<_>>(),
+                );
+            }
+        }
+        CaCommand::Install { id, cert, chain } => {
+            check_id(&id)?;
+            let read = |path: &Path| {
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {} as PEM text", path.display()))
+            };
+            let mut body = json!({ "certificate": read(&cert)? });
+            if let Some(chain) = &chain {
+                body["chain"] = json!(read(chain)?);
+            }
+            let account = account_id(&api).await?;
+            let ca = api
+                .send(
+                    Method::POST,
+                    &format!("/accounts/{account}/managed_ca/requests/{id}/install"),
+                    &body,
+                )
+                .await?
+                .result;
+            if json {
+                print_json(&ca)?;
+            } else {
+                outln!(
+                    "new active managed CA {} ({}, signed by {}, expires {}); the previous one stays trusted until \
+                     `portcullis ca retire ID`",
+                    s(&ca, "name"),
+                    s(&ca, "id"),
+                    s(&ca, "issuer"),
+                    s(&ca, "expires_on")
+                );
+            }
+        }
+        CaCommand::DeleteRequest { id } => {
+            check_id(&id)?;
+            let account = account_id(&api).await?;
+            api.delete(&format!("/accounts/{account}/managed_ca/requests/{id}"))
+                .await?;
+            if json {
+                print_json(&json!({ "id": id }))?;
+            } else {
+                outln!("deleted managed CA request {id}");
             }
         }
         CaCommand::Retire { id } => {

@@ -37,7 +37,9 @@ pub enum CertCommand {
     /// Issue a client certificate from the managed CA, with a key Portcullis generates or from your CSR.
     ///
     /// Writes cert.pem, ca.pem (the issuing managed CA), key.pem (mode 0600, generated keys only) and, with
-    /// --p12-password, bundle.p12 (mode 0600) into --out; refuses to overwrite any of them. The generated key is
+    /// --p12-password, bundle.p12 (mode 0600) into --out; refuses to overwrite any of them. When your own CA signed
+    /// the managed CA (`ca request`), also fullchain.pem: the certificate, the managed CA and the intermediates
+    /// above it (not the root), what a client presents to servers that trust your root. The generated key is
     /// returned by the server once and never stored there. --json prints the API's result without the private key
     /// and the PKCS#12 bundle, which go only to the files.
     Create(Box<CreateArgs>),
@@ -262,23 +264,54 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
 struct OutFiles {
     cert: PathBuf,
     ca: PathBuf,
+    /// When your own CA signed the managed CA: the certificate, the managed CA and the intermediates above it.
+    fullchain: Option<PathBuf>,
     key: Option<PathBuf>,
     p12: Option<PathBuf>,
 }
 
 impl OutFiles {
     fn all(&self) -> impl Iterator<Item = &PathBuf> {
-        [Some(&self.cert), Some(&self.ca), self.key.as_ref(), self.p12.as_ref()]
-            .into_iter()
-            .flatten()
+        [
+            Some(&self.cert),
+            Some(&self.ca),
+            self.fullchain.as_ref(),
+            self.key.as_ref(),
+            self.p12.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
     }
+}
+
+/// The intermediates of a managed CA's chain (PEM): every certificate of it but the last, the root, which relying
+/// parties hold already.
+fn intermediates(chain: &str) -> anyhow::Result<String> {
+    if chain.trim().is_empty() {
+        return Ok(String::new());
+    }
+    let mut ders = portcullis_pki::pem::certificates_from_pem_or_der(chain.as_bytes())?;
+    ders.pop();
+    Ok(ders
+        .iter()
+        .map(|der| portcullis_pki::pem::encode("CERTIFICATE", der))
+        .collect())
 }
 
 async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     let generated = args.csr.is_none();
+    let api = ApiClient::new(&args.api)?;
+    let zone = zone_or_only(&api, args.zone.as_deref()).await?;
+    // Read before issuing: a generated key exists only in the answer, so nothing may fail between it and the files.
+    let account = s(&zone["account"], "id");
+    let cas = api.get(&format!("/accounts/{account}/managed_ca")).await?.result;
+    let chained = array(&cas)
+        .iter()
+        .any(|ca| s(ca, "status") == "active" && !s(ca, "chain").is_empty());
     let files = OutFiles {
         cert: args.out.join("cert.pem"),
         ca: args.out.join("ca.pem"),
+        fullchain: chained.then(|| args.out.join("fullchain.pem")),
         key: generated.then(|| args.out.join("key.pem")),
         p12: args.p12_password.as_ref().map(|_| args.out.join("bundle.p12")),
     };
@@ -322,11 +355,6 @@ async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         body["validity_days"] = json!(days);
     }
 
-    let api = ApiClient::new(&args.api)?;
-    let zone = zone_or_only(&api, args.zone.as_deref()).await?;
-    // Read before issuing: a generated key exists only in the answer, so nothing may fail between it and the files.
-    let account = s(&zone["account"], "id");
-    let cas = api.get(&format!("/accounts/{account}/managed_ca")).await?.result;
     let mut cert = api
         .send(
             Method::POST,
@@ -348,6 +376,15 @@ async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("{} cannot create {}", issued(), args.out.display()))?;
     write_new(&files.cert, s(&cert, "certificate").as_bytes(), false).with_context(issued)?;
     write_new(&files.ca, s(ca, "certificate").as_bytes(), false).with_context(issued)?;
+    if let Some(path) = &files.fullchain {
+        let full = format!(
+            "{}{}{}",
+            s(&cert, "certificate"),
+            s(ca, "certificate"),
+            intermediates(&s(ca, "chain")).with_context(issued)?
+        );
+        write_new(path, full.as_bytes(), false).with_context(issued)?;
+    }
     if let Some(path) = &files.key {
         let key = s(&cert, "private_key");
         if key.is_empty() {

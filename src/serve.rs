@@ -337,6 +337,7 @@ pub async fn bootstrap(args: &ServeArgs) -> anyhow::Result<Bootstrapped> {
                     certificate: ca.certificate_pem(),
                     sealed_key: ca.sealed_key(&master_key),
                     key_type: ca.key_type().as_str().to_owned(),
+                    chain: String::new(),
                 },
                 &Actor::system(),
             )

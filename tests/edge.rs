@@ -2341,3 +2341,130 @@ ratelimit = { characteristics = ["cf.colo.id", "cf.tls_client_auth.cert_fingerpr
     let again = ok(&server.cli(&["apply", &file("wild.toml", wild)]));
     assert!(again.contains("no changes"), "{again}");
 }
+
+/// A managed CA signed by the operator's own root (made by openssl): requested, signed and installed from the CLI.
+/// Its certificates pass the edge and chain to the root for openssl; the CA before it stays trusted; a revocation
+/// under it blocks at once, as under a self-signed one.
+#[test]
+fn a_managed_ca_signed_by_your_own_root_issues_what_the_edge_accepts() {
+    let server = Server::start();
+    setup(&server);
+    let dir = server.dir.path();
+    let run = |args: &[&str]| {
+        let out = openssl(dir, args);
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let requested = ok(&server.cli(&["ca", "request", "--common-name", "Acme Devices CA", "--out", "sub.csr"]));
+    let id = requested
+        .strip_prefix("managed CA request ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{requested}"))
+        .to_owned();
+    assert!(ok(&server.cli(&["ca", "requests"])).contains(&id));
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "root.key",
+        "-out",
+        "root.pem",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=Acme Root",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "sub.csr",
+        "-CA",
+        "root.pem",
+        "-CAkey",
+        "root.key",
+        "-CAcreateserial",
+        "-copy_extensions",
+        "copyall",
+        "-days",
+        "20",
+        "-out",
+        "sub.pem",
+    ]);
+
+    let refused = server.cli(&["ca", "install", &id, "--cert", "sub.pem"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("no chain"), "{err}");
+    let installed = ok(&server.cli(&["ca", "install", &id, "--cert", "sub.pem", "--chain", "root.pem"]));
+    assert!(
+        installed.starts_with(&format!(
+            "new active managed CA Acme Devices CA ({id}, signed by CN=Acme Root"
+        )),
+        "{installed}"
+    );
+    let table = ok(&server.cli(&["ca", "show"]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("active") && l.ends_with("CN=Acme Root")),
+        "{table}"
+    );
+    assert_eq!(
+        ok(&server.cli(&["ca", "requests"])).lines().count(),
+        1,
+        "only the header is left"
+    );
+
+    std::fs::create_dir(dir.join("sub")).expect("mkdir");
+    ok(&server.cli(&["cert", "create", "--cn", "device-2", "--out", "sub"]));
+    let full = std::fs::read_to_string(dir.join("sub/fullchain.pem")).expect("fullchain.pem");
+    assert_eq!(
+        full.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "the certificate and the managed CA: {full}"
+    );
+    let verified = openssl(
+        dir,
+        &[
+            "verify",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "sub/fullchain.pem",
+            "sub/cert.pem",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&verified.stdout).contains(": OK"),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+
+    let new_cert: &[&str] = &["--cert", "sub/fullchain.pem", "--key", "sub/key.pem"];
+    get_until(&server, "/api", new_cert, "200");
+    assert_eq!(get(&server, "/api", WITH_CERT).1, "200", "the CA before stays trusted");
+    let list: serde_json::Value = serde_json::from_str(&ok(&server.cli(&["cert", "list", "--json"]))).expect("json");
+    let new_id = list
+        .as_array()
+        .expect("certificates")
+        .iter()
+        .find(|c| c["common_name"] == "device-2")
+        .and_then(|c| c["id"].as_str())
+        .expect("device-2")
+        .to_owned();
+    ok(&server.cli(&["cert", "revoke", &new_id]));
+    get_until(&server, "/api", new_cert, "403");
+}

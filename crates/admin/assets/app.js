@@ -445,7 +445,95 @@ async function certificatesPage() {
     await loadManagedCas();
   });
   loadManagedCas().catch(showError);
+  setupCaRequests();
   setupPolicy();
+}
+
+/** Managed CA requests: made here, their CSR downloaded, the signed certificate installed, or deleted. */
+function setupCaRequests() {
+  let installing = null;
+  const dialog = $("mcr-dialog");
+  $("mcr-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run($("mcr-create"), async () => {
+      const body = { key_type: $("mcr-key").value };
+      const cn = $("mcr-cn").value.trim();
+      if (cn) body.common_name = cn;
+      const made = (await api("POST", `/accounts/${await account()}/managed_ca/requests`, body)).result;
+      $("mcr-cn").value = "";
+      download(`${made.name}.csr`, made.csr, "application/pkcs10");
+      toast(`Request for ${made.name} created: have your CA sign the CSR, then install the certificate`);
+      await loadCaRequests();
+    });
+  });
+  $("mcr-cancel").addEventListener("click", () => dialog.close());
+  $("mcr-install-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run($("mcr-install"), async () => {
+      const body = { certificate: $("mcr-cert").value, chain: $("mcr-chain").value };
+      const path = `/accounts/${await account()}/managed_ca/requests/${installing.id}/install`;
+      const ca = (await api("POST", path, body)).result;
+      dialog.close();
+      toast(`${ca.name}, signed by ${ca.issuer}, issues from now on; the previous CA stays trusted until retired`);
+      await Promise.all([loadManagedCas(), loadCaRequests()]);
+    });
+  });
+  loadCaRequests().catch(showError);
+
+  async function loadCaRequests() {
+    const acc = await account();
+    const requests = (await api("GET", `/accounts/${acc}/managed_ca/requests`)).result ?? [];
+    const table = $("mcr-table");
+    table.tBodies[0].replaceChildren(
+      ...requests.map((request) =>
+        h(
+          "tr",
+          { "data-id": request.id },
+          h("td", {}, request.name, " ", h("span", { class: "muted small" }, "waiting for its certificate")),
+          h("td", {}, request.key_type),
+          h("td", { class: "nowrap" }, day(request.created_on)),
+          h(
+            "td",
+            { class: "nowrap" },
+            h(
+              "button",
+              {
+                type: "button",
+                class: "btn btn-small",
+                onclick: () => download(`${request.name}.csr`, request.csr, "application/pkcs10"),
+              },
+              "Download CSR",
+            ),
+            " ",
+            canWrite &&
+              h(
+                "button",
+                {
+                  type: "button",
+                  class: "btn btn-small",
+                  onclick: () => {
+                    installing = request;
+                    $("mcr-install-name").textContent = request.name;
+                    $("mcr-cert").value = "";
+                    $("mcr-chain").value = "";
+                    openDialog(dialog);
+                  },
+                },
+                "Install certificate",
+              ),
+            " ",
+            canWrite &&
+              confirmButton("Delete", "Confirm delete: its key is discarded", async () => {
+                await api("DELETE", `/accounts/${acc}/managed_ca/requests/${request.id}`);
+                toast(`Request for ${request.name} deleted`);
+                await loadCaRequests();
+              }),
+          ),
+        ),
+      ),
+    );
+    if (!requests.length) emptyRow(table, 4, "No request waits for a certificate.");
+  }
 }
 
 /** The zone's client certificate policy: shown, and saved from its form. */
@@ -502,6 +590,8 @@ async function loadManagedCas() {
         h("td", {}, ca.name),
         h("td", {}, statusBadge(ca.status), " ", h("span", { class: "muted small" }, what[ca.status] ?? "")),
         h("td", {}, ca.key_type),
+        h("td", {}, ca.chain ? ca.issuer : h("span", { class: "muted" }, "itself")),
+        h("td", { class: "nowrap" }, day(ca.expires_on)),
         h("td", { class: "nowrap" }, day(ca.created_on)),
         h(
           "td",
@@ -517,7 +607,7 @@ async function loadManagedCas() {
       ),
     ),
   );
-  if (!cas.length) emptyRow(table, 5, "No managed CA yet: start portcullis serve once to create it.");
+  if (!cas.length) emptyRow(table, 7, "No managed CA yet: start portcullis serve once to create it.");
 }
 
 function setupTabs() {

@@ -42,14 +42,23 @@ fn crl_is_current(built_generation: u64, built_at: OffsetDateTime, generation: u
     built_generation == generation && now >= built_at && now - built_at < CRL_REFRESH
 }
 
-/// The active managed CA, unsealed.
-async fn issuing_ca(state: &AdminState) -> Result<ManagedCa, ApiError> {
+/// The active managed CA, unsealed, and the certificates a client presents above its own: the CA's and, when the
+/// operator's CA signed it, the intermediates of its chain (not the root, which relying parties already hold).
+async fn issuing_ca(state: &AdminState) -> Result<(ManagedCa, Vec<Vec<u8>>), ApiError> {
     let stored = state
         .store
         .active_managed_ca()
         .await?
         .ok_or_else(|| ApiError::conflict("there is no managed CA yet; start the server once to create it"))?;
-    unseal(state, &stored)
+    let ca = unseal(state, &stored)?;
+    let mut above = vec![ca.certificate_der().to_vec()];
+    if !stored.chain.is_empty() {
+        let mut chain =
+            portcullis_pki::pem::certificates_from_pem_or_der(stored.chain.as_bytes()).map_err(ApiError::internal)?;
+        chain.pop();
+        above.extend(chain);
+    }
+    Ok((ca, above))
 }
 
 /// Why `wanted` cannot issue, naming the CA that can.
@@ -229,13 +238,27 @@ pub async fn create_client_certificate(
     ApiJson(body): ApiJson<CreateClientCertificate>,
 ) -> ApiResult {
     state.store.zone(&zone_id).await?;
-    let ca = issuing_ca(&state).await?;
+    let (ca, above) = issuing_ca(&state).await?;
     if let Some(wanted) = body.certificate_authority_id.as_deref().filter(|id| *id != ca.id()) {
         return Err(ApiError::invalid(not_issuing(&state, wanted, ca.id()).await?));
     }
     let policy = crate::cert_policy::ClientCertificatePolicy::of_zone(&state, &zone_id).await?;
+    let now = OffsetDateTime::now_utc();
+    let mut validity_days = policy.validity(body.validity_days)?;
+    if body.validity_days.is_none() {
+        // The default shortens to the CA's own life (a CA your root signed may live a year, not ten); a validity
+        // asked for is never shortened, and is refused if the CA would expire first.
+        let left = ca.whole_days_left(now);
+        if left == 0 {
+            return Err(ApiError::conflict(format!(
+                "the managed CA {} expires in less than a day: rotate it (`portcullis ca rotate` or `ca request`)",
+                ca.id()
+            )));
+        }
+        validity_days = validity_days.min(left);
+    }
     let options = IssueOptions {
-        validity_days: policy.validity(body.validity_days)?,
+        validity_days,
         allowed_names: policy.allowed_names,
         crl_distribution_point: state
             .settings
@@ -248,7 +271,6 @@ pub async fn create_client_certificate(
             .as_ref()
             .map(|base| format!("{}/ocsp/{}", base.trim_end_matches('/'), ca.id())),
     };
-    let now = OffsetDateTime::now_utc();
     let subject_given = [
         &body.common_name,
         &body.country,
@@ -301,7 +323,11 @@ pub async fn create_client_certificate(
             let pkcs12 = match &body.pkcs12_password {
                 Some(password) => {
                     let bundle = issued
-                        .to_pkcs12(password, &issued.record.common_name, &[ca.certificate_der()])
+                        .to_pkcs12(
+                            password,
+                            &issued.record.common_name,
+                            &above.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+                        )
                         .map_err(|e| ApiError::invalid(e.to_string()))?;
                     Some(base64::engine::general_purpose::STANDARD.encode(bundle))
                 }
@@ -519,13 +545,27 @@ pub struct ManagedCaView {
     pub key_type: String,
     /// PEM: give it to your origins or clients that want to verify what Portcullis issued.
     pub certificate: String,
+    /// Who signed it (RFC 2253): itself, or your own CA (`portcullis ca request`).
+    pub issuer: String,
+    /// When the CA's certificate expires (RFC 3339).
+    pub expires_on: String,
+    /// When your own CA signed it: the certificates above it, PEM, its issuer first and the root last; empty for a
+    /// self-signed CA.
+    pub chain: String,
     pub created_on: String,
     /// Path of the CRL on the admin listener.
     pub crl_path: String,
 }
 
-fn ca_view(ca: portcullis_store::ManagedCa) -> ManagedCaView {
+pub(crate) fn ca_view(ca: portcullis_store::ManagedCa) -> ManagedCaView {
+    let issuer = portcullis_pki::certificate_issuer(ca.certificate.as_bytes()).unwrap_or_default();
+    let expires_on = portcullis_pki::certificate_not_after(ca.certificate.as_bytes())
+        .map(|t| rfc3339(t.unix_timestamp()))
+        .unwrap_or_default();
     ManagedCaView {
+        issuer,
+        expires_on,
+        chain: ca.chain,
         crl_path: format!("/crl/{}.crl", ca.id),
         id: ca.id,
         name: ca.name,
@@ -600,6 +640,7 @@ pub async fn rotate_managed_ca(
                 certificate: ca.certificate_pem(),
                 sealed_key: ca.sealed_key(&state.master_key),
                 key_type: ca.key_type().as_str().to_owned(),
+                chain: String::new(),
             },
             &actor,
         )

@@ -13,6 +13,7 @@ mod api;
 mod associations;
 mod auth;
 mod byoca;
+mod ca_requests;
 mod cert_policy;
 mod certificate_packs;
 mod certs;
@@ -294,6 +295,9 @@ fn api_routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(certs::list_managed_cas))
         .routes(routes!(certs::rotate_managed_ca))
         .routes(routes!(certs::retire_managed_ca))
+        .routes(routes!(ca_requests::list_requests, ca_requests::create_request))
+        .routes(routes!(ca_requests::install))
+        .routes(routes!(ca_requests::delete_request))
         .routes(routes!(byoca::upload, byoca::list))
         .routes(routes!(byoca::get, byoca::delete))
         .routes(routes!(byoca::associations))

@@ -125,6 +125,7 @@ async fn bootstrap_ca(state: &AdminState) {
                 certificate: ca.certificate_pem(),
                 sealed_key: ca.sealed_key(&state.master_key),
                 key_type: ca.key_type().as_str().to_owned(),
+                chain: String::new(),
             },
             &Actor::system(),
         )

@@ -593,6 +593,195 @@ async fn managed_ca_rotation_and_retirement() {
 }
 
 #[tokio::test]
+async fn a_managed_ca_signed_by_an_openssl_root_issues_certificates_that_chain_to_it() {
+    let api = Api::new().await;
+    let tmp = Tmp::new();
+    let account = account(&api).await;
+    let base = format!("/client/v4/accounts/{account}/managed_ca/requests");
+    let first = s(&managed_cas(&api).await[0]["id"]);
+
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &base,
+            json!({"common_name": "Acme Devices CA", "organization": "Acme", "key_type": "p384"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let request = s(&body["result"]["id"]);
+    assert_eq!(body["result"]["name"], "Acme Devices CA");
+    tmp.write("sub.csr", s(&body["result"]["csr"]));
+    let (status, list) = api.get(&base).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["result"][0]["id"], json!(request));
+    assert_eq!(managed_cas(&api).await.len(), 1, "a request is not a CA");
+
+    // The operator's root, and what it signs: the CSR's own extensions, as `openssl x509 -req` copies them.
+    tmp.openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "root.key",
+        "-out",
+        "root.pem",
+        "-days",
+        "30",
+        "-subj",
+        "/O=Acme/CN=Acme Root",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    tmp.openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "sub.csr",
+        "-CA",
+        "root.pem",
+        "-CAkey",
+        "root.key",
+        "-CAcreateserial",
+        "-copy_extensions",
+        "copyall",
+        "-days",
+        "20",
+        "-out",
+        "sub.pem",
+    ]);
+    let install = format!("{base}/{request}/install");
+
+    // Refused, naming why, and nothing changes: no chain; the root's own certificate (another key); a private key.
+    let (status, body) = api
+        .send(Method::POST, &install, json!({"certificate": tmp.read("sub.pem")}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).1.contains("no chain"), "{body}");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &install,
+            json!({"certificate": tmp.read("root.pem"), "chain": tmp.read("root.pem")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).1.contains("is for another key"), "{body}");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &install,
+            json!({"certificate": tmp.read("sub.pem"), "chain": tmp.read("root.key")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).1.contains("chain: block 1 is a PRIVATE KEY"), "{body}");
+    assert_eq!(managed_cas(&api).await.len(), 1);
+
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &install,
+            json!({"certificate": tmp.read("sub.pem"), "chain": tmp.read("root.pem")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let ca = &body["result"];
+    assert_eq!(
+        (ca["id"].clone(), ca["status"].clone()),
+        (json!(request), json!("active"))
+    );
+    assert_eq!(ca["name"], "Acme Devices CA");
+    assert_eq!(ca["issuer"], "CN=Acme Root,O=Acme");
+    assert_eq!(ca["key_type"], "p384");
+    assert!(s(&ca["chain"]).starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    let cas = managed_cas(&api).await;
+    assert_eq!(cas.len(), 2);
+    assert_eq!(cas[1]["id"], json!(first));
+    assert_eq!(cas[1]["status"], "trusted");
+    assert_eq!(cas[1]["chain"], "");
+    let (_, list) = api.get(&base).await;
+    assert_eq!(list["result"], json!([]), "installed: no longer waiting");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &install,
+            json!({"certificate": tmp.read("sub.pem"), "chain": tmp.read("root.pem")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    // Issued under it: the leaf chains to the root through the managed CA, the bundle carries the managed CA (not
+    // the root), and the CA's CRL verifies under its certificate.
+    let zone = api.zone("example.com").await;
+    let (status, cert) = api
+        .send(
+            Method::POST,
+            &format!("/client/v4/zones/{zone}/client_certificates"),
+            json!({"generate_key": {}, "common_name": "device-9", "pkcs12_password": "pw"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{cert}");
+    assert_eq!(cert["result"]["certificate_authority"]["id"], json!(request));
+    // The default validity shortens to the CA's life (20 days less the seconds since); one asked for does not.
+    assert_eq!(cert["result"]["validity_days"], 19, "{cert}");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &format!("/client/v4/zones/{zone}/client_certificates"),
+            json!({"generate_key": {}, "common_name": "device-10", "validity_days": 30}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).1.contains("would outlive the CA"), "{body}");
+    tmp.write("leaf.pem", s(&cert["result"]["certificate"]));
+    let verified = tmp.openssl(&["verify", "-CAfile", "root.pem", "-untrusted", "sub.pem", "leaf.pem"]);
+    assert!(verified.contains(": OK"), "{verified}");
+    let p12 = base64::engine::general_purpose::STANDARD
+        .decode(s(&cert["result"]["pkcs12"]))
+        .expect("base64");
+    tmp.write("bundle.p12", p12);
+    let certs = tmp.openssl(&["pkcs12", "-in", "bundle.p12", "-passin", "pass:pw", "-nokeys"]);
+    assert_eq!(certs.matches("BEGIN CERTIFICATE").count(), 2, "{certs}");
+    assert!(
+        certs.contains("Acme Devices CA") && !certs.contains("subject=O = Acme, CN = Acme Root"),
+        "{certs}"
+    );
+    let crl = {
+        use axum::body::Body;
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let req = axum::http::Request::builder()
+            .uri(format!("/crl/{request}.crl"))
+            .body(Body::empty())
+            .expect("request");
+        let resp = api.router.clone().oneshot(req).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.into_body().collect().await.expect("body").to_bytes()
+    };
+    tmp.write("sub.crl", &crl);
+    let checked = tmp.openssl(&[
+        "crl", "-inform", "DER", "-in", "sub.crl", "-CAfile", "sub.pem", "-noout",
+    ]);
+    assert!(checked.contains("verify OK"), "{checked}");
+
+    // Deleting a request discards it.
+    let (_, body) = api.send(Method::POST, &base, json!({})).await;
+    let other = s(&body["result"]["id"]);
+    let (status, _) = delete(&api, &format!("{base}/{other}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = delete(&api, &format!("{base}/{other}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = api.send(Method::POST, &base, json!({"common_name": ""})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
 async fn bring_your_own_ca_lifecycle() {
     let api = Api::with_settings(AdminSettings {
         mtls_certificate_limit: 1,
@@ -1588,6 +1777,10 @@ async fn openapi_lists_every_route_of_the_router() {
         ("get", "/accounts/{account_id}/managed_ca"),
         ("post", "/accounts/{account_id}/managed_ca/rotate"),
         ("delete", "/accounts/{account_id}/managed_ca/{ca_id}"),
+        ("get", "/accounts/{account_id}/managed_ca/requests"),
+        ("post", "/accounts/{account_id}/managed_ca/requests"),
+        ("post", "/accounts/{account_id}/managed_ca/requests/{request_id}/install"),
+        ("delete", "/accounts/{account_id}/managed_ca/requests/{request_id}"),
         ("get", "/accounts/{account_id}/mtls_certificates"),
         ("post", "/accounts/{account_id}/mtls_certificates"),
         ("get", "/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}"),

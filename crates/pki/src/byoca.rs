@@ -275,6 +275,16 @@ pub fn certificate_validity(pem_or_der: &[u8]) -> Result<(OffsetDateTime, Offset
     ))
 }
 
+/// The issuer name (RFC 2253) of the first certificate in `pem_or_der`, for people.
+pub fn certificate_issuer(pem_or_der: &[u8]) -> Result<String> {
+    let first = pem::certificates_from_pem_or_der(pem_or_der)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| PkiError::Certificate("no certificate".into()))?;
+    let (_, cert) = X509Certificate::from_der(&first).map_err(|e| PkiError::Certificate(e.to_string()))?;
+    Ok(dn::rfc2253(cert.issuer()))
+}
+
 /// The earliest `nextUpdate` of the CRLs in `crls` (PEM, possibly several, or one DER; `None` when none has one),
 /// without checking signatures: for expiry metrics of CRLs that were checked when uploaded.
 pub fn crl_next_update(crls: &[u8]) -> Result<Option<OffsetDateTime>> {

@@ -3,7 +3,8 @@
 //! A [`ManagedCa`] is one independent CA (id, certificate, private key). Rotation means creating
 //! another one and trusting both until the old one is retired; which CA is active or retired is the
 //! store's business, and [`crate::VerifierBuilder`] takes any set of CA certificates as anchors.
-//! The private key leaves this type only sealed ([`ManagedCa::sealed_key`]).
+//! The private key leaves this type only sealed ([`ManagedCa::sealed_key`]). A managed CA is self-signed
+//! ([`ManagedCa::create`]) or signed by the operator's own CA ([`crate::ca_request`]).
 //!
 //! Every issued certificate gets a random positive 20-byte serial, `basicConstraints CA:FALSE`,
 //! `keyUsage digitalSignature`, `extendedKeyUsage clientAuth`, SKI and AKI, and optionally a CRL
@@ -341,6 +342,25 @@ impl ManagedCa {
         })
     }
 
+    /// A CA from parts already checked together (see [`crate::ca_request`]).
+    pub(crate) fn from_parts(
+        id: String,
+        name: String,
+        key_type: KeyType,
+        cert_der: Vec<u8>,
+        key: KeyPair,
+        not_after: OffsetDateTime,
+    ) -> ManagedCa {
+        ManagedCa {
+            id,
+            name,
+            key_type,
+            cert_der,
+            key,
+            not_after,
+        }
+    }
+
     /// The private key sealed under `master` for this CA's id (what the store keeps).
     pub fn sealed_key(&self, master: &MasterKey) -> Vec<u8> {
         seal::seal(master, &self.id, &Zeroizing::new(self.key.serialize_der()))
@@ -360,6 +380,11 @@ impl ManagedCa {
 
     pub fn not_after(&self) -> OffsetDateTime {
         self.not_after
+    }
+
+    /// Whole days from `now` until the CA's certificate expires (0 when less than one is left).
+    pub fn whole_days_left(&self, now: OffsetDateTime) -> u32 {
+        u32::try_from((self.not_after - now).whole_days()).unwrap_or(0)
     }
 
     pub fn certificate_der(&self) -> &[u8] {

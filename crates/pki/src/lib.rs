@@ -3,6 +3,7 @@
 //! What it does:
 //! - [`ca`]: the managed CA (create, rotate by creating another, seal the private key at rest)
 //!   and issuance of client certificates from a CSR or from a freshly generated key;
+//! - [`ca_request`]: a managed CA signed by the operator's own CA (its CSR, then the checks of what was signed);
 //! - [`seal`]: AES-256-GCM sealing of CA private keys under a 32-byte master key;
 //! - [`acme`]: TLS-ALPN-01 answer certificates and the CSRs of ACME orders;
 //! - [`server`]: validation of uploaded server certificates and keys (`custom_certificates`) and sealing their keys;
@@ -24,6 +25,7 @@ mod keys;
 pub mod acme;
 pub mod byoca;
 pub mod ca;
+pub mod ca_request;
 pub mod crl;
 pub mod dn;
 pub mod facts;
@@ -38,15 +40,18 @@ pub mod verify;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ca_request;
 
 pub use byoca::{
-    MtlsCertificateRecord, UploadedCa, UploadedCrl, certificate_not_after, certificate_validity, check_crl_for_ca,
-    check_crls_for_bundle, crl_distribution_points, crl_next_update, parse_ca_bundle,
+    MtlsCertificateRecord, UploadedCa, UploadedCrl, certificate_issuer, certificate_not_after, certificate_validity,
+    check_crl_for_ca, check_crls_for_bundle, crl_distribution_points, crl_next_update, parse_ca_bundle,
 };
 pub use ca::{
     CaParams, CertificateAuthorityRef, ClientCertificateRecord, GeneratedKeyRequest, IssueOptions, IssuedCertificate,
     IssuedWithKey, ManagedCa, SubjectAltNames, SubjectFields,
 };
+pub use ca_request::{CaRequest, CaRequestParams, InstalledCa};
 pub use crl::{Crl, CrlParams, RevocationReason, RevokedEntry};
 pub use error::PkiError;
 pub use facts::{

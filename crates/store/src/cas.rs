@@ -9,8 +9,8 @@ use crate::error::StoreError;
 use crate::hostnames::check_hostname;
 use crate::ids::{new_id, now};
 use crate::model::{
-    Actor, CaRef, HostnameAssociation, ManagedCa, ManagedCaStatus, MtlsCertificate, MtlsRevocation, NewManagedCa,
-    NewMtlsCertificate, NewMtlsRevocation,
+    Actor, CaRef, HostnameAssociation, ManagedCa, ManagedCaRequest, ManagedCaStatus, MtlsCertificate, MtlsRevocation,
+    NewManagedCa, NewManagedCaRequest, NewMtlsCertificate, NewMtlsRevocation,
 };
 
 /// The longest grace after a CRL's `nextUpdate` that [`Store::set_mtls_crl_grace`] takes: 30 days.
@@ -27,7 +27,7 @@ macro_rules! revocation_columns {
 
 macro_rules! managed_ca_columns {
     () => {
-        "id, account_id, name, certificate, sealed_key, key_type, status, crl_number, created_on, retired_on"
+        "id, account_id, name, certificate, sealed_key, key_type, status, crl_number, created_on, retired_on, chain"
     };
 }
 
@@ -47,6 +47,9 @@ macro_rules! mtls_columns {
     };
 }
 
+/// Most managed CA requests that may wait for a certificate at once.
+pub const MAX_MANAGED_CA_REQUESTS: i64 = 10;
+
 /// Most hostnames one association call may name; keeps a single request's work bounded.
 pub const MAX_ASSOCIATED_HOSTNAMES: usize = 1_000;
 
@@ -54,6 +57,32 @@ impl Store {
     /// Stores a new managed CA and makes it the active one. The previously active CA stays trusted (rotation), so
     /// certificates it issued keep working until it is retired.
     pub async fn add_managed_ca(&self, ca: NewManagedCa, actor: &Actor) -> Result<ManagedCa, StoreError> {
+        self.insert_managed_ca(ca, None, actor).await
+    }
+
+    /// Makes request `request_id` a managed CA with the certificate its signer gave (`ca`, same id), in one
+    /// transaction: the request is gone and the CA active, or nothing changed.
+    pub async fn install_managed_ca(
+        &self,
+        request_id: &str,
+        ca: NewManagedCa,
+        actor: &Actor,
+    ) -> Result<ManagedCa, StoreError> {
+        if ca.id != request_id {
+            return Err(StoreError::Invalid(format!(
+                "managed CA {:?} is not request {request_id:?}",
+                ca.id
+            )));
+        }
+        self.insert_managed_ca(ca, Some(request_id), actor).await
+    }
+
+    async fn insert_managed_ca(
+        &self,
+        ca: NewManagedCa,
+        request_id: Option<&str>,
+        actor: &Actor,
+    ) -> Result<ManagedCa, StoreError> {
         let account = self.account().await?;
         let record = ManagedCa {
             id: ca.id,
@@ -66,16 +95,26 @@ impl Store {
             crl_number: 0,
             created_on: now(),
             retired_on: None,
+            chain: ca.chain,
         };
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
+            if let Some(id) = request_id {
+                let gone = sqlx::query("DELETE FROM managed_ca_requests WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                if gone.rows_affected() == 0 {
+                    return Err(StoreError::not_found("managed CA request", id));
+                }
+            }
             sqlx::query("UPDATE managed_cas SET status = 'trusted' WHERE status = 'active'")
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(concat!(
                 "INSERT INTO managed_cas (",
                 managed_ca_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             ))
             .bind(&record.id)
             .bind(&record.account_id)
@@ -87,11 +126,105 @@ impl Store {
             .bind(record.crl_number)
             .bind(record.created_on)
             .bind(record.retired_on)
+            .bind(&record.chain)
             .execute(&mut *tx)
             .await?;
-            commit_write!(self, tx, actor, "create", "managed_ca", &record.id, &record.name);
+            let action = if request_id.is_some() { "install" } else { "create" };
+            commit_write!(self, tx, actor, action, "managed_ca", &record.id, &record.name);
         });
         Ok(record)
+    }
+
+    /// Stores a managed CA that waits for the operator's CA to sign its CSR. At most
+    /// [`MAX_MANAGED_CA_REQUESTS`] wait at once.
+    pub async fn add_managed_ca_request(
+        &self,
+        request: NewManagedCaRequest,
+        actor: &Actor,
+    ) -> Result<ManagedCaRequest, StoreError> {
+        let account = self.account().await?;
+        let record = ManagedCaRequest {
+            id: request.id,
+            account_id: account.id,
+            name: request.name,
+            csr: request.csr,
+            sealed_key: request.sealed_key,
+            key_type: request.key_type,
+            created_on: now(),
+        };
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM managed_ca_requests")
+                .fetch_one(&mut *tx)
+                .await?;
+            if waiting >= MAX_MANAGED_CA_REQUESTS {
+                return Err(StoreError::Conflict(format!(
+                    "{waiting} managed CA requests already wait for a certificate (at most \
+                     {MAX_MANAGED_CA_REQUESTS}); install or delete one first"
+                )));
+            }
+            sqlx::query(
+                "INSERT INTO managed_ca_requests (id, account_id, name, csr, sealed_key, key_type, created_on) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&record.id)
+            .bind(&record.account_id)
+            .bind(&record.name)
+            .bind(&record.csr)
+            .bind(&record.sealed_key)
+            .bind(&record.key_type)
+            .bind(record.created_on)
+            .execute(&mut *tx)
+            .await?;
+            commit_write!(
+                self,
+                tx,
+                actor,
+                "create",
+                "managed_ca_request",
+                &record.id,
+                &record.name
+            );
+        });
+        Ok(record)
+    }
+
+    /// The managed CAs waiting for a certificate, newest first.
+    pub async fn managed_ca_requests(&self) -> Result<Vec<ManagedCaRequest>, StoreError> {
+        on_db!(&self.db, |pool| {
+            let rows = sqlx::query(
+                "SELECT id, account_id, name, csr, sealed_key, key_type, created_on FROM managed_ca_requests \
+                 ORDER BY created_on DESC, id",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(request_from_row).collect()
+        })
+    }
+
+    /// One managed CA request.
+    pub async fn managed_ca_request(&self, id: &str) -> Result<ManagedCaRequest, StoreError> {
+        self.managed_ca_requests()
+            .await?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| StoreError::not_found("managed CA request", id))
+    }
+
+    /// Deletes a request and its key: a certificate signed for it can no longer be installed.
+    pub async fn delete_managed_ca_request(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let gone = sqlx::query("DELETE FROM managed_ca_requests WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            if gone.rows_affected() == 0 {
+                return Err(StoreError::not_found("managed CA request", id));
+            }
+            commit_write!(self, tx, actor, "delete", "managed_ca_request", id, "");
+        });
+        Ok(())
     }
 
     /// All managed CAs: the active one first, then those still trusted, then retired ones, newest first in each.
@@ -767,6 +900,19 @@ pub(crate) fn managed_ca_from_row(row: &impl RowExt) -> Result<ManagedCa, StoreE
         crl_number: row.int("crl_number")?,
         created_on: row.int("created_on")?,
         retired_on: row.opt_int("retired_on")?,
+        chain: row.text("chain")?,
+    })
+}
+
+fn request_from_row(row: &impl RowExt) -> Result<ManagedCaRequest, StoreError> {
+    Ok(ManagedCaRequest {
+        id: row.text("id")?,
+        account_id: row.text("account_id")?,
+        name: row.text("name")?,
+        csr: row.text("csr")?,
+        sealed_key: row.bytes("sealed_key")?,
+        key_type: row.text("key_type")?,
+        created_on: row.int("created_on")?,
     })
 }
 

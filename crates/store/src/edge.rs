@@ -74,7 +74,7 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
             let managed_cas = sqlx::query(
                 "SELECT id, account_id, name, certificate, sealed_key, key_type, status, crl_number, created_on, \
-                 retired_on FROM managed_cas WHERE status <> 'retired' ORDER BY \
+                 retired_on, chain FROM managed_cas WHERE status <> 'retired' ORDER BY \
                  CASE status WHEN 'active' THEN 0 ELSE 1 END, created_on DESC, id",
             )
             .fetch_all(&mut *tx)

@@ -36,7 +36,7 @@ pub use acme::{
     AcmeChallenge, AcmeDns, AcmeHttpAnswer, CertificatePack, DNS_VALIDATION, HTTP_VALIDATION, MAX_PACK_HOSTS,
     MAX_PACKS_PER_ZONE,
 };
-pub use cas::{MAX_ASSOCIATED_HOSTNAMES, MAX_CRL_GRACE_SECONDS, MAX_REVOCATIONS_PER_CA};
+pub use cas::{MAX_ASSOCIATED_HOSTNAMES, MAX_CRL_GRACE_SECONDS, MAX_MANAGED_CA_REQUESTS, MAX_REVOCATIONS_PER_CA};
 pub use client_certs::{ClientCertQuery, MAX_PER_PAGE};
 pub use db::Store;
 pub use error::StoreError;
@@ -46,8 +46,8 @@ pub use lists::{MAX_LIST_ITEMS, MAX_LIST_ITEMS_PER_PAGE, MAX_LIST_TEXT, MAX_LIST
 pub use model::{
     Account, Actor, ApiToken, AuditEntry, CaRef, ClientCertificate, ClientCertificateStatus, CustomCertificate,
     EdgeList, EdgeState, EventFilter, Hostname, HostnameAssociation, List, ListItem, ListOperation, ManagedCa,
-    ManagedCaStatus, MtlsCertificate, MtlsRevocation, NewCustomCertificate, NewListItem, NewManagedCa,
-    NewMtlsCertificate, NewMtlsRevocation, NewRule, Rule, Ruleset, SecurityEvent, TokenRestrictions, TokenScope,
-    URL_NORMALIZATION_SCOPES, URL_NORMALIZATION_TYPES, Zone,
+    ManagedCaRequest, ManagedCaStatus, MtlsCertificate, MtlsRevocation, NewCustomCertificate, NewListItem,
+    NewManagedCa, NewManagedCaRequest, NewMtlsCertificate, NewMtlsRevocation, NewRule, Rule, Ruleset, SecurityEvent,
+    TokenRestrictions, TokenScope, URL_NORMALIZATION_SCOPES, URL_NORMALIZATION_TYPES, Zone,
 };
 pub use rulesets::{MAX_RULES, Position};

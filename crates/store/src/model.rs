@@ -205,6 +205,9 @@ pub struct ManagedCa {
     pub crl_number: i64,
     pub created_on: i64,
     pub retired_on: Option<i64>,
+    /// The certificates above it when the operator's own CA signed it (PEM, its issuer first, the root last); empty
+    /// for a self-signed one.
+    pub chain: String,
 }
 
 /// A new managed CA to store.
@@ -214,6 +217,33 @@ pub struct NewManagedCa {
     pub id: String,
     pub name: String,
     pub certificate: String,
+    pub sealed_key: Vec<u8>,
+    pub key_type: String,
+    /// See [`ManagedCa::chain`].
+    pub chain: String,
+}
+
+/// A managed CA waiting for the operator's own CA to sign it: its key (sealed) and the CSR to sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedCaRequest {
+    /// The id the CA keeps once installed (its key is sealed under it).
+    pub id: String,
+    pub account_id: String,
+    /// The common name asked for.
+    pub name: String,
+    /// PEM.
+    pub csr: String,
+    pub sealed_key: Vec<u8>,
+    pub key_type: String,
+    pub created_on: i64,
+}
+
+/// A new request to store.
+#[derive(Debug, Clone)]
+pub struct NewManagedCaRequest {
+    pub id: String,
+    pub name: String,
+    pub csr: String,
     pub sealed_key: Vec<u8>,
     pub key_type: String,
 }

@@ -431,6 +431,7 @@ fn sample_ca(name: &str) -> crate::NewManagedCa {
         certificate: format!("PEM of {name}"),
         sealed_key: vec![1, 2, 3, 0, 255],
         key_type: "p256".to_owned(),
+        chain: String::new(),
     }
 }
 
@@ -509,6 +510,77 @@ async fn hostnames_live_in_their_zone() {
                 .expect("assoc")
                 .is_empty()
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_ca_request_becomes_the_active_ca_when_installed() {
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let first = store.add_managed_ca(sample_ca("first"), &a).await.expect("first");
+        let request = |name: &str| crate::NewManagedCaRequest {
+            id: crate::ids::new_id(),
+            name: name.to_owned(),
+            csr: format!("CSR of {name}"),
+            sealed_key: vec![9, 8, 7],
+            key_type: "p384".to_owned(),
+        };
+        let waiting = store.add_managed_ca_request(request("sub"), &a).await.expect("request");
+        assert_eq!(
+            store.managed_ca_requests().await.expect("list"),
+            std::slice::from_ref(&waiting)
+        );
+        // A request is not a CA: the edge and issuance see only the first CA.
+        assert_eq!(store.managed_cas().await.expect("cas").len(), 1);
+        assert_eq!(store.load_edge_state().await.expect("state").managed_cas.len(), 1);
+
+        let mut ca = sample_ca("sub");
+        let err = store
+            .install_managed_ca(&waiting.id, ca.clone(), &a)
+            .await
+            .expect_err("other id");
+        assert!(err.to_string().contains("is not request"), "{err}");
+        ca.id = waiting.id.clone();
+        ca.sealed_key = waiting.sealed_key.clone();
+        ca.chain = "PEM of the root".to_owned();
+        let installed = store
+            .install_managed_ca(&waiting.id, ca.clone(), &a)
+            .await
+            .expect("install");
+        assert_eq!(installed.status, crate::ManagedCaStatus::Active);
+        let cas = store.managed_cas().await.expect("cas");
+        assert_eq!(cas[0], installed);
+        assert_eq!(cas[0].chain, "PEM of the root");
+        assert_eq!(
+            (cas[1].id.as_str(), cas[1].status),
+            (first.id.as_str(), crate::ManagedCaStatus::Trusted)
+        );
+        assert!(store.managed_ca_requests().await.expect("list").is_empty());
+        // Installed once: the same certificate cannot be installed again, nor a second CA under that id.
+        let err = store.install_managed_ca(&waiting.id, ca, &a).await.expect_err("twice");
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+        assert_eq!(store.managed_cas().await.expect("cas").len(), 2);
+
+        for n in 0..crate::MAX_MANAGED_CA_REQUESTS {
+            store
+                .add_managed_ca_request(request(&format!("r{n}")), &a)
+                .await
+                .expect("request");
+        }
+        let err = store
+            .add_managed_ca_request(request("one more"), &a)
+            .await
+            .expect_err("limit");
+        assert!(err.to_string().contains("install or delete one first"), "{err}");
+        let id = store.managed_ca_requests().await.expect("list")[0].id.clone();
+        store.delete_managed_ca_request(&id, &a).await.expect("delete");
+        let err = store.delete_managed_ca_request(&id, &a).await.expect_err("gone");
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+        store
+            .add_managed_ca_request(request("room again"), &a)
+            .await
+            .expect("request");
     })
     .await;
 }
