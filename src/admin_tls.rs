@@ -9,6 +9,9 @@
 //! served from the next connection on; a pair that does not load is logged and the one in service stays. Client
 //! CAs are read at start. HTTP/1.1 only: the API and the dashboard need nothing more.
 //!
+//! The EST listener (`serve --est-listen ADDR --est-tls-cert FILE --est-tls-key FILE`) is served the same way, with
+//! client certificates asked for but not required: its routes (the admin crate's `est`) decide who may renew.
+//!
 //! Not here: what the API serves (the admin crate), plain HTTP (axum's own server, as without these options).
 
 use std::future::Future;
@@ -152,15 +155,81 @@ impl ResolvesServerCert for FileCert {
     }
 }
 
-/// The listener's TLS configuration: `cert` for every name, TLS 1.2 and 1.3, and with `client_ca` (PEM) a
-/// certificate from those CAs required of every client.
-pub fn server_config(cert: Arc<FileCert>, client_ca: Option<&Path>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// What a listener asks of its clients' certificates.
+#[derive(Debug, Clone, Copy)]
+pub enum ClientAuth<'a> {
+    /// Nothing.
+    None,
+    /// A certificate from the CAs in this PEM file, before any request.
+    Required(&'a Path),
+    /// A certificate if the client has one, any issuer (its handshake signature is checked): the routes judge it.
+    Offered,
+}
+
+/// Asks for a client certificate and takes any whose handshake signature verifies, for routes that judge the
+/// certificate themselves (EST: a chain to a managed CA, on record, active).
+#[derive(Debug)]
+struct OfferedClientAuth {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::server::danger::ClientCertVerifier for OfferedClientAuth {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The listener's TLS configuration: `cert` for every name, TLS 1.2 and 1.3, and what `client_auth` asks of
+/// clients.
+pub fn server_config(cert: Arc<FileCert>, client_auth: ClientAuth<'_>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("TLS versions")?;
-    let builder = match client_ca {
-        Some(path) => {
+    let builder = match client_auth {
+        ClientAuth::Offered => builder.with_client_cert_verifier(Arc::new(OfferedClientAuth {
+            algorithms: provider.signature_verification_algorithms,
+        })),
+        ClientAuth::Required(path) => {
             let mut roots = rustls::RootCertStore::empty();
             for ca in CertificateDer::pem_file_iter(path).with_context(|| format!("reading {}", path.display()))? {
                 let ca = ca.with_context(|| format!("reading the certificates in {}", path.display()))?;
@@ -176,7 +245,7 @@ pub fn server_config(cert: Arc<FileCert>, client_ca: Option<&Path>) -> anyhow::R
                 .context("the admin client CA")?;
             builder.with_client_cert_verifier(verifier)
         }
-        None => builder.with_no_client_auth(),
+        ClientAuth::None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -184,7 +253,9 @@ pub fn server_config(cert: Arc<FileCert>, client_ca: Option<&Path>) -> anyhow::R
 }
 
 /// Serves `router` over TLS on `listener` until `stop`, then lets in-flight requests finish for up to [`DRAIN`].
+/// `name` ("admin listener") starts its log lines.
 pub async fn serve(
+    name: &'static str,
     listener: TcpListener,
     router: axum::Router,
     config: Arc<rustls::ServerConfig>,
@@ -201,6 +272,6 @@ pub async fn serve(
         acceptor: tokio_rustls::TlsAcceptor::from(config),
         handshake_timeout: HANDSHAKE_TIMEOUT,
     };
-    crate::bounded_http::serve("admin listener", listener, router, limits, Some(tls), stop).await;
+    crate::bounded_http::serve(name, listener, router, limits, Some(tls), stop).await;
     Ok(())
 }

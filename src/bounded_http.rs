@@ -2,7 +2,8 @@
 //! the limit, new ones are closed at once), the TLS handshake's time when the listener does TLS, a request head's
 //! time and size, and a connection's whole life (past it, the connection is dropped). Each request carries the
 //! peer's address as `ConnectInfo`; over TLS also `X-Forwarded-Proto: https` (a client's own value replaced), which
-//! the dashboard reads to mark its cookie `Secure`, as behind a TLS-terminating proxy.
+//! the dashboard reads to mark its cookie `Secure`, as behind a TLS-terminating proxy, and the client's certificates
+//! when it sent any (`portcullis_admin::est::PeerCertificates`, which the EST routes read).
 //!
 //! Used by the public listener and by the admin listener over TLS. Not here: the plain admin listener (axum's own
 //! server), the edge (the proxy crate), what the routers serve.
@@ -89,13 +90,18 @@ pub async fn serve(
                     &http,
                     watcher,
                     limits.lifetime,
-                    false,
+                    None,
                 )
                 .await;
                 return;
             };
             match tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
+                    let certs = stream.get_ref().1.peer_certificates().map(|chain| {
+                        portcullis_admin::est::PeerCertificates(Arc::new(
+                            chain.iter().map(|c| c.as_ref().to_vec()).collect(),
+                        ))
+                    });
                     connection(
                         name,
                         TokioIo::new(stream),
@@ -104,7 +110,7 @@ pub async fn serve(
                         &http,
                         watcher,
                         limits.lifetime,
-                        true,
+                        Some(certs),
                     )
                     .await;
                 }
@@ -128,17 +134,21 @@ async fn connection<IO>(
     http: &hyper::server::conn::http1::Builder,
     watcher: hyper_util::server::graceful::Watcher,
     lifetime: Duration,
-    https: bool,
+    // Over TLS: the client's certificates, if it sent any.
+    tls: Option<Option<portcullis_admin::est::PeerCertificates>>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-        if https {
+        if let Some(certs) = &tls {
             req.headers_mut().insert(
                 axum::http::HeaderName::from_static("x-forwarded-proto"),
                 axum::http::HeaderValue::from_static("https"),
             );
+            if let Some(certs) = certs {
+                req.extensions_mut().insert(certs.clone());
+            }
         }
         router.clone().oneshot(req.map(axum::body::Body::new))
     });

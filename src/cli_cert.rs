@@ -264,8 +264,9 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
 struct OutFiles {
     cert: PathBuf,
     ca: PathBuf,
-    /// When your own CA signed the managed CA: the certificate, the managed CA and the intermediates above it.
-    fullchain: Option<PathBuf>,
+    /// Written only when your own CA signed the managed CA: the certificate, the managed CA and the intermediates
+    /// above it.
+    fullchain: PathBuf,
     key: Option<PathBuf>,
     p12: Option<PathBuf>,
 }
@@ -275,7 +276,7 @@ impl OutFiles {
         [
             Some(&self.cert),
             Some(&self.ca),
-            self.fullchain.as_ref(),
+            Some(&self.fullchain),
             self.key.as_ref(),
             self.p12.as_ref(),
         ]
@@ -305,13 +306,11 @@ async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     // Read before issuing: a generated key exists only in the answer, so nothing may fail between it and the files.
     let account = s(&zone["account"], "id");
     let cas = api.get(&format!("/accounts/{account}/managed_ca")).await?.result;
-    let chained = array(&cas)
-        .iter()
-        .any(|ca| s(ca, "status") == "active" && !s(ca, "chain").is_empty());
     let files = OutFiles {
         cert: args.out.join("cert.pem"),
         ca: args.out.join("ca.pem"),
-        fullchain: chained.then(|| args.out.join("fullchain.pem")),
+        // Checked whatever CA issues: which one does is known only from the answer.
+        fullchain: args.out.join("fullchain.pem"),
         key: generated.then(|| args.out.join("key.pem")),
         p12: args.p12_password.as_ref().map(|_| args.out.join("bundle.p12")),
     };
@@ -373,18 +372,11 @@ async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         .or_else(|| array(&cas).iter().find(|ca| s(ca, "status") == "active"))
         .with_context(|| format!("{} the server lists no managed CA", issued()))?;
 
+    // Everything computed before the first file is written, and the key right after the certificate: a failure
+    // past this point must not lose a generated key.
+    let intermediates = intermediates(&s(ca, "chain")).with_context(issued)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("{} cannot create {}", issued(), args.out.display()))?;
     write_new(&files.cert, s(&cert, "certificate").as_bytes(), false).with_context(issued)?;
-    write_new(&files.ca, s(ca, "certificate").as_bytes(), false).with_context(issued)?;
-    if let Some(path) = &files.fullchain {
-        let full = format!(
-            "{}{}{}",
-            s(&cert, "certificate"),
-            s(ca, "certificate"),
-            intermediates(&s(ca, "chain")).with_context(issued)?
-        );
-        write_new(path, full.as_bytes(), false).with_context(issued)?;
-    }
     if let Some(path) = &files.key {
         let key = s(&cert, "private_key");
         if key.is_empty() {
@@ -396,6 +388,12 @@ async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         let bundle = decode_base64(&s(&cert, "pkcs12"))
             .with_context(|| format!("{} its PKCS#12 bundle is not valid base64", issued()))?;
         write_new(path, &bundle, true).with_context(issued)?;
+    }
+    write_new(&files.ca, s(ca, "certificate").as_bytes(), false).with_context(issued)?;
+    // Only when the operator's root signed the CA: there is nothing above a self-signed one to present.
+    if !s(ca, "chain").is_empty() {
+        let full = format!("{}{}{intermediates}", s(&cert, "certificate"), s(ca, "certificate"));
+        write_new(&files.fullchain, full.as_bytes(), false).with_context(issued)?;
     }
 
     if let Some(object) = cert.as_object_mut() {
@@ -412,7 +410,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
             s(&cert, "expires_on"),
             s(&zone, "name")
         );
-        for path in files.all() {
+        for path in files.all().filter(|path| path.exists()) {
             outln!("wrote {}", path.display());
         }
     }

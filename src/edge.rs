@@ -135,11 +135,26 @@ fn uploaded_cert<'a>(
 
 /// Gauges of when what the edge relies on runs out, as Unix times, so that an alert can fire weeks ahead
 /// (`portcullis_certificate_not_after_timestamp_seconds - time() < 14 * 86400`): each hostname's uploaded server
-/// certificate, each managed and uploaded CA, and each uploaded CRL's `nextUpdate`. Rebuilt with every snapshot,
+/// certificate, each managed and uploaded CA (and the chain above a managed CA your root signed), and each uploaded
+/// CRL's `nextUpdate`. Rebuilt with every snapshot,
 /// so removed objects leave no series behind. A CRL already past its `nextUpdate` is still used (its revocations
 /// stay in force rather than every certificate failing) and logged at every build until a newer one is uploaded.
 fn expiry_metrics(state: &EdgeState, now: OffsetDateTime) -> String {
     use std::fmt::Write as _;
+    // The certificates above managed CAs that the operator's root signed: issued certificates chain through them
+    // for relying parties that trust the root, so they must not lapse unnoticed either.
+    let mut chains: Vec<(String, String)> = Vec::new();
+    for ca in &state.managed_cas {
+        let Ok(ders) = portcullis_pki::pem::certificates_from_pem_or_der(ca.chain.as_bytes()) else {
+            continue;
+        };
+        for (n, der) in ders.iter().enumerate() {
+            chains.push((
+                format!("kind=\"managed_ca_chain\",id=\"{}\",position=\"{}\"", ca.id, n + 1),
+                portcullis_pki::pem::encode("CERTIFICATE", der),
+            ));
+        }
+    }
     // (labels, the certificate's PEM, its notAfter when the store has it).
     let mut certs: Vec<(String, &str, Option<i64>)> = Vec::new();
     for host in &state.hostnames {
@@ -151,6 +166,9 @@ fn expiry_metrics(state: &EdgeState, now: OffsetDateTime) -> String {
     for ca in &state.managed_cas {
         certs.push((format!("kind=\"managed_ca\",id=\"{}\"", ca.id), &ca.certificate, None));
     }
+    for (labels, pem) in &chains {
+        certs.push((labels.clone(), pem, None));
+    }
     for cert in &state.mtls_certificates {
         let kind = if cert.ca { "uploaded_ca" } else { "origin_client" };
         let labels = format!("kind=\"{kind}\",id=\"{}\"", cert.id);
@@ -159,7 +177,7 @@ fn expiry_metrics(state: &EdgeState, now: OffsetDateTime) -> String {
     let mut not_after = String::from(
         "# HELP portcullis_certificate_not_after_timestamp_seconds When a certificate the edge relies on expires \
          (Unix time): uploaded server certificates by hostname (those obtained over ACME too), managed and uploaded \
-         CAs, origin client certificates.\n\
+         CAs, the chains above managed CAs your own root signed, origin client certificates.\n\
          # TYPE portcullis_certificate_not_after_timestamp_seconds gauge\n",
     );
     // With notBefore, an alert can scale with the lifetime: certificates over ACME renew when a third is left.

@@ -78,6 +78,27 @@ pub struct ServeArgs {
         value_name = "FILE"
     )]
     pub admin_client_ca: Option<PathBuf>,
+    /// Address of an EST listener (RFC 7030, HTTPS): clients renew their own certificates with the certificate they
+    /// renew, no API token (`POST /.well-known/est/simplereenroll`, `GET /.well-known/est/cacerts`). Needs
+    /// --est-tls-cert and --est-tls-key.
+    #[arg(
+        long,
+        env = "PORTCULLIS_EST_LISTEN",
+        requires_all = ["est_tls_cert", "est_tls_key"],
+        value_name = "ADDR"
+    )]
+    pub est_listen: Option<SocketAddr>,
+    /// The EST listener's certificate chain (PEM, leaf first), for the name clients reach it by. Read again when the
+    /// file or the key changes.
+    #[arg(long, env = "PORTCULLIS_EST_TLS_CERT", requires = "est_listen", value_name = "FILE")]
+    pub est_tls_cert: Option<PathBuf>,
+    /// The key of --est-tls-cert (PEM: PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, env = "PORTCULLIS_EST_TLS_KEY", requires = "est_listen", value_name = "FILE")]
+    pub est_tls_key: Option<PathBuf>,
+    /// How old a client certificate must be before EST renews it, in seconds; with each certificate renewed once,
+    /// this bounds how fast a client can make new ones.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u32).range(0..=31_536_000))]
+    pub est_renew_after: u32,
     /// Most active, unexpired client certificates per zone (Cloudflare's error 1445 past it).
     #[arg(long, default_value_t = 100_000)]
     pub client_certificate_quota: u32,
@@ -403,7 +424,21 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let admin_tls = match (&args.admin_tls_cert, &args.admin_tls_key) {
         (Some(cert), Some(key)) => {
             let cert = crate::admin_tls::FileCert::load(cert, key).context("the admin listener's certificate")?;
-            Some(crate::admin_tls::server_config(cert, args.admin_client_ca.as_deref())?)
+            let client_auth = match args.admin_client_ca.as_deref() {
+                Some(path) => crate::admin_tls::ClientAuth::Required(path),
+                None => crate::admin_tls::ClientAuth::None,
+            };
+            Some(crate::admin_tls::server_config(cert, client_auth)?)
+        }
+        _ => None,
+    };
+    let est_tls = match (&args.est_tls_cert, &args.est_tls_key) {
+        (Some(cert), Some(key)) => {
+            let cert = crate::admin_tls::FileCert::load(cert, key).context("the EST listener's certificate")?;
+            Some(crate::admin_tls::server_config(
+                cert,
+                crate::admin_tls::ClientAuth::Offered,
+            )?)
         }
         _ => None,
     };
@@ -422,6 +457,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             mtls_certificate_limit: args.ca_limit,
             crl_base_url: args.crl_base_url.clone(),
             ocsp_base_url: args.ocsp_base_url.clone(),
+            est_renew_after: i64::from(args.est_renew_after),
         },
         boot.master_key.clone(),
     );
@@ -547,6 +583,14 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         ),
         None => None,
     };
+    let est_listener = match args.est_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the EST listener to {addr}"))?,
+        ),
+        None => None,
+    };
     let edge_addrs = edge_listeners
         .iter()
         .map(tokio::net::TcpListener::local_addr)
@@ -562,6 +606,13 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     }
     for addr in &edge_addrs {
         outln!("edge listening on https://{addr}");
+    }
+    // Before the admin API's line, which tests and scripts wait for as the last one.
+    if let Some(listener) = &est_listener {
+        outln!(
+            "EST (client certificate renewal) on https://{}/.well-known/est/",
+            listener.local_addr()?
+        );
     }
     let admin_scheme = if admin_tls.is_some() { "https" } else { "http" };
     outln!("admin API listening on {admin_scheme}://{admin_addr}/client/v4");
@@ -644,9 +695,20 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             std::future::pending(),
         ));
     }
+    if let (Some(listener), Some(config)) = (est_listener, est_tls) {
+        let router = portcullis_admin::est::router(state.clone());
+        tokio::spawn(crate::admin_tls::serve(
+            "EST listener",
+            listener,
+            router,
+            config,
+            stopped(stop_rx.clone()),
+        ));
+    }
     // With the peer's address, for the dashboard's limit on failed sign-ins.
     let admin: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> = match admin_tls {
         Some(config) => Box::pin(crate::admin_tls::serve(
+            "admin listener",
             admin_listener,
             portcullis_admin::router(state),
             config,

@@ -1799,3 +1799,199 @@ fn a_zones_client_certificate_policy_bounds_what_is_issued() {
         "{exported}"
     );
 }
+
+/// EST re-enrollment over the EST listener (`serve --est-listen`): curl presents the certificate it renews and posts
+/// a CSR (base64 DER, as RFC 7030 sends it) for a new key with the same names; the answer is a certs-only PKCS#7 that
+/// openssl reads, holding a certificate for the new key from the managed CA. Refused, each with its reason: no
+/// client certificate, a certificate of another CA, a CSR with other names, a second renewal of one certificate, a
+/// revoked certificate. `cacerts` gives the managed CA.
+#[test]
+fn clients_renew_their_own_certificates_over_est() {
+    use base64::Engine as _;
+    let dir = crate::support::scratch();
+    let (foreign_cert, foreign_key) = crate::support::foreign_client_cert(dir.path());
+    let (foreign_cert, foreign_key) = (foreign_cert.display().to_string(), foreign_key.display().to_string());
+    admin_server_cert(dir.path(), "est-server");
+    let server = Server::start_with(
+        dir,
+        &[
+            "--est-listen",
+            "127.0.0.1:0",
+            "--est-tls-cert",
+            "admin.pem",
+            "--est-tls-key",
+            "admin.key",
+            "--est-renew-after",
+            "0",
+        ],
+        &[],
+    );
+    let dir = server.dir.path();
+    let base = format!(
+        "https://127.0.0.1:{}/.well-known/est",
+        server.est_port.expect("the EST listener's port")
+    );
+    ok(&server.cli(&["zone", "add", "example.com"]));
+    for name in ["d1", "d2"] {
+        ok(&server.cli(&[
+            "cert",
+            "create",
+            "--cn",
+            &format!("device-{name}"),
+            "--dns",
+            &format!("{name}.devices.example.com"),
+            "--out",
+            name,
+        ]));
+    }
+    let est = |args: &[&str], path: &str| {
+        let mut all = vec!["--cacert", "foreign-ca.pem"];
+        all.extend_from_slice(args);
+        let url = format!("{base}/{path}");
+        all.push(&url);
+        crate::support::curl(dir, &all)
+    };
+    // A CSR for a new key, as EST sends it: base64 of the DER.
+    let csr = |name: &str, subject: &str, san: &str| {
+        openssl_ok(
+            dir,
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-subj",
+                subject,
+                "-addext",
+                &format!("subjectAltName={san}"),
+                "-outform",
+                "DER",
+                "-out",
+                &format!("{name}.csr.der"),
+            ],
+        );
+        let der = std::fs::read(dir.join(format!("{name}.csr.der"))).expect("csr");
+        std::fs::write(
+            dir.join(format!("{name}.b64")),
+            base64::engine::general_purpose::STANDARD.encode(der),
+        )
+        .expect("write");
+        format!("@{name}.b64")
+    };
+    // The answer's certificates, PEM, through openssl.
+    let certs_of = |name: &str, body: &str| {
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body.trim())
+            .unwrap_or_else(|e| panic!("base64 ({e}): {body}"));
+        std::fs::write(dir.join(format!("{name}.p7")), der).expect("write");
+        openssl_ok(
+            dir,
+            &["pkcs7", "-inform", "DER", "-in", &format!("{name}.p7"), "-print_certs"],
+        )
+    };
+    let post = ["-H", "Content-Type: application/pkcs10", "--data-binary"];
+
+    let (_, status, body) = est(&[], "cacerts");
+    assert_eq!(status, "200", "{body}");
+    let cas = certs_of("cacerts", &body);
+    assert!(cas.contains("Portcullis Managed CA"), "{cas}");
+
+    let new1 = csr("new1", "/CN=device-d1", "DNS:d1.devices.example.com");
+    let mut args = post.to_vec();
+    args.push(&new1);
+    let (_, status, body) = est(&args, "simplereenroll");
+    assert_eq!(status, "401", "no client certificate: {body}");
+    assert!(body.contains("needs the certificate it renews"), "{body}");
+
+    let with = |cert: &'static str, key: &'static str, data: &str| -> (String, String) {
+        let (_, status, body) = est(
+            &[
+                "--cert",
+                cert,
+                "--key",
+                key,
+                "-H",
+                "Content-Type: application/pkcs10",
+                "--data-binary",
+                data,
+            ],
+            "simplereenroll",
+        );
+        (status, body)
+    };
+    let (status, body) = with("d1/cert.pem", "d1/key.pem", &new1);
+    assert_eq!(status, "200", "{body}");
+    std::fs::write(dir.join("new1.pem"), certs_of("new1", &body)).expect("write");
+    let verified = openssl_ok(dir, &["verify", "-CAfile", "d1/ca.pem", "new1.pem"]);
+    assert!(verified.contains(": OK"), "{verified}");
+    let text = openssl_ok(
+        dir,
+        &[
+            "x509",
+            "-in",
+            "new1.pem",
+            "-noout",
+            "-subject",
+            "-ext",
+            "subjectAltName",
+        ],
+    );
+    assert!(
+        text.contains("CN = device-d1") && text.contains("DNS:d1.devices.example.com"),
+        "{text}"
+    );
+    let key_of = |args: &[&str]| openssl_ok(dir, args);
+    assert_eq!(
+        key_of(&["x509", "-in", "new1.pem", "-noout", "-pubkey"]),
+        key_of(&["pkey", "-in", "new1.key", "-pubout"]),
+        "the new certificate is for the new key"
+    );
+    let list = json(&server.cli(&["cert", "list", "--json"]));
+    assert_eq!(items(&list).len(), 3, "{list}");
+
+    // Once per certificate; the new one renews in turn.
+    let again = csr("again", "/CN=device-d1", "DNS:d1.devices.example.com");
+    let (status, body) = with("d1/cert.pem", "d1/key.pem", &again);
+    assert_eq!(status, "409", "{body}");
+    assert!(body.contains("was already renewed"), "{body}");
+    let (status, body) = with("new1.pem", "new1.key", &again);
+    assert_eq!(status, "200", "{body}");
+
+    let other = csr("other", "/CN=someone-else", "DNS:d2.devices.example.com");
+    let (status, body) = with("d2/cert.pem", "d2/key.pem", &other);
+    assert_eq!(status, "400", "{body}");
+    assert!(body.contains("a re-enrollment keeps the subject"), "{body}");
+
+    let foreign = csr("foreign", "/CN=foreign-device", "DNS:x.example.com");
+    let (_, status, body) = est(
+        &[
+            "--cert",
+            &foreign_cert,
+            "--key",
+            &foreign_key,
+            "-H",
+            "Content-Type: application/pkcs10",
+            "--data-binary",
+            &foreign,
+        ],
+        "simplereenroll",
+    );
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("not one of a managed CA's"), "{body}");
+
+    let d2 = items(&json(&server.cli(&["cert", "list", "--json"])))
+        .iter()
+        .find(|c| str_of(c, "common_name") == "device-d2")
+        .map(|c| str_of(c, "id").to_owned())
+        .expect("device-d2");
+    ok(&server.cli(&["cert", "revoke", &d2]));
+    let renew2 = csr("renew2", "/CN=device-d2", "DNS:d2.devices.example.com");
+    let (status, body) = with("d2/cert.pem", "d2/key.pem", &renew2);
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("is revoked, not active"), "{body}");
+}

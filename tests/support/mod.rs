@@ -61,6 +61,8 @@ pub struct Server {
     pub edge_port: u16,
     /// Every edge listener's port, in the order of `--listen`.
     pub edge_ports: Vec<u16>,
+    /// The EST listener's port, with `--est-listen`.
+    pub est_port: Option<u16>,
     /// Scratch space of the test; the server's data directory is `data` inside it.
     pub dir: tempfile::TempDir,
 }
@@ -106,6 +108,7 @@ impl Server {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let mut seen = Vec::new();
         let mut edge_ports = Vec::new();
+        let mut est_port = None;
         let (port, admin_scheme) = loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
@@ -115,6 +118,13 @@ impl Server {
                         .and_then(|p| p.parse::<u16>().ok())
                     {
                         edge_ports.push(port);
+                    }
+                    if let Some(port) = line
+                        .strip_prefix("EST (client certificate renewal) on https://127.0.0.1:")
+                        .and_then(|rest| rest.strip_suffix("/.well-known/est/"))
+                        .and_then(|p| p.parse::<u16>().ok())
+                    {
+                        est_port = Some(port);
                     }
                     let admin = |scheme: &'static str| {
                         line.strip_prefix(&format!("admin API listening on {scheme}://127.0.0.1:"))
@@ -146,6 +156,7 @@ impl Server {
             admin_scheme,
             edge_port,
             edge_ports,
+            est_port,
             dir,
         }
     }

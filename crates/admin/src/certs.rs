@@ -42,9 +42,17 @@ fn crl_is_current(built_generation: u64, built_at: OffsetDateTime, generation: u
     built_generation == generation && now >= built_at && now - built_at < CRL_REFRESH
 }
 
-/// The active managed CA, unsealed, and the certificates a client presents above its own: the CA's and, when the
-/// operator's CA signed it, the intermediates of its chain (not the root, which relying parties already hold).
-async fn issuing_ca(state: &AdminState) -> Result<(ManagedCa, Vec<Vec<u8>>), ApiError> {
+/// The active managed CA, unsealed, as it issues.
+pub(crate) struct Issuing {
+    pub(crate) ca: ManagedCa,
+    /// The certificates a client presents above its own: the CA's and, when the operator's CA signed it, the
+    /// intermediates of its chain (not the root, which relying parties already hold).
+    pub(crate) above: Vec<Vec<u8>>,
+    /// When the first of the CA's certificate and its chain expires.
+    pub(crate) expires: OffsetDateTime,
+}
+
+pub(crate) async fn issuing_ca(state: &AdminState) -> Result<Issuing, ApiError> {
     let stored = state
         .store
         .active_managed_ca()
@@ -52,13 +60,54 @@ async fn issuing_ca(state: &AdminState) -> Result<(ManagedCa, Vec<Vec<u8>>), Api
         .ok_or_else(|| ApiError::conflict("there is no managed CA yet; start the server once to create it"))?;
     let ca = unseal(state, &stored)?;
     let mut above = vec![ca.certificate_der().to_vec()];
+    let mut expires = ca.not_after();
     if !stored.chain.is_empty() {
         let mut chain =
             portcullis_pki::pem::certificates_from_pem_or_der(stored.chain.as_bytes()).map_err(ApiError::internal)?;
+        for der in &chain {
+            expires = expires.min(portcullis_pki::certificate_not_after(der).map_err(ApiError::internal)?);
+        }
         chain.pop();
         above.extend(chain);
     }
-    Ok((ca, above))
+    Ok(Issuing { ca, above, expires })
+}
+
+/// `days`, or fewer so that a certificate issued `now` does not outlive the CA or the chain above it; refused when
+/// less than a day is left.
+pub(crate) fn within_ca_life(issuing: &Issuing, days: u32, now: OffsetDateTime) -> Result<u32, ApiError> {
+    let left = u32::try_from((issuing.expires - now).whole_days()).unwrap_or(0);
+    if left == 0 {
+        return Err(ApiError::conflict(format!(
+            "the managed CA {} (or the chain above it) expires in less than a day: rotate it (`portcullis ca \
+             rotate` or `ca request`)",
+            issuing.ca.id()
+        )));
+    }
+    Ok(days.min(left))
+}
+
+/// How `ca` issues: `validity_days`, the zone's `allowed_names`, and the CRL and OCSP URLs the server names.
+pub(crate) fn issue_options(
+    state: &AdminState,
+    ca: &ManagedCa,
+    validity_days: u32,
+    allowed_names: Vec<String>,
+) -> IssueOptions {
+    IssueOptions {
+        validity_days,
+        allowed_names,
+        crl_distribution_point: state
+            .settings
+            .crl_base_url
+            .as_ref()
+            .map(|base| format!("{}/crl/{}.crl", base.trim_end_matches('/'), ca.id())),
+        ocsp_url: state
+            .settings
+            .ocsp_base_url
+            .as_ref()
+            .map(|base| format!("{}/ocsp/{}", base.trim_end_matches('/'), ca.id())),
+    }
 }
 
 /// Why `wanted` cannot issue, naming the CA that can.
@@ -109,7 +158,7 @@ fn unix(text: &str) -> Result<i64, ApiError> {
 }
 
 /// The store's row for a record pki issued.
-fn stored(record: &ClientCertificateRecord, zone_id: &str) -> Result<ClientCertificate, ApiError> {
+pub(crate) fn stored(record: &ClientCertificateRecord, zone_id: &str) -> Result<ClientCertificate, ApiError> {
     Ok(ClientCertificate {
         id: record.id.clone(),
         zone_id: zone_id.to_owned(),
@@ -238,7 +287,8 @@ pub async fn create_client_certificate(
     ApiJson(body): ApiJson<CreateClientCertificate>,
 ) -> ApiResult {
     state.store.zone(&zone_id).await?;
-    let (ca, above) = issuing_ca(&state).await?;
+    let issuing = issuing_ca(&state).await?;
+    let ca = &issuing.ca;
     if let Some(wanted) = body.certificate_authority_id.as_deref().filter(|id| *id != ca.id()) {
         return Err(ApiError::invalid(not_issuing(&state, wanted, ca.id()).await?));
     }
@@ -248,29 +298,9 @@ pub async fn create_client_certificate(
     if body.validity_days.is_none() {
         // The default shortens to the CA's own life (a CA your root signed may live a year, not ten); a validity
         // asked for is never shortened, and is refused if the CA would expire first.
-        let left = ca.whole_days_left(now);
-        if left == 0 {
-            return Err(ApiError::conflict(format!(
-                "the managed CA {} expires in less than a day: rotate it (`portcullis ca rotate` or `ca request`)",
-                ca.id()
-            )));
-        }
-        validity_days = validity_days.min(left);
+        validity_days = within_ca_life(&issuing, validity_days, now)?;
     }
-    let options = IssueOptions {
-        validity_days,
-        allowed_names: policy.allowed_names,
-        crl_distribution_point: state
-            .settings
-            .crl_base_url
-            .as_ref()
-            .map(|base| format!("{}/crl/{}.crl", base.trim_end_matches('/'), ca.id())),
-        ocsp_url: state
-            .settings
-            .ocsp_base_url
-            .as_ref()
-            .map(|base| format!("{}/ocsp/{}", base.trim_end_matches('/'), ca.id())),
-    };
+    let options = issue_options(&state, ca, validity_days, policy.allowed_names);
     let subject_given = [
         &body.common_name,
         &body.country,
@@ -326,7 +356,7 @@ pub async fn create_client_certificate(
                         .to_pkcs12(
                             password,
                             &issued.record.common_name,
-                            &above.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+                            &issuing.above.iter().map(Vec::as_slice).collect::<Vec<_>>(),
                         )
                         .map_err(|e| ApiError::invalid(e.to_string()))?;
                     Some(base64::engine::general_purpose::STANDARD.encode(bundle))

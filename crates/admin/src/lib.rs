@@ -19,6 +19,7 @@ mod certificate_packs;
 mod certs;
 mod custom_certs;
 pub mod dashboard;
+pub mod est;
 mod events;
 mod hostnames;
 mod lists;
@@ -84,6 +85,8 @@ pub struct AdminSettings {
     /// Public base URL of the `/ocsp/…` path, written into issued certificates as their OCSP responder
     /// (authority information access); none when unset.
     pub ocsp_base_url: Option<String>,
+    /// Seconds a client certificate must have lived before EST renews it (see [`est`]).
+    pub est_renew_after: i64,
 }
 
 impl Default for AdminSettings {
@@ -93,6 +96,7 @@ impl Default for AdminSettings {
             mtls_certificate_limit: 100,
             crl_base_url: None,
             ocsp_base_url: None,
+            est_renew_after: 3600,
         }
     }
 }

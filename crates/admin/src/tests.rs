@@ -12,6 +12,8 @@ use portcullis_store::{Actor, Store, TokenScope};
 use crate::{AdminSettings, AdminState, router};
 
 pub(crate) struct Api {
+    /// The EST routes (`est::router`), served by the binary's EST listener.
+    pub(crate) est: axum::Router,
     pub(crate) router: Router,
     pub(crate) store: Store,
     pub(crate) master_key: std::sync::Arc<portcullis_pki::MasterKey>,
@@ -51,9 +53,11 @@ impl Api {
             state = state.with_traffic(source);
         }
         bootstrap_ca(&state).await;
+        let est = crate::est::router(state.clone());
         let router = router(state);
         Api {
             router,
+            est,
             store,
             master_key,
             write,

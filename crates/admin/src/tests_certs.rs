@@ -681,6 +681,67 @@ async fn a_managed_ca_signed_by_an_openssl_root_issues_certificates_that_chain_t
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(error(&body).1.contains("chain: block 1 is a PRIVATE KEY"), "{body}");
+    // A subject the CA rewrote with two DC= (which certificates it signs could not name as their issuer), and a
+    // certificate without a subject key identifier (which its CRLs name).
+    tmp.openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "sub.csr",
+        "-CA",
+        "root.pem",
+        "-CAkey",
+        "root.key",
+        "-CAcreateserial",
+        "-copy_extensions",
+        "copyall",
+        "-days",
+        "20",
+        "-subj",
+        "/DC=com/DC=example/CN=Acme Devices CA",
+        "-out",
+        "dc.pem",
+    ]);
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &install,
+            json!({"certificate": tmp.read("dc.pem"), "chain": tmp.read("root.pem")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).1.contains("cannot be reproduced as the issuer"), "{body}");
+    tmp.write(
+        "noski.ext",
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=none\n\
+         authorityKeyIdentifier=none\n",
+    );
+    tmp.openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "sub.csr",
+        "-CA",
+        "root.pem",
+        "-CAkey",
+        "root.key",
+        "-CAcreateserial",
+        "-extfile",
+        "noski.ext",
+        "-days",
+        "20",
+        "-out",
+        "noski.pem",
+    ]);
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &install,
+            json!({"certificate": tmp.read("noski.pem"), "chain": tmp.read("root.pem")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).1.contains("no subjectKeyIdentifier"), "{body}");
     assert_eq!(managed_cas(&api).await.len(), 1);
 
     let (status, body) = api
@@ -779,6 +840,68 @@ async fn a_managed_ca_signed_by_an_openssl_root_issues_certificates_that_chain_t
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, body) = api.send(Method::POST, &base, json!({"common_name": ""})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+/// EST in-process: the client certificate comes as the listener passes it (`PeerCertificates`); a certificate
+/// younger than `est_renew_after` is told when to come back.
+#[tokio::test]
+async fn est_waits_for_a_certificate_to_age_and_names_the_managed_cas() {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let api = Api::new().await;
+    let tmp = Tmp::new();
+    let zone = api.zone("example.com").await;
+    let (status, cert) = api
+        .send(
+            Method::POST,
+            &format!("/client/v4/zones/{zone}/client_certificates"),
+            json!({"generate_key": {}, "common_name": "young"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{cert}");
+    let der = portcullis_pki::pem::certificates_from_pem_or_der(s(&cert["result"]["certificate"]).as_bytes())
+        .expect("pem")
+        .remove(0);
+    let csr = tmp.csr("young", "ec", "/CN=young");
+    let call = |peer: Option<Vec<u8>>, method: Method, path: &str, body: String| {
+        let mut req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::from(body))
+            .expect("request");
+        if let Some(der) = peer {
+            req.extensions_mut()
+                .insert(crate::est::PeerCertificates(std::sync::Arc::new(vec![der])));
+        }
+        let router = api.est.clone();
+        async move {
+            let resp = router.oneshot(req).await.expect("response");
+            let status = resp.status();
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap_or("").to_owned());
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            (status, retry, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (status, retry, body) = call(Some(der), Method::POST, "/.well-known/est/simplereenroll", csr).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body.contains("it can be renewed 3600 s after issuance"), "{body}");
+    let retry: i64 = retry.expect("Retry-After").parse().expect("seconds");
+    assert!((3500..=3600).contains(&retry), "{retry}");
+
+    let (status, _, body) = call(None, Method::GET, "/.well-known/est/cacerts", String::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    tmp.write(
+        "cacerts.p7",
+        base64::engine::general_purpose::STANDARD
+            .decode(body.trim())
+            .expect("base64"),
+    );
+    let printed = tmp.openssl(&["pkcs7", "-inform", "DER", "-in", "cacerts.p7", "-print_certs"]);
+    assert_eq!(printed.matches("BEGIN CERTIFICATE").count(), 1, "{printed}");
 }
 
 #[tokio::test]
@@ -1779,7 +1902,10 @@ async fn openapi_lists_every_route_of_the_router() {
         ("delete", "/accounts/{account_id}/managed_ca/{ca_id}"),
         ("get", "/accounts/{account_id}/managed_ca/requests"),
         ("post", "/accounts/{account_id}/managed_ca/requests"),
-        ("post", "/accounts/{account_id}/managed_ca/requests/{request_id}/install"),
+        (
+            "post",
+            "/accounts/{account_id}/managed_ca/requests/{request_id}/install",
+        ),
         ("delete", "/accounts/{account_id}/managed_ca/requests/{request_id}"),
         ("get", "/accounts/{account_id}/mtls_certificates"),
         ("post", "/accounts/{account_id}/mtls_certificates"),

@@ -330,7 +330,7 @@ impl ManagedCa {
                 "the unsealed private key does not match the CA certificate".into(),
             ));
         }
-        let name = dn::first_value(cert.subject(), dn::OID_CN).unwrap_or_default();
+        let name = dn::first_value(cert.subject(), dn::OID_CN).unwrap_or_else(|| dn::rfc2253(cert.subject()));
         let not_after = der::from_timestamp(cert.validity().not_after.timestamp());
         Ok(ManagedCa {
             id: id.to_owned(),
@@ -382,9 +382,32 @@ impl ManagedCa {
         self.not_after
     }
 
-    /// Whole days from `now` until the CA's certificate expires (0 when less than one is left).
-    pub fn whole_days_left(&self, now: OffsetDateTime) -> u32 {
-        u32::try_from((self.not_after - now).whole_days()).unwrap_or(0)
+    /// That certificates this CA signs name it as their issuer byte for byte. rcgen rebuilds the issuer name from
+    /// the CA certificate's subject and cannot keep every subject as it is (repeated attribute types such as two
+    /// `DC=`, multi-valued components): a CA whose certificate another CA signed is checked with this before it is
+    /// installed, by signing a throwaway certificate.
+    pub(crate) fn check_issuer_name(&self) -> Result<()> {
+        let (_, own) = X509Certificate::from_der(&self.cert_der)
+            .map_err(|e| PkiError::Certificate(format!("CA certificate: {e}")))?;
+        let subject = dn::rfc2253(own.subject());
+        let unusable = |why: String| {
+            PkiError::InvalidParameter(format!(
+                "the certificate's subject ({subject}) cannot be reproduced as the issuer of the certificates it \
+                 would sign ({why}); have your CA keep the subject the CSR asks for"
+            ))
+        };
+        let key = KeyType::P256.generate()?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, "issuer name check");
+        let issuer = self.issuer().map_err(|e| unusable(e.to_string()))?;
+        let probe = params.signed_by(&key, &issuer).map_err(|e| unusable(e.to_string()))?;
+        let (_, probe) = X509Certificate::from_der(probe.der())
+            .map_err(|e| PkiError::Certificate(format!("issuer name check: {e}")))?;
+        if probe.issuer().as_raw() != own.subject().as_raw() {
+            return Err(unusable(format!("it would read {}", dn::rfc2253(probe.issuer()))));
+        }
+        Ok(())
     }
 
     pub fn certificate_der(&self) -> &[u8] {

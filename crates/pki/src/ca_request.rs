@@ -208,42 +208,50 @@ impl CaRequest {
             ));
         }
         for (i, pair) in certs.windows(2).enumerate() {
-            if !keys::issued_by(&pair[0], &pair[1]) {
-                return Err(PkiError::InvalidParameter(format!(
-                    "{} ({}) did not sign {} ({}): the chain must go from the signing CA up to the root, in order",
-                    place(i + 1),
-                    dn::rfc2253(pair[1].subject()),
-                    place(i),
-                    dn::rfc2253(pair[0].subject())
-                )));
-            }
+            signed_by(&pair[0], i, &pair[1], i + 1)?;
         }
-        let root = &certs[certs.len() - 1];
-        if !keys::issued_by(root, root) {
+        let last = certs.len() - 1;
+        let root = &certs[last];
+        if root.subject().as_raw() != root.issuer().as_raw() {
             return Err(PkiError::InvalidParameter(format!(
                 "the chain ends at {}, which is not a self-signed root: add the certificates above it",
                 dn::rfc2253(root.subject())
             )));
         }
+        signed_by(root, last, root, last)?;
         for (i, cert) in certs.iter().enumerate() {
             check_ca(i, cert, now)?;
-            // A CA above the managed CA is followed by the managed CA and every CA between them.
+            // A CA above the managed CA is followed by the managed CA and every CA between them, self-issued ones
+            // (key rollover links) not counted, as RFC 5280 counts. The root's own limit is held to as well, as
+            // OpenSSL does, though RFC 5280 leaves a trust anchor's to the relying party.
+            let below = certs[..i]
+                .iter()
+                .filter(|c| c.subject().as_raw() != c.issuer().as_raw())
+                .count();
             if i > 0
                 && let Ok(Some(bc)) = cert.basic_constraints()
                 && let Some(limit) = bc.value.path_len_constraint
-                && (limit as usize) < i
+                && (limit as usize) < below
             {
                 return Err(PkiError::NotCa(format!(
-                    "{} ({}) allows {limit} CA(s) below it, but the path to the managed CA has {i}",
+                    "{} ({}) allows {limit} CA(s) below it, but the path to the managed CA has {below}",
                     place(i),
                     dn::rfc2253(cert.subject())
                 )));
             }
         }
+        if crate::facts::subject_key_id(own).is_none() {
+            return Err(PkiError::NotCa(
+                "the certificate has no subjectKeyIdentifier, which the managed CA's CRLs name (as their \
+                 authorityKeyIdentifier): have your CA add one (OpenSSL: subjectKeyIdentifier=hash)"
+                    .into(),
+            ));
+        }
         let name = dn::first_value(own.subject(), dn::OID_CN).unwrap_or_else(|| dn::rfc2253(own.subject()));
         let not_after = der::from_timestamp(own.validity().not_after.timestamp());
         let chain_pem = ders[1..].iter().map(|d| pem::encode("CERTIFICATE", d)).collect();
         let ca = ManagedCa::from_parts(self.id, name, self.key_type, ders.swap_remove(0), self.key, not_after);
+        ca.check_issuer_name()?;
         Ok(InstalledCa { ca, chain_pem })
     }
 }
@@ -274,6 +282,34 @@ fn certificate_blocks(text: &str, field: &str) -> Result<Vec<Vec<u8>>> {
             }
         })
         .collect()
+}
+
+/// That `parent` (the `p`th certificate) signed `child` (the `c`th): its subject is the child's issuer and its key
+/// verifies the child's signature; each failure named as such.
+fn signed_by(child: &X509Certificate<'_>, c: usize, parent: &X509Certificate<'_>, p: usize) -> Result<()> {
+    if parent.subject().as_raw() != child.issuer().as_raw() {
+        return Err(PkiError::InvalidParameter(format!(
+            "{} is issued by {}, not by {} ({}): the chain must go from the signing CA up to the root, in order",
+            place(c),
+            dn::rfc2253(child.issuer()),
+            place(p),
+            dn::rfc2253(parent.subject())
+        )));
+    }
+    keys::verify_signed_data(
+        parent.public_key(),
+        &child.signature_algorithm,
+        child.tbs_certificate.as_ref(),
+        &child.signature_value.data,
+    )
+    .map_err(|e| {
+        PkiError::InvalidParameter(format!(
+            "{}'s signature does not verify with the key of {} ({}): {e}",
+            place(c),
+            place(p),
+            dn::rfc2253(parent.subject())
+        ))
+    })
 }
 
 /// How messages name the `i`th certificate: the managed CA's own, then the chain's from 1.

@@ -1828,3 +1828,48 @@ fn a_root_cross_signed_by_a_ca_that_fails_closed_answers_for_itself() {
         "FAILED:unable to get certificate CRL"
     );
 }
+
+#[test]
+fn a_renewal_csr_must_name_what_the_renewed_certificate_names() {
+    let ca = ca();
+    let (pem, _) = subject_csr();
+    let issued = ca
+        .issue_from_csr(pem.as_bytes(), &IssueOptions::default(), now())
+        .unwrap();
+    // The same names under a new key: a re-key.
+    let (again, _) = subject_csr();
+    est::check_renewal_csr(again.as_bytes(), &issued.der).unwrap();
+
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut other = rcgen::CertificateParams::new(vec!["device-1.example.com".to_owned()]).unwrap();
+    other.distinguished_name = rcgen::DistinguishedName::new();
+    other.distinguished_name.push(rcgen::DnType::CommonName, "James Royal");
+    let err = est::check_renewal_csr(csr_pem(other, &key).as_bytes(), &issued.der).unwrap_err();
+    assert!(err.to_string().contains("is not the renewed certificate's"), "{err}");
+
+    // The same subject with only one of the names.
+    let mut fewer = rcgen::CertificateParams::new(vec!["device-1.example.com".to_owned()]).unwrap();
+    fewer.distinguished_name = rcgen::DistinguishedName::new();
+    for (ty, value) in [
+        (rcgen::DnType::CountryName, "US"),
+        (rcgen::DnType::StateOrProvinceName, "Texas"),
+        (rcgen::DnType::LocalityName, "Austin"),
+        (rcgen::DnType::OrganizationName, "Access"),
+        (rcgen::DnType::OrganizationalUnitName, "Access Admins"),
+        (rcgen::DnType::CommonName, "James Royal"),
+    ] {
+        fewer.distinguished_name.push(ty, value);
+    }
+    let err = est::check_renewal_csr(csr_pem(fewer, &key).as_bytes(), &issued.der).unwrap_err();
+    assert!(
+        err.to_string().contains("subject alternative names (dns:device-1.example.com) are not the renewed certificate's (dns:device-1.example.com, email:james@example.com, ip:10.0.0.5, ip:2001:db8::1, uri:spiffe://example.org/device/1)"),
+        "{err}"
+    );
+    let plain = ca
+        .issue_with_generated_key(&generated("plain"), &IssueOptions::default(), now())
+        .unwrap();
+
+    let p7 = est::pkcs7_certs_only(&[&plain.der, ca.certificate_der()]);
+    assert_eq!(p7[0], 0x30);
+    assert!(p7.windows(plain.der.len()).any(|w| w == plain.der.as_slice()));
+}

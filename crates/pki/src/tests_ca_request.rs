@@ -190,7 +190,16 @@ fn what_cannot_be_installed_is_named() {
     let cert = sign(&req, &root, |_| {});
     let err = install_err(req, &cert, &other_root.pem);
     assert!(
-        err.contains("chain certificate 1 (CN=Other Root) did not sign the certificate"),
+        err.contains("the certificate is issued by CN=Acme Root, not by chain certificate 1 (CN=Other Root)"),
+        "{err}"
+    );
+    // Same name, another key.
+    let twin = own_ca("Acme Root", None, None);
+    let req = request();
+    let cert = sign(&req, &root, |_| {});
+    let err = install_err(req, &cert, &twin.pem);
+    assert!(
+        err.contains("the certificate's signature does not verify with the key of chain certificate 1 (CN=Acme Root)"),
         "{err}"
     );
 
@@ -198,7 +207,10 @@ fn what_cannot_be_installed_is_named() {
     let req = request();
     let cert = sign(&req, &middle, |_| {});
     let err = install_err(req, &cert, &format!("{}{}", root.pem, middle.pem));
-    assert!(err.contains("did not sign"), "{err}");
+    assert!(
+        err.contains("is issued by CN=Acme Issuing, not by chain certificate 1 (CN=Acme Root)"),
+        "{err}"
+    );
 
     let req = request();
     let cert = sign(&req, &middle, |_| {});

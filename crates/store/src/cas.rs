@@ -99,6 +99,12 @@ impl Store {
         };
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
+            // Lock the account row: concurrent rotations and installs must not leave two CAs active (PostgreSQL;
+            // SQLite serialises writers anyway).
+            sqlx::query("UPDATE accounts SET name = name WHERE id = $1")
+                .bind(&record.account_id)
+                .execute(&mut *tx)
+                .await?;
             if let Some(id) = request_id {
                 let gone = sqlx::query("DELETE FROM managed_ca_requests WHERE id = $1")
                     .bind(id)
@@ -154,6 +160,11 @@ impl Store {
         };
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
+            // Lock the account row so that concurrent requests cannot overrun the limit.
+            sqlx::query("UPDATE accounts SET name = name WHERE id = $1")
+                .bind(&record.account_id)
+                .execute(&mut *tx)
+                .await?;
             let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM managed_ca_requests")
                 .fetch_one(&mut *tx)
                 .await?;

@@ -45,9 +45,83 @@ impl Store {
         quota: u32,
         actor: &Actor,
     ) -> Result<(), StoreError> {
+        self.insert_client_certificate(cert, quota, None, actor).await
+    }
+
+    /// Stores `cert`, issued to renew certificate `renewed_id` (EST re-enrollment), in one transaction with the
+    /// note that `renewed_id` is renewed: a certificate is renewed at most once (a conflict the second time).
+    pub async fn add_renewed_client_certificate(
+        &self,
+        renewed_id: &str,
+        cert: &ClientCertificate,
+        quota: u32,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        self.insert_client_certificate(cert, quota, Some(renewed_id), actor)
+            .await
+    }
+
+    /// The id of the certificate that renewed `id`, if one did.
+    pub async fn client_certificate_renewed_by(&self, id: &str) -> Result<Option<String>, StoreError> {
+        on_db!(&self.db, |pool| {
+            Ok(
+                sqlx::query_scalar("SELECT new_id FROM client_certificate_renewals WHERE renewed_id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?,
+            )
+        })
+    }
+
+    /// The client certificate whose SHA-256 fingerprint (lower hex) is `fingerprint`, in any zone.
+    pub async fn client_certificate_by_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<ClientCertificate>, StoreError> {
+        on_db!(&self.db, |pool| {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                client_cert_columns!(),
+                " FROM client_certificates WHERE fingerprint_sha256 = $1"
+            ))
+            .bind(fingerprint)
+            .fetch_optional(pool)
+            .await?;
+            row.as_ref().map(client_cert_from_row).transpose()
+        })
+    }
+
+    async fn insert_client_certificate(
+        &self,
+        cert: &ClientCertificate,
+        quota: u32,
+        renewed_id: Option<&str>,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
         self.zone(&cert.zone_id).await?;
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
+            if let Some(renewed) = renewed_id {
+                let taken: Option<String> =
+                    sqlx::query_scalar("SELECT new_id FROM client_certificate_renewals WHERE renewed_id = $1")
+                        .bind(renewed)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some(by) = taken {
+                    return Err(StoreError::Conflict(format!(
+                        "client certificate {renewed} was already renewed, as {by}; renew that one"
+                    )));
+                }
+                // Concurrent renewals of one certificate: the primary key lets one of them in.
+                sqlx::query(
+                    "INSERT INTO client_certificate_renewals (renewed_id, new_id, renewed_on) VALUES ($1, $2, $3)",
+                )
+                .bind(renewed)
+                .bind(&cert.id)
+                .bind(crate::ids::now())
+                .execute(&mut *tx)
+                .await?;
+            }
             // Lock the zone row so that concurrent issuances cannot overrun the quota (PostgreSQL; SQLite
             // serialises writers anyway).
             sqlx::query("UPDATE zones SET modified_on = modified_on WHERE id = $1")
@@ -92,11 +166,12 @@ impl Store {
             .bind(cert.revoked_on)
             .execute(&mut *tx)
             .await?;
+            let action = if renewed_id.is_some() { "renew" } else { "create" };
             commit_write!(
                 self,
                 tx,
                 actor,
-                "create",
+                action,
                 "client_certificate",
                 &cert.id,
                 &cert.common_name

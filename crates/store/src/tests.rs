@@ -1036,6 +1036,72 @@ async fn origin_client_certificates_keep_their_key_and_stay_while_used() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_is_renewed_at_most_once() {
+    on_both(|store, _| async move {
+        let a = Actor::system();
+        let zone = store.create_zone("example.com", &a).await.expect("zone");
+        let ca = store.add_managed_ca(sample_ca("ca"), &a).await.expect("ca");
+        let old = sample_cert(&zone.id, &ca.id, 1);
+        store.add_client_certificate(&old, 10, &a).await.expect("issue");
+        let found = store
+            .client_certificate_by_fingerprint(&old.fingerprint_sha256)
+            .await
+            .expect("lookup");
+        assert_eq!(found.map(|c| c.id), Some(old.id.clone()));
+        assert_eq!(
+            store
+                .client_certificate_by_fingerprint(&"ff".repeat(32))
+                .await
+                .expect("lookup"),
+            None
+        );
+        assert_eq!(
+            store.client_certificate_renewed_by(&old.id).await.expect("renewed"),
+            None
+        );
+
+        let new = sample_cert(&zone.id, &ca.id, 2);
+        store
+            .add_renewed_client_certificate(&old.id, &new, 10, &a)
+            .await
+            .expect("renew");
+        assert_eq!(
+            store.client_certificate_renewed_by(&old.id).await.expect("renewed"),
+            Some(new.id.clone())
+        );
+        let again = sample_cert(&zone.id, &ca.id, 3);
+        let err = store
+            .add_renewed_client_certificate(&old.id, &again, 10, &a)
+            .await
+            .expect_err("twice");
+        assert!(
+            err.to_string().contains(&format!("already renewed, as {}", new.id)),
+            "{err}"
+        );
+        // Nothing of the refused renewal was written.
+        assert_eq!(
+            store
+                .client_certificate_by_fingerprint(&again.fingerprint_sha256)
+                .await
+                .expect("lookup"),
+            None
+        );
+        // The quota counts renewals too.
+        let over = sample_cert(&zone.id, &ca.id, 4);
+        let err = store
+            .add_renewed_client_certificate(&new.id, &over, 2, &a)
+            .await
+            .expect_err("quota");
+        assert!(err.to_string().contains("maximum certificate allocation"), "{err}");
+        assert_eq!(
+            store.client_certificate_renewed_by(&new.id).await.expect("renewed"),
+            None
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reactivation_respects_the_quota() {
     use crate::ClientCertificateStatus as S;
     on_both(|store, _| async move {

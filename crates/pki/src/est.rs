@@ -1,0 +1,100 @@
+//! The pieces of EST (RFC 7030) that are about certificates: the degenerate PKCS#7 (`certs-only`) that carries
+//! certificates back to the client, and the check that a re-enrollment CSR names exactly what the certificate being
+//! renewed names.
+//!
+//! Not here: TLS, HTTP, which certificate the client authenticated with and whether it may renew (the caller's),
+//! and the signing itself ([`crate::ManagedCa::issue_from_csr`]).
+
+use x509_parser::certificate::X509Certificate;
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::extensions::ParsedExtension;
+use x509_parser::prelude::FromDer;
+
+use crate::der;
+use crate::error::{PkiError, Result};
+use crate::name_policy::{self, NameKind};
+use crate::pem;
+
+/// `id-signedData` (1.2.840.113549.1.7.2), DER.
+const OID_SIGNED_DATA: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
+/// `id-data` (1.2.840.113549.1.7.1), DER.
+const OID_DATA: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
+
+/// A CMS `SignedData` with no content and no signers that carries `certs` (DER each): what EST answers with
+/// (`application/pkcs7-mime; smime-type=certs-only`, base64 of this).
+pub fn pkcs7_certs_only(certs: &[&[u8]]) -> Vec<u8> {
+    let mut signed = Vec::new();
+    der::tlv(&mut signed, 0x02, &[1]); // version
+    der::tlv(&mut signed, 0x31, &[]); // digestAlgorithms
+    der::tlv(&mut signed, 0x30, OID_DATA); // encapContentInfo, no content
+    der::tlv(&mut signed, 0xa0, &certs.concat()); // [0] IMPLICIT certificates
+    der::tlv(&mut signed, 0x31, &[]); // signerInfos
+    let signed = der::wrap(0x30, &signed);
+    let mut info = OID_SIGNED_DATA.to_vec();
+    der::tlv(&mut info, 0xa0, &signed);
+    der::wrap(0x30, &info)
+}
+
+fn sorted(mut names: Vec<(NameKind, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<_> = names.drain(..).map(|(k, v)| (format!("{k:?}"), v)).collect();
+    out.sort();
+    out
+}
+
+/// That the CSR (PEM or DER) is signed by its own key and names exactly the subject and subject alternative names of
+/// `renewed` (DER), as RFC 7030 §4.2.2 asks of a re-enrollment. The key may be the same or a new one.
+pub fn check_renewal_csr(csr: &[u8], renewed: &[u8]) -> Result<()> {
+    let csr_der = pem::single_from_pem_or_der(csr, "CERTIFICATE REQUEST").map_err(|e| PkiError::Csr(e.to_string()))?;
+    let (rest, req) = X509CertificationRequest::from_der(&csr_der)
+        .map_err(|e| PkiError::Csr(format!("cannot parse the DER ({e})")))?;
+    if !rest.is_empty() {
+        return Err(PkiError::Csr(format!("{} trailing bytes after the CSR", rest.len())));
+    }
+    let info = &req.certification_request_info;
+    crate::keys::verify_signed_data(
+        &info.subject_pki,
+        &req.signature_algorithm,
+        info.raw,
+        &req.signature_value.data,
+    )
+    .map_err(PkiError::CsrSignature)?;
+    let (_, old) = X509Certificate::from_der(renewed)
+        .map_err(|e| PkiError::Certificate(format!("the renewed certificate: {e}")))?;
+    if info.subject.as_raw() != old.subject().as_raw() {
+        return Err(PkiError::Csr(format!(
+            "its subject ({}) is not the renewed certificate's ({}); a re-enrollment keeps the subject",
+            crate::dn::rfc2253(&info.subject),
+            crate::dn::rfc2253(old.subject())
+        )));
+    }
+    let mut asked = Vec::new();
+    for ext in req.requested_extensions().into_iter().flatten() {
+        if let ParsedExtension::SubjectAlternativeName(san) = ext {
+            asked.extend(name_policy::san_names(&san.general_names)?);
+        }
+    }
+    let mut had = Vec::new();
+    if let Ok(Some(san)) = old.subject_alternative_name() {
+        had.extend(name_policy::san_names(&san.value.general_names)?);
+    }
+    let (asked, had) = (sorted(asked), sorted(had));
+    if asked != had {
+        let list = |names: &[(String, String)]| {
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names
+                    .iter()
+                    .map(|(k, v)| format!("{}:{v}", k.to_lowercase()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        return Err(PkiError::Csr(format!(
+            "its subject alternative names ({}) are not the renewed certificate's ({}); a re-enrollment keeps them",
+            list(&asked),
+            list(&had)
+        )));
+    }
+    Ok(())
+}
