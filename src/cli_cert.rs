@@ -51,6 +51,13 @@ pub enum CertCommand {
     Revoke(OneCertArgs),
     /// Reactivate a revoked client certificate.
     Reactivate(OneCertArgs),
+    /// Renew a certificate of the managed CA from the device that holds it, over the server's EST listener.
+    ///
+    /// Makes a new key and a CSR with the current certificate's names, presents the current certificate as the TLS
+    /// client certificate (no API token), and writes the new certificate and key into --out, or over --cert and
+    /// --key with --replace (the key first, each by a rename). The server renews each certificate once, once it is
+    /// old enough (`serve --est-renew-after`), from its active managed CA.
+    Renew(Box<crate::cli_renew::RenewArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -176,6 +183,7 @@ pub fn run(args: CertArgs) -> anyhow::Result<ExitCode> {
         CertCommand::Show(args) => crate::block_on(show(args)),
         CertCommand::Revoke(args) => crate::block_on(change_status(args, false)),
         CertCommand::Reactivate(args) => crate::block_on(change_status(args, true)),
+        CertCommand::Renew(args) => crate::block_on(crate::cli_renew::renew(*args)),
     }
 }
 
@@ -593,6 +601,12 @@ async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
             ("certificate_authority", format!("{} ({})", s(ca, "name"), s(ca, "id"))),
         ] {
             outln!("{key:<22} {value}");
+        }
+        // A line of EST renewals (`cert renew`).
+        for key in ["renewed_from", "renewed_as"] {
+            if let Some(id) = cert[key].as_str() {
+                outln!("{key:<22} {id}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

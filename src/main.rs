@@ -30,6 +30,7 @@ mod cli_ca;
 mod cli_cert;
 mod cli_events;
 mod cli_list;
+mod cli_renew;
 mod cli_rule;
 mod cli_rules;
 mod cli_server_cert;

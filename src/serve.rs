@@ -95,9 +95,15 @@ pub struct ServeArgs {
     /// The key of --est-tls-cert (PEM: PKCS#8, SEC1 or PKCS#1).
     #[arg(long, env = "PORTCULLIS_EST_TLS_KEY", requires = "est_listen", value_name = "FILE")]
     pub est_tls_key: Option<PathBuf>,
-    /// How old a client certificate must be before EST renews it, in seconds; with each certificate renewed once,
-    /// this bounds how fast a client can make new ones.
-    #[arg(long, value_name = "SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u32).range(0..=31_536_000))]
+    /// How old a client certificate must be before EST renews it, in seconds (1 to 31536000); with each
+    /// certificate renewed once, this bounds how fast a client can make new ones.
+    #[arg(
+        long,
+        env = "PORTCULLIS_EST_RENEW_AFTER",
+        value_name = "SECONDS",
+        default_value_t = 3600,
+        value_parser = clap::value_parser!(u32).range(1..=31_536_000)
+    )]
     pub est_renew_after: u32,
     /// Most active, unexpired client certificates per zone (Cloudflare's error 1445 past it).
     #[arg(long, default_value_t = 100_000)]

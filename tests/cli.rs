@@ -1822,7 +1822,7 @@ fn clients_renew_their_own_certificates_over_est() {
             "--est-tls-key",
             "admin.key",
             "--est-renew-after",
-            "0",
+            "1",
         ],
         &[],
     );
@@ -1908,7 +1908,10 @@ fn clients_renew_their_own_certificates_over_est() {
     assert_eq!(status, "401", "no client certificate: {body}");
     assert!(body.contains("needs the certificate it renews"), "{body}");
 
+    // Certificates renew from a second after issuance in this server.
+    let aged = || std::thread::sleep(std::time::Duration::from_millis(1100));
     let with = |cert: &'static str, key: &'static str, data: &str| -> (String, String) {
+        aged();
         let (_, status, body) = est(
             &[
                 "--cert",
@@ -1954,13 +1957,49 @@ fn clients_renew_their_own_certificates_over_est() {
     let list = json(&server.cli(&["cert", "list", "--json"]));
     assert_eq!(items(&list).len(), 3, "{list}");
 
-    // Once per certificate; the new one renews in turn.
+    // Once per certificate; the new one renews in turn, which revokes the first (two active per line at most).
     let again = csr("again", "/CN=device-d1", "DNS:d1.devices.example.com");
     let (status, body) = with("d1/cert.pem", "d1/key.pem", &again);
     assert_eq!(status, "409", "{body}");
     assert!(body.contains("was already renewed"), "{body}");
     let (status, body) = with("new1.pem", "new1.key", &again);
     assert_eq!(status, "200", "{body}");
+    // The line shows in `cert show`, and revoking a renewed certificate warns of the one that replaced it.
+    let fingerprint = openssl_ok(dir, &["x509", "-in", "new1.pem", "-noout", "-fingerprint", "-sha256"]);
+    let fingerprint = fingerprint
+        .trim()
+        .rsplit('=')
+        .next()
+        .expect("a fingerprint")
+        .replace(':', "")
+        .to_lowercase();
+    let new1_id = items(&json(&server.cli(&["cert", "list", "--json"])))
+        .iter()
+        .find(|c| str_of(c, "fingerprint_sha256") == fingerprint)
+        .map(|c| str_of(c, "id").to_owned())
+        .expect("the renewed certificate is listed");
+    let shown = ok(&server.cli(&["cert", "show", &new1_id]));
+    assert!(
+        shown.contains("renewed_from") && shown.contains("renewed_as"),
+        "{shown}"
+    );
+    let revoked = server.cli(&["cert", "revoke", &new1_id]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    assert!(
+        stderr(&revoked).contains("was renewed over EST as"),
+        "{}",
+        stderr(&revoked)
+    );
+    let statuses: Vec<(String, String)> = items(&json(&server.cli(&["cert", "list", "--json"])))
+        .iter()
+        .filter(|c| str_of(c, "common_name") == "device-d1")
+        .map(|c| (str_of(c, "id").to_owned(), str_of(c, "status").to_owned()))
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|(_, status)| status == "active").count(),
+        1,
+        "the first was revoked when its renewal renewed, the second just now: {statuses:?}"
+    );
 
     let other = csr("other", "/CN=someone-else", "DNS:d2.devices.example.com");
     let (status, body) = with("d2/cert.pem", "d2/key.pem", &other);
@@ -1994,4 +2033,46 @@ fn clients_renew_their_own_certificates_over_est() {
     let (status, body) = with("d2/cert.pem", "d2/key.pem", &renew2);
     assert_eq!(status, "403", "{body}");
     assert!(body.contains("is revoked, not active"), "{body}");
+
+    // `portcullis cert renew` on the device: over the files in place, twice (each new certificate renews in turn),
+    // then into a new directory; a refusal names the server's reason.
+    ok(&server.cli(&["cert", "create", "--cn", "device-d3", "--ip", "10.0.0.3", "--out", "d3"]));
+    let before = std::fs::read_to_string(dir.join("d3/cert.pem")).expect("cert");
+    let path = |p: &str| dir.join(p).display().to_string();
+    let renew = |extra: &[&str]| {
+        let mut args = vec!["cert", "renew", "--est", &base, "--ca"];
+        let ca = path("foreign-ca.pem");
+        args.push(&ca);
+        args.extend_from_slice(extra);
+        aged();
+        crate::support::portcullis(&args)
+    };
+    let (cert3, key3) = (path("d3/cert.pem"), path("d3/key.pem"));
+    for round in 0..2 {
+        let out = renew(&["--cert", &cert3, "--key", &key3, "--replace"]);
+        let said = ok(&out);
+        assert!(
+            said.starts_with("renewed CN=device-d3: serial "),
+            "round {round}: {said}"
+        );
+    }
+    let after = std::fs::read_to_string(dir.join("d3/cert.pem")).expect("cert");
+    assert_ne!(before, after);
+    let verified = openssl_ok(dir, &["verify", "-CAfile", "d3/ca.pem", "d3/cert.pem"]);
+    assert!(verified.contains(": OK"), "{verified}");
+    let text = openssl_ok(dir, &["x509", "-in", "d3/cert.pem", "-noout", "-ext", "subjectAltName"]);
+    assert!(text.contains("IP Address:10.0.0.3"), "{text}");
+    assert_eq!(
+        openssl_ok(dir, &["x509", "-in", "d3/cert.pem", "-noout", "-pubkey"]),
+        openssl_ok(dir, &["pkey", "-in", "d3/key.pem", "-pubout"]),
+        "the replaced key is the new certificate's"
+    );
+    assert_eq!(mode(&dir.join("d3/key.pem")) & 0o777, 0o600);
+    let out = renew(&["--cert", &cert3, "--key", &key3, "--out", &path("d3-next")]);
+    assert!(ok(&out).contains("d3-next/cert.pem"));
+    let err = fails(&renew(&["--cert", &cert3, "--key", &key3, "--out", &path("d3-again")]));
+    assert!(
+        err.contains("refused the renewal (HTTP 409)") && err.contains("already renewed"),
+        "{err}"
+    );
 }

@@ -47,6 +47,11 @@ const PORTCULLIS_ENV: &[&str] = &[
     "PORTCULLIS_API_CA",
     "PORTCULLIS_API_CERT",
     "PORTCULLIS_API_KEY",
+    "PORTCULLIS_PUBLIC_LISTEN",
+    "PORTCULLIS_EST_LISTEN",
+    "PORTCULLIS_EST_TLS_CERT",
+    "PORTCULLIS_EST_TLS_KEY",
+    "PORTCULLIS_EST_RENEW_AFTER",
 ];
 
 /// A `portcullis serve` child process with its own data directory, killed when dropped.

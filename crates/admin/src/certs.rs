@@ -488,7 +488,26 @@ pub async fn get_client_certificate(
     Path((zone_id, id)): Path<(String, String)>,
 ) -> ApiResult {
     let cert = state.store.client_certificate(&zone_id, &id).await?;
-    Ok(ok(record(&state, cert).await?))
+    let renewed_from = state.store.client_certificate_renewed_from(&id).await?;
+    let renewed_as = state.store.client_certificate_renewed_by(&id).await?;
+    Ok(ok(WithRenewals {
+        record: record(&state, cert).await?,
+        renewed_from,
+        renewed_as,
+    }))
+}
+
+/// One certificate with its place in a line of EST renewals (Portcullis extensions; absent when none).
+#[derive(Debug, Serialize)]
+struct WithRenewals {
+    #[serde(flatten)]
+    record: ClientCertificateRecord,
+    /// The certificate this one was issued to renew (`cert renew`, EST).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    renewed_from: Option<String>,
+    /// The certificate that renewed this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    renewed_as: Option<String>,
 }
 
 /// `PATCH` body. Cloudflare documents the call without one: no body, `{}` and `{"reactivate": true}` all
@@ -531,7 +550,26 @@ async fn change_status(state: &AdminState, zone_id: &str, id: &str, action: Stat
             actor,
         )
         .await?;
-    Ok(ok(record(state, updated).await?))
+    // Revoking a certificate whose key may be compromised leaves what was renewed from it: say so.
+    let mut messages = Vec::new();
+    if action == StatusAction::Revoke
+        && let Some(successor) = state.store.client_certificate_renewed_by(id).await?
+        && let Ok(next) = state.store.client_certificate(zone_id, &successor).await
+        && next.status == portcullis_store::ClientCertificateStatus::Active
+    {
+        messages.push(crate::api::ErrorItem {
+            code: crate::mtls_check::WARNING_CODE,
+            message: format!(
+                "client certificate {id} was renewed over EST as {successor}, which stays active: revoke it too if \
+                 this certificate's key may be compromised"
+            ),
+        });
+    }
+    Ok(crate::api::ok_with(
+        StatusCode::OK,
+        record(state, updated).await?,
+        messages,
+    ))
 }
 
 /// Reactivate a revoked certificate (takes effect at once).

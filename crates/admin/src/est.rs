@@ -7,7 +7,8 @@
 //! as active (not revoked) and is at least [`crate::AdminSettings::est_renew_after`] old; each certificate once (a
 //! second renewal of the same certificate is refused, naming the one that replaced it). The new certificate keeps
 //! the old one's validity, bounded by the zone's policy and the CA's life, and its zone; the old one stays valid
-//! until it expires or is revoked. The zone's quota counts it.
+//! (the device may not have installed the new one yet) until the new one renews in turn, which revokes it: a line
+//! of renewals holds at most two active certificates. The zone's quota counts them.
 //!
 //! Not here: TLS (the binary's EST listener asks for client certificates and passes them in as
 //! [`PeerCertificates`]); initial enrollment (`simpleenroll`), server-side key generation and CSR attributes, which
@@ -57,6 +58,11 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
         format!("{}\n", message.into()),
     )
         .into_response()
+}
+
+/// An API error told as EST tells errors: plain text.
+fn api_refusal(e: crate::api::ApiError) -> Response {
+    refuse(e.status, e.message)
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
@@ -112,6 +118,7 @@ fn csr_der(body: &[u8]) -> Result<Vec<u8>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the CSR is neither base64 nor PEM text".to_owned())?;
     if text.trim_start().starts_with("-----BEGIN") {
         return portcullis_pki::pem::single_from_pem_or_der(text.as_bytes(), "CERTIFICATE REQUEST")
+            .or_else(|_| portcullis_pki::pem::single_from_pem_or_der(text.as_bytes(), "NEW CERTIFICATE REQUEST"))
             .map_err(|e| format!("the CSR: {e}"));
     }
     let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
@@ -222,18 +229,18 @@ async fn simplereenroll(
     }
     let issuing = match issuing_ca(&state).await {
         Ok(issuing) => issuing,
-        Err(e) => return e.into_response(),
+        Err(e) => return api_refusal(e),
     };
     let ca = &issuing.ca;
     let policy = match crate::cert_policy::ClientCertificatePolicy::of_zone(&state, &old.zone_id).await {
         Ok(policy) => policy,
-        Err(e) => return e.into_response(),
+        Err(e) => return api_refusal(e),
     };
     let days = u32::try_from(old.validity_days).unwrap_or(portcullis_pki::ca::DEFAULT_VALIDITY_DAYS);
     let days = policy.max_validity_days.map_or(days, |max| days.min(max));
     let days = match within_ca_life(&issuing, days, now) {
         Ok(days) => days,
-        Err(e) => return e.into_response(),
+        Err(e) => return api_refusal(e),
     };
     let options = issue_options(&state, ca, days, policy.allowed_names);
     let issued = match ca.issue_from_csr(&csr, &options, now) {
@@ -242,20 +249,27 @@ async fn simplereenroll(
     };
     let row = match stored(&issued.record, &old.zone_id) {
         Ok(row) => row,
-        Err(e) => return e.into_response(),
+        Err(e) => return api_refusal(e),
     };
     let actor = Actor::system();
-    if let Err(e) = state
+    let superseded = match state
         .store
         .add_renewed_client_certificate(&old.id, &row, state.settings.client_certificate_quota, &actor)
         .await
     {
-        return match e {
-            portcullis_store::StoreError::Conflict(message) => refuse(StatusCode::CONFLICT, message),
-            portcullis_store::StoreError::LimitReached { message, .. } => refuse(StatusCode::CONFLICT, message),
-            other => internal(other),
-        };
-    }
-    tracing::info!(renewed = %old.id, new = %row.id, zone = %old.zone_id, "client certificate renewed over EST");
+        Ok(superseded) => superseded,
+        Err(portcullis_store::StoreError::Conflict(message)) => return refuse(StatusCode::CONFLICT, message),
+        Err(portcullis_store::StoreError::LimitReached { message, .. }) => {
+            return refuse(StatusCode::CONFLICT, message);
+        }
+        Err(other) => return internal(other),
+    };
+    tracing::info!(
+        renewed = %old.id,
+        new = %row.id,
+        zone = %old.zone_id,
+        revoked = superseded.as_deref().unwrap_or(""),
+        "client certificate renewed over EST"
+    );
     pkcs7(&[&issued.der])
 }

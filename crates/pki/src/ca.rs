@@ -672,7 +672,7 @@ fn ia5(kind: &str, value: &str) -> Result<rcgen::string::Ia5String> {
         .map_err(|_| PkiError::InvalidParameter(format!("{kind} SAN {value:?} must be ASCII")))
 }
 
-fn san_types(sans: &SubjectAltNames) -> Result<Vec<SanType>> {
+pub(crate) fn san_types(sans: &SubjectAltNames) -> Result<Vec<SanType>> {
     let mut out = Vec::new();
     for d in &sans.dns {
         out.push(SanType::DnsName(ia5("DNS", d)?));

@@ -2,6 +2,8 @@
 //! certificates back to the client, and the check that a re-enrollment CSR names exactly what the certificate being
 //! renewed names.
 //!
+//! For the client side, [`renewal_csr`] makes the CSR of a re-enrollment.
+//!
 //! Not here: TLS, HTTP, which certificate the client authenticated with and whether it may renew (the caller's),
 //! and the signing itself ([`crate::ManagedCa::issue_from_csr`]).
 
@@ -10,8 +12,12 @@ use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 
+use zeroize::Zeroizing;
+
+use crate::ca::SubjectAltNames;
 use crate::der;
 use crate::error::{PkiError, Result};
+use crate::keys::KeyType;
 use crate::name_policy::{self, NameKind};
 use crate::pem;
 
@@ -27,12 +33,58 @@ pub fn pkcs7_certs_only(certs: &[&[u8]]) -> Vec<u8> {
     der::tlv(&mut signed, 0x02, &[1]); // version
     der::tlv(&mut signed, 0x31, &[]); // digestAlgorithms
     der::tlv(&mut signed, 0x30, OID_DATA); // encapContentInfo, no content
-    der::tlv(&mut signed, 0xa0, &certs.concat()); // [0] IMPLICIT certificates
+    // A SET OF, which DER orders by encoding.
+    let mut sorted = certs.to_vec();
+    sorted.sort_unstable();
+    der::tlv(&mut signed, 0xa0, &sorted.concat()); // [0] IMPLICIT certificates
     der::tlv(&mut signed, 0x31, &[]); // signerInfos
     let signed = der::wrap(0x30, &signed);
     let mut info = OID_SIGNED_DATA.to_vec();
     der::tlv(&mut info, 0xa0, &signed);
     der::wrap(0x30, &info)
+}
+
+/// The certificates (DER each) of a certs-only PKCS#7 (DER), as an EST server answers; refuses anything else.
+pub fn pkcs7_certificates(p7: &[u8]) -> Result<Vec<Vec<u8>>> {
+    use crate::ocsp::read_tlv;
+    let bad = |what: &str| PkiError::Certificate(format!("not a certs-only PKCS#7: {what}"));
+    let (tag, info, rest) = read_tlv(p7).ok_or_else(|| bad("no ContentInfo"))?;
+    if tag != 0x30 || !rest.is_empty() {
+        return Err(bad("ContentInfo"));
+    }
+    let (tag, oid, rest) = read_tlv(info).ok_or_else(|| bad("no content type"))?;
+    if tag != 0x06 || oid != &OID_SIGNED_DATA[2..] {
+        return Err(bad("the content type is not signedData"));
+    }
+    let (tag, explicit, _) = read_tlv(rest).ok_or_else(|| bad("no content"))?;
+    if tag != 0xa0 {
+        return Err(bad("content"));
+    }
+    let (tag, signed, _) = read_tlv(explicit).ok_or_else(|| bad("no SignedData"))?;
+    if tag != 0x30 {
+        return Err(bad("SignedData"));
+    }
+    // version, digestAlgorithms, encapContentInfo; then the certificates, [0] IMPLICIT.
+    let mut rest = signed;
+    for _ in 0..3 {
+        rest = read_tlv(rest).ok_or_else(|| bad("SignedData's fields"))?.2;
+    }
+    let (tag, mut certs, _) = read_tlv(rest).ok_or_else(|| bad("no certificates"))?;
+    if tag != 0xa0 {
+        return Err(bad("no certificates"));
+    }
+    let mut out = Vec::new();
+    while !certs.is_empty() {
+        let (tag, content, next) = read_tlv(certs).ok_or_else(|| bad("a certificate"))?;
+        if tag != 0x30 {
+            return Err(bad("a certificate"));
+        }
+        let len = certs.len() - next.len();
+        debug_assert!(content.len() < len);
+        out.push(certs[..len].to_vec());
+        certs = next;
+    }
+    Ok(out)
 }
 
 fn sorted(mut names: Vec<(NameKind, String)>) -> Vec<(String, String)> {
@@ -60,7 +112,8 @@ pub fn check_renewal_csr(csr: &[u8], renewed: &[u8]) -> Result<()> {
     .map_err(PkiError::CsrSignature)?;
     let (_, old) = X509Certificate::from_der(renewed)
         .map_err(|e| PkiError::Certificate(format!("the renewed certificate: {e}")))?;
-    if info.subject.as_raw() != old.subject().as_raw() {
+    // The same name, not the same bytes: the issued certificate's subject is written anew from the CSR's anyway.
+    if crate::dn::rfc2253(&info.subject) != crate::dn::rfc2253(old.subject()) {
         return Err(PkiError::Csr(format!(
             "its subject ({}) is not the renewed certificate's ({}); a re-enrollment keeps the subject",
             crate::dn::rfc2253(&info.subject),
@@ -97,4 +150,33 @@ pub fn check_renewal_csr(csr: &[u8], renewed: &[u8]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The CSR (DER) of a re-enrollment of `renewed` (DER): a new key of `key_type`, and `renewed`'s subject and subject
+/// alternative names. Returns the CSR and the new key (PKCS#8 PEM).
+pub fn renewal_csr(renewed: &[u8], key_type: KeyType) -> Result<(Vec<u8>, Zeroizing<String>)> {
+    let (_, old) = X509Certificate::from_der(renewed)
+        .map_err(|e| PkiError::Certificate(format!("the renewed certificate: {e}")))?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = crate::dn::to_rcgen(old.subject())?;
+    let mut sans = SubjectAltNames::default();
+    if let Ok(Some(san)) = old.subject_alternative_name() {
+        for (kind, value) in name_policy::san_names(&san.value.general_names)? {
+            match kind {
+                NameKind::Dns => sans.dns.push(value),
+                NameKind::Uri => sans.uri.push(value),
+                NameKind::Email => sans.email.push(value),
+                NameKind::Ip => sans.ip.push(
+                    value
+                        .parse()
+                        .map_err(|e| PkiError::Certificate(format!("IP address SAN {value}: {e}")))?,
+                ),
+                _ => {}
+            }
+        }
+    }
+    params.subject_alt_names = crate::ca::san_types(&sans)?;
+    let key = key_type.generate()?;
+    let csr = params.serialize_request(&key)?;
+    Ok((csr.der().to_vec(), Zeroizing::new(key.serialize_pem())))
 }

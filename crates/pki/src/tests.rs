@@ -1870,6 +1870,30 @@ fn a_renewal_csr_must_name_what_the_renewed_certificate_names() {
         .unwrap();
 
     let p7 = est::pkcs7_certs_only(&[&plain.der, ca.certificate_der()]);
-    assert_eq!(p7[0], 0x30);
-    assert!(p7.windows(plain.der.len()).any(|w| w == plain.der.as_slice()));
+    let mut both = vec![plain.der.clone(), ca.certificate_der().to_vec()];
+    both.sort();
+    assert_eq!(est::pkcs7_certificates(&p7).unwrap(), both);
+    assert!(est::pkcs7_certificates(&p7[..p7.len() - 1]).is_err());
+    assert!(est::pkcs7_certificates(&plain.der).is_err());
+}
+
+#[test]
+fn a_renewal_csr_made_from_a_certificate_passes_its_check_and_issues_the_same_names() {
+    let ca = ca();
+    let (pem, _) = subject_csr();
+    let issued = ca
+        .issue_from_csr(pem.as_bytes(), &IssueOptions::default(), now())
+        .unwrap();
+    let (csr, key) = est::renewal_csr(&issued.der, KeyType::P384).unwrap();
+    assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
+    est::check_renewal_csr(&csr, &issued.der).unwrap();
+    let renewed = ca.issue_from_csr(&csr, &IssueOptions::default(), now()).unwrap();
+    let (_, a) = X509Certificate::from_der(&issued.der).unwrap();
+    let (_, b) = X509Certificate::from_der(&renewed.der).unwrap();
+    assert_eq!(a.subject().as_raw(), b.subject().as_raw());
+    assert_eq!(
+        a.subject_alternative_name().unwrap().unwrap().value,
+        b.subject_alternative_name().unwrap().unwrap().value
+    );
+    assert_ne!(a.public_key().raw, b.public_key().raw);
 }

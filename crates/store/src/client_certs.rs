@@ -45,20 +45,37 @@ impl Store {
         quota: u32,
         actor: &Actor,
     ) -> Result<(), StoreError> {
-        self.insert_client_certificate(cert, quota, None, actor).await
+        self.insert_client_certificate(cert, quota, None, actor)
+            .await
+            .map(|_| ())
     }
 
     /// Stores `cert`, issued to renew certificate `renewed_id` (EST re-enrollment), in one transaction with the
-    /// note that `renewed_id` is renewed: a certificate is renewed at most once (a conflict the second time).
+    /// note that `renewed_id` is renewed. Refused (a conflict) unless `renewed_id` is still active and was never
+    /// renewed before. The certificate `renewed_id` itself renewed, if still active, is revoked: the client has shown
+    /// it moved on by presenting `renewed_id`, so a line of renewals holds at most two active certificates. Returns
+    /// the id of the certificate so revoked.
     pub async fn add_renewed_client_certificate(
         &self,
         renewed_id: &str,
         cert: &ClientCertificate,
         quota: u32,
         actor: &Actor,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<String>, StoreError> {
         self.insert_client_certificate(cert, quota, Some(renewed_id), actor)
             .await
+    }
+
+    /// The id of the certificate that `id` was issued to renew, if it was.
+    pub async fn client_certificate_renewed_from(&self, id: &str) -> Result<Option<String>, StoreError> {
+        on_db!(&self.db, |pool| {
+            Ok(
+                sqlx::query_scalar("SELECT renewed_id FROM client_certificate_renewals WHERE new_id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?,
+            )
+        })
     }
 
     /// The id of the certificate that renewed `id`, if one did.
@@ -97,11 +114,24 @@ impl Store {
         quota: u32,
         renewed_id: Option<&str>,
         actor: &Actor,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<String>, StoreError> {
         self.zone(&cert.zone_id).await?;
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
+            let mut superseded = None;
             if let Some(renewed) = renewed_id {
+                // Locks the renewed certificate's row until the commit (PostgreSQL): a revocation waits for the
+                // renewal or happens before it, and concurrent renewals of it take turns.
+                let still_active =
+                    sqlx::query("UPDATE client_certificates SET status = status WHERE id = $1 AND status = 'active'")
+                        .bind(renewed)
+                        .execute(&mut *tx)
+                        .await?;
+                if still_active.rows_affected() == 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "client certificate {renewed} is no longer active"
+                    )));
+                }
                 let taken: Option<String> =
                     sqlx::query_scalar("SELECT new_id FROM client_certificate_renewals WHERE renewed_id = $1")
                         .bind(renewed)
@@ -121,6 +151,24 @@ impl Store {
                 .bind(crate::ids::now())
                 .execute(&mut *tx)
                 .await?;
+                let parent: Option<String> =
+                    sqlx::query_scalar("SELECT renewed_id FROM client_certificate_renewals WHERE new_id = $1")
+                        .bind(renewed)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some(parent) = parent {
+                    let revoked = sqlx::query(
+                        "UPDATE client_certificates SET status = 'revoked', revoked_on = $1 \
+                         WHERE id = $2 AND status = 'active'",
+                    )
+                    .bind(crate::ids::now())
+                    .bind(&parent)
+                    .execute(&mut *tx)
+                    .await?;
+                    if revoked.rows_affected() > 0 {
+                        superseded = Some(parent);
+                    }
+                }
             }
             // Lock the zone row so that concurrent issuances cannot overrun the quota (PostgreSQL; SQLite
             // serialises writers anyway).
@@ -166,18 +214,24 @@ impl Store {
             .bind(cert.revoked_on)
             .execute(&mut *tx)
             .await?;
-            let action = if renewed_id.is_some() { "renew" } else { "create" };
-            commit_write!(
-                self,
-                tx,
-                actor,
-                action,
-                "client_certificate",
-                &cert.id,
-                &cert.common_name
-            );
-        });
-        Ok(())
+            let (action, detail) = match renewed_id {
+                None => ("create", cert.common_name.clone()),
+                Some(renewed) => (
+                    "renew",
+                    match &superseded {
+                        Some(parent) => {
+                            format!(
+                                "{}: renews {renewed}, revokes {parent} (renewed before)",
+                                cert.common_name
+                            )
+                        }
+                        None => format!("{}: renews {renewed}", cert.common_name),
+                    },
+                ),
+            };
+            commit_write!(self, tx, actor, action, "client_certificate", &cert.id, &detail);
+            Ok::<_, StoreError>(superseded)
+        })
     }
 
     /// Up to `limit` of the zone's client certificates that `query` selects, after skipping `offset`, newest first

@@ -1079,17 +1079,13 @@ async fn a_certificate_is_renewed_at_most_once() {
             "{err}"
         );
         // Nothing of the refused renewal was written.
-        assert_eq!(
-            store
-                .client_certificate_by_fingerprint(&again.fingerprint_sha256)
-                .await
-                .expect("lookup"),
-            None
-        );
-        // The quota counts renewals too.
+        let missing = store.client_certificate_by_fingerprint(&again.fingerprint_sha256).await;
+        assert_eq!(missing.expect("lookup"), None);
+        // The quota counts renewals too (one active once the first is revoked as renewing the renewal does), and a
+        // refusal undoes that revocation.
         let over = sample_cert(&zone.id, &ca.id, 4);
         let err = store
-            .add_renewed_client_certificate(&new.id, &over, 2, &a)
+            .add_renewed_client_certificate(&new.id, &over, 1, &a)
             .await
             .expect_err("quota");
         assert!(err.to_string().contains("maximum certificate allocation"), "{err}");
@@ -1097,6 +1093,29 @@ async fn a_certificate_is_renewed_at_most_once() {
             store.client_certificate_renewed_by(&new.id).await.expect("renewed"),
             None
         );
+        let old_now = store.client_certificate(&zone.id, &old.id).await.expect("old");
+        assert_eq!(old_now.status, crate::ClientCertificateStatus::Active);
+        // Renewing the renewal revokes the one it renewed, first thing: a line of renewals holds at most two
+        // active certificates, and stays within a quota of two.
+        let third = sample_cert(&zone.id, &ca.id, 5);
+        let superseded = store
+            .add_renewed_client_certificate(&new.id, &third, 2, &a)
+            .await
+            .expect("renew");
+        assert_eq!(superseded, Some(old.id.clone()));
+        let old_now = store.client_certificate(&zone.id, &old.id).await.expect("old");
+        assert_eq!(old_now.status, crate::ClientCertificateStatus::Revoked);
+        let new_now = store.client_certificate(&zone.id, &new.id).await.expect("new");
+        assert_eq!(new_now.status, crate::ClientCertificateStatus::Active);
+        let from = store.client_certificate_renewed_from(&third.id).await.expect("from");
+        assert_eq!(from, Some(new.id.clone()));
+        // A certificate no longer active does not renew.
+        let fourth = sample_cert(&zone.id, &ca.id, 6);
+        let err = store
+            .add_renewed_client_certificate(&old.id, &fourth, 10, &a)
+            .await
+            .expect_err("revoked");
+        assert!(err.to_string().contains("is no longer active"), "{err}");
     })
     .await;
 }
