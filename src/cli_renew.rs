@@ -1,11 +1,17 @@
 //! `portcullis cert renew`: the client side of EST re-enrollment, for devices and services that hold a certificate
 //! of the managed CA. It makes a new key and a CSR with the current certificate's names, presents the current
 //! certificate to the server's EST listener (`serve --est-listen`), and writes the new certificate and key: into a
-//! new directory, or over the current files (each replaced by a rename, the key first), for a timer that keeps a
-//! service's certificate fresh.
+//! directory, or over the current files, for a timer that keeps a service's certificate fresh.
+//!
+//! The server renews a certificate once, so nothing may go wrong on this side once it has answered: the files'
+//! places are prepared (temporary files beside them, created anew, with the old files' mode and owner) before the
+//! request, and the answer is checked (a certificate for the new key) before anything is replaced. Should a write
+//! still fail, the new certificate is printed with what to do.
 //!
 //! Not here: the server side (the admin crate's `est`), the admin API (no token is involved).
 
+use std::fs::File;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -19,7 +25,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-/// Largest answer read: a certs-only PKCS#7 of one certificate is a few KiB.
+/// Largest answer read: a certs-only PKCS#7 of a few certificates is a few KiB.
 const MAX_ANSWER: usize = 256 * 1024;
 
 #[derive(Debug, clap::Args)]
@@ -36,10 +42,10 @@ pub struct RenewArgs {
     /// The CA of the EST listener's certificate (PEM); public roots by default.
     #[arg(long, value_name = "CA.pem")]
     pub ca: Option<PathBuf>,
-    /// Type of the new key.
-    #[arg(long, default_value = "p256", value_parser = ["p256", "p384", "rsa2048", "rsa3072", "rsa4096"])]
-    pub key_type: String,
-    /// Write cert.pem and key.pem (mode 0600) into this new or empty directory.
+    /// Type of the new key [default: the current key's].
+    #[arg(long, value_parser = ["p256", "p384", "rsa2048", "rsa3072", "rsa4096"])]
+    pub key_type: Option<String>,
+    /// Write cert.pem and key.pem (mode 0600) into this directory, where neither may exist yet.
     #[arg(
         long,
         value_name = "DIR",
@@ -47,39 +53,140 @@ pub struct RenewArgs {
         conflicts_with = "replace"
     )]
     pub out: Option<PathBuf>,
-    /// Replace --cert and --key with the new certificate and key instead.
+    /// Replace --cert and --key (their targets, when they are symbolic links) with the new certificate and key,
+    /// keeping each file's mode and, where allowed, its owner. A --cert that held a chain gets the new chain.
     #[arg(long)]
     pub replace: bool,
 }
 
-pub async fn renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
-    let url = if args.est.contains("/.well-known/est") {
-        format!(
-            "{}/simplereenroll",
-            args.est.trim_end_matches('/').trim_end_matches("/simplereenroll")
-        )
-    } else {
-        format!("{}/.well-known/est/simplereenroll", args.est.trim_end_matches('/'))
-    };
-    if !url.starts_with("https://") {
-        bail!(
-            "--est must be an https:// URL (EST authenticates with the TLS client certificate), not {:?}",
-            args.est
-        );
-    }
-    if let Some(dir) = &args.out {
-        for name in ["cert.pem", "key.pem"] {
-            if dir.join(name).exists() {
-                bail!(
-                    "{} already exists; refusing to overwrite it (choose another --out, or --replace)",
-                    dir.join(name).display()
-                );
-            }
+/// Where one new file goes: its destination and, prepared before the request, the temporary file beside it.
+struct Target {
+    dest: PathBuf,
+    tmp: PathBuf,
+    file: File,
+    /// Whether the destination may be replaced (else it must not exist when the temporary file takes its place).
+    replace: bool,
+}
+
+impl Target {
+    /// Creates the temporary file beside `dest` (a new name, never an existing file or link), with `like`'s mode
+    /// and owner when given, else `private` (0600) or the default mode.
+    fn prepare(dest: &Path, like: Option<&Path>, private: bool, replace: bool) -> anyhow::Result<Target> {
+        let dir = match dest.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = dest.file_name().context("a file name")?.to_string_lossy().into_owned();
+        let tmp = dir.join(format!(".{name}.{}.portcullis-new", crate::serve::random_suffix()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, if private { 0o600 } else { 0o644 });
+        let file = options
+            .open(&tmp)
+            .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+        #[cfg(unix)]
+        if let Some(like) = like {
+            use std::os::unix::fs::MetadataExt as _;
+            let old = std::fs::metadata(like).with_context(|| format!("reading {}", like.display()))?;
+            // The owner first: a changed owner may clear the mode's special bits.
+            let _ = std::os::unix::fs::fchown(&file, Some(old.uid()), Some(old.gid()));
+            file.set_permissions(old.permissions())
+                .with_context(|| format!("setting the mode of {}", tmp.display()))?;
         }
+        #[cfg(not(unix))]
+        let _ = (like, private);
+        Ok(Target {
+            dest: dest.to_path_buf(),
+            tmp,
+            file,
+            replace,
+        })
     }
-    let key_type: portcullis_pki::KeyType = args.key_type.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    fn write(&mut self, contents: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(contents)?;
+        self.file.sync_all()
+    }
+
+    /// Puts the temporary file in the destination's place.
+    fn commit(&self) -> anyhow::Result<()> {
+        if self.replace {
+            std::fs::rename(&self.tmp, &self.dest)
+        } else {
+            // A hard link fails if the destination appeared meanwhile: never clobber in --out.
+            std::fs::hard_link(&self.tmp, &self.dest).and_then(|()| std::fs::remove_file(&self.tmp))
+        }
+        .with_context(|| format!("cannot write {}", self.dest.display()))
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        // Gone already once committed; a leftover would hold a key.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// `path`'s target when it is a symbolic link (so that the link stays and points at the new file), else `path`.
+fn resolved(path: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::canonicalize(path).with_context(|| format!("cannot resolve {}", path.display()))
+}
+
+fn est_url(est: &str, path: &str) -> anyhow::Result<String> {
+    let base = est.trim_end_matches('/');
+    let base = base
+        .strip_suffix("/simplereenroll")
+        .unwrap_or(base)
+        .trim_end_matches('/');
+    let base = base.strip_suffix("/.well-known/est").unwrap_or(base);
+    if !base.to_ascii_lowercase().starts_with("https://") {
+        bail!("--est must be an https:// URL (EST authenticates with the TLS client certificate), not {est:?}");
+    }
+    Ok(format!("{base}/.well-known/est/{path}"))
+}
+
+pub async fn renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
+    let url = est_url(&args.est, "simplereenroll")?;
     let (chain, key) = crate::admin_tls::read_pem_pair(&args.cert, &args.key).context("--cert and --key")?;
     let leaf = chain.first().context("--cert holds no certificate")?.as_ref().to_vec();
+    let with_chain = chain.len() > 1;
+    let key_type = match &args.key_type {
+        Some(name) => name.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => portcullis_pki::est::key_type_of(&leaf).unwrap_or_default(),
+    };
+
+    // Everything that can fail locally is done before the server renews.
+    let (mut key_file, mut cert_file) = match &args.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            for name in ["cert.pem", "key.pem"] {
+                if dir.join(name).exists() {
+                    bail!(
+                        "{} already exists; refusing to overwrite it (choose another --out, or --replace)",
+                        dir.join(name).display()
+                    );
+                }
+            }
+            (
+                Target::prepare(&dir.join("key.pem"), None, true, false)?,
+                Target::prepare(&dir.join("cert.pem"), None, false, false)?,
+            )
+        }
+        None => {
+            let (cert_path, key_path) = (resolved(&args.cert)?, resolved(&args.key)?);
+            if cert_path == key_path {
+                bail!(
+                    "--cert and --key are the same file ({}); --replace needs them apart (or use --out)",
+                    cert_path.display()
+                );
+            }
+            (
+                Target::prepare(&key_path, Some(&key_path), true, true)?,
+                Target::prepare(&cert_path, Some(&cert_path), false, true)?,
+            )
+        }
+    };
     let (csr, new_key) = portcullis_pki::est::renewal_csr(&leaf, key_type).context("making the CSR")?;
 
     let ca = match &args.ca {
@@ -98,29 +205,80 @@ pub async fn renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
     connector.enforce_http(false);
     let https = portcullis_proxy::origin_tls::HttpsConnector::new(connector, &tls, Duration::from_secs(10));
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    // The chain the new certificate is sent with, when the current one was: read before renewing.
+    let cas = if with_chain {
+        Some(fetch(&client, &est_url(&args.est, "cacerts")?, None).await?)
+    } else {
+        None
+    };
     let body = base64::engine::general_purpose::STANDARD.encode(&csr);
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri(&url)
-        .header(header::CONTENT_TYPE, "application/pkcs10")
-        .header("content-transfer-encoding", "base64")
-        .body(Full::new(Bytes::from(body)))
+    let certs = fetch(&client, &url, Some(body)).await?;
+    let new_cert = portcullis_pki::est::certificate_for_csr(&certs, &csr).context("the answer")?;
+    let mut pem = portcullis_pki::pem::encode("CERTIFICATE", &new_cert);
+    if let Some(cas) = &cas {
+        for der in portcullis_pki::est::chain_above(&new_cert, cas).context("the new certificate's chain")? {
+            pem.push_str(&portcullis_pki::pem::encode("CERTIFICATE", &der));
+        }
+    }
+
+    // The key first: a reader never sees the new certificate with the old key.
+    let written = key_file
+        .write(new_key.as_bytes())
+        .and_then(|()| cert_file.write(pem.as_bytes()))
+        .map_err(anyhow::Error::from)
+        .and_then(|()| key_file.commit())
+        .and_then(|()| cert_file.commit());
+    if let Err(e) = written {
+        eprintln!(
+            "the server renewed the certificate (it renews each certificate once), but writing it failed; install \
+             this certificate as {} with the key written to {} (if that failed too, the new key is lost: ask for a \
+             new certificate):\n{pem}",
+            cert_file.dest.display(),
+            key_file.dest.display()
+        );
+        return Err(e);
+    }
+    let facts = portcullis_pki::compute_facts(&[rustls::pki_types::CertificateDer::from(new_cert.as_slice())], &[]);
+    outln!(
+        "renewed {}: serial {}, expires {}; wrote {} and {}",
+        facts.cert_subject_dn_rfc2253,
+        facts.cert_serial,
+        facts.cert_not_after,
+        cert_file.dest.display(),
+        key_file.dest.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// GETs (`body` none) or POSTs a CSR to `url` and reads the certs-only PKCS#7 it answers with.
+async fn fetch<C>(client: &Client<C, Full<Bytes>>, url: &str, body: Option<String>) -> anyhow::Result<Vec<Vec<u8>>>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let mut req = Request::builder().uri(url);
+    req = match &body {
+        Some(_) => req
+            .method(Method::POST)
+            .header(header::CONTENT_TYPE, "application/pkcs10")
+            .header("content-transfer-encoding", "base64"),
+        None => req.method(Method::GET),
+    };
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .with_context(|| format!("building the request to {url}"))?;
     let resp = tokio::time::timeout(Duration::from_secs(60), client.request(req))
         .await
-        .map_err(|_| anyhow::anyhow!("POST {url}: no answer within 60 s"))?
-        .with_context(|| {
-            format!("POST {url}: cannot reach the EST listener (does --ca name the CA of its certificate?)")
-        })?;
+        .map_err(|_| anyhow::anyhow!("{url}: no answer within 60 s"))?
+        .with_context(|| format!("{url}: cannot reach the EST listener (does --ca name the CA of its certificate?)"))?;
     let status = resp.status();
     let answer = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
         .collect()
         .await
-        .map_err(|e| anyhow::anyhow!("POST {url}: reading the answer: {e}"))?
+        .map_err(|e| anyhow::anyhow!("{url}: reading the answer: {e}"))?
         .to_bytes();
     if !status.is_success() {
         bail!(
-            "the EST listener refused the renewal (HTTP {}): {}",
+            "the EST listener refused (HTTP {}): {}",
             status.as_u16(),
             String::from_utf8_lossy(&answer).trim()
         );
@@ -128,53 +286,6 @@ pub async fn renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
     let compact: Vec<u8> = answer.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
     let p7 = base64::engine::general_purpose::STANDARD
         .decode(compact)
-        .context("the answer is not base64")?;
-    let certs = portcullis_pki::est::pkcs7_certificates(&p7).context("the answer")?;
-    let new_cert = certs.first().context("the answer holds no certificate")?;
-    let new_cert_pem = portcullis_pki::pem::encode("CERTIFICATE", new_cert);
-
-    let (cert_path, key_path) = match &args.out {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            (dir.join("cert.pem"), dir.join("key.pem"))
-        }
-        None => (args.cert.clone(), args.key.clone()),
-    };
-    // The key first: until the certificate follows, the old certificate names a key that is gone, but a reader never
-    // sees the new certificate with the old key.
-    write_replacing(&key_path, new_key.as_bytes(), true)?;
-    write_replacing(&cert_path, new_cert_pem.as_bytes(), false)?;
-    let subject = portcullis_pki::compute_facts(&[rustls::pki_types::CertificateDer::from(new_cert.as_slice())], &[]);
-    outln!(
-        "renewed {}: serial {}, expires {}; wrote {} and {}",
-        subject.cert_subject_dn_rfc2253,
-        subject.cert_serial,
-        subject.cert_not_after,
-        cert_path.display(),
-        key_path.display()
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Writes `contents` to a temporary file beside `path` and renames it over `path`, so that readers see the old
-/// file or the new one, never half of one; `private` makes it readable by its owner only.
-fn write_replacing(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let name = path.file_name().context("a file name")?.to_string_lossy().into_owned();
-    let tmp = path.with_file_name(format!(".{name}.portcullis-new"));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if private {
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    let mut file = options
-        .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+        .with_context(|| format!("{url}: the answer is not base64"))?;
+    portcullis_pki::est::pkcs7_certificates(&p7).with_context(|| format!("{url}: the answer"))
 }

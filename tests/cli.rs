@@ -2070,9 +2070,24 @@ fn clients_renew_their_own_certificates_over_est() {
     assert_eq!(mode(&dir.join("d3/key.pem")) & 0o777, 0o600);
     let out = renew(&["--cert", &cert3, "--key", &key3, "--out", &path("d3-next")]);
     assert!(ok(&out).contains("d3-next/cert.pem"));
+    // One file holding both: --replace would leave one of them, so it is refused before the server is asked.
+    let both = format!(
+        "{}{}",
+        std::fs::read_to_string(dir.join("d3/cert.pem")).expect("cert"),
+        std::fs::read_to_string(dir.join("d3/key.pem")).expect("key")
+    );
+    std::fs::write(dir.join("both.pem"), both).expect("write");
+    let err = fails(&renew(&[
+        "--cert",
+        &path("both.pem"),
+        "--key",
+        &path("both.pem"),
+        "--replace",
+    ]));
+    assert!(err.contains("are the same file"), "{err}");
     let err = fails(&renew(&["--cert", &cert3, "--key", &key3, "--out", &path("d3-again")]));
     assert!(
-        err.contains("refused the renewal (HTTP 409)") && err.contains("already renewed"),
+        err.contains("refused (HTTP 409)") && err.contains("already renewed"),
         "{err}"
     );
 }

@@ -550,21 +550,36 @@ async fn change_status(state: &AdminState, zone_id: &str, id: &str, action: Stat
             actor,
         )
         .await?;
-    // Revoking a certificate whose key may be compromised leaves what was renewed from it: say so.
+    // Revoking a certificate whose key may be compromised leaves the rest of its line of renewals: say so. The
+    // revocation is done by now, so a failed lookup only costs the warning.
     let mut messages = Vec::new();
-    if action == StatusAction::Revoke
-        && let Some(successor) = state.store.client_certificate_renewed_by(id).await?
-        && let Ok(next) = state.store.client_certificate(zone_id, &successor).await
-        && next.status == portcullis_store::ClientCertificateStatus::Active
-    {
-        messages.push(crate::api::ErrorItem {
-            code: crate::mtls_check::WARNING_CODE,
-            message: format!(
+    if action == StatusAction::Revoke {
+        let store = &state.store;
+        let active = |other: Option<String>| async move {
+            let other = other?;
+            let cert = store.client_certificate(zone_id, &other).await.ok()?;
+            (cert.status == portcullis_store::ClientCertificateStatus::Active).then_some(other)
+        };
+        if let Some(successor) = active(store.client_certificate_renewed_by(id).await.ok().flatten()).await {
+            messages.push(format!(
                 "client certificate {id} was renewed over EST as {successor}, which stays active: revoke it too if \
                  this certificate's key may be compromised"
-            ),
-        });
+            ));
+        }
+        if let Some(predecessor) = active(store.client_certificate_renewed_from(id).await.ok().flatten()).await {
+            messages.push(format!(
+                "client certificate {id} renewed {predecessor} over EST, which stays active until it expires: \
+                 revoke it too if the device's keys may be compromised"
+            ));
+        }
     }
+    let messages = messages
+        .into_iter()
+        .map(|message| crate::api::ErrorItem {
+            code: crate::mtls_check::WARNING_CODE,
+            message,
+        })
+        .collect();
     Ok(crate::api::ok_with(
         StatusCode::OK,
         record(state, updated).await?,

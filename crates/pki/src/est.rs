@@ -180,3 +180,53 @@ pub fn renewal_csr(renewed: &[u8], key_type: KeyType) -> Result<(Vec<u8>, Zeroiz
     let csr = params.serialize_request(&key)?;
     Ok((csr.der().to_vec(), Zeroizing::new(key.serialize_pem())))
 }
+
+/// The key type of `cert`'s (DER) public key, when it is one Portcullis generates: what a renewal makes by default,
+/// so that a device keeps its kind of key.
+pub fn key_type_of(cert: &[u8]) -> Option<KeyType> {
+    let (_, cert) = X509Certificate::from_der(cert).ok()?;
+    match crate::keys::check_client_key(cert.public_key()).ok()?.as_str() {
+        "ECDSA P-256" => Some(KeyType::P256),
+        "ECDSA P-384" => Some(KeyType::P384),
+        "RSA 2048" => Some(KeyType::Rsa2048),
+        "RSA 3072" => Some(KeyType::Rsa3072),
+        "RSA 4096" => Some(KeyType::Rsa4096),
+        _ => None,
+    }
+}
+
+/// Of `certs` (DER each, as an EST answer carries them), the one issued for `csr`'s (DER) key; refused when none is.
+pub fn certificate_for_csr(certs: &[Vec<u8>], csr: &[u8]) -> Result<Vec<u8>> {
+    let (_, req) =
+        X509CertificationRequest::from_der(csr).map_err(|e| PkiError::Csr(format!("cannot parse the DER ({e})")))?;
+    let key = req.certification_request_info.subject_pki.raw;
+    certs
+        .iter()
+        .find(|der| X509Certificate::from_der(der).is_ok_and(|(_, cert)| cert.public_key().raw == key))
+        .cloned()
+        .ok_or_else(|| PkiError::Certificate("the answer holds no certificate for the new key".into()))
+}
+
+/// The certificates above `leaf` (DER) among `cas` (DER each, e.g. EST's `cacerts`), its issuer first, stopping
+/// before a self-signed root: what a client sends after its own certificate. Names and signatures are both checked;
+/// at most [`crate::ca_request::MAX_CHAIN`] are followed.
+pub fn chain_above(leaf: &[u8], cas: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
+    let parsed: Vec<(&Vec<u8>, X509Certificate<'_>)> = cas
+        .iter()
+        .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, cert)| (der, cert)))
+        .collect();
+    let (_, mut current) =
+        X509Certificate::from_der(leaf).map_err(|e| PkiError::Certificate(format!("the certificate: {e}")))?;
+    let mut out = Vec::new();
+    for _ in 0..crate::ca_request::MAX_CHAIN {
+        let Some((der, issuer)) = parsed.iter().find(|(_, ca)| crate::keys::issued_by(&current, ca)) else {
+            break;
+        };
+        if issuer.subject().as_raw() == issuer.issuer().as_raw() {
+            break;
+        }
+        out.push((*der).clone());
+        current = issuer.clone();
+    }
+    Ok(out)
+}

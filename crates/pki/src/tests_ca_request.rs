@@ -158,6 +158,21 @@ fn an_installed_ca_issues_certificates_that_chain_to_the_root() {
     let full = [der(&issued.der), der(ca.certificate_der()), der(&middle_der)];
     assert!(verifier.verify(&full, now()).is_trusted());
 
+    // What a renewing client sends after its certificate, from EST's cacerts: the managed CA and the intermediate,
+    // not the root; nothing above a self-signed managed CA.
+    let root_der = pem::certificates_from_pem_or_der(root.pem.as_bytes())
+        .unwrap()
+        .remove(0);
+    let cacerts = vec![root_der.clone(), middle_der.clone(), ca.certificate_der().to_vec()];
+    assert_eq!(
+        est::chain_above(&issued.der, &cacerts).unwrap(),
+        [ca.certificate_der().to_vec(), middle_der.clone()]
+    );
+    assert_eq!(
+        est::chain_above(&issued.der, &[root_der]).unwrap(),
+        Vec::<Vec<u8>>::new()
+    );
+
     // The chain may come after the certificate in the one field.
     let req = request();
     let cert = sign(&req, &root, |_| {});

@@ -118,6 +118,13 @@ impl Store {
         self.zone(&cert.zone_id).await?;
         on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
+            // Lock the zone row so that concurrent issuances cannot overrun the quota (PostgreSQL; SQLite
+            // serialises writers anyway). First, before any certificate's row: deleting a zone takes its row, then
+            // its certificates'.
+            sqlx::query("UPDATE zones SET modified_on = modified_on WHERE id = $1")
+                .bind(&cert.zone_id)
+                .execute(&mut *tx)
+                .await?;
             let mut superseded = None;
             if let Some(renewed) = renewed_id {
                 // Locks the renewed certificate's row until the commit (PostgreSQL): a revocation waits for the
@@ -166,16 +173,24 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                     if revoked.rows_affected() > 0 {
+                        // Its own audit entry, so that the revoked certificate's history shows it.
+                        sqlx::query(
+                            "INSERT INTO audit_log (at, token_id, action, object_type, object_id, detail) \
+                             VALUES ($1, $2, 'revoke', 'client_certificate', $3, $4)",
+                        )
+                        .bind(crate::ids::now())
+                        .bind(actor.token_id.clone())
+                        .bind(&parent)
+                        .bind(format!(
+                            "superseded: {renewed}, which renewed it, was renewed as {}",
+                            cert.id
+                        ))
+                        .execute(&mut *tx)
+                        .await?;
                         superseded = Some(parent);
                     }
                 }
             }
-            // Lock the zone row so that concurrent issuances cannot overrun the quota (PostgreSQL; SQLite
-            // serialises writers anyway).
-            sqlx::query("UPDATE zones SET modified_on = modified_on WHERE id = $1")
-                .bind(&cert.zone_id)
-                .execute(&mut *tx)
-                .await?;
             let active: i64 = sqlx::query_scalar(ACTIVE_UNEXPIRED)
                 .bind(&cert.zone_id)
                 .bind(crate::ids::now())
