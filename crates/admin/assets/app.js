@@ -952,10 +952,12 @@ function setupList() {
   const dialog = $("cert-detail");
   $("detail-close").addEventListener("click", () => dialog.close());
   disarmRevoke = armConfirm($("detail-revoke"), "Revoke", "Confirm revoke", async () => {
-    await api("DELETE", `/zones/${zone.id}/client_certificates/${dialog.dataset.id}`);
+    const answer = await api("DELETE", `/zones/${zone.id}/client_certificates/${dialog.dataset.id}`);
     dialog.close();
     await loadCerts();
-    toast("Certificate revoked");
+    // What stays active in its line of EST renewals, if anything.
+    const said = (answer.messages ?? []).map((m) => m.message);
+    toast(["Certificate revoked", ...said].join(". "));
   });
   $("detail-restore").addEventListener("click", (e) =>
     run(e.currentTarget, async () => {
@@ -988,7 +990,19 @@ function openDetail(id) {
     ["Certificate authority", c.certificate_authority?.name],
     ["Id", c.id],
   ];
-  $("detail-list").replaceChildren(...fields.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { class: typeof v === "string" && v.length > 30 ? "mono" : "" }, v || "—")]));
+  const row = ([k, v]) => [h("dt", {}, k), h("dd", { class: typeof v === "string" && v.length > 30 ? "mono" : "" }, v || "—")];
+  $("detail-list").replaceChildren(...fields.flatMap(row));
+  // Its place in a line of EST renewals (`cert renew`), which only the certificate itself tells.
+  api("GET", `/zones/${zone.id}/client_certificates/${id}`)
+    .then(({ result }) => {
+      if (dialog.dataset.id !== id) return;
+      const line = [
+        ["Renewed from", result?.renewed_from],
+        ["Renewed as", result?.renewed_as],
+      ].filter(([, v]) => v);
+      $("detail-list").append(...line.flatMap(row));
+    })
+    .catch(showError);
   const revoked = c.status === "revoked";
   $("detail-revoke").hidden = !canWrite || revoked;
   $("detail-restore").hidden = !canWrite || !revoked;
