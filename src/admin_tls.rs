@@ -43,8 +43,10 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// the slots. Clients (the CLI, a browser, `events -f`) simply connect again.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 
-/// The admin listener's certificate, as last loaded from its files.
+/// A listener's certificate (the admin or the EST listener's), as last loaded from its files.
 pub struct FileCert {
+    /// The listener, for log lines ("admin listener").
+    name: &'static str,
     cert: PathBuf,
     key: PathBuf,
     current: ArcSwap<CertifiedKey>,
@@ -104,10 +106,11 @@ fn provider() -> rustls::crypto::CryptoProvider {
 
 impl FileCert {
     /// Loads the pair; an error names the file and what is wrong with it.
-    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Arc<FileCert>> {
+    pub fn load(name: &'static str, cert: &Path, key: &Path) -> anyhow::Result<Arc<FileCert>> {
         let stamps = (stamp(cert), stamp(key));
         let pair = load_pair(cert, key)?;
         Ok(Arc::new(FileCert {
+            name,
             cert: cert.to_owned(),
             key: key.to_owned(),
             current: ArcSwap::from_pointee(pair),
@@ -137,11 +140,12 @@ impl FileCert {
         match load_pair(&self.cert, &self.key) {
             Ok(pair) => {
                 self.current.store(Arc::new(pair));
-                tracing::info!(cert = %self.cert.display(), "admin listener: certificate reloaded");
+                tracing::info!(cert = %self.cert.display(), "{}: certificate reloaded", self.name);
             }
             Err(e) => tracing::warn!(
                 error = format!("{e:#}"),
-                "admin listener: the changed certificate or key does not load; the previous one stays in service"
+                "{}: the changed certificate or key does not load; the previous one stays in service",
+                self.name
             ),
         }
     }

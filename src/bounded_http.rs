@@ -5,7 +5,7 @@
 //! the dashboard reads to mark its cookie `Secure`, as behind a TLS-terminating proxy, and the client's certificates
 //! when it sent any (`portcullis_admin::est::PeerCertificates`, which the EST routes read).
 //!
-//! Used by the public listener and by the admin listener over TLS. Not here: the plain admin listener (axum's own
+//! Used by the public listener, the admin listener over TLS and the EST listener. Not here: the plain admin listener (axum's own
 //! server), the edge (the proxy crate), what the routers serve.
 
 use std::future::Future;

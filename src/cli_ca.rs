@@ -40,13 +40,13 @@ pub enum CaCommand {
     ///
     /// The server makes the CA's key (it never leaves the server, sealed like every managed CA key) and a CSR,
     /// written to --out (or printed). Have your CA sign it as a CA (the CSR asks for CA:TRUE, pathlen:0 and
-    /// keyCertSign, cRLSign; e.g. `openssl x509 -req -copy_extensions copyall`), then `ca install`. Nothing issues
+    /// keyCertSign, cRLSign, digitalSignature; e.g. `openssl x509 -req -copy_extensions copyall`), then `ca install`. Nothing issues
     /// from it until then.
     Request {
         /// Key type of the new CA [default: p256].
         #[arg(long, value_parser = ["p256", "p384", "rsa2048", "rsa3072", "rsa4096"])]
         key_type: Option<String>,
-        /// Common name (CN=) of the new CA [default: Portcullis Managed CA <id>].
+        /// Common name (CN=) of the new CA [default: Portcullis Managed CA <first 8 hex of its id>].
         #[arg(long)]
         common_name: Option<String>,
         /// Organization (O=) of the new CA.
@@ -62,7 +62,9 @@ pub enum CaCommand {
     /// stays trusted until `ca retire`).
     ///
     /// Refused, naming why, unless the certificate is for the request's key, is a CA that may sign certificates
-    /// and CRLs, is valid now, and the chain goes from its signer up to a self-signed root.
+    /// and CRLs, is valid now, has a subject key identifier and a subject that can be written again as an issuer,
+    /// and the chain goes from its signer up to a self-signed root, every certificate of it a CA valid now within
+    /// its pathlen.
     Install {
         /// The request's id (see `ca requests`).
         id: String,

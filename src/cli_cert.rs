@@ -94,7 +94,8 @@ pub struct CreateArgs {
     #[arg(long, value_name = "ADDRESS", num_args = 1..)]
     pub ip: Vec<std::net::IpAddr>,
     /// Days the certificate is valid (1 to 5475; the server's default is 3650, or the zone policy's
-    /// max_validity_days when shorter).
+    /// max_validity_days when shorter, and shortened to end, in whole days, before the managed CA or its chain
+    /// expires).
     #[arg(long, value_name = "N")]
     pub validity_days: Option<u32>,
     /// Zone id or name; by default the only zone there is.
@@ -103,7 +104,8 @@ pub struct CreateArgs {
     /// Directory to write the files into (created if missing).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub out: PathBuf,
-    /// Also write bundle.p12 (certificate, key and CA) protected by this password.
+    /// Also write bundle.p12 (certificate, key, the managed CA and, when your own CA signed it, the intermediates
+    /// above it, not the root) protected by this password.
     #[arg(long, value_name = "PW", env = "PORTCULLIS_P12_PASSWORD", hide_env_values = true)]
     pub p12_password: Option<String>,
     #[command(flatten)]

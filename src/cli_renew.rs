@@ -4,7 +4,8 @@
 //! directory, or over the current files, for a timer that keeps a service's certificate fresh.
 //!
 //! The server renews a certificate once, so nothing may go wrong on this side once it has answered: the files'
-//! places are prepared (temporary files beside them, created anew, with the old files' mode and owner) before the
+//! places are prepared (temporary files beside them, created anew; with --replace the old files' mode and, where
+//! allowed, owner) before the
 //! request, and the answer is checked (a certificate for the new key) before anything is replaced. Should a write
 //! still fail, the new certificate is printed with what to do.
 //!

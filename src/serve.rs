@@ -429,7 +429,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     // start, naming the file.
     let admin_tls = match (&args.admin_tls_cert, &args.admin_tls_key) {
         (Some(cert), Some(key)) => {
-            let cert = crate::admin_tls::FileCert::load(cert, key).context("the admin listener's certificate")?;
+            let cert = crate::admin_tls::FileCert::load("admin listener", cert, key)
+                .context("the admin listener's certificate")?;
             let client_auth = match args.admin_client_ca.as_deref() {
                 Some(path) => crate::admin_tls::ClientAuth::Required(path),
                 None => crate::admin_tls::ClientAuth::None,
@@ -440,7 +441,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     };
     let est_tls = match (&args.est_tls_cert, &args.est_tls_key) {
         (Some(cert), Some(key)) => {
-            let cert = crate::admin_tls::FileCert::load(cert, key).context("the EST listener's certificate")?;
+            let cert = crate::admin_tls::FileCert::load("EST listener", cert, key)
+                .context("the EST listener's certificate")?;
             Some(crate::admin_tls::server_config(
                 cert,
                 crate::admin_tls::ClientAuth::Offered,

@@ -32,7 +32,7 @@ pub struct ManagedCaRequestView {
     /// The common name asked for.
     pub name: String,
     pub key_type: String,
-    /// The CSR (PEM) for your CA to sign; it asks for `CA:TRUE, pathlen:0` and `keyCertSign, cRLSign`.
+    /// The CSR (PEM) for your CA to sign; it asks for `CA:TRUE, pathlen:0` and `keyCertSign, cRLSign, digitalSignature`.
     pub csr: String,
     pub created_on: String,
 }

@@ -241,7 +241,9 @@ fn default_key_type() -> String {
 pub struct CreateClientCertificate {
     /// PEM CSR; its subject and SANs are copied.
     pub csr: Option<String>,
-    /// 1 to 5,475; 3,650 by default, or the zone policy's max_validity_days when shorter.
+    /// 1 to 5,475; 3,650 by default, or the zone policy's max_validity_days when shorter, and shortened to end, in
+    /// whole days, before the managed CA or the chain above it expires (a validity asked for that would outlive
+    /// them is refused).
     pub validity_days: Option<u32>,
     pub generate_key: Option<GenerateKey>,
     pub common_name: Option<String>,
@@ -295,6 +297,17 @@ pub async fn create_client_certificate(
     let policy = crate::cert_policy::ClientCertificatePolicy::of_zone(&state, &zone_id).await?;
     let now = OffsetDateTime::now_utc();
     let mut validity_days = policy.validity(body.validity_days)?;
+    if let Some(days) = body.validity_days
+        && issuing.expires < ca.not_after()
+        && now + time::Duration::days(i64::from(days)) > issuing.expires
+    {
+        // The CA itself is checked where the certificate is made; a certificate of the chain above it can expire
+        // first, and relying parties that trust the root would then refuse the certificate.
+        return Err(ApiError::invalid(format!(
+            "validity_days {days} would outlive the chain above the managed CA, whose first certificate expires on {}",
+            rfc3339(issuing.expires.unix_timestamp())
+        )));
+    }
     if body.validity_days.is_none() {
         // The default shortens to the CA's own life (a CA your root signed may live a year, not ten); a validity
         // asked for is never shortened, and is refused if the CA would expire first.

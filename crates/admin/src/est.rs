@@ -6,7 +6,7 @@
 //! Who may renew: a client whose TLS certificate chains to a managed CA that is not retired, is valid, is on record
 //! as active (not revoked) and is at least [`crate::AdminSettings::est_renew_after`] old; each certificate once (a
 //! second renewal of the same certificate is refused, naming the one that replaced it). The new certificate keeps
-//! the old one's validity, bounded by the zone's policy and the CA's life, and its zone; the old one stays valid
+//! the old one's validity, bounded by the zone's policy and the CA's and its chain's life, and its zone; the old one stays valid
 //! (the device may not have installed the new one yet) until the new one renews in turn, which revokes it: a line
 //! of renewals holds at most two active certificates. The zone's quota counts them.
 //!

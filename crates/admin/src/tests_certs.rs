@@ -831,6 +831,77 @@ async fn a_managed_ca_signed_by_an_openssl_root_issues_certificates_that_chain_t
     ]);
     assert!(checked.contains("verify OK"), "{checked}");
 
+    // Under a root that expires before the CA: the default validity ends before the root, and a longer one asked
+    // for is refused, naming the chain.
+    let (_, body) = api
+        .send(Method::POST, &base, json!({"common_name": "Short Root Devices"}))
+        .await;
+    let short = s(&body["result"]["id"]);
+    tmp.write("short.csr", s(&body["result"]["csr"]));
+    tmp.openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "short-root.key",
+        "-out",
+        "short-root.pem",
+        "-days",
+        "10",
+        "-subj",
+        "/CN=Short Root",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    tmp.openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "short.csr",
+        "-CA",
+        "short-root.pem",
+        "-CAkey",
+        "short-root.key",
+        "-CAcreateserial",
+        "-copy_extensions",
+        "copyall",
+        "-days",
+        "20",
+        "-out",
+        "short.pem",
+    ]);
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &format!("{base}/{short}/install"),
+            json!({"certificate": tmp.read("short.pem"), "chain": tmp.read("short-root.pem")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let issue_path = format!("/client/v4/zones/{zone}/client_certificates");
+    let issue = |extra: Value| {
+        let mut body = json!({"generate_key": {}, "common_name": "under-short-root"});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        api.send(Method::POST, &issue_path, body)
+    };
+    let (status, body) = issue(json!({"validity_days": 15})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        error(&body).1.contains("would outlive the chain above the managed CA"),
+        "{body}"
+    );
+    let (status, body) = issue(json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["result"]["validity_days"], 9, "{body}");
+
     // Deleting a request discards it.
     let (_, body) = api.send(Method::POST, &base, json!({})).await;
     let other = s(&body["result"]["id"]);

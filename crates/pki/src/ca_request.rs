@@ -5,9 +5,11 @@
 //! issues from then on. The key never leaves Portcullis: only the CSR does.
 //!
 //! What it checks at install: the certificate is for this request's key, is a CA that may sign certificates and
-//! CRLs (and whose extended key usage, if any, allows client authentication), is valid now; each certificate of the
-//! chain signed the one below it, is such a CA, is valid now and allows the path length below it; and the chain ends
-//! at a self-signed root. What it does not check: the chain's revocation (CRLs, OCSP) and name constraints. The edge
+//! CRLs (and whose extended key usage, if any, allows client authentication), is valid now, has a subject key
+//! identifier (its CRLs name it) and a subject that can be written back byte for byte as the issuer of what it
+//! signs; each certificate of the chain signed the one below it, is a CA that may sign certificates (client
+//! authentication allowed if it has an extended key usage), is valid now and allows the path length below it
+//! (self-issued links not counted); and the chain ends at a self-signed root. What it does not check: the chain's revocation (CRLs, OCSP) and name constraints. The edge
 //! trusts the managed CA's certificate itself, so the chain matters to relying parties that trust the root, not to
 //! the edge.
 

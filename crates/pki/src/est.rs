@@ -2,7 +2,9 @@
 //! certificates back to the client, and the check that a re-enrollment CSR names exactly what the certificate being
 //! renewed names.
 //!
-//! For the client side, [`renewal_csr`] makes the CSR of a re-enrollment.
+//! For the device's side: [`renewal_csr`] makes the CSR of a re-enrollment, [`pkcs7_certificates`] reads the
+//! answer, [`certificate_for_csr`] picks the new certificate from it, [`chain_above`] finds what to send after it
+//! and [`key_type_of`] what key to make.
 //!
 //! Not here: TLS, HTTP, which certificate the client authenticated with and whether it may renew (the caller's),
 //! and the signing itself ([`crate::ManagedCa::issue_from_csr`]).

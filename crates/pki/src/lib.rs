@@ -8,7 +8,8 @@
 //! - [`acme`]: TLS-ALPN-01 answer certificates and the CSRs of ACME orders;
 //! - [`server`]: validation of uploaded server certificates and keys (`custom_certificates`) and sealing their keys;
 //! - [`status`]: the client-certificate status machine with Cloudflare's status names;
-//! - [`est`]: EST's (RFC 7030) certs-only PKCS#7 and the re-enrollment CSR check;
+//! - [`est`]: EST's (RFC 7030) certs-only PKCS#7 and the re-enrollment CSR check, and the device's side (its CSR,
+//!   reading the answer, the chain above the new certificate);
 //! - [`crl`]: CRL v2 encoding and signing, fast enough for 100,000 entries;
 //! - [`byoca`]: validation of uploaded ("bring your own") CA bundles and their CRLs;
 //! - [`verify`]: chain verification against a set of trust anchors with rustls-webpki,

@@ -1,5 +1,6 @@
-//! Certificate authorities: the managed CAs (with rotation), bring-your-own CAs (`mtls_certificates`, with CRLs),
-//! and hostname associations, which say which CAs guard which hostnames.
+//! Certificate authorities: the managed CAs (with rotation, and requests for CAs the operator's root signs),
+//! bring-your-own CAs (`mtls_certificates`, with CRLs), and hostname associations, which say which CAs guard which
+//! hostnames.
 
 use portcullis_pki::OcspPolicy;
 

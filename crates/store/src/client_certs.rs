@@ -1,4 +1,5 @@
-//! Client certificates issued by the managed CAs: inventory, quota, and revocation status.
+//! Client certificates issued by the managed CAs: inventory, quota, revocation status, and the links of EST
+//! renewals (each certificate renewed once; renewing a renewal revokes the certificate before it).
 
 use crate::Store;
 use crate::db::{RowExt, commit_write, on_db};
