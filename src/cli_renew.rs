@@ -54,6 +54,10 @@ pub struct RenewArgs {
         conflicts_with = "replace"
     )]
     pub out: Option<PathBuf>,
+    /// Renew only when the current certificate expires within this many days; otherwise say when it is due and
+    /// exit 0 (for a daily timer: `contrib/systemd/portcullis-renew.timer`).
+    #[arg(long, value_name = "DAYS")]
+    pub within_days: Option<u32>,
     /// Replace --cert and --key (their targets, when they are symbolic links) with the new certificate and key,
     /// keeping each file's mode and, where allowed, its owner. A --cert that held a chain gets the new chain.
     #[arg(long)]
@@ -151,6 +155,19 @@ pub async fn renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
     let url = est_url(&args.est, "simplereenroll")?;
     let (chain, key) = crate::admin_tls::read_pem_pair(&args.cert, &args.key).context("--cert and --key")?;
     let leaf = chain.first().context("--cert holds no certificate")?.as_ref().to_vec();
+    if let Some(days) = args.within_days {
+        let expires = portcullis_pki::certificate_not_after(&leaf).context("--cert")?;
+        let due = expires - time::Duration::days(i64::from(days));
+        if time::OffsetDateTime::now_utc() < due {
+            outln!(
+                "not renewed: {} expires on {}, more than {days} days from now; due from {}",
+                args.cert.display(),
+                rfc3339(expires),
+                rfc3339(due)
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let with_chain = chain.len() > 1;
     let key_type = match &args.key_type {
         Some(name) => name.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -289,4 +306,9 @@ where
         .decode(compact)
         .with_context(|| format!("{url}: the answer is not base64"))?;
     portcullis_pki::est::pkcs7_certificates(&p7).with_context(|| format!("{url}: the answer"))
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }

@@ -1388,6 +1388,48 @@ fn the_systemd_unit_verifies_and_gives_only_real_options() {
     );
 }
 
+/// The device's renewal unit and timer in `contrib/` verify, and give `cert renew` only options it has.
+#[test]
+fn the_renewal_unit_and_timer_verify_and_give_only_real_options() {
+    let dir = crate::support::repo_root().join("contrib/systemd");
+    let unit = std::fs::read_to_string(dir.join("portcullis-renew.service")).expect("the unit file");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart line");
+    let help = ok(&crate::support::portcullis(&["cert", "renew", "--help"]));
+    let options: Vec<&str> = exec.split_whitespace().filter(|w| w.starts_with("--")).collect();
+    assert!(
+        options.contains(&"--within-days") && options.contains(&"--replace"),
+        "{exec}"
+    );
+    for option in options {
+        assert!(
+            help.contains(&format!("{option} ")) || help.contains(&format!("{option}\n")),
+            "`portcullis cert renew` has no {option}:\n{help}"
+        );
+    }
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let service = scratch.path().join("portcullis-renew.service");
+    let timer = scratch.path().join("portcullis-renew.timer");
+    std::fs::write(
+        &service,
+        unit.replace("/usr/local/bin/portcullis", env!("CARGO_BIN_EXE_portcullis")),
+    )
+    .expect("write");
+    std::fs::copy(dir.join("portcullis-renew.timer"), &timer).expect("copy");
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args([&service, &timer])
+        .output()
+        .expect("systemd-analyze (Debian's systemd package) runs");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        stderr(&out)
+    );
+}
+
 /// The Prometheus alerting rules in `contrib/` pass `promtool check rules`, their unit tests pass `promtool test
 /// rules`, and every metric they name is one Portcullis exports (so a renamed metric cannot leave an alert that
 /// never fires).
@@ -2048,6 +2090,18 @@ fn clients_renew_their_own_certificates_over_est() {
         crate::support::portcullis(&args)
     };
     let (cert3, key3) = (path("d3/cert.pem"), path("d3/key.pem"));
+    // Not due yet: nothing asked, nothing written.
+    let said = ok(&renew(&[
+        "--cert",
+        &cert3,
+        "--key",
+        &key3,
+        "--within-days",
+        "30",
+        "--replace",
+    ]));
+    assert!(said.starts_with("not renewed: ") && said.contains("due from"), "{said}");
+    assert_eq!(std::fs::read_to_string(dir.join("d3/cert.pem")).expect("cert"), before);
     for round in 0..2 {
         let out = renew(&["--cert", &cert3, "--key", &key3, "--replace"]);
         let said = ok(&out);
