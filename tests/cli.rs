@@ -1354,73 +1354,65 @@ fn a_wildcard_default_host_is_refused_before_the_data_directory_is_made() {
 /// `ExecStart` gives is one `portcullis serve` takes.
 #[test]
 fn the_systemd_unit_verifies_and_gives_only_real_options() {
-    let path = crate::support::repo_root().join("contrib/systemd/portcullis.service");
-    let unit = std::fs::read_to_string(&path).expect("the unit file");
-    let exec = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("ExecStart="))
-        .expect("an ExecStart line");
-    let help = ok(&crate::support::portcullis(&["serve", "--help"]));
-    let options: Vec<&str> = exec.split_whitespace().filter(|w| w.starts_with("--")).collect();
-    assert!(options.len() >= 4, "{exec}");
-    for option in options {
-        assert!(
-            help.contains(&format!("{option} ")),
-            "`portcullis serve` has no {option}:\n{help}"
-        );
-    }
-    let dir = tempfile::tempdir().expect("a scratch directory");
-    let copy = dir.path().join("portcullis.service");
-    std::fs::write(
-        &copy,
-        unit.replace("/usr/local/bin/portcullis", env!("CARGO_BIN_EXE_portcullis")),
-    )
-    .expect("write");
-    let out = std::process::Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&copy)
-        .output()
-        .expect("systemd-analyze (Debian's systemd package) runs");
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "systemd-analyze verify: {}",
-        stderr(&out)
-    );
+    let options = check_units(&["portcullis.service"], &["serve"]);
+    assert!(options.len() >= 4, "{options:?}");
 }
 
 /// The device's renewal unit and timer in `contrib/` verify, and give `cert renew` only options it has.
 #[test]
 fn the_renewal_unit_and_timer_verify_and_give_only_real_options() {
+    let options = check_units(
+        &["portcullis-renew.service", "portcullis-renew.timer"],
+        &["cert", "renew"],
+    );
+    assert!(
+        options.iter().any(|o| o == "--within-days") && options.iter().any(|o| o == "--replace"),
+        "{options:?}"
+    );
+}
+
+/// That `files` of `contrib/systemd` (the service first) pass `systemd-analyze verify` with the binary of this test
+/// run in place of `/usr/local/bin/portcullis`, and that `portcullis COMMAND --help` knows every option of the
+/// service's `ExecStart`; those options.
+fn check_units(files: &[&str], command: &[&str]) -> Vec<String> {
     let dir = crate::support::repo_root().join("contrib/systemd");
-    let unit = std::fs::read_to_string(dir.join("portcullis-renew.service")).expect("the unit file");
+    let unit = std::fs::read_to_string(dir.join(files[0])).expect("the unit file");
     let exec = unit
         .lines()
         .find_map(|l| l.strip_prefix("ExecStart="))
         .expect("an ExecStart line");
-    let help = ok(&crate::support::portcullis(&["cert", "renew", "--help"]));
-    let options: Vec<&str> = exec.split_whitespace().filter(|w| w.starts_with("--")).collect();
-    assert!(
-        options.contains(&"--within-days") && options.contains(&"--replace"),
-        "{exec}"
-    );
-    for option in options {
+    let mut args = command.to_vec();
+    args.push("--help");
+    let help = ok(&crate::support::portcullis(&args));
+    let options: Vec<String> = exec
+        .split_whitespace()
+        .filter(|w| w.starts_with("--"))
+        .map(str::to_owned)
+        .collect();
+    for option in &options {
         assert!(
             help.contains(&format!("{option} ")) || help.contains(&format!("{option}\n")),
-            "`portcullis cert renew` has no {option}:\n{help}"
+            "`portcullis {}` has no {option}:\n{help}",
+            command.join(" ")
         );
     }
     let scratch = tempfile::tempdir().expect("a scratch directory");
-    let service = scratch.path().join("portcullis-renew.service");
-    let timer = scratch.path().join("portcullis-renew.timer");
-    std::fs::write(
-        &service,
-        unit.replace("/usr/local/bin/portcullis", env!("CARGO_BIN_EXE_portcullis")),
-    )
-    .expect("write");
-    std::fs::copy(dir.join("portcullis-renew.timer"), &timer).expect("copy");
+    let copies: Vec<_> = files
+        .iter()
+        .map(|name| {
+            let text = std::fs::read_to_string(dir.join(name)).expect("a unit file");
+            let copy = scratch.path().join(name);
+            std::fs::write(
+                &copy,
+                text.replace("/usr/local/bin/portcullis", env!("CARGO_BIN_EXE_portcullis")),
+            )
+            .expect("write");
+            copy
+        })
+        .collect();
     let out = std::process::Command::new("systemd-analyze")
         .arg("verify")
-        .args([&service, &timer])
+        .args(&copies)
         .output()
         .expect("systemd-analyze (Debian's systemd package) runs");
     assert!(
@@ -1428,6 +1420,7 @@ fn the_renewal_unit_and_timer_verify_and_give_only_real_options() {
         "systemd-analyze verify: {}",
         stderr(&out)
     );
+    options
 }
 
 /// The Prometheus alerting rules in `contrib/` pass `promtool check rules`, their unit tests pass `promtool test
