@@ -61,6 +61,57 @@ impl Tmp {
         self.read(&csr)
     }
 
+    /// A self-signed CA (`{name}.pem`, `{name}.key`, P-256) for `subject`, valid `days`.
+    fn root_ca(&self, name: &str, subject: &str, days: &str) {
+        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            days,
+            "-subj",
+            subject,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+    }
+
+    /// Has the CA `ca` (see [`Tmp::root_ca`]) sign the CSR file `csr` into `out`, valid `days`, with the CSR's own
+    /// extensions as `openssl x509 -req -copy_extensions copyall` copies them, and `extra` arguments.
+    fn sign_ca(&self, csr: &str, ca: &str, days: &str, out: &str, extra: &[&str]) {
+        let (key, pem) = (format!("{ca}.key"), format!("{ca}.pem"));
+        let mut args = vec![
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            &pem,
+            "-CAkey",
+            &key,
+            "-CAcreateserial",
+            "-copy_extensions",
+            "copyall",
+            "-days",
+            days,
+            "-out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        self.openssl(&args);
+    }
+
     /// A self-signed leaf (`CA:FALSE`) for `subject`, valid 30 days, with `extra` `-addext` values; returns the
     /// certificate and key PEM (`{name}.pem`, `{name}.key`).
     fn leaf(&self, name: &str, subject: &str, extra: &[&str]) -> (String, String) {
@@ -617,44 +668,8 @@ async fn a_managed_ca_signed_by_an_openssl_root_issues_certificates_that_chain_t
     assert_eq!(managed_cas(&api).await.len(), 1, "a request is not a CA");
 
     // The operator's root, and what it signs: the CSR's own extensions, as `openssl x509 -req` copies them.
-    tmp.openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "root.key",
-        "-out",
-        "root.pem",
-        "-days",
-        "30",
-        "-subj",
-        "/O=Acme/CN=Acme Root",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    tmp.openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "sub.csr",
-        "-CA",
-        "root.pem",
-        "-CAkey",
-        "root.key",
-        "-CAcreateserial",
-        "-copy_extensions",
-        "copyall",
-        "-days",
-        "20",
-        "-out",
-        "sub.pem",
-    ]);
+    tmp.root_ca("root", "/O=Acme/CN=Acme Root", "30");
+    tmp.sign_ca("sub.csr", "root", "20", "sub.pem", &[]);
     let install = format!("{base}/{request}/install");
 
     // Refused, naming why, and nothing changes: no chain; the root's own certificate (another key); a private key.
@@ -683,25 +698,13 @@ async fn a_managed_ca_signed_by_an_openssl_root_issues_certificates_that_chain_t
     assert!(error(&body).1.contains("chain: block 1 is a PRIVATE KEY"), "{body}");
     // A subject the CA rewrote with two DC= (which certificates it signs could not name as their issuer), and a
     // certificate without a subject key identifier (which its CRLs name).
-    tmp.openssl(&[
-        "x509",
-        "-req",
-        "-in",
+    tmp.sign_ca(
         "sub.csr",
-        "-CA",
-        "root.pem",
-        "-CAkey",
-        "root.key",
-        "-CAcreateserial",
-        "-copy_extensions",
-        "copyall",
-        "-days",
+        "root",
         "20",
-        "-subj",
-        "/DC=com/DC=example/CN=Acme Devices CA",
-        "-out",
         "dc.pem",
-    ]);
+        &["-subj", "/DC=com/DC=example/CN=Acme Devices CA"],
+    );
     let (status, body) = api
         .send(
             Method::POST,
@@ -838,44 +841,8 @@ async fn a_managed_ca_signed_by_an_openssl_root_issues_certificates_that_chain_t
         .await;
     let short = s(&body["result"]["id"]);
     tmp.write("short.csr", s(&body["result"]["csr"]));
-    tmp.openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "short-root.key",
-        "-out",
-        "short-root.pem",
-        "-days",
-        "10",
-        "-subj",
-        "/CN=Short Root",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    tmp.openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "short.csr",
-        "-CA",
-        "short-root.pem",
-        "-CAkey",
-        "short-root.key",
-        "-CAcreateserial",
-        "-copy_extensions",
-        "copyall",
-        "-days",
-        "20",
-        "-out",
-        "short.pem",
-    ]);
+    tmp.root_ca("short-root", "/CN=Short Root", "10");
+    tmp.sign_ca("short.csr", "short-root", "20", "short.pem", &[]);
     let (status, body) = api
         .send(
             Method::POST,
